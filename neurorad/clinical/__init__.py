@@ -1,0 +1,1 @@
+"""neurorad.clinical layer (see ARCHITECTURE.md)."""

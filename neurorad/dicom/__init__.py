@@ -1,0 +1,1 @@
+"""neurorad.dicom layer (see ARCHITECTURE.md)."""

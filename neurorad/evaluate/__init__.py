@@ -1,0 +1,1 @@
+"""neurorad.evaluate layer (see ARCHITECTURE.md)."""

@@ -1,0 +1,1 @@
+"""neurorad.genomics layer (see ARCHITECTURE.md)."""

@@ -1,0 +1,1 @@
+"""neurorad.phantom layer (see ARCHITECTURE.md)."""

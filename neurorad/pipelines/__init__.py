@@ -1,0 +1,1 @@
+"""neurorad.pipelines layer (see ARCHITECTURE.md)."""

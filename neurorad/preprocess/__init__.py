@@ -1,0 +1,1 @@
+"""neurorad.preprocess layer (see ARCHITECTURE.md)."""

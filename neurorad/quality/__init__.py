@@ -1,0 +1,1 @@
+"""neurorad.quality layer (see ARCHITECTURE.md)."""

@@ -1,0 +1,1 @@
+"""neurorad.quantify layer (see ARCHITECTURE.md)."""

@@ -1,0 +1,1 @@
+"""neurorad.report layer (see ARCHITECTURE.md)."""

@@ -1,0 +1,1 @@
+"""neurorad.segment layer (see ARCHITECTURE.md)."""

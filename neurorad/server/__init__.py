@@ -1,0 +1,1 @@
+"""neurorad.server layer (see ARCHITECTURE.md)."""

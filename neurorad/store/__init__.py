@@ -1,0 +1,1 @@
+"""neurorad.store layer (see ARCHITECTURE.md)."""
