@@ -53,3 +53,28 @@ def test_bad_inputs_name_the_file(tmp_path):
         load_nifti(nan)
     with pytest.raises(InputError, match="singular"):
         Volume(np.zeros((2, 2, 2)), np.zeros((4, 4)))
+
+
+def test_sitk_bridge_keeps_world_coordinates(colin27_head_path):
+    import SimpleITK as sitk
+
+    from neurorad.image.sitk_bridge import from_sitk, to_sitk
+
+    vol = load_nifti(colin27_head_path)
+    # an oblique, anisotropic affine to exercise the direction matrix
+    rot = np.array([[0.96592583, -0.25881905, 0], [0.25881905, 0.96592583, 0], [0, 0, 1]])
+    aff = np.eye(4)
+    aff[:3, :3] = rot @ np.diag([0.9, 1.1, 1.3])
+    aff[:3, 3] = [-80.0, -100.0, -60.0]
+    v = Volume(vol.data, aff)
+    img = to_sitk(v)
+    # SimpleITK's own index->point (LPS) equals our RAS position with x, y negated
+    for idx in [(0, 0, 0), (10, 20, 30), (180, 216, 180)]:
+        lps = np.array(img.TransformIndexToPhysicalPoint(idx))
+        ras = v.voxel_to_world(np.array(idx))[0]
+        np.testing.assert_allclose(lps, ras * [-1, -1, 1], atol=1e-6)
+        assert img[idx] == v.data[idx]
+    back = from_sitk(img)
+    np.testing.assert_allclose(back.affine, aff, atol=1e-9)
+    np.testing.assert_array_equal(back.data, v.data)
+    assert isinstance(img, sitk.Image)
