@@ -58,9 +58,10 @@ def _register_all() -> None:
         ms,
         phantom,
         preprocess,
+        server,
     )
 
-    for mod in (image, preprocess, phantom, ms, data, genomics, evaluate, demo):
+    for mod in (image, preprocess, phantom, ms, data, server, genomics, evaluate, demo):
         mod.register(app)
 
 
