@@ -1,0 +1,289 @@
+"""Classical difference-based engine for new and enlarging MS lesions on a FLAIR pair.
+
+The engine joins two published systems:
+
+* the T2-FLAIR subtraction CAD used during the scan session to decide on gadolinium
+  (voxel-wise subtraction of co-registered, intensity-normalised FLAIR; a candidate whose
+  centre-of-gravity intensity is higher at baseline is a false positive), and
+* the regional candidate-lesion workflow (post-processing: binarise the score at 0.01,
+  26-connected components, keep components > 12 mm^3 with at least one voxel > 0.1).
+
+All functions are pure: arrays (baseline and follow-up on ONE grid, already registered and
+jointly normalised so that normal-appearing white matter has the same intensity at both
+time points) in, arrays and tables out. Array axes are the Volume's ``[i, j, k]``;
+``spacing_mm`` gives the voxel size along them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+from scipy import ndimage
+
+from neurorad.quantify.components import connected_components, label_voxel_counts
+
+
+@dataclass(frozen=True)
+class CandidateParams:
+    """Step 4: difference map -> per-voxel score in [0, 1]."""
+
+    smoothing_fwhm_mm: float = 1.5  # Gaussian pre-smoothing of both images (noise vs small lesions)
+    z_at_extent: float = 3.0  # robust z of the difference that maps to score 0.01 (lesion extent)
+    z_at_core: float = 5.0  # robust z that maps to score 0.1 (lesion core)
+    hyper_z: float = 2.0  # follow-up FLAIR must be this many robust SDs above the brain median
+    csf_fraction: float = 0.75  # tissue (not CSF) where baseline > csf_fraction * brain median
+    border_margin_mm: float = 3.0  # voxels closer than this to the brain edge get score 0
+
+
+@dataclass(frozen=True)
+class FPParams:
+    """Step 5: false-positive reduction."""
+
+    cog_rule: bool = True  # CAD rule: centre-of-gravity brighter at baseline -> false positive
+    shift_radius_mm: float = 1.5  # misregistration test: baseline max over this radius explains follow-up
+    shift_explained_fraction: float = 0.8  # drop when this fraction of voxels is explained by a shift
+    shift_margin_z: float = 2.0  # follow-up must exceed the shifted baseline by this many robust SDs
+    border_fraction: float = 0.5  # drop when this fraction of voxels lies within border_margin_mm of the edge
+    border_margin_mm: float = 5.0
+
+
+@dataclass(frozen=True)
+class PostParams:
+    """Step 6: post-processing of the regional workflow."""
+
+    binarise_threshold: float = 0.01
+    connectivity: int = 26
+    min_volume_mm3: float = 12.0
+    min_peak_score: float = 0.1
+
+
+@dataclass(frozen=True)
+class ClassifyParams:
+    """Step 7: new vs enlarging."""
+
+    baseline_lesion_z: float = 3.0  # baseline voxel is lesion when this many robust SDs above the brain median
+    baseline_lesion_min_mm3: float = 3.0
+    touch_radius_mm: float = 1.5  # a candidate within this distance of a baseline lesion is 'enlarging'
+
+
+@dataclass
+class Candidates:
+    """Output of :func:`candidate_score`."""
+
+    difference: np.ndarray  # follow-up - baseline (normalised units, smoothed)
+    z: np.ndarray  # robust z of the difference
+    score: np.ndarray  # [0, 1]
+    sigma: float  # robust SD of the difference inside the brain
+    brain_median: float
+    brain_sigma: float
+    tissue_mask: np.ndarray = field(repr=False, default=None)  # type: ignore[assignment]
+
+
+def _sigma_vox(fwhm_mm: float, spacing_mm: tuple[float, float, float]) -> list[float]:
+    s = fwhm_mm / (2.0 * np.sqrt(2.0 * np.log(2.0)))
+    return [s / float(sp) for sp in spacing_mm]
+
+
+def robust_sigma(values: np.ndarray) -> float:
+    """1.4826 x median absolute deviation: the SD of the Gaussian part, robust to lesions and edges."""
+    values = np.asarray(values, dtype=np.float64)
+    if values.size == 0:
+        return 0.0
+    med = np.median(values)
+    return float(1.4826 * np.median(np.abs(values - med)))
+
+
+def score_from_z(z: np.ndarray, z_at_extent: float, z_at_core: float) -> np.ndarray:
+    """Logistic map of the difference z to [0, 1] with score(z_at_extent)=0.01 and score(z_at_core)=0.1.
+
+    The two anchors are the regional workflow's binarisation (0.01) and core (0.1) thresholds, so
+    the classical score plugs into the published post-processing unchanged.
+    """
+    if not z_at_core > z_at_extent:
+        raise ValueError("z_at_core must be larger than z_at_extent")
+    lo, hi = np.log(0.01 / 0.99), np.log(0.1 / 0.9)
+    a = (hi - lo) / (z_at_core - z_at_extent)
+    b = z_at_core - hi / a
+    return (1.0 / (1.0 + np.exp(-a * (np.asarray(z, dtype=np.float64) - b)))).astype(np.float32)
+
+
+def candidate_score(
+    baseline: np.ndarray,
+    followup: np.ndarray,
+    brain_mask: np.ndarray,
+    spacing_mm: tuple[float, float, float],
+    params: CandidateParams = CandidateParams(),
+) -> Candidates:
+    """Step 4: normalised difference, robust z, gating by brain, tissue and hyperintensity, score.
+
+    A voxel scores when it is brighter at follow-up (robust z of the smoothed difference), lies in
+    brain tissue that is not CSF at baseline, away from the brain border, and is hyperintense on the
+    follow-up FLAIR (robust z above the brain median), as in FLAIR subtraction CAD.
+    """
+    brain = np.asarray(brain_mask, dtype=bool)
+    if not brain.any():
+        raise ValueError("empty brain mask")
+    sig = _sigma_vox(params.smoothing_fwhm_mm, spacing_mm)
+    b = ndimage.gaussian_filter(np.asarray(baseline, dtype=np.float32), sig)
+    f = ndimage.gaussian_filter(np.asarray(followup, dtype=np.float32), sig)
+    diff = (f - b).astype(np.float32)
+    inner = brain & (b > 0)
+    dvals = diff[inner]
+    sigma = robust_sigma(dvals)
+    if sigma <= 0:
+        sigma = float(np.std(dvals)) or 1.0
+    z = ((diff - np.median(dvals)) / sigma).astype(np.float32)
+
+    bvals = b[inner]
+    brain_median = float(np.median(bvals))
+    brain_sigma = robust_sigma(bvals) or 1.0
+    tissue = brain & (b > params.csf_fraction * brain_median)
+    dist_mm = ndimage.distance_transform_edt(brain, sampling=spacing_mm)
+    gate = tissue & (dist_mm > params.border_margin_mm)
+    # follow-up hyperintensity as a soft gate: 0 at the brain median, 1 at hyper_z SDs above
+    fz = (f - brain_median) / brain_sigma
+    hyper = np.clip(fz / max(params.hyper_z, 1e-6), 0.0, 1.0)
+    score = score_from_z(z, params.z_at_extent, params.z_at_core) * hyper
+    score[~gate] = 0.0
+    score[z <= 0] = 0.0
+    return Candidates(diff, z, score.astype(np.float32), sigma, brain_median, brain_sigma, gate)
+
+
+def binarise_components(
+    score: np.ndarray, voxel_volume_mm3: float, params: PostParams = PostParams()
+) -> tuple[np.ndarray, int]:
+    """Step 6: score > 0.01, 26-connected components, keep > 12 mm^3 with a voxel > 0.1.
+
+    Returns relabelled components ``(labels, n)`` numbered 1..n in raster order.
+    """
+    labels, n = connected_components(np.asarray(score) > params.binarise_threshold, params.connectivity)
+    if n == 0:
+        return labels, 0
+    vol = label_voxel_counts(labels, n) * float(voxel_volume_mm3)
+    peak = ndimage.maximum(score, labels, np.arange(1, n + 1))
+    keep = (vol > params.min_volume_mm3) & (np.asarray(peak) > params.min_peak_score)
+    return relabel(labels, keep)
+
+
+def relabel(labels: np.ndarray, keep: np.ndarray) -> tuple[np.ndarray, int]:
+    """Keep the components flagged in ``keep`` (index i-1 for label i), renumbered 1..m."""
+    keep = np.asarray(keep, dtype=bool)
+    lut = np.zeros(keep.size + 1, dtype=np.int32)
+    lut[1:][keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
+    return lut[labels], int(keep.sum())
+
+
+@dataclass(frozen=True)
+class FPDecision:
+    """Why one candidate was kept or dropped."""
+
+    label: int
+    kept: bool
+    reason: str
+    cog_baseline: float
+    cog_followup: float
+    shift_explained_fraction: float
+    border_fraction: float
+
+
+def false_positive_reduction(
+    labels: np.ndarray,
+    n: int,
+    baseline: np.ndarray,
+    followup: np.ndarray,
+    brain_mask: np.ndarray,
+    spacing_mm: tuple[float, float, float],
+    sigma: float,
+    brain_median: float,
+    brain_sigma: float,
+    params: FPParams = FPParams(),
+    lesion_z: float = 3.0,
+) -> tuple[np.ndarray, int, list[FPDecision]]:
+    """Step 5: drop candidates that are not new tissue change.
+
+    * CAD rule (FLAIR subtraction CAD): the intensity at the candidate's centre of gravity is
+      higher (or equal) at baseline -> false positive.
+    * Misregistration at tissue/CSF edges: the follow-up is explained by the baseline shifted by
+      up to ``shift_radius_mm`` (grey-scale max filter of the baseline with baseline lesions capped
+      at the lesion threshold, so an enlarging rim next to an old lesion is not explained away).
+    * Brain border / outside brain: most of the candidate lies within ``border_margin_mm`` of the
+      brain edge or outside the mask.
+    """
+    decisions: list[FPDecision] = []
+    if n == 0:
+        return labels, 0, decisions
+    brain = np.asarray(brain_mask, dtype=bool)
+    b = np.asarray(baseline, dtype=np.float32)
+    f = np.asarray(followup, dtype=np.float32)
+    cap = brain_median + lesion_z * brain_sigma
+    radius_vox = [max(1, int(round(params.shift_radius_mm / s))) for s in spacing_mm]
+    footprint = np.ones([2 * r + 1 for r in radius_vox], dtype=bool)
+    b_shift = ndimage.maximum_filter(np.minimum(b, cap), footprint=footprint)
+    explained = f <= b_shift + params.shift_margin_z * sigma
+    dist_mm = ndimage.distance_transform_edt(brain, sampling=spacing_mm)
+    near_edge = (dist_mm <= params.border_margin_mm) | ~brain
+
+    idx = np.arange(1, n + 1)
+    counts = label_voxel_counts(labels, n).astype(float)
+    frac_expl = np.asarray(ndimage.sum(explained, labels, idx)) / counts
+    frac_edge = np.asarray(ndimage.sum(near_edge, labels, idx)) / counts
+    cogs = ndimage.center_of_mass(np.ones(labels.shape, np.uint8), labels, idx)
+    keep = np.zeros(n, dtype=bool)
+    for i, lab in enumerate(idx):
+        ijk = tuple(int(round(c)) for c in cogs[i])
+        # a non-convex candidate may have its centre outside itself: use its voxel nearest the centre
+        if labels[ijk] != lab:
+            vox = np.argwhere(labels == lab)
+            ijk = tuple(vox[np.argmin(((vox - np.asarray(cogs[i])) ** 2).sum(1))])
+        cb, cf = float(b[ijk]), float(f[ijk])
+        reason = "kept"
+        if params.cog_rule and cb >= cf:
+            reason = "centre of gravity brighter at baseline"
+        elif frac_edge[i] >= params.border_fraction:
+            reason = "at the brain border or outside the brain"
+        elif frac_expl[i] >= params.shift_explained_fraction:
+            reason = "explained by misregistration (baseline shifted)"
+        keep[i] = reason == "kept"
+        decisions.append(FPDecision(int(lab), bool(keep[i]), reason, cb, cf, float(frac_expl[i]), float(frac_edge[i])))
+    out, m = relabel(labels, keep)
+    return out, m, decisions
+
+
+def baseline_lesion_mask(
+    baseline: np.ndarray,
+    brain_mask: np.ndarray,
+    spacing_mm: tuple[float, float, float],
+    brain_median: float,
+    brain_sigma: float,
+    params: ClassifyParams = ClassifyParams(),
+) -> np.ndarray:
+    """Hyperintense baseline FLAIR inside the brain (lesions present before), small specks removed."""
+    vox_mm3 = float(np.prod(spacing_mm))
+    m = np.asarray(brain_mask, bool) & (np.asarray(baseline) > brain_median + params.baseline_lesion_z * brain_sigma)
+    labels, n = connected_components(m, 26)
+    if n == 0:
+        return m
+    keep = label_voxel_counts(labels, n) * vox_mm3 >= params.baseline_lesion_min_mm3
+    return relabel(labels, keep)[0] > 0
+
+
+def classify_new_enlarging(
+    labels: np.ndarray,
+    n: int,
+    baseline_lesions: np.ndarray,
+    spacing_mm: tuple[float, float, float],
+    params: ClassifyParams = ClassifyParams(),
+) -> list[str]:
+    """Step 7: 'enlarging' when the component touches a baseline lesion, else 'new'."""
+    if n == 0:
+        return []
+    near = ndimage.distance_transform_edt(~np.asarray(baseline_lesions, bool), sampling=spacing_mm)
+    near = near <= params.touch_radius_mm
+    hits = np.asarray(ndimage.maximum(near, labels, np.arange(1, n + 1)), dtype=bool)
+    return ["enlarging" if h else "new" for h in np.atleast_1d(hits)]
+
+
+def params_dict(*params: object) -> dict:
+    """Flatten parameter dataclasses for provenance."""
+    return {type(p).__name__: asdict(p) for p in params}  # type: ignore[call-overload]
