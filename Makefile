@@ -21,8 +21,8 @@ system-deps:
 # sees it satisfied instead of pulling a multi-GB CUDA build.
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install -q --disable-pip-version-check torch==2.13.0
-	$(PIP) install -q --disable-pip-version-check -c constraints.txt -e ".[dev]"
+	set -o pipefail; $(PIP) install -q --disable-pip-version-check torch==2.13.0 2>&1 | { grep -v "is ignored" || true; }
+	set -o pipefail; $(PIP) install -q --disable-pip-version-check -c constraints.txt -e ".[dev]" 2>&1 | { grep -v "is ignored" || true; }
 	touch $@
 
 $(DATA_STAMP): scripts/fetch_data.sh | $(STAMP)
