@@ -4,21 +4,22 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
-from monai.metrics import compute_average_surface_distance, compute_hausdorff_distance, compute_dice
-from sklearn.metrics import roc_auc_score
 import surface_distance as sd
+import torch
+from monai.metrics import compute_average_surface_distance, compute_dice, compute_hausdorff_distance
+from scipy import ndimage
+from sklearn.metrics import roc_auc_score
 
 from neurorad.errors import InputError
 from neurorad.evaluate.segmentation import auroc, segmentation_metrics, surface_voxels
-from scipy import ndimage
 
 SPACING = (0.9, 1.3, 2.0)
 
 
 def _ellipsoid(shape, center, radii_mm, spacing):
-    grids = np.meshgrid(*[(np.arange(n) - c) * s for n, c, s in zip(shape, center, spacing)], indexing="ij")
-    return sum((g / r) ** 2 for g, r in zip(grids, radii_mm)) <= 1.0
+    axes = [(np.arange(n) - c) * s for n, c, s in zip(shape, center, spacing, strict=True)]
+    grids = np.meshgrid(*axes, indexing="ij")
+    return sum((g / r) ** 2 for g, r in zip(grids, radii_mm, strict=False)) <= 1.0
 
 
 @pytest.fixture(scope="module")
