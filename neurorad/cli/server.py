@@ -1,9 +1,165 @@
-"""CLI commands of this area (registered by :mod:`neurorad.cli`)."""
+"""``neurorad serve``, ``neurorad worker`` and administration (users, tokens, database, retention)."""
 
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
+
 import typer
+
+from neurorad.errors import InputError
+
+
+def _settings(data_dir: Path | None, database_url: str | None = None, config: Path | None = None, **kw):
+    """Settings from (in order) defaults, an optional JSON config file, then command-line options."""
+    from neurorad.server.settings import Destination, Settings, default_data_dir
+
+    values: dict = {}
+    if config is not None:
+        try:
+            values = json.loads(Path(config).read_text())
+        except (OSError, ValueError) as exc:
+            raise InputError(f"cannot read config: {exc}", config) from None
+        values["destinations"] = [Destination(**d) for d in values.get("destinations", [])]
+        if "allowed_modalities" in values:
+            values["allowed_modalities"] = tuple(values["allowed_modalities"])
+    values.update({k: v for k, v in kw.items() if v is not None})
+    values["data_dir"] = Path(data_dir) if data_dir else Path(values.get("data_dir") or default_data_dir())
+    values["database_url"] = database_url or values.get("database_url") or os.environ.get("NEURORAD_DATABASE_URL")
+    return Settings(**values)
 
 
 def register(app: typer.Typer) -> None:
     """Add this area's commands to app."""
+    data_opt = typer.Option(None, "--data-dir", help="Data folder (default $NEURORAD_DATA_DIR or ~/.neurorad).")
+    db_opt = typer.Option(None, "--database-url",
+                          help="SQLAlchemy URL (default SQLite in the data folder; also $NEURORAD_DATABASE_URL).")
+    cfg_opt = typer.Option(None, "--config", help="JSON settings file (destinations, quiet period, ...).")
+
+    @app.command("serve")
+    def serve(
+        data_dir: Path = data_opt,
+        host: str = typer.Option("127.0.0.1", "--host", help="HTTP listen address."),
+        port: int = typer.Option(8000, "--port", help="HTTP port."),
+        dicom_port: int = typer.Option(11112, "--dicom-port", help="C-STORE receiver port (0: no receiver)."),
+        ae_title: str = typer.Option("NEURORAD", "--ae-title", help="Receiver AE title."),
+        workers: int = typer.Option(1, "--workers", help="Local worker slots (0: no local worker)."),
+        quiet_period_s: float = typer.Option(30.0, "--quiet-period", help="Seconds without a new instance "
+                                             "after which a study is complete."),
+        workflow: str = typer.Option("auto", "--workflow", help="Workflow run on complete studies."),
+        database_url: str = db_opt,
+        config: Path = cfg_opt,
+    ) -> None:
+        """Start the API, the DICOM receiver, the scheduler and a local worker: one command for a small site."""
+        import uvicorn
+
+        from neurorad.server.app import create_app
+
+        settings = _settings(data_dir, database_url, config, host=host, port=port, ae_title=ae_title,
+                             dicom_port=dicom_port or None, workers=max(workers, 1), quiet_period_s=quiet_period_s,
+                             workflow=workflow, run_receiver=bool(dicom_port), run_scheduler=True,
+                             run_worker=workers > 0)
+        app_ = create_app(settings)
+        typer.echo(f"neurorad: API on http://{host}:{port}, DICOM {ae_title}@{settings.dicom_host}:{dicom_port}, "
+                   f"data in {settings.data_dir}", err=True)
+        uvicorn.run(app_, host=host, port=port, log_level="warning", access_log=False)
+
+    @app.command("worker")
+    def worker(
+        data_dir: Path = data_opt,
+        executor: str = typer.Option("local", "--executor", help="'local' (process per job) or dask://HOST:PORT."),
+        concurrency: int = typer.Option(1, "--concurrency", help="Jobs run at the same time."),
+        database_url: str = db_opt,
+        config: Path = cfg_opt,
+    ) -> None:
+        """Join an existing server's database and run its jobs."""
+        import signal
+
+        from neurorad.server.worker import Worker
+
+        settings = _settings(data_dir, database_url, config)
+        if settings.database_url.startswith("sqlite") and not (settings.data_dir / "neurorad.db").exists():
+            raise InputError("no neurorad database here; start `neurorad serve` first", settings.data_dir)
+        w = Worker(settings, executor=executor, concurrency=concurrency)
+        signal.signal(signal.SIGTERM, lambda *_: w.stop())
+        try:
+            w.run()
+        except KeyboardInterrupt:
+            w.stop()
+
+    user_app = typer.Typer(help="Manage users (admin / radiologist / technologist).", no_args_is_help=True)
+    app.add_typer(user_app, name="user")
+
+    @user_app.command("add")
+    def user_add(
+        username: str = typer.Argument(..., help="Login name."),
+        role: str = typer.Option(..., "--role", help="admin, radiologist or technologist."),
+        password: str = typer.Option(None, "--password", help="Password (default: prompt; or $NEURORAD_PASSWORD)."),
+        data_dir: Path = data_opt,
+        database_url: str = db_opt,
+    ) -> None:
+        """Create a user with an Argon2id-hashed password."""
+        from neurorad.server.auth import create_user
+        from neurorad.store import Database
+        from neurorad.store.audit import audit
+
+        password = password or os.environ.get("NEURORAD_PASSWORD") or typer.prompt(
+            "password", hide_input=True, confirmation_prompt=True)
+        settings = _settings(data_dir, database_url)
+        db = Database(settings.database_url)
+        db.migrate()
+        try:
+            with db.session() as s:
+                user = create_user(s, username, password, role)
+                audit(s, "cli", "user.create", "user", user.id, role=role)
+        except ValueError as exc:
+            raise InputError(str(exc)) from None
+        typer.echo(f"user {username} ({role}) created")
+
+    token_app = typer.Typer(help="Manage API tokens.", no_args_is_help=True)
+    app.add_typer(token_app, name="token")
+
+    @token_app.command("create")
+    def token_create(username: str = typer.Argument(...), name: str = typer.Option("cli", "--name"),
+                     data_dir: Path = data_opt, database_url: str = db_opt) -> None:
+        """Create an API token for a user; prints it once (only its hash is stored)."""
+        from sqlalchemy import select
+
+        from neurorad.server.auth import create_api_token
+        from neurorad.store import Database
+        from neurorad.store.models import User
+
+        db = Database(_settings(data_dir, database_url).database_url)
+        with db.session() as s:
+            user = s.scalar(select(User).where(User.username == username))
+            if user is None:
+                raise InputError(f"no user {username!r}")
+            typer.echo(create_api_token(s, user, name))
+
+    db_app = typer.Typer(help="Database administration.", no_args_is_help=True)
+    app.add_typer(db_app, name="db")
+
+    @db_app.command("upgrade")
+    def db_upgrade(data_dir: Path = data_opt, database_url: str = db_opt) -> None:
+        """Create or upgrade the database schema (Alembic migrations shipped with neurorad)."""
+        from neurorad.store import Database
+
+        settings = _settings(data_dir, database_url)
+        Database(settings.database_url).migrate()
+        typer.echo("database at head")
+
+    @app.command("purge")
+    def purge(days: float = typer.Option(183.0, "--days", help="Keep image data this many days."),
+              dry_run: bool = typer.Option(False, "--dry-run"), data_dir: Path = data_opt,
+              database_url: str = db_opt) -> None:
+        """Delete image data older than --days (results, reports and the audit log stay)."""
+        from neurorad.store import Database, Storage
+        from neurorad.store.retention import purge_images
+
+        settings = _settings(data_dir, database_url)
+        rep = purge_images(Database(settings.database_url), Storage(settings.data_dir), days, actor="cli",
+                           dry_run=dry_run)
+        typer.echo(f"{'would purge' if dry_run else 'purged'} {rep.instances} instances of {rep.studies} studies "
+                   f"({rep.bytes_freed / 1e6:.1f} MB)")
+

@@ -1,0 +1,431 @@
+"""REST API: studies, series, jobs, results, quarantine, audit, users and tokens.
+
+Every endpoint but ``/api/health`` needs authentication. Objects are addressed by internal
+integer ids; the only DICOM identifiers exposed are pseudonymised UIDs, so no patient
+identifier ever appears in a URL or a log line.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+from fastapi.responses import FileResponse
+from pydantic import BaseModel, Field
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from neurorad import __version__
+from neurorad.server import auth
+from neurorad.server.auth import Principal, csrf_protect, current_user, get_db_session, require_role
+from neurorad.store.audit import audit
+from neurorad.store.models import (
+    AuditEvent,
+    Delivery,
+    Instance,
+    Job,
+    QADecision,
+    QuarantineItem,
+    Result,
+    Series,
+    Study,
+    StudyTransition,
+    User,
+)
+from neurorad.store.state import StudyState, TransitionError, transition
+
+router = APIRouter(prefix="/api")
+
+
+# -- models -------------------------------------------------------------------------------------
+class LoginIn(BaseModel):
+    username: str
+    password: str
+
+
+class MeOut(BaseModel):
+    username: str
+    role: str
+    csrf_token: str | None = None
+
+
+class TransitionOut(BaseModel):
+    from_state: str | None
+    to_state: str
+    at: datetime
+    actor: str
+    reason: str | None
+    software_version: str
+
+
+class SeriesOut(BaseModel):
+    id: int
+    series_uid: str
+    modality: str | None
+    description: str | None
+    series_number: int | None
+    classification: str | None
+    selected_as: str | None
+    n_instances: int
+
+
+class JobOut(BaseModel):
+    id: int
+    kind: str
+    study_id: int | None
+    state: str
+    attempts: int
+    max_attempts: int
+    progress: float
+    progress_message: str | None
+    error: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    cancel_requested: bool
+
+
+class DeliveryOut(BaseModel):
+    destination: str
+    state: str
+    attempts: int
+    last_error: str | None
+    delivered_at: datetime | None
+
+
+class ResultOut(BaseModel):
+    id: int
+    study_id: int
+    job_id: int | None
+    kind: str
+    sop_uid: str | None
+    workflow: str
+    software_version: str
+    created_at: datetime
+    deliveries: list[DeliveryOut] = []
+
+
+class QAOut(BaseModel):
+    decision: str
+    score: int | None
+    comment: str | None
+    created_at: datetime
+    username: str | None = None
+
+
+class StudyOut(BaseModel):
+    id: int
+    study_uid: str
+    patient_pseudo_id: str
+    state: str
+    state_reason: str | None
+    workflow: str | None
+    modalities: str | None
+    received_at: datetime
+    last_instance_at: datetime
+    updated_at: datetime
+    images_purged_at: datetime | None
+    n_series: int = 0
+    n_instances: int = 0
+
+
+class StudyDetail(StudyOut):
+    series: list[SeriesOut]
+    transitions: list[TransitionOut]
+    jobs: list[JobOut]
+    results: list[ResultOut]
+    qa: list[QAOut]
+
+
+class ReviewIn(BaseModel):
+    decision: Literal["ACCEPTABLE", "UNACCEPTABLE"]
+    score: int | None = Field(default=None, ge=1, le=5)
+    comment: str | None = Field(default=None, max_length=4000)
+
+
+class ReasonIn(BaseModel):
+    reason: str | None = Field(default=None, max_length=1000)
+
+
+class UserIn(BaseModel):
+    username: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.@-]+$")
+    password: str = Field(min_length=8)
+    role: Literal["admin", "radiologist", "technologist"]
+
+
+class TokenIn(BaseModel):
+    name: str = Field(min_length=1, max_length=64)
+
+
+# -- helpers ------------------------------------------------------------------------------------
+def _study_out(s: Session, st: Study, cls=StudyOut, **extra: Any) -> Any:
+    n_series = s.scalar(select(func.count(Series.id)).where(Series.study_id == st.id)) or 0
+    n_inst = s.scalar(select(func.count(Instance.id)).join(Series).where(Series.study_id == st.id)) or 0
+    return cls(id=st.id, study_uid=st.study_uid, patient_pseudo_id=st.patient.pseudo_id, state=st.state,
+               state_reason=st.state_reason, workflow=st.workflow, modalities=st.modalities,
+               received_at=st.received_at, last_instance_at=st.last_instance_at, updated_at=st.updated_at,
+               images_purged_at=st.images_purged_at, n_series=n_series, n_instances=n_inst, **extra)
+
+
+def _get_study(s: Session, study_id: int) -> Study:
+    st = s.get(Study, study_id)
+    if st is None:
+        raise HTTPException(404, "no such study")
+    return st
+
+
+def _result_out(s: Session, r: Result) -> ResultOut:
+    dels = s.scalars(select(Delivery).where(Delivery.result_id == r.id)).all()
+    return ResultOut(id=r.id, study_id=r.study_id, job_id=r.job_id, kind=r.kind, sop_uid=r.sop_uid,
+                     workflow=r.workflow, software_version=r.software_version, created_at=r.created_at,
+                     deliveries=[DeliveryOut.model_validate(d, from_attributes=True) for d in dels])
+
+
+# -- health and auth ----------------------------------------------------------------------------
+@router.get("/health")
+def health(request: Request) -> dict[str, Any]:
+    """Liveness and readiness (no authentication, no data)."""
+    ok = True
+    try:
+        with request.app.state.db.session() as s:
+            s.execute(select(1))
+    except Exception:
+        ok = False
+    return {"status": "ok" if ok else "degraded", "version": __version__, "database": ok}
+
+
+@router.post("/auth/login", response_model=MeOut)
+def login(body: LoginIn, request: Request, response: Response, s: Session = Depends(get_db_session)) -> MeOut:
+    settings = request.app.state.settings
+    user = auth.authenticate(s, body.username, body.password)
+    if user is None:
+        audit(s, "anonymous", "auth.login_failed", "user", None)
+        raise HTTPException(401, "wrong username or password")
+    secret, csrf = auth.create_session(s, user, settings.session_hours)
+    auth.set_session_cookies(response, secret, csrf, settings.secure_cookies, int(settings.session_hours * 3600))
+    audit(s, f"user:{user.username}", "auth.login", "user", user.id)
+    return MeOut(username=user.username, role=user.role, csrf_token=csrf)
+
+
+@router.post("/auth/logout", dependencies=[Depends(csrf_protect)])
+def logout(request: Request, response: Response, s: Session = Depends(get_db_session),
+           p: Principal = Depends(current_user)) -> dict[str, str]:
+    from neurorad.store.models import WebSession
+
+    secret = request.cookies.get(auth.SESSION_COOKIE)
+    if secret:
+        ws = s.scalar(select(WebSession).where(WebSession.secret_sha256 == auth.sha256_hex(secret)))
+        if ws is not None:
+            s.delete(ws)
+    auth.clear_session_cookies(response)
+    audit(s, p.actor, "auth.logout", "user", p.user_id)
+    return {"status": "signed out"}
+
+
+@router.get("/auth/me", response_model=MeOut)
+def me(p: Principal = Depends(current_user)) -> MeOut:
+    return MeOut(username=p.username, role=p.role, csrf_token=p.csrf_token)
+
+
+@router.post("/users", dependencies=[Depends(csrf_protect)], status_code=201)
+def add_user(body: UserIn, s: Session = Depends(get_db_session),
+             p: Principal = Depends(require_role("admin"))) -> dict[str, Any]:
+    try:
+        user = auth.create_user(s, body.username, body.password, body.role)
+    except ValueError as exc:
+        raise HTTPException(409, str(exc)) from None
+    audit(s, p.actor, "user.create", "user", user.id, role=user.role)
+    return {"id": user.id, "username": user.username, "role": user.role}
+
+
+@router.post("/tokens", dependencies=[Depends(csrf_protect)], status_code=201)
+def add_token(body: TokenIn, s: Session = Depends(get_db_session),
+              p: Principal = Depends(current_user)) -> dict[str, str]:
+    user = s.get(User, p.user_id)
+    token = auth.create_api_token(s, user, body.name)
+    audit(s, p.actor, "token.create", "user", p.user_id, name=body.name)
+    return {"token": token, "name": body.name}
+
+
+# -- studies ------------------------------------------------------------------------------------
+@router.get("/studies", response_model=list[StudyOut])
+def list_studies(state: str | None = None, limit: int = Query(100, le=1000), offset: int = 0,
+                 s: Session = Depends(get_db_session), p: Principal = Depends(current_user)) -> list[StudyOut]:
+    q = select(Study).order_by(Study.id.desc()).limit(limit).offset(offset)
+    if state:
+        q = q.where(Study.state == state)
+    return [_study_out(s, st) for st in s.scalars(q).all()]
+
+
+@router.get("/studies/{study_id}", response_model=StudyDetail)
+def get_study(study_id: int, s: Session = Depends(get_db_session),
+              p: Principal = Depends(current_user)) -> StudyDetail:
+    st = _get_study(s, study_id)
+    series = [SeriesOut(id=x.id, series_uid=x.series_uid, modality=x.modality, description=x.description,
+                        series_number=x.series_number, classification=x.classification,
+                        selected_as=x.selected_as, n_instances=x.n_instances) for x in st.series]
+    trans = [TransitionOut.model_validate(t, from_attributes=True) for t in
+             s.scalars(select(StudyTransition).where(StudyTransition.study_id == st.id)
+                       .order_by(StudyTransition.id)).all()]
+    jobs = [JobOut.model_validate(j, from_attributes=True) for j in
+            s.scalars(select(Job).where(Job.study_id == st.id).order_by(Job.id)).all()]
+    results = [_result_out(s, r) for r in st.results]
+    qa = []
+    for d, uname in s.execute(select(QADecision, User.username).outerjoin(User, User.id == QADecision.user_id)
+                              .where(QADecision.study_id == st.id).order_by(QADecision.id)).all():
+        qa.append(QAOut(decision=d.decision, score=d.score, comment=d.comment, created_at=d.created_at,
+                        username=uname))
+    return _study_out(s, st, StudyDetail, series=series, transitions=trans, jobs=jobs, results=results, qa=qa)
+
+
+@router.post("/studies/{study_id}/review", dependencies=[Depends(csrf_protect)])
+def review_study(study_id: int, body: ReviewIn, request: Request, s: Session = Depends(get_db_session),
+                 p: Principal = Depends(require_role("radiologist"))) -> dict[str, Any]:
+    """Record the radiologist's verdict; ACCEPTABLE queues delivery of the results."""
+    from neurorad.server.orchestration import record_review
+
+    st = _get_study(s, study_id)
+    try:
+        record_review(s, request.app.state.settings, st, p.user_id, p.actor, body.decision, body.score,
+                      body.comment)
+    except TransitionError as exc:
+        raise HTTPException(409, str(exc)) from None
+    return {"id": st.id, "state": st.state}
+
+
+@router.post("/studies/{study_id}/retry", dependencies=[Depends(csrf_protect)])
+def retry_study(study_id: int, body: ReasonIn | None = None, request: Request = None,
+                s: Session = Depends(get_db_session),
+                p: Principal = Depends(require_role("technologist", "radiologist"))) -> dict[str, Any]:
+    """Run the study's workflow again (from failed or rejected), or re-run selection."""
+    from neurorad.server.orchestration import retry
+
+    st = _get_study(s, study_id)
+    try:
+        retry(s, request.app.state.settings, st, p.actor, (body.reason if body else None) or "retried")
+    except TransitionError as exc:
+        raise HTTPException(409, str(exc)) from None
+    return {"id": st.id, "state": st.state}
+
+
+@router.post("/studies/{study_id}/deliver", dependencies=[Depends(csrf_protect)])
+def redeliver_study(study_id: int, request: Request, s: Session = Depends(get_db_session),
+                    p: Principal = Depends(require_role("technologist", "radiologist"))) -> dict[str, Any]:
+    """Queue delivery again (after a rejection was fixed); already delivered objects are skipped."""
+    from neurorad.server.orchestration import queue_delivery
+
+    st = _get_study(s, study_id)
+    if st.state not in (StudyState.REPORTED, StudyState.FAILED, StudyState.DELIVERED, StudyState.ACCEPTED):
+        raise HTTPException(409, f"study is {st.state}; only accepted results are delivered")
+    job = queue_delivery(s, request.app.state.settings, st, p.actor, force=True)
+    return {"id": st.id, "state": st.state, "job_id": job.id}
+
+
+@router.post("/instances", dependencies=[Depends(csrf_protect)])
+async def upload_instance(request: Request, p: Principal = Depends(require_role("technologist"))):
+    """Import one DICOM file (body: ``application/dicom``), as if received by C-STORE.
+
+    200 with the study id when stored; 422 with the reason when refused (also in /api/quarantine).
+    """
+    from starlette.concurrency import run_in_threadpool
+
+    data = await request.body()
+    if len(data) > 2 << 30:
+        raise HTTPException(413, "instance too large")
+    outcome = await run_in_threadpool(request.app.state.plane.ingest_bytes, data, f"upload:{p.username}")
+    if not outcome.stored:
+        raise HTTPException(422, {"category": outcome.category, "reason": outcome.reason})
+    return {"study_id": outcome.study_id, "duplicate": outcome.duplicate}
+
+
+# -- series, jobs, results, quarantine, audit ---------------------------------------------------
+@router.get("/series/{series_id}", response_model=SeriesOut)
+def get_series(series_id: int, s: Session = Depends(get_db_session), p: Principal = Depends(current_user)):
+    x = s.get(Series, series_id)
+    if x is None:
+        raise HTTPException(404, "no such series")
+    return SeriesOut(id=x.id, series_uid=x.series_uid, modality=x.modality, description=x.description,
+                     series_number=x.series_number, classification=x.classification, selected_as=x.selected_as,
+                     n_instances=x.n_instances)
+
+
+@router.get("/jobs", response_model=list[JobOut])
+def list_jobs(state: str | None = None, limit: int = Query(100, le=1000), s: Session = Depends(get_db_session),
+              p: Principal = Depends(current_user)) -> list[JobOut]:
+    q = select(Job).order_by(Job.id.desc()).limit(limit)
+    if state:
+        q = q.where(Job.state == state)
+    return [JobOut.model_validate(j, from_attributes=True) for j in s.scalars(q).all()]
+
+
+@router.get("/jobs/{job_id}", response_model=JobOut)
+def get_job(job_id: int, s: Session = Depends(get_db_session), p: Principal = Depends(current_user)) -> JobOut:
+    j = s.get(Job, job_id)
+    if j is None:
+        raise HTTPException(404, "no such job")
+    return JobOut.model_validate(j, from_attributes=True)
+
+
+@router.post("/jobs/{job_id}/cancel", dependencies=[Depends(csrf_protect)])
+def cancel_job(job_id: int, request: Request, s: Session = Depends(get_db_session),
+               p: Principal = Depends(require_role("technologist", "radiologist"))) -> dict[str, Any]:
+    j = s.get(Job, job_id)
+    if j is None:
+        raise HTTPException(404, "no such job")
+    if j.state == "pending":
+        j.state, j.cancel_requested = "cancelled", True
+    elif j.state == "running":
+        j.cancel_requested = True
+    else:
+        raise HTTPException(409, f"job is {j.state}")
+    audit(s, p.actor, "job.cancel", "job", j.id)
+    return {"id": j.id, "state": j.state, "cancel_requested": j.cancel_requested}
+
+
+@router.get("/results/{result_id}", response_model=ResultOut)
+def get_result(result_id: int, s: Session = Depends(get_db_session),
+               p: Principal = Depends(current_user)) -> ResultOut:
+    r = s.get(Result, result_id)
+    if r is None:
+        raise HTTPException(404, "no such result")
+    return _result_out(s, r)
+
+
+@router.get("/results/{result_id}/file")
+def get_result_file(result_id: int, request: Request, s: Session = Depends(get_db_session),
+                    p: Principal = Depends(current_user)) -> FileResponse:
+    """The pseudonymised result object as stored (re-identification happens only on delivery)."""
+    r = s.get(Result, result_id)
+    if r is None:
+        raise HTTPException(404, "no such result")
+    path = request.app.state.storage.abspath(r.path)
+    if not path.exists():
+        raise HTTPException(410, "result file no longer stored")
+    audit(s, p.actor, "result.download", "result", r.id)
+    media = {"pdf": "application/pdf"}.get(r.kind, "application/dicom" if r.sop_uid else "application/octet-stream")
+    return FileResponse(path, media_type=media, filename=path.name)
+
+
+@router.get("/quarantine")
+def list_quarantine(limit: int = Query(100, le=1000), s: Session = Depends(get_db_session),
+                    p: Principal = Depends(current_user)) -> list[dict[str, Any]]:
+    """Refused input with its reason (no bytes are kept: they may carry identifiers)."""
+    rows = s.scalars(select(QuarantineItem).order_by(QuarantineItem.id.desc()).limit(limit)).all()
+    return [{"id": q.id, "received_at": q.received_at, "source": q.source, "category": q.category,
+             "reason": q.reason, "sha256": q.sha256, "size_bytes": q.size_bytes, "study_id": q.study_id}
+            for q in rows]
+
+
+@router.get("/audit")
+def list_audit(limit: int = Query(200, le=5000), action: str | None = None, s: Session = Depends(get_db_session),
+               p: Principal = Depends(require_role("admin"))) -> list[dict[str, Any]]:
+    q = select(AuditEvent).order_by(AuditEvent.id.desc()).limit(limit)
+    if action:
+        q = q.where(AuditEvent.action == action)
+    return [{"id": e.id, "at": e.at, "actor": e.actor, "action": e.action, "object_type": e.object_type,
+             "object_id": e.object_id, "details": e.details, "software_version": e.software_version}
+            for e in s.scalars(q).all()]
+
+
+__all__ = ["router", "transition"]

@@ -1,0 +1,200 @@
+"""Authentication and authorisation shared by the REST API and the review web pages.
+
+* Users sign in with a password stored as an Argon2id hash (RFC 9106, ``argon2-cffi``
+  defaults) and get a session: a random 256-bit secret in an ``HttpOnly``, ``SameSite=Strict``
+  cookie (``Secure`` when ``settings.secure_cookies``); the database keeps only its SHA-256.
+* Machines use API tokens (``Authorization: Bearer nr_...``), stored as SHA-256.
+* Roles: ``admin`` (everything), ``radiologist`` (review), ``technologist`` (operations).
+* CSRF (OWASP "synchronizer token" pattern): every cookie-authenticated unsafe request
+  (POST/PUT/PATCH/DELETE) must carry the session's CSRF token in the ``X-CSRF-Token`` header
+  or a ``csrf_token`` form field, and a present ``Origin`` header must match the server. The
+  token is returned by login and ``GET /api/auth/me`` and readable from the non-HttpOnly
+  ``neurorad_csrf`` cookie. Bearer-token requests are exempt (no ambient credentials).
+
+Web pages use: ``Depends(current_user)``, ``Depends(require_role("radiologist"))`` and
+``Depends(csrf_protect)`` on their form posts; ``current_user_optional`` for pages that redirect
+to a login form instead of answering 401.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from fastapi import Depends, HTTPException, Request, Response
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from neurorad.store.models import ApiToken, User, WebSession, utcnow
+
+ROLES = ("admin", "radiologist", "technologist")
+SESSION_COOKIE = "neurorad_session"
+CSRF_COOKIE = "neurorad_csrf"
+CSRF_HEADER = "X-CSRF-Token"
+_SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
+_hasher = PasswordHasher()
+# verified against when the user does not exist, so timing does not reveal valid usernames
+_DUMMY_HASH = _hasher.hash("neurorad-dummy-password")
+
+
+def sha256_hex(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def hash_password(password: str) -> str:
+    if len(password) < 8:
+        raise ValueError("password must have at least 8 characters")
+    return _hasher.hash(password)
+
+
+def verify_password(password_hash: str, password: str) -> bool:
+    try:
+        return _hasher.verify(password_hash, password)
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The authenticated caller: a user, and how they authenticated."""
+
+    user_id: int
+    username: str
+    role: str
+    via: str  # "session" or "token"
+    csrf_token: str | None = None
+
+    @property
+    def actor(self) -> str:
+        return f"user:{self.username}"
+
+
+# -- user and token administration (used by the CLI and the admin API) ----------------------
+def create_user(s: Session, username: str, password: str, role: str) -> User:
+    if role not in ROLES:
+        raise ValueError(f"role must be one of {', '.join(ROLES)}")
+    if s.scalar(select(User).where(User.username == username)) is not None:
+        raise ValueError(f"user {username!r} exists")
+    user = User(username=username, password_hash=hash_password(password), role=role, active=True)
+    s.add(user)
+    s.flush()
+    return user
+
+
+def authenticate(s: Session, username: str, password: str) -> User | None:
+    user = s.scalar(select(User).where(User.username == username))
+    if user is None or not user.active:
+        verify_password(_DUMMY_HASH, password)
+        return None
+    if not verify_password(user.password_hash, password):
+        return None
+    if _hasher.check_needs_rehash(user.password_hash):
+        user.password_hash = _hasher.hash(password)
+    return user
+
+
+def create_api_token(s: Session, user: User, name: str) -> str:
+    """Create a token; the plaintext is returned once and never stored."""
+    token = "nr_" + secrets.token_urlsafe(32)
+    s.add(ApiToken(user_id=user.id, name=name, token_sha256=sha256_hex(token)))
+    s.flush()
+    return token
+
+
+def create_session(s: Session, user: User, hours: float) -> tuple[str, str]:
+    """A new web session: (cookie secret, csrf token)."""
+    secret, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
+    s.add(WebSession(user_id=user.id, secret_sha256=sha256_hex(secret), csrf_token=csrf,
+                     expires_at=utcnow() + timedelta(hours=hours)))
+    s.flush()
+    return secret, csrf
+
+
+def set_session_cookies(response: Response, secret: str, csrf: str, secure: bool, max_age_s: int) -> None:
+    response.set_cookie(SESSION_COOKIE, secret, httponly=True, samesite="strict", secure=secure,
+                        max_age=max_age_s, path="/")
+    response.set_cookie(CSRF_COOKIE, csrf, httponly=False, samesite="strict", secure=secure,
+                        max_age=max_age_s, path="/")
+
+
+def clear_session_cookies(response: Response) -> None:
+    response.delete_cookie(SESSION_COOKIE, path="/")
+    response.delete_cookie(CSRF_COOKIE, path="/")
+
+
+# -- dependencies ------------------------------------------------------------------------------
+def get_db_session(request: Request):
+    """One database session per request (commits on success)."""
+    with request.app.state.db.session() as s:
+        yield s
+
+
+def _principal(request: Request, s: Session) -> Principal | None:
+    auth = request.headers.get("authorization", "")
+    if auth.lower().startswith("bearer "):
+        digest = sha256_hex(auth[7:].strip())
+        row = s.execute(select(ApiToken, User).join(User, User.id == ApiToken.user_id)
+                        .where(ApiToken.token_sha256 == digest)).first()
+        if row is None or row[0].revoked or not row[1].active:
+            return None
+        row[0].last_used_at = utcnow()
+        return Principal(row[1].id, row[1].username, row[1].role, "token")
+    secret = request.cookies.get(SESSION_COOKIE)
+    if not secret:
+        return None
+    row = s.execute(select(WebSession, User).join(User, User.id == WebSession.user_id)
+                    .where(WebSession.secret_sha256 == sha256_hex(secret))).first()
+    if row is None or row[0].expires_at < utcnow() or not row[1].active:
+        return None
+    return Principal(row[1].id, row[1].username, row[1].role, "session", row[0].csrf_token)
+
+
+def current_user_optional(request: Request, s: Session = Depends(get_db_session)) -> Principal | None:
+    """The caller, or None when not signed in."""
+    p = _principal(request, s)
+    request.state.principal = p
+    return p
+
+
+def current_user(principal: Principal | None = Depends(current_user_optional)) -> Principal:
+    """The caller; 401 when not authenticated."""
+    if principal is None:
+        raise HTTPException(status_code=401, detail="authentication required",
+                            headers={"WWW-Authenticate": "Bearer"})
+    return principal
+
+
+def require_role(*roles: str):
+    """Dependency factory: the caller must have one of ``roles`` (admin always passes)."""
+    unknown = set(roles) - set(ROLES)
+    if unknown:
+        raise ValueError(f"unknown roles {unknown}")
+
+    def _check(principal: Principal = Depends(current_user)) -> Principal:
+        if principal.role != "admin" and principal.role not in roles:
+            raise HTTPException(status_code=403, detail=f"requires role {' or '.join(roles)}")
+        return principal
+
+    return _check
+
+
+async def csrf_protect(request: Request, principal: Principal | None = Depends(current_user_optional)) -> None:
+    """Refuse cookie-authenticated unsafe requests without the session's CSRF token (403)."""
+    if request.method in _SAFE_METHODS or principal is None or principal.via != "session":
+        return
+    origin = request.headers.get("origin")
+    if origin and origin.rstrip("/") != str(request.base_url).rstrip("/"):
+        raise HTTPException(status_code=403, detail="cross-origin request refused")
+    sent = request.headers.get(CSRF_HEADER)
+    if sent is None and request.headers.get("content-type", "").startswith(
+            ("application/x-www-form-urlencoded", "multipart/form-data")):
+        form = await request.form()
+        value = form.get("csrf_token")
+        sent = value if isinstance(value, str) else None
+    if not sent or not principal.csrf_token or not hmac.compare_digest(sent, principal.csrf_token):
+        raise HTTPException(status_code=403, detail="CSRF token missing or wrong")

@@ -1,0 +1,121 @@
+"""Long-running parts of ``neurorad serve``: DICOM receiver, scheduler, local worker."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+from neurorad.server.orchestration import DataPlane
+from neurorad.server.settings import Settings
+
+log = logging.getLogger("neurorad.server")
+
+# C-STORE failure statuses (PS3.4 GG.4-1): refused instances get "cannot understand" or
+# "data set does not match SOP class"; the reason is in the quarantine list of the API.
+STATUS_REFUSED = 0xC000
+STATUS_INVALID = 0xA900
+
+
+def make_receiver(settings: Settings, plane: DataPlane):
+    """The C-STORE SCP (neurorad.dicom.transport.StoreSCP) feeding :meth:`DataPlane.ingest_bytes`."""
+    from neurorad.dicom.transport import StoreSCP
+
+    class _Receiver(StoreSCP):
+        # Work-around: StoreSCP decodes the dataset before calling on_instance, so an instance
+        # that does not decode (truncated) would be refused without a quarantine record. We take
+        # the raw encoded bytes instead and let the data plane parse, validate and record them.
+        def _handle_store(self, event: Any) -> int:
+            calling = str(event.assoc.requestor.ae_title).strip()
+            try:
+                raw = event.encoded_dataset(include_meta=True)
+                outcome = plane.ingest_bytes(bytes(raw), calling)
+            except OSError as exc:
+                log.error("C-STORE from %s: storing failed (%s)", calling, type(exc).__name__)
+                return 0xA700
+            except Exception as exc:
+                log.error("C-STORE from %s: handler failed (%s)", calling, type(exc).__name__)
+                return STATUS_REFUSED
+            with self._lock:
+                self.received += 1
+            if outcome.stored:
+                return 0x0000
+            return STATUS_INVALID if outcome.category in ("invalid", "no_pixels", "truncated") else STATUS_REFUSED
+
+    return _Receiver(settings.ae_title, settings.dicom_port or 0, settings.dicom_host,
+                     settings.allowed_calling_aets, None)
+
+
+class Scheduler:
+    """Every few seconds: declare quiet studies complete (select + queue); once a day: retention."""
+
+    def __init__(self, settings: Settings, plane: DataPlane) -> None:
+        self.settings, self.plane = settings, plane
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._last_purge = 0.0
+
+    def tick(self) -> None:
+        try:
+            self.plane.complete_quiet_studies()
+        except Exception:
+            log.exception("scheduler: completion check failed")
+        if time.time() - self._last_purge > 24 * 3600:
+            self._last_purge = time.time()
+            try:
+                from neurorad.store.retention import purge_images
+
+                rep = purge_images(self.plane.db, self.plane.storage, self.settings.retention_days)
+                if rep.studies:
+                    log.info("retention: purged images of %d studies (%d instances)", rep.studies, rep.instances)
+            except Exception:
+                log.exception("scheduler: retention failed")
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.settings.scheduler_interval_s):
+            self.tick()
+
+    def start(self) -> Scheduler:
+        self._thread = threading.Thread(target=self._loop, name="neurorad-scheduler", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(10)
+
+
+class Services:
+    """Receiver + scheduler + local worker, as ``neurorad serve`` runs them."""
+
+    def __init__(self, settings: Settings, plane: DataPlane) -> None:
+        self.settings, self.plane = settings, plane
+        self.receiver = None
+        self.scheduler: Scheduler | None = None
+        self.worker = None
+        self._worker_thread: threading.Thread | None = None
+
+    def start(self) -> Services:
+        s = self.settings
+        if s.run_receiver and s.dicom_port is not None:
+            self.receiver = make_receiver(s, self.plane).start()
+        if s.run_scheduler:
+            self.scheduler = Scheduler(s, self.plane).start()
+        if s.run_worker:
+            from neurorad.server.worker import Worker
+
+            self.worker = Worker(s)
+            self._worker_thread = threading.Thread(target=self.worker.run, name="neurorad-worker", daemon=True)
+            self._worker_thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self.receiver is not None:
+            self.receiver.stop()
+        if self.scheduler is not None:
+            self.scheduler.stop()
+        if self.worker is not None:
+            self.worker.stop()
+            self._worker_thread.join(15)

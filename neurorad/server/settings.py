@@ -1,0 +1,81 @@
+"""Server settings: one dataclass, filled from the CLI, the environment or tests."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from neurorad.store.retention import DEFAULT_RETENTION_DAYS
+
+
+def default_data_dir() -> Path:
+    """``$NEURORAD_DATA_DIR`` or ``~/.neurorad``."""
+    return Path(os.environ.get("NEURORAD_DATA_DIR") or Path.home() / ".neurorad").expanduser()
+
+
+@dataclass
+class Destination:
+    """Where results go back to: a DICOMweb (STOW-RS) base URL or a DIMSE peer (C-STORE)."""
+
+    name: str = "pacs"
+    dicomweb_url: str | None = None
+    username: str | None = None
+    password: str | None = None
+    ae_title: str | None = None
+    host: str | None = None
+    port: int | None = None
+
+    @property
+    def kind(self) -> str:
+        return "stow" if self.dicomweb_url else "cstore"
+
+
+@dataclass
+class Settings:
+    """Everything ``neurorad serve`` / ``neurorad worker`` need.
+
+    ``database_url`` defaults to SQLite ``DATA_DIR/neurorad.db``. ``quiet_period_s`` is how long
+    no instance must arrive before a study counts as complete. ``workflow`` is the workflow run
+    on complete studies (``"auto"``: ``ms-lesions`` when installed, else ``summary``).
+    """
+
+    data_dir: Path = field(default_factory=default_data_dir)
+    database_url: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 8000
+    # receiver (DICOM C-STORE SCP); port None = no receiver
+    ae_title: str = "NEURORAD"
+    dicom_host: str = "127.0.0.1"
+    dicom_port: int | None = 11112
+    allowed_calling_aets: list[str] | None = None
+    allowed_modalities: tuple[str, ...] = ("MR", "CT")
+    quiet_period_s: float = 30.0
+    workflow: str = "auto"
+    # vault: key from a file (default DATA_DIR/vault.key, created 0600 on first start) or $NEURORAD_VAULT_KEY
+    vault_key_file: Path | None = None
+    # results go back to
+    destinations: list[Destination] = field(default_factory=list)
+    review_required: bool = True
+    # queue
+    lease_s: float = 30.0
+    job_timeout_s: float = 3600.0
+    max_attempts: int = 3
+    backoff_base_s: float = 5.0
+    workers: int = 1
+    executor: str = "local"
+    # retention
+    retention_days: float = DEFAULT_RETENTION_DAYS
+    # web
+    session_hours: float = 12.0
+    secure_cookies: bool = False
+    # what create_app starts in its lifespan (``neurorad serve`` turns them on)
+    run_receiver: bool = False
+    run_scheduler: bool = False
+    run_worker: bool = False
+    scheduler_interval_s: float = 2.0
+
+    def __post_init__(self) -> None:
+        self.data_dir = Path(self.data_dir).expanduser().resolve()
+        if self.database_url is None:
+            self.database_url = f"sqlite:///{self.data_dir / 'neurorad.db'}"

@@ -1,0 +1,191 @@
+"""Job execution: a worker claims jobs from the database queue and runs them on an executor.
+
+* ``local`` (default): each job runs in its own child process (``spawn``), so a time-out or a
+  cancellation can kill it and a crash in a workflow cannot take the worker down. The child
+  dies with its worker (``PR_SET_PDEATHSIG``), so ``kill -9`` of a worker leaves no orphan
+  that could finish a job someone else has taken over.
+* ``dask://HOST:PORT``: jobs are submitted to a Dask distributed scheduler (for sites that
+  outgrow one machine); the worker process keeps the lease alive while the task runs and
+  Dask reruns a task whose Dask worker died.
+
+In both, the worker heartbeats the lease every ``lease_s / 3`` seconds; a worker that dies
+stops heartbeating, its lease expires and another worker takes the job over (at-least-once;
+completion is fenced by the lease token, so a job finishes exactly once).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import multiprocessing as mp
+import os
+import signal
+import socket
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from neurorad.server.settings import Destination, Settings
+from neurorad.store.queue import Lease, LeaseLost
+
+log = logging.getLogger("neurorad.worker")
+
+
+def settings_to_dict(settings: Settings) -> dict[str, Any]:
+    d = asdict(settings)
+    d["data_dir"] = str(settings.data_dir)
+    d["vault_key_file"] = str(settings.vault_key_file) if settings.vault_key_file else None
+    return d
+
+
+def settings_from_dict(d: dict[str, Any]) -> Settings:
+    d = dict(d)
+    d["destinations"] = [Destination(**x) for x in d.get("destinations", [])]
+    d["allowed_modalities"] = tuple(d.get("allowed_modalities", ("MR", "CT")))
+    if d.get("vault_key_file"):
+        from pathlib import Path
+
+        d["vault_key_file"] = Path(d["vault_key_file"])
+    return Settings(**d)
+
+
+def _die_with_parent() -> None:
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def execute_job(settings_d: dict[str, Any], lease_d: dict[str, Any]) -> str:
+    """Run one leased job in this process (child process or Dask task)."""
+    from neurorad.server.orchestration import DataPlane
+
+    plane = DataPlane(settings_from_dict(settings_d))
+    try:
+        return plane.run_job(Lease(**lease_d))
+    finally:
+        plane.db.dispose()
+
+
+def _child_main(settings_d: dict[str, Any], lease_d: dict[str, Any]) -> None:
+    _die_with_parent()
+    if os.getppid() == 1:
+        os._exit(1)
+    execute_job(settings_d, lease_d)
+
+
+@dataclass
+class _Running:
+    lease: Lease
+    started: float
+    handle: Any
+    last_beat: float = field(default_factory=time.monotonic)
+
+
+class Worker:
+    """Claims and runs jobs until ``stop()``; ``concurrency`` jobs at a time."""
+
+    def __init__(self, settings: Settings, executor: str | None = None, concurrency: int | None = None,
+                 worker_id: str | None = None, kinds: list[str] | None = None) -> None:
+        from neurorad.server.orchestration import DataPlane
+
+        self.settings = settings
+        self.plane = DataPlane(settings)
+        self.executor = executor or settings.executor
+        self.concurrency = max(1, concurrency or settings.workers)
+        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{id(self) % 10000}"
+        self.kinds = kinds
+        self._stop = threading.Event()
+        self._running: dict[int, _Running] = {}
+        self._ctx = mp.get_context("spawn")
+        self._client = None
+        self._settings_d = settings_to_dict(settings)
+
+    # -- executors -----------------------------------------------------------------------------
+    def _start(self, lease: Lease) -> Any:
+        if self.executor.startswith("dask://") or self.executor.startswith("tcp://"):
+            if self._client is None:
+                from dask.distributed import Client
+
+                addr = "tcp://" + self.executor.split("://", 1)[1]
+                self._client = Client(addr, timeout=30)
+            return self._client.submit(execute_job, self._settings_d, asdict(lease), pure=False,
+                                       key=f"neurorad-job-{lease.job_id}-{lease.attempt}")
+        proc = self._ctx.Process(target=_child_main, args=(self._settings_d, asdict(lease)),
+                                 name=f"neurorad-job-{lease.job_id}", daemon=True)
+        proc.start()
+        return proc
+
+    @staticmethod
+    def _done(handle: Any) -> bool:
+        return handle.done() if hasattr(handle, "done") else not handle.is_alive()
+
+    def _kill(self, handle: Any) -> None:
+        if hasattr(handle, "cancel"):
+            handle.cancel()
+        elif handle.is_alive():
+            handle.kill()
+            handle.join(5)
+
+    def _outcome_error(self, handle: Any) -> str | None:
+        """None when the executor finished normally (the job recorded its own end)."""
+        if hasattr(handle, "done"):
+            if handle.status == "finished":
+                return None
+            try:
+                exc = handle.exception(timeout=1)
+            except Exception as e:  # cancelled
+                exc = e
+            return f"dask task ended: {type(exc).__name__}: {exc}"
+        handle.join(1)
+        return None if handle.exitcode == 0 else f"job process died (exit code {handle.exitcode})"
+
+    # -- loop ----------------------------------------------------------------------------------
+    def stop(self) -> None:
+        self._stop.set()
+
+    def run(self, poll_s: float = 0.5, max_jobs: int | None = None) -> None:
+        """Claim and supervise jobs until stopped (or ``max_jobs`` jobs were started and ended)."""
+        started = 0
+        beat_s = max(0.2, self.settings.lease_s / 3)
+        log.info("worker %s started (%s executor, %d slot(s))", self.worker_id, self.executor, self.concurrency)
+        try:
+            while not self._stop.is_set():
+                while len(self._running) < self.concurrency and (max_jobs is None or started < max_jobs):
+                    lease = self.plane.queue.claim(self.worker_id, self.kinds)
+                    if lease is None:
+                        break
+                    log.info("job %s (%s) attempt %s started", lease.job_id, lease.kind, lease.attempt)
+                    self._running[lease.job_id] = _Running(lease, time.monotonic(), self._start(lease))
+                    started += 1
+                now = time.monotonic()
+                for jid, r in list(self._running.items()):
+                    if self._done(r.handle):
+                        err = self._outcome_error(r.handle)
+                        if err:
+                            self.plane.queue.fail(r.lease, err)
+                        del self._running[jid]
+                        continue
+                    if now - r.started > r.lease.timeout_s:
+                        self._kill(r.handle)
+                        self.plane.queue.fail(r.lease, f"timed out after {r.lease.timeout_s:.0f} s")
+                        del self._running[jid]
+                        continue
+                    if now - r.last_beat >= beat_s:
+                        try:
+                            self.plane.queue.heartbeat(r.lease)
+                            r.last_beat = now
+                        except LeaseLost as exc:
+                            self._kill(r.handle)
+                            self.plane.queue.fail(r.lease, str(exc), retry=False)
+                            del self._running[jid]
+                if max_jobs is not None and started >= max_jobs and not self._running:
+                    return
+                self._stop.wait(poll_s)
+        finally:
+            for r in self._running.values():
+                self._kill(r.handle)
+            if self._client is not None:
+                self._client.close()

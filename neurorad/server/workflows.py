@@ -1,0 +1,175 @@
+"""Workflow registry: the job runner maps a workflow name to a callable.
+
+A workflow is ``run(inputs, out_dir, progress) -> list[Path]``:
+
+* ``inputs``: role -> sorted list of de-identified DICOM files of the selected series
+  (e.g. ``{"image": [...]}``, or ``{"flair": [...], "baseline_flair": [...]}``).
+* ``out_dir``: an empty scratch folder; every file the workflow leaves there that is DICOM
+  becomes a :class:`~neurorad.store.models.Result` (kind from its SOP Class), other files
+  (PDF, JSON, CSV, NIfTI) are stored as results too but not delivered.
+* ``progress(fraction, message)``: optional progress report (also extends the job's lease).
+
+Built in: ``summary`` (always available; a Secondary Capture of the central slice and an
+Encapsulated PDF summary of the series, written with highdicom/pydicom), and ``ms-lesions``
+when :mod:`neurorad.pipelines.ms_lesions` is importable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+ProgressFn = Callable[[float, str], None]
+WorkflowFn = Callable[[dict[str, list[Path]], Path, ProgressFn], list[Path]]
+
+
+@dataclass(frozen=True)
+class Requirement:
+    """One series a workflow needs: its role and which series qualify."""
+
+    role: str
+    modalities: tuple[str, ...] = ("MR", "CT")
+    classes: tuple[str, ...] = ()  # series classes (from the classifier) that qualify; empty: any
+
+
+@dataclass(frozen=True)
+class WorkflowSpec:
+    name: str
+    run: WorkflowFn
+    requirements: tuple[Requirement, ...] = field(default_factory=tuple)
+    description: str = ""
+
+
+REGISTRY: dict[str, WorkflowSpec] = {}
+
+
+def register(spec: WorkflowSpec) -> None:
+    REGISTRY[spec.name] = spec
+
+
+def get(name: str) -> WorkflowSpec:
+    if name == "auto":
+        name = "ms-lesions" if "ms-lesions" in REGISTRY else "summary"
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise KeyError(f"unknown workflow {name!r}; known: {', '.join(sorted(REGISTRY))}") from None
+
+
+def deterministic_uid(*parts: str) -> str:
+    """A UID (``2.25.<int>``) derived from ``parts``: a re-run writes the same objects (idempotency)."""
+    digest = hashlib.sha256("\x00".join(parts).encode()).digest()[:16]
+    return "2.25." + str(int.from_bytes(digest, "big") >> 1)
+
+
+# -- the built-in summary workflow -------------------------------------------------------------
+def _summary_pdf(lines: list[str]) -> bytes:
+    """A one-page PDF of text lines (matplotlib's PDF backend; no extra dependency)."""
+    from matplotlib.backends.backend_pdf import FigureCanvasPdf
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(8.27, 11.69))
+    FigureCanvasPdf(fig)
+    for i, line in enumerate(lines):
+        fig.text(0.08, 0.92 - 0.035 * i, line, family="monospace", fontsize=11)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="pdf")
+    return buf.getvalue()
+
+
+def run_summary(inputs: dict[str, list[Path]], out_dir: Path, progress: ProgressFn | None = None) -> list[Path]:
+    """Summary workflow: central-slice Secondary Capture + Encapsulated PDF with series facts.
+
+    Not a clinical result: it exercises the data plane end to end (receive, run, review,
+    deliver) with real DICOM objects built from the received series.
+    """
+    import highdicom as hd
+    import pydicom
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    from neurorad import __version__
+
+    files = inputs["image"]
+    progress = progress or (lambda f, m: None)
+    headers = [pydicom.dcmread(f, stop_before_pixels=True) for f in files]
+    order = sorted(range(len(files)), key=lambda i: int(getattr(headers[i], "InstanceNumber", i) or i))
+    mid = files[order[len(order) // 2]]
+    ref = pydicom.dcmread(mid)
+    progress(0.3, "read series")
+    img = ref.pixel_array.astype(np.float64)
+    if img.ndim == 3:
+        img = img[img.shape[0] // 2]
+    lo, hi = np.percentile(img, [1, 99])
+    grey = np.clip((img - lo) / max(hi - lo, 1e-9) * 255, 0, 255).astype(np.uint8)
+    rgb = np.ascontiguousarray(np.repeat(grey[..., None], 3, axis=2))
+    study_uid, series_uid = str(ref.StudyInstanceUID), str(ref.SeriesInstanceUID)
+    sc = hd.sc.SCImage.from_ref_dataset(
+        ref_dataset=ref, pixel_array=rgb, photometric_interpretation=hd.PhotometricInterpretationValues.RGB,
+        bits_allocated=8, coordinate_system=hd.CoordinateSystemNames.PATIENT,
+        series_instance_uid=deterministic_uid(series_uid, "summary-sc-series"), series_number=990,
+        sop_instance_uid=deterministic_uid(series_uid, "summary-sc"), instance_number=1,
+        manufacturer="neurorad", patient_orientation=("L", "P"), series_description="neurorad summary (SC)",
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    sc_path = out_dir / "summary_sc.dcm"
+    sc.save_as(sc_path)
+    progress(0.6, "wrote secondary capture")
+
+    lines = ["neurorad summary (not a diagnostic report)", "",
+             f"series: {getattr(ref, 'SeriesDescription', '')}", f"modality: {getattr(ref, 'Modality', '')}",
+             f"instances: {len(files)}", f"matrix: {ref.Rows} x {ref.Columns}",
+             f"pixel spacing (mm): {list(getattr(ref, 'PixelSpacing', []))}",
+             f"slice thickness (mm): {getattr(ref, 'SliceThickness', '')}",
+             f"central slice intensity p1/p99: {lo:.1f} / {hi:.1f}", f"neurorad {__version__}"]
+    pdf = _summary_pdf(lines)
+    if len(pdf) % 2:
+        pdf += b"\x00"
+    ds = Dataset()
+    sop_uid = deterministic_uid(series_uid, "summary-pdf")
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = pydicom.uid.EncapsulatedPDFStorage
+    ds.file_meta.MediaStorageSOPInstanceUID = sop_uid
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SOPClassUID, ds.SOPInstanceUID = pydicom.uid.EncapsulatedPDFStorage, sop_uid
+    for kw in ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime", "StudyID",
+               "AccessionNumber", "ReferringPhysicianName"):
+        setattr(ds, kw, getattr(ref, kw, ""))
+    ds.StudyInstanceUID = study_uid
+    ds.SeriesInstanceUID = deterministic_uid(series_uid, "summary-pdf-series")
+    ds.Modality, ds.SeriesNumber, ds.InstanceNumber = "DOC", 991, 1
+    ds.ConversionType, ds.Manufacturer, ds.SoftwareVersions = "WSD", "neurorad", __version__
+    ds.ContentDate, ds.ContentTime = getattr(ref, "StudyDate", ""), getattr(ref, "StudyTime", "")
+    ds.AcquisitionDateTime = ""
+    ds.BurnedInAnnotation = "NO"
+    ds.DocumentTitle = "neurorad summary"
+    ds.ConceptNameCodeSequence = []
+    ds.MIMETypeOfEncapsulatedDocument = "application/pdf"
+    ds.EncapsulatedDocument = pdf
+    pdf_path = out_dir / "summary_pdf.dcm"
+    pydicom.dcmwrite(pdf_path, ds, enforce_file_format=True)
+    progress(0.9, "wrote encapsulated PDF")
+    return [sc_path, pdf_path]
+
+
+register(WorkflowSpec("summary", run_summary, (Requirement("image"),),
+                      "central-slice Secondary Capture + Encapsulated PDF summary (data-plane check)"))
+
+
+def _register_ms_lesions() -> None:
+    """Register ``ms-lesions`` when the MS workflow is installed (see neurorad.pipelines.ms_lesions)."""
+    try:
+        from neurorad.server import ms_adapter
+    except ImportError:
+        return
+    spec = ms_adapter.spec()
+    if spec is not None:
+        register(spec)
+
+
+_register_ms_lesions()
