@@ -1,1 +1,1 @@
-"""neurorad.quality layer (see ARCHITECTURE.md)."""
+"""Quality: image-quality metrics (MRQy), batch effects, segmentation fusion and ensemble alarms."""
