@@ -307,3 +307,363 @@ def ms_pair(
     studies = {"baseline": _study(seed, "ms-pair", "baseline", 0), "followup": _study(seed, "ms-pair", "followup", 365)}
     case["dicom"] = {"patient": _identity(seed, "ms-pair"), "studies": studies}
     return PhantomCase("ms-pair", seed, images, truth, case, studies)
+
+
+# --------------------------------------------------------------------------------------------
+# generic acquisition of one or two time points
+# --------------------------------------------------------------------------------------------
+def _acquire_timepoints(
+    rng: np.random.Generator,
+    anat: Anatomy,
+    lesions_by_tp: dict[str, list[Lesion]],
+    transforms: dict[str, np.ndarray | None],
+    contrasts: tuple[str, ...],
+    voxel: tuple[float, float, float],
+    snr: float | None,
+    bias_strength: float,
+    scales: dict[str, float],
+    truth_name: str,
+    noise_hu: float = 3.0,
+) -> tuple[dict[str, Volume], dict[str, Volume], dict[str, list[dict]], tuple]:
+    """Images ``<tp>_<contrast>`` (or ``<contrast>`` for a single time point ``""``), truth maps
+    ``truth_<tp>_<truth_name>`` (instance ids), ``truth_<tp>_<truth_name>_class`` (class labels),
+    ``truth_<tp>_brain``."""
+    grid = acquisition_grid(anat, voxel)
+    images: dict[str, Volume] = {}
+    truth: dict[str, Volume] = {}
+    records: dict[str, list[dict]] = {}
+    for tp, lesions in lesions_by_tp.items():
+        wt = transforms.get(tp)
+        scene = build_scene(lesions, anat)
+        acq = Acquisition(voxel, wt, snr, noise_hu=noise_hu, bias_strength=bias_strength, scale=scales.get(tp, 1.0))
+        records[tp or "single"] = []
+        prefix = f"{tp}_" if tp else ""
+        for contrast in contrasts:
+            vol, rec = acquire(anat, render(anat, scene, contrast), contrast, acq, rng, grid)
+            vol.metadata.update(timepoint=tp or "baseline", series_description=f"{contrast.upper()} {tp}".strip())
+            images[f"{prefix}{contrast}"] = vol
+            records[tp or "single"].append(rec)
+        meta = {"timepoint": tp or "baseline"}
+        ids = acquire_labels(anat, scene.labels, grid[0], grid[1], wt)
+        truth[f"truth_{prefix}{truth_name}"] = Volume(ids, grid[1], {**meta, "truth": "instance ids"})
+        if len({les.label for les in lesions}) > 1:
+            cls = acquire_labels(anat, scene.classes, grid[0], grid[1], wt)
+            truth[f"truth_{prefix}{truth_name}_class"] = Volume(cls, grid[1], {**meta, "truth": "class labels"})
+        brain = acquire_labels(anat, anat.brain_mask.astype(np.uint8), grid[0], grid[1], wt)
+        truth[f"truth_{prefix}brain"] = Volume(brain, grid[1], {**meta, "truth": "brain mask"})
+    return images, truth, records, grid
+
+
+def _grid_record(grid: tuple, voxel: tuple[float, float, float]) -> dict:
+    return {"shape": list(grid[0]), "affine": np.round(grid[1], 10).tolist(), "voxel_mm": list(voxel)}
+
+
+# --------------------------------------------------------------------------------------------
+# white-matter hyperintensities
+# --------------------------------------------------------------------------------------------
+def _horn_tips(anat: Anatomy) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """Anterior and posterior tips of each lateral ventricle (RAS mm) with the outward direction."""
+    vent = np.argwhere(anat.regions["ventricles"])
+    xyz = vent @ anat.affine[:3, :3].T + anat.affine[:3, 3]
+    tips = []
+    for side, sign in (("left", -1), ("right", 1)):
+        pts = xyz[np.sign(xyz[:, 0]) == sign]
+        for horn, fn, d in (("frontal", np.argmax, 1.0), ("occipital", np.argmin, -1.0)):
+            p = pts[fn(pts[:, 1])]
+            tips.append((f"{side} {horn} horn", p, np.array([0.0, d, 0.0])))
+    return tips
+
+
+def wmh(
+    seed: int = 0,
+    n_punctate: int = 8,
+    n_caps: int = 2,
+    n_confluent: int = 1,
+    contrasts: tuple[str, ...] = ("flair", "t1"),
+    slice_thickness_mm: float = 1.0,
+    in_plane_mm: float = 1.0,
+    snr: float | None = 30.0,
+    bias_strength: float = 0.15,
+) -> PhantomCase:
+    """White-matter hyperintensities of presumed vascular origin (STRIVE, Wardlaw et al., Lancet
+    Neurol 2013): periventricular caps at the horn tips, confluent periventricular lesions (a
+    union of overlapping blobs, one instance) and punctate deep lesions (2-5 mm). Fazekas-style
+    grading is left to the workflow; the truth holds every lesion.
+
+    Images ``flair``, ``t1`` (and any of t2/t1c); truth ``truth_wmh`` (instance ids), ``truth_wmh_class``
+    (1 cap, 2 confluent, 3 punctate) and ``truth_brain``.
+    """
+    if n_caps > 4:
+        raise ValueError("at most 4 periventricular caps (two horns per lateral ventricle)")
+    params = dict(n_punctate=n_punctate, n_caps=n_caps, n_confluent=n_confluent, contrasts=list(contrasts),
+                  slice_thickness_mm=slice_thickness_mm, in_plane_mm=in_plane_mm, snr=snr,
+                  bias_strength=bias_strength)
+    rng = np.random.default_rng(seed)
+    anat = load_anatomy()
+    taken: list[tuple[np.ndarray, float]] = []
+    lesions: list[Lesion] = []
+    meta: list[tuple[int, str, str, float]] = []  # id, type, location, nominal diameter
+    nid = 1
+    tips = _horn_tips(anat)
+    for t in rng.permutation(len(tips))[:n_caps]:
+        name, p, outward = tips[int(t)]
+        d = float(rng.uniform(8.0, 13.0))
+        c = p + outward * (d / 2 - 1.0)
+        taken.append((c, d / 2))
+        les = random_lesion(rng, nid, "wmh", 1, c, d, elongation=1.3, irregularity=0.1)
+        lesions.append(les)
+        meta.append((nid, "periventricular_cap", name, d))
+        nid += 1
+    for _ in range(n_confluent):
+        d0 = float(rng.uniform(7.0, 10.0))
+        c0 = _place(rng, anat, "periventricular", 12.0, taken, gap_mm=4.0)
+        for _k in range(int(rng.integers(3, 6))):
+            c = c0 + rng.normal(0, 4.0, 3)
+            lesions.append(random_lesion(rng, nid, "wmh", 2, c, d0 * rng.uniform(0.7, 1.1), irregularity=0.2))
+        meta.append((nid, "confluent", "periventricular", 24.0))
+        nid += 1
+    for _ in range(n_punctate):
+        d = float(rng.uniform(2.5, 5.0))
+        c = _place(rng, anat, "deep_wm", d / 2, taken)
+        lesions.append(random_lesion(rng, nid, "wmh", 3, c, d, irregularity=0.05))
+        meta.append((nid, "punctate", "deep_wm", d))
+        nid += 1
+    voxel = _voxel_mm(in_plane_mm, slice_thickness_mm)
+    images, truth, records, grid = _acquire_timepoints(rng, anat, {"": lesions}, {}, contrasts, voxel, snr,
+                                                        bias_strength, {}, "wmh")
+    ids = [m[0] for m in meta]
+    vols = _counts(truth["truth_wmh"], ids)
+    by_id = {}
+    for les in lesions:
+        by_id.setdefault(les.lesion_id, les)
+    recs = []
+    for i, t, loc, d in meta:
+        r = _lesion_record(by_id[i], t, loc)
+        r["diameter_mm"] = round(d, 4)
+        r["volume_mm3"] = vols[i]
+        recs.append(r)
+    case = _base_case("wmh", seed, **params)
+    case.update(timepoints=["baseline"], lesions=recs, total_volume_mm3=float(sum(vols.values())),
+                classes={"1": "periventricular_cap", "2": "confluent", "3": "punctate"},
+                transform={"baseline": None}, acquisition=records, grid=_grid_record(grid, voxel))
+    studies = {"baseline": _study(seed, "wmh", "baseline", 0)}
+    case["dicom"] = {"patient": _identity(seed, "wmh"), "studies": studies}
+    return PhantomCase("wmh", seed, images, truth, case, studies)
+
+
+# --------------------------------------------------------------------------------------------
+# glioma
+# --------------------------------------------------------------------------------------------
+GLIOMA_LABELS = {1: "necrosis", 2: "oedema", 3: "enhancing", 4: "non_enhancing"}
+
+
+def _glioma_parts(rng: np.random.Generator, centre: np.ndarray, d_tumour: float) -> list[Lesion]:
+    """Oedema, non-enhancing tumour, enhancing rim, necrosis: painted in that order."""
+    core = random_lesion(rng, 3, "enhancing", 3, centre, d_tumour, elongation=1.3, irregularity=0.15,
+                         restrict="brain")
+    oed = core.scaled(float(rng.uniform(1.7, 2.2)), lesion_id=2)
+    oed.kind, oed.label, oed.restrict = "oedema", 2, "wm"
+    oed.bump_amps = oed.bump_amps * 2.0
+    net = core.scaled(float(rng.uniform(0.8, 1.0)), lesion_id=4)
+    net.kind, net.label = "non_enhancing", 4
+    shift = rng.normal(size=3)
+    net.center_mm = centre + shift / np.linalg.norm(shift) * d_tumour * 0.35
+    nec = core.scaled(float(rng.uniform(0.45, 0.6)), lesion_id=1)
+    nec.kind, nec.label = "necrosis", 1
+    return [oed, net, core, nec]
+
+
+def glioma(
+    seed: int = 0,
+    diameter_mm: float | None = None,
+    growth: float | None = None,
+    pair: bool = True,
+    contrasts: tuple[str, ...] = ("t1", "t1c", "t2", "flair"),
+    slice_thickness_mm: float = 1.0,
+    in_plane_mm: float = 1.0,
+    misalign_deg: float | tuple[float, float, float] = 0.0,
+    misalign_mm: float | tuple[float, float, float] = 0.0,
+    snr: float | None = 30.0,
+    bias_strength: float = 0.15,
+) -> PhantomCase:
+    """A high-grade glioma with the BraTS sub-regions (Menze et al., IEEE TMI 2015): necrosis (1),
+    peritumoural oedema (2, confined to white matter), enhancing rim (3, bright on T1c) and
+    non-enhancing tumour (4). With ``pair`` a follow-up shows the tumour grown by the linear
+    factor ``growth`` (default random 1.15-1.4). No mass effect is modelled.
+
+    Truth ``truth_<tp>_tumour_class`` holds the sub-region labels (also ``truth_<tp>_tumour``,
+    identical ids) on each time point's grid.
+    """
+    params = dict(diameter_mm=diameter_mm, growth=growth, pair=pair, contrasts=list(contrasts),
+                  slice_thickness_mm=slice_thickness_mm, in_plane_mm=in_plane_mm, misalign_deg=misalign_deg,
+                  misalign_mm=misalign_mm, snr=snr, bias_strength=bias_strength)
+    rng = np.random.default_rng(seed)
+    anat = load_anatomy()
+    d = float(diameter_mm if diameter_mm is not None else rng.uniform(20.0, 35.0))
+    g = float(growth if growth is not None else rng.uniform(1.15, 1.4))
+    centre = _place(rng, anat, "deep_wm", 0.0, [])
+    base = _glioma_parts(rng, centre, d)
+    tps: dict[str, list[Lesion]] = {"baseline": base}
+    transforms: dict[str, np.ndarray | None] = {"baseline": None}
+    motion = None
+    if pair:
+        tps["followup"] = [les.scaled(g) for les in base]
+        for les_b, les_f in zip(base, tps["followup"], strict=True):
+            les_f.center_mm = centre + (les_b.center_mm - centre) * g
+        m, motion = _misalignment(rng, misalign_deg, misalign_mm, _brain_center(anat))
+        transforms["followup"] = m
+    voxel = _voxel_mm(in_plane_mm, slice_thickness_mm)
+    images, truth, records, grid = _acquire_timepoints(rng, anat, tps, transforms, contrasts, voxel, snr,
+                                                        bias_strength, {}, "tumour")
+    recs = []
+    volumes: dict[str, dict[str, float]] = {}
+    for tp in tps:
+        v = _counts(truth[f"truth_{tp}_tumour_class"], list(GLIOMA_LABELS))
+        volumes[tp] = {GLIOMA_LABELS[k]: val for k, val in v.items()}
+        volumes[tp]["whole_tumour"] = float(sum(v.values()))
+        volumes[tp]["tumour_core"] = float(v[1] + v[3] + v[4])
+    for les in base:
+        r = _lesion_record(les, "baseline" if not pair else "growing", "deep_wm",
+                           transforms.get("followup") if pair else None)
+        r["name"] = GLIOMA_LABELS[les.label]
+        for tp in tps:
+            r[f"volume_mm3_{tp}"] = volumes[tp][GLIOMA_LABELS[les.label]]
+        r["volume_mm3"] = r[f"volume_mm3_{list(tps)[-1]}"]
+        recs.append(r)
+    case = _base_case("glioma", seed, **params)
+    case.update(timepoints=list(tps), lesions=recs, labels={str(k): v for k, v in GLIOMA_LABELS.items()},
+                volumes_mm3=volumes, growth_factor_linear=g if pair else None, tumour_diameter_mm=d,
+                transform={"baseline": None, **({"followup": motion} if pair else {})},
+                acquisition=records, grid=_grid_record(grid, voxel))
+    studies = {tp: _study(seed, "glioma", tp, 90 * i) for i, tp in enumerate(tps)}
+    case["dicom"] = {"patient": _identity(seed, "glioma"), "studies": studies}
+    return PhantomCase("glioma", seed, images, truth, case, studies)
+
+
+# --------------------------------------------------------------------------------------------
+# cerebral microbleeds
+# --------------------------------------------------------------------------------------------
+def cmb(
+    seed: int = 0,
+    n_microbleeds: int = 8,
+    contrasts: tuple[str, ...] = ("swi", "t1"),
+    bloom_factor: float = 1.4,
+    slice_thickness_mm: float = 1.0,
+    in_plane_mm: float = 1.0,
+    snr: float | None = 30.0,
+    bias_strength: float = 0.15,
+) -> PhantomCase:
+    """Cerebral microbleeds (Greenberg et al., Lancet Neurol 2009: 2-10 mm round dark foci on
+    susceptibility-weighted MRI), lobar (cortico-subcortical) and deep (basal ganglia/thalamus).
+    The truth label is the focus of nominal diameter 2-10 mm; on SWI (and T2) the darkening
+    "blooms" to ``bloom_factor`` x that diameter; T1 and FLAIR do not show them.
+
+    Truth ``truth_cmb`` (instance ids) and ``truth_brain``.
+    """
+    params = dict(n_microbleeds=n_microbleeds, contrasts=list(contrasts), bloom_factor=bloom_factor,
+                  slice_thickness_mm=slice_thickness_mm, in_plane_mm=in_plane_mm, snr=snr,
+                  bias_strength=bias_strength)
+    rng = np.random.default_rng(seed)
+    anat = load_anatomy()
+    taken: list[tuple[np.ndarray, float]] = []
+    lesions, meta = [], []
+    for i in range(1, n_microbleeds + 1):
+        loc = "lobar" if rng.random() < 0.65 else "deep_gm"
+        d = float(np.exp(rng.uniform(np.log(2.0), np.log(10.0))))
+        c = _place(rng, anat, loc, d / 2 * bloom_factor, taken)
+        les = random_lesion(rng, i, "microbleed", 1, c, d, elongation=1.1, irregularity=0.03, restrict="brain",
+                            bloom_factor=bloom_factor)
+        lesions.append(les)
+        meta.append(loc)
+    voxel = _voxel_mm(in_plane_mm, slice_thickness_mm)
+    images, truth, records, grid = _acquire_timepoints(rng, anat, {"": lesions}, {}, contrasts, voxel, snr,
+                                                        bias_strength, {}, "cmb")
+    vols = _counts(truth["truth_cmb"], [les.lesion_id for les in lesions])
+    recs = []
+    for les, loc in zip(lesions, meta, strict=True):
+        r = _lesion_record(les, "microbleed", loc)
+        r["volume_mm3"] = vols[les.lesion_id]
+        r["bloom_factor"] = bloom_factor
+        recs.append(r)
+    case = _base_case("cmb", seed, **params)
+    case.update(timepoints=["baseline"], lesions=recs, transform={"baseline": None}, acquisition=records,
+                grid=_grid_record(grid, voxel))
+    studies = {"baseline": _study(seed, "cmb", "baseline", 0)}
+    case["dicom"] = {"patient": _identity(seed, "cmb"), "studies": studies}
+    return PhantomCase("cmb", seed, images, truth, case, studies)
+
+
+# --------------------------------------------------------------------------------------------
+# intracerebral haemorrhage on CT
+# --------------------------------------------------------------------------------------------
+ICH_LABELS = {1: "haematoma", 2: "perihaematomal_oedema"}
+
+
+def ich_pair(
+    seed: int = 0,
+    volume_ml: float | None = None,
+    expansion_factor: float | None = None,
+    slice_thickness_mm: float = 1.0,
+    in_plane_mm: float = 1.0,
+    misalign_deg: float | tuple[float, float, float] = 3.0,
+    misalign_mm: float | tuple[float, float, float] = 3.0,
+    noise_hu: float = 3.0,
+) -> PhantomCase:
+    """Spontaneous intracerebral haemorrhage on two non-contrast head CTs (Hounsfield units):
+    a hyperdense haematoma (~70 HU) in the deep grey matter or lobar, with a hypodense rim of
+    perihaematomal oedema (~20 HU), expanding between the baseline and follow-up scans by the
+    VOLUME factor ``expansion_factor`` (default random 1.0-2.0). Haematoma expansion is often
+    defined as > 6 mL or > 33 % growth (Dowlatshahi et al., Stroke 2011); both numbers are in
+    the JSON, the rule itself lives in the clinical layer.
+
+    Truth ``truth_<tp>_ich_class`` (1 haematoma, 2 oedema) on each time point's grid.
+    """
+    params = dict(volume_ml=volume_ml, expansion_factor=expansion_factor, slice_thickness_mm=slice_thickness_mm,
+                  in_plane_mm=in_plane_mm, misalign_deg=misalign_deg, misalign_mm=misalign_mm, noise_hu=noise_hu)
+    rng = np.random.default_rng(seed)
+    anat = load_anatomy()
+    v0 = float(volume_ml if volume_ml is not None else rng.uniform(5.0, 30.0))
+    f = float(expansion_factor if expansion_factor is not None else rng.uniform(1.0, 2.0))
+    d = 2.0 * (3.0 * v0 * 1000.0 / (4.0 * np.pi)) ** (1.0 / 3.0)
+    loc = "deep_gm" if rng.random() < 0.7 else "lobar"
+    centre = _place(rng, anat, loc, 0.0, [])
+    hem = random_lesion(rng, 1, "haematoma", 1, centre, d, elongation=1.4, irregularity=0.12, restrict="brain")
+    oed = hem.scaled(float(rng.uniform(1.25, 1.4)), lesion_id=2)
+    oed.kind, oed.label = "perihaematomal_oedema", 2
+    lin = f ** (1.0 / 3.0)
+    follow = [oed.scaled(lin * 1.05), hem.scaled(lin)]
+    m, motion = _misalignment(rng, misalign_deg, misalign_mm, _brain_center(anat))
+    voxel = _voxel_mm(in_plane_mm, slice_thickness_mm)
+    images, truth, records, grid = _acquire_timepoints(
+        rng, anat, {"baseline": [oed, hem], "followup": follow}, {"baseline": None, "followup": m}, ("ct",),
+        voxel, None, 0.0, {}, "ich", noise_hu=noise_hu)
+    volumes = {tp: {ICH_LABELS[k]: v for k, v in _counts(truth[f"truth_{tp}_ich_class"], [1, 2]).items()}
+               for tp in ("baseline", "followup")}
+    hb, hf = volumes["baseline"]["haematoma"], volumes["followup"]["haematoma"]
+    recs = []
+    for les in (hem, oed):
+        r = _lesion_record(les, "expanding" if f > 1 else "stable", loc, m)
+        r["name"] = ICH_LABELS[les.label]
+        r["volume_mm3_baseline"] = volumes["baseline"][ICH_LABELS[les.label]]
+        r["volume_mm3_followup"] = volumes["followup"][ICH_LABELS[les.label]]
+        r["volume_mm3"] = r["volume_mm3_followup"]
+        recs.append(r)
+    case = _base_case("ich-pair", seed, **params)
+    case.update(
+        timepoints=["baseline", "followup"], lesions=recs, labels={str(k): v for k, v in ICH_LABELS.items()},
+        volumes_mm3=volumes, nominal_volume_ml=v0, expansion_factor_nominal=f,
+        haematoma_volume_ml={"baseline": hb / 1000.0, "followup": hf / 1000.0},
+        expansion_ml=(hf - hb) / 1000.0, expansion_percent=100.0 * (hf - hb) / hb if hb else None,
+        transform={"baseline": None, "followup": motion}, acquisition=records, grid=_grid_record(grid, voxel),
+    )
+    studies = {"baseline": _study(seed, "ich-pair", "baseline", 0), "followup": _study(seed, "ich-pair", "followup", 1)}
+    case["dicom"] = {"patient": _identity(seed, "ich-pair"), "studies": studies}
+    return PhantomCase("ich-pair", seed, images, truth, case, studies)
+
+
+def make_case(kind: str, seed: int = 0, **options: Any) -> PhantomCase:
+    """Dispatch by kind name (``ms-pair``, ``wmh``, ``glioma``, ``cmb``, ``ich-pair``)."""
+    fns = {"ms-pair": ms_pair, "wmh": wmh, "glioma": glioma, "cmb": cmb, "ich-pair": ich_pair}
+    if kind not in fns:
+        raise ValueError(f"unknown phantom kind {kind!r}; choose one of {', '.join(KINDS)}")
+    return fns[kind](seed=seed, **options)
