@@ -1,0 +1,161 @@
+"""Recording a QA decision: store it, audit it, regenerate the report, queue delivery to the PACS.
+
+A decision applies to one result version (the anchor :class:`~neurorad.store.models.Result`
+row of the workflow run the reader saw); a decision on a result that changed meanwhile is
+refused (409), so nobody accepts numbers they did not see. The audit event holds user, time,
+software version, result version, every candidate verdict, missed-lesion markers and the
+report version written. Only ACCEPTABLE results put numbers in the report.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pydicom
+from fastapi import Request
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from neurorad import __version__
+from neurorad.provenance import sha256_file
+from neurorad.server.auth import Principal
+from neurorad.server.web import reporting
+from neurorad.server.web import review as rv
+from neurorad.store.audit import audit
+from neurorad.store.models import Instance, QADecision, Result, Series, Study
+
+ENCAPSULATED_PDF = "1.2.840.10008.5.1.4.1.1.104.1"
+DECIDABLE_STATES = ("needs_review", "accepted", "rejected", "reported", "delivered")
+
+
+class DecisionConflict(Exception):
+    """The decision does not apply to the current state (stale result, wrong study state)."""
+
+
+class DecisionInvalid(Exception):
+    """The decision is incomplete (e.g. not all time points accepted)."""
+
+
+def _root(request: Request) -> Path:
+    storage = getattr(request.app.state, "storage", None)
+    return Path(storage.root) if storage is not None else Path(request.app.state.settings.data_dir)
+
+
+def _predecessor(s: Session, study: Study, root: Path) -> tuple[int, pydicom.Dataset | None]:
+    """Number of report versions so far and the DICOM object of the latest one (if any)."""
+    reviewed = s.scalars(select(Result).where(Result.study_id == study.id, Result.kind == "review_dcm")
+                         .order_by(Result.id)).all()
+    drafts = s.scalars(select(Result).where(Result.study_id == study.id, Result.sop_class_uid == ENCAPSULATED_PDF,
+                                            Result.kind != "review_dcm").order_by(Result.id)).all()
+    n_reviewed_pdf = len(s.scalars(select(Result.id).where(Result.study_id == study.id,
+                                                           Result.kind == "review_pdf")).all())
+    n_versions = n_reviewed_pdf + (1 if drafts else 0)
+    latest = reviewed[-1] if reviewed else (drafts[-1] if drafts else None)
+    ds = None
+    if latest is not None:
+        p = (root / latest.path).resolve()
+        if p.is_file():
+            ds = pydicom.dcmread(p, stop_before_pixels=True)
+    return n_versions, ds
+
+
+def _instance_paths(s: Session, study: Study, root: Path) -> list[Path]:
+    rows = s.scalars(select(Instance).join(Series, Series.id == Instance.series_id)
+                     .where(Series.study_id == study.id, Instance.path.is_not(None)).order_by(Instance.id).limit(5))
+    return [(root / r.path).resolve() for r in rows]
+
+
+def _add_result(s: Session, study: Study, root: Path, path: Path, kind: str, sop_uid: str | None = None,
+                sop_class: str | None = None) -> Result:
+    row = Result(study_id=study.id, job_id=None, kind=kind, path=str(path.resolve().relative_to(root.resolve())),
+                 sop_uid=sop_uid, sop_class_uid=sop_class, sha256=sha256_file(path),
+                 workflow=study.workflow or "unknown", software_version=__version__)
+    s.add(row)
+    s.flush()
+    return row
+
+
+def decide(request: Request, s: Session, study: Study, p: Principal, body: Any) -> dict[str, Any]:
+    """Apply one decision (see module docstring); returns what the page shows."""
+    from neurorad.server.web.router import current_result
+
+    root = _root(request)
+    if study.state not in DECIDABLE_STATES:
+        raise DecisionConflict(f"study is {study.state}; nothing to review")
+    res, folder = current_result(s, study, root)
+    if res is None or folder is None:
+        raise DecisionConflict("this study has no reviewable result")
+    if body.result_version != res.id:
+        raise DecisionConflict(f"the result changed (now version {res.id}); reload the page before deciding")
+    data = rv.build_review(folder, res.id, lambda n: n, study.workflow)
+    known = {c.lesion_id for c in data.lesions}
+    verdicts = {c.lesion_id: c.verdict for c in body.candidates}
+    unknown = set(verdicts) - known
+    if unknown:
+        raise DecisionInvalid(f"unknown candidate ids {sorted(unknown)}")
+    if body.decision == "ACCEPTABLE" and set(data.timepoints_required) - set(body.timepoints_accepted):
+        missing = sorted(set(data.timepoints_required) - set(body.timepoints_accepted))
+        raise DecisionInvalid(f"all time points must be accepted; not accepted: {', '.join(missing)}")
+    kept = sorted(i for i in known if verdicts.get(i, "keep") == "keep")
+    discarded = sorted(known - set(kept))
+    missed = [m.model_dump() for m in body.missed_lesions]
+
+    n_versions, predecessor = _predecessor(s, study, root)
+    version = n_versions + 1
+    supersedes = f"report version {n_versions}" if n_versions else None
+    report = reporting.build_reviewed_report(folder, body.decision, kept, body.comment, p.username, version,
+                                             res.id, supersedes, missed)
+    ref = reporting.reference_dataset(folder, _instance_paths(s, study, root))
+    out_dir = root / "results" / str(int(study.id)) / "review"
+    written = reporting.write_reviewed_report(folder, out_dir, report, version, ref, predecessor)
+
+    _add_result(s, study, root, written.html_path, "review_html")
+    _add_result(s, study, root, written.pdf_path, "review_pdf")
+    dcm_row = None
+    if written.dicom_path is not None:
+        dcm_row = _add_result(s, study, root, written.dicom_path, "review_dcm", written.sop_instance_uid,
+                              ENCAPSULATED_PDF)
+
+    decision = QADecision(study_id=study.id, result_id=res.id, user_id=p.user_id, decision=body.decision,
+                          score=body.score, comment=body.comment or None)
+    s.add(decision)
+    s.flush()
+    audit(s, p.actor, "qa.decision", "study", study.id, decision_id=decision.id, decision=body.decision,
+          score=body.score, comment=body.comment, result_version=res.id, kept_candidates=kept,
+          discarded_candidates=discarded, missed_lesions=missed, timepoints_accepted=body.timepoints_accepted,
+          report_version=version, report_result_id=dcm_row.id if dcm_row else None,
+          supersedes=supersedes, software_version=__version__, user_id=p.user_id)
+    delivery = _advance_and_deliver(request, s, study, p, body.decision, dcm_row)
+    return {
+        "decision": body.decision,
+        "score": body.score,
+        "result_version": res.id,
+        "report_version": version,
+        "kept": kept,
+        "discarded": discarded,
+        "state": study.state,
+        "delivery": delivery,
+        "report_url": f"/web/api/studies/{study.id}/reports/{version}?fmt=html",
+    }
+
+
+def _advance_and_deliver(request: Request, s: Session, study: Study, p: Principal, decision: str,
+                         report_row: Result | None) -> str:
+    """Walk the state machine and queue delivery of the new report version (data plane)."""
+    from neurorad.store.state import StudyState, can_transition, transition
+
+    target = StudyState.ACCEPTED if decision == "ACCEPTABLE" else StudyState.REJECTED
+    if study.state == StudyState.NEEDS_REVIEW and can_transition(study.state, target):
+        transition(s, study, target, p.actor, f"QA {decision}")
+    if report_row is None:
+        return "not delivered (no DICOM reference for the report)"
+    try:
+        from neurorad.server.orchestration import queue_delivery
+    except ImportError:
+        return "not delivered (no delivery service)"
+    settings = request.app.state.settings
+    if not getattr(settings, "destinations", None):
+        return "not delivered (no destination configured)"
+    queue_delivery(s, settings, study, p.actor, force=True)
+    return "queued for delivery"

@@ -1,0 +1,364 @@
+"""Routes of the review web app (pages + the few JSON endpoints the pages call).
+
+Objects are addressed by internal integer ids only: no patient identifier appears in a URL,
+a page title or a log line. Pages redirect to the sign-in form when there is no session; the
+JSON/file endpoints answer 401. Only radiologists record decisions (admins manage users and
+settings, technologists see status); every decision is a state-changing request protected by
+the session's CSRF token.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
+from fastapi.templating import Jinja2Templates
+from pydantic import BaseModel, Field
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from neurorad.errors import InputError
+from neurorad.server.auth import (
+    Principal,
+    csrf_protect,
+    current_user,
+    current_user_optional,
+    get_db_session,
+    require_role,
+)
+from neurorad.server.web import review as rv
+from neurorad.store.audit import audit
+from neurorad.store.models import Patient, QADecision, Result, Study, StudyTransition, User, utcnow
+
+log = logging.getLogger(__name__)
+
+HERE = Path(__file__).parent
+STATIC_DIR = HERE / "static"
+DIST_DIR = HERE.parent / "static" / "dist"
+STATIC_URL = "/web/static"
+templates = Jinja2Templates(directory=str(HERE / "templates"))
+
+router = APIRouter(include_in_schema=False)
+
+#: Study states shown on the worklist, by filter.
+STATUS_FILTERS: dict[str, tuple[str, ...]] = {
+    "awaiting": ("needs_review",),
+    "decided": ("accepted", "rejected", "reported", "delivered"),
+    "processing": ("received", "selected", "queued", "running"),
+    "failed": ("failed",),
+    "all": (),
+}
+STATUS_LABELS = [("awaiting", "awaiting review"), ("decided", "decided"), ("processing", "processing"),
+                 ("failed", "failed"), ("all", "all")]
+#: Roles allowed to see real patient identifiers (each view is audited).
+IDENTIFIER_ROLES = ("radiologist", "admin")
+#: Roles that record QA decisions (admins manage, they do not read).
+DECIDING_ROLES = ("radiologist",)
+REVIEWABLE_STATES = ("needs_review", "accepted", "rejected", "reported", "delivered")
+_FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,120}\.nii\.gz$")
+_STATIC_NAME = re.compile(r"^(dist/)?[A-Za-z0-9][A-Za-z0-9_.-]{0,120}\.(js|css|map|txt)$")
+
+
+# -- helpers -----------------------------------------------------------------------------------
+def _page(request: Request, name: str, principal: Principal | None, **ctx: Any) -> HTMLResponse:
+    ctx.update(
+        user=principal,
+        csrf_token=principal.csrf_token if principal else None,
+        base="",
+        static_url=STATIC_URL,
+        logout_url="/api/auth/logout",
+    )
+    resp = templates.TemplateResponse(request, name, ctx)
+    resp.headers["Cache-Control"] = "no-store"
+    resp.headers["X-Frame-Options"] = "DENY"
+    resp.headers["X-Content-Type-Options"] = "nosniff"
+    resp.headers["Referrer-Policy"] = "no-referrer"
+    resp.headers["Content-Security-Policy"] = (
+        "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+        "img-src 'self' data: blob:; connect-src 'self'; worker-src 'self' blob:; frame-ancestors 'none'"
+    )
+    return resp
+
+
+def _to_login(request: Request) -> RedirectResponse:
+    nxt = request.url.path if request.url.path.startswith("/") else "/worklist"
+    return RedirectResponse(f"/login?next={nxt}", status_code=303)
+
+
+def _storage_root(request: Request) -> Path:
+    storage = getattr(request.app.state, "storage", None)
+    if storage is not None:
+        return Path(storage.root)
+    return Path(request.app.state.settings.data_dir)
+
+
+def _abspath(root: Path, rel: str) -> Path:
+    p = (root / rel).resolve()
+    if root.resolve() not in p.parents:
+        raise HTTPException(500, "result path escapes the data dir")
+    return p
+
+
+def current_result(s: Session, study: Study, root: Path) -> tuple[Result | None, Path | None]:
+    """The result under review: the anchor row of the study's latest workflow run and its folder.
+
+    The folder is the one holding the workflow's ``result.json`` (or its NIfTI images) among the
+    folders of the latest run's result objects. Report versions written by the review are not
+    workflow results and are skipped.
+    """
+    rows = s.scalars(select(Result).where(Result.study_id == study.id, Result.kind.notlike("review%"))
+                     .order_by(Result.id)).all()
+    if not rows:
+        return None, None
+    latest_job = max((r.job_id or 0) for r in rows)
+    run = [r for r in rows if (r.job_id or 0) == latest_job]
+    for r in run:
+        p = _abspath(root, r.path)
+        for d in (p if p.is_dir() else p.parent, (p if p.is_dir() else p.parent).parent):
+            if (d / "result.json").exists() or (d / "followup.nii.gz").exists():
+                return run[0], d
+    return run[0], None
+
+
+def _waiting_since(s: Session, study: Study) -> datetime:
+    at = s.scalar(select(func.max(StudyTransition.at)).where(StudyTransition.study_id == study.id,
+                                                             StudyTransition.to_state == "needs_review"))
+    return at or study.updated_at or study.received_at
+
+
+def _latest_decision(s: Session, study_id: int) -> QADecision | None:
+    return s.scalar(select(QADecision).where(QADecision.study_id == study_id).order_by(QADecision.id.desc()).limit(1))
+
+
+def _identifiers(request: Request, pseudo: str) -> str:
+    vault = getattr(request.app.state, "vault", None)
+    if vault is None:
+        return "(vault unavailable)"
+    try:
+        orig = vault.reidentify_patient(pseudo)
+    except Exception:  # noqa: BLE001 - unknown pseudonym: show nothing rather than fail the page
+        return "(unknown)"
+    name = str(orig.get("PatientName", "")).replace("^", " ").strip()
+    pid = str(orig.get("PatientID", ""))
+    return f"{name} ({pid})" if name else pid
+
+
+# -- static files --------------------------------------------------------------------------------
+@router.get(STATIC_URL + "/{name:path}")
+def static_file(name: str) -> Response:
+    """Page JS/CSS and the NiiVue bundle (built by ``make web``)."""
+    if not _STATIC_NAME.match(name):
+        raise HTTPException(404)
+    path = DIST_DIR / name[len("dist/"):] if name.startswith("dist/") else STATIC_DIR / name
+    if not path.is_file():
+        if name.startswith("dist/"):
+            raise HTTPException(404, "viewer bundle not built: run `make web` (npm ci && npm run build in web/)")
+        raise HTTPException(404)
+    media = "text/javascript" if name.endswith(".js") else "text/css" if name.endswith(".css") else "text/plain"
+    return FileResponse(path, media_type=media, headers={"Cache-Control": "private, max-age=300"})
+
+
+# -- pages ---------------------------------------------------------------------------------------
+@router.get("/")
+def home() -> RedirectResponse:
+    return RedirectResponse("/worklist", status_code=303)
+
+
+@router.get("/login")
+def login_page(request: Request, next: str = "/worklist",
+               p: Principal | None = Depends(current_user_optional)) -> Response:
+    # Only same-site paths as the target: no open redirect.
+    target = next if next.startswith("/") and not next.startswith("//") else "/worklist"
+    if p is not None:
+        return RedirectResponse(target, status_code=303)
+    return _page(request, "login.html", None, login_url="/api/auth/login", next_url=target)
+
+
+@router.get("/worklist")
+def worklist_page(
+    request: Request,
+    workflow: str = "",
+    status: str = "awaiting",
+    alarms: bool = False,
+    identifiers: bool = False,
+    p: Principal | None = Depends(current_user_optional),
+    s: Session = Depends(get_db_session),
+) -> Response:
+    if p is None:
+        return _to_login(request)
+    root = _storage_root(request)
+    states = STATUS_FILTERS.get(status, STATUS_FILTERS["awaiting"])
+    q = select(Study, Patient).join(Patient, Patient.id == Study.patient_id)
+    if states:
+        q = q.where(Study.state.in_(states))
+    if workflow:
+        q = q.where(Study.workflow == workflow)
+    show_ids = identifiers and p.role in IDENTIFIER_ROLES
+    now = utcnow()
+    rows = []
+    for study, patient in s.execute(q.limit(500)).all():
+        n_alarms, finding = 0, study.state.replace("_", " ")
+        _, folder = current_result(s, study, root)
+        if folder is not None:
+            try:
+                result = rv.read_result_json(folder)
+                n_alarms = rv.count_alarms(result)[0]
+                finding = rv.finding_of(result, len(rv.read_candidates(folder / "lesions.csv")))
+            except InputError:
+                finding = "result unreadable"
+        if alarms and not n_alarms:
+            continue
+        since = _waiting_since(s, study)
+        dec = _latest_decision(s, study.id)
+        rows.append({
+            "study_id": study.id,
+            "patient_label": _identifiers(request, patient.pseudo_id) if show_ids else patient.pseudo_id[:12],
+            "study_label": "",
+            "workflow": study.workflow,
+            "waiting": rv.humanize_wait(since, now),
+            "waiting_since": since.isoformat(timespec="minutes"),
+            "finding": finding,
+            "alarms": n_alarms,
+            "decision": dec.decision if dec else None,
+            "_since": since,
+        })
+    rows.sort(key=lambda r: rv.worklist_order_key(r["alarms"], r["_since"]))
+    if show_ids:
+        # Who saw real identifiers of which studies (ids only; the identifiers never enter the log).
+        audit(s, p.actor, "web.view_identifiers", "worklist", None, study_ids=[r["study_id"] for r in rows])
+    workflows = sorted({w for (w,) in s.execute(select(Study.workflow).distinct()) if w})
+    return _page(request, "worklist.html", p, rows=rows, workflows=workflows, statuses=STATUS_LABELS,
+                 filters={"workflow": workflow, "status": status, "alarms": alarms, "identifiers": show_ids},
+                 can_see_identifiers=p.role in IDENTIFIER_ROLES)
+
+
+def _file_url(study_id: int):
+    return lambda name: f"/web/api/studies/{study_id}/files/{name}"
+
+
+def _review_for(request: Request, s: Session, study: Study, p: Principal) -> dict[str, Any]:
+    root = _storage_root(request)
+    res, folder = current_result(s, study, root)
+    if res is None or folder is None:
+        raise HTTPException(404, "this study has no reviewable result yet")
+    try:
+        data = rv.build_review(folder, res.id, _file_url(study.id), study.workflow)
+    except InputError as err:
+        raise HTTPException(422, str(err)) from None
+    out = data.to_json_dict()
+    decisions = s.execute(select(QADecision, User).join(User, User.id == QADecision.user_id, isouter=True)
+                          .where(QADecision.study_id == study.id).order_by(QADecision.id)).all()
+    out["decisions"] = [{"decision": d.decision, "score": d.score, "user": u.username if u else "?",
+                         "at": d.created_at.isoformat(timespec="minutes"), "result_version": d.result_id}
+                        for d, u in decisions]
+    priors = s.execute(select(Study).where(Study.patient_id == study.patient_id, Study.id != study.id)
+                       .order_by(Study.received_at.desc())).scalars().all()
+    out["priors"] = [{"study_id": o.id, "date": o.received_at.date().isoformat(), "state": o.state} for o in priors]
+    out["state"] = study.state
+    out["can_decide"] = p.role in DECIDING_ROLES and study.state in REVIEWABLE_STATES
+    out["decision_url"] = f"/web/api/studies/{study.id}/decision"
+    return out
+
+
+@router.get("/studies/{study_id}")
+def study_page(request: Request, study_id: int, p: Principal | None = Depends(current_user_optional),
+               s: Session = Depends(get_db_session)) -> Response:
+    if p is None:
+        return _to_login(request)
+    study = s.get(Study, study_id)
+    if study is None:
+        raise HTTPException(404, "no such study")
+    review = _review_for(request, s, study, p)
+    return _page(request, "study.html", p, study_id=study.id, review=review,
+                 review_json=rv.json_for_script(review))
+
+
+# -- JSON / files used by the study page ---------------------------------------------------------------
+@router.get("/web/api/studies/{study_id}/review")
+def review_json(request: Request, study_id: int, p: Principal = Depends(current_user),
+                s: Session = Depends(get_db_session)) -> dict[str, Any]:
+    study = s.get(Study, study_id)
+    if study is None:
+        raise HTTPException(404, "no such study")
+    return _review_for(request, s, study, p)
+
+
+@router.get("/web/api/studies/{study_id}/files/{name}")
+def study_file(request: Request, study_id: int, name: str, p: Principal = Depends(current_user),
+               s: Session = Depends(get_db_session)) -> Response:
+    """A NIfTI image of the result folder (names only, never a path from the URL)."""
+    if not _FILE_NAME.match(name):
+        raise HTTPException(404)
+    study = s.get(Study, study_id)
+    if study is None:
+        raise HTTPException(404)
+    _, folder = current_result(s, study, _storage_root(request))
+    if folder is None or not (folder / name).is_file():
+        raise HTTPException(404)
+    return FileResponse(folder / name, media_type="application/octet-stream",
+                        headers={"Cache-Control": "private, no-store"})
+
+
+@router.get("/web/api/studies/{study_id}/reports/{version}")
+def report_file(request: Request, study_id: int, version: int, fmt: Literal["html", "pdf"] = "html",
+                p: Principal = Depends(current_user), s: Session = Depends(get_db_session)) -> Response:
+    row = s.scalar(select(Result).where(Result.study_id == study_id, Result.kind == f"review_{fmt}",
+                                        Result.path.like(f"%report_v{int(version)}.{fmt}")))
+    if row is None:
+        raise HTTPException(404)
+    path = _abspath(_storage_root(request), row.path)
+    media = "text/html" if fmt == "html" else "application/pdf"
+    return FileResponse(path, media_type=media, headers={"Cache-Control": "private, no-store"})
+
+
+class CandidateIn(BaseModel):
+    lesion_id: int
+    verdict: Literal["keep", "discard"]
+
+
+class MissedIn(BaseModel):
+    x_mm: float
+    y_mm: float
+    z_mm: float
+
+
+class DecisionIn(BaseModel):
+    result_version: int
+    decision: Literal["ACCEPTABLE", "UNACCEPTABLE"]
+    score: int = Field(ge=1, le=5)
+    comment: str = Field(default="", max_length=2000)
+    candidates: list[CandidateIn] = Field(default_factory=list, max_length=1000)
+    missed_lesions: list[MissedIn] = Field(default_factory=list, max_length=100)
+    timepoints_accepted: list[str] = Field(default_factory=list, max_length=10)
+
+
+def _require_reader(p: Principal = Depends(require_role("radiologist"))) -> Principal:
+    # require_role lets admins through everything; QA decisions are for radiologists only.
+    if p.role not in DECIDING_ROLES:
+        raise HTTPException(403, "only radiologists record QA decisions")
+    return p
+
+
+@router.post("/web/api/studies/{study_id}/decision", dependencies=[Depends(csrf_protect)])
+def record_decision(request: Request, study_id: int, body: DecisionIn, p: Principal = Depends(_require_reader),
+                    s: Session = Depends(get_db_session)) -> dict[str, Any]:
+    """Store the decision, regenerate the report as a new version, queue its delivery to the PACS."""
+    from neurorad.server.web import decisions
+
+    study = s.get(Study, study_id)
+    if study is None:
+        raise HTTPException(404, "no such study")
+    try:
+        out = decisions.decide(request, s, study, p, body)
+    except decisions.DecisionConflict as err:
+        raise HTTPException(409, str(err)) from None
+    except decisions.DecisionInvalid as err:
+        raise HTTPException(422, str(err)) from None
+    log.info("QA decision on study %s by %s: %s", study.id, p.actor, body.decision)
+    return out
+

@@ -1,0 +1,176 @@
+"""Review web app over HTTP (no browser): access control, CSRF, decisions gate reports."""
+
+from __future__ import annotations
+
+import json
+
+import pydicom
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from tests.web.conftest import PASSWORD, WebEnv
+
+
+def _client(env: WebEnv, user: str | None = None) -> tuple[TestClient, str | None]:
+    c = TestClient(env.app, base_url="http://127.0.0.1")
+    csrf = None
+    if user:
+        r = c.post("/api/auth/login", json={"username": user, "password": PASSWORD})
+        assert r.status_code == 200, r.text
+        csrf = r.json()["csrf_token"]
+    return c, csrf
+
+
+def _body(env: WebEnv, **kw) -> dict:
+    b = {"result_version": env.result_id, "decision": "ACCEPTABLE", "score": 4, "comment": "ok",
+         "candidates": [{"lesion_id": 2, "verdict": "discard"}]}
+    b.update(kw)
+    return b
+
+
+def test_unauthenticated_is_refused(web_env: WebEnv) -> None:
+    c, _ = _client(web_env)
+    sid = web_env.study_id
+    assert c.get(f"/web/api/studies/{sid}/review").status_code == 401
+    assert c.get(f"/web/api/studies/{sid}/files/followup.nii.gz").status_code == 401
+    assert c.post(f"/web/api/studies/{sid}/decision", json=_body(web_env)).status_code == 401
+    # pages send the browser to the sign-in form instead
+    r = c.get("/worklist", follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"].startswith("/login")
+    r = c.get(f"/studies/{sid}", follow_redirects=False)
+    assert r.status_code == 303
+
+
+def test_technologist_and_admin_cannot_decide(web_env: WebEnv) -> None:
+    for user in ("tech", "admin"):
+        c, csrf = _client(web_env, user)
+        r = c.post(f"/web/api/studies/{web_env.study_id}/decision", json=_body(web_env),
+                   headers={"X-CSRF-Token": csrf})
+        assert r.status_code == 403, (user, r.text)
+        # ... but they see the study's status
+        page = c.get(f"/studies/{web_env.study_id}")
+        assert page.status_code == 200 and 'id="qa-readonly"' in page.text
+
+
+def test_csrf_is_required(web_env: WebEnv) -> None:
+    c, csrf = _client(web_env, "rad")
+    url = f"/web/api/studies/{web_env.study_id}/decision"
+    assert c.post(url, json=_body(web_env)).status_code == 403
+    assert c.post(url, json=_body(web_env), headers={"X-CSRF-Token": "wrong"}).status_code == 403
+    r = c.post(url, json=_body(web_env), headers={"X-CSRF-Token": csrf, "Origin": "http://evil.example"})
+    assert r.status_code == 403
+
+
+def test_no_path_from_url(web_env: WebEnv) -> None:
+    c, _ = _client(web_env, "rad")
+    sid = web_env.study_id
+    for name in ("..%2Fresult.json", "result.json", "..%2F..%2Fneurorad.db", ".hidden.nii.gz"):
+        assert c.get(f"/web/api/studies/{sid}/files/{name}").status_code == 404, name
+    r = c.get(f"/web/api/studies/{sid}/files/followup.nii.gz")
+    assert r.status_code == 200 and r.content[:2] == b"\x1f\x8b"
+    assert "no-store" in r.headers["cache-control"]
+
+
+def test_worklist_is_pseudonymised_and_ordered(web_env: WebEnv) -> None:
+    c, _ = _client(web_env, "tech")
+    r = c.get("/worklist")
+    assert r.status_code == 200
+    assert web_env.pseudo_id[:12] in r.text
+    assert f'data-study="{web_env.study_id}"' in r.text
+    assert "<title>Worklist · neurorad</title>" in r.text
+    # technologists are not offered real identifiers, even when asking
+    assert "show real identifiers" not in r.text
+    r = c.get(f"/studies/{web_env.study_id}")
+    assert "<title>Study #" in r.text and web_env.pseudo_id not in r.text.split("</title>")[0]
+
+
+def test_review_data_matches_result(web_env: WebEnv) -> None:
+    c, _ = _client(web_env, "rad")
+    d = c.get(f"/web/api/studies/{web_env.study_id}/review").json()
+    assert d["result_version"] == web_env.result_id
+    assert [p["timepoint"] for p in d["panels"]] == ["baseline", "followup", "followup"]
+    assert [p["overlay"] for p in d["panels"]] == [False, False, True]
+    assert d["overlay"]["url"].endswith("/new_lesions.nii.gz")
+    truth = web_env.truth["expected_ml"]  # voxel counts of the painted balls x voxel volume
+    assert {le["lesion_id"] for le in d["lesions"]} == set(truth)
+    for le in d["lesions"]:
+        assert le["volume_ml"] == pytest.approx(truth[le["lesion_id"]], abs=1e-3)
+    assert d["finding"] == "active"
+    assert d["can_decide"] is True
+    assert d["priors"][0]["study_id"] == web_env.prior_study_id
+
+
+def _audit_events(env: WebEnv, action: str) -> list:
+    from neurorad.store.models import AuditEvent
+
+    with env.app.state.db.session() as s:
+        return list(s.scalars(select(AuditEvent).where(AuditEvent.action == action)))
+
+
+def test_accept_regenerates_report_with_kept_lesions(web_env: WebEnv) -> None:
+    c, csrf = _client(web_env, "rad")
+    sid = web_env.study_id
+    r = c.post(f"/web/api/studies/{sid}/decision", json=_body(web_env, comment="Lesion 2 is a vessel."),
+               headers={"X-CSRF-Token": csrf})
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert out["kept"] == [1, 3] and out["discarded"] == [2]
+    assert out["report_version"] == 2  # the workflow's draft is version 1
+    html = c.get(out["report_url"]).text
+    assert "Lesion 1 (new)" in html and "Lesion 3 (new)" in html and "Lesion 2 (new)" not in html
+    assert "Lesion 2 is a vessel." in html
+    assert html.count("<figure>") == 2  # key images of the kept lesions only
+    assert "Active: 2 new T2-FLAIR lesions" in html
+    (ev,) = _audit_events(web_env, "qa.decision")
+    assert ev.actor == "user:rad" and ev.details["decision"] == "ACCEPTABLE"
+    assert ev.details["result_version"] == web_env.result_id and ev.details["discarded_candidates"] == [2]
+    assert ev.software_version and ev.at is not None
+    # the DICOM report references and supersedes the workflow's draft
+    dcm = pydicom.dcmread(web_env.data_dir / "results" / str(sid) / "review" / "report_v2.dcm")
+    draft = pydicom.dcmread(web_env.folder / "dicom" / "report_pdf.dcm")
+    ref = dcm.PredecessorDocumentsSequence[0].ReferencedSeriesSequence[0].ReferencedSOPSequence[0]
+    assert ref.ReferencedSOPInstanceUID == draft.SOPInstanceUID
+    assert dcm.StudyInstanceUID == draft.StudyInstanceUID and dcm.InstanceNumber == 2
+    assert dcm.SOPInstanceUID != draft.SOPInstanceUID
+    # a second decision supersedes the first reviewed version
+    r2 = c.post(f"/web/api/studies/{sid}/decision", json=_body(web_env, candidates=[]),
+                headers={"X-CSRF-Token": csrf})
+    assert r2.status_code == 200 and r2.json()["report_version"] == 3
+    dcm3 = pydicom.dcmread(web_env.data_dir / "results" / str(sid) / "review" / "report_v3.dcm")
+    ref3 = dcm3.PredecessorDocumentsSequence[0].ReferencedSeriesSequence[0].ReferencedSOPSequence[0]
+    assert ref3.ReferencedSOPInstanceUID == dcm.SOPInstanceUID
+
+
+def test_rejected_result_puts_no_numbers_in_report(web_env: WebEnv) -> None:
+    c, csrf = _client(web_env, "rad")
+    r = c.post(f"/web/api/studies/{web_env.study_id}/decision",
+               json=_body(web_env, decision="UNACCEPTABLE", score=1, candidates=[]),
+               headers={"X-CSRF-Token": csrf})
+    assert r.status_code == 200, r.text
+    html = c.get(r.json()["report_url"]).text
+    assert "not usable" in html
+    for row in web_env.truth["rows"]:
+        assert f"Lesion {row['lesion_id']} (" not in html
+    assert "mm3" not in html.split("<h2>Method")[0]
+
+
+def test_stale_result_version_is_refused(web_env: WebEnv) -> None:
+    c, csrf = _client(web_env, "rad")
+    r = c.post(f"/web/api/studies/{web_env.study_id}/decision", json=_body(web_env, result_version=999999),
+               headers={"X-CSRF-Token": csrf})
+    assert r.status_code == 409
+
+
+def test_page_embeds_no_script_breakout(web_env: WebEnv) -> None:
+    # the lesion table's free text ends up in the page's JSON: it must not close the script element
+    csv_path = web_env.folder / "lesions.csv"
+    text = csv_path.read_text()
+    csv_path.write_text(text.replace("\n1,", "\n1,", 1))
+    res = json.loads((web_env.folder / "result.json").read_text())
+    res["decision"] = {"status": "</script><script>alert(1)</script>"}
+    (web_env.folder / "result.json").write_text(json.dumps(res))
+    c, _ = _client(web_env, "rad")
+    page = c.get(f"/studies/{web_env.study_id}").text
+    data = page.split('<script id="review-data" type="application/json">')[1].split("</script>")[0]
+    assert json.loads(data)["finding"] == "</script><script>alert(1)</script>"

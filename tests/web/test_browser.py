@@ -1,0 +1,158 @@
+"""The review app in a real browser (Debian's Chromium, headless, software WebGL via SwiftShader).
+
+One radiologist session: sign in, worklist, open the MS result, the three synchronized panels
+show the overlay colour exactly at the lesion (checked on screenshot pixels), keyboard slice
+scrolling, discard one candidate, accept; then the regenerated report lists the remaining
+lesions, the audit log holds the decision, and the new report version is queued for the PACS.
+Set NEURORAD_DOCS_SCREENSHOTS=1 to refresh the screenshots in docs/.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sqlalchemy import select
+
+from tests.web.conftest import PASSWORD, LiveServer, WebEnv
+from tests.web.pixels import crosshair_center, overlay_mask, png_to_rgb
+
+pytestmark = [pytest.mark.slow, pytest.mark.services]
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+VIEWER_TIMEOUT_MS = 90_000
+
+
+def _panel_pixels(page, shot: np.ndarray, index: int) -> np.ndarray:
+    box = page.locator(f"#panel-{index} canvas").bounding_box()
+    x0, y0 = int(box["x"]) + 2, int(box["y"]) + 2
+    x1, y1 = int(box["x"] + box["width"]) - 2, int(box["y"] + box["height"]) - 2
+    return shot[y0:y1, x0:x1]
+
+
+def _panels(page) -> list[np.ndarray]:
+    page.wait_for_timeout(300)  # let NiiVue finish the frame after the last event
+    shot = png_to_rgb(page.screenshot())
+    return [_panel_pixels(page, shot, i) for i in range(3)]
+
+
+def _blobs(mask: np.ndarray) -> list[tuple[float, float]]:
+    """Centres (x, y) of the overlay blobs; closing first so the crosshair does not split one."""
+    from scipy import ndimage
+
+    lab, n = ndimage.label(ndimage.binary_closing(mask, iterations=3))
+    return [(float(c[1]), float(c[0])) for c in ndimage.center_of_mass(mask, lab, range(1, n + 1))]
+
+
+def _slice(page) -> int:
+    return int(page.locator("#location").get_attribute("data-slice"))
+
+
+def _panels_mm(page) -> list[str]:
+    return page.locator("#location").get_attribute("data-panels-mm").split(";")
+
+
+def test_review_session(web_env: WebEnv, live_server: LiveServer, browser_context) -> None:
+    page = browser_context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+
+    # sign in (the worklist sends us to the form first)
+    page.goto(live_server.url + "/worklist")
+    assert "/login" in page.url
+    page.fill("#username", "rad")
+    page.fill("#password", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_selector("#worklist")
+    row = page.locator(f'#worklist tr[data-study="{web_env.study_id}"]')
+    assert row.count() == 1
+    assert web_env.pseudo_id[:12] in row.inner_text()
+    if os.environ.get("NEURORAD_DOCS_SCREENSHOTS"):
+        page.screenshot(path=str(DOCS / "review-worklist.png"))
+
+    # open the MS result
+    row.click()
+    page.wait_for_url(f"**/studies/{web_env.study_id}")
+    page.wait_for_selector("body[data-ready]", state="attached", timeout=VIEWER_TIMEOUT_MS)
+    assert page.evaluate("document.body.dataset.ready") == "1", page.locator("#status").inner_text()
+    load_ms = int(page.evaluate("document.body.dataset.loadMs"))
+
+    # The page opens on lesion 1: the crosshair is at its centre in all three panels, the overlay
+    # colour appears only in the third panel, and there it surrounds the crosshair.
+    panels = _panels(page)
+    if os.environ.get("NEURORAD_DOCS_SCREENSHOTS"):
+        page.screenshot(path=str(DOCS / "review-study.png"))
+    red = [int(overlay_mask(p).sum()) for p in panels]
+    assert red[0] == 0 and red[1] == 0, red
+    assert red[2] > 30, red
+    centre = crosshair_center(panels[2])
+    assert centre is not None
+    blobs = _blobs(overlay_mask(panels[2]))
+    k = web_env.truth["lesions"][0].center_vox[2]
+    visible = [le for le in web_env.truth["lesions"] if abs(le.center_vox[2] - k) < le.radius_vox]
+    assert len(blobs) == len(visible) == 2, blobs
+    # lesion 1 lies under the crosshair ...
+    d = [np.hypot(x - centre[0], y - centre[1]) for x, y in blobs]
+    assert min(d) < 5, (blobs, centre)
+    (x1, y1), (x2, y2) = blobs[int(np.argmin(d))], blobs[1 - int(np.argmin(d))]
+    # ... and lesion 2 (60 mm to the patient's right, 10 mm posterior) sits left of it on screen
+    # (radiological convention) and slightly lower (posterior is down in axial view).
+    assert x2 < x1 - 50 and y2 > y1, blobs
+    # same crosshair position on screen in all panels (same slice, plane and zoom)
+    centres = [crosshair_center(p) for p in panels]
+    assert all(c is not None and abs(c[0] - centres[0][0]) < 2 and abs(c[1] - centres[0][1]) < 2
+               for c in centres), centres
+
+    # keyboard: slices move together in all panels
+    k0 = _slice(page)
+    lesion1 = web_env.truth["lesions"][0]
+    assert k0 == lesion1.center_vox[2]
+    for _ in range(3):
+        page.keyboard.press("ArrowUp")
+    assert _slice(page) == k0 + 3
+    mm = _panels_mm(page)
+    assert len(set(mm)) == 1, mm
+    page.keyboard.press("PageUp")  # 10 more slices: beyond every lesion (radius <= 4 voxels)
+    assert _slice(page) == k0 + 13
+    assert all(int(overlay_mask(p).sum()) == 0 for p in _panels(page))
+    page.keyboard.press("PageDown")
+    page.keyboard.press("ArrowDown")
+    assert _slice(page) == k0 + 2
+    assert int(overlay_mask(_panels(page)[2]).sum()) > 0
+
+    # plane switch applies to all panels
+    page.keyboard.press("c")
+    assert page.locator("#plane").input_value() == "coronal"
+    page.keyboard.press("x")
+
+    # discard candidate 2 with the keyboard (j = next candidate, d = discard), then accept
+    page.keyboard.press("j")
+    page.keyboard.press("d")
+    assert page.locator('#lesions tr[data-lesion="2"]').get_attribute("data-verdict") == "discard"
+    assert "2 of 3 candidates kept" in page.locator("#summary").inner_text()
+    page.keyboard.press("a")
+    page.keyboard.press("4")
+    page.fill("#comment", "Candidate 2 is a flow artefact.")
+    page.click("#submit")
+    page.wait_for_selector("body[data-decision-saved='1']", state="attached", timeout=60_000)
+    assert "ACCEPTABLE" in page.locator("#status").inner_text()
+    assert not errors, errors
+
+    # the regenerated report lists the remaining lesions only
+    href = page.locator("#report-link").get_attribute("href")
+    report = page.request.get(live_server.url + href).text()
+    assert "Lesion 1 (new)" in report and "Lesion 3 (new)" in report and "Lesion 2 (new)" not in report
+    assert "Candidate 2 is a flow artefact." in report
+
+    # the audit log holds the decision
+    from neurorad.store.models import AuditEvent, QADecision, Result
+
+    with web_env.app.state.db.session() as s:
+        ev = s.scalars(select(AuditEvent).where(AuditEvent.action == "qa.decision")).one()
+        assert ev.actor == "user:rad" and ev.details["kept_candidates"] == [1, 3]
+        assert ev.details["result_version"] == web_env.result_id
+        dec = s.scalars(select(QADecision)).one()
+        assert (dec.decision, dec.score, dec.result_id) == ("ACCEPTABLE", 4, web_env.result_id)
+        assert s.scalars(select(Result).where(Result.kind == "review_dcm")).one().sop_uid
+    print(f"viewer load {load_ms} ms")
