@@ -154,9 +154,16 @@ def _principal(request: Request, s: Session) -> Principal | None:
     return Principal(row[1].id, row[1].username, row[1].role, "session", row[0].csrf_token)
 
 
-def current_user_optional(request: Request, s: Session = Depends(get_db_session)) -> Principal | None:
-    """The caller, or None when not signed in."""
-    p = _principal(request, s)
+def current_user_optional(request: Request) -> Principal | None:
+    """The caller, or None when not signed in.
+
+    Uses its own short transaction (not the request's), so that an endpoint which hands work
+    to other transactions never waits on a lock its own authentication holds (SQLite).
+    """
+    if hasattr(request.state, "principal"):
+        return request.state.principal
+    with request.app.state.db.session() as s:
+        p = _principal(request, s)
     request.state.principal = p
     return p
 

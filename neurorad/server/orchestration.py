@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any
 
 import pydicom
-from pydicom.errors import InvalidDicomError
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -76,6 +75,16 @@ class IngestOutcome:
     category: str | None = None
     study_id: int | None = None
     duplicate: bool = False
+
+
+def _categorise(problem: str) -> str:
+    p = problem.lower()
+    for key, cat in (("not a dicom", "not_dicom"), ("transfer syntax", "transfer_syntax"), ("modality", "modality"),
+                     ("truncated", "truncated"), ("corrupt", "truncated"), ("no pixel", "no_pixels"),
+                     ("pixel data empty", "no_pixels"), ("missing", "invalid")):
+        if key in p:
+            return cat
+    return "invalid"
 
 
 class Refused(Exception):
@@ -173,25 +182,30 @@ class DataPlane:
         log.warning("refused instance from %s: %s", source, reason)
 
     def ingest_bytes(self, data: bytes, source: str | None = None) -> IngestOutcome:
-        """Ingest one DICOM file's bytes (Part 10, or a bare dataset)."""
+        """Ingest one DICOM file's bytes (Part 10, or a bare dataset); refusals are quarantined.
+
+        Checks are :func:`neurorad.dicom.ingest.validate_instance` (readable, required UIDs,
+        transfer syntax, modality, pixel data present and complete).
+        """
+        from neurorad.dicom.ingest import validate_instance as dicom_validate
+        from neurorad.errors import InputError
+
         try:
-            ds = pydicom.dcmread(io.BytesIO(data), force=False)
-            for _elem in ds:  # parse every element now: a truncated file fails here, not later
-                pass
-        except (InvalidDicomError, EOFError, ValueError, OSError, AttributeError, KeyError, TypeError) as exc:
-            cat = "not_dicom" if isinstance(exc, InvalidDicomError) else "unreadable"
-            reason = "not a DICOM file" if cat == "not_dicom" else f"unreadable DICOM ({type(exc).__name__})"
-            self.quarantine(source, cat, reason, data)
-            return IngestOutcome(False, reason, cat)
-        return self.ingest_dataset(ds, source, data)
+            ds = dicom_validate(bytes(data), self.settings.allowed_modalities, name=source or "received")
+        except InputError as exc:
+            category = _categorise(exc.problem)
+            self.quarantine(source, category, exc.problem, data)
+            return IngestOutcome(False, exc.problem, category)
+        return self.ingest_dataset(ds, source, data, validated=True)
 
     def ingest_dataset(self, ds: pydicom.Dataset, source: str | None = None,
-                       raw: bytes | None = None) -> IngestOutcome:
+                       raw: bytes | None = None, validated: bool = False) -> IngestOutcome:
         """Validate, de-identify, store and record one instance; refusals are quarantined."""
         from neurorad.dicom.deid import QuarantineError, deidentify_dataset
 
         try:
-            validate_instance(ds, self.settings.allowed_modalities)
+            if not validated:
+                validate_instance(ds, self.settings.allowed_modalities)
             try:
                 result = deidentify_dataset(ds, self.vault, self.deid_options)
             except QuarantineError as exc:
