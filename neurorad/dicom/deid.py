@@ -530,7 +530,7 @@ def deidentify_dataset(ds: Dataset, vault: PseudonymVault, options: DeidOptions 
     if ctx.kept_private:
         codes.append(CODE_RETAIN_SAFE_PRIVATE)
     # LO holds 64 characters: name the codes, the sequence below carries their meanings
-    out.DeidentificationMethod = f"neurorad {__version__} PS3.15 E.1 DCM " + " ".join(c[0] for c in codes)
+    out.DeidentificationMethod = f"PS3.15 E.1 {' '.join(c[0] for c in codes)} neurorad {__version__}"[:64]
     seq = Sequence()
     for value, meaning in codes:
         item = Dataset()
