@@ -80,7 +80,7 @@ def test_natural_perturbations():
     small = np.zeros((32, 32, 32))
     small[10:20, 10:20, 10:20] = 100.0
     g = robustness.ghosting(small, 0.5, period=4, axis=1)
-    assert g.mean() == pytest.approx(small.mean(), rel=0.05)
+    assert g.mean() == pytest.approx(small.mean(), rel=0.15)  # DC kept; magnitude adds a little
     assert g[15, 0:6, 15].max() > 1.0  # a ghost appears outside the object along the phase axis
     df = robustness.perturbation_sweep(lambda x: x > 50, [img], [img > 50], partial(segmentation_metrics),
                                        {"gaussian_noise": [0, 40], "blur": [0, 3]})
