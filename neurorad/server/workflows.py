@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -97,6 +99,12 @@ def run_summary(inputs: dict[str, list[Path]], out_dir: Path, progress: Progress
 
     files = inputs["image"]
     progress = progress or (lambda f, m: None)
+    # test knob: makes the job last long enough to be killed mid-run (crash-safety tests)
+    delay_s = float(os.environ.get("NEURORAD_SUMMARY_DELAY_S", "0") or 0)
+    t_end = time.monotonic() + delay_s
+    while time.monotonic() < t_end:
+        progress(0.1, "waiting (NEURORAD_SUMMARY_DELAY_S)")
+        time.sleep(min(0.5, max(0.0, t_end - time.monotonic())))
     headers = [pydicom.dcmread(f, stop_before_pixels=True) for f in files]
     order = sorted(range(len(files)), key=lambda i: int(getattr(headers[i], "InstanceNumber", i) or i))
     mid = files[order[len(order) // 2]]

@@ -1,0 +1,48 @@
+"""End to end with real parts: DCMTK storescu -> neurorad serve -> workflow -> review ->
+STOW-RS to Orthanc (authentication on) re-identified; found by QIDO-RS under the original
+patient and study; no original identifier anywhere in neurorad's data folder."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pydicom
+import pytest
+
+from tests.integration.conftest import PACS_PASSWORD, PACS_USER, NeuroradServer, wait_for
+from tests.server.dicomdata import IDENTITY, SECRETS, grep_tree, write_series
+
+
+@pytest.mark.slow
+@pytest.mark.services
+def test_storescu_to_orthanc_reidentified(orthanc, workdir):
+    # a full-size MR series (256 x 256, 40 slices of Colin27) with realistic identifiers
+    files = write_series(workdir / "in", "FLAIR", n_slices=40, size=256)
+    orig = pydicom.dcmread(files[0], stop_before_pixels=True)
+    config = {"quiet_period_s": 2.0, "scheduler_interval_s": 0.5, "workflow": "summary",
+              "destinations": [{"name": "orthanc", "dicomweb_url": orthanc.dicomweb, "username": PACS_USER,
+                                "password": PACS_PASSWORD}]}
+    srv = NeuroradServer(workdir / "data", config).start(workers=1)
+    try:
+        r = subprocess.run(["storescu", "-aec", "NEURORAD", "-aet", "SCANNER01", "127.0.0.1", str(srv.dicom_port),
+                            *map(str, files)], capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        st = wait_for(lambda: [s for s in srv.api("/api/studies") if s["state"] == "needs_review"], 120,
+                      "study to need review")[0]
+        assert st["n_instances"] == 40
+        srv.post(f"/api/studies/{st['id']}/review", {"decision": "ACCEPTABLE", "score": 4, "comment": "ok"})
+        wait_for(lambda: srv.api(f"/api/studies/{st['id']}")["state"] == "delivered", 120, "delivery")
+        # QIDO-RS at the PACS: the original patient and study hold the results
+        studies = orthanc.qido("/studies", PatientID=IDENTITY["PatientID"])
+        assert [s["0020000D"]["Value"][0] for s in studies] == [orig.StudyInstanceUID]
+        inst = orthanc.qido(f"/studies/{orig.StudyInstanceUID}/instances")
+        # neurorad sent only its results (Secondary Capture + Encapsulated PDF), not the images back
+        assert sorted(i["00080016"]["Value"][0] for i in inst) == [
+            str(pydicom.uid.SecondaryCaptureImageStorage), str(pydicom.uid.EncapsulatedPDFStorage)]
+        assert all(i["00100020"]["Value"][0] == IDENTITY["PatientID"] for i in inst)
+        # no original identifier anywhere in neurorad's stored copies
+        srv.stop()
+        hits = grep_tree(srv.data_dir, SECRETS + [orig.StudyInstanceUID, orig.SeriesInstanceUID])
+        assert hits == []
+    finally:
+        srv.stop()
