@@ -91,25 +91,27 @@ def parse_stow_response(response: Dataset | None, sent_uids: Iterable[str], http
 
 
 class DicomWebClient:
-    """QIDO-RS / WADO-RS / STOW-RS against one DICOMweb service root (e.g. ``http://pacs/dicom-web``)."""
+    """QIDO-RS / WADO-RS / STOW-RS against one DICOMweb service root (e.g. ``http://pacs/dicom-web``).
+
+    ``max_attempts`` > 1 turns on dicomweb-client's retry with exponential back-off (429/408/503/504);
+    by default each call is tried once and the caller's queue retries.
+    """
 
     def __init__(self, url: str, auth: tuple[str, str] | None = None, timeout_s: float = 60.0,
-                 session: requests.Session | None = None) -> None:
+                 session: requests.Session | None = None, max_attempts: int = 1) -> None:
         self.url = url.rstrip("/")
         session = session or requests.Session()
         if auth is not None:
             session.auth = auth
         self._session = session
         self.timeout_s = timeout_s
-        # dicomweb-client has no timeout argument: give the session a default one
-        orig = session.request
-
-        def request_with_timeout(method: str, url: str, **kw: Any) -> requests.Response:
-            kw.setdefault("timeout", self.timeout_s)
-            return orig(method, url, **kw)
-
-        session.request = request_with_timeout  # type: ignore[method-assign]
-        self._client = DICOMwebClient(url=self.url, session=session)
+        self._client = DICOMwebClient(url=self.url, session=session, timeout=timeout_s)
+        # retries belong to the delivery queue (idempotent, logged); dicomweb-client's own retry
+        # loop (5 attempts with exponential back-off, also on refused connections) only when asked
+        if max_attempts > 1:
+            self._client.set_http_retry_params(retry=True, max_attempts=max_attempts)
+        else:
+            self._client.set_http_retry_params(retry=False)
 
     def __repr__(self) -> str:  # never show credentials
         return f"DicomWebClient(url={self.url!r})"
