@@ -37,7 +37,7 @@ from neurorad import resources
 _MNI_OFFSET = (8, 9, 1)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Anatomy:
     """Tissue fractions and placement masks on the base (Colin27) grid."""
 

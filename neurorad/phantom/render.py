@@ -19,6 +19,7 @@ Hounsfield units (grey matter 38, white matter 30, CSF 8, bone 1000, fat -100, f
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
 
@@ -123,19 +124,29 @@ def lesion_fraction(lesion: Lesion, shape: tuple[int, int, int], affine: np.ndar
     hi = np.minimum(np.ceil(c_vox + half).astype(int) + 1, shape)
     if np.any(hi <= lo):
         return (slice(0, 0),) * 3, np.zeros((0, 0, 0), np.float32)
-    ii, jj, kk = np.meshgrid(*[np.arange(a, b) for a, b in zip(lo, hi, strict=True)], indexing="ij")
-    ijk = np.stack([ii, jj, kk], -1).reshape(-1, 3).astype(float)
-    xyz = ijk @ affine[:3, :3].T + affine[:3, 3] - lesion.center_mm
-    local = xyz @ lesion.rotation  # coordinates along the blob's axes
-    axes = lesion.semi_axes_mm * scale
-    rho = np.linalg.norm(local / axes, axis=1)
-    unit = local / np.maximum(np.linalg.norm(local, axis=1, keepdims=True), 1e-9)
-    bumps = 1.0 + (np.cos(unit @ lesion.bump_dirs.T * np.pi + lesion.bump_phases) * lesion.bump_amps).sum(1)
-    rho_eff = rho / np.maximum(bumps, 0.3)
+    # local blob coordinates u = R^T (A ijk + t - c) are separable in i, j, k: build them by
+    # broadcasting three 1D ramps instead of a (N, 3) coordinate list (5x faster, float32)
+    m = lesion.rotation.T @ affine[:3, :3]
+    off = lesion.rotation.T @ (affine[:3, 3] - lesion.center_mm)
+    ramps = [np.arange(a, b, dtype=np.float32) for a, b in zip(lo, hi, strict=True)]
+    axes = (lesion.semi_axes_mm * scale).astype(np.float32)
+    local = []
+    for row in range(3):
+        u = (np.float32(m[row, 0]) * ramps[0])[:, None, None] + (np.float32(m[row, 1]) * ramps[1])[None, :, None] \
+            + (np.float32(m[row, 2]) * ramps[2])[None, None, :] + np.float32(off[row])
+        local.append(u)
+    norm = np.sqrt(local[0] ** 2 + local[1] ** 2 + local[2] ** 2)
+    rho = np.sqrt((local[0] / axes[0]) ** 2 + (local[1] / axes[1]) ** 2 + (local[2] / axes[2]) ** 2)
+    inv_norm = 1.0 / np.maximum(norm, np.float32(1e-6))
+    bumps = np.ones_like(rho)
+    for d, amp, ph in zip(lesion.bump_dirs, lesion.bump_amps, lesion.bump_phases, strict=True):
+        proj = (local[0] * np.float32(d[0]) + local[1] * np.float32(d[1]) + local[2] * np.float32(d[2])) * inv_norm
+        bumps += np.float32(amp) * np.cos(proj * np.float32(np.pi) + np.float32(ph))
+    rho_eff = rho / np.maximum(bumps, np.float32(0.3))
     r_mean = float(np.mean(axes))
-    frac = np.clip(0.5 + (1.0 - rho_eff) * r_mean / spacing, 0.0, 1.0).astype(np.float32)
+    frac = np.clip(0.5 + (1.0 - rho_eff) * np.float32(r_mean / spacing), 0.0, 1.0).astype(np.float32)
     box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
-    return box, frac.reshape(hi - lo)  # type: ignore[return-value]
+    return box, frac  # type: ignore[return-value]
 
 
 def _restriction(anat_fractions: dict[str, np.ndarray], regions: dict[str, np.ndarray], name: str | None,
@@ -186,14 +197,20 @@ def build_scene(lesions: list[Lesion], anatomy) -> Scene:  # noqa: ANN001 (Anato
     return Scene(lesions, fracs, ids, classes)
 
 
-def render(anatomy, scene: Scene | None, contrast: str) -> np.ndarray:  # noqa: ANN001
-    """The noiseless 1 mm image of one contrast (float32) on the base grid."""
+@lru_cache(maxsize=len(CONTRASTS))
+def _tissue_image(anatomy, contrast: str) -> np.ndarray:  # noqa: ANN001
+    """Lesion-free image of one contrast: sum of tissue fraction x intensity (cached, read-only)."""
     table = TISSUE_INTENSITY[contrast]
     img = np.full(anatomy.shape, table["air"], np.float32)
-    total = np.zeros(anatomy.shape, np.float32)
     for tissue, frac in anatomy.fractions.items():
         img += frac * np.float32(table[tissue] - table["air"])
-        total += frac
+    img.setflags(write=False)
+    return img
+
+
+def render(anatomy, scene: Scene | None, contrast: str) -> np.ndarray:  # noqa: ANN001
+    """The noiseless 1 mm image of one contrast (float32) on the base grid."""
+    img = _tissue_image(anatomy, contrast).copy()
     if scene is None:
         return img
     for les, (box, f) in zip(scene.lesions, scene.fractions, strict=True):
@@ -308,9 +325,10 @@ def bias_field(shape: tuple[int, int, int], rng: np.random.Generator, strength: 
 
 def add_rician_noise(image: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
     """Magnitude of (signal + complex Gaussian noise of std ``sigma`` per channel)."""
-    re = image + rng.normal(0.0, sigma, image.shape).astype(np.float32)
-    im = rng.normal(0.0, sigma, image.shape).astype(np.float32)
-    return np.sqrt(re * re + im * im).astype(np.float32)
+    s = np.float32(sigma)
+    re = image + s * rng.standard_normal(image.shape, dtype=np.float32)
+    im = s * rng.standard_normal(image.shape, dtype=np.float32)
+    return np.sqrt(re * re + im * im)
 
 
 def acquire(anatomy, image: np.ndarray, contrast: str, acq: Acquisition, rng: np.random.Generator,  # noqa: ANN001
@@ -323,7 +341,7 @@ def acquire(anatomy, image: np.ndarray, contrast: str, acq: Acquisition, rng: np
     record: dict = {"contrast": contrast, "voxel_mm": [float(v) for v in acq.voxel_mm]}
     if is_ct:
         if acq.noise_hu > 0:
-            sig = sig + rng.normal(0.0, acq.noise_hu, sig.shape).astype(np.float32)
+            sig = sig + np.float32(acq.noise_hu) * rng.standard_normal(sig.shape, dtype=np.float32)
         record["noise_sigma_hu"] = float(acq.noise_hu)
         sig = np.clip(sig, -1024, 3071)
     else:
