@@ -10,7 +10,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
+from sqlalchemy import select
 
 from tests.web.msdata import make_ms_result
 
@@ -47,72 +49,102 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _make_app(settings):
-    try:
-        from neurorad.server.app import create_app
-    except ImportError:  # data plane's app not there yet: the same wiring, minimal
-        from fastapi import FastAPI
+#: Identifiers of the test patient: the PACS must get them back, neurorad's pages must never show them
+#: unless a permitted role asks (audited).
+IDENTITY = {"PatientID": "MRN-30571946", "PatientName": "Webtest^Agatha"}
 
-        from neurorad.server.api import router as api_router
-        from neurorad.server.web import router as web_router
-        from neurorad.store import Database, Storage
 
-        app = FastAPI()
-        app.state.settings = settings
-        app.state.storage = Storage(settings.data_dir)
-        app.state.db = Database(settings.database_url)
-        app.state.db.migrate()
-        app.include_router(api_router)
-        app.include_router(web_router)
-        return app
-    return create_app(settings)
+def _ingest_series(plane, followup_path: Path, study_uid: str, n_slices: int) -> int:
+    """Send a few real slices through the data plane's ingest (de-identification + vault)."""
+    from neurorad.dicom.results import source_series_from_volume
+    from neurorad.image.nifti import load_nifti
+    from neurorad.image.volume import Volume
+
+    vol = load_nifti(followup_path)
+    k0 = vol.spatial_shape[2] // 2
+    affine = vol.affine.copy()
+    affine[:3, 3] = vol.voxel_to_world(np.array([0, 0, k0]))[0]
+    crop = Volume(np.ascontiguousarray(vol.data[:, :, k0 : k0 + n_slices]), affine)
+    series = source_series_from_volume(crop, patient_id=IDENTITY["PatientID"], patient_name=IDENTITY["PatientName"],
+                                       study_instance_uid=study_uid, series_description="AX FLAIR")
+    study_id = None
+    for ds in series:
+        out = plane.ingest_dataset(ds, source="TESTMODALITY")
+        assert out.stored, out
+        study_id = out.study_id
+    return int(study_id)
+
+
+_TEMPLATE: dict[str, Path] = {}
+
+
+def _ms_result_copy(dest: Path) -> dict:
+    """The hand-made MS result, built once per session and copied (keeps each test's setup short)."""
+    import json
+    import pickle
+    import shutil
+    import tempfile
+
+    if "dir" not in _TEMPLATE:
+        tmpl = Path(tempfile.mkdtemp(prefix="neurorad-webtest-"))
+        truth = make_ms_result(tmpl / "result")
+        (tmpl / "truth.pkl").write_bytes(pickle.dumps(truth))
+        _TEMPLATE["dir"] = tmpl
+    shutil.copytree(_TEMPLATE["dir"] / "result", dest)
+    json.loads((dest / "result.json").read_text())  # fail early on a damaged copy
+    return pickle.loads((_TEMPLATE["dir"] / "truth.pkl").read_bytes())
 
 
 def build_env(data_dir: Path, destinations: list | None = None) -> WebEnv:
-    """Data dir with three users and an MS study (plus a prior study) awaiting review."""
-    from neurorad.dicom.results import source_series_from_volume, write_encapsulated_pdf
-    from neurorad.image.nifti import load_nifti
+    """Data dir with three users and an MS study (plus a prior study of the same patient) awaiting review.
+
+    The DICOM goes through the data plane's real ingest (so the vault can re-identify the
+    delivered report); the workflow's result folder is the hand-made one of :mod:`tests.web.msdata`.
+    """
+    import pydicom
+
+    from neurorad.dicom.results import write_encapsulated_pdf
+    from neurorad.provenance import sha256_file
+    from neurorad.report.ms_report import MSReport, render_pdf
+    from neurorad.server.app import create_app
     from neurorad.server.auth import create_user
     from neurorad.server.settings import Settings
-    from neurorad.store.models import Job, Patient, Result, Study, StudyTransition, utcnow
+    from neurorad.store.models import Instance, Job, Patient, Result, Series, Study
     from neurorad.store.state import transition
 
-    settings = Settings(data_dir=data_dir, dicom_port=None, destinations=destinations or [])
-    app = _make_app(settings)
+    settings = Settings(data_dir=data_dir, dicom_port=None, quiet_period_s=0.0, workflow="summary",
+                        destinations=destinations or [], lease_s=30.0, backoff_base_s=0.1)
+    app = create_app(settings)
+    plane = app.state.plane
+    scratch = data_dir / "work" / "webtest"
+    truth = _ms_result_copy(scratch)
+    prior_id = _ingest_series(plane, scratch / "baseline.nii.gz", "1.2.826.0.1.3680043.8.498.1001", 2)
+    study_id = _ingest_series(plane, scratch / "followup.nii.gz", "1.2.826.0.1.3680043.8.498.1002", 3)
     db = app.state.db
-    pseudo = "PSEUDO-7F3A21C9"
     with db.session() as s:
         for name, role in (("rad", "radiologist"), ("tech", "technologist"), ("admin", "admin")):
             create_user(s, name, PASSWORD, role)
-        patient = Patient(pseudo_id=pseudo)
-        s.add(patient)
-        s.flush()
-        prior = Study(patient_id=patient.id, study_uid="2.25.1001", state="delivered", workflow="ms-lesions",
-                      received_at=utcnow().replace(year=2025))
-        study = Study(patient_id=patient.id, study_uid="2.25.1002", state="running", workflow="ms-lesions")
-        s.add_all([prior, study])
-        s.flush()
-        transition(s, study, "needs_review", "worker:test", "workflow finished")
-        job = Job(kind="workflow", study_id=study.id, state="done")
+        study = s.get(Study, study_id)
+        study.workflow = "ms-lesions"
+        s.get(Study, prior_id).workflow = "ms-lesions"
+        for target in ("selected", "queued", "running", "needs_review"):
+            transition(s, study, target, "test", "walked by the web test fixture")
+        job = Job(kind="workflow", study_id=study.id, state="succeeded")
         s.add(job)
         s.flush()
         folder = data_dir / "results" / str(study.id) / str(job.id)
-        truth = make_ms_result(folder)
-        # The workflow's draft report as DICOM (what ms_lesions writes into dicom/).
-        src = source_series_from_volume(load_nifti(folder / "followup.nii.gz"), patient_id=pseudo,
-                                        patient_name="PSEUDO^7F3A", study_instance_uid=study.study_uid)
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        scratch.rename(folder)
+        # The workflow's draft report as DICOM, in the (pseudonymised) study, as ms_lesions writes it.
+        inst = s.scalars(select(Instance).join(Series).where(Series.study_id == study.id)).first()
+        ref = pydicom.dcmread(data_dir / inst.path)
+        render_pdf(MSReport("Active: 3 new T2-FLAIR lesions (draft).", True, "draft", [], {}, {}),
+                   folder / "report.pdf")
         (folder / "dicom").mkdir()
-        from neurorad.report.ms_report import MSReport, render_pdf
-
-        render_pdf(MSReport("draft", True, "draft", [], {}, {}), folder / "report.pdf")
-        write_encapsulated_pdf(folder / "report.pdf", src[len(src) // 2], folder / "dicom" / "report_pdf.dcm")
-        import pydicom
-
-        from neurorad.provenance import sha256_file
-
+        write_encapsulated_pdf(folder / "report.pdf", ref, folder / "dicom" / "report_pdf.dcm")
         rows = []
-        for name, kind in (("result.json", "json"), ("lesions.csv", "table"), ("report.pdf", "pdf"),
-                           ("dicom/report_pdf.dcm", "doc")):
+        for name, kind in (("result.json", "json"), ("lesions.csv", "csv"), ("report.pdf", "pdf"),
+                           ("dicom/report_pdf.dcm", "pdf")):
             p = folder / name
             sop = pydicom.dcmread(p, stop_before_pixels=True) if name.endswith(".dcm") else None
             rows.append(Result(study_id=study.id, job_id=job.id, kind=kind, path=str(p.relative_to(data_dir)),
@@ -121,9 +153,8 @@ def build_env(data_dir: Path, destinations: list | None = None) -> WebEnv:
                                workflow="ms-lesions", software_version="test"))
         s.add_all(rows)
         s.flush()
-        env = WebEnv(data_dir, app, study.id, prior.id, rows[0].id, folder, truth, pseudo)
-        assert s.query(StudyTransition).count() == 1
-    return env
+        pseudo = s.get(Patient, study.patient_id).pseudo_id
+        return WebEnv(data_dir, app, study.id, prior_id, rows[0].id, folder, truth, pseudo)
 
 
 @pytest.fixture()
@@ -159,6 +190,48 @@ class LiveServer:
 def live_server(web_env: WebEnv) -> Iterator[LiveServer]:
     with LiveServer(web_env.app) as srv:
         yield srv
+
+
+class PacsSink:
+    """A DIMSE Storage SCP standing in for the PACS (the data plane's C-STORE delivery sends here)."""
+
+    def __init__(self) -> None:
+        from neurorad.dicom.transport import StoreSCP
+
+        self.received: list = []
+        self.scp = StoreSCP("PACS", 0, "127.0.0.1", on_instance=lambda ds, aet: self.received.append(ds)).start()
+
+    def destination(self):
+        from neurorad.server.settings import Destination
+
+        return Destination(name="pacs", ae_title="PACS", host="127.0.0.1", port=self.scp.port)
+
+
+@pytest.fixture()
+def pacs() -> Iterator[PacsSink]:
+    sink = PacsSink()
+    try:
+        yield sink
+    finally:
+        sink.scp.stop()
+
+
+@pytest.fixture()
+def web_env_pacs(tmp_path: Path, pacs: PacsSink) -> WebEnv:
+    return build_env(tmp_path / "data", destinations=[pacs.destination()])
+
+
+def run_jobs(app, n_max: int = 10) -> int:
+    """Run the queued jobs (delivery) in this process, as the data plane's worker would."""
+    plane = app.state.plane
+    n = 0
+    for _ in range(n_max):
+        lease = plane.queue.claim("web-test")
+        if lease is None:
+            break
+        plane.run_job(lease)
+        n += 1
+    return n
 
 
 @pytest.fixture()

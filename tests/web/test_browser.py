@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from sqlalchemy import select
 
-from tests.web.conftest import PASSWORD, LiveServer, WebEnv
+from tests.web.conftest import IDENTITY, PASSWORD, LiveServer, PacsSink, WebEnv, run_jobs
 from tests.web.pixels import crosshair_center, overlay_mask, png_to_rgb
 
 pytestmark = [pytest.mark.slow, pytest.mark.services]
@@ -53,7 +53,12 @@ def _panels_mm(page) -> list[str]:
     return page.locator("#location").get_attribute("data-panels-mm").split(";")
 
 
-def test_review_session(web_env: WebEnv, live_server: LiveServer, browser_context) -> None:
+def test_review_session(web_env_pacs: WebEnv, pacs: PacsSink, browser_context) -> None:
+    with LiveServer(web_env_pacs.app) as live_server:
+        _session(web_env_pacs, pacs, live_server, browser_context)
+
+
+def _session(web_env: WebEnv, pacs: PacsSink, live_server: LiveServer, browser_context) -> None:
     page = browser_context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
@@ -146,7 +151,7 @@ def test_review_session(web_env: WebEnv, live_server: LiveServer, browser_contex
     assert "Candidate 2 is a flow artefact." in report
 
     # the audit log holds the decision
-    from neurorad.store.models import AuditEvent, QADecision, Result
+    from neurorad.store.models import AuditEvent, QADecision, Result, Study
 
     with web_env.app.state.db.session() as s:
         ev = s.scalars(select(AuditEvent).where(AuditEvent.action == "qa.decision")).one()
@@ -154,5 +159,19 @@ def test_review_session(web_env: WebEnv, live_server: LiveServer, browser_contex
         assert ev.details["result_version"] == web_env.result_id
         dec = s.scalars(select(QADecision)).one()
         assert (dec.decision, dec.score, dec.result_id) == ("ACCEPTABLE", 4, web_env.result_id)
-        assert s.scalars(select(Result).where(Result.kind == "review_dcm")).one().sop_uid
+        report_sop = s.scalars(select(Result).where(Result.kind == "review_dcm")).one().sop_uid
+        assert report_sop
+
+    # the PACS receives the new report version, re-identified, superseding the draft
+    assert run_jobs(web_env.app) >= 1
+    got = {str(ds.SOPInstanceUID): ds for ds in pacs.received}
+    assert report_sop in got, sorted(got)
+    rep = got[report_sop]
+    assert rep.PatientID == IDENTITY["PatientID"] and str(rep.PatientName) == IDENTITY["PatientName"]
+    assert rep.InstanceNumber == 2 and rep.MIMETypeOfEncapsulatedDocument == "application/pdf"
+    draft_sop = rep.PredecessorDocumentsSequence[0].ReferencedSeriesSequence[0].ReferencedSOPSequence[0]
+    assert draft_sop.ReferencedSOPInstanceUID in got  # the superseded draft is the one the PACS holds
+    assert rep.StudyInstanceUID == got[draft_sop.ReferencedSOPInstanceUID].StudyInstanceUID
+    with web_env.app.state.db.session() as s:
+        assert s.get(Study, web_env.study_id).state == "delivered"
     print(f"viewer load {load_ms} ms")

@@ -142,20 +142,28 @@ def decide(request: Request, s: Session, study: Study, p: Principal, body: Any) 
 
 def _advance_and_deliver(request: Request, s: Session, study: Study, p: Principal, decision: str,
                          report_row: Result | None) -> str:
-    """Walk the state machine and queue delivery of the new report version (data plane)."""
-    from neurorad.store.state import StudyState, can_transition, transition
+    """Walk the state machine and queue delivery of the new report version (data plane).
+
+    The data plane delivers only accepted results (``reported`` state). A rejected result's
+    "not usable" report is written and stored but stays undelivered until the state machine
+    allows it (see docs/review.md, known limits).
+    """
+    from neurorad.server.orchestration import queue_delivery
+    from neurorad.store.state import StudyState, transition
 
     target = StudyState.ACCEPTED if decision == "ACCEPTABLE" else StudyState.REJECTED
-    if study.state == StudyState.NEEDS_REVIEW and can_transition(study.state, target):
-        transition(s, study, target, p.actor, f"QA {decision}")
+    if study.state == StudyState.NEEDS_REVIEW:
+        transition(s, study, target, p.actor, f"review: {decision}")
+    elif decision == "ACCEPTABLE" and study.state == StudyState.REJECTED:
+        raise DecisionConflict("a rejected result is re-run before it can be accepted (retry the workflow)")
     if report_row is None:
         return "not delivered (no DICOM reference for the report)"
-    try:
-        from neurorad.server.orchestration import queue_delivery
-    except ImportError:
-        return "not delivered (no delivery service)"
     settings = request.app.state.settings
-    if not getattr(settings, "destinations", None):
-        return "not delivered (no destination configured)"
-    queue_delivery(s, settings, study, p.actor, force=True)
-    return "queued for delivery"
+    if not settings.destinations:
+        return "stored (no PACS destination configured)"
+    if study.state not in (StudyState.ACCEPTED, StudyState.REPORTED, StudyState.DELIVERED, StudyState.FAILED):
+        # e.g. needs_review -> rejected: the data plane delivers results of accepted studies only
+        return f"stored, not delivered (study is {study.state})"
+    # A later decision on a delivered study (also UNACCEPTABLE) sends its superseding version.
+    job = queue_delivery(s, settings, study, p.actor, force=study.state != StudyState.ACCEPTED)
+    return f"queued for delivery (job {job.id})"

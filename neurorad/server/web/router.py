@@ -136,10 +136,10 @@ def _latest_decision(s: Session, study_id: int) -> QADecision | None:
 
 
 def _identifiers(request: Request, pseudo: str) -> str:
-    vault = getattr(request.app.state, "vault", None)
-    if vault is None:
-        return "(vault unavailable)"
+    """Real name and ID from the data plane's pseudonym vault (only called for permitted roles)."""
+    plane = getattr(request.app.state, "plane", None)
     try:
+        vault = plane.vault if plane is not None else request.app.state.vault
         orig = vault.reidentify_patient(pseudo)
     except Exception:  # noqa: BLE001 - unknown pseudonym: show nothing rather than fail the page
         return "(unknown)"
