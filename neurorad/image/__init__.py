@@ -8,6 +8,7 @@ from neurorad.image.geometry import (
     resample_to_spacing,
     rigid_matrix,
 )
+from neurorad.image.io import load_image
 from neurorad.image.nifti import load_nifti, save_nifti
 from neurorad.image.volume import Volume
 
@@ -15,6 +16,7 @@ __all__ = [
     "Volume",
     "crop_to_mask",
     "list_dicom_series",
+    "load_image",
     "load_nifti",
     "read_dicom_series",
     "reorient",

@@ -440,6 +440,8 @@ def write_dicom_series(
         raise ValueError("modality must be 'MR' or 'CT'")
     if volume.data.ndim != 3:
         raise InputError(f"a DICOM series needs a 3D volume, got shape {volume.shape}", volume.metadata.get("source"))
+    if volume.data.size == 0:
+        raise InputError(f"empty volume (shape {volume.shape})", volume.metadata.get("source"))
     volume.check_finite()
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()) and not overwrite:

@@ -192,3 +192,17 @@ def test_bad_input(tmp_path):
     write_dicom_series(Volume(np.zeros((3, 3, 3), np.float32), np.eye(4)), tmp_path / "ok")
     with pytest.raises(InputError, match="not empty"):
         write_dicom_series(Volume(np.zeros((3, 3, 3), np.float32), np.eye(4)), tmp_path / "ok")
+
+
+def test_load_image_dispatches_and_rejects_empty(tmp_path):
+    from neurorad.image import load_image, save_nifti
+
+    vol = Volume(np.arange(27, dtype=np.float32).reshape(3, 3, 3), np.diag([2.0, 2.0, 2.0, 1.0]))
+    save_nifti(vol, tmp_path / "v.nii.gz")
+    write_dicom_series(vol, tmp_path / "v_dcm")
+    a, b = load_image(tmp_path / "v.nii.gz"), load_image(tmp_path / "v_dcm")
+    _same_world_values(a, b, tol_value=1e-3)
+    with pytest.raises(InputError, match="empty"):
+        write_dicom_series(Volume(np.zeros((0, 3, 3), np.float32), np.eye(4)), tmp_path / "e")
+    with pytest.raises(InputError, match="not found"):
+        load_image(tmp_path / "nothing.nii.gz")
