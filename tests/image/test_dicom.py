@@ -30,6 +30,7 @@ AFFINES = {
     "ras": np.diag([0.9, 1.1, 2.5, 1.0]),
     "lps_stored": np.array([[-1.0, 0, 0, 10], [0, -1.2, 0, 20], [0, 0, 3.0, -5], [0, 0, 0, 1]]),
     "oblique": _oblique_affine(),
+    "slices_against_normal": np.diag([1.0, 1.0, -2.0, 1.0]),
 }
 
 
