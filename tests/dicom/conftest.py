@@ -45,6 +45,7 @@ class Markers:
 
     def next(self) -> int:
         self.n += 1
+        assert self.n < 2000, "marker dates would leave 4-digit years"
         return self.n
 
     def value(self, vr: str, tag: int) -> object:

@@ -46,7 +46,7 @@ def _write_corpus(tmp_path: Path) -> tuple[Path, dict[str, Markers], Dataset]:
     """Two instances of one study (own marker sets; B references A); returns markers by SOP UID."""
     src = tmp_path / "in"
     src.mkdir()
-    ma, mb = Markers(0), Markers(5000)
+    ma, mb = Markers(0), Markers(1000)  # dates stay 4-digit years (< 9999)
     a = build_marker_dataset(ma, STUDY, SERIES, SOP_A)
     b = build_marker_dataset(mb, STUDY, SERIES, SOP_B)
     # B references A: the reference must follow A's new UID
