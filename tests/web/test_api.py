@@ -76,7 +76,7 @@ def test_worklist_is_pseudonymised_and_ordered(web_env: WebEnv) -> None:
     c, _ = _client(web_env, "tech")
     r = c.get("/worklist")
     assert r.status_code == 200
-    assert web_env.pseudo_id[:12] in r.text
+    assert web_env.pseudo_id in r.text
     assert f'data-study="{web_env.study_id}"' in r.text
     assert "<title>Worklist · neurorad</title>" in r.text
     # technologists are not offered real identifiers, even when asking
@@ -174,3 +174,25 @@ def test_page_embeds_no_script_breakout(web_env: WebEnv) -> None:
     page = c.get(f"/studies/{web_env.study_id}").text
     data = page.split('<script id="review-data" type="application/json">')[1].split("</script>")[0]
     assert json.loads(data)["finding"] == "</script><script>alert(1)</script>"
+
+
+def test_three_time_points_must_all_be_accepted(web_env: WebEnv, tmp_path) -> None:
+    import shutil
+
+    from tests.web.test_review import make_glioma_folder
+
+    shutil.copytree(web_env.folder, tmp_path / "ms")
+    dicom = tmp_path / "ms" / "dicom"
+    shutil.rmtree(web_env.folder)
+    make_glioma_folder(web_env.folder, tmp_path / "ms", (10.0, 8.0), 12.0)
+    shutil.copytree(dicom, web_env.folder / "dicom")
+    c, csrf = _client(web_env, "rad")
+    page = c.get(f"/studies/{web_env.study_id}").text
+    assert page.count('name="timepoint-accept"') == 3
+    assert 'data-flag="0"' in page and 'data-flag="1"' in page  # +20 % vs prior 1, +50 % vs prior 2
+    url = f"/web/api/studies/{web_env.study_id}/decision"
+    body = _body(web_env, candidates=[], timepoints_accepted=["prior 1", "current + segmentation"])
+    r = c.post(url, json=body, headers={"X-CSRF-Token": csrf})
+    assert r.status_code == 422 and "prior 2" in r.text
+    body["timepoints_accepted"].append("prior 2")
+    assert c.post(url, json=body, headers={"X-CSRF-Token": csrf}).status_code == 200

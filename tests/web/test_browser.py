@@ -59,6 +59,10 @@ def test_review_session(web_env_pacs: WebEnv, pacs: PacsSink, browser_context) -
 
 
 def _session(web_env: WebEnv, pacs: PacsSink, live_server: LiveServer, browser_context) -> None:
+    from tests.web.test_worklist import _add_studies
+
+    others = _add_studies(web_env, [("alarm3", 3, 26, "ms-lesions"), ("calm", 0, 50, "ms-lesions"),
+                                    ("glioma", 0, 4, "glioma-volumetry")])
     page = browser_context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
@@ -72,7 +76,9 @@ def _session(web_env: WebEnv, pacs: PacsSink, live_server: LiveServer, browser_c
     page.wait_for_selector("#worklist")
     row = page.locator(f'#worklist tr[data-study="{web_env.study_id}"]')
     assert row.count() == 1
-    assert web_env.pseudo_id[:12] in row.inner_text()
+    shown = [int(x) for x in page.locator("#worklist tbody tr").evaluate_all("rs => rs.map(r => r.dataset.study)")]
+    assert shown == [others["alarm3"], web_env.study_id, others["calm"], others["glioma"]]
+    assert web_env.pseudo_id in row.inner_text()
     if os.environ.get("NEURORAD_DOCS_SCREENSHOTS"):
         page.screenshot(path=str(DOCS / "review-worklist.png"))
 

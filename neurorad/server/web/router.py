@@ -217,7 +217,7 @@ def worklist_page(
         dec = _latest_decision(s, study.id)
         rows.append({
             "study_id": study.id,
-            "patient_label": _identifiers(request, patient.pseudo_id) if show_ids else patient.pseudo_id[:12],
+            "patient_label": _identifiers(request, patient.pseudo_id) if show_ids else patient.pseudo_id,
             "study_label": "",
             "workflow": study.workflow,
             "waiting": rv.humanize_wait(since, now),
@@ -235,6 +235,28 @@ def worklist_page(
     return _page(request, "worklist.html", p, rows=rows, workflows=workflows, statuses=STATUS_LABELS,
                  filters={"workflow": workflow, "status": status, "alarms": alarms, "identifiers": show_ids},
                  can_see_identifiers=p.role in IDENTIFIER_ROLES)
+
+
+@router.get("/admin")
+def admin_page(request: Request, p: Principal | None = Depends(current_user_optional),
+               s: Session = Depends(get_db_session)) -> Response:
+    """Users and (read-only) settings; admins only."""
+    if p is None:
+        return _to_login(request)
+    if p.role != "admin":
+        raise HTTPException(403, "admins only")
+    st = request.app.state.settings
+    shown = [
+        ("review required", st.review_required),
+        ("session hours", st.session_hours),
+        ("secure cookies", st.secure_cookies),
+        ("workflow", st.workflow),
+        ("retention days", st.retention_days),
+        # destinations without credentials
+        ("destinations", ", ".join(f"{d.name} ({d.kind})" for d in st.destinations) or "none"),
+    ]
+    users = s.scalars(select(User).order_by(User.username)).all()
+    return _page(request, "admin.html", p, users=users, settings=shown)
 
 
 def _file_url(study_id: int):
