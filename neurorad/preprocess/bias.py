@@ -1,0 +1,76 @@
+"""N4 bias-field correction (Tustison et al., "N4ITK: Improved N3 Bias Correction",
+IEEE TMI 2010), through SimpleITK.
+
+The field is estimated on an image shrunk by ``shrink_factor`` (4 by default: ~10 s on a 1 mm
+head; full resolution takes ~10 minutes) and then evaluated at full resolution, and the input
+is divided by it. Without a mask, the field is fitted inside an Otsu head mask (ITK's default
+would fit the background too).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import SimpleITK as sitk
+
+from neurorad.errors import InputError
+from neurorad.image.sitk_bridge import from_sitk, to_sitk
+from neurorad.image.volume import Volume
+
+
+def n4_bias_correct(
+    volume: Volume,
+    mask: Volume | None = None,
+    shrink_factor: int = 4,
+    iterations: Sequence[int] = (50, 50, 50, 50),
+    convergence_threshold: float = 1e-6,
+    spline_distance_mm: float = 100.0,
+    return_field: bool = False,
+    progress: Callable[[int], None] | None = None,
+) -> Volume | tuple[Volume, Volume]:
+    """Bias-corrected image (float32, same grid); optionally also the multiplicative field.
+
+    ``iterations`` gives the maximum iterations per fitting level (its length is the number of
+    levels); ``spline_distance_mm`` sets the B-spline control-point spacing of the field.
+    """
+    src = volume.metadata.get("source")
+    if volume.data.ndim != 3:
+        raise InputError(f"N4 needs a 3D image, got shape {volume.shape}", src)
+    volume.check_finite()
+    if shrink_factor < 1:
+        raise InputError(f"shrink factor must be >= 1, got {shrink_factor}")
+    if not iterations or min(iterations) < 1:
+        raise InputError("iterations must be a non-empty list of positive integers")
+    data = np.asarray(volume.data, dtype=np.float32)
+    offset = 0.0
+    if data.min() <= 0:
+        # N4 works on log intensities: shift so that all values are positive, undo afterwards.
+        offset = float(1 - data.min())
+    img = to_sitk(volume.with_data(data + offset))
+    if mask is None:
+        mask_img = sitk.OtsuThreshold(img, 0, 1, 200)
+    else:
+        if not mask.same_grid(volume):
+            raise InputError("mask is not on the image grid; resample it first", mask.metadata.get("source"))
+        if not np.any(mask.data):
+            raise InputError("mask is empty", mask.metadata.get("source"))
+        mask_img = to_sitk(mask.with_data(np.asarray(mask.data) > 0), np.uint8)
+    small = sitk.Shrink(img, [shrink_factor] * 3) if shrink_factor > 1 else img
+    small_mask = sitk.Shrink(mask_img, [shrink_factor] * 3) if shrink_factor > 1 else mask_img
+    n4 = sitk.N4BiasFieldCorrectionImageFilter()
+    n4.SetMaximumNumberOfIterations([int(i) for i in iterations])
+    n4.SetConvergenceThreshold(float(convergence_threshold))
+    phys = np.asarray(small.GetSize()) * np.asarray(small.GetSpacing())
+    n4.SetNumberOfControlPoints([max(4, int(round(p / spline_distance_mm)) + 3) for p in phys])
+    if progress is not None:
+        n4.AddCommand(sitk.sitkMultiResolutionIterationEvent, lambda: progress(1))
+    n4.Execute(small, small_mask)
+    log_field = n4.GetLogBiasFieldAsImage(img)
+    field = np.exp(from_sitk(log_field).data).astype(np.float32)
+    corrected = (data + offset) / field - offset
+    out = volume.with_data(corrected.astype(np.float32), bias_correction={
+        "method": "N4", "shrink_factor": shrink_factor, "iterations": list(iterations)})
+    if return_field:
+        return out, volume.with_data(field)
+    return out
