@@ -29,10 +29,14 @@ class CandidateParams:
     """Step 4: difference map -> per-voxel score in [0, 1]."""
 
     smoothing_fwhm_mm: float = 1.5  # Gaussian pre-smoothing of both images (noise vs small lesions)
+    highpass_sigma_mm: float = 10.0  # slowly varying difference (residual bias, scaling) removed; 0 = off
     z_at_extent: float = 3.0  # robust z of the difference that maps to score 0.01 (lesion extent)
     z_at_core: float = 5.0  # robust z that maps to score 0.1 (lesion core)
     hyper_z: float = 2.0  # follow-up FLAIR must be this many robust SDs above the brain median
     csf_fraction: float = 0.75  # tissue (not CSF) where baseline > csf_fraction * brain median
+    wm_upper_z: float = 2.0  # white-matter-like at baseline: below brain median + wm_upper_z robust SDs
+    change_at_extent: float = 0.15  # difference (normalised units, brain median = 1) that maps to score 0.01
+    change_at_core: float = 0.45  # difference that maps to score 0.1 (lesion core)
     border_margin_mm: float = 3.0  # voxels closer than this to the brain edge get score 0
 
 
@@ -95,7 +99,7 @@ def robust_sigma(values: np.ndarray) -> float:
 
 
 def score_from_z(z: np.ndarray, z_at_extent: float, z_at_core: float) -> np.ndarray:
-    """Logistic map of the difference z to [0, 1] with score(z_at_extent)=0.01 and score(z_at_core)=0.1.
+    """Logistic map of z (or any evidence) to [0, 1] with score(z_at_extent)=0.01, score(z_at_core)=0.1.
 
     The two anchors are the regional workflow's binarisation (0.01) and core (0.1) thresholds, so
     the classical score plugs into the published post-processing unchanged.
@@ -106,6 +110,21 @@ def score_from_z(z: np.ndarray, z_at_extent: float, z_at_core: float) -> np.ndar
     a = (hi - lo) / (z_at_core - z_at_extent)
     b = z_at_core - hi / a
     return (1.0 / (1.0 + np.exp(-a * (np.asarray(z, dtype=np.float64) - b)))).astype(np.float32)
+
+
+def smooth_difference(
+    diff: np.ndarray, mask: np.ndarray, spacing_mm: tuple[float, float, float], sigma_mm: float, clip_z: float = 2.5
+) -> np.ndarray:
+    """Slowly varying part of the difference: normalised convolution (Knutsson & Westin 1993) over
+    ``mask`` voxels whose difference is not an outlier (|z| < ``clip_z``), so lesions do not leak in."""
+    m = np.asarray(mask, bool)
+    vals = diff[m]
+    med, sd = float(np.median(vals)), robust_sigma(vals) or 1.0
+    w = (m & (np.abs(diff - med) < clip_z * sd)).astype(np.float32)
+    sig = [sigma_mm / float(s) for s in spacing_mm]
+    num = ndimage.gaussian_filter(diff * w, sig)
+    den = ndimage.gaussian_filter(w, sig)
+    return np.where(den > 0.05, num / np.maximum(den, 1e-6), 0.0).astype(np.float32)
 
 
 def candidate_score(
@@ -129,6 +148,8 @@ def candidate_score(
     f = ndimage.gaussian_filter(np.asarray(followup, dtype=np.float32), sig)
     diff = (f - b).astype(np.float32)
     inner = brain & (b > 0)
+    if params.highpass_sigma_mm > 0:
+        diff = diff - smooth_difference(diff, inner, spacing_mm, params.highpass_sigma_mm)
     dvals = diff[inner]
     sigma = robust_sigma(dvals)
     if sigma <= 0:
@@ -138,13 +159,15 @@ def candidate_score(
     bvals = b[inner]
     brain_median = float(np.median(bvals))
     brain_sigma = robust_sigma(bvals) or 1.0
-    tissue = brain & (b > params.csf_fraction * brain_median)
+    tissue = brain & (b > params.csf_fraction * brain_median) & (b < brain_median + params.wm_upper_z * brain_sigma)
     dist_mm = ndimage.distance_transform_edt(brain, sampling=spacing_mm)
     gate = tissue & (dist_mm > params.border_margin_mm)
     # follow-up hyperintensity as a soft gate: 0 at the brain median, 1 at hyper_z SDs above
     fz = (f - brain_median) / brain_sigma
     hyper = np.clip(fz / max(params.hyper_z, 1e-6), 0.0, 1.0)
-    score = score_from_z(z, params.z_at_extent, params.z_at_core) * hyper
+    # both the statistical evidence (z) and the size of the change must be there
+    score = np.minimum(score_from_z(z, params.z_at_extent, params.z_at_core),
+                       score_from_z(diff, params.change_at_extent, params.change_at_core)) * hyper
     score[~gate] = 0.0
     score[z <= 0] = 0.0
     return Candidates(diff, z, score.astype(np.float32), sigma, brain_median, brain_sigma, gate)

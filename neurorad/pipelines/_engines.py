@@ -1,0 +1,53 @@
+"""Adapters from the MS pipeline to the imaging engine (neurorad.preprocess).
+
+The pipeline calls only these small functions, so swapping an engine never touches the steps.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from neurorad.image.volume import Volume
+from neurorad.preprocess.bias import n4_bias_correct
+from neurorad.preprocess.brain_extraction import extract_brain
+from neurorad.preprocess.normalize import NyulStandardizer, histogram_match, joint_histogram_normalize
+
+
+def brain_mask(volume: Volume, engine: str = "deepbet") -> tuple[Volume, str, str | None]:
+    """Brain mask (bool Volume on ``volume``'s grid), engine name, weights hash."""
+    m = extract_brain(volume, engine=engine)
+    info = m.metadata.get("brain_extraction") or {}
+    return m, f"preprocess.brain_extraction:{info.get('engine', engine)}", info.get("weights_sha256")
+
+
+def n4(volume: Volume, mask: Volume, shrink: int = 4) -> tuple[Volume, str]:
+    """N4 bias-field correction (Tustison et al. 2010) inside ``mask``."""
+    out = n4_bias_correct(volume.with_data(np.asarray(volume.data, np.float32)), mask=mask, shrink_factor=shrink)
+    return out, f"preprocess.bias:n4 (shrink {shrink})"  # type: ignore[return-value]
+
+
+def joint_normalise(
+    baseline: Volume, followup: Volume, mask: np.ndarray, method: str = "nyul"
+) -> tuple[np.ndarray, np.ndarray, str, dict[str, float]]:
+    """Both time points on one intensity scale, baseline brain median = 1.
+
+    1. joint-histogram linear fit of the co-registered pair (Jain et al. 2016): follow-up mapped
+       onto the baseline's scale;
+    2. Nyul & Udupa (1999) piecewise-linear standardisation with landmarks learnt on the pair
+       (``method='nyul'``), or exact histogram matching of the follow-up onto the baseline
+       (``method='histogram'``).
+    """
+    m = np.asarray(mask, bool)
+    f_lin, fit = joint_histogram_normalize(baseline, followup, m)
+    if method == "nyul":
+        ny = NyulStandardizer().fit([baseline, f_lin], [m, m])
+        b2, f2 = ny.transform(baseline, m), ny.transform(f_lin, m)
+    elif method == "histogram":
+        b2, f2 = baseline, histogram_match(f_lin, baseline, m, m)
+    else:
+        raise ValueError(f"unknown normalisation {method!r} (nyul, histogram)")
+    scale = float(np.median(np.asarray(b2.data)[m])) or 1.0
+    b = (np.asarray(b2.data, np.float64) / scale).astype(np.float32)
+    f = (np.asarray(f2.data, np.float64) / scale).astype(np.float32)
+    return b, f, f"preprocess.normalize: joint-histogram fit + {method}", {
+        "joint_fit_slope": fit.slope, "joint_fit_intercept": fit.intercept}

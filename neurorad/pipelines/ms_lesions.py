@@ -1,0 +1,594 @@
+"""Longitudinal MS new-lesion detection with gadolinium decision and draft report.
+
+One workflow, readable as the methods section it implements (all parameters in :class:`MSConfig`):
+
+1. ``load``        read both FLAIR (NIfTI or DICOM series), reorient to RAS, refuse different
+                   patients and 2D FLAIR with slices >= 5 mm, resample the finer to the coarser grid.
+2. ``brain``       brain extraction of both time points (deepbet by default).
+3. ``register``    rigid registration of the follow-up onto the baseline (elastix, mutual
+                   information; failure detected by similarity/plausibility), crop to the brain.
+4. ``bias``        N4 bias-field correction of both time points (Tustison et al. 2010).
+5. ``normalise``   joint intensity normalisation: joint-histogram linear fit, then Nyul landmarks.
+6. ``candidates``  difference map -> robust z -> score in [0, 1] (brain, tissue, hyperintensity gates).
+7. ``postprocess`` binarise at 0.01, 26-connected components, keep > 12 mm^3 with a voxel > 0.1
+                   (regional candidate-lesion workflow).
+8. ``fp_reduction`` FLAIR-subtraction CAD rule (centre of gravity brighter at baseline -> false
+                   positive), misregistration at tissue/CSF edges, brain border.
+9. ``classify``    new vs enlarging (touches a baseline lesion).
+10. ``atlas``      Colin27 (ch2bet) registered affinely to the baseline; AAL and JHU labels pulled
+                   with nearest neighbour; lesion table.
+11. ``decide``     active (>= 1 new or enlarging lesion) -> gadolinium recommended, else not.
+12. ``outputs``    NIfTI maps, lesions.csv, result.json, HTML/PDF draft report, DICOM SEG,
+                   Encapsulated PDF and secondary captures referencing the follow-up series.
+
+Everything is written into a temporary folder beside ``out_dir`` and renamed at the end: a
+failed run leaves no partial result.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from neurorad import __version__, resources
+from neurorad.clinical.ms import MSDecision, ms_decision
+from neurorad.errors import InputError, NeuroradError, ProcessingError
+from neurorad.image.geometry import crop_to_mask, reorient
+from neurorad.image.nifti import load_nifti, save_nifti
+from neurorad.image.volume import Volume
+from neurorad.pipelines import _engines
+from neurorad.preprocess.harmonize import check_acquisition
+from neurorad.preprocess.registration import RegistrationLimits, register
+from neurorad.preprocess.transforms import AffineTransform, resample
+from neurorad.provenance import Provenance, sha256_file, sha256_files
+from neurorad.quantify.atlas import component_regions, load_atlas
+from neurorad.quantify.lesions import LesionRow, lesion_table, write_lesion_csv
+from neurorad.segment.ms_difference import (
+    CandidateParams,
+    ClassifyParams,
+    FPParams,
+    PostParams,
+    baseline_lesion_mask,
+    binarise_components,
+    candidate_score,
+    classify_new_enlarging,
+    false_positive_reduction,
+)
+
+log = logging.getLogger(__name__)
+
+STEPS: list[tuple[str, str]] = [
+    ("load", "read, reorient to RAS, same patient, slice thickness < 5 mm, finer grid resampled to the coarser"),
+    ("brain", "brain extraction of both time points"),
+    ("register", "rigid registration follow-up -> baseline (mutual information), crop to brain + margin"),
+    ("bias", "N4 bias-field correction of both time points"),
+    ("normalise", "joint-histogram linear fit, then Nyul landmark (or histogram) matching"),
+    ("candidates", "robust z of the smoothed difference -> score in [0, 1], gated by brain/tissue/hyperintensity"),
+    ("postprocess", "score > 0.01, 26-connected components, keep > 12 mm3 with a voxel > 0.1"),
+    ("fp_reduction", "CAD centre-of-gravity rule, misregistration at edges, brain border"),
+    ("classify", "new vs enlarging (touches a baseline lesion)"),
+    ("atlas", "Colin27 affine to baseline; AAL + JHU labels by nearest neighbour; lesion table"),
+    ("decide", "active when >= 1 new or enlarging lesion; gadolinium only when active"),
+    ("outputs", "NIfTI, CSV, JSON, HTML/PDF report, DICOM SEG + Encapsulated PDF + secondary capture"),
+]
+
+
+@dataclass(frozen=True)
+class MSConfig:
+    """Every parameter of the workflow, in one place (also written to result.json and the report)."""
+
+    max_slice_thickness_mm: float = 5.0  # refuse 2D FLAIR with slices this thick or thicker
+    brain_engine: str = "deepbet"  # deepbet | hdbet
+    registration_backend: str = "elastix"  # elastix | sitk | ants
+    min_registration_correlation: float = 0.6  # Pearson r of the pair inside the brain after registration
+    min_registration_nmi: float = 1.01  # normalised MI floor (noisy skull-stripped FLAIR pairs score ~1.04)
+    min_brain_volume_ml: float = 300.0
+    crop_margin_mm: float = 8.0
+    n4_shrink: int = 4
+    normalisation: str = "nyul"  # nyul | histogram
+    candidate: CandidateParams = field(default_factory=CandidateParams)
+    fp: FPParams = field(default_factory=FPParams)
+    post: PostParams = field(default_factory=PostParams)
+    classify: ClassifyParams = field(default_factory=ClassifyParams)
+    atlas: bool = True
+    atlas_transform: str = "affine"
+    write_report: bool = True
+    write_dicom: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class MSResult:
+    """What a run produced (paths are inside the final ``out_dir``)."""
+
+    out_dir: Path
+    decision: MSDecision
+    lesions: list[LesionRow]
+    warnings: list[str]
+    timings_s: dict[str, float]
+    files: dict[str, str]
+    labels: Volume | None = None  # new_lesions on the follow-up's own grid
+
+    @property
+    def active(self) -> bool:
+        return self.decision.active
+
+
+# ------------------------------------------------------------------------------------------ step 1
+def load_input(path: str | Path | Volume, role: str) -> Volume:
+    """A FLAIR from a NIfTI file or a DICOM series folder (or a Volume passed through)."""
+    if isinstance(path, Volume):
+        vol = path
+        vol.metadata.setdefault("source", f"<{role} volume>")
+        return vol.check_finite()
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{role} input does not exist", p)
+    if p.is_dir():
+        from neurorad.image.dicom_series import read_dicom_series
+
+        vol = read_dicom_series(p)
+    elif p.name.endswith((".nii", ".nii.gz")):
+        vol = load_nifti(p)
+    else:
+        raise InputError(f"{role} input is neither a NIfTI file (.nii/.nii.gz) nor a DICOM series folder", p)
+    if vol.data.ndim != 3:
+        raise InputError(f"{role} must be a 3D volume, got shape {vol.shape}", p)
+    vol.metadata["role"] = role
+    return vol.check_finite()
+
+
+def input_hash(path: str | Path | Volume) -> str:
+    if isinstance(path, Volume):
+        from neurorad.provenance import sha256_array
+
+        return sha256_array(path.data)
+    p = Path(path)
+    if p.is_dir():
+        return sha256_files([f for f in p.rglob("*") if f.is_file()])
+    return sha256_file(p)
+
+
+def check_pair(baseline: Volume, followup: Volume, cfg: MSConfig) -> list[str]:
+    """Refuse different patients and thick 2D slices; warn on inputs that do not look like FLAIR."""
+    warnings: list[str] = []
+    db, df = baseline.metadata.get("dicom") or {}, followup.metadata.get("dicom") or {}
+    pb, pf = db.get("PatientID"), df.get("PatientID")
+    if pb is not None and pf is not None and str(pb).strip() != str(pf).strip():
+        raise InputError("baseline and follow-up belong to different patients (PatientID/pseudonym differ)",
+                         followup.metadata.get("source"))
+    for v, d in ((baseline, db), (followup, df)):
+        check_acquisition(v, str(v.metadata.get("role", "input")), cfg.max_slice_thickness_mm)
+        desc = " ".join(str(d.get(k, "")) for k in ("SeriesDescription", "ProtocolName", "SequenceName")).lower()
+        ti = d.get("InversionTime")
+        if d and not ("flair" in desc or "dark" in desc or (ti is not None and float(ti) > 1200)):
+            warnings.append(f"{v.metadata.get('role')}: series description/inversion time do not indicate FLAIR")
+    return warnings
+
+
+def flair_contrast_warning(vol: Volume, mask: np.ndarray) -> str | None:
+    """FLAIR suppresses CSF: a bright ventricle region (T2-like) or a bright white matter over grey
+    (T1-like, WM >> median) is suspicious. Heuristic, warning only."""
+    vals = np.asarray(vol.data, np.float64)[mask]
+    if vals.size == 0:
+        return None
+    med = np.median(vals)
+    bright = float(np.mean(vals > 1.8 * med))
+    if bright > 0.08:
+        return f"{vol.metadata.get('role')}: {bright:.0%} of the brain is very bright: does not look like FLAIR"
+    return None
+
+
+def halfway(t: AffineTransform) -> AffineTransform:
+    """The rigid transform H with H then H = t (principal matrix square root), for halfway-space
+    resampling of a registered pair."""
+    from scipy.linalg import sqrtm
+
+    m = np.real(sqrtm(t.matrix))
+    m[3] = [0.0, 0.0, 0.0, 1.0]
+    return AffineTransform(m, "rigid")
+
+
+def antialias(volume: Volume, target_spacing_mm: tuple[float, float, float]) -> Volume:
+    """Smooth a finer image before it is sampled on a coarser grid (axes matched after RAS
+    reorientation): Gaussian with the SD of a box of the coarser voxel minus the finer one,
+    sigma = sqrt(max(c^2 - f^2, 0)) / sqrt(12), so thick slices are compared with equally thick ones."""
+    from scipy import ndimage
+
+    f = np.asarray(volume.spacing_mm)
+    c = np.asarray(target_spacing_mm)
+    sig_mm = np.sqrt(np.maximum(c**2 - f**2, 0.0)) / np.sqrt(12.0)
+    if not np.any(sig_mm > 0.05):
+        return volume
+    return volume.with_data(ndimage.gaussian_filter(np.asarray(volume.data, np.float32), sig_mm / f))
+
+
+# ------------------------------------------------------------------------------------------ atlas
+def atlas_to_subject(reference: Volume, brain: np.ndarray, backend: str, transform_type: str
+                     ) -> tuple[dict[str, tuple[np.ndarray, dict[int, str]]], float, AffineTransform]:
+    """Register Colin27's brain (ch2bet) affinely to the subject; pull AAL and JHU labels across."""
+    colin = load_nifti(resources.colin27_brain())
+    colin = colin.with_data(colin.data.astype(np.float32))
+    fixed = reference.with_data(np.where(brain, reference.data, 0).astype(np.float32))
+    com_f = fixed.voxel_to_world(np.argwhere(brain).mean(0))[0]
+    com_m = colin.voxel_to_world(np.argwhere(colin.data > 0).mean(0))[0]
+    init = np.eye(4)
+    init[:3, 3] = com_m - com_f
+    res = register(fixed, colin, transform_type=transform_type, backend=backend, initial=AffineTransform(init),
+                   limits=RegistrationLimits(max_translation_mm=150.0, min_nmi=1.0))
+    out = {}
+    for name, img, txt in (("aal", "aal.nii.gz", "aal.nii.txt"),
+                           ("jhu", "JHU-WhiteMatter-labels-1mm.nii.gz", "JHU-WhiteMatter-labels-1mm.nii.txt")):
+        atlas = load_atlas(name, resources.mricron(img), resources.mricron(txt))
+        lab = resample(atlas.volume, reference, res.transform, "nearest")
+        out[name] = (np.asarray(lab.data), atlas.names)
+    return out, float(res.nmi_after), res.transform
+
+
+# ------------------------------------------------------------------------------------------ run
+def run_ms_lesions(
+    baseline: str | Path | Volume,
+    followup: str | Path | Volume,
+    out_dir: str | Path,
+    config: MSConfig = MSConfig(),
+    baseline_t1: str | Path | None = None,
+    followup_t1: str | Path | None = None,
+    baseline_t2: str | Path | None = None,
+    followup_t2: str | Path | None = None,
+    overwrite: bool = False,
+    progress: Callable[[str], None] | None = None,
+) -> MSResult:
+    """Run the workflow on one FLAIR pair and write every output into ``out_dir`` (all or nothing).
+
+    Optional T1/T2 images are registered to the baseline FLAIR and kept for viewing
+    (``<name>_registered.nii.gz``); detection uses FLAIR only.
+    Raises :class:`InputError` (bad input) or :class:`ProcessingError` (a step's result cannot be
+    trusted, e.g. failed registration or empty brain mask).
+    """
+    cfg = config
+    out = Path(out_dir)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
+        raise InputError("output folder exists and is not empty (use overwrite)", out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-ms-", dir=out.parent))
+    try:
+        result = _run(baseline, followup, tmp, cfg,
+                      {"baseline_t1": baseline_t1, "followup_t1": followup_t1,
+                       "baseline_t2": baseline_t2, "followup_t2": followup_t2}, progress)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    result.out_dir = out
+    return result
+
+
+def _run(baseline_in: Any, followup_in: Any, tmp: Path, cfg: MSConfig, extra: dict[str, Any],
+         progress: Callable[[str], None] | None) -> MSResult:
+    prov = Provenance()
+    say = progress or (lambda s: None)
+    warnings: list[str] = []
+    files: dict[str, str] = {}
+    t_start = time.perf_counter()
+
+    # 1 load -------------------------------------------------------------------------------
+    say("load")
+    with prov.step("load", max_slice_thickness_mm=cfg.max_slice_thickness_mm) as st:
+        b_raw = load_input(baseline_in, "baseline")
+        f_raw = load_input(followup_in, "followup")
+        prov.inputs["baseline"] = input_hash(baseline_in)
+        prov.inputs["followup"] = input_hash(followup_in)
+        warnings += check_pair(b_raw, f_raw, cfg)
+        b0, f0 = reorient(b_raw, "RAS"), reorient(f_raw, "RAS")
+        b0 = b0.with_data(np.asarray(b0.data, np.float32))
+        f0 = f0.with_data(np.asarray(f0.data, np.float32))
+        st.engine = "neurorad.image"
+
+    # 2 brain extraction ----------------------------------------------------------------------
+    say("brain")
+    with prov.step("brain", engine=cfg.brain_engine) as st:
+        try:
+            mb, eng, wh = _engines.brain_mask(b0, cfg.brain_engine)
+            mf, _, _ = _engines.brain_mask(f0, cfg.brain_engine)
+        except ProcessingError as exc:
+            raise ProcessingError(f"brain extraction failed: {exc}") from exc
+        st.engine, st.weights_sha256 = eng, wh
+        for name, m in (("baseline", mb), ("follow-up", mf)):
+            vol_ml = float(np.count_nonzero(m.data)) * m.voxel_volume_mm3 / 1000
+            if vol_ml < cfg.min_brain_volume_ml:
+                raise ProcessingError(f"{name} brain mask is empty or too small ({vol_ml:.0f} ml < "
+                                      f"{cfg.min_brain_volume_ml:g} ml): not a brain image or extraction failed")
+        for v, m in ((b0, mb), (f0, mf)):
+            w = flair_contrast_warning(v, np.asarray(m.data, bool))
+            if w:
+                warnings.append(w)
+
+    # 3 registration, harmonisation, crop -----------------------------------------------------
+    say("register")
+    with prov.step("register", backend=cfg.registration_backend, transform="rigid",
+                   crop_margin_mm=cfg.crop_margin_mm) as st:
+        fixed = b0.with_data(np.where(mb.data, b0.data, 0).astype(np.float32))
+        moving = f0.with_data(np.where(mf.data, f0.data, 0).astype(np.float32))
+        try:
+            reg = register(fixed, moving, transform_type="rigid", backend=cfg.registration_backend,
+                           limits=RegistrationLimits(min_nmi=cfg.min_registration_nmi))
+        except ProcessingError as exc:
+            raise ProcessingError(f"follow-up to baseline {exc}") from exc
+        T = reg.transform  # baseline world -> follow-up world
+        # harmonise: the coarser grid is the common space (preprocess.harmonize rule); the finer
+        # image is smoothed to the coarser voxel size (box-profile SD) before sampling
+        # Both images are then sampled in the HALFWAY space (each moved by half the motion), so both
+        # carry the same interpolation blur and noise reduction (an asymmetric resampling makes
+        # the resampled image smoother and creates false differences at every edge).
+        # common -> baseline world = H^-1, common -> follow-up world = H, with H o H = T.
+        half = halfway(T)
+        Tb, Tf = half.inverse(), half
+        if f0.voxel_volume_mm3 > b0.voxel_volume_mm3 * (1 + 1e-6):
+            common, common_mask = f0, mf  # the grid's voxel layout comes from the coarser image
+            b0s, f0s = antialias(b0, f0.spacing_mm), f0
+            st.parameters["common_grid"] = "follow-up grid (coarser), halfway space"
+        else:
+            common, common_mask = b0, mb
+            b0s, f0s = b0, antialias(f0, b0.spacing_mm)
+            st.parameters["common_grid"] = "baseline grid, halfway space"
+        ref = crop_to_mask(common, common_mask, cfg.crop_margin_mm + 5.0)
+        b_c = resample(b0s, ref, Tb, "linear")
+        f_c = resample(f0s, ref, Tf, "linear")
+        brain = resample(mb, ref, Tb, "nearest").data.astype(bool) & resample(mf, ref, Tf, "nearest").data.astype(bool)
+        if not brain.any():
+            raise ProcessingError("brain masks of the two time points do not overlap after registration")
+        r = float(np.corrcoef(b_c.data[brain], f_c.data[brain])[0, 1])
+        st.engine = f"preprocess.registration:{reg.backend}"
+        st.parameters.update(nmi_before=round(reg.nmi_before, 4), nmi_after=round(reg.nmi_after, 4),
+                             correlation_after=round(r, 4), rotation_deg=round(T.rotation_deg, 2),
+                             transform_baseline_to_followup=np.round(T.matrix, 5).tolist(),
+                             transform_common_to_followup=np.round(Tf.matrix, 5).tolist())
+        if not r >= cfg.min_registration_correlation:
+            raise ProcessingError(f"registration failed: follow-up and baseline correlate only r={r:.2f} inside the "
+                                  f"brain after registration (< {cfg.min_registration_correlation})")
+        extra_vols = {}
+        for key, p in extra.items():
+            if p is None:
+                continue
+            v = reorient(load_input(p, key), "RAS")
+            v = v.with_data(np.asarray(v.data, np.float32))
+            prov.inputs[key] = input_hash(p)
+            target, t_to = (b0, Tb) if key.startswith("baseline") else (f0, Tf)
+            rr = register(target, v, transform_type="rigid", backend=cfg.registration_backend)
+            extra_vols[key] = resample(v, ref, t_to.then(rr.transform), "linear")
+
+    # 4 N4 -----------------------------------------------------------------------------------
+    say("bias")
+    with prov.step("bias", shrink_factor=cfg.n4_shrink) as st:
+        bm = ref.with_data(brain)
+        b_n, eng = _engines.n4(b_c, bm, cfg.n4_shrink)
+        f_n, _ = _engines.n4(f_c, bm, cfg.n4_shrink)
+        st.engine = eng
+
+    # 5 joint normalisation --------------------------------------------------------------------
+    say("normalise")
+    with prov.step("normalise", method=cfg.normalisation) as st:
+        bn, fn, eng, info = _engines.joint_normalise(b_n, f_n, brain, cfg.normalisation)
+        bn, fn = np.where(brain, bn, 0).astype(np.float32), np.where(brain, fn, 0).astype(np.float32)
+        st.engine = eng
+        st.parameters.update({k: round(v, 5) for k, v in info.items()})
+
+    sp = ref.spacing_mm
+    vox_mm3 = ref.voxel_volume_mm3
+    # 6 candidates -----------------------------------------------------------------------------
+    say("candidates")
+    with prov.step("candidates", **asdict(cfg.candidate)) as st:
+        cand = candidate_score(bn, fn, brain, sp, cfg.candidate)
+        st.engine = "segment.ms_difference"
+        st.parameters["difference_sigma"] = round(cand.sigma, 5)
+
+    # 7 post-processing -------------------------------------------------------------------------
+    with prov.step("postprocess", **asdict(cfg.post)) as st:
+        labels0, n0 = binarise_components(cand.score, vox_mm3, cfg.post)
+        st.parameters["n_components"] = n0
+
+    # 8 false-positive reduction ----------------------------------------------------------------
+    with prov.step("fp_reduction", **asdict(cfg.fp)) as st:
+        labels, n, decisions = false_positive_reduction(
+            labels0, n0, bn, fn, brain, sp, cand.sigma, cand.brain_median, cand.brain_sigma, cfg.fp,
+            lesion_z=cfg.classify.baseline_lesion_z,
+        )
+        st.parameters["n_dropped"] = n0 - n
+        st.parameters["dropped"] = [asdict(d) for d in decisions if not d.kept]
+        score = cand.score.astype(np.float32)
+
+    # 9 classify --------------------------------------------------------------------------------
+    with prov.step("classify", **asdict(cfg.classify)):
+        base_les = baseline_lesion_mask(bn, brain, sp, cand.brain_median, cand.brain_sigma, cfg.classify)
+        kinds = classify_new_enlarging(labels, n, base_les, sp, cfg.classify)
+
+    # 10 atlas + lesion table -------------------------------------------------------------------
+    say("atlas")
+    lab_vol = ref.with_data(labels.astype(np.int16))
+    with prov.step("atlas", transform=cfg.atlas_transform, atlases=["AAL (aal.nii.gz)", "JHU white matter"]) as st:
+        aal = jhu = None
+        if cfg.atlas and n:
+            try:
+                atl, nmi, atl_t = atlas_to_subject(ref.with_data(bn), brain, cfg.registration_backend,
+                                                   cfg.atlas_transform)
+                aal = component_regions(labels, n, *atl["aal"])
+                jhu = component_regions(labels, n, *atl["jhu"])
+                st.parameters["nmi_after"] = round(nmi, 4)
+                st.parameters["transform_subject_to_colin27"] = np.round(atl_t.matrix, 4).tolist()
+                st.engine = f"preprocess.registration:{cfg.registration_backend} (Colin27 ch2bet)"
+            except ProcessingError as exc:
+                warnings.append(f"atlas registration failed ({exc}); lesion locations are missing")
+        rows = lesion_table(lab_vol, n, kinds, cand.score, aal, jhu)
+        # centroids are reported in the follow-up scanner's RAS mm (the exam being read)
+        for r in rows:
+            x = Tf.apply(np.array([[r.centroid_x_mm, r.centroid_y_mm, r.centroid_z_mm]]))[0]
+            r.centroid_x_mm, r.centroid_y_mm, r.centroid_z_mm = (round(float(v), 1) for v in x)
+
+    # 11 decision -------------------------------------------------------------------------------
+    with prov.step("decide"):
+        decision = ms_decision(kinds)
+
+    # 12 outputs --------------------------------------------------------------------------------
+    say("outputs")
+    with prov.step("outputs") as st:
+        labels_fu = resample(lab_vol, f_raw, Tf.inverse(), "nearest")
+        labels_fu = labels_fu.with_data(np.asarray(labels_fu.data, np.int16))
+        save_nifti(labels_fu, tmp / "new_lesions.nii.gz")
+        save_nifti(ref.with_data(score), tmp / "score.nii.gz")
+        save_nifti(ref.with_data(cand.difference), tmp / "difference.nii.gz")
+        save_nifti(ref.with_data(bn), tmp / "baseline.nii.gz")
+        save_nifti(ref.with_data(fn), tmp / "followup.nii.gz")
+        save_nifti(ref.with_data(brain.astype(np.uint8)), tmp / "brain_mask.nii.gz")
+        save_nifti(lab_vol, tmp / "new_lesions_common.nii.gz")
+        for key, v in extra_vols.items():
+            save_nifti(v, tmp / f"{key}_registered.nii.gz")
+        write_lesion_csv(rows, tmp / "lesions.csv")
+        files.update({
+            "new_lesions": "new_lesions.nii.gz (labels 1..n, follow-up's own grid)",
+            "new_lesions_common": "new_lesions_common.nii.gz (same labels, common space)",
+            "score": "score.nii.gz (common space)", "difference": "difference.nii.gz (common space)",
+            "baseline": "baseline.nii.gz (registered, normalised; common space)",
+            "followup": "followup.nii.gz (registered, normalised; common space)",
+            "brain_mask": "brain_mask.nii.gz (common space)", "lesions": "lesions.csv",
+        })
+        report = None
+        if cfg.write_report or cfg.write_dicom:
+            from neurorad.report.ms_report import MSReport, lesion_panels
+
+            cents = [tuple(np.argwhere(labels == i).mean(0)) for i in range(1, n + 1)]
+            images = lesion_panels(bn, fn, labels, kinds, cents, brain)
+            report = MSReport(decision.activity_text, decision.gadolinium, decision.gadolinium_reason, rows,
+                              _report_parameters(cfg), {}, images, warnings)
+        st.engine = "neurorad.report/dicom"
+
+    timings = {s.name: s.seconds for s in prov.steps}
+    timings["total"] = round(time.perf_counter() - t_start, 3)
+    result_json = {
+        "workflow": "ms-lesions",
+        "version": __version__,
+        "decision": {
+            "status": "active" if decision.active else "no new lesion",
+            "active": decision.active,
+            "activity": decision.activity_text,
+            "gadolinium_recommended": decision.gadolinium,
+            "gadolinium_reason": decision.gadolinium_reason,
+        },
+        "counts": {"new": decision.n_new, "enlarging": decision.n_enlarging, "total": n},
+        "volumes_mm3": {
+            "new": round(sum(r.volume_mm3 for r in rows if r.kind == "new"), 2),
+            "enlarging": round(sum(r.volume_mm3 for r in rows if r.kind == "enlarging"), 2),
+        },
+        "lesions": [asdict(r) | {"location": r.location} for r in rows],
+        "common_space": {
+            "description": "the coarser FLAIR grid (RAS; baseline on ties) cropped to the brain + margin",
+            "shape": list(ref.spatial_shape), "affine": np.round(ref.affine, 5).tolist(),
+            "to_followup_world": "provenance register step: transform_common_to_followup (RAS mm)",
+        },
+        "files": files,
+        "warnings": warnings,
+        "parameters": cfg.to_dict(),
+        "steps": [name for name, _ in STEPS],
+        "timings_s": timings,
+        "provenance": prov.to_dict(),
+    }
+    if report is not None:
+        report.provenance = {"software": prov.software, "inputs": prov.inputs,
+                             "engines": {s.name: s.engine for s in prov.steps if s.engine},
+                             "weights_sha256": {s.name: s.weights_sha256 for s in prov.steps if s.weights_sha256}}
+        t0 = time.perf_counter()
+        _write_report_and_dicom(report, cfg, tmp, f_raw, labels_fu, rows, files)
+        timings["report_dicom"] = round(time.perf_counter() - t0, 3)
+        timings["total"] = round(time.perf_counter() - t_start, 3)
+    (tmp / "result.json").write_text(json.dumps(result_json, indent=2, default=_json_default), encoding="utf-8")
+    return MSResult(tmp, decision, rows, warnings, timings, files, labels_fu)
+
+
+def _report_parameters(cfg: MSConfig) -> dict[str, Any]:
+    d = cfg.to_dict()
+    d.pop("write_report", None)
+    d.pop("write_dicom", None)
+    return d
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o)}")
+
+
+def _source_datasets(f_raw: Volume, tmp: Path, files: dict[str, str]) -> list:
+    """The follow-up's DICOM datasets: read from its folder, or synthesised from the NIfTI."""
+    import pydicom
+
+    src = f_raw.metadata.get("source")
+    meta = f_raw.metadata.get("dicom") or {}
+    if meta and src and Path(src).is_dir():
+        uid = meta.get("SeriesInstanceUID")
+        dss = []
+        for p in sorted(Path(src).rglob("*")):
+            if p.is_file():
+                try:
+                    ds = pydicom.dcmread(p)
+                except Exception:  # noqa: BLE001 - non-DICOM files in the folder are skipped
+                    continue
+                if getattr(ds, "SeriesInstanceUID", None) == uid and hasattr(ds, "PixelData"):
+                    dss.append(ds)
+        if dss:
+            return dss
+    from neurorad.image.dicom_series import write_dicom_series
+
+    ref_dir = write_dicom_series(f_raw.with_data(np.asarray(f_raw.data, np.float32)),
+                                 tmp / "dicom" / "followup_reference",
+                                 series_description="FLAIR follow-up (synthesised from NIfTI)",
+                                 attributes={"MRAcquisitionType": "3D"})
+    files["dicom_followup_reference"] = "dicom/followup_reference/ (synthesised: input was NIfTI)"
+    return [pydicom.dcmread(p) for p in sorted(Path(ref_dir).glob("*.dcm"))]
+
+
+def _write_report_and_dicom(report: Any, cfg: MSConfig, tmp: Path, f_raw: Volume, labels_fu: Volume,
+                            rows: list[LesionRow], files: dict[str, str]) -> None:
+    from neurorad.report.ms_report import render_html, render_pdf
+
+    (tmp / "report.html").write_text(render_html(report), encoding="utf-8")
+    render_pdf(report, tmp / "report.pdf")
+    files.update({"report_html": "report.html", "report_pdf": "report.pdf"})
+    if not cfg.write_dicom:
+        return
+    from neurorad.dicom import results as dres
+
+    try:
+        source = _source_datasets(f_raw, tmp, files)
+    except NeuroradError:
+        raise
+    (tmp / "dicom").mkdir(exist_ok=True)
+    if rows:
+        names = {r.id: f"Lesion {r.id} ({r.kind})" for r in rows}
+        dres.write_seg(labels_fu, names, source, tmp / "dicom" / "seg.dcm")
+        files["dicom_seg"] = "dicom/seg.dcm"
+    mid = source[len(source) // 2]
+    dres.write_encapsulated_pdf(tmp / "report.pdf", mid, tmp / "dicom" / "report_pdf.dcm")
+    files["dicom_pdf"] = "dicom/report_pdf.dcm"
+    if report.images:
+        dres.write_secondary_captures([k.pixels for k in report.images], mid, tmp / "dicom" / "sc")
+        files["dicom_sc"] = "dicom/sc/ (baseline | follow-up | overlay per lesion slice)"
+
+
+__all__ = ["STEPS", "MSConfig", "MSResult", "run_ms_lesions", "load_input", "check_pair"]
