@@ -122,7 +122,7 @@ def _voxel_mm(in_plane_mm: float, slice_thickness_mm: float) -> tuple[float, flo
 
 def _counts(label: Volume, ids: list[int]) -> dict[int, float]:
     counts = np.bincount(label.data.ravel().astype(np.int64), minlength=max(ids, default=0) + 1)
-    return {i: float(counts[i] * label.voxel_volume_mm3) for i in ids}
+    return {i: round(float(counts[i] * label.voxel_volume_mm3), 6) for i in ids}
 
 
 def _study(seed: int, kind: str, timepoint: str, days: int) -> dict[str, str]:
