@@ -36,17 +36,23 @@ def _flatten(prob: np.ndarray, truth: np.ndarray, mask: np.ndarray | None) -> tu
     return prob.ravel().astype(np.float64), truth.ravel()
 
 
+def _nll(p: np.ndarray, y: np.ndarray) -> float:
+    q = np.clip(np.where(y, p, 1.0 - p), EPS, 1.0)
+    return float(-np.mean(np.log(q)))
+
+
+def _brier(p: np.ndarray, y: np.ndarray) -> float:
+    return float(np.mean((p - y) ** 2))
+
+
 def nll(prob: np.ndarray, truth: np.ndarray, mask: np.ndarray | None = None) -> float:
     """Mean negative log-likelihood (natural log) on the mask voxels."""
-    p, y = _flatten(prob, truth, mask)
-    p = np.clip(p, EPS, 1 - EPS)
-    return float(-np.mean(np.where(y, np.log(p), np.log1p(-p))))
+    return _nll(*_flatten(prob, truth, mask))
 
 
 def brier(prob: np.ndarray, truth: np.ndarray, mask: np.ndarray | None = None) -> float:
     """Brier score (mean squared error of the probability) on the mask voxels."""
-    p, y = _flatten(prob, truth, mask)
-    return float(np.mean((p - y) ** 2))
+    return _brier(*_flatten(prob, truth, mask))
 
 
 @dataclass(frozen=True)
@@ -72,9 +78,7 @@ class Reliability:
         return float(np.max(np.abs(self.accuracy[ok] - self.mean_confidence[ok]))) if ok.any() else np.nan
 
 
-def reliability(prob: np.ndarray, truth: np.ndarray, mask: np.ndarray | None = None, n_bins: int = 15) -> Reliability:
-    """Equal-width binning of the mask voxels' probabilities (see module docstring)."""
-    p, y = _flatten(prob, truth, mask)
+def _reliability(p: np.ndarray, y: np.ndarray, n_bins: int) -> Reliability:
     edges = np.linspace(0.0, 1.0, n_bins + 1)
     idx = np.clip(np.searchsorted(edges, p, side="right") - 1, 0, n_bins - 1)
     count = np.bincount(idx, minlength=n_bins).astype(float)
@@ -84,13 +88,18 @@ def reliability(prob: np.ndarray, truth: np.ndarray, mask: np.ndarray | None = N
         return Reliability(edges, count, sum_p / count, sum_y / count)
 
 
+def reliability(prob: np.ndarray, truth: np.ndarray, mask: np.ndarray | None = None, n_bins: int = 15) -> Reliability:
+    """Equal-width binning of the mask voxels' probabilities (see module docstring)."""
+    return _reliability(*_flatten(prob, truth, mask), n_bins)
+
+
 def calibration_metrics(
     prob: np.ndarray, truth: np.ndarray, mask: np.ndarray | None = None, n_bins: int = 15
 ) -> dict[str, float]:
-    """``nll, brier, ece_pct, mce_pct`` on the mask voxels."""
-    rel = reliability(prob, truth, mask, n_bins)
-    return {"nll": nll(prob, truth, mask), "brier": brier(prob, truth, mask),
-            "ece_pct": 100.0 * rel.ece, "mce_pct": 100.0 * rel.mce}
+    """``nll, brier, ece_pct, mce_pct`` on the mask voxels (one pass over the voxels)."""
+    p, y = _flatten(prob, truth, mask)
+    rel = _reliability(p, y, n_bins)
+    return {"nll": _nll(p, y), "brier": _brier(p, y), "ece_pct": 100.0 * rel.ece, "mce_pct": 100.0 * rel.mce}
 
 
 def _logit(p: np.ndarray) -> np.ndarray:

@@ -87,14 +87,14 @@ def auroc(
     domain: np.ndarray | None = None,
     method: Literal["auto", "exact", "binned"] = "auto",
     n_bins: int = 1 << 16,
-    exact_limit: int = 1 << 22,
+    exact_limit: int = 1 << 24,
 ) -> float:
     """Voxel-wise area under the ROC curve of ``prob`` against ``truth`` inside ``domain``.
 
     Mann-Whitney form with ties counted 1/2 (equal to ``sklearn.metrics.roc_auc_score``).
     Voxels outside the union bounding box of ``truth`` and ``prob > 0`` are all negatives
-    with score 0; they are counted, not sorted, so the exact rank computation only sorts that
-    box. ``method="binned"`` (and ``"auto"`` when the box holds more than ``exact_limit``
+    with score 0; they are counted, not sorted, so the exact computation only sorts that box
+    (each class sorted on its own, then positives located among the negatives by binary search). ``method="binned"`` (and ``"auto"`` when the box holds more than ``exact_limit``
     domain voxels) rounds probabilities down to ``n_bins`` equal-width bins and treats a bin as
     one tied score: the result differs from the exact AUROC by at most
     ``0.5 * sum_b pos_b * neg_b / (P * N)``, which is 0 when no bin holds both classes.
@@ -126,18 +126,17 @@ def auroc(
         neg = np.bincount(q[~y], minlength=n_bins).astype(np.float64)
         neg[0] += n_out  # outside-box voxels have score 0 -> bin 0
     else:
-        order = np.argsort(s, kind="stable")
-        ss, ys = s[order], y[order]
-        starts = np.flatnonzero(np.r_[True, ss[1:] != ss[:-1]])
-        pos = np.add.reduceat(ys.astype(np.float64), starts)
-        cnt = np.diff(np.r_[starts, ss.size]).astype(np.float64)
-        neg = cnt - pos
+        # exact: sort each class (np.sort is ~4x faster than a stable argsort of everything), then
+        # count for every positive the negatives below it and tied with it
+        ps = np.sort(s[y])
+        ns = np.sort(s[~y])
+        left = np.searchsorted(ns, ps, "left").astype(np.float64)
+        ties = np.searchsorted(ns, ps, "right") - left
         if n_out:
-            if ss[0] == 0:
-                neg[0] += n_out
-            else:
-                pos = np.r_[0.0, pos]
-                neg = np.r_[float(n_out), neg]
+            zero = ps == 0
+            left[~zero] += n_out
+            ties[zero] += n_out
+        return float(np.sum(left + 0.5 * ties) / (float(n_pos) * float(n_neg)))
     neg_below = np.cumsum(neg) - neg
     return float(np.sum(pos * (neg_below + 0.5 * neg)) / (float(n_pos) * float(n_neg)))
 
