@@ -496,11 +496,14 @@ def _quarantine_reason(ds: Dataset, options: DeidOptions) -> str | None:
     return None
 
 
-def deidentify_dataset(ds: Dataset, vault: PseudonymVault, options: DeidOptions | None = None) -> DeidResult:
+def deidentify_dataset(
+    ds: Dataset, vault: PseudonymVault, options: DeidOptions | None = None, *, record: bool = True
+) -> DeidResult:
     """De-identify a copy of ``ds`` (the input is not changed) by PS3.15 Annex E.
 
     Raises :class:`QuarantineError` when the instance must not be passed on. Writes the way back
-    (patient, study and UID records) to ``vault``; otherwise pure.
+    (patient, study and UID records) to ``vault`` (``record=False``: the caller writes
+    ``result.records`` itself, e.g. in batches); otherwise pure.
     """
     options = options or DeidOptions()
     reason = _quarantine_reason(ds, options)
@@ -540,7 +543,8 @@ def deidentify_dataset(ds: Dataset, vault: PseudonymVault, options: DeidOptions 
 
     out.file_meta = _file_meta(out, src_meta, ds)
     records = _vault_records(ds, out, pseudo, ctx)
-    vault.record_many(records)
+    if record:
+        vault.record_many(records)
     return DeidResult(out, ctx.actions, pseudo, shift, codes, records)
 
 
@@ -651,6 +655,59 @@ def _iter_files(root: Path, exclude: Path | None) -> Iterable[Path]:
                 yield d / name
 
 
+@dataclass
+class _FolderRun:
+    """State of one :func:`deidentify_folder` run."""
+
+    in_dir: Path
+    out_dir: Path
+    vault: PseudonymVault
+    options: DeidOptions
+    written: list[str] = field(default_factory=list)
+    quarantined: list[dict[str, str]] = field(default_factory=list)
+    skipped: list[dict[str, str]] = field(default_factory=list)
+    actions: Counter = field(default_factory=Counter)
+    studies: set[str] = field(default_factory=set)
+    patients: set[str] = field(default_factory=set)
+    # vault records are committed in batches (one fsync per batch, not per instance); a crash loses
+    # at most one batch of the way back, which a re-run regenerates (new values are derived, not random)
+    pending: list[tuple[str, str, Any]] = field(default_factory=list)
+
+    def flush(self) -> None:
+        self.vault.record_many(self.pending)
+        self.pending.clear()
+
+    def process(self, path: Path) -> None:
+        rel = str(path.relative_to(self.in_dir))
+        try:
+            ds = pydicom.dcmread(path)
+        except InvalidDicomError:
+            self.skipped.append({"input": rel, "reason": "not a DICOM file"})
+            return
+        except Exception as exc:  # truncated or corrupt
+            self.skipped.append({"input": rel, "reason": f"unreadable DICOM ({type(exc).__name__})"})
+            return
+        if "SOPInstanceUID" not in ds or "SOPClassUID" not in ds:
+            self.skipped.append({"input": rel, "reason": "no SOPInstanceUID/SOPClassUID (not a composite instance)"})
+            return
+        try:
+            res = deidentify_dataset(ds, self.vault, self.options, record=False)
+        except QuarantineError as q:
+            self.quarantined.append({"input": rel, "reason": q.reason})
+            return
+        out = res.dataset
+        target = (self.out_dir / str(out.get("StudyInstanceUID", "nostudy"))
+                  / str(out.get("SeriesInstanceUID", "noseries")) / f"{out.SOPInstanceUID}.dcm")
+        self.pending.extend(res.records)
+        if len(self.pending) >= 512:
+            self.flush()
+        _atomic_save(out, target)
+        self.written.append(str(target.relative_to(self.out_dir)))
+        self.actions.update(res.action_counts())
+        self.studies.add(str(out.get("StudyInstanceUID", "")))
+        self.patients.add(res.pseudonym)
+
+
 def deidentify_folder(
     in_dir: str | Path,
     out_dir: str | Path,
@@ -670,56 +727,30 @@ def deidentify_folder(
     options = options or DeidOptions()
     out_dir.mkdir(parents=True, exist_ok=True)
     files = list(_iter_files(in_dir, out_dir.resolve() if out_dir.resolve() != in_dir.resolve() else None))
-    written: list[str] = []
-    quarantined: list[dict[str, str]] = []
-    skipped: list[dict[str, str]] = []
-    actions: Counter[str] = Counter()
-    studies: set[str] = set()
-    patients: set[str] = set()
-    for path in files:
-        rel = str(path.relative_to(in_dir))
-        try:
+    run = _FolderRun(in_dir, out_dir, vault, options)
+    try:
+        for path in files:
             try:
-                ds = pydicom.dcmread(path)
-            except InvalidDicomError:
-                skipped.append({"input": rel, "reason": "not a DICOM file"})
-                continue
-            except Exception as exc:  # truncated or corrupt
-                skipped.append({"input": rel, "reason": f"unreadable DICOM ({type(exc).__name__})"})
-                continue
-            if "SOPInstanceUID" not in ds or "SOPClassUID" not in ds:
-                skipped.append({"input": rel, "reason": "no SOPInstanceUID/SOPClassUID (not a composite instance)"})
-                continue
-            try:
-                res = deidentify_dataset(ds, vault, options)
-            except QuarantineError as q:
-                quarantined.append({"input": rel, "reason": q.reason})
-                continue
-            out_ds = res.dataset
-            target = out_dir / str(out_ds.get("StudyInstanceUID", "nostudy")) / str(
-                out_ds.get("SeriesInstanceUID", "noseries")) / f"{out_ds.SOPInstanceUID}.dcm"
-            _atomic_save(out_ds, target)
-            written.append(str(target.relative_to(out_dir)))
-            actions.update(res.action_counts())
-            studies.add(str(out_ds.get("StudyInstanceUID", "")))
-            patients.add(res.pseudonym)
-        finally:
-            if progress is not None:
-                progress(1)
+                run.process(path)
+            finally:
+                if progress is not None:
+                    progress(1)
+    finally:
+        run.flush()
     summary = {
         "profile": {"standard": "DICOM PS3.15 Annex E Basic Application Level Confidentiality Profile",
                     "table_source": PROFILE_SOURCE, "table_sha256": PROFILE_SHA256},
         "options": _options_dict(options),
         "files_seen": len(files),
-        "written": len(written),
-        "quarantined_count": len(quarantined),
-        "skipped_count": len(skipped),
-        "patients": len(patients),
-        "studies": len(studies),
-        "action_counts": dict(sorted(actions.items())),
-        "written_files": written,
-        "quarantined": quarantined,
-        "skipped": skipped,
+        "written": len(run.written),
+        "quarantined_count": len(run.quarantined),
+        "skipped_count": len(run.skipped),
+        "patients": len(run.patients),
+        "studies": len(run.studies),
+        "action_counts": dict(sorted(run.actions.items())),
+        "written_files": run.written,
+        "quarantined": run.quarantined,
+        "skipped": run.skipped,
     }
     _atomic_write_text(json.dumps(summary, indent=2), out_dir / "summary.json")
     return summary
