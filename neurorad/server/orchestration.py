@@ -313,10 +313,13 @@ class DataPlane:
                 audit(s, "system:selection", "study.incomplete", "study", study.id, missing=missing)
                 return True
             for role, series in chosen.items():
-                series.selected_as = role
-            why = "; ".join(f"{role}: series {x.series_number} ({x.classification})" for role, x in chosen.items())
+                if series.study_id == study.id:
+                    series.selected_as = role
+            why = "; ".join(f"{role}: series {x.series_number} ({x.classification})"
+                            + (f" of study {x.study_id}" if x.study_id != study.id else "")
+                            for role, x in chosen.items())
             transition(s, study, StudyState.SELECTED, "system:selection", why)
-            self._queue_workflow(s, study)
+            self._queue_workflow(s, study, {role: x.id for role, x in chosen.items()})
         return True
 
     def _classify(self, s: Session, series: Series) -> str:
@@ -334,22 +337,63 @@ class DataPlane:
         return label
 
     def _select(self, s: Session, study: Study, spec: workflows.WorkflowSpec) -> tuple[dict[str, Series], list[str]]:
+        """Pick one series per requirement: from this study, or (``prior``) the patient's previous study."""
         chosen: dict[str, Series] = {}
         missing: list[str] = []
-        candidates = [x for x in study.series if x.n_instances > 0]
-        for x in candidates:
+        own = [x for x in study.series if x.n_instances > 0]
+        for x in own:
             self._classify(s, x)
+        priors: list[Series] | None = None
         for req in spec.requirements:
-            fits = [x for x in candidates if (x.modality or "") in req.modalities and x not in chosen.values()
+            if req.prior:
+                if priors is None:
+                    priors = self._prior_series(s, study)
+                pool = priors
+            else:
+                pool = own
+            fits = [x for x in pool if (x.modality or "") in req.modalities and x not in chosen.values()
                     and (not req.classes or (x.classification or "").lower() in {c.lower() for c in req.classes})]
             if not fits:
-                missing.append(req.role if not req.classes else f"{req.role} ({'/'.join(req.classes)})")
+                label = req.role if not req.classes else f"{req.role} ({'/'.join(req.classes)})"
+                missing.append(label + (" in a previous study" if req.prior else ""))
                 continue
+            if req.prior:  # pool is ordered newest study first: take the newest that fits
+                newest = fits[0].study_id
+                fits = [x for x in fits if x.study_id == newest]
             chosen[req.role] = max(fits, key=lambda x: (x.n_instances, -(x.series_number or 0)))
         return chosen, missing
 
-    def _queue_workflow(self, s: Session, study: Study, actor: str = "system:scheduler") -> Job:
-        job = JobQueue.enqueue_in(s, "workflow", {"workflow": study.workflow}, study_id=study.id,
+    def _prior_series(self, s: Session, study: Study) -> list[Series]:
+        """Series (images still stored) of the same patient's studies acquired before this one, newest first."""
+        def when(st: Study) -> str:
+            inst = s.scalar(select(Instance).join(Series).where(Series.study_id == st.id,
+                                                                 Instance.path.is_not(None)).limit(1))
+            if inst is None:
+                return ""
+            try:
+                ds = pydicom.dcmread(self.storage.abspath(inst.path), stop_before_pixels=True,
+                                     specific_tags=["StudyDate", "StudyTime"])
+                return f"{getattr(ds, 'StudyDate', '') or ''}{getattr(ds, 'StudyTime', '') or ''}"
+            except Exception:
+                return ""
+
+        this = when(study)
+        others = s.scalars(select(Study).where(Study.patient_id == study.patient_id, Study.id != study.id,
+                                               Study.images_purged_at.is_(None))).all()
+        dated = [(when(o), o) for o in others]
+        earlier = [(w, o) for w, o in dated if (w and this and w < this) or (not (w and this) and o.id < study.id)]
+        out: list[Series] = []
+        for _, o in sorted(earlier, key=lambda wo: (wo[0], wo[1].id), reverse=True):
+            for x in o.series:
+                if x.n_instances > 0:
+                    self._classify(s, x)
+                    out.append(x)
+        return out
+
+    def _queue_workflow(self, s: Session, study: Study, series_ids: dict[str, int],
+                        actor: str = "system:scheduler") -> Job:
+        job = JobQueue.enqueue_in(s, "workflow", {"workflow": study.workflow, "series": series_ids},
+                                  study_id=study.id,
                                   idempotency_key=f"workflow:{study.id}:{study.version}",
                                   max_attempts=self.settings.max_attempts, timeout_s=self.settings.job_timeout_s)
         transition(s, study, StudyState.QUEUED, actor, f"job {job.id}")
@@ -395,12 +439,13 @@ class DataPlane:
                 raise PermanentError(f"study is {study.state}, not queued")
             spec = workflows.get(lease.payload.get("workflow") or study.workflow or self.settings.workflow)
             inputs: dict[str, list[Path]] = {}
-            for x in study.series:
-                if x.selected_as:
-                    paths = [self.storage.abspath(i.path) for i in x.instances if i.path]
-                    if not paths:
-                        raise PermanentError(f"images of series {x.series_number} were purged")
-                    inputs[x.selected_as] = sorted(paths)
+            roles = lease.payload.get("series") or {x.selected_as: x.id for x in study.series if x.selected_as}
+            for role, series_id in roles.items():
+                x = s.get(Series, int(series_id))
+                paths = [self.storage.abspath(i.path) for i in x.instances if i.path]
+                if not paths:
+                    raise PermanentError(f"images of series {x.series_number} were purged")
+                inputs[role] = sorted(paths)
             study_id = study.id
 
         def progress(fraction: float, message: str = "") -> None:
@@ -657,7 +702,10 @@ def retry(s: Session, settings: Settings, study: Study, actor: str, reason: str)
         transition(s, study, StudyState.RECEIVED, actor, reason)  # selection runs again after the quiet period
         return
     study.workflow = study.workflow or workflows.get(settings.workflow).name
-    job = JobQueue.enqueue_in(s, "workflow", {"workflow": study.workflow}, study_id=study.id,
+    last = s.scalar(select(Job).where(Job.study_id == study.id, Job.kind == "workflow").order_by(Job.id.desc())
+                    .limit(1))
+    series_ids = dict((last.payload or {}).get("series", {})) if last is not None else {}
+    job = JobQueue.enqueue_in(s, "workflow", {"workflow": study.workflow, "series": series_ids}, study_id=study.id,
                               idempotency_key=f"workflow:{study.id}:{study.version}:retry",
                               max_attempts=settings.max_attempts, timeout_s=settings.job_timeout_s)
     transition(s, study, StudyState.QUEUED, actor, f"{reason}; job {job.id}")

@@ -37,6 +37,7 @@ class Requirement:
     role: str
     modalities: tuple[str, ...] = ("MR", "CT")
     classes: tuple[str, ...] = ()  # series classes (from the classifier) that qualify; empty: any
+    prior: bool = False  # taken from the same patient's previous study (e.g. a baseline FLAIR)
 
 
 @dataclass(frozen=True)

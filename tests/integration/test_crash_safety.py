@@ -16,7 +16,7 @@ from sqlalchemy import create_engine, text
 from tests.integration.conftest import PACS_PASSWORD, PACS_USER, NeuroradServer, wait_for
 from tests.server.dicomdata import write_series
 
-N_STUDIES, N_SLICES = 4, 12
+N_STUDIES, N_SLICES = 3, 8
 
 
 def _send(srv, files) -> subprocess.Popen:
@@ -38,7 +38,7 @@ def test_kill_server_and_workers_repeatedly(orthanc, workdir, backend):
         db_url = cluster.create_database()
     studies = []
     for i in range(N_STUDIES):
-        files = write_series(workdir / f"s{i}", "FLAIR", n_slices=N_SLICES, size=128,
+        files = write_series(workdir / f"s{i}", "FLAIR", n_slices=N_SLICES, size=64,
                              identity={"PatientID": f"MRN-CRASH-{i:04d}", "PatientName": f"Crash^Patient{i}"})
         studies.append((pydicom.dcmread(files[0], stop_before_pixels=True).StudyInstanceUID, files))
     all_files = [f for _, fs in studies for f in fs]
@@ -46,8 +46,8 @@ def test_kill_server_and_workers_repeatedly(orthanc, workdir, backend):
               "backoff_base_s": 0.5, "max_attempts": 10, "review_required": False,
               "destinations": [{"name": "orthanc", "dicomweb_url": orthanc.dicomweb, "username": PACS_USER,
                                 "password": PACS_PASSWORD}]}
-    # each workflow job lasts ~4 s so that a worker can be killed in the middle of one
-    srv = NeuroradServer(workdir / "data", config, db_url, env={"NEURORAD_SUMMARY_DELAY_S": "4"})
+    # each workflow job lasts ~3 s so that a worker can be killed in the middle of one
+    srv = NeuroradServer(workdir / "data", config, db_url, env={"NEURORAD_SUMMARY_DELAY_S": "3"})
     try:
         srv.start(workers=0)
         # 1. kill -9 the server while storescu is sending, twice, then send everything again

@@ -19,7 +19,7 @@ from neurorad.server.app import create_app
 from neurorad.server.auth import create_api_token, create_user
 from neurorad.server.settings import Destination
 from neurorad.server.worker import Worker
-from neurorad.store.models import Delivery, Job, Study
+from neurorad.store.models import Delivery, Job, Series, Study
 from tests.server.dicomdata import IDENTITY, SECRETS, grep_tree, write_series
 
 
@@ -244,3 +244,35 @@ def test_unreachable_pacs_is_retried_with_backoff_then_fails(settings, tmp_path)
         st = s.scalars(select(Study)).one()
         assert job.state == "failed" and job.attempts == 2
         assert st.state == "failed" and "deliver job" in st.state_reason
+
+
+def test_ms_lesions_selection_takes_the_baseline_from_the_previous_study(settings, tmp_path):
+    """ms-lesions needs this study's FLAIR and the same patient's previous FLAIR."""
+    assert "ms-lesions" in workflows.REGISTRY and workflows.get("auto").name == "ms-lesions"
+    settings.workflow = "ms-lesions"
+    app = _app(settings)
+    plane = app.state.plane
+    base = write_series(tmp_path / "b", "FLAIR", n_slices=2, size=32)
+    other = write_series(tmp_path / "o", "FLAIR", n_slices=2, size=32, identity={"PatientID": "OTHER-1"})
+    fu = write_series(tmp_path / "f", "FLAIR", n_slices=2, size=32)
+    # date the follow-up a year after the baseline
+    for f in fu:
+        ds = pydicom.dcmread(f)
+        ds.StudyDate = "20250305"
+        ds.save_as(f)
+    for f in base + other:
+        plane.ingest_bytes(f.read_bytes(), "MOD")
+    plane.complete_quiet_studies()
+    with plane.db.session() as s:  # first studies: no baseline yet
+        assert {st.state_reason for st in s.scalars(select(Study)).all()} == {
+            "missing required series: baseline_flair (FLAIR) in a previous study"}
+    for f in fu:
+        plane.ingest_bytes(f.read_bytes(), "MOD")
+    plane.complete_quiet_studies()
+    with plane.db.session() as s:
+        studies = s.scalars(select(Study).order_by(Study.id)).all()
+        b, o, f = studies
+        assert f.state == "queued"
+        job = s.scalars(select(Job)).one()
+        chosen = {role: s.get(Series, sid).study_id for role, sid in job.payload["series"].items()}
+        assert chosen == {"flair": f.id, "baseline_flair": b.id}
