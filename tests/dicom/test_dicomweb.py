@@ -1,9 +1,7 @@
-"""DICOMweb client against a minimal STOW-RS/QIDO-RS HTTP endpoint on 127.0.0.1.
-
-The endpoint answers with fixed PS3.18 responses; the test checks that per-instance outcomes are
-read from Referenced/Failed SOP Sequences (also from a 409 body), that unacknowledged instances
-count as failed, that basic auth is sent, and that QIDO JSON reaches the caller. The full
-round trip against Orthanc lives in the server/store end-to-end tests.
+"""DICOMweb client: against a minimal HTTP endpoint on 127.0.0.1 that answers fixed PS3.18
+responses (per-instance outcomes from Referenced/Failed SOP Sequences, also in a 409 body;
+unacknowledged instances count as failed; basic auth sent; QIDO JSON reaches the caller), and a
+STOW/QIDO/WADO round trip against a real Orthanc with authentication on.
 """
 
 from __future__ import annotations
@@ -116,3 +114,75 @@ def test_qido_search_and_unreachable_server(endpoint):
 def test_parse_stow_response_without_body_fails_all():
     out = parse_stow_response(None, ["1.2.3", "1.2.4"], 500)
     assert [o.ok for o in out] == [False, False] and "HTTP 500" in out[0].reason
+
+
+_ORTHANC_DRIVER = """
+import json, socket, subprocess, sys, time
+from pathlib import Path
+import pydicom
+from neurorad.dicom.dicomweb import DicomWebClient, DicomWebError
+
+root, result_file, files = Path(sys.argv[1]), sys.argv[2], sys.argv[3:]
+def free_port():
+    s = socket.socket(); s.bind(("127.0.0.1", 0)); p = s.getsockname()[1]; s.close(); return p
+http_port = free_port()
+(root / "db").mkdir(parents=True)
+cfg = {"Name": "test-pacs", "StorageDirectory": str(root / "db"), "IndexDirectory": str(root / "db"),
+       "HttpPort": http_port, "DicomPort": free_port(), "RemoteAccessAllowed": False,
+       "AuthenticationEnabled": True, "RegisteredUsers": {"pacs": "pacs-pw"},
+       "Plugins": ["/usr/share/orthanc/plugins/libOrthancDicomWeb.so"],
+       "DicomWeb": {"Enable": True, "Root": "/dicom-web/"}}
+(root / "orthanc.json").write_text(json.dumps(cfg))
+proc = subprocess.Popen(["/usr/sbin/Orthanc", str(root / "orthanc.json")], stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL)
+res = {}
+try:
+    url = f"http://127.0.0.1:{http_port}/dicom-web"
+    client = DicomWebClient(url, auth=("pacs", "pacs-pw"), timeout_s=10)
+    for _ in range(100):
+        try:
+            client.search_studies(); break
+        except DicomWebError:
+            time.sleep(0.2)
+    dss = [pydicom.dcmread(f) for f in files]
+    res["stow"] = [[o.sop_instance_uid, o.ok, o.reason] for o in client.store(dss)]
+    res["stow_bad_auth"] = [[o.ok, o.reason] for o in DicomWebClient(url, auth=("pacs", "wrong")).store(dss[:1])]
+    mr = dss[0]
+    res["qido_studies"] = [s["0020000D"]["Value"][0] for s in client.search_studies(
+        filters={"PatientID": str(mr.PatientID)})]
+    res["qido_series"] = [s["0020000E"]["Value"][0] for s in client.search_series(mr.StudyInstanceUID)]
+    got = client.retrieve_series(mr.StudyInstanceUID, mr.SeriesInstanceUID)
+    res["wado"] = [[str(d.SOPInstanceUID), d.PixelData == mr.PixelData] for d in got]
+    res["wado_study"] = len(client.retrieve_study(mr.StudyInstanceUID))
+finally:
+    proc.terminate(); proc.wait(timeout=10)
+json.dump(res, open(result_file, "w"))
+"""
+
+
+def test_round_trip_with_orthanc(tmp_path):
+    """STOW-RS, QIDO-RS and WADO-RS against a real Orthanc (authentication on), run in a private
+    network namespace because Debian's Orthanc cannot choose its listen address."""
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    assert Path("/usr/sbin/Orthanc").exists(), "install the Debian packages orthanc and orthanc-dicomweb"
+    unshare = shutil.which("unshare")
+    assert unshare, "unshare (util-linux) is needed to isolate Orthanc's network"
+    script = tmp_path / "driver.py"
+    script.write_text(_ORTHANC_DRIVER)
+    mr, ct = get_testdata_file("MR_small.dcm"), get_testdata_file("CT_small.dcm")
+    result = tmp_path / "result.json"
+    run = subprocess.run([unshare, "-rn", "sh", "-c", 'ip link set lo up && exec "$0" "$@"', sys.executable,
+                          str(script), str(tmp_path / "orthanc"), str(result), mr, ct],
+                         capture_output=True, text=True, timeout=120, cwd=Path(__file__).parents[2])
+    assert run.returncode == 0, run.stderr[-2000:]
+    res = json.loads(result.read_text())
+    m, c = pydicom.dcmread(mr), pydicom.dcmread(ct)
+    assert [(u, ok) for u, ok, _ in res["stow"]] == [(m.SOPInstanceUID, True), (c.SOPInstanceUID, True)]
+    assert res["stow_bad_auth"][0][0] is False and "401" in res["stow_bad_auth"][0][1]
+    assert res["qido_studies"] == [m.StudyInstanceUID]
+    assert res["qido_series"] == [m.SeriesInstanceUID]
+    assert res["wado"] == [[m.SOPInstanceUID, True]] and res["wado_study"] == 1
