@@ -44,6 +44,7 @@ class TransportError(NeuroradError):
 
 
 InstanceCallback = Callable[[Dataset, str], "int | None"]
+BytesCallback = Callable[[bytes, str], "int | None"]
 
 
 class StoreSCP:
@@ -51,7 +52,9 @@ class StoreSCP:
 
     ``on_instance(ds, calling_aet)`` is called for every received instance with the dataset
     (``ds.file_meta`` set from the association: transfer syntax, SOP class/instance) and the
-    calling AE title; it returns a C-STORE status (None means 0x0000 Success). If it raises, the
+    calling AE title; it returns a C-STORE status (None means 0x0000 Success). Alternatively
+    ``on_instance_bytes(data, calling_aet)`` gets the instance undecoded as DICOM Part 10 bytes
+    (file meta included), so that data that does not parse still reach the caller. If either raises, the
     peer gets 0xA700 for OSError (disk full) or 0xC000 otherwise, and the error is logged without
     dataset contents. ``allowed_calling_aets``: if given, associations from other calling AE titles
     are rejected (A-ASSOCIATE-RJ, "calling AE title not recognised"). The called AE title must match
@@ -65,6 +68,7 @@ class StoreSCP:
         host: str = "127.0.0.1",
         allowed_calling_aets: Iterable[str] | None = None,
         on_instance: InstanceCallback | None = None,
+        on_instance_bytes: BytesCallback | None = None,
     ) -> None:
         if not 0 < len(ae_title) <= 16:
             raise NeuroradError(f"AE title must be 1-16 characters: {ae_title!r}")
@@ -73,6 +77,9 @@ class StoreSCP:
         self.port = port
         self.allowed_calling_aets = None if allowed_calling_aets is None else [str(a) for a in allowed_calling_aets]
         self.on_instance = on_instance
+        self.on_instance_bytes = on_instance_bytes
+        if on_instance is not None and on_instance_bytes is not None:
+            raise NeuroradError("give on_instance or on_instance_bytes, not both")
         self._server: Any = None
         self._lock = threading.Lock()
         self.received = 0
@@ -80,9 +87,13 @@ class StoreSCP:
     def _handle_store(self, event: Any) -> int:
         calling = str(event.assoc.requestor.ae_title).strip()
         try:
-            ds = event.dataset
-            ds.file_meta = event.file_meta
-            status = self.on_instance(ds, calling) if self.on_instance is not None else None
+            if self.on_instance_bytes is not None:
+                # undecoded: an instance that does not parse still reaches the caller (quarantine)
+                status = self.on_instance_bytes(bytes(event.encoded_dataset(include_meta=True)), calling)
+            else:
+                ds = event.dataset
+                ds.file_meta = event.file_meta
+                status = self.on_instance(ds, calling) if self.on_instance is not None else None
         except OSError as exc:
             log.error("C-STORE from %s: storing failed (%s)", calling, type(exc).__name__)
             return STATUS_OUT_OF_RESOURCES

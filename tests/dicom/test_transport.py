@@ -8,6 +8,7 @@ back through the shared file system.
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 import subprocess
@@ -92,6 +93,18 @@ def test_handler_failure_becomes_failure_status(scp):
     out = send_cstore([ok, bad], "127.0.0.1", scp.port, "NEURORAD", calling_aet="NEURORAD")
     assert [o.ok for o in out] == [True, False]
     assert out[1].status == 0xC000 and out[1].sop_instance_uid == "1.2.826.0.1.3680043.99.4242"
+
+
+def test_bytes_callback_gets_part10_bytes():
+    got: list[tuple[bytes, str]] = []
+    with StoreSCP("RAWSCP", 0, on_instance_bytes=lambda data, aet: got.append((data, aet))) as server:
+        out = send_cstore([MR], "127.0.0.1", server.port, "RAWSCP", calling_aet="SENDER")
+    assert out[0].ok
+    data, aet = got[0]
+    assert aet == "SENDER" and data[128:132] == b"DICM"
+    ds = pydicom.dcmread(io.BytesIO(data))
+    src = pydicom.dcmread(MR)
+    assert ds.SOPInstanceUID == src.SOPInstanceUID and ds.PixelData == src.PixelData
 
 
 def test_no_peer_is_a_transport_error():
