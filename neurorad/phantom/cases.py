@@ -62,14 +62,16 @@ def _candidates(region: str) -> np.ndarray:
 
 
 def _place(rng: np.random.Generator, anatomy: Anatomy, region: str, radius_mm: float,
-           taken: list[tuple[np.ndarray, float]], gap_mm: float = 3.0, hemisphere: int = 0) -> np.ndarray:
-    """A random voxel centre in ``region`` at least ``gap_mm`` clear of lesions already placed."""
+           taken: list[tuple[np.ndarray, float]], gap_mm: float = 3.0, hemisphere: int = 0,
+           min_abs_x_mm: float = 0.0) -> np.ndarray:
+    """A random voxel centre in ``region`` at least ``gap_mm`` clear of lesions already placed
+    (optionally in one hemisphere, ``sign(x) == hemisphere``, and at least ``min_abs_x_mm`` off the midline)."""
     cand = _candidates(region)
     for _ in range(500):
         flat = int(cand[rng.integers(len(cand))])
         ijk = np.array(np.unravel_index(flat, anatomy.shape), float)
         c = anatomy.affine[:3, :3] @ ijk + anatomy.affine[:3, 3]
-        if hemisphere and np.sign(c[0]) != hemisphere:
+        if (hemisphere and np.sign(c[0]) != hemisphere) or abs(c[0]) < min_abs_x_mm:
             continue
         if all(np.linalg.norm(c - c2) >= radius_mm + r2 + gap_mm for c2, r2 in taken):
             taken.append((c, radius_mm))
@@ -626,10 +628,11 @@ def ich_pair(
     f = float(expansion_factor if expansion_factor is not None else rng.uniform(1.0, 2.0))
     d = 2.0 * (3.0 * v0 * 1000.0 / (4.0 * np.pi)) ** (1.0 / 3.0)
     loc = "deep_gm" if rng.random() < 0.7 else "lobar"
-    centre = _place(rng, anat, loc, 0.0, [])
-    hem = random_lesion(rng, 1, "haematoma", 1, centre, d, elongation=1.4, irregularity=0.12, restrict="brain")
+    # deep: putamen/thalamus of one hemisphere (not the midline); lobar: GM/WM junction
+    centre = _place(rng, anat, loc, 0.0, [], min_abs_x_mm=18.0 if loc == "deep_gm" else 10.0)
+    hem = random_lesion(rng, 1, "haematoma", 1, centre, d, elongation=1.4, irregularity=0.12, restrict="parenchyma")
     oed = hem.scaled(float(rng.uniform(1.25, 1.4)), lesion_id=2)
-    oed.kind, oed.label = "perihaematomal_oedema", 2
+    oed.kind, oed.label, oed.restrict = "perihaematomal_oedema", 2, "parenchyma"
     lin = f ** (1.0 / 3.0)
     follow = [oed.scaled(lin * 1.05), hem.scaled(lin)]
     m, motion = _misalignment(rng, misalign_deg, misalign_mm, _brain_center(anat))
