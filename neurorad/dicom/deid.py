@@ -231,7 +231,7 @@ _TEXT_VRS = {"SH", "LO", "ST", "LT", "UT", "UC", "CS", "PN"}
 
 def _values(elem: DataElement) -> list[Any]:
     v = elem.value
-    if v is None or v == "":
+    if v is None or (isinstance(v, str | bytes) and len(v) == 0):
         return []
     return list(v) if isinstance(v, MultiValue | list | tuple) else [v]
 
@@ -460,6 +460,9 @@ def _apply(ds: Dataset, elem: DataElement, code: str, why: str, ctx: _Context, p
         else:
             del ds[elem.tag]
             code = "X"
+    elif code == "D" and not _values(elem):
+        # an empty original stays empty: a dummy would invent content (e.g. a contrast agent)
+        code, why = "Z", why + "; empty original kept empty"
     elif code == "D":
         if vr == "SQ":
             elem.value = Sequence([Dataset()])

@@ -34,6 +34,8 @@ CASES = [
         MRAcquisitionType="3D"), "T1"),
     (mr("t1_mprage_sag_p2_iso", ScanningSequence="GR\\IR", RepetitionTime=2300, EchoTime=2.98, InversionTime=900,
         ContrastBolusAgent="Gadovist 1.0", MRAcquisitionType="3D"), "T1C"),
+    (mr("t1_mprage_sag_p2_iso", InversionTime=900, EchoTime=3, ContrastBolusAgent="NONE"), "T1"),
+    (mr("t1_mprage_sag_p2_iso", InversionTime=900, EchoTime=3, ContrastBolusAgent="ANONYMIZED"), "T1"),
     (mr("ep2d_diff_3scan_trace_p2", ScanningSequence="EP", SequenceName="*ep_b1000t", RepetitionTime=5000,
         EchoTime=89), "DWI"),
     (mr("ep2d_diff_3scan_trace_p2_ADC", ImageType=["DERIVED", "PRIMARY", "DIFFUSION", "ADC"]), "DWI"),
@@ -83,6 +85,21 @@ def test_pydicom_test_files():
     assert classify_series(ct_ds).label == "OTHER"  # nothing says head
     ct_ds.BodyPartExamined = "HEAD"
     assert classify_series(ct_ds).label == "CT_HEAD"
+
+
+def test_classification_survives_deidentification(vault):
+    """The profile turns an empty ContrastBolusAgent into nothing, not a dummy that reads as contrast;
+    with clean-descriptors the description survives for the rules."""
+    from neurorad.dicom.deid import DeidOptions, deidentify_dataset
+
+    ds = pydicom.dcmread(get_testdata_file("MR_small.dcm"))
+    ds.SeriesDescription, ds.InversionTime, ds.EchoTime, ds.ContrastBolusAgent = "t1_mprage_sag", 900, 3, ""
+    assert classify_series(ds).label == "T1"
+    basic = deidentify_dataset(ds, vault).dataset
+    assert basic.ContrastBolusAgent in ("", None)
+    assert classify_series(basic).label == "T1"  # timing still says T1
+    cleaned = deidentify_dataset(ds, vault, DeidOptions(clean_descriptors=True)).dataset
+    assert classify_series(cleaned) == classify_series(ds)
 
 
 def test_dicom_json_from_qido():
