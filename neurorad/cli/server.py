@@ -43,11 +43,12 @@ def register(app: typer.Typer) -> None:
         host: str = typer.Option("127.0.0.1", "--host", help="HTTP listen address."),
         port: int = typer.Option(8000, "--port", help="HTTP port."),
         dicom_port: int = typer.Option(11112, "--dicom-port", help="C-STORE receiver port (0: no receiver)."),
-        ae_title: str = typer.Option("NEURORAD", "--ae-title", help="Receiver AE title."),
+        ae_title: str = typer.Option(None, "--ae-title", help="Receiver AE title (default NEURORAD)."),
         workers: int = typer.Option(1, "--workers", help="Local worker slots (0: no local worker)."),
-        quiet_period_s: float = typer.Option(30.0, "--quiet-period", help="Seconds without a new instance "
-                                             "after which a study is complete."),
-        workflow: str = typer.Option("auto", "--workflow", help="Workflow run on complete studies."),
+        quiet_period_s: float = typer.Option(None, "--quiet-period", help="Seconds without a new instance "
+                                             "after which a study is complete (default 30)."),
+        workflow: str = typer.Option(None, "--workflow", help="Workflow run on complete studies (default 'auto': "
+                                     "ms-lesions when installed, else summary)."),
         database_url: str = db_opt,
         config: Path = cfg_opt,
     ) -> None:
@@ -61,8 +62,8 @@ def register(app: typer.Typer) -> None:
                              workflow=workflow, run_receiver=bool(dicom_port), run_scheduler=True,
                              run_worker=workers > 0)
         app_ = create_app(settings)
-        typer.echo(f"neurorad: API on http://{host}:{port}, DICOM {ae_title}@{settings.dicom_host}:{dicom_port}, "
-                   f"data in {settings.data_dir}", err=True)
+        typer.echo(f"neurorad: API on http://{host}:{port}, DICOM {settings.ae_title}@{settings.dicom_host}:"
+                   f"{dicom_port}, data in {settings.data_dir}", err=True)
         uvicorn.run(app_, host=host, port=port, log_level="warning", access_log=False)
 
     @app.command("worker")
