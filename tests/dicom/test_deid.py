@@ -280,3 +280,44 @@ def test_input_dataset_not_modified(vault: PseudonymVault):
     before = ds.to_json_dict()
     deidentify_dataset(ds, vault, DeidOptions(retain_longitudinal_modified_dates=True))
     assert ds.to_json_dict() == before
+
+
+def test_dcm2niix_reads_deidentified_series_like_the_original(tmp_path, vault):
+    """Oracle: dcm2niix on the original series. De-identification must not change geometry or voxels."""
+    import subprocess
+
+    import dcm2niix
+    import nibabel as nib
+    import numpy as np
+
+    exe = str(Path(dcm2niix.__file__).parent / "dcm2niix")
+    src = tmp_path / "series"
+    src.mkdir()
+    base = pydicom.dcmread(get_testdata_file("MR_small.dcm"))
+    base.ImageType = ["ORIGINAL", "PRIMARY", "M", "ND"]
+    base.SeriesDescription = "t2_tse_tra"
+    base.PatientName = "Niftiman^Carl"
+    rng = np.random.default_rng(0)
+    for k in range(6):
+        base.SOPInstanceUID = f"1.2.826.0.1.3680043.99.60.{k + 1}"
+        base.InstanceNumber = k + 1
+        base.ImagePositionPatient = [-83.9063, -91.2, 6.6406 + 2.0 * k]
+        base.SliceLocation = 6.6406 + 2.0 * k
+        base.PixelData = rng.integers(0, 4000, (64, 64), dtype=np.int16).tobytes()
+        base.save_as(src / f"{k}.dcm", enforce_file_format=True)
+    summary = deidentify_folder(src, tmp_path / "deid", vault, DeidOptions(retain_longitudinal_modified_dates=True))
+    assert summary["written"] == 6
+    vols = []
+    for name, folder in (("orig", src), ("deid", tmp_path / "deid")):
+        out = tmp_path / f"nii_{name}"
+        out.mkdir()
+        r = subprocess.run([exe, "-z", "n", "-f", "vol", "-o", str(out), str(folder)], capture_output=True, text=True,
+                           timeout=120)
+        assert r.returncode == 0, r.stdout + r.stderr
+        niis = list(out.glob("*.nii"))
+        assert len(niis) == 1, r.stdout
+        vols.append(nib.load(niis[0]))
+    assert vols[0].shape == vols[1].shape == (64, 64, 6)
+    np.testing.assert_array_equal(vols[0].get_fdata(), vols[1].get_fdata())
+    np.testing.assert_allclose(vols[0].affine, vols[1].affine, atol=1e-5)
+    assert b"Niftiman" not in b"".join(p.read_bytes() for p in (tmp_path / "nii_deid").iterdir())
