@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-import subprocess
+import contextlib
+import io
 import sys
 from pathlib import Path
+from types import SimpleNamespace
+from unittest import mock
 
 import nibabel as nib
 import numpy as np
@@ -22,10 +25,18 @@ def _save(arr, path: Path, affine=AFF, dtype=np.uint8):
     nib.save(nib.Nifti1Image(np.asarray(arr).astype(dtype), affine), str(path))
 
 
-def _cli(*args) -> subprocess.CompletedProcess:
-    code = "import sys; from neurorad.cli import main; sys.argv = ['neurorad'] + sys.argv[1:]; main()"
-    return subprocess.run([sys.executable, "-c", code, "-q", *map(str, args)], capture_output=True, text=True,
-                          timeout=300)
+def _cli(*args) -> SimpleNamespace:
+    """Run ``neurorad -q ARGS`` in-process through the real entry point (exit code + stderr)."""
+    from neurorad.cli import main
+
+    err = io.StringIO()
+    code = 0
+    with mock.patch.object(sys, "argv", ["neurorad", "-q", *map(str, args)]), contextlib.redirect_stderr(err):
+        try:
+            main()
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+    return SimpleNamespace(returncode=code, stderr=err.getvalue())
 
 
 def _ball(shape, c, r):
