@@ -1,9 +1,63 @@
-"""CLI commands of this area (registered by :mod:`neurorad.cli`)."""
+"""``neurorad ms-lesions``: longitudinal MS new-lesion detection, gadolinium decision, draft report."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import typer
 
 
+def print_result(res) -> None:  # noqa: ANN001 - MSResult (imported lazily)
+    """Decision, lesion table and output paths, for the terminal."""
+    d = res.decision
+    typer.echo(f"decision: {'ACTIVE' if d.active else 'NO NEW LESION'} - {d.activity_text}")
+    typer.echo(f"gadolinium: {'RECOMMENDED' if d.gadolinium else 'not needed'} - {d.gadolinium_reason}")
+    if res.lesions:
+        typer.echo(f"{'id':>3} {'type':<10} {'volume_mm3':>10} {'diam_mm':>7} {'centre RAS mm':<22} location")
+        for r in res.lesions:
+            c = f"({r.centroid_x_mm:.0f}, {r.centroid_y_mm:.0f}, {r.centroid_z_mm:.0f})"
+            typer.echo(f"{r.id:>3} {r.kind:<10} {r.volume_mm3:>10.0f} {r.diameter_mm:>7.1f} {c:<22} {r.location}")
+    for w in res.warnings:
+        typer.echo(f"warning: {w}", err=True)
+    if "report_pdf" in res.files:
+        typer.echo(f"report: {res.out_dir / 'report.pdf'} (HTML: {res.out_dir / 'report.html'})")
+    typer.echo(f"results: {res.out_dir / 'result.json'}")
+
+
+def ms_lesions(
+    baseline: Path = typer.Option(..., "--baseline", help="Baseline FLAIR: NIfTI file or DICOM series folder."),
+    followup: Path = typer.Option(..., "--followup", help="Follow-up FLAIR: NIfTI file or DICOM series folder."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder (atomic; must not exist or be empty)."),
+    baseline_t1: Path | None = typer.Option(None, "--baseline-t1", help="Optional baseline T1 (kept registered)."),
+    followup_t1: Path | None = typer.Option(None, "--followup-t1", help="Optional follow-up T1."),
+    baseline_t2: Path | None = typer.Option(None, "--baseline-t2", help="Optional baseline T2."),
+    followup_t2: Path | None = typer.Option(None, "--followup-t2", help="Optional follow-up T2."),
+    brain_engine: str = typer.Option("deepbet", "--brain-engine", help="deepbet | hdbet | hdbet-accurate | robex."),
+    registration: str = typer.Option("elastix", "--registration", help="elastix | sitk | ants."),
+    normalisation: str = typer.Option("nyul", "--normalisation", help="nyul | histogram (after the joint fit)."),
+    no_dicom: bool = typer.Option(False, "--no-dicom", help="Skip the DICOM SEG / Encapsulated PDF / SC outputs."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output folder."),
+) -> None:
+    """Find new and enlarging FLAIR lesions between two exams; decide on gadolinium; write a draft report.
+
+    Outputs in OUT: new_lesions.nii.gz (labels, follow-up grid), score/difference/baseline/followup
+    NIfTI (common space), lesions.csv, result.json, report.html/.pdf and dicom/ (SEG, Encapsulated
+    PDF, secondary captures). Exit code 2 on bad input, 3 when a step fails (e.g. registration).
+    """
+    from dataclasses import replace
+
+    from neurorad.cli._progress import bar
+    from neurorad.pipelines.ms_lesions import STEPS, MSConfig, run_ms_lesions
+
+    cfg = replace(MSConfig(), brain_engine=brain_engine, registration_backend=registration,
+                  normalisation=normalisation, write_dicom=not no_dicom)
+    with bar("ms-lesions", len(STEPS)) as advance:
+        res = run_ms_lesions(baseline, followup, out, cfg, baseline_t1=baseline_t1, followup_t1=followup_t1,
+                             baseline_t2=baseline_t2, followup_t2=followup_t2, overwrite=overwrite,
+                             progress=lambda step: advance(1))
+    print_result(res)
+
+
 def register(app: typer.Typer) -> None:
     """Add this area's commands to app."""
+    app.command("ms-lesions")(ms_lesions)

@@ -1,0 +1,142 @@
+"""Unit tests of the classical MS difference engine on synthetic arrays (fast).
+
+Post-processing thresholds of the regional workflow (score > 0.01, 26-connectivity, > 12 mm^3,
+a voxel > 0.1) and the false-positive rules (CAD centre-of-gravity rule, misregistration at
+edges, brain border) are each checked on a case built to hit exactly one rule.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from neurorad.segment.ms_difference import (
+    CandidateParams,
+    FPParams,
+    PostParams,
+    binarise_components,
+    candidate_score,
+    classify_new_enlarging,
+    false_positive_reduction,
+    score_from_z,
+)
+
+
+def test_score_anchors_match_regional_thresholds() -> None:
+    s = score_from_z(np.array([3.0, 5.0, 50.0, -10.0]), 3.0, 5.0)
+    assert s[0] == pytest.approx(0.01, rel=1e-4)
+    assert s[1] == pytest.approx(0.1, rel=1e-4)
+    assert s[2] == pytest.approx(1.0, abs=1e-6) and s[3] == pytest.approx(0.0, abs=1e-6)
+    assert np.all(np.diff(score_from_z(np.linspace(-5, 20, 50), 3.0, 5.0)) > 0)
+
+
+def _blob(score: np.ndarray, corner: tuple[int, int, int], n_vox: int, value: float, peak: float | None = None):
+    """A line of n_vox voxels along i starting at corner; optional single peak voxel."""
+    i, j, k = corner
+    score[i:i + n_vox, j, k] = value
+    if peak is not None:
+        score[i, j, k] = peak
+
+
+def test_postprocess_volume_peak_and_binarisation_thresholds() -> None:
+    s = np.zeros((40, 40, 40), np.float32)
+    _blob(s, (1, 2, 2), 13, 0.05, peak=0.2)  # 13 mm^3 > 12, peak 0.2 > 0.1 -> kept
+    _blob(s, (1, 10, 10), 12, 0.05, peak=0.2)  # 12 mm^3 is not > 12 -> dropped
+    _blob(s, (1, 20, 20), 20, 0.05, peak=0.1)  # peak 0.1 is not > 0.1 -> dropped
+    _blob(s, (1, 30, 30), 20, 0.01, peak=0.5)  # voxels at exactly 0.01 are not > 0.01: 1 voxel -> dropped
+    labels, n = binarise_components(s, 1.0, PostParams())
+    assert n == 1
+    assert np.count_nonzero(labels) == 13 and labels[1, 2, 2] == 1
+    # with voxel volume 0.5 mm^3 the 13-voxel blob is only 6.5 mm^3
+    assert binarise_components(s, 0.5, PostParams())[1] == 0
+
+
+def test_postprocess_uses_26_connectivity() -> None:
+    s = np.zeros((20, 20, 20), np.float32)
+    for t in range(14):  # a purely diagonal chain: connected only with 26-connectivity
+        s[2 + t, 2 + t % 2, 2 + t % 2] = 0.5
+    assert binarise_components(s, 1.0, PostParams())[1] == 1
+    assert binarise_components(s, 1.0, PostParams(connectivity=6))[1] == 0
+
+
+def _pair(shape=(48, 48, 48), seed=0):
+    rng = np.random.default_rng(seed)
+    b = np.ones(shape, np.float32) + rng.normal(0, 0.03, shape).astype(np.float32)
+    f = np.ones(shape, np.float32) + rng.normal(0, 0.03, shape).astype(np.float32)
+    brain = np.zeros(shape, bool)
+    brain[4:-4, 4:-4, 4:-4] = True
+    return b, f, brain
+
+
+def _ball(shape, c, r):
+    g = np.indices(shape)
+    return ((g[0] - c[0]) ** 2 + (g[1] - c[1]) ** 2 + (g[2] - c[2]) ** 2) <= r * r
+
+
+def test_new_lesion_is_found_and_covered() -> None:
+    b, f, brain = _pair()
+    les = _ball(b.shape, (24, 24, 24), 3)
+    f[les] = 1.8
+    sp = (1.0, 1.0, 1.0)
+    cand = candidate_score(b, f, brain, sp, CandidateParams())
+    labels, n = binarise_components(cand.score, 1.0, PostParams())
+    labels, n, dec = false_positive_reduction(labels, n, b, f, brain, sp, cand.sigma, cand.brain_median,
+                                              cand.brain_sigma, FPParams())
+    assert n == 1
+    assert np.count_nonzero(labels[les]) / les.sum() >= 0.9
+    assert classify_new_enlarging(labels, n, np.zeros_like(brain), sp) == ["new"]
+
+
+def test_cad_rule_drops_candidate_brighter_at_baseline_centre() -> None:
+    b, f, brain = _pair()
+    sp = (1.0, 1.0, 1.0)
+    ring = _ball(b.shape, (24, 24, 24), 4) & ~_ball(b.shape, (24, 24, 24), 2)
+    core = _ball(b.shape, (24, 24, 24), 1)
+    labels = np.zeros(b.shape, np.int32)
+    labels[_ball(b.shape, (24, 24, 24), 4)] = 1  # one solid candidate
+    f[ring] = 1.8
+    b[core] = 2.5  # its centre of gravity is brighter at baseline
+    f[core] = 1.9
+    out, n, dec = false_positive_reduction(labels, 1, b, f, brain, sp, 0.03, 1.0, 0.05, FPParams())
+    assert n == 0 and "baseline" in dec[0].reason
+    out, n, dec = false_positive_reduction(labels, 1, b, f, brain, sp, 0.03, 1.0, 0.05, FPParams(cog_rule=False))
+    assert n == 1
+
+
+def test_misregistration_at_csf_edge_is_dropped() -> None:
+    b, f, brain = _pair()
+    sp = (1.0, 1.0, 1.0)
+    # a CSF slab (dark) in the baseline whose edge moved by one voxel at follow-up
+    b[:, :, 20:30] = 0.3
+    f[:, :, 21:30] = 0.3
+    labels = np.zeros(b.shape, np.int32)
+    labels[10:38, 10:38, 20] = 1  # brighter at follow-up: f = 1 where b = 0.3
+    out, n, dec = false_positive_reduction(labels, 1, b, f, brain, sp, 0.03, 1.0, 0.05,
+                                           FPParams(cog_rule=False))
+    assert n == 0 and "misregistration" in dec[0].reason
+
+
+def test_candidate_at_brain_border_is_dropped() -> None:
+    b, f, brain = _pair()
+    sp = (1.0, 1.0, 1.0)
+    labels = np.zeros(b.shape, np.int32)
+    labels[4:7, 20:26, 20:26] = 1  # within 3 voxels of the mask edge
+    f[4:7, 20:26, 20:26] = 1.8
+    out, n, dec = false_positive_reduction(labels, 1, b, f, brain, sp, 0.03, 1.0, 0.05, FPParams())
+    assert n == 0 and "border" in dec[0].reason
+
+
+def test_enlarging_when_touching_a_baseline_lesion() -> None:
+    shape = (30, 30, 30)
+    labels = np.zeros(shape, np.int32)
+    labels[10:14, 10:14, 10:14] = 1
+    labels[20:23, 20:23, 20:23] = 2
+    base = np.zeros(shape, bool)
+    base[14:16, 10:14, 10:14] = True  # adjacent to component 1 only
+    assert classify_new_enlarging(labels, 2, base, (1.0, 1.0, 1.0)) == ["enlarging", "new"]
+
+
+def test_empty_brain_mask_is_an_error() -> None:
+    b, f, brain = _pair()
+    with pytest.raises(ValueError):
+        candidate_score(b, f, np.zeros_like(brain), (1.0, 1.0, 1.0))

@@ -1,0 +1,93 @@
+"""Draft report (HTML/PDF) and DICOM results (SEG via highdicom, Encapsulated PDF, secondary capture)."""
+
+from __future__ import annotations
+
+import highdicom as hd
+import numpy as np
+import pydicom
+import pytest
+
+from neurorad.dicom import results as dres
+from neurorad.image.volume import Volume
+from neurorad.quantify.lesions import lesion_table
+from neurorad.report.ms_report import MSReport, lesion_panels, render_html, render_pdf
+
+
+@pytest.fixture()
+def scene():
+    rng = np.random.default_rng(0)
+    aff = np.array([[0.0, 0.0, 1.2, -40.0], [-1.1, 0.0, 0.0, 30.0], [0.0, 1.3, 0.0, -20.0], [0, 0, 0, 1.0]])
+    img = Volume((rng.random((30, 34, 26)) * 100).astype(np.float32), aff)  # oblique-free, non-RAS axis order
+    lab = np.zeros(img.spatial_shape, np.int16)
+    lab[5:9, 10:13, 4:7] = 1
+    lab[20:22, 25:29, 15:19] = 2
+    return img, img.with_data(lab)
+
+
+def _report(rows, images=()):
+    return MSReport("Active: 2 new T2-FLAIR lesions since the baseline scan.", True,
+                    "Gadolinium is recommended because 2 new lesions were found.", rows,
+                    {"post": {"binarise_threshold": 0.01}}, {"software": {"neurorad": "0.1.0"}}, list(images))
+
+
+def test_html_and_pdf(tmp_path, scene) -> None:
+    img, lab = scene
+    rows = lesion_table(lab, 2, ["new", "enlarging"])
+    rows[0].aal_region = "Frontal Mid L"
+    panels = lesion_panels(img.data, img.data, lab.data, ["new", "enlarging"], [(6, 11, 5), (20, 26, 16)])
+    assert panels and panels[0].pixels.dtype == np.uint8 and panels[0].pixels.shape[2] == 3
+    html = render_html(_report(rows, panels))
+    assert "Frontal Mid L" in html and "RECOMMENDED" in html and "data:image/png;base64" in html
+    pdf = render_pdf(_report(rows, panels), tmp_path / "r.pdf")
+    data = pdf.read_bytes()
+    assert data.startswith(b"%PDF") and data.count(b"/Type /Page") >= 3
+    neg = MSReport("No new or enlarging T2-FLAIR lesion since the baseline scan.", False, "Not needed.", [], {}, {})
+    assert "No new or enlarging" in render_html(neg)
+
+
+def test_seg_geometry_matches_source_series(tmp_path, scene) -> None:
+    img, lab = scene
+    source = dres.source_series_from_volume(img)
+    paths = dres.write_series(source, tmp_path / "src")
+    source = [pydicom.dcmread(p) for p in paths]
+    seg_path = dres.write_seg(lab, {1: "Lesion 1 (new)", 2: "Lesion 2 (enlarging)"}, source, tmp_path / "seg.dcm")
+    seg = hd.seg.segread(seg_path)
+    assert seg.number_of_segments == 2
+    vol = seg.get_volume(combine_segments=True)
+    # highdicom's affine is LPS; every labelled voxel must sit at the same world point as in ours
+    lps_to_ras = np.diag([-1.0, -1.0, 1.0])
+    for value in (1, 2):
+        ours = lab.voxel_to_world(np.argwhere(lab.data == value))
+        ijk = np.argwhere(vol.array == value)
+        theirs = (ijk @ vol.affine[:3, :3].T + vol.affine[:3, 3]) @ lps_to_ras.T
+        assert len(ours) == len(theirs)
+        assert np.allclose(np.sort(ours, axis=0), np.sort(theirs, axis=0), atol=1e-3)
+    # referenced series is the source
+    assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == source[0].SeriesInstanceUID
+    assert seg.StudyInstanceUID == source[0].StudyInstanceUID
+
+
+def test_labels_on_another_grid_are_refused(scene) -> None:
+    img, lab = scene
+    source = dres.source_series_from_volume(img)
+    shifted = Volume(lab.data, lab.affine + np.pad(np.full((3, 1), 0.4), ((0, 1), (3, 0))))
+    with pytest.raises(ValueError):
+        dres.labels_to_source_frames(shifted, source)
+
+
+def test_encapsulated_pdf_and_secondary_capture(tmp_path, scene) -> None:
+    img, lab = scene
+    source = dres.source_series_from_volume(img)
+    rows = lesion_table(lab, 2, ["new", "new"])
+    pdf = render_pdf(_report(rows), tmp_path / "r.pdf")
+    p = dres.write_encapsulated_pdf(pdf, source[0], tmp_path / "pdf.dcm")
+    ds = pydicom.dcmread(p)
+    assert ds.SOPClassUID == dres.ENCAPSULATED_PDF_STORAGE and ds.MIMETypeOfEncapsulatedDocument == "application/pdf"
+    assert bytes(ds.EncapsulatedDocument)[: ds.EncapsulatedDocumentLength] == pdf.read_bytes()
+    assert ds.StudyInstanceUID == source[0].StudyInstanceUID
+    rgb = np.zeros((20, 30, 3), np.uint8)
+    rgb[..., 0] = 200
+    sc = dres.write_secondary_captures([rgb], source[0], tmp_path / "sc")
+    d = pydicom.dcmread(sc[0])
+    assert d.PhotometricInterpretation == "RGB" and d.StudyInstanceUID == source[0].StudyInstanceUID
+    assert np.array_equal(d.pixel_array, rgb)
