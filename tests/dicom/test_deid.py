@@ -321,3 +321,17 @@ def test_dcm2niix_reads_deidentified_series_like_the_original(tmp_path, vault):
     np.testing.assert_array_equal(vols[0].get_fdata(), vols[1].get_fdata())
     np.testing.assert_allclose(vols[0].affine, vols[1].affine, atol=1e-5)
     assert b"Niftiman" not in b"".join(p.read_bytes() for p in (tmp_path / "nii_deid").iterdir())
+
+
+def test_real_siemens_file_with_overlays_and_private_tags(vault):
+    ds = pydicom.dcmread(get_testdata_file("MR-SIEMENS-DICOM-WithOverlays.dcm"))
+    assert any(e.tag.is_private for e in ds) and any(0x6000 <= e.tag.group <= 0x60FF for e in ds)
+    out = deidentify_dataset(ds, vault).dataset
+    assert not any(e.tag.is_private for e in out)  # SIEMENS MEDCOM blocks are not on the allow-list
+    assert not any(0x6000 <= e.tag.group <= 0x60FF for e in out)
+    assert out.PixelData == ds.PixelData and out.Rows == ds.Rows
+    for kw in ("InstitutionName", "ReferringPhysicianName", "StudyID", "AccessionNumber"):
+        if ds.get(kw):
+            assert not out.get(kw) or str(out.get(kw)) in ("ANONYMIZED", "")
+    # a non-empty StudyInstanceUID the vault can map back
+    assert vault.original_uid(out.StudyInstanceUID) == ds.StudyInstanceUID
