@@ -127,3 +127,18 @@ def image_quality_metrics(image: np.ndarray, foreground: np.ndarray | None = Non
         "CJV": _div(f.std() + std_b, abs(f.mean() - b.mean())),
         "EFC": efc, "FBER": _div(float(np.median(f**2)), med_b2),
     }
+
+
+def quality_table(images: dict[str, dict[str, np.ndarray]], foregrounds: dict[str, np.ndarray] | None = None):
+    """Metrics per case and sequence: ``images[case][sequence]`` -> DataFrame indexed by case with
+    columns ``<sequence>_<METRIC>``. ``foregrounds[case]`` (optional) is shared by a case's sequences."""
+    import pandas as pd
+
+    rows = {}
+    for case, seqs in images.items():
+        fg = None if foregrounds is None else foregrounds.get(case)
+        row = {}
+        for seq, img in seqs.items():
+            row.update({f"{seq}_{k}": v for k, v in image_quality_metrics(img, fg).items()})
+        rows[case] = row
+    return pd.DataFrame.from_dict(rows, orient="index")

@@ -136,3 +136,16 @@ def test_alarms_flag_degraded_cases():
     assert (np.diff(cal["mean_alarms"]) <= 0).all()  # larger alpha -> fewer alarms
     assert np.nanmin(cal["pearson_r_dice"]) < 0
     assert alarms.entropy_bits(np.array([0, 0, 1, 1])) == pytest.approx(1.0)
+
+
+def test_quality_table_per_sequence():
+    from neurorad.quality.image_metrics import quality_table
+
+    rng = np.random.default_rng(5)
+    fg = np.zeros((20, 20, 20), bool)
+    fg[5:15, 5:15, 5:15] = True
+    imgs = {f"c{i}": {"t1": fg * 100.0 + rng.normal(0, 3, fg.shape), "flair": fg * 50.0 + rng.normal(0, 3, fg.shape)}
+            for i in range(3)}
+    t = quality_table(imgs, {c: fg for c in imgs})
+    assert t.shape == (3, 2 * len(METRICS)) and "flair_SNR1" in t.columns
+    assert t.loc["c0", "t1_MEAN"] == pytest.approx(100, abs=1)
