@@ -255,7 +255,10 @@ def seg(
 @evaluate_app.command("ensemble")
 def ensemble(
     candidates: list[Path] = typer.Option(..., "--candidates", help="One folder per candidate model, each with "
-                                          "one binary mask per case (same file names). Repeat the option."),
+                                          "one binary mask per case (same file names): --candidates A B C or "
+                                          "--candidates A --candidates B ..."),
+    more_candidates: list[Path] | None = typer.Argument(None, metavar="[DIR]...", help="Further candidate folders "
+                                                        "(the rest of --candidates A B C).", show_default=False),
     truth: Path | None = typer.Option(None, "--truth", help="Folder of ground truth (alpha calibration, Dice)."),
     method: str = typer.Option("mav", "--method", help="Fusion: mav (weighted majority vote) or simple."),
     alpha: float = typer.Option(1.0, "--alpha", help="Threshold = median - alpha x MAD per candidate."),
@@ -268,6 +271,7 @@ def ensemble(
     from neurorad.image.nifti import save_nifti
     from neurorad.quality.alarms import alpha_calibration, ensemble_quality
 
+    candidates = list(candidates) + list(more_candidates or [])
     if len(candidates) < 2:
         raise InputError("--candidates needs at least two folders")
     if method not in ("mav", "simple"):

@@ -132,11 +132,15 @@ def test_ensemble_and_readers(data, tmp_path):
                 q[:] = False  # an empty candidate must raise an alarm
             _save(q, tmp_path / f"cand{k}" / f"{c}.nii.gz")
         cands += ["--candidates", tmp_path / f"cand{k}"]
-    r = _cli("evaluate", "ensemble", *cands, "--truth", root / "truth", "--out", tmp_path / "ens")
+    # the form: --candidates DIR DIR DIR
+    r = _cli("evaluate", "ensemble", "--candidates", *cands[1::2], "--truth", root / "truth", "--out", tmp_path / "ens")
     assert r.returncode == 0, r.stderr
     a = pd.read_csv(tmp_path / "ens" / "alarms.csv")
     assert a.iloc[0]["case"] == "case1" and a.iloc[0]["alarms"] >= 1
     assert (tmp_path / "ens" / "fused" / "case0.nii.gz").exists()
+    r = _cli("evaluate", "ensemble", *cands, "--out", tmp_path / "ens2")  # repeated option, no truth
+    assert r.returncode == 0, r.stderr
+    assert pd.read_csv(tmp_path / "ens2" / "alarms.csv").iloc[0]["case"] == "case1"
     rng = np.random.default_rng(1)
     rows = []
     for case in range(20):
