@@ -22,6 +22,7 @@ import hashlib
 import io
 import logging
 import os
+import re
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -626,57 +627,50 @@ def send_to(dest: Destination, ds: pydicom.Dataset) -> tuple[str, str | None]:
 
 
 def _stow(dest: Destination, ds: pydicom.Dataset) -> tuple[str, str | None]:
-    """STOW-RS (PS3.18 10.5) as multipart/related; 4xx is a rejection, 5xx / network is retried."""
-    import uuid
+    """STOW-RS (PS3.18 10.5) with neurorad.dicom.dicomweb.DicomWebClient.
 
-    import httpx
+    A Failure Reason from the server, or HTTP 4xx (not 408/429), is a rejection; an unreachable
+    server, 5xx, 408 and 429 are retried by the queue.
+    """
+    from neurorad.dicom.dicomweb import DicomWebClient, DicomWebError
 
-    buf = io.BytesIO()
-    ds.save_as(buf, enforce_file_format=True)
-    boundary = uuid.uuid4().hex
-    body = (f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode() + buf.getvalue()
-            + f"\r\n--{boundary}--\r\n".encode())
-    headers = {"Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}',
-               "Accept": "application/dicom+json"}
-    auth = (dest.username, dest.password) if dest.username else None
-    r = httpx.post(dest.dicomweb_url.rstrip("/") + "/studies", content=body, headers=headers, auth=auth, timeout=60)
-    if r.status_code in (200, 202):
-        try:
-            payload = r.json()
-        except ValueError:
-            payload = {}
-        failed = payload.get("00081198", {}).get("Value") if isinstance(payload, dict) else None
-        if failed:
-            reason = failed[0].get("00081197", {}).get("Value", ["?"])[0]
-            return "rejected", f"STOW-RS failure reason {reason}"
+    auth = (dest.username, dest.password or "") if dest.username else None
+    try:
+        out = DicomWebClient(dest.dicomweb_url, auth=auth).store([ds])[0]
+    except DicomWebError as exc:
+        return "retry", str(exc)[:500]
+    if out.ok:
         return "sent", None
-    if 400 <= r.status_code < 500 and r.status_code not in (408, 429):
-        return "rejected", f"HTTP {r.status_code}: {r.text[:200]}"
-    return "retry", f"HTTP {r.status_code}"
+    reason = out.reason or "failure"
+    m = re.search(r"HTTP (\d{3})", reason)
+    http = int(m.group(1)) if m else None
+    if out.reason_code is None and (http is None or http >= 500 or http in (408, 429)):
+        return "retry", f"STOW-RS: {reason}"
+    code = f" (reason 0x{out.reason_code:04X})" if out.reason_code is not None else ""
+    return "rejected", f"STOW-RS: {reason}{code}"
 
 
 def _cstore(dest: Destination, ds: pydicom.Dataset) -> tuple[str, str | None]:
-    """C-STORE (PS3.7 9.1.1) with pynetdicom; failure statuses (0xA7xx, 0xA9xx, 0xCxxx) are rejections."""
-    from pynetdicom import AE
+    """C-STORE (PS3.7 9.1.1) with neurorad.dicom.transport.send_cstore.
 
-    ae = AE(ae_title="NEURORAD")
-    ts = str(ds.file_meta.TransferSyntaxUID)
-    ae.add_requested_context(str(ds.SOPClassUID), [ts, "1.2.840.10008.1.2.1", "1.2.840.10008.1.2"])
-    assoc = ae.associate(dest.host, int(dest.port), ae_title=dest.ae_title or "ANY-SCP")
-    if not assoc.is_established:
-        return ("rejected", "association rejected") if assoc.is_rejected else ("retry", "peer unreachable")
+    Failure statuses are rejections, except 0xA7xx (out of resources) and no response, which are
+    retried; an unreachable peer is retried, a rejected association is a rejection.
+    """
+    from neurorad.dicom.transport import TransportError, send_cstore
+
     try:
-        status = assoc.send_c_store(ds)
-    finally:
-        assoc.release()
-    code = int(getattr(status, "Status", -1)) if status else -1
-    if code == -1:
-        return "retry", "no C-STORE response"
-    if code in (0x0000, 0xB000, 0xB007, 0xB006):
+        out = send_cstore([ds], dest.host, int(dest.port), dest.ae_title or "ANY-SCP")[0]
+    except TransportError as exc:
+        msg = str(exc)
+        if msg.endswith(" rejected"):
+            return "rejected", "association rejected by the destination (check AE titles)"
+        return "retry", "peer unreachable"
+    if out.ok:
         return "sent", None
-    if (code & 0xFF00) in (0xA700,):
-        return "retry", f"C-STORE status 0x{code:04X} (out of resources)"
-    return "rejected", f"C-STORE status 0x{code:04X}"
+    if out.status is None or (out.status & 0xFF00) == 0xA700:
+        return "retry", f"C-STORE: {out.error or 'no response'}" + (
+            f" (status 0x{out.status:04X})" if out.status is not None else "")
+    return "rejected", f"C-STORE status 0x{out.status:04X}"
 
 
 def record_review(s: Session, settings: Settings, study: Study, user_id: int | None, actor: str, decision: str,
