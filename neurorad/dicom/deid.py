@@ -50,10 +50,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import pydicom
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag, Tag
@@ -681,17 +679,13 @@ class _FolderRun:
         self.pending.clear()
 
     def process(self, path: Path) -> None:
+        from neurorad.dicom.ingest import validate_instance
+
         rel = str(path.relative_to(self.in_dir))
-        try:
-            ds = pydicom.dcmread(path)
-        except InvalidDicomError:
-            self.skipped.append({"input": rel, "reason": "not a DICOM file"})
-            return
-        except Exception as exc:  # truncated or corrupt
-            self.skipped.append({"input": rel, "reason": f"unreadable DICOM ({type(exc).__name__})"})
-            return
-        if "SOPInstanceUID" not in ds or "SOPClassUID" not in ds:
-            self.skipped.append({"input": rel, "reason": "no SOPInstanceUID/SOPClassUID (not a composite instance)"})
+        try:  # readable, complete, a composite instance (any modality; pixels not required)
+            ds = validate_instance(path, allowed_modalities=None, require_pixels=False)
+        except InputError as exc:
+            self.skipped.append({"input": rel, "reason": exc.problem})
             return
         try:
             res = deidentify_dataset(ds, self.vault, self.options, record=False)

@@ -13,6 +13,7 @@ import datetime as dt
 import io
 import logging
 import os
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,11 +63,21 @@ _PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 def _read(source: str | Path | bytes, where: str, stop_before_pixels: bool = False) -> Dataset:
     fh = io.BytesIO(source) if isinstance(source, bytes | bytearray) else source
     try:
-        return pydicom.dcmread(fh, stop_before_pixels=stop_before_pixels)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            ds = pydicom.dcmread(fh, stop_before_pixels=stop_before_pixels)
+        # pydicom reads a file cut inside an undefined-length element (encapsulated pixel data,
+        # sequences) without raising: it warns and returns what it could (sometimes nothing)
+        for w in caught:
+            if "End of file reached" in str(w.message) or "truncat" in str(w.message).lower():
+                raise InputError("truncated file (ends inside an element)", where)
+        return ds
     except InvalidDicomError:
         pass
     except FileNotFoundError:
         raise InputError("file not found", where) from None
+    except InputError:
+        raise
     except Exception as exc:
         raise InputError(f"truncated or corrupt DICOM file ({type(exc).__name__})", where) from None
     # no 128-byte preamble: accept a bare dataset only if it parses to a composite instance
@@ -116,10 +127,10 @@ def validate_instance(
         if modality not in allowed:
             raise InputError(f"modality {modality or '(none)'} not accepted (expected {', '.join(sorted(allowed))})",
                              where)
-    if require_pixels:
-        present = [kw for kw in _PIXEL_KEYWORDS if kw in ds]
-        if not present:
-            raise InputError("no pixel data", where)
+    present = [kw for kw in _PIXEL_KEYWORDS if kw in ds]
+    if require_pixels and not present:
+        raise InputError("no pixel data", where)
+    if present:  # whenever pixels are there, they must be complete
         elem = ds[present[0]]
         try:
             value = elem.value

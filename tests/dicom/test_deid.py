@@ -239,10 +239,13 @@ def test_folder_lists_quarantined_and_skipped(tmp_path, vault):
     (src / "notes.txt").write_text("not dicom")
     raw = Path(get_testdata_file("MR_small.dcm")).read_bytes()
     (src / "cut.dcm").write_bytes(raw[:300])
+    (src / "short_pixels.dcm").write_bytes(raw[:-1000])
     summary = deidentify_folder(src, tmp_path / "out", vault)
     assert summary["written"] == 1
     assert [q["input"] for q in summary["quarantined"]] == ["burned.dcm"]
-    assert {s["input"] for s in summary["skipped"]} == {"notes.txt", "cut.dcm"}
+    reasons = {s["input"]: s["reason"] for s in summary["skipped"]}
+    assert set(reasons) == {"notes.txt", "cut.dcm", "short_pixels.dcm"}
+    assert reasons["notes.txt"] == "not a DICOM file" and "truncated pixel data" in reasons["short_pixels.dcm"]
     assert (tmp_path / "out" / "summary.json").is_file()
     assert not list((tmp_path / "out").rglob(".*tmp*"))
 

@@ -43,6 +43,8 @@ def test_bad_inputs_are_named_and_explained(tmp_path):
         "truncated.dcm": (raw[: len(raw) - 2000], "truncated pixel data"),
         "cut_header.dcm": (raw[:400], "truncated file"),
         "junk.dcm": (b"%PDF-1.4 definitely not dicom" * 20, "not a DICOM file"),
+        "cut_jpeg2000.dcm": (Path(get_testdata_file("emri_small_jpeg_2k_lossless.dcm")).read_bytes()[:-10],
+                             "truncated file"),
         "empty.dcm": (b"", "not a DICOM file"),
         "no_pixels.dcm": (_bytes(no_pixels), "no pixel data"),
         "rtplan.dcm": (Path(get_testdata_file("rtplan.dcm")).read_bytes(), "modality RTPLAN not accepted"),
