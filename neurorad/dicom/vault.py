@@ -131,6 +131,11 @@ class PseudonymVault:
         self._local = threading.local()
         self._written: set[bytes] = set()
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not self.path.exists():  # owner-only from the start (SQLite gives its -wal/-shm the same mode)
+            try:
+                os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            except FileExistsError:  # another process was faster
+                pass
         with closing(self._connect()) as con, con:
             con.executescript(_SCHEMA)
             row = con.execute("SELECT nonce, sealed FROM meta WHERE name='key_check'").fetchone()

@@ -40,6 +40,7 @@ def test_round_trip_and_no_plaintext_at_rest(tmp_path):
     v2 = PseudonymVault(key, tmp_path / "v.sqlite")
     assert v2.reidentify_patient(pseudo) == PATIENT
     assert v2.original_uid(new_uid) == "1.2.826.0.1.3680043.99.12345"
+    assert (tmp_path / "v.sqlite").stat().st_mode & 0o777 == 0o600
     raw = _all_bytes(tmp_path)
     for secret in ("HOSP-0042", "Plaintextia", "Secretina", "19610412", "3680043.99.12345"):
         assert secret.encode() not in raw and secret.encode("utf-16-le") not in raw
