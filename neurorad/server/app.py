@@ -48,6 +48,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         from neurorad.server.web import router as web_router
     except ImportError:
         web_router = None
+    except Exception:  # a broken web module must not take the API (and the receiver) down
+        log.exception("review web pages not mounted: neurorad.server.web failed to import")
+        web_router = None
     if web_router is not None:
         app.include_router(web_router)
     return app

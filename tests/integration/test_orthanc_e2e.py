@@ -44,5 +44,8 @@ def test_storescu_to_orthanc_reidentified(orthanc, workdir):
         srv.stop()
         hits = grep_tree(srv.data_dir, SECRETS + [orig.StudyInstanceUID, orig.SeriesInstanceUID])
         assert hits == []
+        # nor in its logs
+        logs = (workdir / "serve.log").read_text(errors="replace")
+        assert logs and not [s for s in SECRETS + [orig.StudyInstanceUID] if s in logs]
     finally:
         srv.stop()
