@@ -1,50 +1,16 @@
 """Fusion against BraTS Toolkit ``Fusionator.fuse`` and lesion-wise metrics against brats-evaluation
-(panoptica). Both pin numpy < 2, so they live in a separate virtual environment, ``.venv-brats``
-at the repository root, created once by this module (about a minute) and reused afterwards."""
+(panoptica). Both pin numpy < 2, so they run in the oracle environment ``.venv-brats`` (conftest.py)."""
 
 from __future__ import annotations
-
-import json
-import subprocess
-import sys
-import textwrap
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from neurorad.evaluate.lesions import brats_lesionwise
 from neurorad.quality import fusion
+from tests.quality._oracle import run_oracle
 
 pytestmark = pytest.mark.slow
-
-ROOT = Path(__file__).resolve().parents[2]
-VENV = ROOT / ".venv-brats"
-PY = VENV / "bin" / "python"
-PINS = ["brats-toolkit==1.0.18", "brats-evaluation==0.0.10"]
-
-
-@pytest.fixture(scope="module")
-def brats_python() -> Path:
-    marker = VENV / ".neurorad-ready"
-    if not marker.exists():
-        try:
-            subprocess.run([sys.executable, "-m", "venv", "--clear", str(VENV)], check=True, capture_output=True)
-            subprocess.run([str(PY), "-m", "pip", "install", "-q", *PINS], check=True, capture_output=True,
-                           timeout=900)
-        except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
-            out = getattr(exc, "stderr", b"") or b""
-            pytest.skip(f"cannot build the BraTS oracle environment: {out.decode(errors='replace')[-400:]}")
-        marker.write_text(" ".join(PINS))
-    return PY
-
-
-def _run(py: Path, code: str, tmp: Path) -> dict:
-    script = tmp / "oracle.py"
-    script.write_text(textwrap.dedent(code))
-    res = subprocess.run([str(py), str(script)], capture_output=True, text=True, cwd=tmp, timeout=600)
-    assert res.returncode == 0, res.stderr[-2000:]
-    return json.loads(res.stdout.strip().splitlines()[-1])
 
 
 def _candidates(seed: int, n: int = 5, shape=(30, 28, 26)):
@@ -61,11 +27,11 @@ def _candidates(seed: int, n: int = 5, shape=(30, 28, 26)):
 
 
 @pytest.mark.parametrize("method", ["mav", "simple"])
-def test_fusion_matches_brats_toolkit(brats_python, tmp_path, method):
+def test_fusion_matches_brats_toolkit(oracle_python, tmp_path, method):
     cands = _candidates(11)
     for i, c in enumerate(cands):
         np.save(tmp_path / f"c{i}.npy", c)
-    out = _run(brats_python, f"""
+    out = run_oracle(oracle_python, f"""
         import json, glob, numpy as np, SimpleITK as sitk
         from brats_toolkit.fusionator import Fusionator
         paths = []
@@ -101,11 +67,11 @@ def _lesion_maps(seed: int, shape=(48, 48, 40)):
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_lesionwise_matches_brats_evaluation(brats_python, tmp_path, seed):
+def test_lesionwise_matches_brats_evaluation(oracle_python, tmp_path, seed):
     pred, truth = _lesion_maps(seed)
     np.save(tmp_path / "pred.npy", pred * 2)  # label 2 = the "snfh" group of the glioma config
     np.save(tmp_path / "ref.npy", truth * 2)
-    ref = _run(brats_python, """
+    ref = run_oracle(oracle_python, """
         import json, warnings, numpy as np
         warnings.filterwarnings("ignore")
         from importlib.resources import files
