@@ -24,8 +24,12 @@ from the brain surface, components > 1 mL: the lateral ventricles), ``periventri
 
 from __future__ import annotations
 
+import hashlib
+import os
+import tempfile
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -59,9 +63,72 @@ def _mni_on_colin(kind: str, shape: tuple[int, int, int]) -> np.ndarray:
     return data.astype(np.float32)
 
 
+_CACHE_VERSION = "anatomy-masks-v1"
+
+
+def _cache_dir() -> Path:
+    return Path(os.environ.get("NEURORAD_CACHE", Path.home() / ".cache" / "neurorad"))
+
+
+def _cache_key() -> str:
+    """Changes when the code version or any source file changes."""
+    h = hashlib.sha256(_CACHE_VERSION.encode())
+    for p in (resources.colin27_head(), resources.mni152("t1"), resources.mni152("gm"), resources.mni152("wm")):
+        st = Path(p).stat()
+        h.update(f"{Path(p).name}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:20]
+
+
+def _placement_masks(brain: np.ndarray, gm: np.ndarray, wm: np.ndarray, csf: np.ndarray) -> dict[str, np.ndarray]:
+    """Distance-based masks (four Euclidean distance transforms, the slow part of the anatomy)."""
+    dist_brain = ndimage.distance_transform_edt(~brain)
+    depth = ndimage.distance_transform_edt(brain)
+    vent = (csf > 0.5) & (depth > 20)
+    lab, n = ndimage.label(vent)
+    if n:
+        sizes = ndimage.sum(vent, lab, range(1, n + 1))
+        vent = np.isin(lab, 1 + np.flatnonzero(sizes > 1000))
+    d_vent = ndimage.distance_transform_edt(~vent)
+    d_gm = ndimage.distance_transform_edt(~(gm > 0.5))
+    wm_core = wm > 0.9
+    return {
+        "near": dist_brain <= 20.0,  # within 20 mm of the brain: where the skull is
+        "ventricles": vent,
+        "periventricular": wm_core & (d_vent >= 2) & (d_vent <= 6),
+        "juxtacortical": (wm > 0.6) & (d_gm >= 1) & (d_gm <= 3) & (depth > 6),
+        "deep_wm": wm_core & (d_vent > 10) & (d_gm > 5),
+        "deep_gm": (gm > 0.5) & (depth > 25),  # basal ganglia and thalami
+        "lobar": (wm > 0.3) & (gm > 0.3) & (depth > 5),
+        "wm": wm > 0.5,
+    }
+
+
+def _cached_masks(brain: np.ndarray, gm: np.ndarray, wm: np.ndarray, csf: np.ndarray) -> dict[str, np.ndarray]:
+    """:func:`_placement_masks`, kept on disk (``$NEURORAD_CACHE`` or ``~/.cache/neurorad``, ~1 MB)
+    so later processes skip the distance transforms. Identical results with or without the cache;
+    an unwritable cache folder is ignored."""
+    path = _cache_dir() / f"phantom-{_cache_key()}.npz"
+    shape = brain.shape
+    try:
+        with np.load(path) as z:
+            return {k: np.unpackbits(z[k], count=int(np.prod(shape))).reshape(shape).view(bool) for k in z.files}
+    except (OSError, ValueError, KeyError):
+        pass
+    masks = _placement_masks(brain, gm, wm, csf)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=path.parent)
+        os.close(fd)
+        np.savez_compressed(tmp, **{k: np.packbits(v.ravel()) for k, v in masks.items()})
+        os.replace(tmp, path)
+    except OSError:
+        Path(tmp).unlink(missing_ok=True) if "tmp" in locals() else None
+    return masks
+
+
 @lru_cache(maxsize=1)
 def load_anatomy() -> Anatomy:
-    """The base anatomy (cached: first call ~3 s, later calls free). Arrays are read-only."""
+    """The base anatomy (cached in memory; distance masks also on disk). Arrays are read-only."""
     head_img = nib.load(str(resources.colin27_head()))
     head = np.asarray(head_img.dataobj).astype(np.float32)
     shape = head.shape
@@ -84,10 +151,10 @@ def load_anatomy() -> Anatomy:
     for k in range(shape[2]):
         headmask[:, :, k] = ndimage.binary_fill_holes(headmask[:, :, k])
     outside = headmask & ~brain
-    dist_brain = ndimage.distance_transform_edt(~brain)
+    masks = _cached_masks(brain, gm, wm, csf)
+    near = masks.pop("near")
     fat = np.clip((head - 85.0) / 60.0, 0.0, 1.0)
     dark = np.clip((70.0 - head) / 45.0, 0.0, 1.0)
-    near = dist_brain <= 20.0
     bone = np.where(near, dark, 0.0)
     air_in = np.where(near, 0.0, dark) * 0.8
     soft = np.clip(1.0 - fat - bone - air_in, 0.0, 1.0)
@@ -100,28 +167,7 @@ def load_anatomy() -> Anatomy:
         "fat": np.where(outside, fat, z).astype(np.float32),
         "soft": np.where(outside, soft, z).astype(np.float32),
     }
-
-    # placement regions
-    depth = ndimage.distance_transform_edt(brain)
-    vent = (csf > 0.5) & (depth > 20)
-    lab, n = ndimage.label(vent)
-    if n:
-        sizes = ndimage.sum(vent, lab, range(1, n + 1))
-        vent = np.isin(lab, 1 + np.flatnonzero(sizes > 1000))
-    d_vent = ndimage.distance_transform_edt(~vent)
-    cortex = gm > 0.5
-    d_gm = ndimage.distance_transform_edt(~cortex)
-    wm_core = wm > 0.9
-    deep_gm = (gm > 0.5) & (depth > 25)  # basal ganglia and thalami
-    regions = {
-        "ventricles": vent,
-        "periventricular": wm_core & (d_vent >= 2) & (d_vent <= 6),
-        "juxtacortical": (wm > 0.6) & (d_gm >= 1) & (d_gm <= 3) & (depth > 6),
-        "deep_wm": wm_core & (d_vent > 10) & (d_gm > 5),
-        "deep_gm": deep_gm,
-        "lobar": (wm > 0.3) & (gm > 0.3) & (depth > 5),
-        "wm": wm > 0.5,
-    }
+    regions = masks
     for a in list(fractions.values()) + list(regions.values()) + [brain]:
         a.setflags(write=False)
     return Anatomy(head_img.affine.astype(float), fractions, regions, brain)

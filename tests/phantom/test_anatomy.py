@@ -45,3 +45,21 @@ def test_brain_matches_colin27_brain_and_fractions_are_valid():
     column = anat.fractions["bone"][i, 108, :]
     top_brain = np.max(np.nonzero(anat.brain_mask[i, 108, :]))
     assert column[top_brain + 1: top_brain + 15].max() > 0.5
+
+
+def test_disk_cache_of_placement_masks_is_exact(tmp_path, monkeypatch):
+    from neurorad.phantom import anatomy as mod
+
+    anat = load_anatomy()
+    gm, wm, csf = (np.array(anat.fractions[t]) for t in ("gm", "wm", "csf"))
+    brain = np.array(anat.brain_mask)
+    fresh = mod._placement_masks(brain, gm, wm, csf)
+    monkeypatch.setenv("NEURORAD_CACHE", str(tmp_path))
+    first = mod._cached_masks(brain, gm, wm, csf)  # computes and writes
+    assert len(list(tmp_path.glob("phantom-*.npz"))) == 1
+    second = mod._cached_masks(brain, gm, wm, csf)  # reads
+    for k in fresh:
+        np.testing.assert_array_equal(first[k], fresh[k])
+        np.testing.assert_array_equal(second[k], fresh[k])
+        if k != "near":
+            np.testing.assert_array_equal(anat.regions[k], fresh[k])
