@@ -36,6 +36,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy import ndimage
 from scipy.optimize import linear_sum_assignment
 from scipy.sparse import coo_matrix
 
@@ -252,8 +253,10 @@ def brats_lesionwise(
     tp = len(pairs)
     fp, fn = n_p - tp, n_t - tp
     dices, hds = [], []
+    obj_t, obj_p = ndimage.find_objects(lab_t), ndimage.find_objects(lab_p)
     for r, c in pairs:
-        sub = bounding_box(lab_t == r + 1, lab_p == c + 1, margin=1)
+        st, sp_ = obj_t[r], obj_p[c]
+        sub = tuple(slice(min(a.start, b.start), max(a.stop, b.stop)) for a, b in zip(st, sp_, strict=True))
         a, b = (lab_p[sub] == c + 1), (lab_t[sub] == r + 1)
         dices.append(dsc[r, c])
         hds.append(surface_metrics(a, b, sp, hd95_method="pooled").hd95_mm)

@@ -94,8 +94,9 @@ def auroc(
     Mann-Whitney form with ties counted 1/2 (equal to ``sklearn.metrics.roc_auc_score``).
     Voxels outside the union bounding box of ``truth`` and ``prob > 0`` are all negatives
     with score 0; they are counted, not sorted, so the exact computation only sorts that box
-    (each class sorted on its own, then positives located among the negatives by binary search). ``method="binned"`` (and ``"auto"`` when the box holds more than ``exact_limit``
-    domain voxels) rounds probabilities down to ``n_bins`` equal-width bins and treats a bin as
+    (each class sorted on its own, then positives located among the negatives by binary search).
+    ``method="binned"`` (and ``"auto"`` when the box holds more than ``exact_limit`` domain voxels)
+    rounds probabilities down to ``n_bins`` equal-width bins and treats a bin as
     one tied score: the result differs from the exact AUROC by at most
     ``0.5 * sum_b pos_b * neg_b / (P * N)``, which is 0 when no bin holds both classes.
     NaN when the domain holds no positive or no negative voxel.
