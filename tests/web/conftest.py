@@ -52,6 +52,7 @@ def _free_port() -> int:
 #: Identifiers of the test patient: the PACS must get them back, neurorad's pages must never show them
 #: unless a permitted role asks (audited).
 IDENTITY = {"PatientID": "MRN-30571946", "PatientName": "Webtest^Agatha"}
+ORIGINAL_STUDY_UID = "1.2.826.0.1.3680043.8.498.1002"
 
 
 def _ingest_series(plane, followup_path: Path, study_uid: str, n_slices: int) -> int:
@@ -119,7 +120,7 @@ def build_env(data_dir: Path, destinations: list | None = None) -> WebEnv:
     scratch = data_dir / "work" / "webtest"
     truth = _ms_result_copy(scratch)
     prior_id = _ingest_series(plane, scratch / "baseline.nii.gz", "1.2.826.0.1.3680043.8.498.1001", 2)
-    study_id = _ingest_series(plane, scratch / "followup.nii.gz", "1.2.826.0.1.3680043.8.498.1002", 3)
+    study_id = _ingest_series(plane, scratch / "followup.nii.gz", ORIGINAL_STUDY_UID, 3)
     db = app.state.db
     with db.session() as s:
         for name, role in (("rad", "radiologist"), ("tech", "technologist"), ("admin", "admin")):

@@ -196,3 +196,29 @@ def test_three_time_points_must_all_be_accepted(web_env: WebEnv, tmp_path) -> No
     assert r.status_code == 422 and "prior 2" in r.text
     body["timepoints_accepted"].append("prior 2")
     assert c.post(url, json=body, headers={"X-CSRF-Token": csrf}).status_code == 200
+
+
+def test_delivery_through_the_data_plane(web_env_pacs: WebEnv, pacs) -> None:
+    """ACCEPTABLE: the new version reaches the PACS (DIMSE peer), re-identified; a later UNACCEPTABLE
+    supersedes it there too."""
+    from tests.web.conftest import IDENTITY, ORIGINAL_STUDY_UID, run_jobs
+
+    env = web_env_pacs
+    c, csrf = _client(env, "rad")
+    url = f"/web/api/studies/{env.study_id}/decision"
+    r = c.post(url, json=_body(env), headers={"X-CSRF-Token": csrf})
+    assert r.status_code == 200 and r.json()["delivery"].startswith("queued"), r.text
+    run_jobs(env.app)
+    by_number = {int(ds.InstanceNumber): ds for ds in pacs.received if ds.Modality == "DOC"}
+    assert set(by_number) == {1, 2}  # the draft and the reviewed version
+    v2 = by_number[2]
+    assert v2.PatientID == IDENTITY["PatientID"] and v2.StudyInstanceUID == ORIGINAL_STUDY_UID
+    r = c.post(url, json=_body(env, decision="UNACCEPTABLE", score=2, candidates=[]),
+               headers={"X-CSRF-Token": csrf})
+    assert r.status_code == 200 and r.json()["report_version"] == 3
+    run_jobs(env.app)
+    v3 = [ds for ds in pacs.received if ds.Modality == "DOC" and int(ds.InstanceNumber) == 3]
+    assert len(v3) == 1
+    pred = v3[0].PredecessorDocumentsSequence[0].ReferencedSeriesSequence[0].ReferencedSOPSequence[0]
+    assert pred.ReferencedSOPInstanceUID == v2.SOPInstanceUID
+    assert len([ds for ds in pacs.received if ds.Modality == "DOC"]) == 3  # nothing sent twice

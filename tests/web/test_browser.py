@@ -3,20 +3,28 @@
 One radiologist session: sign in, worklist, open the MS result, the three synchronized panels
 show the overlay colour exactly at the lesion (checked on screenshot pixels), keyboard slice
 scrolling, discard one candidate, accept; then the regenerated report lists the remaining
-lesions, the audit log holds the decision, and the new report version is queued for the PACS.
+lesions, the audit log holds the decision, and the PACS holds the new report version.
+
+The PACS is Orthanc (Debian, DICOMweb, authentication on; the data plane's integration fixture).
+Debian's Orthanc binds every interface, so the session runs inside a private network namespace
+(``unshare -n``, loopback only): the outer test re-runs this file there with NEURORAD_NETNS=1.
 Set NEURORAD_DOCS_SCREENSHOTS=1 to refresh the screenshots in docs/.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
+import pydicom
 import pytest
 from sqlalchemy import select
 
-from tests.web.conftest import IDENTITY, PASSWORD, LiveServer, PacsSink, WebEnv, run_jobs
+from tests.web.conftest import IDENTITY, ORIGINAL_STUDY_UID, PASSWORD, LiveServer, WebEnv, build_env, run_jobs
 from tests.web.pixels import crosshair_center, overlay_mask, png_to_rgb
 
 pytestmark = [pytest.mark.slow, pytest.mark.services]
@@ -53,12 +61,46 @@ def _panels_mm(page) -> list[str]:
     return page.locator("#location").get_attribute("data-panels-mm").split(";")
 
 
-def test_review_session(web_env_pacs: WebEnv, pacs: PacsSink, browser_context) -> None:
-    with LiveServer(web_env_pacs.app) as live_server:
-        _session(web_env_pacs, pacs, live_server, browser_context)
+IN_NETNS = os.environ.get("NEURORAD_NETNS") == "1"
+REPO = Path(__file__).resolve().parents[2]
 
 
-def _session(web_env: WebEnv, pacs: PacsSink, live_server: LiveServer, browser_context) -> None:
+def test_review_session_in_private_network_namespace() -> None:
+    """Runs :func:`test_review_session` inside ``unshare -n`` (see module docstring)."""
+    if IN_NETNS:
+        pytest.skip("already inside the namespace")
+    if shutil.which("unshare") is None:
+        pytest.fail("util-linux `unshare` is required for the browser test (Orthanc as the PACS)")
+    cmd = (f"ip link set lo up && exec {sys.executable} -m pytest -q -p no:cacheprovider -x -s "
+           f"{Path(__file__)}::test_review_session")
+    r = subprocess.run(["unshare", "-n", "sh", "-c", cmd], env=dict(os.environ, NEURORAD_NETNS="1"),
+                       capture_output=True, text=True, timeout=900, cwd=REPO)
+    out = r.stdout[-6000:] + r.stderr[-3000:]
+    print(out)
+    if r.returncode != 0 and "Operation not permitted" in r.stderr and "unshare" in r.stderr:
+        pytest.fail("unshare -n needs root or user namespaces (run `make test` as root, as the Makefile does)")
+    assert r.returncode == 0, out
+    assert "1 passed" in r.stdout
+
+
+@pytest.mark.skipif(not IN_NETNS, reason="runs in a private network namespace (see the test above)")
+def test_review_session(tmp_path: Path, browser_context) -> None:
+    from neurorad.server.settings import Destination
+    from tests.integration.conftest import ORTHANC, PACS_PASSWORD, PACS_USER, Orthanc
+
+    if not Path(ORTHANC).exists():
+        pytest.fail("Orthanc not installed (Debian packages orthanc + orthanc-dicomweb)")
+    orthanc = Orthanc(tmp_path / "orthanc")
+    try:
+        env = build_env(tmp_path / "data", destinations=[Destination(
+            name="orthanc", dicomweb_url=orthanc.dicomweb, username=PACS_USER, password=PACS_PASSWORD)])
+        with LiveServer(env.app) as live_server:
+            _session(env, orthanc, live_server, browser_context)
+    finally:
+        orthanc.stop()
+
+
+def _session(web_env: WebEnv, orthanc, live_server: LiveServer, browser_context) -> None:
     from tests.web.test_worklist import _add_studies
 
     others = _add_studies(web_env, [("alarm3", 3, 26, "ms-lesions"), ("calm", 0, 50, "ms-lesions"),
@@ -168,16 +210,22 @@ def _session(web_env: WebEnv, pacs: PacsSink, live_server: LiveServer, browser_c
         report_sop = s.scalars(select(Result).where(Result.kind == "review_dcm")).one().sop_uid
         assert report_sop
 
-    # the PACS receives the new report version, re-identified, superseding the draft
+    # the PACS (Orthanc, over DICOMweb) holds the new report version, re-identified into the
+    # original study, superseding the draft it also holds
     assert run_jobs(web_env.app) >= 1
-    got = {str(ds.SOPInstanceUID): ds for ds in pacs.received}
+    study_uid = ORIGINAL_STUDY_UID
+    got = {}
+    for inst in orthanc.qido(f"/studies/{study_uid}/instances"):
+        sop = inst["00080018"]["Value"][0]
+        series = inst["0020000E"]["Value"][0]
+        (meta,) = orthanc.qido(f"/studies/{study_uid}/series/{series}/instances/{sop}/metadata")
+        got[sop] = pydicom.Dataset.from_json(meta)
     assert report_sop in got, sorted(got)
     rep = got[report_sop]
     assert rep.PatientID == IDENTITY["PatientID"] and str(rep.PatientName) == IDENTITY["PatientName"]
     assert rep.InstanceNumber == 2 and rep.MIMETypeOfEncapsulatedDocument == "application/pdf"
     draft_sop = rep.PredecessorDocumentsSequence[0].ReferencedSeriesSequence[0].ReferencedSOPSequence[0]
     assert draft_sop.ReferencedSOPInstanceUID in got  # the superseded draft is the one the PACS holds
-    assert rep.StudyInstanceUID == got[draft_sop.ReferencedSOPInstanceUID].StudyInstanceUID
     with web_env.app.state.db.session() as s:
         assert s.get(Study, web_env.study_id).state == "delivered"
     print(f"viewer load {load_ms} ms")

@@ -302,12 +302,14 @@ async function main() {
     await nv.attachToCanvas($(`#panel-${i} canvas`));
     state.panels.push({ nv, spec });
   }
+  const tGl = performance.now();
   const all = state.panels.map((p) => p.nv);
   for (const nv of all) {
     nv.broadcastTo(all.filter((o) => o !== nv), { "2d": true, "3d": true, crosshair: true, zoomPan: true, sliceType: true });
     nv.onLocationChange = () => showLocation();
   }
   await loadSequence(state.sequence);
+  const tVolumes = performance.now();
   setOpacity(state.opacity);
   if (state.selected >= 0) selectLesion(state.selected);
   else showLocation();
@@ -315,6 +317,8 @@ async function main() {
   updateSummary();
   const ms = performance.now() - t0;
   document.body.dataset.loadMs = ms.toFixed(0);
+  document.body.dataset.glInitMs = (tGl - t0).toFixed(0);
+  document.body.dataset.volumesMs = (tVolumes - tGl).toFixed(0);
   document.body.dataset.ready = "1";
   status(`Loaded in ${(ms / 1000).toFixed(1)} s.`);
 }
