@@ -24,6 +24,7 @@ from neurorad.genomics.dispersion import (
     ave_log_cpm,
     common_dispersion,
     mglm_one_group,
+    newton_tol,
     q2q_nbinom,
     tagwise_dispersion,
 )
@@ -93,18 +94,25 @@ def _bb_lower_tail_x2(x: np.ndarray, s: np.ndarray, a: np.ndarray, b: np.ndarray
               + special.betaln(x + a, s - x + b) - special.betaln(a, b))
     sd = np.sqrt(s * a * b * (a + b + s) / ((a + b) ** 2 * (a + b + 1.0)))
     full = x + 1.0
-    narrow = np.where((a >= 1.0) & (b >= 1.0), np.minimum(full, np.ceil(8.0 * sd + 20.0)), full)
-    out, tail_ok = _bb_sum(x, s, a, b, logp_x, narrow.astype(np.int64), chunk_elems)
-    redo = np.flatnonzero(~tail_ok & (narrow < full))
-    if redo.size:  # the window was too narrow for these: sum every term
-        out[redo], _ = _bb_sum(x[redo], s[redo], a[redo], b[redo], logp_x[redo], full[redo].astype(np.int64),
-                               chunk_elems)
+    narrow = np.where((a >= 1.0) & (b >= 1.0), np.minimum(full, np.ceil(9.0 * sd + 10.0)), full)
+    width = narrow.astype(np.int64)
+    out, tail_ok = _bb_sum(x, s, a, b, logp_x, width, chunk_elems)
+    todo = np.flatnonzero(~tail_ok & (width < full))
+    while todo.size:  # widen 2x where the omitted tail could matter, up to every term
+        width[todo] = np.minimum(full[todo], 2 * width[todo]).astype(np.int64)
+        out[todo], ok = _bb_sum(x[todo], s[todo], a[todo], b[todo], logp_x[todo], width[todo], chunk_elems)
+        todo = todo[~ok & (width[todo] < full[todo])]
     return out
 
 
 def _bb_sum(x: np.ndarray, s: np.ndarray, a: np.ndarray, b: np.ndarray, logp_x: np.ndarray, width: np.ndarray,
             chunk_elems: int) -> tuple[np.ndarray, np.ndarray]:
-    """Sum of the ``width`` pmf terms from x down; also whether the last term is negligible (< 1e-20 of the sum)."""
+    """Sum of the ``width`` pmf terms from x down, and whether the omitted terms are negligible.
+
+    The beta-binomial with shapes >= 1 is log-concave: going down from the last summed term the
+    pmf ratios only shrink, so the omitted mass is at most ``last * r / (1 - r)`` with ``r`` the
+    last ratio. "Negligible" is that bound below 1e-13 of the sum (or nothing omitted).
+    """
     out = np.ones(x.size)
     ok = np.ones(x.size, dtype=bool)
     order = np.argsort(width, kind="stable")
@@ -121,11 +129,18 @@ def _bb_sum(x: np.ndarray, s: np.ndarray, a: np.ndarray, b: np.ndarray, logp_x: 
         with np.errstate(divide="ignore", invalid="ignore"):
             step = np.log(i * (si - i + bi)) - np.log((si - i + 1.0) * (i - 1.0 + ai))
         valid = m < (width[g][:, None] - 1)
-        step = np.where(valid, step, -np.inf)
-        terms = np.concatenate([np.zeros((g.size, 1)), np.cumsum(step, axis=1)], axis=1)
-        lse = special.logsumexp(terms, axis=1)
-        last = terms[np.arange(g.size), width[g] - 1]
-        ok[g] = (last - lse) < np.log(1e-20)
+        step[~valid] = -np.inf
+        terms = np.empty((g.size, step.shape[1] + 1))
+        terms[:, 0] = 0.0
+        np.cumsum(step, axis=1, out=terms[:, 1:])
+        top = terms.max(axis=1)
+        lse = top + np.log(np.exp(terms - top[:, None]).sum(axis=1))
+        rows = np.arange(g.size)
+        last = terms[rows, width[g] - 1]
+        lr = step[rows, np.maximum(width[g] - 2, 0)] if step.shape[1] else np.full(g.size, -np.inf)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            bound = np.where(lr < 0, last + lr - np.log(-np.expm1(lr)), np.inf)
+        ok[g] = (width[g] >= x[g] + 1) | (bound - lse < np.log(1e-13))
         total = logp_x[g] + lse
         out[g] = np.minimum(np.exp(np.minimum(np.log(2.0) + total, 0.0)), 1.0)
         start = stop
@@ -171,7 +186,7 @@ def exact_test(
         lfc = (a2 - a1) / np.log(2.0)
     else:
         lfc = np.full(ng, np.nan)
-    e = np.exp(mglm_one_group(y, disp, offset))
+    e = np.exp(mglm_one_group(y, disp, offset, tol=newton_tol(q2q)))
     common = float(np.exp(offset.mean()))
     in_mean = e[:, None] * lib_size[None, :]
     out_mean = np.broadcast_to(e[:, None] * common, y.shape)
@@ -219,7 +234,8 @@ def classic_de(
     """Common and tagwise qCML dispersion, then the exact test; genes x samples counts, two groups.
 
     Defaults reproduce edgeR (``estimateCommonDisp``, ``estimateTagwiseDisp``, ``exactTest``).
-    The protocol's fast path sets ``q2q="wilson-hilferty"``, ``common_max_genes=3000`` and
+    The protocol's fast path sets ``q2q="wilson-hilferty"`` (which also orders genes by the
+    closed-form Poisson AveLogCPM and stops Newton at 1e-6), ``common_max_genes=1500`` and
     ``logfc=False`` (the ranking needs p-values only).
     """
     y = np.asarray(counts, dtype=np.float64)
@@ -229,7 +245,11 @@ def classic_de(
         raise ValueError(f"the exact test compares two groups, got {len(levels)}")
     lib_size = y.sum(axis=0) if lib_size is None else np.asarray(lib_size, dtype=np.float64)
     common = common_dispersion(y, group, lib_size, q2q=q2q, max_genes=common_max_genes)
-    alc = ave_log_cpm(y, lib_size, dispersion=common)
+    if q2q == "exact":
+        alc = ave_log_cpm(y, lib_size, dispersion=common)
+    else:  # fast path: the Poisson (closed-form) AveLogCPM, used only to order genes by abundance
+        pc = 2.0 * lib_size / lib_size.mean()
+        alc = (np.log((y + pc).sum(axis=1)) - np.log((lib_size + 2.0 * pc).sum()) + np.log(1e6)) / np.log(2.0)
     tag = tagwise_dispersion(y, group, common, lib_size, prior_df=prior_df, ave_logcpm=alc, q2q=q2q)
     res = exact_test(y, group, tag, lib_size, pair=(levels[0], levels[1]), q2q=q2q, logfc=logfc)
     ranking = np.lexsort((np.arange(y.shape[0]), res["PValue"].to_numpy()))

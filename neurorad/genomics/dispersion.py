@@ -80,14 +80,15 @@ def q2q_nbinom(
     in. ``dispersion`` is scalar or per gene (rows).
     """
     x = np.asarray(x, dtype=np.float64)
-    mi = np.array(input_mean, dtype=np.float64, copy=True)
-    mo = np.array(output_mean, dtype=np.float64, copy=True)
+    mi = np.asarray(input_mean, dtype=np.float64)
+    mo = np.asarray(output_mean, dtype=np.float64)
     d = np.asarray(dispersion, dtype=np.float64)
     if d.ndim == 1:
         d = d[:, None]
     zero = (mi < 1e-14) | (mo < 1e-14)
-    mi[zero] += 0.25
-    mo[zero] += 0.25
+    if zero.any():
+        mi = np.where(zero, mi + 0.25, mi)
+        mo = np.where(zero, mo + 0.25, mo)
     ri = 1.0 + d * mi
     ro = 1.0 + d * mo
     vi = mi * ri
@@ -100,10 +101,13 @@ def q2q_nbinom(
     ri_b = np.broadcast_to(ri, x.shape)
     if method not in ("exact", "wilson-hilferty"):
         raise ValueError(f"unknown q2q method {method!r} (exact, wilson-hilferty)")
-    # Wilson-Hilferty: (X / (k theta))^(1/3) ~ N(1 - 1/(9k), 1/(9k)) for X ~ Gamma(k, theta)
+    # Wilson-Hilferty: (X / (k theta))^(1/3) ~ N(1 - 1/(9k), 1/(9k)) for X ~ Gamma(k, theta);
+    # k theta is the mean, so x / (k theta) = x / mi
     ki, ko = np.broadcast_to(shape_i, x.shape), np.broadcast_to(shape_o, x.shape)
-    z = (np.cbrt(x / (ki * ri_b)) - (1.0 - 1.0 / (9.0 * ki))) * np.sqrt(9.0 * ki)
-    q2 = ko * ro_b * np.maximum(1.0 - 1.0 / (9.0 * ko) + z / np.sqrt(9.0 * ko), 0.0) ** 3
+    ai = 1.0 / (9.0 * ki)
+    ao = 1.0 / (9.0 * ko)
+    z = (np.cbrt(x / mi) - 1.0 + ai) / np.sqrt(ai)
+    q2 = mo * np.maximum(1.0 - ao + z * np.sqrt(ao), 0.0) ** 3
     if method == "exact":
         upper = x >= mi
         xs = x / ri_b
@@ -135,11 +139,16 @@ def equalize_lib_sizes(
     out_mean = np.zeros_like(y)
     for g in _levels(group):
         j = group == g
-        lam = np.exp(mglm_one_group(y[:, j], dispersion, np.log(lib_size[j])))
+        lam = np.exp(mglm_one_group(y[:, j], dispersion, np.log(lib_size[j]), tol=newton_tol(q2q)))
         in_mean[:, j] = lam[:, None] * lib_size[j][None, :]
         out_mean[:, j] = lam[:, None] * common
     pseudo = q2q_nbinom(y, in_mean, out_mean, dispersion, method=q2q)
     return np.maximum(pseudo, 0.0), common
+
+
+def newton_tol(q2q: str) -> float:
+    """Newton tolerance of the group means: edgeR's 1e-10, or 1e-6 on the fast path (means feed an approximation)."""
+    return 1e-10 if q2q == "exact" else 1e-6
 
 
 def _levels(group: np.ndarray) -> list:

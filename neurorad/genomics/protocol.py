@@ -45,7 +45,7 @@ class ProtocolConfig:
     seed: int = 0
     filter_quantile: float = 0.25
     q2q: str = "wilson-hilferty"
-    common_max_genes: int | None = 3000
+    common_max_genes: int | None = 1500
     rf_n_estimators: int = 50
     radiomics_threshold: str | None = None  # None, "mean" or "median" (cut points from training rows)
     n_jobs: int = 2
@@ -151,8 +151,12 @@ def evaluate_split(
 
 
 def _worker(args: tuple) -> list[dict]:
+    import sklearn
+
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    return evaluate_split(*args)
+    # the count matrix was checked once on input; skip sklearn's finiteness scan in every fit/predict
+    with sklearn.config_context(assume_finite=True):
+        return evaluate_split(*args)
 
 
 def run_protocol(
