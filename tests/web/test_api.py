@@ -99,6 +99,9 @@ def test_review_data_matches_result(web_env: WebEnv) -> None:
     assert d["finding"] == "active"
     assert d["can_decide"] is True
     assert d["priors"][0]["study_id"] == web_env.prior_study_id
+    # the prior has no result here: its page shows the study's status instead of failing
+    prior = c.get(f"/studies/{web_env.prior_study_id}")
+    assert prior.status_code == 200 and 'id="transitions"' in prior.text and "received" in prior.text
 
 
 def _audit_events(env: WebEnv, action: str) -> list:

@@ -180,9 +180,14 @@ def _session(web_env: WebEnv, orthanc, live_server: LiveServer, browser_context)
     page.keyboard.press("x")
 
     # discard candidate 2 with the keyboard (j = next candidate, d = discard), then accept
-    page.keyboard.press("j")
+    page.keyboard.press("j")  # selects lesion 2 and jumps to its centre (slice 52; lesion 1 also cut)
+    assert _slice(page) == web_env.truth["lesions"][1].center_vox[2]
+    assert len(_blobs(overlay_mask(_panels(page)[2]))) == 2
     page.keyboard.press("d")
     assert page.locator('#lesions tr[data-lesion="2"]').get_attribute("data-verdict") == "discard"
+    # the discarded candidate leaves the overlay; lesion 1 stays
+    after = _blobs(overlay_mask(_panels(page)[2]))
+    assert len(after) == 1, after
     assert "2 of 3 candidates kept" in page.locator("#summary").inner_text()
     page.keyboard.press("a")
     page.keyboard.press("4")

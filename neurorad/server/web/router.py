@@ -295,7 +295,13 @@ def study_page(request: Request, study_id: int, p: Principal | None = Depends(cu
     study = s.get(Study, study_id)
     if study is None:
         raise HTTPException(404, "no such study")
-    review = _review_for(request, s, study, p)
+    try:
+        review = _review_for(request, s, study, p)
+    except HTTPException as err:
+        # No viewable result (still processing, failed, or an older study): show its status.
+        transitions = s.scalars(select(StudyTransition).where(StudyTransition.study_id == study.id)
+                                .order_by(StudyTransition.id)).all()
+        return _page(request, "status.html", p, study=study, problem=err.detail, transitions=transitions)
     return _page(request, "study.html", p, study_id=study.id, review=review,
                  review_json=rv.json_for_script(review))
 

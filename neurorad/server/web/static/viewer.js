@@ -125,6 +125,7 @@ async function loadSequence(name) {
   state.sequence = name;
   await Promise.all(state.panels.map(({ nv, spec }) => nv.loadVolumes(volumeList(spec))));
   for (const { nv } of state.panels) nv.setSliceType(PLANES[state.plane]);
+  if (Object.values(state.candidates).includes("discard")) applyCandidatesToOverlay();
   readWindowFromVolume();
   if (mm) setAllMM(mm);
 }
@@ -146,7 +147,24 @@ function setCandidate(index, verdict) {
   const tr = $$("#lesions tbody tr")[index];
   tr.dataset.verdict = verdict;
   $$("input[type=radio]", tr).forEach((r) => (r.checked = r.value === verdict));
+  applyCandidatesToOverlay();
   updateSummary();
+}
+
+// Discarded candidates disappear from the overlay: label voxels of discarded ids are zeroed in a
+// copy of the label map (the original is kept to restore a candidate that is kept again).
+function applyCandidatesToOverlay() {
+  const discarded = new Set(
+    Object.entries(state.candidates).filter(([, v]) => v === "discard").map(([id]) => Number(id)),
+  );
+  for (const { nv, spec } of state.panels) {
+    if (!spec.overlay || nv.volumes.length < 2) continue;
+    const vol = nv.volumes[1];
+    if (!vol.originalLabels) vol.originalLabels = vol.img.slice();
+    const src = vol.originalLabels;
+    for (let i = 0; i < src.length; i++) vol.img[i] = discarded.has(src[i]) ? 0 : src[i];
+    nv.updateGLVolume();
+  }
 }
 
 function updateSummary() {
