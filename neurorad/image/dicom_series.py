@@ -170,7 +170,8 @@ def list_dicom_series(path: str | Path) -> list[SeriesInfo]:
 # --------------------------------------------------------------------------------------------
 # reading
 # --------------------------------------------------------------------------------------------
-def read_dicom_series(path: str | Path, series_uid: str | None = None, engine: str = "auto") -> Volume:
+def read_dicom_series(path: str | Path, series_uid: str | None = None, engine: str = "auto",
+                      orientation: str | None = "RAS") -> Volume:
     """Read one DICOM series into a RAS+ :class:`Volume` with ``metadata["dicom"]``.
 
     Parameters
@@ -183,6 +184,10 @@ def read_dicom_series(path: str | Path, series_uid: str | None = None, engine: s
     engine:
         ``"auto"`` (dcm2niix, pydicom when dcm2niix gives no single volume), ``"dcm2niix"`` or
         ``"pydicom"``.
+    orientation:
+        axis codes the array is permuted/flipped to (exactly, no interpolation; oblique series go
+        to the closest axes), so both readers and every acquisition give the same array order;
+        ``None`` keeps the reader's own order (dcm2niix's differs between 2D and 3D acquisitions).
     """
     p = Path(path)
     series = list_dicom_series(p)
@@ -215,6 +220,10 @@ def read_dicom_series(path: str | Path, series_uid: str | None = None, engine: s
             vol.metadata["dcm2niix_note"] = reason
     else:
         vol.metadata["reader"] = "dcm2niix"
+    if orientation is not None:
+        from neurorad.image.geometry import reorient
+
+        vol = reorient(vol, orientation)
     vol.metadata["dicom"] = meta
     vol.metadata["source"] = str(p)
     if "Modality" in meta:
@@ -426,6 +435,7 @@ def write_dicom_series(
     series_number: int = 1,
     attributes: Mapping[str, Any] | None = None,
     overwrite: bool = False,
+    uid_seed: str | None = None,
 ) -> Path:
     """Write ``volume`` (3D) as a full-size single-frame MR or CT Image Storage series.
 
@@ -433,6 +443,8 @@ def write_dicom_series(
     ``attributes`` adds or overrides any other attribute by keyword (e.g. RepetitionTime,
     EchoTime, InversionTime, MRAcquisitionType, StudyDate). Attributes found in
     ``volume.metadata["dicom"]`` are used as defaults. Returns the folder (files ``IM0001.dcm``...).
+    ``uid_seed`` makes the generated UIDs reproducible (``generate_uid(entropy_srcs=...)``):
+    the same seed gives byte-identical series, as phantoms need; leave it out for real data.
     The folder is built beside ``out_dir`` and renamed into place: all or nothing.
     """
     modality = modality.upper()
@@ -453,8 +465,11 @@ def write_dicom_series(
     ident.update({k: v for k, v in src_meta.items() if k in DEFAULT_IDENTITY})
     ident.update(identity or {})
     study_uid = study_instance_uid or src_meta.get("StudyInstanceUID") or generate_uid()
-    series_uid = series_instance_uid or generate_uid()
-    for_uid = frame_of_reference_uid or generate_uid()
+    def _uid(part: str) -> str:
+        return generate_uid(entropy_srcs=[uid_seed, part]) if uid_seed is not None else generate_uid()
+
+    series_uid = series_instance_uid or _uid("series")
+    for_uid = frame_of_reference_uid or _uid("frame-of-reference")
     now = _dt.datetime.now()
     date, time = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
 
@@ -478,7 +493,7 @@ def write_dicom_series(
     try:
         for k in range(nk):
             pos = lps[:3, :3] @ np.array([0.0, 0.0, float(k)]) + lps[:3, 3]
-            ds = _slice_dataset(modality, ident, study_uid, series_uid, for_uid, date, time)
+            ds = _slice_dataset(modality, ident, study_uid, series_uid, for_uid, date, time, _uid(f"sop/{k}"))
             ds.SeriesDescription = series_description or str(src_meta.get("SeriesDescription", ""))
             ds.SeriesNumber = int(series_number)
             ds.InstanceNumber = k + 1
@@ -515,9 +530,8 @@ def write_dicom_series(
 
 
 def _slice_dataset(modality: str, ident: Mapping[str, str], study_uid: str, series_uid: str, for_uid: str,
-                   date: str, time: str) -> FileDataset:
+                   date: str, time: str, sop_uid: str) -> FileDataset:
     sop_class = MR_IMAGE_STORAGE if modality == "MR" else CT_IMAGE_STORAGE
-    sop_uid = generate_uid()
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = sop_class
     meta.MediaStorageSOPInstanceUID = sop_uid

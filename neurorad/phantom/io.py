@@ -20,6 +20,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+from pydicom.uid import generate_uid
 
 from neurorad.errors import InputError
 from neurorad.image.dicom_series import write_dicom_series
@@ -74,11 +75,19 @@ def write_case(case: PhantomCase, out_dir: str | Path, format: str = "nifti", ov
                 ident = dict(case.case.get("dicom", {}).get("patient", {}))
                 ident.update({k: v for k, v in study.items() if k != "StudyInstanceUID"})
                 series_no = 1 + list(case.images).index(name)
+                attrs = dict(_DICOM_ATTRS.get(contrast, {}))
+                thickness = float(vol.metadata.get("slice_thickness_mm", 1.0))
+                if "MRAcquisitionType" in attrs:
+                    attrs["MRAcquisitionType"] = "2D" if thickness > 2.0 else "3D"
+                # one frame of reference per time point (all its series share the patient position)
+                uid_root = f"neurorad-phantom/{case.kind}/{case.seed}/{tp}"
                 path = write_dicom_series(
                     vol, tmp / "dicom" / name, modality=vol.metadata.get("modality", "MR"), identity=ident,
                     study_instance_uid=study.get("StudyInstanceUID"),
                     series_description=vol.metadata.get("series_description", name),
-                    series_number=series_no, attributes=_DICOM_ATTRS.get(contrast, {}),
+                    series_number=series_no, attributes=attrs,
+                    frame_of_reference_uid=generate_uid(entropy_srcs=[uid_root, "frame-of-reference"]),
+                    uid_seed=f"{uid_root}/{name}",
                 )
                 files[f"{name}_dicom"] = str(path.relative_to(tmp))
         for name, vol in case.truth.items():

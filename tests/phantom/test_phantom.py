@@ -235,3 +235,10 @@ def test_dicom_output_reads_back_like_the_nifti(tmp_path):
     assert b.metadata["dicom"]["StudyDate"] < f.metadata["dicom"]["StudyDate"]
     assert b.metadata["dicom"]["SliceThickness"] == pytest.approx(3.0)
     assert b.metadata["dicom"]["InversionTime"] == 1800
+    assert b.metadata["dicom"]["MRAcquisitionType"] == "2D"  # 3 mm slices
+    # same case written twice: byte-identical DICOM (reproducible UIDs), valid UIDs
+    again = write_case(case, tmp_path / "c2", "dicom")
+    first = sorted((out / "dicom" / "followup_flair").glob("*.dcm"))
+    second = sorted((again / "dicom" / "followup_flair").glob("*.dcm"))
+    assert len(first) == len(second) == f.spatial_shape[2]
+    assert all(x.read_bytes() == y.read_bytes() for x, y in zip(first, second, strict=True))
