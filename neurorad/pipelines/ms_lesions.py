@@ -90,7 +90,7 @@ class MSConfig:
     max_slice_thickness_mm: float = 5.0  # refuse 2D FLAIR with slices this thick or thicker
     brain_engine: str = "deepbet"  # deepbet | hdbet
     registration_backend: str = "elastix"  # elastix | sitk | ants
-    min_registration_correlation: float = 0.6  # Pearson r of the pair inside the brain after registration
+    min_registration_correlation: float = 0.8  # Pearson r of the smoothed, normalised pair inside the brain
     min_registration_nmi: float = 1.01  # normalised MI floor (noisy skull-stripped FLAIR pairs score ~1.04)
     min_brain_volume_ml: float = 300.0
     crop_margin_mm: float = 8.0
@@ -189,6 +189,17 @@ def flair_contrast_warning(vol: Volume, mask: np.ndarray) -> str | None:
     if bright > 0.08:
         return f"{vol.metadata.get('role')}: {bright:.0%} of the brain is very bright: does not look like FLAIR"
     return None
+
+
+def smoothed_correlation(a: np.ndarray, b: np.ndarray, mask: np.ndarray, spacing_mm: tuple[float, float, float],
+                         fwhm_mm: float = 4.0) -> float:
+    """Pearson correlation of two images inside ``mask`` after Gaussian smoothing (noise removed)."""
+    from scipy import ndimage
+
+    sig = [fwhm_mm / 2.3548 / s for s in spacing_mm]
+    x = ndimage.gaussian_filter(np.asarray(a, np.float32), sig)[mask]
+    y = ndimage.gaussian_filter(np.asarray(b, np.float32), sig)[mask]
+    return float(np.corrcoef(x, y)[0, 1])
 
 
 def halfway(t: AffineTransform) -> AffineTransform:
@@ -351,15 +362,11 @@ def _run(baseline_in: Any, followup_in: Any, tmp: Path, cfg: MSConfig, extra: di
         brain = resample(mb, ref, Tb, "nearest").data.astype(bool) & resample(mf, ref, Tf, "nearest").data.astype(bool)
         if not brain.any():
             raise ProcessingError("brain masks of the two time points do not overlap after registration")
-        r = float(np.corrcoef(b_c.data[brain], f_c.data[brain])[0, 1])
         st.engine = f"preprocess.registration:{reg.backend}"
         st.parameters.update(nmi_before=round(reg.nmi_before, 4), nmi_after=round(reg.nmi_after, 4),
-                             correlation_after=round(r, 4), rotation_deg=round(T.rotation_deg, 2),
+                             rotation_deg=round(T.rotation_deg, 2),
                              transform_baseline_to_followup=np.round(T.matrix, 5).tolist(),
                              transform_common_to_followup=np.round(Tf.matrix, 5).tolist())
-        if not r >= cfg.min_registration_correlation:
-            raise ProcessingError(f"registration failed: follow-up and baseline correlate only r={r:.2f} inside the "
-                                  f"brain after registration (< {cfg.min_registration_correlation})")
         extra_vols = {}
         for key, p in extra.items():
             if p is None:
@@ -386,6 +393,12 @@ def _run(baseline_in: Any, followup_in: Any, tmp: Path, cfg: MSConfig, extra: di
         bn, fn = np.where(brain, bn, 0).astype(np.float32), np.where(brain, fn, 0).astype(np.float32)
         st.engine = eng
         st.parameters.update({k: round(v, 5) for k, v in info.items()})
+        # registration check on the corrected pair: smoothed (4 mm FWHM) so noise does not count
+        r = smoothed_correlation(bn, fn, brain, ref.spacing_mm)
+        st.parameters["registration_check_correlation"] = round(r, 4)
+        if not r >= cfg.min_registration_correlation:
+            raise ProcessingError(f"registration failed: follow-up and baseline correlate only r={r:.2f} inside the "
+                                  f"brain after registration (< {cfg.min_registration_correlation})")
 
     sp = ref.spacing_mm
     vox_mm3 = ref.voxel_volume_mm3

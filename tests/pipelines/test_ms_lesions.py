@@ -1,0 +1,159 @@
+"""End to end: the MS workflow on coarse (2 mm) phantom pairs built on real anatomy, and bad input.
+
+The truth (new lesion instance maps on the follow-up grid) comes from the phantom generator,
+independently of the workflow; a lesion is found when the detection covers >= 40% of it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import highdicom as hd
+import numpy as np
+import pytest
+
+from neurorad.errors import InputError, ProcessingError
+from neurorad.image.nifti import load_nifti, save_nifti
+from neurorad.image.volume import Volume
+from neurorad.pipelines.ms_lesions import MSConfig, run_ms_lesions
+
+VOXEL_MM = 2.0
+
+
+@pytest.fixture(scope="module")
+def positive_case():
+    from neurorad.phantom.cases import ms_pair
+
+    return ms_pair(seed=11, n_stable=4, n_new=2, n_enlarging=1, in_plane_mm=VOXEL_MM, slice_thickness_mm=VOXEL_MM,
+                   misalign_deg=6.0, misalign_mm=6.0, diameter_range_mm=(7.0, 12.0))
+
+
+@pytest.fixture(scope="module")
+def positive_run(positive_case, tmp_path_factory):
+    out = tmp_path_factory.mktemp("pos") / "out"
+    return run_ms_lesions(positive_case.baseline_flair, positive_case.followup_flair, out), out
+
+
+@pytest.mark.slow
+def test_positive_pair_is_active_with_located_lesions(positive_case, positive_run) -> None:
+    res, out = positive_run
+    assert res.active and res.decision.gadolinium
+    truth = np.asarray(positive_case.truth["truth_new"].data)
+    det = np.asarray(res.labels.data)
+    assert res.labels.same_grid(positive_case.followup_flair)
+    for lid in np.unique(truth[truth > 0]):
+        m = truth == lid
+        assert np.count_nonzero(det[m]) / m.sum() >= 0.4, f"new lesion {lid} not found"
+    assert res.decision.n_new >= 2
+    assert any(r.aal_region or r.jhu_tract for r in res.lesions)
+    # the reported centroid of each truth new lesion is within 5 mm of the phantom's centre
+    centres = [np.array(rec["center_followup_ras_mm"]) for rec in positive_case.case["lesions"] if rec["type"] == "new"]
+    xyz = np.array([[r.centroid_x_mm, r.centroid_y_mm, r.centroid_z_mm] for r in res.lesions])
+    for c in centres:
+        assert np.min(np.linalg.norm(xyz - c, axis=1)) < 5.0
+    # outputs
+    for name in ("new_lesions.nii.gz", "score.nii.gz", "difference.nii.gz", "baseline.nii.gz", "followup.nii.gz",
+                 "lesions.csv", "result.json", "report.html", "report.pdf", "dicom/seg.dcm", "dicom/report_pdf.dcm"):
+        assert (out / name).exists(), name
+    assert (out / "report.pdf").read_bytes().startswith(b"%PDF")
+    r = json.loads((out / "result.json").read_text())
+    assert r["decision"]["active"] and r["counts"]["total"] == len(res.lesions)
+    assert r["parameters"]["post"]["binarise_threshold"] == 0.01 and r["parameters"]["post"]["min_volume_mm3"] == 12.0
+    steps = {s["name"]: s for s in r["provenance"]["steps"]}
+    assert steps["brain"]["weights_sha256"] and len(r["provenance"]["inputs"]["baseline"]) == 64
+    assert all(s["seconds"] >= 0 for s in steps.values())
+    # SEG readable by highdicom, on the follow-up geometry, one segment per lesion
+    seg = hd.seg.segread(out / "dicom" / "seg.dcm")
+    assert seg.number_of_segments == len(res.lesions)
+    vol = seg.get_volume(combine_segments=True, relabel=True)
+    ras = np.diag([-1.0, -1.0, 1.0])
+    theirs = (np.argwhere(vol.array > 0) @ vol.affine[:3, :3].T + vol.affine[:3, 3]) @ ras.T
+    ours = res.labels.voxel_to_world(np.argwhere(det > 0))
+    assert len(theirs) == len(ours)
+    assert np.allclose(np.sort(theirs, axis=0), np.sort(ours, axis=0), atol=1e-2)
+    assert list((out / "dicom" / "sc").glob("*.dcm"))
+
+
+@pytest.mark.slow
+def test_negative_pair_no_new_lesion_no_gadolinium(tmp_path) -> None:
+    from neurorad.phantom.cases import ms_pair
+
+    case = ms_pair(seed=12, n_stable=5, n_new=0, n_enlarging=0, in_plane_mm=VOXEL_MM, slice_thickness_mm=VOXEL_MM,
+                   misalign_deg=6.0, misalign_mm=6.0)
+    b, f = tmp_path / "b.nii.gz", tmp_path / "f.nii.gz"
+    save_nifti(case.baseline_flair, b)
+    save_nifti(case.followup_flair, f)
+    res = run_ms_lesions(b, f, tmp_path / "out")
+    assert not res.active and not res.decision.gadolinium
+    assert res.lesions == []
+    assert "No new or enlarging" in (tmp_path / "out" / "report.html").read_text()
+    assert (tmp_path / "out" / "report.pdf").exists() and (tmp_path / "out" / "dicom" / "report_pdf.dcm").exists()
+    assert not (tmp_path / "out" / "dicom" / "seg.dcm").exists()
+    assert int(load_nifti(tmp_path / "out" / "new_lesions.nii.gz").data.max()) == 0
+
+
+@pytest.mark.slow
+def test_failed_registration_leaves_no_output(positive_case, tmp_path) -> None:
+    cfg = replace(MSConfig(), min_registration_correlation=0.9999)  # no real pair reaches it
+    with pytest.raises(ProcessingError, match="registration"):
+        run_ms_lesions(positive_case.baseline_flair, positive_case.followup_flair, tmp_path / "out", cfg)
+    assert list(tmp_path.iterdir()) == []
+
+
+def _vol(spacing=(2.0, 2.0, 2.0), meta=None) -> Volume:
+    rng = np.random.default_rng(0)
+    return Volume(rng.random((40, 40, 30)).astype(np.float32), np.diag([*spacing, 1.0]), dict(meta or {}))
+
+
+def test_missing_and_unreadable_inputs(tmp_path) -> None:
+    with pytest.raises(InputError, match="does not exist"):
+        run_ms_lesions(tmp_path / "nope.nii.gz", tmp_path / "nope2.nii.gz", tmp_path / "out")
+    bad = tmp_path / "bad.nii.gz"
+    bad.write_text("not an image")
+    with pytest.raises(InputError):
+        run_ms_lesions(bad, bad, tmp_path / "out")
+    other = tmp_path / "x.txt"
+    other.write_text("x")
+    with pytest.raises(InputError, match="neither"):
+        run_ms_lesions(other, other, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_different_patients_refused(tmp_path) -> None:
+    b = _vol(meta={"dicom": {"PatientID": "P1", "SeriesDescription": "FLAIR"}})
+    f = _vol(meta={"dicom": {"PatientID": "P2", "SeriesDescription": "FLAIR"}})
+    with pytest.raises(InputError, match="different patients") as ei:
+        run_ms_lesions(b, f, tmp_path / "out")
+    assert "P1" not in str(ei.value) and "P2" not in str(ei.value)  # no identifiers in messages
+
+
+def test_thick_2d_slices_refused(tmp_path) -> None:
+    with pytest.raises(InputError, match="5 mm|slices"):
+        run_ms_lesions(_vol(), _vol((1.0, 1.0, 6.0)), tmp_path / "out")
+
+
+def test_empty_brain_mask_fails_cleanly(tmp_path, monkeypatch) -> None:
+    # an extractor that finds no brain (as on a non-head image) -> ProcessingError, nothing written
+    from neurorad.pipelines import _engines
+
+    def empty(volume, engine="deepbet"):
+        return volume.with_data(np.zeros(volume.spatial_shape, bool)), "stub", None
+
+    monkeypatch.setattr(_engines, "brain_mask", empty)
+    with pytest.raises(ProcessingError, match="brain mask is empty"):
+        run_ms_lesions(_vol(), _vol(), tmp_path / "out")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_bad_input_exit_code(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    code = "import sys; from neurorad.cli import main; sys.argv[0] = 'neurorad'; main()"
+    p = subprocess.run([sys.executable, "-c", code, "--quiet", "ms-lesions", "--baseline", str(tmp_path / "a.nii.gz"),
+                        "--followup", str(tmp_path / "b.nii.gz"), "--out", str(tmp_path / "o")],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2 and "does not exist" in p.stderr
+    assert not Path(tmp_path / "o").exists()
