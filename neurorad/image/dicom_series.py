@@ -270,11 +270,16 @@ def _read_with_dcm2niix(files: list[Path], source: Path) -> tuple[Volume | None,
         return vol, ""
 
 
-def _rescale(ds: Dataset, frame: np.ndarray, frame_ds: Dataset | None = None) -> np.ndarray:
+def _rescale(ds: Dataset, frame: np.ndarray, frame_ds: Dataset | None = None,
+             shared: Dataset | None = None) -> np.ndarray:
+    """Modality LUT: stored x RescaleSlope + RescaleIntercept, from the per-frame, then the shared
+    Pixel Value Transformation functional group (enhanced objects), then the top level."""
     slope, intercept = 1.0, 0.0
     src = ds
-    if frame_ds is not None and "PixelValueTransformationSequence" in frame_ds:
-        src = frame_ds.PixelValueTransformationSequence[0]
+    for group in (frame_ds, shared):
+        if group is not None and "PixelValueTransformationSequence" in group:
+            src = group.PixelValueTransformationSequence[0]
+            break
     if "RescaleSlope" in src:
         slope = float(src.RescaleSlope)
     if "RescaleIntercept" in src:
@@ -383,7 +388,7 @@ def _read_multiframe(ds: Dataset, path: Path) -> Volume:
         pos = np.array([[0.0, 0.0, k * step] for k in range(n)])
         meta["geometry"] = "nominal: no plane position/orientation in the file"
     affine = _affine_from_planes(iop, pos, pixel_spacing, step)
-    data = np.stack([_rescale(ds, frames[i], per[i]).T for i in order], axis=-1)
+    data = np.stack([_rescale(ds, frames[i], per[i], shared).T for i in order], axis=-1)
     return Volume(data, affine, meta)
 
 

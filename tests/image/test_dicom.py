@@ -148,6 +148,20 @@ def test_enhanced_multiframe_emri_small():
     assert vol.metadata["dicom"]["MRAcquisitionType"] == "3D"
 
 
+def test_enhanced_ct_with_functional_groups_pydicom_equals_dcm2niix():
+    # eCT_Supplemental.dcm: enhanced CT, 2 frames, plane position per frame, orientation, pixel
+    # measures and the rescale (intercept -1024) in the shared functional groups
+    path = get_testdata_file("eCT_Supplemental.dcm")
+    a = read_dicom_series(path, engine="dcm2niix")
+    b = read_dicom_series(path, engine="pydicom")
+    assert a.metadata["reader"] == "dcm2niix" and b.metadata["reader"] == "pydicom"
+    assert "geometry" not in b.metadata
+    assert b.same_grid(a)
+    np.testing.assert_array_equal(b.data, a.data)
+    ds = pydicom.dcmread(path)
+    assert float(b.data.min()) == float(ds.pixel_array.min()) - 1024.0
+
+
 def test_siemens_mosaic_geometry_matches_nibabel():
     path = os.path.join(os.path.dirname(nib.__file__), "nicom", "tests", "data", "0.dcm")
     vol = read_dicom_series(path)
