@@ -97,3 +97,23 @@ def test_missing_images_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "r").mkdir()
     with pytest.raises(InputError, match="no viewable images"):
         rv.build_review(tmp_path / "r", 1, str)
+
+
+def test_jump_targets_come_from_the_displayed_label_map(web_env, tmp_path: Path) -> None:
+    """lesions.csv is measured on the follow-up's grid; the viewer shows the common space. Here
+    the common-space label map is shifted by 3 voxels (6 mm) in i: the jump target must follow it."""
+    import nibabel as nib
+    import numpy as np
+
+    folder = tmp_path / "r"
+    shutil.copytree(web_env.folder, folder)
+    img = nib.load(folder / "new_lesions.nii.gz")
+    shifted = np.roll(np.asarray(img.dataobj), 3, axis=0)
+    nib.save(nib.Nifti1Image(shifted, img.affine), folder / "new_lesions_common.nii.gz")
+    table = {c.lesion_id: c for c in rv.read_candidates(folder / "lesions.csv")}
+    d = rv.build_review(folder, 1, str)
+    assert d.overlay["url"] == "new_lesions_common.nii.gz"
+    for c in d.lesions:
+        assert c.x_mm == pytest.approx(table[c.lesion_id].x_mm + 6.0, abs=0.05)  # +3 voxels of 2 mm
+        assert (c.y_mm, c.z_mm) == pytest.approx((table[c.lesion_id].y_mm, table[c.lesion_id].z_mm), abs=0.05)
+        assert c.volume_ml == table[c.lesion_id].volume_ml  # the reported numbers stay the table's

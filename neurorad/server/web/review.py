@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import csv
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -141,6 +141,36 @@ def read_candidates(csv_path: Path) -> list[Candidate]:
     return out
 
 
+def label_centroids_mm(label_path: Path) -> dict[int, tuple[float, float, float]]:
+    """World (RAS+ mm) centre of mass of every label of the overlay the viewer shows.
+
+    ms_lesions measures lesions on the follow-up's own grid (``lesions.csv``) but shows them in
+    the common space (``new_lesions_common.nii.gz``); jumping to a lesion must use the position
+    in the displayed space, so the centroids are taken from the displayed label map.
+    """
+    import nibabel as nib
+    import numpy as np
+    from scipy import ndimage
+
+    try:
+        img = nib.load(str(label_path))
+        labels = np.asarray(img.dataobj)
+    except Exception as err:  # noqa: BLE001 - any unreadable overlay is a bad result file
+        raise InputError(f"label map cannot be read ({type(err).__name__})", label_path) from err
+    if labels.ndim > 3:
+        labels = labels.reshape(labels.shape[:3])
+    labels = np.rint(labels).astype(np.int64)
+    ids = [int(i) for i in np.unique(labels) if i > 0]
+    if not ids:
+        return {}
+    cents = ndimage.center_of_mass(np.ones(labels.shape, np.uint8), labels, ids)
+    out = {}
+    for i, c in zip(ids, cents, strict=True):
+        xyz = img.affine @ np.array([*c, 1.0])
+        out[i] = (round(float(xyz[0]), 1), round(float(xyz[1]), 1), round(float(xyz[2]), 1))
+    return out
+
+
 def _sequences(folder: Path, timepoints: list[str], file_url: Any) -> dict[str, dict[str, str]]:
     """Map sequence name -> {timepoint: url}; the plain ``<timepoint>.nii.gz`` files are FLAIR."""
     seqs: dict[str, dict[str, str]] = {}
@@ -214,6 +244,10 @@ def build_review(folder: Path, result_version: int, file_url: Any, workflow: str
     workflow = workflow or str(result.get("workflow", "ms_lesions"))
     overlay_name = next((n for n in OVERLAY_CANDIDATES if (folder / n).exists()), None)
     lesions = read_candidates(folder / "lesions.csv")
+    if overlay_name and lesions:
+        where = label_centroids_mm(folder / overlay_name)
+        lesions = [replace(c, x_mm=where[c.lesion_id][0], y_mm=where[c.lesion_id][1], z_mm=where[c.lesion_id][2])
+                   if c.lesion_id in where else c for c in lesions]
     alarms, alarm_messages = count_alarms(result)
 
     priors = result.get("priors") if isinstance(result.get("priors"), list) else []
