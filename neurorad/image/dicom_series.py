@@ -206,6 +206,9 @@ def read_dicom_series(path: str | Path, series_uid: str | None = None, engine: s
         raise ValueError(f"unknown engine {engine!r}")
 
     first = pydicom.dcmread(str(info.files[0]), stop_before_pixels=True)
+    if int(first.get("SamplesPerPixel", 1) or 1) != 1:
+        raise InputError(f"colour image ({first.get('PhotometricInterpretation', 'RGB')}); a greyscale MR/CT series "
+                         "is needed", info.files[0])
     meta = dicom_metadata(first)
     vol: Volume | None = None
     reason = ""
@@ -266,6 +269,8 @@ def _read_with_dcm2niix(files: list[Path], source: Path) -> tuple[Volume | None,
             vol = load_nifti(niftis[0], dtype=np.float32)
         except InputError as exc:
             return None, exc.problem
+        except (TypeError, ValueError) as exc:  # e.g. an RGB NIfTI
+            return None, f"dcm2niix output not a scalar image ({exc})"
         vol.data = np.array(vol.data)  # detach from the temp file
         return vol, ""
 

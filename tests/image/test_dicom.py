@@ -192,6 +192,13 @@ def test_real_ct_series_and_mixed_series_folder():
         read_dicom_series(PYDICOM_SERIES, series_uid="1.2.3")
 
 
+def test_colour_and_geometry_less_images_are_clear_errors():
+    with pytest.raises(InputError, match="colour"):
+        read_dicom_series(get_testdata_file("SC_rgb.dcm"))
+    with pytest.raises(InputError, match="geometry unknown"):
+        read_dicom_series(get_testdata_file("JPEG2000.dcm"), engine="pydicom")
+
+
 def test_bad_input(tmp_path):
     with pytest.raises(InputError, match="not found"):
         read_dicom_series(tmp_path / "missing")
