@@ -76,7 +76,8 @@ def _place(rng: np.random.Generator, anatomy: Anatomy, region: str, radius_mm: f
         if all(np.linalg.norm(c - c2) >= radius_mm + r2 + gap_mm for c2, r2 in taken):
             taken.append((c, radius_mm))
             return c
-    raise RuntimeError(f"could not place a lesion of radius {radius_mm} mm in {region}")
+    raise ValueError(f"could not place a lesion of radius {radius_mm:.1f} mm in {region} clear of the others "
+                     "(too many or too large lesions)")
 
 
 def _misalignment(rng: np.random.Generator, misalign_deg: float | tuple[float, float, float],
