@@ -135,7 +135,13 @@ def run_cmd(
     meta = {"samples": table.n_samples, "genes": table.n_genes, "splits": splits, "DER sizes": list(sizes),
             "positive class": res.attrs.get("positive"), "radiomics": rad_cols or "none", "grouped by": by or "none",
             "DE pseudo-counts": cfg.q2q, "RF trees": rf_trees, "seed": seed}
-    written = write_outputs(res, out, target, meta)
+    rad_anova = None
+    if rad is not None:
+        from neurorad.genomics.radiomics import anova_pvalues
+
+        rad_anova = anova_pvalues(pd.DataFrame(rad, columns=rad_cols, index=table.sample_ids),
+                                  pd.DataFrame({target: labels}, index=table.sample_ids))
+    written = write_outputs(res, out, target, meta, rad_anova)
     (out / "run.json").write_text(json.dumps({**meta, "target": target, "classifiers": list(names)}, indent=2,
                                              default=str))
     best = res.groupby(["classifier", "n_genes"])["balanced_accuracy"].mean().idxmax()

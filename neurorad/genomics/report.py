@@ -45,8 +45,13 @@ def bar_chart(summary: pd.DataFrame, metric: str, path: Path, title: str) -> Non
     plt.close(fig)
 
 
-def write_outputs(results: pd.DataFrame, out_dir: str | Path, target: str, meta: dict) -> dict[str, Path]:
-    """results.csv, summary.csv, anova.csv, one PNG per metric (and group), report.html."""
+def write_outputs(
+    results: pd.DataFrame, out_dir: str | Path, target: str, meta: dict, radiomics_anova: pd.DataFrame | None = None
+) -> dict[str, Path]:
+    """results.csv, summary.csv, anova.csv, one PNG per metric (and group), report.html.
+
+    ``radiomics_anova`` (feature x target ANOVA p-values) is written as radiomics_anova.csv and shown.
+    """
     out = Path(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".radiogenomics-", dir=out.parent))
@@ -56,6 +61,8 @@ def write_outputs(results: pd.DataFrame, out_dir: str | Path, target: str, meta:
         results.to_csv(tmp / "results.csv", index=False)
         summary.to_csv(tmp / "summary.csv", index=False)
         anova.to_csv(tmp / "anova.csv", index=False)
+        if radiomics_anova is not None:
+            radiomics_anova.to_csv(tmp / "radiomics_anova.csv", index_label="feature")
         groups = sorted(results["group"].unique()) if "group" in results.columns else [None]
         figs: list[str] = []
         for g in groups:
@@ -79,6 +86,9 @@ def write_outputs(results: pd.DataFrame, out_dir: str | Path, target: str, meta:
             for k in sorted(results["n_genes"].unique()):
                 parts.append(f"<h3>{k} DERs</h3>")
                 parts.append(paper_table(summary, anova, int(k), g).to_html(escape=True))
+        if radiomics_anova is not None:
+            parts.append("<h2>Radiomics features: one-way ANOVA p-value against the target</h2>")
+            parts.append(radiomics_anova.map(lambda v: f"{v:.3g}").to_html())
         if "group" in results.columns:
             parts.append("<h2>Group comparison (mean balanced accuracy, all DER sizes)</h2>")
             comp = summary[summary["metric"] == "balanced_accuracy"].pivot_table(

@@ -237,7 +237,10 @@ def test_cli_simulate_and_run_with_radiomics_by_sex(tmp_path):
     assert r.exit_code == 0, r.output
     res = pd.read_csv(tmp_path / "run" / "results.csv")
     assert set(res["group"]) == {"F", "M"} and "RF-radiogenomics" in set(res["classifier"])
-    assert "Group comparison" in (tmp_path / "run" / "report.html").read_text()
+    html = (tmp_path / "run" / "report.html").read_text()
+    assert "Group comparison" in html and "Radiomics features" in html
+    ra = pd.read_csv(tmp_path / "run" / "radiomics_anova.csv", index_col=0)
+    assert list(ra.index) == list(R.FEATURES) and ra["ATRX"].between(0, 1).all()
 
 
 def test_cli_bad_inputs(tmp_path):
