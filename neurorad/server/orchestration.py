@@ -502,7 +502,9 @@ class DataPlane:
             study = s.get(Study, lease.study_id)
             if study.state not in ("reported", "failed"):
                 raise PermanentError(f"study is {study.state}; only reported results are delivered")
-            results = [(r.id, r.path, r.sop_uid) for r in study.results if r.sop_uid]
+            latest = s.scalar(select(Job.id).where(Job.study_id == study.id, Job.kind == "workflow",
+                                                   Job.state == "succeeded").order_by(Job.id.desc()).limit(1))
+            results = [(r.id, r.path, r.sop_uid) for r in study.results if r.sop_uid and r.job_id == latest]
             for rid, _, _ in results:
                 for d in dests:
                     if s.scalar(select(Delivery).where(Delivery.result_id == rid,

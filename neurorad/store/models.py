@@ -182,7 +182,9 @@ class Result(Base):
     job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id"), nullable=True)
     kind: Mapped[str] = mapped_column(String(16))
     path: Mapped[str] = mapped_column(String(512))
-    sop_uid: Mapped[str | None] = mapped_column(String(64), nullable=True, unique=True)
+    # not unique: a re-run (new job) of a deterministic workflow writes the same SOP Instance UIDs;
+    # delivery sends only the results of the study's latest succeeded workflow job
+    sop_uid: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
     sop_class_uid: Mapped[str | None] = mapped_column(String(64), nullable=True)
     sha256: Mapped[str] = mapped_column(String(64))
     workflow: Mapped[str] = mapped_column(String(64))

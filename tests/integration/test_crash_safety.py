@@ -49,7 +49,9 @@ def test_kill_server_and_workers_repeatedly(orthanc, workdir, backend, server_ki
     # each workflow job lasts ~3 s so that a worker can be killed in the middle of one
     srv = NeuroradServer(workdir / "data", config, db_url, env={"NEURORAD_SUMMARY_DELAY_S": "3"})
     try:
+        t0 = time.time()
         srv.start(workers=0)
+        print(f"[{time.time() - t0:.1f}s] server up")
         # 1. kill -9 the server while storescu is sending, repeatedly, then send everything again
         for _ in range(server_kills):
             sender = _send(srv, all_files)
@@ -60,6 +62,7 @@ def test_kill_server_and_workers_repeatedly(orthanc, workdir, backend, server_ki
             srv.start(workers=0)
         sender = _send(srv, all_files)
         assert sender.wait(120) == 0
+        print(f"[{time.time() - t0:.1f}s] ingest done after {server_kills} server kill(s)")
         # 2. two workers; kill -9 one in the middle of a job, repeatedly
         srv.start_worker()
         srv.start_worker()
@@ -75,8 +78,10 @@ def test_kill_server_and_workers_repeatedly(orthanc, workdir, backend, server_ki
                 srv.start_worker()
             time.sleep(0.3)
         assert kills == worker_kills, "never caught a worker mid-job"
+        print(f"[{time.time() - t0:.1f}s] {kills} workers killed mid-job")
         wait_for(lambda: all(s["state"] == "delivered" for s in srv.api("/api/studies"))
                  and len(srv.api("/api/studies")) == N_STUDIES, 300, "all studies delivered", interval_s=1)
+        print(f"[{time.time() - t0:.1f}s] all delivered")
         got = srv.api("/api/studies")
         assert sorted(s["n_instances"] for s in got) == [N_SLICES] * N_STUDIES  # no instance lost or doubled
         for s in got:

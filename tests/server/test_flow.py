@@ -276,3 +276,31 @@ def test_ms_lesions_selection_takes_the_baseline_from_the_previous_study(setting
         job = s.scalars(select(Job)).one()
         chosen = {role: s.get(Series, sid).study_id for role, sid in job.payload["series"].items()}
         assert chosen == {"flair": f.id, "baseline_flair": b.id}
+
+
+def test_rejected_results_are_not_delivered_and_can_be_retried(settings, sink, tmp_path):
+    app = _app(settings, sink)
+    plane = app.state.plane
+    for f in write_series(tmp_path / "s", "FLAIR", n_slices=2, size=32):
+        plane.ingest_bytes(f.read_bytes(), "MOD")
+    plane.complete_quiet_studies()
+    _run_jobs(app)
+    with TestClient(app) as client:
+        tok = app.state.tok
+        sid = client.get("/api/studies", headers=tok["technologist"]).json()[0]["id"]
+        r = client.post(f"/api/studies/{sid}/review", json={"decision": "UNACCEPTABLE", "score": 1,
+                                                             "comment": "motion"}, headers=tok["radiologist"])
+        assert r.json()["state"] == "rejected"
+        _run_jobs(app)
+        assert sink.received == []  # nothing leaves without acceptance
+        assert client.post(f"/api/studies/{sid}/deliver", headers=tok["technologist"]).status_code == 409
+        r = client.post(f"/api/studies/{sid}/retry", json={"reason": "re-run after motion check"},
+                        headers=tok["technologist"])
+        assert r.status_code == 200 and r.json()["state"] == "queued"
+        _run_jobs(app)
+        d = client.get(f"/api/studies/{sid}", headers=tok["technologist"]).json()
+        assert d["state"] == "needs_review"
+        assert [q["decision"] for q in d["qa"]] == ["UNACCEPTABLE"] and d["qa"][0]["username"] == "radiologist"
+        assert len([j for j in d["jobs"] if j["kind"] == "workflow" and j["state"] == "succeeded"]) == 2
+        audit = client.get("/api/audit", headers=tok["admin"]).json()
+        assert {"study.review", "study.retry", "workflow.done"} <= {e["action"] for e in audit}

@@ -204,10 +204,10 @@ def upgrade() -> None:
     sa.Column('created_at', sa.DateTime(), nullable=False),
     sa.ForeignKeyConstraint(['job_id'], ['jobs.id'], ),
     sa.ForeignKeyConstraint(['study_id'], ['studies.id'], ),
-    sa.PrimaryKeyConstraint('id'),
-    sa.UniqueConstraint('sop_uid')
+    sa.PrimaryKeyConstraint('id')
     )
     with op.batch_alter_table('results', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_results_sop_uid'), ['sop_uid'], unique=False)
         batch_op.create_index(batch_op.f('ix_results_study_id'), ['study_id'], unique=False)
 
     op.create_table('deliveries',
@@ -251,6 +251,7 @@ def downgrade() -> None:
     op.drop_table('deliveries')
     with op.batch_alter_table('results', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_results_study_id'))
+        batch_op.drop_index(batch_op.f('ix_results_sop_uid'))
 
     op.drop_table('results')
     with op.batch_alter_table('instances', schema=None) as batch_op:
