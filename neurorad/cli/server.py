@@ -43,6 +43,8 @@ def register(app: typer.Typer) -> None:
         host: str = typer.Option("127.0.0.1", "--host", help="HTTP listen address."),
         port: int = typer.Option(8000, "--port", help="HTTP port."),
         dicom_port: int = typer.Option(11112, "--dicom-port", help="C-STORE receiver port (0: no receiver)."),
+        dicom_host: str = typer.Option(None, "--dicom-host", help="C-STORE listen address (default 127.0.0.1; "
+                                       "a site's scanners need the machine's address)."),
         ae_title: str = typer.Option(None, "--ae-title", help="Receiver AE title (default NEURORAD)."),
         workers: int = typer.Option(1, "--workers", help="Local worker slots (0: no local worker)."),
         quiet_period_s: float = typer.Option(None, "--quiet-period", help="Seconds without a new instance "
@@ -58,6 +60,7 @@ def register(app: typer.Typer) -> None:
         from neurorad.server.app import create_app
 
         settings = _settings(data_dir, database_url, config, host=host, port=port, ae_title=ae_title,
+                             dicom_host=dicom_host,
                              dicom_port=dicom_port or None, workers=max(workers, 1), quiet_period_s=quiet_period_s,
                              workflow=workflow, run_receiver=bool(dicom_port), run_scheduler=True,
                              run_worker=workers > 0)
