@@ -25,14 +25,16 @@ def n4_bias_correct(
     shrink_factor: int = 4,
     iterations: Sequence[int] = (50, 50, 50, 50),
     convergence_threshold: float = 1e-6,
-    spline_distance_mm: float = 100.0,
+    spline_distance_mm: float = 200.0,
     return_field: bool = False,
     progress: Callable[[int], None] | None = None,
 ) -> Volume | tuple[Volume, Volume]:
     """Bias-corrected image (float32, same grid); optionally also the multiplicative field.
 
     ``iterations`` gives the maximum iterations per fitting level (its length is the number of
-    levels); ``spline_distance_mm`` sets the B-spline control-point spacing of the field.
+    levels); ``spline_distance_mm`` sets the B-spline control-point spacing of the field at the
+    first level (200 mm, as ANTs' ``-b [200]`` recommendation; it halves at each level). A finer
+    start (100 mm) left twice the residual white-matter variation in our Colin27 test.
     """
     src = volume.metadata.get("source")
     if volume.data.ndim != 3:

@@ -64,12 +64,11 @@ class RegistrationResult:
     transform_type: str
     seconds: float
     parameters: dict[str, Any] = field(default_factory=dict)
-    displacement_field: Volume | None = None  # SyN only: 4D (x, y, z, 3) RAS mm offsets
 
     def warp_mask(self, mask: Volume, fixed: Volume) -> Volume:
         """Bring a mask drawn on the moving image onto the fixed grid (nearest neighbour)."""
-        if self.displacement_field is not None:
-            raise ProcessingError("warp_mask for deformable results: use the ants backend's own transforms")
+        if self.transform_type == "syn":
+            raise ProcessingError("warp_mask covers rigid/affine results only; SyN keeps its warp inside ANTs")
         return resample(mask.with_data(mask.data.astype(bool)), fixed, self.transform, "nearest")
 
 
@@ -271,7 +270,10 @@ def _ants_register(
                             random_seed=int(params.get("seed", 1)))
     affine_files = [p for p in out["fwdtransforms"] if p.endswith(".mat")]
     tx = sitk.ReadTransform(affine_files[0])
-    return from_sitk_transform(tx, "rigid" if ttype == "rigid" else "affine"), out.get("warpedmovout")
+    warped = None
+    if ttype == "syn":  # ants arrays are [x, y, z] on the ITK grid = our [i, j, k]
+        warped = fixed.with_data(np.asarray(out["warpedmovout"].numpy(), dtype=np.float32))
+    return from_sitk_transform(tx, "rigid" if ttype == "rigid" else "affine"), warped
 
 
 def register(
@@ -305,14 +307,15 @@ def register(
             raise InputError(f"{name} image is constant", v.metadata.get("source"))
     initial = initial or AffineTransform.identity()
     t0 = time.perf_counter()
-    field_vol = None
+    warped = None
     if backend == "sitk":
         transform = _sitk_register(fixed, moving, transform_type, initial, progress, params)
     elif backend == "elastix":
         transform = _elastix_register(fixed, moving, transform_type, initial, progress, params)
     else:
-        transform, _ = _ants_register(fixed, moving, transform_type, params)
-    registered = resample(_as_float(moving), fixed, transform, "linear")
+        transform, warped = _ants_register(fixed, moving, transform_type, params)
+    # SyN: the deformed image comes from ANTs; ``transform`` is then only its affine part
+    registered = warped if warped is not None else resample(_as_float(moving), fixed, transform, "linear")
     seconds = time.perf_counter() - t0
     if check and transform_type != "syn":
         nb, na = _check(fixed, moving, transform, registered, limits or RegistrationLimits(), initial)
@@ -325,5 +328,5 @@ def register(
                                   {"backend": backend, "nmi_after": round(na, 4)}),
         registered=registered.with_data(registered.data, registration={"backend": backend, "type": transform_type}),
         nmi_before=nb, nmi_after=na, backend=backend, transform_type=transform_type, seconds=seconds,
-        parameters=dict(params), displacement_field=field_vol,
+        parameters=dict(params),
     )
