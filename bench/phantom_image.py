@@ -27,11 +27,14 @@ def _time(fn, repeat: int = 1):
 
 def main() -> None:
     from neurorad.image import read_dicom_series, write_dicom_series
+    from neurorad.phantom import anatomy as anat_mod
     from neurorad.phantom import load_anatomy, ms_pair
     from neurorad.phantom.cases import make_case
 
+    cached = (anat_mod._cache_dir() / f"phantom-{anat_mod._cache_key()}.npz").exists()
     t, _ = _time(load_anatomy)
-    print(f"phantom anatomy load (cold)                 {t:6.2f} s")
+    state = 'present' if cached else 'absent'
+    print(f"phantom anatomy load, first in process      {t:6.2f} s   (disk mask cache {state})")
     t, case = _time(lambda: ms_pair(seed=1), repeat=2)
     print(f"ms-pair 1 mm FLAIR (2 images, 6 truth maps)  {t:6.2f} s   (target: a few seconds)")
     t, _ = _time(lambda: ms_pair(seed=1, contrasts=("flair", "t1", "t2")))
