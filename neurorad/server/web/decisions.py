@@ -66,9 +66,10 @@ def _instance_paths(s: Session, study: Study, root: Path) -> list[Path]:
     return [(root / r.path).resolve() for r in rows]
 
 
-def _add_result(s: Session, study: Study, root: Path, path: Path, kind: str, sop_uid: str | None = None,
-                sop_class: str | None = None) -> Result:
-    row = Result(study_id=study.id, job_id=None, kind=kind, path=str(path.resolve().relative_to(root.resolve())),
+def _add_result(s: Session, study: Study, root: Path, path: Path, kind: str, job_id: int | None,
+                sop_uid: str | None = None, sop_class: str | None = None) -> Result:
+    # Registered under the workflow run it reviews: the data plane delivers that run's objects.
+    row = Result(study_id=study.id, job_id=job_id, kind=kind, path=str(path.resolve().relative_to(root.resolve())),
                  sop_uid=sop_uid, sop_class_uid=sop_class, sha256=sha256_file(path),
                  workflow=study.workflow or "unknown", software_version=__version__)
     s.add(row)
@@ -110,12 +111,12 @@ def decide(request: Request, s: Session, study: Study, p: Principal, body: Any) 
     out_dir = root / "results" / str(int(study.id)) / "review"
     written = reporting.write_reviewed_report(folder, out_dir, report, version, ref, predecessor)
 
-    _add_result(s, study, root, written.html_path, "review_html")
-    _add_result(s, study, root, written.pdf_path, "review_pdf")
+    _add_result(s, study, root, written.html_path, "review_html", res.job_id)
+    _add_result(s, study, root, written.pdf_path, "review_pdf", res.job_id)
     dcm_row = None
     if written.dicom_path is not None:
-        dcm_row = _add_result(s, study, root, written.dicom_path, "review_dcm", written.sop_instance_uid,
-                              ENCAPSULATED_PDF)
+        dcm_row = _add_result(s, study, root, written.dicom_path, "review_dcm", res.job_id,
+                              written.sop_instance_uid, ENCAPSULATED_PDF)
 
     decision = QADecision(study_id=study.id, result_id=res.id, user_id=p.user_id, decision=body.decision,
                           score=body.score, comment=body.comment or None)

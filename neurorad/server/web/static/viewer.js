@@ -4,7 +4,7 @@
 // <script id="review-data" type="application/json">. Panels share slice, plane and zoom: a
 // panel moved with the mouse broadcasts to the others (NiiVue's broadcastTo, in mm), and every
 // programmatic move (keyboard, lesion click) is applied to all panels in world millimetres.
-import { Niivue, SLICE_TYPE } from "./dist/niivue.js";
+import { Niivue, NVImage, SLICE_TYPE } from "./dist/niivue.js";
 
 const data = JSON.parse(document.getElementById("review-data").textContent);
 const csrfToken = document.querySelector('meta[name="csrf-token"]')?.content ?? "";
@@ -123,7 +123,20 @@ function readWindowFromVolume() {
 async function loadSequence(name) {
   const mm = state.panels.length && state.panels[0].nv.volumes.length ? crosshairMM() : null;
   state.sequence = name;
-  await Promise.all(state.panels.map(({ nv, spec }) => nv.loadVolumes(volumeList(spec))));
+  // Each file is fetched and decoded once and shared by the panels showing it (the follow-up
+  // appears in two panels); each panel still builds its own GPU textures.
+  const images = new Map();
+  const image = (opts) => {
+    if (!images.has(opts.url)) images.set(opts.url, NVImage.loadFromUrl(opts));
+    return images.get(opts.url);
+  };
+  await Promise.all(
+    state.panels.map(async ({ nv, spec }) => {
+      const vols = await Promise.all(volumeList(spec).map(image));
+      nv.volumes = [];
+      for (const v of vols) nv.addVolume(v);
+    }),
+  );
   for (const { nv } of state.panels) nv.setSliceType(PLANES[state.plane]);
   if (Object.values(state.candidates).includes("discard")) applyCandidatesToOverlay();
   readWindowFromVolume();
@@ -328,7 +341,8 @@ async function main() {
   }
   await loadSequence(state.sequence);
   const tVolumes = performance.now();
-  setOpacity(state.opacity);
+  // opacity is already applied by loadSequence; only the label (setOpacity would redo the GPU upload)
+  $("#opacity-value").textContent = `${Math.round(state.opacity * 100)}%`;
   if (state.selected >= 0) selectLesion(state.selected);
   else showLocation();
   wireControls();
