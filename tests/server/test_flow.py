@@ -92,6 +92,10 @@ def test_storescu_to_delivery_reidentified(settings, sink, tmp_path):
         d = client.get(f"/api/studies/{sid}", headers=tok["technologist"]).json()
         assert d["state"] == "needs_review", d
         assert sorted(r["kind"] for r in d["results"]) == ["pdf", "sc"]
+        res = next(r for r in d["results"] if r["kind"] == "sc")
+        stored = pydicom.dcmread(io.BytesIO(client.get(f"/api/results/{res['id']}/file",
+                                                       headers=tok["technologist"]).content))
+        assert stored.PatientID == d["patient_pseudo_id"] != IDENTITY["PatientID"]  # pseudonymised at rest
         r = client.post(f"/api/studies/{sid}/review", json={"decision": "ACCEPTABLE", "score": 5},
                         headers=tok["radiologist"])
         assert r.status_code == 200 and r.json()["state"] == "reported"
@@ -304,3 +308,20 @@ def test_rejected_results_are_not_delivered_and_can_be_retried(settings, sink, t
         assert len([j for j in d["jobs"] if j["kind"] == "workflow" and j["state"] == "succeeded"]) == 2
         audit = client.get("/api/audit", headers=tok["admin"]).json()
         assert {"study.review", "study.retry", "workflow.done"} <= {e["action"] for e in audit}
+
+
+def test_worker_kills_a_job_past_its_timeout_and_retries_it(settings, tmp_path):
+    settings.job_timeout_s = 0.05  # far less than one summary job needs
+    settings.max_attempts = 2
+    settings.backoff_base_s = 0.01
+    app = _app(settings)
+    plane = app.state.plane
+    for f in write_series(tmp_path / "s", "FLAIR", n_slices=2, size=32):
+        plane.ingest_bytes(f.read_bytes(), "MOD")
+    plane.complete_quiet_studies()
+    Worker(settings).run(poll_s=0.1, max_jobs=2)
+    with plane.db.session() as s:
+        job = s.scalars(select(Job)).one()
+        st = s.scalars(select(Study)).one()
+        assert job.state == "failed" and job.attempts == 2 and job.error.startswith("timed out")
+        assert st.state == "failed" and "timed out" in st.state_reason
