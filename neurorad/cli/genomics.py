@@ -118,7 +118,7 @@ def run_cmd(
         raise InputError("--radiomics-threshold must be mean or median")
     cfg = ProtocolConfig(n_splits=splits, der_sizes=sizes, classifiers=names, seed=seed, n_jobs=jobs,
                          rf_n_estimators=rf_trees, radiomics_threshold=radiomics_threshold,
-                         q2q="exact" if exact_de else "wilson-hilferty",
+                         q2q="exact" if exact_de else "compiled",
                          common_max_genes=None if exact_de else 1500)
     x = table.counts.T
     if by is not None:

@@ -9,8 +9,9 @@ splits; classifiers are compared by one-way ANOVA per metric and DER size (the p
 Tables 2-4).
 
 Speed: the DE step runs once per split; the pseudo-count mapping uses the Wilson-Hilferty
-gamma quantile (``q2q="wilson-hilferty"``; see :mod:`neurorad.genomics.dispersion`);
-splits run in parallel processes (joblib, one thread each).
+gamma quantile in compiled per-gene kernels (``q2q="compiled"``; see
+:mod:`neurorad.genomics.dispersion` and :mod:`neurorad.genomics._kernels`); NB-family models are
+fitted once at the largest DER size; splits run in parallel processes (joblib, one thread each).
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ class ProtocolConfig:
     classifiers: tuple[str, ...] = tuple(CLASSIFIERS)
     seed: int = 0
     filter_quantile: float = 0.25
-    q2q: str = "wilson-hilferty"
+    q2q: str = "compiled"
     common_max_genes: int | None = 1500
     rf_n_estimators: int = 50
     radiomics_threshold: str | None = None  # None, "mean" or "median" (cut points from training rows)
