@@ -418,7 +418,6 @@ def _run(baseline_in: Any, followup_in: Any, tmp: Path, cfg: MSConfig, extra: di
     with prov.step("fp_reduction", **asdict(cfg.fp)) as st:
         labels, n, decisions = false_positive_reduction(
             labels0, n0, bn, fn, brain, sp, cand.sigma, cand.brain_median, cand.brain_sigma, cfg.fp,
-            lesion_z=cfg.classify.baseline_lesion_z,
         )
         st.parameters["n_dropped"] = n0 - n
         st.parameters["dropped"] = [asdict(d) for d in decisions if not d.kept]

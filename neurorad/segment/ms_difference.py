@@ -29,6 +29,7 @@ class CandidateParams:
     """Step 4: difference map -> per-voxel score in [0, 1]."""
 
     smoothing_fwhm_mm: float = 1.5  # Gaussian pre-smoothing of both images (noise vs small lesions)
+    isotropic_smoothing: bool = True  # anisotropic voxels: smooth in-plane up to the slice thickness
     highpass_sigma_mm: float = 10.0  # slowly varying difference (residual bias, scaling) removed; 0 = off
     z_at_extent: float = 3.0  # robust z of the difference that maps to score 0.01 (lesion extent)
     z_at_core: float = 5.0  # robust z that maps to score 0.1 (lesion core)
@@ -48,6 +49,7 @@ class FPParams:
     shift_radius_mm: float = 1.5  # misregistration test: baseline max over this radius explains follow-up
     shift_explained_fraction: float = 0.8  # drop when this fraction of voxels is explained by a shift
     shift_margin_z: float = 2.0  # follow-up must exceed the shifted baseline by this many robust SDs
+    cap_z: float | None = 3.0  # baseline capped at median + cap_z SD before the shift test (None: no cap)
     border_fraction: float = 0.5  # drop when this fraction of voxels lies within border_margin_mm of the edge
     border_margin_mm: float = 5.0
 
@@ -143,7 +145,14 @@ def candidate_score(
     brain = np.asarray(brain_mask, dtype=bool)
     if not brain.any():
         raise ValueError("empty brain mask")
-    sig = _sigma_vox(params.smoothing_fwhm_mm, spacing_mm)
+    if params.isotropic_smoothing:
+        # box of the thickest voxel minus each axis' own voxel, plus the base smoothing
+        thick = max(spacing_mm)
+        fw = [float(np.sqrt(params.smoothing_fwhm_mm**2 + 2.3548**2 * max(thick**2 - s**2, 0.0) / 12.0))
+              for s in spacing_mm]
+        sig = [_sigma_vox(w, (s,))[0] for w, s in zip(fw, spacing_mm, strict=True)]
+    else:
+        sig = _sigma_vox(params.smoothing_fwhm_mm, spacing_mm)
     b = ndimage.gaussian_filter(np.asarray(baseline, dtype=np.float32), sig)
     f = ndimage.gaussian_filter(np.asarray(followup, dtype=np.float32), sig)
     diff = (f - b).astype(np.float32)
@@ -221,7 +230,6 @@ def false_positive_reduction(
     brain_median: float,
     brain_sigma: float,
     params: FPParams = FPParams(),
-    lesion_z: float = 3.0,
 ) -> tuple[np.ndarray, int, list[FPDecision]]:
     """Step 5: drop candidates that are not new tissue change.
 
@@ -239,7 +247,7 @@ def false_positive_reduction(
     brain = np.asarray(brain_mask, dtype=bool)
     b = np.asarray(baseline, dtype=np.float32)
     f = np.asarray(followup, dtype=np.float32)
-    cap = brain_median + lesion_z * brain_sigma
+    cap = brain_median + (params.cap_z if params.cap_z is not None else np.inf) * brain_sigma
     radius_vox = [max(1, int(round(params.shift_radius_mm / s))) for s in spacing_mm]
     footprint = np.ones([2 * r + 1 for r in radius_vox], dtype=bool)
     b_shift = ndimage.maximum_filter(np.minimum(b, cap), footprint=footprint)
