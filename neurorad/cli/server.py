@@ -30,6 +30,13 @@ def _settings(data_dir: Path | None, database_url: str | None = None, config: Pa
     return Settings(**values)
 
 
+def _quiet_dicom_logs() -> None:
+    """pynetdicom logs request details (original UIDs) at INFO/DEBUG: keep identifiers out of logs."""
+    import logging
+
+    logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+
+
 def register(app: typer.Typer) -> None:
     """Add this area's commands to app."""
     data_opt = typer.Option(None, "--data-dir", help="Data folder (default $NEURORAD_DATA_DIR or ~/.neurorad).")
@@ -64,6 +71,7 @@ def register(app: typer.Typer) -> None:
                              dicom_port=dicom_port or None, workers=max(workers, 1), quiet_period_s=quiet_period_s,
                              workflow=workflow, run_receiver=bool(dicom_port), run_scheduler=True,
                              run_worker=workers > 0)
+        _quiet_dicom_logs()
         app_ = create_app(settings)
         typer.echo(f"neurorad: API on http://{host}:{port}, DICOM {settings.ae_title}@{settings.dicom_host}:"
                    f"{dicom_port}, data in {settings.data_dir}", err=True)
@@ -85,6 +93,7 @@ def register(app: typer.Typer) -> None:
         settings = _settings(data_dir, database_url, config)
         if settings.database_url.startswith("sqlite") and not (settings.data_dir / "neurorad.db").exists():
             raise InputError("no neurorad database here; start `neurorad serve` first", settings.data_dir)
+        _quiet_dicom_logs()
         w = Worker(settings, executor=executor, concurrency=concurrency)
         signal.signal(signal.SIGTERM, lambda *_: w.stop())
         try:
