@@ -80,7 +80,12 @@ class Reliability:
 
 def _reliability(p: np.ndarray, y: np.ndarray, n_bins: int) -> Reliability:
     edges = np.linspace(0.0, 1.0, n_bins + 1)
-    idx = np.clip(np.searchsorted(edges, p, side="right") - 1, 0, n_bins - 1)
+    # bin index = searchsorted(edges, p, "right") - 1 (torchmetrics' bucketize), computed by
+    # arithmetic and corrected where floating-point rounding crosses an edge (cheaper on 16M voxels)
+    idx = np.minimum((p * n_bins).astype(np.int64), n_bins - 1)
+    idx -= p < edges[idx]
+    idx += (idx < n_bins - 1) & (p >= edges[np.minimum(idx + 1, n_bins)])
+    idx = np.clip(idx, 0, n_bins - 1)
     count = np.bincount(idx, minlength=n_bins).astype(float)
     sum_p = np.bincount(idx, weights=p, minlength=n_bins)
     sum_y = np.bincount(idx, weights=y.astype(float), minlength=n_bins)

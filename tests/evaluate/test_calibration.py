@@ -108,3 +108,13 @@ def test_cqr_finite_sample_and_coverage_exact():
         qq = cqr_quantile(e[:20], np.zeros(20), np.zeros(20), 0.2)
         covs.append(coverage(e[20:], -qq + 0 * e[20:], qq + 0 * e[20:]))
     assert np.mean(covs) >= 0.8 - 0.01
+
+
+def test_bin_edges_match_torchmetrics():
+    # probabilities exactly on (and next to) the 15 bin edges: the binning must agree with torchmetrics
+    edges = np.linspace(0, 1, 16)
+    p = np.clip(np.concatenate([edges, np.nextafter(edges, 2), np.nextafter(edges, -1)]), 0, 1)
+    y = (np.arange(p.size) % 3 == 0)
+    ours = calibration_metrics(p[:, None, None], y[:, None, None], n_bins=15)
+    ref = BinaryCalibrationError(n_bins=15, norm="l1")(torch.from_numpy(p), torch.from_numpy(y.astype(np.int64)))
+    assert ours["ece_pct"] == pytest.approx(100 * ref.item(), abs=1e-4)
