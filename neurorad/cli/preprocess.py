@@ -176,7 +176,9 @@ def normalize(
     elif method == "percentile":
         res = nz.percentile_scale(vol, m, lower, upper)
     elif method == "match":
-        res = nz.histogram_match(vol, _load(refs[0], "reference image"), m, m)
+        ref = _load(refs[0], "reference image")
+        # the mask belongs to IN's grid; use it for the reference too only when the grids agree
+        res = nz.histogram_match(vol, ref, m, m if (m is not None and ref.same_grid(vol)) else None)
     elif method == "joint-hist":
         res, fit = nz.joint_histogram_normalize(_load(refs[0], "baseline image"), vol, m)
         extra = {"slope": fit.slope, "intercept": fit.intercept}
