@@ -64,7 +64,7 @@ def measure(env, repeats: int) -> dict[str, list[float]]:
         page.wait_for_selector("#worklist")
         cookies = {c["name"]: c["value"] for c in ctx.cookies()}
         for _ in range(repeats):
-            page.goto(f"{srv.url}/studies/{env.study_id}")
+            page.goto(f"{srv.url}/studies/{env.study_id}", wait_until="commit")
             page.wait_for_selector("body[data-ready='1']", state="attached", timeout=600_000)
             ds = page.evaluate("({...document.body.dataset})")
             out["total_ms"].append(float(ds["loadMs"]))

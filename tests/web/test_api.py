@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pydicom
 import pytest
@@ -225,3 +226,17 @@ def test_delivery_through_the_data_plane(web_env_pacs: WebEnv, pacs) -> None:
     pred = v3[0].PredecessorDocumentsSequence[0].ReferencedSeriesSequence[0].ReferencedSOPSequence[0]
     assert pred.ReferencedSOPInstanceUID == v2.SOPInstanceUID
     assert len([ds for ds in pacs.received if ds.Modality == "DOC"]) == 3  # nothing sent twice
+
+
+def test_pages_forbid_inline_scripts_and_framing(web_env: WebEnv) -> None:
+    anonymous, _ = _client(web_env)
+    c, _ = _client(web_env, "rad")
+    for client, url in ((anonymous, "/login"), (c, "/worklist"), (c, f"/studies/{web_env.study_id}")):
+        r = client.get(url, follow_redirects=False)
+        csp = r.headers["content-security-policy"]
+        script_src = next(p for p in csp.split(";") if p.strip().startswith("script-src"))
+        assert "unsafe-inline" not in script_src and "unsafe-eval" not in script_src, url
+        assert r.headers["x-frame-options"] == "DENY" and r.headers["cache-control"] == "no-store"
+        # no executable inline script element (only the JSON data block of the study page)
+        for tag in re.findall(r"<script[^>]*>", r.text):
+            assert "src=" in tag or 'type="application/json"' in tag, (url, tag)
