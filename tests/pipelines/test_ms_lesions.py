@@ -7,7 +7,6 @@ independently of the workflow; a lesion is found when the detection covers >= 40
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from pathlib import Path
 
 import highdicom as hd
@@ -17,7 +16,7 @@ import pytest
 from neurorad.errors import InputError, ProcessingError
 from neurorad.image.nifti import load_nifti, save_nifti
 from neurorad.image.volume import Volume
-from neurorad.pipelines.ms_lesions import MSConfig, run_ms_lesions
+from neurorad.pipelines.ms_lesions import run_ms_lesions
 
 VOXEL_MM = 2.0
 
@@ -94,11 +93,30 @@ def test_negative_pair_no_new_lesion_no_gadolinium(tmp_path) -> None:
     assert int(load_nifti(tmp_path / "out" / "new_lesions.nii.gz").data.max()) == 0
 
 
-@pytest.mark.slow
-def test_failed_registration_leaves_no_output(positive_case, tmp_path) -> None:
-    cfg = replace(MSConfig(), min_registration_correlation=0.9999)  # no real pair reaches it
-    with pytest.raises(ProcessingError, match="registration"):
-        run_ms_lesions(positive_case.baseline_flair, positive_case.followup_flair, tmp_path / "out", cfg)
+def test_failed_registration_is_detected_and_leaves_no_output(positive_case, tmp_path, monkeypatch) -> None:
+    """A registration that converged to a wrong pose (12 mm off) must be caught by the similarity check."""
+    from types import SimpleNamespace
+
+    from neurorad.pipelines import _engines, ms_lesions
+    from neurorad.preprocess.transforms import AffineTransform
+
+    truth_mask = positive_case.truth["truth_baseline_brain"]
+
+    def stub_mask(volume, engine="deepbet"):  # the phantom's true brain mask: fast, and not what is tested
+        assert volume.spatial_shape == truth_mask.spatial_shape
+        return volume.with_data(np.asarray(truth_mask.data) > 0), "truth", None
+
+    wrong = np.eye(4)
+    wrong[:3, 3] = [12.0, 0.0, 0.0]
+
+    def stub_register(fixed, moving, **kw):
+        return SimpleNamespace(transform=AffineTransform(wrong, "rigid"), nmi_before=1.0, nmi_after=1.0,
+                               backend="stub")
+
+    monkeypatch.setattr(_engines, "brain_mask", stub_mask)
+    monkeypatch.setattr(ms_lesions, "register", stub_register)
+    with pytest.raises(ProcessingError, match="registration failed"):
+        run_ms_lesions(positive_case.baseline_flair, positive_case.followup_flair, tmp_path / "out")
     assert list(tmp_path.iterdir()) == []
 
 
