@@ -403,7 +403,9 @@ def get_result_file(result_id: int, request: Request, s: Session = Depends(get_d
     if not path.exists():
         raise HTTPException(410, "result file no longer stored")
     audit(s, p.actor, "result.download", "result", r.id)
-    media = {"pdf": "application/pdf"}.get(r.kind, "application/dicom" if r.sop_uid else "application/octet-stream")
+    import mimetypes
+
+    media = "application/dicom" if r.sop_uid else (mimetypes.guess_type(path.name)[0] or "application/octet-stream")
     return FileResponse(path, media_type=media, filename=path.name)
 
 

@@ -607,7 +607,12 @@ def _result_kind(path: Path) -> tuple[str, str | None, str | None]:
         cls = str(ds.SOPClassUID)
         return _KIND_BY_CLASS.get(cls, "dicom"), str(ds.SOPInstanceUID), cls
     except Exception:
-        return path.suffix.lstrip(".").lower()[:16] or "file", None, None
+        name = path.name.lower()
+        for suffix, kind in ((".nii.gz", "nifti"), (".nii", "nifti"), (".pdf", "report_pdf"), (".html", "html"),
+                             (".csv", "csv"), (".json", "json")):
+            if name.endswith(suffix):
+                return kind, None, None
+        return "file", None, None
 
 
 def classify_header(path: Path) -> str:
