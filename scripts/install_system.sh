@@ -4,6 +4,8 @@ set -euo pipefail
 PKGS=(mricron-data dcmtk orthanc orthanc-dicomweb chromium chromium-driver postgresql
       util-linux iproute2 fonts-dejavu-core)
 missing=()
+# The web viewer's bundle needs Node.js >= 18 with npm; the machine image usually has it.
+command -v npm >/dev/null 2>&1 || PKGS+=(nodejs npm)
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
