@@ -73,6 +73,30 @@ def main() -> None:
     print(f"one split, everything (DE + 6 classifiers x 6 sizes, RF {args.rf_trees} trees): {t_split:.2f} s "
           f"(DE {t_fast / t_split:.0%})")
 
+    # per-classifier CPU of one split (DE ranking given), single process
+    import sklearn
+
+    from neurorad.genomics.classifiers import CLASSIFIERS
+
+    de = classic_de(c, y[tr], lib_size=lib, q2q="compiled", common_max_genes=1500, logfc=False)
+    xx = np.hstack([x[:, keep].astype(np.float64), rad])
+    parts = []
+    with sklearn.config_context(assume_finite=True):
+        for name, cls in CLASSIFIERS.items():
+            p = {"n_radiomics": rad.shape[1], "q2q": "compiled"}
+            if name.startswith("RF-"):
+                p.update(n_estimators=args.rf_trees, n_jobs=1)
+            t = time.process_time()
+            if getattr(cls, "_per_gene_", False):
+                big = cls(n_genes=150, **p).fit(xx[tr], y[tr], de_result=de)
+                for k in (10, 20, 30, 50, 100, 150):
+                    big.submodel(k).predict(xx[te])
+            else:
+                for k in (10, 20, 30, 50, 100, 150):
+                    cls(n_genes=k, **p).fit(xx[tr], y[tr], de_result=de).predict(xx[te])
+            parts.append(f"{name} {time.process_time() - t:.2f}")
+    print("one split, CPU s per classifier over the 6 DER sizes: " + ", ".join(parts))
+
     cfg = ProtocolConfig(n_splits=args.splits, n_jobs=args.jobs, rf_n_estimators=args.rf_trees)
     load0 = os.getloadavg()[0]
     t0 = time.perf_counter()

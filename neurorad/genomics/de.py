@@ -245,8 +245,8 @@ def classic_de(
     if len(levels) != 2:
         raise ValueError(f"the exact test compares two groups, got {len(levels)}")
     lib_size = y.sum(axis=0) if lib_size is None else np.asarray(lib_size, dtype=np.float64)
-    common = common_dispersion(y, group, lib_size, q2q="wilson-hilferty" if q2q == "compiled" else q2q,
-                               max_genes=common_max_genes)
+    common = common_dispersion(y, group, lib_size, q2q=q2q, max_genes=common_max_genes,
+                               tol=1e-8 if q2q == "exact" else 1e-6)
     if q2q == "compiled":
         return _compiled_de(y, group, levels, lib_size, common, prior_df, gene_ids)
     if q2q == "exact":

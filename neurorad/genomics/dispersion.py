@@ -197,13 +197,23 @@ def common_dispersion(
         order = np.argsort(used.sum(axis=1), kind="stable")
         used = used[order[np.linspace(0, order.size - 1, max_genes).round().astype(int)]]
     disp = 0.01
+    levels = _levels(group)
     for _ in range(2):
-        pseudo, _ = equalize_lib_sizes(used, group, disp, lib_size, q2q=q2q)
-        split = [pseudo[:, group == g] for g in _levels(group)]
+        if q2q == "compiled":
+            from neurorad.genomics import _kernels as K
 
-        def neg(delta: float, split: list[np.ndarray] = split) -> float:
-            r = 1.0 / delta - 1.0
-            return -float(sum(cond_loglik(s, r).sum() for s in split))
+            gidx = np.searchsorted(np.asarray(levels), group).astype(np.int64)
+            pseudo = K.pseudo_counts(used, gidx, len(levels), lib_size, np.full(used.shape[0], disp), 1e-6, True)
+
+            def neg(delta: float, pseudo: np.ndarray = pseudo, gidx: np.ndarray = gidx) -> float:
+                return -float(K.cond_loglik_grid(pseudo, gidx, len(levels), np.array([1.0 / delta - 1.0])).sum())
+        else:
+            pseudo, _ = equalize_lib_sizes(used, group, disp, lib_size, q2q=q2q)
+            split = [pseudo[:, group == g] for g in levels]
+
+            def neg(delta: float, split: list[np.ndarray] = split) -> float:
+                r = 1.0 / delta - 1.0
+                return -float(sum(cond_loglik(s, r).sum() for s in split))
 
         res = optimize.minimize_scalar(neg, bounds=(1e-4, 100.0 / 101.0), method="bounded",
                                        options={"xatol": tol})
