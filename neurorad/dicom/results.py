@@ -15,6 +15,7 @@ docs/ms-lesions.md) whose geometry is exactly that of the volume.
 from __future__ import annotations
 
 import datetime as _dt
+import logging
 from pathlib import Path
 
 import highdicom as hd
@@ -29,6 +30,7 @@ from neurorad import __version__
 from neurorad.image.volume import Volume
 
 MANUFACTURER = "neurorad"
+logging.getLogger("highdicom").setLevel(logging.WARNING)  # its INFO lines name dataset UIDs, one per module
 MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
 ENCAPSULATED_PDF_STORAGE = "1.2.840.10008.5.1.4.1.1.104.1"
 _RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])

@@ -240,9 +240,10 @@ def atlas_to_subject(reference: Volume, brain: np.ndarray, backend: str, transfo
     res = register(fixed, colin, transform_type=transform_type, backend=backend, initial=AffineTransform(init),
                    limits=RegistrationLimits(max_translation_mm=150.0, min_nmi=1.0))
     out = {}
-    for name, img, txt in (("aal", "aal.nii.gz", "aal.nii.txt"),
-                           ("jhu", "JHU-WhiteMatter-labels-1mm.nii.gz", "JHU-WhiteMatter-labels-1mm.nii.txt")):
-        atlas = load_atlas(name, resources.mricron(img), resources.mricron(txt))
+    jhu = "JHU-WhiteMatter-labels-1mm.nii"
+    for name, img, txt, mirror in (("aal", "aal.nii.gz", "aal.nii.txt", False),
+                                   ("jhu", f"{jhu}.gz", f"{jhu}.txt", True)):
+        atlas = load_atlas(name, resources.mricron(img), resources.mricron(txt), mirror_lr=mirror)
         lab = resample(atlas.volume, reference, res.transform, "nearest")
         out[name] = (np.asarray(lab.data), atlas.names)
     return out, float(res.nmi_after), res.transform
@@ -410,11 +411,13 @@ def _run(baseline_in: Any, followup_in: Any, tmp: Path, cfg: MSConfig, extra: di
         st.parameters["difference_sigma"] = round(cand.sigma, 5)
 
     # 7 post-processing -------------------------------------------------------------------------
+    say("postprocess")
     with prov.step("postprocess", **asdict(cfg.post)) as st:
         labels0, n0 = binarise_components(cand.score, vox_mm3, cfg.post)
         st.parameters["n_components"] = n0
 
     # 8 false-positive reduction ----------------------------------------------------------------
+    say("fp_reduction")
     with prov.step("fp_reduction", **asdict(cfg.fp)) as st:
         labels, n, decisions = false_positive_reduction(
             labels0, n0, bn, fn, brain, sp, cand.sigma, cand.brain_median, cand.brain_sigma, cfg.fp,
@@ -424,6 +427,7 @@ def _run(baseline_in: Any, followup_in: Any, tmp: Path, cfg: MSConfig, extra: di
         score = cand.score.astype(np.float32)
 
     # 9 classify --------------------------------------------------------------------------------
+    say("classify")
     with prov.step("classify", **asdict(cfg.classify)):
         base_les = baseline_lesion_mask(bn, brain, sp, cand.brain_median, cand.brain_sigma, cfg.classify)
         kinds = classify_new_enlarging(labels, n, base_les, sp, cfg.classify)
@@ -451,6 +455,7 @@ def _run(baseline_in: Any, followup_in: Any, tmp: Path, cfg: MSConfig, extra: di
             r.centroid_x_mm, r.centroid_y_mm, r.centroid_z_mm = (round(float(v), 1) for v in x)
 
     # 11 decision -------------------------------------------------------------------------------
+    say("decide")
     with prov.step("decide"):
         decision = ms_decision(kinds)
 

@@ -47,10 +47,20 @@ def read_label_names(path: str | Path) -> dict[int, str]:
     return names
 
 
-def load_atlas(name: str, image_path: str | Path, names_path: str | Path) -> Atlas:
-    """Load a label atlas (NIfTI) and its name list."""
+def load_atlas(name: str, image_path: str | Path, names_path: str | Path, mirror_lr: bool = False) -> Atlas:
+    """Load a label atlas (NIfTI) and its name list.
+
+    ``mirror_lr`` mirrors the atlas in world space (x -> -x). Debian mricron-data's
+    ``JHU-WhiteMatter-labels-1mm.nii.gz`` needs it: its "_R" tracts lie at x < 0 under its own
+    header, while AAL's "_R" regions (and the JHU atlas in FSL) lie at x > 0 (checked in
+    tests/quantify/test_lesions.py).
+    """
     vol = load_nifti(image_path)
-    return Atlas(name, vol.with_data(np.rint(vol.data).astype(np.int32)), read_label_names(names_path))
+    aff = vol.affine.copy()
+    if mirror_lr:
+        aff = np.diag([-1.0, 1.0, 1.0, 1.0]) @ aff
+    labels = Volume(np.rint(vol.data).astype(np.int32), aff, dict(vol.metadata))
+    return Atlas(name, labels, read_label_names(names_path))
 
 
 def component_regions(

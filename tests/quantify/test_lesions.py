@@ -73,3 +73,17 @@ def test_real_atlas_names_and_hemispheres() -> None:
             assert x < 0
         if name.endswith(" R") and abs(x) > 10:
             assert x > 0
+
+
+def test_jhu_mirrored_to_match_aal_hemispheres() -> None:
+    jhu = load_atlas("jhu", resources.mricron("JHU-WhiteMatter-labels-1mm.nii.gz"),
+                     resources.mricron("JHU-WhiteMatter-labels-1mm.nii.txt"), mirror_lr=True)
+    for lab, name in jhu.names.items():
+        ijk = np.argwhere(jhu.volume.data == lab)
+        if not len(ijk):
+            continue
+        x = float(jhu.volume.voxel_to_world(ijk)[:, 0].mean())
+        if name.endswith(" R"):
+            assert x > 3, name
+        if name.endswith(" L"):
+            assert x < -3, name
