@@ -116,8 +116,8 @@ def summarise(results: list[dict]) -> dict:
     pos = [r for r in ok if r["truth_active"]]
     neg = [r for r in ok if not r["truth_active"]]
     by_acq = {}
-    for name, pred in (("1 mm 3D", lambda r: r["spec"]["slice_thickness_mm"] < 2),
-                       ("3 mm 2D", lambda r: r["spec"]["slice_thickness_mm"] >= 2)):
+    for name, pred in (("isotropic 3D", lambda r: r["spec"]["slice_thickness_mm"] < 2),
+                       ("3 mm 2D slices", lambda r: r["spec"]["slice_thickness_mm"] >= 2)):
         sel = [le for r in ok if pred(r) for le in r["lesions"]]
         by_acq[name] = _rate(sum(le["found"] for le in sel), len(sel))
     return {
@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 found = sum(le["found"] for le in r["lesions"])
                 st = r["spec"]["slice_thickness_mm"]
-                print(f"case {r['case']:3d} {st:.0f}mm truth_active={r['truth_active']!s:5} "
+                print(f"case {r['case']:3d} slice {st:.1f} mm truth_active={r['truth_active']!s:5} "
                       f"pred_active={r['pred_active']!s:5} found {found}/{len(r['lesions'])} fp {r['n_fp']} "
                       f"({r['seconds_pipeline']:.0f} s)", flush=True)
     results.sort(key=lambda r: r["case"])
