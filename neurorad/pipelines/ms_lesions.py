@@ -279,6 +279,9 @@ def run_ms_lesions(
         result = _run(baseline, followup, tmp, cfg,
                       {"baseline_t1": baseline_t1, "followup_t1": followup_t1,
                        "baseline_t2": baseline_t2, "followup_t2": followup_t2}, progress)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700; the result folder follows the umask
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)
@@ -376,7 +379,12 @@ def _run(baseline_in: Any, followup_in: Any, tmp: Path, cfg: MSConfig, extra: di
             v = v.with_data(np.asarray(v.data, np.float32))
             prov.inputs[key] = input_hash(p)
             target, t_to = (b0, Tb) if key.startswith("baseline") else (f0, Tf)
-            rr = register(target, v, transform_type="rigid", backend=cfg.registration_backend)
+            try:
+                rr = register(target, v, transform_type="rigid", backend=cfg.registration_backend,
+                              limits=RegistrationLimits(min_nmi=1.0))
+            except ProcessingError as exc:  # optional sequences never block the FLAIR result
+                warnings.append(f"{key} not registered ({exc}); it is left out")
+                continue
             extra_vols[key] = resample(v, ref, t_to.then(rr.transform), "linear")
 
     # 4 N4 -----------------------------------------------------------------------------------
