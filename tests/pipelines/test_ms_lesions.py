@@ -175,3 +175,15 @@ def test_cli_bad_input_exit_code(tmp_path) -> None:
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 2 and "does not exist" in p.stderr
     assert not Path(tmp_path / "o").exists()
+
+
+def test_dicom_series_of_different_patients_refused(tmp_path) -> None:
+    from neurorad.image.dicom_series import write_dicom_series
+
+    vol = Volume(np.random.default_rng(1).random((24, 24, 12)).astype(np.float32) * 100, np.diag([2.0, 2.0, 2.0, 1]))
+    write_dicom_series(vol, tmp_path / "b", identity={"PatientID": "PSEUDO-A"}, series_description="FLAIR")
+    write_dicom_series(vol, tmp_path / "f", identity={"PatientID": "PSEUDO-B"}, series_description="FLAIR")
+    with pytest.raises(InputError, match="different patients") as ei:
+        run_ms_lesions(tmp_path / "b", tmp_path / "f", tmp_path / "out")
+    assert "PSEUDO" not in str(ei.value)
+    assert not (tmp_path / "out").exists()
