@@ -450,10 +450,14 @@ class VoomNSC(_CountClassifier):
                     if np.unique(y_idx[tr]).size < k:
                         continue
                     c2, o2, sd2, s02, mk2 = _nsc_stats(logcpm[tr], w[tr], y_idx[tr], k)
-                    for t, delta in enumerate(grid):
-                        sh = _shrunken(c2, o2, sd2, s02, mk2, delta)
-                        pred = np.argmax(_nsc_scores(logcpm[te], sh, sd2, s02, self.log_prior_), axis=1)
-                        errors[t] += np.sum(pred != y_idx[te])
+                    # all thresholds at once: centroids (T, K, G), scores (T, n_test, K)
+                    scale = mk2[:, None] * (sd2 + s02)[None, :]
+                    d = (c2 - o2[None, :]) / scale
+                    dt = np.sign(d)[None] * np.maximum(np.abs(d)[None] - grid[:, None, None], 0.0)
+                    sh = o2[None, None, :] + scale[None] * dt
+                    diff = (logcpm[te][None, :, None, :] - sh[:, None, :, :]) / (sd2 + s02)
+                    scores = -0.5 * (diff**2).sum(axis=3) + self.log_prior_[None, None, :]
+                    errors += (np.argmax(scores, axis=2) != y_idx[te][None, :]).sum(axis=1)
             best = float(grid[np.flatnonzero(errors == errors.min())[-1]])
         self.threshold_ = best
         self.cv_grid_ = grid

@@ -71,6 +71,7 @@ def nb_glm_fit(
     prec = np.zeros(p) if prior_precision is None else np.asarray(prior_precision, dtype=np.float64)
     pmean = np.zeros((g, p)) if prior_mean is None else np.asarray(prior_mean, dtype=np.float64)
     P = np.diag(prec)
+    xx = (x[:, :, None] * x[:, None, :]).reshape(n, p * p)  # per-sample outer products: X^T W X = W^T xx
 
     def objective(beta: np.ndarray) -> np.ndarray:
         eta = np.clip(x @ beta.T + off, -50.0, 50.0)
@@ -93,7 +94,7 @@ def nb_glm_fit(
         # Newton step of the penalised log-likelihood (Fisher scoring = IRLS)
         score = x.T @ ((y - mu) / (1.0 + phi * mu))  # p x g
         score = score.T - (beta - pmean) * prec[None, :]
-        info = np.einsum("ip,ig,iq->gpq", x, w, x) + P[None, :, :]
+        info = (w.T @ xx).reshape(g, p, p) + P[None, :, :]
         info += 1e-10 * np.eye(p)[None, :, :]
         step = np.linalg.solve(info, score[:, :, None])[:, :, 0]
         t = np.ones(g)

@@ -185,3 +185,22 @@ def test_radiogenomics_nb_poisson_limit_equals_plda_without_radiomics(small_coho
     a = C.RadiogenomicsNB(dispersion="poisson", intercept_prior_var=1e8).fit(c[:80], y[:80])
     b = C.PLDA(beta=0.0).fit(c[:80], y[:80])
     np.testing.assert_allclose(a.predict_proba(c[80:]), b.predict_proba(c[80:]), atol=1e-3)
+
+
+def test_voomnsc_threshold_is_the_cv_minimiser(small_cohort):
+    """The vectorised CV picks the largest threshold with the least CV error, as a plain loop does."""
+    from sklearn.model_selection import StratifiedKFold
+
+    x, y = _xy(small_cohort, "1p19q")
+    est = C.VoomNSC(n_genes=30, n_radiomics=8, q2q="wilson-hilferty").fit(x[:90], y[:90])
+    yi = np.searchsorted(est.classes_, y[:90])
+    counts = x[:90, :-8]
+    logcpm, w, _ = C.voom_weights(counts[:, est.genes_], counts.sum(axis=1), yi)
+    errors = np.zeros(est.cv_grid_.size)
+    for tr, te in StratifiedKFold(10, shuffle=True, random_state=0).split(logcpm, yi):
+        stats_ = C._nsc_stats(logcpm[tr], w[tr], yi[tr], 2)
+        for t, delta in enumerate(est.cv_grid_):
+            sh = C._shrunken(*stats_, delta)
+            pred = np.argmax(C._nsc_scores(logcpm[te], sh, stats_[2], stats_[3], est.log_prior_), axis=1)
+            errors[t] += np.sum(pred != yi[te])
+    assert est.threshold_ == est.cv_grid_[np.flatnonzero(errors == errors.min())[-1]]
