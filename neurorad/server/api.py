@@ -195,13 +195,28 @@ def health(request: Request) -> dict[str, Any]:
     return {"status": "ok" if ok else "degraded", "version": __version__, "database": ok}
 
 
-@router.post("/auth/login", response_model=MeOut)
+@router.post("/auth/login", response_model=MeOut,
+             responses={429: {"description": "too many failed sign-ins; see the Retry-After header"}})
 def login(body: LoginIn, request: Request, response: Response, s: Session = Depends(get_db_session)) -> MeOut:
+    """Sign in (session cookie + CSRF token). Rate limited per client IP and per username:
+    after too many failures in the window the answer is 429 with ``Retry-After`` (seconds),
+    whatever the password (see :class:`neurorad.server.auth.LoginThrottle`)."""
     settings = request.app.state.settings
+    throttle: auth.LoginThrottle = request.app.state.login_throttle
+    ip = auth.client_ip(request)
+    wait_s = throttle.retry_after_s(ip, body.username)
+    if wait_s is not None:
+        audit(s, "anonymous", "auth.login_throttled", "user", None, retry_after_s=wait_s)
+        s.commit()  # the error answer rolls the request's transaction back; keep the audit row
+        raise HTTPException(429, "too many failed sign-ins; try again later",
+                            headers={"Retry-After": str(wait_s)})
     user = auth.authenticate(s, body.username, body.password)
     if user is None:
+        throttle.failure(ip, body.username)
         audit(s, "anonymous", "auth.login_failed", "user", None)
+        s.commit()
         raise HTTPException(401, "wrong username or password")
+    throttle.success(ip, body.username)
     secret, csrf = auth.create_session(s, user, settings.session_hours)
     auth.set_session_cookies(response, secret, csrf, settings.secure_cookies, int(settings.session_hours * 3600))
     audit(s, f"user:{user.username}", "auth.login", "user", user.id)

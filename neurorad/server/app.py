@@ -43,6 +43,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.plane = plane
     app.state.db = plane.db
     app.state.storage = plane.storage
+    from neurorad.server.auth import LoginThrottle
+
+    app.state.login_throttle = LoginThrottle(settings.login_max_failures_per_user,
+                                             settings.login_max_failures_per_ip, settings.login_window_s)
     app.include_router(api_router)
     try:
         from neurorad.server.web import router as web_router

@@ -11,6 +11,14 @@
   token is returned by login and ``GET /api/auth/me`` and readable from the non-HttpOnly
   ``neurorad_csrf`` cookie. Bearer-token requests are exempt (no ambient credentials).
 
+* Sign-in is rate limited (:class:`LoginThrottle`): failed attempts are counted per client IP
+  and per username in a sliding window (default 5 per username and 20 per IP in 5 minutes;
+  OWASP Authentication Cheat Sheet, "protect against automated attacks"); over the limit the
+  login answers 429 with ``Retry-After`` and does not check the password. A success clears the
+  username's failures and that username's share of the IP's. The counters live in the memory
+  of the server process (``neurorad serve`` is one process); several API processes would each
+  count on their own.
+
 Web pages use: ``Depends(current_user)``, ``Depends(require_role("radiologist"))`` and
 ``Depends(csrf_protect)`` on their form posts; ``current_user_optional`` for pages that redirect
 to a login form instead of answering 401.
@@ -20,7 +28,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import secrets
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -72,6 +85,93 @@ class Principal:
     @property
     def actor(self) -> str:
         return f"user:{self.username}"
+
+
+class LoginThrottle:
+    """Failed sign-ins per client IP and per username in a sliding window (in memory, thread-safe).
+
+    ``retry_after_s(ip, username)`` is None while both are under their limit, else the whole
+    seconds until the oldest failure that keeps them over it leaves the window. ``failure``
+    counts one failed attempt for both; ``success`` forgets the username's failures and, from
+    the IP's, only those against that username (a reader who mistyped is not punished, but an
+    attacker's own valid account cannot wipe the IP's failures against other accounts).
+    Keys idle for a whole window are pruned, so memory stays bounded by recent traffic.
+    """
+
+    def __init__(self, max_failures_per_user: int = 5, max_failures_per_ip: int = 20, window_s: float = 300.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        if max_failures_per_user < 1 or max_failures_per_ip < 1 or window_s <= 0:
+            raise ValueError("login throttle limits must be positive")
+        self.max_user, self.max_ip, self.window_s = max_failures_per_user, max_failures_per_ip, float(window_s)
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._user: dict[str, deque[float]] = {}
+        self._ip: dict[str, deque[tuple[float, str]]] = {}
+        self._last_prune = clock()
+
+    @staticmethod
+    def _key(username: str) -> str:
+        return username.strip().casefold()
+
+    def _prune(self, now: float) -> None:
+        cutoff = now - self.window_s
+        for k in list(self._user):
+            q = self._user[k]
+            while q and q[0] <= cutoff:
+                q.popleft()
+            if not q:
+                del self._user[k]
+        for k in list(self._ip):
+            qi = self._ip[k]
+            while qi and qi[0][0] <= cutoff:
+                qi.popleft()
+            if not qi:
+                del self._ip[k]
+
+    def _wait(self, times: list[float], limit: int, now: float) -> float | None:
+        recent = [t for t in times if t > now - self.window_s]
+        if len(recent) < limit:
+            return None
+        # the attempt is allowed again once only limit-1 failures remain in the window
+        return recent[len(recent) - limit] + self.window_s - now
+
+    def retry_after_s(self, ip: str, username: str) -> int | None:
+        with self._lock:
+            now = self._clock()
+            waits = [
+                self._wait(list(self._user.get(self._key(username), ())), self.max_user, now),
+                self._wait([t for t, _ in self._ip.get(ip, ())], self.max_ip, now),
+            ]
+        waits = [w for w in waits if w is not None]
+        return max(1, math.ceil(max(waits))) if waits else None
+
+    def failure(self, ip: str, username: str) -> None:
+        with self._lock:
+            now = self._clock()
+            if now - self._last_prune > self.window_s:
+                self._prune(now)
+                self._last_prune = now
+            key = self._key(username)
+            self._user.setdefault(key, deque()).append(now)
+            self._ip.setdefault(ip, deque()).append((now, key))
+
+    def success(self, ip: str, username: str) -> None:
+        with self._lock:
+            key = self._key(username)
+            self._user.pop(key, None)
+            q = self._ip.get(ip)
+            if q is not None:
+                kept = deque(item for item in q if item[1] != key)
+                if kept:
+                    self._ip[ip] = kept
+                else:
+                    del self._ip[ip]
+
+
+def client_ip(request: Request) -> str:
+    """The client's address as the server sees it (uvicorn applies X-Forwarded-For only from
+    ``--forwarded-allow-ips``, by default 127.0.0.1, i.e. a reverse proxy on the same machine)."""
+    return request.client.host if request.client is not None else "unknown"
 
 
 # -- user and token administration (used by the CLI and the admin API) ----------------------

@@ -68,6 +68,10 @@ class Settings:
     retention_days: float = DEFAULT_RETENTION_DAYS
     # web
     session_hours: float = 12.0
+    # sign-in rate limit (neurorad.server.auth.LoginThrottle): failures per window, then HTTP 429
+    login_max_failures_per_user: int = 5
+    login_max_failures_per_ip: int = 20
+    login_window_s: float = 300.0
     secure_cookies: bool = False
     # what create_app starts in its lifespan (``neurorad serve`` turns them on)
     run_receiver: bool = False

@@ -26,8 +26,14 @@ if (login) {
       location.href = login.dataset.next;
       return;
     }
-    err.textContent = resp.status === 429 ? "Too many attempts; wait a minute and try again."
-                                          : "Wrong user name or password.";
+    if (resp.status === 429) {
+      // rate-limited sign-in: the server says how long to wait (Retry-After, seconds)
+      const wait = Math.max(1, Math.ceil(Number(resp.headers.get("Retry-After") || 60) / 60));
+      err.textContent = `Too many failed sign-ins; try again in ${wait} minute${wait > 1 ? "s" : ""}.`;
+      err.dataset.retryAfter = resp.headers.get("Retry-After") ?? "";
+      return;
+    }
+    err.textContent = "Wrong user name or password.";
   });
 }
 
