@@ -50,13 +50,17 @@ class DicomWebError(NeuroradError):
 
 @dataclass(frozen=True)
 class StowOutcome:
-    """One instance's STOW-RS result; ``reason_code`` is the Failure/Warning Reason when given."""
+    """One instance's STOW-RS result; ``reason_code`` is the Failure/Warning Reason when given,
+    ``http_status`` the status of the STOW-RS response (PS3.18 10.5.3: 200, 202 partial, 409
+    all failed, 4xx/5xx; None when unknown), so callers tell rejections from transient errors
+    without reading ``reason``."""
 
     sop_instance_uid: str
     ok: bool
     warning: bool = False
     reason_code: int | None = None
     reason: str | None = None
+    http_status: int | None = None
 
 
 def parse_stow_response(response: Dataset | None, sent_uids: Iterable[str], http_status: int | None = None
@@ -73,20 +77,20 @@ def parse_stow_response(response: Dataset | None, sent_uids: Iterable[str], http
             uid = str(item.get("ReferencedSOPInstanceUID", ""))
             code = item.get("FailureReason")
             code = int(code) if code is not None else None
-            by_uid[uid] = StowOutcome(uid, False, False, code, FAILURE_REASONS.get(code or -1, "failure"))
+            by_uid[uid] = StowOutcome(uid, False, False, code, FAILURE_REASONS.get(code or -1, "failure"), http_status)
         for item in response.get("ReferencedSOPSequence", []) or []:
             uid = str(item.get("ReferencedSOPInstanceUID", ""))
             code = item.get("WarningReason")
             code = int(code) if code is not None else None
             by_uid[uid] = StowOutcome(uid, True, code is not None, code,
-                                      FAILURE_REASONS.get(code, "warning") if code is not None else None)
+                                      FAILURE_REASONS.get(code, "warning") if code is not None else None, http_status)
     out = []
     for uid in sent:
         if uid in by_uid:
             out.append(by_uid[uid])
         else:
             why = "not acknowledged by the server" + (f" (HTTP {http_status})" if http_status else "")
-            out.append(StowOutcome(uid, False, False, None, why))
+            out.append(StowOutcome(uid, False, False, None, why, http_status))
     return out
 
 

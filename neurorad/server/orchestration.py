@@ -22,7 +22,6 @@ import hashlib
 import io
 import logging
 import os
-import re
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -649,8 +648,7 @@ def _stow(dest: Destination, ds: pydicom.Dataset) -> tuple[str, str | None]:
     if out.ok:
         return "sent", None
     reason = out.reason or "failure"
-    m = re.search(r"HTTP (\d{3})", reason)
-    http = int(m.group(1)) if m else None
+    http = out.http_status
     if out.reason_code is None and (http is None or http >= 500 or http in (408, 429)):
         return "retry", f"STOW-RS: {reason}"
     code = f" (reason 0x{out.reason_code:04X})" if out.reason_code is not None else ""

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any
 
 from neurorad.server.orchestration import DataPlane
 from neurorad.server.settings import Settings
@@ -22,29 +21,17 @@ def make_receiver(settings: Settings, plane: DataPlane):
     """The C-STORE SCP (neurorad.dicom.transport.StoreSCP) feeding :meth:`DataPlane.ingest_bytes`."""
     from neurorad.dicom.transport import StoreSCP
 
-    class _Receiver(StoreSCP):
-        # Work-around: StoreSCP decodes the dataset before calling on_instance, so an instance
-        # that does not decode (truncated) would be refused without a quarantine record. We take
-        # the raw encoded bytes instead and let the data plane parse, validate and record them.
-        def _handle_store(self, event: Any) -> int:
-            calling = str(event.assoc.requestor.ae_title).strip()
-            try:
-                raw = event.encoded_dataset(include_meta=True)
-                outcome = plane.ingest_bytes(bytes(raw), calling)
-            except OSError as exc:
-                log.error("C-STORE from %s: storing failed (%s)", calling, type(exc).__name__)
-                return 0xA700
-            except Exception as exc:
-                log.error("C-STORE from %s: handler failed (%s)", calling, type(exc).__name__)
-                return STATUS_REFUSED
-            with self._lock:
-                self.received += 1
-            if outcome.stored:
-                return 0x0000
-            return STATUS_INVALID if outcome.category in ("invalid", "no_pixels", "truncated") else STATUS_REFUSED
+    def on_bytes(data: bytes, calling_aet: str) -> int:
+        # Undecoded Part 10 bytes (StoreSCP's public hook): an instance that does not decode
+        # (truncated) still reaches the data plane, which parses, validates and quarantines it.
+        # OSError (disk full) -> 0xA700 and other errors -> 0xC000 are answered by StoreSCP.
+        outcome = plane.ingest_bytes(data, calling_aet)
+        if outcome.stored:
+            return 0x0000
+        return STATUS_INVALID if outcome.category in ("invalid", "no_pixels", "truncated") else STATUS_REFUSED
 
-    return _Receiver(settings.ae_title, settings.dicom_port or 0, settings.dicom_host,
-                     settings.allowed_calling_aets, None)
+    return StoreSCP(settings.ae_title, settings.dicom_port or 0, settings.dicom_host, settings.allowed_calling_aets,
+                    on_instance_bytes=on_bytes)
 
 
 class Scheduler:
