@@ -112,6 +112,12 @@ class QAOut(BaseModel):
     comment: str | None
     created_at: datetime
     username: str | None = None
+    result_id: int | None = None
+    software_version: str | None = None
+    candidates: list[dict[str, Any]] | None = None
+    missed_lesions: list[dict[str, float]] | None = None
+    timepoints_accepted: list[str] | None = None
+    report_version: int | None = None
 
 
 class StudyOut(BaseModel):
@@ -290,7 +296,9 @@ def get_study(study_id: int, s: Session = Depends(get_db_session),
     for d, uname in s.execute(select(QADecision, User.username).outerjoin(User, User.id == QADecision.user_id)
                               .where(QADecision.study_id == st.id).order_by(QADecision.id)).all():
         qa.append(QAOut(decision=d.decision, score=d.score, comment=d.comment, created_at=d.created_at,
-                        username=uname))
+                        username=uname, result_id=d.result_id, software_version=d.software_version,
+                        candidates=d.candidates, missed_lesions=d.missed_lesions,
+                        timepoints_accepted=d.timepoints_accepted, report_version=d.report_version))
     return _study_out(s, st, StudyDetail, series=series, transitions=trans, jobs=jobs, results=results, qa=qa)
 
 
@@ -327,13 +335,20 @@ def retry_study(study_id: int, body: ReasonIn | None = None, request: Request = 
 @router.post("/studies/{study_id}/deliver", dependencies=[Depends(csrf_protect)])
 def redeliver_study(study_id: int, request: Request, s: Session = Depends(get_db_session),
                     p: Principal = Depends(require_role("technologist", "radiologist"))) -> dict[str, Any]:
-    """Queue delivery again (after a rejection was fixed); already delivered objects are skipped."""
+    """Queue delivery again (after a rejection was fixed); already delivered objects are skipped.
+
+    Accepted results, and rejected ones whose review wrote a "not usable" report, are delivered.
+    """
     from neurorad.server.orchestration import queue_delivery
 
     st = _get_study(s, study_id)
-    if st.state not in (StudyState.REPORTED, StudyState.FAILED, StudyState.DELIVERED, StudyState.ACCEPTED):
-        raise HTTPException(409, f"study is {st.state}; only accepted results are delivered")
-    job = queue_delivery(s, request.app.state.settings, st, p.actor, force=True)
+    if st.state not in (StudyState.REPORTED, StudyState.FAILED, StudyState.DELIVERED, StudyState.ACCEPTED,
+                        StudyState.REJECTED):
+        raise HTTPException(409, f"study is {st.state}; only reviewed results with a report are delivered")
+    try:
+        job = queue_delivery(s, request.app.state.settings, st, p.actor, force=True)
+    except TransitionError as exc:
+        raise HTTPException(409, str(exc)) from None
     return {"id": st.id, "state": st.state, "job_id": job.id}
 
 

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import pydicom
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -51,7 +51,7 @@ from neurorad.store.models import (
     utcnow,
 )
 from neurorad.store.queue import JobQueue, Lease, LeaseLost
-from neurorad.store.state import StudyState, transition
+from neurorad.store.state import StudyState, TransitionError, transition
 from neurorad.store.storage import Storage
 
 log = logging.getLogger("neurorad.server")
@@ -479,8 +479,14 @@ class DataPlane:
     # -- review and delivery --------------------------------------------------------------------
     @staticmethod
     def queue_delivery(s: Session, settings: Settings, study: Study, actor: str, force: bool = False) -> Job:
+        """Queue the delivery job (accepted -> reported, or rejected -> reported when the review
+        wrote a "not usable" report); raises TransitionError when there is nothing to deliver."""
         if study.state == "accepted":
             transition(s, study, StudyState.REPORTED, actor, "results accepted; report objects final")
+        elif study.state == "rejected":
+            if not reviewed_objects(s, study.id):
+                raise TransitionError(f"study {study.id} is rejected without a review report: nothing to deliver")
+            transition(s, study, StudyState.REPORTED, actor, "result rejected; 'not usable' report final")
         if force:
             s.execute(update(Delivery).where(Delivery.result_id.in_(
                 select(Result.id).where(Result.study_id == study.id)), Delivery.state.in_(("rejected", "failed")))
@@ -501,9 +507,7 @@ class DataPlane:
             study = s.get(Study, lease.study_id)
             if study.state not in ("reported", "failed"):
                 raise PermanentError(f"study is {study.state}; only reported results are delivered")
-            latest = s.scalar(select(Job.id).where(Job.study_id == study.id, Job.kind == "workflow",
-                                                   Job.state == "succeeded").order_by(Job.id.desc()).limit(1))
-            results = [(r.id, r.path, r.sop_uid) for r in study.results if r.sop_uid and r.job_id == latest]
+            results = [(r.id, r.path, r.sop_uid) for r in delivery_set(s, study.id)]
             for rid, _, _ in results:
                 for d in dests:
                     if s.scalar(select(Delivery).where(Delivery.result_id == rid,
@@ -555,6 +559,37 @@ class DataPlane:
         if not self.queue.complete(lease, on_success):
             raise LeaseLost(f"job {lease.job_id}: lease lost before completion")
         return "succeeded"
+
+
+def reviewed_objects(s: Session, study_id: int) -> list[Result]:
+    """DICOM objects of the latest QA decision that wrote any (report version, reviewed SEG and
+    secondary captures) on the study's latest succeeded workflow run; [] when none."""
+    latest = _latest_workflow_job(s, study_id)
+    qa_id = s.scalar(select(func.max(Result.qa_decision_id)).where(
+        Result.study_id == study_id, Result.job_id == latest, Result.qa_decision_id.is_not(None)))
+    if qa_id is None:
+        return []
+    return list(s.scalars(select(Result).where(Result.study_id == study_id, Result.qa_decision_id == qa_id,
+                                               Result.sop_uid.is_not(None)).order_by(Result.id)).all())
+
+
+def delivery_set(s: Session, study_id: int) -> list[Result]:
+    """What goes to the PACS: after a review, only the latest decision's reviewed objects (its
+    report version and, when accepted, the SEG and secondary captures regenerated with the kept
+    lesions), never the drafts they supersede (those may show discarded candidates); without a
+    review (``review_required`` off) the latest succeeded workflow run's DICOM objects."""
+    reviewed = reviewed_objects(s, study_id)
+    if reviewed:
+        return reviewed
+    latest = _latest_workflow_job(s, study_id)
+    return list(s.scalars(select(Result).where(
+        Result.study_id == study_id, Result.job_id == latest, Result.sop_uid.is_not(None),
+        Result.qa_decision_id.is_(None), Result.kind.notlike("review%")).order_by(Result.id)).all())
+
+
+def _latest_workflow_job(s: Session, study_id: int) -> int | None:
+    return s.scalar(select(Job.id).where(Job.study_id == study_id, Job.kind == "workflow",
+                                         Job.state == "succeeded").order_by(Job.id.desc()).limit(1))
 
 
 class PermanentError(Exception):
@@ -681,7 +716,8 @@ def _cstore(dest: Destination, ds: pydicom.Dataset) -> tuple[str, str | None]:
 def record_review(s: Session, settings: Settings, study: Study, user_id: int | None, actor: str, decision: str,
                   score: int | None, comment: str | None) -> None:
     """Store a QA decision; ACCEPTABLE -> accepted (+ delivery queued), UNACCEPTABLE -> rejected."""
-    s.add(QADecision(study_id=study.id, user_id=user_id, decision=decision, score=score, comment=comment))
+    s.add(QADecision(study_id=study.id, user_id=user_id, decision=decision, score=score, comment=comment,
+                     software_version=__version__))
     target = StudyState.ACCEPTED if decision == "ACCEPTABLE" else StudyState.REJECTED
     transition(s, study, target, actor, f"review: {decision}" + (f" (score {score})" if score else ""))
     audit(s, actor, "study.review", "study", study.id, decision=decision, score=score)

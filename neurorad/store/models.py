@@ -190,6 +190,11 @@ class Result(Base):
     workflow: Mapped[str] = mapped_column(String(64))
     software_version: Mapped[str] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    # the QA decision whose reviewed version this object is (report version, SEG and secondary
+    # captures regenerated with the kept lesions); None for the workflow's own (draft) objects.
+    # Delivery sends only the latest decision's objects once one exists. A plain indexed id,
+    # not a foreign key: qa_decisions already references results (no circular constraint).
+    qa_decision_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
     study: Mapped[Study] = relationship(back_populates="results")
 
 
@@ -219,6 +224,15 @@ class QADecision(Base):
     score: Mapped[int | None] = mapped_column(Integer, nullable=True)
     comment: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    # what exactly was decided, on the row itself (also in the qa.decision audit event); NULL on
+    # rows written before migration 0002 and for decisions without a candidate list (API review)
+    software_version: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    # [{"lesion_id": 2, "verdict": "keep" | "discard"}, ...] for every candidate of the result
+    candidates: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, nullable=True)
+    # [{"x_mm": .., "y_mm": .., "z_mm": ..}, ...] world RAS+ mm of lesions the software missed
+    missed_lesions: Mapped[list[dict[str, float]] | None] = mapped_column(JSON, nullable=True)
+    timepoints_accepted: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    report_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 class AuditEvent(Base):

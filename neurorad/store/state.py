@@ -3,9 +3,15 @@
 ::
 
     received -> selected -> queued -> running -> needs_review -> accepted -> reported -> delivered
-                                                              \\-> rejected
-    any non-final state -> failed (with a reason);  failed / rejected -> queued (retried)
+                                                              \\-> rejected ----^ (with a review report)
+    any non-final state -> failed (with a reason);  failed / rejected / delivered -> queued (re-run)
     failed / delivered -> received (new instances of the study arrived)
+
+``rejected -> reported`` is taken only when the review wrote a report (the "automatic result
+not usable" version): that report is delivered like an accepted one, so the PACS learns that
+the software result must not be used. ``delivered -> reported`` is a later decision's new
+report version being delivered; ``delivered -> queued`` re-runs the workflow (e.g. after a
+delivered rejection).
 
 ``received`` covers the time while instances still arrive; the scheduler declares a study
 complete after a quiet period and moves it on (``selected``), or to ``failed`` with a
@@ -43,9 +49,9 @@ ALLOWED: dict[StudyState, frozenset[StudyState]] = {
     S.RUNNING: frozenset({S.NEEDS_REVIEW, S.FAILED, S.QUEUED}),
     S.NEEDS_REVIEW: frozenset({S.ACCEPTED, S.REJECTED, S.FAILED, S.QUEUED}),
     S.ACCEPTED: frozenset({S.REPORTED, S.FAILED}),
-    S.REJECTED: frozenset({S.QUEUED}),
+    S.REJECTED: frozenset({S.QUEUED, S.REPORTED}),
     S.REPORTED: frozenset({S.DELIVERED, S.FAILED}),
-    S.DELIVERED: frozenset({S.RECEIVED, S.REPORTED}),
+    S.DELIVERED: frozenset({S.RECEIVED, S.REPORTED, S.QUEUED}),
     S.FAILED: frozenset({S.QUEUED, S.RECEIVED, S.SELECTED, S.REPORTED}),
 }
 

@@ -201,3 +201,42 @@ def test_retention_purges_images_keeps_results_and_audit(db, tmp_path):
         assert s.scalars(select(AuditEvent).where(AuditEvent.action == "retention.purge")).one().object_id == \
             str(old_id)
     assert purge_images(db, storage, retention_days=183).studies == 0
+
+
+def test_migration_0002_upgrades_a_database_created_by_0001(db_url):
+    """A site's database at revision 0001 (with a decision in it) upgrades in place: the new
+    QA-decision columns and results.qa_decision_id appear, old rows stay, their details NULL."""
+    from sqlalchemy import text
+
+    from neurorad.store.db import make_engine, migrate
+
+    engine = make_engine(db_url)
+    migrate(engine, "0001")
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO patients (id, pseudo_id, created_at) VALUES (1, 'NR-X', '2026-01-01')"))
+        conn.execute(text("INSERT INTO studies (id, patient_id, study_uid, state, received_at, last_instance_at, "
+                          "updated_at, version) VALUES (1, 1, '1.2', 'accepted', '2026-01-01', '2026-01-01', "
+                          "'2026-01-01', 1)"))
+        conn.execute(text("INSERT INTO qa_decisions (id, study_id, decision, score, created_at) "
+                          "VALUES (1, 1, 'ACCEPTABLE', 4, '2026-01-01')"))
+        cols = {c["name"] for c in inspect(conn).get_columns("qa_decisions")}
+    assert "candidates" not in cols
+    migrate(engine)
+    with engine.connect() as conn:
+        cols = {c["name"] for c in inspect(conn).get_columns("qa_decisions")}
+        rcols = {c["name"] for c in inspect(conn).get_columns("results")}
+        row = conn.execute(text("SELECT decision, score, candidates, software_version FROM qa_decisions")).one()
+    assert {"software_version", "candidates", "missed_lesions", "timepoints_accepted", "report_version"} <= cols
+    assert "qa_decision_id" in rcols
+    assert tuple(row) == ("ACCEPTABLE", 4, None, None)
+    engine.dispose()
+
+
+def test_rejected_study_with_a_report_is_reported_then_delivered(db):
+    with db.session() as s:
+        st = _study(s)
+        path = ["selected", "queued", "running", "needs_review", "rejected", "reported", "delivered", "queued"]
+        for target in path:
+            transition(s, st, target, actor="tester")
+        with pytest.raises(TransitionError):
+            transition(s, st, "accepted", actor="tester")

@@ -104,7 +104,8 @@ def build_env(data_dir: Path, destinations: list | None = None) -> WebEnv:
     """
     import pydicom
 
-    from neurorad.dicom.results import write_encapsulated_pdf
+    from neurorad.dicom.results import write_encapsulated_pdf, write_secondary_captures, write_seg
+    from neurorad.image.nifti import load_nifti
     from neurorad.provenance import sha256_file
     from neurorad.report.ms_report import MSReport, render_pdf
     from neurorad.server.app import create_app
@@ -143,9 +144,21 @@ def build_env(data_dir: Path, destinations: list | None = None) -> WebEnv:
                    folder / "report.pdf")
         (folder / "dicom").mkdir()
         write_encapsulated_pdf(folder / "report.pdf", ref, folder / "dicom" / "report_pdf.dcm")
+        # The workflow's draft SEG (every candidate, discarded ones included) on the examined
+        # series, and a draft secondary capture, as ms_lesions writes them: never delivered
+        # after a review (the reviewed versions replace them).
+        source = [pydicom.dcmread(data_dir / i.path) for i in
+                  s.scalars(select(Instance).join(Series).where(Series.study_id == study.id)
+                            .order_by(Instance.id))]
+        labels = load_nifti(folder / "new_lesions.nii.gz")
+        write_seg(labels.with_data(np.asarray(labels.data).astype(np.int16)),
+                  {les.label: f"Lesion {les.label} (new)" for les in truth["lesions"]}, source,
+                  folder / "dicom" / "seg.dcm")
+        (sc_path,) = write_secondary_captures([np.full((16, 48, 3), 200, np.uint8)], ref, folder / "dicom" / "sc")
         rows = []
         for name, kind in (("result.json", "json"), ("lesions.csv", "csv"), ("report.pdf", "pdf"),
-                           ("dicom/report_pdf.dcm", "pdf")):
+                           ("dicom/report_pdf.dcm", "pdf"), ("dicom/seg.dcm", "seg"),
+                           (str(sc_path.relative_to(folder)), "sc")):
             p = folder / name
             sop = pydicom.dcmread(p, stop_before_pixels=True) if name.endswith(".dcm") else None
             rows.append(Result(study_id=study.id, job_id=job.id, kind=kind, path=str(p.relative_to(data_dir)),

@@ -130,20 +130,36 @@ def test_accept_regenerates_report_with_kept_lesions(web_env: WebEnv) -> None:
     assert ev.actor == "user:rad" and ev.details["decision"] == "ACCEPTABLE"
     assert ev.details["result_version"] == web_env.result_id and ev.details["discarded_candidates"] == [2]
     assert ev.software_version and ev.at is not None
-    # the DICOM report references and supersedes the workflow's draft
+    # the decision row itself holds verdicts, missed markers and the software version
+    with web_env.app.state.db.session() as s:
+        from neurorad.store.models import QADecision
+
+        dec = s.scalars(select(QADecision)).one()
+        assert dec.candidates == [{"lesion_id": 1, "verdict": "keep"}, {"lesion_id": 2, "verdict": "discard"},
+                                  {"lesion_id": 3, "verdict": "keep"}]
+        assert dec.missed_lesions == [] and dec.report_version == 2 and dec.software_version == ev.software_version
+    # The draft (version 1) was never issued to the PACS (only reviewed versions are delivered),
+    # so version 2 replaces nothing there: no Predecessor Documents Sequence.
     dcm = pydicom.dcmread(web_env.data_dir / "results" / str(sid) / "review" / "report_v2.dcm")
     draft = pydicom.dcmread(web_env.folder / "dicom" / "report_pdf.dcm")
-    ref = dcm.PredecessorDocumentsSequence[0].ReferencedSeriesSequence[0].ReferencedSOPSequence[0]
-    assert ref.ReferencedSOPInstanceUID == draft.SOPInstanceUID
+    assert "PredecessorDocumentsSequence" not in dcm
     assert dcm.StudyInstanceUID == draft.StudyInstanceUID and dcm.InstanceNumber == 2
     assert dcm.SOPInstanceUID != draft.SOPInstanceUID
     # a second decision supersedes the first reviewed version
-    r2 = c.post(f"/web/api/studies/{sid}/decision", json=_body(web_env, candidates=[]),
+    r2 = c.post(f"/web/api/studies/{sid}/decision",
+                json=_body(web_env, candidates=[], missed_lesions=[{"x_mm": -20.5, "y_mm": 4.0, "z_mm": 31.0}]),
                 headers={"X-CSRF-Token": csrf})
     assert r2.status_code == 200 and r2.json()["report_version"] == 3
     dcm3 = pydicom.dcmread(web_env.data_dir / "results" / str(sid) / "review" / "report_v3.dcm")
     ref3 = dcm3.PredecessorDocumentsSequence[0].ReferencedSeriesSequence[0].ReferencedSOPSequence[0]
     assert ref3.ReferencedSOPInstanceUID == dcm.SOPInstanceUID
+    assert dcm3.SeriesInstanceUID == dcm.SeriesInstanceUID
+    with web_env.app.state.db.session() as s:
+        d2, d3 = s.scalars(select(QADecision).order_by(QADecision.id)).all()
+        assert [c["verdict"] for c in d3.candidates] == ["keep"] * 3 and d3.report_version == 3
+        assert d3.missed_lesions == [{"x_mm": -20.5, "y_mm": 4.0, "z_mm": 31.0}]
+    api = c.get(f"/api/studies/{sid}").json()["qa"]
+    assert [q["report_version"] for q in api] == [2, 3] and api[1]["missed_lesions"][0]["x_mm"] == -20.5
 
 
 def test_rejected_result_puts_no_numbers_in_report(web_env: WebEnv) -> None:
@@ -202,30 +218,101 @@ def test_three_time_points_must_all_be_accepted(web_env: WebEnv, tmp_path) -> No
     assert c.post(url, json=body, headers={"X-CSRF-Token": csrf}).status_code == 200
 
 
-def test_delivery_through_the_data_plane(web_env_pacs: WebEnv, pacs) -> None:
-    """ACCEPTABLE: the new version reaches the PACS (DIMSE peer), re-identified; a later UNACCEPTABLE
-    supersedes it there too."""
+def _red_pixels(ds: pydicom.Dataset) -> int:
+    """Pixels coloured as a lesion in a key image (red blend over grey: R - G = 0.65 * 255)."""
+    px = ds.pixel_array.astype(int)
+    return int(((px[..., 0] - px[..., 1]) > 100).sum())
+
+
+def _ball_voxels_in_slice(lesion, k: int) -> int:
+    from tests.web.msdata import _ball
+
+    shape = (91, 109, 91)
+    return int(_ball(shape, lesion.center_vox, lesion.radius_vox)[:, :, k].sum())
+
+
+def test_delivery_sends_only_reviewed_objects_without_discarded_candidates(web_env_pacs: WebEnv, pacs) -> None:
+    """ACCEPTABLE with candidate 2 discarded: the PACS gets the reviewed report, a SEG regenerated
+    with lesions 1 and 3 only and key images of the kept lesions, all re-identified; never the
+    workflow's draft report / SEG / SC. A later UNACCEPTABLE sends only its superseding report."""
+    from neurorad.store.models import Result
     from tests.web.conftest import IDENTITY, ORIGINAL_STUDY_UID, run_jobs
+    from tests.web.msdata import LESIONS
 
     env = web_env_pacs
+    with env.app.state.db.session() as s:
+        drafts = {r.sop_uid for r in s.scalars(select(Result).where(Result.study_id == env.study_id,
+                                                                    Result.sop_uid.is_not(None)))}
+        series_uids = {str(pydicom.dcmread(env.data_dir / r.path, stop_before_pixels=True).SeriesInstanceUID)
+                       for r in s.scalars(select(Result).where(Result.kind == "seg"))}
+    assert len(drafts) == 3  # draft report, draft SEG (all 3 candidates), draft SC
     c, csrf = _client(env, "rad")
     url = f"/web/api/studies/{env.study_id}/decision"
     r = c.post(url, json=_body(env), headers={"X-CSRF-Token": csrf})
     assert r.status_code == 200 and r.json()["delivery"].startswith("queued"), r.text
     run_jobs(env.app)
-    by_number = {int(ds.InstanceNumber): ds for ds in pacs.received if ds.Modality == "DOC"}
-    assert set(by_number) == {1, 2}  # the draft and the reviewed version
-    v2 = by_number[2]
-    assert v2.PatientID == IDENTITY["PatientID"] and v2.StudyInstanceUID == ORIGINAL_STUDY_UID
+    got = list(pacs.received)
+    assert all(ds.PatientID == IDENTITY["PatientID"] and ds.StudyInstanceUID == ORIGINAL_STUDY_UID for ds in got)
+    assert not {str(ds.SOPInstanceUID) for ds in got} & drafts  # no draft reached the PACS (UIDs unchanged)
+    by_mod = {}
+    for ds in got:
+        by_mod.setdefault(str(ds.Modality), []).append(ds)
+    assert sorted((k, len(v)) for k, v in by_mod.items()) == [("DOC", 1), ("OT", 2), ("SEG", 1)]
+    (report,) = by_mod["DOC"]
+    assert int(report.InstanceNumber) == 2
+    (seg,) = by_mod["SEG"]
+    assert {str(x.SegmentLabel) for x in seg.SegmentSequence} == {"Lesion 1 (new)", "Lesion 3 (new)"}
+    assert {str(x.SegmentAlgorithmType) for x in seg.SegmentSequence} == {"SEMIAUTOMATIC"}
+    # frames on the examined series (3 axial slices k = 45..47 of the 2 mm grid): lesion 1 only
+    expected = sum(_ball_voxels_in_slice(LESIONS[0], k) for k in (45, 46, 47))
+    assert expected > 0 and int(seg.pixel_array.sum()) == expected
+    ref_series = str(seg.ReferencedSeriesSequence[0].SeriesInstanceUID)
+    assert ref_series not in series_uids  # re-identified: the PACS's own series UID, not the pseudonym
+    # key images: one per kept lesion's centre slice; lesion 2 (discarded) is cut by lesion 1's
+    # slice (k = 50) but must not be coloured there
+    scs = [ds for ds in got if ds.SOPClassUID == "1.2.840.10008.5.1.4.1.1.7"]
+    assert sorted(_red_pixels(ds) for ds in scs) == sorted(
+        [_ball_voxels_in_slice(LESIONS[0], 50), _ball_voxels_in_slice(LESIONS[2], 56)])
+    assert _ball_voxels_in_slice(LESIONS[1], 50) > 0
+    n_first = len(got)
+    # a later UNACCEPTABLE supersedes the accepted version with a "not usable" report only
     r = c.post(url, json=_body(env, decision="UNACCEPTABLE", score=2, candidates=[]),
                headers={"X-CSRF-Token": csrf})
     assert r.status_code == 200 and r.json()["report_version"] == 3
     run_jobs(env.app)
-    v3 = [ds for ds in pacs.received if ds.Modality == "DOC" and int(ds.InstanceNumber) == 3]
-    assert len(v3) == 1
-    pred = v3[0].PredecessorDocumentsSequence[0].ReferencedSeriesSequence[0].ReferencedSOPSequence[0]
-    assert pred.ReferencedSOPInstanceUID == v2.SOPInstanceUID
-    assert len([ds for ds in pacs.received if ds.Modality == "DOC"]) == 3  # nothing sent twice
+    new = pacs.received[n_first:]
+    assert [(str(ds.Modality), int(ds.InstanceNumber)) for ds in new] == [("DOC", 3)]
+    pred = new[0].PredecessorDocumentsSequence[0].ReferencedSeriesSequence[0].ReferencedSOPSequence[0]
+    assert pred.ReferencedSOPInstanceUID == report.SOPInstanceUID
+    assert "not usable" in str(new[0].DocumentTitle)
+
+
+def test_straight_rejection_is_reported_and_delivered(web_env_pacs: WebEnv, pacs) -> None:
+    """needs_review -> rejected -> reported -> delivered: the "not usable" report reaches the PACS
+    (nothing else), every step is a recorded transition, and the workflow can still be re-run."""
+    from neurorad.store.models import StudyTransition
+    from tests.web.conftest import IDENTITY, run_jobs
+
+    env = web_env_pacs
+    c, csrf = _client(env, "rad")
+    r = c.post(f"/web/api/studies/{env.study_id}/decision",
+               json=_body(env, decision="UNACCEPTABLE", score=1, candidates=[], comment="motion"),
+               headers={"X-CSRF-Token": csrf})
+    assert r.status_code == 200 and r.json()["delivery"].startswith("queued"), r.text
+    run_jobs(env.app)
+    assert [(str(ds.Modality), int(ds.InstanceNumber)) for ds in pacs.received] == [("DOC", 2)]
+    assert pacs.received[0].PatientID == IDENTITY["PatientID"]
+    assert "not usable" in str(pacs.received[0].DocumentTitle)
+    with env.app.state.db.session() as s:
+        rows = s.scalars(select(StudyTransition).where(StudyTransition.study_id == env.study_id)
+                         .order_by(StudyTransition.id)).all()
+    assert [(t.from_state, t.to_state) for t in rows][-3:] == [
+        ("needs_review", "rejected"), ("rejected", "reported"), ("reported", "delivered")]
+    assert rows[-2].actor == "user:rad" and rows[-1].actor.startswith("worker:")
+    tc, tcsrf = _client(env, "tech")
+    r = tc.post(f"/api/studies/{env.study_id}/retry", json={"reason": "re-run after the motion check"},
+                headers={"X-CSRF-Token": tcsrf})
+    assert r.status_code == 200 and r.json()["state"] == "queued"
 
 
 def test_pages_forbid_inline_scripts_and_framing(web_env: WebEnv) -> None:

@@ -215,8 +215,8 @@ def _session(web_env: WebEnv, orthanc, live_server: LiveServer, browser_context)
         report_sop = s.scalars(select(Result).where(Result.kind == "review_dcm")).one().sop_uid
         assert report_sop
 
-    # the PACS (Orthanc, over DICOMweb) holds the new report version, re-identified into the
-    # original study, superseding the draft it also holds
+    # the PACS (Orthanc, over DICOMweb) holds the reviewed objects only, re-identified into the
+    # original study: report version 2, the SEG of lesions 1 and 3, key images; no draft
     assert run_jobs(web_env.app) >= 1
     study_uid = ORIGINAL_STUDY_UID
     got = {}
@@ -229,8 +229,14 @@ def _session(web_env: WebEnv, orthanc, live_server: LiveServer, browser_context)
     rep = got[report_sop]
     assert rep.PatientID == IDENTITY["PatientID"] and str(rep.PatientName) == IDENTITY["PatientName"]
     assert rep.InstanceNumber == 2 and rep.MIMETypeOfEncapsulatedDocument == "application/pdf"
-    draft_sop = rep.PredecessorDocumentsSequence[0].ReferencedSeriesSequence[0].ReferencedSOPSequence[0]
-    assert draft_sop.ReferencedSOPInstanceUID in got  # the superseded draft is the one the PACS holds
+    assert "PredecessorDocumentsSequence" not in rep  # the draft was never issued to the PACS
+    with web_env.app.state.db.session() as s:
+        drafts = {r.sop_uid for r in s.scalars(select(Result).where(Result.qa_decision_id.is_(None),
+                                                                    Result.sop_uid.is_not(None)))}
+    assert drafts and not drafts & set(got)
+    segs = [d for d in got.values() if d.Modality == "SEG"]
+    assert len(segs) == 1 and {str(x.SegmentLabel) for x in segs[0].SegmentSequence} == {
+        "Lesion 1 (new)", "Lesion 3 (new)"}
     with web_env.app.state.db.session() as s:
         assert s.get(Study, web_env.study_id).state == "delivered"
     print(f"viewer load {load_ms} ms")

@@ -248,3 +248,59 @@ def write_reviewed_report(
         sop_uid = str(ds.SOPInstanceUID)
     kept = [r.id for r in report.lesions]
     return ReviewedReport(version, html_path, pdf_path, dicom_path, sop_uid, kept)
+
+
+def write_reviewed_seg(
+    folder: Path,
+    kept_ids: list[int],
+    rows: list[LesionRow],
+    source: list[Dataset],
+    out_path: Path,
+    version: int,
+) -> Path | None:
+    """DICOM SEG (PS3.3 A.51) of the kept lesions only, regenerated from the workflow's label map.
+
+    ``new_lesions.nii.gz`` (labels 1..n on the follow-up's own grid, as the workflow wrote the
+    draft SEG from) is masked to ``kept_ids`` and written with the MS workflow's own writer
+    (:func:`neurorad.dicom.results.write_seg`) against ``source`` (the examined series). The
+    segments are marked SEMIAUTOMATIC (PS3.3 C.8.20.4: "calculated segmentation with user
+    assistance": a reader kept them). None when there is no label map or no kept lesion.
+    Raises ValueError when the label map does not lie on the source series' grid.
+    """
+    import numpy as np
+
+    from neurorad.dicom.results import write_seg
+    from neurorad.image.nifti import load_nifti
+
+    labels_path = folder / "new_lesions.nii.gz"
+    if not kept_ids or not source or not labels_path.exists():
+        return None
+    vol = load_nifti(labels_path)
+    data = np.rint(np.asarray(vol.data)).astype(np.int32)
+    data[~np.isin(data, sorted(kept_ids))] = 0
+    kinds = {r.id: r.kind for r in rows}
+    names = {i: f"Lesion {i} ({kinds.get(i, 'new')})" for i in sorted(kept_ids) if (data == i).any()}
+    if not names:
+        return None
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_path.with_suffix(".dcm.tmp")
+    write_seg(vol.with_data(data), names, source, tmp,
+              series_description=f"New MS lesions (neurorad, reviewed v{version})"[:64])
+    ds = pydicom.dcmread(tmp)
+    for item in ds.SegmentSequence:
+        item.SegmentAlgorithmType = "SEMIAUTOMATIC"
+    ds.InstanceNumber = version
+    pydicom.dcmwrite(tmp, ds, enforce_file_format=True)
+    tmp.replace(out_path)
+    return out_path
+
+
+def write_reviewed_secondary_captures(images: list, ref: Dataset, out_dir: Path, version: int) -> list[Path]:
+    """Key images of the kept lesions as RGB Secondary Capture (PS3.3 A.8), with the MS
+    workflow's writer (:func:`neurorad.dicom.results.write_secondary_captures`)."""
+    from neurorad.dicom.results import write_secondary_captures
+
+    if not images:
+        return []
+    return write_secondary_captures([k.pixels for k in images], ref, out_dir,
+                                    series_description=f"MS lesions overlay (reviewed v{version})"[:64])
