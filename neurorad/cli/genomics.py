@@ -97,6 +97,8 @@ def run_cmd(
     seed: int = typer.Option(0, help="Seed of the splits."),
     jobs: int = typer.Option(2, help="Parallel processes over splits."),
     rf_trees: int = typer.Option(50, help="Trees per random forest."),
+    rf_backend: str = typer.Option("numba", help="Random forest implementation: 'numba' (ours, fast) or "
+                                                 "'sklearn' (scikit-learn's, the reference)."),
     radiomics_threshold: str | None = typer.Option(None, help="Turn radiomics into ordinal 0/1 at the training "
                                                               "'mean' or 'median'."),
     exact_de: bool = typer.Option(False, "--exact-de", help="Exact edgeR pseudo-counts in every split (slower)."),
@@ -116,8 +118,10 @@ def run_cmd(
     names = tuple(CLASSIFIERS) if classifiers == "all" else tuple(c.strip() for c in classifiers.split(","))
     if radiomics_threshold not in (None, "mean", "median"):
         raise InputError("--radiomics-threshold must be mean or median")
+    if rf_backend not in ("numba", "sklearn"):
+        raise InputError(f"--rf-backend must be numba or sklearn, got {rf_backend!r}")
     cfg = ProtocolConfig(n_splits=splits, der_sizes=sizes, classifiers=names, seed=seed, n_jobs=jobs,
-                         rf_n_estimators=rf_trees, radiomics_threshold=radiomics_threshold,
+                         rf_n_estimators=rf_trees, rf_backend=rf_backend, radiomics_threshold=radiomics_threshold,
                          q2q="exact" if exact_de else "compiled",
                          common_max_genes=None if exact_de else 1500)
     x = table.counts.T
@@ -134,7 +138,8 @@ def run_cmd(
             res = run_protocol(x, labels, rad, cfg, positive, advance)
     meta = {"samples": table.n_samples, "genes": table.n_genes, "splits": splits, "DER sizes": list(sizes),
             "positive class": res.attrs.get("positive"), "radiomics": rad_cols or "none", "grouped by": by or "none",
-            "DE pseudo-counts": cfg.q2q, "RF trees": rf_trees, "seed": seed}
+            "DE pseudo-counts": cfg.q2q, "RF trees": rf_trees,
+            "RF backend": rf_backend, "seed": seed}
     rad_anova = None
     if rad is not None:
         from neurorad.genomics.radiomics import anova_pvalues

@@ -36,6 +36,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from neurorad.genomics.counts import size_factors
 from neurorad.genomics.de import DEResult, classic_de
 from neurorad.genomics.dispersion import common_dispersion, tagwise_dispersion
+from neurorad.genomics.forest import NumbaForest
 from neurorad.genomics.nb import nb_glm_fit, nb_logpmf
 
 
@@ -481,18 +482,26 @@ class RFGenomics(_CountClassifier):
 
     ``use_radiomics=False`` (RF-genomics) ignores the radiomics columns; :class:`RFRadiogenomics`
     appends them as further features.
+
+    ``backend="numba"`` (default) grows the forest with :class:`neurorad.genomics.forest.NumbaForest`
+    (scikit-learn's default algorithm, all trees in one compiled call: ~15x faster at the
+    protocol's size); ``backend="sklearn"`` uses scikit-learn's ``RandomForestClassifier``, the
+    reference (``n_jobs`` applies to it only). Both: Gini, ``sqrt(p)`` features per node, bootstrap,
+    fully grown trees.
     """
 
     use_radiomics = False
 
     def __init__(self, n_genes: int | None = None, n_radiomics: int = 0, n_estimators: int = 100,
-                 random_state: int | None = 0, n_jobs: int | None = 1, q2q: str = "exact") -> None:
+                 random_state: int | None = 0, n_jobs: int | None = 1, q2q: str = "exact",
+                 backend: str = "numba") -> None:
         self.n_genes = n_genes
         self.n_radiomics = n_radiomics
         self.n_estimators = n_estimators
         self.random_state = random_state
         self.n_jobs = n_jobs
         self.q2q = q2q
+        self.backend = backend
 
     def _features(self, counts: np.ndarray, rad: np.ndarray, s: np.ndarray) -> np.ndarray:
         f = np.log2(1.0 + counts[:, self.genes_] / (s[:, None] * self._n_train_))
@@ -503,9 +512,18 @@ class RFGenomics(_CountClassifier):
         s = self._train_size_factors(counts)
         self._n_train_ = counts.shape[0]
         self.genes_ = self._select(counts, y_idx, de_result)
-        self.forest_ = RandomForestClassifier(n_estimators=self.n_estimators, random_state=self.random_state,
-                                              n_jobs=self.n_jobs)
-        self.forest_.fit(self._features(counts, rad, s), y_idx)
+        feats = self._features(counts, rad, s)
+        if self.backend == "numba":
+            self.forest_ = NumbaForest(n_estimators=self.n_estimators, random_state=self.random_state)
+            self.forest_.fit(feats, y_idx, n_classes=self.classes_.size)
+            self._forest_classes_ = np.arange(self.classes_.size)
+        elif self.backend == "sklearn":
+            self.forest_ = RandomForestClassifier(n_estimators=self.n_estimators, random_state=self.random_state,
+                                                  n_jobs=self.n_jobs)
+            self.forest_.fit(feats, y_idx)
+            self._forest_classes_ = self.forest_.classes_
+        else:
+            raise ValueError(f"backend must be 'numba' or 'sklearn', got {self.backend!r}")
         return self
 
     def predict_proba(self, X: Any) -> np.ndarray:
@@ -513,7 +531,7 @@ class RFGenomics(_CountClassifier):
         counts, rad = self._split(X)
         proba = self.forest_.predict_proba(self._features(counts, rad, self._test_size_factors(counts)))
         out = np.zeros((X.shape[0], self.classes_.size))
-        out[:, self.forest_.classes_] = proba
+        out[:, self._forest_classes_] = proba
         return out
 
     def predict_log_proba(self, X: Any) -> np.ndarray:

@@ -48,6 +48,7 @@ class ProtocolConfig:
     q2q: str = "compiled"
     common_max_genes: int | None = 1500
     rf_n_estimators: int = 50
+    rf_backend: str = "numba"  # "numba" (neurorad.genomics.forest) or "sklearn" (the reference)
     radiomics_threshold: str | None = None  # None, "mean" or "median" (cut points from training rows)
     n_jobs: int = 2
     extra: dict = field(default_factory=dict)
@@ -140,7 +141,7 @@ def evaluate_split(
         sizes = [int(min(k, c.shape[1])) for k in cfg.der_sizes]
         params: dict = {"n_radiomics": n_rad, "q2q": cfg.q2q}
         if name.startswith("RF-"):
-            params.update(n_estimators=cfg.rf_n_estimators, random_state=split_id, n_jobs=1)
+            params.update(n_estimators=cfg.rf_n_estimators, random_state=split_id, n_jobs=1, backend=cfg.rf_backend)
         big = None
         if getattr(cls, "_per_gene_", False):  # one fit at the largest size, exact sub-models for the rest
             big = cls(n_genes=max(sizes), **params).fit(X[train], ytr, de_result=de)

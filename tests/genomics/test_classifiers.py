@@ -73,7 +73,8 @@ def _expected(est):
 
 @parametrize_with_checks(
     [C.PLDA(), C.NBLDA(), C.RadiogenomicsNB(), C.VoomNSC(cv=3), C.RFGenomics(n_estimators=10),
-     C.RFRadiogenomics(n_estimators=10)],
+     C.RFRadiogenomics(n_estimators=10), C.RFGenomics(n_estimators=10, backend="sklearn"),
+     C.RFRadiogenomics(n_estimators=10, backend="sklearn")],
     expected_failed_checks=_expected,
 )
 def test_sklearn_estimator_checks(estimator, check):
