@@ -99,6 +99,21 @@ def test_protocol_outputs_and_anova(small_cohort):
     assert list(tab.columns) == list(P.METRICS) and tab.index[-1] == "ANOVA p"
 
 
+def test_compact_features_give_the_same_results(small_cohort):
+    """Top DERs + one 'rest of the counts' column: every classifier's metrics equal the all-genes path."""
+    x = small_cohort.counts.to_numpy().T
+    y = small_cohort.clinical["ATRX"].to_numpy().astype(str)
+    rad = small_cohort.radiomics.to_numpy()
+    for i, (tr, te) in enumerate(P.make_splits(y, 3, 0.2, 5)):
+        rows = {}
+        for compact in (True, False):
+            cfg = P.ProtocolConfig(der_sizes=(5, 40), n_jobs=1, rf_n_estimators=10, q2q="wilson-hilferty",
+                                   compact=compact)
+            rows[compact] = pd.DataFrame(P.evaluate_split(x, rad, y, tr, te, cfg, "mutant", i))
+        assert len(rows[True]) == 12
+        pd.testing.assert_frame_equal(rows[True], rows[False])
+
+
 # -- radiomics -----------------------------------------------------------------------------------
 
 
