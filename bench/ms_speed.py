@@ -76,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
             res = run_ms_lesions(b, f, Path(d) / "out", cfg)
             total = time.perf_counter() - t0
         rows.append((name, total, res.timings_s, res.decision.active, len(res.lesions)))
+        steps_s = ", ".join(f"{k} {v:.1f}" for k, v in res.timings_s.items() if k != "total")
+        print(f"{name}: {total:.1f} s ({steps_s})", flush=True)
     steps = [k for k in rows[0][2] if k != "total"]
     print(f"{'step':<14}" + "".join(f"{n[:28]:>30}" for n, *_ in rows))
     for s in steps:
