@@ -11,9 +11,10 @@ spent in the workers (process time, summed) and what it means on 2 idle cores.
 
 Compared in the same run: the cost of one split's DE step on the fast path in compiled kernels
 (what the protocol uses), the same in numpy, and the exact edgeR mapping, and
-one split's share of DE vs classifiers.
+one split's share of DE vs classifiers, and each classifier's CPU (both random-forest backends).
 
-Options: ``--splits N`` (default 100), ``--jobs J`` (2), ``--rf-trees T`` (50), ``--genes G`` (20000).
+Options: ``--splits N`` (default 100), ``--jobs J`` (2), ``--rf-trees T`` (50), ``--genes G`` (20000),
+``--rf-backend numba|sklearn`` (numba; sklearn is the reference, ~0.7 s more per split).
 """
 
 from __future__ import annotations
@@ -33,13 +34,13 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--rf-trees", type=int, default=50)
     ap.add_argument("--genes", type=int, default=20_000)
+    ap.add_argument("--rf-backend", default="numba", choices=("numba", "sklearn"))
     args = ap.parse_args()
 
-    import pandas as pd
 
     from neurorad.genomics.counts import quantile_filter
     from neurorad.genomics.de import classic_de
-    from neurorad.genomics.protocol import ProtocolConfig, evaluate_split, make_splits, positive_class, summarize
+    from neurorad.genomics.protocol import ProtocolConfig, evaluate_split, make_splits, run_protocol, summarize
     from neurorad.genomics.simulate import simulate_cohort
 
     t = time.perf_counter()
@@ -66,7 +67,7 @@ def main() -> None:
     t_exact = time.perf_counter() - t
     print(f"one split, DE step on {keep.sum()} genes x {tr.size} samples: fast compiled {t_fast:.2f} s, "
           f"fast numpy {t_np:.2f} s, exact edgeR pseudo-counts (numpy) {t_exact:.2f} s ({t_exact / t_fast:.1f}x)")
-    cfg1 = ProtocolConfig(n_splits=1, n_jobs=1, rf_n_estimators=args.rf_trees)
+    cfg1 = ProtocolConfig(n_splits=1, n_jobs=1, rf_n_estimators=args.rf_trees, rf_backend=args.rf_backend)
     t = time.perf_counter()
     evaluate_split(x, rad, y.astype(str), tr, te, cfg1, "mutant")
     t_split = time.perf_counter() - t
@@ -82,10 +83,12 @@ def main() -> None:
     xx = np.hstack([x[:, keep].astype(np.float64), rad])
     parts = []
     with sklearn.config_context(assume_finite=True):
-        for name, cls in CLASSIFIERS.items():
+        for name, cls in [*CLASSIFIERS.items(), ("RF-genomics[sklearn]", CLASSIFIERS["RF-genomics"]),
+                          ("RF-radiogenomics[sklearn]", CLASSIFIERS["RF-radiogenomics"])]:
             p = {"n_radiomics": rad.shape[1], "q2q": "compiled"}
             if name.startswith("RF-"):
-                p.update(n_estimators=args.rf_trees, n_jobs=1)
+                p.update(n_estimators=args.rf_trees, n_jobs=1,
+                         backend="sklearn" if name.endswith("[sklearn]") else args.rf_backend)
             t = time.process_time()
             if getattr(cls, "_per_gene_", False):
                 big = cls(n_genes=150, **p).fit(xx[tr], y[tr], de_result=de)
@@ -97,27 +100,24 @@ def main() -> None:
             parts.append(f"{name} {time.process_time() - t:.2f}")
     print("one split, CPU s per classifier over the 6 DER sizes: " + ", ".join(parts))
 
-    cfg = ProtocolConfig(n_splits=args.splits, n_jobs=args.jobs, rf_n_estimators=args.rf_trees)
+    cfg = ProtocolConfig(n_splits=args.splits, n_jobs=args.jobs, rf_n_estimators=args.rf_trees,
+                         rf_backend=args.rf_backend)
+    # warm the worker pool (process start, imports, numba cache loads) outside the timed loop
+    run_protocol(x, co.clinical["IDH"].to_numpy(), rad, ProtocolConfig(n_splits=2 * args.jobs, n_jobs=args.jobs,
+                                                                        rf_backend=args.rf_backend))
     load0 = os.getloadavg()[0]
     t0 = time.perf_counter()
     out = {}
     cpu_total = 0.0
-    from joblib import Parallel, delayed
-
     for target in ("IDH", "1p19q", "ATRX"):
         t = time.perf_counter()
-        labels = co.clinical[target].to_numpy().astype(str)
-        # the protocol's own loop (run_protocol), with each split's CPU time recorded
-        splits = make_splits(labels, cfg.n_splits, cfg.test_size, cfg.seed)
-        jobs = [(x, rad, labels, tr_, te_, cfg, positive_class(labels), i) for i, (tr_, te_) in enumerate(splits)]
-        done = Parallel(n_jobs=cfg.n_jobs, backend="loky")(delayed(_timed)(j) for j in jobs)
-        rows = [r for rs, _ in done for r in rs]
-        cpu = sum(c for _, c in done)
+        res = run_protocol(x, co.clinical[target].to_numpy(), rad, cfg)  # the protocol itself, splits in chunks
+        cpu = res.attrs["worker_cpu_s"]
         cpu_total += cpu
-        res = pd.DataFrame(rows)
         out[target] = res
         print(f"{target}: {args.splits} splits x 6 sizes x 6 classifiers = {len(res)} rows in "
-              f"{time.perf_counter() - t:.1f} s wall, {cpu:.1f} s CPU in the workers")
+              f"{time.perf_counter() - t:.1f} s wall, {cpu:.1f} s CPU in the workers "
+              f"({cpu / args.splits:.3f} s per split)")
     total = time.perf_counter() - t0
     load1 = os.getloadavg()[0]
     print(f"FULL PROTOCOL: {total:.1f} s wall on {args.jobs} processes (target <= 120 s, aim 60 s); "
@@ -128,14 +128,6 @@ def main() -> None:
         s = s[(s.metric == "balanced_accuracy") & (s.n_genes == 50)].set_index("classifier")
         print(f"  {target} balanced accuracy at 50 DERs: "
               + ", ".join(f"{k} {r['mean']:.3f}±{r['sd']:.3f}" for k, r in s.iterrows()))
-
-
-def _timed(args: tuple) -> tuple[list[dict], float]:
-    from neurorad.genomics.protocol import _worker
-
-    t = time.process_time()
-    rows = _worker(args)
-    return rows, time.process_time() - t
 
 
 if __name__ == "__main__":

@@ -47,11 +47,12 @@ def _group_mean(y: np.ndarray, cols: np.ndarray, log_lib: np.ndarray, lib: np.nd
     for _ in range(50):
         dl = 0.0
         info = 0.0
+        lam = math.exp(beta)  # mu_j = lam * lib_j: one exp per iteration, not one per sample
         for j in cols:
-            mu = math.exp(beta + log_lib[j])
-            den = 1.0 + phi * mu
-            dl += (y[j] - mu) / den
-            info += mu / den
+            mu = lam * lib[j]
+            den = 1.0 / (1.0 + phi * mu)
+            dl += (y[j] - mu) * den
+            info += mu * den
         step = dl / info
         beta += step
         if abs(step) < tol:
