@@ -1,0 +1,62 @@
+"""The layer rules of docs/architecture.md, enforced on the source (AST imports)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PKG = Path(__file__).resolve().parents[1] / "neurorad"
+COMMON = {"errors", "provenance", "resources"}  # cross-cutting modules any layer may use
+
+# layer -> neurorad layers it may import (docs/architecture.md, "Layers and folders")
+ALLOWED: dict[str, set[str]] = {
+    "image": set(),
+    "dicom": {"image"},
+    "preprocess": {"image"},
+    "segment": {"image", "preprocess", "quantify"},
+    "quantify": {"image"},
+    "quality": {"image", "quantify"},
+    "evaluate": {"image", "quantify", "quality"},
+    "genomics": {"image", "quantify"},
+    "clinical": {"quantify"},
+    "phantom": {"image"},
+    "pipelines": {"image", "dicom", "preprocess", "segment", "quantify", "quality", "evaluate",
+                  "genomics", "clinical", "phantom", "report"},
+    "report": {"image", "quantify", "dicom", "clinical"},
+    "store": set(),
+    "server": {"image", "dicom", "preprocess", "segment", "quantify", "quality", "evaluate", "genomics",
+               "clinical", "phantom", "pipelines", "report", "store"},
+    "cli": {"image", "dicom", "preprocess", "segment", "quantify", "quality", "evaluate", "genomics",
+            "clinical", "phantom", "pipelines", "report", "store", "server"},
+}
+
+
+def _imported_layers(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    out: set[str] = set()
+    for node in ast.walk(tree):
+        names: list[str] = []
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module]
+        for n in names:
+            parts = n.split(".")
+            if parts[0] == "neurorad" and len(parts) > 1:
+                out.add(parts[1])
+    return out
+
+
+def test_every_layer_imports_only_what_the_architecture_allows():
+    violations = []
+    for layer, allowed in ALLOWED.items():
+        for f in sorted((PKG / layer).rglob("*.py")):
+            bad = _imported_layers(f) - allowed - COMMON - {layer, "__init__"}
+            if bad:
+                violations.append(f"{f.relative_to(PKG.parent)} imports {sorted(bad)}")
+    assert not violations, "\n".join(violations)
+
+
+def test_every_layer_is_listed():
+    layers = {p.name for p in PKG.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
+    assert layers == set(ALLOWED)
