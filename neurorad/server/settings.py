@@ -72,6 +72,8 @@ class Settings:
     login_max_failures_per_user: int = 5
     login_max_failures_per_ip: int = 20
     login_window_s: float = 300.0
+    # viewer: send compact display copies (int16 scaled images, uint8 labels; neurorad.server.web.display)
+    viewer_display_copies: bool = True
     secure_cookies: bool = False
     # what create_app starts in its lifespan (``neurorad serve`` turns them on)
     run_receiver: bool = False

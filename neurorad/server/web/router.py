@@ -325,10 +325,21 @@ def study_file(request: Request, study_id: int, name: str, p: Principal = Depend
     study = s.get(Study, study_id)
     if study is None:
         raise HTTPException(404)
-    _, folder = current_result(s, study, _storage_root(request))
+    root = _storage_root(request)
+    _, folder = current_result(s, study, root)
     if folder is None or not (folder / name).is_file():
         raise HTTPException(404)
-    return FileResponse(folder / name, media_type="application/octet-stream",
+    # a compact display copy (int16 scaled images, uint8 labels; see neurorad.server.web.display)
+    from neurorad.server.web.display import display_copy
+
+    path = folder / name
+    try:
+        if getattr(request.app.state.settings, "viewer_display_copies", True):
+            path = display_copy(folder / name, root / "cache" / "viewer", is_label=name in rv.OVERLAY_CANDIDATES)
+    except Exception:  # noqa: BLE001 - an unreadable image is sent as stored; the viewer reports it
+        log.warning("study %s: no display copy of %s", study.id, name, exc_info=True)
+        path = folder / name
+    return FileResponse(path, media_type="application/octet-stream",
                         headers={"Cache-Control": "private, no-store"})
 
 

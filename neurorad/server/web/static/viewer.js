@@ -133,8 +133,13 @@ async function loadSequence(name) {
   await Promise.all(
     state.panels.map(async ({ nv, spec }) => {
       const vols = await Promise.all(volumeList(spec).map(image));
-      nv.volumes = [];
-      for (const v of vols) nv.addVolume(v);
+      // All layers at once and one GPU update per panel: NiiVue's addVolume re-processes every
+      // layer already loaded, so adding the overlay after the background built the background's
+      // texture twice (the same end state as addVolume: volumes, back = first, overlays = rest).
+      nv.volumes = vols;
+      nv.back = vols[0];
+      nv.overlays = vols.slice(1);
+      nv.updateGLVolume();
     }),
   );
   for (const { nv } of state.panels) nv.setSliceType(PLANES[state.plane]);

@@ -1,0 +1,73 @@
+"""Compact display copies of result images for the viewer (what the browser downloads and decodes).
+
+The MS workflow stores its normalised images as float32 and its label maps as int16 (exact,
+for analysis). For display that is twice the bytes the browser has to fetch, gunzip, parse and
+turn into textures. The viewer therefore gets, per file version, a copy with
+
+* intensity images as int16 with the NIfTI scaling (``scl_slope``/``scl_inter``, NIfTI-1
+  header fields 'scl_slope'/'scl_inter'; nibabel picks them so the data range uses the int16
+  range: a quantisation step of range/65535, far below a displayable grey level), so values and
+  window levels stay in the original units;
+* label maps as uint8 when every label is an integer in 0..255 (exact);
+
+gzip level 1 (nibabel's default: fast to write, decompressed natively by the browser's
+``DecompressionStream``). Files that are already compact are served as they are. Copies live
+under ``DATA_DIR/cache/viewer`` keyed by the source's path, size and modification time (a
+changed file gets a new copy); the folder can be deleted at any time. The stored results are
+never modified.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+_COMPACT_IMAGE = (np.int16, np.uint8, np.int8)
+
+
+def compact_image(img: nib.Nifti1Image, is_label: bool) -> nib.Nifti1Image | None:
+    """The display version of ``img``, or None when the stored one is already compact (or a label
+    map cannot be uint8 without loss)."""
+    dtype = np.dtype(img.get_data_dtype())
+    if is_label:
+        if dtype == np.uint8:
+            return None
+        data = np.asanyarray(img.dataobj)
+        if data.size and (not np.all(np.isfinite(data)) or data.min() < 0 or data.max() > 255
+                          or not np.array_equal(data, np.rint(data))):
+            return None
+        out = nib.Nifti1Image(data.astype(np.uint8), img.affine, header=img.header.copy())
+        out.set_data_dtype(np.uint8)
+        out.header.set_slope_inter(1.0, 0.0)
+        return out
+    if any(dtype == np.dtype(t) for t in _COMPACT_IMAGE) or dtype.kind not in "fiu":
+        return None
+    data = np.asarray(img.dataobj, dtype=np.float32)
+    data = np.nan_to_num(data, nan=0.0, posinf=0.0, neginf=0.0)
+    out = nib.Nifti1Image(data, img.affine, header=img.header.copy())
+    out.set_data_dtype(np.int16)  # nibabel's array writer chooses scl_slope/scl_inter on save
+    return out
+
+
+def display_copy(src: Path, cache_dir: Path, is_label: bool) -> Path:
+    """Path of the file to send for ``src``: a cached compact copy, or ``src`` itself."""
+    st = src.stat()
+    key = hashlib.sha256(f"{src.resolve()}|{st.st_size}|{st.st_mtime_ns}|{is_label}|v1".encode()).hexdigest()[:40]
+    dest = cache_dir / f"{key}.nii.gz"
+    if dest.exists():
+        return dest
+    out = compact_image(nib.load(src), is_label)
+    if out is None:
+        return src
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = cache_dir / f".{key}.{os.getpid()}.tmp.nii.gz"
+    try:
+        nib.save(out, tmp)
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return dest

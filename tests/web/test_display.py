@@ -1,0 +1,67 @@
+"""Compact display copies for the viewer: int16 scaled images and uint8 labels, values kept."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from neurorad.server.web.display import compact_image, display_copy
+from tests.web.conftest import WebEnv
+from tests.web.test_api import _client
+
+
+def _float_image(path: Path, rng: np.random.Generator) -> np.ndarray:
+    data = (rng.normal(0.0, 1.0, (20, 22, 18)) * 3.5 + 1.25).astype(np.float32)
+    nib.save(nib.Nifti1Image(data, np.diag([1.5, 1.5, 2.0, 1.0])), path)
+    return data
+
+
+def test_float_image_becomes_scaled_int16_within_half_a_step(tmp_path: Path) -> None:
+    data = _float_image(tmp_path / "img.nii.gz", np.random.default_rng(1))
+    out = display_copy(tmp_path / "img.nii.gz", tmp_path / "cache", is_label=False)
+    assert out != tmp_path / "img.nii.gz"
+    img = nib.load(out)
+    assert img.get_data_dtype() == np.int16
+    slope = float(img.dataobj.slope)
+    step = (float(data.max()) - float(data.min())) / 65535
+    assert 0 < slope <= 1.01 * 2 * step  # nibabel spreads the range over int16 (or half of it, no offset)
+    assert np.abs(np.asarray(img.get_fdata()) - data).max() <= slope / 2 + 1e-6
+    np.testing.assert_allclose(img.affine, np.diag([1.5, 1.5, 2.0, 1.0]))
+    assert out.stat().st_size < (tmp_path / "img.nii.gz").stat().st_size
+    # cached per file version: same copy again, a new one after the file changed
+    assert display_copy(tmp_path / "img.nii.gz", tmp_path / "cache", is_label=False) == out
+    _float_image(tmp_path / "img.nii.gz", np.random.default_rng(2))
+    os.utime(tmp_path / "img.nii.gz", ns=(1, 1))
+    assert display_copy(tmp_path / "img.nii.gz", tmp_path / "cache", is_label=False) != out
+
+
+def test_labels_become_uint8_exactly_or_stay_as_stored(tmp_path: Path) -> None:
+    labels = np.zeros((10, 10, 10), np.int16)
+    labels[2:4, 2:4, 2:4] = 1
+    labels[6:8, 6:9, 5] = 17
+    img = compact_image(nib.Nifti1Image(labels, np.eye(4)), is_label=True)
+    assert img.get_data_dtype() == np.uint8
+    np.testing.assert_array_equal(np.asarray(img.dataobj), labels)
+    labels[0, 0, 0] = 300  # would not fit: served as stored
+    assert compact_image(nib.Nifti1Image(labels, np.eye(4)), is_label=True) is None
+    assert compact_image(nib.Nifti1Image(labels.astype(np.uint8), np.eye(4)), is_label=True) is None
+
+
+def test_viewer_endpoint_sends_the_compact_copy(web_env: WebEnv) -> None:
+    rng = np.random.default_rng(3)
+    src = nib.load(web_env.folder / "followup.nii.gz")
+    data = np.asarray(src.dataobj, dtype=np.float32) / 100.0 + rng.normal(0, 0.01, src.shape).astype(np.float32)
+    nib.save(nib.Nifti1Image(data, src.affine), web_env.folder / "followup.nii.gz")
+    c, _ = _client(web_env, "rad")
+    r = c.get(f"/web/api/studies/{web_env.study_id}/files/followup.nii.gz")
+    assert r.status_code == 200
+    (web_env.data_dir / "got.nii.gz").write_bytes(r.content)
+    got = nib.load(web_env.data_dir / "got.nii.gz")
+    assert got.get_data_dtype() == np.int16
+    assert np.abs(got.get_fdata() - data).max() <= float(got.dataobj.slope) / 2 + 1e-6
+    r = c.get(f"/web/api/studies/{web_env.study_id}/files/new_lesions.nii.gz")
+    (web_env.data_dir / "lab.nii.gz").write_bytes(r.content)
+    assert nib.load(web_env.data_dir / "lab.nii.gz").get_data_dtype() == np.uint8
