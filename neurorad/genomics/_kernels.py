@@ -93,11 +93,31 @@ def pseudo_counts(y: np.ndarray, groups: np.ndarray, n_groups: int, lib: np.ndar
     out = np.empty((ng, n))
     cols_list = [np.flatnonzero(groups == k) for k in range(n_groups)]
     for g in range(ng):
+        ph = phi[g]
         for k in range(n_groups):
             cols = cols_list[k]
-            lam = _group_mean(y[g], cols, log_lib, lib, phi[g], tol)
+            lam = _group_mean(y[g], cols, log_lib, lib, ph, tol)
+            # _q2q_wh with the per-gene, per-group output-side constants computed once
+            mo = lam * common
+            ro = 1.0 + ph * mo
+            sd_o = math.sqrt(mo * ro)
+            ao = ro / (9.0 * mo) if mo > 0.0 else 0.0
+            sq_ao = math.sqrt(ao)
             for j in cols:
-                v = _q2q_wh(y[g, j], lam * lib[j], lam * common, phi[g])
+                x = y[g, j]
+                mi = lam * lib[j]
+                if mi < 1e-14 or mo < 1e-14:
+                    v = _q2q_wh(x, mi, mo, ph)
+                else:
+                    ri = 1.0 + ph * mi
+                    r = math.sqrt(ri / mi)  # sqrt(mi ri) = mi r; sqrt(ai) = r / 3
+                    q1 = mo + sd_o * (x - mi) / (mi * r)
+                    ai = ri / (9.0 * mi)
+                    z = (np.cbrt(x / mi) - 1.0 + ai) / (r / 3.0)
+                    b = 1.0 - ao + z * sq_ao
+                    if b < 0.0:
+                        b = 0.0
+                    v = 0.5 * (q1 + mo * b * b * b)
                 out[g, j] = v if (v > 0.0 or not clamp) else 0.0
     return out
 
