@@ -45,10 +45,11 @@ def _beta_approx(s1: np.ndarray, s2: np.ndarray, n1: int, n2: int, disp: np.ndar
     a2 = (n2 / n1) * a1
     lo = special.betainc(a1, a2, np.minimum((s1[nz] + 0.5) / y[nz], 1.0))
     left = lo < 0.5
-    hi = special.betaincc(a1, a2, np.clip((s1[nz] - 0.5) / y[nz], 0.0, 1.0))
-    right = ~left & (hi < 0.5)
     p[nz[left]] = 2.0 * lo[left]
-    p[nz[right]] = 2.0 * hi[right]
+    rest = np.flatnonzero(~left)  # the upper tail only where the lower one is not below 1/2
+    hi = special.betaincc(a1[rest], a2[rest], np.clip((s1[nz[rest]] - 0.5) / y[nz[rest]], 0.0, 1.0))
+    right = hi < 0.5
+    p[nz[rest[right]]] = 2.0 * hi[right]
     return np.minimum(p, 1.0)
 
 
