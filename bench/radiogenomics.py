@@ -106,6 +106,7 @@ def main() -> None:
     run_protocol(x, co.clinical["IDH"].to_numpy(), rad, ProtocolConfig(n_splits=2 * args.jobs, n_jobs=args.jobs,
                                                                         rf_backend=args.rf_backend))
     load0 = os.getloadavg()[0]
+    parent0 = time.process_time()
     t0 = time.perf_counter()
     out = {}
     cpu_total = 0.0
@@ -119,9 +120,11 @@ def main() -> None:
               f"{time.perf_counter() - t:.1f} s wall, {cpu:.1f} s CPU in the workers "
               f"({cpu / args.splits:.3f} s per split)")
     total = time.perf_counter() - t0
+    parent = time.process_time() - parent0
     load1 = os.getloadavg()[0]
     print(f"FULL PROTOCOL: {total:.1f} s wall on {args.jobs} processes (target <= 120 s, aim 60 s); "
-          f"worker CPU {cpu_total:.1f} s -> {cpu_total / args.jobs:.1f} s on {args.jobs} idle cores; "
+          f"worker CPU {cpu_total:.1f} s -> {cpu_total / args.jobs:.1f} s on {args.jobs} idle cores "
+          f"(+ {parent:.1f} s CPU in the parent: dispatch, results); "
           f"load average {load0:.1f} -> {load1:.1f} on a {os.cpu_count()}-core machine")
     for target, res in out.items():
         s = summarize(res)

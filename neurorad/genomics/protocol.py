@@ -11,7 +11,10 @@ Tables 2-4).
 Speed: the DE step runs once per split; the pseudo-count mapping uses the Wilson-Hilferty
 gamma quantile in compiled per-gene kernels (``q2q="compiled"``; see
 :mod:`neurorad.genomics.dispersion` and :mod:`neurorad.genomics._kernels`); NB-family models are
-fitted once at the largest DER size; splits run in parallel processes (joblib, one thread each).
+fitted once at the largest DER size; the classifiers get the top DERs plus one column with the
+rest of each sample's counts (``compact``: library sizes exact, results identical); random
+forests are grown in numba (:mod:`neurorad.genomics.forest`); splits run in chunks in parallel
+processes (joblib, one thread each).
 """
 
 from __future__ import annotations
