@@ -20,10 +20,13 @@ def brain_mask(volume: Volume, engine: str = "deepbet") -> tuple[Volume, str, st
     return m, f"preprocess.brain_extraction:{info.get('engine', engine)}", info.get("weights_sha256")
 
 
-def n4(volume: Volume, mask: Volume, shrink: int = 4) -> tuple[Volume, str]:
-    """N4 bias-field correction (Tustison et al. 2010) inside ``mask``."""
-    out = n4_bias_correct(volume.with_data(np.asarray(volume.data, np.float32)), mask=mask, shrink_factor=shrink)
-    return out, f"preprocess.bias:n4 (shrink {shrink})"  # type: ignore[return-value]
+def n4(volume: Volume, mask: Volume | None, shrink: int = 4,
+       iterations: tuple[int, ...] = (50, 50, 50, 50)) -> tuple[Volume, str]:
+    """N4 bias-field correction (Tustison et al. 2010) inside ``mask`` (Otsu head mask when None)."""
+    out = n4_bias_correct(volume.with_data(np.asarray(volume.data, np.float32)), mask=mask, shrink_factor=shrink,
+                          iterations=iterations)
+    its = ",".join(str(i) for i in iterations)
+    return out, f"preprocess.bias:n4 (shrink {shrink}, iterations {its})"  # type: ignore[return-value]
 
 
 def joint_normalise(

@@ -33,6 +33,10 @@ class LesionRow:
     jhu_tract: str = ""
     max_score: float = 0.0
     n_voxels: int = 0
+    # volume of the lesion at baseline (0 for a new lesion; for an enlarging lesion the old lesion
+    # it grew from) and the change baseline -> follow-up (volume_mm3 is the follow-up volume)
+    baseline_volume_mm3: float = 0.0
+    volume_change_mm3: float = 0.0
 
     @property
     def location(self) -> str:
@@ -75,6 +79,7 @@ def lesion_table(
                 jhu_tract=jhu[i][0] if jhu else "",
                 max_score=round(float(peaks[i]), 3) if peaks is not None else 0.0,
                 n_voxels=c.n_voxels,
+                volume_change_mm3=round(c.volume_mm3, 2),
             )
         )
     return rows

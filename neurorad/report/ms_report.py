@@ -56,7 +56,9 @@ class MSReport:
         for r in self.lesions:
             lines.append(
                 f"Lesion {r.id} ({r.kind}): {r.location}; volume {r.volume_mm3:.0f} mm3 "
-                f"(diameter about {r.diameter_mm:.1f} mm); centre at RAS "
+                + (f"(baseline {r.baseline_volume_mm3:.0f} mm3, change {r.volume_change_mm3:+.0f} mm3) "
+                   if r.kind == "enlarging" else "")
+                + f"(diameter about {r.diameter_mm:.1f} mm); centre at RAS "
                 f"({r.centroid_x_mm:.0f}, {r.centroid_y_mm:.0f}, {r.centroid_z_mm:.0f}) mm."
             )
         return "\n".join(lines)

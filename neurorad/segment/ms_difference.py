@@ -71,6 +71,9 @@ class ClassifyParams:
     baseline_lesion_z: float = 3.0  # baseline voxel is lesion when this many robust SDs above the brain median
     baseline_lesion_min_mm3: float = 3.0
     touch_radius_mm: float = 1.5  # a candidate within this distance of a baseline lesion is 'enlarging'
+    grow_enlarging: bool = True  # report an enlarging lesion as its whole follow-up extent (rim + old lesion)
+    followup_lesion_z: float = 3.0  # follow-up voxel is lesion when this many robust SDs above the brain median
+    grow_bound_mm: float = 1.5  # growth stays within this distance of the rim or the touched baseline lesion
 
 
 @dataclass
@@ -313,6 +316,94 @@ def classify_new_enlarging(
     near = near <= params.touch_radius_mm
     hits = np.asarray(ndimage.maximum(near, labels, np.arange(1, n + 1)), dtype=bool)
     return ["enlarging" if h else "new" for h in np.atleast_1d(hits)]
+
+
+@dataclass(frozen=True)
+class EnlargingExtent:
+    """Volumes of one enlarging lesion (mm^3): at baseline, at follow-up, and the new rim detected."""
+
+    label: int
+    baseline_volume_mm3: float
+    followup_volume_mm3: float
+    rim_volume_mm3: float
+
+
+def grow_enlarging(
+    labels: np.ndarray,
+    n: int,
+    kinds: list[str],
+    followup: np.ndarray,
+    baseline_lesions: np.ndarray,
+    brain_mask: np.ndarray,
+    spacing_mm: tuple[float, float, float],
+    brain_median: float,
+    brain_sigma: float,
+    params: ClassifyParams = ClassifyParams(),
+) -> tuple[np.ndarray, dict[int, EnlargingExtent]]:
+    """Grow each enlarging component (the detected new rim) into the whole follow-up lesion.
+
+    The subtraction finds only the tissue that changed: for an enlarging lesion that is the rim
+    around the old lesion. Radiologists report the lesion's extent and its change (e.g. the
+    MAGNIMS 2016 consensus counts "new or enlarging" lesions, and an enlarging lesion is the
+    whole follow-up lesion that grew). The grown lesion is the 26-connected region of
+    follow-up-hyperintense voxels (follow-up > median + ``followup_lesion_z`` robust SD, in the
+    brain) together with the rim, restricted to ``grow_bound_mm`` around the rim and the baseline
+    lesion components the rim touches (so it cannot leak into an unrelated confluent area), and
+    connected to the rim. Voxels of other components are never taken. New lesions are unchanged.
+
+    Returns the new label map and, per enlarging label, the baseline lesion volume (the touched
+    baseline lesion components inside the grown region), the follow-up volume and the rim volume.
+    """
+    labels = np.asarray(labels).copy()
+    extents: dict[int, EnlargingExtent] = {}
+    if n == 0 or not params.grow_enlarging:
+        return labels, extents
+    vox_mm3 = float(np.prod(spacing_mm))
+    brain = np.asarray(brain_mask, bool)
+    base = np.asarray(baseline_lesions, bool)
+    hyper = brain & (np.asarray(followup) > brain_median + params.followup_lesion_z * brain_sigma)
+    base_lab, _ = connected_components(base, 26)
+    near_vox = [max(1, int(np.ceil(params.grow_bound_mm / s))) for s in spacing_mm]
+    objs = ndimage.find_objects(labels.astype(np.int32), n)
+    struct = ndimage.generate_binary_structure(3, 3)
+    for lab in range(1, n + 1):
+        if kinds[lab - 1] != "enlarging" or objs[lab - 1] is None:
+            continue
+        rim_full = labels == lab
+        # touched baseline components: within the touch radius of the rim
+        pad = [max(1, int(np.ceil((params.touch_radius_mm + params.grow_bound_mm) / s))) + 1 for s in spacing_mm]
+        sl = objs[lab - 1]
+        box = tuple(slice(max(0, a.start - p), min(dim, a.stop + p)) for a, p, dim in zip(sl, pad, labels.shape,
+                                                                                          strict=True))
+        rim = rim_full[box]
+        d_rim = ndimage.distance_transform_edt(~rim, sampling=spacing_mm)
+        touched_ids = np.unique(base_lab[box][(d_rim <= params.touch_radius_mm) & (base_lab[box] > 0)])
+        if touched_ids.size:
+            # enlarge the box to hold the whole touched baseline components
+            for obj in ndimage.find_objects(np.where(np.isin(base_lab, touched_ids), base_lab, 0)):
+                if obj is None:
+                    continue
+                box = tuple(slice(max(0, min(b.start, o.start - p)), min(dim, max(b.stop, o.stop + p)))
+                            for b, o, p, dim in zip(box, obj, near_vox, labels.shape, strict=True))
+        rim = rim_full[box]
+        old = np.isin(base_lab[box], touched_ids) if touched_ids.size else np.zeros_like(rim)
+        seed = rim | old
+        bound = ndimage.distance_transform_edt(~seed, sampling=spacing_mm) <= params.grow_bound_mm
+        free = (labels[box] == 0) | rim
+        cand = (hyper[box] & bound & free) | rim
+        comp, _ = ndimage.label(cand, struct)
+        keep_ids = np.unique(comp[rim])
+        grown = np.isin(comp, keep_ids[keep_ids > 0])
+        sub = labels[box]
+        sub[grown & (sub == 0)] = lab
+        labels[box] = sub
+        extents[lab] = EnlargingExtent(
+            label=lab,
+            baseline_volume_mm3=round(float(np.count_nonzero(old)) * vox_mm3, 2),
+            followup_volume_mm3=round(float(np.count_nonzero(grown)) * vox_mm3, 2),
+            rim_volume_mm3=round(float(np.count_nonzero(rim)) * vox_mm3, 2),
+        )
+    return labels, extents
 
 
 def params_dict(*params: object) -> dict:
