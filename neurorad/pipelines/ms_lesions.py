@@ -83,6 +83,7 @@ STEPS: list[tuple[str, str]] = [
     ("decide", "active when >= 1 new or enlarging lesion; gadolinium only when active"),
     ("outputs", "NIfTI, CSV, JSON, HTML/PDF report, DICOM SEG + Encapsulated PDF + secondary capture"),
 ]
+_STEP_NAMES = frozenset(name for name, _ in STEPS)
 
 
 @dataclass(frozen=True)
@@ -344,7 +345,7 @@ def _run(baseline_in: Any, followup_in: Any, tmp: Path, cfg: MSConfig, extra: di
         if cpu_mark[0] is not None:
             cpu_s[cpu_mark[0]] = round(now - cpu_mark[1], 3)
         cpu_mark[0], cpu_mark[1] = step, now
-        if progress is not None:
+        if progress is not None and step in _STEP_NAMES:
             progress(step)
 
     cpu_start = time.process_time()

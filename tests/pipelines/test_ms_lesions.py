@@ -46,6 +46,17 @@ def test_positive_pair_is_active_with_located_lesions(positive_case, positive_ru
         m = truth == lid
         assert np.count_nonzero(det[m]) / m.sum() >= 0.4, f"new lesion {lid} not found"
     assert res.decision.n_new >= 2
+    # the enlarging lesion is reported as its whole follow-up extent (rim grown into the old lesion)
+    enl = np.asarray(positive_case.truth["truth_enlarging"].data)
+    for lid in np.unique(enl[enl > 0]):
+        m = enl == lid
+        assert np.count_nonzero(det[m]) / m.sum() >= 0.4, f"enlarging lesion {lid}: whole extent not covered"
+    for r in res.lesions:
+        if r.kind == "enlarging":
+            assert r.baseline_volume_mm3 > 0
+            assert r.volume_change_mm3 == pytest.approx(r.volume_mm3 - r.baseline_volume_mm3, abs=0.02)
+        else:
+            assert r.baseline_volume_mm3 == 0 and r.volume_change_mm3 == r.volume_mm3
     assert any(r.aal_region or r.jhu_tract for r in res.lesions)
     # the reported centroid of each truth new lesion is within 5 mm of the phantom's centre
     centres = [np.array(rec["center_followup_ras_mm"]) for rec in positive_case.case["lesions"] if rec["type"] == "new"]
