@@ -13,10 +13,12 @@ def print_result(res) -> None:  # noqa: ANN001 - MSResult (imported lazily)
     typer.echo(f"decision: {'ACTIVE' if d.active else 'NO NEW LESION'} - {d.activity_text}")
     typer.echo(f"gadolinium: {'RECOMMENDED' if d.gadolinium else 'not needed'} - {d.gadolinium_reason}")
     if res.lesions:
-        typer.echo(f"{'id':>3} {'type':<10} {'volume_mm3':>10} {'diam_mm':>7} {'centre RAS mm':<22} location")
+        typer.echo(f"{'id':>3} {'type':<10} {'volume_mm3':>10} {'baseline':>8} {'change':>7} {'diam_mm':>7} "
+                   f"{'centre RAS mm':<22} location")
         for r in res.lesions:
             c = f"({r.centroid_x_mm:.0f}, {r.centroid_y_mm:.0f}, {r.centroid_z_mm:.0f})"
-            typer.echo(f"{r.id:>3} {r.kind:<10} {r.volume_mm3:>10.0f} {r.diameter_mm:>7.1f} {c:<22} {r.location}")
+            typer.echo(f"{r.id:>3} {r.kind:<10} {r.volume_mm3:>10.0f} {r.baseline_volume_mm3:>8.0f} "
+                       f"{r.volume_change_mm3:>+7.0f} {r.diameter_mm:>7.1f} {c:<22} {r.location}")
     for w in res.warnings:
         typer.echo(f"warning: {w}", err=True)
     if "report_pdf" in res.files:
