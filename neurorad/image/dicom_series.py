@@ -41,6 +41,7 @@ import pydicom
 from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
+from neurorad.atomic import atomic_dir
 from neurorad.errors import InputError
 from neurorad.image.volume import Volume
 
@@ -499,8 +500,7 @@ def write_dicom_series(
                       "BodyPartExamined", "ContrastBolusAgent", "ProtocolName")}
     extra.update(attributes or {})
 
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-dicom-", dir=out.parent))
-    try:
+    with atomic_dir(out, prefix=".tmp-dicom-") as tmp:
         for k in range(nk):
             pos = lps[:3, :3] @ np.array([0.0, 0.0, float(k)]) + lps[:3, 3]
             ds = _slice_dataset(modality, ident, study_uid, series_uid, for_uid, date, time, _uid(f"sop/{k}"))
@@ -530,12 +530,6 @@ def write_dicom_series(
                 setattr(ds, kw, v)
             ds.PixelData = np.ascontiguousarray(stored[:, :, k].T).tobytes()
             ds.save_as(str(tmp / f"IM{k + 1:04d}.dcm"), enforce_file_format=True)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 

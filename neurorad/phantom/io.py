@@ -14,14 +14,12 @@ at the end, so an interrupted run never leaves a case that looks complete.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from pydicom.uid import generate_uid
 
+from neurorad.atomic import atomic_dir
 from neurorad.errors import InputError
 from neurorad.image.dicom_series import write_dicom_series
 from neurorad.image.nifti import save_nifti
@@ -60,9 +58,7 @@ def write_case(case: PhantomCase, out_dir: str | Path, format: str = "nifti", ov
     out = Path(out_dir)
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
         raise InputError("output folder exists and is not empty (use overwrite)", out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{out.name}-", dir=out.parent))
-    try:
+    with atomic_dir(out, prefix=f".tmp-{out.name}-") as tmp:
         files: dict[str, str] = {}
         for name, vol in case.images.items():
             if format in ("nifti", "both"):
@@ -96,10 +92,4 @@ def write_case(case: PhantomCase, out_dir: str | Path, format: str = "nifti", ov
         doc = dict(case.case)
         doc["files"] = files
         (tmp / "case.json").write_text(json.dumps(doc, indent=2, default=_json_default))
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out

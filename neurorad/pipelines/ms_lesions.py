@@ -30,9 +30,6 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import os
-import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -42,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from neurorad import __version__, resources
+from neurorad.atomic import atomic_dir
 from neurorad.clinical.ms import MSDecision, ms_decision
 from neurorad.errors import InputError, NeuroradError, ProcessingError
 from neurorad.image.geometry import crop_to_mask, reorient, resample_to_spacing
@@ -314,21 +312,10 @@ def run_ms_lesions(
     out = Path(out_dir)
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
         raise InputError("output folder exists and is not empty (use overwrite)", out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-ms-", dir=out.parent))
-    try:
+    with atomic_dir(out, prefix=".tmp-ms-", follow_umask=True) as tmp:
         result = _run(baseline, followup, tmp, cfg,
                       {"baseline_t1": baseline_t1, "followup_t1": followup_t1,
                        "baseline_t2": baseline_t2, "followup_t2": followup_t2}, progress)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700; the result folder follows the umask
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     result.out_dir = out
     return result
 
