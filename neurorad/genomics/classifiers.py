@@ -132,7 +132,7 @@ class _CountClassifier(ClassifierMixin, BaseEstimator):
 
     # --- prediction -----------------------------------------------------------------------
     def _joint_log_likelihood(self, X: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must define its class-conditional log-likelihood")
 
     def _check_X(self, X: Any) -> np.ndarray:
         check_is_fitted(self)
