@@ -11,7 +11,7 @@ COMMON = {"errors", "provenance", "resources", "atomic"}  # cross-cutting module
 # layer -> neurorad layers it may import (docs/architecture.md, "Layers and folders")
 ALLOWED: dict[str, set[str]] = {
     "image": set(),
-    "dicom": {"image"},
+    "dicom": {"image", "workflows.contract"},
     "preprocess": {"image"},
     "segment": {"image", "preprocess", "quantify"},
     "quantify": {"image"},
@@ -22,12 +22,16 @@ ALLOWED: dict[str, set[str]] = {
     "phantom": {"image"},
     "pipelines": {"image", "dicom", "preprocess", "segment", "quantify", "quality", "evaluate",
                   "genomics", "clinical", "phantom", "report"},
-    "report": {"image", "quantify", "dicom", "clinical"},
+    # the workflow contract (types only) and every clinical workflow plug-in
+    "workflows": {"image", "dicom", "preprocess", "segment", "quantify", "quality", "evaluate",
+                  "genomics", "clinical", "phantom", "pipelines", "report", "workflows.contract"},
+    "report": {"image", "quantify", "dicom", "clinical", "workflows.contract"},
     "store": set(),
+    # the platform knows workflows through the contract and the registry, never by name
     "server": {"image", "dicom", "preprocess", "segment", "quantify", "quality", "evaluate", "genomics",
-               "clinical", "phantom", "pipelines", "report", "store"},
+               "clinical", "phantom", "pipelines", "report", "store", "workflows", "workflows.contract"},
     "cli": {"image", "dicom", "preprocess", "segment", "quantify", "quality", "evaluate", "genomics",
-            "clinical", "phantom", "pipelines", "report", "store", "server"},
+            "clinical", "phantom", "pipelines", "report", "store", "server", "workflows", "workflows.contract"},
 }
 
 
@@ -43,7 +47,8 @@ def _imported_layers(path: Path) -> set[str]:
         for n in names:
             parts = n.split(".")
             if parts[0] == "neurorad" and len(parts) > 1:
-                out.add(parts[1])
+                # the contract's types are the one part of `workflows` the platform layers may use
+                out.add("workflows.contract" if parts[1:3] == ["workflows", "contract"] else parts[1])
     return out
 
 

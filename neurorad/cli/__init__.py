@@ -59,9 +59,11 @@ def _register_all() -> None:
         phantom,
         preprocess,
         server,
+        workflows,
     )
 
-    for mod in (image, preprocess, phantom, ms, data, server, genomics, evaluate, demo):
+    # workflows last: it adds a command for each installed workflow without a command of its own
+    for mod in (image, preprocess, phantom, ms, data, server, genomics, evaluate, demo, workflows):
         mod.register(app)
 
 
@@ -71,7 +73,10 @@ _register_all()
 def main() -> None:
     """Entry point: run the app, turning neurorad errors into clean messages."""
     try:
-        app(standalone_mode=False)
+        # without standalone mode, typer returns the code of a typer.Exit instead of raising it
+        rc = app(standalone_mode=False)
+        if isinstance(rc, int) and rc:
+            sys.exit(rc)
     except NeuroradError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_code)
