@@ -14,10 +14,11 @@ Writing
     :func:`write_dicom_series` writes one single-frame MR or CT Image Storage object per slice
     (DICOM PS3.3 C.7.6.2 Image Plane module: ImagePositionPatient / ImageOrientationPatient in
     LPS mm, PixelSpacing = [row spacing, column spacing]), with UIDs from
-    :func:`pydicom.uid.generate_uid`, one RescaleSlope/RescaleIntercept for the whole series
-    (float data are stored as 16-bit integers; CT is stored in Hounsfield units with
-    RescaleType ``HU``). The series is written to a temporary folder and renamed into place,
-    so a failure never leaves a half-written series.
+    :func:`pydicom.uid.generate_uid`. CT is stored in Hounsfield units (RescaleType ``HU``); MR
+    has no Modality LUT, so float MR data are stored as 16-bit integers with one Real World Value
+    Mapping for the series (LUT Label ``NEURORAD``, applied by the reader). Every object passes
+    dciodvfy (dicom3tools; tests/workflows/test_outputs.py). The series is written to a temporary
+    folder and renamed into place, so a failure never leaves a half-written series.
 
 Array/world conventions: ``Volume.data[i, j, k]``; voxel index ``i`` runs along a DICOM row
 (column index ``c``), ``j`` along a column (row index ``r``) and ``k`` across slices, so the
@@ -224,6 +225,9 @@ def read_dicom_series(path: str | Path, series_uid: str | None = None, engine: s
             vol.metadata["dcm2niix_note"] = reason
     else:
         vol.metadata["reader"] = "dcm2niix"
+    rwv = neurorad_real_world_mapping(first)
+    if rwv is not None and not ("RescaleSlope" in first or "RescaleIntercept" in first):
+        vol.data = np.asarray(vol.data, np.float32) * np.float32(rwv[0]) + np.float32(rwv[1])
     if orientation is not None:
         from neurorad.image.geometry import reorient
 
@@ -414,8 +418,20 @@ DEFAULT_IDENTITY: dict[str, str] = {
 }
 
 
+#: LUT Label of the Real World Value Mapping neurorad writes for float MR data (its reader applies
+#: only this one, never a vendor's own mapping).
+RWV_LUT_LABEL = "NEURORAD"
+
+
 def _storage_plan(data: np.ndarray, modality: str) -> tuple[np.ndarray, float, float, int]:
-    """Integer pixels, slope, intercept, PixelRepresentation for one series (a single scaling)."""
+    """Integer pixels, slope, intercept, PixelRepresentation for one series (a single scaling).
+
+    CT: Hounsfield units through the Modality LUT (RescaleSlope 1, RescaleIntercept 0, RescaleType HU).
+    MR: the MR Image IOD has no Modality LUT (PS3.3 A.4; dciodvfy warns on non-identity rescale),
+    so integer data are stored as they are and float data are mapped onto 0..65535 with the
+    mapping recorded as a Real World Value Mapping (PS3.3 C.7.6.16.2.11), which
+    :func:`read_dicom_series` applies when reading neurorad's own series back.
+    """
     if modality == "CT":
         # Hounsfield units, 1 HU resolution, stored as signed 16-bit with intercept 0.
         hu = np.rint(data).astype(np.float64)
@@ -434,6 +450,30 @@ def _storage_plan(data: np.ndarray, modality: str) -> tuple[np.ndarray, float, f
     return stored, slope, lo, 0
 
 
+def _real_world_value_mapping(slope: float, intercept: float, pixel_rep: int) -> Dataset:
+    """One Real World Value Mapping item (PS3.3 C.7.6.16.2.11): value = stored x slope + intercept."""
+    item = Dataset()
+    lo, hi = (-32768, 32767) if pixel_rep else (0, 65535)
+    item.RealWorldValueFirstValueMapped = lo
+    item.RealWorldValueLastValueMapped = hi
+    item.RealWorldValueSlope = float(_fmt(slope))
+    item.RealWorldValueIntercept = float(_fmt(intercept))
+    item.LUTExplanation = "intensity of the source volume"
+    item.LUTLabel = RWV_LUT_LABEL
+    unit = Dataset()
+    unit.CodeValue, unit.CodingSchemeDesignator, unit.CodeMeaning = "1", "UCUM", "no units"
+    item.MeasurementUnitsCodeSequence = [unit]
+    return item
+
+
+def neurorad_real_world_mapping(ds: Dataset) -> tuple[float, float] | None:
+    """(slope, intercept) of the Real World Value Mapping neurorad wrote (LUT Label ``NEURORAD``)."""
+    for item in ds.get("RealWorldValueMappingSequence", []) or []:
+        if str(item.get("LUTLabel", "")).strip() == RWV_LUT_LABEL and "RealWorldValueSlope" in item:
+            return float(item.RealWorldValueSlope), float(item.get("RealWorldValueIntercept", 0.0))
+    return None
+
+
 def write_dicom_series(
     volume: Volume,
     out_dir: str | Path,
@@ -450,13 +490,45 @@ def write_dicom_series(
 ) -> Path:
     """Write ``volume`` (3D) as a full-size single-frame MR or CT Image Storage series.
 
-    ``identity`` overrides :data:`DEFAULT_IDENTITY` (PatientName, PatientID, ...);
-    ``attributes`` adds or overrides any other attribute by keyword (e.g. RepetitionTime,
-    EchoTime, InversionTime, MRAcquisitionType, StudyDate). Attributes found in
+    ``identity`` overrides :data:`DEFAULT_IDENTITY` (PatientName, PatientID, ...; also StudyDate,
+    StudyTime); ``attributes`` adds or overrides any other attribute by keyword (e.g.
+    RepetitionTime, EchoTime, InversionTime, MRAcquisitionType). Attributes found in
     ``volume.metadata["dicom"]`` are used as defaults. Returns the folder (files ``IM0001.dcm``...).
     ``uid_seed`` makes the generated UIDs reproducible (``generate_uid(entropy_srcs=...)``):
-    the same seed gives byte-identical series, as phantoms need; leave it out for real data.
+    the same seed gives the same UIDs, as phantoms and re-runs need; leave it out for real data.
     The folder is built beside ``out_dir`` and renamed into place: all or nothing.
+    The datasets are those of :func:`series_datasets` (every object passes dciodvfy).
+    """
+    out = Path(out_dir)
+    datasets = series_datasets(volume, modality, identity, study_instance_uid, series_instance_uid,
+                               frame_of_reference_uid, series_description, series_number, attributes, uid_seed)
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise InputError("output folder exists and is not empty", out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_dir(out, prefix=".tmp-dicom-") as tmp:
+        for ds in datasets:
+            ds.save_as(str(tmp / f"IM{int(ds.InstanceNumber):04d}.dcm"), enforce_file_format=True)
+    return out
+
+
+def series_datasets(
+    volume: Volume,
+    modality: str = "MR",
+    identity: Mapping[str, str] | None = None,
+    study_instance_uid: str | None = None,
+    series_instance_uid: str | None = None,
+    frame_of_reference_uid: str | None = None,
+    series_description: str = "",
+    series_number: int = 1,
+    attributes: Mapping[str, Any] | None = None,
+    uid_seed: str | None = None,
+) -> list[FileDataset]:
+    """The datasets :func:`write_dicom_series` writes, in memory (one per k slice, in k order).
+
+    MR objects carry the MR Image module's type 2 attributes (RepetitionTime, EchoTime,
+    EchoTrainLength: empty when unknown) and no Modality LUT (see :func:`_storage_plan`);
+    BodyPartExamined defaults to ``HEAD`` (an unpaired structure, so Laterality is absent:
+    PS3.3 C.7.3.1, type 2C).
     """
     modality = modality.upper()
     if modality not in ("MR", "CT"):
@@ -466,16 +538,13 @@ def write_dicom_series(
     if volume.data.size == 0:
         raise InputError(f"empty volume (shape {volume.shape})", volume.metadata.get("source"))
     volume.check_finite()
-    out = Path(out_dir)
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise InputError("output folder exists and is not empty", out)
-    out.parent.mkdir(parents=True, exist_ok=True)
 
     src_meta = dict(volume.metadata.get("dicom", {}) or {})
     ident = dict(DEFAULT_IDENTITY)
     ident.update({k: v for k, v in src_meta.items() if k in DEFAULT_IDENTITY})
     ident.update(identity or {})
     study_uid = study_instance_uid or src_meta.get("StudyInstanceUID") or generate_uid()
+
     def _uid(part: str) -> str:
         return generate_uid(entropy_srcs=[uid_seed, part]) if uid_seed is not None else generate_uid()
 
@@ -494,42 +563,49 @@ def write_dicom_series(
     stored, slope, intercept, pixel_rep = _storage_plan(volume.data, modality)
     nk = volume.spatial_shape[2]
 
-    extra = {k: v for k, v in src_meta.items()
-             if k in ("MRAcquisitionType", "RepetitionTime", "EchoTime", "InversionTime", "FlipAngle",
-                      "ScanningSequence", "SequenceVariant", "MagneticFieldStrength", "KVP",
-                      "BodyPartExamined", "ContrastBolusAgent", "ProtocolName")}
+    extra: dict[str, Any] = {"BodyPartExamined": "HEAD"}
+    if modality == "MR":
+        extra.update({"RepetitionTime": "", "EchoTime": "", "EchoTrainLength": ""})
+    extra.update({k: v for k, v in src_meta.items()
+                  if k in ("MRAcquisitionType", "RepetitionTime", "EchoTime", "EchoTrainLength", "InversionTime",
+                           "FlipAngle", "ScanningSequence", "SequenceVariant", "MagneticFieldStrength", "KVP",
+                           "BodyPartExamined", "ContrastBolusAgent", "ProtocolName")})
     extra.update(attributes or {})
+    rwv = _real_world_value_mapping(slope, intercept, pixel_rep) if modality == "MR" and (
+        slope != 1.0 or intercept != 0.0) else None
 
-    with atomic_dir(out, prefix=".tmp-dicom-") as tmp:
-        for k in range(nk):
-            pos = lps[:3, :3] @ np.array([0.0, 0.0, float(k)]) + lps[:3, 3]
-            ds = _slice_dataset(modality, ident, study_uid, series_uid, for_uid, date, time, _uid(f"sop/{k}"))
-            ds.SeriesDescription = series_description or str(src_meta.get("SeriesDescription", ""))
-            ds.SeriesNumber = int(series_number)
-            ds.InstanceNumber = k + 1
-            ds.AcquisitionNumber = 1
-            ds.ImagePositionPatient = [_fmt(v) for v in pos]
-            ds.ImageOrientationPatient = [_fmt(v) for v in np.concatenate([row_dir, col_dir])]
-            ds.PixelSpacing = [_fmt(spacing[1]), _fmt(spacing[0])]
-            thickness = float(volume.metadata.get("slice_thickness_mm", abs(step_along_normal)))
-            ds.SliceThickness = _fmt(thickness)
-            ds.SpacingBetweenSlices = _fmt(abs(step_along_normal))
-            ds.SliceLocation = _fmt(float(pos @ normal))
-            ds.Rows, ds.Columns = volume.spatial_shape[1], volume.spatial_shape[0]
-            ds.SamplesPerPixel = 1
-            ds.PhotometricInterpretation = "MONOCHROME2"
-            ds.BitsAllocated = ds.BitsStored = 16
-            ds.HighBit = 15
-            ds.PixelRepresentation = pixel_rep
+    out = []
+    for k in range(nk):
+        pos = lps[:3, :3] @ np.array([0.0, 0.0, float(k)]) + lps[:3, 3]
+        ds = _slice_dataset(modality, ident, study_uid, series_uid, for_uid, date, time, _uid(f"sop/{k}"))
+        ds.SeriesDescription = series_description or str(src_meta.get("SeriesDescription", ""))
+        ds.SeriesNumber = int(series_number)
+        ds.InstanceNumber = k + 1
+        ds.AcquisitionNumber = 1
+        ds.ImagePositionPatient = [_fmt(v) for v in pos]
+        ds.ImageOrientationPatient = [_fmt(v) for v in np.concatenate([row_dir, col_dir])]
+        ds.PixelSpacing = [_fmt(spacing[1]), _fmt(spacing[0])]
+        thickness = float(volume.metadata.get("slice_thickness_mm", abs(step_along_normal)))
+        ds.SliceThickness = _fmt(thickness)
+        ds.SpacingBetweenSlices = _fmt(abs(step_along_normal))
+        ds.SliceLocation = _fmt(float(pos @ normal))
+        ds.Rows, ds.Columns = volume.spatial_shape[1], volume.spatial_shape[0]
+        ds.SamplesPerPixel = 1
+        ds.PhotometricInterpretation = "MONOCHROME2"
+        ds.BitsAllocated = ds.BitsStored = 16
+        ds.HighBit = 15
+        ds.PixelRepresentation = pixel_rep
+        if modality == "CT":
             ds.RescaleSlope = _fmt(slope)
             ds.RescaleIntercept = _fmt(intercept)
-            if modality == "CT":
-                ds.RescaleType = "HU"
-                ds.WindowCenter, ds.WindowWidth = "40", "80"
-            for kw, v in extra.items():
-                setattr(ds, kw, v)
-            ds.PixelData = np.ascontiguousarray(stored[:, :, k].T).tobytes()
-            ds.save_as(str(tmp / f"IM{k + 1:04d}.dcm"), enforce_file_format=True)
+            ds.RescaleType = "HU"
+            ds.WindowCenter, ds.WindowWidth = "40", "80"
+        elif rwv is not None:
+            ds.RealWorldValueMappingSequence = [rwv]
+        for kw, v in extra.items():
+            setattr(ds, kw, v)
+        ds.PixelData = np.ascontiguousarray(stored[:, :, k].T).tobytes()
+        out.append(ds)
     return out
 
 

@@ -16,7 +16,6 @@ when :mod:`neurorad.pipelines.ms_lesions` is importable.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import time
@@ -25,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from neurorad.dicom.results import deterministic_uid
 
 ProgressFn = Callable[[float, str], None]
 WorkflowFn = Callable[[dict[str, list[Path]], Path, ProgressFn], list[Path]]
@@ -64,10 +65,17 @@ def get(name: str) -> WorkflowSpec:
         raise KeyError(f"unknown workflow {name!r}; known: {', '.join(sorted(REGISTRY))}") from None
 
 
-def deterministic_uid(*parts: str) -> str:
-    """A UID (``2.25.<int>``) derived from ``parts``: a re-run writes the same objects (idempotency)."""
-    digest = hashlib.sha256("\x00".join(parts).encode()).digest()[:16]
-    return "2.25." + str(int.from_bytes(digest, "big") >> 1)
+def _edge_letters(ds) -> tuple[str, str]:
+    """Patient directions at the left and top edges of a stored slice (from ImageOrientationPatient;
+    ``("R", "A")`` for a standard axial slice)."""
+    iop = [float(x) for x in getattr(ds, "ImageOrientationPatient", [1, 0, 0, 0, 1, 0])]
+
+    def toward(v: list[float]) -> str:  # LPS: the letter the vector points to, most of the way
+        a = int(np.argmax(np.abs(v)))
+        return ("L", "P", "H")[a] if v[a] > 0 else ("R", "A", "F")[a]
+
+    opposite = {"L": "R", "R": "L", "P": "A", "A": "P", "H": "I", "F": "S"}
+    return opposite[toward(iop[:3])], opposite[toward(iop[3:])]
 
 
 # -- the built-in summary workflow -------------------------------------------------------------
@@ -91,12 +99,10 @@ def run_summary(inputs: dict[str, list[Path]], out_dir: Path, progress: Progress
     Not a clinical result: it exercises the data plane end to end (receive, run, review,
     deliver) with real DICOM objects built from the received series.
     """
-    import highdicom as hd
     import pydicom
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian
 
     from neurorad import __version__
+    from neurorad.dicom.results import write_encapsulated_pdf, write_secondary_captures
 
     files = inputs["image"]
     progress = progress or (lambda f, m: None)
@@ -117,17 +123,15 @@ def run_summary(inputs: dict[str, list[Path]], out_dir: Path, progress: Progress
     lo, hi = np.percentile(img, [1, 99])
     grey = np.clip((img - lo) / max(hi - lo, 1e-9) * 255, 0, 255).astype(np.uint8)
     rgb = np.ascontiguousarray(np.repeat(grey[..., None], 3, axis=2))
-    study_uid, series_uid = str(ref.StudyInstanceUID), str(ref.SeriesInstanceUID)
-    sc = hd.sc.SCImage.from_ref_dataset(
-        ref_dataset=ref, pixel_array=rgb, photometric_interpretation=hd.PhotometricInterpretationValues.RGB,
-        bits_allocated=8, coordinate_system=hd.CoordinateSystemNames.PATIENT,
-        series_instance_uid=deterministic_uid(series_uid, "summary-sc-series"), series_number=990,
-        sop_instance_uid=deterministic_uid(series_uid, "summary-sc"), instance_number=1,
-        manufacturer="neurorad", patient_orientation=("L", "P"), series_description="neurorad summary (SC)",
-    )
+    series_uid = str(ref.SeriesInstanceUID)
     out_dir.mkdir(parents=True, exist_ok=True)
-    sc_path = out_dir / "summary_sc.dcm"
-    sc.save_as(sc_path)
+    # the central slice as stored: its edges are those of the source image, not a display convention
+    letters = _edge_letters(ref)
+    (sc_path,) = write_secondary_captures(
+        [(rgb, letters)], ref, out_dir, series_description="neurorad summary (SC)",
+        series_instance_uid=deterministic_uid(series_uid, "summary-sc-series"),
+        sop_instance_uids=[deterministic_uid(series_uid, "summary-sc")])
+    sc_path = sc_path.rename(out_dir / "summary_sc.dcm")
     progress(0.6, "wrote secondary capture")
 
     lines = ["neurorad summary (not a diagnostic report)", "",
@@ -136,32 +140,10 @@ def run_summary(inputs: dict[str, list[Path]], out_dir: Path, progress: Progress
              f"pixel spacing (mm): {list(getattr(ref, 'PixelSpacing', []))}",
              f"slice thickness (mm): {getattr(ref, 'SliceThickness', '')}",
              f"central slice intensity p1/p99: {lo:.1f} / {hi:.1f}", f"neurorad {__version__}"]
-    pdf = _summary_pdf(lines)
-    if len(pdf) % 2:
-        pdf += b"\x00"
-    ds = Dataset()
-    sop_uid = deterministic_uid(series_uid, "summary-pdf")
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.MediaStorageSOPClassUID = pydicom.uid.EncapsulatedPDFStorage
-    ds.file_meta.MediaStorageSOPInstanceUID = sop_uid
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.SOPClassUID, ds.SOPInstanceUID = pydicom.uid.EncapsulatedPDFStorage, sop_uid
-    for kw in ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime", "StudyID",
-               "AccessionNumber", "ReferringPhysicianName"):
-        setattr(ds, kw, getattr(ref, kw, ""))
-    ds.StudyInstanceUID = study_uid
-    ds.SeriesInstanceUID = deterministic_uid(series_uid, "summary-pdf-series")
-    ds.Modality, ds.SeriesNumber, ds.InstanceNumber = "DOC", 991, 1
-    ds.ConversionType, ds.Manufacturer, ds.SoftwareVersions = "WSD", "neurorad", __version__
-    ds.ContentDate, ds.ContentTime = getattr(ref, "StudyDate", ""), getattr(ref, "StudyTime", "")
-    ds.AcquisitionDateTime = ""
-    ds.BurnedInAnnotation = "NO"
-    ds.DocumentTitle = "neurorad summary"
-    ds.ConceptNameCodeSequence = []
-    ds.MIMETypeOfEncapsulatedDocument = "application/pdf"
-    ds.EncapsulatedDocument = pdf
-    pdf_path = out_dir / "summary_pdf.dcm"
-    pydicom.dcmwrite(pdf_path, ds, enforce_file_format=True)
+    pdf_path = write_encapsulated_pdf(
+        _summary_pdf(lines), ref, out_dir / "summary_pdf.dcm", title="neurorad summary",
+        sop_instance_uid=deterministic_uid(series_uid, "summary-pdf"),
+        series_instance_uid=deterministic_uid(series_uid, "summary-pdf-series"), series_number=991)
     progress(0.9, "wrote encapsulated PDF")
     return [sc_path, pdf_path]
 

@@ -518,6 +518,9 @@ class Workflow:
     viewer: ClassVar[ViewerLayout] = ViewerLayout(())
     #: engines a site may choose (first is the default) -> description
     engines: ClassVar[dict[str, str]] = {}
+    #: CID 7162 family keyword of a classical (not learned) engine for DICOM SEG, e.g.
+    #: ``"MorphologicalOperations"``; empty: "HistogramAnalysis" (threshold-based engines)
+    segment_algorithm_family: ClassVar[str] = ""
 
     # -- running
     def run(self, inputs: WorkflowInputs, out_dir: Path, progress: Progress) -> WorkflowResult:

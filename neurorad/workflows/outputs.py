@@ -3,25 +3,59 @@
 Generic over the contract (:mod:`neurorad.workflows.contract`): the wording comes from the
 workflow (:meth:`Workflow.report_sections`, :meth:`Workflow.conclusion`), the objects from the
 result (mask + findings -> SEG, quantities + findings -> SR TID 1500, key images -> secondary
-captures, report PDF -> Encapsulated PDF). The CLI and the server call the same function, so a
-file run and a PACS run write the same objects.
+captures, report PDF -> Encapsulated PDF; one implementation each in :mod:`neurorad.dicom.results`).
+The CLI (:func:`neurorad.workflows.runner.execute`) and the server's review path call the same
+:func:`write_outputs`, so a file run and a PACS run write the same objects; with a ``review``
+the objects hold only the kept findings (:meth:`Workflow.reviewed`) and an UNACCEPTABLE result
+gets only its "not usable" report.
 
-Today this writes ``report.html``; the PDF and the DICOM objects are added here (one
-implementation each, in ``neurorad.report`` and ``neurorad.dicom``).
+Files written into ``folder`` (and listed in ``result.files``)::
+
+    report.html, report.pdf
+    dicom/seg.dcm            one segment per finding with a mask label (none when no finding)
+    dicom/sr.dcm             TID 1500 measurement report: every quantity, every finding's volume
+    dicom/report_pdf.dcm     Encapsulated PDF of report.pdf
+    dicom/sc/sc_NNN.dcm      one secondary capture per key image
+    dicom/reference/         only for NIfTI input: the reference series synthesised from it
+
+Source series: the DICOM series of ``result.reference_role`` when its input is a DICOM folder,
+else one synthesised from the NIfTI with the project's series writer
+(:func:`neurorad.image.dicom_series.series_datasets`) under a study UID derived from the input's
+hash. UIDs come from :func:`neurorad.dicom.results.deterministic_uid` of (study UID, workflow
+name and version, output version; for file inputs also the input hashes): a re-run writes the
+same objects, so the PACS never receives duplicates, and two CLI runs on the same files agree.
+
+Report renderer: ``neurorad.report.render_report(workflow, result, review, folder) -> (html, pdf)``
+(helper ``review``'s generic renderer) when it exists; until then :func:`render_html` and a
+matplotlib PDF of the same sections.
 """
 
 from __future__ import annotations
 
+import hashlib
 import html
+import json
+import logging
+from dataclasses import dataclass
 from pathlib import Path
 
-from neurorad.workflows.contract import Review, Workflow, WorkflowInputs, WorkflowResult
+import numpy as np
 
-__all__ = ["write_outputs", "render_html"]
+from neurorad import __version__
+from neurorad.errors import InputError
+from neurorad.workflows.contract import Finding, Review, Workflow, WorkflowInputs, WorkflowResult
+
+log = logging.getLogger(__name__)
+
+__all__ = ["write_outputs", "render_html", "render_pdf", "reference_datasets", "OutputIds", "output_ids"]
 
 
-def render_html(workflow: Workflow, result: WorkflowResult, review: Review | None = None) -> str:
-    """A self-contained HTML report from the workflow's sections."""
+# ------------------------------------------------------------------------------------------ report
+def render_html(workflow: Workflow, result: WorkflowResult, review: Review | None = None,
+                folder: Path | None = None) -> str:
+    """A self-contained HTML report from the workflow's sections (key images embedded)."""
+    import base64
+
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(workflow.report_title())}"
              "</title></head><body>", f"<h1>{html.escape(workflow.report_title())}</h1>"]
     if review is not None and not review.accepted:
@@ -35,15 +69,284 @@ def render_html(workflow: Workflow, result: WorkflowResult, review: Review | Non
                 for row in sec.table.rows:
                     parts.append("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>")
                 parts.append("</table>")
+        if folder is not None and result.key_images:
+            parts.append("<h2>Key images</h2>")
+            for k in result.key_images:
+                p = folder / k.path
+                if p.is_file():
+                    b64 = base64.b64encode(p.read_bytes()).decode()
+                    parts.append(f"<figure><img src='data:image/png;base64,{b64}' style='max-width:100%'/>"
+                                 f"<figcaption>{html.escape(k.caption)}</figcaption></figure>")
     if result.alarms:
         parts.append("<h2>Quality alarms</h2><ul>" + "".join(
             f"<li>{html.escape(a.message)}</li>" for a in result.alarms) + "</ul>")
-    parts.append(f"<p><small>{html.escape(workflow.name)} {html.escape(workflow.version)}</small></p></body></html>")
+    if review is not None:
+        parts.append(f"<h2>Review</h2><p>{html.escape(review.decision)} by {html.escape(review.reviewer or '-')}"
+                     f" on {html.escape(review.reviewed_at or '-')}</p>"
+                     + (f"<p>{html.escape(review.comment)}</p>" if review.comment else ""))
+    parts.append(f"<p><small>{html.escape(workflow.name)} {html.escape(workflow.version)}; neurorad "
+                 f"{html.escape(__version__)}</small></p></body></html>")
     return "\n".join(parts)
 
 
+def render_pdf(workflow: Workflow, result: WorkflowResult, review: Review | None, folder: Path,
+               path: Path) -> Path:
+    """A PDF of the same sections as :func:`render_html` (matplotlib's PdfPages; key images two per page)."""
+    import textwrap
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.backends.backend_pdf import PdfPages
+
+    from neurorad.report.key_images import load_png
+
+    a4 = (8.27, 11.69)
+    lines: list[tuple[str, float, str]] = [(workflow.report_title(), 14, "bold")]
+    if review is not None and not review.accepted:
+        lines.append((workflow.not_usable_text(), 10, "normal"))
+    else:
+        for sec in workflow.report_sections(result, review):
+            lines.append((sec.heading, 12, "bold"))
+            lines += [(p, 10, "normal") for p in sec.paragraphs]
+            if sec.table is not None:
+                lines.append(("  |  ".join(sec.table.columns), 9, "bold"))
+                lines += [("  |  ".join(str(c) for c in row), 9, "normal") for row in sec.table.rows]
+    if result.alarms:
+        lines.append(("Quality alarms", 12, "bold"))
+        lines += [(a.message, 9, "normal") for a in result.alarms]
+    if review is not None:
+        lines.append(("Review", 12, "bold"))
+        lines.append((f"{review.decision} by {review.reviewer or '-'} on {review.reviewed_at or '-'}", 10, "normal"))
+        if review.comment:
+            lines.append((review.comment, 10, "normal"))
+    lines.append((f"{workflow.name} {workflow.version}; neurorad {__version__}", 7, "normal"))
+    images = [] if review is not None and not review.accepted else [
+        k for k in result.key_images if (folder / k.path).is_file()]
+    with PdfPages(path) as pdf:
+        fig = plt.figure(figsize=a4)
+        y = 0.95
+        for text, size, weight in lines:
+            for ln in textwrap.wrap(text, width=int(95 * 10 / size)) or [""]:
+                if y < 0.05:
+                    pdf.savefig(fig)
+                    plt.close(fig)
+                    fig, y = plt.figure(figsize=a4), 0.95
+                fig.text(0.07, y, ln, fontsize=size, weight=weight, family="DejaVu Sans")
+                y -= size / 520
+            y -= 0.008
+        pdf.savefig(fig)
+        plt.close(fig)
+        for start in range(0, len(images), 2):
+            fig = plt.figure(figsize=a4)
+            for n, k in enumerate(images[start:start + 2]):
+                ax = fig.add_axes((0.05, 0.53 - 0.47 * n, 0.9, 0.4))
+                ax.imshow(load_png(folder / k.path), interpolation="nearest")
+                ax.axis("off")
+                fig.text(0.05, 0.5 - 0.47 * n, k.caption, fontsize=9)
+            pdf.savefig(fig)
+            plt.close(fig)
+        info = pdf.infodict()
+        info["Title"] = workflow.report_title()
+        info["Creator"] = f"neurorad {__version__}"
+    return path
+
+
+def _render_report(workflow: Workflow, shown: WorkflowResult, review: Review | None, folder: Path) -> None:
+    try:
+        from neurorad.report import render_report  # type: ignore[attr-defined]
+    except ImportError:
+        render_report = None
+    if render_report is not None:
+        render_report(workflow, shown, review, folder)
+    else:
+        (folder / "report.html").write_text(render_html(workflow, shown, review, folder), encoding="utf-8")
+        render_pdf(workflow, shown, review, folder, folder / "report.pdf")
+
+
+# ------------------------------------------------------------------------------------ identities
+@dataclass(frozen=True)
+class OutputIds:
+    """The seed of every UID one output version writes (see the module docstring)."""
+
+    study_uid: str
+    stable: tuple[str, ...]  # identifies the study + workflow (+ input files): tracking UIDs
+    tag: str  # the output version
+
+    def uid(self, *parts: str) -> str:
+        from neurorad.dicom.results import deterministic_uid
+
+        return deterministic_uid(*self.stable, self.tag, *parts)
+
+    def tracking_uid(self, finding_id: int) -> str:
+        from neurorad.dicom.results import deterministic_uid
+
+        return deterministic_uid(*self.stable, "finding", str(finding_id))
+
+
+def _review_digest(review: Review) -> str:
+    blob = json.dumps({"d": review.decision, "v": review.values, "f": {str(k): v for k, v in review.verdicts.items()},
+                       "c": review.comment, "r": review.reviewer, "t": review.reviewed_at}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def output_ids(workflow: Workflow, result: WorkflowResult, study_uid: str, file_inputs: bool,
+               review: Review | None = None, version: int | None = None) -> OutputIds:
+    """UID seed: (study UID, workflow name, workflow version[, input hashes for file inputs]) and the
+    output version (``version`` when the caller numbers versions, as the server does; else
+    ``auto`` for the automatic result and a digest of the review for a reviewed one)."""
+    stable: tuple[str, ...] = (study_uid, workflow.name, workflow.version)
+    if file_inputs:
+        stable += tuple(f"{k}={v}" for k, v in sorted(result.provenance.inputs.items()))
+    if version is not None:
+        tag = f"v{int(version)}"
+    else:
+        tag = "auto" if review is None else "review-" + _review_digest(review)
+    return OutputIds(study_uid, stable, tag)
+
+
+# -------------------------------------------------------------------------------------- sources
+def _reference_role(workflow: Workflow, result: WorkflowResult) -> str | None:
+    if result.reference_role:
+        return result.reference_role
+    current = [r.role for r in workflow.requirements.series if r.prior == 0]
+    return current[0] if current else None
+
+
+def reference_datasets(workflow: Workflow, result: WorkflowResult, folder: Path, inputs: WorkflowInputs | None,
+                       mask: object | None = None) -> tuple[list, bool]:
+    """(source datasets, synthesised?) for the result's DICOM objects.
+
+    The DICOM series of the reference role's input when it is a folder; else a series synthesised
+    from its NIfTI (or, without inputs, from the result's own volume of that role, or the mask)
+    and written to ``dicom/reference/``.
+    """
+    from neurorad.dicom.results import deterministic_uid, read_source_series, source_series_from_volume, write_series
+    from neurorad.image.io import load_image
+
+    role = _reference_role(workflow, result)
+    path = Path(inputs.series[role]) if inputs is not None and role in inputs.series else None
+    if path is not None and path.is_dir():
+        return read_source_series(path, mask), False  # type: ignore[arg-type]
+    if path is not None:
+        vol = load_image(path)
+    elif role and role in result.volumes and (folder / result.volumes[role]).exists():
+        vol = load_image(folder / result.volumes[role])
+    elif mask is not None:
+        vol = mask  # type: ignore[assignment]
+    else:
+        raise ValueError("no reference series: give the inputs or a mask")
+    key = result.provenance.inputs.get(role or "", "") or hashlib.sha256(
+        np.ascontiguousarray(vol.data).tobytes()).hexdigest()  # type: ignore[attr-defined]
+    meta = (vol.metadata.get("dicom") or {})  # type: ignore[attr-defined]
+    study_uid = str(meta.get("StudyInstanceUID") or deterministic_uid("study", key))
+    source = source_series_from_volume(
+        vol, patient_id=str(meta.get("PatientID", "ANON")), patient_name=str(meta.get("PatientName", "Anonymous^")),
+        study_instance_uid=study_uid, series_description=f"{role or 'reference'} (synthesised from NIfTI)"[:64],
+        uid_seed=f"reference/{key}")
+    write_series(source, folder / "dicom" / "reference")
+    return source, True
+
+
+# ----------------------------------------------------------------------------------------- write
+def _segment_findings(findings: list[Finding], mask_values: set[int]) -> list[Finding]:
+    return [f for f in findings if f.label is not None and int(f.label) in mask_values]
+
+
 def write_outputs(workflow: Workflow, result: WorkflowResult, folder: Path, inputs: WorkflowInputs | None = None,
-                  review: Review | None = None) -> None:
-    """Write the report and DICOM objects of ``result`` into ``folder`` and list them in ``result.files``."""
-    (folder / "report.html").write_text(render_html(workflow, result, review), encoding="utf-8")
-    result.files["report_html"] = "report.html"
+                  review: Review | None = None, *, version: int | None = None, dicom: bool = True) -> WorkflowResult:
+    """Write the report and DICOM objects of ``result`` into ``folder``; list them in ``result.files``.
+
+    With ``review`` the outputs are those of the reviewed result (:meth:`Workflow.reviewed`: only
+    kept findings, quantities recomputed); UNACCEPTABLE gives the "not usable" report and its
+    Encapsulated PDF only. ``version`` numbers the output version for UIDs (the server's result
+    version); returns the result the outputs show.
+    """
+    from neurorad.dicom import results as dres
+    from neurorad.image.nifti import load_nifti
+    from neurorad.report.key_images import load_png
+
+    folder = Path(folder)
+    usable = review is None or review.accepted
+    shown = workflow.reviewed(result, review) if review is not None and usable else result
+    if review is not None and usable:
+        shown.key_images = [k for k in result.key_images
+                            if k.finding_id is None or k.finding_id in {f.id for f in shown.findings}]
+    _render_report(workflow, shown, review, folder)
+    files = {"report_html": "report.html", "report_pdf": "report.pdf"}
+    result.files.update(files)
+    if not dicom:
+        return shown
+    ddir = folder / "dicom"
+    ddir.mkdir(exist_ok=True)
+    mask = load_nifti(folder / result.mask) if result.mask and (folder / result.mask).exists() else None
+    if mask is not None:
+        mask = mask.with_data(np.rint(np.asarray(mask.data)).astype(np.int32))
+    try:
+        source, synthesised = reference_datasets(workflow, result, folder, inputs, mask)
+    except (InputError, ValueError) as err:
+        if mask is not None:
+            raise
+        # a workflow without a mask whose reference input is not an image has nothing to refer to
+        log.warning("no DICOM objects for %s: %s", workflow.name, err)
+        result.files["dicom_skipped"] = f"no reference image series ({err})"
+        return shown
+    if synthesised:
+        files["dicom_reference"] = "dicom/reference/"
+    ids = output_ids(workflow, result, str(source[0].StudyInstanceUID), synthesised, review, version)
+    status = "draft" if review is None else "reviewed"
+    name_v = f"{workflow.name} {workflow.version}"
+    soft = [f"neurorad {__version__}", name_v[:64]]
+    ref = source[len(source) // 2]
+
+    seg_ds, seg_numbers, tracking = None, {}, {}
+    if usable and mask is not None:
+        values = {int(v) for v in np.unique(mask.data) if v > 0}
+        seg_findings = _segment_findings(shown.findings, values)
+        if seg_findings:
+            algo_name, algo_version, learned = workflow.segment_algorithm(result)
+            specs = []
+            for n, f in enumerate(seg_findings, start=1):
+                kind = workflow.finding_kinds.get(f.kind, f.kind)
+                specs.append(dres.SegmentSpec(int(f.label), f"{f.id} {kind}", f"Finding {f.id}",
+                                              ids.tracking_uid(f.id)))
+                seg_numbers[f.id], tracking[f.id] = n, ids.tracking_uid(f.id)
+            seg_path = dres.write_seg(
+                mask, specs, source, ddir / "seg.dcm", algorithm_name=algo_name, algorithm_version=algo_version,
+                learned=learned, classical_family=workflow.segment_algorithm_family or "HistogramAnalysis",
+                series_description=f"{name_v} segmentation ({status})", content_label=workflow.name,
+                series_instance_uid=ids.uid("seg-series"), sop_instance_uid=ids.uid("seg"),
+                manufacturer_model_name=f"neurorad {workflow.name}", software_versions=soft)
+            files["dicom_seg"] = "dicom/seg.dcm"
+            import pydicom
+
+            seg_ds = pydicom.dcmread(seg_path)
+    if usable and (shown.quantities or shown.findings):
+        algo_name, algo_version, _ = workflow.segment_algorithm(result)
+        dres.write_measurement_sr(
+            ddir / "sr.dcm", source, shown.quantities, shown.findings, workflow.finding_kinds, seg=seg_ds,
+            segment_numbers=seg_numbers,
+            tracking_uids=tracking or {f.id: ids.tracking_uid(f.id) for f in shown.findings},
+            algorithm_name=algo_name, algorithm_version=algo_version, device_name=f"neurorad {workflow.name}",
+            reviewer=(review.reviewer or "reviewer") if review is not None else "",
+            series_instance_uid=ids.uid("sr-series"), sop_instance_uid=ids.uid("sr"),
+            series_description=f"{name_v} measurements ({status})", quantities_label=workflow.report_title(),
+            software_versions=soft)
+        files["dicom_sr"] = "dicom/sr.dcm"
+    suffix = f" ({status}{'' if version is None else f' v{version}'})"
+    title = workflow.report_title()
+    dres.write_encapsulated_pdf(
+        folder / "report.pdf", ref, ddir / "report_pdf.dcm", title=title[:64 - len(suffix)] + suffix,
+        sop_instance_uid=ids.uid("pdf"), series_instance_uid=ids.uid("pdf-series"))
+    files["dicom_pdf"] = "dicom/report_pdf.dcm"
+    keys = [k for k in shown.key_images if (folder / k.path).is_file()] if usable else []
+    if keys:
+        dres.write_secondary_captures(
+            [(load_png(folder / k.path), k.orientation) for k in keys], ref, ddir / "sc",
+            series_description=f"{name_v} key images ({status})", series_instance_uid=ids.uid("sc-series"),
+            sop_instance_uids=[ids.uid("sc", str(n)) for n in range(len(keys))])
+        files["dicom_sc"] = "dicom/sc/"
+    result.files.update(files)
+    return shown
+
