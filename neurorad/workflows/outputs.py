@@ -25,19 +25,19 @@ hash. UIDs come from :func:`neurorad.dicom.results.deterministic_uid` of (study 
 name and version, output version; for file inputs also the input hashes): a re-run writes the
 same objects, so the PACS never receives duplicates, and two CLI runs on the same files agree.
 
-Report renderer: ``neurorad.report.render_report(workflow, result, review, folder) -> (html, pdf)``
-(helper ``review``'s generic renderer) when it exists; until then :func:`render_html` and a
-matplotlib PDF of the same sections.
+Report: :func:`neurorad.report.render.render_report` (one renderer for every workflow); the
+Encapsulated PDF wraps that PDF. The identified copy for delivery is the platform's
+(:func:`neurorad.report.render.render_identified_report` + :func:`neurorad.dicom.results.write_encapsulated_pdf`).
 """
 
 from __future__ import annotations
 
 import hashlib
-import html
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -45,124 +45,26 @@ from neurorad import __version__
 from neurorad.errors import InputError
 from neurorad.workflows.contract import Finding, Review, Workflow, WorkflowInputs, WorkflowResult
 
+if TYPE_CHECKING:
+    from neurorad.report.render import ReportContext
+
 log = logging.getLogger(__name__)
 
-__all__ = ["write_outputs", "render_html", "render_pdf", "reference_datasets", "OutputIds", "output_ids"]
+__all__ = ["write_outputs", "report_context", "reference_datasets", "OutputIds", "output_ids"]
 
 
 # ------------------------------------------------------------------------------------------ report
-def render_html(workflow: Workflow, result: WorkflowResult, review: Review | None = None,
-                folder: Path | None = None) -> str:
-    """A self-contained HTML report from the workflow's sections (key images embedded)."""
-    import base64
+def report_context(workflow: Workflow, result: WorkflowResult, inputs: WorkflowInputs | None, folder: Path,
+                   version: int | None = None) -> ReportContext:
+    """The report's context from the inputs: exam date of the reference role, prior exam dates
+    (newest first) of the prior roles, the report version."""
+    from neurorad.report.render import ReportContext
 
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(workflow.report_title())}"
-             "</title></head><body>", f"<h1>{html.escape(workflow.report_title())}</h1>"]
-    if review is not None and not review.accepted:
-        parts.append(f"<p>{html.escape(workflow.not_usable_text())}</p>")
-    else:
-        for sec in workflow.report_sections(result, review):
-            parts.append(f"<h2>{html.escape(sec.heading)}</h2>")
-            parts += [f"<p>{html.escape(p)}</p>" for p in sec.paragraphs]
-            if sec.table is not None:
-                parts.append("<table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in sec.table.columns) + "</tr>")
-                for row in sec.table.rows:
-                    parts.append("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>")
-                parts.append("</table>")
-        if folder is not None and result.key_images:
-            parts.append("<h2>Key images</h2>")
-            for k in result.key_images:
-                p = folder / k.path
-                if p.is_file():
-                    b64 = base64.b64encode(p.read_bytes()).decode()
-                    parts.append(f"<figure><img src='data:image/png;base64,{b64}' style='max-width:100%'/>"
-                                 f"<figcaption>{html.escape(k.caption)}</figcaption></figure>")
-    if result.alarms:
-        parts.append("<h2>Quality alarms</h2><ul>" + "".join(
-            f"<li>{html.escape(a.message)}</li>" for a in result.alarms) + "</ul>")
-    if review is not None:
-        parts.append(f"<h2>Review</h2><p>{html.escape(review.decision)} by {html.escape(review.reviewer or '-')}"
-                     f" on {html.escape(review.reviewed_at or '-')}</p>"
-                     + (f"<p>{html.escape(review.comment)}</p>" if review.comment else ""))
-    parts.append(f"<p><small>{html.escape(workflow.name)} {html.escape(workflow.version)}; neurorad "
-                 f"{html.escape(__version__)}</small></p></body></html>")
-    return "\n".join(parts)
-
-
-def render_pdf(workflow: Workflow, result: WorkflowResult, review: Review | None, folder: Path,
-               path: Path) -> Path:
-    """A PDF of the same sections as :func:`render_html` (matplotlib's PdfPages; key images two per page)."""
-    import textwrap
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.backends.backend_pdf import PdfPages
-
-    from neurorad.report.key_images import load_png
-
-    a4 = (8.27, 11.69)
-    lines: list[tuple[str, float, str]] = [(workflow.report_title(), 14, "bold")]
-    if review is not None and not review.accepted:
-        lines.append((workflow.not_usable_text(), 10, "normal"))
-    else:
-        for sec in workflow.report_sections(result, review):
-            lines.append((sec.heading, 12, "bold"))
-            lines += [(p, 10, "normal") for p in sec.paragraphs]
-            if sec.table is not None:
-                lines.append(("  |  ".join(sec.table.columns), 9, "bold"))
-                lines += [("  |  ".join(str(c) for c in row), 9, "normal") for row in sec.table.rows]
-    if result.alarms:
-        lines.append(("Quality alarms", 12, "bold"))
-        lines += [(a.message, 9, "normal") for a in result.alarms]
-    if review is not None:
-        lines.append(("Review", 12, "bold"))
-        lines.append((f"{review.decision} by {review.reviewer or '-'} on {review.reviewed_at or '-'}", 10, "normal"))
-        if review.comment:
-            lines.append((review.comment, 10, "normal"))
-    lines.append((f"{workflow.name} {workflow.version}; neurorad {__version__}", 7, "normal"))
-    images = [] if review is not None and not review.accepted else [
-        k for k in result.key_images if (folder / k.path).is_file()]
-    with PdfPages(path) as pdf:
-        fig = plt.figure(figsize=a4)
-        y = 0.95
-        for text, size, weight in lines:
-            for ln in textwrap.wrap(text, width=int(95 * 10 / size)) or [""]:
-                if y < 0.05:
-                    pdf.savefig(fig)
-                    plt.close(fig)
-                    fig, y = plt.figure(figsize=a4), 0.95
-                fig.text(0.07, y, ln, fontsize=size, weight=weight, family="DejaVu Sans")
-                y -= size / 520
-            y -= 0.008
-        pdf.savefig(fig)
-        plt.close(fig)
-        for start in range(0, len(images), 2):
-            fig = plt.figure(figsize=a4)
-            for n, k in enumerate(images[start:start + 2]):
-                ax = fig.add_axes((0.05, 0.53 - 0.47 * n, 0.9, 0.4))
-                ax.imshow(load_png(folder / k.path), interpolation="nearest")
-                ax.axis("off")
-                fig.text(0.05, 0.5 - 0.47 * n, k.caption, fontsize=9)
-            pdf.savefig(fig)
-            plt.close(fig)
-        info = pdf.infodict()
-        info["Title"] = workflow.report_title()
-        info["Creator"] = f"neurorad {__version__}"
-    return path
-
-
-def _render_report(workflow: Workflow, shown: WorkflowResult, review: Review | None, folder: Path) -> None:
-    try:
-        from neurorad.report import render_report  # type: ignore[attr-defined]
-    except ImportError:
-        render_report = None
-    if render_report is not None:
-        render_report(workflow, shown, review, folder)
-    else:
-        (folder / "report.html").write_text(render_html(workflow, shown, review, folder), encoding="utf-8")
-        render_pdf(workflow, shown, review, folder, folder / "report.pdf")
+    dates = dict(inputs.study_dates) if inputs is not None else {}
+    role = _reference_role(workflow, result)
+    priors = sorted((r for r in workflow.requirements.series if r.prior > 0 and r.role in dates), key=lambda r: r.prior)
+    return ReportContext(exam_date=dates.get(role or "", ""), prior_exam_dates=tuple(dates[r.role] for r in priors),
+                         report_version=int(version or 1), result_dir=folder)
 
 
 # ------------------------------------------------------------------------------------ identities
@@ -255,13 +157,15 @@ def _segment_findings(findings: list[Finding], mask_values: set[int]) -> list[Fi
 
 
 def write_outputs(workflow: Workflow, result: WorkflowResult, folder: Path, inputs: WorkflowInputs | None = None,
-                  review: Review | None = None, *, version: int | None = None, dicom: bool = True) -> WorkflowResult:
+                  review: Review | None = None, *, version: int | None = None, dicom: bool = True,
+                  context: ReportContext | None = None) -> WorkflowResult:
     """Write the report and DICOM objects of ``result`` into ``folder``; list them in ``result.files``.
 
     With ``review`` the outputs are those of the reviewed result (:meth:`Workflow.reviewed`: only
     kept findings, quantities recomputed); UNACCEPTABLE gives the "not usable" report and its
     Encapsulated PDF only. ``version`` numbers the output version for UIDs (the server's result
-    version); returns the result the outputs show.
+    version); ``context`` overrides the report context (:func:`report_context`: exam dates from
+    ``inputs.study_dates``). Returns the result the outputs show.
     """
     from neurorad.dicom import results as dres
     from neurorad.image.nifti import load_nifti
@@ -273,7 +177,12 @@ def write_outputs(workflow: Workflow, result: WorkflowResult, folder: Path, inpu
     if review is not None and usable:
         shown.key_images = [k for k in result.key_images
                             if k.finding_id is None or k.finding_id in {f.id for f in shown.findings}]
-    _render_report(workflow, shown, review, folder)
+    from neurorad.report.render import build_report, render_report
+
+    ctx = context or report_context(workflow, result, inputs, folder, version)
+    if ctx.result_dir is None:
+        ctx = replace(ctx, result_dir=folder)
+    render_report(workflow, result, review, ctx, folder)
     files = {"report_html": "report.html", "report_pdf": "report.pdf"}
     result.files.update(files)
     if not dicom:
@@ -334,10 +243,9 @@ def write_outputs(workflow: Workflow, result: WorkflowResult, folder: Path, inpu
             series_description=f"{name_v} measurements ({status})", quantities_label=workflow.report_title(),
             software_versions=soft)
         files["dicom_sr"] = "dicom/sr.dcm"
-    suffix = f" ({status}{'' if version is None else f' v{version}'})"
-    title = workflow.report_title()
+    doc_title = build_report(workflow, result, review, ctx).document_title
     dres.write_encapsulated_pdf(
-        folder / "report.pdf", ref, ddir / "report_pdf.dcm", title=title[:64 - len(suffix)] + suffix,
+        folder / "report.pdf", ref, ddir / "report_pdf.dcm", title=doc_title,
         sop_instance_uid=ids.uid("pdf"), series_instance_uid=ids.uid("pdf-series"))
     files["dicom_pdf"] = "dicom/report_pdf.dcm"
     keys = [k for k in shown.key_images if (folder / k.path).is_file()] if usable else []

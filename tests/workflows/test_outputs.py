@@ -183,7 +183,7 @@ def test_pdf_and_sc(runs) -> None:
     pdf = pydicom.dcmread(runs["a"] / "dicom" / "report_pdf.dcm")
     data = (runs["a"] / "report.pdf").read_bytes()
     assert bytes(pdf.EncapsulatedDocument)[:pdf.EncapsulatedDocumentLength] == data
-    assert pdf.DocumentTitle.endswith("(draft)") and "Toy bright-spot" in pdf.DocumentTitle
+    assert "(draft, report version 1)" in pdf.DocumentTitle and "Toy bright-spot" in pdf.DocumentTitle
     scs = sorted((runs["a"] / "dicom" / "sc").glob("*.dcm"))
     assert len(scs) == 2
     for p in scs:
