@@ -11,6 +11,7 @@ OPTION_NAMES = {
     "retain-patient-chars": "retain_patient_characteristics",
     "retain-device": "retain_device_identity",
     "clean-descriptors": "clean_descriptors",
+    "retain-safe-private": "retain_safe_private",
 }
 
 
@@ -24,7 +25,8 @@ def deidentify(
     option: list[str] = typer.Option(
         [], "--option",
         help="PS3.15 option (repeatable): retain-dates (shift dates per patient, 113107), retain-patient-chars "
-             "(113108), retain-device (113109), clean-descriptors (113105).",
+             "(113108), retain-device (113109), clean-descriptors (113105), retain-safe-private (keep the "
+             "Siemens CSA headers with their free text blanked, 113111; default: every private element removed).",
     ),
     key_file: Path | None = typer.Option(
         None, "--key-file", help="Vault key file (base64/hex, 32 bytes). Default: $NEURORAD_VAULT_KEY."),

@@ -14,9 +14,13 @@ leaves any IOD valid (an attribute that survives as Z or D keeps Type 2/1 requir
 
 Beyond the table (stricter than the standard asks, documented in docs/dicom.md):
 
-* private elements (odd groups) are removed unless in ``DeidOptions.private_tag_allowlist``
-  (default: the Siemens CSA image/series headers dcm2niix needs); when any are kept the
-  Retain Safe Private Option code (113111) is declared;
+* private elements (odd groups) are all removed by default. With the Retain Safe Private
+  Option (``DeidOptions.retain_safe_private``, E.3.10, code 113111) the elements of
+  ``DeidOptions.private_tag_allowlist`` are kept (default: the Siemens CSA image/series headers
+  dcm2niix needs) and cleaned: the CSA headers by :func:`neurorad.dicom.csa.clean_csa` (free text
+  such as protocol and sequence names blanked, technical values kept; a header that does not
+  parse is removed), other allow-listed text elements like 'C' descriptors (:func:`_clean_text`);
+  113111 is declared only when something private was kept;
 * all of groups 50xx (curves) and 60xx (overlays) are removed, and group-length elements;
 * PN elements not listed in the table are removed; DA/DT elements not listed (e.g. Instance
   Creation Date) are shifted with the others under the modified-dates option, else removed
@@ -43,6 +47,7 @@ import json
 import logging
 import os
 import re
+import struct
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
@@ -147,8 +152,9 @@ class DeidOptions:
     (113108): keep sex, age, size, weight, ethnic group, smoking and pregnancy status.
     ``retain_device_identity``: E.3.8 (113109): keep station name, device serial number, etc.
     ``clean_descriptors``: E.3.5 (113105): keep descriptions/comments after removing identifying
-    strings (see :func:`_clean_text`). ``private_tag_allowlist``: private elements kept
-    (PrivateTagSpec or (group, creator[, element_low]) tuples). Instances of
+    strings (see :func:`_clean_text`). ``retain_safe_private``: E.3.10 (113111): keep the private
+    elements of ``private_tag_allowlist`` (PrivateTagSpec or (group, creator[, element_low])
+    tuples), cleaned (module docstring); off by default: every private element is removed. Instances of
     ``quarantine_unknown_burned_in_modalities`` are quarantined unless BurnedInAnnotation is NO.
     """
 
@@ -156,6 +162,7 @@ class DeidOptions:
     retain_patient_characteristics: bool = False
     retain_device_identity: bool = False
     clean_descriptors: bool = False
+    retain_safe_private: bool = False
     private_tag_allowlist: tuple[PrivateTagSpec | tuple, ...] = SIEMENS_CSA_HEADERS
     quarantine_unknown_burned_in_modalities: tuple[str, ...] = DEFAULT_QUARANTINE_MODALITIES
 
@@ -337,7 +344,7 @@ def _private_creators(ds: Dataset) -> dict[tuple[int, int], str]:
 
 def _walk(ds: Dataset, ctx: _Context, prefix: str) -> None:
     profile = load_profile()
-    allow = ctx.options.allowlist()
+    allow = ctx.options.allowlist() if ctx.options.retain_safe_private else ()
     creators = _private_creators(ds)
     kept_blocks: set[tuple[int, int]] = set()
     for elem in list(ds):
@@ -353,9 +360,14 @@ def _walk(ds: Dataset, ctx: _Context, prefix: str) -> None:
             block = (tag.group, tag.element >> 8)
             creator = creators.get(block, "")
             if creator and any(s.matches(tag.group, creator, tag.element & 0xFF) for s in allow):
+                why = _clean_private(ds, elem, creator, ctx)
+                if why is None:
+                    del ds[tag]
+                    ctx.actions.append(DeidAction(path, kw, "X", "private tag on allow-list that cannot be cleaned"))
+                    continue
                 kept_blocks.add(block)
                 ctx.kept_private += 1
-                ctx.actions.append(DeidAction(path, kw, "K", "private tag on allow-list"))
+                ctx.actions.append(DeidAction(path, kw, "C", why))
                 if elem.VR == "SQ":
                     for i, item in enumerate(elem.value):
                         _walk(item, ctx, f"{path}[{i}].")
@@ -383,6 +395,27 @@ def _walk(ds: Dataset, ctx: _Context, prefix: str) -> None:
             if ctag in ds:
                 del ds[ctag]
                 ctx.actions.append(DeidAction(prefix + _tag_str(ctag), "", "X", "private creator"))
+
+
+_CSA_CREATOR = "SIEMENS CSA HEADER"
+
+
+def _clean_private(ds: Dataset, elem: DataElement, creator: str, ctx: _Context) -> str | None:
+    """Clean an allow-listed private element in place; the reason, or None when it must go."""
+    if creator.strip().upper() == _CSA_CREATOR and (elem.tag.element & 0xFF) in (0x10, 0x20):
+        from neurorad.dicom.csa import clean_csa
+
+        try:
+            elem.value = clean_csa(bytes(elem.value or b""))
+        except (ValueError, TypeError, struct.error):
+            return None
+        return "Siemens CSA header on allow-list: free text blanked (retain safe private)"
+    if elem.VR in ("SQ", "OB", "OW", "UN", "OF", "OD", "OL", "OV"):
+        return "private tag on allow-list (retain safe private)"
+    if elem.VR in ("LO", "SH", "ST", "LT", "UT", "UC", "PN"):
+        _set_values(elem, [_clean_text(str(v), ctx.scrub_terms) for v in _values(elem)])
+        return "private text on allow-list cleaned (retain safe private)"
+    return "private tag on allow-list (retain safe private)"
 
 
 def _walk_unlisted(ds: Dataset, elem: DataElement, ctx: _Context, path: str) -> None:
@@ -550,7 +583,7 @@ def deidentify_dataset(
 
 
 def _needs_scrub(options: DeidOptions) -> bool:
-    return options.clean_descriptors or options.retain_patient_characteristics
+    return options.clean_descriptors or options.retain_patient_characteristics or options.retain_safe_private
 
 
 def _file_meta(out: Dataset, src_meta: FileMetaDataset | None, src: Dataset) -> FileMetaDataset:

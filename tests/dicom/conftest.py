@@ -15,20 +15,55 @@ from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage
 
 from neurorad.dicom.vault import PseudonymVault, generate_key
 
-# the reference copy, not the package copy: the tests read the standard table independently
-TABLE = Path("/work/shared/reference/dicom_ps3.15_confidentiality_profile.json")
-PACKAGE_TABLE = Path(__file__).parents[2] / "neurorad" / "dicom" / "data" / "ps3.15_confidentiality_profile.json"
+# The oracle is the reference copy of PS3.15 Table E.1-1 in ``shared/reference/`` beside the repository
+# (the repository's parent folder holds ``shared/``), never the package's own copy: code and oracle
+# must not be the same file. Missing reference -> the tests fail (they do not fall back).
+REPO_ROOT = Path(__file__).resolve().parents[2]
+TABLE = REPO_ROOT.parent / "shared" / "reference" / "dicom_ps3.15_confidentiality_profile.json"
 
 
 def table_rows() -> list[dict]:
-    path = TABLE if TABLE.exists() else PACKAGE_TABLE
+    if not TABLE.is_file():
+        pytest.fail(f"PS3.15 reference table not found at {TABLE} (expected ../shared/reference/ beside the "
+                    "repository); the de-identification tests need this independent copy")
     out = []
-    for row in json.loads(path.read_text()):
+    for row in json.loads(TABLE.read_text()):
         m = re.fullmatch(r"\(([0-9A-F]{4}),([0-9A-F]{4})\)", row["tag"])
         if m:
             out.append({**row, "tag_int": int(m.group(1) + m.group(2), 16), "vr": dictionary_VR(
                 int(m.group(1) + m.group(2), 16))})
     return out
+
+
+#: A CSA series header like a scanner's: technical values, an ASCCONV protocol with text parameters,
+#: an XProtocol dump and free-text items (markers must not survive de-identification).
+CSA_TEXT_MARKERS = ("MKPROTNAMEQ", "MKSEQFILEQ", "MKXPROTQ", "MKFREETEXTQ", "MKDATAFILEQ")
+CSA_IMAGE_TAGS = [("NumberOfImagesInMosaic", "US", ["48"]), ("SliceMeasurementDuration", "DS", ["40.0"]),
+                  ("ImaCoilString", "LO", ["T:HEA;HEP"]), ("MosaicRefAcqTimes", "FD", ["0.0", "62.5", "125.0"])]
+_PHOENIX = ('<XProtocol> { <ParamString."tProtocolName"> { "MKXPROTQ" } }\n'
+            '### ASCCONV BEGIN object=MrProtDataImpl@MrProtocolData version=41340006 ###\n'
+            'ulVersion\t = \t0x14b44b6\n'
+            'tSequenceFileName\t = \t""%SiemensSeq%\\MKSEQFILEQ""\n'
+            'tProtocolName\t = \t""MKPROTNAMEQ""\n'
+            'sSliceArray.ucMode\t = \t0x4\n'
+            'sWipMemBlock.tFree\t = \t""MKFREETEXTQ""\n'
+            'sKSpace.lBaseResolution\t = \t128\n'
+            '### ASCCONV END ###')
+CSA_SERIES_TAGS = [("MrPhoenixProtocol", "UN", [_PHOENIX]), ("DataFileName", "LO", ["MKDATAFILEQ"]),
+                   ("GradientMode", "SH", ["Fast"]), ("UsedPatientWeight", "IS", ["70"])]
+
+
+def csa2_blob(tags: list[tuple[str, str, list[str]]]) -> bytes:
+    """A Siemens CSA2 header (the layout nibabel.nicom.csareader and dcm2niix read)."""
+    import struct
+
+    out = bytearray(b"SV10\x04\x03\x02\x01" + struct.pack("<2I", len(tags), 77))
+    for name, vr, items in tags:
+        out += struct.pack("<64si4s3i", name.encode(), len(items), vr.encode(), 0, len(items), 77)
+        for item in items:
+            data = item.encode("latin-1") + b"\x00"
+            out += struct.pack("<4i", len(data), len(data), 77, len(data)) + data + b"\x00" * ((4 - len(data) % 4) % 4)
+    return bytes(out)
 
 
 @pytest.fixture()
@@ -138,8 +173,10 @@ def build_marker_dataset(markers: Markers, study_uid: str, series_uid: str, sop_
     csa = ds.private_block(0x0029, "SIEMENS CSA HEADER", create=True)
     csa.add_new(0x08, "CS", "MKCSATYPEQ")
     markers.searchable["MKCSATYPEQ"] = 0x00291008
-    csa.add_new(0x10, "OB", b"KEEPCSAIMAGE")
-    csa.add_new(0x20, "OB", b"KEEPCSASERIES")
+    csa.add_new(0x10, "OB", csa2_blob(CSA_IMAGE_TAGS))
+    csa.add_new(0x20, "OB", csa2_blob(CSA_SERIES_TAGS))
+    for m in CSA_TEXT_MARKERS:
+        markers.searchable[m] = 0x00291020
     # curves and overlays
     ds.add_new(0x50003000, "OB", b"MKCURVEDATA1")
     ds.add_new(0x60000022, "LO", "MKOVERLAYDESC")
