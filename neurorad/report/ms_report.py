@@ -64,10 +64,6 @@ class MSReport:
         return "\n".join(lines)
 
 
-def _window(a: np.ndarray, lo: float, hi: float) -> np.ndarray:
-    return (np.clip((a - lo) / max(hi - lo, 1e-6), 0, 1) * 255).astype(np.uint8)
-
-
 def lesion_panels(
     baseline: np.ndarray,
     followup: np.ndarray,
@@ -76,36 +72,45 @@ def lesion_panels(
     centroids_ijk: list[tuple[float, float, float]],
     brain_mask: np.ndarray | None = None,
     max_images: int = 12,
+    ids: list[int] | None = None,
 ) -> list[KeyImage]:
     """Axial slices through each lesion: baseline | follow-up | follow-up with lesions in colour.
 
-    Arrays share one RAS-ordered grid (i to the Right, j Anterior, k Superior); slices are shown
-    in radiological convention (patient right on the image left, anterior up).
+    Arrays share one RAS-ordered grid (i to the patient's right, j anterior, k superior). Drawn by
+    the one key-image renderer (:func:`neurorad.report.key_images.render_key_image`): radiological
+    convention (patient right on the image left) with R/L/A/P letters. ``labels`` holds lesion
+    ``m`` as value ``m`` with kind ``kinds[m - 1]``; captions name the lesion by its id in the
+    lesion table (``ids``, default the label value at each centroid), never by its position in
+    the list, so a discarded lesion does not renumber the others.
     """
+    from neurorad.image.volume import Volume
+    from neurorad.report.key_images import KeyImagePanel, render_key_image
+
     ref = followup[brain_mask] if brain_mask is not None and brain_mask.any() else followup[followup > 0]
-    lo, hi = (float(np.percentile(ref, 1)), float(np.percentile(ref, 99.5))) if ref.size else (0.0, 1.0)
+    window = (float(np.percentile(ref, 1)), float(np.percentile(ref, 99.5))) if ref.size else (0.0, 1.0)
+    eye = np.eye(4)
+    base_v, fu_v = Volume(np.asarray(baseline, np.float32), eye), Volume(np.asarray(followup, np.float32), eye)
+    lab_v = Volume(np.asarray(labels, np.int32), eye)
+    colours = {m: LESION_COLOURS.get(kd, (0, 255, 0)) for m, kd in enumerate(kinds, start=1)}
+    lab = np.asarray(labels)
     out = []
     done: set[int] = set()
-    for n, c in enumerate(centroids_ijk, start=1):
+    for n, c in enumerate(centroids_ijk):
         k = int(round(c[2]))
         if k in done:
             continue
         done.add(k)
-
-        def view(a: np.ndarray, k: int = k) -> np.ndarray:
-            # [i, j] -> rows = anterior at top, columns = patient right on the left
-            return np.flipud(np.asarray(a)[:, :, k].T)
-
-        b, f = _window(view(baseline), lo, hi), _window(view(followup), lo, hi)
-        lab = view(labels)
-        over = np.stack([f, f, f], axis=-1).astype(np.float32)
-        for m, kd in enumerate(kinds, start=1):
-            sel = lab == m
-            if sel.any():
-                over[sel] = 0.35 * over[sel] + 0.65 * np.asarray(LESION_COLOURS.get(kd, (0, 255, 0)), np.float32)
-        gap = np.zeros((b.shape[0], 4, 3), np.uint8)
-        row = np.concatenate([np.stack([b] * 3, -1), gap, np.stack([f] * 3, -1), gap, over.astype(np.uint8)], axis=1)
-        out.append(KeyImage(row, f"Slice {k}: baseline | follow-up | lesions (red new, yellow enlarging); lesion {n}"))
+        if ids is not None:
+            lesion_id = ids[n]
+        else:
+            v = int(lab[tuple(int(round(x)) for x in c)])
+            lesion_id = v if v > 0 else n + 1
+        img = render_key_image([KeyImagePanel(base_v, title="baseline", window=window),
+                                KeyImagePanel(fu_v, title="follow-up", window=window),
+                                KeyImagePanel(fu_v, overlay=True, title="lesions", window=window)],
+                               labels=lab_v, slice_index=k, colours=colours, alpha=0.65, min_size_px=0)
+        out.append(KeyImage(img, f"Slice {k}: baseline | follow-up | lesions (red new, yellow enlarging); "
+                                 f"lesion {lesion_id}"))
         if len(out) >= max_images:
             break
     return out

@@ -102,8 +102,9 @@ def key_images(folder: Path, rows: list[LesionRow], keep: set[int]) -> list:
     for i in range(1, n + 1):
         if i in by_id and by_id[i].kind in ("new", "enlarging"):
             kinds[i - 1] = by_id[i].kind
-    cents = [tuple(np.argwhere(labels == i).mean(0)) for i in sorted(keep) if (labels == i).any()]
-    return lesion_panels(base, fu, labels, kinds, cents, None)
+    ids = [i for i in sorted(keep) if (labels == i).any()]
+    cents = [tuple(np.argwhere(labels == i).mean(0)) for i in ids]
+    return lesion_panels(base, fu, labels, kinds, cents, None, ids=ids)  # captions: the table's lesion ids
 
 
 def build_reviewed_report(
