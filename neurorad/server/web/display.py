@@ -53,14 +53,52 @@ def compact_image(img: nib.Nifti1Image, is_label: bool) -> nib.Nifti1Image | Non
     return out
 
 
-def display_copy(src: Path, cache_dir: Path, is_label: bool) -> Path:
-    """Path of the file to send for ``src``: a cached compact copy, or ``src`` itself."""
+#: Largest side (voxels) of the preview the viewer shows first (then the full image replaces it).
+PREVIEW_MAX_VOXELS = 128
+
+
+def preview_factor(shape: tuple[int, ...], max_voxels: int = PREVIEW_MAX_VOXELS) -> int:
+    """Integer downsampling factor that brings every side to at most ``max_voxels`` (1: none needed)."""
+    return max(1, -(-max(shape[:3]) // max_voxels))
+
+
+def downsample(img: nib.Nifti1Image, factor: int, is_label: bool) -> nib.Nifti1Image:
+    """``img`` reduced by ``factor`` per axis: block mean for images, block maximum for label maps (so
+    a finding smaller than a block still shows in the preview). The affine keeps world positions:
+    the new voxel centre is the mean of the old centres of its block."""
+    data = np.asanyarray(img.dataobj)
+    data = data.reshape(data.shape[:3]) if data.ndim > 3 else data
+    if factor <= 1:
+        return img
+    pad = [(0, (-n) % factor) for n in data.shape]
+    arr = np.pad(np.asarray(data, dtype=np.float32 if not is_label else data.dtype), pad, mode="edge")
+    nx, ny, nz = (n // factor for n in arr.shape)
+    blocks = arr.reshape(nx, factor, ny, factor, nz, factor)
+    out = blocks.max(axis=(1, 3, 5)) if is_label else blocks.mean(axis=(1, 3, 5), dtype=np.float32)
+    step = np.diag([factor, factor, factor, 1.0])
+    step[:3, 3] = (factor - 1) / 2.0
+    res = nib.Nifti1Image(out, img.affine @ step)
+    res.set_data_dtype(np.uint8 if is_label and out.max(initial=0) <= 255 else out.dtype)
+    return res
+
+
+def display_copy(src: Path, cache_dir: Path, is_label: bool, preview: bool = False) -> Path:
+    """Path of the file to send for ``src``: a cached compact copy, or ``src`` itself. With ``preview``
+    a downsampled copy (:func:`downsample`, at most :data:`PREVIEW_MAX_VOXELS` a side) that the viewer
+    shows first, so the page is usable before the full images are decoded."""
     st = src.stat()
-    key = hashlib.sha256(f"{src.resolve()}|{st.st_size}|{st.st_mtime_ns}|{is_label}|v1".encode()).hexdigest()[:40]
+    key = hashlib.sha256(f"{src.resolve()}|{st.st_size}|{st.st_mtime_ns}|{is_label}|{preview}|v1"
+                         .encode()).hexdigest()[:40]
     dest = cache_dir / f"{key}.nii.gz"
     if dest.exists():
         return dest
-    out = compact_image(nib.load(src), is_label)
+    img = nib.load(src)
+    factor = preview_factor(img.shape) if preview else 1
+    if factor > 1:
+        img = downsample(img, factor, is_label)
+    out = compact_image(img, is_label)
+    if out is None and factor > 1:
+        out = img
     if out is None:
         return src
     cache_dir.mkdir(parents=True, exist_ok=True)
