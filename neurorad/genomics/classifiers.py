@@ -33,7 +33,7 @@ from sklearn.model_selection import StratifiedKFold
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from neurorad.genomics.counts import size_factors
+from neurorad.genomics.counts import fit_size_factors
 from neurorad.genomics.de import DEResult, classic_de
 from neurorad.genomics.dispersion import common_dispersion, tagwise_dispersion
 from neurorad.genomics.forest import NumbaForest
@@ -101,13 +101,13 @@ class _CountClassifier(ClassifierMixin, BaseEstimator):
         return np.log(p / p.sum())
 
     def _train_size_factors(self, counts: np.ndarray) -> np.ndarray:
-        s, _ = size_factors(counts.T, None, method=getattr(self, "size_factor", "total"))
-        self._sf_train_counts_ = counts  # reference for test factors
+        # keep only the size-factor reference (scale, per-gene aggregates), never the training counts:
+        # a pickled model must not carry patients' RNA-seq data
+        s, self.size_factor_ref_ = fit_size_factors(counts.T, method=getattr(self, "size_factor", "total"))
         return s
 
     def _test_size_factors(self, counts: np.ndarray) -> np.ndarray:
-        _, s = size_factors(self._sf_train_counts_.T, counts.T, method=getattr(self, "size_factor", "total"))
-        return s
+        return self.size_factor_ref_.factors(counts.T)
 
     def submodel(self, k: int) -> _CountClassifier:
         """The fitted model restricted to its first k genes (per-gene models only: NB family).
@@ -190,7 +190,6 @@ class PLDA(_CountClassifier):
         self.g_, self.d_ = _class_rates(c, s, y_idx, self.classes_.size, self.beta)
         self.log_prior_ = self._log_prior(y_idx)
         self.dispersion_ = np.zeros(c.shape[1])
-        self._fit_cache_ = (counts, s, y_idx)
         return self
 
     def _joint_log_likelihood(self, X: np.ndarray) -> np.ndarray:
@@ -219,7 +218,8 @@ class NBLDA(PLDA):
 
     def fit(self, X: Any, y: Any, de_result: DEResult | None = None) -> NBLDA:
         super().fit(X, y, de_result)
-        counts, s, y_idx = self._fit_cache_
+        counts, _, y_idx, _ = self._validate_fit(X, y)
+        s = self._train_size_factors(counts)
         c = counts[:, self.genes_]
         if isinstance(self.dispersion, str) and self.dispersion == "moment":
             mu = s[:, None] * self.g_[None, :] * self.d_[y_idx]
@@ -231,7 +231,6 @@ class NBLDA(PLDA):
             self.dispersion_ = _edger_dispersion(self, counts, y_idx)[self.genes_]
         else:
             self.dispersion_ = np.full(c.shape[1], float(self.dispersion))
-        del self._fit_cache_
         return self
 
 

@@ -199,6 +199,60 @@ def _geometric_reference(train: np.ndarray) -> np.ndarray:
     return ref
 
 
+@dataclass(frozen=True)
+class SizeFactorReference:
+    """What test size factors need from the training data, and nothing more: the method, the
+    training scale (sum of the raw training factors) and, for median-ratio, the per-gene log
+    geometric mean of the training counts (an aggregate, as DESeq keeps). No sample's counts."""
+
+    method: str
+    scale: float
+    log_geometric_mean: np.ndarray | None = None
+
+    def raw(self, counts: np.ndarray) -> np.ndarray:
+        """Unscaled factors of ``counts`` (genes x samples)."""
+        x = np.asarray(counts, dtype=np.float64)
+        if self.method == "total":
+            return x.sum(axis=0)
+        if self.method == "median-ratio":
+            ref = self.log_geometric_mean
+            ok = np.isfinite(ref)
+            with np.errstate(divide="ignore"):
+                lr = np.log(x[ok]) - ref[ok, None]
+            lr[~np.isfinite(lr)] = np.nan
+            return np.exp(np.nanmedian(lr, axis=0))
+        if self.method == "upper-quartile":
+            out = np.empty(x.shape[1])
+            for i in range(x.shape[1]):
+                nz = x[:, i][x[:, i] > 0]
+                out[i] = np.quantile(nz, 0.75) if nz.size else 0.0
+            return out
+        raise ValueError(f"unknown size-factor method {self.method!r} (total, median-ratio, upper-quartile)")
+
+    def factors(self, counts: np.ndarray) -> np.ndarray:
+        """Size factors of ``counts`` (genes x samples) on the training scale."""
+        return self.raw(counts) / self.scale
+
+
+def fit_size_factors(train: np.ndarray, method: str = "total") -> tuple[np.ndarray, SizeFactorReference]:
+    """Training size factors (summing to 1) and the :class:`SizeFactorReference` for test samples."""
+    train = np.asarray(train, dtype=np.float64)
+    if method not in ("total", "median-ratio", "upper-quartile"):
+        raise ValueError(f"unknown size-factor method {method!r} (total, median-ratio, upper-quartile)")
+    ref = None
+    if method == "median-ratio":
+        ref = _geometric_reference(train)
+        if not np.isfinite(ref).any():
+            raise ValueError("median-ratio size factors need genes with no zero count in training")
+    raw_train = SizeFactorReference(method, 1.0, ref).raw(train)
+    # a sample without reads gets factor 0 (expected counts 0: it carries no information)
+    scale = float(raw_train.sum())
+    if scale <= 0:
+        raise ValueError("training samples hold no reads")
+    model = SizeFactorReference(method, scale, ref)
+    return raw_train / scale, model
+
+
 def size_factors(
     train: np.ndarray,
     test: np.ndarray | None = None,
@@ -215,41 +269,7 @@ def size_factors(
     All three are scaled so the training factors sum to 1 (the NBLDA/PLDA convention where
     ``s_i * g_j`` with ``g_j`` the training gene total is the expected count); test factors use
     the same reference and scale, so test samples never influence training quantities.
+    (:func:`fit_size_factors` returns the reference itself, for fitted models.)
     """
-    train = np.asarray(train, dtype=np.float64)
-    raw_test = None if test is None else np.asarray(test, dtype=np.float64)
-    if method == "total":
-        raw_train = train.sum(axis=0)
-        raw_t = None if raw_test is None else raw_test.sum(axis=0)
-    elif method == "median-ratio":
-        ref = _geometric_reference(train)
-        ok = np.isfinite(ref)
-        if not ok.any():
-            raise ValueError("median-ratio size factors need genes with no zero count in training")
-
-        def mr(x: np.ndarray) -> np.ndarray:
-            with np.errstate(divide="ignore"):
-                lr = np.log(x[ok]) - ref[ok, None]
-            lr[~np.isfinite(lr)] = np.nan
-            return np.exp(np.nanmedian(lr, axis=0))
-
-        raw_train = mr(train)
-        raw_t = None if raw_test is None else mr(raw_test)
-    elif method == "upper-quartile":
-
-        def uq(x: np.ndarray) -> np.ndarray:
-            out = np.empty(x.shape[1])
-            for i in range(x.shape[1]):
-                nz = x[:, i][x[:, i] > 0]
-                out[i] = np.quantile(nz, 0.75) if nz.size else 0.0
-            return out
-
-        raw_train = uq(train)
-        raw_t = None if raw_test is None else uq(raw_test)
-    else:
-        raise ValueError(f"unknown size-factor method {method!r} (total, median-ratio, upper-quartile)")
-    # a sample without reads gets factor 0 (expected counts 0: it carries no information)
-    scale = raw_train.sum()
-    if scale <= 0:
-        raise ValueError("training samples hold no reads")
-    return raw_train / scale, (None if raw_t is None else raw_t / scale)
+    s_train, model = fit_size_factors(train, method)
+    return s_train, (None if test is None else model.factors(test))
