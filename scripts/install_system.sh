@@ -2,7 +2,8 @@
 # Debian 12 system packages neurorad needs (run as root). Skips apt when all are present.
 set -euo pipefail
 PKGS=(mricron-data dcmtk orthanc orthanc-dicomweb chromium chromium-driver postgresql
-      util-linux iproute2 fonts-dejavu-core poppler-utils dicom3tools)
+      util-linux iproute2 fonts-dejavu-core poppler-utils dicom3tools
+      r-base-core r-cran-rms r-cran-proc)  # R rms/pROC: oracles of the cohort toolkit's tests
 missing=()
 # The web viewer's bundle needs Node.js >= 18 with npm; the machine image usually has it.
 command -v npm >/dev/null 2>&1 || PKGS+=(nodejs npm)

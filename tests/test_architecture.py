@@ -20,18 +20,21 @@ ALLOWED: dict[str, set[str]] = {
     "genomics": {"image", "quantify"},
     "clinical": {"quantify"},
     "phantom": {"image"},
+    # the cohort toolkit: cohort tables from workflow results, Table 1, prognostic models
+    "cohort": {"image", "quantify", "quality", "evaluate", "clinical", "workflows.contract"},
     "pipelines": {"image", "dicom", "preprocess", "segment", "quantify", "quality", "evaluate",
                   "genomics", "clinical", "phantom", "report"},
     # the workflow contract (types only) and every clinical workflow plug-in
     "workflows": {"image", "dicom", "preprocess", "segment", "quantify", "quality", "evaluate",
-                  "genomics", "clinical", "phantom", "pipelines", "report", "workflows.contract"},
+                  "genomics", "clinical", "phantom", "pipelines", "report", "cohort", "workflows.contract"},
     "report": {"image", "quantify", "dicom", "clinical", "workflows.contract"},
     "store": set(),
     # the platform knows workflows through the contract and the registry, never by name
     "server": {"image", "dicom", "preprocess", "segment", "quantify", "quality", "evaluate", "genomics",
-               "clinical", "phantom", "pipelines", "report", "store", "workflows", "workflows.contract"},
+               "clinical", "phantom", "pipelines", "report", "store", "workflows", "cohort", "workflows.contract"},
     "cli": {"image", "dicom", "preprocess", "segment", "quantify", "quality", "evaluate", "genomics",
-            "clinical", "phantom", "pipelines", "report", "store", "server", "workflows", "workflows.contract"},
+            "clinical", "phantom", "pipelines", "report", "store", "server", "workflows", "cohort",
+            "workflows.contract"},
 }
 
 

@@ -50,6 +50,7 @@ def _root(
 
 def _register_all() -> None:
     from neurorad.cli import (
+        cohort,
         data,
         demo,
         evaluate,
@@ -63,7 +64,7 @@ def _register_all() -> None:
     )
 
     # workflows last: it adds a command for each installed workflow without a command of its own
-    for mod in (image, preprocess, phantom, ms, data, server, genomics, evaluate, demo, workflows):
+    for mod in (image, preprocess, phantom, ms, data, server, genomics, evaluate, cohort, demo, workflows):
         mod.register(app)
 
 
