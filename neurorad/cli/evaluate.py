@@ -134,6 +134,11 @@ def seg(
     coverage: float = typer.Option(0.40, "--coverage", help="Fraction of a true lesion that must be covered to "
                                    "count as detected."),
     brats: bool = typer.Option(False, "--brats", help="Add BraTS-style lesion-wise columns (brats_*)."),
+    protocol: str = typer.Option("", "--protocol", help="A paper's lesion-wise protocol: 'wmh' (a true lesion is "
+                                 "found when >= --coverage of it is predicted; PAPERS.md B4) or 'cmb' (a prediction "
+                                 "is a true positive when it overlaps > 40% of a true lesion; C4). Adds "
+                                 "protocol_summary.csv with the papers' headline figures."),
+    connectivity: int = typer.Option(26, "--connectivity", help="Voxel connectivity defining a lesion: 6, 18 or 26."),
     fdr: float = typer.Option(0.25, "--fdr", help="Benjamini-Hochberg FDR for the quality correlations."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder (metrics.csv, report.html, ...)."),
 ) -> None:
@@ -141,9 +146,14 @@ def seg(
     from neurorad.cli._progress import bar
     from neurorad.evaluate import report
     from neurorad.evaluate.calibration import reliability
-    from neurorad.evaluate.case import METRIC_COLUMNS, evaluate_case
-    from neurorad.evaluate.lesions import lesion_roc, lesion_scores, patient_level_rates
+    from neurorad.evaluate.case import METRIC_COLUMNS, evaluate_case, protocol_summary
+    from neurorad.evaluate.lesions import PROTOCOLS, lesion_roc, lesion_scores, patient_level_rates
 
+    if protocol and protocol not in PROTOCOLS:
+        raise InputError(f"unknown --protocol {protocol!r}; choose one of {sorted(PROTOCOLS)}")
+    if connectivity not in (6, 18, 26):
+        raise InputError(f"--connectivity must be 6, 18 or 26, not {connectivity}")
+    ptc = PROTOCOLS[protocol]["pred_truth_coverage"] if protocol else None
     table = _pairs(pred, truth, {"prob": prob, "brain": brain})
     rows, lesion_results = [], []
     pooled_p, pooled_y = [], []
@@ -165,7 +175,7 @@ def seg(
             p_arr = _binary(pv, Path(rec.pred), "prediction")
             t_arr = _binary(tv, Path(rec.truth), "truth")
             row, les = evaluate_case(p_arr, t_arr, pv.spacing_mm, prob=pr, brain_mask=br, coverage=coverage,
-                                     brats=brats)
+                                     brats=brats, connectivity=connectivity, pred_truth_coverage=ptc)
             rows.append({"case": rec.case, **row})
             lesion_results.append(les)
             if pr is not None:
@@ -243,6 +253,11 @@ def seg(
         sections.append(("Prediction-interval widths per patient", report.interval_violins(widths)))
         if "y" in iv:
             sections.append(("Empirical coverage", f"{cov_fn(iv['y'], iv['lo'], iv['hi']):.3f}"))
+    if protocol:
+        ps = pd.DataFrame([{"protocol": protocol, "connectivity": connectivity,
+                            **protocol_summary(rows, lesion_results)}])
+        files["protocol_summary.csv"] = _csv_text(ps)
+        sections.insert(0, (f"Protocol '{protocol}' (the paper's headline figures)", ps.T.rename(columns={0: "value"})))
     files["metrics.csv"] = _csv_text(metrics)
     files["patient_level.csv"] = _csv_text(summary)
     files["report.html"] = report.html_report("neurorad segmentation evaluation", sections)

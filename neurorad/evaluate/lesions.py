@@ -5,7 +5,19 @@ Lesions are 26-connected components (:func:`neurorad.quantify.components.connect
 Detection rule (WMH and microbleed validation studies): a true lesion is *detected* when at least
 ``coverage`` (default 0.40) of its voxels are covered by the prediction. A predicted lesion is
 *correct* when it overlaps the truth and at least ``pred_coverage`` of its voxels lie inside the
-truth (default 0: any overlap); otherwise it is a false-positive lesion.
+truth (default 0: any overlap); otherwise it is a false-positive lesion. The microbleed study
+(PAPERS.md C4) instead calls a predicted lesion a true positive when it overlaps *more than*
+``pred_truth_coverage`` (0.40 there) of one true lesion's voxels: set ``pred_truth_coverage`` (default
+None: not applied) and a predicted lesion is correct only when it also meets that rule.
+
+Presets of the papers' protocols (:data:`PROTOCOLS`): ``wmh`` (Shan et al., PAPERS.md B4: a true lesion
+is found when >= 40 % of its voxels are predicted; strata by volume) and ``cmb`` (PAPERS.md C4: a
+prediction is a true positive when it overlaps > 40 % of a true lesion; strata by diameter 2-5 and
+5-10 mm). Connectivity (26 by default; neither paper states one) is a parameter of every function.
+
+Dice by size stratum (``dice_<stratum>`` in the metrics): the truth voxels of the true lesions in the
+stratum against the predicted lesions that touch one of them plus the unmatched predicted lesions of
+that stratum's size, 2 |P_s & T_s| / (|P_s| + |T_s|) (NaN when both are empty).
 
 * lesion recall = detected true lesions / true lesions (NaN when the case has no true lesion)
 * lesion precision = correct predicted lesions / predicted lesions (NaN when nothing is predicted)
@@ -17,7 +29,8 @@ half-open interval lo <= value < hi); ``diameter`` strata
 from the equivalent-sphere diameter d = (6 V / pi)^(1/3): 2-5 mm and 5-10 mm (microbleed study);
 lesions outside every diameter stratum are counted only in the totals.
 
-Patient level (per case): TP when the truth has lesions and at least one is detected, FN when
+Patient level (per case): TP when the truth has lesions and at least one is detected (with
+``pred_truth_coverage``: at least one predicted lesion is correct, the microbleed study's rule), FN when
 the truth has lesions and none is detected, FP when the truth has none and the prediction has at
 least one lesion, TN when neither has any. :func:`patient_level_rates` turns a list of those
 into TPR, FPR, FNR.
@@ -48,6 +61,12 @@ VOLUME_STRATA_MM3: dict[str, tuple[float, float]] = {
     "small": (0.0, 20.0), "medium": (20.0, 150.0), "large": (150.0, np.inf),
 }
 DIAMETER_STRATA_MM: dict[str, tuple[float, float]] = {"d2_5mm": (2.0, 5.0), "d5_10mm": (5.0, 10.0)}
+
+#: The papers' lesion-wise protocols (PAPERS.md B4 and C4): keyword arguments of :func:`lesion_detection`.
+PROTOCOLS: dict[str, dict[str, object]] = {
+    "wmh": {"coverage": 0.40, "pred_truth_coverage": None},
+    "cmb": {"coverage": 0.40, "pred_truth_coverage": 0.40},
+}
 
 LESION_COLUMNS = (
     "n_true_lesions", "n_pred_lesions", "n_detected_lesions", "n_fp_lesions",
@@ -105,6 +124,7 @@ def lesion_detection(
     connectivity: int = 26,
     volume_strata_mm3: dict[str, tuple[float, float]] | None = None,
     diameter_strata_mm: dict[str, tuple[float, float]] | None = None,
+    pred_truth_coverage: float | None = None,
 ) -> LesionResult:
     """Lesion-wise detection of one case (rules in the module docstring).
 
@@ -136,6 +156,10 @@ def lesion_detection(
     inside_p = ov[1:, 1:].sum(axis=0)  # voxels of each predicted lesion inside the truth
     detected = covered_t >= coverage * size_t - 1e-9 if n_t else np.zeros(0, bool)
     correct = (inside_p > 0) & (inside_p >= pred_coverage * size_p - 1e-9) if n_p else np.zeros(0, bool)
+    if pred_truth_coverage is not None and n_p:
+        # PAPERS.md C4: the prediction overlaps more than this share of one true lesion
+        share = ov[1:, 1:] / np.maximum(size_t[:, None], 1) if n_t else np.zeros((0, n_p))
+        correct &= (share > pred_truth_coverage + 1e-12).any(axis=0) if n_t else False
     n_det, n_corr = int(detected.sum()), int(correct.sum())
     recall = n_det / n_t if n_t else float("nan")
     precision = n_corr / n_p if n_p else float("nan")
@@ -144,7 +168,9 @@ def lesion_detection(
     else:
         f1 = 0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall)
     if n_t:
-        outcome = "TP" if n_det else "FN"
+        # microbleed protocol: the patient is a TP when at least one predicted lesion is correct (C4)
+        found = n_corr if pred_truth_coverage is not None else n_det
+        outcome = "TP" if found else "FN"
     else:
         outcome = "FP" if n_p else "TN"
     vol_t, vol_p = size_t * vox_mm3, size_p * vox_mm3
@@ -165,12 +191,34 @@ def lesion_detection(
             metrics[f"recall_{name}"] = nd / nt if nt else float("nan")
             metrics[f"n_pred_{name}"] = float(npred)
             metrics[f"n_fp_{name}"] = float(nfp)
+    for edges, diam in strata:
+        metrics.update(_stratum_dice(ov, vol_t, vol_p, edges, diam))
     mean_t = mean_p = None
     if prob is not None:
         pbox = prob[box] if box is not None else np.zeros((1, 1, 1), np.float32)
         mean_t = _mean_by_label(pbox, lab_t, n_t, size_t)
         mean_p = _mean_by_label(pbox, lab_p, n_p, size_p)
     return LesionResult(metrics, vol_t, detected, vol_p, correct, mean_t, mean_p, outcome)
+
+
+def _stratum_dice(ov: np.ndarray, vol_t: np.ndarray, vol_p: np.ndarray, edges: dict[str, tuple[float, float]],
+                  diameter: bool) -> dict[str, float]:
+    """``dice_<stratum>`` from the label-pair overlap matrix (rule in the module docstring)."""
+    vt = equivalent_diameter_mm(vol_t) if diameter else vol_t
+    vp = equivalent_diameter_mm(vol_p) if diameter else vol_p
+    pair = ov[1:, 1:]
+    size_t, size_p = ov[1:, :].sum(axis=1), ov[:, 1:].sum(axis=0)
+    touches = pair > 0
+    matched_p = touches.any(axis=0) if pair.size else np.zeros(len(vol_p), bool)
+    out = {}
+    for name, (lo, hi) in edges.items():
+        in_t = (vt >= lo) & (vt < hi)
+        in_p = (touches[in_t].any(axis=0) if pair.size else np.zeros(len(vol_p), bool)) | (
+            ~matched_p & (vp >= lo) & (vp < hi))
+        inter = float(pair[np.ix_(in_t, in_p)].sum()) if pair.size else 0.0
+        den = float(size_t[in_t].sum() + size_p[in_p].sum())
+        out[f"dice_{name}"] = 2 * inter / den if den else float("nan")
+    return out
 
 
 def _mean_by_label(values: np.ndarray, labels: np.ndarray, n: int, sizes: np.ndarray) -> np.ndarray:

@@ -160,3 +160,22 @@ def test_ensemble_and_readers(data, tmp_path):
     assert r.returncode == 0, r.stderr
     stats2 = pd.read_csv(tmp_path / "rd2" / "reader_stats.csv")["statistic"]
     assert any(s.startswith("phase_odds_ratio") for s in stats2)
+
+
+def test_seg_protocol_summary(data, tmp_path):
+    from neurorad.evaluate.case import evaluate_case, protocol_summary
+
+    root, truths, preds = data
+    out = tmp_path / "out"
+    r = _cli("evaluate", "seg", "--pred", root / "pred", "--truth", root / "truth", "--protocol", "cmb",
+             "--connectivity", "6", "--out", out)
+    assert r.returncode == 0, r.stderr
+    s = pd.read_csv(out / "protocol_summary.csv").iloc[0]
+    assert s["protocol"] == "cmb" and s["connectivity"] == 6
+    rows, res = zip(*(evaluate_case(preds[c], truths[c], (0.9, 1.1, 2.0), connectivity=6, pred_truth_coverage=0.4)
+                      for c in sorted(truths)), strict=True)
+    ref = protocol_summary(rows, res)
+    for k in ("pixel_dice", "lesion_precision_data", "lesion_recall_data", "patient_fnr"):
+        assert s[k] == pytest.approx(ref[k], rel=1e-5, nan_ok=True)
+    bad = _cli("evaluate", "seg", "--pred", root / "pred", "--truth", root / "truth", "--protocol", "x", "--out", out)
+    assert bad.returncode == 2 and "protocol" in bad.stderr

@@ -93,3 +93,92 @@ def test_lesion_roc():
     assert roc["auc"] == pytest.approx(roc_auc_score(y, s))
     with pytest.raises(ValueError):
         lesion_scores([lesion_detection(pred, truth)])
+
+
+# ---------------------------------------------------------------- the papers' protocols (PAPERS.md B4, C4)
+def test_cmb_rule_prediction_must_cover_more_than_40_percent_of_a_true_lesion():
+    truth = np.zeros((30, 30, 30), bool)
+    truth[0:10, 0:1, 0:1] = True  # 10 voxels
+    truth[20:30, 0:1, 0:1] = True  # 10 voxels
+    pred = np.zeros_like(truth)
+    pred[0:4, 0:1, 0:1] = True  # exactly 40 % of the first: not > 40 %
+    pred[20:25, 0:1, 0:1] = True  # 50 % of the second
+    pred[10:12, 10:12, 10:12] = True  # unrelated
+    wmh = lesion_detection(pred, truth)
+    cmb = lesion_detection(pred, truth, pred_truth_coverage=0.40)
+    assert wmh.metrics["n_detected_lesions"] == 2 and wmh.metrics["n_fp_lesions"] == 1  # >= 40 % rule
+    assert cmb.metrics["n_fp_lesions"] == 2 and cmb.pred_correct.tolist() == [False, False, True]  # raster order
+    assert cmb.metrics["lesion_precision"] == pytest.approx(1 / 3)
+    # patient level under the microbleed rule: TP only with a correct prediction
+    only_40 = np.zeros_like(truth)
+    only_40[0:4, 0:1, 0:1] = True
+    assert lesion_detection(only_40, truth).patient_outcome == "TP"
+    assert lesion_detection(only_40, truth, pred_truth_coverage=0.40).patient_outcome == "FN"
+
+
+def test_dice_by_size_stratum():
+    truth = np.zeros((40, 40, 40), bool)
+    truth[0:2, 0:2, 0:2] = True  # 8 mm3: small
+    truth[10:14, 10:14, 10:14] = True  # 64: medium
+    pred = np.zeros_like(truth)
+    pred[0:2, 0:2, 0:1] = True  # 4 of the small one
+    pred[10:14, 10:14, 10:16] = True  # 96 voxels touching the medium one (64 inside)
+    pred[30:32, 30:32, 30:32] = True  # unmatched 8 mm3: counted in "small"
+    m = lesion_detection(pred, truth).metrics
+    assert m["dice_small"] == pytest.approx(2 * 4 / (8 + 4 + 8))
+    assert m["dice_medium"] == pytest.approx(2 * 64 / (64 + 96))
+    assert np.isnan(m["dice_large"])
+
+
+def _independent_counts(pred, truth, connectivity, cmb):
+    """An independent implementation with scikit-image labelling and explicit loops (test oracle)."""
+    from skimage.measure import label
+
+    conn = {6: 1, 18: 2, 26: 3}[connectivity]
+    lt, lp = label(truth, connectivity=conn), label(pred, connectivity=conn)
+    detected = sum((pred[lt == i].mean() >= 0.4) for i in range(1, lt.max() + 1))
+    correct = 0
+    for j in range(1, lp.max() + 1):
+        pj = lp == j
+        shares = [np.logical_and(pj, lt == i).sum() / (lt == i).sum() for i in range(1, lt.max() + 1)]
+        correct += (max(shares, default=0) > 0.4) if cmb else (max(shares, default=0) > 0)
+    return lt.max(), lp.max(), detected, correct
+
+
+@pytest.mark.parametrize(("seed", "connectivity"), [(0, 6), (1, 26)])
+def test_detection_counts_match_an_independent_implementation(seed, connectivity):
+    from scipy import ndimage
+
+    rng = np.random.default_rng(seed)
+    truth = ndimage.gaussian_filter(rng.random((32, 32, 32)), 1.5) > 0.56
+    pred = ndimage.gaussian_filter(rng.random((32, 32, 32)), 1.5) * 0.5 + truth * 0.1 > 0.32
+    for cmb in (False, True):
+        r = lesion_detection(pred, truth, connectivity=connectivity, pred_truth_coverage=0.4 if cmb else None)
+        n_t, n_p, det, corr = _independent_counts(pred, truth, connectivity, cmb)
+        assert n_t > 5 and n_p > 5
+        assert (r.metrics["n_true_lesions"], r.metrics["n_pred_lesions"]) == (n_t, n_p)
+        assert r.metrics["n_detected_lesions"] == det
+        assert r.metrics["n_pred_lesions"] - r.metrics["n_fp_lesions"] == corr
+
+
+def test_protocol_summary_pools_as_the_papers():
+    from neurorad.evaluate.case import evaluate_case, protocol_summary
+
+    truth = np.zeros((20, 20, 20), bool)
+    truth[2:5, 2:5, 2:5] = True
+    pred = truth.copy()
+    pred[10:12, 10:12, 10:12] = True  # one FP lesion
+    empty = np.zeros_like(truth)
+    rows, res = [], []
+    for p, t in ((pred, truth), (empty, truth), (pred & ~truth, empty), (empty, empty)):
+        row, r = evaluate_case(p, t, prob=(p * 0.9).astype(np.float32), pred_truth_coverage=0.4)
+        rows.append(row)
+        res.append(r)
+    s = protocol_summary(rows, res)
+    assert (s["patient_tp"], s["patient_fn"], s["patient_fp"], s["patient_tn"]) == (1, 1, 1, 1)
+    assert s["patient_fpr"] == 0.5 and s["patient_fnr"] == 0.5
+    assert s["lesion_recall_data"] == pytest.approx(1 / 2)  # 1 of 2 true lesions
+    assert s["lesion_precision_data"] == pytest.approx(1 / 3)  # 1 correct of 3 predicted
+    assert s["detection_medium"] == pytest.approx(1 / 2)  # 27 mm3 lesions: one of two found
+    assert s["pixel_dice"] == pytest.approx(np.nanmean([2 * 27 / (27 + 35), 0.0, 0.0, 1.0]))
+    assert 0.0 <= s["lesion_auc"] <= 1.0
