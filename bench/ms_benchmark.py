@@ -1,23 +1,43 @@
 """Validation benchmark of the longitudinal MS workflow on phantom pairs built on real anatomy.
 
-Cases (deterministic by index): a third with no new lesion (stable lesions only), the rest with
-1-4 new lesions of 3-15 mm and 0-2 enlarging ones; confounders per case: different bias fields
-and Rician noise per time point, scanner intensity scaling, misalignment up to 10 degrees and
-10 mm, and alternating 1 mm 3D / 3 mm 2D (1 x 1 x 3 mm) acquisitions.
+Two phantom families (``--phantom``):
+
+* ``original`` (the regression set, unchanged seeds 1000+i): a third with no new lesion, the rest
+  with 1-4 new lesions of 3-15 mm and 0-2 enlarging ones, bright lesions in periventricular,
+  juxtacortical and deep white matter; different bias fields and Rician noise per time point,
+  scanner intensity scaling, misalignment up to 10 degrees and 10 mm, alternating 1 mm 3D /
+  3 mm 2D (1 x 1 x 3 mm) acquisitions.
+* ``widened`` (issue 17; :func:`neurorad.phantom.cases.widened_ms_options`): lesion/WM FLAIR
+  contrast 1.15-2.5; periventricular (touching the ventricles: caps, bands; Dawson fingers),
+  juxtacortical, infratentorial and deep placement; realistic grey/white FLAIR contrast that
+  changes between the time points with CSF suppression, intensity nonlinearity, noise and bias
+  (a protocol/scanner change); stable lesions drifting +-10%; 1, 3 or 5 mm slices at either time
+  point; motion up to 15 degrees / 15 mm; a third stable. Evaluation seeds ``--first`` 0..;
+  ``--tuning`` uses seeds 100000+ (the set the operating point was chosen on, never evaluated).
 
 Definitions
 * a truth lesion (new, or enlarging: its whole follow-up extent) is FOUND when the detected
   components on the follow-up grid cover >= 40% of its voxels;
 * a detected component is a FALSE POSITIVE when it touches no new or enlarging truth lesion;
 * patient-level "active" truth: >= 1 new or enlarging lesion visible at follow-up; the
-  gadolinium decision is "inject" exactly when the workflow calls the patient active.
+  gadolinium decision is "inject" exactly when the workflow calls the patient active;
+* volume error of a found lesion: |detected - truth| / truth, detected = the detections that
+  overlap it, truth = its voxels on the follow-up grid (a voxel is lesion when >= half of it is:
+  the partial-volume rule of the phantom; the workflow delineates new lesions at half their
+  peak change, the same rule).
 
-Targets (issue): lesion sensitivity >= 0.90 for lesions >= 3 mm, <= 0.5 FP per patient,
-patient-level sensitivity >= 0.95 and specificity >= 0.85. Published anchors: candidate TPR 0.83
-at FP rate 0.09 (regional workflow); CAD sensitivity > 95%; gadolinium decision sensitivity 0.88,
-specificity 0.71.
+FROC: the workflow runs with ``post.min_peak_score`` lowered to ``--froc-floor``; each detection
+keeps its peak score, and the operating point (the configured ``min_peak_score``, 0.1) and the
+curve are read off the same run (components, FP rules and classification are per component).
 
-Usage: ``python bench/ms_benchmark.py --cases 30 --workers 2 [--voxel-mm 1.0] [--json out.json]``
+Targets (issue 17, widened, held out): lesion sensitivity >= 0.90 at <= 0.5 FP per patient,
+patient-level sensitivity >= 0.95 and specificity >= 0.85, no contrast, location or slice
+thickness bin below 0.80; median absolute volume error <= 20% per size bin. Published anchors:
+candidate TPR 0.83 at FP rate 0.09 (regional workflow); CAD sensitivity > 95%; gadolinium
+decision sensitivity 0.88, specificity 0.71; nnU-Net (MUSIC) lesion TPR 0.83.
+
+Usage: ``python bench/ms_benchmark.py --phantom widened --cases 40 --workers 2 [--engine local]
+[--json out.json]``; ``--phantom original --cases 30`` is the regression set.
 """
 
 from __future__ import annotations
@@ -29,13 +49,25 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
+TUNING_SEED0 = 100_000
+SIZE_BINS = [(3, 5), (5, 8), (8, 10**3)]
+CONTRAST_BINS = [(1.0, 1.5), (1.5, 2.0), (2.0, 3.0)]
 
-def case_spec(i: int, voxel_mm: float = 1.0) -> dict:
+
+def case_spec(i: int, voxel_mm: float = 1.0, phantom: str = "original", tuning: bool = False) -> dict:
     """Parameters of case ``i``: every third case has no new lesion."""
+    if phantom == "widened":
+        from neurorad.phantom.cases import widened_ms_options
+
+        seed = (TUNING_SEED0 if tuning else 0) + i
+        spec = widened_ms_options(seed, negative=(i % 3 == 0))
+        spec["in_plane_mm"] = voxel_mm
+        return spec
     rng = np.random.default_rng(1000 + i)
     negative = i % 3 == 0
     thick = i % 2 == 1
@@ -54,96 +86,208 @@ def case_spec(i: int, voxel_mm: float = 1.0) -> dict:
     )
 
 
-def run_case(i: int, voxel_mm: float) -> dict:
-    """Generate case i, run the workflow, score it against truth."""
+def engine_config(engine: str, froc_floor: float | None):  # noqa: ANN201 - MSConfig
+    """The workflow configuration of an engine name (``default``: MSConfig(); ``global``: the
+    original classical engine before issue 17)."""
+    from neurorad.pipelines.ms_lesions import MSConfig
+    from neurorad.segment.ms_difference import CandidateParams, ClassifyParams, FPParams
+
+    cfg = MSConfig(write_report=False, write_dicom=False, atlas=False)
+    if engine == "global":
+        cfg = replace(cfg, candidate=CandidateParams(method="global"),
+                      fp=FPParams(dipole_rule=False, drift_rule=False),
+                      classify=ClassifyParams(partial_volume_fraction=None), max_slice_thickness_mm=5.0)
+    elif engine != "default":
+        raise ValueError(f"unknown engine {engine!r} (default, global)")
+    if froc_floor is not None:
+        cfg = replace(cfg, post=replace(cfg.post, min_peak_score=froc_floor))
+    return cfg
+
+
+def run_case(i: int, voxel_mm: float, phantom: str = "original", engine: str = "default",
+             froc_floor: float | None = None, tuning: bool = False) -> dict:
+    """Generate case i, run the workflow, score every detection and truth lesion."""
     import torch
 
     torch.set_num_threads(1)
-    from neurorad.phantom.cases import ms_pair
-    from neurorad.pipelines.ms_lesions import MSConfig, run_ms_lesions
+    from neurorad.phantom.cases import MS_LOCATION_BINS, ms_pair
+    from neurorad.pipelines.ms_lesions import run_ms_lesions
 
-    spec = case_spec(i, voxel_mm)
+    spec = case_spec(i, voxel_mm, phantom, tuning)
     t0 = time.perf_counter()
     case = ms_pair(**spec)
     t_gen = time.perf_counter() - t0
-    cfg = MSConfig(write_report=False, write_dicom=False, atlas=False)
+    cfg = engine_config(engine, froc_floor)
     with tempfile.TemporaryDirectory() as d:
         t1 = time.perf_counter()
         try:
             res = run_ms_lesions(case.baseline_flair, case.followup_flair, Path(d) / "out", cfg)
         except Exception as exc:  # noqa: BLE001 - a failed case is a result of the benchmark
-            return {"case": i, "spec": spec, "error": f"{type(exc).__name__}: {exc}"}
+            return {"case": i, "spec": _jsonable(spec), "error": f"{type(exc).__name__}: {exc}"}
         t_run = time.perf_counter() - t1
     det = np.asarray(res.labels.data)
+    vox = float(res.labels.voxel_volume_mm3)
     truth_new = np.asarray(case.truth["truth_new"].data)
     truth_enl = np.asarray(case.truth["truth_enlarging"].data)
-    diam = {rec["id"]: rec["diameter_mm"] for rec in case.case["lesions"]}
+    recs = {rec["id"]: rec for rec in case.case["lesions"]}
+    st = spec["slice_thickness_mm"]
+    thick = float(max(st) if np.ndim(st) else st)
+    peaks = {r.id: float(r.max_score) for r in res.lesions}
     lesions = []
     for kind, tmap in (("new", truth_new), ("enlarging", truth_enl)):
         for lid in np.unique(tmap[tmap > 0]):
             m = tmap == lid
-            cov = float(np.count_nonzero(det[m] > 0) / np.count_nonzero(m))
-            lesions.append({"id": int(lid), "kind": kind, "diameter_mm": float(diam.get(int(lid), 0.0)),
-                            "voxels": int(m.sum()), "coverage": round(cov, 3), "found": cov >= 0.4})
+            rec = recs.get(int(lid), {})
+            hits = [int(h) for h in np.unique(det[m]) if h > 0]
+            lesions.append({
+                "id": int(lid), "kind": kind, "diameter_mm": float(rec.get("diameter_mm", 0.0)),
+                "location": MS_LOCATION_BINS.get(rec.get("location", ""), rec.get("location", "")),
+                "shape": rec.get("shape", "blob"), "contrast_to_wm": float(rec.get("contrast_to_wm", 2.2)),
+                "slice_mm": thick, "voxels": int(m.sum()), "volume_mm3": round(float(m.sum()) * vox, 2),
+                # per detection overlapping it: its peak score, covered voxels and volume
+                "hits": [{"det": h, "peak": peaks.get(h, 0.0), "covered": int(np.count_nonzero(det[m] == h)),
+                          "volume_mm3": round(float(np.count_nonzero(det == h)) * vox, 2)} for h in hits],
+            })
     any_truth = (truth_new > 0) | (truth_enl > 0)
-    n_fp = 0
-    for lab in np.unique(det[det > 0]):
-        if not np.any(any_truth[det == lab]):
-            n_fp += 1
-    truth_active = bool(lesions)
+    detections = []
+    for r in res.lesions:
+        detections.append({"det": r.id, "peak": float(r.max_score), "kind": r.kind,
+                           "volume_mm3": float(r.volume_mm3), "fp": not bool(np.any(any_truth[det == r.id]))})
     return {
-        "case": i, "spec": spec, "truth_active": truth_active, "pred_active": bool(res.active),
-        "gadolinium": bool(res.decision.gadolinium), "n_detected": int(len(np.unique(det[det > 0]))),
-        "n_fp": n_fp, "lesions": lesions, "seconds_generate": round(t_gen, 1), "seconds_pipeline": round(t_run, 1),
-        "timings": res.timings_s,
+        "case": i, "spec": _jsonable(spec), "slice_mm": thick, "truth_active": bool(lesions),
+        "lesions": lesions, "detections": detections, "seconds_generate": round(t_gen, 1),
+        "seconds_pipeline": round(t_run, 1), "timings": res.timings_s,
     }
+
+
+def _jsonable(o):  # noqa: ANN001, ANN202
+    return json.loads(json.dumps(o, default=lambda x: x.tolist() if hasattr(x, "tolist") else str(x)))
 
 
 def _rate(num: int, den: int) -> str:
     return f"{num / den:.3f} ({num}/{den})" if den else "n/a (0)"
 
 
-def summarise(results: list[dict]) -> dict:
-    ok = [r for r in results if "error" not in r]
+def _found(le: dict, thr: float) -> bool:
+    return sum(h["covered"] for h in le["hits"] if h["peak"] >= thr) >= 0.4 * le["voxels"]
+
+
+def operating_point(ok: list[dict], thr: float) -> dict:
+    """Lesion and patient figures when detections with peak score >= ``thr`` are kept."""
     les = [le for r in ok for le in r["lesions"]]
-    bins = [(3, 5), (5, 8), (8, 15.01)]
-    by_size = {}
-    for lo, hi in bins:
-        sel = [le for le in les if lo <= le["diameter_mm"] < hi]
-        by_size[f"{lo}-{hi:g} mm"] = _rate(sum(le["found"] for le in sel), len(sel))
-    by_kind = {k: _rate(sum(le["found"] for le in les if le["kind"] == k), sum(le["kind"] == k for le in les))
-               for k in ("new", "enlarging")}
+    n_fp = sum(d["fp"] and d["peak"] >= thr for r in ok for d in r["detections"])
+    pred = {r["case"]: any(d["peak"] >= thr for d in r["detections"]) for r in ok}
     pos = [r for r in ok if r["truth_active"]]
     neg = [r for r in ok if not r["truth_active"]]
-    by_acq = {}
-    for name, pred in (("isotropic 3D", lambda r: r["spec"]["slice_thickness_mm"] < 2),
-                       ("3 mm 2D slices", lambda r: r["spec"]["slice_thickness_mm"] >= 2)):
-        sel = [le for r in ok if pred(r) for le in r["lesions"]]
-        by_acq[name] = _rate(sum(le["found"] for le in sel), len(sel))
+    found = sum(_found(le, thr) for le in les)
+    return {"threshold": thr, "lesion_sensitivity": found / len(les) if les else float("nan"),
+            "found": found, "lesions": len(les), "fp_per_patient": n_fp / max(len(ok), 1),
+            "patient_sensitivity": sum(pred[r["case"]] for r in pos) / len(pos) if pos else float("nan"),
+            "patient_specificity": sum(not pred[r["case"]] for r in neg) / len(neg) if neg else float("nan")}
+
+
+def summarise(results: list[dict], thr: float = 0.1, floor: float = 0.02) -> dict:
+    ok = [r for r in results if "error" not in r]
+    les = [le for r in ok for le in r["lesions"]]
+
+    def rate(sel: list[dict]) -> str:
+        return _rate(sum(_found(le, thr) for le in sel), len(sel))
+
+    def fp_pp(cases: list[dict]) -> float:
+        return round(sum(d["fp"] and d["peak"] >= thr for r in cases for d in r["detections"]) / max(len(cases), 1), 3)
+
+    by_size = {f"{lo}-{hi if hi < 100 else ''} mm".replace("- mm", "+ mm"):
+               rate([le for le in les if lo <= le["diameter_mm"] < hi]) for lo, hi in SIZE_BINS}
+    by_contrast = {f"{lo:g}-{hi:g}": rate([le for le in les if lo <= le["contrast_to_wm"] < hi])
+                   for lo, hi in CONTRAST_BINS}
+    locs = sorted({le["location"] for le in les})
+    by_location = {loc: rate([le for le in les if le["location"] == loc]) for loc in locs}
+    shapes = sorted({le["shape"] for le in les})
+    by_shape = {s: rate([le for le in les if le["shape"] == s]) for s in shapes}
+    thick = sorted({r["slice_mm"] for r in ok})
+    by_slice = {f"{t:g} mm": rate([le for r in ok if r["slice_mm"] == t for le in r["lesions"]]) for t in thick}
+    fp_by_slice = {f"{t:g} mm": fp_pp([r for r in ok if r["slice_mm"] == t]) for t in thick}
+    by_kind = {k: rate([le for le in les if le["kind"] == k]) for k in ("new", "enlarging")}
+    # volume error of found lesions, by size bin
+    vol_err: dict[str, str] = {}
+    ratios: dict[str, list[float]] = {}
+    for lo, hi in SIZE_BINS:
+        errs, rs = [], []
+        for le in les:
+            if lo <= le["diameter_mm"] < hi and _found(le, thr):
+                v = sum(h["volume_mm3"] for h in le["hits"] if h["peak"] >= thr)
+                errs.append(abs(v - le["volume_mm3"]) / le["volume_mm3"])
+                rs.append(v / le["volume_mm3"])
+        key = f"{lo}-{hi if hi < 100 else ''} mm".replace("- mm", "+ mm")
+        vol_err[key] = (f"{np.median(errs):.3f} (n={len(errs)}; detected/truth median {np.median(rs):.2f})"
+                        if errs else "n/a")
+        ratios[key] = rs
+    op = operating_point(ok, thr)
+    grid = sorted({round(float(t), 3) for t in [*np.geomspace(max(floor, 0.005), 0.9, 25), thr] if t >= floor})
+    froc = [operating_point(ok, t) for t in grid]
+    pos = [r for r in ok if r["truth_active"]]
+    neg = [r for r in ok if not r["truth_active"]]
     return {
         "cases": len(results), "failed": [(r["case"], r["error"]) for r in results if "error" in r],
-        "lesion_sensitivity_all": _rate(sum(le["found"] for le in les), len(les)),
+        "operating_point_min_peak_score": thr,
+        "lesion_sensitivity_all": rate(les),
         "lesion_sensitivity_by_size": by_size,
+        "lesion_sensitivity_by_contrast_to_wm": by_contrast,
+        "lesion_sensitivity_by_location": by_location,
+        "lesion_sensitivity_by_shape": by_shape,
+        "lesion_sensitivity_by_slice_thickness": by_slice,
         "lesion_sensitivity_by_kind": by_kind,
-        "lesion_sensitivity_by_acquisition": by_acq,
-        "false_positives_per_patient": round(sum(r["n_fp"] for r in ok) / max(len(ok), 1), 3),
-        "false_positives_per_patient_negatives": round(sum(r["n_fp"] for r in neg) / max(len(neg), 1), 3),
-        "patient_sensitivity_active": _rate(sum(r["pred_active"] for r in pos), len(pos)),
-        "patient_specificity_active": _rate(sum(not r["pred_active"] for r in neg), len(neg)),
-        "gadolinium_sensitivity": _rate(sum(r["gadolinium"] for r in pos), len(pos)),
-        "gadolinium_specificity": _rate(sum(not r["gadolinium"] for r in neg), len(neg)),
+        "false_positives_per_patient": fp_pp(ok),
+        "false_positives_per_patient_negatives": fp_pp(neg),
+        "false_positives_per_patient_by_slice_thickness": fp_by_slice,
+        "patient_sensitivity_active": _rate(round(op["patient_sensitivity"] * len(pos)) if pos else 0, len(pos)),
+        "patient_specificity_active": _rate(round(op["patient_specificity"] * len(neg)) if neg else 0, len(neg)),
+        "median_abs_volume_error_by_size": vol_err,
+        "froc": [{k: (round(v, 3) if isinstance(v, float) else v) for k, v in p.items()} for p in froc],
         "median_seconds_pipeline": float(np.median([r["seconds_pipeline"] for r in ok])) if ok else None,
         "targets": {"lesion_sensitivity": ">= 0.90", "fp_per_patient": "<= 0.5", "patient_sensitivity": ">= 0.95",
-                    "patient_specificity": ">= 0.85"},
+                    "patient_specificity": ">= 0.85", "bins": ">= 0.80", "median_abs_volume_error": "<= 0.20"},
         "published_anchors": {"candidate_tpr": 0.83, "candidate_fp_rate": 0.09, "cad_sensitivity": "> 0.95",
-                              "gadolinium_sensitivity": 0.88, "gadolinium_specificity": 0.71},
+                              "gadolinium_sensitivity": 0.88, "gadolinium_specificity": 0.71,
+                              "music_nnunet_lesion_tpr": 0.83},
     }
+
+
+def choose_operating_point(results: list[dict], max_fp_per_patient: float = 0.3, floor: float = 0.02) -> dict:
+    """The FROC point with the highest lesion sensitivity (then patient specificity) whose FP per
+    patient stays <= ``max_fp_per_patient`` (a margin under the 0.5 target): for the tuning set."""
+    ok = [r for r in results if "error" not in r]
+    grid = np.geomspace(max(floor, 0.005), 0.9, 60)
+    pts = [operating_point(ok, float(t)) for t in grid]
+    good = [p for p in pts if p["fp_per_patient"] <= max_fp_per_patient]
+    if not good:
+        return pts[-1]
+    return max(good, key=lambda p: (round(p["lesion_sensitivity"], 6), p["patient_specificity"], -p["threshold"]))
+
+
+def core_thresholds(threshold: float, params) -> dict:  # noqa: ANN001 - CandidateParams
+    """z/rel core anchors that put score 0.1 where score ``threshold`` was (same extents)."""
+    lo, hi = np.log(0.01 / 0.99), np.log(0.1 / 0.9)
+    lt = np.log(threshold / (1 - threshold))
+    out = {}
+    for name, ext, core in (("z", params.z_at_extent, params.z_at_core), ("rel", params.rel_at_extent,
+                                                                          params.rel_at_core)):
+        a = (hi - lo) / (core - ext)
+        b = core - hi / a
+        out[f"{name}_at_core"] = round(float(b + lt / a), 4)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--phantom", default="original", choices=["original", "widened"])
+    ap.add_argument("--engine", default="default", choices=["default", "global"],
+                    help="default: MSConfig() (local statistics); global: the classical engine before issue 17")
     ap.add_argument("--cases", type=int, default=30, help="number of cases (default 30)")
     ap.add_argument("--first", type=int, default=0, help="index of the first case")
+    ap.add_argument("--tuning", action="store_true", help="widened TUNING seeds (100000+): choose the operating point")
+    ap.add_argument("--froc-floor", type=float, default=0.02,
+                    help="run with min_peak_score lowered to this, to read the FROC (the operating point is 0.1)")
     ap.add_argument("--workers", type=int, default=max(1, min(2, os.cpu_count() or 1)), help="parallel processes")
     ap.add_argument("--voxel-mm", type=float, default=1.0, help="in-plane voxel size (1.0 as the issue; 1.5 faster)")
     ap.add_argument("--json", type=Path, default=None, help="write per-case results and the summary here")
@@ -153,25 +297,31 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     t0 = time.perf_counter()
     with ProcessPoolExecutor(max_workers=args.workers) as ex:
-        futs = {ex.submit(run_case, i, args.voxel_mm): i for i in idx}
+        futs = {ex.submit(run_case, i, args.voxel_mm, args.phantom, args.engine, args.froc_floor, args.tuning): i
+                for i in idx}
         for fu in as_completed(futs):
             r = fu.result()
             results.append(r)
             if "error" in r:
                 print(f"case {r['case']}: ERROR {r['error']}", flush=True)
             else:
-                found = sum(le["found"] for le in r["lesions"])
-                st = r["spec"]["slice_thickness_mm"]
-                print(f"case {r['case']:3d} slice {st:.1f} mm truth_active={r['truth_active']!s:5} "
-                      f"pred_active={r['pred_active']!s:5} found {found}/{len(r['lesions'])} fp {r['n_fp']} "
-                      f"({r['seconds_pipeline']:.0f} s)", flush=True)
+                found = sum(_found(le, 0.1) for le in r["lesions"])
+                n_fp = sum(d["fp"] and d["peak"] >= 0.1 for d in r["detections"])
+                print(f"case {r['case']:3d} slice {r['slice_mm']:.0f} mm active={r['truth_active']!s:5} "
+                      f"found {found}/{len(r['lesions'])} fp {n_fp} ({r['seconds_pipeline']:.0f} s)", flush=True)
     results.sort(key=lambda r: r["case"])
-    summary = summarise(results)
-    summary["wall_seconds"] = round(time.perf_counter() - t0, 1)
-    summary["workers"] = args.workers
-    summary["voxel_mm"] = args.voxel_mm
+    summary = summarise(results, 0.1, args.froc_floor)
+    summary.update(wall_seconds=round(time.perf_counter() - t0, 1), workers=args.workers, voxel_mm=args.voxel_mm,
+                   phantom=args.phantom, engine=args.engine, tuning=args.tuning, first=args.first)
+    if args.tuning:
+        from neurorad.pipelines.ms_lesions import MSConfig
+
+        best = choose_operating_point(results, 0.3, args.froc_floor)
+        summary["chosen_operating_point"] = best
+        summary["chosen_core_thresholds"] = core_thresholds(best["threshold"], MSConfig().candidate)
     print(json.dumps(summary, indent=2))
     if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"summary": summary, "cases": results}, indent=2, default=str))
     return 0
 

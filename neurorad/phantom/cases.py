@@ -182,21 +182,111 @@ def _base_case(kind: str, seed: int, **params: Any) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------
 # MS pair
 # --------------------------------------------------------------------------------------------
+#: Where MS lesions are placed (MAGNIMS 2016 topography). ``ventricle_wall`` lesions touch the
+#: lateral ventricles (caps at the horn tips, bands along the wall) and count as periventricular.
+MS_LOCATIONS = ("periventricular", "juxtacortical", "deep_wm", "infratentorial", "ventricle_wall")
+#: The four location bins the benchmark reports.
+MS_LOCATION_BINS = {"periventricular": "periventricular", "ventricle_wall": "periventricular",
+                    "juxtacortical": "juxtacortical", "deep_wm": "deep", "infratentorial": "infratentorial"}
+_FLAIR_WM = 0.48  # TISSUE_INTENSITY["flair"]["wm"]
+
+
+@lru_cache(maxsize=1)
+def _ms_extra_regions() -> dict[str, np.ndarray]:
+    """Flat candidate voxel indices of the widened phantom's extra regions (computed once):
+    ``infratentorial`` white matter (brainstem and cerebellum below the tentorium, MNI
+    coordinates) and ``ventricle_wall`` (white matter 0.5-2 mm from the lateral ventricles)."""
+    from scipy import ndimage
+
+    anat = load_anatomy()
+    ijk = np.indices(anat.shape, dtype=np.float32)
+    xyz = [anat.affine[r, 0] * ijk[0] + anat.affine[r, 1] * ijk[1] + anat.affine[r, 2] * ijk[2] + anat.affine[r, 3]
+           for r in range(3)]
+    wm = anat.fractions["wm"]
+    depth = ndimage.distance_transform_edt(anat.brain_mask)
+    stem = (np.abs(xyz[0]) < 14) & (xyz[1] > -42) & (xyz[1] < -12) & (xyz[2] < -14)
+    cereb = (xyz[1] < -42) & (xyz[2] < -22)
+    infra = (wm > 0.6) & (stem | cereb) & (depth > 4)
+    d_vent = ndimage.distance_transform_edt(~anat.regions["ventricles"])
+    wall = (wm > 0.5) & (d_vent >= 0.5) & (d_vent <= 2.0)
+    return {"infratentorial": np.flatnonzero(infra), "ventricle_wall": np.flatnonzero(wall)}
+
+
+@lru_cache(maxsize=1)
+def _ventricle_points() -> np.ndarray:
+    anat = load_anatomy()
+    v = np.argwhere(anat.regions["ventricles"]).astype(float)
+    return v @ anat.affine[:3, :3].T + anat.affine[:3, 3]
+
+
+def _outward(c: np.ndarray) -> np.ndarray:
+    """Unit vector from the nearest ventricle voxel to ``c`` (RAS)."""
+    pts = _ventricle_points()
+    d = c - pts[np.argmin(((pts - c) ** 2).sum(1))]
+    n = float(np.linalg.norm(d))
+    return d / n if n > 1e-6 else np.array([0.0, 0.0, 1.0])
+
+
+def _place_flat(rng: np.random.Generator, cand: np.ndarray, radius_mm: float,
+                taken: list[tuple[np.ndarray, float]], gap_mm: float = 3.0) -> np.ndarray:
+    anat = load_anatomy()
+    for _ in range(500):
+        flat = int(cand[rng.integers(len(cand))])
+        ijk = np.array(np.unravel_index(flat, anat.shape), float)
+        c = anat.affine[:3, :3] @ ijk + anat.affine[:3, 3]
+        if all(np.linalg.norm(c - c2) >= radius_mm + r2 + gap_mm for c2, r2 in taken):
+            taken.append((c, radius_mm))
+            return c
+    raise ValueError(f"could not place a lesion of radius {radius_mm:.1f} mm clear of the others")
+
+
+def _oriented_lesion(rng: np.random.Generator, lesion_id: int, center: np.ndarray, semi_axes_mm: np.ndarray,
+                     long_dir: np.ndarray, irregularity: float = 0.1, **kw: Any) -> Lesion:
+    """A blob whose first semi-axis lies along ``long_dir`` (Dawson finger: radial to the
+    ventricle; band: along its wall), random roll about it, low-frequency surface bumps."""
+    u = np.asarray(long_dir, float) / np.linalg.norm(long_dir)
+    t = rng.normal(size=3)
+    t -= t.dot(u) * u
+    t /= np.linalg.norm(t)
+    rot = np.stack([u, t, np.cross(u, t)], axis=1)
+    nb = 5
+    dirs = rng.normal(size=(nb, 3))
+    dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
+    freqs = rng.integers(1, 4, size=nb).astype(float)
+    return Lesion(lesion_id, "ms", 1, np.asarray(center, float), np.asarray(semi_axes_mm, float), rot,
+                  dirs * freqs[:, None], rng.uniform(0, irregularity, nb) / np.sqrt(nb) * 2,
+                  rng.uniform(0, 2 * np.pi, nb), **kw)
+
+
+def _pair(v: float | tuple[float, float] | list[float]) -> tuple[float, float]:
+    if np.ndim(v) == 0:
+        return float(v), float(v)  # type: ignore[arg-type]
+    a, b = v  # type: ignore[misc]
+    return float(a), float(b)
+
+
 def ms_pair(
     seed: int = 0,
     n_stable: int = 6,
     n_new: int = 3,
     n_enlarging: int = 1,
     contrasts: tuple[str, ...] = ("flair",),
-    slice_thickness_mm: float = 1.0,
+    slice_thickness_mm: float | tuple[float, float] = 1.0,
     in_plane_mm: float = 1.0,
     misalign_deg: float | tuple[float, float, float] = 3.0,
     misalign_mm: float | tuple[float, float, float] = 3.0,
-    snr: float | None = 30.0,
-    bias_strength: float = 0.15,
+    snr: float | tuple[float, float] | None = 30.0,
+    bias_strength: float | tuple[float, float] = 0.15,
     scanner_scaling: bool = True,
     diameter_range_mm: tuple[float, float] = (3.0, 15.0),
     growth_range: tuple[float, float] = (1.35, 1.6),
+    lesion_contrast_range: tuple[float, float] | None = None,
+    location_weights: dict[str, float] | None = None,
+    flair_gm_wm: float | tuple[float, float] | None = None,
+    flair_csf_wm: float | tuple[float, float] | None = None,
+    gamma: float | tuple[float, float] = 1.0,
+    stable_drift: float = 0.0,
+    dawson_fraction: float = 0.0,
 ) -> PhantomCase:
     """Baseline and follow-up MS scans with stable, new and enlarging lesions.
 
@@ -206,6 +296,24 @@ def ms_pair(
     linear factor in ``growth_range`` (volume x 2.5-4). The follow-up subject is moved by a rigid
     transform (``misalign_deg`` rotation, ``misalign_mm`` translation; triples are exact
     x-y-z Euler angles / translations, scalars random directions with that magnitude).
+
+    The defaults are the original phantom (bright lesions, three locations, one protocol); the
+    options below widen it (issue 17; :func:`widened_ms_options` draws them at random) and draw
+    nothing from the random stream when left at their defaults, so old seeds give old cases:
+
+    * ``lesion_contrast_range``: FLAIR lesion / white-matter intensity ratio per lesion (e.g.
+      1.15-2.5; default: the fixed lesion intensity 1.05 / 0.48 = 2.2 x WM, jittered 8%);
+    * ``location_weights``: weights over :data:`MS_LOCATIONS` (adds ``infratentorial`` and
+      ``ventricle_wall``: caps at the horn tips and bands along the wall, touching the ventricle);
+    * ``dawson_fraction``: share of periventricular lesions shaped as Dawson fingers (ovoid,
+      2.5-3.5 x longer than wide, long axis radial to the ventricle, inner tip touching it);
+    * ``flair_gm_wm``, ``flair_csf_wm``: grey/white and CSF/white FLAIR ratios per time point
+      (default table 1.375 and 0.21; realistic 3D FLAIR grey/white is about 1.1-1.3);
+      ``gamma``: intensity nonlinearity per time point (``I ** gamma``); with different values
+      at the two time points these model a protocol or scanner change, as do per-time-point
+      ``snr``, ``bias_strength`` and ``slice_thickness_mm`` (pairs are (baseline, follow-up));
+    * ``stable_drift``: stable (and enlarging) lesions' contrast changes at follow-up by a factor
+      uniform in 1 +- ``stable_drift``.
 
     Images: ``baseline_<contrast>``, ``followup_<contrast>``; truth: ``truth_new`` (new lesions,
     instance ids, on the FOLLOW-UP grid after motion), ``truth_enlarging``,
@@ -217,55 +325,159 @@ def ms_pair(
             raise ValueError(f"unsupported MS contrast {c!r}")
     if min(n_stable, n_new, n_enlarging) < 0:
         raise ValueError("lesion counts must be >= 0")
+    if location_weights is not None and (set(location_weights) - set(MS_LOCATIONS)):
+        raise ValueError(f"unknown MS location(s) {sorted(set(location_weights) - set(MS_LOCATIONS))}; "
+                         f"choose from {', '.join(MS_LOCATIONS)}")
     params = dict(n_stable=n_stable, n_new=n_new, n_enlarging=n_enlarging, contrasts=list(contrasts),
                   slice_thickness_mm=slice_thickness_mm, in_plane_mm=in_plane_mm, misalign_deg=misalign_deg,
                   misalign_mm=misalign_mm, snr=snr, bias_strength=bias_strength, scanner_scaling=scanner_scaling,
-                  diameter_range_mm=list(diameter_range_mm), growth_range=list(growth_range))
+                  diameter_range_mm=list(diameter_range_mm), growth_range=list(growth_range),
+                  lesion_contrast_range=lesion_contrast_range, location_weights=location_weights,
+                  flair_gm_wm=flair_gm_wm, flair_csf_wm=flair_csf_wm, gamma=gamma, stable_drift=stable_drift,
+                  dawson_fraction=dawson_fraction)
     rng = np.random.default_rng(seed)
     anat = load_anatomy()
-    regions = ("periventricular", "juxtacortical", "deep_wm")
-    weights = np.array([0.45, 0.25, 0.30])
+    if location_weights is None:
+        regions: tuple[str, ...] = ("periventricular", "juxtacortical", "deep_wm")
+        weights = np.array([0.45, 0.25, 0.30])
+    else:
+        regions = tuple(location_weights)
+        weights = np.array([float(location_weights[k]) for k in regions])
+        weights = weights / weights.sum()
     taken: list[tuple[np.ndarray, float]] = []
     base_lesions: list[tuple[Lesion, str, str]] = []  # lesion, type, location
+    shapes: dict[int, str] = {}
+    contrast_of: dict[int, float] = {}
     next_id = 1
     specs = ["enlarging"] * n_enlarging + ["stable"] * n_stable + ["new"] * n_new
     lo, hi = diameter_range_mm
+    tips = _horn_tips(anat) if location_weights is not None else []
     for ltype in specs:
-        loc = str(regions[rng.choice(3, p=weights)])
+        loc = str(regions[rng.choice(len(regions), p=weights)])
         if ltype == "enlarging":
             d = rng.uniform(max(lo, 4.0), min(hi / growth_range[1], 9.0))
             reserve = d / 2 * growth_range[1]
         else:
             d = float(np.exp(rng.uniform(np.log(lo), np.log(hi))))  # small lesions are more frequent
-            if loc == "juxtacortical":
+            if loc in ("juxtacortical", "infratentorial"):
                 d = min(d, 8.0)
             reserve = d / 2
-        c = _place(rng, anat, loc, reserve, taken)
-        les = random_lesion(rng, next_id, "ms", 1, c, d, intensity_scale=float(rng.uniform(0.92, 1.08)))
+        shape = "blob"
+        if location_weights is None and lesion_contrast_range is None:
+            # the original phantom, draw for draw (old seeds give old cases)
+            c = _place(rng, anat, loc, reserve, taken)
+            scale = float(rng.uniform(0.92, 1.08))
+            contrast = scale * 1.05 / _FLAIR_WM
+            les = random_lesion(rng, next_id, "ms", 1, c, d, intensity_scale=scale)
+            shapes[next_id], contrast_of[next_id] = shape, contrast
+            base_lesions.append((les, ltype, loc))
+            next_id += 1
+            continue
+        if lesion_contrast_range is None:
+            scale = float(rng.uniform(0.92, 1.08))
+            contrast = scale * 1.05 / _FLAIR_WM
+        else:
+            contrast = float(rng.uniform(*lesion_contrast_range))
+            scale = contrast * _FLAIR_WM / 1.05
+        if loc in ("periventricular", "juxtacortical", "deep_wm") and location_weights is None:
+            c = _place(rng, anat, loc, reserve, taken)
+            les = random_lesion(rng, next_id, "ms", 1, c, d, intensity_scale=scale)
+        elif loc == "periventricular" and ltype != "enlarging" and rng.random() < dawson_fraction:
+            # Dawson finger: ovoid, long axis radial to the ventricle, inner tip at the wall
+            length = float(np.clip(d * 2.0, 7.0, 16.0))
+            width = max(length / float(rng.uniform(2.5, 3.5)), 2.5)
+            c0 = _place_flat(rng, _ms_extra_regions()["ventricle_wall"], length / 2, taken)
+            out = _outward(c0)
+            c = c0 + out * (length / 2 - 1.0)
+            taken[-1] = (c, length / 2)
+            les = _oriented_lesion(rng, next_id, c, np.array([length / 2, width / 2, width / 2]), out,
+                                   intensity_scale=scale)
+            d, shape = (length * width * width) ** (1 / 3), "dawson"
+        elif loc == "ventricle_wall" and ltype != "enlarging":
+            if rng.random() < 0.4 and tips:
+                # cap at a horn tip
+                name, p, outward = tips[int(rng.integers(len(tips)))]
+                d = float(np.clip(d, 5.0, 12.0))
+                c = p + outward * (d / 2 - 1.0)
+                if not all(np.linalg.norm(c - c2) >= d / 2 + r2 + 3.0 for c2, r2 in taken):
+                    c = _place_flat(rng, _ms_extra_regions()["ventricle_wall"], d / 2, taken)
+                else:
+                    taken.append((c, d / 2))
+                les = _oriented_lesion(rng, next_id, c, np.array([d / 2, d / 2.6, d / 2.6]), _outward(c),
+                                       intensity_scale=scale)
+                shape = "cap"
+            else:
+                # band along the wall: long and flat, thin axis along the ventricle normal
+                length = float(np.clip(d * 1.8, 6.0, 18.0))
+                thick = float(rng.uniform(2.0, 3.5))
+                c = _place_flat(rng, _ms_extra_regions()["ventricle_wall"], length / 2, taken)
+                normal = _outward(c)
+                t = rng.normal(size=3)
+                t -= t.dot(normal) * normal
+                les = _oriented_lesion(rng, next_id, c, np.array([length / 2, length / 4, thick / 2]), t,
+                                       intensity_scale=scale)
+                # third axis of the rotation along the normal (thin direction)
+                u = les.rotation[:, 0]
+                les.rotation = np.stack([u, np.cross(normal, u), normal], axis=1)
+                d, shape = (length * length / 2 * thick) ** (1 / 3), "band"
+        elif loc in ("infratentorial", "ventricle_wall"):
+            c = _place_flat(rng, _ms_extra_regions()[loc], reserve, taken)
+            les = random_lesion(rng, next_id, "ms", 1, c, d, intensity_scale=scale)
+        else:
+            c = _place(rng, anat, loc, reserve, taken)
+            les = random_lesion(rng, next_id, "ms", 1, c, d, intensity_scale=scale)
+        shapes[next_id] = shape
+        contrast_of[next_id] = contrast
         base_lesions.append((les, ltype, loc))
         next_id += 1
 
     growth = {les.lesion_id: float(rng.uniform(*growth_range)) for les, t, _ in base_lesions if t == "enlarging"}
     baseline_set = [les for les, t, _ in base_lesions if t != "new"]
     followup_set = [les.scaled(growth[les.lesion_id]) if t == "enlarging" else les for les, t, _ in base_lesions]
+    drift: dict[int, float] = {}
+    if stable_drift > 0:
+        for les in followup_set:
+            if les.lesion_id in {x.lesion_id for x in baseline_set}:
+                drift[les.lesion_id] = float(rng.uniform(1 - stable_drift, 1 + stable_drift))
+        followup_set = [_with_scale(les, les.intensity_scale * drift[les.lesion_id]) if les.lesion_id in drift
+                        else les for les in followup_set]
 
     center = _brain_center(anat)
     m_follow, motion = _misalignment(rng, misalign_deg, misalign_mm, center)
-    voxel = _voxel_mm(in_plane_mm, slice_thickness_mm)
-    grid = acquisition_grid(anat, voxel)
+    thick = _pair(slice_thickness_mm)
+    voxels = {"baseline": _voxel_mm(in_plane_mm, thick[0]), "followup": _voxel_mm(in_plane_mm, thick[1])}
+    grids = {tp: acquisition_grid(anat, v) for tp, v in voxels.items()}
     scales = {"baseline": 1.0, "followup": float(rng.uniform(0.8, 1.25)) if scanner_scaling else 1.0}
+    snrs = dict(zip(("baseline", "followup"), _pair(snr) if snr is not None else (None, None), strict=True))
+    biases = dict(zip(("baseline", "followup"), _pair(bias_strength), strict=True))
+    gammas = dict(zip(("baseline", "followup"), _pair(gamma), strict=True))
+    tissue: dict[str, dict[str, float] | None] = {"baseline": None, "followup": None}
+    if flair_gm_wm is not None or flair_csf_wm is not None:
+        from neurorad.phantom.render import TISSUE_INTENSITY
+
+        gmr = _pair(flair_gm_wm) if flair_gm_wm is not None else (0.66 / _FLAIR_WM,) * 2
+        csr = _pair(flair_csf_wm) if flair_csf_wm is not None else (0.10 / _FLAIR_WM,) * 2
+        for k, tp in enumerate(("baseline", "followup")):
+            tissue[tp] = dict(TISSUE_INTENSITY["flair"], gm=gmr[k] * _FLAIR_WM, csf=csr[k] * _FLAIR_WM)
 
     images: dict[str, Volume] = {}
     truth: dict[str, Volume] = {}
     acq_records: dict[str, list[dict]] = {}
     for tp, lesions, wt in (("baseline", baseline_set, None), ("followup", followup_set, m_follow)):
+        grid = grids[tp]
         scene = build_scene(lesions, anat)
-        acq = Acquisition(voxel, wt, snr, bias_strength=bias_strength, scale=scales[tp])
+        acq = Acquisition(voxels[tp], wt, snrs[tp], bias_strength=biases[tp], scale=scales[tp])
         acq_records[tp] = []
         for contrast in contrasts:
-            vol, rec = acquire(anat, render(anat, scene, contrast), contrast, acq, rng, grid)
+            img = render(anat, scene, contrast, tissue[tp] if contrast == "flair" else None)
+            if gammas[tp] != 1.0:
+                img = np.power(np.maximum(img, 0) / _FLAIR_WM, gammas[tp]).astype(np.float32) * np.float32(_FLAIR_WM)
+            vol, rec = acquire(anat, img, contrast, acq, rng, grid)
             vol.metadata.update(timepoint=tp, series_description=f"{contrast.upper()} {tp}")
             images[f"{tp}_{contrast}"] = vol
+            rec["gamma"] = gammas[tp]
+            if tissue[tp] is not None and contrast == "flair":
+                rec["flair_tissue"] = dict(tissue[tp])
             acq_records[tp].append(rec)
         labels = acquire_labels(anat, scene.labels, grid[0], grid[1], wt)
         lab_vol = Volume(labels, grid[1], {"timepoint": tp, "truth": "lesion instance ids"})
@@ -273,12 +485,13 @@ def ms_pair(
         brain = acquire_labels(anat, anat.brain_mask.astype(np.uint8), grid[0], grid[1], wt)
         truth[f"truth_{tp}_brain"] = Volume(brain, grid[1], {"timepoint": tp, "truth": "brain mask"})
 
+    fgrid = grids["followup"]
     fl = truth["truth_followup_lesions"].data
     new_ids = [les.lesion_id for les, t, _ in base_lesions if t == "new"]
     enl_ids = [les.lesion_id for les, t, _ in base_lesions if t == "enlarging"]
-    truth["truth_new"] = Volume(np.where(np.isin(fl, new_ids), fl, 0).astype(np.uint16), grid[1],
+    truth["truth_new"] = Volume(np.where(np.isin(fl, new_ids), fl, 0).astype(np.uint16), fgrid[1],
                                 {"timepoint": "followup", "truth": "new lesion instance ids"})
-    truth["truth_enlarging"] = Volume(np.where(np.isin(fl, enl_ids), fl, 0).astype(np.uint16), grid[1],
+    truth["truth_enlarging"] = Volume(np.where(np.isin(fl, enl_ids), fl, 0).astype(np.uint16), fgrid[1],
                                       {"timepoint": "followup", "truth": "enlarging lesion instance ids"})
 
     ids = [les.lesion_id for les, _, _ in base_lesions]
@@ -293,6 +506,11 @@ def ms_pair(
         rec["volume_mm3_baseline"] = vol_b[les.lesion_id]
         rec["volume_mm3_followup"] = vol_f[les.lesion_id]
         rec["volume_mm3"] = vol_f[les.lesion_id]
+        rec["location_bin"] = MS_LOCATION_BINS[loc]
+        rec["shape"] = shapes[les.lesion_id]
+        rec["contrast_to_wm"] = round(contrast_of[les.lesion_id], 4)
+        if les.lesion_id in drift:
+            rec["followup_contrast_factor"] = round(drift[les.lesion_id], 4)
         records.append(rec)
 
     case = _base_case("ms-pair", seed, **params)
@@ -304,12 +522,59 @@ def ms_pair(
         transform={"baseline": None, "followup": motion},
         acquisition=acq_records,
         intensity_scale=scales,
-        grid={"shape": list(grid[0]), "affine": np.round(grid[1], 10).tolist(), "voxel_mm": list(voxel)},
+        grid={"shape": list(grids["baseline"][0]), "affine": np.round(grids["baseline"][1], 10).tolist(),
+              "voxel_mm": list(voxels["baseline"])},
+        grid_followup={"shape": list(fgrid[0]), "affine": np.round(fgrid[1], 10).tolist(),
+                       "voxel_mm": list(voxels["followup"])},
         volume_definition="volume_mm3_* = voxels with that id in the truth map of that time point x voxel volume",
     )
     studies = {"baseline": _study(seed, "ms-pair", "baseline", 0), "followup": _study(seed, "ms-pair", "followup", 365)}
     case["dicom"] = {"patient": _identity(seed, "ms-pair"), "studies": studies}
     return PhantomCase("ms-pair", seed, images, truth, case, studies)
+
+
+def _with_scale(les: Lesion, intensity_scale: float) -> Lesion:
+    out = les.scaled(1.0)
+    out.intensity_scale = float(intensity_scale)
+    return out
+
+
+def widened_ms_options(seed: int, negative: bool | None = None) -> dict[str, Any]:
+    """Random settings of one widened MS pair (issue 17): what real follow-ups look like.
+
+    Lesion/WM FLAIR contrast 1.15-2.5; periventricular (incl. touching the ventricles: caps and
+    bands; Dawson fingers), juxtacortical, infratentorial and deep placement; realistic grey/white
+    FLAIR contrast (1.08-1.30) that differs between the time points, as do CSF suppression,
+    intensity nonlinearity, noise and bias (a protocol or scanner change); stable lesions' signal
+    drifting by up to 10%; 1, 3 or 5 mm slices at either time point; motion up to 15 degrees and
+    15 mm. ``negative`` (default: every third seed) gives a pair with no new or enlarging lesion.
+    Returns keyword arguments of :func:`ms_pair` (seed included).
+    """
+    rng = np.random.default_rng(7_000_000 + int(seed))
+    neg = (seed % 3 == 0) if negative is None else bool(negative)
+    thick = [float(rng.choice([1.0, 1.0, 3.0, 5.0])) for _ in range(2)]
+    return dict(
+        seed=int(seed),
+        n_stable=int(rng.integers(3, 9)),
+        n_new=0 if neg else int(rng.integers(1, 5)),
+        n_enlarging=0 if neg else int(rng.integers(0, 2)),
+        in_plane_mm=1.0,
+        slice_thickness_mm=(thick[0], thick[1]),
+        misalign_deg=float(rng.uniform(0, 15)),
+        misalign_mm=float(rng.uniform(0, 15)),
+        snr=(float(rng.uniform(20, 40)), float(rng.uniform(20, 40))),
+        bias_strength=(float(rng.uniform(0.1, 0.3)), float(rng.uniform(0.1, 0.3))),
+        scanner_scaling=True,
+        diameter_range_mm=(3.0, 15.0),
+        lesion_contrast_range=(1.15, 2.5),
+        location_weights={"periventricular": 0.25, "ventricle_wall": 0.2, "juxtacortical": 0.25,
+                          "deep_wm": 0.15, "infratentorial": 0.15},
+        flair_gm_wm=(float(rng.uniform(1.08, 1.3)), float(rng.uniform(1.08, 1.3))),
+        flair_csf_wm=(float(rng.uniform(0.1, 0.3)), float(rng.uniform(0.1, 0.3))),
+        gamma=(1.0, float(rng.uniform(0.85, 1.15))),
+        stable_drift=0.1,
+        dawson_fraction=0.5,
+    )
 
 
 # --------------------------------------------------------------------------------------------

@@ -208,9 +208,19 @@ def _tissue_image(anatomy, contrast: str) -> np.ndarray:  # noqa: ANN001
     return img
 
 
-def render(anatomy, scene: Scene | None, contrast: str) -> np.ndarray:  # noqa: ANN001
-    """The noiseless 1 mm image of one contrast (float32) on the base grid."""
-    img = _tissue_image(anatomy, contrast).copy()
+def tissue_image(anatomy, table: dict[str, float]) -> np.ndarray:  # noqa: ANN001
+    """Lesion-free image for a given tissue intensity table (sum of fraction x intensity)."""
+    img = np.full(anatomy.shape, table["air"], np.float32)
+    for tissue, frac in anatomy.fractions.items():
+        img += frac * np.float32(table[tissue] - table["air"])
+    return img
+
+
+def render(anatomy, scene: Scene | None, contrast: str,  # noqa: ANN001
+           tissue: dict[str, float] | None = None) -> np.ndarray:
+    """The noiseless 1 mm image of one contrast (float32) on the base grid; ``tissue`` replaces
+    the contrast's :data:`TISSUE_INTENSITY` row (e.g. another protocol's grey/white contrast)."""
+    img = _tissue_image(anatomy, contrast).copy() if tissue is None else tissue_image(anatomy, tissue)
     if scene is None:
         return img
     for les, (box, f) in zip(scene.lesions, scene.fractions, strict=True):

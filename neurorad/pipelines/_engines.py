@@ -5,17 +5,27 @@ The pipeline calls only these small functions, so swapping an engine never touch
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 from neurorad.image.volume import Volume
 from neurorad.preprocess.bias import n4_bias_correct
-from neurorad.preprocess.brain_extraction import extract_brain
+from neurorad.preprocess.brain_extraction import extract_brain, get_extractor
 from neurorad.preprocess.normalize import NyulStandardizer, histogram_match, joint_histogram_normalize
+
+_load_lock = threading.Lock()
 
 
 def brain_mask(volume: Volume, engine: str = "deepbet") -> tuple[Volume, str, str | None]:
-    """Brain mask (bool Volume on ``volume``'s grid), engine name, weights hash."""
-    m = extract_brain(volume, engine=engine)
+    """Brain mask (bool Volume on ``volume``'s grid), engine name, weights hash.
+
+    Serialised by a lock: the extractors keep per-instance state (deepbet run from two threads at
+    once gave a second mask differing in 23,900 of its voxels), so concurrent callers wait.
+    """
+    with _load_lock:
+        get_extractor(engine)
+        m = extract_brain(volume, engine=engine)
     info = m.metadata.get("brain_extraction") or {}
     return m, f"preprocess.brain_extraction:{info.get('engine', engine)}", info.get("weights_sha256")
 

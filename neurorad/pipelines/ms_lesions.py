@@ -1,13 +1,16 @@
 """Longitudinal MS new-lesion detection with gadolinium decision and draft report.
 
-One workflow, readable as the methods section it implements (all parameters in :class:`MSConfig`):
+One workflow, readable as the methods section it implements (all parameters in :class:`MSConfig`).
+Each step is a function ``step_<name>(ctx: MSContext) -> None`` listed in :data:`STEPS`, which
+drives the run: a step reads what earlier steps left in the typed context and fills its own
+fields, so every step can be run and tested alone.
 
 1. ``load``        read both FLAIR (NIfTI or DICOM series), reorient to RAS, refuse different
                    patients and 2D FLAIR with slices >= 5 mm, resample the finer to the coarser grid.
 2. ``brain``       brain extraction of both time points (deepbet by default).
 3. ``register``    rigid registration of the follow-up onto the baseline (elastix, mutual
                    information; failure detected by similarity/plausibility), crop to the brain.
-4. ``bias``        N4 bias-field correction of both time points (Tustison et al. 2010).
+4. ``bias``        N4 bias-field correction of both time points (Tustison et al. 2010; in parallel).
 5. ``normalise``   joint intensity normalisation: joint-histogram linear fit, then Nyul landmarks.
 6. ``candidates``  difference map -> robust z -> score in [0, 1] (brain, tissue, hyperintensity gates).
 7. ``postprocess`` binarise at 0.01, 26-connected components, keep > 12 mm^3 with a voxel > 0.1
@@ -15,8 +18,9 @@ One workflow, readable as the methods section it implements (all parameters in :
 8. ``fp_reduction`` FLAIR-subtraction CAD rule (centre of gravity brighter at baseline -> false
                    positive), misregistration at tissue/CSF edges, brain border.
 9. ``classify``    new vs enlarging (touches a baseline lesion).
-10. ``atlas``      Colin27 (ch2bet) registered affinely to the baseline; AAL and JHU labels pulled
-                   with nearest neighbour; lesion table.
+10. ``atlas``      Colin27 (ch2bet) registered affinely to the baseline (stored per image content and
+                   reused by the patient's later comparisons); AAL and JHU labels pulled with
+                   nearest neighbour; lesion table.
 11. ``decide``     active (>= 1 new or enlarging lesion) -> gadolinium recommended, else not.
 12. ``outputs``    NIfTI maps, lesions.csv, result.json, HTML/PDF draft report, DICOM SEG,
                    Encapsulated PDF and secondary captures referencing the follow-up series.
@@ -34,7 +38,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -54,6 +58,7 @@ from neurorad.quantify.atlas import component_regions, load_atlas
 from neurorad.quantify.lesions import LesionRow, lesion_table, write_lesion_csv
 from neurorad.segment.ms_difference import (
     CandidateParams,
+    Candidates,
     ClassifyParams,
     FPParams,
     PostParams,
@@ -61,34 +66,22 @@ from neurorad.segment.ms_difference import (
     binarise_components,
     candidate_score,
     classify_new_enlarging,
+    delineate,
     false_positive_reduction,
     grow_enlarging,
 )
 
 log = logging.getLogger(__name__)
 
-STEPS: list[tuple[str, str]] = [
-    ("load", "read, reorient to RAS, same patient, slice thickness < 5 mm, finer grid resampled to the coarser"),
-    ("brain", "brain extraction of both time points"),
-    ("register", "rigid registration follow-up -> baseline (mutual information), crop to brain + margin"),
-    ("bias", "N4 bias-field correction of both time points"),
-    ("normalise", "joint-histogram linear fit, then Nyul landmark (or histogram) matching"),
-    ("candidates", "robust z of the smoothed difference -> score in [0, 1], gated by brain/tissue/hyperintensity"),
-    ("postprocess", "score > 0.01, 26-connected components, keep > 12 mm3 with a voxel > 0.1"),
-    ("fp_reduction", "CAD centre-of-gravity rule, misregistration at edges, brain border"),
-    ("classify", "new vs enlarging (touches a baseline lesion); enlarging grown to its whole follow-up extent"),
-    ("atlas", "Colin27 affine to baseline; AAL + JHU labels by nearest neighbour; lesion table"),
-    ("decide", "active when >= 1 new or enlarging lesion; gadolinium only when active"),
-    ("outputs", "NIfTI, CSV, JSON, HTML/PDF report, DICOM SEG + Encapsulated PDF + secondary capture"),
-]
-_STEP_NAMES = frozenset(name for name, _ in STEPS)
 
 
 @dataclass(frozen=True)
 class MSConfig:
     """Every parameter of the workflow, in one place (also written to result.json and the report)."""
 
-    max_slice_thickness_mm: float = 5.0  # refuse 2D FLAIR with slices this thick or thicker
+    # refuse 2D FLAIR with slices this thick or thicker (5 mm slices are compared, with lower
+    # sensitivity for lesions smaller than the slice: see docs/ms-lesions.md)
+    max_slice_thickness_mm: float = 5.5
     brain_engine: str = "deepbet"  # deepbet | hdbet
     registration_backend: str = "elastix"  # elastix | sitk | ants
     min_registration_correlation: float = 0.8  # Pearson r of the smoothed, normalised pair inside the brain
@@ -100,6 +93,7 @@ class MSConfig:
     # inside the brain mask the 4th level and long runs over-fit (WM CoV 0.0329 with 4 levels,
     # 0.0223 with (50,50,30), 0.0193 with (25,25,15) at half its CPU; bench/ms_n4_levels.py)
     n4_iterations: tuple[int, ...] = (25, 25, 15)
+    concurrent_timepoints: bool = True  # N4 of the two time points in two threads (brain extraction is not thread-safe)
     registration_margin_mm: float = 10.0  # registration runs on the brain's bounding box + this margin
     normalisation: str = "nyul"  # nyul | histogram
     candidate: CandidateParams = field(default_factory=CandidateParams)
@@ -108,6 +102,7 @@ class MSConfig:
     classify: ClassifyParams = field(default_factory=ClassifyParams)
     atlas: bool = True
     atlas_transform: str = "affine"
+    atlas_reuse: bool = True  # reuse a time point's stored Colin27 registration (same image content)
     atlas_spacing_mm: float = 3.0  # Colin27 -> subject registration grid (atlas labels are coarser than this)
     write_report: bool = True
     write_dicom: bool = True
@@ -278,14 +273,468 @@ def atlas_to_subject(reference: Volume, brain: np.ndarray, backend: str, transfo
     init[:3, 3] = com_m - com_f
     res = register(fixed, colin, transform_type=transform_type, backend=backend, initial=AffineTransform(init),
                    limits=RegistrationLimits(max_translation_mm=150.0, min_nmi=1.0))
+    return atlas_labels(reference, res.transform), float(res.nmi_after), res.transform
+
+
+def atlas_labels(reference: Volume, subject_to_colin: AffineTransform) -> dict[str, tuple[np.ndarray, dict[int, str]]]:
+    """AAL and JHU labels pulled onto ``reference``'s grid (nearest neighbour) through the
+    subject world -> Colin27 world transform."""
     out = {}
     jhu = "JHU-WhiteMatter-labels-1mm.nii"
     for name, img, txt, mirror in (("aal", "aal.nii.gz", "aal.nii.txt", False),
                                    ("jhu", f"{jhu}.gz", f"{jhu}.txt", True)):
         atlas = _atlas(name, img, txt, mirror)
-        lab = resample(atlas.volume, reference, res.transform, "nearest")
+        lab = resample(atlas.volume, reference, subject_to_colin, "nearest")
         out[name] = (np.asarray(lab.data), atlas.names)
-    return out, float(res.nmi_after), res.transform
+    return out
+
+
+# ------------------------------------------------------------------------------------------ atlas reuse
+_ATLAS_CACHE_VERSION = "ms-atlas-v1"
+_atlas_memo: dict[str, np.ndarray] = {}
+
+
+def _atlas_cache_path(image_hash: str) -> Path:
+    import os
+
+    root = Path(os.environ.get("NEURORAD_CACHE", Path.home() / ".cache" / "neurorad"))
+    return root / "ms-atlas" / f"{_ATLAS_CACHE_VERSION}-{image_hash[:32]}.json"
+
+
+def cached_atlas_transform(image_hash: str, key: str) -> AffineTransform | None:
+    """The stored time-point world -> Colin27 world transform of one input image, or None.
+
+    Keyed by the image's content hash and the atlas settings (``key``), so a patient's study is
+    registered to the atlas once: the next pair that holds the same series (the follow-up that
+    becomes the baseline of the next comparison, or the same baseline compared with a later study)
+    reuses it. In memory per process, and on disk (``$NEURORAD_CACHE`` or ``~/.cache/neurorad``).
+    """
+    mkey = f"{image_hash}:{key}"
+    if mkey in _atlas_memo:
+        return AffineTransform(_atlas_memo[mkey].copy(), "affine")
+    try:
+        d = json.loads(_atlas_cache_path(image_hash).read_text(encoding="utf-8"))
+        m = np.asarray(d[key], float)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if m.shape != (4, 4) or not np.all(np.isfinite(m)):
+        return None
+    _atlas_memo[mkey] = m
+    return AffineTransform(m.copy(), "affine")
+
+
+def store_atlas_transform(image_hash: str, key: str, t: AffineTransform) -> None:
+    """Remember ``t`` (time-point world -> Colin27 world); an unwritable cache is ignored."""
+    import os
+    import tempfile
+
+    m = np.asarray(t.matrix, float)
+    _atlas_memo[f"{image_hash}:{key}"] = m.copy()
+    path = _atlas_cache_path(image_hash)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            d = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            d = {}
+        d[key] = m.tolist()
+        fd, tmpname = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=path.parent)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(d, fh)
+        os.replace(tmpname, path)
+    except OSError:
+        pass
+
+
+def _both(fn: Callable[[Any], Any], a: Any, b: Any, concurrent: bool) -> tuple[Any, Any]:
+    """``(fn(a), fn(b))``, in two threads when ``concurrent`` (the engines release the GIL:
+    torch, ITK), else one after the other. The first exception is raised."""
+    if not concurrent:
+        return fn(a), fn(b)
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="ms-timepoint") as ex:
+        fa, fb = ex.submit(fn, a), ex.submit(fn, b)
+        return fa.result(), fb.result()
+
+
+# ------------------------------------------------------------------------------------------ context
+@dataclass
+class MSContext:
+    """What the steps share: inputs and configuration, then what each step produced.
+
+    Every step is a function ``step(ctx) -> None`` that reads the fields of earlier steps and
+    fills its own (listed below in step order), so a step can be run and tested alone on a
+    context built by hand.
+    """
+
+    cfg: MSConfig
+    tmp: Path
+    baseline_in: Any
+    followup_in: Any
+    extra_in: dict[str, Any] = field(default_factory=dict)
+    prov: Provenance = field(default_factory=Provenance)
+    warnings: list[str] = field(default_factory=list)
+    files: dict[str, str] = field(default_factory=dict)
+    # 1 load
+    b_raw: Volume | None = None
+    f_raw: Volume | None = None
+    b0: Volume | None = None  # RAS, float32
+    f0: Volume | None = None
+    # 2 brain
+    mb: Volume | None = None
+    mf: Volume | None = None
+    # 3 register (common = halfway space on the coarser grid, cropped)
+    ref: Volume | None = None
+    Tb: AffineTransform | None = None  # common world -> baseline world
+    Tf: AffineTransform | None = None  # common world -> follow-up world
+    b_c: Volume | None = None
+    f_c: Volume | None = None
+    brain: np.ndarray | None = None
+    extra_vols: dict[str, Volume] = field(default_factory=dict)
+    # 4 bias
+    b_n: Volume | None = None
+    f_n: Volume | None = None
+    # 5 normalise (baseline brain median = 1, zero outside the brain)
+    bn: np.ndarray | None = None
+    fn: np.ndarray | None = None
+    # 6-8 candidates, components, false-positive reduction
+    cand: Candidates | None = None
+    labels0: np.ndarray | None = None
+    n0: int = 0
+    labels: np.ndarray | None = None
+    n: int = 0
+    decisions: list[Any] = field(default_factory=list)
+    # 9 classify
+    kinds: list[str] = field(default_factory=list)
+    extents: dict[int, Any] = field(default_factory=dict)
+    # 10 atlas + table
+    lab_vol: Volume | None = None
+    rows: list[LesionRow] = field(default_factory=list)
+    # 11 decide
+    decision: MSDecision | None = None
+    # 12 outputs
+    labels_fu: Volume | None = None
+    report: Any = None
+
+    @property
+    def spacing_mm(self) -> tuple[float, float, float]:
+        assert self.ref is not None
+        return self.ref.spacing_mm
+
+
+# ------------------------------------------------------------------------------------------ steps
+def step_load(ctx: MSContext) -> None:
+    """1. Read both FLAIR, refuse different patients and thick 2D slices, reorient to RAS."""
+    cfg = ctx.cfg
+    with ctx.prov.step("load", max_slice_thickness_mm=cfg.max_slice_thickness_mm) as st:
+        ctx.b_raw = load_input(ctx.baseline_in, "baseline")
+        ctx.f_raw = load_input(ctx.followup_in, "followup")
+        ctx.prov.inputs["baseline"] = input_hash(ctx.baseline_in)
+        ctx.prov.inputs["followup"] = input_hash(ctx.followup_in)
+        ctx.warnings += check_pair(ctx.b_raw, ctx.f_raw, cfg)
+        b0, f0 = reorient(ctx.b_raw, "RAS"), reorient(ctx.f_raw, "RAS")
+        ctx.b0 = b0.with_data(np.asarray(b0.data, np.float32))
+        ctx.f0 = f0.with_data(np.asarray(f0.data, np.float32))
+        st.engine = "neurorad.image"
+
+
+def step_brain(ctx: MSContext) -> None:
+    """2. Brain extraction of both time points; refuse empty or tiny masks.
+
+    One after the other: the engines are not thread-safe (deepbet from two threads changed the
+    second mask); each already uses every core through torch.
+    """
+    cfg = ctx.cfg
+    with ctx.prov.step("brain", engine=cfg.brain_engine) as st:
+        try:
+            mb, eng, wh = _engines.brain_mask(ctx.b0, cfg.brain_engine)
+            mf, _, _ = _engines.brain_mask(ctx.f0, cfg.brain_engine)
+        except ProcessingError as exc:
+            raise ProcessingError(f"brain extraction failed: {exc}") from exc
+        st.engine, st.weights_sha256 = eng, wh
+        for name, m in (("baseline", mb), ("follow-up", mf)):
+            vol_ml = float(np.count_nonzero(m.data)) * m.voxel_volume_mm3 / 1000
+            if vol_ml < cfg.min_brain_volume_ml:
+                raise ProcessingError(f"{name} brain mask is empty or too small ({vol_ml:.0f} ml < "
+                                      f"{cfg.min_brain_volume_ml:g} ml): not a brain image or extraction failed")
+        for v, m in ((ctx.b0, mb), (ctx.f0, mf)):
+            w = flair_contrast_warning(v, np.asarray(m.data, bool))
+            if w:
+                ctx.warnings.append(w)
+        ctx.mb, ctx.mf = mb, mf
+
+
+def step_register(ctx: MSContext) -> None:
+    """3. Rigid registration follow-up -> baseline on skull-stripped, cropped images; both time
+    points resampled into the halfway space on the coarser grid, the finer one anti-aliased."""
+    cfg = ctx.cfg
+    b0, f0, mb, mf = ctx.b0, ctx.f0, ctx.mb, ctx.mf
+    assert b0 is not None and f0 is not None and mb is not None and mf is not None
+    with ctx.prov.step("register", backend=cfg.registration_backend, transform="rigid",
+                       crop_margin_mm=cfg.crop_margin_mm) as st:
+        # skull-stripped and cropped to the brain's bounding box (+ margin): the same world
+        # coordinates, a third of the voxels of a 256 x 256 x 176 head for elastix' pyramid,
+        # its final resampling and the similarity check
+        fixed = crop_to_mask(b0.with_data(np.where(mb.data, b0.data, 0).astype(np.float32)), mb,
+                             cfg.registration_margin_mm)
+        moving = crop_to_mask(f0.with_data(np.where(mf.data, f0.data, 0).astype(np.float32)), mf,
+                              cfg.registration_margin_mm)
+        try:
+            reg = register(fixed, moving, transform_type="rigid", backend=cfg.registration_backend,
+                           limits=RegistrationLimits(min_nmi=cfg.min_registration_nmi))
+        except ProcessingError as exc:
+            raise ProcessingError(f"follow-up to baseline {exc}") from exc
+        T = reg.transform  # baseline world -> follow-up world
+        # Both images are sampled in the HALFWAY space (each moved by half the motion), so both
+        # carry the same interpolation blur and noise reduction (an asymmetric resampling makes
+        # the resampled image smoother and creates false differences at every edge).
+        # common -> baseline world = H^-1, common -> follow-up world = H, with H o H = T.
+        half = halfway(T)
+        Tb, Tf = half.inverse(), half
+        if f0.voxel_volume_mm3 > b0.voxel_volume_mm3 * (1 + 1e-6):
+            common, common_mask = f0, mf  # the grid's voxel layout comes from the coarser image
+            b0s, f0s = antialias(b0, f0.spacing_mm), f0
+            st.parameters["common_grid"] = "follow-up grid (coarser), halfway space"
+        else:
+            common, common_mask = b0, mb
+            b0s, f0s = b0, antialias(f0, b0.spacing_mm)
+            st.parameters["common_grid"] = "baseline grid, halfway space"
+        ref = crop_to_mask(common, common_mask, cfg.crop_margin_mm + 5.0)
+        ctx.b_c = resample(b0s, ref, Tb, "linear")
+        ctx.f_c = resample(f0s, ref, Tf, "linear")
+        brain = resample(mb, ref, Tb, "nearest").data.astype(bool) & resample(mf, ref, Tf, "nearest").data.astype(bool)
+        if not brain.any():
+            raise ProcessingError("brain masks of the two time points do not overlap after registration")
+        ctx.ref, ctx.Tb, ctx.Tf, ctx.brain = ref, Tb, Tf, brain
+        st.engine = f"preprocess.registration:{reg.backend}"
+        st.parameters.update(nmi_before=round(reg.nmi_before, 4), nmi_after=round(reg.nmi_after, 4),
+                             rotation_deg=round(T.rotation_deg, 2),
+                             transform_baseline_to_followup=np.round(T.matrix, 5).tolist(),
+                             transform_common_to_followup=np.round(Tf.matrix, 5).tolist())
+        for key, p in ctx.extra_in.items():
+            if p is None:
+                continue
+            v = reorient(load_input(p, key), "RAS")
+            v = v.with_data(np.asarray(v.data, np.float32))
+            ctx.prov.inputs[key] = input_hash(p)
+            target, t_to = (b0, Tb) if key.startswith("baseline") else (f0, Tf)
+            try:
+                rr = register(target, v, transform_type="rigid", backend=cfg.registration_backend,
+                              limits=RegistrationLimits(min_nmi=1.0))
+            except ProcessingError as exc:  # optional sequences never block the FLAIR result
+                ctx.warnings.append(f"{key} not registered ({exc}); it is left out")
+                continue
+            ctx.extra_vols[key] = resample(v, ref, t_to.then(rr.transform), "linear")
+
+
+def step_bias(ctx: MSContext) -> None:
+    """4. N4 bias-field correction of both time points inside the common brain mask (concurrently)."""
+    cfg = ctx.cfg
+    assert ctx.ref is not None
+    with ctx.prov.step("bias", shrink_factor=cfg.n4_shrink, iterations=list(cfg.n4_iterations),
+                       concurrent=cfg.concurrent_timepoints) as st:
+        bm = ctx.ref.with_data(ctx.brain)
+        (ctx.b_n, eng), (ctx.f_n, _) = _both(lambda v: _engines.n4(v, bm, cfg.n4_shrink, cfg.n4_iterations),
+                                             ctx.b_c, ctx.f_c, cfg.concurrent_timepoints)
+        st.engine = eng
+
+
+def step_normalise(ctx: MSContext) -> None:
+    """5. Joint intensity normalisation (baseline brain median = 1); registration check."""
+    cfg = ctx.cfg
+    brain = ctx.brain
+    assert brain is not None and ctx.ref is not None
+    with ctx.prov.step("normalise", method=cfg.normalisation) as st:
+        bn, fn, eng, info = _engines.joint_normalise(ctx.b_n, ctx.f_n, brain, cfg.normalisation)
+        ctx.bn = np.where(brain, bn, 0).astype(np.float32)
+        ctx.fn = np.where(brain, fn, 0).astype(np.float32)
+        st.engine = eng
+        st.parameters.update({k: round(v, 5) for k, v in info.items()})
+        # registration check on the corrected pair: smoothed (4 mm FWHM) so noise does not count
+        r = smoothed_correlation(ctx.bn, ctx.fn, brain, ctx.ref.spacing_mm)
+        st.parameters["registration_check_correlation"] = round(r, 4)
+        if not r >= cfg.min_registration_correlation:
+            raise ProcessingError(f"registration failed: follow-up and baseline correlate only r={r:.2f} inside the "
+                                  f"brain after registration (< {cfg.min_registration_correlation})")
+
+
+def step_candidates(ctx: MSContext) -> None:
+    """6. Difference map -> local z -> candidate score in [0, 1]."""
+    with ctx.prov.step("candidates", **asdict(ctx.cfg.candidate)) as st:
+        ctx.cand = candidate_score(ctx.bn, ctx.fn, ctx.brain, ctx.spacing_mm, ctx.cfg.candidate)
+        st.engine = "segment.ms_difference"
+        st.parameters["difference_sigma"] = round(ctx.cand.sigma, 5)
+
+
+def step_postprocess(ctx: MSContext) -> None:
+    """7. Binarise at 0.01, 26-connected components, keep > 12 mm^3 with a voxel > 0.1."""
+    assert ctx.cand is not None and ctx.ref is not None
+    with ctx.prov.step("postprocess", **asdict(ctx.cfg.post)) as st:
+        ctx.labels0, ctx.n0 = binarise_components(ctx.cand.score, ctx.ref.voxel_volume_mm3, ctx.cfg.post)
+        st.parameters["n_components"] = ctx.n0
+
+
+def step_fp_reduction(ctx: MSContext) -> None:
+    """8. CAD centre-of-gravity rule, misregistration at tissue borders, brain border."""
+    cand = ctx.cand
+    assert cand is not None
+    with ctx.prov.step("fp_reduction", **asdict(ctx.cfg.fp)) as st:
+        ctx.labels, ctx.n, ctx.decisions = false_positive_reduction(
+            ctx.labels0, ctx.n0, ctx.bn, ctx.fn, ctx.brain, ctx.spacing_mm, cand.sigma, cand.brain_median,
+            cand.brain_sigma, ctx.cfg.fp, difference=cand.difference, tissue_level=cand.tissue_level,
+        )
+        st.parameters["n_dropped"] = ctx.n0 - ctx.n
+        st.parameters["dropped"] = [asdict(d) for d in ctx.decisions if not d.kept]
+
+
+def step_classify(ctx: MSContext) -> None:
+    """9. New vs enlarging; an enlarging lesion grown to its whole follow-up extent; every lesion
+    delineated by the partial-volume rule."""
+    cand, cfg = ctx.cand, ctx.cfg
+    assert cand is not None
+    with ctx.prov.step("classify", **asdict(cfg.classify)):
+        sp = ctx.spacing_mm
+        base_les = baseline_lesion_mask(ctx.bn, ctx.brain, sp, cand.brain_median, cand.brain_sigma, cfg.classify)
+        ctx.kinds = classify_new_enlarging(ctx.labels, ctx.n, base_les, sp, cfg.classify)
+        labels, ctx.extents = grow_enlarging(ctx.labels, ctx.n, ctx.kinds, ctx.fn, base_les, ctx.brain, sp,
+                                             cand.brain_median, cand.brain_sigma, cfg.classify)
+        ctx.labels = delineate(labels, ctx.n, ctx.kinds, cand.difference, cfg.classify)
+
+
+def step_atlas(ctx: MSContext) -> None:
+    """10. Colin27 affine to the subject (reused across a patient's studies); AAL + JHU labels;
+    lesion table with centroids in the follow-up's RAS mm."""
+    cfg, cand, ref = ctx.cfg, ctx.cand, ctx.ref
+    assert cand is not None and ref is not None and ctx.labels is not None
+    ctx.lab_vol = ref.with_data(ctx.labels.astype(np.int16))
+    with ctx.prov.step("atlas", transform=cfg.atlas_transform, spacing_mm=cfg.atlas_spacing_mm,
+                       atlases=["AAL (aal.nii.gz)", "JHU white matter"]) as st:
+        aal = jhu = None
+        if cfg.atlas and ctx.n:
+            try:
+                atl, info = _atlas_labels(ctx)
+                aal = component_regions(ctx.labels, ctx.n, *atl["aal"])
+                jhu = component_regions(ctx.labels, ctx.n, *atl["jhu"])
+                st.parameters.update(info)
+                st.engine = f"preprocess.registration:{cfg.registration_backend} (Colin27 ch2bet)"
+            except ProcessingError as exc:
+                ctx.warnings.append(f"atlas registration failed ({exc}); lesion locations are missing")
+        rows = lesion_table(ctx.lab_vol, ctx.n, ctx.kinds, cand.score, aal, jhu)
+        for r in rows:
+            ext = ctx.extents.get(r.id)
+            if ext is not None:
+                r.baseline_volume_mm3 = ext.baseline_volume_mm3
+                r.volume_change_mm3 = round(r.volume_mm3 - ext.baseline_volume_mm3, 2)
+        # centroids are reported in the follow-up scanner's RAS mm (the exam being read)
+        assert ctx.Tf is not None
+        for r in rows:
+            x = ctx.Tf.apply(np.array([[r.centroid_x_mm, r.centroid_y_mm, r.centroid_z_mm]]))[0]
+            r.centroid_x_mm, r.centroid_y_mm, r.centroid_z_mm = (round(float(v), 1) for v in x)
+        ctx.rows = rows
+
+
+def _atlas_labels(ctx: MSContext) -> tuple[dict[str, tuple[np.ndarray, dict[int, str]]], dict[str, Any]]:
+    """AAL/JHU labels on the common grid: the Colin27 registration of either time point is reused
+    when stored (same image content and atlas settings), else computed on the normalised baseline
+    and stored for both time points."""
+    cfg, ref = ctx.cfg, ctx.ref
+    assert ref is not None and ctx.Tb is not None and ctx.Tf is not None
+    key = f"{cfg.atlas_transform}:{cfg.atlas_spacing_mm:g}:{cfg.registration_backend}"
+    hb, hf = ctx.prov.inputs.get("baseline"), ctx.prov.inputs.get("followup")
+    common_to_colin = None
+    info: dict[str, Any] = {}
+    if cfg.atlas_reuse:
+        for h, t_to, name in ((hb, ctx.Tb, "baseline"), (hf, ctx.Tf, "followup")):
+            hit = cached_atlas_transform(h, key) if h else None
+            if hit is not None:
+                common_to_colin = t_to.then(hit)
+                info["reused_from"] = name
+                break
+    if common_to_colin is None:
+        _, nmi, common_to_colin = atlas_to_subject(ref.with_data(ctx.bn), ctx.brain, cfg.registration_backend,
+                                                   cfg.atlas_transform, cfg.atlas_spacing_mm)
+        info["nmi_after"] = round(nmi, 4)
+        if cfg.atlas_reuse:
+            for h, t_to in ((hb, ctx.Tb), (hf, ctx.Tf)):
+                if h:
+                    store_atlas_transform(h, key, t_to.inverse().then(common_to_colin))
+    info["transform_subject_to_colin27"] = np.round(common_to_colin.matrix, 4).tolist()
+    return atlas_labels(ref, common_to_colin), info
+
+
+def step_decide(ctx: MSContext) -> None:
+    """11. Active (>= 1 new or enlarging lesion) -> gadolinium recommended, else not."""
+    with ctx.prov.step("decide"):
+        ctx.decision = ms_decision(ctx.kinds)
+
+
+def step_outputs(ctx: MSContext) -> None:
+    """12. NIfTI maps, lesions.csv; the report object (HTML/PDF and DICOM are written at the end)."""
+    cfg, tmp, ref, cand = ctx.cfg, ctx.tmp, ctx.ref, ctx.cand
+    assert ref is not None and cand is not None and ctx.lab_vol is not None and ctx.Tf is not None
+    with ctx.prov.step("outputs") as st:
+        labels_fu = resample(ctx.lab_vol, ctx.f_raw, ctx.Tf.inverse(), "nearest")
+        ctx.labels_fu = labels_fu.with_data(np.asarray(labels_fu.data, np.int16))
+        save_nifti(ctx.labels_fu, tmp / "new_lesions.nii.gz")
+        save_nifti(ref.with_data(cand.score.astype(np.float32)), tmp / "score.nii.gz")
+        save_nifti(ref.with_data(cand.difference), tmp / "difference.nii.gz")
+        save_nifti(ref.with_data(ctx.bn), tmp / "baseline.nii.gz")
+        save_nifti(ref.with_data(ctx.fn), tmp / "followup.nii.gz")
+        save_nifti(ref.with_data(ctx.brain.astype(np.uint8)), tmp / "brain_mask.nii.gz")
+        save_nifti(ctx.lab_vol, tmp / "new_lesions_common.nii.gz")
+        for key, v in ctx.extra_vols.items():
+            save_nifti(v, tmp / f"{key}_registered.nii.gz")
+        write_lesion_csv(ctx.rows, tmp / "lesions.csv")
+        ctx.files.update({
+            "new_lesions": "new_lesions.nii.gz (labels 1..n, follow-up's own grid)",
+            "new_lesions_common": "new_lesions_common.nii.gz (same labels, common space)",
+            "score": "score.nii.gz (common space)", "difference": "difference.nii.gz (common space)",
+            "baseline": "baseline.nii.gz (registered, normalised; common space)",
+            "followup": "followup.nii.gz (registered, normalised; common space)",
+            "brain_mask": "brain_mask.nii.gz (common space)", "lesions": "lesions.csv",
+        })
+        if cfg.write_report or cfg.write_dicom:
+            from neurorad.report.ms_report import MSReport, lesion_panels
+
+            d = ctx.decision
+            assert d is not None
+            cents = [tuple(np.argwhere(ctx.labels == i).mean(0)) for i in range(1, ctx.n + 1)]
+            images = lesion_panels(ctx.bn, ctx.fn, ctx.labels, ctx.kinds, cents, ctx.brain)
+            ctx.report = MSReport(d.activity_text, d.gadolinium, d.gadolinium_reason, ctx.rows,
+                                  _report_parameters(cfg), {}, images, ctx.warnings)
+        st.engine = "neurorad.report/dicom"
+
+
+class Step(NamedTuple):
+    """One step of the methods section: its name, one line of what it does, its function."""
+
+    name: str
+    description: str
+    run: Callable[[MSContext], None]
+
+
+STEPS: list[Step] = [
+    Step("load", "read, reorient to RAS, same patient, slice thickness < 5 mm", step_load),
+    Step("brain", "brain extraction of both time points", step_brain),
+    Step("register", "rigid registration follow-up -> baseline (mutual information), halfway space on the "
+         "coarser grid, crop to brain + margin", step_register),
+    Step("bias", "N4 bias-field correction of both time points (concurrently)", step_bias),
+    Step("normalise", "joint-histogram linear fit, then Nyul landmark (or histogram) matching", step_normalise),
+    Step("candidates", "difference map normalised by local tissue statistics -> score in [0, 1], gated by "
+         "brain/tissue/hyperintensity", step_candidates),
+    Step("postprocess", "score > 0.01, 26-connected components, keep > 12 mm3 with a voxel > 0.1", step_postprocess),
+    Step("fp_reduction", "CAD centre-of-gravity rule, misregistration at tissue borders, brain border",
+         step_fp_reduction),
+    Step("classify", "new vs enlarging (touches a baseline lesion); enlarging grown to its whole follow-up extent; "
+         "partial-volume delineation", step_classify),
+    Step("atlas", "Colin27 affine to the subject (reused across a patient's studies); AAL + JHU labels; lesion "
+         "table", step_atlas),
+    Step("decide", "active when >= 1 new or enlarging lesion; gadolinium only when active", step_decide),
+    Step("outputs", "NIfTI, CSV, JSON, HTML/PDF report, DICOM SEG + Encapsulated PDF + secondary capture",
+         step_outputs),
+]
+_STEP_NAMES = frozenset(s.name for s in STEPS)
 
 
 # ------------------------------------------------------------------------------------------ run
@@ -313,249 +762,32 @@ def run_ms_lesions(
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
         raise InputError("output folder exists and is not empty (use overwrite)", out)
     with atomic_dir(out, prefix=".tmp-ms-", follow_umask=True) as tmp:
-        result = _run(baseline, followup, tmp, cfg,
-                      {"baseline_t1": baseline_t1, "followup_t1": followup_t1,
-                       "baseline_t2": baseline_t2, "followup_t2": followup_t2}, progress)
+        ctx = MSContext(cfg, tmp, baseline, followup,
+                        {"baseline_t1": baseline_t1, "followup_t1": followup_t1,
+                         "baseline_t2": baseline_t2, "followup_t2": followup_t2})
+        result = _run(ctx, progress)
     result.out_dir = out
     return result
 
 
-def _run(baseline_in: Any, followup_in: Any, tmp: Path, cfg: MSConfig, extra: dict[str, Any],
-         progress: Callable[[str], None] | None) -> MSResult:
-    prov = Provenance()
+def _run(ctx: MSContext, progress: Callable[[str], None] | None) -> MSResult:
+    """Run :data:`STEPS` in order on ``ctx``, then write result.json, the report and DICOM."""
     # CPU seconds per step (all threads of this process): on a shared machine wall time is
     # inflated by other load, CPU time is not
     cpu_s: dict[str, float] = {}
-    cpu_mark: list[Any] = [None, time.process_time()]
-
-    def say(step: str) -> None:
-        now = time.process_time()
-        if cpu_mark[0] is not None:
-            cpu_s[cpu_mark[0]] = round(now - cpu_mark[1], 3)
-        cpu_mark[0], cpu_mark[1] = step, now
-        if progress is not None and step in _STEP_NAMES:
-            progress(step)
-
     cpu_start = time.process_time()
-    warnings: list[str] = []
-    files: dict[str, str] = {}
     t_start = time.perf_counter()
-
-    # 1 load -------------------------------------------------------------------------------
-    say("load")
-    with prov.step("load", max_slice_thickness_mm=cfg.max_slice_thickness_mm) as st:
-        b_raw = load_input(baseline_in, "baseline")
-        f_raw = load_input(followup_in, "followup")
-        prov.inputs["baseline"] = input_hash(baseline_in)
-        prov.inputs["followup"] = input_hash(followup_in)
-        warnings += check_pair(b_raw, f_raw, cfg)
-        b0, f0 = reorient(b_raw, "RAS"), reorient(f_raw, "RAS")
-        b0 = b0.with_data(np.asarray(b0.data, np.float32))
-        f0 = f0.with_data(np.asarray(f0.data, np.float32))
-        st.engine = "neurorad.image"
-
-    # 2 brain extraction ----------------------------------------------------------------------
-    say("brain")
-    with prov.step("brain", engine=cfg.brain_engine) as st:
-        try:
-            mb, eng, wh = _engines.brain_mask(b0, cfg.brain_engine)
-            mf, _, _ = _engines.brain_mask(f0, cfg.brain_engine)
-        except ProcessingError as exc:
-            raise ProcessingError(f"brain extraction failed: {exc}") from exc
-        st.engine, st.weights_sha256 = eng, wh
-        for name, m in (("baseline", mb), ("follow-up", mf)):
-            vol_ml = float(np.count_nonzero(m.data)) * m.voxel_volume_mm3 / 1000
-            if vol_ml < cfg.min_brain_volume_ml:
-                raise ProcessingError(f"{name} brain mask is empty or too small ({vol_ml:.0f} ml < "
-                                      f"{cfg.min_brain_volume_ml:g} ml): not a brain image or extraction failed")
-        for v, m in ((b0, mb), (f0, mf)):
-            w = flair_contrast_warning(v, np.asarray(m.data, bool))
-            if w:
-                warnings.append(w)
-
-    # 3 registration, harmonisation, crop -----------------------------------------------------
-    say("register")
-    with prov.step("register", backend=cfg.registration_backend, transform="rigid",
-                   crop_margin_mm=cfg.crop_margin_mm) as st:
-        # skull-stripped and cropped to the brain's bounding box (+ margin): the same world
-        # coordinates, a third of the voxels of a 256 x 256 x 176 head for elastix' pyramid,
-        # its final resampling and the similarity check
-        fixed = crop_to_mask(b0.with_data(np.where(mb.data, b0.data, 0).astype(np.float32)), mb,
-                             cfg.registration_margin_mm)
-        moving = crop_to_mask(f0.with_data(np.where(mf.data, f0.data, 0).astype(np.float32)), mf,
-                              cfg.registration_margin_mm)
-        try:
-            reg = register(fixed, moving, transform_type="rigid", backend=cfg.registration_backend,
-                           limits=RegistrationLimits(min_nmi=cfg.min_registration_nmi))
-        except ProcessingError as exc:
-            raise ProcessingError(f"follow-up to baseline {exc}") from exc
-        T = reg.transform  # baseline world -> follow-up world
-        # harmonise: the coarser grid is the common space (preprocess.harmonize rule); the finer
-        # image is smoothed to the coarser voxel size (box-profile SD) before sampling
-        # Both images are then sampled in the HALFWAY space (each moved by half the motion), so both
-        # carry the same interpolation blur and noise reduction (an asymmetric resampling makes
-        # the resampled image smoother and creates false differences at every edge).
-        # common -> baseline world = H^-1, common -> follow-up world = H, with H o H = T.
-        half = halfway(T)
-        Tb, Tf = half.inverse(), half
-        if f0.voxel_volume_mm3 > b0.voxel_volume_mm3 * (1 + 1e-6):
-            common, common_mask = f0, mf  # the grid's voxel layout comes from the coarser image
-            b0s, f0s = antialias(b0, f0.spacing_mm), f0
-            st.parameters["common_grid"] = "follow-up grid (coarser), halfway space"
-        else:
-            common, common_mask = b0, mb
-            b0s, f0s = b0, antialias(f0, b0.spacing_mm)
-            st.parameters["common_grid"] = "baseline grid, halfway space"
-        ref = crop_to_mask(common, common_mask, cfg.crop_margin_mm + 5.0)
-        b_c = resample(b0s, ref, Tb, "linear")
-        f_c = resample(f0s, ref, Tf, "linear")
-        brain = resample(mb, ref, Tb, "nearest").data.astype(bool) & resample(mf, ref, Tf, "nearest").data.astype(bool)
-        if not brain.any():
-            raise ProcessingError("brain masks of the two time points do not overlap after registration")
-        st.engine = f"preprocess.registration:{reg.backend}"
-        st.parameters.update(nmi_before=round(reg.nmi_before, 4), nmi_after=round(reg.nmi_after, 4),
-                             rotation_deg=round(T.rotation_deg, 2),
-                             transform_baseline_to_followup=np.round(T.matrix, 5).tolist(),
-                             transform_common_to_followup=np.round(Tf.matrix, 5).tolist())
-        extra_vols = {}
-        for key, p in extra.items():
-            if p is None:
-                continue
-            v = reorient(load_input(p, key), "RAS")
-            v = v.with_data(np.asarray(v.data, np.float32))
-            prov.inputs[key] = input_hash(p)
-            target, t_to = (b0, Tb) if key.startswith("baseline") else (f0, Tf)
-            try:
-                rr = register(target, v, transform_type="rigid", backend=cfg.registration_backend,
-                              limits=RegistrationLimits(min_nmi=1.0))
-            except ProcessingError as exc:  # optional sequences never block the FLAIR result
-                warnings.append(f"{key} not registered ({exc}); it is left out")
-                continue
-            extra_vols[key] = resample(v, ref, t_to.then(rr.transform), "linear")
-
-    # 4 N4 -----------------------------------------------------------------------------------
-    say("bias")
-    with prov.step("bias", shrink_factor=cfg.n4_shrink, iterations=list(cfg.n4_iterations)) as st:
-        bm = ref.with_data(brain)
-        b_n, eng = _engines.n4(b_c, bm, cfg.n4_shrink, cfg.n4_iterations)
-        f_n, _ = _engines.n4(f_c, bm, cfg.n4_shrink, cfg.n4_iterations)
-        st.engine = eng
-
-    # 5 joint normalisation --------------------------------------------------------------------
-    say("normalise")
-    with prov.step("normalise", method=cfg.normalisation) as st:
-        bn, fn, eng, info = _engines.joint_normalise(b_n, f_n, brain, cfg.normalisation)
-        bn, fn = np.where(brain, bn, 0).astype(np.float32), np.where(brain, fn, 0).astype(np.float32)
-        st.engine = eng
-        st.parameters.update({k: round(v, 5) for k, v in info.items()})
-        # registration check on the corrected pair: smoothed (4 mm FWHM) so noise does not count
-        r = smoothed_correlation(bn, fn, brain, ref.spacing_mm)
-        st.parameters["registration_check_correlation"] = round(r, 4)
-        if not r >= cfg.min_registration_correlation:
-            raise ProcessingError(f"registration failed: follow-up and baseline correlate only r={r:.2f} inside the "
-                                  f"brain after registration (< {cfg.min_registration_correlation})")
-
-    sp = ref.spacing_mm
-    vox_mm3 = ref.voxel_volume_mm3
-    # 6 candidates -----------------------------------------------------------------------------
-    say("candidates")
-    with prov.step("candidates", **asdict(cfg.candidate)) as st:
-        cand = candidate_score(bn, fn, brain, sp, cfg.candidate)
-        st.engine = "segment.ms_difference"
-        st.parameters["difference_sigma"] = round(cand.sigma, 5)
-
-    # 7 post-processing -------------------------------------------------------------------------
-    say("postprocess")
-    with prov.step("postprocess", **asdict(cfg.post)) as st:
-        labels0, n0 = binarise_components(cand.score, vox_mm3, cfg.post)
-        st.parameters["n_components"] = n0
-
-    # 8 false-positive reduction ----------------------------------------------------------------
-    say("fp_reduction")
-    with prov.step("fp_reduction", **asdict(cfg.fp)) as st:
-        labels, n, decisions = false_positive_reduction(
-            labels0, n0, bn, fn, brain, sp, cand.sigma, cand.brain_median, cand.brain_sigma, cfg.fp,
-        )
-        st.parameters["n_dropped"] = n0 - n
-        st.parameters["dropped"] = [asdict(d) for d in decisions if not d.kept]
-        score = cand.score.astype(np.float32)
-
-    # 9 classify --------------------------------------------------------------------------------
-    say("classify")
-    with prov.step("classify", **asdict(cfg.classify)):
-        base_les = baseline_lesion_mask(bn, brain, sp, cand.brain_median, cand.brain_sigma, cfg.classify)
-        kinds = classify_new_enlarging(labels, n, base_les, sp, cfg.classify)
-        # an enlarging lesion is reported as its whole follow-up extent (detected rim + old lesion)
-        labels, extents = grow_enlarging(labels, n, kinds, fn, base_les, brain, sp, cand.brain_median,
-                                         cand.brain_sigma, cfg.classify)
-
-    # 10 atlas + lesion table -------------------------------------------------------------------
-    say("atlas")
-    lab_vol = ref.with_data(labels.astype(np.int16))
-    with prov.step("atlas", transform=cfg.atlas_transform, spacing_mm=cfg.atlas_spacing_mm,
-                   atlases=["AAL (aal.nii.gz)", "JHU white matter"]) as st:
-        aal = jhu = None
-        if cfg.atlas and n:
-            try:
-                atl, nmi, atl_t = atlas_to_subject(ref.with_data(bn), brain, cfg.registration_backend,
-                                                   cfg.atlas_transform, cfg.atlas_spacing_mm)
-                aal = component_regions(labels, n, *atl["aal"])
-                jhu = component_regions(labels, n, *atl["jhu"])
-                st.parameters["nmi_after"] = round(nmi, 4)
-                st.parameters["transform_subject_to_colin27"] = np.round(atl_t.matrix, 4).tolist()
-                st.engine = f"preprocess.registration:{cfg.registration_backend} (Colin27 ch2bet)"
-            except ProcessingError as exc:
-                warnings.append(f"atlas registration failed ({exc}); lesion locations are missing")
-        rows = lesion_table(lab_vol, n, kinds, cand.score, aal, jhu)
-        for r in rows:
-            ext = extents.get(r.id)
-            if ext is not None:
-                r.baseline_volume_mm3 = ext.baseline_volume_mm3
-                r.volume_change_mm3 = round(r.volume_mm3 - ext.baseline_volume_mm3, 2)
-        # centroids are reported in the follow-up scanner's RAS mm (the exam being read)
-        for r in rows:
-            x = Tf.apply(np.array([[r.centroid_x_mm, r.centroid_y_mm, r.centroid_z_mm]]))[0]
-            r.centroid_x_mm, r.centroid_y_mm, r.centroid_z_mm = (round(float(v), 1) for v in x)
-
-    # 11 decision -------------------------------------------------------------------------------
-    say("decide")
-    with prov.step("decide"):
-        decision = ms_decision(kinds)
-
-    # 12 outputs --------------------------------------------------------------------------------
-    say("outputs")
-    with prov.step("outputs") as st:
-        labels_fu = resample(lab_vol, f_raw, Tf.inverse(), "nearest")
-        labels_fu = labels_fu.with_data(np.asarray(labels_fu.data, np.int16))
-        save_nifti(labels_fu, tmp / "new_lesions.nii.gz")
-        save_nifti(ref.with_data(score), tmp / "score.nii.gz")
-        save_nifti(ref.with_data(cand.difference), tmp / "difference.nii.gz")
-        save_nifti(ref.with_data(bn), tmp / "baseline.nii.gz")
-        save_nifti(ref.with_data(fn), tmp / "followup.nii.gz")
-        save_nifti(ref.with_data(brain.astype(np.uint8)), tmp / "brain_mask.nii.gz")
-        save_nifti(lab_vol, tmp / "new_lesions_common.nii.gz")
-        for key, v in extra_vols.items():
-            save_nifti(v, tmp / f"{key}_registered.nii.gz")
-        write_lesion_csv(rows, tmp / "lesions.csv")
-        files.update({
-            "new_lesions": "new_lesions.nii.gz (labels 1..n, follow-up's own grid)",
-            "new_lesions_common": "new_lesions_common.nii.gz (same labels, common space)",
-            "score": "score.nii.gz (common space)", "difference": "difference.nii.gz (common space)",
-            "baseline": "baseline.nii.gz (registered, normalised; common space)",
-            "followup": "followup.nii.gz (registered, normalised; common space)",
-            "brain_mask": "brain_mask.nii.gz (common space)", "lesions": "lesions.csv",
-        })
-        report = None
-        if cfg.write_report or cfg.write_dicom:
-            from neurorad.report.ms_report import MSReport, lesion_panels
-
-            cents = [tuple(np.argwhere(labels == i).mean(0)) for i in range(1, n + 1)]
-            images = lesion_panels(bn, fn, labels, kinds, cents, brain)
-            report = MSReport(decision.activity_text, decision.gadolinium, decision.gadolinium_reason, rows,
-                              _report_parameters(cfg), {}, images, warnings)
-        st.engine = "neurorad.report/dicom"
-
-    say("report_dicom")
+    for step in STEPS:
+        if progress is not None:
+            progress(step.name)
+        c0 = time.process_time()
+        step.run(ctx)
+        cpu_s[step.name] = round(time.process_time() - c0, 3)
+    if progress is not None:
+        progress("report_dicom")
+    c0 = time.process_time()
+    prov, cfg, decision, rows = ctx.prov, ctx.cfg, ctx.decision, ctx.rows
+    assert decision is not None and ctx.ref is not None
     timings = {s.name: s.seconds for s in prov.steps}
     timings["total"] = round(time.perf_counter() - t_start, 3)
     result_json = {
@@ -568,7 +800,7 @@ def _run(baseline_in: Any, followup_in: Any, tmp: Path, cfg: MSConfig, extra: di
             "gadolinium_recommended": decision.gadolinium,
             "gadolinium_reason": decision.gadolinium_reason,
         },
-        "counts": {"new": decision.n_new, "enlarging": decision.n_enlarging, "total": n},
+        "counts": {"new": decision.n_new, "enlarging": decision.n_enlarging, "total": ctx.n},
         "volumes_mm3": {
             "new": round(sum(r.volume_mm3 for r in rows if r.kind == "new"), 2),
             "enlarging": round(sum(r.volume_mm3 for r in rows if r.kind == "enlarging"), 2),
@@ -576,29 +808,30 @@ def _run(baseline_in: Any, followup_in: Any, tmp: Path, cfg: MSConfig, extra: di
         "lesions": [asdict(r) | {"location": r.location} for r in rows],
         "common_space": {
             "description": "the coarser FLAIR grid (RAS; baseline on ties) cropped to the brain + margin",
-            "shape": list(ref.spatial_shape), "affine": np.round(ref.affine, 5).tolist(),
+            "shape": list(ctx.ref.spatial_shape), "affine": np.round(ctx.ref.affine, 5).tolist(),
             "to_followup_world": "provenance register step: transform_common_to_followup (RAS mm)",
         },
-        "files": files,
-        "warnings": warnings,
+        "files": ctx.files,
+        "warnings": ctx.warnings,
         "parameters": cfg.to_dict(),
-        "steps": [name for name, _ in STEPS],
+        "steps": [s.name for s in STEPS],
         "timings_s": timings,
         "provenance": prov.to_dict(),
     }
+    report = ctx.report
     if report is not None:
         report.provenance = {"software": prov.software, "inputs": prov.inputs,
                              "engines": {s.name: s.engine for s in prov.steps if s.engine},
                              "weights_sha256": {s.name: s.weights_sha256 for s in prov.steps if s.weights_sha256}}
         t0 = time.perf_counter()
-        _write_report_and_dicom(report, cfg, tmp, f_raw, labels_fu, rows, files)
+        _write_report_and_dicom(report, cfg, ctx.tmp, ctx.f_raw, ctx.labels_fu, rows, ctx.files)
         timings["report_dicom"] = round(time.perf_counter() - t0, 3)
         timings["total"] = round(time.perf_counter() - t_start, 3)
-    say("end")
+    cpu_s["report_dicom"] = round(time.process_time() - c0, 3)
     cpu_s["total"] = round(time.process_time() - cpu_start, 3)
     result_json["cpu_s"] = cpu_s
-    (tmp / "result.json").write_text(json.dumps(result_json, indent=2, default=_json_default), encoding="utf-8")
-    return MSResult(tmp, decision, rows, warnings, timings, files, labels_fu, cpu_s)
+    (ctx.tmp / "result.json").write_text(json.dumps(result_json, indent=2, default=_json_default), encoding="utf-8")
+    return MSResult(ctx.tmp, decision, rows, ctx.warnings, timings, ctx.files, ctx.labels_fu, cpu_s)
 
 
 def _report_parameters(cfg: MSConfig) -> dict[str, Any]:
@@ -675,4 +908,4 @@ def _write_report_and_dicom(report: Any, cfg: MSConfig, tmp: Path, f_raw: Volume
         files["dicom_sc"] = "dicom/sc/ (baseline | follow-up | overlay per lesion slice)"
 
 
-__all__ = ["STEPS", "MSConfig", "MSResult", "run_ms_lesions", "load_input", "check_pair"]
+__all__ = ["STEPS", "Step", "MSConfig", "MSContext", "MSResult", "run_ms_lesions", "load_input", "check_pair"]

@@ -1,0 +1,146 @@
+"""Each step of the MS workflow run alone on a context built by hand (fast, synthetic arrays).
+
+Oracles: a bright ball added at follow-up is the one new lesion (analytic volume); the
+centroid is moved by the known common -> follow-up translation; the atlas store returns what
+was stored; the two time points really run in two threads.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from neurorad.image.volume import Volume
+from neurorad.pipelines import ms_lesions as ms
+from neurorad.preprocess.transforms import AffineTransform
+
+
+def _ball(shape, centre, r):
+    g = np.indices(shape).astype(float)
+    return sum((g[i] - centre[i]) ** 2 for i in range(3)) <= r * r
+
+
+def _context(tmp_path, lesion: bool = True) -> ms.MSContext:
+    rng = np.random.default_rng(3)
+    shape = (48, 48, 48)
+    brain = _ball(shape, (24, 24, 24), 22)
+    tissue = np.where(_ball(shape, (24, 24, 24), 16), 1.0, 1.35)  # "white matter" inside a "grey" shell
+    b = np.where(brain, tissue + 0.02 * rng.standard_normal(shape), 0).astype(np.float32)
+    f = np.where(brain, tissue + 0.02 * rng.standard_normal(shape), 0).astype(np.float32)
+    if lesion:
+        f[_ball(shape, (24, 20, 26), 3.5)] = 1.6
+    cfg = replace(ms.MSConfig(), atlas=False, write_report=False, write_dicom=False)
+    ctx = ms.MSContext(cfg, tmp_path, None, None)
+    ctx.ref = Volume(np.zeros(shape, np.float32), np.eye(4))
+    shift = np.eye(4)
+    shift[:3, 3] = [5.0, -2.0, 1.0]
+    ctx.Tb, ctx.Tf = AffineTransform(np.eye(4), "rigid"), AffineTransform(shift, "rigid")
+    ctx.brain, ctx.bn, ctx.fn = brain, b, f
+    return ctx
+
+
+def test_steps_list_is_the_methods_section():
+    assert [s.name for s in ms.STEPS] == ["load", "brain", "register", "bias", "normalise", "candidates",
+                                          "postprocess", "fp_reduction", "classify", "atlas", "decide", "outputs"]
+    for s in ms.STEPS:
+        assert callable(s.run) and s.run.__doc__ and s.description
+
+
+def test_detection_steps_alone_find_the_new_ball(tmp_path):
+    ctx = _context(tmp_path)
+    for name in ("candidates", "postprocess", "fp_reduction", "classify", "atlas", "decide"):
+        next(s for s in ms.STEPS if s.name == name).run(ctx)
+    assert ctx.n == 1 and ctx.kinds == ["new"]
+    assert ctx.decision is not None and ctx.decision.active and ctx.decision.gadolinium
+    truth = _ball(ctx.bn.shape, (24, 20, 26), 3.5)
+    det = ctx.labels == 1
+    assert np.count_nonzero(det & truth) / truth.sum() >= 0.8
+    # centroid reported in the follow-up's world: common voxel (24, 20, 26) + (5, -2, 1)
+    r = ctx.rows[0]
+    assert (r.centroid_x_mm, r.centroid_y_mm, r.centroid_z_mm) == pytest.approx((29.0, 18.0, 27.0), abs=0.6)
+    assert [p.name for p in ctx.prov.steps] == ["candidates", "postprocess", "fp_reduction", "classify", "atlas",
+                                                "decide"]
+
+
+def test_detection_steps_alone_stable_pair_is_not_active(tmp_path):
+    ctx = _context(tmp_path, lesion=False)
+    for name in ("candidates", "postprocess", "fp_reduction", "classify", "decide"):
+        next(s for s in ms.STEPS if s.name == name).run(ctx)
+    assert ctx.n == 0 and ctx.decision is not None and not ctx.decision.active
+
+
+def test_atlas_registration_is_stored_and_reused(tmp_path, monkeypatch):
+    monkeypatch.setenv("NEURORAD_CACHE", str(tmp_path))
+    monkeypatch.setattr(ms, "_atlas_memo", {})
+    assert ms.cached_atlas_transform("ab" * 32, "affine:3") is None
+    m = np.eye(4)
+    m[:3, :3] *= 1.1
+    m[:3, 3] = [1.0, 2.0, 3.0]
+    ms.store_atlas_transform("ab" * 32, "affine:3", AffineTransform(m, "affine"))
+    monkeypatch.setattr(ms, "_atlas_memo", {})  # a new process: read back from disk
+    got = ms.cached_atlas_transform("ab" * 32, "affine:3")
+    assert got is not None and np.allclose(got.matrix, m)
+    assert ms.cached_atlas_transform("ab" * 32, "affine:2") is None  # other settings: not reused
+
+    # the atlas step registers once per image content: the second pair sharing the baseline reuses it
+    calls = []
+
+    def fake_atlas(reference, brain, backend, transform_type, spacing_mm=3.0):
+        calls.append(1)
+        return {}, 1.2, AffineTransform(np.eye(4), "affine")
+
+    monkeypatch.setattr(ms, "atlas_to_subject", fake_atlas)
+    monkeypatch.setattr(ms, "atlas_labels", lambda ref, t: {"aal": (np.zeros(ref.spatial_shape, np.int16), {}),
+                                                            "jhu": (np.zeros(ref.spatial_shape, np.int16), {})})
+    for fu_hash in ("f1" * 32, "f2" * 32):
+        ctx = _context(tmp_path)
+        ctx.cfg = replace(ctx.cfg, atlas=True)
+        ctx.prov.inputs.update(baseline="b0" * 32, followup=fu_hash)
+        for name in ("candidates", "postprocess", "fp_reduction", "classify", "atlas"):
+            next(s for s in ms.STEPS if s.name == name).run(ctx)
+    assert len(calls) == 1
+    assert ctx.prov.steps[-1].parameters["reused_from"] == "baseline"
+
+
+def test_time_points_run_in_two_threads_and_errors_propagate():
+    seen = set()
+    barrier = threading.Barrier(2, timeout=10)
+
+    def work(x):
+        seen.add(threading.get_ident())
+        barrier.wait()  # deadlocks (times out) unless both run at once
+        return x * 2
+
+    assert ms._both(work, 1, 2, True) == (2, 4) and len(seen) == 2
+
+    def boom(x):
+        raise ValueError(f"bad {x}")
+
+    with pytest.raises(ValueError, match="bad"):
+        ms._both(boom, 1, 2, True)
+    assert ms._both(lambda x: x + 1, 1, 2, False) == (2, 3)
+
+
+def test_brain_extraction_is_serialised(monkeypatch):
+    """deepbet is not thread-safe (a concurrent second mask differed): calls never overlap."""
+    import time
+
+    from neurorad.pipelines import _engines
+
+    inside, overlaps = [0], [0]
+
+    def fake_extract(volume, engine="deepbet"):
+        inside[0] += 1
+        overlaps[0] = max(overlaps[0], inside[0])
+        time.sleep(0.05)
+        inside[0] -= 1
+        return volume.with_data(np.ones(volume.spatial_shape, bool))
+
+    monkeypatch.setattr(_engines, "extract_brain", fake_extract)
+    monkeypatch.setattr(_engines, "get_extractor", lambda engine: None)
+    v = Volume(np.zeros((4, 4, 4), np.float32), np.eye(4))
+    ms._both(lambda x: _engines.brain_mask(x, "deepbet"), v, v, True)
+    assert overlaps[0] == 1
