@@ -1,0 +1,108 @@
+"""Shared runner of bench/wmh.py and bench/cmb.py: held-out phantoms, every engine of a workflow in one
+run, the papers' protocol (neurorad.evaluate.case.protocol_summary) and the seconds per volume.
+
+Per case: the phantom is built (seeded), its image is rescaled by a random scanner factor and a gamma
+contrast change, written as NIfTI, and the brain mask is computed once with deepbet (timed); every
+engine then runs the whole workflow (neurorad.workflows.runner.execute, no DICOM outputs) with that
+brain mask, so the engines see identical inputs. Seconds per volume = brain extraction + the engine's
+whole run (load, registration of the priors, engine, measurements, files).
+
+The phantoms are synthetic (neurorad.phantom): the figures say how the engines behave on them, not
+on patients.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def run_bench(kind: str, contrast: str, workflow_name: str, engines: list[str], specs: list[dict[str, Any]],
+              protocol: str, out: Path | None, brain: str = "deepbet",
+              on_case: Callable[[str], None] = lambda m: print(m, flush=True)) -> dict[str, Any]:
+    from neurorad.evaluate.case import evaluate_case, protocol_summary
+    from neurorad.evaluate.lesions import PROTOCOLS
+    from neurorad.image.nifti import load_nifti, save_nifti
+    from neurorad.phantom.cases import make_case
+    from neurorad.preprocess.brain_extraction import extract_brain
+    from neurorad.workflows import registry
+    from neurorad.workflows.contract import WorkflowInputs
+    from neurorad.workflows.runner import execute
+
+    wf = registry.load(workflow_name)
+    ptc = PROTOCOLS[protocol]["pred_truth_coverage"]
+    rows: dict[str, list[dict[str, Any]]] = {e: [] for e in engines}
+    lesions: dict[str, list[Any]] = {e: [] for e in engines}
+    seconds: dict[str, list[float]] = {e: [] for e in engines}
+    brain_s: list[float] = []
+    with tempfile.TemporaryDirectory(prefix="neurorad-bench-") as td:
+        tmp = Path(td)
+        for i, spec in enumerate(specs):
+            spec = dict(spec)
+            scale, gamma = spec.pop("scanner_scale"), spec.pop("gamma")
+            case = make_case(kind, **spec)
+            img = case.images[contrast]
+            data = np.asarray(img.data, np.float64)
+            vol = img.with_data((np.power(np.clip(data, 0, None) / max(data.max(), 1e-9), gamma) * data.max()
+                                 * scale).astype(np.float32))
+            path = tmp / f"case{i}.nii.gz"
+            save_nifti(vol, path)
+            truth = np.asarray(case.truth[f"truth_{kind}"].data) > 0
+            t0 = time.perf_counter()
+            if brain == "truth":
+                bmask = np.asarray(case.truth["truth_brain"].data, bool)
+            else:
+                bmask = np.asarray(extract_brain(load_nifti(path), engine=brain).data, bool)
+            brain_s.append(time.perf_counter() - t0)
+            for e in engines:
+                outd = tmp / f"out_{i}_{e}"
+                t0 = time.perf_counter()
+                res = execute(wf, WorkflowInputs({contrast: path}, options={"engine": e, "brain_mask": bmask}), outd,
+                              write_outputs=False)
+                seconds[e].append(time.perf_counter() - t0 + brain_s[-1])
+                pred = np.asarray(load_nifti(outd / res.mask).data) > 0
+                prob = np.clip(np.asarray(load_nifti(outd / res.files["probability"]).data, np.float32), 0, 1)
+                row, les = evaluate_case(pred, truth, vol.spacing_mm, prob=prob, pred_truth_coverage=ptc)
+                row = {"case": i, "engine": e, "seconds": seconds[e][-1], **spec, "scanner_scale": scale,
+                       "gamma": gamma, **row}
+                rows[e].append(row)
+                lesions[e].append(les)
+                on_case(f"case {i + 1}/{len(specs)} {e}: dice {row['dice']:.3f}, lesions true "
+                        f"{row['n_true_lesions']:.0f} found {row['n_detected_lesions']:.0f} predicted "
+                        f"{row['n_pred_lesions']:.0f} FP {row['n_fp_lesions']:.0f}, {seconds[e][-1]:.1f} s")
+    summary = {}
+    for e in engines:
+        s = protocol_summary(rows[e], lesions[e])
+        s["seconds_mean"] = float(np.mean(seconds[e]))
+        s["seconds_max"] = float(np.max(seconds[e]))
+        s["brain_seconds_mean"] = float(np.mean(brain_s))
+        summary[e] = s
+    result = {"workflow": workflow_name, "protocol": protocol, "cases": len(specs), "brain": brain,
+              "summary": summary, "rows": [r for e in engines for r in rows[e]]}
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=1, default=float))
+    return result
+
+
+def table(summary: dict[str, dict[str, float]], keys: list[tuple[str, str, str]]) -> str:
+    """A markdown table: one row per figure (label, summary key, the paper's value), one column per engine."""
+    engines = list(summary)
+    lines = ["| figure | paper | " + " | ".join(engines) + " |", "|---|---|" + "---|" * len(engines)]
+    for label, key, paper in keys:
+        vals = []
+        for e in engines:
+            v = summary[e].get(key, float("nan"))
+            if isinstance(v, str):
+                vals.append(v)
+                continue
+            vals.append("-" if v is None or (isinstance(v, float) and np.isnan(v)) else
+                        (f"{v:.3f}" if isinstance(v, float) and abs(v) < 10 else f"{v:.1f}"))
+        lines.append(f"| {label} | {paper} | " + " | ".join(vals) + " |")
+    return "\n".join(lines)
