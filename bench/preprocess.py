@@ -83,8 +83,9 @@ def main(names: list[str]) -> None:
     import numpy as np
 
     from neurorad import resources
+    from neurorad.image.masks import dice
     from neurorad.image.nifti import load_nifti
-    from neurorad.preprocess.brain_extraction import dice, envelope, fuse_masks
+    from neurorad.preprocess.brain_extraction import envelope, fuse_masks
 
     names = names or list(TASKS)
     rows = []

@@ -28,6 +28,7 @@ from neurorad.genomics.dispersion import (
     q2q_nbinom,
     tagwise_dispersion,
 )
+from neurorad.quantify.stats import benjamini_hochberg
 
 
 def _beta_approx(s1: np.ndarray, s2: np.ndarray, n1: int, n2: int, disp: np.ndarray) -> np.ndarray:
@@ -200,18 +201,6 @@ def exact_test(
     return pd.DataFrame({"logFC": lfc, "PValue": pv})
 
 
-def bh_fdr(p: np.ndarray) -> np.ndarray:
-    """Benjamini-Hochberg adjusted p-values."""
-    p = np.asarray(p, dtype=np.float64)
-    n = p.size
-    order = np.argsort(p)
-    ranked = p[order] * n / np.arange(1, n + 1)
-    adj = np.minimum.accumulate(ranked[::-1])[::-1]
-    out = np.empty(n)
-    out[order] = np.minimum(adj, 1.0)
-    return out
-
-
 @dataclass(frozen=True)
 class DEResult:
     """The classic edgeR path's output for one set of samples."""
@@ -268,7 +257,7 @@ def classic_de(
         "logFC": res["logFC"].to_numpy(),
         "logCPM": alc,
         "PValue": res["PValue"].to_numpy(),
-        "FDR": bh_fdr(res["PValue"].to_numpy()),
+        "FDR": benjamini_hochberg(res["PValue"].to_numpy()),
     }).iloc[ranking].reset_index(drop=True)
     return DEResult(table, common, tag, ranking)
 
@@ -316,5 +305,5 @@ def _compiled_de(
         pv[rest] = K.bb_tail_x2(x, s[rest], a, b)
     ranking = np.lexsort((np.arange(ng), pv))
     genes = np.arange(ng).astype(str) if gene_ids is None else np.asarray(gene_ids)
-    table = pd.DataFrame({"gene": genes, "logFC": np.nan, "logCPM": alc, "PValue": pv, "FDR": bh_fdr(pv)})
+    table = pd.DataFrame({"gene": genes, "logFC": np.nan, "logCPM": alc, "PValue": pv, "FDR": benjamini_hochberg(pv)})
     return DEResult(table.iloc[ranking].reset_index(drop=True), common, tag, ranking)

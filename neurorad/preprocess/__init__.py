@@ -5,12 +5,12 @@ Transforms are 4x4 matrices in world RAS+ mm mapping **fixed -> moving** points
 (see :mod:`neurorad.preprocess.transforms`).
 """
 
+from neurorad.image.masks import dice  # the project's one Dice, re-exported here
 from neurorad.preprocess.bias import n4_bias_correct
 from neurorad.preprocess.brain_extraction import (
     ENGINES,
     BrainExtractor,
     apply_mask,
-    dice,
     envelope,
     extract_brain,
     fuse_masks,

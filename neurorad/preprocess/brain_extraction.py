@@ -22,7 +22,6 @@ import contextlib
 import functools
 import io
 import logging
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -297,13 +296,4 @@ def envelope(mask: np.ndarray, radius_vox: int = 3) -> np.ndarray:
     return arr[p:-p, p:-p, p:-p]
 
 
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    """Dice coefficient 2|A∩B| / (|A|+|B|) of two boolean arrays."""
-    a = np.asarray(a, dtype=bool)
-    b = np.asarray(b, dtype=bool)
-    s = a.sum() + b.sum()
-    return float(2 * np.logical_and(a, b).sum() / s) if s else 1.0
-
-
-os.environ.setdefault("KMP_WARNINGS", "0")
 _ = to_sitk  # re-exported helper for engines that need SimpleITK images

@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from neurorad.image.masks import dice
 from neurorad.quality.fusion import fuse
 from neurorad.quality.surface import surface_metrics
 
@@ -50,7 +51,7 @@ def candidate_similarities(
     out = np.empty((len(candidates), len(similarities)))
     for i, c in enumerate(candidates):
         cb = np.asarray(c) != 0
-        m = {"dice": _dice(cb, fused)}
+        m = {"dice": dice(cb, fused)}
         if need_surface:
             sd = surface_metrics(cb, fused, spacing_mm)
             m.update(hd_mm=sd.hd_mm, hd95_mm=sd.hd95_mm, assd_mm=sd.assd_mm)
@@ -58,11 +59,6 @@ def candidate_similarities(
             key, sign = SIMILARITIES[name]
             out[i, j] = sign * m[key]
     return fused, out
-
-
-def _dice(a: np.ndarray, b: np.ndarray) -> float:
-    s = int(np.count_nonzero(a)) + int(np.count_nonzero(b))
-    return 2.0 * int(np.count_nonzero(a & b)) / s if s else 1.0
 
 
 def thresholds(sims: np.ndarray, alpha: float = 1.0, mad_scale: float = 1.0) -> np.ndarray:
@@ -156,6 +152,6 @@ def ensemble_quality(
         table["mean_dice"] = mean_dice
     if truths is not None:
         table["fusion_truth_dice"] = [
-            _dice(f, np.asarray(t) != 0) for f, t in zip(fused_all, truths, strict=True)
+            dice(f, np.asarray(t) != 0) for f, t in zip(fused_all, truths, strict=True)
         ]
     return table, sim, fused_all

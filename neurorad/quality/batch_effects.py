@@ -19,24 +19,9 @@ import pandas as pd
 from scipy import stats
 
 from neurorad.errors import InputError
+from neurorad.quantify.stats import benjamini_hochberg
 
-
-def benjamini_hochberg(pvalues: np.ndarray) -> np.ndarray:
-    """BH-adjusted p-values (q-values), same order as the input; NaN stays NaN and is not counted."""
-    p = np.asarray(pvalues, dtype=float)
-    out = np.full(p.shape, np.nan)
-    ok = np.isfinite(p)
-    pv = p[ok]
-    m = pv.size
-    if m == 0:
-        return out
-    order = np.argsort(pv)
-    ranked = pv[order] * m / np.arange(1, m + 1)
-    q = np.minimum.accumulate(ranked[::-1])[::-1]
-    res = np.empty(m)
-    res[order] = np.minimum(q, 1.0)
-    out[ok] = res
-    return out
+__all__ = ["benjamini_hochberg", "quality_performance_correlation", "site_pca"]
 
 
 def quality_performance_correlation(

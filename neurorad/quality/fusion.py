@@ -21,6 +21,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from neurorad.errors import InputError
+from neurorad.image.masks import dice
 
 
 def _stack(candidates: Sequence[np.ndarray]) -> list[np.ndarray]:
@@ -71,11 +72,6 @@ def majority_vote_labels(
     return out
 
 
-def _dice(a: np.ndarray, b: np.ndarray) -> float:
-    s = int(np.count_nonzero(a)) + int(np.count_nonzero(b))
-    return 2.0 * int(np.count_nonzero(a & b)) / s if s else 0.0  # BraTS Toolkit scores empty/empty as 0
-
-
 def simple_fusion(
     candidates: Sequence[np.ndarray],
     weights: Sequence[float] | None = None,
@@ -88,7 +84,7 @@ def simple_fusion(
     estimate = majority_vote(arrs, weights)
     conv = int(estimate.sum())
     for _ in range(iterations):
-        w = np.array([(_dice(c, estimate) + 1.0) ** 2 for c in arrs])
+        w = np.array([(dice(c, estimate, empty=0.0) + 1.0) ** 2 for c in arrs])
         keep = w > drop_fraction * w.max()
         arrs = [c for c, k in zip(arrs, keep, strict=True) if k]
         w = w[keep]

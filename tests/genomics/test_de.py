@@ -111,7 +111,7 @@ def test_bh_matches_statsmodels():
     from statsmodels.stats.multitest import multipletests
 
     p = np.random.default_rng(2).uniform(size=200) ** 3
-    np.testing.assert_allclose(D.bh_fdr(p), multipletests(p, method="fdr_bh")[1], atol=1e-12)
+    np.testing.assert_allclose(D.benjamini_hochberg(p), multipletests(p, method="fdr_bh")[1], atol=1e-12)
 
 
 def test_compiled_fast_path_equals_numpy_fast_path(small_cohort):

@@ -7,11 +7,8 @@ import numpy as np
 
 from neurorad import resources
 from neurorad.image import Volume, resample_to_reference
+from neurorad.image.masks import dice
 from neurorad.phantom import load_anatomy
-
-
-def _dice(a: np.ndarray, b: np.ndarray) -> float:
-    return float(2 * np.sum(a & b) / (a.sum() + b.sum()))
 
 
 def test_tissue_maps_match_deepmriprep_three_class_template():
@@ -22,13 +19,13 @@ def test_tissue_maps_match_deepmriprep_three_class_template():
         ours = resample_to_reference(Volume(np.array(anat.fractions[tissue]), anat.affine),
                                      (ref.shape[:3], img.affine), "linear").data
         theirs = ref[..., channel] / ref[..., channel].max()
-        assert _dice(ours > 0.5, theirs > 0.5) > 0.78, tissue
+        assert dice(ours > 0.5, theirs > 0.5) > 0.78, tissue
 
 
 def test_brain_matches_colin27_brain_and_fractions_are_valid():
     anat = load_anatomy()
     colin_brain = np.asarray(nib.load(str(resources.colin27_brain())).dataobj) > 0
-    assert _dice(anat.brain_mask, colin_brain) > 0.9
+    assert dice(anat.brain_mask, colin_brain) > 0.9
     total = sum(anat.fractions.values())
     assert float(total.max()) <= 1.0 + 1e-5 and float(total.min()) >= 0.0
     assert np.all(total[anat.brain_mask] > 0.99)  # brain voxels are fully accounted for

@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 
 from neurorad.errors import InputError
+from neurorad.image.masks import dice
 from neurorad.image.volume import Volume
 from neurorad.preprocess.brain_extraction import (
     ENGINES,
     BrainExtractor,
     Consensus,
-    dice,
     envelope,
     extract_brain,
     fuse_masks,
