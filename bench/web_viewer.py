@@ -1,14 +1,20 @@
-"""Benchmark of the review viewer (prints figures; run: .venv/bin/python bench/web_viewer.py [repeats]).
+"""Time to interactive of the study page (run: .venv/bin/python bench/web_viewer.py [repeats] [side]).
 
-Opens the study page in headless Chromium (Debian's, software WebGL via SwiftShader) from a
-server on 127.0.0.1 and reads the page's own timings: WebGL set-up of the three NiiVue panels,
-then fetching + decoding + uploading the volumes (baseline, follow-up twice, label overlay),
-until the first synchronized frame. Two sizes in the same run: the test data (91x109x91, 2 mm)
-and the issue's target, a 256^3 baseline/follow-up pair with overlay (target: < 2 s). The raw
-transfer of the three files over HTTP is measured separately, as the floor.
+Opens the real study page (template, viewer.js, NiiVue bundle, the server's display copies) in
+headless Chromium (Debian's, software WebGL via SwiftShader) from 127.0.0.1 (tests.web.studypage)
+with a baseline/follow-up pair and a label overlay of ``side``^3 voxels (default 256, 1 mm), and
+reads, from the navigation start (``performance.now()``'s origin, i.e. honest page time):
 
-Software GL on a shared CPU is far slower than a GPU browser; the figure a reader sees on a
-workstation is the GPU one, so this bench bounds it from above.
+* form ready: the verdict and decision controls are wired and enabled (clicks take effect);
+* interactive: the three panels show the images (preview resolution when the page uses it) and
+  the page answers: measured as the time until a click on a verdict after ``ready`` has been
+  applied (the click is sent as soon as ``ready`` is seen; its latency is included);
+* full: the full-resolution images replaced the preview.
+
+Cases: the full images only (as before) and preview first (downsampled display copies, at most
+128 voxels a side, then full resolution). The display copies are built once before timing (the
+server builds them on the first request of each result version). Software GL on a shared CPU is
+far slower than a GPU browser; figures taken on a loaded machine are upper bounds.
 """
 
 from __future__ import annotations
@@ -20,105 +26,65 @@ import time
 from pathlib import Path
 
 import httpx
-import nibabel as nib
-import numpy as np
-from scipy import ndimage
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.web.conftest import CHROMIUM, CHROMIUM_ARGS, PASSWORD, LiveServer, build_env  # noqa: E402
+from tests.web.conftest import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
+from tests.web.studypage import STUDY_ID, PageServer, make_phantom, page_data  # noqa: E402
 
-#: data types as neurorad.pipelines.ms_lesions writes them (normalised float32 images, int16 labels)
-PIPELINE_DTYPES = {"baseline.nii.gz": np.float32, "followup.nii.gz": np.float32, "new_lesions.nii.gz": np.int16}
-
-
-def upscale_result(folder: Path, shape: tuple[int, int, int]) -> None:
-    """Resample the result images to ``shape`` (linear for images, nearest for labels), stored
-    with the MS workflow's data types (float32 images, int16 labels)."""
-    for name, order in (("baseline.nii.gz", 1), ("followup.nii.gz", 1), ("new_lesions.nii.gz", 0)):
-        img = nib.load(folder / name)
-        data = np.asarray(img.dataobj, dtype=np.float32)
-        factors = [t / s for t, s in zip(shape, data.shape, strict=True)]
-        out = ndimage.zoom(data, factors, order=order).astype(PIPELINE_DTYPES[name])
-        aff = img.affine.copy()
-        aff[:3, :3] = aff[:3, :3] / np.array(factors)
-        nib.save(nib.Nifti1Image(out, aff), folder / name)
+TARGET_S = 3.0
 
 
-DECODE_JS = """async (urls) => {
-  const { NVImage } = await import("/web/static/dist/niivue.js");
-  const t0 = performance.now();
-  await Promise.all(urls.map((url) => NVImage.loadFromUrl({ url })));
-  return performance.now() - t0;
-}"""
+def measure_once(browser, srv: PageServer) -> dict[str, float]:
+    """One page load; times in ms since navigation start."""
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    t0 = time.perf_counter()
+    page.goto(srv.url, wait_until="commit")
+    page.wait_for_selector("body[data-ready='1']", state="attached", timeout=600_000)
+    # a click right after the images are shown: interactive when it has taken effect
+    page.locator('input[name="cand-2"][value="discard"]').click(timeout=600_000)
+    page.wait_for_selector('#lesions tr[data-lesion="2"][data-verdict="discard"]', state="attached")
+    interactive_ms = page.evaluate("performance.now()")
+    wall_ms = (time.perf_counter() - t0) * 1000
+    page.wait_for_selector("body[data-detail='full']", state="attached", timeout=600_000)
+    ds = page.evaluate("({...document.body.dataset})")
+    page.close()
+    return {"form_ms": float(ds["formReadyMs"]), "shown_ms": float(ds["loadMs"]), "interactive_ms": interactive_ms,
+            "full_ms": float(ds.get("fullMs", ds["loadMs"])), "wall_ms": wall_ms}
 
 
-def measure(env, repeats: int) -> dict[str, list[float]]:
+def run(side: int, repeats: int) -> dict[str, dict[str, float]]:
     from playwright.sync_api import sync_playwright
 
-    out: dict[str, list[float]] = {"total_ms": [], "gl_ms": [], "volumes_ms": [], "http_ms": [], "decode_ms": [],
-                                   "prep_ms": []}
-    with LiveServer(env.app) as srv, sync_playwright() as p, tempfile.TemporaryDirectory() as prof:
-        ctx = p.chromium.launch_persistent_context(prof, executable_path=str(CHROMIUM), headless=True,
-                                                   args=CHROMIUM_ARGS, viewport={"width": 1280, "height": 800})
-        page = ctx.new_page()
-        page.goto(srv.url + "/login")
-        page.fill("#username", "rad")
-        page.fill("#password", PASSWORD)
-        page.click("button[type=submit]")
-        page.wait_for_selector("#worklist")
-        cookies = {c["name"]: c["value"] for c in ctx.cookies()}
-        # once per result version: the server builds its display copies on the first request
-        t0 = time.perf_counter()
-        with httpx.Client(base_url=srv.url, cookies=cookies, timeout=300) as c:
-            for name in ("baseline.nii.gz", "followup.nii.gz", "new_lesions.nii.gz"):
-                c.get(f"/web/api/studies/{env.study_id}/files/{name}").raise_for_status()
-        out["prep_ms"].append((time.perf_counter() - t0) * 1000)
-        for _ in range(repeats):
-            page.goto(f"{srv.url}/studies/{env.study_id}", wait_until="commit")
-            page.wait_for_selector("body[data-ready='1']", state="attached", timeout=600_000)
-            ds = page.evaluate("({...document.body.dataset})")
-            out["total_ms"].append(float(ds["loadMs"]))
-            out["gl_ms"].append(float(ds["glInitMs"]))
-            out["volumes_ms"].append(float(ds["volumesMs"]))
-            # The browser's CPU part alone (fetch + gunzip + NIfTI parse + RAS reorientation of the
-            # three files the panels share), without WebGL: what remains on a GPU workstation.
-            out["decode_ms"].append(page.evaluate(DECODE_JS, [f"/web/api/studies/{env.study_id}/files/{n}" for n in
-                                                              ("baseline.nii.gz", "followup.nii.gz",
-                                                               "new_lesions.nii.gz")]))
-            t0 = time.perf_counter()
-            with httpx.Client(base_url=srv.url, cookies=cookies) as c:
-                for name in ("baseline.nii.gz", "followup.nii.gz", "new_lesions.nii.gz"):
-                    c.get(f"/web/api/studies/{env.study_id}/files/{name}").raise_for_status()
-            out["http_ms"].append((time.perf_counter() - t0) * 1000)
-        ctx.close()
+    out: dict[str, dict[str, float]] = {}
+    with tempfile.TemporaryDirectory() as tmp, sync_playwright() as p:
+        folder = Path(tmp)
+        truth = make_phantom(folder, shape=(side, side, side), spacing_mm=256.0 / side)
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        for label, preview in (("full images only", False), ("preview first", True)):
+            with PageServer(folder, page_data(folder, truth, preview=preview)) as srv:
+                base = srv.url.rsplit("/studies", 1)[0]
+                for name in ("baseline.nii.gz", "followup.nii.gz", "labels.nii.gz"):  # build the display copies
+                    for q in ("", "&level=preview"):
+                        httpx.get(f"{base}/web/api/studies/{STUDY_ID}/files/{name}?run=1{q}", timeout=600)
+                runs = [measure_once(browser, srv) for _ in range(repeats)]
+                out[label] = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+        browser.close()
     return out
 
 
-def main(repeats: int = 1) -> None:
-    print(f"viewer load, headless Chromium + SwiftShader, median of {repeats} (ms)")
-    print(f"{'case':<28}{'total':>8}{'webgl':>8}{'volumes':>9}{'decode':>8}{'http':>7}{'first GET':>10}")
-    cases = (("91x109x91 (2 mm test)", None, True),
-             ("256^3, files as stored", (256, 256, 256), False),
-             ("256^3, display copies", (256, 256, 256), True))
-    for label, shape, compact in cases:
-        with tempfile.TemporaryDirectory() as tmp:
-            env = build_env(Path(tmp) / "data")
-            env.app.state.settings.viewer_display_copies = compact
-            if shape:
-                upscale_result(env.folder, shape)
-            r = measure(env, repeats)
-            med = {k: statistics.median(v) for k, v in r.items()}
-            print(f"{label:<28}{med['total_ms']:>8.0f}{med['gl_ms']:>8.0f}{med['volumes_ms']:>9.0f}"
-                  f"{med['decode_ms']:>8.0f}{med['http_ms']:>7.0f}{med['prep_ms']:>10.0f}")
-            env.app.state.db.dispose()
-    print("total = page start to first synchronized frame; webgl = 3 NiiVue contexts + shaders; volumes = load +")
-    print("GPU upload (4 textures from 3 files); decode = the 3 files fetched and parsed without WebGL; http = raw")
-    print("transfer of the 3 files. Target (issue 7): 256^3 pair with overlay < 2000 ms from localhost (GPU browser).")
-    print("256^3 files as the MS workflow stores them (float32 images, int16 labels); 'display copies' = what the")
-    print("server sends by default (int16 scaled images, uint8 labels, gzip 1). 'first GET' = the 3 files fetched once")
-    print("before the page opens (with display copies: building them, once per result version; not in 'total').")
+def main(repeats: int = 3, side: int = 256) -> None:
+    res = run(side, repeats)
+    print(f"study page, {side}^3 baseline + follow-up + labels, headless Chromium + SwiftShader, median of "
+          f"{repeats} (s from navigation start)")
+    print(f"{'case':<20}{'form ready':>11}{'images':>8}{'interactive':>12}{'full res':>9}")
+    for label, r in res.items():
+        print(f"{label:<20}{r['form_ms'] / 1000:>11.2f}{r['shown_ms'] / 1000:>8.2f}{r['interactive_ms'] / 1000:>12.2f}"
+              f"{r['full_ms'] / 1000:>9.2f}")
+    tti = res["preview first"]["interactive_ms"] / 1000
+    print(f"time to interactive (preview first): {tti:.2f} s; target <= {TARGET_S:.0f} s: "
+          f"{'met' if tti <= TARGET_S else 'NOT met'}")
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 1)
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 3, int(sys.argv[2]) if len(sys.argv) > 2 else 256)

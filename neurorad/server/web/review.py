@@ -310,6 +310,22 @@ def build_review(folder: Path, result_version: int, file_url: Any, workflow: str
     )
 
 
+def preview_level(folder: Path) -> str | None:
+    """``"preview"`` when an image of the result folder is larger than the preview (the viewer then
+    shows downsampled display copies first and the full images after), else None. Headers only."""
+    import nibabel as nib
+
+    from neurorad.server.web.display import PREVIEW_MAX_VOXELS
+
+    for p in folder.glob(f"*{VIEWABLE_SUFFIX}"):
+        try:
+            if max(nib.load(p).shape[:3]) > PREVIEW_MAX_VOXELS:
+                return "preview"
+        except Exception:  # noqa: BLE001 - an unreadable image is reported by the viewer, not here
+            continue
+    return None
+
+
 def humanize_wait(since: datetime, now: datetime) -> str:
     """'12 min', '3 h 5 min', '2 d 4 h'."""
     d = max(now - since, timedelta(0))

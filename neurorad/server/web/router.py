@@ -284,6 +284,7 @@ def _review_for(request: Request, s: Session, study: Study, p: Principal) -> dic
     out["state"] = study.state
     out["can_decide"] = p.role in DECIDING_ROLES and study.state in REVIEWABLE_STATES
     out["decision_url"] = f"/web/api/studies/{study.id}/decision"
+    out["preview_level"] = rv.preview_level(folder)
     return out
 
 
@@ -317,9 +318,10 @@ def review_json(request: Request, study_id: int, p: Principal = Depends(current_
 
 
 @router.get("/web/api/studies/{study_id}/files/{name}")
-def study_file(request: Request, study_id: int, name: str, p: Principal = Depends(current_user),
-               s: Session = Depends(get_db_session)) -> Response:
-    """A NIfTI image of the result folder (names only, never a path from the URL)."""
+def study_file(request: Request, study_id: int, name: str, level: Literal["", "preview"] = "",
+               p: Principal = Depends(current_user), s: Session = Depends(get_db_session)) -> Response:
+    """A NIfTI image of the result folder (names only, never a path from the URL); ``level=preview``:
+    the downsampled display copy the viewer shows first (:func:`neurorad.server.web.display.display_copy`)."""
     if not _FILE_NAME.match(name):
         raise HTTPException(404)
     study = s.get(Study, study_id)
@@ -335,7 +337,8 @@ def study_file(request: Request, study_id: int, name: str, p: Principal = Depend
     path = folder / name
     try:
         if getattr(request.app.state.settings, "viewer_display_copies", True):
-            path = display_copy(folder / name, root / "cache" / "viewer", is_label=name in rv.OVERLAY_CANDIDATES)
+            path = display_copy(folder / name, root / "cache" / "viewer", is_label=name in rv.OVERLAY_CANDIDATES,
+                                preview=level == "preview")
     except Exception:  # noqa: BLE001 - an unreadable image is sent as stored; the viewer reports it
         log.warning("study %s: no display copy of %s", study.id, name, exc_info=True)
         path = folder / name

@@ -461,28 +461,41 @@ async function loadImages(level) {
   return per;
 }
 
-function showImages(per, keepWindow) {
-  const mm = state.viewerReady ? crosshairMM() : null;
-  const win = keepWindow && state.viewerReady
-    ? [state.panels[0].nv.volumes[0].cal_min, state.panels[0].nv.volumes[0].cal_max] : null;
-  const cm = labelColormap();
-  state.panels.forEach(({ nv }, i) => {
-    const vols = per[i];
-    if (vols.length > 1) {
-      vols[1].setColormapLabel(cm);
-      vols[1].opacity = state.opacity;
-    }
-    if (win) [vols[0].cal_min, vols[0].cal_max] = win;
-    // All layers at once and one GPU update per panel (addVolume would rebuild the background twice).
-    nv.volumes = vols;
-    nv.back = vols[0];
-    nv.overlays = vols.slice(1);
-    nv.updateGLVolume();
-    nv.setSliceType(PLANES[state.plane]);
-  });
+// Put one panel's layers in place (one GPU update), keeping the crosshair position and the window.
+function swapPanel(i, vols, mm, win) {
+  const { nv } = state.panels[i];
+  if (vols.length > 1) {
+    vols[1].setColormapLabel(labelColormap());
+    vols[1].opacity = state.opacity;
+  }
+  if (win) [vols[0].cal_min, vols[0].cal_max] = win;
+  // All layers at once and one GPU update per panel (addVolume would rebuild the background twice).
+  nv.volumes = vols;
+  nv.back = vols[0];
+  nv.overlays = vols.slice(1);
+  nv.updateGLVolume();
+  nv.setSliceType(PLANES[state.plane]);
+  if (mm) nv.scene.crosshairPos = nv.mm2frac(mm);
+}
+
+function showImages(per) {
+  per.forEach((vols, i) => swapPanel(i, vols, null, null));
   state.viewerReady = true;
   readWindowFromVolume();
-  if (mm) setAllMM(mm);
+}
+
+// Full resolution replaces the preview one panel at a time (the overlay panel first), yielding to
+// the event loop between panels so that clicks and keys are handled between two GPU uploads.
+async function upgradeToFull() {
+  const order = state.panels.map((p, i) => i).sort((a, b) => state.panels[b].spec.overlay - state.panels[a].spec.overlay);
+  const per = await loadImages("");
+  for (const i of order) {
+    await new Promise((r) => setTimeout(r, 30));
+    const v = state.panels[0].nv.volumes[0];
+    swapPanel(i, per[i], crosshairMM(), [v.cal_min, v.cal_max]);
+    state.panels[i].el.dataset.detail = "full";
+    showLocation();
+  }
 }
 
 // ---------------------------------------------------------------- keys and wiring
@@ -589,7 +602,8 @@ async function main() {
   }
   const levels = data.preview_level ? [data.preview_level, ""] : [""];
   const first = await loadImages(levels[0]);
-  showImages(first, false);
+  showImages(first);
+  for (const p of state.panels) p.el.dataset.detail = levels[0] || "full";
   if (state.selected >= 0) selectLesion(state.selected);
   else showLocation();
   await new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)));
@@ -605,8 +619,7 @@ async function main() {
   status(`${data.decided ? "Decided (read-only). " : ""}Images shown in ${(ms / 1000).toFixed(1)} s` +
          (levels.length > 1 ? "; loading full resolution…" : "."));
   if (levels.length > 1) {
-    const full = await loadImages("");
-    showImages(full, true);
+    await upgradeToFull();
     document.body.dataset.fullMs = performance.now().toFixed(0);
     document.body.dataset.detail = "full";
     $("#detail").dataset.level = "full";
