@@ -65,3 +65,37 @@ def test_viewer_endpoint_sends_the_compact_copy(web_env: WebEnv) -> None:
     r = c.get(f"/web/api/studies/{web_env.study_id}/files/new_lesions.nii.gz")
     (web_env.data_dir / "lab.nii.gz").write_bytes(r.content)
     assert nib.load(web_env.data_dir / "lab.nii.gz").get_data_dtype() == np.uint8
+
+
+def test_preview_copy_keeps_world_positions_and_small_labels(tmp_path: Path) -> None:
+    """The preview (block mean / block max) puts every structure at the same world position (centre of
+    mass within half a preview voxel) and keeps a one-voxel label (a finding never vanishes)."""
+    from neurorad.server.web.display import PREVIEW_MAX_VOXELS, downsample, preview_factor
+
+    assert preview_factor((256, 256, 180)) == 2 and preview_factor((91, 109, 91)) == 1
+    assert preview_factor((300, 10, 10), 128) == 3
+    aff = np.diag([-1.0, 1.0, 1.2, 1.0])
+    aff[:3, 3] = [100.0, -120.0, -80.0]
+    img = np.zeros((200, 240, 150), np.float32)
+    img[40:60, 100:130, 70:80] = 1.0
+    lab = np.zeros(img.shape, np.int16)
+    lab[151, 37, 101] = 2
+    src_img, src_lab = tmp_path / "img.nii.gz", tmp_path / "lab.nii.gz"
+    nib.save(nib.Nifti1Image(img, aff), src_img)
+    nib.save(nib.Nifti1Image(lab, aff), src_lab)
+    out = nib.load(display_copy(src_img, tmp_path / "cache", is_label=False, preview=True))
+    assert max(out.shape) <= PREVIEW_MAX_VOXELS
+
+    def com_mm(im: nib.Nifti1Image) -> np.ndarray:
+        d = np.asarray(im.get_fdata())
+        ijk = np.array(np.nonzero(d > 0.25)).mean(axis=1) if d.max() > 0.25 else np.array(np.nonzero(d)).mean(axis=1)
+        return im.affine[:3, :3] @ ijk + im.affine[:3, 3]
+
+    f = preview_factor(img.shape)
+    assert np.abs(com_mm(out) - com_mm(nib.load(src_img))).max() <= 0.5 * f * 1.2 + 1e-6
+    small = downsample(nib.load(src_lab), f, is_label=True)
+    assert small.get_data_dtype() == np.uint8 and int(np.asarray(small.dataobj).max()) == 2
+    (i, j, k), = np.argwhere(np.asarray(small.dataobj) == 2)
+    world = small.affine @ [i, j, k, 1]
+    orig = aff @ [151, 37, 101, 1]
+    assert np.abs(world[:3] - orig[:3]).max() <= 0.5 * f * 1.2 + 1e-6
