@@ -169,11 +169,12 @@ def _datetime_text(value: str) -> str:
 
 
 def interval_text(days: int) -> str:
-    """``245 days (8.0 months)``; months of 30.44 days (365.25 / 12); years from 2 years on."""
-    months = days / 30.4375
+    """``245 days (8.0 months)``; months of 30.44 days (365.25 / 12) from 60 days on, years from 2 years on."""
     if days >= 730:
         return f"{days} days ({days / 365.25:.1f} years)"
-    return f"{days} day{'s' if days != 1 else ''} ({months:.1f} months)"
+    if days >= 60:
+        return f"{days} days ({days / 30.4375:.1f} months)"
+    return f"{days} day{'s' if days != 1 else ''}"
 
 
 def normalise_units(result: WorkflowResult) -> WorkflowResult:
@@ -471,21 +472,29 @@ class _Pages:
                 self.pages[-1].append(lambda fig, x0=x0, x1=x1, y=y: fig.add_artist(_hline(x0, x1, y, 0.5)))
 
     def images(self, items: Sequence[tuple[Path, str]], per_row: int = 2) -> None:
-        """A grid of images with captions; several per page."""
+        """A grid of images with captions, several per page: up to ``per_row`` images a row; a wide
+        image (a strip of panels, width >= 1.6 x height) takes a row alone so its panels stay legible."""
         import matplotlib.image as mpimg
 
+        loaded = [(mpimg.imread(str(p)), c) for p, c in items]
+        rows: list[list[tuple[Any, str]]] = []
+        for im, cap in loaded:
+            wide = im.shape[1] >= 1.6 * im.shape[0]
+            if wide or not rows or len(rows[-1]) >= per_row or rows[-1][0][0].shape[1] >= 1.6 * rows[-1][0][0].shape[0]:
+                rows.append([(im, cap)])
+            else:
+                rows[-1].append((im, cap))
         gap_in = 0.15
-        cell_w = (self.width_in - gap_in * (per_row - 1)) / per_row
-        for start in range(0, len(items), per_row):
-            row = items[start:start + per_row]
-            loaded = [(mpimg.imread(str(p)), c) for p, c in row]
-            aspect = max(im.shape[0] / im.shape[1] for im, _ in loaded)
-            img_h_in = min(cell_w * aspect, 2.6)
-            cap_lines = max(len(textwrap.wrap(c, self.chars(7.5, cell_w))) for _, c in loaded)
+        for row in rows:
+            n = 1 if row[0][0].shape[1] >= 1.6 * row[0][0].shape[0] else per_row
+            cell_w = (self.width_in - gap_in * (n - 1)) / n
+            aspect = max(im.shape[0] / im.shape[1] for im, _ in row)
+            img_h_in = min(cell_w * aspect, 3.0)
+            cap_lines = max(len(textwrap.wrap(c, self.chars(7.5, cell_w))) for _, c in row)
             h = (img_h_in + 0.05) / _A4_IN[1] + cap_lines * self._line_h(7.5)
             self.need(h)
             top = self.y
-            for j, (im, cap) in enumerate(loaded):
+            for j, (im, cap) in enumerate(row):
                 x_in = _MARGIN_IN + j * (cell_w + gap_in)
                 rect = (x_in / _A4_IN[0], top - img_h_in / _A4_IN[1], cell_w / _A4_IN[0], img_h_in / _A4_IN[1])
                 self.pages[-1].append(lambda fig, rect=rect, im=im: _show(fig, rect, im))

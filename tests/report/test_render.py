@@ -110,7 +110,7 @@ def _pdftext(pdf: Path) -> str:
 
 def test_interval_and_units() -> None:
     assert interval_text(245) == "245 days (8.0 months)"
-    assert interval_text(1) == "1 day (0.0 months)"
+    assert interval_text(1) == "1 day" and interval_text(59) == "59 days"
     assert interval_text(800).endswith("(2.2 years)")
     res = normalise_units(WorkflowResult("w", "1", quantities=[Quantity("lesion_volume_mm3", 1500.0, "mm3")],
                                          findings=[Finding(1, "k", measurements=(Quantity("v", 20, "mm3"),))]))
