@@ -59,12 +59,13 @@ def _register_all() -> None:
         ms,
         phantom,
         preprocess,
+        segment,
         server,
         workflows,
     )
 
     # workflows last: it adds a command for each installed workflow without a command of its own
-    for mod in (image, preprocess, phantom, ms, data, server, genomics, evaluate, cohort, demo, workflows):
+    for mod in (image, preprocess, phantom, ms, data, server, genomics, evaluate, cohort, demo, segment, workflows):
         mod.register(app)
 
 

@@ -1,0 +1,182 @@
+"""Network engines: a registered model (one network or a k-fold ensemble) as a :class:`Segmenter`.
+
+``load_segmenter("name@version")`` verifies the model folder's hashes, rebuilds the networks
+from the card and returns a :class:`NetworkSegmenter`. Its ``engine`` is ``torch`` or ``onnx``
+(ONNX Runtime on CPU, after ``neurorad model export-onnx``); ``auto`` takes the one the export
+measured as faster (card ``inference.preferred_engine``).
+
+k-fold ensembles: the members' softmax outputs are averaged; the standard deviation of their
+foreground probability is returned as the uncertainty map (member disagreement, the signal
+the ensemble quality alarms count).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from neurorad.errors import InputError, ProcessingError
+from neurorad.image.volume import Volume
+from neurorad.segment.base import Segmentation, check_inputs
+from neurorad.segment.inference import InferenceSpec, PreprocessSpec, predict_array, prepare, to_input_grid
+from neurorad.segment.networks import ArchSpec, build_network
+from neurorad.segment.registry import ModelInfo, find_model, weight_files
+
+WEIGHTS_FORMAT = "neurorad-weights-1"
+ENGINES = ("auto", "torch", "onnx")
+
+
+def save_weights(net: torch.nn.Module, path: str | Path) -> None:
+    """Save a network's state dict (CPU tensors) in neurorad's weights format."""
+    sd = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
+    torch.save({"format": WEIGHTS_FORMAT, "state_dict": sd}, str(path))
+
+
+def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """The state dict in a weights file; a corrupt or foreign file is a clear error."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("weights file not found", path)
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types on truncated/garbled files
+        raise ProcessingError(f"{path}: corrupt or unreadable checkpoint ({type(exc).__name__}: "
+                              f"{str(exc).splitlines()[0][:200] if str(exc) else ''})") from exc
+    if not isinstance(obj, dict) or "state_dict" not in obj:
+        raise ProcessingError(f"{path}: not a neurorad weights file (no state_dict)")
+    return obj["state_dict"]
+
+
+def state_sha256(state: dict[str, torch.Tensor]) -> str:
+    """Hash of a state dict's names, dtypes, shapes and values (independent of file format)."""
+    h = hashlib.sha256()
+    for k in sorted(state):
+        t = state[k].detach().cpu().contiguous()
+        h.update(k.encode())
+        h.update(str(t.dtype).encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.float().numpy().tobytes())
+    return h.hexdigest()
+
+
+def build_from_state(arch: ArchSpec, state: dict[str, torch.Tensor], source: str | Path = "") -> torch.nn.Module:
+    net = build_network(arch)
+    try:
+        net.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise ProcessingError(f"{source}: weights do not fit the {arch.architecture} described by the card "
+                              f"({str(exc).splitlines()[0][:200]})") from exc
+    net.eval()
+    return net
+
+
+class NetworkSegmenter:
+    """One network or a k-fold ensemble behind the :class:`Segmenter` protocol."""
+
+    def __init__(self, forwards: list[Callable[[torch.Tensor], torch.Tensor]], arch: ArchSpec,
+                 preprocessing: PreprocessSpec, inference: InferenceSpec, labels: dict[int, str],
+                 contrasts: Sequence[str], name: str = "unnamed", version: str = "0.0.0",
+                 weights_sha256: str | None = None, engine: str = "torch") -> None:
+        if not forwards:
+            raise ValueError("no networks")
+        if len(contrasts) != arch.in_channels:
+            raise ValueError(f"{len(contrasts)} contrasts but the network takes {arch.in_channels} channel(s)")
+        if len(labels) != arch.out_channels:
+            raise ValueError(f"{len(labels)} labels but the network gives {arch.out_channels} classes")
+        self.forwards = forwards
+        self.arch = arch
+        self.preprocessing = preprocessing
+        self.inference = inference
+        self.labels = dict(labels)
+        self.contrasts = tuple(contrasts)
+        self.name = name
+        self.version = version
+        self._weights = weights_sha256
+        self.engine = engine
+
+    @property
+    def weights_sha256(self) -> str | None:
+        return self._weights
+
+    def predict_prepared(self, arr: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Mean class probabilities ``[K, i, j, k]`` and member disagreement (None for one member)
+        on the working grid of an already prepared array."""
+        probs = []
+        for f in self.forwards:
+            probs.append(predict_array(f, arr, self.arch, self.inference))
+        if len(probs) == 1:
+            return probs[0], None
+        stack = np.stack(probs)
+        return stack.mean(0), (1.0 - stack[:, 0]).std(0).astype(np.float32)
+
+    def predict(self, volumes: Sequence[Volume] | Volume) -> Segmentation:
+        vols = check_inputs(volumes, self.contrasts, f"model {self.name} {self.version}")
+        t0 = time.perf_counter()
+        arr, _, grid = prepare(vols, self.preprocessing)
+        t1 = time.perf_counter()
+        with torch.inference_mode():
+            prob, unc = self.predict_prepared(arr)
+        t2 = time.perf_counter()
+        ref = vols[0]
+        out = to_input_grid(prob, grid, ref)
+        unc_vol = None
+        if unc is not None:
+            unc_vol = Volume(to_input_grid(np.stack([1.0 - unc, unc]), grid, ref)[..., 1], ref.affine.copy(),
+                             {"uncertainty": "std of ensemble members' foreground probability"})
+        record: dict[str, Any] = {
+            "engine": self.engine, "name": self.name, "version": self.version, "weights_sha256": self._weights,
+            "architecture": self.arch.architecture, "members": len(self.forwards),
+            "mirror_tta": self.inference.mirror_tta,
+            "seconds": {"preprocess": round(t1 - t0, 3), "network": round(t2 - t1, 3),
+                        "resample": round(time.perf_counter() - t2, 3)},
+        }
+        return Segmentation(Volume(out, ref.affine.copy(), {}), self.labels, unc_vol, record)
+
+
+def _labels(card: dict[str, Any]) -> dict[int, str]:
+    return {int(k): str(v) for k, v in card["labels"].items()}
+
+
+def segmenter_from_model(info: ModelInfo, engine: str = "auto", mirror_tta: bool | None = None,
+                         threads: int | None = None) -> NetworkSegmenter:
+    """A :class:`NetworkSegmenter` for a verified registry model."""
+    if engine not in ENGINES:
+        raise InputError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
+    card = info.card
+    arch = ArchSpec.from_dict(card["architecture"])
+    prep = PreprocessSpec.from_dict(card["preprocessing"])
+    inf = InferenceSpec.from_dict(card.get("inference", {}))
+    if mirror_tta is not None:
+        inf = InferenceSpec(inf.patch_size, inf.overlap, mirror_tta, inf.batch_size)
+    onnx_files = sorted(f for f in card["files"] if f.endswith(".onnx"))
+    if engine == "auto":
+        engine = card.get("inference", {}).get("preferred_engine", "torch")
+        if engine == "onnx" and not onnx_files:
+            engine = "torch"
+    if engine == "onnx":
+        from neurorad.segment.onnx_engine import onnx_forward
+
+        if not onnx_files:
+            raise InputError(f"model {info.name} {info.version} has no ONNX export; run "
+                             f"`neurorad model export-onnx {info.name}@{info.version}`", info.path)
+        forwards = [onnx_forward(info.path / f, threads) for f in onnx_files]
+    else:
+        files = weight_files(card)
+        if not files:
+            raise InputError("model lists no weight files (*.pt)", info.path)
+        forwards = [build_from_state(arch, load_weights(info.path / f), info.path / f) for f in files]
+    return NetworkSegmenter(forwards, arch, prep, inf, _labels(card), card["contrasts"], info.name, info.version,
+                            info.weights_sha256, engine)
+
+
+def load_segmenter(ref: str | Path, engine: str = "auto", mirror_tta: bool | None = None,
+                   version: str | None = None) -> NetworkSegmenter:
+    """A registered model (path, ``name`` or ``name@version``) ready to ``predict``; refuses a
+    model whose files changed since their hashes were recorded."""
+    return segmenter_from_model(find_model(str(ref), version), engine, mirror_tta)

@@ -1,0 +1,211 @@
+"""Preprocessing and inference shared by training and every network engine.
+
+One function prepares the arrays (:func:`prepare`) for training AND inference, so a model sees
+at run time exactly what it saw in training:
+
+1. the working grid: the first input reoriented to RAS (exact, :func:`neurorad.image.reorient`)
+   and resampled to the model's ``spacing_mm`` over the same field of view;
+2. every contrast resampled onto that grid (linear; labels nearest);
+3. intensity normalisation per contrast (``zscore``: whole-volume mean 0 / SD 1 as the WMH
+   paper; ``zscore-nonzero``: statistics over voxels > 0 as nnU-Net for MR; ``minmax``: 0-1 as
+   the skull-stripping paper's "whitening"; ``percentile``: 0.5-99.5 % clipped to 0-1; ``ct``:
+   HU window [-100, 200] to 0-1; ``none``).
+
+Inference (:func:`predict_array`): 3D patches by MONAI ``sliding_window_inference`` with
+Gaussian importance weighting (nnU-Net, Isensee et al. 2021) and overlap; 2D / 2.5D nets run
+axial slice by axial slice (k adjacent slices as channels for 2.5D, the middle slice out, as the
+microbleed paper); optional mirror test-time augmentation averages the softmax over flips.
+Probabilities go back to the first input's grid by linear interpolation (:func:`to_input_grid`).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+from neurorad.errors import InputError
+from neurorad.image.geometry import grid_for_spacing, reorient, resample_to_reference
+from neurorad.image.volume import Volume
+from neurorad.segment.networks import ArchSpec
+
+NORMALIZATIONS = ("zscore", "zscore-nonzero", "minmax", "percentile", "ct", "none")
+
+
+@dataclass(frozen=True)
+class PreprocessSpec:
+    """How inputs become network arrays (stored in the model card)."""
+
+    spacing_mm: tuple[float, float, float] | None = (1.0, 1.0, 1.0)  # None: the first input's own grid
+    normalization: str = "zscore"
+
+    def __post_init__(self) -> None:
+        if self.normalization not in NORMALIZATIONS:
+            raise ValueError(f"unknown normalization {self.normalization!r}; choose one of {', '.join(NORMALIZATIONS)}")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["spacing_mm"] = None if self.spacing_mm is None else [float(s) for s in self.spacing_mm]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> PreprocessSpec:
+        sp = d.get("spacing_mm")
+        return cls(None if sp is None else tuple(float(s) for s in sp), d.get("normalization", "zscore"))  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class InferenceSpec:
+    """Sliding-window inference parameters (stored in the model card)."""
+
+    patch_size: tuple[int, ...] = (96, 96, 96)  # 3D patch, or 2D in-plane patch for 2D/2.5D nets
+    overlap: float = 0.5
+    mirror_tta: bool = False
+    batch_size: int = 4  # patches (or slices) per forward pass
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["patch_size"] = [int(p) for p in self.patch_size]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> InferenceSpec:
+        return cls(tuple(int(p) for p in d.get("patch_size", (96, 96, 96))), float(d.get("overlap", 0.5)),
+                   bool(d.get("mirror_tta", False)), int(d.get("batch_size", 4)))
+
+
+Grid = tuple[tuple[int, int, int], np.ndarray]
+
+
+def working_grid(reference: Volume, spacing_mm: Sequence[float] | None) -> Grid:
+    """RAS-oriented grid over the reference's field of view at ``spacing_mm`` (its own voxels when None)."""
+    ras = reorient(Volume(np.zeros(reference.spatial_shape, np.uint8), reference.affine), "RAS")
+    if spacing_mm is None:
+        return ras.spatial_shape, ras.affine
+    return grid_for_spacing(ras, tuple(float(s) for s in spacing_mm))  # type: ignore[arg-type]
+
+
+def normalize(data: np.ndarray, method: str) -> np.ndarray:
+    """Intensity normalisation of one contrast (see module docstring)."""
+    x = np.asarray(data, dtype=np.float32)
+    if method == "none":
+        return x
+    if method == "zscore":
+        sd = float(x.std())
+        return ((x - float(x.mean())) / (sd if sd > 0 else 1.0)).astype(np.float32)
+    if method == "zscore-nonzero":
+        m = x > 0
+        vals = x[m] if m.any() else x.ravel()
+        sd = float(vals.std())
+        return np.where(m, (x - float(vals.mean())) / (sd if sd > 0 else 1.0), 0.0).astype(np.float32)
+    if method == "minmax":
+        lo, hi = float(x.min()), float(x.max())
+        return ((x - lo) / (hi - lo if hi > lo else 1.0)).astype(np.float32)
+    if method == "percentile":
+        lo, hi = (float(v) for v in np.percentile(x, [0.5, 99.5]))
+        return np.clip((x - lo) / (hi - lo if hi > lo else 1.0), 0.0, 1.0).astype(np.float32)
+    if method == "ct":
+        return np.clip((x + 100.0) / 300.0, 0.0, 1.0).astype(np.float32)
+    raise ValueError(f"unknown normalization {method!r}")
+
+
+def prepare(volumes: Sequence[Volume], spec: PreprocessSpec, label: Volume | None = None
+            ) -> tuple[np.ndarray, np.ndarray | None, Grid]:
+    """Network input ``[contrast, i, j, k]`` (float32) on the working grid, the label resampled
+    onto it (nearest, int16) when given, and the grid."""
+    if not volumes:
+        raise InputError("no input images")
+    grid = working_grid(volumes[0], spec.spacing_mm)
+    chans = []
+    for v in volumes:
+        r = resample_to_reference(v.with_data(np.asarray(v.data, np.float32)), grid, "linear")
+        chans.append(normalize(r.data, spec.normalization))
+    lab = None
+    if label is not None:
+        lab = resample_to_reference(label.with_data(np.asarray(label.data, np.int16)), grid, "nearest").data
+        lab = np.asarray(lab, np.int16)
+    return np.stack(chans).astype(np.float32), lab, grid
+
+
+def to_input_grid(prob: np.ndarray, grid: Grid, reference: Volume) -> np.ndarray:
+    """Class probabilities ``[class, i, j, k]`` on the working grid -> ``[i, j, k, class]`` on the
+    reference's grid (linear interpolation of each foreground class; background = 1 - the rest,
+    so voxels outside the network's field of view are background)."""
+    n = prob.shape[0]
+    shape, affine = grid
+    if tuple(shape) == reference.spatial_shape and np.allclose(affine, reference.affine, atol=1e-6):
+        return np.ascontiguousarray(np.moveaxis(prob, 0, -1)).astype(np.float32)
+    out = np.empty((*reference.spatial_shape, n), np.float32)
+    for c in range(1, n):
+        out[..., c] = resample_to_reference(Volume(prob[c].astype(np.float32), affine), reference, "linear").data
+    np.clip(out[..., 1:], 0.0, 1.0, out=out[..., 1:])
+    s = out[..., 1:].sum(-1)
+    over = s > 1.0
+    if over.any():
+        out[over, 1:] /= s[over, None]
+        s = np.minimum(s, 1.0)
+    out[..., 0] = 1.0 - s
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# network forward passes
+# --------------------------------------------------------------------------------------------
+def slice_stack(arr: np.ndarray, slices: int) -> np.ndarray:
+    """``[C, X, Y, Z]`` -> ``[Z, C*slices, X, Y]``: for each axial slice its ``slices`` neighbours
+    (edge slices repeated), contrast-major order (all slices of contrast 0 first)."""
+    c, _, _, z = arr.shape
+    h = slices // 2
+    idx = np.clip(np.arange(z)[:, None] + np.arange(-h, h + 1)[None, :], 0, z - 1)  # [Z, slices]
+    out = arr[:, :, :, idx]  # [C, X, Y, Z, slices]
+    return np.ascontiguousarray(out.transpose(3, 0, 4, 1, 2).reshape(z, c * slices, *arr.shape[1:3]))
+
+
+def _flips(dims: int, enabled: bool) -> list[tuple[int, ...]]:
+    if not enabled:
+        return [()]
+    axes = list(range(2, 2 + dims))
+    return [tuple(c) for r in range(len(axes) + 1) for c in itertools.combinations(axes, r)]
+
+
+@torch.no_grad()
+def _softmax_windows(forward, x: torch.Tensor, roi: Sequence[int], inf: InferenceSpec) -> torch.Tensor:  # noqa: ANN001
+    from monai.inferers import sliding_window_inference
+
+    total = None
+    flips = _flips(x.ndim - 2, inf.mirror_tta)
+    for f in flips:
+        xi = torch.flip(x, f) if f else x
+        logits = sliding_window_inference(xi, list(roi), inf.batch_size, forward, overlap=inf.overlap,
+                                          mode="gaussian", padding_mode="constant", cval=0.0)
+        p = torch.softmax(logits, 1)
+        if f:
+            p = torch.flip(p, f)
+        total = p if total is None else total + p
+    return total / len(flips)  # type: ignore[operator]
+
+
+def predict_array(forward, arr: np.ndarray, arch: ArchSpec, inf: InferenceSpec) -> np.ndarray:  # noqa: ANN001
+    """Class probabilities ``[class, i, j, k]`` for the prepared array ``[C, i, j, k]``.
+
+    ``forward`` maps a float32 tensor batch to logits (a torch module in eval mode, or an ONNX
+    Runtime session wrapped as a callable).
+    """
+    if arr.shape[0] != arch.in_channels:
+        raise InputError(f"model expects {arch.in_channels} contrast(s), got {arr.shape[0]}")
+    if arch.spatial_dims == 3:
+        roi = tuple(inf.patch_size[:3])
+        x = torch.from_numpy(np.ascontiguousarray(arr[None]))
+        return _softmax_windows(forward, x, roi, inf)[0].numpy()
+    roi = tuple(inf.patch_size[:2])
+    stack = slice_stack(arr, arch.slices)  # [Z, C*k, X, Y]
+    outs = []
+    chunk = max(1, inf.batch_size * 4)
+    for s in range(0, stack.shape[0], chunk):
+        x = torch.from_numpy(stack[s:s + chunk])
+        outs.append(_softmax_windows(forward, x, roi, inf).numpy())
+    prob = np.concatenate(outs, 0)  # [Z, K, X, Y]
+    return np.ascontiguousarray(prob.transpose(1, 2, 3, 0))

@@ -1,0 +1,108 @@
+"""ONNX export of registered models and an ONNX Runtime forward pass (CPU).
+
+``export_model_onnx(folder)`` writes ``fold_<i>.onnx`` beside each ``fold_<i>.pt`` (fixed patch
+size, dynamic batch; the sliding window always feeds whole patches), checks that ONNX Runtime
+reproduces the torch logits, times both engines on one batch of windows and records the faster
+one as the card's ``inference.preferred_engine`` (what ``engine="auto"`` runs). The card's file
+hashes are updated, so a changed export refuses to run like changed weights.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from neurorad.errors import InputError, ProcessingError
+from neurorad.segment.networks import ArchSpec
+from neurorad.segment.registry import finalize_folder, open_model, weight_files
+
+
+def onnx_forward(path: str | Path, threads: int | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A callable mapping a float32 batch tensor to logits through an ONNX Runtime CPU session."""
+    try:
+        import onnxruntime as ort
+    except ImportError as exc:  # pragma: no cover - dependency declared in pyproject
+        raise ProcessingError("onnxruntime is not installed") from exc
+    opts = ort.SessionOptions()
+    if threads:
+        opts.intra_op_num_threads = threads
+    opts.log_severity_level = 3
+    try:
+        sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        raise ProcessingError(f"{path}: cannot load ONNX model ({type(exc).__name__})") from exc
+    name = sess.get_inputs()[0].name
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        out = sess.run(None, {name: np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)})[0]
+        return torch.from_numpy(out)
+
+    return forward
+
+
+def export_network(net: torch.nn.Module, arch: ArchSpec, patch: tuple[int, ...], path: str | Path) -> None:
+    """Export ``net`` for inputs ``[batch, channels, *patch]`` (batch dynamic) to ONNX (opset 17)."""
+    dummy = torch.zeros(2, arch.net_in_channels, *patch[: arch.spatial_dims])
+    net.eval()
+    torch.onnx.export(net, (dummy,), str(path), input_names=["input"], output_names=["logits"],
+                      dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, opset_version=17,
+                      dynamo=False)
+
+
+def _time(fn: Callable[[], Any], repeats: int) -> float:
+    fn()  # warm-up
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def export_model_onnx(folder: str | Path, repeats: int = 3, tolerance: float = 1e-3) -> dict[str, Any]:
+    """Export every member of the model in ``folder`` to ONNX, verify and time it (see module doc)."""
+    from neurorad.segment.engine import build_from_state, load_weights
+    from neurorad.segment.inference import InferenceSpec
+
+    info = open_model(folder, check=True)
+    card = dict(info.card)
+    arch = ArchSpec.from_dict(card["architecture"])
+    inf = InferenceSpec.from_dict(card.get("inference", {}))
+    files = weight_files(card)
+    if not files:
+        raise InputError("model lists no weight files (*.pt) to export", info.path)
+    x = torch.from_numpy(np.random.default_rng(0).normal(size=(inf.batch_size, arch.net_in_channels,
+                                                                *inf.patch_size[: arch.spatial_dims]))
+                         .astype(np.float32))
+    diffs, t_torch, t_onnx = [], 0.0, 0.0
+    for f in files:
+        net = build_from_state(arch, load_weights(info.path / f), info.path / f)
+        out = info.path / (Path(f).stem + ".onnx")
+        export_network(net, arch, inf.patch_size, out)
+        fwd = onnx_forward(out)
+        with torch.inference_mode():
+            ref = net(x)
+            diffs.append(float((fwd(x) - ref).abs().max()))
+            t_torch += _time(lambda net=net: net(x), repeats)
+        t_onnx += _time(lambda fwd=fwd: fwd(x), repeats)
+    max_diff = max(diffs)
+    if max_diff > tolerance:
+        for f in files:
+            (info.path / (Path(f).stem + ".onnx")).unlink(missing_ok=True)
+        raise ProcessingError(f"ONNX export of {info.name} differs from torch by {max_diff:.2e} (> {tolerance}); "
+                              "not kept")
+    preferred = "onnx" if t_onnx < t_torch else "torch"
+    report = {"max_abs_diff": max_diff, "torch_s": round(t_torch, 4), "onnx_s": round(t_onnx, 4),
+              "batch": list(x.shape), "preferred_engine": preferred,
+              "measured": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    import onnxruntime as ort
+
+    report["onnxruntime"] = ort.__version__
+    card["inference"] = {**card.get("inference", {}), "preferred_engine": preferred, "onnx_export": report}
+    finalize_folder(info.path, card)
+    return report

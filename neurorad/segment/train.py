@@ -1,0 +1,509 @@
+"""``neurorad train CONFIG``: train a network (or a k-fold ensemble) on an nnU-Net raw dataset.
+
+The schedule follows the published systems (PAPERS.md B6, C6, E2): Adam (learning rate
+3e-4 by default), the learning rate multiplied by ``lr_factor`` (0.9 = "reduce by 10 %") after
+``lr_patience_epochs`` epochs without a better validation Dice, training stopped after
+``stop_patience_epochs`` epochs without improvement (or at ``max_epochs``, or once validation
+Dice reaches ``stop_at_val_dice``), and the checkpoint with the best validation Dice kept.
+
+Deterministic given ``seed`` on CPU: one NumPy generator drives case split, patch sampling and
+augmentation; torch is seeded per fold and runs with deterministic algorithms. Two runs of one
+config give the same weights (tested through :func:`neurorad.segment.engine.state_sha256`).
+
+A run folder holds ``config.toml`` (as given), ``fold_<i>/checkpoint_last.pt`` (resume point:
+network, optimiser, RNG states, history), ``fold_<i>/best.pt``, ``curves.csv``/``curves.png``
+and, at the end, ``model/``: a registry model whose card is filled from the run (validation
+Dice per fold, the command, the data statement from the config).
+
+Config (TOML or JSON), every key but ``data.dataset`` optional::
+
+    [model]     name, version, task, architecture (unet2d|unet25d|unet3d|dynunet|densevnet),
+                features, slices (2.5D), dropout, extra
+    [data]      dataset (folder, relative to the config), spacing_mm, normalization, patch_size,
+                val_fraction, folds
+    [training]  seed, max_epochs, iterations_per_epoch, batch_size, learning_rate, loss
+                (dice_ce|dice|ce), lr_patience_epochs, lr_factor, stop_patience_epochs,
+                stop_at_val_dice, foreground_oversample, mirror_augment, intensity_augment
+    [inference] overlap, mirror_tta, batch_size, patch_size (default: the training patch)
+    [card]      training_data, intended_use, limitations, licence (statements for the model card)
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import json
+import shutil
+import time
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from neurorad.errors import InputError, ProcessingError
+from neurorad.segment.dataset import RawDataset, read_dataset
+from neurorad.segment.engine import build_from_state, load_weights, save_weights, state_sha256
+from neurorad.segment.inference import InferenceSpec, PreprocessSpec, predict_array, prepare
+from neurorad.segment.networks import ArchSpec, build_network, count_parameters
+from neurorad.segment.registry import finalize_folder
+
+LOSSES = ("dice_ce", "dice", "ce")
+
+
+@dataclass
+class TrainConfig:
+    """A parsed training configuration (see the module docstring for the keys)."""
+
+    dataset: Path
+    name: str = "model"
+    version: str = "0.1.0"
+    task: str = "segmentation"
+    architecture: str = "unet3d"
+    features: tuple[int, ...] = (16, 32, 64, 128, 256)
+    slices: int = 1
+    dropout: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+    spacing_mm: tuple[float, float, float] | None = (1.0, 1.0, 1.0)
+    normalization: str = "zscore"
+    patch_size: tuple[int, ...] = (64, 64, 64)
+    val_fraction: float = 0.2
+    folds: int = 1
+    seed: int = 0
+    max_epochs: int = 100
+    iterations_per_epoch: int = 50
+    batch_size: int = 2
+    learning_rate: float = 3e-4
+    loss: str = "dice_ce"
+    lr_patience_epochs: int = 30
+    lr_factor: float = 0.9
+    stop_patience_epochs: int = 60
+    stop_at_val_dice: float | None = None
+    foreground_oversample: float = 0.33
+    mirror_augment: bool = True
+    intensity_augment: bool = True
+    inference: dict[str, Any] = field(default_factory=dict)
+    card: dict[str, Any] = field(default_factory=dict)
+    source: Path | None = None
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        src = self.source
+        if self.loss not in LOSSES:
+            raise InputError(f"training.loss must be one of {', '.join(LOSSES)}, got {self.loss!r}", src)
+        dims = 2 if self.architecture in ("unet2d", "unet25d") else 3
+        if len(self.patch_size) != dims:
+            raise InputError(f"data.patch_size needs {dims} numbers for {self.architecture}, got "
+                             f"{list(self.patch_size)}", src)
+        if self.folds < 1 or self.max_epochs < 1 or self.iterations_per_epoch < 1 or self.batch_size < 1:
+            raise InputError("folds, max_epochs, iterations_per_epoch and batch_size must be >= 1", src)
+        if not 0 < self.val_fraction < 1:
+            raise InputError("data.val_fraction must be between 0 and 1", src)
+        if not 0 < self.lr_factor <= 1:
+            raise InputError("training.lr_factor must be in (0, 1]", src)
+
+    def arch(self, in_channels: int, out_channels: int) -> ArchSpec:
+        try:
+            spec = ArchSpec(self.architecture, in_channels, out_channels, tuple(self.features), self.slices,
+                            self.dropout, dict(self.extra))
+        except ValueError as exc:
+            raise InputError(f"model: {exc}", self.source) from exc
+        bad = [p for p in self.patch_size if p % spec.divisor]
+        if bad:
+            raise InputError(f"data.patch_size {list(self.patch_size)} must be multiples of {spec.divisor} for "
+                             f"{self.architecture}", self.source)
+        return spec
+
+
+_SECTIONS = {
+    "model": ("name", "version", "task", "architecture", "features", "slices", "dropout", "extra"),
+    "data": ("dataset", "spacing_mm", "normalization", "patch_size", "val_fraction", "folds"),
+    "training": ("seed", "max_epochs", "iterations_per_epoch", "batch_size", "learning_rate", "loss",
+                 "lr_patience_epochs", "lr_factor", "stop_patience_epochs", "stop_at_val_dice",
+                 "foreground_oversample", "mirror_augment", "intensity_augment"),
+}
+
+
+def parse_config(raw: dict[str, Any], base: Path, source: Path | None = None) -> TrainConfig:
+    """A :class:`TrainConfig` from a dict shaped like the TOML file (paths relative to ``base``)."""
+    kw: dict[str, Any] = {}
+    for sec, keys in _SECTIONS.items():
+        part = raw.get(sec, {})
+        unknown = sorted(set(part) - set(keys))
+        if unknown:
+            raise InputError(f"[{sec}] has unknown key(s): {', '.join(unknown)}", source)
+        kw.update({k: part[k] for k in keys if k in part})
+    unknown_sections = sorted(set(raw) - {*_SECTIONS, "inference", "card"})
+    if unknown_sections:
+        raise InputError(f"unknown section(s): {', '.join(unknown_sections)}", source)
+    if "dataset" not in kw:
+        raise InputError("[data] dataset (the nnU-Net raw dataset folder) is required", source)
+    ds = Path(kw["dataset"])
+    kw["dataset"] = ds if ds.is_absolute() else (base / ds)
+    for k in ("features", "patch_size"):
+        if k in kw:
+            kw[k] = tuple(int(x) for x in kw[k])
+    if "spacing_mm" in kw and kw["spacing_mm"] is not None:
+        sp = kw["spacing_mm"]
+        kw["spacing_mm"] = tuple(float(x) for x in (sp if isinstance(sp, list | tuple) else [sp] * 3))
+    try:
+        cfg = TrainConfig(**kw, inference=dict(raw.get("inference", {})), card=dict(raw.get("card", {})),
+                          source=source, raw=raw)
+    except TypeError as exc:
+        raise InputError(f"bad config: {exc}", source) from exc
+    cfg.validate()
+    try:
+        PreprocessSpec(cfg.spacing_mm, cfg.normalization)
+    except ValueError as exc:
+        raise InputError(f"data: {exc}", source) from exc
+    return cfg
+
+
+def load_config(path: str | Path) -> TrainConfig:
+    """Read a TOML (or JSON) training config."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("config file not found", path)
+    text = path.read_text()
+    try:
+        raw = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+    except (ValueError, tomllib.TOMLDecodeError) as exc:
+        raise InputError(f"cannot parse config ({exc})", path) from exc
+    return parse_config(raw, path.parent.resolve(), path)
+
+
+# --------------------------------------------------------------------------------------------
+# data: prepared cases, patches, augmentation
+# --------------------------------------------------------------------------------------------
+@dataclass
+class PreparedCase:
+    case_id: str
+    image: np.ndarray  # [C, X, Y, Z] float32, padded to at least the patch
+    label: np.ndarray  # [X, Y, Z] int16
+    foreground: np.ndarray  # (N, 3) voxel indices of label > 0 (subsampled)
+
+
+def prepare_cases(ds: RawDataset, prep: PreprocessSpec, min_shape: tuple[int, int, int],
+                  progress: Callable[[dict], None] | None = None) -> list[PreparedCase]:
+    out = []
+    for i, case in enumerate(ds.cases):
+        imgs, lab = ds.load_case(case)
+        arr, lab_arr, _ = prepare(imgs, prep, lab)
+        assert lab_arr is not None
+        pad = [(0, max(0, m - s)) for m, s in zip(min_shape, arr.shape[1:], strict=True)]
+        if any(p[1] for p in pad):
+            arr = np.pad(arr, [(0, 0), *pad], mode="constant", constant_values=float(arr.min()))
+            lab_arr = np.pad(lab_arr, pad, mode="constant")
+        fg = np.argwhere(lab_arr > 0)
+        if len(fg) > 20000:
+            fg = fg[np.linspace(0, len(fg) - 1, 20000).astype(int)]
+        out.append(PreparedCase(case, arr, lab_arr, fg))
+        if progress:
+            progress({"stage": "prepare", "done": i + 1, "total": len(ds.cases)})
+    return out
+
+
+def sample_batch(rng: np.random.Generator, cases: list[PreparedCase], arch: ArchSpec, patch: tuple[int, ...],
+                 batch: int, fg_prob: float, mirror: bool, intensity: bool) -> tuple[np.ndarray, np.ndarray]:
+    """A batch of patches (nnU-Net style: a share of patches centred on foreground)."""
+    xs, ys = [], []
+    for _ in range(batch):
+        c = cases[int(rng.integers(len(cases)))]
+        shape = c.label.shape
+        want_fg = rng.random() < fg_prob and len(c.foreground) > 0
+        centre = c.foreground[int(rng.integers(len(c.foreground)))] if want_fg else None
+        if arch.spatial_dims == 3:
+            start = []
+            for d in range(3):
+                hi = shape[d] - patch[d]
+                s = int(np.clip(centre[d] - patch[d] // 2, 0, hi)) if centre is not None else int(rng.integers(hi + 1))
+                start.append(s)
+            sl = tuple(slice(s, s + p) for s, p in zip(start, patch, strict=True))
+            x = c.image[(slice(None), *sl)]
+            y = c.label[sl]
+        else:
+            z = int(centre[2]) if centre is not None else int(rng.integers(shape[2]))
+            start = []
+            for d in range(2):
+                hi = shape[d] - patch[d]
+                s = int(np.clip(centre[d] - patch[d] // 2, 0, hi)) if centre is not None else int(rng.integers(hi + 1))
+                start.append(s)
+            h = arch.slices // 2
+            zi = np.clip(np.arange(z - h, z + h + 1), 0, shape[2] - 1)
+            x = c.image[:, start[0]:start[0] + patch[0], start[1]:start[1] + patch[1]][:, :, :, zi]  # C,X,Y,k
+            x = x.transpose(0, 3, 1, 2).reshape(-1, patch[0], patch[1])
+            y = c.label[start[0]:start[0] + patch[0], start[1]:start[1] + patch[1], z]
+        x = np.array(x, np.float32)
+        y = np.array(y, np.int64)
+        if mirror:
+            for ax in range(arch.spatial_dims if arch.spatial_dims == 2 else 3):
+                if rng.random() < 0.5:
+                    x = np.flip(x, ax + 1)
+                    y = np.flip(y, ax)
+        if intensity:
+            x = x * np.float32(rng.uniform(0.9, 1.1)) + np.float32(rng.normal(0.0, 0.1))
+        xs.append(np.ascontiguousarray(x))
+        ys.append(np.ascontiguousarray(y))
+    return np.stack(xs), np.stack(ys)[:, None]
+
+
+def dice_per_class(pred: np.ndarray, truth: np.ndarray, n_classes: int) -> list[float]:
+    """Dice 2|A∩B|/(|A|+|B|) of each foreground class (NaN when absent from both)."""
+    out = []
+    for k in range(1, n_classes):
+        a, b = pred == k, truth == k
+        s = int(a.sum()) + int(b.sum())
+        out.append(float(2 * np.logical_and(a, b).sum() / s) if s else float("nan"))
+    return out
+
+
+def _loss_fn(name: str):  # noqa: ANN202
+    from monai.losses import DiceCELoss, DiceLoss
+
+    if name == "dice_ce":
+        return DiceCELoss(to_onehot_y=True, softmax=True, batch=True)
+    if name == "dice":
+        return DiceLoss(to_onehot_y=True, softmax=True, batch=True)
+    ce = torch.nn.CrossEntropyLoss()
+    return lambda logits, y: ce(logits, y[:, 0])
+
+
+def validate(net: torch.nn.Module, cases: list[PreparedCase], arch: ArchSpec, inf: InferenceSpec) -> float:
+    """Mean foreground Dice over validation cases and classes (argmax of the softmax)."""
+    net.eval()
+    scores = []
+    with torch.inference_mode():
+        for c in cases:
+            prob = predict_array(net, c.image, arch, inf)
+            scores.extend(dice_per_class(prob.argmax(0), c.label, arch.out_channels))
+    net.train()
+    vals = [s for s in scores if not np.isnan(s)]
+    return float(np.mean(vals)) if vals else 0.0
+
+
+# --------------------------------------------------------------------------------------------
+# the loop
+# --------------------------------------------------------------------------------------------
+@dataclass
+class FoldResult:
+    fold: int
+    best_val_dice: float
+    best_epoch: int
+    epochs: int
+    weights_sha256: str
+    train_cases: list[str]
+    val_cases: list[str]
+    seconds: float
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    model_dir: Path
+    folds: list[FoldResult]
+    arch: ArchSpec
+
+    @property
+    def val_dice(self) -> float:
+        return float(np.mean([f.best_val_dice for f in self.folds]))
+
+
+def split_cases(n: int, folds: int, val_fraction: float, seed: int) -> list[tuple[list[int], list[int]]]:
+    """(train, val) index lists: one shuffled hold-out split, or ``folds`` disjoint validation folds."""
+    if n < 2:
+        raise InputError(f"need at least 2 cases to train with validation, got {n}")
+    perm = np.random.default_rng([seed, 7919]).permutation(n)
+    if folds == 1:
+        n_val = min(n - 1, max(1, int(round(val_fraction * n))))
+        return [(sorted(perm[n_val:].tolist()), sorted(perm[:n_val].tolist()))]
+    if folds > n:
+        raise InputError(f"{folds} folds but only {n} cases")
+    parts = np.array_split(perm, folds)
+    return [(sorted(np.concatenate([p for j, p in enumerate(parts) if j != i]).tolist()), sorted(parts[i].tolist()))
+            for i in range(folds)]
+
+
+def _set_determinism(seed: int) -> None:
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def _train_fold(cfg: TrainConfig, arch: ArchSpec, fold: int, train_cases: list[PreparedCase],
+                val_cases: list[PreparedCase], fold_dir: Path, inf: InferenceSpec, resume: bool,
+                progress: Callable[[dict], None] | None) -> tuple[FoldResult, list[dict]]:
+    fold_dir.mkdir(parents=True, exist_ok=True)
+    last = fold_dir / "checkpoint_last.pt"
+    _set_determinism(cfg.seed * 1000 + fold)
+    net = build_network(arch)
+    opt = torch.optim.Adam(net.parameters(), lr=cfg.learning_rate)
+    rng = np.random.default_rng([cfg.seed, fold])
+    history: list[dict] = []
+    best, best_epoch, since_best, lr, epoch = -1.0, 0, 0, cfg.learning_rate, 0
+    done = False
+    t_start = time.perf_counter()
+    if resume and last.is_file():
+        try:
+            ck = torch.load(str(last), map_location="cpu", weights_only=False)
+            net.load_state_dict(ck["net"])
+            opt.load_state_dict(ck["opt"])
+        except Exception as exc:
+            raise ProcessingError(f"{last}: corrupt checkpoint, cannot resume ({type(exc).__name__})") from exc
+        rng.bit_generator.state = ck["rng"]
+        torch.set_rng_state(ck["torch_rng"])
+        history, best, best_epoch, since_best, lr, epoch, done = (ck["history"], ck["best"], ck["best_epoch"],
+                                                                   ck["since_best"], ck["lr"], ck["epoch"], ck["done"])
+    loss_fn = _loss_fn(cfg.loss)
+    net.train()
+    while not done:
+        epoch += 1
+        t0 = time.perf_counter()
+        for g in opt.param_groups:
+            g["lr"] = lr
+        losses = []
+        for it in range(cfg.iterations_per_epoch):
+            x, y = sample_batch(rng, train_cases, arch, cfg.patch_size, cfg.batch_size, cfg.foreground_oversample,
+                                cfg.mirror_augment, cfg.intensity_augment)
+            opt.zero_grad(set_to_none=True)
+            loss = loss_fn(net(torch.from_numpy(x)), torch.from_numpy(y))
+            loss.backward()
+            opt.step()
+            losses.append(float(loss.detach()))
+            if progress:
+                progress({"stage": "train", "fold": fold, "epoch": epoch, "iteration": it + 1,
+                          "iterations": cfg.iterations_per_epoch, "loss": float(np.mean(losses)), "best": best})
+        val = validate(net, val_cases, arch, inf)
+        improved = val > best
+        if improved:
+            best, best_epoch, since_best = val, epoch, 0
+            save_weights(net, fold_dir / "best.pt")
+        else:
+            since_best += 1
+            if since_best % cfg.lr_patience_epochs == 0:
+                lr *= cfg.lr_factor
+        row = {"fold": fold, "epoch": epoch, "loss": round(float(np.mean(losses)), 6), "val_dice": round(val, 6),
+               "learning_rate": lr, "seconds": round(time.perf_counter() - t0, 3)}
+        history.append(row)
+        done = (epoch >= cfg.max_epochs or since_best >= cfg.stop_patience_epochs
+                or (cfg.stop_at_val_dice is not None and best >= cfg.stop_at_val_dice))
+        ck = {"net": net.state_dict(), "opt": opt.state_dict(), "rng": rng.bit_generator.state,
+              "torch_rng": torch.get_rng_state(), "history": history, "best": best, "best_epoch": best_epoch,
+              "since_best": since_best, "lr": lr, "epoch": epoch, "done": done}
+        tmp = fold_dir / ".checkpoint_last.pt.tmp"
+        torch.save(ck, str(tmp))
+        tmp.replace(last)
+        if progress:
+            progress({"stage": "epoch", "fold": fold, **row, "best": best, "done": done})
+    state = load_weights(fold_dir / "best.pt")
+    res = FoldResult(fold, round(best, 6), best_epoch, epoch, state_sha256(state),
+                     [c.case_id for c in train_cases], [c.case_id for c in val_cases],
+                     round(time.perf_counter() - t_start, 2))
+    return res, history
+
+
+def write_curves(history: list[dict], out_dir: Path) -> None:
+    """``curves.csv`` (one row per fold and epoch) and ``curves.png`` (loss and validation Dice)."""
+    if not history:
+        return
+    keys = list(history[0])
+    with open(out_dir / "curves.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=keys)
+        w.writeheader()
+        w.writerows(history)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.5))
+    for fold in sorted({r["fold"] for r in history}):
+        rows = [r for r in history if r["fold"] == fold]
+        ep = [r["epoch"] for r in rows]
+        a1.plot(ep, [r["loss"] for r in rows], label=f"fold {fold}")
+        a2.plot(ep, [r["val_dice"] for r in rows], label=f"fold {fold}")
+    a1.set(xlabel="epoch", ylabel="training loss", title="loss")
+    a2.set(xlabel="epoch", ylabel="validation Dice", title="validation Dice", ylim=(0, 1))
+    a2.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out_dir / "curves.png", dpi=90)
+    plt.close(fig)
+
+
+def _card(cfg: TrainConfig, ds: RawDataset, arch: ArchSpec, prep: PreprocessSpec, inf: InferenceSpec,
+          folds: list[FoldResult], command: str) -> dict[str, Any]:
+    c = cfg.card
+    val = float(np.mean([f.best_val_dice for f in folds]))
+    return {
+        "name": cfg.name, "version": cfg.version, "task": cfg.task,
+        "labels": {str(k): v for k, v in sorted(ds.labels.items())},
+        "contrasts": [ch.lower() for ch in ds.channel_names],
+        "preprocessing": prep.to_dict(), "architecture": arch.to_dict(), "inference": inf.to_dict(),
+        "training_data": c.get("training_data", f"{len(ds.cases)} cases of the nnU-Net raw dataset "
+                                                 f"{ds.root.name} (no statement given in the config)"),
+        "validation": {
+            "metrics": {"val_dice_mean": round(val, 4),
+                        "per_fold": [{"fold": f.fold, "val_dice": f.best_val_dice, "best_epoch": f.best_epoch,
+                                      "val_cases": f.val_cases} for f in folds]},
+            "definition": "mean foreground Dice (per class, then averaged) of the argmax on the working grid of "
+                          "held-out validation cases",
+            "command": command,
+        },
+        "intended_use": c.get("intended_use", "research; validate locally before any clinical use"),
+        "limitations": c.get("limitations", "not stated"),
+        "licence": c.get("licence", "Apache-2.0"),
+        "training": {"config": cfg.raw, "seed": cfg.seed, "folds": cfg.folds,
+                     "parameters": count_parameters(build_network(arch)),
+                     "weights_state_sha256": [f.weights_sha256 for f in folds],
+                     "seconds": round(sum(f.seconds for f in folds), 1),
+                     "created": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")},
+    }
+
+
+def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False,
+          progress: Callable[[dict], None] | None = None, command: str | None = None) -> RunResult:
+    """Train every fold of ``cfg`` into ``run_dir`` and write the registry model ``run_dir/model``."""
+    from neurorad.provenance import software_versions
+
+    run_dir = Path(run_dir)
+    if run_dir.exists() and any(run_dir.iterdir()) and not resume:
+        raise InputError("run folder exists and is not empty (use --resume to continue it)", run_dir)
+    ds = read_dataset(cfg.dataset)
+    arch = cfg.arch(len(ds.channel_names), len(ds.labels))
+    prep = PreprocessSpec(cfg.spacing_mm, cfg.normalization)
+    ip = cfg.inference
+    inf = InferenceSpec(tuple(int(p) for p in ip.get("patch_size", cfg.patch_size)), float(ip.get("overlap", 0.5)),
+                        bool(ip.get("mirror_tta", False)), int(ip.get("batch_size", 4)))
+    val_inf = InferenceSpec(tuple(cfg.patch_size), 0.25, False, inf.batch_size)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.source is not None and not (run_dir / ("config" + cfg.source.suffix)).exists():
+        shutil.copyfile(cfg.source, run_dir / ("config" + cfg.source.suffix))
+    min_shape = tuple(cfg.patch_size) + ((1,) if arch.spatial_dims == 2 else ())
+    cases = prepare_cases(ds, prep, min_shape, progress)  # type: ignore[arg-type]
+    splits = split_cases(len(cases), cfg.folds, cfg.val_fraction, cfg.seed)
+    results, history = [], []
+    for fold, (tr, va) in enumerate(splits):
+        res, hist = _train_fold(cfg, arch, fold, [cases[i] for i in tr], [cases[i] for i in va],
+                                run_dir / f"fold_{fold}", val_inf, resume, progress)
+        results.append(res)
+        history.extend(hist)
+    write_curves(history, run_dir)
+    model_dir = run_dir / "model"
+    if model_dir.exists():
+        shutil.rmtree(model_dir)
+    model_dir.mkdir()
+    for r in results:
+        build_from_state(arch, load_weights(run_dir / f"fold_{r.fold}" / "best.pt"))  # fits the card's network
+        shutil.copyfile(run_dir / f"fold_{r.fold}" / "best.pt", model_dir / f"fold_{r.fold}.pt")
+    for f in ("curves.csv", "curves.png"):
+        if (run_dir / f).exists():
+            shutil.copyfile(run_dir / f, model_dir / f)
+    cmd = command or f"neurorad train {cfg.source or 'CONFIG'} --out {run_dir}"
+    card = _card(cfg, ds, arch, prep, inf, results, cmd)
+    card["training"]["software"] = software_versions()
+    finalize_folder(model_dir, card)
+    (run_dir / "run.json").write_text(json.dumps(
+        {"folds": [r.__dict__ for r in results], "val_dice_mean": float(np.mean([r.best_val_dice for r in results])),
+         "model": str(model_dir)}, indent=2, default=str) + "\n")
+    return RunResult(run_dir, model_dir, results, arch)

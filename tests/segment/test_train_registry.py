@@ -1,0 +1,192 @@
+"""Training reproducibility, resume, the registry (hashes, cards, CLI) and bad-input errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from neurorad.errors import InputError, ProcessingError
+from neurorad.image.volume import Volume
+from neurorad.segment import load_segmenter
+from neurorad.segment.base import ClassicalSegmenter, Segmenter
+from neurorad.segment.dataset import read_dataset
+from neurorad.segment.registry import finalize_folder, find_model, read_card, verify
+from neurorad.segment.train import parse_config, train
+from tests.segment.conftest import tiny_config
+
+SHORT = {"max_epochs": 2, "iterations_per_epoch": 3, "stop_at_val_dice": None}
+
+
+def _toml(d: dict) -> str:
+    lines = []
+    for sec, vals in d.items():
+        lines.append(f"[{sec}]")
+        for k, v in vals.items():
+            lines.append(f"{k} = {json.dumps(v)}")
+    return "\n".join(lines) + "\n"
+
+
+@pytest.fixture(scope="module")
+def trained(planted_dataset, tmp_path_factory) -> Path:
+    """One short CLI training run (unet3d, 2 epochs); returns the run folder."""
+    from neurorad.cli import app
+
+    tmp = tmp_path_factory.mktemp("cli_train")
+    cfg = tmp / "tiny.toml"
+    cfg.write_text(_toml(tiny_config(planted_dataset, "unet3d", **SHORT)))
+    r = CliRunner().invoke(app, ["--quiet", "train", str(cfg), "--out", str(tmp / "run")], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    assert "validation Dice" in r.output
+    return tmp / "run"
+
+
+def test_cli_train_writes_a_registry_model_with_card_curves_and_hashes(trained):
+    model = trained / "model"
+    card = read_card(model)
+    assert card["name"] == "planted-unet3d" and card["version"] == "0.1.0"
+    assert card["contrasts"] == ["t1"] and card["labels"] == {"0": "background", "1": "blob"}
+    assert card["validation"]["command"].startswith("neurorad train ")
+    assert 0.0 <= card["validation"]["metrics"]["val_dice_mean"] <= 1.0
+    assert set(card["files"]) >= {"fold_0.pt", "curves.csv", "curves.png"}
+    assert verify(model) == []
+    rows = (trained / "curves.csv").read_text().strip().splitlines()
+    assert rows[0].startswith("fold,epoch,loss,val_dice") and len(rows) == 1 + 2
+
+
+@pytest.mark.slow
+def test_same_seed_same_weights_and_resume_continues_exactly(planted_dataset, trained, tmp_path):
+    ref = read_card(trained / "model")["training"]["weights_state_sha256"]
+    cfg = parse_config(tiny_config(planted_dataset, "unet3d", **SHORT), tmp_path)
+    again = train(cfg, tmp_path / "again")
+    assert [f.weights_sha256 for f in again.folds] == ref
+
+    class Stop(Exception):
+        pass
+
+    def interrupt(ev: dict) -> None:
+        if ev["stage"] == "epoch" and ev["epoch"] == 1:
+            raise Stop
+
+    with pytest.raises(Stop):
+        train(cfg, tmp_path / "resumed", progress=interrupt)
+    assert not (tmp_path / "resumed" / "model").exists()
+    with pytest.raises(InputError, match="--resume"):
+        train(cfg, tmp_path / "resumed")
+    resumed = train(cfg, tmp_path / "resumed", resume=True)
+    assert [f.weights_sha256 for f in resumed.folds] == ref
+    # a different seed gives different weights (the hash can tell runs apart)
+    other = parse_config(tiny_config(planted_dataset, "unet3d", **SHORT, seed=1), tmp_path)
+    assert [f.weights_sha256 for f in train(other, tmp_path / "other").folds] != ref
+
+
+def test_changed_file_refuses_to_run_and_corrupt_checkpoint_is_named(trained, tmp_path):
+    model = tmp_path / "m"
+    shutil.copytree(trained / "model", model)
+    assert load_segmenter(model).weights_sha256 == find_model(str(model)).weights_sha256
+    w = model / "fold_0.pt"
+    data = bytearray(w.read_bytes())
+    data[-100] ^= 0xFF
+    w.write_bytes(bytes(data))
+    with pytest.raises(ProcessingError, match="refusing to run.*fold_0.pt: sha256"):
+        load_segmenter(model)
+    # a truncated checkpoint whose hashes were re-recorded: still a clear error, naming the file
+    w.write_bytes(bytes(data[: len(data) // 2]))
+    finalize_folder(model, read_card(model))
+    with pytest.raises(ProcessingError, match="fold_0.pt: corrupt or unreadable checkpoint"):
+        load_segmenter(model)
+
+
+def test_wrong_contrast_count_and_dimensions(trained):
+    seg = load_segmenter(trained / "model")
+    v = Volume(np.zeros((20, 20, 20), np.float32), np.eye(4))
+    with pytest.raises(InputError, match="needs 1 input image"):
+        seg.predict([v, v])
+    with pytest.raises(InputError, match="must be a 3D image"):
+        seg.predict([Volume(np.zeros((20, 20, 20, 2), np.float32), np.eye(4))])
+
+
+def test_model_cli_list_show_verify_import(trained, tmp_path, monkeypatch):
+    from neurorad.cli import app
+
+    monkeypatch.setenv("NEURORAD_MODELS", str(tmp_path / "registry"))
+    run = CliRunner()
+    r = run.invoke(app, ["model", "import", str(trained / "model")])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "registry" / "planted-unet3d" / "0.1.0" / "model.json").is_file()
+    r = run.invoke(app, ["model", "list"])
+    assert "planted-unet3d@0.1.0" in r.output
+    r = run.invoke(app, ["model", "show", "planted-unet3d@0.1.0"])
+    assert json.loads(r.output)["task"] == "planted blobs"
+    r = run.invoke(app, ["model", "verify", "planted-unet3d"])
+    assert r.exit_code == 0 and "OK" in r.output
+    # the registered copy runs by name from the command line, output on the input grid
+    img = tmp_path / "img.nii.gz"
+    from neurorad.image.nifti import save_nifti
+    from neurorad.segment.planted import planted_cases
+
+    _, [vol], _ = planted_cases(1, seed=9)[0]
+    save_nifti(vol, img)
+    r = run.invoke(app, ["segment", str(img), "--model", "planted-unet3d@0.1.0", "--out", str(tmp_path / "l.nii.gz")])
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "l.json").read_text())["version"] == "0.1.0"
+    # tamper with the registered copy: verify fails with exit code 3
+    (tmp_path / "registry" / "planted-unet3d" / "0.1.0" / "curves.csv").write_text("changed")
+    from neurorad.cli import main
+
+    monkeypatch.setattr("sys.argv", ["neurorad", "model", "verify", "planted-unet3d@0.1.0"])
+    with pytest.raises(SystemExit) as ex:
+        main()
+    assert ex.value.code == 3
+    with pytest.raises(InputError, match="no model nothing"):
+        find_model("nothing")
+
+
+def test_dataset_errors(planted_dataset, tmp_path):
+    bad = tmp_path / "bad"
+    shutil.copytree(planted_dataset, bad)
+    (bad / "imagesTr" / "case_003_0000.nii.gz").unlink()
+    with pytest.raises(InputError, match="case_003: missing image"):
+        read_dataset(bad)
+    (bad / "dataset.json").unlink()
+    with pytest.raises(InputError, match="dataset.json missing"):
+        read_dataset(bad)
+    with pytest.raises(InputError, match="patch_size"):
+        parse_config(tiny_config(planted_dataset, "unet3d") | {"data": {"dataset": "x", "patch_size": [30, 30, 30]}},
+                     tmp_path).arch(1, 2)
+    with pytest.raises(InputError, match="unknown key"):
+        parse_config({"data": {"dataset": "x"}, "training": {"epochs": 3}}, tmp_path)
+
+
+def test_classical_engine_is_a_segmenter():
+    seg = ClassicalSegmenter("threshold", lambda vols: (vols[0].data > 0.5).astype(np.uint8),
+                             {0: "background", 1: "bright"}, ("t1",))
+    assert isinstance(seg, Segmenter)
+    data = np.zeros((8, 8, 8), np.float32)
+    data[2:5, 2:5, 2:5] = 1.0
+    aff = np.diag([2.0, 2.0, 3.0, 1.0])
+    out = seg.predict([Volume(data, aff)])
+    assert out.probabilities.shape == (8, 8, 8, 2) and np.allclose(out.probabilities.affine, aff)
+    assert int(out.label_map().data.sum()) == 27
+
+
+@pytest.mark.slow
+def test_kfold_ensemble_gives_uncertainty_on_the_input_grid(planted_dataset, tmp_path):
+    cfg = parse_config(tiny_config(planted_dataset, "unet3d", max_epochs=1, iterations_per_epoch=2,
+                                   stop_at_val_dice=None), tmp_path)
+    cfg.folds = 2
+    res = train(cfg, tmp_path / "run")
+    assert len(res.folds) == 2 and set(res.folds[0].val_cases).isdisjoint(res.folds[1].val_cases)
+    seg = load_segmenter(res.model_dir)
+    assert len(seg.forwards) == 2
+    from neurorad.segment.planted import planted_cases
+
+    _, [vol], _ = planted_cases(1, seed=4, shape=(30, 34, 28))[0]
+    out = seg.predict([vol])
+    assert out.uncertainty is not None and out.uncertainty.spatial_shape == vol.spatial_shape
+    u = np.asarray(out.uncertainty.data)
+    assert u.min() >= 0 and u.max() > 0  # two differently trained members disagree somewhere
