@@ -199,7 +199,8 @@ def dataset_phantom(
 ) -> None:
     """Write phantom cases (real anatomy) with domain randomisation as an nnU-Net raw dataset."""
     from neurorad.cli._progress import bar
-    from neurorad.segment.phantom_data import RANDOMISATIONS, write_phantom_dataset
+    from neurorad.phantom.randomise import RANDOMISATIONS, training_cases
+    from neurorad.segment.dataset import write_dataset
 
     opts = set(RANDOMISATIONS) if randomise == "all" else (set() if randomise == "none" else
                                                           {s.strip() for s in randomise.split(",") if s.strip()})
@@ -208,8 +209,9 @@ def dataset_phantom(
         raise InputError(f"unknown --randomise item(s) {', '.join(unknown)}; choose from {', '.join(RANDOMISATIONS)}")
     chans = tuple(c.strip().lower() for c in contrasts.split(",") if c.strip()) if contrasts else None
     with bar(f"phantom dataset {kind}", n) as advance:
-        ds = write_phantom_dataset(out, kind, n, target=target, contrasts=chans, seed=seed, randomise=opts,
-                                   overwrite=overwrite, progress=advance)
+        tc = training_cases(kind, n, target=target, contrasts=chans, seed=seed, randomise=opts, progress=advance)
+        ds = write_dataset(out, tc.cases, tc.channel_names, tc.labels, tc.description, overwrite=overwrite,
+                           extra={"neurorad_cases": tc.records})
     typer.echo(f"wrote {len(ds.cases)} {kind} cases ({', '.join(ds.channel_names)}; labels "
                f"{', '.join(ds.labels.values())}) -> {out}")
 

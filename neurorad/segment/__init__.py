@@ -9,7 +9,11 @@ Public API (imported lazily: torch loads only when a network is used)::
     result.label_map(), result.uncertainty              # argmax labels; ensemble disagreement
 
     from neurorad.segment import load_config, train     # `neurorad train CONFIG` from Python
-    from neurorad.segment import write_dataset, read_dataset, write_phantom_dataset
+    from neurorad.segment import write_dataset, read_dataset
+    from neurorad.phantom.randomise import training_cases    # domain-randomised phantom cases
+    tc = training_cases("wmh", 40, seed=0)
+    write_dataset("Dataset101_WMH", tc.cases, tc.channel_names, tc.labels, tc.description,
+                  extra={"neurorad_cases": tc.records})
 
 See docs/segment.md.
 """
@@ -31,7 +35,6 @@ _EXPORTS = {
     "verify": "registry", "import_model": "registry",
     "TrainConfig": "train", "load_config": "train", "parse_config": "train", "train": "train",
     "RawDataset": "dataset", "read_dataset": "dataset", "write_dataset": "dataset",
-    "write_phantom_dataset": "phantom_data", "randomised_case": "phantom_data",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -1,4 +1,4 @@
-"""Phantom training datasets (real anatomy, known truth) with domain randomisation.
+"""Phantom training cases (real anatomy, known truth) with domain randomisation.
 
 Domain randomisation (Tobin et al., IROS 2017; for brain MRI, Billot et al., "SynthSeg",
 Med Image Anal 2023) makes a network trained on synthetic images robust to the acquisition:
@@ -14,14 +14,16 @@ each case draws, from one seeded generator,
 * ``warp``: a smooth random deformation (control points every ~40 mm, displacement SD ~3 mm) of
   image and truth, so the anatomy is not always Colin27's.
 
-Any phantom kind of :mod:`neurorad.phantom` works; ``target="lesion"`` takes the kind's lesion
-classes, ``target="brain"`` its brain mask (brain extraction).
+Any phantom kind works; ``target="lesion"`` takes the kind's lesion classes, ``target="brain"``
+its brain mask (brain extraction). :func:`training_cases` yields ``(case_id, images, labels)``
+for :func:`neurorad.segment.dataset.write_dataset` (the nnU-Net raw layout), which is what
+``neurorad dataset phantom`` does.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from pathlib import Path
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import ndimage
@@ -29,7 +31,6 @@ from scipy import ndimage
 from neurorad.errors import InputError
 from neurorad.image.geometry import rigid_matrix
 from neurorad.image.volume import Volume
-from neurorad.segment.dataset import RawDataset, write_dataset
 
 RANDOMISATIONS = ("contrast", "bias", "noise", "resolution", "thickness", "pose", "warp")
 
@@ -139,34 +140,40 @@ def randomised_case(kind: str, seed: int, target: str = "lesion", contrasts: tup
     return vols, Volume(lab, affine.copy(), {}), rec
 
 
-def _labels_for(kind: str, target: str) -> dict[int, str]:
-    if target == "brain":
-        return {0: "background", 1: "brain"}
-    return dict(KIND_TARGETS[kind][2])
+@dataclass
+class TrainingCases:
+    """A lazily generated phantom training set: iterate ``cases`` once; ``records`` fills as it goes."""
+
+    kind: str
+    target: str
+    channel_names: list[str]
+    labels: dict[int, str]
+    description: str
+    cases: Iterator[tuple[str, list[Volume], Volume]]
+    records: list[dict] = field(default_factory=list)
 
 
-def write_phantom_dataset(out: str | Path, kind: str, n: int, target: str = "lesion",
-                          contrasts: tuple[str, ...] | None = None, seed: int = 0,
-                          randomise: set[str] | frozenset[str] = frozenset(RANDOMISATIONS), overwrite: bool = False,
-                          progress: Callable[[int], None] | None = None) -> RawDataset:
-    """``n`` randomised cases of ``kind`` as an nnU-Net raw dataset (deterministic given ``seed``)."""
+def training_cases(kind: str, n: int, target: str = "lesion", contrasts: tuple[str, ...] | None = None,
+                   seed: int = 0, randomise: set[str] | frozenset[str] = frozenset(RANDOMISATIONS),
+                   progress: Callable[[int], None] | None = None) -> TrainingCases:
+    """``n`` randomised cases of ``kind`` (deterministic given ``seed``), generated on iteration."""
+    if kind not in KIND_TARGETS:
+        raise InputError(f"unknown phantom kind {kind!r}; choose one of {', '.join(KIND_TARGETS)}")
     if n < 1:
         raise InputError("need at least one case")
-    chans = tuple(contrasts or KIND_TARGETS.get(kind, ((),))[0]) if kind in KIND_TARGETS else ()
-    records: list[dict] = []
+    chans = tuple(contrasts or KIND_TARGETS[kind][0])
+    labels = {0: "background", 1: "brain"} if target == "brain" else dict(KIND_TARGETS[kind][2])
+    desc = (f"neurorad phantom dataset: kind {kind}, target {target}, seed {seed}, randomised "
+            f"{', '.join(sorted(randomise)) or 'nothing'}; synthetic images on real anatomy (Colin27 + MNI152)")
+    out = TrainingCases(kind, target, [c.upper() for c in chans], labels, desc, iter(()))
 
-    def cases() -> Iterator[tuple[str, list[Volume], Volume]]:
+    def gen() -> Iterator[tuple[str, list[Volume], Volume]]:
         for i in range(n):
-            vols, lab, rec = randomised_case(kind, seed * 100003 + i, target, chans or None, randomise)
-            records.append(rec)
+            vols, lab, rec = randomised_case(kind, seed * 100003 + i, target, chans, randomise)
+            out.records.append(rec)
             if progress:
                 progress(1)
             yield f"{kind.replace('-', '')}_{i:04d}", vols, lab
 
-    if kind not in KIND_TARGETS:
-        raise InputError(f"unknown phantom kind {kind!r}; choose one of {', '.join(KIND_TARGETS)}")
-    return write_dataset(out, cases(), [c.upper() for c in chans], _labels_for(kind, target),
-                         description=f"neurorad phantom dataset: kind {kind}, target {target}, seed {seed}, "
-                                     f"randomised {', '.join(sorted(randomise)) or 'nothing'}; synthetic images on "
-                                     f"real anatomy (Colin27 + MNI152)",
-                         overwrite=overwrite, extra={"neurorad_cases": records})
+    out.cases = gen()
+    return out

@@ -1,0 +1,46 @@
+"""Phantom datasets in the nnU-Net raw layout with domain randomisation (real anatomy)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from neurorad.errors import InputError
+from neurorad.phantom.randomise import randomised_case
+from neurorad.segment.dataset import read_dataset
+
+
+@pytest.mark.slow
+def test_randomised_brain_case_is_deterministic_and_varied(tmp_path):
+    a_imgs, a_lab, a_rec = randomised_case("wmh", 3, target="brain", contrasts=("flair",))
+    b_imgs, b_lab, _ = randomised_case("wmh", 3, target="brain", contrasts=("flair",))
+    np.testing.assert_array_equal(a_imgs[0].data, b_imgs[0].data)
+    np.testing.assert_array_equal(a_lab.data, b_lab.data)
+    assert a_imgs[0].same_grid(a_lab)
+    # the draws are recorded and change the acquisition: voxel size and pose are not the defaults
+    assert 1.0 <= a_rec["slice_thickness_mm"] <= 5.0
+    assert abs(a_imgs[0].spacing_mm[2] - a_rec["slice_thickness_mm"]) < 0.2
+    assert a_imgs[0].is_oblique  # rigid pose in the scanner frame
+    brain_ml = float(np.asarray(a_lab.data).sum() * a_lab.voxel_volume_mm3 / 1000)
+    assert 1000 < brain_ml < 2000  # an adult brain (Colin27/MNI152 ~1.5 L), warped
+    # the CLI writes it as an nnU-Net raw dataset
+    from neurorad.cli import app
+
+    r = CliRunner().invoke(app, ["--quiet", "dataset", "phantom", "--kind", "wmh", "--cases", "1", "--target",
+                                 "brain", "--contrasts", "flair", "--randomise", "noise,bias", "--out",
+                                 str(tmp_path / "ds")])
+    assert r.exit_code == 0, r.output
+    ds = read_dataset(tmp_path / "ds")
+    assert ds.channel_names == ("FLAIR",) and ds.labels == {0: "background", 1: "brain"}
+    meta = json.loads((tmp_path / "ds" / "dataset.json").read_text())
+    assert "snr" in meta["neurorad_cases"][0] and "pose_rotation_deg" not in meta["neurorad_cases"][0]
+
+
+def test_bad_phantom_dataset_requests():
+    with pytest.raises(InputError, match="unknown phantom kind"):
+        randomised_case("nope", 0)
+    with pytest.raises(InputError, match="target must be"):
+        randomised_case("wmh", 0, target="skull")
