@@ -31,6 +31,7 @@ from neurorad.server.auth import (
     get_db_session,
     require_role,
 )
+from neurorad.server.web import pagedata
 from neurorad.server.web import review as rv
 from neurorad.store.audit import audit
 from neurorad.store.models import Patient, QADecision, Result, Study, StudyTransition, User, utcnow
@@ -50,11 +51,12 @@ STATUS_FILTERS: dict[str, tuple[str, ...]] = {
     "awaiting": ("needs_review",),
     "decided": ("accepted", "rejected", "reported", "delivered"),
     "processing": ("received", "selected", "queued", "running"),
-    "failed": ("failed",),
+    "failed": ("failed", "no_workflow"),
+    "baseline": ("no_workflow",),
     "all": (),
 }
 STATUS_LABELS = [("awaiting", "awaiting review"), ("decided", "decided"), ("processing", "processing"),
-                 ("failed", "failed"), ("all", "all")]
+                 ("baseline", "baseline, waiting for follow-up"), ("failed", "failed"), ("all", "all")]
 #: Roles allowed to see real patient identifiers (each view is audited).
 IDENTIFIER_ROLES = ("radiologist", "admin")
 #: Roles that record QA decisions (admins manage, they do not read).
@@ -135,6 +137,25 @@ def _latest_decision(s: Session, study_id: int) -> QADecision | None:
     return s.scalar(select(QADecision).where(QADecision.study_id == study_id).order_by(QADecision.id.desc()).limit(1))
 
 
+def _exam_date(request: Request, s: Session, study: Study, original: bool) -> str | None:
+    """The study date of ``study`` (:func:`neurorad.server.web.pagedata.exam_date`); the vault's
+    original only when ``original`` (roles allowed to see identifiers)."""
+    from neurorad.store.models import Instance, Series
+
+    inst = s.scalar(select(Instance).join(Series, Series.id == Instance.series_id)
+                    .where(Series.study_id == study.id, Instance.path.is_not(None)).order_by(Instance.id).limit(1))
+    path = _abspath(_storage_root(request), inst.path) if inst is not None else None
+    orig = None
+    if original:
+        try:
+            plane = getattr(request.app.state, "plane", None)
+            vault = plane.vault if plane is not None else request.app.state.vault
+            orig = vault.study(study.study_uid)
+        except Exception:  # noqa: BLE001 - no vault record: no original date
+            orig = None
+    return pagedata.exam_date(path, orig)
+
+
 def _identifiers(request: Request, pseudo: str) -> str:
     """Real name and ID from the data plane's pseudonym vault (only called for permitted roles)."""
     plane = getattr(request.app.state, "plane", None)
@@ -211,6 +232,11 @@ def worklist_page(
                 finding = rv.finding_of(result, len(rv.read_candidates(folder / "lesions.csv")))
             except InputError:
                 finding = "result unreadable"
+        state_key, state_text = pagedata.worklist_state(study.state, study.state_reason)
+        if folder is None:
+            finding = state_text
+        if (status == "baseline") != (state_key == pagedata.BASELINE_STATE) and status in ("baseline", "failed"):
+            continue
         if alarms and not n_alarms:
             continue
         since = _waiting_since(s, study)
@@ -225,6 +251,8 @@ def worklist_page(
             "finding": finding,
             "alarms": n_alarms,
             "decision": dec.decision if dec else None,
+            "state_key": state_key,
+            "exam_date": _exam_date(request, s, study, p.role in IDENTIFIER_ROLES),
             "_since": since,
         })
     rows.sort(key=lambda r: rv.worklist_order_key(r["alarms"], r["_since"]))
@@ -280,7 +308,11 @@ def _review_for(request: Request, s: Session, study: Study, p: Principal) -> dic
                         for d, u in decisions]
     priors = s.execute(select(Study).where(Study.patient_id == study.patient_id, Study.id != study.id)
                        .order_by(Study.received_at.desc())).scalars().all()
-    out["priors"] = [{"study_id": o.id, "date": o.received_at.date().isoformat(), "state": o.state} for o in priors]
+    original = p.role in IDENTIFIER_ROLES
+    out["priors"] = [{"study_id": o.id, "date": _exam_date(request, s, o, original) or "date not kept",
+                      "state": o.state} for o in priors]
+    out["exam_dates"] = [{"label": "this exam", "date": _exam_date(request, s, study, original)}] + [
+        {"label": f"exam #{o['study_id']}", "date": o["date"]} for o in out["priors"]]
     out["state"] = study.state
     out["can_decide"] = p.role in DECIDING_ROLES and study.state in REVIEWABLE_STATES
     out["decision_url"] = f"/web/api/studies/{study.id}/decision"

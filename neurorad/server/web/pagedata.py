@@ -1,0 +1,96 @@
+"""Small pieces of the worklist and study-page data: exam dates, the baseline-waiting state, counts per
+finding kind. Generic over the workflow contract (no workflow is named here).
+
+* **Exam dates are study dates** (DICOM StudyDate), never the date neurorad received the study.
+  The stored copy is de-identified: it keeps StudyDate only as a shifted date under the
+  longitudinal-dates option (PS3.15 E.3.6); otherwise the original is in the pseudonym vault's
+  study record, read here only for roles allowed to see identifiers.
+* **A baseline is not a failure.** A patient's first study meets no workflow that needs a prior
+  study; it is stored and becomes the baseline when a follow-up arrives. Such a study (state
+  ``no_workflow`` where some enabled workflow lacks only prior studies) is shown as "baseline:
+  waiting for a follow-up study", with its own worklist filter.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+#: Worklist state key and wording of a stored baseline waiting for its follow-up.
+BASELINE_STATE = "baseline"
+BASELINE_TEXT = "baseline: waiting for a follow-up study"
+_PRIOR_MARK = "in a previous study"
+
+
+def iso_date(value: str | None) -> str | None:
+    """``YYYY-MM-DD`` from a DICOM DA (``YYYYMMDD``) or ISO date; None when absent or unreadable."""
+    v = (value or "").strip()
+    for fmt, n in (("%Y%m%d", 8), ("%Y-%m-%d", 10)):
+        try:
+            return datetime.strptime(v[:n], fmt).date().isoformat()
+        except ValueError:
+            continue
+    return None
+
+
+def waiting_for_followup(state: str, reason: str | None) -> bool:
+    """True for a study that no workflow took only because the patient has no earlier study yet.
+
+    ``reason`` is the routing reason (``"no workflow applies: <wf>: missing <item>, <item>; ..."``,
+    each item of a prior study ending in ``"in a previous study (prior k)"``): true when, for at least
+    one workflow, every missing item is one of a previous study."""
+    if state != "no_workflow" or not reason:
+        return False
+    text = reason.split(":", 1)[1] if reason.startswith("no workflow applies") else reason
+    for part in text.split(";"):
+        _, _, what = part.partition(": missing ")
+        items = [x.strip() for x in what.split(", ") if x.strip()]
+        if items and all(_PRIOR_MARK in x for x in items):
+            return True
+    return False
+
+
+def worklist_state(state: str, reason: str | None) -> tuple[str, str]:
+    """(filter key, wording) of a study's state on the worklist."""
+    if waiting_for_followup(state, reason):
+        return BASELINE_STATE, BASELINE_TEXT
+    return state, state.replace("_", " ")
+
+
+def exam_date(instance_path: Path | None, original_study: dict[str, Any] | None = None) -> str | None:
+    """The exam (study) date: the stored instance's StudyDate (a shifted date when the site keeps
+    modified dates), else the original from the vault's study record when given, else None."""
+    if instance_path is not None and instance_path.is_file():
+        try:
+            import pydicom
+
+            ds = pydicom.dcmread(instance_path, stop_before_pixels=True, specific_tags=["StudyDate"])
+            d = iso_date(str(getattr(ds, "StudyDate", "") or ""))
+            if d:
+                return d
+        except Exception:  # noqa: BLE001 - an unreadable file has no date to show
+            log.debug("no StudyDate in %s", instance_path.name, exc_info=True)
+    if original_study:
+        return iso_date(str(original_study.get("StudyDate", "") or ""))
+    return None
+
+
+def interval_days(later: str | None, earlier: str | None) -> int | None:
+    if not later or not earlier:
+        return None
+    return (date.fromisoformat(later) - date.fromisoformat(earlier)).days
+
+
+def kind_counts(findings: list[Any], kind_labels: dict[str, str], kind_colours: dict[str, str]) -> list[dict[str, Any]]:
+    """Findings per kind, in the workflow's vocabulary order: ``[{kind, label, count, colour}]``."""
+    counts: dict[str, int] = {}
+    for f in findings:
+        kind = f.kind if hasattr(f, "kind") else str(f.get("kind", ""))
+        counts[kind] = counts.get(kind, 0) + 1
+    order = [k for k in kind_labels if k in counts] + [k for k in counts if k not in kind_labels]
+    return [{"kind": k, "label": kind_labels.get(k, k), "count": counts[k], "colour": kind_colours.get(k, "")}
+            for k in order]
