@@ -87,7 +87,21 @@ def test_seg_end_to_end(data, tmp_path):
     assert "ece_pct" in m and "brats_f1" in m and "auroc" in m
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64,") >= 3
-    assert (out / "quality.csv").exists() and (out / "quality_correlation.csv").exists()
+    # the quality table holds each case's metrics (recomputed here from the same image) ...
+    from statsmodels.stats.multitest import multipletests
+
+    from neurorad.quality.image_metrics import image_quality_metrics
+
+    q = pd.read_csv(out / "quality.csv").set_index("case")
+    assert sorted(q.index) == [f"case{i}" for i in range(4)]
+    direct = image_quality_metrics(nib.load(root / "img" / "case2.nii.gz").get_fdata(dtype=np.float32))
+    for name, value in direct.items():
+        assert q.loc["case2", name] == pytest.approx(value, rel=1e-4, abs=1e-6), name
+    # ... and the correlation table's q-values are the BH adjustment of its p-values (statsmodels)
+    corr = pd.read_csv(out / "quality_correlation.csv")
+    ok = corr["p"].notna()
+    assert ok.sum() > 0
+    np.testing.assert_allclose(corr.loc[ok, "q"], multipletests(corr.loc[ok, "p"], method="fdr_bh")[1], atol=2e-6)
 
 
 def test_seg_manifest(data, tmp_path):
@@ -137,7 +151,9 @@ def test_ensemble_and_readers(data, tmp_path):
     assert r.returncode == 0, r.stderr
     a = pd.read_csv(tmp_path / "ens" / "alarms.csv")
     assert a.iloc[0]["case"] == "case1" and a.iloc[0]["alarms"] >= 1
-    assert (tmp_path / "ens" / "fused" / "case0.nii.gz").exists()
+    # the three candidates of case0 agree, so the fused mask is exactly that mask
+    fused = nib.load(tmp_path / "ens" / "fused" / "case0.nii.gz").get_fdata() > 0
+    assert np.array_equal(fused, preds["case0"])
     r = _cli("evaluate", "ensemble", *cands, "--out", tmp_path / "ens2")  # repeated option, no truth
     assert r.returncode == 0, r.stderr
     assert pd.read_csv(tmp_path / "ens2" / "alarms.csv").iloc[0]["case"] == "case1"
