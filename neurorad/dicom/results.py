@@ -405,7 +405,10 @@ def write_measurement_sr(
         series_number=SERIES_NUMBERS["sr"], sop_instance_uid=sop_uid, instance_number=1,
         manufacturer=MANUFACTURER, is_complete=True, is_final=bool(reviewer),
         series_description=series_description[:64], software_versions=software_versions,
-        device_serial_number=device_serial_number(), manufacturer_model_name=device_name[:64])
+        device_serial_number=device_serial_number(), manufacturer_model_name=device_name[:64],
+        coding_schemes=[hd.coding_schemes.CodingSchemeIdentificationItem(
+            designator=LOCAL_SCHEME, name="neurorad local concepts (quantity names, finding kinds)",
+            responsible_organization="neurorad")])
     path = Path(path)
     sr.save_as(path)
     return path
