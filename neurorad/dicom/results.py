@@ -141,15 +141,16 @@ def source_series_from_volume(
     series_description: str = "Reference series (from NIfTI)",
     series_number: int = 1,
     uid_seed: str | None = None,
+    modality: str = "MR",
 ) -> list[Dataset]:
-    """An MR Image Storage series carrying ``volume`` (one dataset per slice), in memory.
+    """An MR (or CT: values in HU) Image Storage series carrying ``volume`` (one dataset per slice), in memory.
 
     Used when the input was NIfTI, so that SEG/SR/PDF/SC have a study and series to reference.
     The datasets are those of the project's one series writer
     (:func:`neurorad.image.dicom_series.series_datasets`); ``uid_seed`` makes its UIDs reproducible.
     """
     return list(series_datasets(
-        volume.with_data(np.asarray(volume.data, np.float32)), "MR",
+        volume.with_data(np.asarray(volume.data, np.float32)), modality,
         identity={"PatientID": patient_id, "PatientName": patient_name, "PatientBirthDate": "", "PatientSex": ""},
         study_instance_uid=study_instance_uid, series_description=series_description, series_number=series_number,
         attributes={"ImageType": ["DERIVED", "SECONDARY", "OTHER"]}, uid_seed=uid_seed))

@@ -143,10 +143,13 @@ def reference_datasets(workflow: Workflow, result: WorkflowResult, folder: Path,
         np.ascontiguousarray(vol.data).tobytes()).hexdigest()  # type: ignore[attr-defined]
     meta = (vol.metadata.get("dicom") or {})  # type: ignore[attr-defined]
     study_uid = str(meta.get("StudyInstanceUID") or deterministic_uid("study", key))
+    modalities = workflow.requirements.role(role).modalities if role in {r.role for r in workflow.requirements.series} \
+        else ("MR",)
+    modality = str(meta.get("Modality") or (modalities[0] if modalities else "MR")).upper()
     source = source_series_from_volume(
         vol, patient_id=str(meta.get("PatientID", "ANON")), patient_name=str(meta.get("PatientName", "Anonymous^")),
         study_instance_uid=study_uid, series_description=f"{role or 'reference'} (synthesised from NIfTI)"[:64],
-        uid_seed=f"reference/{key}")
+        uid_seed=f"reference/{key}", modality=modality if modality in ("MR", "CT") else "MR")
     write_series(source, folder / "dicom" / "reference")
     return source, True
 

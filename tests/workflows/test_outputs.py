@@ -94,6 +94,13 @@ class _Spots(Workflow):
                        summary=f"{len(result.findings)} spot(s)")
 
 
+class _CTSpots(_Spots):
+    """The same plug-in declared for CT (as a haemorrhage workflow would be)."""
+
+    name = "toy-ct-spots"
+    requirements = Requirements((SeriesRole("image", (), modalities=("CT",)),))
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     tmp = tmp_path_factory.mktemp("outputs")
@@ -107,6 +114,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     write_dicom_series(vol, tmp / "dcm_in", identity={"PatientID": "PSEUDO-7"}, series_description="T2")
     execute(wf, WorkflowInputs({"image": tmp / "dcm_in"}), tmp / "from_dicom")
     out["dcm_in"], out["from_dicom"] = tmp / "dcm_in", tmp / "from_dicom"
+    execute(_CTSpots(), WorkflowInputs({"image": tmp / "img.nii.gz"}), tmp / "ct")
+    out["ct"] = tmp / "ct"
     return out
 
 
@@ -297,6 +306,12 @@ def test_every_written_object_passes_dciodvfy(runs, tmp_path: Path) -> None:
                 sorted((runs["a"] / "dicom" / "reference").glob("*.dcm"))[0],
                 sorted(runs["dcm_in"].glob("*.dcm"))[0], runs["from_dicom"] / "dicom" / "seg.dcm",
                 runs["from_dicom"] / "dicom" / "sr.dcm"]
+    ct_ref = sorted((runs["ct"] / "dicom" / "reference").glob("*.dcm"))[0]
+    assert pydicom.dcmread(ct_ref, stop_before_pixels=True).Modality == "CT"  # the role's modality
+    sr = pydicom.dcmread(runs["ct"] / "dicom" / "sr.dcm")
+    (proc,) = [i for i in sr.ContentSequence if i.ConceptNameCodeSequence[0].CodeValue == "121058"]
+    assert proc.ConceptCodeSequence[0].CodeMeaning == "CT Head"  # TID 1500 procedure reported
+    objects += [ct_ref, runs["ct"] / "dicom" / "seg.dcm", runs["ct"] / "dicom" / "sr.dcm"]
     vol, _ = _phantom()
     ct = write_dicom_series(vol.with_data(np.asarray(vol.data) - 1000), tmp_path / "ct", modality="CT")
     objects.append(sorted(ct.glob("*.dcm"))[0])
