@@ -220,6 +220,9 @@ def _review_section(workflow: Workflow, result: WorkflowResult, review: Review) 
     if review.timepoints_accepted:
         paras.append("Time points accepted: " + ", ".join(review.timepoints_accepted) + ".")
     paras.append("Comment: " + (review.comment.strip() or "none"))
+    reason = str(getattr(review, "amendment_reason", "") or "").strip()
+    if reason:
+        paras.append(f"Amendment of an earlier decision; reason: {reason}")
     return ReportSection("Review", tuple(paras))
 
 

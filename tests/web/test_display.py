@@ -99,3 +99,21 @@ def test_preview_copy_keeps_world_positions_and_small_labels(tmp_path: Path) -> 
     world = small.affine @ [i, j, k, 1]
     orig = aff @ [151, 37, 101, 1]
     assert np.abs(world[:3] - orig[:3]).max() <= 0.5 * f * 1.2 + 1e-6
+
+
+def test_crop_to_content_keeps_world_positions(tmp_path: Path) -> None:
+    """A mostly empty (skull-stripped) image is sent cropped to its content; every voxel keeps its
+    world position (checked voxel by voxel through both affines)."""
+    aff = np.diag([-1.0, 1.1, 1.2, 1.0])
+    aff[:3, 3] = [90.0, -100.0, -70.0]
+    img = np.zeros((160, 180, 140), np.float32)
+    rng = np.random.default_rng(3)
+    img[50:110, 40:150, 30:100] = rng.uniform(0.2, 1.0, (60, 110, 70)).astype(np.float32)
+    nib.save(nib.Nifti1Image(img, aff), tmp_path / "img.nii.gz")
+    out = nib.load(display_copy(tmp_path / "img.nii.gz", tmp_path / "cache", is_label=False))
+    assert out.shape == (64, 114, 74)  # content + 2 voxels each side
+    got = np.asarray(out.get_fdata())
+    for ijk in ([2, 2, 2], [30, 60, 40], [61, 111, 71]):
+        world = out.affine @ [*ijk, 1]
+        src = np.rint(np.linalg.inv(aff) @ world).astype(int)[:3]
+        assert abs(got[tuple(ijk)] - img[tuple(src)]) < 1e-3

@@ -619,6 +619,9 @@ async function main() {
   status(`${data.decided ? "Decided (read-only). " : ""}Images shown in ${(ms / 1000).toFixed(1)} s` +
          (levels.length > 1 ? "; loading full resolution…" : "."));
   if (levels.length > 1) {
+    // the reader gets the page first: the full images load when the page is idle (at most 1 s later)
+    await new Promise((r) => ("requestIdleCallback" in window ? requestIdleCallback(r, { timeout: 1000 })
+                                                               : setTimeout(r, 300)));
     await upgradeToFull();
     document.body.dataset.fullMs = performance.now().toFixed(0);
     document.body.dataset.detail = "full";
