@@ -10,7 +10,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+import anyio
+import anyio.to_thread
+from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import func, select
@@ -18,7 +20,15 @@ from sqlalchemy.orm import Session
 
 from neurorad import __version__
 from neurorad.server import auth
-from neurorad.server.auth import Principal, csrf_protect, current_user, get_db_session, require_role
+from neurorad.server.auth import (
+    Principal,
+    csrf_protect,
+    current_user,
+    get_db_session,
+    require_decider,
+    require_role,
+)
+from neurorad.server.params import DbId, Offset, limit_query
 from neurorad.store.audit import audit
 from neurorad.store.models import (
     AuditEvent,
@@ -40,8 +50,9 @@ router = APIRouter(prefix="/api")
 
 # -- models -------------------------------------------------------------------------------------
 class LoginIn(BaseModel):
-    username: str
-    password: str
+    # bounded: a failed username is kept by the sign-in throttle for its window
+    username: str = Field(max_length=128)
+    password: str = Field(max_length=1024)
 
 
 class MeOut(BaseModel):
@@ -189,16 +200,44 @@ def _result_out(s: Session, r: Result) -> ResultOut:
 
 
 # -- health and auth ----------------------------------------------------------------------------
+_HEALTH_THREADS = anyio.CapacityLimiter(2)
+
+
 @router.get("/health")
-def health(request: Request) -> dict[str, Any]:
-    """Liveness and readiness (no authentication, no data)."""
-    ok = True
-    try:
-        with request.app.state.db.session() as s:
-            s.execute(select(1))
-    except Exception:
-        ok = False
+async def health(request: Request) -> dict[str, Any]:
+    """Liveness and readiness (no authentication, no data).
+
+    Answers within a second under any request load: it runs in the event loop and pings the
+    database on a connection and in threads of its own, never queued behind the requests'
+    thread pool or connection pool.
+    """
+    ok = await anyio.to_thread.run_sync(request.app.state.db.ping, limiter=_HEALTH_THREADS)
     return {"status": "ok" if ok else "degraded", "version": __version__, "database": ok}
+
+
+@router.get("/openapi.json", include_in_schema=False)
+def openapi_schema(request: Request, p: Principal = Depends(current_user)) -> dict[str, Any]:
+    """The OpenAPI description of this API (signed-in users only)."""
+    return request.app.openapi()
+
+
+@router.get("/docs", include_in_schema=False)
+def api_docs(request: Request, p: Principal = Depends(current_user)) -> Response:
+    """A plain HTML list of the endpoints (signed-in users only; no script, nothing from a CDN)."""
+    import html
+
+    rows = []
+    for path, ops in sorted(request.app.openapi().get("paths", {}).items()):
+        for method, op in ops.items():
+            summary = (op.get("summary") or "") + (": " + op["description"].split("\n\n")[0]
+                                                   if op.get("description") else "")
+            rows.append(f"<tr><td>{html.escape(method.upper())}</td><td><code>{html.escape(path)}</code></td>"
+                        f"<td>{html.escape(summary)}</td></tr>")
+    body = ("<!doctype html><html><head><meta charset='utf-8'><title>neurorad API</title></head><body>"
+            f"<h1>neurorad API {html.escape(__version__)}</h1><p>Machine-readable: "
+            "<a href='/api/openapi.json'>/api/openapi.json</a></p><table>" + "".join(rows) + "</table></body></html>")
+    return Response(body, media_type="text/html", headers={
+        "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'"})
 
 
 @router.post("/auth/login", response_model=MeOut,
@@ -271,7 +310,7 @@ def add_token(body: TokenIn, s: Session = Depends(get_db_session),
 
 # -- studies ------------------------------------------------------------------------------------
 @router.get("/studies", response_model=list[StudyOut])
-def list_studies(state: str | None = None, limit: int = Query(100, le=1000), offset: int = 0,
+def list_studies(state: str | None = None, limit: int = limit_query(100, 1000), offset: Offset = 0,
                  s: Session = Depends(get_db_session), p: Principal = Depends(current_user)) -> list[StudyOut]:
     q = select(Study).order_by(Study.id.desc()).limit(limit).offset(offset)
     if state:
@@ -280,7 +319,7 @@ def list_studies(state: str | None = None, limit: int = Query(100, le=1000), off
 
 
 @router.get("/studies/{study_id}", response_model=StudyDetail)
-def get_study(study_id: int, s: Session = Depends(get_db_session),
+def get_study(study_id: DbId, s: Session = Depends(get_db_session),
               p: Principal = Depends(current_user)) -> StudyDetail:
     st = _get_study(s, study_id)
     series = [SeriesOut(id=x.id, series_uid=x.series_uid, modality=x.modality, description=x.description,
@@ -303,9 +342,10 @@ def get_study(study_id: int, s: Session = Depends(get_db_session),
 
 
 @router.post("/studies/{study_id}/review", dependencies=[Depends(csrf_protect)])
-def review_study(study_id: int, body: ReviewIn, request: Request, s: Session = Depends(get_db_session),
-                 p: Principal = Depends(require_role("radiologist"))) -> dict[str, Any]:
-    """Record the radiologist's verdict; ACCEPTABLE queues delivery of the results."""
+def review_study(study_id: DbId, body: ReviewIn, request: Request, s: Session = Depends(get_db_session),
+                 p: Principal = Depends(require_decider)) -> dict[str, Any]:
+    """Record the radiologist's verdict; ACCEPTABLE queues delivery of the results (radiologists
+    only: admins get 403, see :data:`neurorad.server.auth.DECIDING_ROLES`)."""
     from neurorad.server.orchestration import record_review
 
     st = _get_study(s, study_id)
@@ -318,7 +358,7 @@ def review_study(study_id: int, body: ReviewIn, request: Request, s: Session = D
 
 
 @router.post("/studies/{study_id}/retry", dependencies=[Depends(csrf_protect)])
-def retry_study(study_id: int, body: ReasonIn | None = None, request: Request = None,
+def retry_study(study_id: DbId, body: ReasonIn | None = None, request: Request = None,
                 s: Session = Depends(get_db_session),
                 p: Principal = Depends(require_role("technologist", "radiologist"))) -> dict[str, Any]:
     """Run the study's workflow again (from failed or rejected), or re-run selection."""
@@ -333,7 +373,7 @@ def retry_study(study_id: int, body: ReasonIn | None = None, request: Request = 
 
 
 @router.post("/studies/{study_id}/deliver", dependencies=[Depends(csrf_protect)])
-def redeliver_study(study_id: int, request: Request, s: Session = Depends(get_db_session),
+def redeliver_study(study_id: DbId, request: Request, s: Session = Depends(get_db_session),
                     p: Principal = Depends(require_role("technologist", "radiologist"))) -> dict[str, Any]:
     """Queue delivery again (after a rejection was fixed); already delivered objects are skipped.
 
@@ -371,7 +411,7 @@ async def upload_instance(request: Request, p: Principal = Depends(require_role(
 
 # -- series, jobs, results, quarantine, audit ---------------------------------------------------
 @router.get("/series/{series_id}", response_model=SeriesOut)
-def get_series(series_id: int, s: Session = Depends(get_db_session), p: Principal = Depends(current_user)):
+def get_series(series_id: DbId, s: Session = Depends(get_db_session), p: Principal = Depends(current_user)):
     x = s.get(Series, series_id)
     if x is None:
         raise HTTPException(404, "no such series")
@@ -381,7 +421,7 @@ def get_series(series_id: int, s: Session = Depends(get_db_session), p: Principa
 
 
 @router.get("/jobs", response_model=list[JobOut])
-def list_jobs(state: str | None = None, limit: int = Query(100, le=1000), s: Session = Depends(get_db_session),
+def list_jobs(state: str | None = None, limit: int = limit_query(100, 1000), s: Session = Depends(get_db_session),
               p: Principal = Depends(current_user)) -> list[JobOut]:
     q = select(Job).order_by(Job.id.desc()).limit(limit)
     if state:
@@ -390,7 +430,7 @@ def list_jobs(state: str | None = None, limit: int = Query(100, le=1000), s: Ses
 
 
 @router.get("/jobs/{job_id}", response_model=JobOut)
-def get_job(job_id: int, s: Session = Depends(get_db_session), p: Principal = Depends(current_user)) -> JobOut:
+def get_job(job_id: DbId, s: Session = Depends(get_db_session), p: Principal = Depends(current_user)) -> JobOut:
     j = s.get(Job, job_id)
     if j is None:
         raise HTTPException(404, "no such job")
@@ -398,7 +438,7 @@ def get_job(job_id: int, s: Session = Depends(get_db_session), p: Principal = De
 
 
 @router.post("/jobs/{job_id}/cancel", dependencies=[Depends(csrf_protect)])
-def cancel_job(job_id: int, request: Request, s: Session = Depends(get_db_session),
+def cancel_job(job_id: DbId, request: Request, s: Session = Depends(get_db_session),
                p: Principal = Depends(require_role("technologist", "radiologist"))) -> dict[str, Any]:
     j = s.get(Job, job_id)
     if j is None:
@@ -414,7 +454,7 @@ def cancel_job(job_id: int, request: Request, s: Session = Depends(get_db_sessio
 
 
 @router.get("/results/{result_id}", response_model=ResultOut)
-def get_result(result_id: int, s: Session = Depends(get_db_session),
+def get_result(result_id: DbId, s: Session = Depends(get_db_session),
                p: Principal = Depends(current_user)) -> ResultOut:
     r = s.get(Result, result_id)
     if r is None:
@@ -423,7 +463,7 @@ def get_result(result_id: int, s: Session = Depends(get_db_session),
 
 
 @router.get("/results/{result_id}/file")
-def get_result_file(result_id: int, request: Request, s: Session = Depends(get_db_session),
+def get_result_file(result_id: DbId, request: Request, s: Session = Depends(get_db_session),
                     p: Principal = Depends(current_user)) -> FileResponse:
     """The pseudonymised result object as stored (re-identification happens only on delivery)."""
     r = s.get(Result, result_id)
@@ -432,7 +472,8 @@ def get_result_file(result_id: int, request: Request, s: Session = Depends(get_d
     path = request.app.state.storage.abspath(r.path)
     if not path.exists():
         raise HTTPException(410, "result file no longer stored")
-    audit(s, p.actor, "result.download", "result", r.id)
+    with request.app.state.db.session() as w:  # the GET's own session is a read-only snapshot
+        audit(w, p.actor, "result.download", "result", r.id)
     import mimetypes
 
     media = "application/dicom" if r.sop_uid else (mimetypes.guess_type(path.name)[0] or "application/octet-stream")
@@ -440,7 +481,7 @@ def get_result_file(result_id: int, request: Request, s: Session = Depends(get_d
 
 
 @router.get("/quarantine")
-def list_quarantine(limit: int = Query(100, le=1000), s: Session = Depends(get_db_session),
+def list_quarantine(limit: int = limit_query(100, 1000), s: Session = Depends(get_db_session),
                     p: Principal = Depends(current_user)) -> list[dict[str, Any]]:
     """Refused input with its reason (no bytes are kept: they may carry identifiers)."""
     rows = s.scalars(select(QuarantineItem).order_by(QuarantineItem.id.desc()).limit(limit)).all()
@@ -450,7 +491,7 @@ def list_quarantine(limit: int = Query(100, le=1000), s: Session = Depends(get_d
 
 
 @router.get("/audit")
-def list_audit(limit: int = Query(200, le=5000), action: str | None = None, s: Session = Depends(get_db_session),
+def list_audit(limit: int = limit_query(200, 5000), action: str | None = None, s: Session = Depends(get_db_session),
                p: Principal = Depends(require_role("admin"))) -> list[dict[str, Any]]:
     q = select(AuditEvent).order_by(AuditEvent.id.desc()).limit(limit)
     if action:

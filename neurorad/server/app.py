@@ -8,6 +8,7 @@ local worker). The database is migrated to the shipped schema at start.
 from __future__ import annotations
 
 import logging
+import sys
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -29,6 +30,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        import anyio.to_thread
+
+        # Sync endpoints run in anyio's thread pool. Python runs one thread at a time (GIL), so
+        # more threads add no throughput, only GIL hand-overs that delay the event loop (and
+        # with it /api/health and every waiting client); a small pool keeps the loop responsive.
+        anyio.to_thread.current_default_thread_limiter().total_tokens = settings.request_threads
+        # and hand the GIL over more often than every 5 ms, so the event loop gets it soon
+        sys.setswitchinterval(min(sys.getswitchinterval(), 0.001))
         services = Services(settings, plane).start()
         app.state.services = services
         try:
@@ -37,8 +46,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             services.stop()
             plane.db.dispose()
 
+    # No public docs: /api/docs and /api/openapi.json need a sign-in and load nothing from
+    # outside (a hospital network has no CDN; see neurorad.server.api.api_docs).
     app = FastAPI(title="neurorad", version=__version__, lifespan=lifespan,
-                  docs_url="/api/docs", openapi_url="/api/openapi.json", redoc_url=None)
+                  docs_url=None, openapi_url=None, redoc_url=None)
+    from neurorad.server.middleware import HardeningMiddleware
+
+    app.add_middleware(HardeningMiddleware, max_body_bytes=settings.max_request_body_bytes)
+
+    @app.exception_handler(UnicodeEncodeError)
+    async def _unencodable_text(request, exc):  # a lone surrogate in a JSON string ("\ud800")
+        from fastapi.responses import JSONResponse
+
+        return JSONResponse({"detail": "text holds characters that are not valid Unicode (lone surrogates)"},
+                            status_code=422)
+
     app.state.settings = settings
     app.state.plane = plane
     app.state.db = plane.db

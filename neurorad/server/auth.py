@@ -26,6 +26,7 @@ to a login form instead of answering 401.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import math
@@ -34,13 +35,14 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from fastapi import Depends, HTTPException, Request, Response
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from neurorad.store.models import ApiToken, User, WebSession, utcnow
@@ -50,6 +52,7 @@ SESSION_COOKIE = "neurorad_session"
 CSRF_COOKIE = "neurorad_csrf"
 CSRF_HEADER = "X-CSRF-Token"
 _SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
+_TOKEN_USE_RESOLUTION = timedelta(minutes=1)
 _hasher = PasswordHasher()
 # verified against when the user does not exist, so timing does not reveal valid usernames
 _DUMMY_HASH = _hasher.hash("neurorad-dummy-password")
@@ -81,6 +84,8 @@ class Principal:
     role: str
     via: str  # "session" or "token"
     csrf_token: str | None = None
+    token_id: int | None = None
+    token_last_used: datetime | None = None
 
     @property
     def actor(self) -> str:
@@ -228,10 +233,48 @@ def clear_session_cookies(response: Response) -> None:
 
 
 # -- dependencies ------------------------------------------------------------------------------
-def get_db_session(request: Request):
-    """One database session per request (commits on success)."""
-    with request.app.state.db.session() as s:
-        yield s
+_SQLITE_REQUEST_WRITERS = 1
+_write_gates: dict[tuple[int, int], asyncio.Semaphore] = {}
+
+
+def _write_gate(db) -> asyncio.Semaphore:
+    """Requests that write wait here, in the event loop (no thread held), for one of the
+    database's write slots: 1 on SQLite (one writer at a time anyway), several on PostgreSQL."""
+    key = (id(db), id(asyncio.get_running_loop()))
+    gate = _write_gates.get(key)
+    if gate is None:
+        gate = _write_gates[key] = asyncio.Semaphore(_SQLITE_REQUEST_WRITERS if db.is_sqlite else 16)
+    return gate
+
+
+async def get_db_session(request: Request):
+    """The request's database session.
+
+    GET/HEAD: a read-only snapshot (:meth:`neurorad.store.db.Database.read_session`; it never
+    waits for a writer). Other methods: a write transaction, committed when the endpoint
+    returns; such requests first queue for a write slot in the event loop, so a burst of
+    writes never occupies the request thread pool that readers need.
+    """
+    from starlette.concurrency import run_in_threadpool
+
+    db = request.app.state.db
+    if request.method in _SAFE_METHODS:
+        s = db.read_sessionmaker()
+        try:
+            yield s
+        finally:
+            await run_in_threadpool(s.close)
+        return
+    async with _write_gate(db):
+        s = db.sessionmaker()
+        try:
+            yield s
+            await run_in_threadpool(s.commit)
+        except BaseException:
+            await run_in_threadpool(s.rollback)
+            raise
+        finally:
+            await run_in_threadpool(s.close)
 
 
 def _principal(request: Request, s: Session) -> Principal | None:
@@ -242,8 +285,8 @@ def _principal(request: Request, s: Session) -> Principal | None:
                         .where(ApiToken.token_sha256 == digest)).first()
         if row is None or row[0].revoked or not row[1].active:
             return None
-        row[0].last_used_at = utcnow()
-        return Principal(row[1].id, row[1].username, row[1].role, "token")
+        return Principal(row[1].id, row[1].username, row[1].role, "token", token_id=row[0].id,
+                         token_last_used=row[0].last_used_at)
     secret = request.cookies.get(SESSION_COOKIE)
     if not secret:
         return None
@@ -254,16 +297,32 @@ def _principal(request: Request, s: Session) -> Principal | None:
     return Principal(row[1].id, row[1].username, row[1].role, "session", row[0].csrf_token)
 
 
+_touch_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="neurorad-token-use")
+
+
+def _touch_token(db, token_id: int) -> None:
+    try:
+        with db.session() as w:
+            w.execute(update(ApiToken).where(ApiToken.id == token_id).values(last_used_at=utcnow()))
+    except Exception:  # noqa: BLE001 - a usage timestamp must not fail anything
+        pass
+
+
 def current_user_optional(request: Request) -> Principal | None:
     """The caller, or None when not signed in.
 
-    Uses its own short transaction (not the request's), so that an endpoint which hands work
-    to other transactions never waits on a lock its own authentication holds (SQLite).
+    Uses its own short read-only snapshot (not the request's), so authentication never waits
+    for, nor holds, the write lock (SQLite). A token's ``last_used_at`` is written at most once
+    a minute, in a write transaction of its own.
     """
     if hasattr(request.state, "principal"):
         return request.state.principal
-    with request.app.state.db.session() as s:
+    db = request.app.state.db
+    with db.read_session() as s:
         p = _principal(request, s)
+    if p is not None and p.token_id is not None and (
+            p.token_last_used is None or utcnow() - p.token_last_used > _TOKEN_USE_RESOLUTION):
+        _touch_pool.submit(_touch_token, db, p.token_id)  # off the request: never waits for a writer
     request.state.principal = p
     return p
 
@@ -274,6 +333,12 @@ def current_user(principal: Principal | None = Depends(current_user_optional)) -
         raise HTTPException(status_code=401, detail="authentication required",
                             headers={"WWW-Authenticate": "Bearer"})
     return principal
+
+
+#: Roles that record QA decisions (the study's verdict, its report, its delivery). Exactly these:
+#: unlike every other permission, admins do NOT pass (they manage users and settings, they do not
+#: read studies). Every decision path (REST and web) depends on :func:`require_decider`.
+DECIDING_ROLES = ("radiologist",)
 
 
 def require_role(*roles: str):
@@ -288,6 +353,39 @@ def require_role(*roles: str):
         return principal
 
     return _check
+
+
+def require_decider(principal: Principal = Depends(current_user)) -> Principal:
+    """The caller may record a QA decision (role in :data:`DECIDING_ROLES`; admins do not); else 403.
+
+    As a dependency it runs before the endpoint looks the study up, so a role that may not
+    decide gets 403 whatever study id it names (the answer does not reveal which ids exist).
+    """
+    if principal.role not in DECIDING_ROLES:
+        raise HTTPException(status_code=403, detail="only radiologists record QA decisions")
+    return principal
+
+
+def safe_redirect_target(target: str | None, default: str = "/worklist") -> str:
+    """``target`` when it is a path on this server, else ``default`` (no open redirect).
+
+    Browsers read ``//host``, ``/%5Chost`` (a backslash is a path separator) and ``/%09/host``
+    (ASCII tab and newline are stripped) as another host (WHATWG URL standard), so a target
+    must start with one ``/`` and hold no second leading slash, no backslash, no control
+    character and no whitespace.
+    """
+    if not target or not target.startswith("/") or len(target) > 2000:
+        return default
+    if any(c == "\\" or c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in target):
+        return default
+    if target.startswith("//"):
+        return default
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc:
+        return default
+    return target
 
 
 async def csrf_protect(request: Request, principal: Principal | None = Depends(current_user_optional)) -> None:

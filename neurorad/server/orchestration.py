@@ -22,7 +22,6 @@ import hashlib
 import io
 import logging
 import os
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,6 +63,20 @@ _SUPPORTED_TS = {
     "1.2.840.10008.1.2.5",  # RLE lossless (pydicom's own decoder)
 }
 _IMAGE_STORAGE_REQUIRED = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID", "PatientID")
+
+
+def _server_trouble() -> tuple[type[BaseException], ...]:
+    import sqlite3
+
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from neurorad.dicom.vault import VaultKeyError
+
+    return (OSError, SQLAlchemyError, sqlite3.Error, VaultKeyError, MemoryError)
+
+
+#: errors of the server (disk, database, vault key), never of an incoming instance
+_SERVER_TROUBLE = _server_trouble()
 
 
 @dataclass(frozen=True)
@@ -217,6 +230,8 @@ class DataPlane:
         except Refused as exc:
             self.quarantine(source, exc.category, exc.reason, raw)
             return IngestOutcome(False, exc.reason, exc.category)
+        except _SERVER_TROUBLE:
+            raise  # not the instance's fault: the receiver answers "out of resources" (retried)
         except Exception as exc:  # a malformed element deep inside: refuse, keep serving
             reason = f"could not process instance ({type(exc).__name__})"
             self.quarantine(source, "invalid", reason, raw)
@@ -426,9 +441,10 @@ class DataPlane:
         except PermanentError as exc:
             return self.queue.fail(lease, str(exc), retry=False) or "lost"
         except Exception as exc:
-            log.warning("job %s attempt %s failed: %s", lease.job_id, lease.attempt, exc)
-            tb = traceback.format_exc(limit=5)
-            return self.queue.fail(lease, f"{type(exc).__name__}: {exc}\n{tb}") or "lost"
+            # the traceback goes to the server log only; the job's error (shown to every role in
+            # the API and the web pages) names the exception, never file paths or code lines
+            log.warning("job %s attempt %s failed", lease.job_id, lease.attempt, exc_info=True)
+            return self.queue.fail(lease, public_error(exc)) or "lost"
 
     def _run_workflow_job(self, lease: Lease) -> str:
         with self.db.session() as s:
@@ -590,6 +606,16 @@ def delivery_set(s: Session, study_id: int) -> list[Result]:
 def _latest_workflow_job(s: Session, study_id: int) -> int | None:
     return s.scalar(select(Job.id).where(Job.study_id == study_id, Job.kind == "workflow",
                                          Job.state == "succeeded").order_by(Job.id.desc()).limit(1))
+
+
+def public_error(exc: BaseException) -> str:
+    """A job error as users see it: the exception's type and first message line, without
+    absolute file paths (which name the data folder and may carry study folders)."""
+    import re
+
+    first = (str(exc).strip().splitlines() or [""])[0]
+    first = re.sub(r"(?:[A-Za-z]:)?[/\\][^\s'\"]+", "<path>", first)
+    return f"{type(exc).__name__}: {first}"[:500]
 
 
 class PermanentError(Exception):

@@ -15,6 +15,7 @@ log = logging.getLogger("neurorad.server")
 # "data set does not match SOP class"; the reason is in the quarantine list of the API.
 STATUS_REFUSED = 0xC000
 STATUS_INVALID = 0xA900
+STATUS_OUT_OF_RESOURCES = 0xA700
 
 
 def make_receiver(settings: Settings, plane: DataPlane):
@@ -25,7 +26,16 @@ def make_receiver(settings: Settings, plane: DataPlane):
         # Undecoded Part 10 bytes (StoreSCP's public hook): an instance that does not decode
         # (truncated) still reaches the data plane, which parses, validates and quarantines it.
         # OSError (disk full) -> 0xA700 and other errors -> 0xC000 are answered by StoreSCP.
-        outcome = plane.ingest_bytes(data, calling_aet)
+        try:
+            outcome = plane.ingest_bytes(data, calling_aet)
+        except Exception:
+            # Validation and de-identification errors are quarantined inside ingest_bytes; what
+            # escapes is the server's own trouble (database busy, disk): a valid instance must
+            # get a status the sender retries (PS3.4 GG.4-1: 0xA7xx out of resources), never a
+            # permanent failure.
+            log.warning("C-STORE from %s: instance not stored (transient), answered 0xA700", calling_aet,
+                        exc_info=True)
+            return STATUS_OUT_OF_RESOURCES
         if outcome.stored:
             return 0x0000
         return STATUS_INVALID if outcome.category in ("invalid", "no_pixels", "truncated") else STATUS_REFUSED

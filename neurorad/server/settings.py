@@ -75,6 +75,10 @@ class Settings:
     # viewer: send compact display copies (int16 scaled images, uint8 labels; neurorad.server.web.display)
     viewer_display_copies: bool = True
     secure_cookies: bool = False
+    # threads running request handlers (neurorad.server.app; anyio's default is 40)
+    request_threads: int = 8
+    # largest request body (bytes) outside the DICOM upload (neurorad.server.middleware): 413 above
+    max_request_body_bytes: int = 1 << 20
     # what create_app starts in its lifespan (``neurorad serve`` turns them on)
     run_receiver: bool = False
     run_scheduler: bool = False

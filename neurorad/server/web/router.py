@@ -30,7 +30,9 @@ from neurorad.server.auth import (
     current_user_optional,
     get_db_session,
     require_role,
+    safe_redirect_target,
 )
+from neurorad.server.params import DbId
 from neurorad.server.web import pagedata
 from neurorad.server.web import review as rv
 from neurorad.store.audit import audit
@@ -194,7 +196,7 @@ def home() -> RedirectResponse:
 def login_page(request: Request, next: str = "/worklist",
                p: Principal | None = Depends(current_user_optional)) -> Response:
     # Only same-site paths as the target: no open redirect.
-    target = next if next.startswith("/") and not next.startswith("//") else "/worklist"
+    target = safe_redirect_target(next)
     if p is not None:
         return RedirectResponse(target, status_code=303)
     return _page(request, "login.html", None, login_url="/api/auth/login", next_url=target)
@@ -258,7 +260,9 @@ def worklist_page(
     rows.sort(key=lambda r: rv.worklist_order_key(r["alarms"], r["_since"]))
     if show_ids:
         # Who saw real identifiers of which studies (ids only; the identifiers never enter the log).
-        audit(s, p.actor, "web.view_identifiers", "worklist", None, study_ids=[r["study_id"] for r in rows])
+        # (a write of its own: a page's session is a read-only snapshot)
+        with request.app.state.db.session() as w:
+            audit(w, p.actor, "web.view_identifiers", "worklist", None, study_ids=[r["study_id"] for r in rows])
     workflows = sorted({w for (w,) in s.execute(select(Study.workflow).distinct()) if w})
     return _page(request, "worklist.html", p, rows=rows, workflows=workflows, statuses=STATUS_LABELS,
                  filters={"workflow": workflow, "status": status, "alarms": alarms, "identifiers": show_ids},
@@ -321,7 +325,7 @@ def _review_for(request: Request, s: Session, study: Study, p: Principal) -> dic
 
 
 @router.get("/studies/{study_id}")
-def study_page(request: Request, study_id: int, p: Principal | None = Depends(current_user_optional),
+def study_page(request: Request, study_id: DbId, p: Principal | None = Depends(current_user_optional),
                s: Session = Depends(get_db_session)) -> Response:
     if p is None:
         return _to_login(request)
@@ -341,7 +345,7 @@ def study_page(request: Request, study_id: int, p: Principal | None = Depends(cu
 
 # -- JSON / files used by the study page ---------------------------------------------------------------
 @router.get("/web/api/studies/{study_id}/review")
-def review_json(request: Request, study_id: int, p: Principal = Depends(current_user),
+def review_json(request: Request, study_id: DbId, p: Principal = Depends(current_user),
                 s: Session = Depends(get_db_session)) -> dict[str, Any]:
     study = s.get(Study, study_id)
     if study is None:
@@ -350,7 +354,7 @@ def review_json(request: Request, study_id: int, p: Principal = Depends(current_
 
 
 @router.get("/web/api/studies/{study_id}/files/{name}")
-def study_file(request: Request, study_id: int, name: str, level: Literal["", "preview"] = "",
+def study_file(request: Request, study_id: DbId, name: str, level: Literal["", "preview"] = "",
                p: Principal = Depends(current_user), s: Session = Depends(get_db_session)) -> Response:
     """A NIfTI image of the result folder (names only, never a path from the URL); ``level=preview``:
     the downsampled display copy the viewer shows first (:func:`neurorad.server.web.display.display_copy`)."""
@@ -379,7 +383,7 @@ def study_file(request: Request, study_id: int, name: str, level: Literal["", "p
 
 
 @router.get("/web/api/studies/{study_id}/reports/{version}")
-def report_file(request: Request, study_id: int, version: int, fmt: Literal["html", "pdf"] = "html",
+def report_file(request: Request, study_id: DbId, version: DbId, fmt: Literal["html", "pdf"] = "html",
                 p: Principal = Depends(current_user), s: Session = Depends(get_db_session)) -> Response:
     row = s.scalar(select(Result).where(Result.study_id == study_id, Result.kind == f"review_{fmt}",
                                         Result.path.like(f"%report_v{int(version)}.{fmt}")))
@@ -419,7 +423,7 @@ def _require_reader(p: Principal = Depends(require_role("radiologist"))) -> Prin
 
 
 @router.post("/web/api/studies/{study_id}/decision", dependencies=[Depends(csrf_protect)])
-def record_decision(request: Request, study_id: int, body: DecisionIn, p: Principal = Depends(_require_reader),
+def record_decision(request: Request, study_id: DbId, body: DecisionIn, p: Principal = Depends(_require_reader),
                     s: Session = Depends(get_db_session)) -> dict[str, Any]:
     """Store the decision, regenerate the report as a new version, queue its delivery to the PACS."""
     from neurorad.server.web import decisions
