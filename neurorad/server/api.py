@@ -15,7 +15,7 @@ import anyio.to_thread
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from neurorad import __version__
@@ -242,29 +242,37 @@ def api_docs(request: Request, p: Principal = Depends(current_user)) -> Response
 
 @router.post("/auth/login", response_model=MeOut,
              responses={429: {"description": "too many failed sign-ins; see the Retry-After header"}})
-def login(body: LoginIn, request: Request, response: Response, s: Session = Depends(get_db_session)) -> MeOut:
+def login(body: LoginIn, request: Request, response: Response) -> MeOut:
     """Sign in (session cookie + CSRF token). Rate limited per client IP and per username:
     after too many failures in the window the answer is 429 with ``Retry-After`` (seconds),
-    whatever the password (see :class:`neurorad.server.auth.LoginThrottle`)."""
+    whatever the password (see :class:`neurorad.server.auth.LoginThrottle`).
+
+    The password check (Argon2, tens of milliseconds) reads a snapshot and holds no lock;
+    only the session row and the audit entry are written, in a short transaction."""
     settings = request.app.state.settings
+    db = request.app.state.db
     throttle: auth.LoginThrottle = request.app.state.login_throttle
     ip = auth.client_ip(request)
-    wait_s = throttle.retry_after_s(ip, body.username)
+    wait_s = throttle.attempt(ip, body.username)  # checks and counts at once (parallel requests)
     if wait_s is not None:
-        audit(s, "anonymous", "auth.login_throttled", "user", None, retry_after_s=wait_s)
-        s.commit()  # the error answer rolls the request's transaction back; keep the audit row
+        with db.session() as s:
+            audit(s, "anonymous", "auth.login_throttled", "user", None, retry_after_s=wait_s)
         raise HTTPException(429, "too many failed sign-ins; try again later",
                             headers={"Retry-After": str(wait_s)})
-    user = auth.authenticate(s, body.username, body.password)
-    if user is None:
-        throttle.failure(ip, body.username)
-        audit(s, "anonymous", "auth.login_failed", "user", None)
-        s.commit()
+    with db.read_session() as r:
+        user = auth.authenticate(r, body.username, body.password)
+    if user is None:  # already counted by attempt()
+        with db.session() as s:
+            audit(s, "anonymous", "auth.login_failed", "user", None)
         raise HTTPException(401, "wrong username or password")
     throttle.success(ip, body.username)
-    secret, csrf = auth.create_session(s, user, settings.session_hours)
-    auth.set_session_cookies(response, secret, csrf, settings.secure_cookies, int(settings.session_hours * 3600))
-    audit(s, f"user:{user.username}", "auth.login", "user", user.id)
+    with db.session() as s:
+        if auth.needs_rehash(user):
+            s.execute(update(User).where(User.id == user.id).values(password_hash=auth.hash_password(body.password)))
+        secret, csrf = auth.create_session(s, user, settings.session_hours)
+        audit(s, f"user:{user.username}", "auth.login", "user", user.id)
+    auth.set_session_cookies(response, secret, csrf, auth.cookies_secure(request),
+                             int(settings.session_hours * 3600))
     return MeOut(username=user.username, role=user.role, csrf_token=csrf)
 
 

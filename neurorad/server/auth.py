@@ -2,7 +2,8 @@
 
 * Users sign in with a password stored as an Argon2id hash (RFC 9106, ``argon2-cffi``
   defaults) and get a session: a random 256-bit secret in an ``HttpOnly``, ``SameSite=Strict``
-  cookie (``Secure`` when ``settings.secure_cookies``); the database keeps only its SHA-256.
+  cookie (``Secure`` when the request came over HTTPS, or always with ``settings.secure_cookies``);
+  the database keeps only its SHA-256.
 * Machines use API tokens (``Authorization: Bearer nr_...``), stored as SHA-256.
 * Roles: ``admin`` (everything), ``radiologist`` (review), ``technologist`` (operations).
 * CSRF (OWASP "synchronizer token" pattern): every cookie-authenticated unsafe request
@@ -101,7 +102,18 @@ class LoginThrottle:
     the IP's, only those against that username (a reader who mistyped is not punished, but an
     attacker's own valid account cannot wipe the IP's failures against other accounts).
     Keys idle for a whole window are pruned, so memory stays bounded by recent traffic.
+
+    ``attempt(ip, username)`` is what the sign-in uses: in one step it checks the limits and,
+    when the attempt may go ahead, counts it as a failure at once (a success then clears it).
+    Checking and counting separately let parallel requests all pass the check before any
+    failure was counted (40 concurrent wrong passwords, none refused).
+
+    Memory: usernames are kept as a 16-byte hash (a 10 MB username costs what a short one
+    costs), and at most ``max_keys`` usernames and addresses are tracked; beyond that the
+    oldest are forgotten first.
     """
+
+    max_keys: int = 100_000
 
     def __init__(self, max_failures_per_user: int = 5, max_failures_per_ip: int = 20, window_s: float = 300.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -116,7 +128,22 @@ class LoginThrottle:
 
     @staticmethod
     def _key(username: str) -> str:
-        return username.strip().casefold()
+        folded = username.strip().casefold().encode("utf-8", "surrogatepass")
+        return hashlib.sha256(folded).digest()[:16].hex()
+
+    def _bound(self) -> None:
+        for table in (self._user, self._ip):
+            while len(table) > self.max_keys:
+                table.pop(next(iter(table)))  # dicts keep insertion order: the oldest key
+
+    def attempt(self, ip: str, username: str) -> int | None:
+        """None and the attempt counted as a failure (until :meth:`success`), or the seconds to
+        wait (nothing counted) when the username or the address is over its limit."""
+        with self._lock:
+            wait = self._retry_after_locked(ip, username)
+            if wait is None:
+                self._failure_locked(ip, username)
+            return wait
 
     def _prune(self, now: float) -> None:
         cutoff = now - self.window_s
@@ -140,25 +167,32 @@ class LoginThrottle:
         # the attempt is allowed again once only limit-1 failures remain in the window
         return recent[len(recent) - limit] + self.window_s - now
 
-    def retry_after_s(self, ip: str, username: str) -> int | None:
-        with self._lock:
-            now = self._clock()
-            waits = [
-                self._wait(list(self._user.get(self._key(username), ())), self.max_user, now),
-                self._wait([t for t, _ in self._ip.get(ip, ())], self.max_ip, now),
-            ]
+    def _retry_after_locked(self, ip: str, username: str) -> int | None:
+        now = self._clock()
+        waits = [
+            self._wait(list(self._user.get(self._key(username), ())), self.max_user, now),
+            self._wait([t for t, _ in self._ip.get(ip, ())], self.max_ip, now),
+        ]
         waits = [w for w in waits if w is not None]
         return max(1, math.ceil(max(waits))) if waits else None
 
+    def retry_after_s(self, ip: str, username: str) -> int | None:
+        with self._lock:
+            return self._retry_after_locked(ip, username)
+
+    def _failure_locked(self, ip: str, username: str) -> None:
+        now = self._clock()
+        if now - self._last_prune > self.window_s:
+            self._prune(now)
+            self._last_prune = now
+        key = self._key(username)
+        self._user.setdefault(key, deque()).append(now)
+        self._ip.setdefault(ip, deque()).append((now, key))
+        self._bound()
+
     def failure(self, ip: str, username: str) -> None:
         with self._lock:
-            now = self._clock()
-            if now - self._last_prune > self.window_s:
-                self._prune(now)
-                self._last_prune = now
-            key = self._key(username)
-            self._user.setdefault(key, deque()).append(now)
-            self._ip.setdefault(ip, deque()).append((now, key))
+            self._failure_locked(ip, username)
 
     def success(self, ip: str, username: str) -> None:
         with self._lock:
@@ -198,9 +232,19 @@ def authenticate(s: Session, username: str, password: str) -> User | None:
         return None
     if not verify_password(user.password_hash, password):
         return None
-    if _hasher.check_needs_rehash(user.password_hash):
-        user.password_hash = _hasher.hash(password)
     return user
+
+
+def needs_rehash(user: User) -> bool:
+    """The user's hash was made with weaker parameters than today's (rehash at sign-in)."""
+    return _hasher.check_needs_rehash(user.password_hash)
+
+
+def cookies_secure(request: Request) -> bool:
+    """Session cookies get ``Secure`` when the settings say so or the request came over HTTPS
+    (directly, or through a reverse proxy trusted by uvicorn's ``--forwarded-allow-ips`` that
+    sets ``X-Forwarded-Proto: https``)."""
+    return bool(request.app.state.settings.secure_cookies) or request.url.scheme == "https"
 
 
 def create_api_token(s: Session, user: User, name: str) -> str:

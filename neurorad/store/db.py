@@ -207,12 +207,9 @@ class Database:
     @contextmanager
     def read_session(self) -> Iterator[Session]:
         """A read-only session: a snapshot that takes no lock; flushing a change raises
-        :class:`ReadOnlySessionError`; it is rolled back at the end."""
-        with self.read_sessionmaker() as s:
-            try:
-                yield s
-            finally:
-                s.rollback()
+        :class:`ReadOnlySessionError`; it is closed (rolled back) at the end."""
+        with self.read_sessionmaker() as s:  # closing ends the transaction and keeps loaded objects usable
+            yield s
 
     def ping(self) -> bool:
         """``SELECT 1`` on a connection of its own (never waits for the request pool)."""

@@ -236,3 +236,39 @@ def test_read_sessions_refuse_to_write(app):
     with pytest.raises(ReadOnlySessionError), app.state.db.read_session() as s:
         s.add(Patient(pseudo_id="X"))
         s.flush()
+
+
+def test_parallel_wrong_passwords_are_throttled(client, app):
+    """Item 3: the limit was checked before and counted after the (slow) password check, so 40
+    concurrent wrong passwords for one user all got 401 and none 429."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    limit = app.state.login_throttle.max_user
+
+    def attempt(_):
+        return client.post("/api/auth/login", json={"username": "radiologist", "password": "wrong-password"}
+                           ).status_code
+
+    with ThreadPoolExecutor(40) as ex:
+        codes = list(ex.map(attempt, range(40)))
+    assert codes.count(401) <= limit, codes
+    assert codes.count(429) >= 40 - limit
+    # the right password is refused too while the username is over its limit
+    r = client.post("/api/auth/login", json={"username": "radiologist", "password": "rad-pass-1234"})
+    assert r.status_code == 429
+
+
+def test_throttle_memory_does_not_grow_with_username_size():
+    """Item 5: failed usernames were kept verbatim for the window (10 MB each)."""
+    from neurorad.server.auth import LoginThrottle
+
+    th = LoginThrottle(5, 20, 300.0)
+    th.max_keys = 50
+    for i in range(200):
+        th.failure(f"10.0.0.{i % 250}", f"user{i}-" + "x" * 100_000)
+    assert len(th._user) <= 50 and len(th._ip) <= 50
+    assert all(len(k) == 32 for k in th._user)
+    # the limit still holds per username (keys are a hash of the case-folded name)
+    for _ in range(5):
+        th.failure("10.1.1.1", "Alice")
+    assert th.retry_after_s("10.9.9.9", " alice ") is not None
