@@ -258,7 +258,7 @@ def write_seg(
         device_serial_number=device_serial_number(),
         series_description=series_description[:64],
         content_label=_cs(content_label),
-        omit_empty_frames=False,
+        omit_empty_frames=True,  # many findings x many slices: only frames that hold a segment
     )
     path = Path(path)
     seg.save_as(path)

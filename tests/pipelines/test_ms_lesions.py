@@ -36,6 +36,15 @@ def positive_run(positive_case, tmp_path_factory):
 
 
 @pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="known bug (issue 10): this phantom's enlarging lesion is reported as a third "
+                                       "new lesion (n_new=3, n_enlarging=0); remove the mark when the MS "
+                                       "classification is fixed")
+def test_positive_pair_counts_the_enlarging_lesion(positive_run) -> None:
+    res, _ = positive_run
+    assert (res.decision.n_new, res.decision.n_enlarging) == (2, 1), res.decision
+
+
+@pytest.mark.slow
 def test_positive_pair_is_active_with_located_lesions(positive_case, positive_run) -> None:
     res, out = positive_run
     assert res.active and res.decision.gadolinium
@@ -45,7 +54,8 @@ def test_positive_pair_is_active_with_located_lesions(positive_case, positive_ru
     for lid in np.unique(truth[truth > 0]):
         m = truth == lid
         assert np.count_nonzero(det[m]) / m.sum() >= 0.4, f"new lesion {lid} not found"
-    assert res.decision.n_new >= 2
+    # the phantom has 2 new and 1 enlarging lesion: no false candidate on top of them
+    assert res.decision.n_new >= 2 and res.decision.n_new + res.decision.n_enlarging <= 3, res.decision
     # the enlarging lesion is reported as its whole follow-up extent (rim grown into the old lesion)
     enl = np.asarray(positive_case.truth["truth_enlarging"].data)
     for lid in np.unique(enl[enl > 0]):
