@@ -96,6 +96,8 @@ class WMHWorkflow(Workflow):
                           kind_colours={"periventricular": "#ffd400", "deep": "#ff4040"})
     engines = {
         "classical": "hyperintensity relative to normal-appearing white matter with MNI152 tissue priors",
+        "unet2d": "2D U-Net of Shan et al. (z-score, pad, 384 x 384 slices; starter model trained on phantoms "
+                  "only)",
     }
 
     # ----------------------------------------------------------------------------------------- run
@@ -181,6 +183,16 @@ class WMHWorkflow(Workflow):
             p = opts.get("classical_params") or WMHParams()
             seg = segment_wmh(vol.data, anat.brain, anat.wm_prior, anat.gm_prior, vol.spacing_mm, p, periventricular)
             return seg.mask, seg.probability, ModelRef("wmh-classical", self.version), p.to_dict()
+        if engine == "unet2d":
+            from neurorad.segment.svd_starter import load_starter, predict_native, wmh_input
+
+            seg = load_starter("wmh", opts.get("model"))
+            x, geom = wmh_input(vol)
+            prob = predict_native(seg, x, geom) * anat.brain
+            thr = float(opts.get("threshold", 0.5))
+            mask = _drop_small(prob >= thr, vol.spacing_mm, 3.0)
+            ref = ModelRef(seg.name, seg.version, seg.weights_sha256 or "", "learned")
+            return mask, prob, ref, {"threshold": thr, "min_volume_mm3": 3.0, "model": f"{seg.name}@{seg.version}"}
         raise InputError(f"engine {engine!r} is not available")  # pragma: no cover - guarded in run()
 
     @staticmethod
@@ -278,3 +290,14 @@ def _lesion(f: Finding) -> WMHLesion:
     vol_mm3 = (f.volume_ml or 0.0) * 1000.0
     return WMHLesion(vol_mm3, f.kind == "periventricular", val("extent_from_ventricle", 0.0),
                      val("max_diameter", 0.0))
+
+
+def _drop_small(mask: np.ndarray, spacing_mm: tuple[float, float, float], min_mm3: float) -> np.ndarray:
+    """``mask`` without 26-connected components smaller than ``min_mm3`` (the classical engine's rule)."""
+    from neurorad.quantify.components import connected_components, label_voxel_counts
+
+    lab, n = connected_components(mask, 26)
+    if n == 0:
+        return mask
+    keep = np.concatenate([[False], label_voxel_counts(lab, n) * float(np.prod(spacing_mm)) >= min_mm3])
+    return keep[lab]
