@@ -34,10 +34,10 @@ import numpy as np
 
 from neurorad.errors import ProcessingError
 from neurorad.image.geometry import resample_to_spacing
+from neurorad.image.masks import dice
 from neurorad.image.nifti import load_nifti
 from neurorad.image.sitk_bridge import to_sitk
 from neurorad.image.volume import Volume
-from neurorad.preprocess.brain_extraction import dice
 
 __all__ = ["TEMPLATE_NAME", "template", "TemplateRegistration", "RegistrationQCError", "register_to_template",
            "MIN_DICE"]

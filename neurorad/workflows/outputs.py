@@ -192,6 +192,14 @@ def write_outputs(workflow: Workflow, result: WorkflowResult, folder: Path, inpu
         return shown
     ddir = folder / "dicom"
     ddir.mkdir(exist_ok=True)
+    # objects of an earlier version in the same folder must not survive (a stale SC would be sent)
+    import shutil
+
+    for stale in ("seg.dcm", "sr.dcm", "report_pdf.dcm"):
+        (ddir / stale).unlink(missing_ok=True)
+    shutil.rmtree(ddir / "sc", ignore_errors=True)
+    for key in ("dicom_seg", "dicom_sr", "dicom_pdf", "dicom_sc"):
+        result.files.pop(key, None)
     mask = load_nifti(folder / result.mask) if result.mask and (folder / result.mask).exists() else None
     if mask is not None:
         mask = mask.with_data(np.rint(np.asarray(mask.data)).astype(np.int32))
