@@ -422,6 +422,14 @@ class DataPlane:
         study = s.get(Study, job.study_id)
         if study is None:
             return
+        newer = s.scalar(select(Job.id).where(Job.study_id == job.study_id, Job.kind == job.kind, Job.id > job.id)
+                         .limit(1))
+        if newer is not None:
+            # superseded: a newer job of the study decides its state (an old attempt that ends
+            # late must not fail a study whose newer run already produced a result)
+            log.info("job %s ended (%s) after newer job %s: study state left as %s", job.id, job.state, newer,
+                     study.state)
+            return
         if job.state == "cancelled" and study.state in ("queued", "running"):
             transition(s, study, StudyState.FAILED, "system:queue", f"{job.kind} job {job.id} cancelled")
         elif job.state == "failed" and study.state not in ("failed", "delivered", "received"):
@@ -751,8 +759,20 @@ def record_review(s: Session, settings: Settings, study: Study, user_id: int | N
         DataPlane.queue_delivery(s, settings, study, actor)
 
 
+#: states from which a study's workflow (or selection) may be run again
+RETRYABLE_STATES = ("failed", "rejected", "delivered")
+
+
 def retry(s: Session, settings: Settings, study: Study, actor: str, reason: str) -> None:
-    """Retry: re-run selection (incomplete study) or the workflow (failed / rejected)."""
+    """Retry: re-run selection (incomplete study) or the workflow (failed / rejected / delivered).
+
+    Only from those states (docs/data-plane.md, the state machine): a study that waits for
+    review keeps its result (a radiologist rejects it first), and one whose job is queued or
+    running is not given a second, racing job (cancel the job first). Raises TransitionError.
+    """
+    if study.state not in RETRYABLE_STATES:
+        raise TransitionError(f"study {study.id} is {study.state}: only a {', '.join(RETRYABLE_STATES)} study is "
+                              "retried" + (" (cancel its job first)" if study.state in ("queued", "running") else ""))
     audit(s, actor, "study.retry", "study", study.id, reason=reason, from_state=study.state)
     if study.state == "failed" and any(r for r in study.results) and \
             s.scalar(select(QADecision.id).where(QADecision.study_id == study.id,

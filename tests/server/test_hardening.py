@@ -272,3 +272,37 @@ def test_throttle_memory_does_not_grow_with_username_size():
     for _ in range(5):
         th.failure("10.1.1.1", "Alice")
     assert th.retry_after_s("10.9.9.9", " alice ") is not None
+
+
+def test_retry_only_from_failed_rejected_or_delivered(client, app):
+    """Item 6: a technologist's retry moved a study from needs_review back to queued (not in the
+    documented state machine), and a retry while a job ran started a second, racing job."""
+    h = _bearer(app, "technologist")
+    for state in ("needs_review", "running", "queued"):
+        sid = _study(app, state)
+        r = client.post(f"/api/studies/{sid}/retry", json={"reason": "again"}, headers=h)
+        assert r.status_code == 409, (state, r.text)
+        with app.state.db.session() as s:
+            assert s.get(Study, sid).state == state
+            assert s.scalar(select(Job.id).where(Job.study_id == sid)) is None
+    sid = _study(app, "rejected")
+    r = client.post(f"/api/studies/{sid}/retry", json={"reason": "again"}, headers=h)
+    assert r.status_code == 200 and r.json()["state"] == "queued"
+
+
+def test_a_superseded_job_ending_late_does_not_fail_the_study(app):
+    """Item 6: the older job of a retried study failed late ("study is needs_review, not queued")
+    and flipped the study to failed although the newer job's good result waited for review."""
+    plane = app.state.plane
+    sid = _study(app, "running")
+    plane.queue.enqueue("workflow", {"workflow": "summary", "series": {}}, study_id=sid, max_attempts=1,
+                        idempotency_key="old")
+    old = plane.queue.claim("worker-old")
+    plane.queue.enqueue("workflow", {"workflow": "summary", "series": {}}, study_id=sid, max_attempts=1,
+                        idempotency_key="new")
+    with app.state.db.session() as s:  # the newer run finished first: its result waits for review
+        st = s.get(Study, sid)
+        st.state = "needs_review"
+    assert plane.run_job(old) == "failed"
+    with app.state.db.session() as s:
+        assert s.get(Study, sid).state == "needs_review"
