@@ -135,12 +135,14 @@ def register(app: typer.Typer) -> None:
 
     @token_app.command("create")
     def token_create(username: str = typer.Argument(...), name: str = typer.Option("cli", "--name"),
+                     days: float = typer.Option(90.0, "--days", help="Lifetime in days (at most 365)."),
                      data_dir: Path = data_opt, database_url: str = db_opt) -> None:
         """Create an API token for a user; prints it once (only its hash is stored)."""
         from sqlalchemy import select
 
         from neurorad.server.auth import create_api_token
         from neurorad.store import Database
+        from neurorad.store.audit import audit
         from neurorad.store.models import User
 
         db = Database(_settings(data_dir, database_url).database_url)
@@ -148,7 +150,51 @@ def register(app: typer.Typer) -> None:
             user = s.scalar(select(User).where(User.username == username))
             if user is None:
                 raise InputError(f"no user {username!r}")
-            typer.echo(create_api_token(s, user, name))
+            try:
+                token = create_api_token(s, user, name, days)
+            except ValueError as exc:
+                raise InputError(str(exc)) from None
+            audit(s, "cli", "token.create", "user", user.id, name=name)
+            typer.echo(token)
+
+    @token_app.command("list")
+    def token_list(username: str = typer.Option(None, "--user", help="Only this user's tokens."),
+                   data_dir: Path = data_opt, database_url: str = db_opt) -> None:
+        """List API tokens (id, user, name, state, expiry, last use); never their secrets."""
+        from sqlalchemy import select
+
+        from neurorad.server.auth import token_rows
+        from neurorad.store import Database
+        from neurorad.store.models import User
+
+        db = Database(_settings(data_dir, database_url).database_url)
+        with db.read_session() as s:
+            uid = None
+            if username is not None:
+                uid = s.scalar(select(User.id).where(User.username == username))
+                if uid is None:
+                    raise InputError(f"no user {username!r}")
+            rows = token_rows(s, uid)
+        typer.echo(f"{'id':>5}  {'user':<16} {'name':<20} {'state':<8} {'expires (UTC)':<17} last used (UTC)")
+        for r in rows:
+            exp = r["expires_at"].strftime("%Y-%m-%d %H:%M") if r["expires_at"] else "never"
+            used = r["last_used_at"].strftime("%Y-%m-%d %H:%M") if r["last_used_at"] else "-"
+            typer.echo(f"{r['id']:>5}  {r['user'][:16]:<16} {r['name'][:20]:<20} {r['state']:<8} {exp:<17} {used}")
+
+    @token_app.command("revoke")
+    def token_revoke(token_id: int = typer.Argument(..., help="Token id (from `neurorad token list`)."),
+                     data_dir: Path = data_opt, database_url: str = db_opt) -> None:
+        """Revoke an API token at once (requests with it get 401)."""
+        from neurorad.server.auth import revoke_token
+        from neurorad.store import Database
+        from neurorad.store.audit import audit
+
+        db = Database(_settings(data_dir, database_url).database_url)
+        with db.session() as s:
+            if not revoke_token(s, token_id):
+                raise InputError(f"no token with id {token_id}")
+            audit(s, "cli", "token.revoke", "token", token_id)
+        typer.echo(f"token {token_id} revoked")
 
     db_app = typer.Typer(help="Database administration.", no_args_is_help=True)
     app.add_typer(db_app, name="db")

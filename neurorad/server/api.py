@@ -31,6 +31,7 @@ from neurorad.server.auth import (
 from neurorad.server.params import DbId, Offset, limit_query
 from neurorad.store.audit import audit
 from neurorad.store.models import (
+    ApiToken,
     AuditEvent,
     Delivery,
     Instance,
@@ -173,6 +174,7 @@ class UserIn(BaseModel):
 
 class TokenIn(BaseModel):
     name: str = Field(min_length=1, max_length=64)
+    days: float | None = Field(default=None, gt=0, le=365)
 
 
 # -- helpers ------------------------------------------------------------------------------------
@@ -285,6 +287,8 @@ def logout(request: Request, response: Response, s: Session = Depends(get_db_ses
     if secret:
         ws = s.scalar(select(WebSession).where(WebSession.secret_sha256 == auth.sha256_hex(secret)))
         if ws is not None:
+            # tokens minted in this session end with it
+            s.execute(update(ApiToken).where(ApiToken.session_id == ws.id).values(revoked=True))
             s.delete(ws)
     auth.clear_session_cookies(response)
     audit(s, p.actor, "auth.logout", "user", p.user_id)
@@ -309,11 +313,35 @@ def add_user(body: UserIn, s: Session = Depends(get_db_session),
 
 @router.post("/tokens", dependencies=[Depends(csrf_protect)], status_code=201)
 def add_token(body: TokenIn, s: Session = Depends(get_db_session),
-              p: Principal = Depends(current_user)) -> dict[str, str]:
+              p: Principal = Depends(current_user)) -> dict[str, Any]:
+    """A new API token for the caller (shown once). It expires after ``days`` (default 90), and
+    never after the session or token it was made with; one made in a web session is revoked
+    when that session signs out."""
     user = s.get(User, p.user_id)
-    token = auth.create_api_token(s, user, body.name)
-    audit(s, p.actor, "token.create", "user", p.user_id, name=body.name)
-    return {"token": token, "name": body.name}
+    try:
+        token = auth.create_api_token(s, user, body.name, body.days, session_id=p.session_id,
+                                      not_after=p.expires_at)
+    except ValueError as exc:
+        raise HTTPException(422, str(exc)) from None
+    row = auth.token_rows(s, p.user_id)[0]
+    audit(s, p.actor, "token.create", "token", row["id"], name=body.name)
+    return {"token": token, "name": body.name, "id": row["id"], "expires_at": row["expires_at"]}
+
+
+@router.get("/tokens")
+def list_tokens(s: Session = Depends(get_db_session), p: Principal = Depends(current_user)) -> list[dict[str, Any]]:
+    """The caller's API tokens (an admin: everyone's), without their secrets."""
+    return auth.token_rows(s, None if p.role == "admin" else p.user_id)
+
+
+@router.delete("/tokens/{token_id}", dependencies=[Depends(csrf_protect)])
+def delete_token(token_id: DbId, s: Session = Depends(get_db_session),
+                 p: Principal = Depends(current_user)) -> dict[str, Any]:
+    """Revoke a token: the caller's own (an admin: anyone's); 404 for others."""
+    if not auth.revoke_token(s, token_id, None if p.role == "admin" else p.user_id):
+        raise HTTPException(404, "no such token")
+    audit(s, p.actor, "token.revoke", "token", token_id)
+    return {"id": token_id, "state": "revoked"}
 
 
 # -- studies ------------------------------------------------------------------------------------

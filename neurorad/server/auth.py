@@ -4,7 +4,10 @@
   defaults) and get a session: a random 256-bit secret in an ``HttpOnly``, ``SameSite=Strict``
   cookie (``Secure`` when the request came over HTTPS, or always with ``settings.secure_cookies``);
   the database keeps only its SHA-256.
-* Machines use API tokens (``Authorization: Bearer nr_...``), stored as SHA-256.
+* Machines use API tokens (``Authorization: Bearer nr_...``), stored as SHA-256. A token
+  expires (default 90 days, at most 365); one minted in a web session expires with it and is
+  revoked when it signs out; tokens are listed and revoked with ``GET/DELETE /api/tokens`` and
+  ``neurorad token list|revoke``.
 * Roles: ``admin`` (everything), ``radiologist`` (review), ``technologist`` (operations).
 * CSRF (OWASP "synchronizer token" pattern): every cookie-authenticated unsafe request
   (POST/PUT/PATCH/DELETE) must carry the session's CSRF token in the ``X-CSRF-Token`` header
@@ -87,6 +90,8 @@ class Principal:
     csrf_token: str | None = None
     token_id: int | None = None
     token_last_used: datetime | None = None
+    session_id: int | None = None  # the web session (also of a token minted in one)
+    expires_at: datetime | None = None  # of the session or token
 
     @property
     def actor(self) -> str:
@@ -247,12 +252,55 @@ def cookies_secure(request: Request) -> bool:
     return bool(request.app.state.settings.secure_cookies) or request.url.scheme == "https"
 
 
-def create_api_token(s: Session, user: User, name: str) -> str:
-    """Create a token; the plaintext is returned once and never stored."""
+#: lifetime of an API token unless its creator asks for less (``neurorad token create --days``)
+DEFAULT_TOKEN_DAYS = 90.0
+MAX_TOKEN_DAYS = 365.0
+
+
+def create_api_token(s: Session, user: User, name: str, days: float | None = None,
+                     session_id: int | None = None, not_after: datetime | None = None) -> str:
+    """Create a token; the plaintext is returned once and never stored.
+
+    It expires after ``days`` (default :data:`DEFAULT_TOKEN_DAYS`, at most
+    :data:`MAX_TOKEN_DAYS`) or at ``not_after`` if that is sooner. A token minted in a web
+    session carries its ``session_id`` and is revoked when that session signs out.
+    """
+    days = DEFAULT_TOKEN_DAYS if days is None else float(days)
+    if not 0 < days <= MAX_TOKEN_DAYS:
+        raise ValueError(f"token lifetime must be between 0 and {MAX_TOKEN_DAYS:g} days")
+    expires = utcnow() + timedelta(days=days)
+    if not_after is not None:
+        expires = min(expires, not_after)
     token = "nr_" + secrets.token_urlsafe(32)
-    s.add(ApiToken(user_id=user.id, name=name, token_sha256=sha256_hex(token)))
+    s.add(ApiToken(user_id=user.id, name=name, token_sha256=sha256_hex(token), expires_at=expires,
+                   session_id=session_id))
     s.flush()
     return token
+
+
+def token_rows(s: Session, user_id: int | None = None) -> list[dict]:
+    """API tokens (never their secret), newest first; only ``user_id``'s when given."""
+    q = select(ApiToken, User.username).join(User, User.id == ApiToken.user_id).order_by(ApiToken.id.desc())
+    if user_id is not None:
+        q = q.where(ApiToken.user_id == user_id)
+    now = utcnow()
+    out = []
+    for tok, username in s.execute(q).all():
+        state = "revoked" if tok.revoked else "expired" if tok.expires_at is not None and tok.expires_at <= now \
+            else "active"
+        out.append({"id": tok.id, "user": username, "name": tok.name, "created_at": tok.created_at,
+                    "expires_at": tok.expires_at, "last_used_at": tok.last_used_at, "state": state,
+                    "session_bound": tok.session_id is not None})
+    return out
+
+
+def revoke_token(s: Session, token_id: int, user_id: int | None = None) -> bool:
+    """Revoke one token (only ``user_id``'s when given); False when there is no such token."""
+    tok = s.get(ApiToken, token_id)
+    if tok is None or (user_id is not None and tok.user_id != user_id):
+        return False
+    tok.revoked = True
+    return True
 
 
 def create_session(s: Session, user: User, hours: float) -> tuple[str, str]:
@@ -329,8 +377,11 @@ def _principal(request: Request, s: Session) -> Principal | None:
                         .where(ApiToken.token_sha256 == digest)).first()
         if row is None or row[0].revoked or not row[1].active:
             return None
+        if row[0].expires_at is not None and row[0].expires_at <= utcnow():
+            return None
         return Principal(row[1].id, row[1].username, row[1].role, "token", token_id=row[0].id,
-                         token_last_used=row[0].last_used_at)
+                         token_last_used=row[0].last_used_at, session_id=row[0].session_id,
+                         expires_at=row[0].expires_at)
     secret = request.cookies.get(SESSION_COOKIE)
     if not secret:
         return None
@@ -338,7 +389,8 @@ def _principal(request: Request, s: Session) -> Principal | None:
                     .where(WebSession.secret_sha256 == sha256_hex(secret))).first()
     if row is None or row[0].expires_at < utcnow() or not row[1].active:
         return None
-    return Principal(row[1].id, row[1].username, row[1].role, "session", row[0].csrf_token)
+    return Principal(row[1].id, row[1].username, row[1].role, "session", row[0].csrf_token,
+                     session_id=row[0].id, expires_at=row[0].expires_at)
 
 
 _touch_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="neurorad-token-use")

@@ -272,6 +272,10 @@ class ApiToken(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     last_used_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+    # None only for tokens made before migration 0003
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    # the web session that minted it (revoked at that session's sign-out); None: made by the CLI
+    session_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
 
 
 class WebSession(Base):

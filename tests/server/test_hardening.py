@@ -306,3 +306,64 @@ def test_a_superseded_job_ending_late_does_not_fail_the_study(app):
     assert plane.run_job(old) == "failed"
     with app.state.db.session() as s:
         assert s.get(Study, sid).state == "needs_review"
+
+
+def test_tokens_expire_are_listed_revoked_and_die_with_their_session(client, app):
+    """Item 7: API tokens never expired, could not be listed or revoked, and a token minted in a
+    web session kept working after that session signed out."""
+    from datetime import timedelta
+
+    from neurorad.store.models import ApiToken
+
+    csrf = login(client, "technologist")
+    r = client.post("/api/tokens", json={"name": "script"}, headers={"X-CSRF-Token": csrf})
+    assert r.status_code == 201, r.text
+    minted = {"Authorization": f"Bearer {r.json()['token']}"}
+    assert r.json()["expires_at"] is not None
+    assert client.get("/api/auth/me", headers=minted).status_code == 200
+    assert client.post("/api/auth/logout", headers={"X-CSRF-Token": csrf}).status_code == 200
+    client.cookies.clear()
+    assert client.get("/api/auth/me", headers=minted).status_code == 401  # ended with its session
+
+    # listing (own only) and revoking (own; others' are 404)
+    tech = _bearer(app, "technologist")
+    rows = client.get("/api/tokens", headers=tech).json()
+    assert rows and {r["user"] for r in rows} == {"technologist"} and all("token" not in r for r in rows)
+    assert {r["state"] for r in rows} >= {"revoked", "active"}
+    admin_rows = client.get("/api/tokens", headers=_bearer(app, "admin")).json()
+    assert {r["user"] for r in admin_rows} >= {"admin", "radiologist", "technologist"}
+    rad_id = next(r["id"] for r in admin_rows if r["user"] == "radiologist")
+    assert client.delete(f"/api/tokens/{rad_id}", headers=tech).status_code == 404
+    own_id = next(r["id"] for r in rows if r["state"] == "active")
+    assert client.delete(f"/api/tokens/{own_id}", headers=tech).status_code == 200
+    assert client.get("/api/auth/me", headers=tech).status_code == 401
+
+    # expiry
+    rad = _bearer(app, "radiologist")
+    assert client.get("/api/auth/me", headers=rad).status_code == 200
+    with app.state.db.session() as s:
+        s.get(ApiToken, rad_id).expires_at = utcnow() - timedelta(seconds=1)
+    assert client.get("/api/auth/me", headers=rad).status_code == 401
+
+
+def test_cli_token_list_and_revoke(tmp_path):
+    """Item 7: `neurorad token list|revoke`."""
+    from typer.testing import CliRunner
+
+    from neurorad.cli import app as cli
+
+    runner = CliRunner()
+    d = ["--data-dir", str(tmp_path)]
+    assert runner.invoke(cli, ["db", "upgrade", *d]).exit_code == 0
+    assert runner.invoke(cli, ["user", "add", "bot", "--role", "technologist", "--password", "bot-password1", *d]
+                         ).exit_code == 0
+    token = runner.invoke(cli, ["token", "create", "bot", "--name", "pacs-sync", "--days", "7", *d]
+                          ).output.strip().splitlines()[-1]
+    r = runner.invoke(cli, ["token", "list", *d])
+    assert r.exit_code == 0 and "pacs-sync" in r.output and "active" in r.output and token not in r.output
+    tid = int(r.output.splitlines()[1].split()[0])
+    r = runner.invoke(cli, ["token", "revoke", str(tid), *d])
+    assert r.exit_code == 0, r.output
+    assert "revoked" in runner.invoke(cli, ["token", "list", "--user", "bot", *d]).output
+    assert runner.invoke(cli, ["token", "revoke", "999", *d]).exit_code != 0
+    assert runner.invoke(cli, ["token", "create", "bot", "--days", "1000", *d]).exit_code != 0
