@@ -176,3 +176,30 @@ class PageServer:
     def __exit__(self, *exc) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+def measure_page(browser, srv: PageServer) -> dict[str, float]:
+    """One page load, times in ms since navigation start (``performance.now()``'s origin): form ready,
+    images shown, interactive (a mouse click on a verdict sent as soon as the images are seen has been
+    applied, by the page's own clock), full resolution, longest main-thread block after the images."""
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    t0 = time.perf_counter()
+    page.goto(srv.url, wait_until="commit")
+    radio = page.locator('input[name="cand-2"][value="discard"]')
+    radio.wait_for(state="attached", timeout=600_000)
+    page.wait_for_selector("body[data-form-ready='1']", state="attached", timeout=600_000)
+    box = radio.bounding_box()
+    page.wait_for_selector("body[data-ready='1']", state="attached", timeout=600_000)
+    # a mouse click right after the images are shown (no waiting for the page's consent, as a reader's
+    # click): interactive when the page has applied it (its own clock: data-last-verdict-ms)
+    page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.wait_for_selector('#lesions tr[data-lesion="2"][data-verdict="discard"]', state="attached",
+                           timeout=600_000)
+    interactive_ms = float(page.evaluate("document.body.dataset.lastVerdictMs"))
+    wall_ms = (time.perf_counter() - t0) * 1000
+    page.wait_for_selector("body[data-detail='full']", state="attached", timeout=600_000)
+    ds = page.evaluate("({...document.body.dataset})")
+    page.close()
+    return {"form_ms": float(ds["formReadyMs"]), "shown_ms": float(ds["loadMs"]), "interactive_ms": interactive_ms,
+            "full_ms": float(ds.get("fullMs", ds["loadMs"])), "wall_ms": wall_ms,
+            "block_ms": float(ds.get("maxBlockMs", "nan"))}

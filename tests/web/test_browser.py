@@ -188,7 +188,7 @@ def _session(web_env: WebEnv, orthanc, live_server: LiveServer, browser_context)
     # the discarded candidate leaves the overlay; lesion 1 stays
     after = _blobs(overlay_mask(_panels(page)[2]))
     assert len(after) == 1, after
-    assert "2 of 3 candidates kept" in page.locator("#summary").inner_text()
+    assert "2 of 3 findings kept" in page.locator("#summary").inner_text()
     page.keyboard.press("a")
     page.keyboard.press("4")
     page.fill("#comment", "Candidate 2 is a flow artefact.")
