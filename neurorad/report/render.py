@@ -601,7 +601,66 @@ def render_report(workflow: Workflow, result: WorkflowResult, review: Review | N
     tmp.write_text(render_html(model), encoding="utf-8")
     tmp.replace(html_path)
     pdf_path = render_pdf(model, out / f"{stem}.pdf")
+    if context.patient is None:
+        _write_sidecar(out / f"{stem}{SIDECAR_SUFFIX}", workflow, result, review, context)
     return html_path, pdf_path
+
+
+#: What :func:`render_report` keeps beside a de-identified report so the delivery path can render the
+#: identified copy of exactly that report (:func:`identified_pdf_bytes`).
+SIDECAR_SUFFIX = ".report.json"
+
+
+def _write_sidecar(path: Path, workflow: Workflow, result: WorkflowResult, review: Review | None,
+                   context: ReportContext) -> None:
+    import json
+    from dataclasses import asdict
+
+    ctx = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(replace(context, patient=None)).items()}
+    doc = {"workflow": workflow.name, "result": result.to_dict(), "context": ctx,
+           "review": None if review is None else {k: (list(v) if isinstance(v, tuple) else v)
+                                                  for k, v in asdict(review).items()}}
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(doc, default=str), encoding="utf-8")
+    tmp.replace(path)
+
+
+def identified_pdf_bytes(stored_pdf: str | Path, patient: PatientIdentity, **context_changes: Any) -> bytes | None:
+    """The PDF bytes of the identified copy of a stored (de-identified) report, for the delivery path:
+    re-rendered from the sidecar :func:`render_report` wrote beside ``stored_pdf`` (same workflow,
+    result, review and context) with ``patient`` and ``context_changes`` (e.g. the original
+    ``exam_date``/``prior_exam_dates`` from the vault), in a temporary folder that is deleted before
+    returning: nothing identified is stored. None when there is no sidecar (then send the stored PDF).
+    The caller puts the bytes into the re-identified Encapsulated PDF it sends."""
+    import json
+    import tempfile
+
+    from neurorad.workflows import registry
+    from neurorad.workflows.contract import WorkflowResult
+
+    stored = Path(stored_pdf)
+    side = stored.with_name(stored.name.removesuffix(".pdf") + SIDECAR_SUFFIX)
+    if not side.is_file():
+        return None
+    doc = json.loads(side.read_text(encoding="utf-8"))
+    workflow = registry.load(doc["workflow"])
+    result = WorkflowResult.from_dict(doc["result"])
+    rv = doc.get("review")
+    review = None
+    if rv is not None:
+        rv["verdicts"] = {int(k): v for k, v in (rv.get("verdicts") or {}).items()}
+        rv["missed"] = tuple(tuple(m) for m in rv.get("missed") or ())
+        rv["timepoints_accepted"] = tuple(rv.get("timepoints_accepted") or ())
+        known = set(Review.__dataclass_fields__)
+        review = Review(**{k: v for k, v in rv.items() if k in known})
+    c = doc["context"]
+    c["prior_exam_dates"] = tuple(c.get("prior_exam_dates") or ())
+    c["result_dir"] = Path(c["result_dir"]) if c.get("result_dir") else None
+    known_c = set(ReportContext.__dataclass_fields__)
+    context = ReportContext(**{k: v for k, v in c.items() if k in known_c})
+    with tempfile.TemporaryDirectory(prefix="neurorad-identified-") as tmp:
+        _, pdf = render_identified_report(workflow, result, review, context, patient, tmp, **context_changes)
+        return pdf.read_bytes()
 
 
 def render_identified_report(workflow: Workflow, result: WorkflowResult, review: Review | None,
