@@ -109,7 +109,7 @@ def run(n: int) -> dict:
     try:
         sets = {"CT 512x512": make_ct(tmp / "ct", n), "MR 256x256": make_mr(tmp / "mr", n)}
         # neurorad: receiver + validate + de-identify + atomic store (fsync) + database record
-        settings = Settings(data_dir=tmp / "neurorad", dicom_port=_free_port())
+        settings = Settings(data_dir=tmp / "neurorad", dicom_port=_free_port(), allowed_calling_aets=["BENCH"])
         plane = DataPlane(settings)
         plane.db.migrate()
         rx = make_receiver(settings, plane).start()

@@ -58,6 +58,9 @@ def register(app: typer.Typer) -> None:
                                              "after which a study is complete (default 30)."),
         workflow: str = typer.Option(None, "--workflow", help="Workflow run on complete studies (default 'auto': "
                                      "ms-lesions when installed, else summary)."),
+        allow_aet: list[str] = typer.Option(None, "--allow-aet", help="Calling AE title the receiver accepts "
+                                            "(repeat for each scanner/PACS; '*' accepts any). Without one (here or "
+                                            "in the config's allowed_calling_aets) the receiver does not start."),
         database_url: str = db_opt,
         config: Path = cfg_opt,
     ) -> None:
@@ -70,6 +73,7 @@ def register(app: typer.Typer) -> None:
                              dicom_host=dicom_host,
                              dicom_port=dicom_port or None, workers=max(workers, 1), quiet_period_s=quiet_period_s,
                              workflow=workflow, run_receiver=bool(dicom_port), run_scheduler=True,
+                             allowed_calling_aets=list(allow_aet) if allow_aet else None,
                              run_worker=workers > 0)
         _quiet_dicom_logs()
         app_ = create_app(settings)

@@ -50,8 +50,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # outside (a hospital network has no CDN; see neurorad.server.api.api_docs).
     app = FastAPI(title="neurorad", version=__version__, lifespan=lifespan,
                   docs_url=None, openapi_url=None, redoc_url=None)
-    from neurorad.server.middleware import HardeningMiddleware
+    from neurorad.server.middleware import AdmissionGate, HardeningMiddleware
 
+    app.add_middleware(AdmissionGate, max_in_flight=settings.max_requests_in_flight)
     app.add_middleware(HardeningMiddleware, max_body_bytes=settings.max_request_body_bytes)
 
     @app.exception_handler(UnicodeEncodeError)

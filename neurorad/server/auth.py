@@ -43,6 +43,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+import anyio
+import anyio.to_thread
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from fastapi import Depends, HTTPException, Request, Response
@@ -339,34 +341,42 @@ def _write_gate(db) -> asyncio.Semaphore:
     return gate
 
 
+#: threads that end request sessions (commit / rollback / close). Not the request pool: a
+#: session that waits behind queued requests keeps its connection (and, writing, the lock).
+_SESSION_END_THREADS = anyio.CapacityLimiter(4)
+
+
+async def _end(fn) -> None:
+    await anyio.to_thread.run_sync(fn, limiter=_SESSION_END_THREADS)
+
+
 async def get_db_session(request: Request):
     """The request's database session.
 
     GET/HEAD: a read-only snapshot (:meth:`neurorad.store.db.Database.read_session`; it never
     waits for a writer). Other methods: a write transaction, committed when the endpoint
     returns; such requests first queue for a write slot in the event loop, so a burst of
-    writes never occupies the request thread pool that readers need.
+    writes never occupies the request thread pool that readers need. Sessions end on threads
+    of their own, so a connection is handed back as soon as its endpoint is done.
     """
-    from starlette.concurrency import run_in_threadpool
-
     db = request.app.state.db
     if request.method in _SAFE_METHODS:
         s = db.read_sessionmaker()
         try:
             yield s
         finally:
-            await run_in_threadpool(s.close)
+            await _end(s.close)
         return
     async with _write_gate(db):
         s = db.sessionmaker()
         try:
             yield s
-            await run_in_threadpool(s.commit)
+            await _end(s.commit)
         except BaseException:
-            await run_in_threadpool(s.rollback)
+            await _end(s.rollback)
             raise
         finally:
-            await run_in_threadpool(s.close)
+            await _end(s.close)
 
 
 def _principal(request: Request, s: Session) -> Principal | None:

@@ -90,3 +90,31 @@ class HardeningMiddleware:
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                                 (b"connection", b"close")]})
         await send({"type": "http.response.body", "body": body})
+
+
+class AdmissionGate:
+    """At most ``max_in_flight`` requests inside the application at once; the others wait in the
+    event loop, holding no thread, no database connection and no lock (``/api/health`` passes
+    by). This bounds what a burst of clients can occupy: connections stay below the pool
+    (neurorad.store.db), and a request that finishes its endpoint is not stuck behind hundreds
+    of queued ones while it still holds a connection."""
+
+    def __init__(self, app: ASGIApp, max_in_flight: int = 32, bypass: tuple[str, ...] = ("/api/health",)) -> None:
+        self.app, self.max_in_flight, self.bypass = app, int(max_in_flight), bypass
+        self._gates: dict[int, Any] = {}
+
+    def _gate(self):
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        gate = self._gates.get(id(loop))
+        if gate is None:
+            gate = self._gates[id(loop)] = asyncio.Semaphore(self.max_in_flight)
+        return gate
+
+    async def __call__(self, scope: Scope, receive, send) -> None:
+        if scope["type"] != "http" or scope.get("path", "") in self.bypass:
+            await self.app(scope, receive, send)
+            return
+        async with self._gate():
+            await self.app(scope, receive, send)

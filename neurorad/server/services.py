@@ -40,8 +40,30 @@ def make_receiver(settings: Settings, plane: DataPlane):
             return 0x0000
         return STATUS_INVALID if outcome.category in ("invalid", "no_pixels", "truncated") else STATUS_REFUSED
 
-    return StoreSCP(settings.ae_title, settings.dicom_port or 0, settings.dicom_host, settings.allowed_calling_aets,
+    allowed = receiver_allow_list(settings)
+    if allowed is not None and not allowed:
+        raise ReceiverNotAllowed(NO_AET_WARNING)
+    return StoreSCP(settings.ae_title, settings.dicom_port or 0, settings.dicom_host, allowed,
                     on_instance_bytes=on_bytes)
+
+
+NO_AET_WARNING = ("DICOM receiver not started: no calling AE title is allowed. List the AE titles of the "
+                  "scanners and PACS that send to neurorad (config 'allowed_calling_aets' or `neurorad serve "
+                  "--allow-aet TITLE`); ['*'] accepts any sender (not for a clinical network).")
+
+
+class ReceiverNotAllowed(RuntimeError):
+    """The receiver has no calling AE title to accept (the allow-list is empty)."""
+
+
+def receiver_allow_list(settings: Settings) -> list[str] | None:
+    """Calling AE titles the receiver accepts: the settings' list; ``None`` (any) only for an
+    explicit ``["*"]``. A missing or empty list allows nobody: an allow-list is the default for
+    a clinical install (a device that may send images must be named)."""
+    titles = [str(a).strip() for a in (settings.allowed_calling_aets or []) if str(a).strip()]
+    if "*" in titles:
+        return None
+    return titles
 
 
 class Scheduler:
@@ -97,7 +119,14 @@ class Services:
     def start(self) -> Services:
         s = self.settings
         if s.run_receiver and s.dicom_port is not None:
-            self.receiver = make_receiver(s, self.plane).start()
+            allowed = receiver_allow_list(s)
+            if allowed is None:
+                log.warning("DICOM receiver accepts ANY calling AE title (allowed_calling_aets = ['*']): "
+                            "name the senders on a clinical network")
+            if allowed is not None and not allowed:
+                log.warning(NO_AET_WARNING)
+            else:
+                self.receiver = make_receiver(s, self.plane).start()
         if s.run_scheduler:
             self.scheduler = Scheduler(s, self.plane).start()
         if s.run_worker:

@@ -48,6 +48,8 @@ class Settings:
     ae_title: str = "NEURORAD"
     dicom_host: str = "127.0.0.1"
     dicom_port: int | None = 11112
+    # calling AE titles the receiver accepts; empty (the default): none, the receiver does not
+    # start (with a warning); ["*"]: any (neurorad.server.services.receiver_allow_list)
     allowed_calling_aets: list[str] | None = None
     allowed_modalities: tuple[str, ...] = ("MR", "CT")
     quiet_period_s: float = 30.0
@@ -77,6 +79,8 @@ class Settings:
     secure_cookies: bool = False
     # threads running request handlers (neurorad.server.app; anyio's default is 40)
     request_threads: int = 8
+    # requests inside the application at once; more wait in the event loop (neurorad.server.middleware)
+    max_requests_in_flight: int = 32
     # largest request body (bytes) outside the DICOM upload (neurorad.server.middleware): 413 above
     max_request_body_bytes: int = 1 << 20
     # what create_app starts in its lifespan (``neurorad serve`` turns them on)

@@ -219,7 +219,7 @@ class Database:
                                                                 "pool_timeout": 5})
             try:
                 with self._ping_engine.execution_options(**{READ_ONLY_OPTION: True}).connect() as c:
-                    c.execute(text("SELECT 1"))
+                    c.execute(text("SELECT count(*) FROM alembic_version"))  # reads the file, not just the driver
                 return True
             except Exception:
                 return False

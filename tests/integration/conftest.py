@@ -106,6 +106,7 @@ class NeuroradServer:
         self.data_dir = data_dir
         data_dir.mkdir(parents=True, exist_ok=True)
         self.config_path = data_dir.parent / "neurorad-config.json"
+        config = {"allowed_calling_aets": ["SCANNER01"], **config}  # the receiver accepts named senders only
         self.config_path.write_text(json.dumps(config))
         self.port, self.dicom_port = free_port(), free_port()
         self.url = f"http://127.0.0.1:{self.port}"

@@ -162,7 +162,8 @@ def test_bad_input_is_refused_with_reason_and_service_keeps_running(settings, tm
         bad.save_as(bad_path)
         from neurorad.dicom.transport import send_cstore
 
-        outcomes = send_cstore([bad_path, *files], "127.0.0.1", app.state.services.receiver.port, "NEURORAD")
+        outcomes = send_cstore([bad_path, *files], "127.0.0.1", app.state.services.receiver.port, "NEURORAD",
+                               calling_aet="MODALITY1")
         assert [o.ok for o in outcomes] == [False, True, True]
         assert client.get("/api/health").json()["status"] == "ok"
         assert len(client.get("/api/quarantine", headers=tok).json()) == 6

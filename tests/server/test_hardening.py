@@ -367,3 +367,57 @@ def test_cli_token_list_and_revoke(tmp_path):
     assert "revoked" in runner.invoke(cli, ["token", "list", "--user", "bot", *d]).output
     assert runner.invoke(cli, ["token", "revoke", "999", *d]).exit_code != 0
     assert runner.invoke(cli, ["token", "create", "bot", "--days", "1000", *d]).exit_code != 0
+
+
+def test_receiver_accepts_only_named_senders_by_default(tmp_path, caplog):
+    """Item 10: the receiver accepted any calling AE title unless an allow-list was configured."""
+    import logging
+
+    from neurorad.server.orchestration import DataPlane
+    from neurorad.server.services import ReceiverNotAllowed, Services, make_receiver, receiver_allow_list
+    from neurorad.server.settings import Settings
+
+    settings = Settings(data_dir=tmp_path / "d", dicom_port=0, run_receiver=True)
+    plane = DataPlane(settings)
+    plane.db.migrate()
+    with caplog.at_level(logging.WARNING, logger="neurorad.server"):
+        services = Services(settings, plane).start()
+    try:
+        assert services.receiver is None
+        assert "no calling AE title is allowed" in caplog.text
+    finally:
+        services.stop()
+    with pytest.raises(ReceiverNotAllowed):
+        make_receiver(settings, plane)
+    assert receiver_allow_list(Settings(data_dir=tmp_path / "d", allowed_calling_aets=["*"])) is None
+    assert receiver_allow_list(Settings(data_dir=tmp_path / "d", allowed_calling_aets=[" CT1 ", ""])) == ["CT1"]
+
+
+def test_server_trouble_answers_out_of_resources_never_a_permanent_failure(settings, tmp_path):
+    """Item 1 / DICOM: a valid C-STORE during a database storm was answered 0xC000 (the sender
+    does not retry). Server-side trouble (database, disk, vault key) now answers 0xA700."""
+    from sqlalchemy.exc import OperationalError
+
+    from neurorad.dicom.transport import send_cstore
+    from neurorad.server.app import create_app
+    from neurorad.server.services import make_receiver
+    from tests.server.dicomdata import write_series
+
+    app = create_app(settings)
+    plane = app.state.plane
+    files = write_series(tmp_path / "s", "FLAIR", n_slices=1, size=32)
+
+    def locked(*_a, **_k):
+        raise OperationalError("BEGIN IMMEDIATE", {}, Exception("database is locked"))
+
+    plane._record = locked
+    receiver = make_receiver(settings, plane).start()
+    try:
+        out = send_cstore(files, "127.0.0.1", receiver.port, settings.ae_title, calling_aet="MOD1")
+    finally:
+        receiver.stop()
+    assert out[0].status == 0xA700, hex(out[0].status or 0)
+    with plane.db.session() as s:
+        from neurorad.store.models import QuarantineItem
+
+        assert s.scalar(select(QuarantineItem.id)) is None  # a valid instance is not quarantined
