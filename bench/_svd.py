@@ -5,7 +5,8 @@ Per case: the phantom is built (seeded), its image is rescaled by a random scann
 contrast change, written as NIfTI, and the brain mask is computed once with deepbet (timed); every
 engine then runs the whole workflow (neurorad.workflows.runner.execute, no DICOM outputs) with that
 brain mask, so the engines see identical inputs. Seconds per volume = brain extraction + the engine's
-whole run (load, registration of the priors, engine, measurements, files).
+whole run (load, registration of the priors, engine, measurements, files), wall clock and CPU (all
+threads of the process: on a shared machine wall time is inflated by other load, CPU time is not).
 
 The phantoms are synthetic (neurorad.phantom): the figures say how the engines behave on them, not
 on patients.
@@ -40,7 +41,9 @@ def run_bench(kind: str, contrast: str, workflow_name: str, engines: list[str], 
     rows: dict[str, list[dict[str, Any]]] = {e: [] for e in engines}
     lesions: dict[str, list[Any]] = {e: [] for e in engines}
     seconds: dict[str, list[float]] = {e: [] for e in engines}
+    cpu: dict[str, list[float]] = {e: [] for e in engines}
     brain_s: list[float] = []
+    brain_cpu: list[float] = []
     with tempfile.TemporaryDirectory(prefix="neurorad-bench-") as td:
         tmp = Path(td)
         for i, spec in enumerate(specs):
@@ -54,23 +57,25 @@ def run_bench(kind: str, contrast: str, workflow_name: str, engines: list[str], 
             path = tmp / f"case{i}.nii.gz"
             save_nifti(vol, path)
             truth = np.asarray(case.truth[f"truth_{kind}"].data) > 0
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             if brain == "truth":
                 bmask = np.asarray(case.truth["truth_brain"].data, bool)
             else:
                 bmask = np.asarray(extract_brain(load_nifti(path), engine=brain).data, bool)
             brain_s.append(time.perf_counter() - t0)
+            brain_cpu.append(time.process_time() - c0)
             for e in engines:
                 outd = tmp / f"out_{i}_{e}"
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 res = execute(wf, WorkflowInputs({contrast: path}, options={"engine": e, "brain_mask": bmask}), outd,
                               write_outputs=False)
                 seconds[e].append(time.perf_counter() - t0 + brain_s[-1])
+                cpu[e].append(time.process_time() - c0 + brain_cpu[-1])
                 pred = np.asarray(load_nifti(outd / res.mask).data) > 0
                 prob = np.clip(np.asarray(load_nifti(outd / res.files["probability"]).data, np.float32), 0, 1)
                 row, les = evaluate_case(pred, truth, vol.spacing_mm, prob=prob, pred_truth_coverage=ptc)
-                row = {"case": i, "engine": e, "seconds": seconds[e][-1], **spec, "scanner_scale": scale,
-                       "gamma": gamma, **row}
+                row = {"case": i, "engine": e, "seconds": seconds[e][-1], "cpu_seconds": cpu[e][-1], **spec,
+                       "scanner_scale": scale, "gamma": gamma, **row}
                 rows[e].append(row)
                 lesions[e].append(les)
                 on_case(f"case {i + 1}/{len(specs)} {e}: dice {row['dice']:.3f}, lesions true "
@@ -82,6 +87,7 @@ def run_bench(kind: str, contrast: str, workflow_name: str, engines: list[str], 
         s["seconds_mean"] = float(np.mean(seconds[e]))
         s["seconds_max"] = float(np.max(seconds[e]))
         s["brain_seconds_mean"] = float(np.mean(brain_s))
+        s["cpu_seconds_mean"] = float(np.mean(cpu[e]))
         summary[e] = s
     result = {"workflow": workflow_name, "protocol": protocol, "cases": len(specs), "brain": brain,
               "summary": summary, "rows": [r for e in engines for r in rows[e]]}

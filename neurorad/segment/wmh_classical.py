@@ -20,7 +20,8 @@ approach of e.g. Jack et al. 2001 and the lesion-growth reference of LST-LGA, Sc
    2 ``gm_margin``)), grown through z >= ``z_grow`` and r >= max(``ratio_grow``, r_GM + max(``z_grow``
    sigma, ``gm_margin``)) (26-connected; the margin covers deep grey matter brighter than the cortex
    and residual bias), where r_GM
-   is the median ratio of grey matter (GM prior >= 0.8): a lesion must be brighter than grey matter too,
+   is the median ratio of grey matter (GM prior >= 0.8; the larger of all GM and the deep nuclei, GM
+   more than ``deep_gm_depth_mm`` inside the brain): a lesion must be brighter than grey matter too,
    or it would grow into the cortex and deep nuclei it touches. Components below ``min_volume_mm3``
    are removed.
 6. Lesion probability (for ROC analyses only; not calibrated): logistic of z centred between the
@@ -55,6 +56,7 @@ class WMHParams:
     ratio_seed: float = 1.6
     ratio_grow: float = 1.3
     gm_margin: float = 0.15
+    deep_gm_depth_mm: float = 20.0
     min_volume_mm3: float = 3.0
     connectivity: int = 26
 
@@ -130,8 +132,11 @@ def segment_wmh(flair: np.ndarray, brain: np.ndarray, wm_prior: np.ndarray, gm_p
     if periventricular is not None:
         tissue |= np.asarray(periventricular, bool)[box]
     search = inner & tissue
+    # grey-matter reference: the brighter of cortex and deep nuclei (deep grey matter borders the
+    # periventricular zone; thick slices average the cortex with sulcal CSF and make it look darker)
     gm_ref = b & (gm >= 0.8)
-    gm_ratio = float(np.median(ratio[gm_ref])) if gm_ref.sum() > 100 else 1.0
+    deep_gm = gm_ref & erode_mm(b, p.deep_gm_depth_mm, sp)
+    gm_ratio = max([float(np.median(ratio[m])) for m in (gm_ref, deep_gm) if m.sum() > 100] or [1.0])
     r_seed = max(p.ratio_seed, gm_ratio + max(p.z_seed * sigma, 2 * p.gm_margin))
     r_grow = max(p.ratio_grow, gm_ratio + max(p.z_grow * sigma, p.gm_margin))
     seeds = search & (z >= p.z_seed) & (ratio >= r_seed)
