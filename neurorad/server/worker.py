@@ -2,8 +2,9 @@
 
 * ``local`` (default): each job runs in its own child process (``forkserver``), so a time-out or a
   cancellation can kill it and a crash in a workflow cannot take the worker down. The child
-  dies with its worker (``PR_SET_PDEATHSIG``), so ``kill -9`` of a worker leaves no orphan
-  that could finish a job someone else has taken over.
+  dies with its worker (a watchdog on the worker's pidfd; ``PR_SET_PDEATHSIG`` only covers the
+  forkserver, the child's actual parent), so ``kill -9`` of a worker leaves no orphan that
+  could finish a job someone else has taken over.
 * ``dask://HOST:PORT``: jobs are submitted to a Dask distributed scheduler (for sites that
   outgrow one machine); the worker process keeps the lease alive while the task runs and
   Dask reruns a task whose Dask worker died.
@@ -69,11 +70,49 @@ def execute_job(settings_d: dict[str, Any], lease_d: dict[str, Any]) -> str:
         plane.db.dispose()
 
 
-def _child_main(settings_d: dict[str, Any], lease_d: dict[str, Any]) -> None:
+def _exit_with_worker(worker_pid: int) -> None:
+    """End this process (SIGKILL) as soon as the worker process ``worker_pid`` is gone.
+
+    The job's parent is the forkserver, not the worker, so ``PR_SET_PDEATHSIG`` alone does not
+    fire when the worker (``neurorad serve``) is killed; a pidfd of the worker (Linux >= 5.3,
+    ``os.pidfd_open``) becomes readable when it exits, and a watchdog thread waits on it.
+    Without pidfds the thread polls the worker's pid once a second.
+    """
+    import select
+
+    try:
+        fd = os.pidfd_open(worker_pid)
+    except ProcessLookupError:
+        os._exit(1)
+    except (AttributeError, OSError):
+        fd = None
+
+    def watch() -> None:
+        if fd is not None:
+            select.select([fd], [], [])
+        else:
+            while True:
+                time.sleep(1.0)
+                try:
+                    os.kill(worker_pid, 0)
+                except ProcessLookupError:
+                    break
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="neurorad-worker-watch", daemon=True).start()
+
+
+def _child(fn: Any, args: tuple, worker_pid: int) -> None:
+    """Entry of a job process: dies with the forkserver (PDEATHSIG) and with the worker."""
     _die_with_parent()
     if os.getppid() == 1:
         os._exit(1)
-    execute_job(settings_d, lease_d)
+    _exit_with_worker(worker_pid)
+    fn(*args)
+
+
+def _child_main(settings_d: dict[str, Any], lease_d: dict[str, Any], worker_pid: int | None = None) -> None:
+    _child(execute_job, (settings_d, lease_d), worker_pid or os.getppid())
 
 
 @dataclass
@@ -117,7 +156,7 @@ class Worker:
                 self._client = Client(addr, timeout=30)
             return self._client.submit(execute_job, self._settings_d, asdict(lease), pure=False,
                                        key=f"neurorad-job-{lease.job_id}-{lease.attempt}")
-        proc = self._ctx.Process(target=_child_main, args=(self._settings_d, asdict(lease)),
+        proc = self._ctx.Process(target=_child_main, args=(self._settings_d, asdict(lease), os.getpid()),
                                  name=f"neurorad-job-{lease.job_id}", daemon=True)
         proc.start()
         return proc

@@ -421,3 +421,41 @@ def test_server_trouble_answers_out_of_resources_never_a_permanent_failure(setti
         from neurorad.store.models import QuarantineItem
 
         assert s.scalar(select(QuarantineItem.id)) is None  # a valid instance is not quarantined
+
+
+def test_job_process_dies_when_its_worker_is_killed(tmp_path):
+    """Item 11: after kill -9 of the server, the job process (a child of the forkserver, so the
+    "dies with its worker" PDEATHSIG guard did not fire) kept running."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    pid_file = tmp_path / "job.pid"
+    helper = Path(__file__).with_name("job_lifetime_helper.py")
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
+    worker = subprocess.Popen([sys.executable, str(helper), str(pid_file)], env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while not (pid_file.exists() and pid_file.read_text().strip()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        job_pid = int(pid_file.read_text())
+        os.kill(job_pid, 0)  # the job runs
+        worker.send_signal(signal.SIGKILL)
+        worker.wait(10)
+        deadline = time.monotonic() + 10
+        alive = True
+        while alive and time.monotonic() < deadline:
+            try:
+                os.kill(job_pid, 0)
+                time.sleep(0.1)
+            except ProcessLookupError:
+                alive = False
+        if alive:
+            os.kill(job_pid, signal.SIGKILL)
+        assert not alive, "the job process outlived its killed worker"
+    finally:
+        if worker.poll() is None:
+            worker.kill()
