@@ -17,3 +17,18 @@ def colin27_head_path() -> Path:
 @pytest.fixture(scope="session")
 def colin27_brain_path() -> Path:
     return resources.colin27_brain()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _vault_keys_outside_home(tmp_path_factory):
+    """Vault keys made by tests (neurorad.server.settings.default_key_dir) go to a temporary
+    folder, not ~/.config/neurorad; server processes started by tests inherit it."""
+    import os
+
+    old = os.environ.get("NEURORAD_KEY_DIR")
+    os.environ["NEURORAD_KEY_DIR"] = str(tmp_path_factory.mktemp("neurorad-keys"))
+    yield
+    if old is None:
+        os.environ.pop("NEURORAD_KEY_DIR", None)
+    else:
+        os.environ["NEURORAD_KEY_DIR"] = old

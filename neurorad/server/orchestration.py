@@ -145,6 +145,28 @@ def validate_instance(ds: pydicom.Dataset, allowed_modalities: tuple[str, ...]) 
             raise Refused("truncated", f"pixel data truncated ({got} of {expected} bytes)")
 
 
+def vault_key_location(data_dir: Path) -> Path:
+    """The default vault key file of ``data_dir``, created (0600, in a 0700 folder) when missing:
+    :func:`neurorad.server.settings.default_vault_key_file`, outside the data folder. An older
+    installation's ``DATA_DIR/vault.key`` is still used, with a warning to move it."""
+    from neurorad.dicom.vault import write_key_file
+    from neurorad.server.settings import default_vault_key_file
+
+    legacy = Path(data_dir) / "vault.key"
+    if legacy.exists():
+        log.warning("the vault key is inside the data folder (%s): a backup of the folder carries the key; move "
+                    "it out and set vault_key_file (docs/security.md)", legacy)
+        return legacy
+    key_file = default_vault_key_file(data_dir)
+    if not key_file.exists():
+        key_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            write_key_file(key_file)
+        except FileExistsError:
+            pass
+    return key_file
+
+
 class DataPlane:
     """Database, storage, queue and vault of one neurorad installation (per process)."""
 
@@ -161,16 +183,11 @@ class DataPlane:
     @property
     def vault(self):
         if self._vault is None:
-            from neurorad.dicom.vault import PseudonymVault, write_key_file
+            from neurorad.dicom.vault import PseudonymVault
 
             key_file = self.settings.vault_key_file
             if key_file is None and not os.environ.get("NEURORAD_VAULT_KEY"):
-                key_file = self.settings.data_dir / "vault.key"
-                if not key_file.exists():
-                    try:
-                        write_key_file(key_file)
-                    except FileExistsError:
-                        pass
+                key_file = vault_key_location(self.settings.data_dir)
             self._vault = PseudonymVault.from_env_or_file(self.storage.vault_dir / "vault.sqlite", key_file)
         return self._vault
 

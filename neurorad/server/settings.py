@@ -14,6 +14,21 @@ def default_data_dir() -> Path:
     return Path(os.environ.get("NEURORAD_DATA_DIR") or Path.home() / ".neurorad").expanduser()
 
 
+def default_key_dir() -> Path:
+    """``$NEURORAD_KEY_DIR`` or ``~/.config/neurorad/keys``: where keys live, outside any data folder."""
+    return Path(os.environ.get("NEURORAD_KEY_DIR") or Path.home() / ".config" / "neurorad" / "keys").expanduser()
+
+
+def default_vault_key_file(data_dir: Path) -> Path:
+    """The vault key of the installation whose data folder is ``data_dir``, kept OUTSIDE it (a
+    backup or copy of the data folder must not carry both the vault and its key): one file per
+    data folder in :func:`default_key_dir`, named after a hash of the folder's path."""
+    import hashlib
+
+    tag = hashlib.sha256(str(Path(data_dir).expanduser().resolve()).encode()).hexdigest()[:16]
+    return default_key_dir() / f"vault-{tag}.key"
+
+
 @dataclass
 class Destination:
     """Where results go back to: a DICOMweb (STOW-RS) base URL or a DIMSE peer (C-STORE)."""
@@ -54,7 +69,8 @@ class Settings:
     allowed_modalities: tuple[str, ...] = ("MR", "CT")
     quiet_period_s: float = 30.0
     workflow: str = "auto"
-    # vault: key from a file (default DATA_DIR/vault.key, created 0600 on first start) or $NEURORAD_VAULT_KEY
+    # vault: key from $NEURORAD_VAULT_KEY, else this file, else default_vault_key_file(data_dir)
+    # (outside the data folder; created 0600 on first start)
     vault_key_file: Path | None = None
     # results go back to
     destinations: list[Destination] = field(default_factory=list)

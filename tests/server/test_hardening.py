@@ -459,3 +459,42 @@ def test_job_process_dies_when_its_worker_is_killed(tmp_path):
     finally:
         if worker.poll() is None:
             worker.kill()
+
+
+def test_database_and_key_are_private_and_apart_and_cookies_secure_over_tls(tmp_path, monkeypatch):
+    """Item 12: neurorad.db was created 0644 (password hashes, CSRF tokens), the vault key sat
+    inside the data folder (a backup of the folder carried vault and key), and session cookies
+    were not Secure behind TLS unless configured."""
+    import os
+    import stat
+
+    from fastapi.testclient import TestClient
+
+    from neurorad.server.app import create_app
+    from neurorad.server.auth import create_user
+    from neurorad.server.settings import Settings
+
+    monkeypatch.setenv("NEURORAD_KEY_DIR", str(tmp_path / "keys"))
+    monkeypatch.delenv("NEURORAD_VAULT_KEY", raising=False)
+    old_umask = os.umask(0o022)
+    try:
+        settings = Settings(data_dir=tmp_path / "data")
+        app = create_app(settings)
+    finally:
+        os.umask(old_umask)
+    db_file = settings.data_dir / "neurorad.db"
+    assert stat.S_IMODE(db_file.stat().st_mode) == 0o600
+    app.state.plane.vault  # noqa: B018 - creates the key on first use
+    keys = list((tmp_path / "keys").glob("vault-*.key"))
+    assert len(keys) == 1 and stat.S_IMODE(keys[0].stat().st_mode) == 0o600
+    assert not list(settings.data_dir.rglob("*.key"))
+    with app.state.db.session() as s:
+        create_user(s, "rad", "rad-password-1", "radiologist")
+    with TestClient(app, base_url="https://neurorad.example") as c:  # TLS (directly or X-Forwarded-Proto)
+        r = c.post("/api/auth/login", json={"username": "rad", "password": "rad-password-1"})
+        assert r.status_code == 200
+        cookies = r.headers.get_list("set-cookie")
+        assert cookies and all("secure" in h.lower() for h in cookies), cookies
+    with TestClient(app, base_url="http://127.0.0.1") as c:  # plain HTTP on loopback: no Secure (it would not be sent)
+        r = c.post("/api/auth/login", json={"username": "rad", "password": "rad-password-1"})
+        assert all("secure" not in h.lower() for h in r.headers.get_list("set-cookie"))
