@@ -27,7 +27,7 @@ import numpy as np
 def run_bench(kind: str, contrast: str, workflow_name: str, engines: list[str], specs: list[dict[str, Any]],
               protocol: str, out: Path | None, brain: str = "deepbet",
               on_case: Callable[[str], None] = lambda m: print(m, flush=True)) -> dict[str, Any]:
-    from neurorad.evaluate.case import evaluate_case, protocol_summary
+    from neurorad.evaluate.case import evaluate_case
     from neurorad.evaluate.lesions import PROTOCOLS
     from neurorad.image.nifti import load_nifti, save_nifti
     from neurorad.phantom.cases import make_case
@@ -78,9 +78,18 @@ def run_bench(kind: str, contrast: str, workflow_name: str, engines: list[str], 
                        "scanner_scale": scale, "gamma": gamma, **row}
                 rows[e].append(row)
                 lesions[e].append(les)
+            if out is not None:  # partial summary after every case (a long run stopped early still reports)
+                _write(out, workflow_name, protocol, brain, i + 1, engines, rows, lesions, seconds, cpu, brain_s)
                 on_case(f"case {i + 1}/{len(specs)} {e}: dice {row['dice']:.3f}, lesions true "
                         f"{row['n_true_lesions']:.0f} found {row['n_detected_lesions']:.0f} predicted "
                         f"{row['n_pred_lesions']:.0f} FP {row['n_fp_lesions']:.0f}, {seconds[e][-1]:.1f} s")
+    return _write(out, workflow_name, protocol, brain, len(specs), engines, rows, lesions, seconds, cpu, brain_s)
+
+
+def _write(out: Path | None, workflow_name: str, protocol: str, brain: str, n: int, engines: list[str],
+           rows: dict, lesions: dict, seconds: dict, cpu: dict, brain_s: list[float]) -> dict[str, Any]:
+    from neurorad.evaluate.case import protocol_summary
+
     summary = {}
     for e in engines:
         s = protocol_summary(rows[e], lesions[e])
@@ -89,7 +98,7 @@ def run_bench(kind: str, contrast: str, workflow_name: str, engines: list[str], 
         s["brain_seconds_mean"] = float(np.mean(brain_s))
         s["cpu_seconds_mean"] = float(np.mean(cpu[e]))
         summary[e] = s
-    result = {"workflow": workflow_name, "protocol": protocol, "cases": len(specs), "brain": brain,
+    result = {"workflow": workflow_name, "protocol": protocol, "cases": n, "brain": brain,
               "summary": summary, "rows": [r for e in engines for r in rows[e]]}
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
