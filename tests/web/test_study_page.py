@@ -201,8 +201,9 @@ def test_laterality_radiological_with_letters(phantom, browser) -> None:
 
 def test_time_to_interactive_of_a_256_cube_pair(tmp_path_factory, browser) -> None:
     """256^3 baseline + follow-up + labels (1 mm): the form is usable before any image, the preview
-    is shown before the full images, and a verdict clicked as soon as the images are seen is applied
-    before the full-resolution swap (the page never freezes the reader's first action). The figures
+    is shown before the full images, and a verdict clicked the moment the images are shown (from inside
+    the page: the test driver's own latency is seconds on a loaded machine) is applied before the
+    full-resolution swap (the page never freezes the reader's first action). The figures
     are printed (software GL; `bench/web_viewer.py` prints the same with both loading strategies);
     NEURORAD_TTI_BUDGET_S makes the time to interactive a hard bound (e.g. 3 on an idle machine)."""
     import os
@@ -218,7 +219,7 @@ def test_time_to_interactive_of_a_256_cube_pair(tmp_path_factory, browser) -> No
         for name in ("baseline.nii.gz", "followup.nii.gz", "labels.nii.gz"):  # display copies, once per version
             for q in ("", "&level=preview"):
                 httpx.get(f"{base}/web/api/studies/{STUDY_ID}/files/{name}?run=1{q}", timeout=600).raise_for_status()
-        r = measure_page(browser, srv)
+        r = measure_page(browser, srv, click_in_page=True)
     print("256^3 pair, s from navigation start: " + ", ".join(f"{k} {v / 1000:.2f}" for k, v in r.items()))
     assert r["form_ms"] < r["shown_ms"] < r["full_ms"], r
     assert r["interactive_ms"] < r["full_ms"], r

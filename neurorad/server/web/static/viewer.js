@@ -301,7 +301,6 @@ function drawMarks() {
     for (const side of Object.keys(edges)) $(`.orient.${side}`, el).textContent = edges[side];
     const marks = $(".marks", el);
     marks.replaceChildren();
-    drawCrosshair(nv, marks, centre);
     if (!spec.overlay || !axes) continue;
     const normal = NORMAL_AXIS[state.plane];
     const discarded = discardedLabels();
@@ -324,28 +323,6 @@ function drawMarks() {
       marks.appendChild(m);
     }
   }
-}
-
-// The crosshair as two DOM lines with a gap at the centre, so a small finding is never hidden under it
-// (NiiVue's own 2D crosshair has no gap; it is drawn transparent).
-const XHAIR_GAP_PX = 9;
-function drawCrosshair(nv, marks, centre) {
-  const c = PLANE_AXES[state.plane] ? mmToCss(nv, centre) : null;
-  if (!c) return;
-  const w = marks.clientWidth;
-  const h = marks.clientHeight;
-  const seg = (left, top, width, height) => {
-    if (width <= 0 || height <= 0) return;
-    const d = document.createElement("i");
-    d.className = "xh";
-    Object.assign(d.style, { left: `${left}px`, top: `${top}px`, width: `${width}px`, height: `${height}px` });
-    marks.appendChild(d);
-  };
-  seg(0, c[1], c[0] - XHAIR_GAP_PX, 1);
-  seg(c[0] + XHAIR_GAP_PX, c[1], w - c[0] - XHAIR_GAP_PX, 1);
-  seg(c[0], 0, 1, c[1] - XHAIR_GAP_PX);
-  seg(c[0], c[1] + XHAIR_GAP_PX, 1, h - c[1] - XHAIR_GAP_PX);
-  marks.dataset.crosshair = `${c[0].toFixed(1)},${c[1].toFixed(1)}`;
 }
 
 function scrollSlices(step) {
@@ -595,8 +572,10 @@ async function main() {
   ({ Niivue, NVImage } = await import("./dist/niivue.js"));
   const opts = {
     backColor: [0, 0, 0, 1],
-    crosshairColor: [0, 0, 0, 0], // drawn in the DOM with a gap (drawCrosshair)
-    crosshairWidth: 1,
+    crosshairColor: [0.2, 0.6, 1.0, 1.0],
+    // thin (0.6 mm): a small finding under the crosshair stays visible on both sides of the line
+    crosshairWidth: 0.6,
+    crosshairWidthUnit: "mm",
     show3Dcrosshair: false,
     isColorbar: false,
     dragAndDropEnabled: false,
