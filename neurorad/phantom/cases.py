@@ -58,7 +58,14 @@ class PhantomCase:
 # --------------------------------------------------------------------------------------------
 @lru_cache(maxsize=16)
 def _candidates(region: str) -> np.ndarray:
-    return np.flatnonzero(load_anatomy().regions[region])
+    anat = load_anatomy()
+    if region == "infratentorial":
+        # cerebellar hemispheres: brain below the tentorium (MNI z < -25 mm), behind y = -45 mm
+        ijk = np.argwhere(anat.brain_mask)
+        xyz = ijk @ anat.affine[:3, :3].T + anat.affine[:3, 3]
+        sel = (xyz[:, 2] < -25) & (xyz[:, 1] < -45) & (np.abs(xyz[:, 0]) > 12) & (np.abs(xyz[:, 0]) < 40)
+        return np.ravel_multi_index(tuple(ijk[sel].T), anat.shape)
+    return np.flatnonzero(anat.regions[region])
 
 
 def _place(rng: np.random.Generator, anatomy: Anatomy, region: str, radius_mm: float,
@@ -876,9 +883,11 @@ def ich_pair(
     misalign_deg: float | tuple[float, float, float] = 3.0,
     misalign_mm: float | tuple[float, float, float] = 3.0,
     noise_hu: float = 3.0,
+    location: str | None = None,
 ) -> PhantomCase:
     """Spontaneous intracerebral haemorrhage on two non-contrast head CTs (Hounsfield units):
-    a hyperdense haematoma (~70 HU) in the deep grey matter or lobar, with a hypodense rim of
+    a hyperdense haematoma (~70 HU) in the deep grey matter, lobar or (``location =
+    "infratentorial"``) in a cerebellar hemisphere, with a hypodense rim of
     perihaematomal oedema (~20 HU), expanding between the baseline and follow-up scans by the
     VOLUME factor ``expansion_factor`` (default random 1.0-2.0). Haematoma expansion is often
     defined as > 6 mL or > 33 % growth (Dowlatshahi et al., Stroke 2011); both numbers are in
@@ -887,13 +896,17 @@ def ich_pair(
     Truth ``truth_<tp>_ich_class`` (1 haematoma, 2 oedema) on each time point's grid.
     """
     params = dict(volume_ml=volume_ml, expansion_factor=expansion_factor, slice_thickness_mm=slice_thickness_mm,
-                  in_plane_mm=in_plane_mm, misalign_deg=misalign_deg, misalign_mm=misalign_mm, noise_hu=noise_hu)
+                  in_plane_mm=in_plane_mm, misalign_deg=misalign_deg, misalign_mm=misalign_mm, noise_hu=noise_hu,
+                  location=location)
+    if location not in (None, "deep_gm", "lobar", "infratentorial"):
+        raise ValueError(f"location must be deep_gm, lobar or infratentorial, not {location!r}")
     rng = np.random.default_rng(seed)
     anat = load_anatomy()
     v0 = float(volume_ml if volume_ml is not None else rng.uniform(5.0, 30.0))
     f = float(expansion_factor if expansion_factor is not None else rng.uniform(1.0, 2.0))
     d = 2.0 * (3.0 * v0 * 1000.0 / (4.0 * np.pi)) ** (1.0 / 3.0)
-    loc = "deep_gm" if rng.random() < 0.7 else "lobar"
+    draw = "deep_gm" if rng.random() < 0.7 else "lobar"  # drawn always: seeds keep their cases
+    loc = location or draw
     # deep: putamen/thalamus of one hemisphere (not the midline); lobar: GM/WM junction
     centre = _place(rng, anat, loc, 0.0, [], min_abs_x_mm=18.0 if loc == "deep_gm" else 10.0)
     hem = random_lesion(rng, 1, "haematoma", 1, centre, d, elongation=1.4, irregularity=0.12, restrict="parenchyma")

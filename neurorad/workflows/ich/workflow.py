@@ -78,14 +78,15 @@ class ICHWorkflow(Workflow):
 
         engine = str(inputs.options.get("engine") or "classical")
         space = str(inputs.options.get("space") or "template")
+        stage = str(inputs.options.get("measure_stage") or "linear")
         alarms: list[Alarm] = []
         prior_path = inputs.series.get("prior_ct")
         progress(0.02, "current CT")
-        current = process_scan(inputs.path("ct"), "ct", engine, space)
+        current = process_scan(inputs.path("ct"), "ct", engine, space, measure_stage=stage)
         prior = None
         if prior_path is not None:
             progress(0.45, "prior CT")
-            prior = process_scan(prior_path, "prior_ct", engine, space)
+            prior = process_scan(prior_path, "prior_ct", engine, space, measure_stage=stage)
             if (prior.info.patient_key and current.info.patient_key
                     and prior.info.patient_key != current.info.patient_key):
                 raise InputError("--ct and --prior-ct belong to different patients (PatientID/birth date differ): "
@@ -139,6 +140,7 @@ class ICHWorkflow(Workflow):
             mask="haematoma_mask.nii.gz", reference_role="ct", volumes=volumes, files=files, extra=extra,
             provenance=Provenance(models=[ModelRef(f"ich-{engine}", "1.0", kind="classical")], steps=steps,
                                   parameters={"engine": engine, "space": space, "min_dice": 0.93,
+                                              "measure_stage": stage,
                                               "direction_tolerance_mm": rules.DIRECTION_TOLERANCE_MM,
                                               "expansion": ">= 6 mL or >= 33 %"}))
         nomo = self._nomogram_risk(result, inputs.options)
