@@ -96,7 +96,8 @@ def engine_config(engine: str, froc_floor: float | None):  # noqa: ANN201 - MSCo
     if engine == "global":
         cfg = replace(cfg, candidate=CandidateParams(method="global"),
                       fp=FPParams(dipole_rule=False, drift_rule=False),
-                      classify=ClassifyParams(partial_volume_fraction=None), max_slice_thickness_mm=5.0)
+                      classify=ClassifyParams(partial_volume_fraction=None, enlarging_min_volume_ratio=None),
+                      max_slice_thickness_mm=5.0)
     elif engine != "default":
         raise ValueError(f"unknown engine {engine!r} (default, global)")
     if froc_floor is not None:
@@ -254,15 +255,19 @@ def summarise(results: list[dict], thr: float = 0.1, floor: float = 0.02) -> dic
 
 
 def choose_operating_point(results: list[dict], max_fp_per_patient: float = 0.3, floor: float = 0.02) -> dict:
-    """The FROC point with the highest lesion sensitivity (then patient specificity) whose FP per
-    patient stays <= ``max_fp_per_patient`` (a margin under the 0.5 target): for the tuning set."""
+    """The operating point on the tuning set: among FROC points with FP per patient <=
+    ``max_fp_per_patient`` (a margin under the 0.5 target), those with the highest lesion
+    sensitivity and then patient specificity form a plateau of thresholds; the point at its
+    geometric middle is returned (away from both the FP and the miss side)."""
     ok = [r for r in results if "error" not in r]
     grid = np.geomspace(max(floor, 0.005), 0.9, 60)
     pts = [operating_point(ok, float(t)) for t in grid]
     good = [p for p in pts if p["fp_per_patient"] <= max_fp_per_patient]
     if not good:
         return pts[-1]
-    return max(good, key=lambda p: (round(p["lesion_sensitivity"], 6), p["patient_specificity"], -p["threshold"]))
+    best = max((round(p["lesion_sensitivity"], 6), p["patient_specificity"]) for p in good)
+    plateau = [p["threshold"] for p in good if (round(p["lesion_sensitivity"], 6), p["patient_specificity"]) == best]
+    return operating_point(ok, float(np.sqrt(min(plateau) * max(plateau))))
 
 
 def core_thresholds(threshold: float, params) -> dict:  # noqa: ANN001 - CandidateParams
@@ -291,7 +296,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=max(1, min(2, os.cpu_count() or 1)), help="parallel processes")
     ap.add_argument("--voxel-mm", type=float, default=1.0, help="in-plane voxel size (1.0 as the issue; 1.5 faster)")
     ap.add_argument("--json", type=Path, default=None, help="write per-case results and the summary here")
+    ap.add_argument("--jsonl", type=Path, default=None,
+                    help="append each finished case here as it completes (a partial run can be summarised)")
+    ap.add_argument("--summarise", type=Path, default=None, help="only summarise the cases of this --jsonl file")
     args = ap.parse_args(argv)
+    if args.summarise:
+        results = [json.loads(line) for line in args.summarise.read_text().splitlines() if line.strip()]
+        results.sort(key=lambda r: r["case"])
+        summary = summarise(results, 0.1, args.froc_floor)
+        summary.update(phantom=args.phantom, engine=args.engine, summarised_from=str(args.summarise))
+        print(json.dumps(summary, indent=2))
+        return 0
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     idx = list(range(args.first, args.first + args.cases))
     results = []
@@ -302,6 +317,9 @@ def main(argv: list[str] | None = None) -> int:
         for fu in as_completed(futs):
             r = fu.result()
             results.append(r)
+            if args.jsonl:
+                with args.jsonl.open("a", encoding="utf-8") as fh:
+                    fh.write(json.dumps(r, default=str) + "\n")
             if "error" in r:
                 print(f"case {r['case']}: ERROR {r['error']}", flush=True)
             else:

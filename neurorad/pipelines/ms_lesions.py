@@ -67,6 +67,7 @@ from neurorad.segment.ms_difference import (
     candidate_score,
     classify_new_enlarging,
     delineate,
+    drop_unchanged_enlarging,
     false_positive_reduction,
     grow_enlarging,
 )
@@ -593,11 +594,14 @@ def step_classify(ctx: MSContext) -> None:
     delineated by the partial-volume rule."""
     cand, cfg = ctx.cand, ctx.cfg
     assert cand is not None
-    with ctx.prov.step("classify", **asdict(cfg.classify)):
+    with ctx.prov.step("classify", **asdict(cfg.classify)) as st:
         sp = ctx.spacing_mm
         base_les = baseline_lesion_mask(ctx.bn, ctx.brain, sp, cand.brain_median, cand.brain_sigma, cfg.classify)
-        ctx.kinds = classify_new_enlarging(ctx.labels, ctx.n, base_les, sp, cfg.classify)
-        labels, ctx.extents = grow_enlarging(ctx.labels, ctx.n, ctx.kinds, ctx.fn, base_les, ctx.brain, sp,
+        kinds = classify_new_enlarging(ctx.labels, ctx.n, base_les, sp, cfg.classify)
+        labels, ctx.n, ctx.kinds, dropped = drop_unchanged_enlarging(ctx.labels, ctx.n, kinds, ctx.bn, ctx.fn,
+                                                                     base_les, cand.tissue_level, sp, cfg.classify)
+        st.parameters["dropped_not_grown"] = dropped
+        labels, ctx.extents = grow_enlarging(labels, ctx.n, ctx.kinds, ctx.fn, base_les, ctx.brain, sp,
                                              cand.brain_median, cand.brain_sigma, cfg.classify)
         ctx.labels = delineate(labels, ctx.n, ctx.kinds, cand.difference, cfg.classify)
 

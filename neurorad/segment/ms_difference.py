@@ -37,7 +37,7 @@ class CandidateParams:
     ``bench/ms_sweep.py`` on tuning phantoms (seeds apart from the benchmark's).
     """
 
-    method: str = "global"  # local | global
+    method: str = "local"  # local | global
     smoothing_fwhm_mm: float = 1.5  # Gaussian pre-smoothing of both images (noise vs small lesions)
     isotropic_smoothing: bool = True  # anisotropic voxels: smooth in-plane up to the slice thickness
     highpass_sigma_mm: float = 10.0  # slowly varying difference (residual bias, scaling) removed; 0 = off
@@ -50,6 +50,8 @@ class CandidateParams:
     rel_at_extent: float = 0.06  # change / local tissue level that maps to score 0.01
     rel_at_core: float = 0.12  # change / local tissue level that maps to score 0.1
     csf_rel: float = 0.6  # tissue (not CSF) at baseline: baseline > csf_rel x local tissue level
+    intensity_mapping: bool = True  # subtract the follow-up expected from the baseline intensity (protocol change)
+    mapping_bins: int = 200  # quantile bins of the baseline for that mapping
     # global engine (method='global', the original thresholds)
     hyper_z: float = 2.0  # follow-up FLAIR must be this many robust SDs above the brain median
     csf_fraction: float = 0.75  # tissue (not CSF) where baseline > csf_fraction * brain median
@@ -72,12 +74,13 @@ class FPParams:
     # a tissue border may hold a lesion: a candidate explained by a shift is dropped only when the
     # difference around it also holds the matching loss (misregistration moves signal: the gain
     # on one side of an edge comes with a loss on the other; a lesion only gains)
-    dipole_rule: bool = False
+    dipole_rule: bool = True
     dipole_shell_mm: float = 3.0  # shell around the candidate searched for the matching loss
     dipole_ratio: float = 0.4  # drop when loss in the shell >= this x gain in the candidate
+    shift_explained_always: float = 0.95  # ... or when nearly all of it is explained by a shift
     # signal drift of a lesion already there: the baseline was already as bright (relative to the
     # local tissue) as the follow-up -> not a new lesion
-    drift_rule: bool = False
+    drift_rule: bool = True
     drift_ratio: float = 0.6  # drop when baseline contrast >= this x follow-up contrast (candidate mean)
 
 
@@ -104,8 +107,11 @@ class ClassifyParams:
     # partial-volume rule: a voxel belongs to a new lesion when its change is at least this
     # fraction of the lesion's peak change (0.5: half maximum, i.e. lesion fraction >= 0.5, the
     # phantom's and most manual delineations' definition); None keeps the candidate extent
-    partial_volume_fraction: float | None = None
+    partial_volume_fraction: float | None = 0.5
     peak_percentile: float = 95.0  # the lesion's peak change (robust to one noisy voxel)
+    # an 'enlarging' candidate whose lesion's half-maximum size at follow-up is less than this x
+    # its size at baseline is an existing lesion seen differently (protocol, drift), not growth
+    enlarging_min_volume_ratio: float | None = 1.8
 
 
 @dataclass
@@ -190,6 +196,40 @@ def local_moments(values: np.ndarray, weight: np.ndarray, spacing_mm: tuple[floa
     return m1.astype(np.float32), np.sqrt(np.maximum(m2 - m1 * m1, 0.0)).astype(np.float32)
 
 
+def expected_followup(baseline: np.ndarray, followup: np.ndarray, mask: np.ndarray, n_bins: int = 200,
+                      min_count: int = 20) -> np.ndarray:
+    """The follow-up intensity expected from the baseline intensity: the median follow-up of the
+    voxels in each baseline quantile bin (inside ``mask``), interpolated (a non-parametric joint
+    histogram mapping; Jain et al. 2016 fit it linearly). A protocol or scanner change alters
+    grey/white contrast, CSF suppression and the response curve, which intensity standardisation
+    matches only at its landmarks; subtracting this mapping removes any change that depends on
+    the baseline intensity alone, and leaves what is local: a new lesion (a few voxels of the
+    normal-appearing bins) does not move the bins' medians."""
+    m = np.asarray(mask, bool)
+    bv = np.asarray(baseline, np.float64)[m]
+    fv = np.asarray(followup, np.float64)[m]
+    order = np.argsort(bv, kind="stable")
+    bv, fv = bv[order], fv[order]
+    edges = np.unique(np.linspace(0, bv.size, n_bins + 1).astype(int))
+    xs, ys = [], []
+    for a, b in zip(edges[:-1], edges[1:], strict=True):
+        if b - a >= min_count:
+            xs.append(float(np.median(bv[a:b])))
+            ys.append(float(np.median(fv[a:b])))
+    if len(xs) < 2:
+        return np.asarray(baseline, np.float32)
+    xs_a, ys_a = np.asarray(xs), np.asarray(ys)
+    keep = np.concatenate([[True], np.diff(xs_a) > 0])
+    xs_a, ys_a = xs_a[keep], ys_a[keep]
+    x = np.asarray(baseline, np.float64)
+    g = np.interp(x, xs_a, ys_a)
+    # beyond the outer bins' centres (the brightest voxels: lesions) the mapping is proportional,
+    # not flat: a stable bright lesion maps onto itself instead of onto the last bin's median
+    hi = x > xs_a[-1]
+    g[hi] = x[hi] * (ys_a[-1] / xs_a[-1]) if xs_a[-1] > 0 else x[hi]
+    return g.astype(np.float32)
+
+
 def candidate_score(
     baseline: np.ndarray,
     followup: np.ndarray,
@@ -215,8 +255,11 @@ def candidate_score(
     sig = _smoothing_sigma_vox(spacing_mm, params)
     b = ndimage.gaussian_filter(np.asarray(baseline, dtype=np.float32), sig)
     f = ndimage.gaussian_filter(np.asarray(followup, dtype=np.float32), sig)
-    diff = (f - b).astype(np.float32)
     inner = brain & (b > 0)
+    if params.method == "local" and params.intensity_mapping:
+        diff = (f - expected_followup(b, f, inner, params.mapping_bins)).astype(np.float32)
+    else:
+        diff = (f - b).astype(np.float32)
     if params.highpass_sigma_mm > 0:
         diff = diff - smooth_difference(diff, inner, spacing_mm, params.highpass_sigma_mm)
     dvals = diff[inner]
@@ -385,7 +428,8 @@ def false_positive_reduction(
         elif frac_edge[i] >= params.border_fraction:
             reason = "at the brain border or outside the brain"
         elif frac_expl[i] >= params.shift_explained_fraction and (
-                difference is None or not params.dipole_rule or loss_ratio[i] >= params.dipole_ratio):
+                difference is None or not params.dipole_rule or loss_ratio[i] >= params.dipole_ratio
+                or frac_expl[i] >= params.shift_explained_always):
             reason = "explained by misregistration (baseline shifted)"
         elif params.drift_rule and tissue_level is not None and drift[i] >= params.drift_ratio:
             reason = "signal drift of a lesion present at baseline"
@@ -516,6 +560,66 @@ def grow_enlarging(
             rim_volume_mm3=round(float(np.count_nonzero(rim)) * vox_mm3, 2),
         )
     return labels, extents
+
+
+def half_max_extent(contrast: np.ndarray, region: np.ndarray, seed: np.ndarray, percentile: float = 95.0) -> int:
+    """Voxels of ``region`` whose ``contrast`` reaches half the peak contrast of ``seed``
+    (contrast-invariant size: the same lesion seen with more or less contrast keeps its size)."""
+    vals = contrast[seed]
+    if vals.size == 0:
+        return 0
+    peak = float(np.percentile(vals, percentile))
+    if peak <= 0:
+        return 0
+    return int(np.count_nonzero(region & (contrast >= 0.5 * peak)))
+
+
+def drop_unchanged_enlarging(
+    labels: np.ndarray, n: int, kinds: list[str], baseline: np.ndarray, followup: np.ndarray,
+    baseline_lesions: np.ndarray, tissue_level: np.ndarray | None, spacing_mm: tuple[float, float, float],
+    params: ClassifyParams = ClassifyParams(),
+) -> tuple[np.ndarray, int, list[str], list[int]]:
+    """Drop 'enlarging' candidates that did not grow (before :func:`grow_enlarging`).
+
+    The touched baseline lesion's size is measured at half its own peak contrast over the local
+    tissue level at each time point (baseline, follow-up); a lesion whose contrast changed
+    (protocol change, signal drift) keeps its half-maximum size, one that grew does not. Dropped
+    when follow-up size < ``enlarging_min_volume_ratio`` x baseline size. Returns the relabelled
+    map, count, kinds and the dropped labels (old numbering).
+    """
+    ratio = params.enlarging_min_volume_ratio
+    if n == 0 or ratio is None or "enlarging" not in kinds:
+        return labels, n, kinds, []
+    b = np.asarray(baseline, np.float32)
+    f = np.asarray(followup, np.float32)
+    lev = np.asarray(tissue_level, np.float32) if tissue_level is not None else np.float32(np.median(b[b > 0]))
+    base_lab, _ = connected_components(np.asarray(baseline_lesions, bool), 26)
+    objs = ndimage.find_objects(np.asarray(labels, np.int32), n)
+    pad = [int(np.ceil((params.touch_radius_mm + 6.0) / s)) + 1 for s in spacing_mm]
+    keep = np.ones(n, bool)
+    dropped = []
+    for lab in range(1, n + 1):
+        if kinds[lab - 1] != "enlarging" or objs[lab - 1] is None:
+            continue
+        box = tuple(slice(max(0, a.start - p), min(dim, a.stop + p))
+                    for a, p, dim in zip(objs[lab - 1], pad, labels.shape, strict=True))
+        own = labels[box] == lab
+        near = ndimage.distance_transform_edt(~own, sampling=spacing_mm) <= params.touch_radius_mm
+        ids = np.unique(base_lab[box][near & (base_lab[box] > 0)])
+        old = np.isin(base_lab[box], ids[ids > 0])
+        if not old.any():
+            continue
+        region = ndimage.distance_transform_edt(~(old | own), sampling=spacing_mm) <= 2.0
+        lv = lev[box] if np.ndim(lev) else lev
+        size_b = half_max_extent(b[box] - lv, region, old, params.peak_percentile)
+        size_f = half_max_extent(f[box] - lv, region, old | own, params.peak_percentile)
+        if size_b > 0 and size_f < ratio * size_b:
+            keep[lab - 1] = False
+            dropped.append(lab)
+    if not dropped:
+        return labels, n, kinds, []
+    out, m = relabel(labels, keep)
+    return out, m, [k for k, kp in zip(kinds, keep, strict=True) if kp], dropped
 
 
 def delineate(

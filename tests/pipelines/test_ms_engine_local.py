@@ -1,0 +1,144 @@
+"""The local-statistics engine of issue 17 on synthetic arrays (fast).
+
+Oracles are analytic: a follow-up that is a known nonlinear function of the baseline (a
+protocol change) leaves no residual; a faint lesion (1.15 x white matter) next to a brighter
+grey-matter band is found by the local engine and missed by the original global one; a shifted
+edge (misregistration) brings its own loss and is dropped, a lesion at the edge is not; a stable
+lesion seen with more contrast has not grown, a lesion whose radius went 3 -> 5 voxels has;
+half-maximum delineation of a blurred ball gives the ball's volume.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from neurorad.segment.ms_difference import (
+    CandidateParams,
+    ClassifyParams,
+    FPParams,
+    PostParams,
+    binarise_components,
+    candidate_score,
+    delineate,
+    drop_unchanged_enlarging,
+    expected_followup,
+    false_positive_reduction,
+)
+
+SP = (1.0, 1.0, 1.0)
+
+
+def _ball(shape, centre, r):
+    g = np.indices(shape).astype(float)
+    return sum((g[i] - centre[i]) ** 2 for i in range(3)) <= r * r
+
+
+def _head(seed=0, noise=0.02):
+    """A 'brain' of white matter (1.0) with a grey-matter band (1.25) and a CSF slab (0.2)."""
+    rng = np.random.default_rng(seed)
+    shape = (56, 56, 56)
+    brain = _ball(shape, (28, 28, 28), 26)
+    img = np.where(brain, 1.0, 0.0)
+    img[brain & (np.indices(shape)[0] >= 36) & (np.indices(shape)[0] < 38)] = 1.25  # GM band (a 2 mm cortex)
+    img[brain & (np.indices(shape)[0] >= 16) & (np.indices(shape)[0] < 20)] = 0.2  # CSF slab
+    b = ndimage.gaussian_filter(img, 0.7) + noise * rng.standard_normal(shape)
+    return img, brain, (b * brain).astype(np.float32), rng
+
+
+def _detect(b, f, brain, cp, fp=FPParams(dipole_rule=True, drift_rule=True)):
+    c = candidate_score(b, f, brain, SP, cp)
+    lab0, n0 = binarise_components(c.score, 1.0, PostParams())
+    return false_positive_reduction(lab0, n0, b, f, brain, SP, c.sigma, c.brain_median, c.brain_sigma, fp,
+                                    difference=c.difference, tissue_level=c.tissue_level)
+
+
+def test_expected_followup_removes_a_nonlinear_protocol_change():
+    img, brain, b, rng = _head()
+    f_clean = 0.9 * np.power(np.clip(ndimage.gaussian_filter(img, 0.7), 0, None), 1.15)
+    lesion = _ball(b.shape, (28, 26, 28), 3)
+    f = (f_clean + 0.2 * lesion) * brain
+    g = expected_followup(ndimage.gaussian_filter(img, 0.7) * brain, f, brain)
+    resid = (f - g)[brain]
+    assert np.median(np.abs(resid[~lesion[brain]])) < 0.01
+    assert np.median(resid[lesion[brain]]) == pytest.approx(0.2, abs=0.03)
+
+
+def test_faint_lesion_next_to_grey_matter_found_by_local_engine_only():
+    img, brain, b, rng = _head(1)
+    les = _ball(b.shape, (33, 28, 28), 3.2)  # in white matter, 1 voxel from the GM band
+    f_img = np.where(les, 1.15, img)
+    f = ((ndimage.gaussian_filter(f_img, 0.7) + 0.02 * rng.standard_normal(b.shape)) * brain).astype(np.float32)
+    labels, n, dec = _detect(b, f, brain, CandidateParams(method="local"))
+    assert n == 1 and np.count_nonzero(labels[les]) / les.sum() >= 0.5
+    _, n_glob, _ = _detect(b, f, brain, CandidateParams(method="global"), FPParams())
+    assert n_glob == 0  # the original thresholds (change 0.45 at the core, WM-like gate) miss it
+
+
+def test_grey_white_contrast_change_gives_no_candidate():
+    img, brain, b, rng = _head(2)
+    f_img = np.where(img == 1.25, 1.35, img)  # another protocol: grey matter brighter
+    f = ((ndimage.gaussian_filter(f_img, 0.7) + 0.02 * rng.standard_normal(b.shape)) * brain).astype(np.float32)
+    _, n, _ = _detect(b, f, brain, CandidateParams(method="local"))
+    assert n == 0
+
+
+def test_shifted_edge_is_dropped_lesion_at_the_edge_is_kept():
+    img, brain, b, rng = _head(3)
+    # misregistration: the GM band moved by 1 voxel -> gain on one side, loss on the other
+    shifted = np.roll(img, 1, axis=0) * brain + (1 - brain) * img
+    f = ((ndimage.gaussian_filter(shifted, 0.7) + 0.02 * rng.standard_normal(b.shape)) * brain).astype(np.float32)
+    c = candidate_score(b, f, brain, SP, CandidateParams(method="local", z_at_extent=1.5, z_at_core=2.5,
+                                                          rel_at_extent=0.02, rel_at_core=0.04))
+    lab0 = np.zeros(b.shape, np.int32)
+    lab0[brain & (img == 1.0) & (np.roll(img, 1, axis=0) == 1.25)] = 1  # the voxels that gained
+    _, n, dec = false_positive_reduction(lab0, 1, b, f, brain, SP, c.sigma, c.brain_median, c.brain_sigma,
+                                         FPParams(cog_rule=False, dipole_rule=True, cap_z=None),
+                                         difference=c.difference)
+    assert n == 0 and "misregistration" in dec[0].reason and dec[0].loss_ratio >= 0.4
+
+
+def test_stable_lesion_with_more_contrast_is_not_enlarging_grown_one_is():
+    shape = (40, 40, 40)
+    lev = np.ones(shape, np.float32)
+    old = _ball(shape, (20, 20, 20), 3)
+    b = (1 + 1.0 * ndimage.gaussian_filter(old.astype(float), 0.8)).astype(np.float32)
+    brighter = (1 + 1.4 * ndimage.gaussian_filter(old.astype(float), 0.8)).astype(np.float32)
+    grown = (1 + 1.0 * ndimage.gaussian_filter(_ball(shape, (20, 20, 20), 5).astype(float), 0.8)).astype(np.float32)
+    for f, expect_kept in ((brighter, False), (grown, True)):
+        labels = np.zeros(shape, np.int32)
+        labels[(f - b > 0.2) & ~old] = 1
+        if not labels.any():
+            labels[_ball(shape, (20, 20, 24), 1)] = 1
+        out, n, kinds, dropped = drop_unchanged_enlarging(labels, 1, ["enlarging"], b, f, old, lev, (1.0,) * 3,
+                                                          ClassifyParams())
+        assert (n == 1) == expect_kept and (dropped == []) == expect_kept
+
+
+def test_half_maximum_delineation_measures_the_ball():
+    shape = (48, 48, 48)
+    ball = _ball(shape, (24, 24, 24), 6)
+    diff = ndimage.gaussian_filter(ball.astype(np.float32) * 0.5, 1.0)
+    labels = (diff > 0.02).astype(np.int32)  # candidate extent: much larger than the ball
+    assert labels.sum() > 1.5 * ball.sum()
+    out = delineate(labels, 1, ["new"], diff, ClassifyParams(partial_volume_fraction=0.5))
+    assert (out == 1).sum() == pytest.approx(ball.sum(), rel=0.1)
+    assert np.array_equal(delineate(labels, 1, ["enlarging"], diff, ClassifyParams()), labels)
+
+
+def test_lesion_at_a_bright_edge_survives_the_shift_rule():
+    img, brain, b, rng = _head(4)
+    les = _ball(b.shape, (33, 28, 28), 3.0)  # explained by the GM band shifted, but nothing was lost
+    les &= ~_ball(b.shape, (31, 28, 28), 1.5)  # the part touching the band only (nearly all explained)
+    f_img = np.where(les, 1.2, img)
+    f = ((ndimage.gaussian_filter(f_img, 0.7) + 0.02 * rng.standard_normal(b.shape)) * brain).astype(np.float32)
+    c = candidate_score(b, f, brain, SP, CandidateParams(method="local"))
+    lab0 = les.astype(np.int32)
+    for dipole, kept in ((True, 1), (False, 0)):
+        fp = FPParams(cog_rule=False, dipole_rule=dipole, cap_z=None, shift_explained_fraction=0.45,
+                      shift_explained_always=1.01)
+        _, n, dec = false_positive_reduction(lab0, 1, b, f, brain, SP, c.sigma, c.brain_median, c.brain_sigma, fp,
+                                             difference=c.difference)
+        assert dec[0].shift_explained_fraction >= 0.45
+        assert n == kept, dec[0]
