@@ -104,3 +104,23 @@ def test_decision_curve_definition() -> None:
     dc = decision_curve(p, y, np.array([0.5]))
     assert dc["net_benefit"][0] == pytest.approx(1 / 4 - 1 / 4 * 1.0)  # TP 1, FP 1, odds 1
     assert dc["treat_all"][0] == pytest.approx(0.5 - 0.5)
+
+
+def test_ich_report_uses_a_site_nomogram(model: Nomogram, tmp_path: Path) -> None:
+    """The ich workflow's report shows the risk from a fitted nomogram, or names what is missing."""
+    from neurorad.workflows.contract import Quantity, WorkflowResult
+    from neurorad.workflows.ich import ICHWorkflow
+
+    path = model.save(tmp_path / "nomogram.json")
+    res = WorkflowResult("ich", ICHWorkflow.version, quantities=[
+        Quantity("haematoma_volume", 23.5, "mL"), Quantity("diameter_ap", 50.0, "mm"), Quantity("sr_index", 0.552),
+        Quantity("expansion", True), Quantity("length_change_lr", 10.0, "mm"), Quantity("location", "deep")])
+    clinical = {"age": 73, "gcs": 13}
+    got = ICHWorkflow._nomogram_risk(res, {"nomogram": str(path), "clinical": clinical})
+    want = model.predict_one({"age": 73, "gcs": 13, "volume_ml": 23.5, "diameter_ap_mm": 50.0, "sr_index": 0.552,
+                              "expansion": 1, "length_change_lr_mm": 10.0, "location": "deep"})
+    assert got["risk"] == pytest.approx(want)
+    res.extra["nomogram"] = got
+    text = " ".join(p for s in ICHWorkflow().report_sections(res, None) for p in s.paragraphs)
+    assert f"{100 * want:.0f} %" in text
+    assert ICHWorkflow._nomogram_risk(res, {"nomogram": str(path)})["missing"] == ["age", "gcs"]

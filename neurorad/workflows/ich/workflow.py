@@ -207,7 +207,7 @@ class ICHWorkflow(Workflow):
         loc = next((f.location for f in result.findings if f.id == 1), "")
         s = (f"Haematoma {v:.1f} mL{f' ({loc})' if loc else ''}, SR index {format_value(q.get('sr_index'), 3)}, "
              f"axis {q.get('axis_type')}.")
-        if "expansion" in q:
+        if "expansion" in q and isinstance(q.get("volume_change"), (int, float)):
             pct = q.get("volume_change_percent")
             s += (f" Since the prior CT: {q['volume_change']:+.1f} mL"
                   + (f" ({pct:+.0f} %)" if isinstance(pct, (int, float)) else "")
