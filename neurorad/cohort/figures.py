@@ -34,9 +34,10 @@ def nomogram_figure(model: Nomogram, path: Path, title: str = "") -> Path:
         ax.text(-29, y, label, va="center", fontsize=8)
         xs = [t for t, _ in ticks]
         ax.plot([min(xs), max(xs)], [y, y], "k-", lw=0.8)
-        for x, s in ticks:
+        for k, (x, s) in enumerate(sorted(ticks)):
             ax.plot([x, x], [y, y + 0.12], "k-", lw=0.8)
-            ax.text(x, y + 0.18, s, ha="center", fontsize=6)
+            # alternate labels above/below so that close ticks (categories) stay readable
+            ax.text(x, y + 0.18 if k % 2 == 0 else y - 0.32, s, ha="center", fontsize=6)
 
     axis(0, "Points", [(float(x), f"{x:.0f}") for x in range(0, 101, 10)])
     for i, p in enumerate(model.predictors, 1):
@@ -44,7 +45,7 @@ def nomogram_figure(model: Nomogram, path: Path, title: str = "") -> Path:
             ticks = [(model.points(p, v), v) for v in model.levels[p]]
         else:
             lo, hi = model.ranges[p]
-            vals = np.linspace(lo, hi, 6)
+            vals = np.array([0.0, 1.0]) if (lo, hi) == (0.0, 1.0) else np.linspace(lo, hi, 6)  # 0/1: no/yes
             ticks = [(model.points(p, v), f"{v:.3g}") for v in vals]
         axis(-i, p, ticks)
     max_total = sum(max(model.points(p, v) for v in (model.levels.get(p) or model.ranges[p]))
