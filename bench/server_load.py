@@ -10,8 +10,8 @@ Everything runs on 127.0.0.1 and stops by itself (``--duration-s``, hard cap ``-
 2. ``neurorad serve`` as a real process (uvicorn, receiver, scheduler, local worker, the
    ``summary`` workflow, a 3 s quiet period).
 3. ``--clients`` concurrent clients (httpx, one event loop), each repeating: worklist page,
-   a study page, ``GET /api/studies``, ``GET /api/studies/{id}``; a probe reads
-   ``/api/health`` every 250 ms with a 1 s limit. After a 5 s ramp, DCMTK ``storescu`` sends
+   a study page, ``GET /api/studies``, ``GET /api/studies/{id}``; a probe (a process of its
+   own) reads ``/api/health`` every 250 ms with a 1 s limit. After a 5 s ramp, DCMTK ``storescu`` sends
    one study (FLAIR, ``--slices`` instances).
 4. The run ends after ``--duration-s`` once the sent study has been processed
    (``needs_review``), or at ``--max-s``. Figures: requests, errors (any non-2xx or transport
@@ -117,19 +117,42 @@ async def _client(base: str, cookie: str, study_ids: list[int], stop: asyncio.Ev
                     errors.append((page, why))
 
 
-async def _health(base: str, stop: asyncio.Event, out: list) -> None:
-    import httpx
+_PROBE = """
+import json, sys, time, os
+import httpx
+base, out_path, stop_path = sys.argv[1:4]
+with httpx.Client(base_url=base, timeout=5.0) as c, open(out_path, "w") as out:
+    while not os.path.exists(stop_path):
+        t0 = time.perf_counter()
+        try:
+            r = c.get("/api/health")
+            ok = r.status_code == 200 and r.json().get("database") is True
+        except Exception:
+            ok = False
+        out.write(json.dumps([time.perf_counter() - t0, ok, time.time()]) + "\\n")
+        out.flush()
+        time.sleep(0.25)
+"""
 
-    async with httpx.AsyncClient(base_url=base, timeout=5.0) as c:
-        while not stop.is_set():
-            t0 = time.perf_counter()
-            try:
-                r = await c.get("/api/health")
-                ok = r.status_code == 200 and r.json().get("database") is True
-            except Exception:  # noqa: BLE001
-                ok = False
-            out.append((time.perf_counter() - t0, ok))
-            await asyncio.sleep(0.25)
+
+def _start_probe(base: str, root: Path) -> tuple[subprocess.Popen, Path, Path]:
+    """The health probe runs in a process of its own, so that the load generator's busy event
+    loop does not add to the latency it measures."""
+    out, stop = root / "health.jsonl", root / "health.stop"
+    proc = subprocess.Popen([sys.executable, "-c", _PROBE, base, str(out), str(stop)])
+    return proc, out, stop
+
+
+def _read_probe(out: Path, t_start: float, slow: list) -> list:
+    rows = []
+    for line in out.read_text().splitlines():
+        try:
+            rows.append(tuple(json.loads(line))[:2])
+            if rows[-1][0] > 1.0:
+                slow.append(round(json.loads(line)[2] - t_start, 1))
+        except ValueError:
+            pass
+    return rows
 
 
 async def _watch_study(base: str, token_cookie: str, sent_at: list, stop: asyncio.Event, out: dict) -> None:
@@ -166,11 +189,12 @@ async def _run(args, base: str, cookies: list[str], study_ids: list[int], files:
     health: list = []
     study: dict = {}
     sent_at: list = []
+    probe, probe_out, probe_stop = _start_probe(base, args.root)
     tasks = [asyncio.create_task(_client(base, ck, study_ids, stop, lat, errors, i)) for i, ck in enumerate(cookies)]
-    tasks.append(asyncio.create_task(_health(base, stop, health)))
     tasks.append(asyncio.create_task(_watch_study(base, cookies[0], sent_at, stop, study)))
-    t0 = time.perf_counter()
+    t0, t_wall0 = time.perf_counter(), time.time()
     await asyncio.sleep(5.0)
+    sent_wall = time.time()
     proc = _send_study(files, dicom_port)
     sent_at.append(time.perf_counter())
     while True:
@@ -184,6 +208,11 @@ async def _run(args, base: str, cookies: list[str], study_ids: list[int], files:
         if (el >= args.duration_s and "processed_s" in study) or el >= args.max_s:
             break
     stop.set()
+    probe_stop.touch()
+    probe.wait(30)
+    slow_at: list = []
+    health.extend(_read_probe(probe_out, t_wall0, slow_at))
+    study["sent_at_s"] = round(sent_wall - t_wall0, 1)
     await asyncio.wait(tasks, timeout=150)
     if proc.poll() is None:
         proc.kill()
@@ -198,7 +227,7 @@ async def _run(args, base: str, cookies: list[str], study_ids: list[int], files:
         "all_pages_s": {"p50": _pct(sum(lat.values(), []), 0.5), "p95": _pct(sum(lat.values(), []), 0.95)},
         "health": {"n": len(health), "max_s": max((h for h, _ in health), default=None),
                    "p95_s": _pct([h for h, _ in health], 0.95), "failures": sum(1 for _, ok in health if not ok),
-                   "over_1s": sum(1 for h, _ in health if h > 1.0)},
+                   "over_1s": sum(1 for h, _ in health if h > 1.0), "over_1s_at_s": slow_at},
         "study": study, "instances_sent": len(files),
     }
     for v in out["latency_s"].values():
@@ -270,6 +299,7 @@ def main(argv: list[str] | None = None) -> int:
             if server.poll() is not None:
                 raise RuntimeError("server did not start:\n" + (root / "server.log").read_text()[-3000:])
             time.sleep(0.5)
+        args.root = root
         out = asyncio.run(_run(args, base, cookies, study_ids, files, dicom_port))
         log_text = (root / "server.log").read_text()
         out["server_log_locked"] = log_text.count("database is locked")

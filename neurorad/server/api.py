@@ -209,15 +209,16 @@ _HEALTH_THREADS = anyio.CapacityLimiter(2)
 async def health(request: Request) -> dict[str, Any]:
     """Liveness and readiness (no authentication, no data).
 
-    Answers within a second under any request load: it runs in the event loop and pings the
-    database on a connection and in threads of its own, never queued behind the requests'
-    thread pool or connection pool.
+    Answers within a second under any request load: it runs in the event loop and reports the
+    database check of a monitor thread (``neurorad.server.app.DatabaseMonitor``, one ``SELECT``
+    a second on a connection of its own; a result older than 5 s counts as a failure), so it
+    never waits for the request thread pool, the connection pool or the database.
     """
-    db = request.app.state.db
-    if db.is_sqlite:  # a read of a WAL database never waits: no thread hop (GIL hand-over) needed
-        ok = db.ping()
-    else:
-        ok = await anyio.to_thread.run_sync(db.ping, limiter=_HEALTH_THREADS)
+    monitor = getattr(request.app.state, "db_monitor", None)
+    if monitor is not None:
+        ok = monitor.ok(max_age_s=5.0)
+    else:  # no lifespan (a bare TestClient): check now
+        ok = await anyio.to_thread.run_sync(request.app.state.db.ping, limiter=_HEALTH_THREADS)
     return {"status": "ok" if ok else "degraded", "version": __version__, "database": ok}
 
 

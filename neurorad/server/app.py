@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
+import time
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -17,6 +19,40 @@ from neurorad import __version__
 from neurorad.server.settings import Settings
 
 log = logging.getLogger("neurorad.server")
+
+
+class DatabaseMonitor:
+    """A thread that checks the database once a second (``Database.ping``, own connection);
+    ``/api/health`` reports its latest result instead of querying on the request path."""
+
+    def __init__(self, db, interval_s: float = 1.0) -> None:
+        self.db, self.interval_s = db, interval_s
+        self._ok, self._at = False, float("-inf")
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def check(self) -> None:
+        ok = self.db.ping()
+        self._ok, self._at = ok, time.monotonic()
+
+    def ok(self, max_age_s: float) -> bool:
+        return self._ok and time.monotonic() - self._at <= max_age_s
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self.check()
+            self._stop.wait(self.interval_s)
+
+    def start(self) -> DatabaseMonitor:
+        self.check()
+        self._thread = threading.Thread(target=self._loop, name="neurorad-db-monitor", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -38,12 +74,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         anyio.to_thread.current_default_thread_limiter().total_tokens = settings.request_threads
         # and hand the GIL over more often than every 5 ms, so the event loop gets it soon
         sys.setswitchinterval(min(sys.getswitchinterval(), 0.001))
+        monitor = DatabaseMonitor(plane.db).start()
+        app.state.db_monitor = monitor
         services = Services(settings, plane).start()
         app.state.services = services
         try:
             yield
         finally:
             services.stop()
+            monitor.stop()
+            app.state.db_monitor = None
             plane.db.dispose()
 
     # No public docs: /api/docs and /api/openapi.json need a sign-in and load nothing from

@@ -94,7 +94,7 @@ class Settings:
     viewer_display_copies: bool = True
     secure_cookies: bool = False
     # threads running request handlers (neurorad.server.app; anyio's default is 40)
-    request_threads: int = 8
+    request_threads: int = 4
     # requests inside the application at once; more wait in the event loop (neurorad.server.middleware)
     max_requests_in_flight: int = 32
     # largest request body (bytes) outside the DICOM upload (neurorad.server.middleware): 413 above
