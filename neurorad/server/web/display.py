@@ -1,6 +1,6 @@
 """Compact display copies of result images for the viewer (what the browser downloads and decodes).
 
-The MS workflow stores its normalised images as float32 and its label maps as int16 (exact,
+Workflows store normalised images as float32 and label maps as int16 (exact,
 for analysis). For display that is twice the bytes the browser has to fetch, gunzip, parse and
 turn into textures. The viewer therefore gets, per file version, a copy with
 
