@@ -87,8 +87,10 @@ def _box(mask: np.ndarray, margin: int) -> tuple[slice, ...]:
     return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
 
 
-def _hessian_eigs(img: np.ndarray, c: tuple[int, int, int], sig_vox: np.ndarray) -> np.ndarray:
-    """Eigenvalues (ascending by magnitude) of the Gaussian-scale Hessian of ``img`` at voxel ``c``."""
+def _hessian_eigs(img: np.ndarray, c: tuple[int, int, int], sig_vox: np.ndarray, sp: np.ndarray) -> np.ndarray:
+    """Eigenvalues (ascending by magnitude) of the Gaussian-scale Hessian of ``img`` at voxel ``c``, in
+    physical units (per mm^2: derivatives along an axis divided by its spacing, so thick slices do not
+    make a sphere look elongated)."""
     r = np.ceil(3 * sig_vox).astype(int) + 2
     sl = tuple(slice(max(ci - ri, 0), min(ci + ri + 1, s)) for ci, ri, s in zip(c, r, img.shape, strict=True))
     sub = img[sl]
@@ -100,7 +102,7 @@ def _hessian_eigs(img: np.ndarray, c: tuple[int, int, int], sig_vox: np.ndarray)
             order[a] += 1
             order[b] += 1
             d = ndimage.gaussian_filter(sub, sig_vox, order=order)
-            h[a, b] = h[b, a] = d[loc]
+            h[a, b] = h[b, a] = d[loc] / (sp[a] * sp[b])
     ev = np.linalg.eigvalsh(h)
     return ev[np.argsort(np.abs(ev))]
 
@@ -180,7 +182,7 @@ def detect_cmb(swi: np.ndarray, brain: np.ndarray, spacing_mm: tuple[float, floa
             spher = float(np.sqrt(ev[0] / ev[-1]))
         else:
             spher = 1.0
-        hev = _hessian_eigs(r, ci, (rad / np.sqrt(3.0)) / sp)
+        hev = _hessian_eigs(r, ci, (rad / np.sqrt(3.0)) / sp, sp)
         blob = float(abs(hev[0]) / max(abs(hev[2]), 1e-9)) if np.all(hev > 0) else 0.0
         score = float(1.0 / (1.0 + np.exp(-((1.0 - rv) - p.score_centre) / p.score_width)))
         reason = ""

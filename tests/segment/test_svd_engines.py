@@ -58,3 +58,19 @@ def test_cmb_engine_keeps_round_foci_of_2_to_10_mm_only() -> None:
     reasons = " ".join(r.reason for r in det.rejected)
     assert "size" in reasons and "vessel-like" in reasons
     assert det.probability[small].max() > 0.9
+
+
+def test_cmb_engine_is_not_fooled_by_thick_slices() -> None:
+    """A round focus on 0.9 x 0.9 x 2.1 mm voxels is still round (the Hessian is taken per mm, not per voxel)."""
+    sp = (0.9, 0.9, 2.1)
+    shape = (90, 90, 40)
+    g = np.stack(np.meshgrid(*[np.arange(s) * d for s, d in zip(shape, sp, strict=True)], indexing="ij"), -1)
+    centre = np.array([40.5, 40.5, 42.0])
+    brain = np.linalg.norm(g - centre, axis=-1) <= 38
+    focus = np.linalg.norm(g - np.array([30.0, 35.0, 42.0]), axis=-1) <= 3.0  # 6 mm
+    swi = np.where(brain, 0.8, 0.0)
+    swi[focus] = 0.08
+    swi = ndimage.gaussian_filter(swi, 0.5).astype(np.float32)
+    det = detect_cmb(swi, brain, sp)
+    assert len(det.accepted) == 1, [r.reason for r in det.rejected]
+    assert 4.5 <= det.accepted[0].diameter_mm <= 8.0
