@@ -56,8 +56,10 @@ def register(app: typer.Typer) -> None:
         workers: int = typer.Option(1, "--workers", help="Local worker slots (0: no local worker)."),
         quiet_period_s: float = typer.Option(None, "--quiet-period", help="Seconds without a new instance "
                                              "after which a study is complete (default 30)."),
-        workflow: str = typer.Option(None, "--workflow", help="Workflow run on complete studies (default 'auto': "
-                                     "ms-lesions when installed, else summary)."),
+        workflows: str = typer.Option(None, "--workflows", help="Comma-separated workflows to enable (default "
+                                      "'summary'; `neurorad workflows` lists the installed ones). Each complete "
+                                      "study runs every enabled workflow whose series it has; a workflow that "
+                                      "cannot be loaded stops the server at start."),
         allow_aet: list[str] = typer.Option(None, "--allow-aet", help="Calling AE title the receiver accepts "
                                             "(repeat for each scanner/PACS; '*' accepts any). Without one (here or "
                                             "in the config's allowed_calling_aets) the receiver does not start."),
@@ -72,7 +74,7 @@ def register(app: typer.Typer) -> None:
         settings = _settings(data_dir, database_url, config, host=host, port=port, ae_title=ae_title,
                              dicom_host=dicom_host,
                              dicom_port=dicom_port or None, workers=max(workers, 1), quiet_period_s=quiet_period_s,
-                             workflow=workflow, run_receiver=bool(dicom_port), run_scheduler=True,
+                             workflows=workflows, run_receiver=bool(dicom_port), run_scheduler=True,
                              allowed_calling_aets=list(allow_aet) if allow_aet else None,
                              run_worker=workers > 0)
         _quiet_dicom_logs()
@@ -93,10 +95,12 @@ def register(app: typer.Typer) -> None:
         import signal
 
         from neurorad.server.worker import Worker
+        from neurorad.workflows import registry
 
         settings = _settings(data_dir, database_url, config)
         if settings.database_url.startswith("sqlite") and not (settings.data_dir / "neurorad.db").exists():
             raise InputError("no neurorad database here; start `neurorad serve` first", settings.data_dir)
+        registry.load_enabled(settings.workflows)  # an enabled workflow that cannot load stops the worker here
         _quiet_dicom_logs()
         w = Worker(settings, executor=executor, concurrency=concurrency)
         signal.signal(signal.SIGTERM, lambda *_: w.stop())

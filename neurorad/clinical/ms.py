@@ -4,11 +4,17 @@ Activity follows the MAGNIMS/CMSC/NAIMS 2021 consensus on MRI monitoring: a new 
 T2/FLAIR lesion on a follow-up scan indicates disease activity. The gadolinium rule is the one of
 the FLAIR-subtraction CAD used in routine care: inject contrast only when the subtraction finds a
 new (or enlarging) lesion, because gadolinium adds information (active vs chronic) only then.
+
+These sentences are the MS workflow's own wording (``neurorad.workflows.ms_lesions``); the
+platform's generic report and review pages never write them.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+#: The lesion kinds of the MS workflow's vocabulary.
+MS_KINDS = ("new", "enlarging")
 
 
 @dataclass(frozen=True)
@@ -22,12 +28,17 @@ class MSDecision:
     activity_text: str
     gadolinium_reason: str
 
+    @property
+    def conclusion(self) -> str:
+        """The sentence a radiologist reads: activity, then the gadolinium recommendation."""
+        return f"{self.activity_text} {self.gadolinium_reason}"
+
 
 def ms_decision(kinds: list[str]) -> MSDecision:
     """Active when >= 1 new or enlarging lesion; gadolinium only when active."""
     n_new = sum(k == "new" for k in kinds)
     n_enl = sum(k == "enlarging" for k in kinds)
-    unknown = [k for k in kinds if k not in ("new", "enlarging")]
+    unknown = [k for k in kinds if k not in MS_KINDS]
     if unknown:
         raise ValueError(f"unknown lesion kinds {sorted(set(unknown))}")
     active = n_new + n_enl > 0

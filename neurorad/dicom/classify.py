@@ -39,7 +39,6 @@ __all__ = [
     "WorkflowRequirements",
     "Selection",
     "MissingSeries",
-    "WORKFLOW_REQUIREMENTS",
     "DEFAULT_RULES_PATH",
     "LABELS",
     "classify_series",
@@ -215,24 +214,10 @@ class SeriesRequirement:
 
 @dataclass(frozen=True)
 class WorkflowRequirements:
-    """The series a workflow reads; ``name`` is the workflow id (e.g. ``ms-lesions``)."""
+    """The series classes a caller needs; ``name`` names the need (free text)."""
 
     name: str
     series: tuple[SeriesRequirement, ...]
-
-
-WORKFLOW_REQUIREMENTS: dict[str, WorkflowRequirements] = {
-    "ms-lesions": WorkflowRequirements(
-        "ms-lesions", (SeriesRequirement("FLAIR", prefer_3d=True), SeriesRequirement("T1", True, required=False))
-    ),
-    "brain-volumetry": WorkflowRequirements("brain-volumetry", (SeriesRequirement("T1", prefer_3d=True),)),
-    "tumor": WorkflowRequirements(
-        "tumor",
-        (SeriesRequirement("T1", True), SeriesRequirement("T1C", True), SeriesRequirement("T2"),
-         SeriesRequirement("FLAIR", True)),
-    ),
-    "hemorrhage-ct": WorkflowRequirements("hemorrhage-ct", (SeriesRequirement("CT_HEAD"),)),
-}
 
 
 @dataclass
@@ -280,19 +265,16 @@ def _rank_key(attrs: Mapping[str, Any], prefer_3d: bool) -> tuple:
 
 def select_series(
     study_series: Sequence[Mapping[str, Any] | Dataset],
-    workflow_requirements: WorkflowRequirements | str,
+    workflow_requirements: WorkflowRequirements,
     rules_path: str | Path | None = None,
 ) -> Selection | MissingSeries:
     """Classify every series of a study and pick the best one per required label.
 
     ``study_series``: one attribute mapping (or first-instance Dataset) per series; an
-    ``n_instances`` key, if present, is used for ranking. ``workflow_requirements``: a
-    :class:`WorkflowRequirements` or a name in :data:`WORKFLOW_REQUIREMENTS`.
+    ``n_instances`` key, if present, is used for ranking. ``workflow_requirements``: the series
+    classes a caller needs (the workflows' own requirements live in their plug-ins,
+    :class:`neurorad.workflows.contract.Requirements`; this module never names a workflow).
     """
-    if isinstance(workflow_requirements, str):
-        if workflow_requirements not in WORKFLOW_REQUIREMENTS:
-            raise InputError(f"unknown workflow {workflow_requirements!r}; known: {sorted(WORKFLOW_REQUIREMENTS)}")
-        workflow_requirements = WORKFLOW_REQUIREMENTS[workflow_requirements]
     items = [series_attributes(s) if isinstance(s, Dataset) else s for s in study_series]
     classes = [classify_series(a, rules_path) for a in items]
     chosen: dict[str, Mapping[str, Any]] = {}

@@ -28,6 +28,7 @@ from neurorad.server.auth import (
     require_decider,
     require_role,
 )
+from neurorad.server.decisions import DecisionIn
 from neurorad.server.params import DbId, Offset, limit_query
 from neurorad.store.audit import audit
 from neurorad.store.models import (
@@ -43,6 +44,7 @@ from neurorad.store.models import (
     Study,
     StudyTransition,
     User,
+    WorkflowRun,
 )
 from neurorad.store.state import StudyState, TransitionError, transition
 
@@ -130,6 +132,11 @@ class QAOut(BaseModel):
     missed_lesions: list[dict[str, float]] | None = None
     timepoints_accepted: list[str] | None = None
     report_version: int | None = None
+    id: int | None = None
+    run_id: int | None = None
+    values: dict[str, Any] | None = None
+    amends_id: int | None = None
+    amendment_reason: str | None = None
 
 
 class StudyOut(BaseModel):
@@ -148,18 +155,27 @@ class StudyOut(BaseModel):
     n_instances: int = 0
 
 
+class RunOut(BaseModel):
+    """One workflow's run on the study: its state, result version (what a decision names) and decision."""
+
+    id: int
+    workflow: str
+    workflow_version: str | None
+    state: str
+    state_reason: str | None
+    result_version: int | None
+    decision_id: int | None
+    series: dict[str, Any]
+    transitions: list[TransitionOut] = []
+
+
 class StudyDetail(StudyOut):
     series: list[SeriesOut]
     transitions: list[TransitionOut]
+    runs: list[RunOut] = []
     jobs: list[JobOut]
     results: list[ResultOut]
     qa: list[QAOut]
-
-
-class ReviewIn(BaseModel):
-    decision: Literal["ACCEPTABLE", "UNACCEPTABLE"]
-    score: int | None = Field(default=None, ge=1, le=5)
-    comment: str | None = Field(default=None, max_length=4000)
 
 
 class ReasonIn(BaseModel):
@@ -366,9 +382,15 @@ def get_study(study_id: DbId, s: Session = Depends(get_db_session),
     series = [SeriesOut(id=x.id, series_uid=x.series_uid, modality=x.modality, description=x.description,
                         series_number=x.series_number, classification=x.classification,
                         selected_as=x.selected_as, n_instances=x.n_instances) for x in st.series]
-    trans = [TransitionOut.model_validate(t, from_attributes=True) for t in
-             s.scalars(select(StudyTransition).where(StudyTransition.study_id == st.id)
-                       .order_by(StudyTransition.id)).all()]
+    all_trans = s.scalars(select(StudyTransition).where(StudyTransition.study_id == st.id)
+                          .order_by(StudyTransition.id)).all()
+    trans = [TransitionOut.model_validate(t, from_attributes=True) for t in all_trans if t.run_id is None]
+    runs = [RunOut(id=r.id, workflow=r.workflow, workflow_version=r.workflow_version, state=r.state,
+                   state_reason=r.state_reason, result_version=r.result_id, decision_id=r.decision_id,
+                   series=dict(r.series or {}),
+                   transitions=[TransitionOut.model_validate(t, from_attributes=True) for t in all_trans
+                                if t.run_id == r.id])
+            for r in s.scalars(select(WorkflowRun).where(WorkflowRun.study_id == st.id).order_by(WorkflowRun.id))]
     jobs = [JobOut.model_validate(j, from_attributes=True) for j in
             s.scalars(select(Job).where(Job.study_id == st.id).order_by(Job.id)).all()]
     results = [_result_out(s, r) for r in st.results]
@@ -378,24 +400,34 @@ def get_study(study_id: DbId, s: Session = Depends(get_db_session),
         qa.append(QAOut(decision=d.decision, score=d.score, comment=d.comment, created_at=d.created_at,
                         username=uname, result_id=d.result_id, software_version=d.software_version,
                         candidates=d.candidates, missed_lesions=d.missed_lesions,
-                        timepoints_accepted=d.timepoints_accepted, report_version=d.report_version))
-    return _study_out(s, st, StudyDetail, series=series, transitions=trans, jobs=jobs, results=results, qa=qa)
+                        timepoints_accepted=d.timepoints_accepted, report_version=d.report_version, id=d.id,
+                        run_id=d.run_id, values=d.form_values, amends_id=d.amends_id,
+                        amendment_reason=d.amendment_reason))
+    return _study_out(s, st, StudyDetail, series=series, transitions=trans, runs=runs, jobs=jobs, results=results,
+                      qa=qa)
 
 
 @router.post("/studies/{study_id}/review", dependencies=[Depends(csrf_protect)])
-def review_study(study_id: DbId, body: ReviewIn, request: Request, s: Session = Depends(get_db_session),
+def review_study(study_id: DbId, body: DecisionIn, request: Request, s: Session = Depends(get_db_session),
                  p: Principal = Depends(require_decider)) -> dict[str, Any]:
-    """Record the radiologist's verdict; ACCEPTABLE queues delivery of the results (radiologists
-    only: admins get 403, see :data:`neurorad.server.auth.DECIDING_ROLES`)."""
-    from neurorad.server.orchestration import record_review
+    """Record a radiologist's QA decision on one result version (body and answer: docs/review.md).
+
+    The same decision code as the review web app (:func:`neurorad.server.decisions.decide`):
+    403 for other roles (:data:`neurorad.server.auth.DECIDING_ROLES`), 409 for a stale result
+    version or a second decision without an amendment reason, 422 when the body does not fit the
+    workflow's review form.
+    """
+    from neurorad.server import decisions
 
     st = _get_study(s, study_id)
     try:
-        record_review(s, request.app.state.settings, st, p.user_id, p.actor, body.decision, body.score,
-                      body.comment)
-    except TransitionError as exc:
+        return decisions.decide(s, decisions.context_of(request.app.state), st, p.user_id, p.username, p.role, body)
+    except decisions.DecisionForbidden as exc:
+        raise HTTPException(403, str(exc)) from None
+    except decisions.DecisionConflict as exc:
         raise HTTPException(409, str(exc)) from None
-    return {"id": st.id, "state": st.state}
+    except decisions.DecisionInvalid as exc:
+        raise HTTPException(422, str(exc)) from None
 
 
 @router.post("/studies/{study_id}/retry", dependencies=[Depends(csrf_protect)])
@@ -407,10 +439,10 @@ def retry_study(study_id: DbId, body: ReasonIn | None = None, request: Request =
 
     st = _get_study(s, study_id)
     try:
-        retry(s, request.app.state.settings, st, p.actor, (body.reason if body else None) or "retried")
+        done = retry(s, request.app.state.settings, st, p.actor, (body.reason if body else None) or "retried")
     except TransitionError as exc:
         raise HTTPException(409, str(exc)) from None
-    return {"id": st.id, "state": st.state}
+    return {"id": st.id, "state": st.state, "done": done}
 
 
 @router.post("/studies/{study_id}/deliver", dependencies=[Depends(csrf_protect)])
@@ -423,14 +455,20 @@ def redeliver_study(study_id: DbId, request: Request, s: Session = Depends(get_d
     from neurorad.server.orchestration import queue_delivery
 
     st = _get_study(s, study_id)
-    if st.state not in (StudyState.REPORTED, StudyState.FAILED, StudyState.DELIVERED, StudyState.ACCEPTED,
-                        StudyState.REJECTED):
+    runs = [r for r in st.runs if r.result_id is not None and r.state in (
+        StudyState.REPORTED, StudyState.FAILED, StudyState.DELIVERED, StudyState.ACCEPTED, StudyState.REJECTED)]
+    if not runs:
         raise HTTPException(409, f"study is {st.state}; only reviewed results with a report are delivered")
-    try:
-        job = queue_delivery(s, request.app.state.settings, st, p.actor, force=True)
-    except TransitionError as exc:
-        raise HTTPException(409, str(exc)) from None
-    return {"id": st.id, "state": st.state, "job_id": job.id}
+    jobs = []
+    for run in runs:
+        try:
+            jobs.append(queue_delivery(s, request.app.state.settings, run, p.actor, force=True).id)
+        except TransitionError as exc:
+            if len(runs) == 1:
+                raise HTTPException(409, str(exc)) from None
+    if not jobs:
+        raise HTTPException(409, "nothing to deliver")
+    return {"id": st.id, "state": st.state, "job_id": jobs[0], "job_ids": jobs}
 
 
 @router.post("/instances", dependencies=[Depends(csrf_protect)])

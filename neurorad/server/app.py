@@ -62,6 +62,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     settings = settings or Settings()
     plane = DataPlane(settings)
+    # every enabled workflow loads now or the server does not start (WorkflowLoadError names it
+    # and the import error); nothing falls back to another workflow
+    enabled = plane.enabled_workflows()
+    log.info("enabled workflows: %s", ", ".join(f"{w.name} {w.version}" for w in enabled))
     plane.db.migrate()
 
     @asynccontextmanager

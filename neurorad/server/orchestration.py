@@ -10,10 +10,14 @@ server killed mid-ingest loses nothing the sender believes was stored; a re-sent
 recognised by its (pseudonymised, deterministic) SOP Instance UID and stored once.
 
 A study is complete when no instance arrived for ``quiet_period_s``; the scheduler then
-classifies its series, picks the ones the workflow needs (or fails the study with "missing
-required series: ..."), and queues one workflow job. A worker runs it (``run_job``), the
-results wait for review, an ACCEPTABLE review queues delivery, and the delivery job sends
-each result object re-identified to every destination, once.
+classifies its series and routes it to every enabled workflow (``Settings.workflows``, loaded
+through :mod:`neurorad.workflows.registry`) whose requirements (the contract's
+:class:`~neurorad.workflows.contract.Requirements`: roles, series classes from the one classifier,
+prior studies of the same patient) it meets: one :class:`~neurorad.store.models.WorkflowRun` and
+one workflow job each. A study meeting none becomes ``no_workflow`` with every workflow's reason.
+A worker runs a job (``run_job``: :func:`neurorad.workflows.runner.execute`), the run's result
+waits for review (:mod:`neurorad.server.decisions`), an ACCEPTABLE review queues delivery, and the
+delivery job sends each of the run's objects re-identified to every destination, once.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import hashlib
 import io
 import logging
 import os
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +38,6 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from neurorad import __version__
-from neurorad.server import workflows
 from neurorad.server.settings import Destination, Settings
 from neurorad.store.audit import audit
 from neurorad.store.db import Database
@@ -47,11 +51,21 @@ from neurorad.store.models import (
     Result,
     Series,
     Study,
+    WorkflowRun,
     utcnow,
 )
 from neurorad.store.queue import JobQueue, Lease, LeaseLost
-from neurorad.store.state import StudyState, TransitionError, transition
+from neurorad.store.state import StudyState, TransitionError, can_transition, sync_study_state, transition
 from neurorad.store.storage import Storage
+from neurorad.workflows import registry
+from neurorad.workflows.contract import (
+    Requirements,
+    Review,
+    SeriesRole,
+    Workflow,
+    WorkflowInputs,
+    WorkflowResult,
+)
 
 log = logging.getLogger("neurorad.server")
 SYSTEM = "system"
@@ -178,6 +192,7 @@ class DataPlane:
         self.queue.final_hooks.append(self._job_final)
         self._vault = None
         self._deid_options = None
+        self._workflows: list[Workflow] | None = None
 
     # -- vault --------------------------------------------------------------------------------
     @property
@@ -287,11 +302,15 @@ class DataPlane:
                         transition_first(s, study)
                     else:
                         study.last_instance_at = now
-                        if study.state in ("failed", "delivered", "selected", "queued"):
+                        if study.state in ("failed", "delivered", "selected", "queued", "no_workflow"):
                             if study.state == "queued":
                                 s.execute(update(Job).where(Job.study_id == study.id, Job.state == "pending")
                                           .values(state="cancelled", finished_at=now,
                                                   error="new instances arrived"))
+                                for run in study.runs:
+                                    if run.state == "queued":
+                                        transition(s, run, StudyState.FAILED, f"dicom:{source or 'unknown'}",
+                                                   "new instances arrived; routed again when complete")
                             transition(s, study, StudyState.RECEIVED, f"dicom:{source or 'unknown'}",
                                        "new instances arrived")
                     series = s.scalar(select(Series).where(Series.series_uid == series_uid))
@@ -316,9 +335,17 @@ class DataPlane:
                 continue  # another thread created the same patient/study/series/instance: retry
         raise AssertionError("unreachable")
 
-    # -- completion and selection ---------------------------------------------------------------
+    # -- completion and routing -----------------------------------------------------------------
+    def enabled_workflows(self) -> list[Workflow]:
+        """The site's enabled workflows, loaded (start-up check: a workflow that cannot be imported
+        or does not meet the contract raises :class:`~neurorad.workflows.registry.WorkflowLoadError`
+        naming it; nothing falls back to another workflow)."""
+        if self._workflows is None:
+            self._workflows = registry.load_enabled(list(self.settings.workflows))
+        return self._workflows
+
     def complete_quiet_studies(self, now=None) -> list[int]:
-        """Studies with no new instance for the quiet period move on (select + queue); returns their ids."""
+        """Studies with no new instance for the quiet period move on (route + queue); returns their ids."""
         from datetime import timedelta
 
         now = now or utcnow()
@@ -332,26 +359,48 @@ class DataPlane:
         return done
 
     def select_and_queue(self, study_id: int, cutoff=None) -> bool:
-        spec = workflows.get(self.settings.workflow)
+        """Route a complete study to every enabled workflow whose requirements its series (and the
+        same patient's earlier studies) meet, one run + job each; a study meeting none becomes
+        ``no_workflow`` with each workflow's reason (also in the audit log)."""
+        wfs = self.enabled_workflows()
         with self.db.session() as s:
             study = s.get(Study, study_id, with_for_update=True)
             if study is None or study.state != "received" or (cutoff is not None and study.last_instance_at > cutoff):
                 return False
-            study.workflow = spec.name
-            chosen, missing = self._select(s, study, spec)
-            if missing:
-                transition(s, study, StudyState.FAILED, "system:selection",
-                           f"missing required series: {', '.join(missing)}")
-                audit(s, "system:selection", "study.incomplete", "study", study.id, missing=missing)
+            applies: list[tuple[Workflow, dict[str, Series]]] = []
+            skipped: dict[str, str] = {}
+            for wf in wfs:
+                chosen, missing = self._select(s, study, wf.requirements)
+                if missing:
+                    skipped[wf.name] = "missing " + ", ".join(missing)
+                else:
+                    applies.append((wf, chosen))
+            if not applies:
+                why = "no workflow applies: " + ("; ".join(f"{n}: {r}" for n, r in skipped.items())
+                                                 or "no workflow is enabled")
+                transition(s, study, StudyState.NO_WORKFLOW, "system:selection", why[:2000])
+                audit(s, "system:selection", "study.no_workflow", "study", study.id, reasons=skipped,
+                      enabled=[w.name for w in wfs])
                 return True
-            for role, series in chosen.items():
-                if series.study_id == study.id:
-                    series.selected_as = role
-            why = "; ".join(f"{role}: series {x.series_number} ({x.classification})"
-                            + (f" of study {x.study_id}" if x.study_id != study.id else "")
-                            for role, x in chosen.items())
-            transition(s, study, StudyState.SELECTED, "system:selection", why)
-            self._queue_workflow(s, study, {role: x.id for role, x in chosen.items()})
+            for _wf, chosen in applies:
+                for role, series in chosen.items():
+                    if series.study_id == study.id:
+                        roles = set(filter(None, (series.selected_as or "").split(","))) | {role}
+                        series.selected_as = ",".join(sorted(roles))[:64]
+            why = "; ".join(f"{wf.name}: " + ", ".join(
+                f"{role} = series {x.series_number} ({x.classification})"
+                + (f" of study {x.study_id}" if x.study_id != study.id else "") for role, x in chosen.items())
+                for wf, chosen in applies)
+            transition(s, study, StudyState.SELECTED, "system:selection", why[:2000])
+            study.workflow = ",".join(wf.name for wf, _ in applies)[:64]
+            audit(s, "system:selection", "study.routed", "study", study.id,
+                  workflows=[wf.name for wf, _ in applies], skipped=skipped)
+            jobs = []
+            for wf, chosen in applies:
+                job = self._queue_run(s, study, wf, {role: x.id for role, x in chosen.items()})
+                if job is not None:
+                    jobs.append(f"{wf.name}: job {job.id}")
+            sync_study_state(s, study, "system:scheduler", "; ".join(jobs) or None)
         return True
 
     def _classify(self, s: Session, series: Series) -> str:
@@ -368,35 +417,40 @@ class DataPlane:
         series.classification = label
         return label
 
-    def _select(self, s: Session, study: Study, spec: workflows.WorkflowSpec) -> tuple[dict[str, Series], list[str]]:
-        """Pick one series per requirement: from this study, or (``prior``) the patient's previous study."""
+    def _select(self, s: Session, study: Study, req: Requirements) -> tuple[dict[str, Series], list[str]]:
+        """One series per role of ``req``: from this study, or (``prior = k``) the k-th previous
+        study of the same patient that has a fitting series; required roles not met are listed."""
         chosen: dict[str, Series] = {}
         missing: list[str] = []
         own = [x for x in study.series if x.n_instances > 0]
         for x in own:
             self._classify(s, x)
-        priors: list[Series] | None = None
-        for req in spec.requirements:
-            if req.prior:
+        priors: list[list[Series]] | None = None
+        for role in req.series:
+            if role.prior:
                 if priors is None:
-                    priors = self._prior_series(s, study)
-                pool = priors
+                    priors = self._prior_studies_series(s, study)
+                fits_by_study = [[x for x in group if self._fits(x, role, chosen)] for group in priors]
+                fits_by_study = [g for g in fits_by_study if g]
+                fits = fits_by_study[role.prior - 1] if len(fits_by_study) >= role.prior else []
             else:
-                pool = own
-            fits = [x for x in pool if (x.modality or "") in req.modalities and x not in chosen.values()
-                    and (not req.classes or (x.classification or "").lower() in {c.lower() for c in req.classes})]
+                fits = [x for x in own if self._fits(x, role, chosen)]
             if not fits:
-                label = req.role if not req.classes else f"{req.role} ({'/'.join(req.classes)})"
-                missing.append(label + (" in a previous study" if req.prior else ""))
+                if role.required:
+                    label = role.role if not role.classes else f"{role.role} ({'/'.join(role.classes)})"
+                    missing.append(label + (f" in a previous study (prior {role.prior})" if role.prior else ""))
                 continue
-            if req.prior:  # pool is ordered newest study first: take the newest that fits
-                newest = fits[0].study_id
-                fits = [x for x in fits if x.study_id == newest]
-            chosen[req.role] = max(fits, key=lambda x: (x.n_instances, -(x.series_number or 0)))
+            chosen[role.role] = max(fits, key=lambda x: (x.n_instances, -(x.series_number or 0)))
         return chosen, missing
 
-    def _prior_series(self, s: Session, study: Study) -> list[Series]:
-        """Series (images still stored) of the same patient's studies acquired before this one, newest first."""
+    @staticmethod
+    def _fits(x: Series, role: SeriesRole, chosen: dict[str, Series]) -> bool:
+        return ((x.modality or "") in role.modalities and x not in chosen.values()
+                and (not role.classes or (x.classification or "").lower() in {c.lower() for c in role.classes}))
+
+    def _prior_studies_series(self, s: Session, study: Study) -> list[list[Series]]:
+        """Series (images still stored) of the same patient's studies acquired before this one,
+        grouped per study, newest study first."""
         def when(st: Study) -> str:
             inst = s.scalar(select(Instance).join(Series).where(Series.study_id == st.id,
                                                                  Instance.path.is_not(None)).limit(1))
@@ -414,44 +468,45 @@ class DataPlane:
                                                Study.images_purged_at.is_(None))).all()
         dated = [(when(o), o) for o in others]
         earlier = [(w, o) for w, o in dated if (w and this and w < this) or (not (w and this) and o.id < study.id)]
-        out: list[Series] = []
+        out: list[list[Series]] = []
         for _, o in sorted(earlier, key=lambda wo: (wo[0], wo[1].id), reverse=True):
+            group = []
             for x in o.series:
                 if x.n_instances > 0:
                     self._classify(s, x)
-                    out.append(x)
+                    group.append(x)
+            out.append(group)
         return out
 
-    def _queue_workflow(self, s: Session, study: Study, series_ids: dict[str, int],
-                        actor: str = "system:scheduler") -> Job:
-        job = JobQueue.enqueue_in(s, "workflow", {"workflow": study.workflow, "series": series_ids},
-                                  study_id=study.id,
-                                  idempotency_key=f"workflow:{study.id}:{study.version}",
-                                  max_attempts=self.settings.max_attempts, timeout_s=self.settings.job_timeout_s)
-        transition(s, study, StudyState.QUEUED, actor, f"job {job.id}")
-        return job
+    def _queue_run(self, s: Session, study: Study, wf: Workflow, series_ids: dict[str, int],
+                   actor: str = "system:scheduler", reason: str | None = None) -> Job | None:
+        """Create (or move on) the study's run of ``wf`` and queue its workflow job."""
+        return queue_run(s, self.settings, study, wf.name, wf.version, series_ids, actor, reason)
 
     # -- jobs -----------------------------------------------------------------------------------
     def _job_final(self, s: Session, job: Job) -> None:
-        """A job ended for good (failed / cancelled): its study says so, with the reason."""
+        """A job ended for good (failed / cancelled): its run (and the study) say so, with the reason."""
         if job.study_id is None:
             return
         study = s.get(Study, job.study_id)
         if study is None:
             return
-        newer = s.scalar(select(Job.id).where(Job.study_id == job.study_id, Job.kind == job.kind, Job.id > job.id)
-                         .limit(1))
+        run = s.get(WorkflowRun, job.run_id) if job.run_id else None
+        same = Job.run_id == job.run_id if job.run_id else Job.study_id == job.study_id
+        newer = s.scalar(select(Job.id).where(same, Job.kind == job.kind, Job.id > job.id).limit(1))
         if newer is not None:
-            # superseded: a newer job of the study decides its state (an old attempt that ends
-            # late must not fail a study whose newer run already produced a result)
-            log.info("job %s ended (%s) after newer job %s: study state left as %s", job.id, job.state, newer,
-                     study.state)
+            # superseded: a newer job of the run decides its state (an old attempt that ends late
+            # must not fail a run whose newer job already produced a result)
+            log.info("job %s ended (%s) after newer job %s: state left as is", job.id, job.state, newer)
             return
-        if job.state == "cancelled" and study.state in ("queued", "running"):
-            transition(s, study, StudyState.FAILED, "system:queue", f"{job.kind} job {job.id} cancelled")
-        elif job.state == "failed" and study.state not in ("failed", "delivered", "received"):
-            transition(s, study, StudyState.FAILED, "system:queue",
+        target = run if run is not None else study
+        if job.state == "cancelled" and target.state in ("queued", "running"):
+            transition(s, target, StudyState.FAILED, "system:queue", f"{job.kind} job {job.id} cancelled")
+        elif job.state == "failed" and target.state not in ("failed", "delivered", "received"):
+            transition(s, target, StudyState.FAILED, "system:queue",
                        f"{job.kind} job {job.id} failed after {job.attempts} attempt(s): {job.error}")
+        if run is not None:
+            sync_study_state(s, study, "system:queue")
 
     def run_job(self, lease: Lease, progress_cb: Callable[[float, str], None] | None = None) -> str:
         """Run one leased job to its end (complete or fail), in this process. Returns the job's state."""
@@ -471,47 +526,110 @@ class DataPlane:
             log.warning("job %s attempt %s failed", lease.job_id, lease.attempt, exc_info=True)
             return self.queue.fail(lease, public_error(exc)) or "lost"
 
+    def _inputs(self, s: Session, run: WorkflowRun, series_ids: dict[str, Any], scratch: Path) -> WorkflowInputs:
+        """Role -> a folder of the series' stored (de-identified) instances (symbolic links), the
+        study dates of each role, the accepted earlier results of the same workflow for the same
+        patient (newest first) and the site's options for the workflow."""
+        series: dict[str, Path] = {}
+        dates: dict[str, str] = {}
+        for role, series_id in series_ids.items():
+            x = s.get(Series, int(series_id))
+            paths = [self.storage.abspath(i.path) for i in x.instances if i.path] if x is not None else []
+            if not paths:
+                raise PermanentError(f"images of the series for role {role!r} were purged")
+            folder = scratch / "inputs" / role
+            folder.mkdir(parents=True)
+            for i, p in enumerate(sorted(paths)):
+                (folder / f"{i:05d}.dcm").symlink_to(p)
+            series[role] = folder
+            try:
+                ds = pydicom.dcmread(paths[0], stop_before_pixels=True, specific_tags=["StudyDate"])
+                if getattr(ds, "StudyDate", ""):
+                    dates[role] = str(ds.StudyDate)
+            except Exception:
+                log.debug("no study date for role %s", role, exc_info=True)
+        return WorkflowInputs(series, dates, self._prior_results(s, run),
+                              dict(self.settings.workflow_options.get(run.workflow, {})))
+
+    def _prior_results(self, s: Session, run: WorkflowRun) -> list[tuple[WorkflowResult, Review | None]]:
+        """Accepted results of the same workflow on the same patient's earlier studies, newest first."""
+        study = s.get(Study, run.study_id)
+        rows = s.execute(select(WorkflowRun, QADecision).join(Study, Study.id == WorkflowRun.study_id)
+                         .join(QADecision, QADecision.id == WorkflowRun.decision_id)
+                         .where(Study.patient_id == study.patient_id, WorkflowRun.workflow == run.workflow,
+                                WorkflowRun.id != run.id, QADecision.decision == "ACCEPTABLE")
+                         .order_by(Study.id.desc())).all()
+        out = []
+        for prior, dec in rows:
+            anchor = s.get(Result, prior.result_id) if prior.result_id else None
+            if anchor is None:
+                continue
+            path = self.storage.abspath(anchor.path)
+            try:
+                res = WorkflowResult.read_json(path if path.name == WorkflowResult.RESULT_JSON else path.parent)
+            except Exception:  # an older result in another shape: not a comparable prior
+                continue
+            out.append((res, review_of(dec)))
+        return out
+
     def _run_workflow_job(self, lease: Lease) -> str:
+        from neurorad.errors import InputError
+        from neurorad.workflows.runner import execute
+
+        run_id = lease.payload.get("run_id")
+        if run_id is None:
+            raise PermanentError("workflow job without a run (queued before migration 0004): retry the study")
+        scratch = self.storage.scratch_dir(f"job{lease.job_id}-")
         with self.db.session() as s:
-            study = s.get(Study, lease.study_id, with_for_update=True)
-            if study.state == "queued":
-                transition(s, study, StudyState.RUNNING, f"worker:{lease.job_id}", f"attempt {lease.attempt}")
-            elif study.state != "running":
-                raise PermanentError(f"study is {study.state}, not queued")
-            spec = workflows.get(lease.payload.get("workflow") or study.workflow or self.settings.workflow)
-            inputs: dict[str, list[Path]] = {}
-            roles = lease.payload.get("series") or {x.selected_as: x.id for x in study.series if x.selected_as}
-            for role, series_id in roles.items():
-                x = s.get(Series, int(series_id))
-                paths = [self.storage.abspath(i.path) for i in x.instances if i.path]
-                if not paths:
-                    raise PermanentError(f"images of series {x.series_number} were purged")
-                inputs[role] = sorted(paths)
-            study_id = study.id
+            run = s.get(WorkflowRun, int(run_id), with_for_update=True)
+            if run is None:
+                raise PermanentError(f"no workflow run {run_id}")
+            if run.state == "queued":
+                transition(s, run, StudyState.RUNNING, f"worker:{lease.job_id}", f"attempt {lease.attempt}")
+                sync_study_state(s, run.study, f"worker:{lease.job_id}")
+            elif run.state != "running":
+                raise PermanentError(f"{run.workflow} run is {run.state}, not queued")
+            try:
+                wf = registry.load(run.workflow)
+            except registry.WorkflowLoadError as exc:
+                raise PermanentError(str(exc)) from None
+            inputs = self._inputs(s, run, lease.payload.get("series") or run.series, scratch)
+            study_id, run_key = run.study_id, run.id
 
         def progress(fraction: float, message: str = "") -> None:
             self.queue.heartbeat(lease, progress=min(max(fraction, 0.0), 0.99), message=message)
 
-        scratch = self.storage.scratch_dir(f"job{lease.job_id}-")
-        outputs = spec.run(inputs, scratch, progress)
+        try:
+            result = execute(wf, inputs, scratch / "out", progress)
+        except InputError as exc:  # the input cannot be processed: a retry cannot fix it
+            raise PermanentError(f"{wf.name}: {exc}") from exc
         final = self.storage.results_dir(study_id, lease.job_id) / f"attempt{lease.attempt}"
-        self.storage.publish_dir(scratch, final)
-        files = [final / Path(p).relative_to(scratch) for p in outputs]
+        self.storage.publish_dir(scratch / "out", final)
+        shutil.rmtree(scratch, ignore_errors=True)
+        anchor = final / WorkflowResult.RESULT_JSON
+        files = [anchor] + sorted(p for p in final.rglob("*") if p.is_file() and p != anchor)
 
         def on_success(s: Session) -> None:
+            run = s.get(WorkflowRun, run_key, with_for_update=True)
             study = s.get(Study, study_id, with_for_update=True)
+            rows = []
             for f in files:
                 kind, sop_uid, sop_class = _result_kind(f)
-                s.add(Result(study_id=study_id, job_id=lease.job_id, kind=kind, path=self.storage.relpath(f),
-                             sop_uid=sop_uid, sop_class_uid=sop_class, sha256=_sha256(f), workflow=spec.name,
-                             software_version=__version__))
+                rows.append(Result(study_id=study_id, job_id=lease.job_id, run_id=run_key, kind=kind,
+                                   path=self.storage.relpath(f), sop_uid=sop_uid, sop_class_uid=sop_class,
+                                   sha256=_sha256(f), workflow=wf.name, software_version=__version__))
+            s.add_all(rows)
             s.flush()
-            transition(s, study, StudyState.NEEDS_REVIEW, f"worker:{lease.job_id}", f"{len(files)} result object(s)")
-            audit(s, f"worker:{lease.job_id}", "workflow.done", "study", study_id, workflow=spec.name,
-                  results=len(files))
+            run.job_id, run.result_id, run.workflow_version = lease.job_id, rows[0].id, wf.version
+            actor = f"worker:{lease.job_id}"
+            transition(s, run, StudyState.NEEDS_REVIEW, actor,
+                       f"result version {rows[0].id}: {len(result.findings)} finding(s), {len(files)} file(s)")
+            audit(s, actor, "workflow.done", "study", study_id, workflow=wf.name, version=wf.version, run_id=run_key,
+                  result_version=rows[0].id, results=len(files), alarms=len(result.alarms))
             if not self.settings.review_required:
-                transition(s, study, StudyState.ACCEPTED, "system:auto-accept", "review not required at this site")
-                self.queue_delivery(s, self.settings, study, "system:auto-accept")
+                transition(s, run, StudyState.ACCEPTED, "system:auto-accept", "review not required at this site")
+                self.queue_delivery(s, self.settings, run, "system:auto-accept")
+            sync_study_state(s, study, actor)
 
         if not self.queue.complete(lease, on_success):
             raise LeaseLost(f"job {lease.job_id}: lease lost before completion")
@@ -519,36 +637,42 @@ class DataPlane:
 
     # -- review and delivery --------------------------------------------------------------------
     @staticmethod
-    def queue_delivery(s: Session, settings: Settings, study: Study, actor: str, force: bool = False) -> Job:
-        """Queue the delivery job (accepted -> reported, or rejected -> reported when the review
-        wrote a "not usable" report); raises TransitionError when there is nothing to deliver."""
-        if study.state == "accepted":
-            transition(s, study, StudyState.REPORTED, actor, "results accepted; report objects final")
-        elif study.state == "rejected":
-            if not reviewed_objects(s, study.id):
-                raise TransitionError(f"study {study.id} is rejected without a review report: nothing to deliver")
-            transition(s, study, StudyState.REPORTED, actor, "result rejected; 'not usable' report final")
+    def queue_delivery(s: Session, settings: Settings, run: WorkflowRun, actor: str, force: bool = False) -> Job:
+        """Queue the delivery job of one run (accepted -> reported, or rejected -> reported when the
+        review wrote a "not usable" report); raises TransitionError when there is nothing to deliver."""
+        if run.state == "accepted":
+            transition(s, run, StudyState.REPORTED, actor, "results accepted; report objects final")
+        elif run.state == "rejected":
+            if not reviewed_objects(s, run):
+                raise TransitionError(f"{run.workflow} run of study {run.study_id} is rejected without a review "
+                                      "report: nothing to deliver")
+            transition(s, run, StudyState.REPORTED, actor, "result rejected; 'not usable' report final")
         if force:
             s.execute(update(Delivery).where(Delivery.result_id.in_(
-                select(Result.id).where(Result.study_id == study.id)), Delivery.state.in_(("rejected", "failed")))
+                select(Result.id).where(Result.run_id == run.id)), Delivery.state.in_(("rejected", "failed")))
                 .values(state="pending"))
-            if study.state in ("failed", "delivered"):
-                transition(s, study, StudyState.REPORTED, actor, "delivery requested again")
-        n = s.scalar(select(Job.id).where(Job.study_id == study.id, Job.kind == "deliver").order_by(Job.id.desc())
-                     .limit(1)) or 0
-        return JobQueue.enqueue_in(s, "deliver", {}, study_id=study.id,
-                                   idempotency_key=f"deliver:{study.id}:{study.version}:{n}",
-                                   max_attempts=settings.max_attempts, timeout_s=600.0)
+            if run.state in ("failed", "delivered"):
+                transition(s, run, StudyState.REPORTED, actor, "delivery requested again")
+        n = s.scalar(select(func.count(Job.id)).where(Job.run_id == run.id, Job.kind == "deliver")) or 0
+        job = JobQueue.enqueue_in(s, "deliver", {"run_id": run.id}, study_id=run.study_id,
+                                  idempotency_key=f"deliver:{run.id}:{run.version}:{n}",
+                                  max_attempts=settings.max_attempts, timeout_s=600.0)
+        job.run_id = run.id
+        sync_study_state(s, s.get(Study, run.study_id), actor)
+        return job
 
     def _run_delivery_job(self, lease: Lease) -> str:
         from neurorad.dicom.deid import reidentify_dataset
 
         dests = self.settings.destinations
+        run_id = lease.payload.get("run_id")
+        if run_id is None:
+            raise PermanentError("delivery job without a run (queued before migration 0004): request delivery again")
         with self.db.session() as s:
-            study = s.get(Study, lease.study_id)
-            if study.state not in ("reported", "failed"):
-                raise PermanentError(f"study is {study.state}; only reported results are delivered")
-            results = [(r.id, r.path, r.sop_uid) for r in delivery_set(s, study.id)]
+            run = s.get(WorkflowRun, int(run_id))
+            if run is None or run.state not in ("reported", "failed"):
+                raise PermanentError(f"run is {run.state if run else 'missing'}; only reported results are delivered")
+            results = [(r.id, r.path, r.sop_uid) for r in delivery_set(s, run)]
             for rid, _, _ in results:
                 for d in dests:
                     if s.scalar(select(Delivery).where(Delivery.result_id == rid,
@@ -586,51 +710,85 @@ class DataPlane:
             raise DeliveryRetry("; ".join(transient))
 
         def on_success(s: Session) -> None:
-            study = s.get(Study, lease.study_id, with_for_update=True)
+            run = s.get(WorkflowRun, int(run_id), with_for_update=True)
+            actor = f"worker:{lease.job_id}"
             if rejected:
-                if study.state != "failed":
-                    transition(s, study, StudyState.FAILED, f"worker:{lease.job_id}",
-                               "delivery rejected: " + "; ".join(rejected)[:1500])
-            elif study.state in ("reported", "failed"):
-                if study.state == "failed":
-                    transition(s, study, StudyState.REPORTED, f"worker:{lease.job_id}", "delivery retried")
-                transition(s, study, StudyState.DELIVERED, f"worker:{lease.job_id}",
+                if run.state != "failed":
+                    transition(s, run, StudyState.FAILED, actor, "delivery rejected: " + "; ".join(rejected)[:1500])
+            elif run.state in ("reported", "failed"):
+                if run.state == "failed":
+                    transition(s, run, StudyState.REPORTED, actor, "delivery retried")
+                transition(s, run, StudyState.DELIVERED, actor,
                            f"{len(results)} object(s) to {len(dests)} destination(s)")
+            sync_study_state(s, s.get(Study, run.study_id), actor)
 
         if not self.queue.complete(lease, on_success):
             raise LeaseLost(f"job {lease.job_id}: lease lost before completion")
         return "succeeded"
 
 
-def reviewed_objects(s: Session, study_id: int) -> list[Result]:
-    """DICOM objects of the latest QA decision that wrote any (report version, reviewed SEG and
-    secondary captures) on the study's latest succeeded workflow run; [] when none."""
-    latest = _latest_workflow_job(s, study_id)
+def queue_run(s: Session, settings: Settings, study: Study, workflow: str, version: str, series_ids: dict[str, int],
+              actor: str, reason: str | None = None) -> Job | None:
+    """Create the study's run of ``workflow`` (or move an existing one back to ``queued``) and queue
+    its workflow job; None when the run cannot be re-queued from its state (e.g. under review)."""
+    run = s.scalar(select(WorkflowRun).where(WorkflowRun.study_id == study.id, WorkflowRun.workflow == workflow))
+    if run is None:
+        run = WorkflowRun(study_id=study.id, workflow=workflow, workflow_version=version, state="queued",
+                          series=dict(series_ids), version=1)
+        s.add(run)
+        s.flush()
+        from neurorad.store.models import StudyTransition
+
+        s.add(StudyTransition(study_id=study.id, run_id=run.id, from_state=None, to_state="queued", at=utcnow(),
+                              actor=actor, reason=reason or f"routed to {workflow}", software_version=__version__))
+    elif can_transition(run.state, "queued"):
+        transition(s, run, StudyState.QUEUED, actor, reason or "queued again")
+        run.series = dict(series_ids)
+    else:
+        log.warning("study %s: %s run is %s; not queued again", study.id, workflow, run.state)
+        return None
+    job = JobQueue.enqueue_in(s, "workflow", {"workflow": workflow, "run_id": run.id, "series": dict(series_ids)},
+                              study_id=study.id, idempotency_key=f"workflow:{run.id}:{run.version}",
+                              max_attempts=settings.max_attempts, timeout_s=settings.job_timeout_s)
+    job.run_id = run.id
+    run.job_id = job.id
+    return job
+
+
+def review_of(dec: QADecision) -> Review:
+    """The contract's :class:`Review` of a stored decision."""
+    values = dict(dec.form_values or {})
+    if not values and dec.score is not None:
+        values = {"score": str(dec.score)}
+    verdicts = {int(c["lesion_id"] if "lesion_id" in c else c["finding_id"]): str(c["verdict"])
+                for c in dec.candidates or []}
+    missed = tuple((float(m["x_mm"]), float(m["y_mm"]), float(m["z_mm"])) for m in dec.missed_lesions or [])
+    return Review("ACCEPTABLE" if dec.decision == "ACCEPTABLE" else "UNACCEPTABLE", values, verdicts, missed,
+                  dec.comment or "", "", dec.created_at.isoformat(timespec="seconds") if dec.created_at else "",
+                  tuple(dec.timepoints_accepted or ()))
+
+
+def reviewed_objects(s: Session, run: WorkflowRun) -> list[Result]:
+    """DICOM objects of the run's latest QA decision that wrote any (report version, reviewed SEG,
+    SR and secondary captures) on the run's current result; [] when none."""
     qa_id = s.scalar(select(func.max(Result.qa_decision_id)).where(
-        Result.study_id == study_id, Result.job_id == latest, Result.qa_decision_id.is_not(None)))
+        Result.run_id == run.id, Result.job_id == run.job_id, Result.qa_decision_id.is_not(None)))
     if qa_id is None:
         return []
-    return list(s.scalars(select(Result).where(Result.study_id == study_id, Result.qa_decision_id == qa_id,
+    return list(s.scalars(select(Result).where(Result.run_id == run.id, Result.qa_decision_id == qa_id,
                                                Result.sop_uid.is_not(None)).order_by(Result.id)).all())
 
 
-def delivery_set(s: Session, study_id: int) -> list[Result]:
-    """What goes to the PACS: after a review, only the latest decision's reviewed objects (its
-    report version and, when accepted, the SEG and secondary captures regenerated with the kept
-    lesions), never the drafts they supersede (those may show discarded candidates); without a
-    review (``review_required`` off) the latest succeeded workflow run's DICOM objects."""
-    reviewed = reviewed_objects(s, study_id)
+def delivery_set(s: Session, run: WorkflowRun) -> list[Result]:
+    """What goes to the PACS for one run: after a review, only the latest decision's reviewed objects
+    (never the drafts they supersede: those may show discarded findings); without a review
+    (``review_required`` off) the run's current result's DICOM objects."""
+    reviewed = reviewed_objects(s, run)
     if reviewed:
         return reviewed
-    latest = _latest_workflow_job(s, study_id)
     return list(s.scalars(select(Result).where(
-        Result.study_id == study_id, Result.job_id == latest, Result.sop_uid.is_not(None),
+        Result.run_id == run.id, Result.job_id == run.job_id, Result.sop_uid.is_not(None),
         Result.qa_decision_id.is_(None), Result.kind.notlike("review%")).order_by(Result.id)).all())
-
-
-def _latest_workflow_job(s: Session, study_id: int) -> int | None:
-    return s.scalar(select(Job.id).where(Job.study_id == study_id, Job.kind == "workflow",
-                                         Job.state == "succeeded").order_by(Job.id.desc()).limit(1))
 
 
 def public_error(exc: BaseException) -> str:
@@ -764,49 +922,49 @@ def _cstore(dest: Destination, ds: pydicom.Dataset) -> tuple[str, str | None]:
     return "rejected", f"C-STORE status 0x{out.status:04X}"
 
 
-def record_review(s: Session, settings: Settings, study: Study, user_id: int | None, actor: str, decision: str,
-                  score: int | None, comment: str | None) -> None:
-    """Store a QA decision; ACCEPTABLE -> accepted (+ delivery queued), UNACCEPTABLE -> rejected."""
-    s.add(QADecision(study_id=study.id, user_id=user_id, decision=decision, score=score, comment=comment,
-                     software_version=__version__))
-    target = StudyState.ACCEPTED if decision == "ACCEPTABLE" else StudyState.REJECTED
-    transition(s, study, target, actor, f"review: {decision}" + (f" (score {score})" if score else ""))
-    audit(s, actor, "study.review", "study", study.id, decision=decision, score=score)
-    if target == StudyState.ACCEPTED:
-        DataPlane.queue_delivery(s, settings, study, actor)
+#: states from which a study's workflows (or routing) may be run again
+RETRYABLE_STATES = ("failed", "rejected", "delivered", "no_workflow")
 
 
-#: states from which a study's workflow (or selection) may be run again
-RETRYABLE_STATES = ("failed", "rejected", "delivered")
-
-
-def retry(s: Session, settings: Settings, study: Study, actor: str, reason: str) -> None:
-    """Retry: re-run selection (incomplete study) or the workflow (failed / rejected / delivered).
-
-    Only from those states (docs/data-plane.md, the state machine): a study that waits for
-    review keeps its result (a radiologist rejects it first), and one whose job is queued or
-    running is not given a second, racing job (cancel the job first). Raises TransitionError.
-    """
+def retry(s: Session, settings: Settings, study: Study, actor: str, reason: str) -> list[str]:
+    """Retry a study: route it again when no workflow ran (incomplete study, no workflow applied),
+    else, per run, deliver again (failed delivery of an accepted result) or re-run the workflow
+    (failed / rejected / delivered runs). Only from :data:`RETRYABLE_STATES` (docs/data-plane.md):
+    a study awaiting review keeps its result (a radiologist rejects it first), one whose job is
+    queued or running is not given a second, racing job. Returns what was done; TransitionError
+    when nothing can be retried."""
     if study.state not in RETRYABLE_STATES:
         raise TransitionError(f"study {study.id} is {study.state}: only a {', '.join(RETRYABLE_STATES)} study is "
                               "retried" + (" (cancel its job first)" if study.state in ("queued", "running") else ""))
     audit(s, actor, "study.retry", "study", study.id, reason=reason, from_state=study.state)
-    if study.state == "failed" and any(r for r in study.results) and \
-            s.scalar(select(QADecision.id).where(QADecision.study_id == study.id,
-                                                 QADecision.decision == "ACCEPTABLE")) is not None:
-        DataPlane.queue_delivery(s, settings, study, actor, force=True)
-        return
-    if study.state == "failed" and not any(x.selected_as for x in study.series):
-        transition(s, study, StudyState.RECEIVED, actor, reason)  # selection runs again after the quiet period
-        return
-    study.workflow = study.workflow or workflows.get(settings.workflow).name
-    last = s.scalar(select(Job).where(Job.study_id == study.id, Job.kind == "workflow").order_by(Job.id.desc())
-                    .limit(1))
-    series_ids = dict((last.payload or {}).get("series", {})) if last is not None else {}
-    job = JobQueue.enqueue_in(s, "workflow", {"workflow": study.workflow, "series": series_ids}, study_id=study.id,
-                              idempotency_key=f"workflow:{study.id}:{study.version}:retry",
-                              max_attempts=settings.max_attempts, timeout_s=settings.job_timeout_s)
-    transition(s, study, StudyState.QUEUED, actor, f"{reason}; job {job.id}")
+    runs = s.scalars(select(WorkflowRun).where(WorkflowRun.study_id == study.id).order_by(WorkflowRun.id)).all()
+    if not runs:
+        last = s.scalar(select(Job).where(Job.study_id == study.id, Job.kind == "workflow").order_by(Job.id.desc())
+                        .limit(1))
+        if study.workflow and (last is not None or study.state in ("rejected", "delivered")):
+            # a study processed before workflow runs existed (migration 0004): its workflow runs again
+            job = queue_run(s, settings, study, study.workflow.split(",")[0], "",
+                            dict((last.payload or {}).get("series") or {}) if last is not None else {}, actor, reason)
+            sync_study_state(s, study, actor, reason)
+            return [f"{study.workflow}: job {job.id}"] if job is not None else []
+        transition(s, study, StudyState.RECEIVED, actor, reason)  # routed again after the quiet period
+        return ["routing"]
+    done = []
+    for run in runs:
+        accepted = run.decision_id is not None and s.scalar(select(QADecision.decision).where(
+            QADecision.id == run.decision_id)) == "ACCEPTABLE"
+        if run.state == "failed" and accepted and reviewed_objects(s, run):
+            DataPlane.queue_delivery(s, settings, run, actor, force=True)
+            done.append(f"{run.workflow}: delivery")
+        elif run.state in ("failed", "rejected", "delivered"):
+            job = queue_run(s, settings, study, run.workflow, run.workflow_version or "", dict(run.series or {}),
+                            actor, reason)
+            if job is not None:
+                done.append(f"{run.workflow}: job {job.id}")
+    if not done:
+        raise TransitionError(f"study {study.id}: no run can be retried ({', '.join(r.state for r in runs)})")
+    sync_study_state(s, study, actor, "; ".join(done))
+    return done
 
 
 queue_delivery = DataPlane.queue_delivery

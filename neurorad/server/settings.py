@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from neurorad.store.retention import DEFAULT_RETENTION_DAYS
 
@@ -51,8 +52,11 @@ class Settings:
     """Everything ``neurorad serve`` / ``neurorad worker`` need.
 
     ``database_url`` defaults to SQLite ``DATA_DIR/neurorad.db``. ``quiet_period_s`` is how long
-    no instance must arrive before a study counts as complete. ``workflow`` is the workflow run
-    on complete studies (``"auto"``: ``ms-lesions`` when installed, else ``summary``).
+    no instance must arrive before a study counts as complete. ``workflows`` are the enabled
+    workflows (names of installed workflows, ``neurorad workflows``): each complete study is
+    routed to every one whose series requirements it meets; each must load at start-up or the
+    server and worker refuse to start. ``workflow_options``: per workflow, options passed to its
+    runs (e.g. ``{"<workflow>": {"engine": "<engine name>"}}``).
     """
 
     data_dir: Path = field(default_factory=default_data_dir)
@@ -68,7 +72,8 @@ class Settings:
     allowed_calling_aets: list[str] | None = None
     allowed_modalities: tuple[str, ...] = ("MR", "CT")
     quiet_period_s: float = 30.0
-    workflow: str = "auto"
+    workflows: list[str] = field(default_factory=lambda: ["summary"])
+    workflow_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     # vault: key from $NEURORAD_VAULT_KEY, else this file, else default_vault_key_file(data_dir)
     # (outside the data folder; created 0600 on first start)
     vault_key_file: Path | None = None
@@ -106,6 +111,9 @@ class Settings:
     scheduler_interval_s: float = 2.0
 
     def __post_init__(self) -> None:
+        if isinstance(self.workflows, str):
+            self.workflows = [w.strip() for w in self.workflows.split(",") if w.strip()]
+        self.workflows = list(dict.fromkeys(self.workflows))
         self.data_dir = Path(self.data_dir).expanduser().resolve()
         if self.database_url is None:
             self.database_url = f"sqlite:///{self.data_dir / 'neurorad.db'}"

@@ -141,7 +141,7 @@ class Worker:
         # forkserver: children fork from a clean, single-threaded server process that has already
         # imported the data plane (fast start, unlike spawn; safe in a threaded server, unlike fork)
         self._ctx = mp.get_context("forkserver")
-        self._ctx.set_forkserver_preload(["neurorad.server.orchestration", "neurorad.server.workflows",
+        self._ctx.set_forkserver_preload(["neurorad.server.orchestration", "neurorad.workflows.registry",
                                           "highdicom", "pydicom"])
         self._client = None
         self._settings_d = settings_to_dict(settings)

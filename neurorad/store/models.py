@@ -72,6 +72,35 @@ class Study(Base):
         back_populates="study", order_by="StudyTransition.id"
     )
     results: Mapped[list[Result]] = relationship(back_populates="study", order_by="Result.id")
+    runs: Mapped[list[WorkflowRun]] = relationship(back_populates="study", order_by="WorkflowRun.id")
+
+
+class WorkflowRun(Base):
+    """One workflow's run on one study: its state (the study state machine's run part: queued ->
+    running -> needs_review -> accepted/rejected -> reported -> delivered, or failed), its latest
+    job, its result version (the anchor :class:`Result` row a review applies to) and its latest
+    QA decision. One row per (study, workflow): a re-run moves the same row on (new job, new
+    result version). The study's own state is the aggregate of its runs (``neurorad.server``).
+    """
+
+    __tablename__ = "workflow_runs"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"), index=True)
+    workflow: Mapped[str] = mapped_column(String(64))
+    workflow_version: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    state: Mapped[str] = mapped_column(String(32), default="queued", index=True)
+    state_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # role -> series id chosen for this run (this study's series and, for priors, earlier studies')
+    series: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    job_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    result_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    decision_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+    version: Mapped[int] = mapped_column(Integer, default=0)
+    study: Mapped[Study] = relationship(back_populates="runs")
+
+    __table_args__ = (UniqueConstraint("study_id", "workflow", name="uq_run_study_workflow"),)
 
 
 class Series(Base):
@@ -137,6 +166,8 @@ class StudyTransition(Base):
     actor: Mapped[str] = mapped_column(String(128))
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     software_version: Mapped[str] = mapped_column(String(32))
+    # set when the step is a workflow run's (NULL: the study's own state)
+    run_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
     study: Mapped[Study] = relationship(back_populates="transitions")
 
 
@@ -151,6 +182,7 @@ class Job(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     kind: Mapped[str] = mapped_column(String(32))
     study_id: Mapped[int | None] = mapped_column(ForeignKey("studies.id"), nullable=True, index=True)
+    run_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
     payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     idempotency_key: Mapped[str | None] = mapped_column(String(128), unique=True, nullable=True)
     state: Mapped[str] = mapped_column(String(16), default="pending")
@@ -195,6 +227,7 @@ class Result(Base):
     # Delivery sends only the latest decision's objects once one exists. A plain indexed id,
     # not a foreign key: qa_decisions already references results (no circular constraint).
     qa_decision_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
+    run_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
     study: Mapped[Study] = relationship(back_populates="results")
 
 
@@ -233,6 +266,12 @@ class QADecision(Base):
     missed_lesions: Mapped[list[dict[str, float]] | None] = mapped_column(JSON, nullable=True)
     timepoints_accepted: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
     report_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # migration 0004: the workflow run decided on, the form's values, and the amendment reason when
+    # this decision supersedes an earlier one on the same result version
+    run_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
+    form_values: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    amends_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    amendment_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class AuditEvent(Base):

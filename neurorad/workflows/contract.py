@@ -427,6 +427,10 @@ class Review:
     reviewer: str = ""
     reviewed_at: str = ""  # ISO 8601
     timepoints_accepted: tuple[str, ...] = ()
+    #: report version this decision writes (the workflow's own draft is 1; each decision adds one)
+    report_version: int = 0
+    #: set when this decision amends an earlier one on the same result version (why it changed)
+    amendment_reason: str = ""
 
     @property
     def accepted(self) -> bool:
@@ -453,6 +457,9 @@ class ViewerLayout:
     panels: tuple[Panel, ...]
     kind_colours: dict[str, str] = field(default_factory=dict)
     radiological: bool = True  # patient right on screen left
+    #: key of :attr:`WorkflowResult.volumes` holding the findings' label map on the panels' grid (the
+    #: overlay); None: :attr:`WorkflowResult.mask` (when the mask is on the grid of the panels)
+    overlay: str | None = None
 
 
 # ----------------------------------------------------------------------------------------- report

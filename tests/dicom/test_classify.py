@@ -132,28 +132,32 @@ def _series(desc, n, number, **kw):
     return mr(desc, n_instances=n, SeriesNumber=number, **kw)
 
 
+FLAIR_T1 = WorkflowRequirements("flair+t1", (SeriesRequirement("FLAIR", prefer_3d=True),
+                                             SeriesRequirement("T1", True, required=False)))
+FOUR = WorkflowRequirements("four", (SeriesRequirement("T1", True), SeriesRequirement("T1C", True),
+                                     SeriesRequirement("T2"), SeriesRequirement("FLAIR", True)))
+
+
 def test_selection_prefers_3d_flair_and_reports_missing():
     flair2d = _series("Ax T2 FLAIR", 28, 3, MRAcquisitionType="2D", SliceThickness=5, InversionTime=2250)
     flair3d = _series("t2_space_dark-fluid_sag_p2_iso", 176, 5, MRAcquisitionType="3D", SliceThickness=1,
                       InversionTime=1800)
     t1 = _series("t1_mprage_sag_p2_iso", 176, 6, MRAcquisitionType="3D", InversionTime=900, EchoTime=3)
     loc = _series("localizer", 3, 1, ImageType=["ORIGINAL", "PRIMARY", "LOCALIZER"])
-    sel = select_series([loc, flair2d, flair3d, t1], "ms-lesions")
+    sel = select_series([loc, flair2d, flair3d, t1], FLAIR_T1)
     assert isinstance(sel, Selection) and sel.status == "selected"
     assert sel.chosen["FLAIR"] is flair3d and sel.chosen["T1"] is t1
     assert "3D" in sel.reasons["FLAIR"] and "2 candidate" in sel.reasons["FLAIR"]
     # without the 3D, the 2D FLAIR is used; without any FLAIR the study is missing a series
-    assert select_series([loc, flair2d], "ms-lesions").chosen["FLAIR"] is flair2d
-    missing = select_series([loc, t1], "ms-lesions")
+    assert select_series([loc, flair2d], FLAIR_T1).chosen["FLAIR"] is flair2d
+    missing = select_series([loc, t1], FLAIR_T1)
     assert isinstance(missing, MissingSeries)
     assert missing.status == "missing_series" and missing.missing == ["FLAIR"]
-    tumor = select_series([flair3d, t1], "tumor")
+    tumor = select_series([flair3d, t1], FOUR)
     assert isinstance(tumor, MissingSeries) and tumor.missing == ["T1C", "T2"]
     # a repeat of the same protocol: the later series wins
     repeat = _series("t2_space_dark-fluid_sag_p2_iso", 176, 9, MRAcquisitionType="3D", SliceThickness=1,
                      InversionTime=1800)
-    assert select_series([flair3d, repeat], "ms-lesions").chosen["FLAIR"] is repeat
+    assert select_series([flair3d, repeat], FLAIR_T1).chosen["FLAIR"] is repeat
     custom = WorkflowRequirements("ct", (SeriesRequirement("CT_HEAD"),))
     assert isinstance(select_series([flair3d], custom), MissingSeries)
-    with pytest.raises(InputError, match="unknown workflow"):
-        select_series([flair3d], "no-such-workflow")

@@ -42,7 +42,7 @@ def test_kill_server_and_workers_repeatedly(orthanc, workdir, backend, server_ki
                              identity={"PatientID": f"MRN-CRASH-{i:04d}", "PatientName": f"Crash^Patient{i}"})
         studies.append((pydicom.dcmread(files[0], stop_before_pixels=True).StudyInstanceUID, files))
     all_files = [f for _, fs in studies for f in fs]
-    config = {"quiet_period_s": 2.0, "scheduler_interval_s": 0.5, "workflow": "summary", "lease_s": 3.0,
+    config = {"quiet_period_s": 2.0, "scheduler_interval_s": 0.5, "workflows": ["summary"], "lease_s": 3.0,
               "backoff_base_s": 0.5, "max_attempts": 10, "review_required": False,
               "destinations": [{"name": "orthanc", "dicomweb_url": orthanc.dicomweb, "username": PACS_USER,
                                 "password": PACS_PASSWORD}]}

@@ -37,7 +37,7 @@ def test_storescu_to_orthanc_reidentified(orthanc, workdir):
     # carrying realistic identifiers
     files = write_full_series(workdir / "in")
     orig = pydicom.dcmread(files[0], stop_before_pixels=True)
-    config = {"quiet_period_s": 2.0, "scheduler_interval_s": 0.5, "workflow": "summary",
+    config = {"quiet_period_s": 2.0, "scheduler_interval_s": 0.5, "workflows": ["summary"],
               "destinations": [{"name": "orthanc", "dicomweb_url": orthanc.dicomweb, "username": PACS_USER,
                                 "password": PACS_PASSWORD}]}
     srv = NeuroradServer(workdir / "data", config).start(workers=1)
@@ -48,7 +48,9 @@ def test_storescu_to_orthanc_reidentified(orthanc, workdir):
         st = wait_for(lambda: [s for s in srv.api("/api/studies") if s["state"] == "needs_review"], 120,
                       "study to need review")[0]
         assert st["n_instances"] == len(files)
-        srv.post(f"/api/studies/{st['id']}/review", {"decision": "ACCEPTABLE", "score": 4, "comment": "ok"})
+        rv = srv.api(f"/api/studies/{st['id']}")["runs"][0]["result_version"]
+        srv.post(f"/api/studies/{st['id']}/review", {"result_version": rv, "decision": "ACCEPTABLE", "score": 4,
+                                                         "comment": "ok"})
         wait_for(lambda: srv.api(f"/api/studies/{st['id']}")["state"] == "delivered", 120, "delivery")
         # QIDO-RS at the PACS: the original patient and study hold the results
         studies = orthanc.qido("/studies", PatientID=IDENTITY["PatientID"])

@@ -17,7 +17,7 @@ PASSWORDS = {"admin": "admin-pass-123", "radiologist": "rad-pass-1234", "technol
 @pytest.fixture
 def settings(tmp_path) -> Settings:
     return Settings(data_dir=tmp_path / "data", quiet_period_s=0.0, dicom_port=0, lease_s=5.0,
-                    backoff_base_s=0.1, workflow="summary", allowed_calling_aets=["MODALITY1", "MOD1"])
+                    backoff_base_s=0.1, workflows=["summary"], allowed_calling_aets=["MODALITY1", "MOD1"])
 
 
 @pytest.fixture

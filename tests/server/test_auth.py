@@ -58,7 +58,7 @@ def test_roles(client, app):
     assert client.get("/api/audit", headers=h["admin"]).status_code == 200
     assert client.get("/api/audit", headers=h["radiologist"]).status_code == 403
     assert client.get("/api/studies", headers=h["technologist"]).status_code == 200
-    review = {"decision": "ACCEPTABLE", "score": 4}
+    review = {"result_version": 1, "decision": "ACCEPTABLE", "score": 4}
     assert client.post("/api/studies/999/review", json=review, headers=h["technologist"]).status_code == 403
     assert client.post("/api/studies/999/review", json=review, headers=h["radiologist"]).status_code == 404
     assert client.post("/api/users", json={"username": "x", "password": "long-enough-pw", "role": "admin"},

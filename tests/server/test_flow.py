@@ -14,12 +14,14 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from neurorad.dicom.transport import StoreSCP
-from neurorad.server import workflows
 from neurorad.server.app import create_app
 from neurorad.server.auth import create_api_token, create_user
 from neurorad.server.settings import Destination
 from neurorad.server.worker import Worker
-from neurorad.store.models import Delivery, Job, Series, Study
+from neurorad.store.models import AuditEvent, Delivery, Job, Series, Study
+from neurorad.workflows import registry
+from neurorad.workflows.contract import Requirements, SeriesRole
+from neurorad.workflows.summary import SummaryWorkflow
 from tests.server.dicomdata import IDENTITY, SECRETS, grep_tree, write_series
 
 
@@ -91,14 +93,17 @@ def test_storescu_to_delivery_reidentified(settings, sink, tmp_path):
         Worker(settings, concurrency=1).run(poll_s=0.2, max_jobs=1)
         d = client.get(f"/api/studies/{sid}", headers=tok["technologist"]).json()
         assert d["state"] == "needs_review", d
-        assert sorted(r["kind"] for r in d["results"]) == ["pdf", "sc"]
+        assert sorted(r["kind"] for r in d["results"] if r["kind"] in ("pdf", "sc")) == ["pdf", "sc"]
         res = next(r for r in d["results"] if r["kind"] == "sc")
         stored = pydicom.dcmread(io.BytesIO(client.get(f"/api/results/{res['id']}/file",
                                                        headers=tok["technologist"]).content))
         assert stored.PatientID == d["patient_pseudo_id"] != IDENTITY["PatientID"]  # pseudonymised at rest
-        r = client.post(f"/api/studies/{sid}/review", json={"decision": "ACCEPTABLE", "score": 5},
+        (run,) = d["runs"]
+        assert run["workflow"] == "summary" and run["result_version"] == d["results"][0]["id"]
+        r = client.post(f"/api/studies/{sid}/review", json={"result_version": run["result_version"],
+                                                             "decision": "ACCEPTABLE", "score": 5},
                         headers=tok["radiologist"])
-        assert r.status_code == 200 and r.json()["state"] == "reported"
+        assert r.status_code == 200 and r.json()["state"] == "reported", r.text
         _run_jobs(app)
         d = client.get(f"/api/studies/{sid}", headers=tok["technologist"]).json()
         assert d["state"] == "delivered", d["transitions"]
@@ -170,20 +175,30 @@ def test_bad_input_is_refused_with_reason_and_service_keeps_running(settings, tm
         assert client.get("/api/studies", headers=tok).json()[0]["n_instances"] == 2
 
 
-def test_study_missing_required_series_gets_a_clear_status(settings, tmp_path):
-    workflows.register(workflows.WorkflowSpec("needs-flair-and-t1", workflows.run_summary, (
-        workflows.Requirement("flair", classes=("FLAIR",)), workflows.Requirement("t1", classes=("T1",)))))
-    settings.workflow = "needs-flair-and-t1"
-    app = _app(settings)
-    plane = app.state.plane
-    for f in write_series(tmp_path / "t1", "T1", n_slices=2, size=32):
-        assert plane.ingest_bytes(f.read_bytes(), "MOD").stored
-    plane.complete_quiet_studies()
-    with TestClient(app) as client:
-        st = client.get("/api/studies", headers=app.state.tok["technologist"]).json()[0]
-    assert st["state"] == "failed" and st["state_reason"] == "missing required series: flair (FLAIR)"
-    with plane.db.session() as s:
-        assert s.scalars(select(Job)).all() == []
+class _NeedsFlairAndT1(SummaryWorkflow):
+    name = "needs-flair-and-t1"
+    requirements = Requirements((SeriesRole("image", ("FLAIR",)), SeriesRole("t1", ("T1",))))
+
+
+def test_study_meeting_no_workflow_is_marked_with_the_reason(settings, tmp_path):
+    registry.register(_NeedsFlairAndT1)
+    try:
+        settings.workflows = ["needs-flair-and-t1"]
+        app = _app(settings)
+        plane = app.state.plane
+        for f in write_series(tmp_path / "t1", "T1", n_slices=2, size=32):
+            assert plane.ingest_bytes(f.read_bytes(), "MOD").stored
+        plane.complete_quiet_studies()
+        with TestClient(app) as client:
+            st = client.get("/api/studies", headers=app.state.tok["technologist"]).json()[0]
+        assert st["state"] == "no_workflow"
+        assert st["state_reason"] == "no workflow applies: needs-flair-and-t1: missing image (FLAIR)"
+        with plane.db.session() as s:
+            assert s.scalars(select(Job)).all() == []
+            (ev,) = s.scalars(select(AuditEvent).where(AuditEvent.action == "study.no_workflow")).all()
+            assert ev.details["reasons"] == {"needs-flair-and-t1": "missing image (FLAIR)"}
+    finally:
+        registry.unregister("needs-flair-and-t1")
 
 
 def test_duplicate_instances_are_stored_once(settings, tmp_path):
@@ -253,8 +268,7 @@ def test_unreachable_pacs_is_retried_with_backoff_then_fails(settings, tmp_path)
 
 def test_ms_lesions_selection_takes_the_baseline_from_the_previous_study(settings, tmp_path):
     """ms-lesions needs this study's FLAIR and the same patient's previous FLAIR."""
-    assert "ms-lesions" in workflows.REGISTRY and workflows.get("auto").name == "ms-lesions"
-    settings.workflow = "ms-lesions"
+    settings.workflows = ["ms-lesions"]
     app = _app(settings)
     plane = app.state.plane
     base = write_series(tmp_path / "b", "FLAIR", n_slices=2, size=32)
@@ -270,7 +284,7 @@ def test_ms_lesions_selection_takes_the_baseline_from_the_previous_study(setting
     plane.complete_quiet_studies()
     with plane.db.session() as s:  # first studies: no baseline yet
         assert {st.state_reason for st in s.scalars(select(Study)).all()} == {
-            "missing required series: baseline_flair (FLAIR) in a previous study"}
+            "no workflow applies: ms-lesions: missing baseline_flair (FLAIR) in a previous study (prior 1)"}
     for f in fu:
         plane.ingest_bytes(f.read_bytes(), "MOD")
     plane.complete_quiet_studies()
@@ -293,22 +307,30 @@ def test_rejected_results_are_not_delivered_and_can_be_retried(settings, sink, t
     with TestClient(app) as client:
         tok = app.state.tok
         sid = client.get("/api/studies", headers=tok["technologist"]).json()[0]["id"]
-        r = client.post(f"/api/studies/{sid}/review", json={"decision": "UNACCEPTABLE", "score": 1,
-                                                             "comment": "motion"}, headers=tok["radiologist"])
-        assert r.json()["state"] == "rejected"
+        rv = client.get(f"/api/studies/{sid}", headers=tok["technologist"]).json()["runs"][0]["result_version"]
+        r = client.post(f"/api/studies/{sid}/review", json={"result_version": rv, "decision": "UNACCEPTABLE",
+                                                             "score": 1, "comment": "motion"},
+                        headers=tok["radiologist"])
+        # rejected -> reported: only the "not usable" report leaves (no automatic result, no key image)
+        assert r.json()["state"] == "reported", r.text
         _run_jobs(app)
-        assert sink.received == []  # nothing leaves without acceptance
-        assert client.post(f"/api/studies/{sid}/deliver", headers=tok["technologist"]).status_code == 409
+        assert [str(ds.Modality) for ds in sink.received] == ["DOC"]
+        assert "not usable" in str(sink.received[0].DocumentTitle)
+        # a second decision on the same result version needs an explicit amendment with a reason
+        again = {"result_version": rv, "decision": "UNACCEPTABLE", "score": 2}
+        r = client.post(f"/api/studies/{sid}/review", json=again, headers=tok["radiologist"])
+        assert r.status_code == 409 and "amendment" in r.json()["detail"]
         r = client.post(f"/api/studies/{sid}/retry", json={"reason": "re-run after motion check"},
                         headers=tok["technologist"])
-        assert r.status_code == 200 and r.json()["state"] == "queued"
+        assert r.status_code == 200 and r.json()["state"] == "queued", r.text
         _run_jobs(app)
         d = client.get(f"/api/studies/{sid}", headers=tok["technologist"]).json()
         assert d["state"] == "needs_review"
+        assert d["runs"][0]["result_version"] != rv  # a new result version awaits review
         assert [q["decision"] for q in d["qa"]] == ["UNACCEPTABLE"] and d["qa"][0]["username"] == "radiologist"
         assert len([j for j in d["jobs"] if j["kind"] == "workflow" and j["state"] == "succeeded"]) == 2
         audit = client.get("/api/audit", headers=tok["admin"]).json()
-        assert {"study.review", "study.retry", "workflow.done"} <= {e["action"] for e in audit}
+        assert {"qa.decision", "study.retry", "workflow.done"} <= {e["action"] for e in audit}
 
 
 def test_worker_kills_a_job_past_its_timeout_and_retries_it(settings, tmp_path):

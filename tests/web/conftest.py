@@ -111,10 +111,10 @@ def build_env(data_dir: Path, destinations: list | None = None) -> WebEnv:
     from neurorad.server.app import create_app
     from neurorad.server.auth import create_user
     from neurorad.server.settings import Settings
-    from neurorad.store.models import Instance, Job, Patient, Result, Series, Study
+    from neurorad.store.models import Instance, Job, Patient, Result, Series, Study, WorkflowRun
     from neurorad.store.state import transition
 
-    settings = Settings(data_dir=data_dir, dicom_port=None, quiet_period_s=0.0, workflow="summary",
+    settings = Settings(data_dir=data_dir, dicom_port=None, quiet_period_s=0.0, workflows=["ms-lesions"],
                         destinations=destinations or [], lease_s=30.0, backoff_base_s=0.1)
     app = create_app(settings)
     plane = app.state.plane
@@ -128,10 +128,18 @@ def build_env(data_dir: Path, destinations: list | None = None) -> WebEnv:
             create_user(s, name, PASSWORD, role)
         study = s.get(Study, study_id)
         study.workflow = "ms-lesions"
-        s.get(Study, prior_id).workflow = "ms-lesions"
-        for target in ("selected", "queued", "running", "needs_review"):
+        transition(s, study, "selected", "test", "walked by the web test fixture")
+        series_ids = {"flair": s.scalars(select(Series.id).where(Series.study_id == study.id)).first(),
+                      "baseline_flair": s.scalars(select(Series.id).where(Series.study_id == prior_id)).first()}
+        run = WorkflowRun(study_id=study.id, workflow="ms-lesions", workflow_version="1.0.0", state="queued",
+                          series=series_ids, version=1)
+        s.add(run)
+        s.flush()
+        for target in ("running", "needs_review"):
+            transition(s, run, target, "test", "walked by the web test fixture")
+        for target in ("queued", "running", "needs_review"):
             transition(s, study, target, "test", "walked by the web test fixture")
-        job = Job(kind="workflow", study_id=study.id, state="succeeded")
+        job = Job(kind="workflow", study_id=study.id, state="succeeded", run_id=run.id)
         s.add(job)
         s.flush()
         folder = data_dir / "results" / str(study.id) / str(job.id)
@@ -161,12 +169,14 @@ def build_env(data_dir: Path, destinations: list | None = None) -> WebEnv:
                            (str(sc_path.relative_to(folder)), "sc")):
             p = folder / name
             sop = pydicom.dcmread(p, stop_before_pixels=True) if name.endswith(".dcm") else None
-            rows.append(Result(study_id=study.id, job_id=job.id, kind=kind, path=str(p.relative_to(data_dir)),
+            rows.append(Result(study_id=study.id, job_id=job.id, run_id=run.id, kind=kind,
+                               path=str(p.relative_to(data_dir)),
                                sop_uid=str(sop.SOPInstanceUID) if sop else None,
                                sop_class_uid=str(sop.SOPClassUID) if sop else None, sha256=sha256_file(p),
                                workflow="ms-lesions", software_version="test"))
         s.add_all(rows)
         s.flush()
+        run.job_id, run.result_id = job.id, rows[0].id
         pseudo = s.get(Patient, study.patient_id).pseudo_id
         return WebEnv(data_dir, app, study.id, prior_id, rows[0].id, folder, truth, pseudo)
 

@@ -75,14 +75,23 @@ def make_ms_result(out_dir: Path, lesions: tuple[Lesion, ...] = LESIONS) -> dict
     # The lesion table exactly as the workflow writes it (neurorad.quantify.lesions).
     table = lesion_table(Volume(labels, affine), len(lesions), kinds=["new"] * len(lesions), score=score)
     write_lesion_csv(table, out_dir / "lesions.csv")
-    result = {
-        "workflow": "ms-lesions",
-        "decision": {"status": "active", "active": True},
-        "counts": {"new": len(table), "enlarging": 0, "total": len(table)},
-        "lesions": [asdict(r) | {"location": r.location} for r in table],
-        "warnings": ["follow-up FLAIR contrast is lower than usual"],
-    }
-    (out_dir / "result.json").write_text(json.dumps(result, indent=2))
+    # result.json on the workflow contract, as the ms-lesions plug-in writes it
+    from neurorad.workflows.contract import Alarm, Finding, WorkflowResult
+    from neurorad.workflows.ms_lesions import MSLesionsWorkflow
+
+    wf = MSLesionsWorkflow()
+    findings = [Finding(r.id, r.kind, r.volume_mm3 / 1000.0, r.id, r.location,
+                        (r.centroid_x_mm, r.centroid_y_mm, r.centroid_z_mm)) for r in table]
+    result = wf.recompute(WorkflowResult(
+        wf.name, wf.version, findings=findings,
+        alarms=[Alarm("quality", "follow-up FLAIR contrast is lower than usual")],
+        mask="new_lesions.nii.gz", reference_role="flair",
+        volumes={"baseline": "baseline.nii.gz", "followup": "followup.nii.gz",
+                 "lesions_common": "new_lesions.nii.gz"},
+        extra={"lesions": [asdict(r) | {"location": r.location} for r in table]}))
+    result.summary = wf.conclusion(result)
+    result.write_json(out_dir)
+    json.loads((out_dir / "result.json").read_text())
     for r in table:
         rows.append({"lesion_id": r.id, "volume_ml": r.volume_mm3 / 1000.0, "volume_mm3": r.volume_mm3,
                      "x_mm": r.centroid_x_mm, "y_mm": r.centroid_y_mm, "z_mm": r.centroid_z_mm})

@@ -87,17 +87,26 @@ def test_worklist_is_pseudonymised_and_ordered(web_env: WebEnv) -> None:
 
 
 def test_review_data_matches_result(web_env: WebEnv) -> None:
+    """The page data comes from the workflow contract: panels and their titles, overlay, finding
+    kinds and their labels, the review form."""
     c, _ = _client(web_env, "rad")
     d = c.get(f"/web/api/studies/{web_env.study_id}/review").json()
-    assert d["result_version"] == web_env.result_id
-    assert [p["timepoint"] for p in d["panels"]] == ["baseline", "followup", "followup"]
+    assert d["result_version"] == web_env.result_id and d["workflow"] == "ms-lesions"
+    assert [p["title"] for p in d["panels"]] == ["Baseline FLAIR (skull-stripped, registered)",
+                                                 "Follow-up FLAIR (skull-stripped, registered)",
+                                                 "Follow-up FLAIR + new (red) and enlarging (yellow) lesions"]
     assert [p["overlay"] for p in d["panels"]] == [False, False, True]
-    assert d["overlay"]["url"].endswith("/new_lesions.nii.gz")
+    assert d["overlay"]["url"].startswith(f"/web/api/studies/{web_env.study_id}/files/new_lesions.nii.gz")
+    assert d["overlay"]["kind_colours"] == {"new": "#ff2020", "enlarging": "#ffd000"}
     truth = web_env.truth["expected_ml"]  # voxel counts of the painted balls x voxel volume
-    assert {le["lesion_id"] for le in d["lesions"]} == set(truth)
-    for le in d["lesions"]:
-        assert le["volume_ml"] == pytest.approx(truth[le["lesion_id"]], abs=1e-3)
-    assert d["finding"] == "active"
+    assert {f["id"] for f in d["findings"]} == set(truth)
+    for f in d["findings"]:
+        assert f["volume_ml"] == pytest.approx(truth[f["id"]], abs=1e-3)
+        assert f["kind"] == "new" and f["kind_label"] == "New T2-FLAIR lesion"
+    assert d["form"]["fields"][0]["name"] == "score" and len(d["form"]["fields"][0]["choices"]) == 5
+    assert [v["value"] for v in d["form"]["finding_verdicts"]] == ["keep", "discard"]
+    assert d["finding"].startswith("Active: 3 new T2-FLAIR lesions")
+    assert d["alarms"] == 1 and d["decided"] is None
     assert d["can_decide"] is True
     assert d["priors"][0]["study_id"] == web_env.prior_study_id
     # the prior has no result here: its page shows the study's status instead of failing
@@ -122,44 +131,48 @@ def test_accept_regenerates_report_with_kept_lesions(web_env: WebEnv) -> None:
     assert out["kept"] == [1, 3] and out["discarded"] == [2]
     assert out["report_version"] == 2  # the workflow's draft is version 1
     html = c.get(out["report_url"]).text
-    assert "Lesion 1 (new)" in html and "Lesion 3 (new)" in html and "Lesion 2 (new)" not in html
-    assert "Lesion 2 is a vessel." in html
-    assert html.count("<figure>") == 2  # key images of the kept lesions only
+    rows = re.findall(r"<tr><td>(\d+)</td><td>New T2-FLAIR lesion</td><td>([0-9.]+)</td>", html)
+    truth = web_env.truth["expected_ml"]
+    assert [int(i) for i, _ in rows] == [1, 3]  # the kept lesions only, with their volumes (mL)
+    assert [float(v) for _, v in rows] == pytest.approx([truth[1], truth[3]], abs=1e-3)
     assert "Active: 2 new T2-FLAIR lesions" in html
     (ev,) = _audit_events(web_env, "qa.decision")
     assert ev.actor == "user:rad" and ev.details["decision"] == "ACCEPTABLE"
-    assert ev.details["result_version"] == web_env.result_id and ev.details["discarded_candidates"] == [2]
+    assert ev.details["result_version"] == web_env.result_id and ev.details["discarded"] == [2]
     assert ev.software_version and ev.at is not None
     # the decision row itself holds verdicts, missed markers and the software version
     with web_env.app.state.db.session() as s:
         from neurorad.store.models import QADecision
 
         dec = s.scalars(select(QADecision)).one()
-        assert dec.candidates == [{"lesion_id": 1, "verdict": "keep"}, {"lesion_id": 2, "verdict": "discard"},
-                                  {"lesion_id": 3, "verdict": "keep"}]
+        assert dec.candidates == [{"finding_id": 1, "verdict": "keep"}, {"finding_id": 2, "verdict": "discard"},
+                                  {"finding_id": 3, "verdict": "keep"}]
         assert dec.missed_lesions == [] and dec.report_version == 2 and dec.software_version == ev.software_version
-    # The draft (version 1) was never issued to the PACS (only reviewed versions are delivered),
-    # so version 2 replaces nothing there: no Predecessor Documents Sequence.
-    dcm = pydicom.dcmread(web_env.data_dir / "results" / str(sid) / "review" / "report_v2.dcm")
+        assert dec.form_values == {"score": "4"}
+    # the reviewed report as a DICOM Encapsulated PDF in the (pseudonymised) study, report version 2
+    dcm = pydicom.dcmread(web_env.data_dir / "results" / str(sid) / "review" / "run1" / "v2" / "dicom" /
+                          "report_pdf.dcm")
     draft = pydicom.dcmread(web_env.folder / "dicom" / "report_pdf.dcm")
-    assert "PredecessorDocumentsSequence" not in dcm
-    assert dcm.StudyInstanceUID == draft.StudyInstanceUID and dcm.InstanceNumber == 2
-    assert dcm.SOPInstanceUID != draft.SOPInstanceUID
-    # a second decision supersedes the first reviewed version
-    r2 = c.post(f"/web/api/studies/{sid}/decision",
-                json=_body(web_env, candidates=[], missed_lesions=[{"x_mm": -20.5, "y_mm": 4.0, "z_mm": 31.0}]),
-                headers={"X-CSRF-Token": csrf})
-    assert r2.status_code == 200 and r2.json()["report_version"] == 3
-    dcm3 = pydicom.dcmread(web_env.data_dir / "results" / str(sid) / "review" / "report_v3.dcm")
-    ref3 = dcm3.PredecessorDocumentsSequence[0].ReferencedSeriesSequence[0].ReferencedSOPSequence[0]
-    assert ref3.ReferencedSOPInstanceUID == dcm.SOPInstanceUID
-    assert dcm3.SeriesInstanceUID == dcm.SeriesInstanceUID
+    assert dcm.StudyInstanceUID == draft.StudyInstanceUID and dcm.SOPInstanceUID != draft.SOPInstanceUID
+    # deciding again on the same result version needs an explicit amendment with a reason
+    again = _body(web_env, candidates=[], missed_lesions=[{"x_mm": -20.5, "y_mm": 4.0, "z_mm": 31.0}])
+    r2 = c.post(f"/web/api/studies/{sid}/decision", json=again, headers={"X-CSRF-Token": csrf})
+    assert r2.status_code == 409 and "amendment" in r2.json()["detail"]
+    again["amendment_reason"] = "lesion 2 is real after all"
+    r2 = c.post(f"/web/api/studies/{sid}/decision", json=again, headers={"X-CSRF-Token": csrf})
+    assert r2.status_code == 200 and r2.json()["report_version"] == 3 and r2.json()["amends"] == out["decision_id"]
     with web_env.app.state.db.session() as s:
         d2, d3 = s.scalars(select(QADecision).order_by(QADecision.id)).all()
         assert [c["verdict"] for c in d3.candidates] == ["keep"] * 3 and d3.report_version == 3
         assert d3.missed_lesions == [{"x_mm": -20.5, "y_mm": 4.0, "z_mm": 31.0}]
+        assert d3.amends_id == d2.id and d3.amendment_reason == "lesion 2 is real after all"
+    (amend,) = _audit_events(web_env, "qa.amendment")
+    assert amend.details["reason"] == "lesion 2 is real after all" and amend.details["amends"] == out["decision_id"]
     api = c.get(f"/api/studies/{sid}").json()["qa"]
     assert [q["report_version"] for q in api] == [2, 3] and api[1]["missed_lesions"][0]["x_mm"] == -20.5
+    # the page shows the decision as decided, with the link to its report version
+    page = c.get(f"/web/api/studies/{sid}/review").json()
+    assert page["decided"]["report_version"] == 3 and page["decided"]["amends"] == out["decision_id"]
 
 
 def test_rejected_result_puts_no_numbers_in_report(web_env: WebEnv) -> None:
@@ -170,9 +183,10 @@ def test_rejected_result_puts_no_numbers_in_report(web_env: WebEnv) -> None:
     assert r.status_code == 200, r.text
     html = c.get(r.json()["report_url"]).text
     assert "not usable" in html
+    body = html.split("</h1>")[1]
+    assert "Active" not in body and "Gadolinium" not in body and "New T2-FLAIR lesion" not in body
     for row in web_env.truth["rows"]:
-        assert f"Lesion {row['lesion_id']} (" not in html
-    assert "mm3" not in html.split("<h2>Method")[0]
+        assert f"{row['volume_ml']:.3f}" not in html
 
 
 def test_stale_result_version_is_refused(web_env: WebEnv) -> None:
@@ -183,39 +197,53 @@ def test_stale_result_version_is_refused(web_env: WebEnv) -> None:
 
 
 def test_page_embeds_no_script_breakout(web_env: WebEnv) -> None:
-    # the lesion table's free text ends up in the page's JSON: it must not close the script element
-    csv_path = web_env.folder / "lesions.csv"
-    text = csv_path.read_text()
-    csv_path.write_text(text.replace("\n1,", "\n1,", 1))
+    # the result's free text ends up in the page's JSON: it must not close the script element
     res = json.loads((web_env.folder / "result.json").read_text())
-    res["decision"] = {"status": "</script><script>alert(1)</script>"}
+    res["findings"][0]["location"] = "</script><script>alert(1)</script>"
     (web_env.folder / "result.json").write_text(json.dumps(res))
     c, _ = _client(web_env, "rad")
     page = c.get(f"/studies/{web_env.study_id}").text
     data = page.split('<script id="review-data" type="application/json">')[1].split("</script>")[0]
-    assert json.loads(data)["finding"] == "</script><script>alert(1)</script>"
+    assert json.loads(data)["findings"][0]["location"] == "</script><script>alert(1)</script>"
 
 
-def test_three_time_points_must_all_be_accepted(web_env: WebEnv, tmp_path) -> None:
-    import shutil
+def test_form_time_points_must_all_be_accepted(web_env: WebEnv) -> None:
+    """A workflow whose form names time points (e.g. a 3-time-point comparison) needs every one
+    accepted for ACCEPTABLE; the rule comes from the workflow's ReviewForm, not the platform."""
+    from dataclasses import replace
 
-    from tests.web.test_review import make_glioma_folder
+    from neurorad.workflows import registry
+    from neurorad.workflows.ms_lesions import MSLesionsWorkflow
 
-    shutil.copytree(web_env.folder, tmp_path / "ms")
-    dicom = tmp_path / "ms" / "dicom"
-    shutil.rmtree(web_env.folder)
-    make_glioma_folder(web_env.folder, tmp_path / "ms", (10.0, 8.0), 12.0)
-    shutil.copytree(dicom, web_env.folder / "dicom")
+    class ThreePoint(MSLesionsWorkflow):
+        review_form = replace(MSLesionsWorkflow.review_form, timepoints=("prior 2", "prior 1", "current"))
+
+    registry.register(ThreePoint)  # replaces ms-lesions in this process
+    try:
+        c, csrf = _client(web_env, "rad")
+        page = c.get(f"/web/api/studies/{web_env.study_id}/review").json()
+        assert page["form"]["timepoints"] == ["prior 2", "prior 1", "current"]
+        url = f"/web/api/studies/{web_env.study_id}/decision"
+        body = _body(web_env, candidates=[], timepoints_accepted=["prior 1", "current"])
+        r = c.post(url, json=body, headers={"X-CSRF-Token": csrf})
+        assert r.status_code == 422 and "prior 2" in r.text
+        body["timepoints_accepted"].append("prior 2")
+        assert c.post(url, json=body, headers={"X-CSRF-Token": csrf}).status_code == 200
+    finally:
+        registry.unregister("ms-lesions")
+
+
+def test_verdicts_are_validated_by_the_workflow_form(web_env: WebEnv) -> None:
     c, csrf = _client(web_env, "rad")
-    page = c.get(f"/studies/{web_env.study_id}").text
-    assert page.count('name="timepoint-accept"') == 3
-    assert 'data-flag="0"' in page and 'data-flag="1"' in page  # +20 % vs prior 1, +50 % vs prior 2
     url = f"/web/api/studies/{web_env.study_id}/decision"
-    body = _body(web_env, candidates=[], timepoints_accepted=["prior 1", "current + segmentation"])
-    r = c.post(url, json=body, headers={"X-CSRF-Token": csrf})
-    assert r.status_code == 422 and "prior 2" in r.text
-    body["timepoints_accepted"].append("prior 2")
-    assert c.post(url, json=body, headers={"X-CSRF-Token": csrf}).status_code == 200
+    r = c.post(url, json=_body(web_env, candidates=[{"lesion_id": 2, "verdict": "maybe"}]),
+               headers={"X-CSRF-Token": csrf})
+    assert r.status_code == 422 and "maybe" in r.text
+    r = c.post(url, json=_body(web_env, candidates=[{"finding_id": 9, "verdict": "keep"}]),
+               headers={"X-CSRF-Token": csrf})
+    assert r.status_code == 422 and "9" in r.text
+    r = c.post(url, json=_body(web_env, score=None, values={"score": "7"}), headers={"X-CSRF-Token": csrf})
+    assert r.status_code == 422 and "Quality score" in r.text
 
 
 def _red_pixels(ds: pydicom.Dataset) -> int:
@@ -257,34 +285,35 @@ def test_delivery_sends_only_reviewed_objects_without_discarded_candidates(web_e
     by_mod = {}
     for ds in got:
         by_mod.setdefault(str(ds.Modality), []).append(ds)
-    assert sorted((k, len(v)) for k, v in by_mod.items()) == [("DOC", 1), ("OT", 2), ("SEG", 1)]
-    (report,) = by_mod["DOC"]
-    assert int(report.InstanceNumber) == 2
+    assert sorted((k, len(v)) for k, v in by_mod.items()) == [("DOC", 1), ("SEG", 1)]
     (seg,) = by_mod["SEG"]
-    assert {str(x.SegmentLabel) for x in seg.SegmentSequence} == {"Lesion 1 (new)", "Lesion 3 (new)"}
-    assert {str(x.SegmentAlgorithmType) for x in seg.SegmentSequence} == {"SEMIAUTOMATIC"}
+    assert {str(x.SegmentLabel) for x in seg.SegmentSequence} == {"Finding 1 (New T2-FLAIR lesion)",
+                                                                   "Finding 3 (New T2-FLAIR lesion)"}
     # frames on the examined series (3 axial slices k = 45..47 of the 2 mm grid): lesion 1 only
     expected = sum(_ball_voxels_in_slice(LESIONS[0], k) for k in (45, 46, 47))
     assert expected > 0 and int(seg.pixel_array.sum()) == expected
     ref_series = str(seg.ReferencedSeriesSequence[0].SeriesInstanceUID)
     assert ref_series not in series_uids  # re-identified: the PACS's own series UID, not the pseudonym
-    # key images: one per kept lesion's centre slice; lesion 2 (discarded) is cut by lesion 1's
-    # slice (k = 50) but must not be coloured there
-    scs = [ds for ds in got if ds.SOPClassUID == "1.2.840.10008.5.1.4.1.1.7"]
-    assert sorted(_red_pixels(ds) for ds in scs) == sorted(
-        [_ball_voxels_in_slice(LESIONS[0], 50), _ball_voxels_in_slice(LESIONS[2], 56)])
-    assert _ball_voxels_in_slice(LESIONS[1], 50) > 0
     n_first = len(got)
-    # a later UNACCEPTABLE supersedes the accepted version with a "not usable" report only
-    r = c.post(url, json=_body(env, decision="UNACCEPTABLE", score=2, candidates=[]),
+    # a later UNACCEPTABLE (an amendment, with its reason) sends a "not usable" report only
+    r = c.post(url, json=_body(env, decision="UNACCEPTABLE", score=2, candidates=[],
+                               amendment_reason="motion artefact missed at first"),
                headers={"X-CSRF-Token": csrf})
-    assert r.status_code == 200 and r.json()["report_version"] == 3
+    assert r.status_code == 200 and r.json()["report_version"] == 3, r.text
     run_jobs(env.app)
     new = pacs.received[n_first:]
-    assert [(str(ds.Modality), int(ds.InstanceNumber)) for ds in new] == [("DOC", 3)]
-    pred = new[0].PredecessorDocumentsSequence[0].ReferencedSeriesSequence[0].ReferencedSOPSequence[0]
-    assert pred.ReferencedSOPInstanceUID == report.SOPInstanceUID
+    assert [str(ds.Modality) for ds in new] == ["DOC"]
     assert "not usable" in str(new[0].DocumentTitle)
+    # a second run of the delivery sends nothing new
+    with env.app.state.db.session() as s:
+        from neurorad.store.models import WorkflowRun
+
+        run = s.scalars(select(WorkflowRun)).one()
+        assert run.state == "delivered"
+    tc, tcsrf = _client(env, "tech")
+    assert tc.post(f"/api/studies/{env.study_id}/deliver", headers={"X-CSRF-Token": tcsrf}).status_code == 200
+    run_jobs(env.app)
+    assert len(pacs.received) == n_first + 1
 
 
 def test_straight_rejection_is_reported_and_delivered(web_env_pacs: WebEnv, pacs) -> None:
@@ -300,11 +329,12 @@ def test_straight_rejection_is_reported_and_delivered(web_env_pacs: WebEnv, pacs
                headers={"X-CSRF-Token": csrf})
     assert r.status_code == 200 and r.json()["delivery"].startswith("queued"), r.text
     run_jobs(env.app)
-    assert [(str(ds.Modality), int(ds.InstanceNumber)) for ds in pacs.received] == [("DOC", 2)]
+    assert [str(ds.Modality) for ds in pacs.received] == ["DOC"]
     assert pacs.received[0].PatientID == IDENTITY["PatientID"]
     assert "not usable" in str(pacs.received[0].DocumentTitle)
     with env.app.state.db.session() as s:
-        rows = s.scalars(select(StudyTransition).where(StudyTransition.study_id == env.study_id)
+        rows = s.scalars(select(StudyTransition).where(StudyTransition.study_id == env.study_id,
+                                                       StudyTransition.run_id.is_not(None))
                          .order_by(StudyTransition.id)).all()
     assert [(t.from_state, t.to_state) for t in rows][-3:] == [
         ("needs_review", "rejected"), ("rejected", "reported"), ("reported", "delivered")]

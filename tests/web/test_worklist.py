@@ -19,9 +19,11 @@ def _login(env: WebEnv, user: str) -> TestClient:
 
 
 def _add_studies(env: WebEnv, specs: list[tuple[str, int, int, str]]) -> dict[str, int]:
-    """specs: (name, alarms, hours waiting, workflow) -> study ids; each with a result.json."""
+    """specs: (name, alarms, hours waiting, workflow) -> study ids; each with a run and a result.json."""
     from neurorad.provenance import sha256_file
-    from neurorad.store.models import Patient, Result, Study, StudyTransition, utcnow
+    from neurorad.store.models import Patient, Result, Study, StudyTransition, WorkflowRun, utcnow
+    from neurorad.workflows import registry
+    from neurorad.workflows.contract import Alarm, WorkflowResult
 
     ids = {}
     with env.app.state.db.session() as s:
@@ -36,10 +38,18 @@ def _add_studies(env: WebEnv, specs: list[tuple[str, int, int, str]]) -> dict[st
                                   at=utcnow() - timedelta(hours=hours), actor="test", software_version="test"))
             folder = env.data_dir / "results" / str(st.id) / "1"
             folder.mkdir(parents=True)
-            finding = ("active" if alarms else "no new lesion") if workflow == "ms-lesions" else "stable"
-            (folder / "result.json").write_text(json.dumps({"alarms": alarms, "decision": {"status": finding}}))
-            s.add(Result(study_id=st.id, kind="json", path=str((folder / "result.json").relative_to(env.data_dir)),
-                         sha256=sha256_file(folder / "result.json"), workflow=workflow, software_version="t"))
+            wf = registry.load(workflow)
+            WorkflowResult(wf.name, wf.version, alarms=[Alarm("q", f"alarm {k}") for k in range(alarms)],
+                           summary="stable").write_json(folder)
+            run = WorkflowRun(study_id=st.id, workflow=workflow, state="needs_review", series={}, version=1)
+            s.add(run)
+            s.flush()
+            row = Result(study_id=st.id, run_id=run.id, kind="json",
+                         path=str((folder / "result.json").relative_to(env.data_dir)),
+                         sha256=sha256_file(folder / "result.json"), workflow=workflow, software_version="t")
+            s.add(row)
+            s.flush()
+            run.result_id = row.id
             ids[name] = st.id
     return ids
 
@@ -50,7 +60,7 @@ def _order(html: str) -> list[int]:
 
 def test_order_alarms_then_age_and_filters(web_env: WebEnv) -> None:
     ids = _add_studies(web_env, [("calm-old", 0, 30, "ms-lesions"), ("calm-new", 0, 1, "ms-lesions"),
-                                 ("alarm2", 2, 2, "glioma"), ("alarm5", 5, 1, "ms-lesions"),
+                                 ("alarm2", 2, 2, "summary"), ("alarm5", 5, 1, "ms-lesions"),
                                  ("alarm2-older", 2, 10, "ms-lesions")])
     c = _login(web_env, "rad")
     order = _order(c.get("/worklist").text)
@@ -58,7 +68,7 @@ def test_order_alarms_then_age_and_filters(web_env: WebEnv) -> None:
     expected = [ids["alarm5"], ids["alarm2-older"], ids["alarm2"], web_env.study_id, ids["calm-old"],
                 ids["calm-new"]]
     assert order == expected
-    assert _order(c.get("/worklist?workflow=glioma").text) == [ids["alarm2"]]
+    assert _order(c.get("/worklist?workflow=summary").text) == [ids["alarm2"]]
     assert _order(c.get("/worklist?alarms=1").text) == expected[:4]
     assert _order(c.get("/worklist?status=decided").text) == []
     assert web_env.prior_study_id in _order(c.get("/worklist?status=all").text)

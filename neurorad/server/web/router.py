@@ -18,7 +18,6 @@ from typing import Any, Literal
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
-from pydantic import BaseModel, Field
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -32,11 +31,13 @@ from neurorad.server.auth import (
     require_role,
     safe_redirect_target,
 )
+from neurorad.server.decisions import DECIDABLE_STATES, DecisionIn, can_decide
 from neurorad.server.params import DbId
 from neurorad.server.web import pagedata
 from neurorad.server.web import review as rv
 from neurorad.store.audit import audit
-from neurorad.store.models import Patient, QADecision, Result, Study, StudyTransition, User, utcnow
+from neurorad.store.models import Patient, QADecision, Result, Study, StudyTransition, User, WorkflowRun, utcnow
+from neurorad.workflows import registry
 
 log = logging.getLogger(__name__)
 
@@ -61,9 +62,7 @@ STATUS_LABELS = [("awaiting", "awaiting review"), ("decided", "decided"), ("proc
                  ("baseline", "baseline, waiting for follow-up"), ("failed", "failed"), ("all", "all")]
 #: Roles allowed to see real patient identifiers (each view is audited).
 IDENTIFIER_ROLES = ("radiologist", "admin")
-#: Roles that record QA decisions (admins manage, they do not read).
-DECIDING_ROLES = ("radiologist",)
-REVIEWABLE_STATES = ("needs_review", "accepted", "rejected", "reported", "delivered")
+REVIEWABLE_STATES = DECIDABLE_STATES
 _FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,120}\.nii\.gz$")
 _STATIC_NAME = re.compile(r"^(dist/)?[A-Za-z0-9][A-Za-z0-9_.-]{0,120}\.(js|css|map|txt)$")
 
@@ -108,25 +107,26 @@ def _abspath(root: Path, rel: str) -> Path:
     return p
 
 
-def current_result(s: Session, study: Study, root: Path) -> tuple[Result | None, Path | None]:
-    """The result under review: the anchor row of the study's latest workflow run and its folder.
+def current_run(s: Session, study: Study, root: Path, run_id: int | None = None
+                ) -> tuple[WorkflowRun | None, Path | None]:
+    """The run shown on the study page and the folder of its current result: ``run_id`` when given,
+    else the first run awaiting review, else the latest run with a result."""
+    from neurorad.server.decisions import result_folder
 
-    The folder is the one holding the workflow's ``result.json`` (or its NIfTI images) among the
-    folders of the latest run's result objects. Report versions written by the review are not
-    workflow results and are skipped.
-    """
-    rows = s.scalars(select(Result).where(Result.study_id == study.id, Result.kind.notlike("review%"))
-                     .order_by(Result.id)).all()
-    if not rows:
-        return None, None
-    latest_job = max((r.job_id or 0) for r in rows)
-    run = [r for r in rows if (r.job_id or 0) == latest_job]
-    for r in run:
-        p = _abspath(root, r.path)
-        for d in (p if p.is_dir() else p.parent, (p if p.is_dir() else p.parent).parent):
-            if (d / "result.json").exists() or (d / "followup.nii.gz").exists():
-                return run[0], d
-    return run[0], None
+    runs = s.scalars(select(WorkflowRun).where(WorkflowRun.study_id == study.id).order_by(WorkflowRun.id)).all()
+    if run_id is not None:
+        runs = [r for r in runs if r.id == run_id]
+    with_result = [r for r in runs if r.result_id is not None]
+    if not with_result:
+        return (runs[0] if runs else None), None
+    run = next((r for r in with_result if r.state == "needs_review"), with_result[-1])
+
+    class _Storage:  # result_folder only needs abspath under the data dir
+        @staticmethod
+        def abspath(rel: str) -> Path:
+            return _abspath(root, rel)
+
+    return run, result_folder(_Storage, run, s)
 
 
 def _waiting_since(s: Session, study: Study) -> datetime:
@@ -137,6 +137,15 @@ def _waiting_since(s: Session, study: Study) -> datetime:
 
 def _latest_decision(s: Session, study_id: int) -> QADecision | None:
     return s.scalar(select(QADecision).where(QADecision.study_id == study_id).order_by(QADecision.id.desc()).limit(1))
+
+
+def _load_result(folder: Path):  # noqa: ANN202
+    """(workflow, result) of a result folder, or (None, None) when unreadable."""
+    try:
+        result = rv.read_result(folder)
+        return registry.load(result.workflow), result
+    except (InputError, registry.WorkflowLoadError):
+        return None, None
 
 
 def _exam_date(request: Request, s: Session, study: Study, original: bool) -> str | None:
@@ -220,23 +229,22 @@ def worklist_page(
     if states:
         q = q.where(Study.state.in_(states))
     if workflow:
-        q = q.where(Study.workflow == workflow)
+        q = q.where(Study.id.in_(select(WorkflowRun.study_id).where(WorkflowRun.workflow == workflow)))
     show_ids = identifiers and p.role in IDENTIFIER_ROLES
     now = utcnow()
     rows = []
     for study, patient in s.execute(q.limit(500)).all():
-        n_alarms, finding = 0, study.state.replace("_", " ")
-        _, folder = current_result(s, study, root)
-        if folder is not None:
-            try:
-                result = rv.read_result_json(folder)
-                n_alarms = rv.count_alarms(result)[0]
-                finding = rv.finding_of(result, len(rv.read_candidates(folder / "lesions.csv")))
-            except InputError:
-                finding = "result unreadable"
+        n_alarms = 0
         state_key, state_text = pagedata.worklist_state(study.state, study.state_reason)
-        if folder is None:
-            finding = state_text
+        finding = state_text
+        _, folder = current_run(s, study, root)
+        if folder is not None:
+            wf, result = _load_result(folder)
+            if result is None:
+                finding = "result unreadable"
+            else:
+                n_alarms = rv.count_alarms(result)
+                finding = wf.conclusion(result)
         if (status == "baseline") != (state_key == pagedata.BASELINE_STATE) and status in ("baseline", "failed"):
             continue
         if alarms and not n_alarms:
@@ -263,7 +271,7 @@ def worklist_page(
         # (a write of its own: a page's session is a read-only snapshot)
         with request.app.state.db.session() as w:
             audit(w, p.actor, "web.view_identifiers", "worklist", None, study_ids=[r["study_id"] for r in rows])
-    workflows = sorted({w for (w,) in s.execute(select(Study.workflow).distinct()) if w})
+    workflows = sorted({w for (w,) in s.execute(select(WorkflowRun.workflow).distinct()) if w})
     return _page(request, "worklist.html", p, rows=rows, workflows=workflows, statuses=STATUS_LABELS,
                  filters={"workflow": workflow, "status": status, "alarms": alarms, "identifiers": show_ids},
                  can_see_identifiers=p.role in IDENTIFIER_ROLES)
@@ -282,7 +290,7 @@ def admin_page(request: Request, p: Principal | None = Depends(current_user_opti
         ("review required", st.review_required),
         ("session hours", st.session_hours),
         ("secure cookies", st.secure_cookies),
-        ("workflow", st.workflow),
+        ("enabled workflows", ", ".join(st.workflows) or "none"),
         ("retention days", st.retention_days),
         # destinations without credentials
         ("destinations", ", ".join(f"{d.name} ({d.kind})" for d in st.destinations) or "none"),
@@ -291,25 +299,35 @@ def admin_page(request: Request, p: Principal | None = Depends(current_user_opti
     return _page(request, "admin.html", p, users=users, settings=shown)
 
 
-def _file_url(study_id: int):
-    return lambda name: f"/web/api/studies/{study_id}/files/{name}"
+def _file_url(study_id: int, run_id: int):
+    return lambda name: f"/web/api/studies/{study_id}/files/{name}?run={run_id}"
 
 
-def _review_for(request: Request, s: Session, study: Study, p: Principal) -> dict[str, Any]:
+def _review_for(request: Request, s: Session, study: Study, p: Principal, run_id: int | None = None) -> dict[str, Any]:
     root = _storage_root(request)
-    res, folder = current_result(s, study, root)
-    if res is None or folder is None:
+    run, folder = current_run(s, study, root, run_id)
+    if run is None or folder is None:
         raise HTTPException(404, "this study has no reviewable result yet")
     try:
-        data = rv.build_review(folder, res.id, _file_url(study.id), study.workflow)
+        wf = registry.load(run.workflow)
+        data = rv.build_review(folder, run.result_id, _file_url(study.id, run.id), wf)
+    except registry.WorkflowLoadError as err:
+        raise HTTPException(422, str(err)) from None
     except InputError as err:
         raise HTTPException(422, str(err)) from None
-    out = data.to_json_dict()
+    out = data
     decisions = s.execute(select(QADecision, User).join(User, User.id == QADecision.user_id, isouter=True)
-                          .where(QADecision.study_id == study.id).order_by(QADecision.id)).all()
-    out["decisions"] = [{"decision": d.decision, "score": d.score, "user": u.username if u else "?",
-                         "at": d.created_at.isoformat(timespec="minutes"), "result_version": d.result_id}
+                          .where(QADecision.run_id == run.id).order_by(QADecision.id)).all()
+    out["decisions"] = [{"id": d.id, "decision": d.decision, "score": d.score, "values": d.form_values or {},
+                         "verdicts": d.candidates or [], "missed": d.missed_lesions or [], "comment": d.comment or "",
+                         "user": u.username if u else "?", "at": d.created_at.isoformat(timespec="minutes"),
+                         "result_version": d.result_id, "report_version": d.report_version,
+                         "amends": d.amends_id, "amendment_reason": d.amendment_reason,
+                         "report_url": f"/web/api/studies/{study.id}/reports/{d.report_version}?fmt=html&run={run.id}"}
                         for d, u in decisions]
+    current = [d for d in out["decisions"] if d["result_version"] == run.result_id]
+    out["decided"] = current[-1] if current else None
+    out["draft_report_url"] = f"/web/api/studies/{study.id}/reports/1?fmt=html&run={run.id}"
     priors = s.execute(select(Study).where(Study.patient_id == study.patient_id, Study.id != study.id)
                        .order_by(Study.received_at.desc())).scalars().all()
     original = p.role in IDENTIFIER_ROLES
@@ -317,15 +335,20 @@ def _review_for(request: Request, s: Session, study: Study, p: Principal) -> dic
                       "state": o.state} for o in priors]
     out["exam_dates"] = [{"label": "this exam", "date": _exam_date(request, s, study, original)}] + [
         {"label": f"exam #{o['study_id']}", "date": o["date"]} for o in out["priors"]]
-    out["state"] = study.state
-    out["can_decide"] = p.role in DECIDING_ROLES and study.state in REVIEWABLE_STATES
+    out["state"] = run.state
+    out["study_state"] = study.state
+    out["run_id"] = run.id
+    out["runs"] = [{"id": r.id, "workflow": r.workflow, "state": r.state, "result_version": r.result_id,
+                    "url": f"/studies/{study.id}?run={r.id}"} for r in study.runs]
+    out["can_decide"] = can_decide(p.role) and run.state in REVIEWABLE_STATES
     out["decision_url"] = f"/web/api/studies/{study.id}/decision"
     out["preview_level"] = rv.preview_level(folder)
     return out
 
 
 @router.get("/studies/{study_id}")
-def study_page(request: Request, study_id: DbId, p: Principal | None = Depends(current_user_optional),
+def study_page(request: Request, study_id: DbId, run: int | None = None,
+               p: Principal | None = Depends(current_user_optional),
                s: Session = Depends(get_db_session)) -> Response:
     if p is None:
         return _to_login(request)
@@ -333,7 +356,7 @@ def study_page(request: Request, study_id: DbId, p: Principal | None = Depends(c
     if study is None:
         raise HTTPException(404, "no such study")
     try:
-        review = _review_for(request, s, study, p)
+        review = _review_for(request, s, study, p, run)
     except HTTPException as err:
         # No viewable result (still processing, failed, or an older study): show its status.
         transitions = s.scalars(select(StudyTransition).where(StudyTransition.study_id == study.id)
@@ -345,18 +368,19 @@ def study_page(request: Request, study_id: DbId, p: Principal | None = Depends(c
 
 # -- JSON / files used by the study page ---------------------------------------------------------------
 @router.get("/web/api/studies/{study_id}/review")
-def review_json(request: Request, study_id: DbId, p: Principal = Depends(current_user),
+def review_json(request: Request, study_id: DbId, run: int | None = None, p: Principal = Depends(current_user),
                 s: Session = Depends(get_db_session)) -> dict[str, Any]:
     study = s.get(Study, study_id)
     if study is None:
         raise HTTPException(404, "no such study")
-    return _review_for(request, s, study, p)
+    return _review_for(request, s, study, p, run)
 
 
 @router.get("/web/api/studies/{study_id}/files/{name}")
-def study_file(request: Request, study_id: DbId, name: str, level: Literal["", "preview"] = "",
-               p: Principal = Depends(current_user), s: Session = Depends(get_db_session)) -> Response:
-    """A NIfTI image of the result folder (names only, never a path from the URL); ``level=preview``:
+def study_file(request: Request, study_id: DbId, name: str, run: int | None = None,
+               level: Literal["", "preview"] = "", p: Principal = Depends(current_user),
+               s: Session = Depends(get_db_session)) -> Response:
+    """A NIfTI image of the run's result folder (names only, never a path from the URL); ``level=preview``:
     the downsampled display copy the viewer shows first (:func:`neurorad.server.web.display.display_copy`)."""
     if not _FILE_NAME.match(name):
         raise HTTPException(404)
@@ -364,16 +388,18 @@ def study_file(request: Request, study_id: DbId, name: str, level: Literal["", "
     if study is None:
         raise HTTPException(404)
     root = _storage_root(request)
-    _, folder = current_result(s, study, root)
+    run_row, folder = current_run(s, study, root, run)
     if folder is None or not (folder / name).is_file():
         raise HTTPException(404)
+    wf, result = _load_result(folder)
+    is_label = result is not None and name == (rv.overlay_file(wf, result) or result.mask)
     # a compact display copy (int16 scaled images, uint8 labels; see neurorad.server.web.display)
     from neurorad.server.web.display import display_copy
 
     path = folder / name
     try:
         if getattr(request.app.state.settings, "viewer_display_copies", True):
-            path = display_copy(folder / name, root / "cache" / "viewer", is_label=name in rv.OVERLAY_CANDIDATES,
+            path = display_copy(folder / name, root / "cache" / "viewer", is_label=is_label,
                                 preview=level == "preview")
     except Exception:  # noqa: BLE001 - an unreadable image is sent as stored; the viewer reports it
         log.warning("study %s: no display copy of %s", study.id, name, exc_info=True)
@@ -384,59 +410,45 @@ def study_file(request: Request, study_id: DbId, name: str, level: Literal["", "
 
 @router.get("/web/api/studies/{study_id}/reports/{version}")
 def report_file(request: Request, study_id: DbId, version: DbId, fmt: Literal["html", "pdf"] = "html",
-                p: Principal = Depends(current_user), s: Session = Depends(get_db_session)) -> Response:
-    row = s.scalar(select(Result).where(Result.study_id == study_id, Result.kind == f"review_{fmt}",
-                                        Result.path.like(f"%report_v{int(version)}.{fmt}")))
-    if row is None:
+                run: int | None = None, p: Principal = Depends(current_user),
+                s: Session = Depends(get_db_session)) -> Response:
+    """Report version ``version`` of a run (1: the workflow's own draft; 2...: one per decision)."""
+    study = s.get(Study, study_id)
+    if study is None:
         raise HTTPException(404)
-    path = _abspath(_storage_root(request), row.path)
+    root = _storage_root(request)
+    run_row, folder = current_run(s, study, root, run)
+    if run_row is None:
+        raise HTTPException(404)
     media = "text/html" if fmt == "html" else "application/pdf"
+    if version == 1:
+        path = folder / f"report.{fmt}" if folder is not None else None
+    else:
+        row = s.scalar(select(Result).where(Result.run_id == run_row.id, Result.kind == f"review_{fmt}",
+                                            Result.path.like(f"%/run{run_row.id}/v{int(version)}/report.{fmt}")))
+        path = _abspath(root, row.path) if row is not None else None
+    if path is None or not path.is_file():
+        raise HTTPException(404, f"no report version {version} ({fmt})")
     return FileResponse(path, media_type=media, headers={"Cache-Control": "private, no-store"})
 
 
-class CandidateIn(BaseModel):
-    lesion_id: int
-    verdict: Literal["keep", "discard"]
-
-
-class MissedIn(BaseModel):
-    x_mm: float
-    y_mm: float
-    z_mm: float
-
-
-class DecisionIn(BaseModel):
-    result_version: int
-    decision: Literal["ACCEPTABLE", "UNACCEPTABLE"]
-    score: int = Field(ge=1, le=5)
-    comment: str = Field(default="", max_length=2000)
-    candidates: list[CandidateIn] = Field(default_factory=list, max_length=1000)
-    missed_lesions: list[MissedIn] = Field(default_factory=list, max_length=100)
-    timepoints_accepted: list[str] = Field(default_factory=list, max_length=10)
-
-
-def _require_reader(p: Principal = Depends(require_role("radiologist"))) -> Principal:
-    # require_role lets admins through everything; QA decisions are for radiologists only.
-    if p.role not in DECIDING_ROLES:
-        raise HTTPException(403, "only radiologists record QA decisions")
-    return p
-
-
 @router.post("/web/api/studies/{study_id}/decision", dependencies=[Depends(csrf_protect)])
-def record_decision(request: Request, study_id: DbId, body: DecisionIn, p: Principal = Depends(_require_reader),
+def record_decision(request: Request, study_id: DbId, body: DecisionIn,
+                    p: Principal = Depends(require_role("radiologist")),
                     s: Session = Depends(get_db_session)) -> dict[str, Any]:
-    """Store the decision, regenerate the report as a new version, queue its delivery to the PACS."""
-    from neurorad.server.web import decisions
+    """The review page's decision: the one decision path (:func:`neurorad.server.decisions.decide`)."""
+    from neurorad.server import decisions
 
     study = s.get(Study, study_id)
     if study is None:
         raise HTTPException(404, "no such study")
     try:
-        out = decisions.decide(request, s, study, p, body)
+        out = decisions.decide(s, decisions.context_of(request.app.state), study, p.user_id, p.username, p.role, body)
+    except decisions.DecisionForbidden as err:
+        raise HTTPException(403, str(err)) from None
     except decisions.DecisionConflict as err:
         raise HTTPException(409, str(err)) from None
     except decisions.DecisionInvalid as err:
         raise HTTPException(422, str(err)) from None
     log.info("QA decision on study %s by %s: %s", study.id, p.actor, body.decision)
     return out
-

@@ -1,0 +1,269 @@
+"""The ``ms-lesions`` workflow on the contract: new and enlarging T2-FLAIR lesions between a
+patient's previous FLAIR (baseline) and the current one (follow-up).
+
+The science is :func:`neurorad.pipelines.ms_lesions.run_ms_lesions` (FLAIR subtraction after
+registration, bias correction and joint normalisation; the CAD of the published deployments,
+docs/ms-lesions.md); the clinical rules (activity, gadolinium) are :mod:`neurorad.clinical.ms`.
+This module declares what the platform needs: the series (this study's FLAIR and the FLAIR of the
+patient's previous study), the finding vocabulary (``new``, ``enlarging``; an enlarging lesion
+carries its baseline volume and the change as finding measurements), the review form (1-5
+score, keep/discard per lesion, missed-lesion markers), the viewer panels and the report
+wording. Volumes are in mL everywhere in the result.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import fields, replace
+from pathlib import Path
+from typing import Any
+
+from neurorad.workflows.contract import (
+    SCORE_1_5,
+    Alarm,
+    Choice,
+    Finding,
+    KeyImage,
+    ModelRef,
+    Panel,
+    Progress,
+    Provenance,
+    Quantity,
+    ReportSection,
+    ReportTable,
+    Requirements,
+    Review,
+    ReviewForm,
+    SeriesRole,
+    ViewerLayout,
+    Workflow,
+    WorkflowInputs,
+    WorkflowResult,
+    format_value,
+)
+
+__all__ = ["MSLesionsWorkflow", "from_ms_result", "generic_result_keys"]
+
+#: Label map of the findings on the common (displayed) grid: the viewer's overlay.
+OVERLAY_VOLUME = "lesions_common"
+
+
+def _ml(mm3: float) -> float:
+    return round(float(mm3) / 1000.0, 6)
+
+
+def _quantities(findings: list[Finding]) -> list[Quantity]:
+    """Counts and volumes (mL) of new and enlarging lesions, activity and the gadolinium rule."""
+    from neurorad.clinical.ms import ms_decision
+
+    d = ms_decision([f.kind for f in findings])
+    new_ml = sum(f.volume_ml or 0.0 for f in findings if f.kind == "new")
+    enl_ml = sum(f.volume_ml or 0.0 for f in findings if f.kind == "enlarging")
+    return [
+        Quantity("new_lesions", d.n_new, "1", "New T2-FLAIR lesions"),
+        Quantity("enlarging_lesions", d.n_enlarging, "1", "Enlarging T2-FLAIR lesions"),
+        Quantity("new_lesion_volume_ml", round(new_ml, 6), "mL", "Volume of new lesions",
+                 ("118565006", "SCT", "Volume")),
+        Quantity("enlarging_lesion_volume_ml", round(enl_ml, 6), "mL", "Follow-up volume of enlarging lesions",
+                 ("118565006", "SCT", "Volume")),
+        Quantity("active", d.active, "", "Disease activity (new or enlarging lesion)"),
+        Quantity("gadolinium_recommended", d.gadolinium, "", "Gadolinium recommended"),
+    ]
+
+
+def from_ms_result(res: Any, folder: Path | None = None, version: str | None = None) -> WorkflowResult:
+    """A :class:`~neurorad.pipelines.ms_lesions.MSResult` as a generic :class:`WorkflowResult`.
+
+    Findings: one per lesion row (volume in mL, label = lesion id in ``new_lesions.nii.gz``,
+    centroid in the follow-up's RAS mm, location from the atlases); enlarging lesions carry
+    ``baseline_volume_ml`` and ``volume_change_ml`` as measurements. ``folder``: where the run
+    wrote its files (default ``res.out_dir``); its ``result.json`` goes into ``extra``.
+    """
+    from neurorad.clinical.ms import ms_decision
+
+    folder = Path(folder or res.out_dir)
+    findings = []
+    for r in res.lesions:
+        meas = [Quantity("diameter_mm", round(float(r.diameter_mm), 3), "mm", "Equivalent-sphere diameter")]
+        if r.kind == "enlarging":
+            meas += [Quantity("baseline_volume_ml", _ml(r.baseline_volume_mm3), "mL", "Volume at baseline"),
+                     Quantity("volume_change_ml", _ml(r.volume_change_mm3), "mL", "Change since baseline")]
+        findings.append(Finding(int(r.id), str(r.kind), _ml(r.volume_mm3), int(r.id), r.location,
+                                (float(r.centroid_x_mm), float(r.centroid_y_mm), float(r.centroid_z_mm)),
+                                tuple(meas), round(float(r.max_score), 6)))
+    ms_json: dict[str, Any] = {}
+    if (folder / "result.json").exists():
+        ms_json = json.loads((folder / "result.json").read_text(encoding="utf-8"))
+    prov_in = ms_json.get("provenance") or {}
+    steps = [{"name": s.get("name"), "seconds": s.get("seconds"), "engine": s.get("engine")}
+             for s in prov_in.get("steps", []) if isinstance(s, dict)]
+    weights = {s.get("name"): s.get("weights_sha256") for s in prov_in.get("steps", [])
+               if isinstance(s, dict) and s.get("weights_sha256")}
+    models = [ModelRef("neurorad FLAIR subtraction CAD (ms_difference)", str(ms_json.get("version") or ""),
+                       kind="classical")]
+    for step, sha in weights.items():
+        engine = next((s.get("engine") for s in steps if s.get("name") == step), step)
+        models.append(ModelRef(f"{engine} ({step})", "", str(sha), "learned"))
+    volumes = {"baseline": "baseline.nii.gz", "followup": "followup.nii.gz"}
+    if (folder / "new_lesions_common.nii.gz").exists():
+        volumes[OVERLAY_VOLUME] = "new_lesions_common.nii.gz"
+    for p in sorted(folder.glob("*_registered.nii.gz")):
+        volumes[p.name[: -len("_registered.nii.gz")]] = p.name
+    d = ms_decision([f.kind for f in findings])
+    extra = {k: v for k, v in ms_json.items() if k not in ("workflow", "version", "provenance")}
+    return WorkflowResult(
+        workflow=MSLesionsWorkflow.name, version=version or MSLesionsWorkflow.version, findings=findings,
+        quantities=_quantities(findings), alarms=[Alarm("quality", str(w)) for w in res.warnings],
+        summary=d.conclusion, mask="new_lesions.nii.gz" if (folder / "new_lesions.nii.gz").exists() else None,
+        reference_role="flair", volumes=volumes,
+        provenance=Provenance(inputs={"baseline_flair": str((prov_in.get("inputs") or {}).get("baseline", "")),
+                                      "flair": str((prov_in.get("inputs") or {}).get("followup", ""))},
+                              software_version=str(ms_json.get("version") or ""), models=models, steps=steps,
+                              parameters=dict(ms_json.get("parameters") or {})),
+        extra=extra,
+    )
+
+
+def generic_result_keys(res: Any) -> dict[str, Any]:
+    """The contract's keys of ``result.json`` (``workflow``, ``version``, ``quantities``, ``findings``,
+    ``alarms``, ``summary``) for an MS run, to merge into the pipeline's own ``result.json``
+    (``neurorad ms-lesions`` keeps its historical keys and adds these)."""
+    d = from_ms_result(res).to_dict()
+    return {k: d[k] for k in ("contract", "workflow", "version", "summary", "quantities", "findings", "alarms",
+                              "mask", "reference_role", "volumes")}
+
+
+class MSLesionsWorkflow(Workflow):
+    """Longitudinal MS: new and enlarging T2-FLAIR lesions, activity and the gadolinium decision."""
+
+    name = "ms-lesions"
+    version = "1.0.0"
+    title = "MRI brain follow-up: new and enlarging T2-FLAIR lesions"
+    description = ("Compares this study's FLAIR with the FLAIR of the patient's previous study (registered, "
+                   "bias-corrected, jointly normalised subtraction) and reports new and enlarging lesions, "
+                   "disease activity and whether gadolinium is needed.")
+    requirements = Requirements((
+        SeriesRole("flair", ("FLAIR",), ("MR",), prefer_3d=True, description="Follow-up FLAIR (the exam being read)"),
+        SeriesRole("baseline_flair", ("FLAIR",), ("MR",), prior=1, prefer_3d=True,
+                   description="Baseline FLAIR of the patient's previous study"),
+    ))
+    finding_kinds = {"new": "New T2-FLAIR lesion", "enlarging": "Enlarging T2-FLAIR lesion"}
+    review_form = ReviewForm(
+        fields=(SCORE_1_5,),
+        finding_verdicts=(Choice("keep", "keep (true lesion)"), Choice("discard", "discard (false positive)")),
+        discard_verdicts=("discard",), allow_missed=True, comment=True)
+    viewer = ViewerLayout(
+        panels=(Panel("Baseline FLAIR (skull-stripped, registered)", "baseline"),
+                Panel("Follow-up FLAIR (skull-stripped, registered)", "followup"),
+                Panel("Follow-up FLAIR + new (red) and enlarging (yellow) lesions", "followup", overlay=True)),
+        kind_colours={"new": "#ff2020", "enlarging": "#ffd000"}, overlay=OVERLAY_VOLUME)
+    engines = {"deepbet": "deepbet brain extraction (CPU)", "hdbet": "HD-BET brain extraction"}
+
+    # -- running
+    def run(self, inputs: WorkflowInputs, out_dir: Path, progress: Progress) -> WorkflowResult:
+        from neurorad.pipelines.ms_lesions import STEPS, MSConfig, run_ms_lesions
+
+        names = [n for n, _ in STEPS]
+        known = {f.name for f in fields(MSConfig)}
+        opts = dict(inputs.options)
+        if "engine" in opts:
+            opts["brain_engine"] = opts.pop("engine")
+        # the platform writes the report and DICOM objects (neurorad.workflows.outputs), not the pipeline
+        cfg = replace(MSConfig(), write_report=False, write_dicom=False,
+                      **{k: v for k, v in opts.items() if k in known and k not in ("write_report", "write_dicom")})
+
+        def on_step(step: str) -> None:
+            i = names.index(step) if step in names else 0
+            progress(0.9 * i / len(names), step)
+
+        res = run_ms_lesions(inputs.path("baseline_flair"), inputs.path("flair"), out_dir, cfg, overwrite=True,
+                             progress=on_step)
+        result = from_ms_result(res, out_dir, self.version)
+        progress(0.92, "key images")
+        result.key_images = write_key_images(out_dir, result.findings, self.finding_kinds)
+        return result
+
+    # -- clinical rules
+    def conclusion(self, result: WorkflowResult, review: Review | None = None) -> str:
+        from neurorad.clinical.ms import ms_decision
+
+        return ms_decision([f.kind for f in result.findings]).conclusion
+
+    def recompute(self, result: WorkflowResult) -> WorkflowResult:
+        return replace(result, quantities=_quantities(result.findings))
+
+    def reviewed(self, result: WorkflowResult, review: Review) -> WorkflowResult:
+        out = super().reviewed(result, review)
+        if review.accepted:  # key images of the kept lesions only
+            kept = {f.id for f in out.findings}
+            out.key_images = [k for k in result.key_images if k.finding_id is None or k.finding_id in kept]
+        return out
+
+    # -- report
+    def report_sections(self, result: WorkflowResult, review: Review | None) -> list[ReportSection]:
+        from neurorad.clinical.ms import ms_decision
+
+        d = ms_decision([f.kind for f in result.findings])
+        sections = [ReportSection("Conclusion", (d.activity_text,)),
+                    ReportSection("Gadolinium", (d.gadolinium_reason,))]
+        if result.findings:
+            rows = []
+            for f in result.findings:
+                base = f.measurement("baseline_volume_ml")
+                change = f.measurement("volume_change_ml")
+                rows.append((str(f.id), self.finding_kinds.get(f.kind, f.kind), format_value(f.volume_ml, 3),
+                             format_value(base.value, 3) if base else "-",
+                             f"{change.value:+.3f}" if change and isinstance(change.value, float) else "-",
+                             f.location or "-"))
+            sections.append(ReportSection("Lesions", table=ReportTable(
+                ("#", "Type", "Volume (mL)", "Baseline (mL)", "Change (mL)", "Location"), tuple(rows))))
+        figures = tuple(k.path for k in result.key_images)
+        if figures:
+            sections.append(ReportSection("Key images", ("Axial slices in radiological convention (patient right "
+                                                         "on image left): baseline | follow-up | lesions.",),
+                                          figures=figures))
+        sections.append(ReportSection("Method", (
+            "Follow-up FLAIR registered rigidly to the baseline FLAIR (halfway space), skull-stripped, N4 "
+            "bias-corrected and jointly intensity-normalised; candidates from the robust z-score of the "
+            "subtraction, false-positive reduction, new vs enlarging by overlap with baseline lesions. A new "
+            "or enlarging T2-FLAIR lesion indicates disease activity (MAGNIMS-CMSC-NAIMS 2021).",)))
+        return sections
+
+
+def write_key_images(folder: Path, findings: list[Finding], kind_labels: dict[str, str]) -> list[KeyImage]:
+    """One PNG per finding (baseline | follow-up | lesions through the lesion's centre slice, in
+    radiological convention), captioned with the finding's own id; [] without the images."""
+    import nibabel as nib
+    import numpy as np
+
+    from neurorad.report.ms_report import lesion_panels
+
+    names = ("baseline.nii.gz", "followup.nii.gz", "new_lesions_common.nii.gz")
+    if not findings or not all((folder / n).exists() for n in names):
+        return []
+    imgs = [nib.as_closest_canonical(nib.load(folder / n)) for n in names]
+    if len({im.shape[:3] for im in imgs}) != 1:
+        return []
+    base, fu = (np.asarray(im.dataobj, dtype=np.float32) for im in imgs[:2])
+    labels = np.rint(np.asarray(imgs[2].dataobj)).astype(np.int32)
+    n = max(int(labels.max()), max(f.id for f in findings))
+    by_id = {f.id: f.kind for f in findings}
+    kinds = [by_id.get(i, "new") for i in range(1, n + 1)]
+    out_dir = folder / "key_images"
+    out = []
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    for f in findings:
+        sel = labels == f.id
+        if not sel.any():
+            continue
+        (panel,) = lesion_panels(base, fu, labels, kinds, [tuple(np.argwhere(sel).mean(0))], None, max_images=1)
+        out_dir.mkdir(exist_ok=True)
+        rel = f"key_images/lesion_{f.id}.png"
+        plt.imsave(folder / rel, panel.pixels)
+        out.append(KeyImage(rel, f"Lesion {f.id} ({kind_labels.get(f.kind, f.kind).lower()}): baseline | "
+                                 "follow-up | lesion", f.id, ("R", "A")))
+    return out
