@@ -43,7 +43,8 @@ def ms_lesions(
     """Find new and enlarging FLAIR lesions between two exams; decide on gadolinium; write a draft report.
 
     Outputs in OUT: new_lesions.nii.gz (labels, follow-up grid), score/difference/baseline/followup
-    NIfTI (common space), lesions.csv, result.json, report.html/.pdf and dicom/ (SEG, Encapsulated
+    NIfTI (common space), lesions.csv, result.json (with the workflow contract's keys: workflow,
+    version, quantities, findings in mL, alarms), report.html/.pdf and dicom/ (SEG, Encapsulated
     PDF, secondary captures). Exit code 2 on bad input, 3 when a step fails (e.g. registration).
     """
     from dataclasses import replace
@@ -57,7 +58,26 @@ def ms_lesions(
         res = run_ms_lesions(baseline, followup, out, cfg, baseline_t1=baseline_t1, followup_t1=followup_t1,
                              baseline_t2=baseline_t2, followup_t2=followup_t2, overwrite=overwrite,
                              progress=lambda step: advance(1))
+    write_contract_keys(res)
     print_result(res)
+
+
+def write_contract_keys(res) -> None:  # noqa: ANN001 - MSResult (imported lazily)
+    """Add the workflow contract's keys (``workflow``, ``version`` = the workflow's version,
+    ``quantities``, ``findings``, ``alarms``, ``summary``) to the run's ``result.json``, as every
+    ``neurorad <workflow>`` writes them; the pipeline's own keys stay, its software version moves to
+    ``software_version``."""
+    import json
+
+    from neurorad.workflows.ms_lesions import generic_result_keys
+
+    path = res.out_dir / "result.json"
+    d = json.loads(path.read_text(encoding="utf-8"))
+    d.setdefault("software_version", d.get("version"))
+    d.update(generic_result_keys(res))
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(d, indent=2), encoding="utf-8")
+    tmp.replace(path)
 
 
 def register(app: typer.Typer) -> None:

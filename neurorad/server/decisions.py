@@ -26,7 +26,7 @@ The JSON of the request and the answer is documented in docs/review.md.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -154,6 +154,7 @@ def _inputs(s: Session, storage: Any, run: WorkflowRun, folder: Path) -> Workflo
     """The run's series as folders of links to the stored instances (for objects that reference the
     examined series, e.g. a SEG); roles whose images were purged are left out."""
     series: dict[str, Path] = {}
+    dates: dict[str, str] = {}
     for role, sid in (run.series or {}).items():
         x = s.get(Series, int(sid))
         paths = sorted(storage.abspath(i.path) for i in x.instances if i.path) if x is not None else []
@@ -165,7 +166,16 @@ def _inputs(s: Session, storage: Any, run: WorkflowRun, folder: Path) -> Workflo
         for i, p in enumerate(paths):
             (d / f"{i:05d}.dcm").symlink_to(p)
         series[role] = d
-    return WorkflowInputs(series)
+        try:
+            import pydicom
+
+            date = str(getattr(pydicom.dcmread(paths[0], stop_before_pixels=True, specific_tags=["StudyDate"]),
+                               "StudyDate", "") or "")
+            if date:
+                dates[role] = date
+        except Exception:  # noqa: BLE001 - an unreadable header: the report says "not known"
+            pass
+    return WorkflowInputs(series, dates)
 
 
 def _link_result_files(src: Path, dst: Path) -> None:
@@ -294,8 +304,13 @@ def decide(s: Session, ctx: Context, study: Study, user_id: int | None, username
     _link_result_files(folder, out)
     inputs = _inputs(s, ctx.storage, run, out)
     # write_outputs applies the review (Workflow.reviewed: kept findings, recomputed quantities) and
-    # returns the result the new version shows; its UIDs are numbered by the report version
-    reviewed = outputs.write_outputs(wf, result, out, inputs, review, version=version)
+    # returns the result the new version shows; its UIDs are numbered by the report version, and the
+    # report names the version it supersedes
+    superseded = s.scalar(select(func.max(QADecision.report_version)).where(QADecision.run_id == run.id,
+                                                                            QADecision.id != dec.id))
+    report_ctx = replace(outputs.report_context(wf, result, inputs, out, version), supersedes=superseded,
+                         pseudonym=study.patient.pseudo_id)
+    reviewed = outputs.write_outputs(wf, result, out, inputs, review, version=version, context=report_ctx)
     reviewed.files.update(result.files)
     reviewed.write_json(out)
     rows = _register(s, ctx.storage, study, run, out, dec.id)

@@ -37,6 +37,19 @@ from neurorad.workflows.contract import (
 __all__ = ["SummaryWorkflow"]
 
 
+def _edge_letters(ds) -> tuple[str, str]:
+    """Patient directions at the left and top edges of a stored slice (from ImageOrientationPatient;
+    ``("R", "A")`` for a standard axial slice)."""
+    iop = [float(x) for x in getattr(ds, "ImageOrientationPatient", [1, 0, 0, 0, 1, 0])]
+
+    def toward(v: list[float]) -> str:  # LPS: the letter the vector points to, most of the way
+        a = int(np.argmax(np.abs(v)))
+        return ("L", "P", "H")[a] if v[a] > 0 else ("R", "A", "F")[a]
+
+    opposite = {"L": "R", "R": "L", "P": "A", "A": "P", "H": "I", "F": "S"}
+    return opposite[toward(iop[:3])], opposite[toward(iop[3:])]
+
+
 def _dicom_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file())
 
@@ -88,7 +101,8 @@ class SummaryWorkflow(Workflow):
         import matplotlib.pyplot as plt
 
         plt.imsave(out_dir / "key_images" / "central_slice.png", np.repeat(grey[..., None], 3, axis=2))
-        key = KeyImage("key_images/central_slice.png", "Central slice as stored (not reoriented)", None, ("", ""))
+        key = KeyImage("key_images/central_slice.png", "Central slice as stored (not reoriented)", None,
+                       _edge_letters(ref))
         progress(0.6, "central slice")
         facts = [
             Quantity("instances", len(files), "1", "Instances in the series"),

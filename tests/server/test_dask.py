@@ -29,4 +29,4 @@ def test_workflow_job_runs_on_dask_local_cluster(settings, tmp_path):
         job = s.scalars(select(Job)).one()
         st = s.scalars(select(Study)).one()
         assert job.state == "succeeded" and job.attempts == 1
-        assert st.state == "needs_review" and sorted(r.kind for r in st.results if r.sop_uid) == ["pdf", "sc"]
+        assert st.state == "needs_review" and sorted(r.kind for r in st.results if r.sop_uid) == ["pdf", "sc", "sr"]

@@ -93,7 +93,7 @@ def test_storescu_to_delivery_reidentified(settings, sink, tmp_path):
         Worker(settings, concurrency=1).run(poll_s=0.2, max_jobs=1)
         d = client.get(f"/api/studies/{sid}", headers=tok["technologist"]).json()
         assert d["state"] == "needs_review", d
-        assert sorted(r["kind"] for r in d["results"] if r["kind"] in ("pdf", "sc")) == ["pdf", "sc"]
+        assert sorted(r["kind"] for r in d["results"] if r["sop_uid"]) == ["pdf", "sc", "sr"]
         res = next(r for r in d["results"] if r["kind"] == "sc")
         stored = pydicom.dcmread(io.BytesIO(client.get(f"/api/results/{res['id']}/file",
                                                        headers=tok["technologist"]).content))
@@ -111,8 +111,9 @@ def test_storescu_to_delivery_reidentified(settings, sink, tmp_path):
         assert states == ["received", "selected", "queued", "running", "needs_review", "accepted", "reported",
                           "delivered"]
         assert all(t["software_version"] and t["actor"] for t in d["transitions"])
-        # the PACS got both objects, re-identified into the original patient and study
-        assert len(sink.received) == 2
+        # the PACS got the reviewed objects (report, key image, SR), re-identified into the original
+        # patient and study
+        assert sorted(str(ds.Modality) for ds in sink.received) == ["DOC", "OT", "SR"]
         for ds in sink.received:
             assert ds.PatientID == IDENTITY["PatientID"] and str(ds.PatientName) == IDENTITY["PatientName"]
             assert ds.StudyInstanceUID == orig.StudyInstanceUID
@@ -120,7 +121,7 @@ def test_storescu_to_delivery_reidentified(settings, sink, tmp_path):
         # a repeated delivery request sends nothing new (idempotent)
         client.post(f"/api/studies/{sid}/deliver", headers=tok["technologist"])
         _run_jobs(app)
-        assert len(sink.received) == 2
+        assert len(sink.received) == 3
         # no original identifier anywhere in neurorad's data folder (DB, images, results, vault)
         assert grep_tree(settings.data_dir, SECRETS + [orig.StudyInstanceUID, orig.SOPInstanceUID]) == []
 
@@ -239,7 +240,7 @@ def test_delivery_rejection_is_shown_and_not_retried_forever(settings, tmp_path)
         _run_jobs(app)
         with plane.db.session() as s:
             assert s.get(Study, st.id).state == "delivered"
-        assert len(sink.received) - n_before == 2
+        assert len(sink.received) - n_before == 3  # report, key image, SR
     finally:
         sink.stop()
 
@@ -315,7 +316,8 @@ def test_rejected_results_are_not_delivered_and_can_be_retried(settings, sink, t
         assert r.json()["state"] == "reported", r.text
         _run_jobs(app)
         assert [str(ds.Modality) for ds in sink.received] == ["DOC"]
-        assert "not usable" in str(sink.received[0].DocumentTitle)
+        html = client.get(r.json()["report_url"], headers=tok["radiologist"]).text
+        assert "not usable" in html
         # a second decision on the same result version needs an explicit amendment with a reason
         again = {"result_version": rv, "decision": "UNACCEPTABLE", "score": 2}
         r = client.post(f"/api/studies/{sid}/review", json=again, headers=tok["radiologist"])

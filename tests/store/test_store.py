@@ -240,3 +240,47 @@ def test_rejected_study_with_a_report_is_reported_then_delivered(db):
             transition(s, st, target, actor="tester")
         with pytest.raises(TransitionError):
             transition(s, st, "accepted", actor="tester")
+
+
+def test_migration_0003_keeps_every_row_and_gives_each_workflow_study_a_run(db_url):
+    """A site's database at 0002 (a study under review with its job, results and a decision) upgrades
+    in place: no row is lost, the study gets one run carrying its state, latest job, result version
+    and decision, and its rows are linked to the run; a study without a workflow gets none."""
+    from sqlalchemy import text
+
+    from neurorad.store.db import make_engine, migrate
+
+    engine = make_engine(db_url)
+    migrate(engine, "0002")
+    t = "'2026-01-01'"
+    with engine.begin() as conn:
+        conn.execute(text(f"INSERT INTO patients (id, pseudo_id, created_at) VALUES (1, 'NR-X', {t})"))
+        for sid, wf, state in ((1, "'ms-lesions'", "'needs_review'"), (2, "NULL", "'received'")):
+            conn.execute(text(f"INSERT INTO studies (id, patient_id, study_uid, state, workflow, received_at, "
+                              f"last_instance_at, updated_at, version) VALUES ({sid}, 1, '1.2.{sid}', {state}, {wf}, "
+                              f"{t}, {t}, {t}, 1)"))
+        for jid, st in ((1, "'failed'"), (2, "'succeeded'")):
+            conn.execute(text(f"INSERT INTO jobs (id, kind, study_id, payload, state, attempts, max_attempts, "
+                              f"timeout_s, run_after, progress, cancel_requested, created_at) VALUES ({jid}, "
+                              f"'workflow', 1, '{{}}', {st}, 1, 3, 60, {t}, 1, FALSE, {t})"))
+        for rid, job in ((1, 1), (2, 2), (3, 2)):
+            conn.execute(text(f"INSERT INTO results (id, study_id, job_id, kind, path, sha256, workflow, "
+                              f"software_version, created_at) VALUES ({rid}, 1, {job}, 'json', 'r{rid}', 'x', "
+                              f"'ms-lesions', '0', {t})"))
+        conn.execute(text(f"INSERT INTO qa_decisions (id, study_id, result_id, decision, score, created_at) "
+                          f"VALUES (1, 1, 2, 'ACCEPTABLE', 4, {t})"))
+        before = {tb: conn.execute(text(f"SELECT count(*) FROM {tb}")).scalar()
+                  for tb in ("patients", "studies", "jobs", "results", "qa_decisions")}
+    migrate(engine)
+    with engine.connect() as conn:
+        after = {tb: conn.execute(text(f"SELECT count(*) FROM {tb}")).scalar() for tb in before}
+        runs = conn.execute(text("SELECT study_id, workflow, state, job_id, result_id, decision_id "
+                                 "FROM workflow_runs")).all()
+        linked = {tb: conn.execute(text(f"SELECT count(*) FROM {tb} WHERE run_id = 1")).scalar()
+                  for tb in ("jobs", "results", "qa_decisions")}
+        cols = {c["name"] for c in inspect(conn).get_columns("qa_decisions")}
+    assert after == before
+    assert [tuple(r) for r in runs] == [(1, "ms-lesions", "needs_review", 2, 2, 1)]
+    assert linked == {"jobs": 2, "results": 3, "qa_decisions": 1}
+    assert {"run_id", "form_values", "amends_id", "amendment_reason"} <= cols
+    engine.dispose()

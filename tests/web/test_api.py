@@ -285,10 +285,9 @@ def test_delivery_sends_only_reviewed_objects_without_discarded_candidates(web_e
     by_mod = {}
     for ds in got:
         by_mod.setdefault(str(ds.Modality), []).append(ds)
-    assert sorted((k, len(v)) for k, v in by_mod.items()) == [("DOC", 1), ("SEG", 1)]
+    assert sorted((k, len(v)) for k, v in by_mod.items()) == [("DOC", 1), ("SEG", 1), ("SR", 1)]
     (seg,) = by_mod["SEG"]
-    assert {str(x.SegmentLabel) for x in seg.SegmentSequence} == {"Finding 1 (New T2-FLAIR lesion)",
-                                                                   "Finding 3 (New T2-FLAIR lesion)"}
+    assert {str(x.SegmentLabel) for x in seg.SegmentSequence} == {"1 New T2-FLAIR lesion", "3 New T2-FLAIR lesion"}
     # frames on the examined series (3 axial slices k = 45..47 of the 2 mm grid): lesion 1 only
     expected = sum(_ball_voxels_in_slice(LESIONS[0], k) for k in (45, 46, 47))
     assert expected > 0 and int(seg.pixel_array.sum()) == expected
@@ -303,7 +302,7 @@ def test_delivery_sends_only_reviewed_objects_without_discarded_candidates(web_e
     run_jobs(env.app)
     new = pacs.received[n_first:]
     assert [str(ds.Modality) for ds in new] == ["DOC"]
-    assert "not usable" in str(new[0].DocumentTitle)
+    assert "not usable" in c.get(r.json()["report_url"]).text
     # a second run of the delivery sends nothing new
     with env.app.state.db.session() as s:
         from neurorad.store.models import WorkflowRun
@@ -331,7 +330,7 @@ def test_straight_rejection_is_reported_and_delivered(web_env_pacs: WebEnv, pacs
     run_jobs(env.app)
     assert [str(ds.Modality) for ds in pacs.received] == ["DOC"]
     assert pacs.received[0].PatientID == IDENTITY["PatientID"]
-    assert "not usable" in str(pacs.received[0].DocumentTitle)
+    assert "not usable" in c.get(r.json()["report_url"]).text
     with env.app.state.db.session() as s:
         rows = s.scalars(select(StudyTransition).where(StudyTransition.study_id == env.study_id,
                                                        StudyTransition.run_id.is_not(None))

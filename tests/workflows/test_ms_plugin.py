@@ -1,0 +1,71 @@
+"""The ms-lesions plug-in's side of the contract: MSResult -> WorkflowResult (mL, measurements),
+MS clinical rules after review, the contract keys added to the CLI's result.json."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from neurorad.clinical.ms import ms_decision
+from neurorad.quantify.lesions import LesionRow
+from neurorad.workflows import registry
+from neurorad.workflows.contract import Review
+from neurorad.workflows.ms_lesions import MSLesionsWorkflow, from_ms_result, generic_result_keys
+
+
+def _res(tmp_path: Path) -> SimpleNamespace:
+    rows = [LesionRow(1, "new", 250.0, 7.8, 10.0, 20.0, 30.0, aal_region="Frontal_Sup_L", max_score=0.9),
+            LesionRow(2, "enlarging", 900.0, 12.0, -5.0, 1.0, 2.0, jhu_tract="Corpus callosum",
+                      baseline_volume_mm3=400.0, volume_change_mm3=500.0),
+            LesionRow(3, "new", 40.0, 4.2, 0.0, 0.0, 0.0)]
+    (tmp_path / "result.json").write_text(json.dumps({"workflow": "ms-lesions", "version": "0.9.1",
+                                                      "counts": {"new": 2}, "provenance": {"steps": []}}))
+    return SimpleNamespace(out_dir=tmp_path, lesions=rows, warnings=["low contrast"],
+                           decision=ms_decision([r.kind for r in rows]))
+
+
+def test_ms_result_becomes_a_generic_result_in_ml(tmp_path: Path) -> None:
+    r = from_ms_result(_res(tmp_path))
+    assert [(f.id, f.kind, f.volume_ml) for f in r.findings] == [(1, "new", 0.25), (2, "enlarging", 0.9),
+                                                                 (3, "new", 0.04)]
+    enl = r.finding(2)
+    assert enl.measurement("baseline_volume_ml").value == pytest.approx(0.4)
+    assert enl.measurement("volume_change_ml").value == pytest.approx(0.5)
+    assert r.finding(1).measurement("baseline_volume_ml") is None  # new lesions have no baseline volume
+    assert r.quantity("new_lesions").value == 2 and r.quantity("enlarging_lesions").value == 1
+    assert r.quantity("new_lesion_volume_ml").value == pytest.approx(0.29)
+    assert r.quantity("new_lesion_volume_ml").unit == "mL" and r.quantity("gadolinium_recommended").value is True
+    assert [a.message for a in r.alarms] == ["low contrast"] and r.extra["counts"] == {"new": 2}
+    assert r.summary.startswith("Active: 2 new and 1 enlarging T2-FLAIR lesions")
+
+
+def test_review_recomputes_ms_rules(tmp_path: Path) -> None:
+    wf = registry.load("ms-lesions")
+    assert isinstance(wf, MSLesionsWorkflow)
+    assert wf.requirements.priors_needed == 1 and wf.requirements.role("baseline_flair").classes == ("FLAIR",)
+    r = from_ms_result(_res(tmp_path))
+    kept = wf.reviewed(r, Review("ACCEPTABLE", {"score": "2"}, {1: "discard", 2: "discard", 3: "keep"}))
+    assert [f.id for f in kept.findings] == [3]
+    assert kept.quantity("enlarging_lesions").value == 0 and kept.quantity("new_lesions").value == 1
+    assert kept.summary.startswith("Active: 1 new T2-FLAIR lesion since the baseline scan.")
+    none = wf.reviewed(r, Review("ACCEPTABLE", {"score": "2"}, {1: "discard", 2: "discard", 3: "discard"}))
+    assert none.quantity("active").value is False and "not needed" in none.summary
+    sections = {s.heading: s for s in wf.report_sections(r, None)}
+    assert sections["Lesions"].table.rows[1][:5] == ("2", "Enlarging T2-FLAIR lesion", "0.900", "0.400", "+0.500")
+
+
+def test_cli_result_json_gets_the_contract_keys(tmp_path: Path) -> None:
+    from neurorad.cli.ms import write_contract_keys
+
+    res = _res(tmp_path)
+    write_contract_keys(res)
+    d = json.loads((tmp_path / "result.json").read_text())
+    assert d["workflow"] == "ms-lesions" and d["version"] == MSLesionsWorkflow.version
+    assert d["software_version"] == "0.9.1" and d["counts"] == {"new": 2}  # the pipeline's keys stay
+    assert [f["volume_ml"] for f in d["findings"]] == [0.25, 0.9, 0.04]
+    assert {"name": "new_lesions", "value": 2, "unit": "1", "description": "New T2-FLAIR lesions"} in d["quantities"]
+    assert d["alarms"] == [{"code": "quality", "message": "low contrast", "severity": "warning"}]
+    assert generic_result_keys(res)["findings"][1]["measurements"][1]["name"] == "baseline_volume_ml"
