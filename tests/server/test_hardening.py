@@ -69,11 +69,13 @@ def test_only_radiologists_decide_on_every_decision_path_and_before_lookup(clien
 
 
 def test_radiologist_still_decides_through_rest(client, app):
+    """The radiologist passes the role gate and reaches the decision code, which names the result
+    version it needs (a study without a workflow result has none: 409, not 403)."""
     sid = _study(app)
-    r = client.post(f"/api/studies/{sid}/review", json={"decision": "UNACCEPTABLE", "score": 2},
-                    headers=_bearer(app, "radiologist"))
-    assert r.status_code == 200, r.text
-    assert r.json()["state"] == "rejected"
+    r = client.post(f"/api/studies/{sid}/review", json={"result_version": 1, "decision": "UNACCEPTABLE",
+                                                         "score": 2}, headers=_bearer(app, "radiologist"))
+    assert r.status_code == 409, r.text
+    assert "result version 1 is not a current result" in r.json()["detail"]
 
 
 def test_login_next_never_leaves_the_site(client):

@@ -242,8 +242,8 @@ def test_rejected_study_with_a_report_is_reported_then_delivered(db):
             transition(s, st, "accepted", actor="tester")
 
 
-def test_migration_0003_keeps_every_row_and_gives_each_workflow_study_a_run(db_url):
-    """A site's database at 0002 (a study under review with its job, results and a decision) upgrades
+def test_migration_0004_keeps_every_row_and_gives_each_workflow_study_a_run(db_url):
+    """A site's database at 0003, the previous head (a study under review, its job, results, a decision) upgrades
     in place: no row is lost, the study gets one run carrying its state, latest job, result version
     and decision, and its rows are linked to the run; a study without a workflow gets none."""
     from sqlalchemy import text
@@ -251,7 +251,7 @@ def test_migration_0003_keeps_every_row_and_gives_each_workflow_study_a_run(db_u
     from neurorad.store.db import make_engine, migrate
 
     engine = make_engine(db_url)
-    migrate(engine, "0002")
+    migrate(engine, "0003")
     t = "'2026-01-01'"
     with engine.begin() as conn:
         conn.execute(text(f"INSERT INTO patients (id, pseudo_id, created_at) VALUES (1, 'NR-X', {t})"))

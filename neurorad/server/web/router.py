@@ -28,7 +28,7 @@ from neurorad.server.auth import (
     current_user,
     current_user_optional,
     get_db_session,
-    require_role,
+    require_decider,
     safe_redirect_target,
 )
 from neurorad.server.decisions import DECIDABLE_STATES, DecisionIn, can_decide
@@ -433,8 +433,7 @@ def report_file(request: Request, study_id: DbId, version: DbId, fmt: Literal["h
 
 
 @router.post("/web/api/studies/{study_id}/decision", dependencies=[Depends(csrf_protect)])
-def record_decision(request: Request, study_id: DbId, body: DecisionIn,
-                    p: Principal = Depends(require_role("radiologist")),
+def record_decision(request: Request, study_id: DbId, body: DecisionIn, p: Principal = Depends(require_decider),
                     s: Session = Depends(get_db_session)) -> dict[str, Any]:
     """The review page's decision: the one decision path (:func:`neurorad.server.decisions.decide`)."""
     from neurorad.server import decisions
