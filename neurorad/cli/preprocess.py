@@ -49,7 +49,8 @@ def brain_extract(
     src: Path = typer.Argument(..., help="Head image (NIfTI or DICOM series folder)."),
     out: Path = typer.Option(..., "--out", "-o", help="Output brain mask (.nii.gz, uint8 0/1)."),
     engine: str = typer.Option("deepbet", "--engine", "-e",
-                               help="deepbet | hdbet | hdbet-accurate | robex | consensus | consensus-staple."),
+                               help="deepbet | hdbet | hdbet-accurate | robex | consensus | consensus-staple | "
+                                    "prior-gmm | neurorad-weak (T1, T2 or FLAIR)."),
     brain: Path | None = typer.Option(None, "--brain", help="Also write the skull-stripped image here."),
 ) -> None:
     """Brain extraction (skull stripping): a mask of the brain on the input grid."""

@@ -195,6 +195,11 @@ def dataset_phantom(
     seed: int = typer.Option(0, "--seed", help="Same seed, same dataset."),
     randomise: str = typer.Option("all", "--randomise", help="Comma list of contrast,bias,noise,resolution,"
                                                               "thickness,pose,warp, or all / none."),
+    mix: bool = typer.Option(False, "--mix-contrasts", help="One channel (MRI) per case, the --contrasts taken in "
+                                                            "turn (contrast-agnostic models)."),
+    labels: str = typer.Option("truth", "--labels", help="truth, or weak (brain target only: MNI152 priors + "
+                                                        "prior-guided Gaussian mixture, the skull-stripping paper's "
+                                                        "SPM12-p labels rebuilt)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing dataset folder."),
 ) -> None:
     """Write phantom cases (real anatomy) with domain randomisation as an nnU-Net raw dataset."""
@@ -208,8 +213,23 @@ def dataset_phantom(
     if unknown:
         raise InputError(f"unknown --randomise item(s) {', '.join(unknown)}; choose from {', '.join(RANDOMISATIONS)}")
     chans = tuple(c.strip().lower() for c in contrasts.split(",") if c.strip()) if contrasts else None
+    if labels not in ("truth", "weak"):
+        raise InputError(f"--labels must be truth or weak, got {labels!r}")
+    if labels == "weak" and target != "brain":
+        raise InputError("--labels weak is for --target brain")
+    relabel = None
+    if labels == "weak":
+        import numpy as np
+
+        from neurorad.preprocess.tissue_prior import weak_brain_mask
+
+        def relabel(vols, truth):  # noqa: ANN001, ANN202
+            return truth.with_data(np.asarray(weak_brain_mask(vols[0]).data, np.uint8))
+
+    source = "truth" if labels == "truth" else "weak (MNI152 priors + prior-guided GMM, summed tissue > 0.7, cleaned)"
     with bar(f"phantom dataset {kind}", n) as advance:
-        tc = training_cases(kind, n, target=target, contrasts=chans, seed=seed, randomise=opts, progress=advance)
+        tc = training_cases(kind, n, target=target, contrasts=chans, seed=seed, randomise=opts, progress=advance,
+                            mix_contrasts=mix, relabel=relabel, label_source=source)
         ds = write_dataset(out, tc.cases, tc.channel_names, tc.labels, tc.description, overwrite=overwrite,
                            extra={"neurorad_cases": tc.records})
     typer.echo(f"wrote {len(ds.cases)} {kind} cases ({', '.join(ds.channel_names)}; labels "

@@ -100,19 +100,15 @@ def randomised_case(kind: str, seed: int, target: str = "lesion", contrasts: tup
         opts.update(misalign_deg=0.0, misalign_mm=0.0)
     rec.update({k: v for k, v in opts.items() if k != "contrasts"})
     case = make_case(kind, seed=seed, **opts)
-    pre = "" if kind == "glioma" else prefix
     try:
-        images = [case.images[f"{pre}{c}"] for c in chans]
+        images = [case.images[f"{prefix}{c}"] for c in chans]
     except KeyError as exc:
         raise InputError(f"phantom kind {kind} has no {exc.args[0]!r} image (contrasts {', '.join(chans)})") from exc
     if target == "brain":
         bkey = next(k for k in case.truth if k.endswith("brain"))
         lab = (np.asarray(case.truth[bkey].data) > 0).astype(np.uint8)
     else:
-        key = truth_key if kind != "glioma" else "truth_baseline_tumour_class"
-        if kind == "glioma" and key not in case.truth:
-            key = next(k for k in case.truth if k.endswith("tumour_class"))
-        arr = np.asarray(case.truth[key].data)
+        arr = np.asarray(case.truth[truth_key].data)
         lab = (arr > 0).astype(np.uint8) if len(KIND_TARGETS[kind][2]) == 2 else arr.astype(np.uint8)
     ref = images[0]
     datas = [np.asarray(v.data, np.float32) for v in images]
@@ -155,8 +151,14 @@ class TrainingCases:
 
 def training_cases(kind: str, n: int, target: str = "lesion", contrasts: tuple[str, ...] | None = None,
                    seed: int = 0, randomise: set[str] | frozenset[str] = frozenset(RANDOMISATIONS),
-                   progress: Callable[[int], None] | None = None) -> TrainingCases:
-    """``n`` randomised cases of ``kind`` (deterministic given ``seed``), generated on iteration."""
+                   progress: Callable[[int], None] | None = None, mix_contrasts: bool = False,
+                   relabel: Callable[[list[Volume], Volume], Volume] | None = None,
+                   label_source: str = "truth") -> TrainingCases:
+    """``n`` randomised cases of ``kind`` (deterministic given ``seed``), generated on iteration.
+
+    ``mix_contrasts``: each case has ONE channel ("MRI"), the contrasts taken in turn (for a
+    contrast-agnostic model). ``relabel(images, truth) -> labels`` replaces the truth by another
+    label source (e.g. weak labels from a classical method), named by ``label_source``."""
     if kind not in KIND_TARGETS:
         raise InputError(f"unknown phantom kind {kind!r}; choose one of {', '.join(KIND_TARGETS)}")
     if n < 1:
@@ -164,12 +166,19 @@ def training_cases(kind: str, n: int, target: str = "lesion", contrasts: tuple[s
     chans = tuple(contrasts or KIND_TARGETS[kind][0])
     labels = {0: "background", 1: "brain"} if target == "brain" else dict(KIND_TARGETS[kind][2])
     desc = (f"neurorad phantom dataset: kind {kind}, target {target}, seed {seed}, randomised "
-            f"{', '.join(sorted(randomise)) or 'nothing'}; synthetic images on real anatomy (Colin27 + MNI152)")
-    out = TrainingCases(kind, target, [c.upper() for c in chans], labels, desc, iter(()))
+            f"{', '.join(sorted(randomise)) or 'nothing'}; labels: {label_source}; synthetic images on real anatomy "
+            f"(Colin27 + MNI152){'; one contrast per case: ' + ', '.join(chans) if mix_contrasts else ''}")
+    names = ["MRI"] if mix_contrasts else [c.upper() for c in chans]
+    out = TrainingCases(kind, target, names, labels, desc, iter(()))
 
     def gen() -> Iterator[tuple[str, list[Volume], Volume]]:
         for i in range(n):
-            vols, lab, rec = randomised_case(kind, seed * 100003 + i, target, chans, randomise)
+            case_chans = (chans[i % len(chans)],) if mix_contrasts else chans
+            vols, lab, rec = randomised_case(kind, seed * 100003 + i, target, case_chans, randomise)
+            rec["contrasts"] = list(case_chans)
+            if relabel is not None:
+                lab = relabel(vols, lab)
+                rec["labels"] = label_source
             out.records.append(rec)
             if progress:
                 progress(1)

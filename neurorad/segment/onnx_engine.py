@@ -47,11 +47,15 @@ def onnx_forward(path: str | Path, threads: int | None = None) -> Callable[[torc
 
 def export_network(net: torch.nn.Module, arch: ArchSpec, patch: tuple[int, ...], path: str | Path) -> None:
     """Export ``net`` for inputs ``[batch, channels, *patch]`` (batch dynamic) to ONNX (opset 17)."""
+    import warnings
+
     dummy = torch.zeros(2, arch.net_in_channels, *patch[: arch.spatial_dims])
     net.eval()
-    torch.onnx.export(net, (dummy,), str(path), input_names=["input"], output_names=["logits"],
-                      dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, opset_version=17,
-                      dynamo=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer notes about constant folding and instance norm
+        torch.onnx.export(net, (dummy,), str(path), input_names=["input"], output_names=["logits"],
+                          dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, opset_version=17,
+                          dynamo=False)
 
 
 def _time(fn: Callable[[], Any], repeats: int) -> float:

@@ -19,7 +19,8 @@ Config (TOML or JSON), every key but ``data.dataset`` optional::
 
     [model]     name, version, task, architecture (unet2d|unet25d|unet3d|dynunet|densevnet),
                 features, slices (2.5D), dropout, extra
-    [data]      dataset (folder, relative to the config), spacing_mm, normalization, patch_size,
+    [data]      dataset (folder, or a list of folders with the same channels and labels; relative to the
+                config), spacing_mm, normalization, patch_size,
                 val_fraction, folds
     [training]  seed, max_epochs, iterations_per_epoch, batch_size, learning_rate, loss
                 (dice_ce|dice|ce), lr_patience_epochs, lr_factor, stop_patience_epochs,
@@ -58,7 +59,7 @@ LOSSES = ("dice_ce", "dice", "ce")
 class TrainConfig:
     """A parsed training configuration (see the module docstring for the keys)."""
 
-    dataset: Path
+    dataset: list[Path]  # one or more nnU-Net raw datasets with the same channels and labels
     name: str = "model"
     version: str = "0.1.0"
     task: str = "segmentation"
@@ -141,8 +142,8 @@ def parse_config(raw: dict[str, Any], base: Path, source: Path | None = None) ->
         raise InputError(f"unknown section(s): {', '.join(unknown_sections)}", source)
     if "dataset" not in kw:
         raise InputError("[data] dataset (the nnU-Net raw dataset folder) is required", source)
-    ds = Path(kw["dataset"])
-    kw["dataset"] = ds if ds.is_absolute() else (base / ds)
+    dss = kw["dataset"] if isinstance(kw["dataset"], list) else [kw["dataset"]]
+    kw["dataset"] = [Path(d) if Path(d).is_absolute() else base / d for d in dss]
     for k in ("features", "patch_size"):
         if k in kw:
             kw[k] = tuple(int(x) for x in kw[k])
@@ -186,10 +187,11 @@ class PreparedCase:
     foreground: np.ndarray  # (N, 3) voxel indices of label > 0 (subsampled)
 
 
-def prepare_cases(ds: RawDataset, prep: PreprocessSpec, min_shape: tuple[int, int, int],
+def prepare_cases(datasets: list[RawDataset], prep: PreprocessSpec, min_shape: tuple[int, int, int],
                   progress: Callable[[dict], None] | None = None) -> list[PreparedCase]:
     out = []
-    for i, case in enumerate(ds.cases):
+    pairs = [(d, c) for d in datasets for c in d.cases]
+    for i, (ds, case) in enumerate(pairs):
         imgs, lab = ds.load_case(case)
         arr, lab_arr, _ = prepare(imgs, prep, lab)
         assert lab_arr is not None
@@ -200,9 +202,10 @@ def prepare_cases(ds: RawDataset, prep: PreprocessSpec, min_shape: tuple[int, in
         fg = np.argwhere(lab_arr > 0)
         if len(fg) > 20000:
             fg = fg[np.linspace(0, len(fg) - 1, 20000).astype(int)]
-        out.append(PreparedCase(case, arr, lab_arr, fg))
+        cid = case if len(datasets) == 1 else f"{ds.root.name}/{case}"
+        out.append(PreparedCase(cid, arr, lab_arr, fg))
         if progress:
-            progress({"stage": "prepare", "done": i + 1, "total": len(ds.cases)})
+            progress({"stage": "prepare", "done": i + 1, "total": len(pairs)})
     return out
 
 
@@ -431,17 +434,20 @@ def write_curves(history: list[dict], out_dir: Path) -> None:
     plt.close(fig)
 
 
-def _card(cfg: TrainConfig, ds: RawDataset, arch: ArchSpec, prep: PreprocessSpec, inf: InferenceSpec,
+def _card(cfg: TrainConfig, datasets: list[RawDataset], arch: ArchSpec, prep: PreprocessSpec, inf: InferenceSpec,
           folds: list[FoldResult], command: str) -> dict[str, Any]:
     c = cfg.card
+    ds = datasets[0]
+    n_cases = sum(len(d.cases) for d in datasets)
     val = float(np.mean([f.best_val_dice for f in folds]))
     return {
         "name": cfg.name, "version": cfg.version, "task": cfg.task,
         "labels": {str(k): v for k, v in sorted(ds.labels.items())},
         "contrasts": [ch.lower() for ch in ds.channel_names],
         "preprocessing": prep.to_dict(), "architecture": arch.to_dict(), "inference": inf.to_dict(),
-        "training_data": c.get("training_data", f"{len(ds.cases)} cases of the nnU-Net raw dataset "
-                                                 f"{ds.root.name} (no statement given in the config)"),
+        "training_data": c.get("training_data", f"{n_cases} cases of the nnU-Net raw dataset(s) "
+                                                 f"{', '.join(d.root.name for d in datasets)} (no statement given "
+                                                 f"in the config)"),
         "validation": {
             "metrics": {"val_dice_mean": round(val, 4),
                         "per_fold": [{"fold": f.fold, "val_dice": f.best_val_dice, "best_epoch": f.best_epoch,
@@ -453,7 +459,8 @@ def _card(cfg: TrainConfig, ds: RawDataset, arch: ArchSpec, prep: PreprocessSpec
         "intended_use": c.get("intended_use", "research; validate locally before any clinical use"),
         "limitations": c.get("limitations", "not stated"),
         "licence": c.get("licence", "Apache-2.0"),
-        "training": {"config": cfg.raw, "seed": cfg.seed, "folds": cfg.folds,
+        "training": {"config": cfg.raw, "seed": cfg.seed, "folds": cfg.folds, "cases": n_cases,
+                     "datasets": [d.root.name for d in datasets],
                      "parameters": count_parameters(build_network(arch)),
                      "weights_state_sha256": [f.weights_sha256 for f in folds],
                      "seconds": round(sum(f.seconds for f in folds), 1),
@@ -469,7 +476,12 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False,
     run_dir = Path(run_dir)
     if run_dir.exists() and any(run_dir.iterdir()) and not resume:
         raise InputError("run folder exists and is not empty (use --resume to continue it)", run_dir)
-    ds = read_dataset(cfg.dataset)
+    datasets = [read_dataset(d) for d in cfg.dataset]
+    ds = datasets[0]
+    for other in datasets[1:]:
+        if other.channel_names != ds.channel_names or other.labels != ds.labels:
+            raise InputError(f"dataset {other.root.name} has channels {other.channel_names} / labels {other.labels}, "
+                             f"but {ds.root.name} has {ds.channel_names} / {ds.labels}", other.root)
     arch = cfg.arch(len(ds.channel_names), len(ds.labels))
     prep = PreprocessSpec(cfg.spacing_mm, cfg.normalization)
     ip = cfg.inference
@@ -480,7 +492,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False,
     if cfg.source is not None and not (run_dir / ("config" + cfg.source.suffix)).exists():
         shutil.copyfile(cfg.source, run_dir / ("config" + cfg.source.suffix))
     min_shape = tuple(cfg.patch_size) + ((1,) if arch.spatial_dims == 2 else ())
-    cases = prepare_cases(ds, prep, min_shape, progress)  # type: ignore[arg-type]
+    cases = prepare_cases(datasets, prep, min_shape, progress)  # type: ignore[arg-type]
     splits = split_cases(len(cases), cfg.folds, cfg.val_fraction, cfg.seed)
     results, history = [], []
     for fold, (tr, va) in enumerate(splits):
@@ -500,7 +512,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False,
         if (run_dir / f).exists():
             shutil.copyfile(run_dir / f, model_dir / f)
     cmd = command or f"neurorad train {cfg.source or 'CONFIG'} --out {run_dir}"
-    card = _card(cfg, ds, arch, prep, inf, results, cmd)
+    card = _card(cfg, datasets, arch, prep, inf, results, cmd)
     card["training"]["software"] = software_versions()
     finalize_folder(model_dir, card)
     (run_dir / "run.json").write_text(json.dumps(

@@ -190,3 +190,49 @@ def test_kfold_ensemble_gives_uncertainty_on_the_input_grid(planted_dataset, tmp
     assert out.uncertainty is not None and out.uncertainty.spatial_shape == vol.spatial_shape
     u = np.asarray(out.uncertainty.data)
     assert u.min() >= 0 and u.max() > 0  # two differently trained members disagree somewhere
+
+
+def test_onnx_export_matches_torch_and_records_the_faster_engine(trained, tmp_path):
+    from neurorad.cli import app
+    from neurorad.segment.planted import planted_cases
+
+    model = tmp_path / "m"
+    shutil.copytree(trained / "model", model)
+    r = CliRunner().invoke(app, ["model", "export-onnx", str(model), "--repeats", "1"])
+    assert r.exit_code == 0, r.output
+    card = read_card(model)
+    assert "fold_0.onnx" in card["files"] and verify(model) == []
+    rep = card["inference"]["onnx_export"]
+    assert rep["max_abs_diff"] < 1e-3
+    assert card["inference"]["preferred_engine"] == ("onnx" if rep["onnx_s"] < rep["torch_s"] else "torch")
+    _, [vol], _ = planted_cases(1, seed=11)[0]
+    p_torch = load_segmenter(model, engine="torch").predict([vol]).probabilities.data
+    seg_onnx = load_segmenter(model, engine="onnx")
+    assert seg_onnx.engine == "onnx"
+    p_onnx = seg_onnx.predict([vol]).probabilities.data
+    assert np.abs(np.asarray(p_torch) - np.asarray(p_onnx)).max() < 1e-3
+    assert load_segmenter(model).engine == card["inference"]["preferred_engine"]
+    # a changed ONNX file refuses to run like changed weights
+    (model / "fold_0.onnx").write_bytes(b"not onnx")
+    with pytest.raises(ProcessingError, match="fold_0.onnx"):
+        load_segmenter(model, engine="onnx")
+
+
+def test_nnunet_folder_checks(tmp_path):
+    from neurorad.segment.nnunet import NnUNetSegmenter
+
+    folder = tmp_path / "nnUNetTrainer__nnUNetPlans__3d_fullres"
+    folder.mkdir()
+    (folder / "dataset.json").write_text(json.dumps({"channel_names": {"0": "FLAIR"},
+                                                     "labels": {"background": 0, "lesion": 1}}))
+    with pytest.raises(InputError, match="plans.json missing"):
+        NnUNetSegmenter(folder)
+    (folder / "plans.json").write_text("{}")
+    with pytest.raises(InputError, match="fold_0/checkpoint_final.pth"):
+        NnUNetSegmenter(folder)
+    (folder / "fold_0").mkdir()
+    (folder / "fold_0" / "checkpoint_final.pth").write_bytes(b"x")
+    seg = NnUNetSegmenter(folder)
+    assert seg.contrasts == ("flair",) and seg.labels == {0: "background", 1: "lesion"}
+    with pytest.raises(InputError, match="needs 1 input image"):
+        seg.predict([])
