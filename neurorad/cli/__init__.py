@@ -57,6 +57,7 @@ def _register_all() -> None:
         genomics,
         image,
         ms,
+        ops,
         phantom,
         preprocess,
         segment,
@@ -65,7 +66,8 @@ def _register_all() -> None:
     )
 
     # workflows last: it adds a command for each installed workflow without a command of its own
-    for mod in (image, preprocess, phantom, ms, data, server, genomics, evaluate, cohort, demo, segment, workflows):
+    for mod in (image, preprocess, phantom, ms, data, server, genomics, evaluate, cohort, demo, segment, ops,
+                workflows):
         mod.register(app)
 
 
