@@ -67,3 +67,17 @@ def test_worklist_shows_baseline_not_failed(web_env: WebEnv) -> None:
     assert f'data-study="{web_env.prior_study_id}"' in html and 'data-state="baseline"' in html
     assert "baseline: waiting for a follow-up study" in html and "badge alarm\">failed" not in html
     assert f'data-study="{web_env.prior_study_id}"' not in c.get("/worklist?status=failed").text
+
+
+def test_worklist_counts_findings_per_kind(web_env: WebEnv) -> None:
+    """The list tells finding kinds apart with the workflow's labels and colours and numbers."""
+    import re
+
+    c = _login(web_env, "rad")
+    html = c.get("/worklist").text
+    row = re.search(rf'<tr data-study="{web_env.study_id}".*?</tr>', html, re.S).group(0)
+    kinds: dict[str, int] = {}
+    for le in web_env.truth["lesions"]:
+        kinds[getattr(le, "kind", "new")] = kinds.get(getattr(le, "kind", "new"), 0) + 1
+    for kind, n in kinds.items():
+        assert re.search(rf'data-kind="{kind}"><i class="swatch" style="background: #[0-9a-f]{{6}}"></i>{n} ', row), row

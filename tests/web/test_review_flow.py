@@ -32,7 +32,6 @@ def _checked(page, ids) -> dict[int, str]:
 
 @pytest.mark.skipif(shutil.which("pdftotext") is None, reason="poppler-utils not installed")
 def test_decide_reopen_amend(web_env: WebEnv, browser_context, tmp_path) -> None:
-    pytest.importorskip("neurorad.server.decisions", reason="needs the one decision path (neurorad.server.decisions)")
     from neurorad.store.models import AuditEvent, QADecision
 
     ids = [le.label for le in web_env.truth["lesions"]]

@@ -238,6 +238,7 @@ def worklist_page(
         state_key, state_text = pagedata.worklist_state(study.state, study.state_reason)
         finding = state_text
         _, folder = current_run(s, study, root)
+        kinds: list[dict[str, Any]] = []
         if folder is not None:
             wf, result = _load_result(folder)
             if result is None:
@@ -245,6 +246,7 @@ def worklist_page(
             else:
                 n_alarms = rv.count_alarms(result)
                 finding = wf.conclusion(result)
+                kinds = pagedata.kind_counts(result.findings, wf.finding_kinds, wf.viewer.kind_colours)
         if (status == "baseline") != (state_key == pagedata.BASELINE_STATE) and status in ("baseline", "failed"):
             continue
         if alarms and not n_alarms:
@@ -262,6 +264,7 @@ def worklist_page(
             "alarms": n_alarms,
             "decision": dec.decision if dec else None,
             "state_key": state_key,
+            "kinds": kinds,
             "exam_date": _exam_date(request, s, study, p.role in IDENTIFIER_ROLES),
             "_since": since,
         })
