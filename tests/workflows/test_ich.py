@@ -206,7 +206,11 @@ def test_phantom_pair_through_template_registration(tmp_path: Path) -> None:
     assert res.quantity("expansion").value is True
     assert min(res.extra["registration_dice"]["ct"].values()) >= 0.93
     assert (tmp_path / "o" / "centre_movement.png").exists()
-    from neurorad.workflows.ich.pipeline import process_scan
+    from neurorad.image.ct import load_ct
+    from neurorad.preprocess.ct_brain import ct_brain_mask
+    from neurorad.preprocess.template_registration import register_to_template
 
-    with pytest.raises(ProcessingError, match="registration QC failed after the linear step"):
-        process_scan(folder / "baseline_ct.nii.gz", "ct", min_dice=0.999)
+    ct, _ = load_ct(folder / "baseline_ct.nii.gz")
+    with pytest.raises(ProcessingError, match="registration QC failed after the linear step: Dice"):
+        register_to_template(ct, ct_brain_mask(ct), spacing_mm=4.0, min_dice=0.999, iterations_linear=30,
+                             iterations_bspline=5)
