@@ -603,7 +603,7 @@ def step_classify(ctx: MSContext) -> None:
         st.parameters["dropped_not_grown"] = dropped
         labels, ctx.extents = grow_enlarging(labels, ctx.n, ctx.kinds, ctx.fn, base_les, ctx.brain, sp,
                                              cand.brain_median, cand.brain_sigma, cfg.classify)
-        ctx.labels = delineate(labels, ctx.n, ctx.kinds, cand.difference, cfg.classify)
+        ctx.labels = delineate(labels, ctx.n, ctx.kinds, cand.difference, cfg.classify, ctx.fn, cand.tissue_level)
 
 
 def step_atlas(ctx: MSContext) -> None:

@@ -628,23 +628,30 @@ def delineate(
     kinds: list[str],
     difference: np.ndarray,
     params: ClassifyParams = ClassifyParams(),
+    followup: np.ndarray | None = None,
+    tissue_level: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Partial-volume delineation of new lesions: keep the voxels of each new component whose
-    change reaches ``partial_volume_fraction`` of its peak change (half maximum), the part
-    connected to the peak. A voxel whose change is half the lesion's full contrast is half
-    lesion, so this counts voxels with a lesion fraction >= 0.5 (the truth definition of the
-    phantom, and how a partial-volume voxel is usually counted in manual delineation); the
-    candidate extent (score > 0.01) reaches much further (1.4-2.1x the truth volume before).
-    Enlarging lesions keep their grown extent. Returns the new label map (same label numbers).
+    """Partial-volume delineation: keep the voxels of each new component whose change reaches
+    ``partial_volume_fraction`` of its peak change (half maximum), the part connected to the
+    peak. A voxel whose change is half the lesion's full contrast is half lesion, so this counts
+    voxels with a lesion fraction >= 0.5 (the truth definition of the phantom, and how a
+    partial-volume voxel is usually counted in manual delineation); the candidate extent (score
+    > 0.01) reaches much further (1.4-2.1x the truth volume before). An enlarging lesion (its
+    grown follow-up extent) is delineated the same way on its follow-up contrast over the local
+    tissue level (``followup``, ``tissue_level``; without them it keeps its grown extent).
+    Returns the new label map (same label numbers).
     """
     labels = np.asarray(labels).copy()
     if n == 0 or params.partial_volume_fraction is None:
         return labels
-    d = np.asarray(difference, np.float32)
+    d_new = np.asarray(difference, np.float32)
+    d_enl = (np.asarray(followup, np.float32) - np.asarray(tissue_level, np.float32)
+             if followup is not None and tissue_level is not None else None)
     objs = ndimage.find_objects(labels.astype(np.int32), n)
     struct = ndimage.generate_binary_structure(3, 3)
     for lab in range(1, n + 1):
-        if kinds[lab - 1] != "new" or objs[lab - 1] is None:
+        d = d_new if kinds[lab - 1] == "new" else d_enl
+        if d is None or objs[lab - 1] is None:
             continue
         sl = objs[lab - 1]
         own = labels[sl] == lab

@@ -142,3 +142,13 @@ def test_lesion_at_a_bright_edge_survives_the_shift_rule():
                                              difference=c.difference)
         assert dec[0].shift_explained_fraction >= 0.45
         assert n == kept, dec[0]
+
+
+def test_enlarging_lesion_delineated_on_its_followup_contrast():
+    shape = (48, 48, 48)
+    ball = _ball(shape, (24, 24, 24), 6)
+    fu = (1.0 + ndimage.gaussian_filter(ball.astype(np.float32), 1.0)).astype(np.float32)
+    labels = (fu > 1.05).astype(np.int32)  # a grown extent much larger than the lesion
+    out = delineate(labels, 1, ["enlarging"], np.zeros(shape, np.float32), ClassifyParams(), fu,
+                    np.ones(shape, np.float32))
+    assert (out == 1).sum() == pytest.approx(ball.sum(), rel=0.1)
