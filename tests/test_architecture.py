@@ -51,7 +51,9 @@ def _imported_layers(path: Path) -> set[str]:
             parts = n.split(".")
             if parts[0] == "neurorad" and len(parts) > 1:
                 # the contract's types are the one part of `workflows` the platform layers may use
-                out.add("workflows.contract" if parts[1:3] == ["workflows", "contract"] else parts[1])
+                # the registry only names installed workflows (entry points): part of the same surface
+                surface = parts[1:3] in (["workflows", "contract"], ["workflows", "registry"])
+                out.add("workflows.contract" if surface else parts[1])
     return out
 
 
