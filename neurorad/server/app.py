@@ -55,6 +55,24 @@ class DatabaseMonitor:
             self._thread.join(5)
 
 
+def _mount_metrics(app: FastAPI, plane) -> None:
+    """``GET /metrics``: Prometheus text exposition of the installation (neurorad.server.metrics).
+    Like every endpoint but ``/api/health`` it needs a signed-in user or a bearer token
+    (docs/security.md); the figures carry no identifier."""
+    from fastapi import Depends, Response
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+    from neurorad.server.auth import Principal, current_user
+    from neurorad.server.metrics import make_registry
+
+    registry = make_registry(plane.db, plane.storage)
+
+    @app.get("/metrics", include_in_schema=False)
+    def metrics(p: Principal = Depends(current_user)) -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST,
+                        headers={"Cache-Control": "no-store"})
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     from neurorad.server.api import router as api_router
     from neurorad.server.orchestration import DataPlane
@@ -115,6 +133,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.login_throttle = LoginThrottle(settings.login_max_failures_per_user,
                                              settings.login_max_failures_per_ip, settings.login_window_s)
     app.include_router(api_router)
+    _mount_metrics(app, plane)
     try:
         from neurorad.server.web import router as web_router
     except ImportError:
