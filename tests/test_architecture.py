@@ -46,7 +46,9 @@ def _imported_layers(path: Path) -> set[str]:
         if isinstance(node, ast.Import):
             names = [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names = [node.module]
+            # `from neurorad.workflows import registry` names the module neurorad.workflows.registry
+            names = [f"{node.module}.{a.name}" for a in node.names] if node.module == "neurorad.workflows" \
+                else [node.module]
         for n in names:
             parts = n.split(".")
             if parts[0] == "neurorad" and len(parts) > 1:
