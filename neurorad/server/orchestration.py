@@ -691,6 +691,7 @@ class DataPlane:
                     dl.attempts += 1
                 ds = pydicom.dcmread(self.storage.abspath(path))
                 out = reidentify_dataset(ds, self.vault)
+                identify_report_document(out, self.storage.abspath(path), self.vault)
                 self.queue.heartbeat(lease, message=f"sending result {rid} to {d.name}")
                 status, reason = send_to(d, out)
                 with self.db.session() as s:
@@ -725,6 +726,43 @@ class DataPlane:
         if not self.queue.complete(lease, on_success):
             raise LeaseLost(f"job {lease.job_id}: lease lost before completion")
         return "succeeded"
+
+
+ENCAPSULATED_PDF_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.104.1"
+
+
+def identify_report_document(out: pydicom.Dataset, stored: Path, vault: Any) -> bool:
+    """Put the identified copy of the report into an outgoing (re-identified) Encapsulated PDF.
+
+    The stored PDF was rendered from de-identified data (no name, ID or birth date); just before
+    sending, :func:`neurorad.report.render.identified_pdf_bytes` renders the same report with the
+    patient's identity and the original exam date from the vault, in a temporary folder that is
+    deleted at once, and the bytes replace the document in ``out`` only. The report PDF is the
+    one ``neurorad.workflows.outputs`` wrapped (``<folder>/report.pdf`` for
+    ``<folder>/dicom/<name>.dcm``); False (``out`` unchanged) when there is none or no sidecar."""
+    from neurorad.report.render import PatientIdentity, identified_pdf_bytes
+
+    if str(getattr(out, "SOPClassUID", "")) != ENCAPSULATED_PDF_SOP_CLASS or stored.parent.name != "dicom":
+        return False
+    pdf = stored.parent.parent / "report.pdf"
+    if not pdf.is_file():
+        return False
+    try:
+        patient = PatientIdentity.from_dicom(vault.reidentify_patient(str(pydicom.dcmread(
+            stored, stop_before_pixels=True, specific_tags=["PatientID"]).PatientID)))
+        study = vault.study(str(pydicom.dcmread(stored, stop_before_pixels=True,
+                                                specific_tags=["StudyInstanceUID"]).StudyInstanceUID))
+    except Exception:  # noqa: BLE001 - no vault record: the stored (de-identified) report is sent
+        log.warning("no identity for the report document %s; sent as stored", stored.name)
+        return False
+    changes = {"exam_date": str(study["StudyDate"])} if study.get("StudyDate") else {}
+    data = identified_pdf_bytes(pdf, patient, **changes)
+    if data is None:
+        return False
+    out.EncapsulatedDocument = data + (b"\0" if len(data) % 2 else b"")
+    if "EncapsulatedDocumentLength" in out:
+        out.EncapsulatedDocumentLength = len(data)
+    return True
 
 
 def queue_run(s: Session, settings: Settings, study: Study, workflow: str, version: str, series_ids: dict[str, int],
