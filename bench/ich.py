@@ -70,7 +70,7 @@ def run_case(i: int, engine: str, space: str) -> dict:
     from neurorad.clinical.ich import axis_type, expansion
     from neurorad.phantom.cases import ich_pair
     from neurorad.phantom.io import write_case
-    from neurorad.preprocess.brain_extraction import dice
+    from neurorad.image.masks import dice
     from neurorad.quantify.morphology import describe_shape
     from neurorad.workflows.contract import WorkflowInputs
     from neurorad.workflows.ich import ICHWorkflow
