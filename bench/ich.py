@@ -68,9 +68,9 @@ def run_case(i: int, engine: str, space: str) -> dict:
     import resource
 
     from neurorad.clinical.ich import axis_type, expansion
+    from neurorad.image.masks import dice
     from neurorad.phantom.cases import ich_pair
     from neurorad.phantom.io import write_case
-    from neurorad.image.masks import dice
     from neurorad.quantify.morphology import describe_shape
     from neurorad.workflows.contract import WorkflowInputs
     from neurorad.workflows.ich import ICHWorkflow
