@@ -42,10 +42,14 @@ def _root(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log every step (DEBUG)."),
     quiet_: bool = typer.Option(False, "--quiet", "-q", help="Only errors and final results; no progress bars."),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+    log_json: bool = typer.Option(False, "--log-json", help="Logs as JSON lines with request/job ids (also "
+                                  "$NEURORAD_LOG_FORMAT=json); docs/operations.md."),
 ) -> None:
+    from neurorad.server.logs import configure, json_wanted
+
     _state["verbose"], _state["quiet"] = verbose, quiet_
     level = logging.DEBUG if verbose else (logging.WARNING if quiet_ else logging.INFO)
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    configure(level, use_json=log_json or json_wanted(), stream=sys.stderr)
 
 
 def _register_all() -> None:

@@ -116,6 +116,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.add_middleware(AdmissionGate, max_in_flight=settings.max_requests_in_flight)
     app.add_middleware(HardeningMiddleware, max_body_bytes=settings.max_request_body_bytes)
+    from neurorad.server.logs import RequestIdMiddleware
+
+    app.add_middleware(RequestIdMiddleware)  # outermost: every log line of the request carries its id
 
     @app.exception_handler(UnicodeEncodeError)
     async def _unencodable_text(request, exc):  # a lone surrogate in a JSON string ("\ud800")

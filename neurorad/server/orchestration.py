@@ -510,9 +510,12 @@ class DataPlane:
 
     def run_job(self, lease: Lease, progress_cb: Callable[[float, str], None] | None = None) -> str:
         """Run one leased job to its end (complete or fail), in this process. Returns the job's state."""
+        from neurorad.server.logs import job_id
+
         handler = {"workflow": self._run_workflow_job, "deliver": self._run_delivery_job}.get(lease.kind)
         if handler is None:
             return self.queue.fail(lease, f"unknown job kind {lease.kind}", retry=False) or "lost"
+        token = job_id.set(lease.job_id)  # every log line of the job carries its id (neurorad.server.logs)
         try:
             return handler(lease)
         except LeaseLost as exc:
@@ -525,6 +528,8 @@ class DataPlane:
             # the API and the web pages) names the exception, never file paths or code lines
             log.warning("job %s attempt %s failed", lease.job_id, lease.attempt, exc_info=True)
             return self.queue.fail(lease, public_error(exc)) or "lost"
+        finally:
+            job_id.reset(token)
 
     def _inputs(self, s: Session, run: WorkflowRun, series_ids: dict[str, Any], scratch: Path) -> WorkflowInputs:
         """Role -> a folder of the series' stored (de-identified) instances (symbolic links), the

@@ -61,8 +61,10 @@ def _die_with_parent() -> None:
 
 def execute_job(settings_d: dict[str, Any], lease_d: dict[str, Any]) -> str:
     """Run one leased job in this process (child process or Dask task)."""
+    from neurorad.server.logs import configure_job_process
     from neurorad.server.orchestration import DataPlane
 
+    configure_job_process()
     plane = DataPlane(settings_from_dict(settings_d))
     try:
         return plane.run_job(Lease(**lease_d))
