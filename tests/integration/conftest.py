@@ -141,7 +141,7 @@ class NeuroradServer:
                 time.sleep(0.2)
         # the receiver starts with the app; wait until it answers C-ECHO
         while time.time() < deadline:
-            r = subprocess.run(["echoscu", "-aec", "NEURORAD", "127.0.0.1", str(self.dicom_port)],
+            r = subprocess.run(["echoscu", "-aet", "SCANNER01", "-aec", "NEURORAD", "127.0.0.1", str(self.dicom_port)],
                                capture_output=True, timeout=10)
             if r.returncode == 0:
                 return self

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import subprocess
 
+import httpx
 import pydicom
 import pytest
 
@@ -49,16 +50,22 @@ def test_storescu_to_orthanc_reidentified(orthanc, workdir):
                       "study to need review")[0]
         assert st["n_instances"] == len(files)
         rv = srv.api(f"/api/studies/{st['id']}")["runs"][0]["result_version"]
-        srv.post(f"/api/studies/{st['id']}/review", {"result_version": rv, "decision": "ACCEPTABLE", "score": 4,
-                                                         "comment": "ok"})
+        srv._cli("user", "add", "rad", "--role", "radiologist", "--password", "rad-password-123")
+        rad = {"Authorization": "Bearer " + srv._cli("token", "create", "rad").strip().splitlines()[-1]}
+        r = httpx.post(f"{srv.url}/api/studies/{st['id']}/review", headers=rad, timeout=120,
+                       json={"result_version": rv, "decision": "ACCEPTABLE", "score": 4, "comment": "ok"})
+        assert r.status_code == 200, r.text  # only radiologists decide (the admin token gets 403)
         wait_for(lambda: srv.api(f"/api/studies/{st['id']}")["state"] == "delivered", 120, "delivery")
         # QIDO-RS at the PACS: the original patient and study hold the results
         studies = orthanc.qido("/studies", PatientID=IDENTITY["PatientID"])
         assert [s["0020000D"]["Value"][0] for s in studies] == [orig.StudyInstanceUID]
         inst = orthanc.qido(f"/studies/{orig.StudyInstanceUID}/instances")
-        # neurorad sent only its results (Secondary Capture + Encapsulated PDF), not the images back
-        assert sorted(i["00080016"]["Value"][0] for i in inst) == sorted(
-            [str(pydicom.uid.SecondaryCaptureImageStorage), str(pydicom.uid.EncapsulatedPDFStorage)])
+        # neurorad sent only its results (key-image Secondary Capture, Encapsulated PDF report, SR),
+        # not the images back
+        classes = sorted(i["00080016"]["Value"][0] for i in inst)
+        assert len(classes) == 3 and str(pydicom.uid.SecondaryCaptureImageStorage) in classes
+        assert str(pydicom.uid.EncapsulatedPDFStorage) in classes
+        assert any(c.startswith("1.2.840.10008.5.1.4.1.1.88.") for c in classes)  # structured report
         assert all(i["00100020"]["Value"][0] == IDENTITY["PatientID"] for i in inst)
         # no original identifier anywhere in neurorad's stored copies
         srv.stop()

@@ -228,7 +228,17 @@ def test_form_time_points_must_all_be_accepted(web_env: WebEnv) -> None:
         r = c.post(url, json=body, headers={"X-CSRF-Token": csrf})
         assert r.status_code == 422 and "prior 2" in r.text
         body["timepoints_accepted"].append("prior 2")
-        assert c.post(url, json=body, headers={"X-CSRF-Token": csrf}).status_code == 200
+        r = c.post(url, json=body, headers={"X-CSRF-Token": csrf})
+        assert r.status_code == 200, r.text
+        out = r.json()
+        assert out["decision"] == "ACCEPTABLE" and out["kept"] == [1, 2, 3] and out["values"] == {"score": "4"}
+        with web_env.app.state.db.session() as s:
+            from neurorad.store.models import QADecision
+
+            dec = s.scalars(select(QADecision)).one()
+            assert dec.timepoints_accepted == ["prior 1", "current", "prior 2"] and dec.report_version == 2
+        html = c.get(out["report_url"]).text
+        assert "Active: 3 new T2-FLAIR lesions" in html
     finally:
         registry.unregister("ms-lesions")
 

@@ -163,7 +163,7 @@ class MSLesionsWorkflow(Workflow):
     def run(self, inputs: WorkflowInputs, out_dir: Path, progress: Progress) -> WorkflowResult:
         from neurorad.pipelines.ms_lesions import STEPS, MSConfig, run_ms_lesions
 
-        names = [n for n, _ in STEPS]
+        names = [getattr(st, "name", None) or st[0] for st in STEPS]  # Step objects (or (name, text) pairs)
         known = {f.name for f in fields(MSConfig)}
         opts = dict(inputs.options)
         if "engine" in opts:
