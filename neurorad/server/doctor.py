@@ -95,30 +95,9 @@ def check_models() -> list[Check]:
     return out
 
 
-def schema_revisions(url: str) -> tuple[str | None, str]:
-    """(current Alembic revision of the database, shipped head revision)."""
-    from alembic.config import Config
-    from alembic.runtime.migration import MigrationContext
-    from alembic.script import ScriptDirectory
-    from sqlalchemy import create_engine
-
-    from neurorad.store.db import MIGRATIONS_DIR
-
-    cfg = Config()
-    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
-    head = ScriptDirectory.from_config(cfg).get_current_head()
-    engine = create_engine(url)
-    try:
-        with engine.connect() as conn:
-            current = MigrationContext.configure(conn).get_current_revision()
-    finally:
-        engine.dispose()
-    return current, str(head)
-
-
 def check_database(settings: Settings) -> list[Check]:
     """The database answers and its schema is at the shipped head (read only: nothing created)."""
-    from neurorad.store.db import sqlite_path
+    from neurorad.store.db import schema_revisions, sqlite_path
 
     url = str(settings.database_url)
     safe = url.split("@")[-1] if "@" in url else url

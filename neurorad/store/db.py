@@ -154,6 +154,25 @@ def migrate(engine_or_url: Engine | str, revision: str = "head") -> None:
         engine.dispose()
 
 
+def schema_revisions(url: str) -> tuple[str | None, str]:
+    """(current Alembic revision of the database, shipped head revision)."""
+    from alembic.config import Config
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+    from sqlalchemy import create_engine
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    head = ScriptDirectory.from_config(cfg).get_current_head()
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            current = MigrationContext.configure(conn).get_current_revision()
+    finally:
+        engine.dispose()
+    return current, str(head)
+
+
 class ReadOnlySessionError(RuntimeError):
     """Something tried to write through :meth:`Database.read_session`."""
 
