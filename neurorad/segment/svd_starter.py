@@ -1,6 +1,7 @@
 """Starter models of the WMH 2D U-Net and the microbleed 3-slice U-Net, trained on phantoms only.
 
-One command retrains each shipped model (dataset + training + registry model folder)::
+One command trains each starter model (dataset + training + registry model folder; none is shipped yet:
+on the 2 shared CPU cores of the first session the training did not finish)::
 
     python -m neurorad.segment.svd_starter wmh --out runs/wmh-unet2d
     python -m neurorad.segment.svd_starter cmb --out runs/cmb-unet25d

@@ -7,8 +7,8 @@ Steps (``run``), each recorded with its seconds in the result's provenance:
                 (:mod:`neurorad.workflows._subject`).
 3. ``segment``  the chosen engine: ``classical`` (hyperintensity relative to normal-appearing white
                 matter with tissue priors, :mod:`neurorad.segment.wmh_classical`) or ``unet2d`` (the 2D U-Net
-                of Shan et al., PAPERS.md B, through the learned-segmentation layer; a starter model
-                trained on phantoms only).
+                of Shan et al., PAPERS.md B, through the learned-segmentation layer; its starter model is
+                trained with ``python -m neurorad.segment.svd_starter wmh``, not shipped yet).
 4. ``measure``  lesions (26-connected), ventricles, periventricular (10 mm rule) vs deep, size strata,
                 atlas regions (:mod:`neurorad.quantify.svd`).
 5. ``rules``    quantities, Fazekas-style grade proposal with its rule, comparison with the previous
@@ -96,8 +96,8 @@ class WMHWorkflow(Workflow):
                           kind_colours={"periventricular": "#ffd400", "deep": "#ff4040"})
     engines = {
         "classical": "hyperintensity relative to normal-appearing white matter with MNI152 tissue priors",
-        "unet2d": "2D U-Net of Shan et al. (z-score, pad, 384 x 384 slices; starter model trained on phantoms "
-                  "only)",
+        "unet2d": "2D U-Net of Shan et al. (z-score, pad, 384 x 384 slices); needs the model wmh-unet2d (not "
+                  "shipped: python -m neurorad.segment.svd_starter wmh)",
     }
 
     # ----------------------------------------------------------------------------------------- run
