@@ -1,4 +1,4 @@
-"""Operations commands: ``neurorad doctor``, ``neurorad backup``, ``neurorad restore``."""
+"""Operations commands: ``neurorad doctor``, ``backup``, ``restore`` and research ``batch`` runs over BIDS."""
 
 from __future__ import annotations
 
@@ -60,3 +60,36 @@ def register(app: typer.Typer) -> None:
         rep = restore(backup_dir, settings.data_dir, str(settings.database_url))
         typer.echo(f"restored {sum(rep.tables.values())} rows and {rep.files} files into {settings.data_dir}; "
                    "all match the manifest")
+
+    @app.command("batch")
+    def batch_cmd(
+        bids: Path = typer.Option(..., "--bids", help="BIDS dataset (with dataset_description.json)."),
+        workflow: str = typer.Option(..., "--workflow", help="Installed workflow (`neurorad workflows`)."),
+        out: Path = typer.Option(None, "--out",
+                                 help="Derivatives folder (default BIDS/derivatives/neurorad-<workflow>)."),
+        jobs: int = typer.Option(1, "--jobs", "-j", help="Sessions run at once (local processes)."),
+        executor: str = typer.Option(None, "--executor", help="dask://HOST:PORT: run sessions on a Dask cluster."),
+        reports: bool = typer.Option(False, "--reports", help="Also write each session's report and DICOM objects."),
+    ) -> None:
+        """Run a workflow on every subject/session of a BIDS dataset: parallel, resumable (done sessions are
+        skipped), BIDS-derivatives outputs, one cohort table with units; failed sessions are listed and do
+        not stop the others (exit 1 when any failed)."""
+        from neurorad.cli import quiet
+        from neurorad.workflows.batch import run_batch
+
+        def progress(n: int, total: int, eta_s: float | None) -> None:
+            if not quiet():
+                eta = f", ETA {eta_s:.0f} s" if eta_s is not None else ""
+                typer.echo(f"[{n}/{total}] sessions finished{eta}", err=True)
+
+        rep = run_batch(bids, workflow, out, jobs=jobs, executor=executor, reports=reports, progress=progress)
+        typer.echo(f"{len(rep.done)} done, {len(rep.skipped)} already done, {len(rep.failed)} failed, "
+                   f"{len(rep.not_applicable)} without the inputs -> {rep.out_dir}")
+        for case_id, why in rep.not_applicable:
+            typer.echo(f"  not applicable {case_id}: {why}")
+        for case_id, why in rep.failed:
+            typer.echo(f"  FAILED {case_id}: {why}")
+        if rep.table:
+            typer.echo(f"cohort table {rep.table} (units in {rep.table.with_suffix('.json').name})")
+        if rep.failed:
+            raise typer.Exit(1)
