@@ -94,7 +94,7 @@ async def _client(base: str, cookie: str, study_ids: list[int], stop: asyncio.Ev
                   idx: int) -> None:
     import httpx
 
-    async with httpx.AsyncClient(base_url=base, cookies={"neurorad_session": cookie}, timeout=120.0,
+    async with httpx.AsyncClient(base_url=base, cookies={"neurorad_session": cookie}, timeout=300.0,
                                  follow_redirects=False) as c:
         k = idx
         while not stop.is_set():

@@ -16,7 +16,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import func, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload
 
 from neurorad import __version__
 from neurorad.server import auth
@@ -194,9 +194,20 @@ class TokenIn(BaseModel):
 
 
 # -- helpers ------------------------------------------------------------------------------------
-def _study_out(s: Session, st: Study, cls=StudyOut, **extra: Any) -> Any:
-    n_series = s.scalar(select(func.count(Series.id)).where(Series.study_id == st.id)) or 0
-    n_inst = s.scalar(select(func.count(Instance.id)).join(Series).where(Series.study_id == st.id)) or 0
+def _study_counts(s: Session, study_ids: list[int]) -> dict[int, tuple[int, int]]:
+    """(series, instances) per study, in one query (not two per study)."""
+    if not study_ids:
+        return {}
+    n_inst = (select(Instance.series_id, func.count(Instance.id).label("n")).group_by(Instance.series_id)
+              .subquery())
+    rows = s.execute(select(Series.study_id, func.count(Series.id), func.coalesce(func.sum(n_inst.c.n), 0))
+                     .outerjoin(n_inst, n_inst.c.series_id == Series.id)
+                     .where(Series.study_id.in_(study_ids)).group_by(Series.study_id)).all()
+    return {sid: (int(ns), int(ni)) for sid, ns, ni in rows}
+
+
+def _study_out(s: Session, st: Study, cls=StudyOut, counts: tuple[int, int] | None = None, **extra: Any) -> Any:
+    n_series, n_inst = counts if counts is not None else _study_counts(s, [st.id]).get(st.id, (0, 0))
     return cls(id=st.id, study_uid=st.study_uid, patient_pseudo_id=st.patient.pseudo_id, state=st.state,
                state_reason=st.state_reason, workflow=st.workflow, modalities=st.modalities,
                received_at=st.received_at, last_instance_at=st.last_instance_at, updated_at=st.updated_at,
@@ -369,10 +380,12 @@ def delete_token(token_id: DbId, s: Session = Depends(get_db_session),
 @router.get("/studies", response_model=list[StudyOut])
 def list_studies(state: str | None = None, limit: int = limit_query(100, 1000), offset: Offset = 0,
                  s: Session = Depends(get_db_session), p: Principal = Depends(current_user)) -> list[StudyOut]:
-    q = select(Study).order_by(Study.id.desc()).limit(limit).offset(offset)
+    q = select(Study).options(joinedload(Study.patient)).order_by(Study.id.desc()).limit(limit).offset(offset)
     if state:
         q = q.where(Study.state == state)
-    return [_study_out(s, st) for st in s.scalars(q).all()]
+    studies = s.scalars(q).all()
+    counts = _study_counts(s, [st.id for st in studies])
+    return [_study_out(s, st, counts=counts.get(st.id, (0, 0))) for st in studies]
 
 
 @router.get("/studies/{study_id}", response_model=StudyDetail)

@@ -93,7 +93,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Sync endpoints run in anyio's thread pool. Python runs one thread at a time (GIL), so
         # more threads add no throughput, only GIL hand-overs that delay the event loop (and
         # with it /api/health and every waiting client); a small pool keeps the loop responsive.
-        anyio.to_thread.current_default_thread_limiter().total_tokens = settings.request_threads
+        anyio.to_thread.current_default_thread_limiter().total_tokens = (
+            settings.request_threads or (4 if plane.db.is_sqlite else 16))
         # and hand the GIL over more often than every 5 ms, so the event loop gets it soon
         sys.setswitchinterval(min(sys.getswitchinterval(), 0.001))
         monitor = DatabaseMonitor(plane.db).start()

@@ -98,8 +98,9 @@ class Settings:
     # viewer: send compact display copies (int16 scaled images, uint8 labels; neurorad.server.web.display)
     viewer_display_copies: bool = True
     secure_cookies: bool = False
-    # threads running request handlers (neurorad.server.app; anyio's default is 40)
-    request_threads: int = 4
+    # threads running request handlers (neurorad.server.app; anyio's default is 40); None: 4 on
+    # SQLite (the work is Python, one thread at a time), 16 on PostgreSQL (they wait on the network)
+    request_threads: int | None = None
     # requests inside the application at once; more wait in the event loop (neurorad.server.middleware)
     max_requests_in_flight: int = 32
     # largest request body (bytes) outside the DICOM upload (neurorad.server.middleware): 413 above
