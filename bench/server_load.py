@@ -100,8 +100,10 @@ async def _client(base: str, cookie: str, study_ids: list[int], stop: asyncio.Ev
         while not stop.is_set():
             sid = study_ids[k % len(study_ids)]
             k += 1
-            for page, url in (("worklist", "/worklist?status=all"), ("study_page", f"/studies/{sid}"),
-                              ("api_studies", "/api/studies?limit=50"), ("api_study", f"/api/studies/{sid}")):
+            pages = [("worklist", "/worklist?status=all"), ("study_page", f"/studies/{sid}"),
+                     ("api_studies", "/api/studies?limit=50"), ("api_study", f"/api/studies/{sid}")]
+            first = idx % len(pages)  # clients start on different pages: every page is sampled
+            for page, url in pages[first:] + pages[:first]:
                 if stop.is_set():
                     return
                 t0 = time.perf_counter()

@@ -7,6 +7,7 @@ local worker). The database is migrated to the shipped schema at start.
 
 from __future__ import annotations
 
+import gc
 import logging
 import sys
 import threading
@@ -101,6 +102,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.db_monitor = monitor
         services = Services(settings, plane).start()
         app.state.services = services
+        # Everything imported and built so far lives as long as the server: keep it out of the
+        # cyclic collector, whose full passes otherwise stop every thread, the event loop too.
+        gc.collect()
+        gc.freeze()
         try:
             yield
         finally:
