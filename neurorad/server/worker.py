@@ -202,7 +202,8 @@ class Worker:
                     lease = self.plane.queue.claim(self.worker_id, self.kinds)
                     if lease is None:
                         break
-                    log.info("job %s (%s) attempt %s started", lease.job_id, lease.kind, lease.attempt)
+                    log.info("job %s (%s) attempt %s started", lease.job_id, lease.kind, lease.attempt,
+                             extra={"job_id": lease.job_id})
                     self._running[lease.job_id] = _Running(lease, time.monotonic(), self._start(lease))
                     started += 1
                 now = time.monotonic()

@@ -23,7 +23,6 @@ hashes against the manifest.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -34,6 +33,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from neurorad.errors import InputError, ProcessingError
+from neurorad.provenance import sha256_file
 
 MANIFEST = "manifest.json"
 _SKIP_TOP = {"work", "neurorad.db", "neurorad.db-wal", "neurorad.db-shm", "neurorad.db-journal"}
@@ -45,14 +45,6 @@ class BackupReport:
     tables: dict[str, int]
     files: int
     bytes: int
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _sqlite_copy(src: Path, dst: Path) -> None:
@@ -145,7 +137,7 @@ def backup(data_dir: Path, database_url: str, dest: Path) -> BackupReport:
             _sqlite_copy(src, dst)
         else:
             shutil.copy2(src, dst)
-        files[str(rel)] = {"bytes": dst.stat().st_size, "sha256": _sha256(dst)}
+        files[str(rel)] = {"bytes": dst.stat().st_size, "sha256": sha256_file(dst)}
     current, _head = schema_revisions(f"sqlite:///{tmp / 'database.sqlite'}" if db_kind == "sqlite" else database_url)
     manifest = {"format": 1, "software_version": __version__, "created": stamp, "database": db_kind,
                 "schema_revision": current, "tables": counts, "files": files}
@@ -207,7 +199,7 @@ def restore(backup_dir: Path, data_dir: Path, database_url: str) -> BackupReport
             _sqlite_copy(src, dst)
         else:
             shutil.copy2(src, dst)
-        if _sha256(dst) != meta["sha256"]:
+        if sha256_file(dst) != meta["sha256"]:
             problems.append(f"{rel}: sha256 differs from the manifest")
     counts = table_counts(database_url)
     for table, n in manifest["tables"].items():

@@ -121,3 +121,16 @@ def test_batch_cli(bids, workflows, tmp_path):
     assert "2 done" in res.output and (tmp_path / "deriv/cohort.csv").is_file()
     res = CliRunner().invoke(app, ["batch", "--bids", str(tmp_path / "nowhere"), "--workflow", BrightVolume.name])
     assert res.exit_code != 0
+
+
+def test_batch_on_a_dask_cluster(bids, workflows, tmp_path):
+    """The --executor dask:// path: sessions run as tasks of a (loopback, in-process) Dask scheduler."""
+    from dask.distributed import LocalCluster
+
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, protocol="tcp://", host="127.0.0.1",
+                      dashboard_address=None) as cluster:
+        executor = "dask://" + cluster.scheduler_address.split("://", 1)[1]
+        rep = run_batch(bids, BrightVolume.name, tmp_path / "deriv", executor=executor)
+    assert sorted(rep.done) == ["sub-01_ses-01", "sub-01_ses-02"]
+    assert [c for c, _ in rep.failed] == ["sub-02_ses-01"]
+    assert pd.read_csv(tmp_path / "deriv" / "cohort.csv").bright_voxels.tolist() == [10, 20]
