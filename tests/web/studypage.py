@@ -202,11 +202,11 @@ def measure_page(browser, srv: PageServer, click_in_page: bool = False) -> dict[
     radio = page.locator('input[name="cand-2"][value="discard"]')
     radio.wait_for(state="attached", timeout=600_000)
     page.wait_for_selector("body[data-form-ready='1']", state="attached", timeout=600_000)
-    box = radio.bounding_box()
+    box = None if click_in_page else radio.bounding_box(timeout=600_000)
     page.wait_for_selector("body[data-ready='1']", state="attached", timeout=600_000)
     # a mouse click right after the images are shown (no waiting for the page's consent, as a reader's
     # click): interactive when the page has applied it (its own clock: data-last-verdict-ms)
-    if not click_in_page:
+    if box is not None:
         page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
     page.wait_for_selector('#lesions tr[data-lesion="2"][data-verdict="discard"]', state="attached",
                            timeout=600_000)
