@@ -6,6 +6,9 @@ The schedule follows the published systems (PAPERS.md B6, C6, E2): Adam (learnin
 ``stop_patience_epochs`` epochs without improvement (or at ``max_epochs``, or once validation
 Dice reaches ``stop_at_val_dice``), and the checkpoint with the best validation Dice kept.
 
+``touch RUN/STOP`` ends a run at the next epoch boundary (also when resuming): the best checkpoint so
+far becomes the model.
+
 Deterministic given ``seed`` on CPU: one NumPy generator drives case split, patch sampling and
 augmentation; torch is seeded per fold and runs with deterministic algorithms. Two runs of one
 config give the same weights (tested through :func:`neurorad.segment.engine.state_sha256`).
@@ -361,6 +364,10 @@ def _train_fold(cfg: TrainConfig, arch: ArchSpec, fold: int, train_cases: list[P
     loss_fn = _loss_fn(cfg.loss)
     net.train()
     while not done:
+        if (fold_dir.parent / "STOP").exists():  # `touch RUN/STOP`: end now, keep the best checkpoint
+            if not (fold_dir / "best.pt").is_file():
+                raise ProcessingError(f"{fold_dir.parent}/STOP found before any epoch finished: nothing to keep")
+            break
         epoch += 1
         t0 = time.perf_counter()
         for g in opt.param_groups:

@@ -79,6 +79,12 @@ def test_same_seed_same_weights_and_resume_continues_exactly(planted_dataset, tr
         train(cfg, tmp_path / "resumed")
     resumed = train(cfg, tmp_path / "resumed", resume=True)
     assert [f.weights_sha256 for f in resumed.folds] == ref
+    # `touch RUN/STOP` ends an interrupted run at once: the best checkpoint so far becomes the model
+    with pytest.raises(Stop):
+        train(cfg, tmp_path / "stopped", progress=interrupt)
+    (tmp_path / "stopped" / "STOP").touch()
+    stopped = train(cfg, tmp_path / "stopped", resume=True)
+    assert stopped.folds[0].epochs == 1 and verify(stopped.model_dir) == []
     # a different seed gives different weights (the hash can tell runs apart)
     other = parse_config(tiny_config(planted_dataset, "unet3d", **SHORT, seed=1), tmp_path)
     assert [f.weights_sha256 for f in train(other, tmp_path / "other").folds] != ref
@@ -236,3 +242,17 @@ def test_nnunet_folder_checks(tmp_path):
     assert seg.contrasts == ("flair",) and seg.labels == {0: "background", 1: "lesion"}
     with pytest.raises(InputError, match="needs 1 input image"):
         seg.predict([])
+
+
+def test_shipped_brain_model_is_registered_verified_small_and_honest():
+    from neurorad.preprocess.brain_extraction import ENGINES
+    from neurorad.segment.registry import SHIPPED_ROOT, list_models
+
+    folder = SHIPPED_ROOT / "neurorad-weak-brain"
+    assert verify(folder) == []
+    card = read_card(folder)
+    assert sum((folder / f).stat().st_size for f in card["files"]) <= 25 * 1024 * 1024
+    assert "SYNTHETIC" in card["training_data"] and "validated locally" in card["intended_use"]
+    assert card["architecture"]["architecture"] == "densevnet"
+    assert any(m.name == "neurorad-weak-brain" and m.shipped for m in list_models())
+    assert "neurorad-weak" in ENGINES and "prior-gmm" in ENGINES
