@@ -157,7 +157,7 @@ def run_case(i: int, voxel_mm: float, phantom: str = "original", engine: str = "
     return {
         "case": i, "spec": _jsonable(spec), "slice_mm": thick, "truth_active": bool(lesions),
         "lesions": lesions, "detections": detections, "seconds_generate": round(t_gen, 1),
-        "seconds_pipeline": round(t_run, 1), "timings": res.timings_s,
+        "seconds_pipeline": round(t_run, 1), "timings": res.timings_s, "cpu_s": res.cpu_s,
     }
 
 
@@ -325,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 found = sum(_found(le, 0.1) for le in r["lesions"])
                 n_fp = sum(d["fp"] and d["peak"] >= 0.1 for d in r["detections"])
-                print(f"case {r['case']:3d} slice {r['slice_mm']:.0f} mm active={r['truth_active']!s:5} "
+                print(f"case {r['case']:3d} slice {r['slice_mm']:g} mm active={r['truth_active']!s:5} "
                       f"found {found}/{len(r['lesions'])} fp {n_fp} ({r['seconds_pipeline']:.0f} s)", flush=True)
     results.sort(key=lambda r: r["case"])
     summary = summarise(results, 0.1, args.froc_floor)
