@@ -98,6 +98,7 @@ def _ingest(app, folder: Path, kind: str, **kw) -> None:
         assert app.state.plane.ingest_bytes(f.read_bytes(), "MOD").stored
 
 
+@pytest.mark.slow
 def test_a_test_module_workflow_is_routed_run_reviewed_reported_and_delivered(settings, tmp_path, toy):
     sink = Sink()
     try:
@@ -166,6 +167,7 @@ def test_a_test_module_workflow_is_routed_run_reviewed_reported_and_delivered(se
         sink.stop()
 
 
+@pytest.mark.slow
 def test_a_study_meeting_two_workflows_runs_both_and_one_meeting_none_says_why(settings, tmp_path, toy):
     settings.workflows = ["summary", toy.name]
     app = _app(settings)
@@ -196,6 +198,7 @@ def test_a_study_meeting_two_workflows_runs_both_and_one_meeting_none_says_why(s
         assert ev.details["reasons"] == {toy.name: "missing t1 (T1)"}
 
 
+@pytest.mark.slow
 def test_summary_report_has_no_ms_wording(settings, tmp_path):
     """The regression of the first platform: an accepted non-MS result was reported in MS words."""
     app = _app(settings)
@@ -224,6 +227,7 @@ def _broken_entry_point(tmp_path: Path) -> Path:
     return site
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", ["serve", "worker"])
 def test_enabled_workflow_that_cannot_be_imported_stops_the_server(tmp_path, command):
     import os
