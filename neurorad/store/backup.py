@@ -98,6 +98,27 @@ def _run(cmd: list[str], env: dict[str, str], what: str) -> None:
         raise ProcessingError(f"{what} failed: {r.stderr.strip()[-500:]}")
 
 
+def _pg_dump_with_counts(database_url: str, out: Path) -> dict[str, int]:
+    """``pg_dump`` and the row counts of the SAME snapshot: a repeatable-read transaction exports
+    its snapshot (``pg_export_snapshot()``), counts in it and stays open while ``pg_dump
+    --snapshot`` dumps exactly that state (PostgreSQL docs, 9.27.5 Snapshot Synchronization)."""
+    from sqlalchemy import create_engine, inspect, text
+
+    engine = create_engine(database_url, isolation_level="REPEATABLE READ")
+    try:
+        with engine.connect() as c:
+            snapshot = c.execute(text("SELECT pg_export_snapshot()")).scalar_one()
+            names = [n for n in inspect(c).get_table_names() if n != "alembic_version"]
+            counts = {n: int(c.execute(text(f'SELECT count(*) FROM "{n}"')).scalar_one()) for n in sorted(names)}
+            conn, env = _libpq(database_url)
+            _run(["pg_dump", "--format=custom", "--no-owner", "--no-privileges", f"--snapshot={snapshot}",
+                  "--file", str(out), conn], env, "pg_dump")
+            c.rollback()
+    finally:
+        engine.dispose()
+    return counts
+
+
 def backup(data_dir: Path, database_url: str, dest: Path) -> BackupReport:
     """Write a backup of the installation (``data_dir``, ``database_url``) into a new folder under ``dest``."""
     from neurorad import __version__
@@ -119,10 +140,7 @@ def backup(data_dir: Path, database_url: str, dest: Path) -> BackupReport:
         counts = table_counts(f"sqlite:///{tmp / 'database.sqlite'}")
         db_kind = "sqlite"
     else:
-        conn, env = _libpq(database_url)
-        _run(["pg_dump", "--format=custom", "--no-owner", "--no-privileges", "--file", str(tmp / "database.pgdump"),
-              conn], env, "pg_dump")
-        counts = table_counts(database_url)  # may differ from the dump by what committed in between
+        counts = _pg_dump_with_counts(database_url, tmp / "database.pgdump")
         db_kind = "postgresql"
     files: dict[str, dict] = {}
     for src in sorted(p for p in data_dir.rglob("*") if p.is_file()):
