@@ -1,0 +1,380 @@
+"""Glioma volumetry with radiologist QA and a three-time-point comparison: the ``glioma`` workflow
+(EASE, PAPERS.md A).
+
+Steps (``run``), each recorded with its seconds in the result's provenance:
+
+1. ``load``       T1, post-contrast T1 (T1c), T2 and T2-FLAIR (NIfTI or DICOM series), RAS+; 2D series
+                  with slices >= 5 mm are refused (EASE used 3D T1c/FLAIR where available).
+2. ``brain``      brain extraction on T1c (deepbet by default; HD-BET as the paper is an option).
+3. ``register``   rigid registration of T1, T2 and FLAIR to T1c (elastix, mutual information on the
+                  brain's box; A2), resampled onto the T1c grid.
+4. ``bias``       N4 of every sequence inside the brain (the paper added N4 and found better masks).
+5. ``segment``    the chosen engine: ``classical`` (multi-contrast thresholds relative to normal
+                  brain, :mod:`neurorad.segment.glioma_classical`); learned engines come from the
+                  learned-segmentation layer when a model is installed.
+6. ``measure``    regional volumes (mL), connected components with their volumes (EASE's sanity
+                  check against unnoticed false positives), the automatic bidimensional RANO
+                  product (:mod:`neurorad.quantify.rano`), the 8 volumetric ratios of the
+                  radiogenomics classifier (:func:`neurorad.genomics.radiomics.ratio_features`).
+7. ``compare``    change against the accepted results of the two previous studies (>= 40 % flagged,
+                  :mod:`neurorad.clinical.glioma`), only within one compatible software version.
+8. ``files``      the co-registered sequences, the class map, the component map and key images.
+
+Review: ACCEPTABLE/UNACCEPTABLE + 1-5 (Perfect..Terrible) as EASE, the reader's 2D-based assessment
+recorded first (progression / stable / response), per-component keep/discard, comment.
+Validation so far is on synthetic phantoms only (bench/glioma.py).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from neurorad.clinical.glioma import (
+    ASSESSMENTS,
+    PROGRESSION_VOLUME_INCREASE,
+    compare_volume,
+    needs_second_reader,
+    volume_assessment,
+)
+from neurorad.errors import InputError, ProcessingError
+from neurorad.image.nifti import save_nifti
+from neurorad.image.volume import Volume
+from neurorad.workflows._subject import check_slices, key_image, load_series
+from neurorad.workflows.contract import (
+    SCORE_1_5,
+    Alarm,
+    Choice,
+    Finding,
+    FormField,
+    KeyImage,
+    ModelRef,
+    Panel,
+    Progress,
+    Quantity,
+    ReportSection,
+    ReportTable,
+    Requirements,
+    Review,
+    ReviewForm,
+    SeriesRole,
+    ViewerLayout,
+    Workflow,
+    WorkflowInputs,
+    WorkflowResult,
+    format_value,
+)
+
+SEQUENCES = ("t1c", "t1", "t2", "flair")
+REGIONS = {1: "necrosis", 2: "non_enhancing", 3: "enhancing"}
+REGION_TEXT = {"enhancing": "Enhancing tumour", "non_enhancing": "Non-enhancing T2-FLAIR hyperintensity",
+               "necrosis": "Necrosis / non-enhancing core"}
+
+ASSESSMENT_2D = FormField(
+    "assessment_2d", "Your 2D-based assessment (recorded before the volumes are shown)", "choice",
+    tuple(Choice(a, a) for a in ASSESSMENTS), required=False,
+    help="EASE reading protocol: record the 2D assessment first; when the volume-based assessment differs, "
+         "a second radiologist reads the study independently.")
+
+
+def _volume_ml(mask: np.ndarray, spacing_mm: tuple[float, float, float]) -> float:
+    return float(mask.sum()) * float(np.prod(spacing_mm)) / 1000.0
+
+
+class GliomaWorkflow(Workflow):
+    """Glioma volumetry (EASE) on T1, T1c, T2 and FLAIR; see the module docstring."""
+
+    name = "glioma"
+    version = "0.1.0"
+    title = "Glioma volumetry (EASE)"
+    description = ("Co-registers T1, T1c, T2 and FLAIR, extracts the brain, corrects bias and segments the "
+                   "tumour into enhancing tumour, non-enhancing T2-FLAIR hyperintensity and necrosis; reports "
+                   "volumes, components, the bidimensional product and the change against two earlier studies.")
+    requirements = Requirements((
+        SeriesRole("t1c", ("T1C",), ("MR",), prefer_3d=True, description="post-contrast T1 (reference grid)"),
+        SeriesRole("t1", ("T1",), ("MR",), prefer_3d=True, description="pre-contrast T1"),
+        SeriesRole("t2", ("T2",), ("MR",), description="T2-weighted"),
+        SeriesRole("flair", ("FLAIR",), ("MR",), prefer_3d=True, description="T2-FLAIR"),
+    ))
+    finding_kinds = {"component": "Tumour component"}
+    review_form = ReviewForm(fields=(SCORE_1_5, ASSESSMENT_2D), allow_missed=True,
+                             timepoints=("t-2", "t-1", "t"))
+    viewer = ViewerLayout((
+        Panel("FLAIR (registered to T1c, bias-corrected)", "flair", overlay=True),
+        Panel("Post-contrast T1 (bias-corrected)", "t1c", overlay=True),
+        Panel("T2 (registered to T1c)", "t2"),
+        Panel("Pre-contrast T1 (registered to T1c)", "t1"),
+    ), kind_colours={"component": "#ff4040"})
+    engines = {"classical": "multi-contrast thresholds relative to normal brain (baseline; synthetic validation)"}
+
+    # ----------------------------------------------------------------------------------------- run
+    def run(self, inputs: WorkflowInputs, out_dir: Path, progress: Progress) -> WorkflowResult:
+        opts = inputs.options
+        engine = str(opts.get("engine") or next(iter(self.engines)))
+        if engine not in self.engines:
+            raise InputError(f"unknown engine {engine!r} for workflow glioma; choose one of {list(self.engines)}")
+        steps: list[dict[str, Any]] = []
+
+        def step(name: str, t0: float, **kw: Any) -> None:
+            steps.append({"name": name, "seconds": round(time.perf_counter() - t0, 3), **kw})
+
+        t = time.perf_counter()
+        progress(0.02, "load T1, T1c, T2, FLAIR")
+        raw = {s: load_series(inputs.path(s), s.upper()) for s in SEQUENCES}
+        thickness = {s: check_slices(v, s.upper()) for s, v in raw.items()}
+        _same_patient(raw)
+        step("load", t)
+        t = time.perf_counter()
+        progress(0.1, "brain extraction")
+        ref = raw["t1c"]
+        brain, brain_engine = self._brain(ref, opts)
+        if _volume_ml(brain, ref.spacing_mm) < 300.0:
+            raise ProcessingError(f"brain extraction found only {_volume_ml(brain, ref.spacing_mm):.0f} mL of brain "
+                                  "on T1c; check the series (is it a head MR?)")
+        step("brain", t, engine=brain_engine)
+        t = time.perf_counter()
+        progress(0.25, "register T1, T2, FLAIR to T1c")
+        from neurorad.image.geometry import crop_to_mask
+        from neurorad.preprocess.registration import RegistrationLimits, register
+        from neurorad.preprocess.transforms import resample
+
+        # mutual information on the brain's box + margin (the skull and neck add nothing but time);
+        # noisy whole-head MR pairs score NMI ~1.05, so the floor is the MS workflow's 1.01
+        fixed = crop_to_mask(ref, ref.with_data(brain.astype(np.uint8)), margin_mm=10.0)
+        limits = opts.get("registration_limits") or RegistrationLimits(min_nmi=1.01)
+        backend = str(opts.get("registration_backend", "elastix"))
+        reg = {"t1c": ref}
+        reg_nmi = {}
+        for s in ("t1", "t2", "flair"):
+            try:
+                r = register(fixed, raw[s], "rigid", backend, limits=limits)
+            except ProcessingError as err:
+                raise ProcessingError(f"registration of {s.upper()} to T1c failed: {err}") from err
+            reg[s] = resample(raw[s], ref, r.transform, "linear")
+            reg_nmi[s] = round(float(r.nmi_after), 4)
+        step("register", t, backend=backend)
+        t = time.perf_counter()
+        progress(0.45, "N4 bias correction")
+        cor = self._bias(reg, brain, opts)
+        step("bias", t)
+        t = time.perf_counter()
+        progress(0.65, f"segment ({engine})")
+        from neurorad.segment.glioma_classical import GliomaParams, segment_glioma
+
+        params = opts.get("classical_params") or GliomaParams()
+        seg = segment_glioma(cor["t1"].data, cor["t1c"].data, cor["t2"].data, cor["flair"].data, brain,
+                             ref.spacing_mm, params)
+        step("segment", t, engine=engine)
+        t = time.perf_counter()
+        progress(0.8, "measure")
+        findings = self._findings(seg, ref)
+        from neurorad.quantify.rano import bidimensional_mm
+
+        bi = bidimensional_mm(seg.classes > 0, ref.spacing_mm)
+        bi_enh = bidimensional_mm(seg.classes == 3, ref.spacing_mm)
+        step("measure", t)
+        t = time.perf_counter()
+        progress(0.9, "files and key images")
+        for s in SEQUENCES:
+            save_nifti(cor[s], out_dir / f"{s}.nii.gz")
+        save_nifti(ref.with_data(seg.components.astype(np.int16)), out_dir / "tumour_components.nii.gz")
+        save_nifti(ref.with_data(seg.classes), out_dir / "tumour_classes.nii.gz")
+        save_nifti(ref.with_data(brain.astype(np.uint8)), out_dir / "brain_mask.nii.gz")
+        key_images = []
+        if findings:
+            c = findings[0].centroid_mm
+            assert c is not None
+            key_image(cor["flair"], seg.classes > 0, c, out_dir / "key_flair.png", (255, 64, 64))
+            key_image(cor["t1c"], seg.classes == 3, c, out_dir / "key_t1c.png", (255, 212, 0))
+            key_images = [KeyImage("key_flair.png", "FLAIR through the largest component, whole tumour in red", 1),
+                          KeyImage("key_t1c.png", "T1c through the largest component, enhancing tumour in yellow", 1)]
+        step("files", t)
+        alarms = []
+        if seg.n_components > 1:
+            alarms.append(Alarm("components", f"{seg.n_components} separate tumour components: check each for a "
+                                              "false positive (EASE's sanity check)", "info"))
+        result = WorkflowResult(
+            self.name, self.version, findings=findings, key_images=key_images, alarms=alarms,
+            mask="tumour_components.nii.gz", reference_role="t1c",
+            volumes={s: f"{s}.nii.gz" for s in SEQUENCES},
+            files={"classes": "tumour_classes.nii.gz (1 necrosis, 2 non-enhancing, 3 enhancing)",
+                   "brain_mask": "brain_mask.nii.gz"},
+            extra={"engine": engine, "brain_engine": brain_engine, "slice_thickness_mm": thickness,
+                   "registration_nmi": reg_nmi, "study_date": inputs.study_dates.get("t1c"),
+                   "bidimensional": {"whole_tumour": bi.__dict__, "enhancing": bi_enh.__dict__},
+                   "priors": self._priors(inputs),
+                   "validation": "synthetic phantoms only (bench/glioma.py)"})
+        result.provenance.models.append(ModelRef("glioma-classical", self.version))
+        result.provenance.steps.extend(steps)
+        result.provenance.parameters = {"engine": engine, **params.to_dict()}
+        return self.recompute(result)
+
+    # ------------------------------------------------------------------------------------ steps
+    @staticmethod
+    def _brain(ref: Volume, opts: dict[str, Any]) -> tuple[np.ndarray, str]:
+        given = opts.get("brain_mask")
+        if given is not None:
+            mask = np.asarray(given.data if isinstance(given, Volume) else given) > 0
+            if mask.shape != ref.spatial_shape:
+                raise InputError(f"brain mask shape {mask.shape} differs from T1c {ref.spatial_shape}")
+            return mask, "given"
+        from neurorad.preprocess.brain_extraction import extract_brain
+
+        engine = str(opts.get("brain_engine", "deepbet"))
+        return np.asarray(extract_brain(ref, engine).data) > 0, engine
+
+    @staticmethod
+    def _bias(vols: dict[str, Volume], brain: np.ndarray, opts: dict[str, Any]) -> dict[str, Volume]:
+        if opts.get("skip_bias"):
+            return dict(vols)
+        from concurrent.futures import ThreadPoolExecutor
+
+        from neurorad.preprocess.bias import n4_bias_correct
+
+        mask = vols["t1c"].with_data(brain.astype(np.uint8))
+
+        def n4(item: tuple[str, Volume]) -> tuple[str, Volume]:
+            # SimpleITK releases the GIL: two sequences at a time on 2 cores
+            return item[0], n4_bias_correct(item[1], mask, shrink_factor=4, iterations=(25, 25, 15))
+
+        with ThreadPoolExecutor(2) as pool:
+            return dict(pool.map(n4, vols.items()))
+
+    @staticmethod
+    def _findings(seg: Any, ref: Volume) -> list[Finding]:
+        from scipy import ndimage as ndi
+
+        out = []
+        voxel_ml = float(np.prod(ref.spacing_mm)) / 1000.0
+        if seg.n_components == 0:
+            return out
+        idx = np.arange(1, seg.n_components + 1)
+        centres = ndi.center_of_mass(np.ones(seg.components.shape, np.uint8), seg.components, idx)
+        for i, c in zip(idx, centres, strict=True):
+            comp = seg.components == i
+            vols = {name: float((comp & (seg.classes == lab)).sum()) * voxel_ml for lab, name in REGIONS.items()}
+            world = ref.voxel_to_world(np.asarray(c)[None, :])[0]
+            out.append(Finding(int(i), "component", round(sum(vols.values()), 4), int(i), "",
+                               tuple(float(x) for x in world),
+                               tuple(Quantity(f"{name}_volume", round(v, 4), "mL", REGION_TEXT[name])
+                                     for name, v in vols.items())))
+        return out
+
+    def _priors(self, inputs: WorkflowInputs) -> list[dict[str, Any]]:
+        """Accepted earlier results (newest first) usable for comparison: same major version only."""
+        out = []
+        for res, review in inputs.prior_results[:2]:
+            q = res.quantity("whole_tumour_volume")
+            out.append({"accepted": bool(review is not None and review.accepted),
+                        "whole_tumour_volume": None if q is None else q.value, "version": res.version,
+                        "compatible": res.version.split(".")[0] == self.version.split(".")[0],
+                        "date": res.extra.get("study_date")})
+        return out
+
+    # ------------------------------------------------------------------------------ clinical rules
+    def recompute(self, result: WorkflowResult) -> WorkflowResult:
+        tot = {name: 0.0 for name in REGIONS.values()}
+        for f in result.findings:
+            for m in f.measurements:
+                key = m.name.removesuffix("_volume")
+                if key in tot and isinstance(m.value, int | float):
+                    tot[key] += float(m.value)
+        whole = sum(tot.values())
+        q = [Quantity("whole_tumour_volume", round(whole, 4), "mL", "Whole tumour volume"),
+             Quantity("enhancing_volume", round(tot["enhancing"], 4), "mL", REGION_TEXT["enhancing"]),
+             Quantity("non_enhancing_volume", round(tot["non_enhancing"], 4), "mL", REGION_TEXT["non_enhancing"]),
+             Quantity("necrosis_volume", round(tot["necrosis"], 4), "mL", REGION_TEXT["necrosis"]),
+             Quantity("component_count", len(result.findings), "1", "Tumour components")]
+        bi = (result.extra.get("bidimensional") or {}).get("whole_tumour") or {}
+        if bi:
+            q += [Quantity("rano_longest_diameter", bi.get("longest_mm"), "mm", "Longest axial diameter (automatic)"),
+                  Quantity("rano_perpendicular_diameter", bi.get("perpendicular_mm"), "mm",
+                           "Longest perpendicular diameter (automatic)"),
+                  Quantity("rano_product", bi.get("product_mm2"), "mm2", "Bidimensional product (automatic)")]
+        from neurorad.genomics.radiomics import ratio_features
+
+        # ratios of the radiogenomics classifier: enhancing, oedema-like (non-enhancing), necrosis
+        ratios = ratio_features(tot["enhancing"], tot["non_enhancing"], tot["necrosis"]) if whole > 0 else {}
+        for k, v in ratios.items():
+            q.append(Quantity(f"ratio_{k}", None if not np.isfinite(v) else round(float(v), 6), "1",
+                              f"Volumetric ratio {k} (radiogenomics input)"))
+        comparisons = []
+        for label, prior in zip(("t-1", "t-2"), result.extra.get("priors") or [], strict=False):
+            if not (prior.get("accepted") and prior.get("compatible")) or prior.get("whole_tumour_volume") is None:
+                continue
+            c = compare_volume(label, float(prior["whole_tumour_volume"]), whole)
+            comparisons.append(c)
+            suffix = label.replace("-", "")
+            q += [Quantity(f"volume_change_{suffix}", round(c.change_ml, 4), "mL", f"Whole tumour change vs {label}"),
+                  Quantity(f"volume_change_{suffix}_percent", c.change_percent, "%",
+                           f"Whole tumour change vs {label} (% of {label})"),
+                  Quantity(f"volume_change_{suffix}_flag", c.flagged, "",
+                           f"Change vs {label} reaches {PROGRESSION_VOLUME_INCREASE:.0%} (RANO volume equivalent)")]
+        if whole > 0:
+            summary = (f"Tumour volume {whole:.1f} mL (enhancing {tot['enhancing']:.1f} mL, non-enhancing "
+                       f"{tot['non_enhancing']:.1f} mL, necrosis {tot['necrosis']:.1f} mL) in "
+                       f"{len(result.findings)} component(s).")
+        else:
+            summary = "No tumour segmented."
+        for c in comparisons:
+            pct = "new" if c.change_percent is None else f"{c.change_percent:+.1f}%"
+            summary += (f" Versus {c.label}: {c.change_ml:+.1f} mL ({pct})"
+                        + (", flagged." if c.flagged else "."))
+        priors = result.extra.get("priors") or []
+        if priors and len(comparisons) < len(priors):
+            summary += " Comparison withheld for earlier studies not accepted or measured with an incompatible version."
+        out = replace(result, quantities=q, summary=summary)
+        out.extra = {**result.extra, "volume_assessment": volume_assessment(comparisons[0]) if comparisons else None}
+        return out
+
+    def conclusion(self, result: WorkflowResult, review: Review | None = None) -> str:
+        text = result.summary
+        if review is not None and review.accepted:
+            a2d = review.values.get("assessment_2d")
+            av = result.extra.get("volume_assessment")
+            if a2d:
+                text += f" 2D assessment: {a2d}."
+            if a2d and av:
+                text += (f" Volume-based assessment: {av}; "
+                         + ("they differ: a second radiologist's independent reading is required."
+                            if needs_second_reader(a2d, av) else "they agree."))
+        return text
+
+    def report_sections(self, result: WorkflowResult, review: Review | None) -> list[ReportSection]:
+        sections = [ReportSection("Findings", (self.conclusion(result, review),))]
+        qs = {q.name: q for q in result.quantities}
+        names = ["whole_tumour_volume", "enhancing_volume", "non_enhancing_volume", "necrosis_volume",
+                 "component_count", "rano_longest_diameter", "rano_perpendicular_diameter", "rano_product"]
+        names += [n for n in qs if n.startswith("volume_change_")]
+        sections.append(ReportSection("Measurements", table=ReportTable(
+            ("Measurement", "Value", "Unit"),
+            tuple((qs[n].description, format_value(qs[n].value), qs[n].unit) for n in names if n in qs))))
+        if result.findings:
+            sections.append(ReportSection("Components", table=ReportTable(
+                ("#", "Volume (mL)", "Enhancing (mL)", "Non-enhancing (mL)", "Necrosis (mL)"),
+                tuple((str(f.id), format_value(f.volume_ml),
+                       *(format_value(f.measurement(f"{r}_volume").value if f.measurement(f"{r}_volume") else None)
+                         for r in ("enhancing", "non_enhancing", "necrosis"))) for f in result.findings))))
+        sections.append(ReportSection("Method", (
+            "Rigid registration of T1, T2 and FLAIR to post-contrast T1, brain extraction, N4 bias correction, "
+            f"segmentation with the {result.extra.get('engine', '?')} engine. Volume changes of 40% or more "
+            "(the volume equivalent of RANO's 25% bidimensional change) are flagged; comparisons are made only "
+            "between accepted results of one compatible software version. Validated on synthetic phantoms only.",)))
+        return sections
+
+    def not_usable_text(self) -> str:
+        return ("The automatic tumour segmentation was reviewed and judged not usable (UNACCEPTABLE); no "
+                "volumetric assessment is possible for this study. Read the images without the software result.")
+
+
+def _same_patient(vols: dict[str, Volume]) -> None:
+    """Refuse sequences of different patients (DICOM PatientID or pseudonym), naming the roles only."""
+    ids = {s: (v.metadata.get("dicom") or {}).get("PatientID") for s, v in vols.items()}
+    known = {s: i for s, i in ids.items() if i}
+    if len(set(known.values())) > 1:
+        raise InputError("the sequences belong to different patients (" + ", ".join(
+            f"{s.upper()}" for s in sorted(known)) + " carry different patient IDs); send one patient's session")

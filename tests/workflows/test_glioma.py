@@ -1,0 +1,113 @@
+"""Glioma workflow (EASE): RANO measurement, clinical rules, review, end-to-end on a phantom."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from neurorad.clinical.glioma import compare_volume, needs_second_reader, volume_assessment
+from neurorad.errors import InputError
+from neurorad.image.masks import dice
+from neurorad.quantify.rano import bidimensional_mm
+from neurorad.workflows.contract import Finding, Quantity, Review, WorkflowInputs, WorkflowResult
+from neurorad.workflows.glioma import GliomaWorkflow
+
+
+def _ellipse(a_mm: float, b_mm: float, spacing: float, angle_deg: float = 0.0) -> np.ndarray:
+    n = int(2.4 * max(a_mm, b_mm) / spacing)
+    x, y = np.meshgrid((np.arange(n) - n / 2) * spacing, (np.arange(n) - n / 2) * spacing, indexing="ij")
+    t = np.deg2rad(angle_deg)
+    u, v = x * np.cos(t) + y * np.sin(t), -x * np.sin(t) + y * np.cos(t)
+    m2 = (u / a_mm) ** 2 + (v / b_mm) ** 2 <= 1.0
+    vol = np.zeros((n, n, 5), bool)
+    vol[..., 2] = m2
+    vol[..., 1] = (u / (0.8 * a_mm)) ** 2 + (v / (0.8 * b_mm)) ** 2 <= 1.0  # smaller slice: not chosen
+    return vol
+
+
+@pytest.mark.parametrize("angle", [0.0, 30.0, 90.0])
+def test_bidimensional_product_of_an_ellipse_is_analytic(angle: float) -> None:
+    bi = bidimensional_mm(_ellipse(20.0, 10.0, 0.5, angle), (0.5, 0.5, 3.0))
+    assert bi.slice_index == 2
+    assert bi.longest_mm == pytest.approx(40.0, abs=1.0)  # 2a, on pixel centres
+    assert bi.perpendicular_mm == pytest.approx(20.0, abs=1.0)  # 2b
+    assert bi.product_mm2 == pytest.approx(800.0, rel=0.06)
+    assert bidimensional_mm(np.zeros((4, 4, 4), bool), (1, 1, 1)).product_mm2 == 0.0
+
+
+def test_volume_rules() -> None:
+    assert compare_volume("t-1", 10.0, 14.0).flagged  # +40 % is RANO's 25 % in 2D
+    assert not compare_volume("t-1", 10.0, 13.9).flagged
+    shrunk = compare_volume("t-1", 10.0, 3.5)
+    assert shrunk.flagged and volume_assessment(shrunk) == "response"
+    assert volume_assessment(compare_volume("t-1", 10.0, 12.0)) == "stable"
+    assert compare_volume("t-1", 0.0, 1.0).change_fraction is None and compare_volume("t-1", 0.0, 1.0).flagged
+    assert needs_second_reader("stable", "progression") and not needs_second_reader("stable", "stable")
+    with pytest.raises(ValueError):
+        compare_volume("t-1", -1.0, 1.0)
+
+
+def _result(volumes: list[tuple[float, float, float]], priors: list[dict] | None = None) -> WorkflowResult:
+    wf = GliomaWorkflow()
+    findings = [Finding(i, "component", sum(v), i, measurements=(
+        Quantity("enhancing_volume", v[0], "mL"), Quantity("non_enhancing_volume", v[1], "mL"),
+        Quantity("necrosis_volume", v[2], "mL"))) for i, v in enumerate(volumes, 1)]
+    return wf.recompute(WorkflowResult(wf.name, wf.version, findings=findings,
+                                       extra={"priors": priors or [], "engine": "classical"}))
+
+
+def test_review_discards_a_component_and_comparison_needs_accepted_compatible_priors() -> None:
+    wf = GliomaWorkflow()
+    priors = [{"accepted": True, "compatible": True, "whole_tumour_volume": 20.0},
+              {"accepted": False, "compatible": True, "whole_tumour_volume": 10.0}]
+    res = _result([(5.0, 20.0, 3.0), (0.0, 1.0, 0.0)], priors)
+    assert res.quantity("whole_tumour_volume").value == pytest.approx(29.0)
+    assert res.quantity("volume_change_t1_percent").value == pytest.approx(45.0)
+    assert res.quantity("volume_change_t1_flag").value is True
+    assert res.quantity("volume_change_t2") is None  # t-2 was not accepted: no comparison
+    assert "withheld" in res.summary
+    reviewed = wf.reviewed(res, Review("ACCEPTABLE", {"score": "2", "assessment_2d": "stable"}, {2: "discard"}))
+    assert reviewed.quantity("whole_tumour_volume").value == pytest.approx(28.0)
+    assert reviewed.quantity("volume_change_t1_percent").value == pytest.approx(40.0)
+    text = wf.conclusion(reviewed, Review("ACCEPTABLE", {"assessment_2d": "stable"}))
+    assert "second radiologist" in text  # 2D stable, volume progression
+    assert wf.review_form.validate({"score": "2", "assessment_2d": "stable"}, {1: "keep"})
+    assert "no volumetric assessment" in wf.not_usable_text()
+    incompatible = _result([(5.0, 20.0, 3.0)], [{"accepted": True, "compatible": False, "whole_tumour_volume": 1.0}])
+    assert incompatible.quantity("volume_change_t1") is None
+
+
+def test_missing_sequence_is_named(tmp_path) -> None:
+    from neurorad.workflows.runner import execute
+
+    with pytest.raises(InputError, match="--flair"):
+        execute(GliomaWorkflow(), WorkflowInputs({"t1": tmp_path, "t1c": tmp_path, "t2": tmp_path}), tmp_path / "o")
+
+
+@pytest.mark.slow
+def test_phantom_end_to_end(tmp_path) -> None:
+    """Four sequences of a glioma phantom (one misaligned by 4 deg / 3 mm) -> volumes near the truth."""
+    from neurorad.image.geometry import rigid_matrix
+    from neurorad.image.nifti import save_nifti
+    from neurorad.image.volume import Volume
+    from neurorad.phantom.cases import make_case
+    from neurorad.workflows.runner import execute
+
+    case = make_case("glioma", 7, pair=False, snr=25.0, in_plane_mm=1.5, slice_thickness_mm=1.5)
+    truth = np.asarray(case.truth["truth_baseline_tumour_class"].data)
+    brain = case.truth["truth_baseline_brain"]
+    series = {}
+    for s in ("t1", "t1c", "t2", "flair"):
+        vol = case.images[f"baseline_{s}"]
+        if s == "flair":  # a moved FLAIR: registration must bring it back
+            vol = Volume(vol.data, rigid_matrix((4.0, 0.0, 0.0), (3.0, 0.0, 0.0), vol.center_mm) @ vol.affine)
+        series[s] = save_nifti(vol, tmp_path / f"{s}.nii.gz")
+    res = execute(GliomaWorkflow(), WorkflowInputs(series, options={"brain_mask": brain}), tmp_path / "out",
+                  write_outputs=False)
+    classes = np.asarray(__import__("nibabel").load(tmp_path / "out" / "tumour_classes.nii.gz").dataobj)
+    assert dice(classes > 0, truth > 0) >= 0.8
+    wt_true = float((truth > 0).sum()) * float(np.prod(case.images["baseline_t1c"].spacing_mm)) / 1000.0
+    assert res.quantity("whole_tumour_volume").value == pytest.approx(wt_true, rel=0.2)
+    assert res.quantity("enhancing_volume").value > 0
+    assert res.quantity("rano_product").value > 0
+    assert res.findings and res.findings[0].volume_ml > 0.5 * wt_true
