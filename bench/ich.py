@@ -79,7 +79,7 @@ def run_case(i: int, engine: str, space: str) -> dict:
 
     spec = case_spec(i)
     case = ich_pair(**spec)
-    rec = {"case": i, **spec}
+    rec = {"case": i, **{("phantom_location" if k == "location" else k): v for k, v in spec.items()}}
     with tempfile.TemporaryDirectory(prefix="ich-bench-") as tmp:
         folder = write_case(case, Path(tmp) / "case")
         t0, c0 = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
