@@ -93,7 +93,7 @@ def test_phantom_end_to_end(tmp_path) -> None:
     from neurorad.phantom.cases import make_case
     from neurorad.workflows.runner import execute
 
-    case = make_case("glioma", 7, pair=False, snr=25.0, in_plane_mm=1.5, slice_thickness_mm=1.5)
+    case = make_case("glioma", 7, pair=False, snr=25.0)
     truth = np.asarray(case.truth["truth_baseline_tumour_class"].data)
     brain = case.truth["truth_baseline_brain"]
     series = {}
