@@ -64,6 +64,7 @@ def _register_all() -> None:
         ops,
         phantom,
         preprocess,
+        reference_set,
         segment,
         server,
         workflows,
@@ -71,7 +72,7 @@ def _register_all() -> None:
 
     # workflows last: it adds a command for each installed workflow without a command of its own
     for mod in (image, preprocess, phantom, ms, data, server, genomics, evaluate, cohort, demo, segment, ops,
-                workflows):
+                reference_set, workflows):
         mod.register(app)
 
 

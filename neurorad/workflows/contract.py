@@ -528,6 +528,9 @@ class Workflow:
     #: CID 7162 family keyword of a classical (not learned) engine for DICOM SEG, e.g.
     #: ``"MorphologicalOperations"``; empty: "HistogramAnalysis" (threshold-based engines)
     segment_algorithm_family: ClassVar[str] = ""
+    #: name of the quantity (a volume in mL) the software-update protocol compares between versions
+    #: (:mod:`neurorad.workflows.reference_set`); empty: the sum of the findings' volumes
+    reference_quantity: ClassVar[str] = ""
 
     # -- running
     def run(self, inputs: WorkflowInputs, out_dir: Path, progress: Progress) -> WorkflowResult:

@@ -109,6 +109,7 @@ class GliomaWorkflow(Workflow):
         Panel("T2 (registered to T1c)", "t2"),
         Panel("Pre-contrast T1 (registered to T1c)", "t1"),
     ), kind_colours={"component": "#ff4040"})
+    reference_quantity = "whole_tumour_volume"
     engines = {"classical": "multi-contrast thresholds relative to normal brain (baseline; synthetic validation)"}
 
     # ----------------------------------------------------------------------------------------- run
