@@ -278,10 +278,14 @@ def build_report(workflow: Workflow, result: WorkflowResult, review: Review | No
     if reviewed:
         status = (f"Reviewed by {review.reviewer or 'unknown'}" +
                   (f" on {_datetime_text(review.reviewed_at)}" if review.reviewed_at else "") +
-                  f": {review.decision}.")
+                  f": {review.decision}" + ("." if accepted else " (result not usable)."))
         state = "reviewed"
     else:
         status, state = DRAFT_TEXT, "draft"
+    if not accepted:
+        # a rejected result's report says so in its title (page heading, PDF Title, the Encapsulated
+        # PDF's DocumentTitle): a PACS list of documents must not read like a normal result
+        title = f"{title}: result not usable"
     doc_title = f"{title} ({state}, report version {context.report_version})"
 
     header: list[tuple[str, str]] = []

@@ -134,6 +134,20 @@ def result_folder(storage: Any, run: WorkflowRun, s: Session) -> Path | None:
     return folder if (folder / WorkflowResult.RESULT_JSON).exists() else None
 
 
+def reviewed_result_folder(storage: Any, run: WorkflowRun, s: Session) -> tuple[QADecision | None, Path | None]:
+    """The run's latest decision and the folder of the result it left (``result.json`` of
+    :meth:`Workflow.reviewed`, written by :func:`decide`); (None, None) before any decision,
+    (decision, None) when that version's result file is missing."""
+    dec = s.scalar(select(QADecision).where(QADecision.run_id == run.id).order_by(QADecision.id.desc()).limit(1))
+    if dec is None:
+        return None, None
+    for row in s.scalars(select(Result).where(Result.qa_decision_id == dec.id, Result.kind == "review_json")):
+        p = storage.abspath(row.path)
+        if p.name == WorkflowResult.RESULT_JSON and p.is_file():
+            return dec, p.parent
+    return dec, None
+
+
 def run_for_result(s: Session, study: Study, result_version: int) -> WorkflowRun:
     """The study's run whose current result version is ``result_version``; DecisionConflict if stale."""
     run = s.scalar(select(WorkflowRun).where(WorkflowRun.study_id == study.id,
@@ -384,4 +398,5 @@ def context_of(app_state: Any) -> Context:
 
 
 __all__ = ["DECIDING_ROLES", "DECIDABLE_STATES", "DecisionIn", "DecisionForbidden", "DecisionConflict",
-           "DecisionInvalid", "decide", "can_decide", "result_folder", "run_for_result", "report_url", "context_of"]
+           "DecisionInvalid", "decide", "can_decide", "result_folder", "reviewed_result_folder", "run_for_result",
+           "report_url", "context_of"]

@@ -27,7 +27,7 @@ import io
 import logging
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -678,6 +678,7 @@ class DataPlane:
             if run is None or run.state not in ("reported", "failed"):
                 raise PermanentError(f"run is {run.state if run else 'missing'}; only reported results are delivered")
             results = [(r.id, r.path, r.sop_uid) for r in delivery_set(s, run)]
+            prior_uids = prior_study_uids(s, run)
             for rid, _, _ in results:
                 for d in dests:
                     if s.scalar(select(Delivery).where(Delivery.result_id == rid,
@@ -696,7 +697,7 @@ class DataPlane:
                     dl.attempts += 1
                 ds = pydicom.dcmread(self.storage.abspath(path))
                 out = reidentify_dataset(ds, self.vault)
-                identify_report_document(out, self.storage.abspath(path), self.vault)
+                identify_report_document(out, self.storage.abspath(path), self.vault, prior_uids)
                 self.queue.heartbeat(lease, message=f"sending result {rid} to {d.name}")
                 status, reason = send_to(d, out)
                 with self.db.session() as s:
@@ -736,14 +737,37 @@ class DataPlane:
 ENCAPSULATED_PDF_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.104.1"
 
 
-def identify_report_document(out: pydicom.Dataset, stored: Path, vault: Any) -> bool:
+def prior_study_uids(s: Session, run: WorkflowRun) -> list[str]:
+    """The (pseudonymised) Study Instance UIDs of the prior studies a run compared with, in the order
+    of the report's prior exam dates (:func:`neurorad.workflows.outputs.report_context`: the
+    workflow's prior roles by ``prior``, newest first); empty when the workflow cannot be loaded."""
+    from neurorad.store.models import Series
+
+    try:
+        wf = registry.load(run.workflow)
+    except registry.WorkflowLoadError:
+        return []
+    series = run.series or {}
+    roles = sorted((r for r in wf.requirements.series if r.prior > 0 and r.role in series), key=lambda r: r.prior)
+    out = []
+    for r in roles:
+        ser = s.get(Series, int(series[r.role]))
+        if ser is None or ser.study is None:
+            return []
+        out.append(str(ser.study.study_uid))
+    return out
+
+
+def identify_report_document(out: pydicom.Dataset, stored: Path, vault: Any,
+                             prior_uids: Sequence[str] = ()) -> bool:
     """Put the identified copy of the report into an outgoing (re-identified) Encapsulated PDF.
 
     The stored PDF was rendered from de-identified data (no name, ID or birth date); just before
     sending, :func:`neurorad.report.render.identified_pdf_bytes` renders the same report with the
-    patient's identity and the original exam date from the vault, in a temporary folder that is
-    deleted at once, and the bytes replace the document in ``out`` only. The report PDF is the
-    one ``neurorad.workflows.outputs`` wrapped (``<folder>/report.pdf`` for
+    patient's identity and the original exam dates from the vault (this exam's, and the prior
+    exams' of ``prior_uids``, :func:`prior_study_uids`), in a temporary folder that is deleted at
+    once, and the bytes replace the document in ``out`` only. The report PDF is the one
+    ``neurorad.workflows.outputs`` wrapped (``<folder>/report.pdf`` for
     ``<folder>/dicom/<name>.dcm``); False (``out`` unchanged) when there is none or no sidecar."""
     from neurorad.report.render import PatientIdentity, identified_pdf_bytes
 
@@ -760,7 +784,21 @@ def identify_report_document(out: pydicom.Dataset, stored: Path, vault: Any) -> 
     except Exception:  # noqa: BLE001 - no vault record: the stored (de-identified) report is sent
         log.warning("no identity for the report document %s; sent as stored", stored.name)
         return False
-    changes = {"exam_date": str(study["StudyDate"])} if study.get("StudyDate") else {}
+    current = str(study.get("StudyDate") or "")
+    priors = []
+    for uid in prior_uids:
+        try:
+            priors.append(str(vault.study(uid).get("StudyDate") or ""))
+        except Exception:  # noqa: BLE001 - no vault record for a prior study
+            priors.append("")
+    changes: dict[str, Any] = {}
+    if current and all(priors):
+        changes = {"exam_date": current}
+        if priors:
+            changes["prior_exam_dates"] = tuple(priors)
+    else:
+        # never mix original and stored (shifted or removed) dates in one report: the interval would be wrong
+        log.warning("original exam dates not all in the vault; report sent with the stored dates")
     data = identified_pdf_bytes(pdf, patient, **changes)
     if data is None:
         return False

@@ -139,6 +139,9 @@ def test_model_draft_and_reviewed(tmp_path: Path) -> None:
     bad = build_report(_Spots(), res, replace(REVIEW, decision="UNACCEPTABLE"), CONTEXT)
     assert bad.sections[0].heading == "Result not usable" and not bad.key_images
     assert "SPOTCHECK" not in str(bad.sections)
+    # ... and says "not usable" where a PACS lists documents (title, PDF Title = DocumentTitle)
+    assert "not usable" in bad.title and "not usable" in bad.document_title and "not usable" in bad.status
+    assert "not usable" not in reviewed.document_title and "not usable" not in draft.document_title
 
 
 @needs_poppler

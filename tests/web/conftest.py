@@ -55,7 +55,11 @@ IDENTITY = {"PatientID": "MRN-30571946", "PatientName": "Webtest^Agatha"}
 ORIGINAL_STUDY_UID = "1.2.826.0.1.3680043.8.498.1002"
 
 
-def _ingest_series(plane, followup_path: Path, study_uid: str, n_slices: int) -> int:
+#: Original study dates (in the vault only; the identified report at delivery shows them).
+STUDY_DATES = {"prior": "20250302", "current": "20260120"}
+
+
+def _ingest_series(plane, followup_path: Path, study_uid: str, n_slices: int, study_date: str = "") -> int:
     """Send a few real slices through the data plane's ingest (de-identification + vault)."""
     from neurorad.dicom.results import source_series_from_volume
     from neurorad.image.nifti import load_nifti
@@ -70,6 +74,8 @@ def _ingest_series(plane, followup_path: Path, study_uid: str, n_slices: int) ->
                                        study_instance_uid=study_uid, series_description="AX FLAIR")
     study_id = None
     for ds in series:
+        if study_date:
+            ds.StudyDate = study_date
         out = plane.ingest_dataset(ds, source="TESTMODALITY")
         assert out.stored, out
         study_id = out.study_id
@@ -120,8 +126,9 @@ def build_env(data_dir: Path, destinations: list | None = None) -> WebEnv:
     plane = app.state.plane
     scratch = data_dir / "work" / "webtest"
     truth = _ms_result_copy(scratch)
-    prior_id = _ingest_series(plane, scratch / "baseline.nii.gz", "1.2.826.0.1.3680043.8.498.1001", 2)
-    study_id = _ingest_series(plane, scratch / "followup.nii.gz", ORIGINAL_STUDY_UID, 3)
+    prior_id = _ingest_series(plane, scratch / "baseline.nii.gz", "1.2.826.0.1.3680043.8.498.1001", 2,
+                              STUDY_DATES["prior"])
+    study_id = _ingest_series(plane, scratch / "followup.nii.gz", ORIGINAL_STUDY_UID, 3, STUDY_DATES["current"])
     db = app.state.db
     with db.session() as s:
         for name, role in (("rad", "radiologist"), ("tech", "technologist"), ("admin", "admin")):

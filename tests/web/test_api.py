@@ -183,6 +183,10 @@ def test_rejected_result_puts_no_numbers_in_report(web_env: WebEnv) -> None:
     assert r.status_code == 200, r.text
     html = c.get(r.json()["report_url"]).text
     assert "not usable" in html
+    assert "not usable" in html.split("</title>")[0] and "not usable" in html.split("</h1>")[0]
+    # the worklist tells it too, without the automatic result's counts
+    row = c.get("/worklist?status=all").text.split(f'data-study="{web_env.study_id}"')[1].split("</tr>")[0]
+    assert "result not usable" in row and "kindcount" not in row, row
     body = html.split("</h1>")[1]
     assert "Active" not in body and "Gadolinium" not in body and "New T2-FLAIR lesion" not in body
     for row in web_env.truth["rows"]:

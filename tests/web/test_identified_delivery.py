@@ -3,6 +3,7 @@ re-identification, just before sending); the stored report stays de-identified."
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -30,12 +31,18 @@ def test_pacs_gets_identified_report_store_keeps_deidentified(web_env_pacs: WebE
     c, csrf = _client(env, "rad")
     r = c.post(f"/web/api/studies/{env.study_id}/decision", json=_body(env), headers={"X-CSRF-Token": csrf})
     assert r.status_code == 200, r.text
+    # the worklist counts what the reader kept (2 of the 3 new lesions), not the automatic result
+    row = c.get("/worklist?status=all").text.split(f'data-study="{env.study_id}"')[1].split("</tr>")[0]
+    assert re.search(r'data-kind="new">.*?</i>2 New', row), row
     run_jobs(env.app)
     (doc,) = [ds for ds in pacs.received if str(ds.Modality) == "DOC"]
     sent = _text(bytes(doc.EncapsulatedDocument), tmp_path)
     family, given = IDENTITY["PatientName"].split("^")
     assert f"Patient {family}, {given}" in sent and f"Patient ID {IDENTITY['PatientID']}" in sent, sent[:600]
     assert "Reviewed by rad" in sent and "Quality score: 4" in sent
+    # both exam dates are the originals from the vault (never stored in the de-identified copy)
+    assert "Exam date 2026-01-20" in sent and "Prior exam 2025-03-02" in sent, sent[:900]
+    assert "Interval 324 days (10.6 months)" in sent, sent[:900]
     # what neurorad stores (and lists as the delivered object) is the de-identified copy
     with env.app.state.db.session() as s:
         rows = s.scalars(select(Result).where(Result.study_id == env.study_id,
@@ -46,4 +53,5 @@ def test_pacs_gets_identified_report_store_keeps_deidentified(web_env_pacs: WebE
     stored = pydicom.dcmread(env.data_dir / rows[0].path)
     kept = _text(bytes(stored.EncapsulatedDocument), tmp_path)
     assert IDENTITY["PatientID"] not in kept and family not in kept and "added when the report is sent" in kept
+    assert "2026-01-20" not in kept and "2025-03-02" not in kept
     assert not list(env.data_dir.rglob("*identified*"))

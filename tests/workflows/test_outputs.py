@@ -236,7 +236,8 @@ def test_reviewed_outputs_hold_only_kept_findings(runs, tmp_path: Path) -> None:
     shutil.copytree(runs["a"], bad)
     write_outputs(_Spots(), WorkflowResult.read_json(bad), bad, inputs, Review("UNACCEPTABLE", reviewer="rad1"),
                   version=3)
-    assert (bad / "dicom" / "report_pdf.dcm").exists()
+    doc = pydicom.dcmread(bad / "dicom" / "report_pdf.dcm", stop_before_pixels=True)
+    assert "not usable" in str(doc.DocumentTitle), doc.DocumentTitle
     assert not (bad / "dicom" / "seg.dcm").exists() and not (bad / "dicom" / "sr.dcm").exists()
 
 

@@ -31,7 +31,7 @@ from neurorad.server.auth import (
     require_decider,
     safe_redirect_target,
 )
-from neurorad.server.decisions import DECIDABLE_STATES, DecisionIn, can_decide
+from neurorad.server.decisions import DECIDABLE_STATES, DecisionIn, can_decide, reviewed_result_folder
 from neurorad.server.params import DbId
 from neurorad.server.web import pagedata
 from neurorad.server.web import review as rv
@@ -120,13 +120,17 @@ def current_run(s: Session, study: Study, root: Path, run_id: int | None = None
     if not with_result:
         return (runs[0] if runs else None), None
     run = next((r for r in with_result if r.state == "needs_review"), with_result[-1])
+    return run, result_folder(_RootStorage(root), run, s)
 
-    class _Storage:  # result_folder only needs abspath under the data dir
-        @staticmethod
-        def abspath(rel: str) -> Path:
-            return _abspath(root, rel)
 
-    return run, result_folder(_Storage, run, s)
+class _RootStorage:
+    """What the decision helpers need of the storage: absolute paths under the data dir."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def abspath(self, rel: str) -> Path:
+        return _abspath(self.root, rel)
 
 
 def _waiting_since(s: Session, study: Study) -> datetime:
@@ -237,11 +241,26 @@ def worklist_page(
         n_alarms = 0
         state_key, state_text = pagedata.worklist_state(study.state, study.state_reason)
         finding = state_text
-        _, folder = current_run(s, study, root)
+        run, folder = current_run(s, study, root)
         kinds: list[dict[str, Any]] = []
         if folder is not None:
             wf, result = _load_result(folder)
-            if result is None:
+            # after a decision the list shows what the reader left (the reviewed result), not the
+            # automatic one; a result judged not usable shows no numbers
+            dec, reviewed = reviewed_result_folder(_RootStorage(root), run, s)
+            if result is not None and dec is not None and dec.decision != "ACCEPTABLE":
+                n_alarms = rv.count_alarms(result)
+                finding = "result not usable (reviewed)"
+            elif result is not None and reviewed is not None:
+                n_alarms = rv.count_alarms(result)
+                wf_r, result = _load_result(reviewed)
+                if result is None:
+                    finding = "reviewed result unreadable"
+                else:
+                    wf = wf_r
+                    finding = wf.conclusion(result)
+                    kinds = pagedata.kind_counts(result.findings, wf.finding_kinds, wf.viewer.kind_colours)
+            elif result is None:
                 finding = "result unreadable"
             else:
                 n_alarms = rv.count_alarms(result)
