@@ -7,7 +7,13 @@
   could finish a job someone else has taken over.
 * ``dask://HOST:PORT``: jobs are submitted to a Dask distributed scheduler (for sites that
   outgrow one machine); the worker process keeps the lease alive while the task runs and
-  Dask reruns a task whose Dask worker died.
+  Dask reruns a task whose Dask worker died. When the scheduler is lost, Dask cancels the
+  client's futures: the worker gives each job back to the queue (a retry with back-off) and
+  claims nothing until the client is connected again (Dask's client reconnects by itself), so
+  no job waits, leased, on a scheduler that is gone. A neurorad worker killed while Dask runs
+  its job leaves the task running: it completes the job under the lease it was given (a
+  workflow's progress calls extend that lease), or, when the lease expires first, another
+  worker takes the job over and the old task can no longer finish it (fencing, below).
 
 In both, the worker heartbeats the lease every ``lease_s / 3`` seconds; a worker that dies
 stops heartbeating, its lease expires and another worker takes the job over (at-least-once;
@@ -146,16 +152,49 @@ class Worker:
         self._ctx.set_forkserver_preload(["neurorad.server.orchestration", "neurorad.workflows.registry",
                                           "highdicom", "pydicom"])
         self._client = None
+        self._executor_down_since: float | None = None
         self._settings_d = settings_to_dict(settings)
+
+    @property
+    def uses_dask(self) -> bool:
+        return self.executor.startswith("dask://") or self.executor.startswith("tcp://")
+
+    def _executor_ready(self) -> bool:
+        """Whether a job may be claimed now: always for ``local``; for Dask, when the client is
+        connected to the scheduler (made here on first use; a scheduler that cannot be reached is
+        retried on the next poll, and nothing is claimed meanwhile)."""
+        if not self.uses_dask:
+            return True
+        ok = False
+        if self._client is not None and self._client.status in ("closed", "closing", "failed") and not self._running:
+            try:  # it gave up reconnecting: a new one is made below
+                self._client.close()
+            except Exception:  # noqa: BLE001
+                log.debug("closing the old dask client failed", exc_info=True)
+            self._client = None
+        if self._client is None:
+            from dask.distributed import Client
+
+            try:
+                self._client = Client("tcp://" + self.executor.split("://", 1)[1], timeout=10)
+            except (OSError, TimeoutError) as exc:
+                if self._executor_down_since is None:
+                    log.warning("dask scheduler %s unreachable (%s); claiming no job until it is", self.executor,
+                                type(exc).__name__)
+        if self._client is not None:
+            ok = self._client.status == "running"
+        if not ok and self._executor_down_since is None:
+            self._executor_down_since = time.monotonic()
+            log.warning("dask scheduler %s not connected; claiming no job until it is", self.executor)
+        elif ok and self._executor_down_since is not None:
+            log.info("dask scheduler %s connected again after %.0f s", self.executor,
+                     time.monotonic() - self._executor_down_since)
+            self._executor_down_since = None
+        return ok
 
     # -- executors -----------------------------------------------------------------------------
     def _start(self, lease: Lease) -> Any:
-        if self.executor.startswith("dask://") or self.executor.startswith("tcp://"):
-            if self._client is None:
-                from dask.distributed import Client
-
-                addr = "tcp://" + self.executor.split("://", 1)[1]
-                self._client = Client(addr, timeout=30)
+        if self.uses_dask:
             return self._client.submit(execute_job, self._settings_d, asdict(lease), pure=False,
                                        key=f"neurorad-job-{lease.job_id}-{lease.attempt}")
         proc = self._ctx.Process(target=_child_main, args=(self._settings_d, asdict(lease), os.getpid()),
@@ -169,7 +208,10 @@ class Worker:
 
     def _kill(self, handle: Any) -> None:
         if hasattr(handle, "cancel"):
-            handle.cancel()
+            try:
+                handle.cancel()
+            except Exception:  # noqa: BLE001 - scheduler gone: nothing left to cancel there
+                log.debug("dask cancel failed", exc_info=True)
         elif handle.is_alive():
             handle.kill()
             handle.join(5)
@@ -179,6 +221,8 @@ class Worker:
         if hasattr(handle, "done"):
             if handle.status == "finished":
                 return None
+            if handle.status == "cancelled":  # the scheduler was lost, or released the task
+                return "dask task cancelled (scheduler connection lost); retried"
             try:
                 exc = handle.exception(timeout=1)
             except Exception as e:  # cancelled
@@ -198,7 +242,8 @@ class Worker:
         log.info("worker %s started (%s executor, %d slot(s))", self.worker_id, self.executor, self.concurrency)
         try:
             while not self._stop.is_set():
-                while len(self._running) < self.concurrency and (max_jobs is None or started < max_jobs):
+                while (len(self._running) < self.concurrency and (max_jobs is None or started < max_jobs)
+                       and self._executor_ready()):
                     lease = self.plane.queue.claim(self.worker_id, self.kinds)
                     if lease is None:
                         break
