@@ -14,6 +14,7 @@ on patients.
 
 from __future__ import annotations
 
+import argparse
 import json
 import tempfile
 import time
@@ -30,7 +31,6 @@ def run_bench(kind: str, contrast: str, workflow_name: str, engines: list[str], 
     from neurorad.evaluate.case import evaluate_case
     from neurorad.evaluate.lesions import PROTOCOLS
     from neurorad.image.nifti import load_nifti, save_nifti
-    from neurorad.phantom.cases import make_case
     from neurorad.preprocess.brain_extraction import extract_brain
     from neurorad.workflows import registry
     from neurorad.workflows.contract import WorkflowInputs
@@ -49,17 +49,12 @@ def run_bench(kind: str, contrast: str, workflow_name: str, engines: list[str], 
         for i, spec in enumerate(specs):
             spec = dict(spec)
             scale, gamma = spec.pop("scanner_scale"), spec.pop("gamma")
-            case = make_case(kind, **spec)
-            img = case.images[contrast]
-            data = np.asarray(img.data, np.float64)
-            vol = img.with_data((np.power(np.clip(data, 0, None) / max(data.max(), 1e-9), gamma) * data.max()
-                                 * scale).astype(np.float32))
+            vol, truth, truth_brain = phantom_volume(kind, contrast, spec, scale, gamma)
             path = tmp / f"case{i}.nii.gz"
             save_nifti(vol, path)
-            truth = np.asarray(case.truth[f"truth_{kind}"].data) > 0
             t0, c0 = time.perf_counter(), time.process_time()
             if brain == "truth":
-                bmask = np.asarray(case.truth["truth_brain"].data, bool)
+                bmask = truth_brain
             else:
                 bmask = np.asarray(extract_brain(load_nifti(path), engine=brain).data, bool)
             brain_s.append(time.perf_counter() - t0)
@@ -84,6 +79,20 @@ def run_bench(kind: str, contrast: str, workflow_name: str, engines: list[str], 
                         f"{row['n_true_lesions']:.0f} found {row['n_detected_lesions']:.0f} predicted "
                         f"{row['n_pred_lesions']:.0f} FP {row['n_fp_lesions']:.0f}, {seconds[e][-1]:.1f} s")
     return _write(out, workflow_name, protocol, brain, len(specs), engines, rows, lesions, seconds, cpu, brain_s)
+
+
+def phantom_volume(kind: str, contrast: str, spec: dict[str, Any], scale: float, gamma: float
+                   ) -> tuple[Any, np.ndarray, np.ndarray]:
+    """One benchmark phantom: its ``contrast`` image under a scanner intensity ``scale`` and ``gamma``, the
+    lesion truth and the brain truth (bool arrays on the image grid)."""
+    from neurorad.phantom.cases import make_case
+
+    case = make_case(kind, **spec)
+    img = case.images[contrast]
+    data = np.asarray(img.data, np.float64)
+    vol = img.with_data((np.power(np.clip(data, 0, None) / max(data.max(), 1e-9), gamma) * data.max()
+                         * scale).astype(np.float32))
+    return vol, np.asarray(case.truth[f"truth_{kind}"].data) > 0, np.asarray(case.truth["truth_brain"].data, bool)
 
 
 def _write(out: Path | None, workflow_name: str, protocol: str, brain: str, n: int, engines: list[str],
@@ -121,3 +130,20 @@ def table(summary: dict[str, dict[str, float]], keys: list[tuple[str, str, str]]
                         (f"{v:.3f}" if isinstance(v, float) and abs(v) < 10 else f"{v:.1f}"))
         lines.append(f"| {label} | {paper} | " + " | ".join(vals) + " |")
     return "\n".join(lines)
+
+
+def bench_args(doc: str, argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line shared by bench/wmh.py and bench/cmb.py."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("--cases", type=int, default=20, help="held-out phantoms (default 20)")
+    ap.add_argument("--engines", default="", help="comma-separated engines (default: every engine of the workflow)")
+    ap.add_argument("--brain", default="deepbet", help="deepbet (as in use) or truth (the phantom's mask)")
+    ap.add_argument("--json", type=Path, default=None, help="write the rows and the summary here")
+    return ap.parse_args(argv)
+
+
+def engines_of(workflow_name: str, arg: str) -> list[str]:
+    """The engines named in ``arg`` (comma-separated), or every engine of the workflow."""
+    from neurorad.workflows import registry
+
+    return [e for e in arg.split(",") if e] or list(registry.load(workflow_name).engines)

@@ -12,14 +12,13 @@ Usage: ``python bench/cmb.py --cases 20 [--engines classical,unet25d] [--brain d
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _svd import run_bench, table  # noqa: E402
+from _svd import bench_args, engines_of, run_bench, table  # noqa: E402
 
 PAPER = [("lesion precision (3D, data level)", "lesion_precision_data", "0.751"),
          ("lesion recall (3D, data level)", "lesion_recall_data", "0.852"),
@@ -49,15 +48,8 @@ def specs(n: int) -> list[dict]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--cases", type=int, default=20)
-    ap.add_argument("--engines", default="")
-    ap.add_argument("--brain", default="deepbet", help="deepbet (as in use) or truth (the phantom's mask)")
-    ap.add_argument("--json", type=Path, default=None)
-    a = ap.parse_args()
-    from neurorad.workflows import registry
-
-    engines = [e for e in a.engines.split(",") if e] or list(registry.load("cmb").engines)
+    a = bench_args(__doc__)
+    engines = engines_of("cmb", a.engines)
     res = run_bench("cmb", "swi", "cmb", engines, specs(a.cases), "cmb", a.json, a.brain)
     for s in res["summary"].values():
         s["patient_tp"] = " / ".join(f"{s[k]:.0f}" for k in ("patient_tp", "patient_fn", "patient_fp", "patient_tn"))

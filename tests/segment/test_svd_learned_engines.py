@@ -73,5 +73,5 @@ def test_cmb_unet25d_engine_keeps_2_to_10_mm_foci(monkeypatch) -> None:
 
 def test_missing_model_names_the_retrain_command() -> None:
     pytest.importorskip("neurorad.segment.engine")
-    with pytest.raises(InputError, match="svd_starter wmh"):
+    with pytest.raises(InputError, match="svd_train wmh"):
         svd_starter.load_starter("wmh", "no-such-model@9.9.9")

@@ -59,10 +59,12 @@ def colin27_slices(n_slices: int, size: int) -> np.ndarray:
 
 
 def write_series(out_dir: Path, kind: str = "FLAIR", n_slices: int = 8, size: int = 64, study_uid: str | None = None,
-                 identity: dict[str, str] | None = None, series_number: int = 3, modality: str = "MR") -> list[Path]:
-    """Write one MR series; returns the file paths."""
+                 identity: dict[str, str] | None = None, series_number: int = 3, modality: str = "MR",
+                 pixels: np.ndarray | None = None) -> list[Path]:
+    """Write one MR series; returns the file paths. ``pixels``: (n_slices, size, size) uint16 to write
+    instead of :func:`colin27_slices` (e.g. Colin27 with lesions painted in)."""
     ident = dict(IDENTITY, **(identity or {}))
-    pixels = colin27_slices(n_slices, size)
+    pixels = colin27_slices(n_slices, size) if pixels is None else np.asarray(pixels, np.uint16)
     study_uid = study_uid or generate_uid()
     series_uid, for_uid = generate_uid(), generate_uid()
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -11,8 +11,8 @@ Steps (``run``), each recorded with its seconds in the result's provenance:
 2. ``anatomy``  brain mask; MNI152 priors and AAL/JHU labels registered to the subject.
 3. ``detect``   the chosen engine: ``classical`` (multi-scale LoG blobs, sphericity, vessel and brain-surface
                 exclusion, :mod:`neurorad.segment.cmb_classical`) or ``unet25d`` (the 3-slice U-Net of
-                PAPERS.md C through the learned-segmentation layer; its starter model is trained with
-                ``python -m neurorad.segment.svd_starter cmb``, not shipped yet).
+                PAPERS.md C through the learned-segmentation layer; starter model ``cmb-unet25d`` shipped,
+                trained on phantoms only, retrained with ``python -m neurorad.workflows.svd_train cmb``).
                 Candidates outside 2-10 mm are removed (PAPERS.md C2 step 3).
 4. ``rules``    one finding per microbleed with location (lobar / deep / infratentorial, MARS classes) and
                 size; count and distribution (:mod:`neurorad.clinical.svd`).
@@ -111,7 +111,7 @@ class CMBWorkflow(Workflow):
     engines = {
         "classical": "multi-scale LoG blobs, sphericity, vessel and brain-surface exclusion, 2-10 mm",
         "unet25d": "3-slice U-Net of PAPERS.md C (WM-peak normalisation, 384 x 384, 3 slices in, middle out), "
-                   "2-10 mm; needs the model cmb-unet25d (not shipped: python -m neurorad.segment.svd_starter cmb)",
+                   "2-10 mm; starter model cmb-unet25d (phantom-trained, half width; option model= for a site's)",
     }
 
     def run(self, inputs: WorkflowInputs, out_dir: Path, progress: Progress) -> WorkflowResult:

@@ -7,8 +7,9 @@ Steps (``run``), each recorded with its seconds in the result's provenance:
                 (:mod:`neurorad.workflows._subject`).
 3. ``segment``  the chosen engine: ``classical`` (hyperintensity relative to normal-appearing white
                 matter with tissue priors, :mod:`neurorad.segment.wmh_classical`) or ``unet2d`` (the 2D U-Net
-                of Shan et al., PAPERS.md B, through the learned-segmentation layer; its starter model is
-                trained with ``python -m neurorad.segment.svd_starter wmh``, not shipped yet).
+                of Shan et al., PAPERS.md B, through the learned-segmentation layer; starter model
+                ``wmh-unet2d`` shipped, trained on phantoms only, retrained with
+                ``python -m neurorad.workflows.svd_train wmh``).
 4. ``measure``  lesions (26-connected), ventricles, periventricular (10 mm rule) vs deep, size strata,
                 atlas regions (:mod:`neurorad.quantify.svd`).
 5. ``rules``    quantities, Fazekas-style grade proposal with its rule, comparison with the previous
@@ -76,6 +77,18 @@ GRADE_FIELD = FormField(
     help="Size strata: small < 20, medium 20-150, large > 150 mm3. Mismatch = share of predicted lesion "
          "volume that disagrees with what you see.")
 
+def ventricles_and_zone(vol: Any, anat: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Lateral ventricles (FLAIR relative to normal-appearing white matter with the CSF prior) and the
+    periventricular zone around them, on ``vol``'s grid (shared by the workflow and bench/wmh_sweep.py)."""
+    from neurorad.quantify.svd import periventricular_zone, ventricle_mask
+
+    nawm = anat.brain & (anat.wm_prior >= 0.9)
+    ref = float(np.median(vol.data[nawm])) if nawm.any() else float(np.median(vol.data[anat.brain]))
+    ratio = np.where(anat.brain, vol.data / max(ref, 1e-6), 0).astype(np.float32)
+    vent = ventricle_mask(ratio, anat.csf_prior, anat.brain, vol.spacing_mm)
+    return vent, periventricular_zone(vent, anat.brain, vol.spacing_mm)
+
+
 KINDS = {"periventricular": "Periventricular WMH", "deep": "Deep WMH"}
 
 
@@ -96,8 +109,8 @@ class WMHWorkflow(Workflow):
                           kind_colours={"periventricular": "#ffd400", "deep": "#ff4040"})
     engines = {
         "classical": "hyperintensity relative to normal-appearing white matter with MNI152 tissue priors",
-        "unet2d": "2D U-Net of Shan et al. (z-score, pad, 384 x 384 slices); needs the model wmh-unet2d (not "
-                  "shipped: python -m neurorad.segment.svd_starter wmh)",
+        "unet2d": "2D U-Net of Shan et al. (z-score, pad, 384 x 384 slices); starter model wmh-unet2d "
+                  "(phantom-trained, half width; option model= for a site's)",
     }
 
     # ----------------------------------------------------------------------------------------- run
@@ -117,18 +130,14 @@ class WMHWorkflow(Workflow):
         anat = subject_anatomy(vol, brain_engine=str(opts.get("brain_engine", "deepbet")),
                                brain_mask=opts.get("brain_mask"))
         steps.append({"name": "anatomy", "seconds": round(time.perf_counter() - t, 3), **anat.seconds})
-        from neurorad.quantify.svd import measure_lesions, periventricular_zone, ventricle_mask
+        from neurorad.quantify.svd import measure_lesions
 
         t = time.perf_counter()
         progress(0.45, "ventricles")
-        nawm = anat.brain & (anat.wm_prior >= 0.9)
-        ref = float(np.median(vol.data[nawm])) if nawm.any() else float(np.median(vol.data[anat.brain]))
-        ratio = np.where(anat.brain, vol.data / max(ref, 1e-6), 0).astype(np.float32)
-        vent = ventricle_mask(ratio, anat.csf_prior, anat.brain, vol.spacing_mm)
+        vent, pvz = ventricles_and_zone(vol, anat)
         steps.append({"name": "ventricles", "seconds": round(time.perf_counter() - t, 3)})
         t = time.perf_counter()
         progress(0.5, f"segment ({engine})")
-        pvz = periventricular_zone(vent, anat.brain, vol.spacing_mm)
         mask, prob, model, params = self._segment(engine, vol, anat, pvz, opts)
         steps.append({"name": "segment", "engine": engine, "seconds": round(time.perf_counter() - t, 3)})
         t = time.perf_counter()

@@ -1,0 +1,128 @@
+"""Rebuild the phantom dataset and retrain the WMH / microbleed starter models (one command each)::
+
+    python -m neurorad.workflows.svd_train wmh --out RUN   # then: neurorad model import RUN/run/model
+    python -m neurorad.workflows.svd_train cmb --out RUN
+
+Data: domain-randomised phantoms (:func:`neurorad.phantom.randomise.randomised_case`: contrast, bias,
+noise, resolution, slice thickness, pose, anatomy warp), seeds 0..n-1 (the benchmarks use seeds >= 50000
+and the tuning sweeps seeds 40000-40999, so no training phantom is ever scored), put through the papers'
+own preprocessing (:mod:`neurorad.segment.svd_starter`) and written as nnU-Net raw datasets whose images
+already are the networks' 384 x 384 slices. The training configuration (network, loss, epochs: the
+departures from the papers for a CPU budget) is :data:`neurorad.segment.svd_starter.CONFIGS`.
+
+This lives in the workflows layer because it joins the phantoms (``neurorad.phantom``) to the learned
+layer (``neurorad.segment``), which may not import them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from neurorad.image.volume import Volume
+from neurorad.segment.svd_paper import to_paper_grid
+from neurorad.segment.svd_starter import CONFIGS, cmb_input, wmh_input
+
+__all__ = ["wmh_cases", "cmb_cases", "main"]
+
+CMB_BLOCK = 40  # slices kept per microbleed case (the block holding the most microbleed slices)
+
+
+def _label(vol: Volume, lab: np.ndarray, square: str) -> Volume:
+    return to_paper_grid(vol, (np.asarray(lab) > 0).astype(np.uint8), square=square, order=0)[0]  # type: ignore[arg-type]
+
+
+def wmh_cases(n: int, seed0: int = 0) -> Iterator[tuple[str, list[Volume], Volume]]:
+    """WMH training cases on the network grid: every slice with a lesion and as many without (seeded)."""
+    from neurorad.phantom.randomise import randomised_case
+
+    for i in range(n):
+        imgs, lab, _rec = randomised_case("wmh", seed0 + i, contrasts=("flair",))
+        x, _g = wmh_input(imgs[0])
+        y = _label(imgs[0], lab.data, "pad")
+        has = np.asarray(y.data).reshape(-1, y.data.shape[2]).any(axis=0)
+        rng = np.random.default_rng(seed0 + i)
+        neg = np.flatnonzero(~has & (np.abs(np.asarray(x.data)).reshape(-1, x.data.shape[2]).max(axis=0) > 0))
+        keep = np.sort(np.concatenate([np.flatnonzero(has), rng.choice(neg, min(len(neg), int(has.sum())),
+                                                                       replace=False)])).astype(int)
+        yield (f"wmh{seed0 + i:05d}", [Volume(np.asarray(x.data)[:, :, keep], x.affine)],
+               Volume(np.asarray(y.data)[:, :, keep], x.affine))
+
+
+def cmb_cases(n: int, seed0: int = 0) -> Iterator[tuple[str, list[Volume], Volume]]:
+    """Microbleed training cases on the network grid: the block of ``CMB_BLOCK`` slices with the most
+    microbleed slices (keeps the 3-slice neighbourhoods intact and the validation affordable on a CPU)."""
+    from neurorad.phantom.randomise import randomised_case
+
+    for i in range(n):
+        imgs, lab, _rec = randomised_case("cmb", seed0 + i, contrasts=("swi",))
+        x, _g = cmb_input(imgs[0])
+        y = _label(imgs[0], lab.data, "crop")
+        has = np.asarray(y.data).reshape(-1, y.data.shape[2]).any(axis=0).astype(int)
+        nz = x.data.shape[2]
+        width = min(CMB_BLOCK, nz)
+        sums = np.convolve(has, np.ones(width, int), mode="valid")
+        z0 = int(np.argmax(sums)) if has.any() else max(0, nz // 2 - width // 2)
+        z1 = z0 + width
+        yield (f"cmb{seed0 + i:05d}", [Volume(np.asarray(x.data)[:, :, z0:z1], x.affine)],
+               Volume(np.asarray(y.data)[:, :, z0:z1], x.affine))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m neurorad.workflows.svd_train",
+                                 description="Build the phantom dataset and train a WMH or microbleed starter "
+                                             "model (see the module doc).")
+    ap.add_argument("kind", choices=sorted(CONFIGS))
+    ap.add_argument("--out", type=Path, required=True, help="run folder (dataset/, config.json, run/)")
+    ap.add_argument("--cases", type=int, default=12, help="phantom cases (seeds 0..n-1; default 12)")
+    ap.add_argument("--epochs", type=int, default=None, help="override max_epochs (tests use 1)")
+    ap.add_argument("--iterations", type=int, default=None, help="override iterations_per_epoch")
+    ap.add_argument("--minutes", type=float, default=None,
+                    help="wall-clock budget of the training loop: stop (keeping the best checkpoint) at the first "
+                         "epoch boundary after it")
+    a = ap.parse_args(argv)
+
+    from neurorad.segment.dataset import write_dataset
+    from neurorad.segment.train import parse_config, train
+
+    a.out.mkdir(parents=True, exist_ok=True)
+    ds = a.out / "dataset"
+    t0 = time.perf_counter()
+    if not (ds / "dataset.json").exists():
+        cases = wmh_cases(a.cases) if a.kind == "wmh" else cmb_cases(a.cases)
+        write_dataset(ds, cases, ["flair" if a.kind == "wmh" else "swi"], {0: "background", 1: a.kind},
+                      description=f"{a.kind} phantoms (synthetic) in the paper's 384 x 384 input space")
+    print(f"dataset: {time.perf_counter() - t0:.0f} s", flush=True)
+    cfg = {k: dict(v) for k, v in CONFIGS[a.kind].items()}
+    if a.epochs:
+        cfg["training"]["max_epochs"] = a.epochs
+    if a.iterations:
+        cfg["training"]["iterations_per_epoch"] = a.iterations
+    extra = "".join(f" --{k} {v}" for k, v in (("cases", a.cases), ("epochs", a.epochs),
+                                                 ("iterations", a.iterations), ("minutes", a.minutes)) if v)
+    command = f"python -m neurorad.workflows.svd_train {a.kind} --out RUN{extra}"
+    # spacing_mm None (the dataset already is the network's grid) has no TOML spelling: parsed from the dict
+    (a.out / "config.json").write_text(json.dumps(cfg, indent=1))
+    run = a.out / "run"
+    t1 = time.perf_counter()
+
+    def progress(ev: dict) -> None:
+        if ev.get("stage") == "epoch":
+            print(f"epoch {ev['epoch']}: loss {ev['loss']:.4f} val Dice {ev['val_dice']:.4f} "
+                  f"({ev['seconds']:.0f} s)", flush=True)
+            if a.minutes and time.perf_counter() - t1 > 60 * a.minutes:
+                (run / "STOP").touch()  # the loop ends at this epoch boundary, keeping the best checkpoint
+
+    train(parse_config(cfg, a.out, a.out / "config.json"), run, progress=progress, command=command)
+    print(run / "model")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
