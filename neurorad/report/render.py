@@ -622,8 +622,7 @@ def _write_sidecar(path: Path, workflow: Workflow, result: WorkflowResult, revie
 
     ctx = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(replace(context, patient=None)).items()}
     doc = {"workflow": workflow.name, "result": result.to_dict(), "context": ctx,
-           "review": None if review is None else {k: (list(v) if isinstance(v, tuple) else v)
-                                                  for k, v in asdict(review).items()}}
+           "review": None if review is None else review.to_dict()}
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(doc, default=str), encoding="utf-8")
     tmp.replace(path)
@@ -652,11 +651,7 @@ def identified_pdf_bytes(stored_pdf: str | Path, patient: PatientIdentity, **con
     rv = doc.get("review")
     review = None
     if rv is not None:
-        rv["verdicts"] = {int(k): v for k, v in (rv.get("verdicts") or {}).items()}
-        rv["missed"] = tuple(tuple(m) for m in rv.get("missed") or ())
-        rv["timepoints_accepted"] = tuple(rv.get("timepoints_accepted") or ())
-        known = set(Review.__dataclass_fields__)
-        review = Review(**{k: v for k, v in rv.items() if k in known})
+        review = Review.from_dict(rv)
     c = doc["context"]
     c["prior_exam_dates"] = tuple(c.get("prior_exam_dates") or ())
     c["result_dir"] = Path(c["result_dir"]) if c.get("result_dir") else None

@@ -408,8 +408,13 @@ def get_study(study_id: DbId, s: Session = Depends(get_db_session),
             s.scalars(select(Job).where(Job.study_id == st.id).order_by(Job.id)).all()]
     results = [_result_out(s, r) for r in st.results]
     qa = []
+    # a run awaiting its second reading hides the first decision from everyone but its author, so the
+    # second radiologist forms an independent opinion first (EASE, PAPERS.md A4)
+    blind = {(r.id, r.result_id) for r in st.runs if r.state == "second_reading"}
     for d, uname in s.execute(select(QADecision, User.username).outerjoin(User, User.id == QADecision.user_id)
                               .where(QADecision.study_id == st.id).order_by(QADecision.id)).all():
+        if (d.run_id, d.result_id) in blind and uname != p.username:
+            continue
         qa.append(QAOut(decision=d.decision, score=d.score, comment=d.comment, created_at=d.created_at,
                         username=uname, result_id=d.result_id, software_version=d.software_version,
                         candidates=d.candidates, missed_lesions=d.missed_lesions,

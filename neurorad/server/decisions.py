@@ -15,6 +15,11 @@ it). The rules, in order:
 * a result version that already has a decision is changed only by an explicit amendment with a
   reason (409 without one); the amendment is audited (``qa.amendment``) and writes a
   superseding report version;
+* second reader: when the workflow says an ACCEPTABLE decision needs a second radiologist's
+  independent reading (``Workflow.second_reader_reason``), the run goes to ``second_reading`` and
+  nothing is delivered; the next decision on that result version must come from a different
+  radiologist (409 for the first reader, unless amending with a reason), needs no amendment reason,
+  is given the first decision as ``Review.prior_readings`` and is the one reported and delivered;
 * the report and the reviewed DICOM objects are regenerated through
   :func:`neurorad.workflows.outputs.write_outputs` from :meth:`Workflow.reviewed` (discarded
   findings removed, quantities recomputed) or, for UNACCEPTABLE, the workflow's "not usable"
@@ -46,7 +51,7 @@ from neurorad.workflows.contract import Review, Workflow, WorkflowInputs, Workfl
 #: ``DECIDING_ROLES`` (neurorad.server.auth) is the one role rule of QA decisions: both endpoints
 #: and the page's ``can_decide`` use it.
 #: Run states in which a result can be decided (a later decision amends an earlier one).
-DECIDABLE_STATES = ("needs_review", "accepted", "rejected", "reported", "delivered", "failed")
+DECIDABLE_STATES = ("needs_review", "second_reading", "accepted", "rejected", "reported", "delivered", "failed")
 
 
 def can_decide(role: str) -> bool:
@@ -247,7 +252,12 @@ def decide(s: Session, ctx: Context, study: Study, user_id: int | None, username
     previous = s.scalar(select(QADecision).where(QADecision.run_id == run.id, QADecision.result_id == run.result_id)
                         .order_by(QADecision.id.desc()).limit(1))
     reason = (body.amendment_reason or "").strip()
-    if previous is not None and not reason:
+    second_reading = run.state == StudyState.SECOND_READING and previous is not None and not reason
+    if second_reading and previous is not None and _same_reader(s, previous, user_id, username):
+        raise DecisionConflict(f"result version {run.result_id} awaits a second, different radiologist's independent "
+                               f"reading ({run.state_reason or 'second reader required'}); the first reader may only "
+                               "amend with amendment_reason")
+    if previous is not None and not reason and not second_reading:
         raise DecisionConflict(f"result version {run.result_id} was already decided ({previous.decision}, decision "
                                f"{previous.id}); changing it is an amendment and needs amendment_reason")
     if previous is None and reason:
@@ -304,7 +314,8 @@ def decide(s: Session, ctx: Context, study: Study, user_id: int | None, username
     run.decision_id = dec.id
     review = Review(body.decision, values, verdicts,
                     tuple((m["x_mm"], m["y_mm"], m["z_mm"]) for m in missed), body.comment, username,
-                    utcnow().isoformat(timespec="seconds") + "Z", tuple(body.timepoints_accepted), version, reason)
+                    utcnow().isoformat(timespec="seconds") + "Z", tuple(body.timepoints_accepted), version, reason,
+                    prior_readings=(_as_review(s, previous),) if second_reading and previous is not None else ())
 
     # -- regenerate the report and the reviewed objects (one implementation: workflows.outputs)
     from neurorad.workflows import outputs
@@ -336,10 +347,23 @@ def decide(s: Session, ctx: Context, study: Study, user_id: int | None, username
           kept=kept, discarded=discarded, missed=missed, timepoints_accepted=body.timepoints_accepted,
           report_version=version, objects=[r.kind for r in rows], software_version=__version__, user_id=user_id,
           amends=previous.id if previous else None)
-    if previous is not None:
+    if second_reading and previous is not None:
+        audit(s, actor, "qa.second_reading", "study", study.id, decision_id=dec.id, first_decision=previous.id,
+              run_id=run.id, first=previous.decision, second=body.decision,
+              agree=previous.decision == body.decision and (previous.form_values or {}) == values)
+    elif previous is not None:
         audit(s, actor, "qa.amendment", "study", study.id, decision_id=dec.id, amends=previous.id,
               from_decision=previous.decision, to_decision=body.decision, reason=reason, run_id=run.id)
-    delivery = _advance_and_deliver(s, ctx, study, run, actor, body.decision, dicom_rows)
+    need = "" if second_reading or body.decision != "ACCEPTABLE" else wf.second_reader_reason(reviewed, review)
+    if need and run.state in (StudyState.NEEDS_REVIEW, StudyState.SECOND_READING):
+        if run.state == StudyState.NEEDS_REVIEW:
+            transition(s, run, StudyState.SECOND_READING, actor, f"second reader required: {need}"[:2000])
+        sync_study_state(s, study, actor)
+        audit(s, actor, "qa.second_reader_required", "study", study.id, decision_id=dec.id, run_id=run.id,
+              reason=need)
+        delivery = f"held: a second radiologist's independent reading is required ({need})"
+    else:
+        delivery = _advance_and_deliver(s, ctx, study, run, actor, body.decision, dicom_rows)
     return {
         "decision_id": dec.id,
         "decision": body.decision,
@@ -372,7 +396,7 @@ def _advance_and_deliver(s: Session, ctx: Context, study: Study, run: WorkflowRu
     from neurorad.server.orchestration import DataPlane
 
     target = StudyState.ACCEPTED if decision == "ACCEPTABLE" else StudyState.REJECTED
-    if run.state == StudyState.NEEDS_REVIEW:
+    if run.state in (StudyState.NEEDS_REVIEW, StudyState.SECOND_READING):
         transition(s, run, target, actor, f"review: {decision}")
     elif decision == "ACCEPTABLE" and run.state == StudyState.REJECTED:
         raise DecisionConflict("a rejected result is re-run before it can be accepted (retry the workflow)")
@@ -390,6 +414,27 @@ def _advance_and_deliver(s: Session, ctx: Context, study: Study, run: WorkflowRu
     except TransitionError as exc:
         return f"stored, not delivered ({exc})"
     return f"queued for delivery (job {job.id})"
+
+
+def _same_reader(s: Session, previous: QADecision, user_id: int | None, username: str) -> bool:
+    if previous.user_id is not None and user_id is not None:
+        return previous.user_id == user_id
+    from neurorad.store.models import User
+
+    first = s.get(User, previous.user_id) if previous.user_id is not None else None
+    return first is None or first.username == username
+
+
+def _as_review(s: Session, d: QADecision) -> Review:
+    """A stored decision as the contract's :class:`Review` (for ``Review.prior_readings``)."""
+    from neurorad.store.models import User
+
+    u = s.get(User, d.user_id) if d.user_id is not None else None
+    verdicts = {int(v.get("finding_id", v.get("lesion_id", 0))): str(v["verdict"]) for v in d.candidates or []}
+    return Review(d.decision, dict(d.form_values or {}), verdicts,  # type: ignore[arg-type]
+                  tuple((m["x_mm"], m["y_mm"], m["z_mm"]) for m in d.missed_lesions or []), d.comment or "",
+                  u.username if u else "", d.created_at.isoformat(timespec="seconds") + "Z" if d.created_at else "",
+                  tuple(d.timepoints_accepted or ()), d.report_version or 0, d.amendment_reason or "")
 
 
 def context_of(app_state: Any) -> Context:

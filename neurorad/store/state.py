@@ -4,6 +4,7 @@
 
     received -> selected -> queued -> running -> needs_review -> accepted -> reported -> delivered
                                                               \\-> rejected ----^ (with a review report)
+                                               needs_review -> second_reading -> accepted / rejected
     any non-final state -> failed (with a reason);  failed / rejected / delivered -> queued (re-run)
     failed / delivered -> received (new instances of the study arrived)
 
@@ -12,6 +13,10 @@ not usable" version): that report is delivered like an accepted one, so the PACS
 the software result must not be used. ``delivered -> reported`` is a later decision's new
 report version being delivered; ``delivered -> queued`` re-runs the workflow (e.g. after a
 delivered rejection).
+
+``second_reading``: the workflow said the first decision needs a second, different radiologist's
+independent reading (``Workflow.second_reader_reason``); nothing is delivered until that
+decision is recorded.
 
 ``received`` covers the time while instances still arrive; the scheduler declares a study
 complete after a quiet period and routes it to every enabled workflow whose requirements its
@@ -41,6 +46,7 @@ class StudyState(StrEnum):
     QUEUED = "queued"
     RUNNING = "running"
     NEEDS_REVIEW = "needs_review"
+    SECOND_READING = "second_reading"
     ACCEPTED = "accepted"
     REJECTED = "rejected"
     REPORTED = "reported"
@@ -55,7 +61,8 @@ ALLOWED: dict[StudyState, frozenset[StudyState]] = {
     S.SELECTED: frozenset({S.QUEUED, S.FAILED, S.RECEIVED}),
     S.QUEUED: frozenset({S.RUNNING, S.FAILED, S.RECEIVED}),
     S.RUNNING: frozenset({S.NEEDS_REVIEW, S.FAILED, S.QUEUED}),
-    S.NEEDS_REVIEW: frozenset({S.ACCEPTED, S.REJECTED, S.FAILED, S.QUEUED}),
+    S.NEEDS_REVIEW: frozenset({S.ACCEPTED, S.REJECTED, S.FAILED, S.QUEUED, S.SECOND_READING}),
+    S.SECOND_READING: frozenset({S.ACCEPTED, S.REJECTED, S.FAILED, S.QUEUED}),
     S.ACCEPTED: frozenset({S.REPORTED, S.FAILED}),
     S.REJECTED: frozenset({S.QUEUED, S.REPORTED}),
     S.REPORTED: frozenset({S.DELIVERED, S.FAILED}),
@@ -66,8 +73,8 @@ ALLOWED: dict[StudyState, frozenset[StudyState]] = {
 
 #: the order in which a study shows its runs' states: the first that any run is in wins (work in
 #: progress, then what awaits a reader, then failures, then the finished states)
-AGGREGATE_ORDER = (S.QUEUED, S.RUNNING, S.NEEDS_REVIEW, S.FAILED, S.ACCEPTED, S.REJECTED, S.REPORTED,
-                   S.DELIVERED)
+AGGREGATE_ORDER = (S.QUEUED, S.RUNNING, S.NEEDS_REVIEW, S.SECOND_READING, S.FAILED, S.ACCEPTED, S.REJECTED,
+                   S.REPORTED, S.DELIVERED)
 
 
 class TransitionError(Exception):

@@ -431,10 +431,35 @@ class Review:
     report_version: int = 0
     #: set when this decision amends an earlier one on the same result version (why it changed)
     amendment_reason: str = ""
+    #: earlier independent readings of the same result version, oldest first (the second-reader
+    #: protocol, :meth:`Workflow.second_reader_reason`): the workflow's conclusion states the consensus
+    #: or the disagreement
+    prior_readings: tuple[Review, ...] = ()
 
     @property
     def accepted(self) -> bool:
         return self.decision == ACCEPTABLE
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready (tuples as lists; ``prior_readings`` nested)."""
+        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "prior_readings"}
+        d = {k: ([list(x) if isinstance(x, tuple) else x for x in v] if isinstance(v, tuple) else v)
+             for k, v in d.items()}
+        d["verdicts"] = {str(k): v for k, v in self.verdicts.items()}
+        d["prior_readings"] = [r.to_dict() for r in self.prior_readings]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Review:
+        """The inverse of :meth:`to_dict` (unknown keys are ignored)."""
+        known = {f.name for f in fields(cls)}
+        kw = {k: v for k, v in d.items() if k in known}
+        kw["verdicts"] = {int(k): v for k, v in (d.get("verdicts") or {}).items()}
+        kw["missed"] = tuple(tuple(m) for m in d.get("missed") or ())
+        kw["timepoints_accepted"] = tuple(d.get("timepoints_accepted") or ())
+        kw["prior_readings"] = tuple(cls.from_dict(r) for r in d.get("prior_readings") or ())
+        kw["values"] = dict(d.get("values") or {})
+        return cls(**kw)
 
 
 # ---------------------------------------------------------------------------------- viewer layout
@@ -562,6 +587,14 @@ class Workflow:
         out = self.recompute(out)
         out.summary = self.conclusion(out, review)
         return out
+
+    def second_reader_reason(self, result: WorkflowResult, review: Review) -> str:
+        """Why ``review`` (of the reviewed ``result``) needs a second, different radiologist's independent
+        reading before anything is delivered; ``""`` when it does not (the default). The server then
+        holds the run in ``second_reading`` until another radiologist decides, and passes the first
+        decision to the workflow as :attr:`Review.prior_readings` (EASE, PAPERS.md A4: a second reader
+        when the volumes change the 2D-based interpretation)."""
+        return ""
 
     def recompute(self, result: WorkflowResult) -> WorkflowResult:
         """Quantities from the (kept) findings. Default: leave quantities as they are; workflows whose

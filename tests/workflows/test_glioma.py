@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -70,7 +72,17 @@ def test_review_discards_a_component_and_comparison_needs_accepted_compatible_pr
     assert reviewed.quantity("whole_tumour_volume").value == pytest.approx(28.0)
     assert reviewed.quantity("volume_change_t1_percent").value == pytest.approx(40.0)
     text = wf.conclusion(reviewed, Review("ACCEPTABLE", {"assessment_2d": "stable"}))
+    assert text.count("2D assessment") == 1  # the report asks a reviewed result for its conclusion again
     assert "second radiologist" in text  # 2D stable, volume progression
+    first = Review("ACCEPTABLE", {"assessment_2d": "stable"}, reviewer="r1")
+    assert wf.second_reader_reason(reviewed, first) == "2D-based assessment stable, volume-based assessment progression"
+    assert wf.second_reader_reason(reviewed, Review("ACCEPTABLE", {"assessment_2d": "progression"})) == ""
+    agree = wf.conclusion(reviewed, Review("ACCEPTABLE", {"assessment_2d": "stable"}, prior_readings=(first,)))
+    assert "consensus stable" in agree and "is required" not in agree
+    differ = wf.conclusion(reviewed, Review("ACCEPTABLE", {"assessment_2d": "progression"}, prior_readings=(first,)))
+    assert "first: stable, second: progression" in differ and "uncertain" in differ
+    rt = Review("ACCEPTABLE", {"a": "1"}, {2: "discard"}, ((1.0, 2.0, 3.0),), prior_readings=(first,))
+    assert Review.from_dict(json.loads(json.dumps(rt.to_dict()))) == rt
     assert wf.review_form.validate({"score": "2", "assessment_2d": "stable"}, {1: "keep"})
     assert "no volumetric assessment" in wf.not_usable_text()
     incompatible = _result([(5.0, 20.0, 3.0)], [{"accepted": True, "compatible": False, "whole_tumour_volume": 1.0}])

@@ -51,7 +51,7 @@ router = APIRouter(include_in_schema=False)
 
 #: Study states shown on the worklist, by filter.
 STATUS_FILTERS: dict[str, tuple[str, ...]] = {
-    "awaiting": ("needs_review",),
+    "awaiting": ("needs_review", "second_reading"),
     "decided": ("accepted", "rejected", "reported", "delivered"),
     "processing": ("received", "selected", "queued", "running"),
     "failed": ("failed", "no_workflow"),
@@ -119,7 +119,7 @@ def current_run(s: Session, study: Study, root: Path, run_id: int | None = None
     with_result = [r for r in runs if r.result_id is not None]
     if not with_result:
         return (runs[0] if runs else None), None
-    run = next((r for r in with_result if r.state == "needs_review"), with_result[-1])
+    run = next((r for r in with_result if r.state in ("needs_review", "second_reading")), with_result[-1])
     return run, result_folder(_RootStorage(root), run, s)
 
 
@@ -349,6 +349,14 @@ def _review_for(request: Request, s: Session, study: Study, p: Principal, run_id
                         for d, u in decisions]
     current = [d for d in out["decisions"] if d["result_version"] == run.result_id]
     out["decided"] = current[-1] if current else None
+    if run.state == "second_reading":
+        # the second radiologist forms an independent opinion before seeing the first (EASE, PAPERS.md A4)
+        first = current[-1] if current else None
+        blind = first is not None and first["user"] != p.username
+        out["second_reading"] = {"reason": run.state_reason or "", "blind": blind}
+        if blind:
+            out["decisions"] = [d for d in out["decisions"] if d["result_version"] != run.result_id]
+            out["decided"] = None
     out["draft_report_url"] = f"/web/api/studies/{study.id}/reports/1?fmt=html&run={run.id}"
     priors = s.execute(select(Study).where(Study.patient_id == study.patient_id, Study.id != study.id)
                        .order_by(Study.received_at.desc())).scalars().all()

@@ -329,11 +329,14 @@ class GliomaWorkflow(Workflow):
         if priors and len(comparisons) < len(priors):
             summary += " Comparison withheld for earlier studies not accepted or measured with an incompatible version."
         out = replace(result, quantities=q, summary=summary)
-        out.extra = {**result.extra, "volume_assessment": volume_assessment(comparisons[0]) if comparisons else None}
+        out.extra = {**result.extra, "volume_assessment": volume_assessment(comparisons[0]) if comparisons else None,
+                     "measured_summary": summary}
         return out
 
     def conclusion(self, result: WorkflowResult, review: Review | None = None) -> str:
-        text = result.summary
+        # from the measured sentence, not ``summary``: a reviewed result's summary already holds the
+        # review's sentences, and the report asks for the conclusion again
+        text = str(result.extra.get("measured_summary") or result.summary)
         if review is not None and review.accepted:
             a2d = review.values.get("assessment_2d")
             av = result.extra.get("volume_assessment")
@@ -342,8 +345,24 @@ class GliomaWorkflow(Workflow):
             if a2d and av:
                 text += (f" Volume-based assessment: {av}; "
                          + ("they differ: a second radiologist's independent reading is required."
-                            if needs_second_reader(a2d, av) else "they agree."))
+                            if needs_second_reader(a2d, av) and not review.prior_readings else
+                            "they differ." if needs_second_reader(a2d, av) else "they agree."))
+            for first in review.prior_readings[:1]:
+                f2d = first.values.get("assessment_2d")
+                if f2d == a2d:
+                    text += f" Second radiologist's independent assessment agrees with the first: consensus {a2d}."
+                else:
+                    text += (f" The readers differ (first: {f2d or 'none'}, second: {a2d or 'none'}); the assessment "
+                             "is uncertain and was discussed between them.")
         return text
+
+    def second_reader_reason(self, result: WorkflowResult, review: Review) -> str:
+        """EASE (PAPERS.md A4): a second radiologist reads the study when the volume-based assessment
+        differs from the reader's 2D-based one."""
+        a2d, av = review.values.get("assessment_2d"), result.extra.get("volume_assessment")
+        if needs_second_reader(a2d, av):
+            return f"2D-based assessment {a2d}, volume-based assessment {av}"
+        return ""
 
     def report_sections(self, result: WorkflowResult, review: Review | None) -> list[ReportSection]:
         sections = [ReportSection("Findings", (self.conclusion(result, review),))]
