@@ -358,11 +358,53 @@ class DataPlane:
                 done.append(sid)
         return done
 
+    def image_store(self):
+        """The DICOMweb image store of ``storage = "dicomweb"`` (:class:`~neurorad.dicom.dicomweb.DicomWebClient`)."""
+        from neurorad.dicom.dicomweb import DicomWebClient
+
+        st = self.settings
+        auth = (st.storage_username, st.storage_password or "") if st.storage_username else None
+        return DicomWebClient(st.storage_dicomweb_url, auth=auth)
+
+    def publish_study(self, study_id: int, batch: int = 50) -> int:
+        """``storage = "dicomweb"``: send the study's stored (de-identified) instances to the image
+        store by STOW-RS (PS3.18 10.5), ``batch`` per request; returns how many. Raises
+        :class:`~neurorad.dicom.dicomweb.DicomWebError` when the store cannot be reached or refuses
+        an instance (the caller leaves the study to the next pass)."""
+        from neurorad.dicom.dicomweb import DicomWebError
+
+        with self.db.read_session() as s:
+            paths = list(s.scalars(select(Instance.path).join(Series).where(
+                Series.study_id == study_id, Instance.path.is_not(None)).order_by(Instance.id)))
+        client = self.image_store()
+        for k in range(0, len(paths), batch):
+            outcomes = client.store([pydicom.dcmread(self.storage.abspath(p)) for p in paths[k:k + batch]])
+            refused = [o for o in outcomes if not o.ok]
+            if refused:
+                raise DicomWebError(f"image store refused {len(refused)} instance(s) of study {study_id}: "
+                                    f"{refused[0].reason or 'no reason given'}")
+        return len(paths)
+
     def select_and_queue(self, study_id: int, cutoff=None) -> bool:
         """Route a complete study to every enabled workflow whose requirements its series (and the
         same patient's earlier studies) meet, one run + job each; a study meeting none becomes
-        ``no_workflow`` with each workflow's reason (also in the audit log)."""
+        ``no_workflow`` with each workflow's reason (also in the audit log). With ``storage =
+        "dicomweb"`` the study is first sent to the image store; while that fails it stays
+        ``received`` and is tried again on the next pass (False)."""
         wfs = self.enabled_workflows()
+        if self.settings.storage == "dicomweb":
+            from neurorad.dicom.dicomweb import DicomWebError
+
+            with self.db.read_session() as s:
+                state = s.scalar(select(Study.state).where(Study.id == study_id))
+            if state != "received":
+                return False
+            try:
+                self.publish_study(study_id)
+            except (DicomWebError, OSError) as exc:
+                log.warning("study %s not sent to the image store (%s); tried again on the next pass", study_id,
+                            public_error(exc))
+                return False
         with self.db.session() as s:
             study = s.get(Study, study_id, with_for_update=True)
             if study is None or study.state != "received" or (cutoff is not None and study.last_instance_at > cutoff):
@@ -544,8 +586,16 @@ class DataPlane:
                 raise PermanentError(f"images of the series for role {role!r} were purged")
             folder = scratch / "inputs" / role
             folder.mkdir(parents=True)
-            for i, p in enumerate(sorted(paths)):
-                (folder / f"{i:05d}.dcm").symlink_to(p)
+            if self.settings.storage == "dicomweb":  # this host need not see the data folder's images/
+                paths = []
+                for i, ds in enumerate(self.image_store().retrieve_series(x.study.study_uid, x.series_uid)):
+                    paths.append(folder / f"{i:05d}.dcm")
+                    pydicom.dcmwrite(paths[-1], ds, enforce_file_format=True)
+                if not paths:
+                    raise RuntimeError(f"the image store has no instance of the series for role {role!r}")
+            else:
+                for i, p in enumerate(sorted(paths)):
+                    (folder / f"{i:05d}.dcm").symlink_to(p)
             series[role] = folder
             try:
                 ds = pydicom.dcmread(paths[0], stop_before_pixels=True, specific_tags=["StudyDate"])

@@ -30,6 +30,10 @@ def default_vault_key_file(data_dir: Path) -> Path:
     return default_key_dir() / f"vault-{tag}.key"
 
 
+#: values of ``Settings.storage``
+STORAGE_KINDS = ("shared", "dicomweb")
+
+
 @dataclass
 class Destination:
     """Where results go back to: a DICOMweb (STOW-RS) base URL or a DIMSE peer (C-STORE)."""
@@ -80,6 +84,14 @@ class Settings:
     # results go back to
     destinations: list[Destination] = field(default_factory=list)
     review_required: bool = True
+    # where workers read a study's stored (de-identified) instances (docs/deployment.md): "shared" (the
+    # data folder's images/, mounted at the same path on every host) or "dicomweb" (an internal DICOMweb
+    # image store at storage_dicomweb_url, e.g. Orthanc: the scheduler sends each complete study there by
+    # STOW-RS before queueing it, and workers retrieve the series they need by WADO-RS)
+    storage: str = "shared"
+    storage_dicomweb_url: str | None = None
+    storage_username: str | None = None
+    storage_password: str | None = None
     # queue
     lease_s: float = 30.0
     job_timeout_s: float = 3600.0
@@ -116,5 +128,9 @@ class Settings:
             self.workflows = [w.strip() for w in self.workflows.split(",") if w.strip()]
         self.workflows = list(dict.fromkeys(self.workflows))
         self.data_dir = Path(self.data_dir).expanduser().resolve()
+        if self.storage not in STORAGE_KINDS:
+            raise ValueError(f"storage must be one of {', '.join(STORAGE_KINDS)}, not {self.storage!r}")
+        if self.storage == "dicomweb" and not self.storage_dicomweb_url:
+            raise ValueError('storage = "dicomweb" needs storage_dicomweb_url (the image store\'s DICOMweb root)')
         if self.database_url is None:
             self.database_url = f"sqlite:///{self.data_dir / 'neurorad.db'}"

@@ -24,17 +24,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _wait_port(port: int, timeout_s: float, proc: subprocess.Popen, log: Path) -> None:
+def _wait_port(port: int, timeout_s: float, proc: subprocess.Popen, log: Path, host: str = "127.0.0.1") -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"process exited ({proc.returncode}): " + log.read_text()[-2000:])
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            with socket.create_connection((host, port), timeout=0.5):
                 return
         except OSError:
             time.sleep(0.1)
-    raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout_s:.0f} s: " + log.read_text()[-2000:])
+    raise RuntimeError(f"nothing listens on {host}:{port} after {timeout_s:.0f} s: " + log.read_text()[-2000:])
 
 
 def kill(proc: subprocess.Popen | None) -> None:
@@ -47,7 +47,10 @@ def kill(proc: subprocess.Popen | None) -> None:
 class DaskProcesses:
     """A ``dask scheduler`` and ``dask worker`` processes (no nanny: a killed worker stays dead)."""
 
-    def __init__(self, root: Path, env: dict[str, str] | None = None, nthreads: int = 1) -> None:
+    def __init__(self, root: Path, env: dict[str, str] | None = None, nthreads: int = 1,
+                 host: str = "127.0.0.1", preload: tuple[str, ...] = ("neurorad.server.orchestration",)) -> None:
+        self.host = host
+        self.preload = preload
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.env = dict(os.environ, **(env or {}))
@@ -60,21 +63,21 @@ class DaskProcesses:
     @property
     def address(self) -> str:
         """The ``--executor`` value of neurorad workers."""
-        return f"dask://127.0.0.1:{self.port}"
+        return f"dask://{self.host}:{self.port}"
 
     def start_scheduler(self) -> DaskProcesses:
         log = self.root / "scheduler.log"
-        self.scheduler = subprocess.Popen([*DASK, "scheduler", "--host", "127.0.0.1", "--port", str(self.port),
+        self.scheduler = subprocess.Popen([*DASK, "scheduler", "--host", self.host, "--port", str(self.port),
                                            "--no-dashboard"], env=self.env, cwd=REPO,
                                           stdout=open(log, "ab"), stderr=subprocess.STDOUT)
-        _wait_port(self.port, 60, self.scheduler, log)
+        _wait_port(self.port, 60, self.scheduler, log, self.host)
         return self
 
     def start_worker(self) -> subprocess.Popen:
         log = self.root / f"worker{len(self.workers)}.log"
-        w = subprocess.Popen([*DASK, "worker", f"tcp://127.0.0.1:{self.port}", "--host", "127.0.0.1",
+        w = subprocess.Popen([*DASK, "worker", f"tcp://{self.host}:{self.port}", "--host", self.host,
                               "--nthreads", str(self.nthreads), "--no-nanny", "--no-dashboard",
-                              "--memory-limit", "0", "--preload", "neurorad.server.orchestration"],
+                              "--memory-limit", "0", *(x for m in self.preload for x in ("--preload", m))],
                              env=self.env, cwd=REPO, stdout=open(log, "ab"), stderr=subprocess.STDOUT)
         self.workers.append(w)
         return w
@@ -82,7 +85,7 @@ class DaskProcesses:
     def wait_for_workers(self, n: int, timeout_s: float = 60) -> None:
         from dask.distributed import Client
 
-        with Client(f"tcp://127.0.0.1:{self.port}", timeout=timeout_s) as c:
+        with Client(f"tcp://{self.host}:{self.port}", timeout=timeout_s) as c:
             c.wait_for_workers(n, timeout=timeout_s)
 
     def stop(self) -> None:
@@ -92,13 +95,15 @@ class DaskProcesses:
 
 
 def start_neurorad_worker(data_dir: Path, config: Path, executor: str, log: Path, database_url: str | None = None,
-                          concurrency: int = 1, env: dict[str, str] | None = None) -> subprocess.Popen:
-    """``neurorad worker`` as a real process."""
+                          concurrency: int = 1, env: dict[str, str] | None = None,
+                          prefix: list[str] | None = None) -> subprocess.Popen:
+    """``neurorad worker`` as a real process (``prefix``: e.g. ``ip netns exec NS``)."""
     db = ["--database-url", database_url] if database_url else []
     e = dict(os.environ, **(env or {}))
     e.setdefault("PYTHONPATH", str(REPO))
-    return subprocess.Popen([*NEURORAD, "worker", "--data-dir", str(data_dir), "--config", str(config), "--executor",
-                             executor, "--concurrency", str(concurrency), *db], env=e, cwd=REPO,
+    return subprocess.Popen([*(prefix or []), *NEURORAD, "worker", "--data-dir", str(data_dir), "--config",
+                             str(config), "--executor", executor, "--concurrency", str(concurrency), *db],
+                            env=e, cwd=REPO,
                             stdout=open(log, "ab"), stderr=subprocess.STDOUT)
 
 

@@ -28,7 +28,11 @@ def _as_postgres(cmd: list[str]) -> list[str]:
 
 
 class PostgresCluster:
-    def __init__(self) -> None:
+    """``extra_listen``: one more local address to listen on (e.g. a bridge to network namespaces,
+    ``bench/throughput.py``), with trust for its /24."""
+
+    def __init__(self, extra_listen: str | None = None) -> None:
+        self.extra_listen = extra_listen
         if not (PG_BIN / "initdb").exists():
             raise RuntimeError(f"PostgreSQL 15 binaries not found in {PG_BIN} (install postgresql-15)")
         self.root = Path(tempfile.mkdtemp(prefix="neurorad-pg-"))
@@ -45,7 +49,13 @@ class PostgresCluster:
         subprocess.run(_as_postgres([str(PG_BIN / "initdb"), "-D", str(self.data), "-U", "postgres",
                                      "--auth=trust", "-E", "UTF8", "--no-sync"]),
                        check=True, capture_output=True)
-        opts = f"-c listen_addresses=127.0.0.1 -c port={self.port} -c unix_socket_directories={self.sock} " \
+        listen = "127.0.0.1"
+        if self.extra_listen:
+            listen += "," + self.extra_listen
+            net = ".".join(self.extra_listen.split(".")[:3]) + ".0/24"
+            with open(self.data / "pg_hba.conf", "a") as fh:
+                fh.write(f"host all all {net} trust\n")
+        opts = f"-c listen_addresses={listen} -c port={self.port} -c unix_socket_directories={self.sock} " \
                "-c fsync=off -c full_page_writes=off -c synchronous_commit=off -c max_connections=200"
         subprocess.run(_as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-o", opts, "-w", "-t", "60",
                                      "-l", str(self.root / "log"), "start"]), check=True, capture_output=True)
