@@ -190,10 +190,13 @@ new MutationObserver((_, obs) => {
 """
 
 
-def measure_page(browser, srv: PageServer, click_in_page: bool = False) -> dict[str, float]:
+def measure_page(browser, srv: PageServer, click_in_page: bool = False, start_niivue: bool = False
+                 ) -> dict[str, float]:
     """One page load, times in ms since navigation start (``performance.now()``'s origin): form ready,
     images shown, interactive (a mouse click on a verdict sent as soon as the images are seen has been
-    applied, by the page's own clock), full resolution, longest main-thread block after the images."""
+    applied, by the page's own clock), full resolution, longest main-thread block after the images.
+    With ``start_niivue`` the reader then starts the 3D viewer (key v): ``niivue_ms`` is how long it
+    took and ``niivue_block_ms`` the longest block meanwhile."""
     page = browser.new_page(viewport={"width": 1280, "height": 800})
     if click_in_page:
         page.add_init_script(CLICK_AT_READY_JS)
@@ -214,7 +217,16 @@ def measure_page(browser, srv: PageServer, click_in_page: bool = False) -> dict[
     wall_ms = (time.perf_counter() - t0) * 1000
     page.wait_for_selector("body[data-detail='full']", state="attached", timeout=600_000)
     ds = page.evaluate("({...document.body.dataset})")
+    out = {"form_ms": float(ds["formReadyMs"]), "shown_ms": float(ds["loadMs"]), "interactive_ms": interactive_ms,
+           "full_ms": float(ds.get("fullMs", ds["loadMs"])), "wall_ms": wall_ms,
+           "block_ms": float(ds.get("maxBlockMs", "0"))}
+    if start_niivue:
+        page.wait_for_timeout(500)
+        t = float(page.evaluate("performance.now()"))
+        page.keyboard.press("v")
+        page.wait_for_selector("body[data-engine='niivue']", state="attached", timeout=600_000)
+        ds = page.evaluate("({...document.body.dataset})")
+        out["niivue_ms"] = float(page.evaluate("performance.now()")) - t
+        out["niivue_block_ms"] = float(ds.get("maxBlockMs", "0"))
     page.close()
-    return {"form_ms": float(ds["formReadyMs"]), "shown_ms": float(ds["loadMs"]), "interactive_ms": interactive_ms,
-            "full_ms": float(ds.get("fullMs", ds["loadMs"])), "wall_ms": wall_ms,
-            "block_ms": float(ds.get("maxBlockMs", "nan"))}
+    return out

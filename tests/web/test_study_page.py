@@ -172,7 +172,8 @@ def test_reopened_decision_shows_as_decided_and_amendment_needs_reason(phantom, 
 
 
 def test_laterality_radiological_with_letters(phantom, browser) -> None:
-    """Finding 1 lies in the LEFT hemisphere (x = -40 mm RAS): on the image right, next to "L"."""
+    """Finding 1 lies in the LEFT hemisphere (x = -40 mm RAS): on the image right, next to "L", in the
+    2D slice panels and in NiiVue (the 3D viewer the reader can start)."""
     folder, truth = phantom
     with PageServer(folder, page_data(folder, truth, preview=False)) as srv:
         page, errors = _page(browser)
@@ -196,6 +197,22 @@ def test_laterality_radiological_with_letters(phantom, browser) -> None:
         assert letters == {"left": "R", "right": "L", "top": "S", "bottom": "I"}
         blobs = _blobs(_overlay_panel(page))
         assert blobs["new"] and max(blobs["new"]) > blobs["midline"][0] + 20, blobs
+        # the same in the 3D viewer (NiiVue, started on request: key v), at the same position
+        before = page.locator("#location").get_attribute("data-panels-mm").split(";")[0]
+        page.keyboard.press("v")
+        page.wait_for_selector("body[data-engine='niivue']", state="attached", timeout=TIMEOUT_MS)
+        assert page.locator("#panel-2 canvas").count() == 1
+        mms = page.locator("#location").get_attribute("data-panels-mm").split(";")
+        assert mms == [before] * 3, (before, mms)
+        letters = {s: page.locator(f"#panel-2 .orient.{s}").inner_text() for s in ("left", "right", "top", "bottom")}
+        assert letters == {"left": "R", "right": "L", "top": "S", "bottom": "I"}
+        page.keyboard.press("x")
+        page.wait_for_timeout(300)
+        letters = {s: page.locator(f"#panel-2 .orient.{s}").inner_text() for s in ("left", "right", "top", "bottom")}
+        assert letters == {"left": "R", "right": "L", "top": "A", "bottom": "P"}
+        blobs = _blobs(_overlay_panel(page))
+        (mid,) = blobs["midline"]
+        assert len(blobs["new"]) == 2 and blobs["new"][1] > mid + 20 and blobs["new"][0] < mid - 20, blobs
         assert not errors, errors
 
 

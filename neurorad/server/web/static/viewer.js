@@ -1,4 +1,4 @@
-// Study view of the neurorad review app: synchronized NiiVue panels, finding list, QA form.
+// Study view of the neurorad review app: synchronized image panels, finding list, QA form.
 //
 // The page template embeds the review description (JSON, no patient identifiers) in
 // <script id="review-data" type="application/json"> and renders the form as saved (reopening a
@@ -8,14 +8,19 @@
 //  * the state sent on save is read from the controls themselves, so a checked control always is
 //    what is saved;
 //  * a decided result is shown read-only; changing it is an explicit amendment with a reason.
-// Panels share slice, plane and zoom (NiiVue's broadcastTo, in mm). Images are shown in the
-// radiological convention (patient right on screen left) with orientation letters computed from
-// NiiVue's own projection of the patient axes, so the letters cannot disagree with the pixels.
-// NiiVue (2.3 MB) is imported after the form is wired (dynamic import), so the form never waits for it.
+// Images: slice-wise 2D panels (preview2d.js, no WebGL: usable at once), of the downsampled display
+// copies first and the full-resolution ones when they have arrived; NiiVue (zoom, pan, multiplanar,
+// 3D) replaces them when the reader asks (its start-up and uploads block the page for seconds with
+// software GL, so never unasked). Panels share one world
+// position (RAS+ mm), plane and window. Images are shown in the radiological convention (patient
+// right on screen left) with orientation letters computed from each panel's own projection of the
+// patient axes, so the letters cannot disagree with the pixels.
+// NiiVue (2.3 MB) is imported only when the reader asks for it (dynamic import).
+import { SlicePanel, mmToVox, parseNifti, robustWindow } from "./preview2d.js";
+
 let Niivue;
 let NVImage;
 
-const T0 = performance.now();
 const data = JSON.parse(document.getElementById("review-data").textContent);
 const csrfToken = document.querySelector('meta[name="csrf-token"]')?.content ?? "";
 const $ = (sel, root = document) => root.querySelector(sel);
@@ -41,7 +46,9 @@ const kindColours = data.overlay?.kind_colours ?? {};
 const state = {
   plane: "axial",
   opacity: data.overlay?.opacity ?? 0.8,
-  panels: [], // { nv, spec, el }
+  panels: [], // { spec, el, nv: Niivue | null, prev: SlicePanel | null }
+  mm: null, // the shown world position, RAS+ mm
+  window: null, // [low, high] display window of the backgrounds
   selected: findings.length ? 0 : -1,
   missed: (data.decided?.missed ?? []).map((m) => ({ ...m })),
   editable: false,
@@ -235,57 +242,94 @@ async function submitDecision() {
 }
 
 // ---------------------------------------------------------------- viewer
+// Every panel shows the world point state.mm (RAS+ mm). A panel is drawn either by the 2D preview
+// (preview2d.js: a SlicePanel over the downsampled display copies, no WebGL) or, once upgraded, by
+// NiiVue at full resolution; panels switch one at a time, so the functions below handle both.
 function crosshairMM() {
-  const nv = state.panels[0].nv;
-  return nv.frac2mm(nv.scene.crosshairPos);
+  return state.mm.slice();
+}
+
+function viewState() {
+  return { mm: state.mm, plane: state.plane, window: state.window, lut: labelColormap(), opacity: state.opacity };
+}
+
+function render2D() {
+  if (!state.viewerReady) return;
+  const vs = viewState();
+  for (const p of state.panels) if (!p.nv && p.prev) p.prev.render(vs);
+  requestAnimationFrame(drawMarks);
 }
 
 function setAllMM(mm) {
+  state.mm = Array.from(mm.slice(0, 3), Number);
   for (const { nv } of state.panels) {
-    nv.scene.crosshairPos = nv.mm2frac(mm);
+    if (!nv) continue;
+    nv.scene.crosshairPos = nv.mm2frac(state.mm);
     nv.drawScene();
   }
+  render2D();
+  showLocation();
+}
+
+// A NiiVue panel moved the crosshair (click, drag, its own keys): the others follow.
+function onNiivueLocation(nv) {
+  state.mm = Array.from(nv.frac2mm(nv.scene.crosshairPos).slice(0, 3));
+  render2D();
   showLocation();
 }
 
 function showLocation() {
   if (!state.viewerReady) return;
-  const nv = state.panels[0].nv;
-  const vox = nv.frac2vox(nv.scene.crosshairPos).map((v) => Math.round(v));
-  const mm = nv.frac2mm(nv.scene.crosshairPos);
-  const axis = SCROLL_AXIS[state.plane].indexOf(1);
+  const p0 = state.panels[0];
+  const mm = state.mm;
+  let vox;
+  let axis = SCROLL_AXIS[state.plane].indexOf(1);
+  if (p0.nv) {
+    vox = p0.nv.frac2vox(p0.nv.mm2frac(mm)).map((v) => Math.round(v));
+  } else {
+    const bg = p0.prev.bg;
+    vox = mmToVox(bg, mm).map((v) => Math.round(v));
+    const n = NORMAL_AXIS[state.plane] ?? 2; // the voxel axis closest to the plane's normal
+    axis = [0, 1, 2].reduce((best, a) => (Math.abs(bg.A[n][a]) > Math.abs(bg.A[n][best]) ? a : best), 0);
+  }
   const el = $("#location");
   el.dataset.slice = String(vox[axis]);
   el.dataset.vox = vox.join(",");
-  el.textContent = `slice ${vox[axis]} | ${Array.from(mm.slice(0, 3), (v) => v.toFixed(1)).join(", ")} mm`;
+  el.textContent = `slice ${vox[axis]} | ${Array.from(mm.slice(0, 3), (v) => v.toFixed(1)).join(", ")} mm` +
+    (p0.el.dataset.detail === "preview" ? " (preview)" : "");
   // All panels report the same world position (the synchronisation check in the tests reads this).
   el.dataset.panelsMm = state.panels
-    .map(({ nv: p }) => Array.from(p.frac2mm(p.scene.crosshairPos).slice(0, 3), (v) => v.toFixed(1)).join(","))
+    .map(({ nv: p }) => Array.from(p ? p.frac2mm(p.scene.crosshairPos).slice(0, 3) : mm, (v) => v.toFixed(1)).join(","))
     .join(";");
   requestAnimationFrame(drawMarks);
 }
 
 // Canvas CSS pixel of a world point in a panel (null when not on a shown slice).
-function mmToCss(nv, mm) {
+function mmToCss(panel, mm) {
+  if (!panel.nv) return panel.prev ? panel.prev.mmToCss(mm) : null;
+  const nv = panel.nv;
   const pos = nv.frac2canvasPos(nv.mm2frac(mm));
   if (!pos || !Number.isFinite(pos[0])) return null;
   const dpr = nv.uiData?.dpr ?? window.devicePixelRatio ?? 1;
   return [pos[0] / dpr, pos[1] / dpr];
 }
 
-// Orientation letters on the panel edges, read from NiiVue's projection of the patient axes, and the
-// finding numbers next to the findings cut by the shown slice (overlay panels).
+// Orientation letters on the panel edges, read from each panel's own projection of the patient axes
+// (NiiVue's, or the preview's), and the finding numbers next to the findings cut by the shown slice.
 function drawMarks() {
-  const centre = Array.from(crosshairMM().slice(0, 3));
-  for (const { nv, spec, el } of state.panels) {
-    const axes = PLANE_AXES[state.plane];
+  const centre = crosshairMM();
+  for (const panel of state.panels) {
+    const { spec, el } = panel;
+    // the preview shows multiplanar as axial
+    const plane = !panel.nv && state.plane === "multiplanar" ? "axial" : state.plane;
+    const axes = PLANE_AXES[plane];
     const edges = { left: "", right: "", top: "", bottom: "" };
     if (axes) {
-      const c = mmToCss(nv, centre);
+      const c = mmToCss(panel, centre);
       for (const [i, plus, minus] of axes) {
         const p = centre.slice();
         p[i] += 20;
-        const q = mmToCss(nv, p);
+        const q = mmToCss(panel, p);
         if (!c || !q) continue;
         const dx = q[0] - c[0];
         const dy = q[1] - c[1];
@@ -302,7 +346,7 @@ function drawMarks() {
     const marks = $(".marks", el);
     marks.replaceChildren();
     if (!spec.overlay || !axes) continue;
-    const normal = NORMAL_AXIS[state.plane];
+    const normal = NORMAL_AXIS[plane];
     const discarded = discardedLabels();
     for (const f of findings) {
       if (discarded.has(Number(f.label ?? f.id))) continue;
@@ -311,7 +355,7 @@ function drawMarks() {
       if (Math.abs(fmm[normal] - centre[normal]) > Math.max(radius, 1.5)) continue;
       const proj = fmm.slice();
       proj[normal] = centre[normal];
-      const pos = mmToCss(nv, proj);
+      const pos = mmToCss(panel, proj);
       if (!pos) continue;
       const m = document.createElement("span");
       m.className = "mark";
@@ -327,17 +371,27 @@ function drawMarks() {
 
 function scrollSlices(step) {
   if (!state.viewerReady) return;
-  const [x, y, z] = SCROLL_AXIS[state.plane].map((a) => a * step);
-  const nv = state.panels[0].nv;
-  nv.moveCrosshairInVox(x, y, z);
-  setAllMM(nv.frac2mm(nv.scene.crosshairPos));
+  const p0 = state.panels[0];
+  if (p0.nv) {
+    const [x, y, z] = SCROLL_AXIS[state.plane].map((a) => a * step);
+    p0.nv.moveCrosshairInVox(x, y, z);
+    setAllMM(p0.nv.frac2mm(p0.nv.scene.crosshairPos));
+    return;
+  }
+  const n = NORMAL_AXIS[state.plane] ?? 2;
+  const [lo, hi] = p0.prev.bounds;
+  const mm = crosshairMM();
+  mm[n] = Math.min(hi[n], Math.max(lo[n], mm[n] + step * p0.prev.step));
+  setAllMM(mm);
 }
 
 function setPlane(name) {
   state.plane = name;
   $("#plane").value = name;
   if (!state.viewerReady) return;
-  for (const { nv } of state.panels) nv.setSliceType(PLANES[name]);
+  if (name === "multiplanar") startNiivue(); // the 2D slices show axial meanwhile
+  for (const { nv } of state.panels) if (nv) nv.setSliceType(PLANES[name]);
+  render2D();
   showLocation();
 }
 
@@ -346,8 +400,9 @@ function setOpacity(value) {
   $("#opacity-value").textContent = `${Math.round(value * 100)}%`;
   if (!state.viewerReady) return;
   for (const { nv, spec } of state.panels) {
-    if (spec.overlay && nv.volumes.length > 1) nv.setOpacity(1, value);
+    if (nv && spec.overlay && nv.volumes.length > 1) nv.setOpacity(1, value);
   }
+  render2D();
 }
 
 // Window values keep 4 significant digits (normalised images span 0-1: never shown as "0 - 1").
@@ -355,19 +410,22 @@ const fmtWindow = (v) => String(Number(Number(v).toPrecision(4)));
 
 function setWindow(lo, hi) {
   if (!(hi > lo) || !state.viewerReady) return;
+  state.window = [lo, hi];
   for (const { nv } of state.panels) {
+    if (!nv) continue;
     const v = nv.volumes[0];
     v.cal_min = lo;
     v.cal_max = hi;
     nv.updateGLVolume();
   }
+  render2D();
 }
 
 function readWindowFromVolume() {
-  const v = state.panels[0].nv.volumes[0];
-  const span = Math.abs(v.cal_max - v.cal_min) || 1;
+  const [lo, hi] = state.window;
+  const span = Math.abs(hi - lo) || 1;
   const step = String(Number((10 ** Math.floor(Math.log10(span / 100))).toPrecision(1)));
-  for (const [id, val] of [["#win-min", v.cal_min], ["#win-max", v.cal_max]]) {
+  for (const [id, val] of [["#win-min", lo], ["#win-max", hi]]) {
     $(id).step = step;
     $(id).value = fmtWindow(val);
   }
@@ -402,10 +460,11 @@ function applyCandidatesToOverlay() {
   if (!state.viewerReady) return;
   const cm = labelColormap();
   for (const { nv, spec } of state.panels) {
-    if (!spec.overlay || nv.volumes.length < 2) continue;
+    if (!nv || !spec.overlay || nv.volumes.length < 2) continue;
     nv.volumes[1].setColormapLabel(cm);
     nv.updateGLVolume();
   }
+  render2D();
   requestAnimationFrame(drawMarks);
 }
 
@@ -420,77 +479,154 @@ function withLevel(url, level) {
   return url + (url.includes("?") ? "&" : "?") + `level=${level}`;
 }
 
-// Load panels' images at one level of detail ("preview": a downsampled display copy; "" full).
-// Each file is fetched and decoded once (``cache``) and shared by the panels showing it.
-function panelImages(spec, level, cache) {
+// ---------------------------------------------------------------- 2D slices (no WebGL)
+// One SlicePanel per panel on the panel's canvas: the preview level first, then the full-resolution
+// display copies (fetched and gunzipped by the browser's streams, so nothing blocks the page for
+// long), each file fetched and parsed once and shared by the panels showing it.
+function fetchVolumes(level) {
+  const cache = new Map();
+  const get = (url) => {
+    if (!cache.has(url)) {
+      cache.set(url, fetch(url, { credentials: "same-origin" }).then((r) => {
+        if (!r.ok) throw new Error(`HTTP ${r.status} for an image`);
+        return r.arrayBuffer();
+      }).then(parseNifti));
+    }
+    return cache.get(url);
+  };
+  return Promise.all(state.panels.map(({ spec }) => Promise.all([
+    get(withLevel(panelUrl(spec), level)),
+    spec.overlay && data.overlay?.url ? get(withLevel(data.overlay.url, level)) : null,
+  ])));
+}
+
+function showSlices(per, level) {
+  per.forEach(([bg, ov], i) => {
+    const p = state.panels[i];
+    if (p.nv) return;
+    if (p.prev) {
+      p.prev.setVolumes(bg, ov);
+    } else {
+      const canvas = $("canvas", p.el);
+      p.prev = new SlicePanel(canvas, bg, ov);
+      canvas.addEventListener("pointerdown", (e) => {
+        if (p.nv) return;
+        const r = canvas.getBoundingClientRect();
+        setAllMM(p.prev.cssToMm(e.clientX - r.left, e.clientY - r.top, crosshairMM()));
+      });
+    }
+    p.el.dataset.detail = level || "full";
+  });
+  if (!state.mm) {
+    const [lo, hi] = state.panels[0].prev.bounds;
+    state.mm = [0, 1, 2].map((a) => (lo[a] + hi[a]) / 2);
+  }
+  if (!state.window) state.window = robustWindow(state.panels[0].prev.bg);
+  state.viewerReady = true;
+  readWindowFromVolume();
+  render2D();
+  showLocation();
+}
+
+// ---------------------------------------------------------------- NiiVue (zoom, pan, multiplanar, 3D)
+// NiiVue starts only when the reader asks (button, key v, or the multiplanar plane): with software
+// GL its start-up and the upload of full-resolution volumes block the page for seconds.
+const NV_OPTS = {
+  backColor: [0, 0, 0, 1],
+  crosshairColor: [0.2, 0.6, 1.0, 1.0],
+  // thin (0.6 mm): a small finding under the crosshair stays visible on both sides of the line
+  crosshairWidth: 0.6,
+  crosshairWidthUnit: "mm",
+  show3Dcrosshair: false,
+  isColorbar: false,
+  dragAndDropEnabled: false,
+  multiplanarShowRender: 0,
+  isOrientationTextVisible: false, // the DOM letters replace NiiVue's grey ones
+  isRadiologicalConvention: data.radiological !== false,
+  logLevel: "warn",
+};
+
+// The panels' full images as NiiVue volumes; each file fetched and decoded once (``cache``).
+function panelImages(spec, cache) {
   const image = (opts) => {
     if (!cache.has(opts.url)) cache.set(opts.url, NVImage.loadFromUrl(opts));
     return cache.get(opts.url);
   };
-  const vols = [image({ url: withLevel(panelUrl(spec), level), name: "image.nii.gz" })];
+  const vols = [image({ url: panelUrl(spec), name: "image.nii.gz" })];
   if (spec.overlay && data.overlay?.url) {
-    vols.push(image({ url: withLevel(data.overlay.url, level), name: "overlay.nii.gz", opacity: state.opacity }));
+    vols.push(image({ url: data.overlay.url, name: "overlay.nii.gz", opacity: state.opacity }));
   }
   return Promise.all(vols);
 }
 
-async function loadImages(level) {
-  const cache = new Map();
-  return Promise.all(state.panels.map(({ spec }) => panelImages(spec, level, cache)));
+function linkNiivuePanels() {
+  const all = state.panels.filter((p) => p.nv).map((p) => p.nv);
+  for (const nv of all) {
+    nv.broadcastTo(all.filter((o) => o !== nv), { "2d": true, "3d": true, crosshair: true, zoomPan: true,
+                                                  sliceType: true });
+  }
 }
 
-// Put one panel's layers in place (one GPU update), keeping the crosshair position and the window.
-function swapPanel(i, vols, mm, win) {
-  const { nv } = state.panels[i];
+// Panel i drawn by NiiVue: its own canvas (a WebGL one), layers in place (one GPU update) at the
+// current position, plane and window; then the 2D canvas of that panel goes.
+async function niivuePanel(i, cache) {
+  const p = state.panels[i];
+  const old = $("canvas", p.el);
+  const canvas = document.createElement("canvas");
+  canvas.tabIndex = 0;
+  old.after(canvas);
+  const nv = new Niivue({ ...NV_OPTS });
+  await nv.attachToCanvas(canvas);
+  const vols = await panelImages(p.spec, cache);
   if (vols.length > 1) {
     vols[1].setColormapLabel(labelColormap());
     vols[1].opacity = state.opacity;
   }
-  if (win) [vols[0].cal_min, vols[0].cal_max] = win;
+  [vols[0].cal_min, vols[0].cal_max] = state.window;
   // All layers at once and one GPU update per panel (addVolume would rebuild the background twice).
   nv.volumes = vols;
   nv.back = vols[0];
   nv.overlays = vols.slice(1);
   nv.updateGLVolume();
   nv.setSliceType(PLANES[state.plane]);
-  if (mm) nv.scene.crosshairPos = nv.mm2frac(mm);
+  nv.scene.crosshairPos = nv.mm2frac(state.mm);
+  nv.onLocationChange = () => onNiivueLocation(nv);
+  p.nv = nv;
+  nv.drawScene();
+  old.remove();
+  p.prev = null;
+  p.el.dataset.engine = "niivue";
+  linkNiivuePanels();
 }
 
-function showImages(per) {
-  per.forEach((vols, i) => swapPanel(i, vols, null, null));
-  state.viewerReady = true;
-  readWindowFromVolume();
-}
+let niivueStarted = null;
 
-// Decoding and uploading a full image blocks the page (NiiVue works on the main thread; with
-// software GL for seconds). So the full images replace the preview only while the reader pauses
-// (READER_PAUSE_MS without a key or pointer event), one panel at a time, overlay panel first.
-const READER_PAUSE_MS = 2000;
-let lastInput = performance.now();
-for (const ev of ["pointerdown", "keydown", "wheel"]) {
-  document.addEventListener(ev, () => { lastInput = performance.now(); }, { capture: true, passive: true });
-}
-async function readerPause() {
-  for (;;) {
-    const wait = READER_PAUSE_MS - (performance.now() - lastInput);
-    if (wait <= 0) return;
-    await new Promise((r) => setTimeout(r, wait + 20));
-  }
-}
-
-async function upgradeToFull() {
-  const order = state.panels.map((p, i) => i)
-    .sort((a, b) => state.panels[b].spec.overlay - state.panels[a].spec.overlay);
-  const cache = new Map();
-  for (const i of order) {
-    await readerPause();
-    const vols = await panelImages(state.panels[i].spec, "", cache);
-    await readerPause();
-    const v = state.panels[0].nv.volumes[0];
-    swapPanel(i, vols, crosshairMM(), [v.cal_min, v.cal_max]);
-    state.panels[i].el.dataset.detail = "full";
-    showLocation();
-  }
+function startNiivue() {
+  if (!state.viewerReady) return null;
+  if (niivueStarted) return niivueStarted;
+  $("#niivue").disabled = true;
+  document.body.dataset.engine = "loading";
+  status("Starting the 3D viewer (NiiVue); the page may pause for a few seconds…");
+  niivueStarted = (async () => {
+    ({ Niivue, NVImage } = await import("./dist/niivue.js"));
+    const cache = new Map();
+    const order = state.panels.map((p, i) => i)
+      .sort((a, b) => state.panels[b].spec.overlay - state.panels[a].spec.overlay);
+    for (const i of order) {
+      await niivuePanel(i, cache);
+      await new Promise((r) => setTimeout(r, 0)); // let queued clicks and keys run between panels
+    }
+    setAllMM(state.mm);
+    applyCandidatesToOverlay();
+    document.body.dataset.engine = "niivue";
+    $("#niivue").hidden = true;
+    status("3D viewer ready: drag to move, scroll to zoom, multiplanar view available.");
+  })().catch((err) => {
+    console.error(err);
+    status(`3D viewer failed: ${err.message}`, "error");
+    document.body.dataset.engine = "error";
+  });
+  return niivueStarted;
 }
 
 // ---------------------------------------------------------------- keys and wiring
@@ -521,6 +657,7 @@ function onKey(e) {
     d: () => setCandidate(state.selected, [...discardVerdicts][0]),
     r: () => setCandidate(state.selected, form.finding_verdicts[0].value),
     m: () => markMissed(),
+    v: () => startNiivue(),
     x: () => setPlane("axial"),
     c: () => setPlane("coronal"),
     s: () => setPlane("sagittal"),
@@ -553,9 +690,11 @@ function wireControls() {
   $("#mark-missed")?.addEventListener("click", markMissed);
   $("#submit")?.addEventListener("click", submitDecision);
   $("#amend")?.addEventListener("click", startAmendment);
+  $("#niivue").addEventListener("click", startNiivue);
   document.addEventListener("keydown", onKey, { capture: true });
   window.addEventListener("resize", () => state.viewerReady && requestAnimationFrame(drawMarks));
 }
+
 
 async function main() {
   // 1. The form works at once (before any image): wired, then enabled unless already decided.
@@ -568,53 +707,26 @@ async function main() {
   document.body.dataset.formReady = "1";
   status(data.decided ? "Decided (read-only). Loading images…" : "Loading images…");
 
-  // 2. The viewer: preview (downsampled display copies) first, full resolution after.
-  ({ Niivue, NVImage } = await import("./dist/niivue.js"));
-  const opts = {
-    backColor: [0, 0, 0, 1],
-    crosshairColor: [0.2, 0.6, 1.0, 1.0],
-    // thin (0.6 mm): a small finding under the crosshair stays visible on both sides of the line
-    crosshairWidth: 0.6,
-    crosshairWidthUnit: "mm",
-    show3Dcrosshair: false,
-    isColorbar: false,
-    dragAndDropEnabled: false,
-    multiplanarShowRender: 0,
-    isOrientationTextVisible: false, // the DOM letters below replace NiiVue's grey ones
-    isRadiologicalConvention: data.radiological !== false,
-    logLevel: "warn",
-  };
-  for (const [i, spec] of data.panels.entries()) {
-    const nv = new Niivue({ ...opts });
-    const el = $(`#panel-${i}`);
-    await nv.attachToCanvas($("canvas", el));
-    state.panels.push({ nv, spec, el });
-  }
-  const tGl = performance.now();
-  const all = state.panels.map((p) => p.nv);
-  for (const nv of all) {
-    nv.broadcastTo(all.filter((o) => o !== nv), { "2d": true, "3d": true, crosshair: true, zoomPan: true,
-                                                  sliceType: true });
-    nv.onLocationChange = () => showLocation();
-  }
-  const levels = data.preview_level ? [data.preview_level, ""] : [""];
-  const first = await loadImages(levels[0]);
-  showImages(first);
-  for (const p of state.panels) p.el.dataset.detail = levels[0] || "full";
+  // 2. The images as 2D slices (no WebGL): the downsampled preview first when there is one, then
+  //    the full-resolution display copies; NiiVue only when the reader asks for it.
+  state.panels = data.panels.map((spec, i) => ({ spec, el: $(`#panel-${i}`), nv: null, prev: null }));
+  document.body.dataset.engine = "2d";
+  const level = data.preview_level || "";
+  const tShow = performance.now();
+  showSlices(await fetchVolumes(level), level);
   if (state.selected >= 0) selectLesion(state.selected);
-  else showLocation();
   await new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)));
   // time since navigation start (performance.now()'s origin), not since this script started
   const ms = performance.now();
   document.body.dataset.loadMs = ms.toFixed(0);
-  document.body.dataset.glInitMs = (tGl - T0).toFixed(0);
-  document.body.dataset.volumesMs = (performance.now() - tGl).toFixed(0);
-  document.body.dataset.detail = levels[0] || "full";
-  $("#detail").dataset.level = levels[0] || "full";
-  $("#detail").textContent = levels[0] ? "preview resolution" : "";
+  document.body.dataset.volumesMs = (ms - tShow).toFixed(0);
+  document.body.dataset.detail = level || "full";
+  $("#detail").dataset.level = level || "full";
+  $("#detail").textContent = level ? "preview resolution" : "";
   document.body.dataset.ready = "1";
+  $("#niivue").hidden = false;
   status(`${data.decided ? "Decided (read-only). " : ""}Images shown in ${(ms / 1000).toFixed(1)} s` +
-         (levels.length > 1 ? "; loading full resolution…" : "."));
+         (level ? "; loading full resolution…" : "."));
   // the longest time the page was blocked after the images were shown (what a reader feels)
   if (window.PerformanceObserver && PerformanceObserver.supportedEntryTypes?.includes("longtask")) {
     let maxBlock = 0;
@@ -623,16 +735,17 @@ async function main() {
       document.body.dataset.maxBlockMs = maxBlock.toFixed(0);
     }).observe({ type: "longtask" });
   }
-  if (levels.length > 1) {
-    // the reader gets the page first: the full images load while the reader pauses (counted from now)
-    lastInput = Math.max(lastInput, performance.now());
-    await upgradeToFull();
+  if (level) {
+    // fetched and gunzipped by the browser's streams (the page stays responsive), then swapped in
+    showSlices(await fetchVolumes(""), "");
     document.body.dataset.fullMs = performance.now().toFixed(0);
     document.body.dataset.detail = "full";
     $("#detail").dataset.level = "full";
     $("#detail").textContent = "";
-    status(`${data.decided ? "Decided (read-only). " : ""}Full resolution in ` +
-           `${(performance.now() / 1000).toFixed(1)} s.`);
+    if (!niivueStarted) {
+      status(`${data.decided ? "Decided (read-only). " : ""}Full resolution in ` +
+             `${(performance.now() / 1000).toFixed(1)} s.`);
+    }
   }
 }
 
