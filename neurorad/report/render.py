@@ -324,6 +324,9 @@ def build_report(workflow: Workflow, result: WorkflowResult, review: Review | No
         sections = list(workflow.report_sections(shown, review))
     else:
         sections = [ReportSection("Result not usable", (workflow.not_usable_text(),))]
+    if context.result_dir is not None:  # a section's figures may be named relative to the result folder
+        sections = [replace(sec, figures=tuple(str(Path(context.result_dir) / f) if not Path(f).is_absolute() else f
+                                               for f in sec.figures)) for sec in sections]
 
     images: list[tuple[Path, str]] = []
     if accepted and context.result_dir is not None:

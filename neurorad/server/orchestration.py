@@ -603,11 +603,14 @@ class DataPlane:
                     dates[role] = str(ds.StudyDate)
             except Exception:
                 log.debug("no study date for role %s", role, exc_info=True)
-        return WorkflowInputs(series, dates, self._prior_results(s, run),
-                              dict(self.settings.workflow_options.get(run.workflow, {})))
+        priors = self._prior_results(s, run)
+        return WorkflowInputs(series, dates, [(res, rev) for res, rev, _ in priors],
+                              dict(self.settings.workflow_options.get(run.workflow, {})),
+                              prior_dirs=[d for _, _, d in priors])
 
-    def _prior_results(self, s: Session, run: WorkflowRun) -> list[tuple[WorkflowResult, Review | None]]:
-        """Accepted results of the same workflow on the same patient's earlier studies, newest first."""
+    def _prior_results(self, s: Session, run: WorkflowRun) -> list[tuple[WorkflowResult, Review | None, Path]]:
+        """Accepted results of the same workflow on the same patient's earlier studies, newest first,
+        with their folders."""
         study = s.get(Study, run.study_id)
         rows = s.execute(select(WorkflowRun, QADecision).join(Study, Study.id == WorkflowRun.study_id)
                          .join(QADecision, QADecision.id == WorkflowRun.decision_id)
@@ -620,11 +623,12 @@ class DataPlane:
             if anchor is None:
                 continue
             path = self.storage.abspath(anchor.path)
+            folder = path.parent if path.name == WorkflowResult.RESULT_JSON else path
             try:
-                res = WorkflowResult.read_json(path if path.name == WorkflowResult.RESULT_JSON else path.parent)
+                res = WorkflowResult.read_json(folder)
             except Exception:  # an older result in another shape: not a comparable prior
                 continue
-            out.append((res, review_of(dec)))
+            out.append((res, review_of(dec), folder))
         return out
 
     def _run_workflow_job(self, lease: Lease) -> str:

@@ -473,6 +473,9 @@ class Panel:
     title: str
     background: str
     overlay: bool = False
+    #: shown only when the result has this volume (e.g. an earlier time point that exists only when
+    #: the patient has accepted prior results); a missing non-optional panel is an error
+    optional: bool = False
 
 
 @dataclass(frozen=True)
@@ -511,14 +514,17 @@ class WorkflowInputs:
 
     ``study_dates``: role -> ISO date of the study the series belongs to (when known);
     ``prior_results``: accepted earlier results of the same workflow for the same patient, newest
-    first, with their reviews (for longitudinal comparisons); ``options``: engine choice and
-    workflow options from the CLI or the site's settings.
+    first, with their reviews (for longitudinal comparisons), and ``prior_dirs`` their folders;
+    ``options``: engine choice and workflow options from the CLI or the site's settings.
     """
 
     series: dict[str, Path]
     study_dates: dict[str, str] = field(default_factory=dict)
     prior_results: list[tuple[WorkflowResult, Review | None]] = field(default_factory=list)
     options: dict[str, Any] = field(default_factory=dict)
+    #: the folder of each of ``prior_results`` (same order; None when not available), so a workflow
+    #: can show an earlier time point's images beside the current ones
+    prior_dirs: list[Path | None] = field(default_factory=list)
 
     def path(self, role: str) -> Path:
         try:

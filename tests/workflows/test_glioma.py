@@ -123,3 +123,70 @@ def test_phantom_end_to_end(tmp_path) -> None:
     assert res.quantity("enhancing_volume").value > 0
     assert res.quantity("rano_product").value > 0
     assert res.findings and res.findings[0].volume_ml > 0.5 * wt_true
+
+
+def _blobs(shape: tuple[int, int, int], seed: int) -> np.ndarray:
+    from scipy import ndimage as ndi
+
+    rng = np.random.default_rng(seed)
+    img = ndi.gaussian_filter(rng.normal(size=shape), 2.5)
+    return (100 * (img - img.min()) / np.ptp(img)).astype(np.float32)
+
+
+def test_three_time_points_prior_flair_panels_and_table(tmp_path) -> None:
+    """Accepted priors' FLAIR, moved by 4 mm / 3 deg, come back onto this study's grid as optional
+    viewer panels; a rejected prior is not shown; the report's table lists t-2, t-1 and t."""
+    from neurorad.image.geometry import rigid_matrix
+    from neurorad.image.nifti import save_nifti
+    from neurorad.image.volume import Volume
+    from neurorad.preprocess.registration import RegistrationLimits
+    from neurorad.server.web.review import build_review
+    from neurorad.workflows.glioma.workflow import prior_flairs, time_point_table
+
+    wf = GliomaWorkflow()
+    aff = np.diag([2.0, 2.0, 2.0, 1.0])
+    aff[:3, 3] = -40.0
+    t1c, flair = _blobs((40, 40, 40), 1), _blobs((40, 40, 40), 2)
+    ref = Volume(t1c, aff)
+    moved = rigid_matrix((3.0, 0.0, 0.0), (4.0, 0.0, 0.0), ref.center_mm) @ aff
+    priors = []
+    for label in ("p1", "p2"):
+        d = tmp_path / label
+        d.mkdir()
+        save_nifti(Volume(t1c, moved), d / "t1c.nii.gz")
+        save_nifti(Volume(flair, moved), d / "flair.nii.gz")
+        res = WorkflowResult(wf.name, wf.version, volumes={"t1c": "t1c.nii.gz", "flair": "flair.nii.gz"},
+                             quantities=[Quantity("whole_tumour_volume", 10.0, "mL")])
+        priors.append((d, res))
+    inputs = WorkflowInputs({}, prior_results=[(priors[0][1], Review("ACCEPTABLE")),
+                                               (priors[1][1], Review("UNACCEPTABLE"))],
+                            prior_dirs=[priors[0][0], priors[1][0]])
+    got = prior_flairs(inputs, ref, ref, "sitk", RegistrationLimits(min_nmi=1.01))  # elastix: ~50 s here
+    assert sorted(got) == ["t-1"]  # the rejected t-2 is not shown
+    inner = (slice(8, 32),) * 3
+    r = np.corrcoef(np.asarray(got["t-1"].data)[inner].ravel(), flair[inner].ravel())[0, 1]
+    assert r > 0.95  # back in place; unregistered, the moved FLAIR correlates far less:
+    from neurorad.preprocess.transforms import resample
+
+    naive = np.asarray(resample(Volume(flair, moved), ref, None, "linear").data)
+    assert np.corrcoef(naive[inner].ravel(), flair[inner].ravel())[0, 1] < 0.9
+
+    # viewer: the prior panel appears only when its image exists
+    out = tmp_path / "result"
+    out.mkdir()
+    for s in ("t1c", "t1", "t2", "flair"):
+        save_nifti(Volume(t1c, aff), out / f"{s}.nii.gz")
+    save_nifti(got["t-1"], out / "flair_t-1.nii.gz")
+    res = WorkflowResult(wf.name, wf.version, volumes={**{s: f"{s}.nii.gz" for s in ("t1c", "t1", "t2", "flair")},
+                                                       "flair_t-1": "flair_t-1.nii.gz"})
+    page = build_review(out, 1, lambda n: n, wf, res)
+    assert [p["background"] for p in page["panels"]] == ["flair", "t1c", "t2", "t1", "flair_t-1"]
+
+    table = time_point_table(
+        WorkflowResult(wf.name, wf.version, quantities=[Quantity("whole_tumour_volume", 14.5, "mL")],
+                       extra={"study_date": "20240301"}),
+        [{"accepted": True, "compatible": True, "whole_tumour_volume": 10.0, "date": "20230901", "version": "0.1.0"},
+         {"accepted": False, "compatible": True, "whole_tumour_volume": 9.0, "date": "20230301", "version": "0.1.0"}])
+    assert [r[0] for r in table.rows] == ["t-2", "t-1", "t (this study)"]
+    assert [r[2] for r in table.rows] == ["9.00", "10.00", "14.50"]
+    assert table.rows[0][-1] == "not compared: not accepted" and table.rows[1][-1] == "compared"

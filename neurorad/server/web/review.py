@@ -100,8 +100,12 @@ def build_review(folder: Path, result_version: int, file_url: Any, workflow: Wor
     legacy keys of the first page (``sequences``, ``lesions`` ...) are derived from the same data.
     """
     result = result or read_result(folder)
-    used = [p.background for p in workflow.viewer.panels]
-    missing = [k for k in dict.fromkeys(used) if k not in result.volumes or not (folder / result.volumes[k]).is_file()]
+    def present(key: str) -> bool:
+        return key in result.volumes and (folder / result.volumes[key]).is_file()
+
+    panels_shown = [p for p in workflow.viewer.panels if not p.optional or present(p.background)]
+    used = [p.background for p in panels_shown]
+    missing = [k for k in dict.fromkeys(used) if not present(k)]
     if not used or missing:
         raise InputError("result folder has no viewable image for the panel(s) " + ", ".join(missing or ["(none)"]),
                          folder)
@@ -120,7 +124,7 @@ def build_review(folder: Path, result_version: int, file_url: Any, workflow: Wor
         d["x_mm"], d["y_mm"], d["z_mm"] = (round(float(c), 1) for c in centre)
         findings.append(d)
     panels = [{"title": p.title, "background": p.background, "timepoint": p.background, "url": volumes[p.background],
-               "overlay": p.overlay} for p in workflow.viewer.panels]
+               "overlay": p.overlay} for p in panels_shown]
     return {
         "workflow": workflow.name,
         "workflow_title": workflow.title or workflow.name,

@@ -108,6 +108,9 @@ class GliomaWorkflow(Workflow):
         Panel("Post-contrast T1 (bias-corrected)", "t1c", overlay=True),
         Panel("T2 (registered to T1c)", "t2"),
         Panel("Pre-contrast T1 (registered to T1c)", "t1"),
+        # EASE's three-time-point reading: the accepted priors' FLAIR on this study's grid
+        Panel("FLAIR t-1 (accepted prior, registered to this T1c)", "flair_t-1", optional=True),
+        Panel("FLAIR t-2 (accepted prior, registered to this T1c)", "flair_t-2", optional=True),
     ), kind_colours={"component": "#ff4040"})
     reference_quantity = "whole_tumour_volume"
     engines = {"classical": "multi-contrast thresholds relative to normal brain (baseline; synthetic validation)"}
@@ -194,6 +197,12 @@ class GliomaWorkflow(Workflow):
             key_images = [KeyImage("key_flair.png", "FLAIR through the largest component, whole tumour in red", 1),
                           KeyImage("key_t1c.png", "T1c through the largest component, enhancing tumour in yellow", 1)]
         step("files", t)
+        t = time.perf_counter()
+        prior_volumes = {}
+        for label, vol in prior_flairs(inputs, fixed, ref, backend, limits).items():
+            save_nifti(vol, out_dir / f"flair_{label}.nii.gz")
+            prior_volumes[f"flair_{label}"] = f"flair_{label}.nii.gz"
+        step("priors", t, shown=sorted(prior_volumes))
         alarms = []
         if seg.n_components > 1:
             alarms.append(Alarm("components", f"{seg.n_components} separate tumour components: check each for a "
@@ -201,7 +210,7 @@ class GliomaWorkflow(Workflow):
         result = WorkflowResult(
             self.name, self.version, findings=findings, key_images=key_images, alarms=alarms,
             mask="tumour_components.nii.gz", reference_role="t1c",
-            volumes={s: f"{s}.nii.gz" for s in SEQUENCES},
+            volumes={**{s: f"{s}.nii.gz" for s in SEQUENCES}, **prior_volumes},
             files={"classes": "tumour_classes.nii.gz (1 necrosis, 2 non-enhancing, 3 enhancing)",
                    "brain_mask": "brain_mask.nii.gz"},
             extra={"engine": engine, "brain_engine": brain_engine, "slice_thickness_mm": thickness,
@@ -270,8 +279,9 @@ class GliomaWorkflow(Workflow):
         out = []
         for res, review in inputs.prior_results[:2]:
             q = res.quantity("whole_tumour_volume")
+            regional = {f"{r}_volume": getattr(res.quantity(f"{r}_volume"), "value", None) for r in REGIONS.values()}
             out.append({"accepted": bool(review is not None and review.accepted),
-                        "whole_tumour_volume": None if q is None else q.value, "version": res.version,
+                        "whole_tumour_volume": None if q is None else q.value, **regional, "version": res.version,
                         "compatible": res.version.split(".")[0] == self.version.split(".")[0],
                         "date": res.extra.get("study_date")})
         return out
@@ -379,6 +389,11 @@ class GliomaWorkflow(Workflow):
                 tuple((str(f.id), format_value(f.volume_ml),
                        *(format_value(f.measurement(f"{r}_volume").value if f.measurement(f"{r}_volume") else None)
                          for r in ("enhancing", "non_enhancing", "necrosis"))) for f in result.findings))))
+        priors = result.extra.get("priors") or []
+        if priors:
+            sections.append(ReportSection("Time points", (
+                "Volumes of this study and the two earlier ones; changes are computed only against accepted "
+                "results of a compatible software version.",), table=time_point_table(result, priors)))
         sections.append(ReportSection("Method", (
             "Rigid registration of T1, T2 and FLAIR to post-contrast T1, brain extraction, N4 bias correction, "
             f"segmentation with the {result.extra.get('engine', '?')} engine. Volume changes of 40% or more "
@@ -389,6 +404,47 @@ class GliomaWorkflow(Workflow):
     def not_usable_text(self) -> str:
         return ("The automatic tumour segmentation was reviewed and judged not usable (UNACCEPTABLE); no "
                 "volumetric assessment is possible for this study. Read the images without the software result.")
+
+
+def time_point_table(result: WorkflowResult, priors: list[dict[str, Any]]) -> ReportTable:
+    """t-2, t-1 and t with date, regional volumes (mL), software version and whether they were compared."""
+    qs = {q.name: q.value for q in result.quantities}
+    rows = []
+    for label, p in reversed(list(zip(("t-1", "t-2"), priors, strict=False))):
+        status = ("compared" if p.get("accepted") and p.get("compatible") else
+                  "not compared: not accepted" if not p.get("accepted") else "not compared: incompatible version")
+        rows.append((label, str(p.get("date") or "-"), format_value(p.get("whole_tumour_volume")),
+                     format_value(p.get("enhancing_volume")), format_value(p.get("non_enhancing_volume")),
+                     str(p.get("version") or "-"), status))
+    rows.append(("t (this study)", str(result.extra.get("study_date") or "-"),
+                 format_value(qs.get("whole_tumour_volume")), format_value(qs.get("enhancing_volume")),
+                 format_value(qs.get("non_enhancing_volume")), result.version, "current"))
+    return ReportTable(("Time point", "Date", "Whole tumour (mL)", "Enhancing (mL)", "Non-enhancing (mL)",
+                        "Software", "Comparison"), tuple(rows))
+
+
+def prior_flairs(inputs: WorkflowInputs, fixed: Volume, ref: Volume, backend: str, limits: Any) -> dict[str, Volume]:
+    """The FLAIR of the two newest accepted prior results, rigidly registered (prior T1c -> this T1c on
+    the brain's box ``fixed``) and resampled onto ``ref``: ``{"t-1": ..., "t-2": ...}``. A prior
+    without its folder or images, or whose registration fails, is left out (the panel is optional)."""
+    from neurorad.image.nifti import load_nifti
+    from neurorad.preprocess.registration import register
+    from neurorad.preprocess.transforms import resample
+
+    out: dict[str, Volume] = {}
+    dirs = list(inputs.prior_dirs) + [None] * len(inputs.prior_results)
+    for label, (res, review), folder in zip(("t-1", "t-2"), inputs.prior_results[:2], dirs, strict=False):
+        if folder is None or review is None or not review.accepted:
+            continue
+        t1c, flair = (Path(folder) / res.volumes.get(k, "") for k in ("t1c", "flair"))
+        if not (res.volumes.get("t1c") and res.volumes.get("flair") and t1c.is_file() and flair.is_file()):
+            continue
+        try:
+            r = register(fixed, load_nifti(t1c), "rigid", backend, limits=limits)
+        except ProcessingError:
+            continue
+        out[label] = resample(load_nifti(flair), ref, r.transform, "linear")
+    return out
 
 
 def _same_patient(vols: dict[str, Volume]) -> None:
