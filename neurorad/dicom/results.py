@@ -486,7 +486,7 @@ def write_encapsulated_pdf(
 
 # ----------------------------------------------------------------------------- secondary capture
 def write_secondary_captures(
-    images: Sequence[np.ndarray | tuple[np.ndarray, tuple[str, str]]],
+    images: Sequence[np.ndarray | tuple[np.ndarray, tuple[str, ...]]],
     ref: Dataset,
     out_dir: str | Path,
     series_description: str = "Key images (neurorad, draft)",
@@ -497,8 +497,11 @@ def write_secondary_captures(
 
     Each image may come with the letters of its (left, top) edges, default ``("R", "A")`` (axial,
     radiological convention); ``PatientOrientation`` is derived from them (PS3.3 C.7.6.1.1.1:
-    the direction of the rows then of the columns, so ``("R", "A")`` -> ``L\\P``). BodyPartExamined
-    is copied from ``ref`` (``HEAD`` when absent): an unpaired structure, so Laterality is absent.
+    the direction of the rows then of the columns, so ``("R", "A")`` -> ``L\\P``). Empty letters
+    (``()``: panels of different planes side by side, or no patient plane) give an empty
+    ``PatientOrientation`` (Type 2C, zero length allowed) rather than a wrong one; such images
+    carry their orientation as burned-in letters only. BodyPartExamined is copied from ``ref``
+    (``HEAD`` when absent): an unpaired structure, so Laterality is absent.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -509,6 +512,7 @@ def write_secondary_captures(
         img = np.ascontiguousarray(np.asarray(img, dtype=np.uint8))
         if img.ndim != 3 or img.shape[2] != 3:
             raise ValueError("secondary capture images must be rows x columns x 3 (RGB)")
+        mixed = len(letters) == 0
         sc = hd.sc.SCImage.from_ref_dataset(
             ref_dataset=ref,
             pixel_array=img,
@@ -520,9 +524,11 @@ def write_secondary_captures(
             sop_instance_uid=sop_instance_uids[n - 1] if sop_instance_uids else generate_uid(),
             instance_number=n,
             manufacturer=MANUFACTURER,
-            patient_orientation=patient_orientation(letters),
+            patient_orientation=patient_orientation(("R", "A") if mixed else letters),
             series_description=series_description[:64],
         )
+        if mixed:
+            sc.PatientOrientation = None  # present, zero length (Type 2C): no single one fits
         sc.BodyPartExamined = str(ref.get("BodyPartExamined", "") or "HEAD")
         p = out_dir / f"sc_{n:03d}.dcm"
         sc.save_as(p)

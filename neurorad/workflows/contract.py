@@ -202,12 +202,14 @@ class Alarm:
 @dataclass(frozen=True)
 class KeyImage:
     """A key image: an RGB PNG in radiological convention (patient right on image left), with the
-    orientation letters of its left and top edges (``("R", "A")`` for an axial slice so shown)."""
+    orientation letters of its left and top edges (``("R", "A")`` for an axial slice so shown;
+    ``()`` for an image whose panels show different planes, e.g. axial beside coronal: its DICOM
+    secondary capture then has an empty PatientOrientation instead of a wrong one)."""
 
     path: str  # relative to the result folder
     caption: str
     finding_id: int | None = None
-    orientation: tuple[str, str] = ("R", "A")
+    orientation: tuple[str, ...] = ("R", "A")
 
     def to_dict(self) -> dict[str, Any]:
         return {"path": self.path, "caption": self.caption, "finding_id": self.finding_id,
@@ -215,8 +217,9 @@ class KeyImage:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> KeyImage:
-        o = d.get("orientation") or ("R", "A")
-        return cls(str(d["path"]), str(d.get("caption", "")), d.get("finding_id"), (str(o[0]), str(o[1])))
+        o = d.get("orientation")
+        o = ("R", "A") if o is None else tuple(str(x) for x in o)  # [] (mixed planes) stays empty
+        return cls(str(d["path"]), str(d.get("caption", "")), d.get("finding_id"), o)
 
 
 @dataclass(frozen=True)

@@ -91,3 +91,14 @@ def test_encapsulated_pdf_and_secondary_capture(tmp_path, scene) -> None:
     d = pydicom.dcmread(sc[0])
     assert d.PhotometricInterpretation == "RGB" and d.StudyInstanceUID == source[0].StudyInstanceUID
     assert np.array_equal(d.pixel_array, rgb)
+    assert list(d.PatientOrientation) == ["L", "P"]  # default: axial, radiological convention
+    # a coronal key image (left edge R, top S) runs to the patient's left and feet; an image with
+    # panels of different planes gets an empty PatientOrientation rather than a wrong one
+    cor, mixed = dres.write_secondary_captures([(rgb, ("R", "S")), (rgb, ())], source[0], tmp_path / "sc2")
+    assert list(pydicom.dcmread(cor).PatientOrientation) == ["L", "F"]
+    m = pydicom.dcmread(mixed)
+    assert "PatientOrientation" in m and not m.PatientOrientation and np.array_equal(m.pixel_array, rgb)
+    from neurorad.workflows.contract import KeyImage
+
+    assert KeyImage.from_dict(KeyImage("k.png", "axial | coronal", 1, ()).to_dict()).orientation == ()
+    assert KeyImage.from_dict({"path": "k.png"}).orientation == ("R", "A")

@@ -161,14 +161,15 @@ class ICHWorkflow(Workflow):
             axis_figure(reorient(scan.ct, "RAS"), reorient(scan.haematoma, "RAS"), scan.shape.diameters,
                         rules.axis_type(scan.shape.diameters), out_dir / name,
                         "Current CT" if fid == 1 else "Prior CT")
+            # axial beside coronal: no single PatientOrientation fits (the SC gets an empty one)
             keys.append(KeyImage(name, f"{'Current' if fid == 1 else 'Prior'} CT: slices of maximum haematoma "
-                                 "area with AP/LR (axial) and SI (coronal) extents", fid))
+                                 "area with AP/LR (axial) and SI (coronal) extents", fid, ()))
         if pair is not None and pair.movement is not None and current.space == "template":
             from neurorad.preprocess.template_registration import template
 
             centre_arrow_figure(template(1.0)[0], prior.shape.centre_mm, current.shape.centre_mm,
                                 out_dir / "centre_movement.png")
-            keys.append(KeyImage("centre_movement.png", "Haematoma centre movement on the MNI152 template", 1))
+            keys.append(KeyImage("centre_movement.png", "Haematoma centre movement on the MNI152 template", 1, ()))
         return keys
 
     @staticmethod
