@@ -81,7 +81,10 @@ def register(app: typer.Typer) -> None:
         app_ = create_app(settings)
         typer.echo(f"neurorad: API on http://{host}:{port}, DICOM {settings.ae_title}@{settings.dicom_host}:"
                    f"{dicom_port}, data in {settings.data_dir}", err=True)
-        uvicorn.run(app_, host=host, port=port, log_level="warning", access_log=False)
+        # keep idle connections 75 s (nginx's keepalive_timeout default), not uvicorn's 5 s: a client
+        # (or proxy) reusing a connection after a few seconds of reading otherwise races the server's
+        # close and gets "connection reset" (bench/load_locust.py saw it at 2-6 s think times)
+        uvicorn.run(app_, host=host, port=port, log_level="warning", access_log=False, timeout_keep_alive=75)
 
     @app.command("worker")
     def worker(

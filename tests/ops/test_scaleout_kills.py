@@ -106,9 +106,9 @@ def test_killed_neurorad_worker_mid_run_every_study_ends_once(dask_procs, tmp_pa
                                    concurrency=2)
     try:
         _wait(lambda: _running_on_dask(plane), 90, "a job of the victim to run on Dask")
-        kill(victim)
         with plane.db.read_session() as s:
             owners = {j.lease_owner for j in s.scalars(select(Job).where(Job.state == "running"))}
+        kill(victim)
         assert owners and "survivor" not in owners  # the killed worker held the running jobs
         _drain(settings, plane, dask_procs.address, 90)
     finally:
