@@ -153,6 +153,17 @@ def test_reopened_decision_shows_as_decided_and_amendment_needs_reason(phantom, 
         draft = page.locator('#reports a[data-version="1"]').get_attribute("href")
         assert draft.startswith("/web/api/studies/7/reports/1")
 
+        # the mouse wheel scrolls the slices of all panels (one slice per notch, up = superior)
+        s0 = int(page.locator("#location").get_attribute("data-slice"))
+        box = page.locator("#panel-0 canvas").bounding_box()
+        page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+        page.mouse.wheel(0, -120)
+        page.wait_for_function(f"document.getElementById('location').dataset.slice !== '{s0}'", timeout=TIMEOUT_MS)
+        assert int(page.locator("#location").get_attribute("data-slice")) == s0 + 1
+        assert len(set(page.locator("#location").get_attribute("data-panels-mm").split(";"))) == 1
+        page.mouse.wheel(0, 120)  # and back (finding 2 is small: cut by the first slice only)
+        page.wait_for_function(f"document.getElementById('location').dataset.slice === '{s0}'", timeout=TIMEOUT_MS)
+
         # changing it is an amendment, which needs a reason
         page.click("#amend")
         assert page.locator("#amend-box").is_visible()

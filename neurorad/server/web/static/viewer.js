@@ -514,6 +514,12 @@ function showSlices(per, level) {
         const r = canvas.getBoundingClientRect();
         setAllMM(p.prev.cssToMm(e.clientX - r.left, e.clientY - r.top, crosshairMM()));
       });
+      // the mouse wheel scrolls slices, as in NiiVue and PACS viewers
+      canvas.addEventListener("wheel", (e) => {
+        if (p.nv || !e.deltaY) return;
+        e.preventDefault();
+        scrollSlices(e.deltaY < 0 ? 1 : -1);
+      }, { passive: false });
     }
     p.el.dataset.detail = level || "full";
   });
@@ -692,7 +698,7 @@ function wireControls() {
   $("#amend")?.addEventListener("click", startAmendment);
   $("#niivue").addEventListener("click", startNiivue);
   document.addEventListener("keydown", onKey, { capture: true });
-  window.addEventListener("resize", () => state.viewerReady && requestAnimationFrame(drawMarks));
+  window.addEventListener("resize", () => state.viewerReady && requestAnimationFrame(render2D));
 }
 
 
