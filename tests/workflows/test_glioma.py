@@ -190,3 +190,54 @@ def test_three_time_points_prior_flair_panels_and_table(tmp_path) -> None:
     assert [r[0] for r in table.rows] == ["t-2", "t-1", "t (this study)"]
     assert [r[2] for r in table.rows] == ["9.00", "10.00", "14.50"]
     assert table.rows[0][-1] == "not compared: not accepted" and table.rows[1][-1] == "compared"
+
+
+def _head(shape=(48, 48, 48), spacing=(2.0, 2.0, 2.0), seed=0, **meta):
+    """A tiny synthetic 'head' (blobs) and its brain ball (radius 42 mm: 310 mL, over the 300 mL floor)."""
+    from neurorad.image.volume import Volume
+
+    aff = np.diag([*spacing, 1.0])
+    aff[:3, 3] = [-(n - 1) * sp / 2 for n, sp in zip(shape, spacing, strict=True)]
+    vol = Volume(_blobs(shape, seed), aff, dict(meta))
+    r = np.linalg.norm(vol.voxel_to_world(np.argwhere(np.ones(shape, bool)).astype(float)), axis=1).reshape(shape)
+    return vol, r <= 42.0
+
+
+def _run(series, brain, tmp_path):
+    from neurorad.workflows.contract import WorkflowInputs
+
+    wf = GliomaWorkflow()
+    return wf.run(WorkflowInputs(series, options={"brain_mask": brain, "registration_backend": "sitk"}),
+                  tmp_path, lambda f, m: None)
+
+
+@pytest.mark.parametrize("bad", ["thick_2d", "constant", "other_patient", "slab_fov"])
+def test_bad_inputs_are_refused_before_any_work(bad, tmp_path) -> None:
+    """Each bad series is named with its problem (the runner then leaves no result folder)."""
+    from neurorad.image.volume import Volume
+
+    series = {}
+    for i, s in enumerate(("t1c", "t1", "t2", "flair")):
+        series[s], brain = _head(seed=i, dicom={"PatientID": "P1"})
+    flair = series["flair"]
+    if bad == "thick_2d":  # a 2D FLAIR with 6 mm slices
+        series["flair"], _ = _head((48, 48, 16), (2.0, 2.0, 6.0), dicom={"PatientID": "P1", "MRAcquisitionType": "2D"})
+        match = "FLAIR is a 2D acquisition with 6.0 mm slices"
+    elif bad == "constant":
+        series["flair"] = flair.with_data(np.full(flair.spatial_shape, 7.0, np.float32))
+        match = "FLAIR is empty"
+    elif bad == "other_patient":
+        series["t2"] = Volume(series["t2"].data, series["t2"].affine, {"dicom": {"PatientID": "P2"}})
+        match = "different patients"
+    else:  # a FLAIR slab: the upper 24 of 48 slices only (the whole FLAIR, moved by 6 mm, passes)
+        from neurorad.image.geometry import rigid_matrix
+        from neurorad.workflows.glioma.workflow import _check_fov
+
+        _check_fov({**series, "flair": Volume(flair.data, rigid_matrix((0, 0, 5.0), (6.0, 0, 0)) @ flair.affine)},
+                   series["t1c"], brain)
+        series["flair"] = Volume(flair.data[..., 24:].copy(), flair.affine @ np.array(
+            [[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 24], [0, 0, 0, 1.0]]), {"dicom": {"PatientID": "P1"}})
+        match = r"FLAIR covers only \d+% of the brain seen on T1c \(mismatched field of view\)"
+    with pytest.raises(InputError, match=match):
+        _run(series, brain, tmp_path)
+    assert not list(tmp_path.iterdir())  # refused before anything was written

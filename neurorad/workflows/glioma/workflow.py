@@ -139,6 +139,7 @@ class GliomaWorkflow(Workflow):
         if _volume_ml(brain, ref.spacing_mm) < 300.0:
             raise ProcessingError(f"brain extraction found only {_volume_ml(brain, ref.spacing_mm):.0f} mL of brain "
                                   "on T1c; check the series (is it a head MR?)")
+        _check_fov(raw, ref, brain)
         step("brain", t, engine=brain_engine)
         t = time.perf_counter()
         progress(0.25, "register T1, T2, FLAIR to T1c")
@@ -445,6 +446,27 @@ def prior_flairs(inputs: WorkflowInputs, fixed: Volume, ref: Volume, backend: st
             continue
         out[label] = resample(load_nifti(flair), ref, r.transform, "linear")
     return out
+
+
+#: a sequence must cover at least this fraction of the brain found on T1c (field-of-view check)
+MIN_BRAIN_COVERAGE = 0.8
+
+
+def _check_fov(raw: dict[str, Volume], ref: Volume, brain: np.ndarray) -> None:
+    """Refuse a sequence whose field of view misses part of the brain seen on T1c (a slab, another
+    body part, a different position): segmentation there would silently lose tumour. Judged in world
+    coordinates before registration, so misalignments of a few millimetres do not matter."""
+    idx = np.argwhere(brain)
+    if not len(idx):
+        return
+    world = ref.voxel_to_world(idx[:: max(1, len(idx) // 20000)].astype(float))
+    for s in ("t1", "t2", "flair"):
+        v = raw[s]
+        vox = v.world_to_voxel(world)
+        inside = float(np.all((vox >= -0.5) & (vox <= np.asarray(v.spatial_shape) - 0.5), axis=1).mean())
+        if inside < MIN_BRAIN_COVERAGE:
+            raise InputError(f"{s.upper()} covers only {inside:.0%} of the brain seen on T1c (mismatched field of "
+                             "view); send a series covering the whole brain", v.metadata.get("source"))
 
 
 def _same_patient(vols: dict[str, Volume]) -> None:
