@@ -104,6 +104,13 @@ def compare_cmd(
     js, md = write_comparison(ref, cmp)
     typer.echo(cmp.table())
     typer.echo(f"{cmp.verdict}: {cmp.reason}")
+    if cmp.verdict == "INCOMPATIBLE":
+        import json
+
+        new_version = json.loads((ref.run_dir(new) / "run.json").read_text())["workflow_version"]
+        typer.echo(f"when deploying it, set the site's workflow_options: {{{ref.workflow!r}: "
+                   f"{{'volumes_incompatible_before': {new_version!r}}}}} (reports then warn and comparisons across "
+                   "the versions are refused, where the workflow supports it; docs/glioma.md)")
     typer.echo(f"written: {md}, {js}")
     if not cmp.passed:
         raise typer.Exit(1)

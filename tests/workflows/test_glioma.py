@@ -241,3 +241,23 @@ def test_bad_inputs_are_refused_before_any_work(bad, tmp_path) -> None:
     with pytest.raises(InputError, match=match):
         _run(series, brain, tmp_path)
     assert not list(tmp_path.iterdir())  # refused before anything was written
+
+
+def test_update_boundary_refuses_comparison_and_warns() -> None:
+    """After `reference-set compare` found an update INCOMPATIBLE, the site sets
+    volumes_incompatible_before: older priors are not compared and every report warns."""
+    from neurorad.workflows.glioma.workflow import update_alarms
+
+    wf = GliomaWorkflow()
+    prior = WorkflowResult(wf.name, "0.0.9", quantities=[Quantity("whole_tumour_volume", 10.0, "mL")])
+    same = WorkflowResult(wf.name, wf.version, quantities=[Quantity("whole_tumour_volume", 10.0, "mL")])
+    priors = [(same, Review("ACCEPTABLE")), (prior, Review("ACCEPTABLE"))]
+    assert [p["compatible"] for p in wf._priors(WorkflowInputs({}, prior_results=priors))] == [True, True]
+    bounded = wf._priors(WorkflowInputs({}, prior_results=priors, options={"volumes_incompatible_before": "0.1.0"}))
+    assert [p["compatible"] for p in bounded] == [True, False]
+    res = _result([(0.0, 14.0, 0.0)], bounded)
+    assert res.quantity("volume_change_t1") is not None and res.quantity("volume_change_t2") is None
+    assert "withheld" in res.summary
+    (alarm,) = update_alarms("0.1.0", wf.version)
+    assert "not comparable" in alarm.message and alarm.severity == "warning"
+    assert update_alarms(None, wf.version) == []

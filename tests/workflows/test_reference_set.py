@@ -127,6 +127,11 @@ def test_cli_add_run_review_compare_writes_the_table(tmp_path) -> None:
         written = json.loads((folder / "compare_1.0.0_vs_1.2.0.json").read_text())
         assert written["verdict"] == "QA_NEEDED" and written["cases"][0]["accepted"] is True
         assert (folder / "compare_1.0.0_vs_1.2.0.md").read_text().count("| c1") == 1
+        registry.register(_versions("2.0.0", -0.1))  # the whole field of view: +730 %
+        assert cli.invoke(app, ["run", str(folder)]).exit_code == 0
+        r = cli.invoke(app, ["compare", str(folder), "--old", "1.0.0", "--new", "2.0.0"])
+        assert r.exit_code == 1 and "INCOMPATIBLE" in r.output and "+730.8" in r.output
+        assert "'volumes_incompatible_before': '2.0.0'" in r.output
     finally:
         registry.unregister(Stub.name)
 

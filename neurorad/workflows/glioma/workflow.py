@@ -208,6 +208,7 @@ class GliomaWorkflow(Workflow):
         if seg.n_components > 1:
             alarms.append(Alarm("components", f"{seg.n_components} separate tumour components: check each for a "
                                               "false positive (EASE's sanity check)", "info"))
+        alarms += update_alarms(opts.get("volumes_incompatible_before"), self.version)
         result = WorkflowResult(
             self.name, self.version, findings=findings, key_images=key_images, alarms=alarms,
             mask="tumour_components.nii.gz", reference_role="t1c",
@@ -276,14 +277,27 @@ class GliomaWorkflow(Workflow):
         return out
 
     def _priors(self, inputs: WorkflowInputs) -> list[dict[str, Any]]:
-        """Accepted earlier results (newest first) usable for comparison: same major version only."""
+        """Earlier results (newest first) with whether they may be compared: same major version, and
+        not older than the site's ``volumes_incompatible_before`` option (set when ``neurorad
+        reference-set compare`` found an update INCOMPATIBLE: EASE refuses comparisons across it)."""
+        from packaging.version import InvalidVersion, Version
+
+        boundary = inputs.options.get("volumes_incompatible_before")
+
+        def older(v: str) -> bool:
+            try:
+                return bool(boundary) and Version(v) < Version(str(boundary))
+            except InvalidVersion:
+                return True  # an unreadable version is never compared across a declared boundary
+
         out = []
         for res, review in inputs.prior_results[:2]:
             q = res.quantity("whole_tumour_volume")
             regional = {f"{r}_volume": getattr(res.quantity(f"{r}_volume"), "value", None) for r in REGIONS.values()}
             out.append({"accepted": bool(review is not None and review.accepted),
                         "whole_tumour_volume": None if q is None else q.value, **regional, "version": res.version,
-                        "compatible": res.version.split(".")[0] == self.version.split(".")[0],
+                        "compatible": (res.version.split(".")[0] == self.version.split(".")[0]
+                                       and not older(res.version)),
                         "date": res.extra.get("study_date")})
         return out
 
@@ -405,6 +419,16 @@ class GliomaWorkflow(Workflow):
     def not_usable_text(self) -> str:
         return ("The automatic tumour segmentation was reviewed and judged not usable (UNACCEPTABLE); no "
                 "volumetric assessment is possible for this study. Read the images without the software result.")
+
+
+def update_alarms(boundary: str | None, version: str) -> list[Alarm]:
+    """EASE's warning in every report after an incompatible update (``neurorad reference-set``)."""
+    if not boundary:
+        return []
+    return [Alarm("version_incompatible", (
+        f"Software update: volumes of this version ({version}) are not comparable with results of versions "
+        f"before {boundary} (reference-set protocol); re-assess earlier studies with this version before "
+        "comparing volumes."), "warning")]
 
 
 def time_point_table(result: WorkflowResult, priors: list[dict[str, Any]]) -> ReportTable:
