@@ -142,10 +142,11 @@ def run_one(n: int, args, pg, root: Path, ns_names: list[str] | None) -> dict:
               "allowed_calling_aets": ["BENCHMOD"], "lease_s": 15.0}
     cfg = work / "site.json"
     cfg.write_text(json.dumps(config))
-    env = {"NEURORAD_SUMMARY_DELAY_S": str(args.job_s), "PYTHONPATH": str(REPO)}
+    env = {"NEURORAD_SUMMARY_DELAY_S": str(args.job_s), "PYTHONPATH": str(REPO), "MPLBACKEND": "Agg"}
     dask = DaskProcesses(work / "dask", env=env, nthreads=1, host=host,  # imports done before the first job
                          preload=("neurorad.server.orchestration", "neurorad.workflows.summary",
-                                  "neurorad.workflows.runner"))
+                                  "neurorad.workflows.runner", "neurorad.workflows.outputs",
+                                  "neurorad.image.dicom_series", "neurorad.image.nifti", "matplotlib.pyplot"))
     procs: list[subprocess.Popen] = []
     out: dict = {"n": n}
     try:

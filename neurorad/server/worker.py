@@ -177,10 +177,8 @@ class Worker:
 
             try:
                 self._client = Client("tcp://" + self.executor.split("://", 1)[1], timeout=10)
-            except (OSError, TimeoutError) as exc:
-                if self._executor_down_since is None:
-                    log.warning("dask scheduler %s unreachable (%s); claiming no job until it is", self.executor,
-                                type(exc).__name__)
+            except (OSError, TimeoutError) as exc:  # logged once below, as "not connected"
+                log.debug("dask scheduler %s unreachable: %s", self.executor, type(exc).__name__)
         if self._client is not None:
             ok = self._client.status == "running"
         if not ok and self._executor_down_since is None:
