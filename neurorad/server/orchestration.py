@@ -805,7 +805,10 @@ def prior_study_uids(s: Session, run: WorkflowRun) -> list[str]:
     roles = sorted((r for r in wf.requirements.series if r.prior > 0 and r.role in series), key=lambda r: r.prior)
     out = []
     for r in roles:
-        ser = s.get(Series, int(series[r.role]))
+        try:
+            ser = s.get(Series, int(series[r.role]))
+        except (TypeError, ValueError):  # not one series id: no prior date to restore
+            return []
         if ser is None or ser.study is None:
             return []
         out.append(str(ser.study.study_uid))
