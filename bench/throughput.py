@@ -180,11 +180,16 @@ def run_one(n: int, args, pg, root: Path, ns_names: list[str] | None) -> dict:
         series = [write_series(work / "in" / str(k), "FLAIR", n_slices=args.slices, size=args.size)
                   for k in range(args.studies)]
         t0 = time.time()
+        out["storescu_failures"] = []
         for files in series:  # one association per study, back to back: a bounded stream
-            r = subprocess.run(["storescu", "-aet", "BENCHMOD", "-aec", "NEURORAD", "127.0.0.1", str(dicom_port),
-                                *map(str, files)], capture_output=True, text=True)
-            if r.returncode != 0:
-                raise RuntimeError("storescu failed: " + r.stderr[-1000:])
+            for _attempt in range(3):  # a failed association is sent again, as a PACS would
+                r = subprocess.run(["storescu", "-aet", "BENCHMOD", "-aec", "NEURORAD", "127.0.0.1",
+                                    str(dicom_port), *map(str, files)], capture_output=True, text=True)
+                if r.returncode == 0:
+                    break
+                out["storescu_failures"].append(r.stderr.strip().splitlines()[-1][:200] if r.stderr.strip() else
+                                                f"exit {r.returncode}")
+                time.sleep(2.0)
         out["send_s"] = time.time() - t0
         db = Database(db_url)
         deadline = time.monotonic() + args.max_s
@@ -200,6 +205,9 @@ def run_one(n: int, args, pg, root: Path, ns_names: list[str] | None) -> dict:
         span = (max(tm["done"]) - min(tm["queued"])) if tm["done"] and tm["queued"] else None
         out.update({k: rep[k] for k in ("studies", "ended_once", "lost", "duplicated", "stuck")})
         out["problems"] = rep["problems"][:5]
+        if out["storescu_failures"]:  # what the server said about it
+            out["serve_log_errors"] = [ln[:300] for ln in (work / "serve.log").read_text().splitlines()
+                                       if "ERROR" in ln or "WARNING" in ln][-10:]
         out["missing"] = args.studies - int(rep["studies"])  # sent but never stored as a study
         out["span_s"] = span
         out["studies_per_hour"] = (len(tm["done"]) / span * 3600) if span else None
@@ -273,7 +281,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{f(r['queue_latency_p50_s'], '7.1f')}s {f(r['queue_latency_p95_s'], '7.1f')}s "
               f"{f(r['receive_to_result_p50_s'], '7.1f')}s {r['ended_once']:>5} {r['lost']:>5} {r['duplicated']:>4} "
               f"{r['stuck']:>5} {r['missing']:>7}")
-        for p in r["problems"]:
+        for p in r["problems"] + [f"storescu: {x}" for x in r.get("storescu_failures", [])] + \
+                r.get("serve_log_errors", []):
             print("    " + p)
     if args.json:
         args.json.write_text(json.dumps({"rows": rows, "load_before": load_before, "load_after": load_after,

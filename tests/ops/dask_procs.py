@@ -41,7 +41,10 @@ def kill(proc: subprocess.Popen | None) -> None:
     """SIGKILL one process this module started (by its pid) and reap it."""
     if proc is not None and proc.poll() is None:
         os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(10)
+        try:
+            proc.wait(60)  # a killed process is reaped late on an overloaded machine
+        except subprocess.TimeoutExpired:
+            pass
 
 
 class DaskProcesses:
