@@ -27,8 +27,10 @@ def test_baseline_waiting_is_its_own_state() -> None:
     assert not pagedata.waiting_for_followup("no_workflow", None)
 
 
-def _dcm(path: Path, study_date: str | None) -> Path:
+def _dcm(path: Path, study_date: str | None, modified: str | None = None) -> Path:
     ds = pydicom.Dataset()
+    if modified:
+        ds.LongitudinalTemporalInformationModified = modified
     ds.file_meta = FileMetaDataset()
     ds.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
     ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.4"
@@ -46,6 +48,11 @@ def test_exam_date_is_the_study_date(tmp_path: Path) -> None:
     assert pagedata.exam_date(removed) is None
     assert pagedata.exam_date(removed, {"StudyDate": "20240302"}) == "2024-03-02"
     assert pagedata.exam_date(None, None) is None
+    # a date the de-identification shifted is never shown as if it were the PACS's
+    moved = _dcm(tmp_path / "c.dcm", "20250117", "MODIFIED")
+    assert pagedata.exam_date(moved) == "2025-01-17 (shifted)"
+    assert pagedata.exam_date(moved, {"StudyDate": "20260120"}) == "2025-01-17 (shifted)"
+    assert pagedata.exam_date(moved, {"StudyDate": "20260120"}, prefer_original=True) == "2026-01-20"
     assert pagedata.interval_days("2025-01-17", "2024-03-02") == 321
 
 

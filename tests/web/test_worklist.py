@@ -84,8 +84,12 @@ def test_identifiers_only_for_permitted_roles_and_audited(web_env: WebEnv) -> No
     assert IDENTITY["PatientID"] not in html and "Webtest" not in html
     rad = _login(web_env, "rad")
     assert IDENTITY["PatientID"] not in rad.get("/worklist").text
+    plain = rad.get("/worklist").text
     html = rad.get("/worklist?identifiers=1").text
     assert IDENTITY["PatientID"] in html and "Webtest Agatha" in html
+    # exam dates: the original study date only in the audited identifiers view, else the stored
+    # (shifted) one, marked as such
+    assert "2026-01-20" in html and "2026-01-20" not in plain and "(shifted)" in plain
     # never in the title or the URL, and the view is in the audit log (without the identifiers)
     assert IDENTITY["PatientID"] not in html.split("</title>")[0]
     with web_env.app.state.db.session() as s:

@@ -3,8 +3,9 @@ finding kind. Generic over the workflow contract (no workflow is named here).
 
 * **Exam dates are study dates** (DICOM StudyDate), never the date neurorad received the study.
   The stored copy is de-identified: it keeps StudyDate only as a shifted date under the
-  longitudinal-dates option (PS3.15 E.3.6); otherwise the original is in the pseudonym vault's
-  study record, read here only for roles allowed to see identifiers.
+  longitudinal-dates option (PS3.15 E.3.6), shown marked "(shifted)"; the original is in the
+  pseudonym vault's study record, read here only for roles allowed to see identifiers (first
+  when they asked for identifiers, an audited view).
 * **A baseline is not a failure.** A patient's first study meets no workflow that needs a prior
   study; it is stored and becomes the baseline when a follow-up arrives. Such a study (state
   ``no_workflow`` where some enabled workflow lacks only prior studies) is shown as "baseline:
@@ -61,22 +62,29 @@ def worklist_state(state: str, reason: str | None) -> tuple[str, str]:
     return state, state.replace("_", " ")
 
 
-def exam_date(instance_path: Path | None, original_study: dict[str, Any] | None = None) -> str | None:
-    """The exam (study) date: the stored instance's StudyDate (a shifted date when the site keeps
-    modified dates), else the original from the vault's study record when given, else None."""
+def exam_date(instance_path: Path | None, original_study: dict[str, Any] | None = None,
+              prefer_original: bool = False) -> str | None:
+    """The exam (study) date to show: the stored instance's StudyDate, marked ``" (shifted)"`` when
+    the de-identification shifted it (LongitudinalTemporalInformationModified ``MODIFIED``, PS3.15
+    E.3.6: the interval between a patient's exams is kept, the dates are not the PACS's), else the
+    original from the vault's study record when given, else None. With ``prefer_original`` (a
+    permitted role asked for identifiers, audited) the vault's original comes first."""
+    original = iso_date(str((original_study or {}).get("StudyDate", "") or "")) if original_study else None
+    if prefer_original and original:
+        return original
     if instance_path is not None and instance_path.is_file():
         try:
             import pydicom
 
-            ds = pydicom.dcmread(instance_path, stop_before_pixels=True, specific_tags=["StudyDate"])
+            ds = pydicom.dcmread(instance_path, stop_before_pixels=True,
+                                 specific_tags=["StudyDate", "LongitudinalTemporalInformationModified"])
             d = iso_date(str(getattr(ds, "StudyDate", "") or ""))
             if d:
-                return d
+                shifted = str(getattr(ds, "LongitudinalTemporalInformationModified", "") or "").upper() == "MODIFIED"
+                return d + (" (shifted)" if shifted else "")
         except Exception:  # noqa: BLE001 - an unreadable file has no date to show
             log.debug("no StudyDate in %s", instance_path.name, exc_info=True)
-    if original_study:
-        return iso_date(str(original_study.get("StudyDate", "") or ""))
-    return None
+    return original
 
 
 def interval_days(later: str | None, earlier: str | None) -> int | None:

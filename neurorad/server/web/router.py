@@ -152,9 +152,11 @@ def _load_result(folder: Path):  # noqa: ANN202
         return None, None
 
 
-def _exam_date(request: Request, s: Session, study: Study, original: bool) -> str | None:
+def _exam_date(request: Request, s: Session, study: Study, original: bool, prefer_original: bool = False
+               ) -> str | None:
     """The study date of ``study`` (:func:`neurorad.server.web.pagedata.exam_date`); the vault's
-    original only when ``original`` (roles allowed to see identifiers)."""
+    original only when ``original`` (roles allowed to see identifiers), first with
+    ``prefer_original`` (the audited identifiers view)."""
     from neurorad.store.models import Instance, Series
 
     inst = s.scalar(select(Instance).join(Series, Series.id == Instance.series_id)
@@ -168,7 +170,7 @@ def _exam_date(request: Request, s: Session, study: Study, original: bool) -> st
             orig = vault.study(study.study_uid)
         except Exception:  # noqa: BLE001 - no vault record: no original date
             orig = None
-    return pagedata.exam_date(path, orig)
+    return pagedata.exam_date(path, orig, prefer_original=prefer_original and original)
 
 
 def _identifiers(request: Request, pseudo: str) -> str:
@@ -284,7 +286,7 @@ def worklist_page(
             "decision": dec.decision if dec else None,
             "state_key": state_key,
             "kinds": kinds,
-            "exam_date": _exam_date(request, s, study, p.role in IDENTIFIER_ROLES),
+            "exam_date": _exam_date(request, s, study, p.role in IDENTIFIER_ROLES, prefer_original=show_ids),
             "_since": since,
         })
     rows.sort(key=lambda r: rv.worklist_order_key(r["alarms"], r["_since"]))
