@@ -31,7 +31,8 @@ from neurorad.segment.svd_starter import CONFIGS, cmb_input, wmh_input
 
 __all__ = ["wmh_cases", "cmb_cases", "main"]
 
-CMB_BLOCK = 40  # slices kept per microbleed case (the block holding the most microbleed slices)
+CMB_BLOCK = 24  # slices kept per microbleed case (the block holding the most microbleed slices)
+WMH_SLICES = 24  # slices kept per WMH case: up to half with a lesion, the rest without (CPU budget)
 
 
 def _label(vol: Volume, lab: np.ndarray, square: str) -> Volume:
@@ -39,7 +40,8 @@ def _label(vol: Volume, lab: np.ndarray, square: str) -> Volume:
 
 
 def wmh_cases(n: int, seed0: int = 0) -> Iterator[tuple[str, list[Volume], Volume]]:
-    """WMH training cases on the network grid: every slice with a lesion and as many without (seeded)."""
+    """WMH training cases on the network grid: up to ``WMH_SLICES`` // 2 slices with a lesion and as many
+    without (seeded draws; the validation pass over whole cases is what a CPU budget cannot afford)."""
     from neurorad.phantom.randomise import randomised_case
 
     for i in range(n):
@@ -49,8 +51,9 @@ def wmh_cases(n: int, seed0: int = 0) -> Iterator[tuple[str, list[Volume], Volum
         has = np.asarray(y.data).reshape(-1, y.data.shape[2]).any(axis=0)
         rng = np.random.default_rng(seed0 + i)
         neg = np.flatnonzero(~has & (np.abs(np.asarray(x.data)).reshape(-1, x.data.shape[2]).max(axis=0) > 0))
-        keep = np.sort(np.concatenate([np.flatnonzero(has), rng.choice(neg, min(len(neg), int(has.sum())),
-                                                                       replace=False)])).astype(int)
+        pos = np.flatnonzero(has)
+        pos = rng.choice(pos, min(len(pos), WMH_SLICES // 2), replace=False)
+        keep = np.sort(np.concatenate([pos, rng.choice(neg, min(len(neg), len(pos)), replace=False)])).astype(int)
         yield (f"wmh{seed0 + i:05d}", [Volume(np.asarray(x.data)[:, :, keep], x.affine)],
                Volume(np.asarray(y.data)[:, :, keep], x.affine))
 
@@ -86,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--minutes", type=float, default=None,
                     help="wall-clock budget of the training loop: stop (keeping the best checkpoint) at the first "
                          "epoch boundary after it")
+    ap.add_argument("--resume", action="store_true",
+                    help="continue the run in --out from its last checkpoint (removes a STOP left by --minutes)")
     a = ap.parse_args(argv)
 
     from neurorad.segment.dataset import write_dataset
@@ -119,7 +124,9 @@ def main(argv: list[str] | None = None) -> int:
             if a.minutes and time.perf_counter() - t1 > 60 * a.minutes:
                 (run / "STOP").touch()  # the loop ends at this epoch boundary, keeping the best checkpoint
 
-    train(parse_config(cfg, a.out, a.out / "config.json"), run, progress=progress, command=command)
+    if a.resume:
+        (run / "STOP").unlink(missing_ok=True)
+    train(parse_config(cfg, a.out, a.out / "config.json"), run, resume=a.resume, progress=progress, command=command)
     print(run / "model")
     return 0
 
