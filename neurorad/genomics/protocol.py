@@ -19,7 +19,6 @@ processes (joblib, one thread each).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -172,10 +171,12 @@ def evaluate_split(
 
 def _worker(args: tuple) -> list[dict]:
     import sklearn
+    from threadpoolctl import threadpool_limits
 
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    # the count matrix was checked once on input; skip sklearn's finiteness scan in every fit/predict
-    with sklearn.config_context(assume_finite=True):
+    # One BLAS/OpenMP thread per split. A context, not ``os.environ``: with ``n_jobs=1`` this runs in
+    # the caller's process, whose later work (torch, elastix children) must keep all its threads.
+    # The count matrix was checked once on input; skip sklearn's finiteness scan in every fit/predict.
+    with threadpool_limits(limits=1), sklearn.config_context(assume_finite=True):
         return evaluate_split(*args)
 
 

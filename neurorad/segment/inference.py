@@ -30,6 +30,7 @@ import torch
 from neurorad.errors import InputError
 from neurorad.image.geometry import grid_for_spacing, reorient, resample_to_reference
 from neurorad.image.volume import Volume
+from neurorad.preprocess.torch_runtime import flush_denormals
 from neurorad.segment.networks import ArchSpec
 
 NORMALIZATIONS = ("zscore", "zscore-nonzero", "minmax", "percentile", "ct", "none")
@@ -196,6 +197,7 @@ def predict_array(forward, arr: np.ndarray, arch: ArchSpec, inf: InferenceSpec) 
     """
     if arr.shape[0] != arch.in_channels:
         raise InputError(f"model expects {arch.in_channels} contrast(s), got {arr.shape[0]}")
+    flush_denormals()
     if arch.spatial_dims == 3:
         roi = tuple(inf.patch_size[:3])
         x = torch.from_numpy(np.ascontiguousarray(arr[None]))
