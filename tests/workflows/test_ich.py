@@ -190,7 +190,7 @@ def test_cli_help_names_the_roles(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 @pytest.mark.slow
-def test_phantom_pair_through_template_registration(tmp_path: Path) -> None:
+def test_phantom_pair_through_template_registration(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The full pipeline on an ich-pair phantom: registration QC passes, volumes and expansion match
     the truth; with an impossible Dice threshold the pair is refused with the reason."""
     from neurorad.phantom.cases import ich_pair
@@ -205,12 +205,25 @@ def test_phantom_pair_through_template_registration(tmp_path: Path) -> None:
     assert res.quantity("prior_haematoma_volume").value == pytest.approx(truth["baseline"], rel=0.15)
     assert res.quantity("expansion").value is True
     assert min(res.extra["registration_dice"]["ct"].values()) >= 0.93
+    import neurorad.preprocess.template_registration as tr
+
+    assert res.provenance.parameters["registration"]["iterations_bspline"] == tr.DEFAULTS["iterations_bspline"]
     assert (tmp_path / "o" / "centre_movement.png").exists()
     from neurorad.image.ct import load_ct
     from neurorad.preprocess.ct_brain import ct_brain_mask
     from neurorad.preprocess.template_registration import register_to_template
 
     ct, _ = load_ct(folder / "baseline_ct.nii.gz")
+    calls: list[list[str]] = []
+    run_elastix = tr._elastix
+
+    def counted(fixed, moving, maps, initial, log):  # noqa: ANN001, ANN202
+        calls.append([m["Transform"][0] for m in maps])
+        return run_elastix(fixed, moving, maps, initial, log)
+
+    monkeypatch.setattr(tr, "_elastix", counted)
     with pytest.raises(ProcessingError, match="registration QC failed after the linear step: Dice"):
         register_to_template(ct, ct_brain_mask(ct), spacing_mm=4.0, min_dice=0.999, iterations_linear=30,
                              iterations_bspline=5)
+    # the linear QC refuses before the B-spline starts, and elastix ran our maps (not its defaults)
+    assert calls == [["EulerTransform", "AffineTransform"]]

@@ -31,7 +31,8 @@ from neurorad.preprocess.ct_brain import ct_brain_mask
 from neurorad.quantify.morphology import Shape, centre_movement, describe_shape
 from neurorad.segment.haematoma import segment_haematoma
 
-__all__ = ["ScanResult", "PairResult", "process_scan", "compare", "location_class", "DEEP", "INFRATENTORIAL"]
+__all__ = ["ScanResult", "PairResult", "process_scan", "warp_haematoma", "compare", "location_class", "DEEP",
+           "INFRATENTORIAL"]
 
 #: AAL regions (Tzourio-Mazoyer et al. 2002) counted as deep (basal ganglia, thalamus) and
 #: infratentorial (cerebellum, vermis); every other labelled region is lobar. The brainstem has
@@ -154,20 +155,69 @@ def process_scan(path: str | Path, role: str, engine: str = "classical", space: 
         return ScanResult(role, ct, info, brain, haem, volume_ml, shape, "native", seconds=seconds)
     if space != "template":
         raise InputError(f"unknown measurement space {space!r} (template, native)")
-    from neurorad.preprocess.template_registration import register_to_template, template
+    from neurorad.preprocess.template_registration import register_to_template
 
     t = time.perf_counter()
     reg = register_to_template(ct, brain, min_dice=min_dice, lesion_mask=haem)
     seconds["register"] = time.perf_counter() - t
     t = time.perf_counter()
-    t1 = template(1.0)[0]
-    warped = reg.warp_mask(haem, t1, "nonlinear")
-    measured = warped if measure_stage == "nonlinear" else reg.warp_mask(haem, t1, "linear")
+    linear, warped = warp_haematoma(reg, haem)
+    measured = warped if measure_stage == "nonlinear" else linear
     shape = describe_shape(measured)
     loc, fr = location_class(warped)
     seconds["measure"] = time.perf_counter() - t
     return ScanResult(role, ct, info, brain, haem, volume_ml, shape, "template", measured, loc, fr, _ivh_ml(warped),
                       dict(reg.dice), seconds)
+
+
+def warp_haematoma(reg: Any, haem: Volume, margin_mm: float = 12.0) -> tuple[Volume, Volume]:
+    """The haematoma warped onto the 1 mm template grid after the linear and after the non-linear step.
+
+    Only the template sub-grid around the haematoma is resampled (found with a 3 mm warp of the
+    cropped mask, grown by ``margin_mm``), then placed into the full grid: the same voxels as a
+    whole-grid warp at a fraction of its cost. Falls back to the whole grid when the haematoma
+    reaches the sub-grid's border."""
+    from neurorad.image.geometry import crop_to_mask
+    from neurorad.preprocess.template_registration import template
+
+    t1 = template(1.0)[0]
+    full = t1.spatial_shape
+    m = np.asarray(haem.data) > 0
+    if not m.any():
+        empty = t1.with_data(np.zeros(full, np.uint8))
+        return empty, empty
+    src = crop_to_mask(haem.with_data(m.astype(np.float32)), m, margin_mm=4.0)
+    coarse = template(3.0)[0]
+    near = np.zeros(coarse.spatial_shape, bool)
+    for stage in ("linear", "nonlinear"):
+        near |= reg.warp(src, coarse, stage, order=1).data > 0.01
+    if not near.any():
+        empty = t1.with_data(np.zeros(full, np.uint8))
+        return empty, empty
+    idx = np.argwhere(near)
+    corners = np.array([[a, b, c] for a in (idx[:, 0].min(), idx[:, 0].max()) for b in (idx[:, 1].min(),
+                        idx[:, 1].max()) for c in (idx[:, 2].min(), idx[:, 2].max())], float)
+    world = corners @ coarse.affine[:3, :3].T + coarse.affine[:3, 3]
+    vox = (world - t1.affine[:3, 3]) @ np.linalg.inv(t1.affine[:3, :3]).T
+    pad = np.ceil(margin_mm / np.asarray(t1.spacing_mm)).astype(int)
+    lo = np.clip(np.floor(vox.min(0)).astype(int) - pad, 0, full)
+    hi = np.clip(np.ceil(vox.max(0)).astype(int) + pad + 1, 0, full)
+    box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
+    sub_affine = t1.affine.copy()
+    sub_affine[:3, 3] = t1.affine[:3, :3] @ lo + t1.affine[:3, 3]
+    sub = Volume(np.zeros(tuple(int(b - a) for a, b in zip(lo, hi, strict=True)), np.uint8), sub_affine)
+    out = []
+    for stage in ("linear", "nonlinear"):
+        w = np.asarray(reg.warp_mask(src, sub, stage).data)
+        touches = any(w.take(i, axis=ax).any() for ax in range(3) for i in (0, -1)
+                      if (lo[ax] > 0 if i == 0 else hi[ax] < full[ax]))
+        if touches:  # the sub-grid was too small: warp onto the whole grid
+            out.append(reg.warp_mask(src, t1, stage))
+            continue
+        grid = np.zeros(full, np.uint8)
+        grid[box] = w
+        out.append(t1.with_data(grid))
+    return out[0], out[1]
 
 
 def compare(prior: ScanResult, current: ScanResult, interval_h: float | None,

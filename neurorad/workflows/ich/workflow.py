@@ -142,7 +142,8 @@ class ICHWorkflow(Workflow):
                                   parameters={"engine": engine, "space": space, "min_dice": 0.93,
                                               "measure_stage": stage,
                                               "direction_tolerance_mm": rules.DIRECTION_TOLERANCE_MM,
-                                              "expansion": ">= 6 mL or >= 33 %"}))
+                                              "expansion": ">= 6 mL or >= 33 %",
+                                              "registration": _registration_settings(space)}))
         nomo = self._nomogram_risk(result, inputs.options)
         if nomo is not None:
             result.extra["nomogram"] = nomo
@@ -297,6 +298,15 @@ class ICHWorkflow(Workflow):
 
 
 # ---------------------------------------------------------------------------------------- helpers
+def _registration_settings(space: str) -> dict[str, Any] | None:
+    """The elastix settings of the template registration (provenance), None without registration."""
+    if space != "template":
+        return None
+    from neurorad.preprocess.template_registration import DEFAULTS
+
+    return {**DEFAULTS, "spacing_mm": 3.0, "steps": "rigid + affine (QC), then B-spline (QC)"}
+
+
 def _r(x: float | None, nd: int = 3) -> float | None:
     return None if x is None else round(float(x), nd)
 
