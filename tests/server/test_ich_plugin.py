@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pydicom
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
@@ -35,6 +36,7 @@ def _ct_study(folder: Path, haematoma_mm: tuple[float, float, float], date: str,
     return sorted(out.glob("*.dcm"))
 
 
+@pytest.mark.slow  # ~15 CPU s: two workflow runs, report and DICOM objects
 def test_ich_pair_routed_run_reviewed_and_delivered(settings, tmp_path):
     settings.workflows = ["ich"]
     settings.workflow_options = {"ich": {"space": "native"}}
