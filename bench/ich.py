@@ -158,14 +158,13 @@ def main(argv: list[str] | None = None) -> int:
             except Exception as err:  # noqa: BLE001 - a refused case is a result too
                 r = {"case": i, "error": f"{type(err).__name__}: {err}"}
             recs.append(r)
-            print(json.dumps({k: v for k, v in r.items() if not k.endswith("_truth") or "volume" in k},
-                             default=str), flush=True)
-        ok = [r for r in recs if "error" not in r]
-        results["engines"][engine] = {"summary": summarise(ok) if ok else {}, "refused": len(recs) - len(ok),
-                                      "cases": recs}
+            print(json.dumps(r, default=str), flush=True)
+            ok = [r for r in recs if "error" not in r]
+            results["engines"][engine] = {"summary": summarise(ok) if ok else {}, "refused": len(recs) - len(ok),
+                                          "cases": recs}
+            if a.json:  # after every case: a run stopped part-way keeps what it measured
+                a.json.write_text(json.dumps(results, indent=1, default=str))
         print(engine, json.dumps(results["engines"][engine]["summary"], indent=1), flush=True)
-    if a.json:
-        a.json.write_text(json.dumps(results, indent=1, default=str))
     return 0
 
 
