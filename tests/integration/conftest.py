@@ -199,4 +199,8 @@ def wait_for(pred, timeout_s: float, what: str, interval_s: float = 0.5):
 def workdir() -> Iterator[Path]:
     d = Path(tempfile.mkdtemp(prefix="neurorad-it-"))
     yield d
+    # the servers' logs go to the test's captured output, which pytest shows when the test failed
+    for log in sorted(d.rglob("*.log")):
+        print(f"--- {log.relative_to(d)} (last 6000 characters) ---")
+        print(log.read_text(errors="replace")[-6000:])
     shutil.rmtree(d, ignore_errors=True)
