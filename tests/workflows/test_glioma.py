@@ -98,14 +98,16 @@ def test_missing_sequence_is_named(tmp_path) -> None:
 
 @pytest.mark.slow
 def test_phantom_end_to_end(tmp_path) -> None:
-    """Four sequences of a glioma phantom (one misaligned by 4 deg / 3 mm) -> volumes near the truth."""
+    """Four 1.5 mm sequences of a glioma phantom (FLAIR misaligned by 4 deg / 3 mm) -> volumes near the truth."""
     from neurorad.image.geometry import rigid_matrix
     from neurorad.image.nifti import save_nifti
     from neurorad.image.volume import Volume
     from neurorad.phantom.cases import make_case
     from neurorad.workflows.runner import execute
 
-    case = make_case("glioma", 7, pair=False, snr=25.0)
+    # 1.5 mm: 58 s run (Dice 0.965, volume -4 %) where 1 mm took 352 s on the loaded machine; at 1.5 mm it
+    # failed before the T2 threshold went from 1.25 to 1.0 (the oedema was missed), passes since
+    case = make_case("glioma", 7, pair=False, snr=25.0, in_plane_mm=1.5, slice_thickness_mm=1.5)
     truth = np.asarray(case.truth["truth_baseline_tumour_class"].data)
     brain = case.truth["truth_baseline_brain"]
     series = {}
@@ -117,9 +119,9 @@ def test_phantom_end_to_end(tmp_path) -> None:
     res = execute(GliomaWorkflow(), WorkflowInputs(series, options={"brain_mask": brain}), tmp_path / "out",
                   write_outputs=False)
     classes = np.asarray(__import__("nibabel").load(tmp_path / "out" / "tumour_classes.nii.gz").dataobj)
-    assert dice(classes > 0, truth > 0) >= 0.8
+    assert dice(classes > 0, truth > 0) >= 0.85
     wt_true = float((truth > 0).sum()) * float(np.prod(case.images["baseline_t1c"].spacing_mm)) / 1000.0
-    assert res.quantity("whole_tumour_volume").value == pytest.approx(wt_true, rel=0.2)
+    assert res.quantity("whole_tumour_volume").value == pytest.approx(wt_true, rel=0.15)
     assert res.quantity("enhancing_volume").value > 0
     assert res.quantity("rano_product").value > 0
     assert res.findings and res.findings[0].volume_ml > 0.5 * wt_true
