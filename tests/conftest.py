@@ -20,17 +20,20 @@ def colin27_brain_path() -> Path:
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _flush_denormals_before_torch_starts_threads():
-    """Flush subnormal floats before any test runs torch (see neurorad.preprocess.torch_runtime).
+def _torch_threads_start_with_denormals_flushed():
+    """Start torch's OpenMP threads once, inside :func:`denormals_flushed`, before any test runs torch.
 
-    The flag lives in each thread's MXCSR register and new threads copy it from the thread that
-    starts them. A job process sets it before its first network runs, so torch's OpenMP threads
-    inherit it; in one long test process an earlier test (any torch op) starts those threads
-    first, and HD-BET then took 437 s instead of 17 s in the full suite.
+    The flag lives in each thread's MXCSR register and threads copy it from the thread that starts
+    them. A job process first runs torch inside the context, so its pool has it; in one long test
+    process an earlier test starts the pool without it, and HD-BET then took 437 s instead of 17 s.
+    The main thread's flag is off again after the block (numpy/scipy tests need subnormals).
     """
-    from neurorad.preprocess.torch_runtime import flush_denormals
+    import torch
 
-    flush_denormals()
+    from neurorad.preprocess.torch_runtime import denormals_flushed
+
+    with denormals_flushed():
+        torch.nn.functional.conv3d(torch.ones(1, 2, 24, 24, 24), torch.ones(4, 2, 3, 3, 3)).sum()
 
 
 @pytest.fixture(scope="session", autouse=True)

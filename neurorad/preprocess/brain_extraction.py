@@ -42,7 +42,7 @@ import SimpleITK as sitk
 from neurorad.errors import InputError, ProcessingError
 from neurorad.image.sitk_bridge import to_sitk
 from neurorad.image.volume import Volume
-from neurorad.preprocess.torch_runtime import flush_denormals
+from neurorad.preprocess.torch_runtime import denormals_flushed
 from neurorad.provenance import sha256_files
 
 log = logging.getLogger(__name__)
@@ -122,9 +122,8 @@ class DeepBet:
 
     def extract(self, volume: Volume) -> Volume:
         data = _check_input(volume)
-        flush_denormals()
         img = nib.Nifti1Image(data, volume.affine)
-        with _quiet_stdout():
+        with _quiet_stdout(), denormals_flushed():
             _, mask_img, _ = self._model.run(img, threshold=self.threshold)
         mask = np.asarray(mask_img.dataobj) > 0
         return _as_mask(volume, mask, self.name, self.weights_sha256)
@@ -171,11 +170,11 @@ class HDBet:
 
         data = _check_input(volume)
         _ = self.weights_sha256  # verifies the packaged weights before the library could download
-        flush_denormals()  # without it a 1 mm head took minutes per forward pass (see torch_runtime)
         canon = nib.as_closest_canonical(nib.Nifti1Image(data, volume.affine))
         arr = np.asarray(canon.dataobj, dtype=np.float32).transpose(2, 1, 0)
         spacing = tuple(float(s) for s in canon.header.get_zooms()[:3][::-1])
-        with _quiet_stdout():
+        # without flushing a 1 mm head took minutes per forward pass (see torch_runtime)
+        with _quiet_stdout(), denormals_flushed():
             _, seg = run_hd_bet_function(arr, spacing, mode=self.mode, device="cpu", postprocess=True,
                                          do_tta=self.tta)
         seg_canon = nib.Nifti1Image((np.asarray(seg).transpose(2, 1, 0) > 0).astype(np.uint8), canon.affine)

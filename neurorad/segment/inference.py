@@ -30,7 +30,7 @@ import torch
 from neurorad.errors import InputError
 from neurorad.image.geometry import grid_for_spacing, reorient, resample_to_reference
 from neurorad.image.volume import Volume
-from neurorad.preprocess.torch_runtime import flush_denormals
+from neurorad.preprocess.torch_runtime import denormals_flushed
 from neurorad.segment.networks import ArchSpec
 
 NORMALIZATIONS = ("zscore", "zscore-nonzero", "minmax", "percentile", "ct", "none")
@@ -197,17 +197,18 @@ def predict_array(forward, arr: np.ndarray, arch: ArchSpec, inf: InferenceSpec) 
     """
     if arr.shape[0] != arch.in_channels:
         raise InputError(f"model expects {arch.in_channels} contrast(s), got {arr.shape[0]}")
-    flush_denormals()
     if arch.spatial_dims == 3:
         roi = tuple(inf.patch_size[:3])
         x = torch.from_numpy(np.ascontiguousarray(arr[None]))
-        return _softmax_windows(forward, x, roi, inf)[0].numpy()
+        with denormals_flushed():  # subnormal activations are tens of times slower (preprocess.torch_runtime)
+            return _softmax_windows(forward, x, roi, inf)[0].numpy()
     roi = tuple(inf.patch_size[:2])
     stack = slice_stack(arr, arch.slices)  # [Z, C*k, X, Y]
     outs = []
     chunk = max(1, inf.batch_size * 4)
-    for s in range(0, stack.shape[0], chunk):
-        x = torch.from_numpy(stack[s:s + chunk])
-        outs.append(_softmax_windows(forward, x, roi, inf).numpy())
+    with denormals_flushed():
+        for s in range(0, stack.shape[0], chunk):
+            x = torch.from_numpy(stack[s:s + chunk])
+            outs.append(_softmax_windows(forward, x, roi, inf).numpy())
     prob = np.concatenate(outs, 0)  # [Z, K, X, Y]
     return np.ascontiguousarray(prob.transpose(1, 2, 3, 0))

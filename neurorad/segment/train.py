@@ -49,7 +49,6 @@ import numpy as np
 import torch
 
 from neurorad.errors import InputError, ProcessingError
-from neurorad.preprocess.torch_runtime import flush_denormals
 from neurorad.segment.dataset import RawDataset, read_dataset
 from neurorad.segment.engine import build_from_state, load_weights, save_weights, state_sha256
 from neurorad.segment.inference import InferenceSpec, PreprocessSpec, predict_array, prepare
@@ -334,7 +333,6 @@ def split_cases(n: int, folds: int, val_fraction: float, seed: int) -> list[tupl
 
 
 def _set_determinism(seed: int) -> None:
-    flush_denormals()  # subnormal activations are tens of times slower on CPU (preprocess.torch_runtime)
     torch.manual_seed(seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
 
