@@ -61,6 +61,14 @@ def _app(settings, sink=None, receiver=False):
     return app
 
 
+def _web_session(app, username="radiologist"):
+    """A browser-like client signed in with the user's password (cookie session); returns it and its CSRF token."""
+    c = TestClient(app)
+    r = c.post("/api/auth/login", json={"username": username, "password": f"{username}-password"})
+    assert r.status_code == 200, r.text
+    return c, r.json()["csrf_token"]
+
+
 def _run_jobs(app, n_max=10):
     """Run every runnable job in this process (the worker's child does the same)."""
     plane = app.state.plane

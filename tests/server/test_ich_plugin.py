@@ -20,7 +20,7 @@ from sqlalchemy import select
 
 from neurorad.image.dicom_series import write_dicom_series
 from neurorad.store.models import Job, Series, Study
-from tests.server.test_flow import Sink, _app, _run_jobs
+from tests.server.test_flow import Sink, _app, _run_jobs, _web_session
 from tests.workflows.test_ich import synthetic_head
 
 PATIENT = {"PatientID": "ICH-SRV-1", "PatientName": "Bleed^Test", "PatientBirthDate": "19510203"}
@@ -65,9 +65,7 @@ def test_ich_pair_routed_run_reviewed_and_delivered(settings, tmp_path):
             d = client.get(f"/api/studies/{sid}", headers=tok["technologist"]).json()
             (run,) = d["runs"]
             assert run["workflow"] == "ich" and run["state"] == "needs_review", run
-            c = TestClient(app)
-            csrf = c.post("/api/auth/login", json={"username": "radiologist",
-                                                   "password": "radiologist-password"}).json()["csrf_token"]
+            c, csrf = _web_session(app)
             page = c.get(f"/web/api/studies/{sid}/review").json()
             assert [p["title"] for p in page["panels"]] == ["Current CT (haematoma outlined)", "Prior CT"]
             assert {f["kind"] for f in page["findings"]} == {"haematoma", "prior_haematoma"}

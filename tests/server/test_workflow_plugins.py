@@ -32,7 +32,7 @@ from neurorad.workflows.contract import (
     WorkflowResult,
 )
 from tests.server.dicomdata import IDENTITY, write_series
-from tests.server.test_flow import Sink, _app, _run_jobs
+from tests.server.test_flow import Sink, _app, _run_jobs, _web_session
 
 #: words of the MS workflow that must never appear in another workflow's report
 MS_WORDS = ("T2-FLAIR", "Gadolinium", "gadolinium", "Active:", "new lesion", "enlarging")
@@ -114,9 +114,7 @@ def test_a_test_module_workflow_is_routed_run_reviewed_reported_and_delivered(se
             (run,) = d["runs"]
             assert run["workflow"] == toy.name and run["state"] == "needs_review" and d["state"] == "needs_review"
             # the review page is built from the plug-in's layout, vocabulary and form
-            c = TestClient(app)
-            csrf = c.post("/api/auth/login", json={"username": "radiologist",
-                                                   "password": "radiologist-password"}).json()["csrf_token"]
+            c, csrf = _web_session(app)
             page = c.get(f"/web/api/studies/{sid}/review").json()
             assert [p["title"] for p in page["panels"]] == ["T1 with blobs"]
             assert page["form"]["fields"][0]["label"] == "Blob grade"
