@@ -31,6 +31,7 @@ The JSON of the request and the answer is documented in docs/review.md.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -127,11 +128,13 @@ class Context:
 
 
 # -- helpers ----------------------------------------------------------------------------------------
-def result_folder(storage: Any, run: WorkflowRun, s: Session) -> Path | None:
-    """The folder holding the run's current ``result.json`` (None when the run has no result)."""
+def result_folder(storage: Any, run: WorkflowRun, s: Session, anchor: Result | None = None) -> Path | None:
+    """The folder holding the run's current ``result.json`` (None when the run has no result);
+    ``anchor``: the run's current Result row when the caller has loaded it already."""
     if run.result_id is None:
         return None
-    anchor = s.get(Result, run.result_id)
+    if anchor is None or anchor.id != run.result_id:
+        anchor = s.get(Result, run.result_id)
     if anchor is None:
         return None
     p = storage.abspath(anchor.path)
@@ -146,11 +149,19 @@ def reviewed_result_folder(storage: Any, run: WorkflowRun, s: Session) -> tuple[
     dec = s.scalar(select(QADecision).where(QADecision.run_id == run.id).order_by(QADecision.id.desc()).limit(1))
     if dec is None:
         return None, None
-    for row in s.scalars(select(Result).where(Result.qa_decision_id == dec.id, Result.kind == "review_json")):
+    rows = s.scalars(select(Result).where(Result.qa_decision_id == dec.id, Result.kind == "review_json")
+                     .order_by(Result.id)).all()
+    return dec, reviewed_folder(storage, rows)
+
+
+def reviewed_folder(storage: Any, review_json_rows: Iterable[Result]) -> Path | None:
+    """The folder of the first existing ``result.json`` among a decision's ``review_json`` result rows
+    (:func:`reviewed_result_folder`; the worklist loads the rows of all its studies at once)."""
+    for row in review_json_rows:
         p = storage.abspath(row.path)
         if p.name == WorkflowResult.RESULT_JSON and p.is_file():
-            return dec, p.parent
-    return dec, None
+            return p.parent
+    return None
 
 
 def run_for_result(s: Session, study: Study, result_version: int) -> WorkflowRun:
@@ -443,5 +454,6 @@ def context_of(app_state: Any) -> Context:
 
 
 __all__ = ["DECIDING_ROLES", "DECIDABLE_STATES", "DecisionIn", "DecisionForbidden", "DecisionConflict",
-           "DecisionInvalid", "decide", "can_decide", "result_folder", "reviewed_result_folder", "run_for_result",
+           "DecisionInvalid", "decide", "can_decide", "result_folder", "reviewed_result_folder", "reviewed_folder",
+           "run_for_result",
            "report_url", "context_of"]

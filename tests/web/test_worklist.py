@@ -18,8 +18,9 @@ def _login(env: WebEnv, user: str) -> TestClient:
     return c
 
 
-def _add_studies(env: WebEnv, specs: list[tuple[str, int, int, str]]) -> dict[str, int]:
-    """specs: (name, alarms, hours waiting, workflow) -> study ids; each with a run and a result.json."""
+def _add_studies(env: WebEnv, specs: list[tuple[str, int, int, str]], first: int = 0) -> dict[str, int]:
+    """specs: (name, alarms, hours waiting, workflow) -> study ids; each with a run and a result.json
+    (``first``: number of the first, so that a test can add studies twice)."""
     from neurorad.provenance import sha256_file
     from neurorad.store.models import Patient, Result, Study, StudyTransition, WorkflowRun, utcnow
     from neurorad.workflows import registry
@@ -27,7 +28,7 @@ def _add_studies(env: WebEnv, specs: list[tuple[str, int, int, str]]) -> dict[st
 
     ids = {}
     with env.app.state.db.session() as s:
-        for i, (name, alarms, hours, workflow) in enumerate(specs):
+        for i, (name, alarms, hours, workflow) in enumerate(specs, start=first):
             pat = Patient(pseudo_id=f"NR-TESTX{i:04d}")
             s.add(pat)
             s.flush()
@@ -102,3 +103,42 @@ def test_admin_page(web_env: WebEnv) -> None:
     assert _login(web_env, "rad").get("/admin").status_code == 403
     html = _login(web_env, "admin").get("/admin").text
     assert "<td>rad</td>" in html and "<td>tech</td>" in html and PASSWORD not in html
+
+
+def test_worklist_queries_do_not_grow_with_its_studies(web_env: WebEnv) -> None:
+    """The worklist loads what it shows of all its rows at once: the number of SQL statements per
+    page view is the same for 2 and 8 studies (one query per row and fact made the page's cost grow
+    with the list and gave the 50-user load test a 1 s p95; bench/results/load_locust.md). A result
+    rewritten in place is shown anew (the per-file summary cache is keyed on the file's mtime/size)."""
+    from sqlalchemy import event
+
+    from neurorad.workflows.contract import Alarm, WorkflowResult
+
+    c = _login(web_env, "rad")
+    statements: list[str] = []
+    engine = web_env.app.state.db.engine
+    listener = lambda _c, _cur, sql, *_a: statements.append(sql)  # noqa: E731
+
+    def count(url: str) -> tuple[int, str]:
+        statements.clear()
+        event.listen(engine, "before_cursor_execute", listener)
+        try:
+            html = c.get(url).text
+        finally:
+            event.remove(engine, "before_cursor_execute", listener)
+        return len(statements), html
+
+    ids = _add_studies(web_env, [("a", 1, 3, "summary")])
+    n_few, html = count("/worklist?status=all")
+    assert len(_order(html)) == 3
+    more = _add_studies(web_env, [(f"m{k}", k % 3, k, "summary") for k in range(6)], first=1)
+    n_many, html = count("/worklist?status=all")
+    assert len(_order(html)) == 9 and set(more.values()) <= set(_order(html))
+    assert n_many == n_few, f"{n_few} statements for 3 studies, {n_many} for 9"
+    assert n_few <= 15
+    # the study with 1 alarm now has 4: the list shows the rewritten result, not a cached one
+    folder = web_env.data_dir / "results" / str(ids["a"]) / "1"
+    WorkflowResult("summary", "1", alarms=[Alarm("q", f"alarm {k}") for k in range(4)],
+                   summary="rewritten").write_json(folder)
+    html = c.get("/worklist?workflow=summary").text
+    assert "rewritten" in html and _order(html)[0] == ids["a"]

@@ -14,7 +14,9 @@ finding kind. Generic over the workflow contract (no workflow is named here).
 
 from __future__ import annotations
 
+import functools
 import logging
+from collections.abc import Callable
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
@@ -62,29 +64,60 @@ def worklist_state(state: str, reason: str | None) -> tuple[str, str]:
     return state, state.replace("_", " ")
 
 
-def exam_date(instance_path: Path | None, original_study: dict[str, Any] | None = None,
-              prefer_original: bool = False) -> str | None:
+def exam_date(instance_path: Path | None, original_study: dict[str, Any] | Callable[[], dict[str, Any] | None]
+              | None = None, prefer_original: bool = False) -> str | None:
     """The exam (study) date to show: the stored instance's StudyDate, marked ``" (shifted)"`` when
     the de-identification shifted it (LongitudinalTemporalInformationModified ``MODIFIED``, PS3.15
     E.3.6: the interval between a patient's exams is kept, the dates are not the PACS's), else the
     original from the vault's study record when given, else None. With ``prefer_original`` (a
-    permitted role asked for identifiers, audited) the vault's original comes first."""
-    original = iso_date(str((original_study or {}).get("StudyDate", "") or "")) if original_study else None
-    if prefer_original and original:
-        return original
-    if instance_path is not None and instance_path.is_file():
-        try:
-            import pydicom
+    permitted role asked for identifiers, audited) the vault's original comes first.
 
-            ds = pydicom.dcmread(instance_path, stop_before_pixels=True,
-                                 specific_tags=["StudyDate", "LongitudinalTemporalInformationModified"])
-            d = iso_date(str(getattr(ds, "StudyDate", "") or ""))
-            if d:
-                shifted = str(getattr(ds, "LongitudinalTemporalInformationModified", "") or "").upper() == "MODIFIED"
-                return d + (" (shifted)" if shifted else "")
-        except Exception:  # noqa: BLE001 - an unreadable file has no date to show
-            log.debug("no StudyDate in %s", instance_path.name, exc_info=True)
-    return original
+    ``original_study`` may be a function returning the record: it is then called only when the
+    record is needed (prefer_original, or no date in the stored instance), so a worklist does not
+    decrypt a vault record per row for nothing."""
+    if prefer_original:
+        original = _original_date(original_study)
+        if original:
+            return original
+    d = stored_study_date(instance_path)
+    if d:
+        return d
+    return _original_date(original_study)
+
+
+def _original_date(original_study) -> str | None:  # noqa: ANN001 - dict, callable or None
+    record = original_study() if callable(original_study) else original_study
+    return iso_date(str((record or {}).get("StudyDate", "") or "")) if record else None
+
+
+def stored_study_date(instance_path: Path | None) -> str | None:
+    """StudyDate of a stored (de-identified) instance, ``" (shifted)"`` when shifted; None when the
+    file is missing or has none. Stored instances are written once and never changed, so the date is
+    cached per (path, modification time, size): a worklist reads each file's header once, not on
+    every page view."""
+    if instance_path is None:
+        return None
+    try:
+        st = instance_path.stat()
+    except OSError:
+        return None
+    return _stored_study_date(str(instance_path), st.st_mtime_ns, st.st_size)
+
+
+@functools.lru_cache(maxsize=8192)
+def _stored_study_date(path: str, _mtime_ns: int, _size: int) -> str | None:
+    try:
+        import pydicom
+
+        ds = pydicom.dcmread(path, stop_before_pixels=True,
+                             specific_tags=["StudyDate", "LongitudinalTemporalInformationModified"])
+        d = iso_date(str(getattr(ds, "StudyDate", "") or ""))
+        if d:
+            shifted = str(getattr(ds, "LongitudinalTemporalInformationModified", "") or "").upper() == "MODIFIED"
+            return d + (" (shifted)" if shifted else "")
+    except Exception:  # noqa: BLE001 - an unreadable file has no date to show
+        log.debug("no StudyDate in %s", Path(path).name, exc_info=True)
+    return None
 
 
 def interval_days(later: str | None, earlier: str | None) -> int | None:

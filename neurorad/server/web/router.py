@@ -9,8 +9,10 @@ the session's CSRF token.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -31,7 +33,7 @@ from neurorad.server.auth import (
     require_decider,
     safe_redirect_target,
 )
-from neurorad.server.decisions import DECIDABLE_STATES, DecisionIn, can_decide, reviewed_result_folder
+from neurorad.server.decisions import DECIDABLE_STATES, DecisionIn, can_decide
 from neurorad.server.params import DbId
 from neurorad.server.web import pagedata
 from neurorad.server.web import review as rv
@@ -114,13 +116,20 @@ def current_run(s: Session, study: Study, root: Path, run_id: int | None = None
     from neurorad.server.decisions import result_folder
 
     runs = s.scalars(select(WorkflowRun).where(WorkflowRun.study_id == study.id).order_by(WorkflowRun.id)).all()
+    run = _shown_run(runs, run_id)
+    if run is None or run.result_id is None:
+        return run, None
+    return run, result_folder(_RootStorage(root), run, s)
+
+
+def _shown_run(runs: list[WorkflowRun], run_id: int | None = None) -> WorkflowRun | None:
+    """:func:`current_run`'s choice among a study's runs (ordered by id)."""
     if run_id is not None:
         runs = [r for r in runs if r.id == run_id]
     with_result = [r for r in runs if r.result_id is not None]
     if not with_result:
-        return (runs[0] if runs else None), None
-    run = next((r for r in with_result if r.state in ("needs_review", "second_reading")), with_result[-1])
-    return run, result_folder(_RootStorage(root), run, s)
+        return runs[0] if runs else None
+    return next((r for r in with_result if r.state in ("needs_review", "second_reading")), with_result[-1])
 
 
 class _RootStorage:
@@ -133,14 +142,99 @@ class _RootStorage:
         return _abspath(self.root, rel)
 
 
-def _waiting_since(s: Session, study: Study) -> datetime:
-    at = s.scalar(select(func.max(StudyTransition.at)).where(StudyTransition.study_id == study.id,
-                                                             StudyTransition.to_state == "needs_review"))
-    return at or study.updated_at or study.received_at
+@dataclass
+class _RowFacts:
+    """What the worklist shows of one study, loaded for all its rows at once (:func:`_worklist_facts`)."""
+
+    run: WorkflowRun | None = None  # the run the study page shows (:func:`current_run`)
+    folder: Path | None = None  # its current result folder
+    run_decision: QADecision | None = None  # that run's latest decision
+    reviewed: Path | None = None  # the result folder that decision left
+    latest_decision: QADecision | None = None  # the study's latest decision (any run)
+    waiting_at: datetime | None = None  # when it last entered needs_review
+    instance_path: str | None = None  # its first stored instance (exam date)
 
 
-def _latest_decision(s: Session, study_id: int) -> QADecision | None:
-    return s.scalar(select(QADecision).where(QADecision.study_id == study_id).order_by(QADecision.id.desc()).limit(1))
+def _worklist_facts(s: Session, studies: list[Study], root: Path) -> dict[int, _RowFacts]:
+    """:class:`_RowFacts` of every study of a worklist in six queries, however many studies there are
+    (one query per study and per fact made the page cost grow with the list: ~4 statements and
+    1.3 ms per study, most of a 50-user load test's server time; bench/results/load_locust.md)."""
+    from neurorad.server.decisions import result_folder, reviewed_folder
+
+    facts = {st.id: _RowFacts() for st in studies}
+    if not facts:
+        return facts
+    ids, storage = list(facts), _RootStorage(root)
+    runs: dict[int, list[WorkflowRun]] = {}
+    for r in s.scalars(select(WorkflowRun).where(WorkflowRun.study_id.in_(ids)).order_by(WorkflowRun.id)):
+        runs.setdefault(r.study_id, []).append(r)
+    for sid, f in facts.items():
+        f.run = _shown_run(runs.get(sid, []))
+    shown = [f.run for f in facts.values() if f.run is not None]
+    anchors = {r.id: r for r in s.scalars(select(Result).where(
+        Result.id.in_([r.result_id for r in shown if r.result_id is not None])))}
+    decisions = s.scalars(select(QADecision).where(QADecision.study_id.in_(ids)).order_by(QADecision.id)).all()
+    by_run = {d.run_id: d for d in decisions if d.run_id is not None}  # ascending ids: the latest wins
+    review_rows: dict[int, list[Result]] = {}
+    for row in s.scalars(select(Result).where(Result.qa_decision_id.in_([d.id for d in by_run.values()]),
+                                              Result.kind == "review_json").order_by(Result.id)):
+        review_rows.setdefault(row.qa_decision_id, []).append(row)
+    waiting = dict(s.execute(select(StudyTransition.study_id, func.max(StudyTransition.at))
+                             .where(StudyTransition.study_id.in_(ids), StudyTransition.to_state == "needs_review")
+                             .group_by(StudyTransition.study_id)).all())
+    paths = _first_instance_paths(s, ids)
+    for d in decisions:
+        facts[d.study_id].latest_decision = d
+    for sid, f in facts.items():
+        f.waiting_at, f.instance_path = waiting.get(sid), paths.get(sid)
+        if f.run is None or f.run.result_id is None:
+            continue
+        f.folder = result_folder(storage, f.run, s, anchors.get(f.run.result_id))
+        f.run_decision = by_run.get(f.run.id)
+        if f.run_decision is not None:
+            f.reviewed = reviewed_folder(storage, review_rows.get(f.run_decision.id, []))
+    return facts
+
+
+def _first_instance_paths(s: Session, study_ids: list[int]) -> dict[int, str]:
+    """study id -> stored path of its first instance (lowest id) that has a file."""
+    from neurorad.store.models import Instance, Series
+
+    first = (select(Series.study_id.label("study_id"), func.min(Instance.id).label("instance_id"))
+             .join(Instance, Instance.series_id == Series.id)
+             .where(Series.study_id.in_(study_ids), Instance.path.is_not(None))
+             .group_by(Series.study_id).subquery())
+    return dict(s.execute(select(first.c.study_id, Instance.path).join(Instance, Instance.id == first.c.instance_id)
+                          ).all())
+
+
+@dataclass(frozen=True)
+class _ResultSummary:
+    alarms: int
+    conclusion: str
+    kinds: tuple[dict[str, Any], ...]
+
+
+def _result_summary(folder: Path) -> _ResultSummary | None:
+    """Alarm count, conclusion and findings per kind of a result folder's ``result.json`` (None when
+    unreadable), as the worklist shows them. Cached per (file, modification time, size): a result
+    file is written once per version, and parsing every row's result on every view was most of the
+    page's time with real results."""
+    path = folder / "result.json"
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return _result_summary_of(str(folder), st.st_mtime_ns, st.st_size)
+
+
+@functools.lru_cache(maxsize=4096)
+def _result_summary_of(folder: str, _mtime_ns: int, _size: int) -> _ResultSummary | None:
+    wf, result = _load_result(Path(folder))
+    if result is None:
+        return None
+    return _ResultSummary(rv.count_alarms(result), wf.conclusion(result), tuple(
+        pagedata.kind_counts(result.findings, wf.finding_kinds, wf.viewer.kind_colours)))
 
 
 def _load_result(folder: Path):  # noqa: ANN202
@@ -157,20 +251,26 @@ def _exam_date(request: Request, s: Session, study: Study, original: bool, prefe
     """The study date of ``study`` (:func:`neurorad.server.web.pagedata.exam_date`); the vault's
     original only when ``original`` (roles allowed to see identifiers), first with
     ``prefer_original`` (the audited identifiers view)."""
-    from neurorad.store.models import Instance, Series
+    return _exam_date_at(request, study, _first_instance_paths(s, [study.id]).get(study.id), original,
+                         prefer_original)
 
-    inst = s.scalar(select(Instance).join(Series, Series.id == Instance.series_id)
-                    .where(Series.study_id == study.id, Instance.path.is_not(None)).order_by(Instance.id).limit(1))
-    path = _abspath(_storage_root(request), inst.path) if inst is not None else None
-    orig = None
-    if original:
+
+def _exam_date_at(request: Request, study: Study, instance_path: str | None, original: bool,
+                  prefer_original: bool = False) -> str | None:
+    """:func:`_exam_date` with the study's first stored instance already known (the worklist's rows)."""
+    path = _abspath(_storage_root(request), instance_path) if instance_path is not None else None
+
+    def vault_record() -> dict[str, Any] | None:
+        if not original:
+            return None
         try:
             plane = getattr(request.app.state, "plane", None)
             vault = plane.vault if plane is not None else request.app.state.vault
-            orig = vault.study(study.study_uid)
+            return vault.study(study.study_uid)
         except Exception:  # noqa: BLE001 - no vault record: no original date
-            orig = None
-    return pagedata.exam_date(path, orig, prefer_original=prefer_original and original)
+            return None
+
+    return pagedata.exam_date(path, vault_record, prefer_original=prefer_original and original)
 
 
 def _identifiers(request: Request, pseudo: str) -> str:
@@ -239,41 +339,38 @@ def worklist_page(
     show_ids = identifiers and p.role in IDENTIFIER_ROLES
     now = utcnow()
     rows = []
-    for study, patient in s.execute(q.limit(500)).all():
+    found = s.execute(q.limit(500)).all()
+    facts = _worklist_facts(s, [study for study, _ in found], root)
+    for study, patient in found:
+        f = facts[study.id]
         n_alarms = 0
         state_key, state_text = pagedata.worklist_state(study.state, study.state_reason)
         finding = state_text
-        run, folder = current_run(s, study, root)
         kinds: list[dict[str, Any]] = []
-        if folder is not None:
-            wf, result = _load_result(folder)
+        if f.folder is not None:
+            auto = _result_summary(f.folder)
             # after a decision the list shows what the reader left (the reviewed result), not the
             # automatic one; a result judged not usable shows no numbers
-            dec, reviewed = reviewed_result_folder(_RootStorage(root), run, s)
-            if result is not None and dec is not None and dec.decision != "ACCEPTABLE":
-                n_alarms = rv.count_alarms(result)
+            if auto is not None and f.run_decision is not None and f.run_decision.decision != "ACCEPTABLE":
+                n_alarms = auto.alarms
                 finding = "result not usable (reviewed)"
-            elif result is not None and reviewed is not None:
-                n_alarms = rv.count_alarms(result)
-                wf_r, result = _load_result(reviewed)
-                if result is None:
+            elif auto is not None and f.reviewed is not None:
+                n_alarms = auto.alarms
+                reviewed = _result_summary(f.reviewed)
+                if reviewed is None:
                     finding = "reviewed result unreadable"
                 else:
-                    wf = wf_r
-                    finding = wf.conclusion(result)
-                    kinds = pagedata.kind_counts(result.findings, wf.finding_kinds, wf.viewer.kind_colours)
-            elif result is None:
+                    finding, kinds = reviewed.conclusion, list(reviewed.kinds)
+            elif auto is None:
                 finding = "result unreadable"
             else:
-                n_alarms = rv.count_alarms(result)
-                finding = wf.conclusion(result)
-                kinds = pagedata.kind_counts(result.findings, wf.finding_kinds, wf.viewer.kind_colours)
+                n_alarms, finding, kinds = auto.alarms, auto.conclusion, list(auto.kinds)
         if (status == "baseline") != (state_key == pagedata.BASELINE_STATE) and status in ("baseline", "failed"):
             continue
         if alarms and not n_alarms:
             continue
-        since = _waiting_since(s, study)
-        dec = _latest_decision(s, study.id)
+        since = f.waiting_at or study.updated_at or study.received_at
+        dec = f.latest_decision
         rows.append({
             "study_id": study.id,
             "patient_label": _identifiers(request, patient.pseudo_id) if show_ids else patient.pseudo_id,
@@ -286,7 +383,8 @@ def worklist_page(
             "decision": dec.decision if dec else None,
             "state_key": state_key,
             "kinds": kinds,
-            "exam_date": _exam_date(request, s, study, p.role in IDENTIFIER_ROLES, prefer_original=show_ids),
+            "exam_date": _exam_date_at(request, study, f.instance_path, p.role in IDENTIFIER_ROLES,
+                                       prefer_original=show_ids),
             "_since": since,
         })
     rows.sort(key=lambda r: rv.worklist_order_key(r["alarms"], r["_since"]))
