@@ -5,11 +5,11 @@ Run as a script it sets everything up and runs Locust headless as a child proces
 file (which then only defines the Locust user, ``NEURORAD_LOCUST=1``):
 
 1. a throwaway data folder (SQLite, or ``--backend postgresql``: a throwaway PostgreSQL 15) with
-   ``--studies`` seeded studies in mixed states and one web session per user
-   (``bench/server_load.py``'s seeding: the load is on the pages, not on Argon2 sign-ins);
-2. ``neurorad serve`` (real process: uvicorn, receiver, scheduler, one local worker, the
-   ``summary`` workflow, 3 s quiet period) on 127.0.0.1;
-3. ``locust --headless -u USERS``: each user, after a think time of ``--wait-min``..``--wait-max``
+   ``--studies`` seeded studies in mixed states, one web session per user, and ``neurorad serve``
+   (real process: uvicorn, receiver, scheduler, one local worker, the ``summary`` workflow, 3 s
+   quiet period) on 127.0.0.1 (``bench/_serve.py``, shared with ``bench/server_load.py``: the load
+   is on the pages, not on Argon2 sign-ins);
+2. ``locust --headless -u USERS``: each user, after a think time of ``--wait-min``..``--wait-max``
    seconds, either opens the worklist page and ``GET /api/studies`` (weight 1) or a study's page
    and ``GET /api/studies/{id}`` (weight 2); meanwhile ``--ingest`` studies are sent by storescu,
    spread over the run.
@@ -67,7 +67,6 @@ else:
     import signal
     import subprocess
     import sys
-    import tempfile
     import threading
     import time
     from pathlib import Path
@@ -75,13 +74,14 @@ else:
     REPO = Path(__file__).resolve().parents[1]
     sys.path.insert(0, str(REPO))
     sys.path.insert(0, str(REPO / "bench"))
+    from _serve import SENDER_AET, autogroup, served
 
     def _send_stream(files_per_study: list[list[Path]], port: int, duration_s: float, out: dict) -> None:
         """Send the studies spread over the run (one storescu association each)."""
         gap = duration_s / (len(files_per_study) + 1)
         for files in files_per_study:
             time.sleep(gap)
-            r = subprocess.run(["storescu", "-aec", "NEURORAD", "-aet", "LOADMOD", "127.0.0.1", str(port),
+            r = subprocess.run(["storescu", "-aec", "NEURORAD", "-aet", SENDER_AET, "127.0.0.1", str(port),
                                 *map(str, files)], capture_output=True, text=True)
             out.setdefault("storescu_rc", []).append(r.returncode)
 
@@ -89,14 +89,6 @@ else:
         """CPU seconds (user + system) of the server process itself (not its job processes)."""
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-    def _autogroup(pid: int) -> str:
-        """The server's scheduler autogroup and its nice value (``/autogroup-N nice -20``): on a shared
-        machine the kernel divides the CPU between autogroups, so this says whether the run had priority."""
-        try:
-            return Path(f"/proc/{pid}/autogroup").read_text().strip()
-        except OSError:
-            return "unknown"
 
     def _stats(prefix: Path) -> list[dict]:
         rows = []
@@ -125,60 +117,19 @@ else:
         if shutil.which("storescu") is None:
             print("DCMTK storescu is required", file=sys.stderr)
             return 2
-        import httpx
-        from server_load import _free_port, _seed
-
-        from neurorad.dicom.vault import write_key_file
-        from neurorad.server.settings import Settings
         from tests.server.dicomdata import write_series
 
-        root = Path(tempfile.mkdtemp(prefix="neurorad-locust-"))
-        cluster = server = None
         load_before = os.getloadavg()
-        try:
-            db_url = None
-            if args.backend == "postgresql":
-                from tests.store.pgcluster import PostgresCluster
-
-                cluster = PostgresCluster().start()
-                db_url = cluster.create_database("load")
-            http_port, dicom_port = _free_port(), _free_port()
-            (root / "keys").mkdir()
-            write_key_file(root / "keys" / "vault.key")
-            cfg = {"allowed_calling_aets": ["LOADMOD"], "vault_key_file": str(root / "keys" / "vault.key"),
-                   "scheduler_interval_s": 1.0}
-            (root / "config.json").write_text(json.dumps(cfg))
-            settings = Settings(data_dir=root / "data", database_url=db_url,
-                                **{**cfg, "vault_key_file": root / "keys" / "vault.key"})
-            cookies, study_ids = _seed(settings, args.studies, args.users)
+        with served(args.backend, args.studies, args.users, prefix="neurorad-locust-") as srv:
+            root, server = srv.root, srv.server
             sends = [write_series(root / "send" / str(k), "FLAIR", n_slices=args.slices, size=64)
                      for k in range(args.ingest)]
-            env = dict(os.environ, PYTHONPATH=str(REPO))
-            if db_url:
-                env["NEURORAD_DATABASE_URL"] = db_url
-            # its own process group (stopped with its job processes by killpg) but not its own session:
-            # it stays in the caller's scheduler autogroup, so a priority given to the bench
-            # (`echo -20 > /proc/self/autogroup`) applies to the server measured too
-            server = subprocess.Popen(
-                [sys.executable, "-c", "from neurorad.cli import main; main()", "serve", "--data-dir",
-                 str(root / "data"), "--port", str(http_port), "--dicom-port", str(dicom_port), "--quiet-period", "3",
-                 "--workflows", "summary", "--config", str(root / "config.json")],
-                env=env, stdout=subprocess.DEVNULL, stderr=open(root / "server.log", "w"), process_group=0)
-            base = f"http://127.0.0.1:{http_port}"
-            for _ in range(240):
-                try:
-                    if httpx.get(base + "/api/health", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if server.poll() is not None:
-                    raise RuntimeError("server did not start:\n" + (root / "server.log").read_text()[-3000:])
-                time.sleep(0.5)
             ingest: dict = {}
-            sender = threading.Thread(target=_send_stream, args=(sends, dicom_port, args.duration_s, ingest),
+            sender = threading.Thread(target=_send_stream, args=(sends, srv.dicom_port, args.duration_s, ingest),
                                       daemon=True)
-            lenv = dict(env, NEURORAD_LOCUST="1", NEURORAD_LOCUST_COOKIES=json.dumps(cookies),
-                        NEURORAD_LOCUST_STUDIES=json.dumps(study_ids), NEURORAD_LOCUST_WAIT_MIN=str(args.wait_min),
+            lenv = dict(os.environ, PYTHONPATH=str(REPO), NEURORAD_LOCUST="1",
+                        NEURORAD_LOCUST_COOKIES=json.dumps(srv.cookies), NEURORAD_LOCUST_STUDIES=json.dumps(
+                            srv.study_ids), NEURORAD_LOCUST_WAIT_MIN=str(args.wait_min),
                         NEURORAD_LOCUST_WAIT_MAX=str(args.wait_max))
             prefix = root / "locust"
             cpu0 = _cpu_s(server.pid)
@@ -186,8 +137,8 @@ else:
             t0 = time.time()
             lrun = subprocess.run([sys.executable, "-m", "locust", "-f", str(Path(__file__).resolve()), "--headless",
                                    "-u", str(args.users), "-r", str(args.spawn_rate), "-t", f"{args.duration_s}s",
-                                   "--host", base, "--csv", str(prefix), "--only-summary", "--stop-timeout", "30",
-                                   "--loglevel", "WARNING"], env=lenv, capture_output=True, text=True,
+                                   "--host", srv.base, "--csv", str(prefix), "--only-summary", "--stop-timeout",
+                                   "30", "--loglevel", "WARNING"], env=lenv, capture_output=True, text=True,
                                   timeout=args.duration_s + 180)
             wall = time.time() - t0
             cpu1 = _cpu_s(server.pid)
@@ -195,27 +146,16 @@ else:
             rows = _stats(prefix)
             failures = (Path(f"{prefix}_failures.csv").read_text().splitlines()[1:]
                         if Path(f"{prefix}_failures.csv").exists() else [])
-            log_text = (root / "server.log").read_text()
             out = {"backend": args.backend, "users": args.users, "think_time_s": [args.wait_min, args.wait_max],
                    "duration_s": args.duration_s, "wall_s": round(wall, 1), "studies_seeded": args.studies,
                    "ingest": {"studies": args.ingest, "slices": args.slices, "storescu_rc": ingest.get("storescu_rc")},
                    "endpoints": rows, "failures": failures[:20], "locust_rc": lrun.returncode,
-                   "server_tracebacks": log_text.count("Traceback"),
+                   "server_tracebacks": srv.log_text().count("Traceback"),
                    "server_cpu_ms_per_request": round((cpu1 - cpu0) * 1000 / max(1, sum(
                        r["requests"] for r in rows if r["name"] != "Aggregated")), 1),
                    "machine": {"cpus": os.cpu_count(), "loadavg_before": [round(x, 1) for x in load_before],
                                "loadavg_after": [round(x, 1) for x in os.getloadavg()],
-                               "server_autogroup": _autogroup(server.pid)}}
-        finally:
-            if server is not None and server.poll() is None:
-                os.killpg(server.pid, signal.SIGTERM)
-                try:
-                    server.wait(20)
-                except subprocess.TimeoutExpired:
-                    os.killpg(server.pid, signal.SIGKILL)
-            if cluster is not None:
-                cluster.stop()
-            shutil.rmtree(root, ignore_errors=True)
+                               "server_autogroup": autogroup(server.pid)}}
         print(f"{args.users} users, think time {args.wait_min}-{args.wait_max} s, {args.duration_s} s, "
               f"{args.backend}; {args.ingest} studies x {args.slices} instances sent during the run "
               f"(storescu exit {out['ingest']['storescu_rc']}); load average {out['machine']['loadavg_before'][0]} "

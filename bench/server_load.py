@@ -8,7 +8,8 @@ Everything runs on 127.0.0.1 and stops by itself (``--duration-s``, hard cap ``-
    radiologist with ``--clients`` web sessions (made in the database: the load is on the
    pages, not on Argon2 sign-ins).
 2. ``neurorad serve`` as a real process (uvicorn, receiver, scheduler, local worker, the
-   ``summary`` workflow, a 3 s quiet period).
+   ``summary`` workflow, a 3 s quiet period). Steps 1 and 2 are ``bench/_serve.py``, shared
+   with ``bench/load_locust.py``.
 3. ``--clients`` concurrent clients (httpx, one event loop), each repeating: worklist page,
    a study page, ``GET /api/studies``, ``GET /api/studies/{id}``; a probe (a process of its
    own) reads ``/api/health`` every 250 ms with a 1 s limit. After a 5 s ramp, DCMTK ``storescu`` sends
@@ -32,55 +33,16 @@ import asyncio
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
 
 PAGES = ("worklist", "study_page", "api_studies", "api_study")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _seed(settings, n_studies: int, n_clients: int) -> tuple[list[str], list[int]]:
-    """Studies in varied states and ``n_clients`` sessions of one radiologist; returns (cookies, study ids)."""
-    from neurorad.server.auth import create_session, create_user
-    from neurorad.server.orchestration import DataPlane, transition_first
-    from neurorad.store.models import Patient, Study, StudyTransition, utcnow
-
-    plane = DataPlane(settings)
-    plane.db.migrate()
-    states = ["needs_review", "delivered", "failed", "received", "rejected"]
-    ids = []
-    with plane.db.session() as s:
-        user = create_user(s, "loadrad", "load-test-password", "radiologist")
-        for i in range(n_studies):
-            p = Patient(pseudo_id=f"LOADP{i:05d}")
-            s.add(p)
-            s.flush()
-            now = utcnow()
-            st = Study(patient_id=p.id, study_uid=f"2.25.{9000000 + i}", state="received", source_aet="SEED",
-                       received_at=now, last_instance_at=now, workflow="summary")
-            s.add(st)
-            s.flush()
-            transition_first(s, st)
-            st.state = states[i % len(states)]
-            s.add(StudyTransition(study_id=st.id, from_state="received", to_state=st.state, at=now,
-                                  actor="bench", reason="seeded", software_version="bench"))
-            ids.append(st.id)
-        cookies = [create_session(s, user, 2.0)[0] for _ in range(n_clients)]
-    plane.db.dispose()
-    return cookies, ids
 
 
 def _pct(xs: list[float], q: float) -> float | None:
@@ -180,7 +142,9 @@ async def _watch_study(base: str, token_cookie: str, sent_at: list, stop: asynci
 
 
 def _send_study(files: list[Path], port: int) -> subprocess.Popen:
-    return subprocess.Popen(["storescu", "-aec", "NEURORAD", "-aet", "LOADMOD", "127.0.0.1", str(port),
+    from _serve import SENDER_AET
+
+    return subprocess.Popen(["storescu", "-aec", "NEURORAD", "-aet", SENDER_AET, "127.0.0.1", str(port),
                              *map(str, files)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -253,70 +217,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=None, help="write the figures as JSON here")
     args = ap.parse_args(argv)
 
-    from neurorad.server.settings import Settings
+    from _serve import served
+
     from tests.server.dicomdata import write_series
 
     if shutil.which("storescu") is None:
         print("DCMTK storescu is required", file=sys.stderr)
         return 2
-    root = Path(tempfile.mkdtemp(prefix="neurorad-load-"))
-    cluster = None
-    server = None
-    try:
-        db_url = None
-        if args.backend == "postgresql":
-            from tests.store.pgcluster import PostgresCluster
-
-            cluster = PostgresCluster().start()
-            db_url = cluster.create_database("load")
-        http_port, dicom_port = _free_port(), _free_port()
-        cfg = {"allowed_calling_aets": ["LOADMOD"], "vault_key_file": str(root / "keys" / "vault.key"),
-               "scheduler_interval_s": 1.0}
-        (root / "keys").mkdir()
-        from neurorad.dicom.vault import write_key_file
-
-        write_key_file(root / "keys" / "vault.key")
-        (root / "config.json").write_text(json.dumps(cfg))
-        settings = Settings(data_dir=root / "data", database_url=db_url, **{**cfg, "vault_key_file": Path(
-            cfg["vault_key_file"])})
-        cookies, study_ids = _seed(settings, args.studies, args.clients)
-        files = write_series(root / "send", "FLAIR", n_slices=args.slices, size=64)
-        env = dict(os.environ, PYTHONPATH=str(REPO))
-        if db_url:
-            env["NEURORAD_DATABASE_URL"] = db_url
-        cmd = [sys.executable, "-c", "from neurorad.cli import main; main()", "serve", "--data-dir",
-               str(root / "data"), "--port", str(http_port), "--dicom-port", str(dicom_port), "--quiet-period", "3",
-               "--workflow", "summary", "--config", str(root / "config.json")]
-        server = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=open(root / "server.log", "w"),
-                                  start_new_session=True)
-        base = f"http://127.0.0.1:{http_port}"
-        import httpx
-
-        for _ in range(120):
-            try:
-                if httpx.get(base + "/api/health", timeout=1).status_code == 200:
-                    break
-            except Exception:  # noqa: BLE001
-                pass
-            if server.poll() is not None:
-                raise RuntimeError("server did not start:\n" + (root / "server.log").read_text()[-3000:])
-            time.sleep(0.5)
-        args.root = root
-        out = asyncio.run(_run(args, base, cookies, study_ids, files, dicom_port))
-        log_text = (root / "server.log").read_text()
+    with served(args.backend, args.studies, args.clients) as srv:
+        files = write_series(srv.root / "send", "FLAIR", n_slices=args.slices, size=64)
+        args.root = srv.root
+        out = asyncio.run(_run(args, srv.base, srv.cookies, srv.study_ids, files, srv.dicom_port))
+        log_text = srv.log_text()
         out["server_log_locked"] = log_text.count("database is locked")
         out["server_log_tracebacks"] = log_text.count("Traceback")
         out["machine"] = {"cpus": os.cpu_count(), "loadavg_1m": os.getloadavg()[0]}
-    finally:
-        if server is not None and server.poll() is None:
-            os.killpg(server.pid, signal.SIGTERM)
-            try:
-                server.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(server.pid, signal.SIGKILL)
-        if cluster is not None:
-            cluster.stop()
-        shutil.rmtree(root, ignore_errors=True)
     text = json.dumps(out, indent=2, default=str)
     print(text)
     if args.out:
