@@ -66,8 +66,10 @@ def build_parser(name: str) -> argparse.ArgumentParser:
                        help=f"{what}: NIfTI file or DICOM series folder" + ("" if r.required else " (optional)"))
     if wf.engines:
         names = list(wf.engines)
-        p.add_argument("--engine", choices=names, default=names[0],
-                       help="; ".join(f"{k}: {v}" for k, v in wf.engines.items()) + f" (default {names[0]})")
+        also = "; or a model: registry NAME[@VERSION] or model folder" if wf.engine_models else ""
+        p.add_argument("--engine", choices=None if wf.engine_models else names, default=names[0],
+                       metavar="{" + ",".join(names) + "}" + ("|MODEL" if wf.engine_models else ""),
+                       help="; ".join(f"{k}: {v}" for k, v in wf.engines.items()) + also + f" (default {names[0]})")
     p.add_argument("--out", "-o", type=Path, required=True, help="Output folder (atomic; must not exist or be empty).")
     p.add_argument("--overwrite", action="store_true", help="Replace an existing output folder.")
     p.add_argument("--no-dicom", action="store_true", help="Skip the report and DICOM objects.")

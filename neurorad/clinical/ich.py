@@ -83,7 +83,9 @@ def obvious_change(changes_mm: dict[str, float], centre_shift_mm: float, axis_in
 def interval_warning(hours: float | None, low_h: float = 8.0, high_h: float = 72.0) -> str | None:
     """A warning when the repeat CT is outside the paper's 8-72 h window (inclusion rule 5), else None."""
     if hours is None:
-        return "the interval between the CTs is unknown (no study dates/times): the paper's repeat window is 8-72 h"
+        return ("the interval between the CTs is unknown (an input has no acquisition/series/study date, e.g. a "
+                "NIfTI file; de-identified DICOM keeps shifted dates and still gives it): the paper's repeat "
+                "window is 8-72 h")
     if hours < 0:
         return f"the repeat CT is {abs(hours):.1f} h BEFORE the prior CT: check the order of the inputs"
     if not (low_h < hours < high_h):

@@ -1,4 +1,4 @@
-"""Intracerebral haematoma segmentation on non-contrast CT: the classical engine.
+"""Intracerebral haematoma segmentation on non-contrast CT: the classical engine and the learned ones.
 
 Acute blood is hyperdense, about 50-90 HU (clotted blood ~60-80 HU, against ~35-40 HU grey and
 ~25-30 HU white matter; Parizel et al., Eur Radiol 2001). The engine:
@@ -15,20 +15,31 @@ Acute blood is hyperdense, about 50-90 HU (clotted blood ~60-80 HU, against ~35-
 
 Operating points chosen on ich-pair phantoms (bench/ich.py); on real CT, thresholds are those
 of the literature. The mask is on the CT's own grid.
+
+Learned engines (:func:`learned_haematoma`): ``unet2d`` is the shipped starter model ``ich-unet2d`` (a 2D
+U-Net on a 2 mm grid trained on synthetic ICH CT phantoms by ``python -m neurorad.workflows.ich.train``; its
+card says it must be validated locally); any other engine name is a model reference: a registry
+``name[@version]``, a model folder, or ``nnunet:FOLDER`` for a site's nnU-Net v2 results folder.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 from scipy import ndimage
 
+from neurorad.errors import InputError
 from neurorad.image.volume import Volume
 from neurorad.preprocess.ct_brain import distance_mm, median_filter
 from neurorad.quantify.components import connected_components
 
-__all__ = ["ClassicalHaematoma", "segment_haematoma", "ENGINES"]
+__all__ = ["ClassicalHaematoma", "segment_haematoma", "learned_haematoma", "learned_segmenter", "engine_record",
+           "haematoma_classes", "ENGINES", "LEARNED_MODEL"]
+
+#: the shipped learned starter model (registry name@version; retrain: neurorad.workflows.ich.train)
+LEARNED_MODEL = "ich-unet2d@0.1.0"
 
 
 @dataclass(frozen=True)
@@ -79,11 +90,79 @@ class ClassicalHaematoma:
 ENGINES: dict[str, str] = {
     "classical": "blood window 45-90 HU inside the CT brain mask, calcification and skull-rim exclusions, "
                  "components >= 0.5 mL",
+    "unet2d": f"learned starter model {LEARNED_MODEL} (2D U-Net, 2 mm grid, trained on synthetic ICH CT phantoms; "
+              "card: synthetic, validate locally)",
 }
+
+#: label names a site model's haematoma class may carry (case-insensitive substrings)
+HAEMATOMA_LABEL_WORDS = ("haemat", "hemat", "haemorrh", "hemorrh", "ich", "blood", "bleed")
+
+
+def _model_ref(engine: str) -> str:
+    """The model reference behind a learned engine name: ``unet2d`` is the shipped starter; anything else
+    is taken as a registry ``name[@version]``, a model folder, or ``nnunet:FOLDER`` (a site's nnU-Net v2
+    results folder through :class:`neurorad.segment.nnunet.NnUNetSegmenter`)."""
+    return LEARNED_MODEL if engine == "unet2d" else engine
+
+
+@lru_cache(maxsize=4)
+def learned_segmenter(engine: str):  # noqa: ANN201 - a neurorad.segment Segmenter
+    """The Segmenter of a learned engine (cached: a pair loads and hash-checks the model once)."""
+    ref = _model_ref(engine)
+    if ref.startswith("nnunet:"):
+        from neurorad.segment.nnunet import NnUNetSegmenter
+
+        return NnUNetSegmenter(ref.split(":", 1)[1])
+    from neurorad.segment.engine import load_segmenter
+
+    try:
+        return load_segmenter(ref, engine="auto")
+    except InputError as exc:
+        hint = (" (retrain the starter with `python -m neurorad.workflows.ich.train --out RUN`)"
+                if ref == LEARNED_MODEL else "")
+        raise InputError(f"haematoma engine {engine!r}: {exc.problem}; engines: {', '.join(ENGINES)}, or a "
+                         f"registry model name[@version], a model folder, nnunet:FOLDER{hint}") from exc
+
+
+def haematoma_classes(labels: dict[int, str]) -> list[int]:
+    """The classes of a model counted as haematoma: those named like blood (:data:`HAEMATOMA_LABEL_WORDS`),
+    else every foreground class."""
+    named = [k for k, v in labels.items() if k != 0 and any(w in str(v).lower() for w in HAEMATOMA_LABEL_WORDS)]
+    return named or [k for k in labels if k != 0]
+
+
+def learned_haematoma(ct: Volume, brain: Volume, engine: str = "unet2d", threshold: float = 0.5,
+                      min_component_ml: float = 0.5) -> tuple[Volume, dict]:
+    """Haematoma mask (uint8, on the CT grid) from a learned engine, and the model's provenance record.
+
+    The summed probability of the haematoma classes (:func:`haematoma_classes`) >= ``threshold``, inside the
+    brain mask (intracerebral blood, as the classical engine), components < ``min_component_ml`` dropped and
+    holes filled (the classical engine's clean-up, so the engines differ only in the voxel decision)."""
+    seg = learned_segmenter(engine)
+    res = seg.predict([ct])
+    p = np.asarray(res.probabilities.data, np.float32)
+    cls = haematoma_classes(res.labels)
+    blood = (p[..., cls].sum(axis=-1) >= threshold) & (np.asarray(brain.data) > 0)
+    labels, n = connected_components(blood, 26)
+    if n:
+        counts = np.bincount(labels.ravel())[1:] * ct.voxel_volume_mm3 / 1000.0
+        blood = ndimage.binary_fill_holes(np.isin(labels, np.flatnonzero(counts >= min_component_ml) + 1))
+    record = {"name": seg.name, "version": seg.version, "sha256": seg.weights_sha256 or "",
+              "classes": [res.labels[c] for c in cls]}
+    return ct.with_data(blood.astype(np.uint8), segmentation=f"{seg.name} {seg.version}"), record
 
 
 def segment_haematoma(ct: Volume, brain: Volume, engine: str = "classical") -> Volume:
-    """Haematoma mask of ``ct`` with the named engine."""
+    """Haematoma mask of ``ct`` with the named engine (``classical``, ``unet2d`` or a model reference,
+    :func:`learned_haematoma`); the mask's ``segmentation`` metadata names the engine and version."""
     if engine == "classical":
         return ClassicalHaematoma().segment(ct, brain)
-    raise ValueError(f"unknown haematoma engine {engine!r}; engines: {', '.join(ENGINES)}")
+    return learned_haematoma(ct, brain, engine)[0]
+
+
+def engine_record(engine: str) -> dict:
+    """Name, version, weights sha256 and kind of an engine (provenance of a result)."""
+    if engine == "classical":
+        return {"name": "ich-classical", "version": ClassicalHaematoma.version, "sha256": "", "kind": "classical"}
+    seg = learned_segmenter(engine)
+    return {"name": seg.name, "version": seg.version, "sha256": seg.weights_sha256 or "", "kind": "learned"}

@@ -559,6 +559,9 @@ class Workflow:
     viewer: ClassVar[ViewerLayout] = ViewerLayout(())
     #: engines a site may choose (first is the default) -> description
     engines: ClassVar[dict[str, str]] = {}
+    #: True: the engine option also takes a model reference (a registry ``name[@version]`` or a model
+    #: folder) besides the names in :attr:`engines`; the workflow checks the reference itself
+    engine_models: ClassVar[bool] = False
     #: CID 7162 family keyword of a classical (not learned) engine for DICOM SEG, e.g.
     #: ``"MorphologicalOperations"``; empty: "HistogramAnalysis" (threshold-based engines)
     segment_algorithm_family: ClassVar[str] = ""

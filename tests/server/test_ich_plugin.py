@@ -70,6 +70,9 @@ def test_ich_pair_routed_run_reviewed_and_delivered(settings, tmp_path):
             assert [p["title"] for p in page["panels"]] == ["Current CT (haematoma outlined)", "Prior CT"]
             assert {f["kind"] for f in page["findings"]} == {"haematoma", "prior_haematoma"}
             assert "HAEMATOMA EXPANSION" in page["finding"]
+            # the interval comes from the de-identified copies: both dates shifted by the patient's offset
+            assert {q["name"]: q["value"] for q in page["quantities"]}["interval_hours"] == 18.0
+            assert not [m for m in page["alarm_messages"] if "interval" in m], page["alarm_messages"]
             labels = {f["name"]: f["label"] for f in page["form"]["fields"]}
             assert "Haematoma segmentation on the prior CT" in labels.values()
             body = {"result_version": run["result_version"], "decision": "ACCEPTABLE",

@@ -178,6 +178,31 @@ def test_pair_rules_from_dicom_headers(tmp_path: Path) -> None:
     assert not any(a.code == "ich_interval" for a in res.alarms)
 
 
+def test_interval_from_deidentified_copies(tmp_path: Path) -> None:
+    """The platform's de-identification (server options: dates shifted by the patient's offset, times kept)
+    leaves the interval between a patient's CTs computable, and equal to the identified headers' interval."""
+    from neurorad.dicom.deid import DeidOptions, deidentify_dataset
+    from neurorad.dicom.vault import PseudonymVault
+    from neurorad.image.ct import ct_info, hours_between
+
+    tiny = Volume(np.full((6, 6, 2), -1000, np.int16), np.diag([4.0, 4.0, 4.0, 1.0]))
+    vault = PseudonymVault(b"k" * 32, tmp_path / "vault.sqlite")
+    opts = DeidOptions(retain_longitudinal_modified_dates=True, clean_descriptors=True,
+                       retain_patient_characteristics=True)
+    infos = {}
+    for name, date, time in (("prior", "20231231", "220000"), ("current", "20240101", "160000")):  # 18 h, new year
+        folder = _dicom(tiny, tmp_path / name, date=date, time=time)
+        deid = tmp_path / f"{name}_deid"
+        deid.mkdir()
+        for i, f in enumerate(sorted(folder.glob("*.dcm"))):
+            out = deidentify_dataset(pydicom.dcmread(f), vault, opts).dataset
+            assert out.AcquisitionDate != date  # shifted
+            pydicom.dcmwrite(deid / f"{i}.dcm", out, enforce_file_format=True)
+        infos[name] = (ct_info(folder), ct_info(deid))
+    assert hours_between(infos["prior"][0], infos["current"][0]) == pytest.approx(18.0)
+    assert hours_between(infos["prior"][1], infos["current"][1]) == pytest.approx(18.0)
+
+
 def test_cli_help_names_the_roles(capsys: pytest.CaptureFixture[str]) -> None:
     import typer
 

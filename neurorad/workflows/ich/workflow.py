@@ -70,13 +70,20 @@ class ICHWorkflow(Workflow):
         allow_missed=False)
     viewer = ViewerLayout((Panel("Current CT (haematoma outlined)", "ct", overlay=True), Panel("Prior CT", "prior_ct")),
                           {"haematoma": "#ff3030", "prior_haematoma": "#ffa500"})
-    engines = {"classical": "blood window 45-90 HU inside the CT brain mask, calcification and skull-rim exclusions"}
+    engines = {"classical": "blood window 45-90 HU inside the CT brain mask, calcification and skull-rim exclusions",
+               "unet2d": "learned starter model ich-unet2d (2D U-Net, 2 mm grid; trained on synthetic ICH CT "
+                         "phantoms, card: synthetic, validate locally)"}
+    #: ``--engine`` also takes a site's model: a registry name[@version], a model folder or nnunet:FOLDER
+    engine_models = True
 
     # ------------------------------------------------------------------------------------ run
     def run(self, inputs: WorkflowInputs, out_dir: Path, progress: Progress) -> WorkflowResult:
         from neurorad.workflows.ich.pipeline import compare, process_scan
 
-        engine = str(inputs.options.get("engine") or "classical")
+        engine = str(inputs.options.get("engine") or inputs.options.get("model") or "classical")
+        from neurorad.segment.haematoma import engine_record
+
+        model = engine_record(engine)  # a learned engine is loaded (and its hashes checked) before any work
         space = str(inputs.options.get("space") or "template")
         stage = str(inputs.options.get("measure_stage") or "linear")
         alarms: list[Alarm] = []
@@ -138,7 +145,8 @@ class ICHWorkflow(Workflow):
         result = WorkflowResult(
             self.name, self.version, findings=findings, quantities=quantities, alarms=alarms, key_images=key_images,
             mask="haematoma_mask.nii.gz", reference_role="ct", volumes=volumes, files=files, extra=extra,
-            provenance=Provenance(models=[ModelRef(f"ich-{engine}", "1.0", kind="classical")], steps=steps,
+            provenance=Provenance(models=[ModelRef(model["name"], model["version"], model["sha256"], model["kind"])],
+                                  steps=steps,
                                   parameters={"engine": engine, "space": space, "min_dice": 0.93,
                                               "measure_stage": stage,
                                               "direction_tolerance_mm": rules.DIRECTION_TOLERANCE_MM,
@@ -289,7 +297,8 @@ class ICHWorkflow(Workflow):
                 text = f"Site nomogram configured; not computed: {why}."
             sections.append(ReportSection("Prognostic nomogram", (text,)))
         sections.append(ReportSection("Method", (
-            "Haematoma segmented automatically on each CT (classical HU engine) and reviewed; CTs registered to the "
+            f"Haematoma segmented automatically on each CT ({_engine_words(result)}) and reviewed; CTs registered "
+            "to the "
             "MNI152 template (nilearn's ICBM 2009a standing in for the paper's 2009c), linear then B-spline, refused "
             "when the registered brain's Dice with the template is < 0.93 after either step. Definitions of the "
             "published paired-CT study (SR index = pi^(1/3)(6V)^(2/3)/A; axis type NL when all diameter ratios lie "
@@ -305,6 +314,14 @@ def _registration_settings(space: str) -> dict[str, Any] | None:
     from neurorad.preprocess.template_registration import DEFAULTS
 
     return {**DEFAULTS, "spacing_mm": 3.0, "steps": "rigid + affine (QC), then B-spline (QC)"}
+
+
+def _engine_words(result: WorkflowResult) -> str:
+    """The segmentation engine in the report's words (a learned model is named with its version)."""
+    m = result.provenance.models[0] if result.provenance and result.provenance.models else None
+    if m is None or m.kind == "classical":
+        return "classical HU engine"
+    return f"learned model {m.name} {m.version}, validated on synthetic phantoms only unless the site validated it"
 
 
 def _r(x: float | None, nd: int = 3) -> float | None:
