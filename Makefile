@@ -23,6 +23,10 @@ $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	set -o pipefail; $(PIP) install -q --disable-pip-version-check torch==2.13.0 2>&1 | { grep -v "is ignored" || true; }
 	set -o pipefail; $(PIP) install -q --disable-pip-version-check -c constraints.txt -e ".[dev]" 2>&1 | { grep -v "is ignored" || true; }
+	# nnU-Net v2 without its declared dependencies (pyproject.toml's "nnunet" list says why)
+	set -o pipefail; $(PIP) install -q --disable-pip-version-check --no-deps -c constraints.txt \
+	  $$($(PY) -c "import tomllib; print(*tomllib.load(open('pyproject.toml', 'rb'))['project']['optional-dependencies']['nnunet'])") \
+	  2>&1 | { grep -v "is ignored" || true; }
 	touch $@
 
 $(DATA_STAMP): scripts/fetch_data.sh | $(STAMP)
