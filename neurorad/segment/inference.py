@@ -80,6 +80,9 @@ class InferenceSpec:
 
 Grid = tuple[tuple[int, int, int], np.ndarray]
 
+#: 2D / 2.5D nets: slices per forward pass when every slice is a single window
+SLICES_PER_PASS = 16
+
 
 def working_grid(reference: Volume, spacing_mm: Sequence[float] | None) -> Grid:
     """RAS-oriented grid over the reference's field of view at ``spacing_mm`` (its own voxels when None)."""
@@ -173,14 +176,15 @@ def _flips(dims: int, enabled: bool) -> list[tuple[int, ...]]:
 
 
 @torch.no_grad()
-def _softmax_windows(forward, x: torch.Tensor, roi: Sequence[int], inf: InferenceSpec) -> torch.Tensor:  # noqa: ANN001
+def _softmax_windows(forward, x: torch.Tensor, roi: Sequence[int], inf: InferenceSpec,  # noqa: ANN001
+                     sw_batch_size: int | None = None) -> torch.Tensor:
     from monai.inferers import sliding_window_inference
 
     total = None
     flips = _flips(x.ndim - 2, inf.mirror_tta)
     for f in flips:
         xi = torch.flip(x, f) if f else x
-        logits = sliding_window_inference(xi, list(roi), inf.batch_size, forward, overlap=inf.overlap,
+        logits = sliding_window_inference(xi, list(roi), sw_batch_size or inf.batch_size, forward, overlap=inf.overlap,
                                           mode="gaussian", padding_mode="constant", cval=0.0)
         p = torch.softmax(logits, 1)
         if f:
@@ -205,10 +209,13 @@ def predict_array(forward, arr: np.ndarray, arch: ArchSpec, inf: InferenceSpec) 
     roi = tuple(inf.patch_size[:2])
     stack = slice_stack(arr, arch.slices)  # [Z, C*k, X, Y]
     outs = []
-    chunk = max(1, inf.batch_size * 4)
+    # SLICES_PER_PASS slices per forward pass when each slice is one window (whole-slice inference, the
+    # papers' setting): per-slice cost on 2 cores fell ~2x from batch 4 to 16 (bench/segment.py, docs)
+    chunk = max(1, inf.batch_size * 4, SLICES_PER_PASS)
+    whole = all(r >= n for r, n in zip(roi, stack.shape[2:], strict=True))
     with denormals_flushed():
         for s in range(0, stack.shape[0], chunk):
             x = torch.from_numpy(stack[s:s + chunk])
-            outs.append(_softmax_windows(forward, x, roi, inf).numpy())
+            outs.append(_softmax_windows(forward, x, roi, inf, chunk if whole else None).numpy())
     prob = np.concatenate(outs, 0)  # [Z, K, X, Y]
     return np.ascontiguousarray(prob.transpose(1, 2, 3, 0))

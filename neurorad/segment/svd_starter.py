@@ -119,7 +119,7 @@ def load_starter(kind: str, ref: str | None = None):  # noqa: ANN201 - a neurora
     except ImportError as exc:  # the learned-segmentation layer (torch, MONAI) is not installed
         raise InputError(f"the learned engine needs neurorad's learned-segmentation layer ({exc})") from exc
     try:
-        return load_segmenter(ref, engine="torch")
+        return load_segmenter(ref)  # engine "auto": the faster one measured at ONNX export (card)
     except InputError as exc:
         raise InputError(f"model {ref} is not available ({exc.problem}); retrain it with "
                          f"`{RETRAIN[kind]}`") from exc
