@@ -52,15 +52,22 @@ PAPER = [
 ]
 
 
-def specs(n: int, seed0: int = HELD_OUT_SEED) -> list[dict[str, Any]]:
-    """``n`` case specifications seeded from ``seed0`` (the distribution in the module docstring)."""
+def specs(n: int, seed0: int = HELD_OUT_SEED, start: int = 0) -> list[dict[str, Any]]:
+    """``n`` case specifications seeded from ``seed0`` (the distribution in the module docstring): slices
+    alternate between 1 mm (1 mm isotropic) and 5 mm (in-plane 0.9-1.3 mm); the rescan (draw B) has another
+    slice thickness (1, 3 or 5 mm, not A's) and another bias strength."""
     out = []
-    for i in range(n):
+    for i in range(start, start + n):
         rng = np.random.default_rng(seed0 + i)
+        thick = (1.0, 5.0)[i % 2]
+        in_plane = 1.0 if thick == 1.0 else float(rng.uniform(0.9, 1.3))
         out.append(dict(seed=seed0 + i, diameter_mm=float(rng.uniform(15, 45)),
-                        in_plane_mm=float(rng.uniform(1.0, 1.6)), slice_thickness_mm=float(rng.uniform(1.0, 4.0)),
+                        in_plane_mm=in_plane, slice_thickness_mm=thick,
                         snr=float(rng.uniform(12, 40)), bias_strength=float(rng.uniform(0.0, 0.3)),
-                        gamma={s: float(rng.uniform(0.85, 1.15)) for s in ("t1", "t1c", "t2", "flair")}))
+                        gamma={s: float(rng.uniform(0.85, 1.15)) for s in ("t1", "t1c", "t2", "flair")},
+                        enhancement=float(rng.uniform(0.6, 1.0)),
+                        rescan_slice_thickness_mm=float(rng.choice([t for t in (1.0, 3.0, 5.0) if t != thick])),
+                        rescan_bias_strength=float(rng.uniform(0.0, 0.3))))
     return out
 
 
@@ -72,9 +79,13 @@ def draw(case: Any, spec: dict[str, Any], rng: np.random.Generator) -> dict[str,
     from neurorad.phantom.render import TISSUE_INTENSITY, add_rician_noise
 
     out = {}
+    enhancing = np.asarray(case.truth["truth_baseline_tumour_class"].data) == 3
     for s in ("t1", "t1c", "t2", "flair"):
         v = case.images[f"baseline_{s}"]
         d = np.asarray(v.data, np.float32)
+        if s == "t1c":  # weaker enhancement: the rim's T1c contrast over its T1 level scaled by the spec's factor
+            base = np.asarray(case.images["baseline_t1"].data, np.float32)
+            d = np.where(enhancing, base + spec["enhancement"] * (d - base), d).astype(np.float32)
         sigma = TISSUE_INTENSITY[s]["wm"] / spec["snr"]
         d = add_rician_noise(d, sigma, rng)
         hi = float(np.percentile(d, 99.9)) or 1.0
@@ -94,8 +105,13 @@ def _dice(a: np.ndarray, b: np.ndarray) -> float:
     return float(dice(a, b))
 
 
-def run_case(spec: dict[str, Any], tmp: Path, brain: str, registration: str, min_nmi: float = 1.005
-             ) -> dict[str, Any]:
+def run_case(spec: dict[str, Any], tmp: Path, brain: str, registration: str, min_nmi: float = 1.005,
+             keep: Path | None = None, options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Draw A (the spec's grid) scored against the truth; draw B, the rescan of the same tumour with another
+    slice thickness, bias strength, noise and pose, for the repeatability. ``keep``: a folder where each
+    draw's workflow outputs and truth are kept (``bench/glioma_sweep.py --cache`` re-segments them)."""
+    import shutil
+
     from neurorad.image.nifti import load_nifti, save_nifti
     from neurorad.phantom.cases import make_case
     from neurorad.preprocess.registration import RegistrationLimits
@@ -103,24 +119,29 @@ def run_case(spec: dict[str, Any], tmp: Path, brain: str, registration: str, min
     from neurorad.workflows.glioma import GliomaWorkflow
     from neurorad.workflows.runner import execute
 
-    phantom_opts = {k: spec[k] for k in ("diameter_mm", "in_plane_mm", "slice_thickness_mm", "bias_strength")}
-    case = make_case("glioma", spec["seed"], pair=False, snr=None, **phantom_opts)
-    truth = np.asarray(case.truth["truth_baseline_tumour_class"].data)
-    voxel_ml = float(np.prod(case.images["baseline_t1c"].spacing_mm)) / 1000.0
-    opts: dict[str, Any] = {"registration_backend": registration,
-                            "registration_limits": RegistrationLimits(min_nmi=min_nmi)}
-    if brain == "truth":
-        opts["brain_mask"] = case.truth["truth_baseline_brain"]
     row: dict[str, Any] = {"seed": spec["seed"], "diameter_mm": spec["diameter_mm"],
                            "in_plane_mm": spec["in_plane_mm"], "slice_thickness_mm": spec["slice_thickness_mm"],
-                           "snr": spec["snr"], "bias": spec["bias_strength"],
-                           "true_whole_tumour_ml": float((truth > 0).sum()) * voxel_ml}
+                           "rescan_slice_thickness_mm": spec["rescan_slice_thickness_mm"],
+                           "snr": spec["snr"], "bias": spec["bias_strength"], "enhancement": spec["enhancement"]}
     rng = np.random.default_rng([spec["seed"], 7])
     for tag in ("a", "b"):
+        thick = spec["slice_thickness_mm"] if tag == "a" else spec["rescan_slice_thickness_mm"]
+        bias = spec["bias_strength"] if tag == "a" else spec["rescan_bias_strength"]
+        # the same seed and diameter give the same tumour (shape, place) on whatever grid
+        case = make_case("glioma", spec["seed"], pair=False, snr=None, diameter_mm=spec["diameter_mm"],
+                         in_plane_mm=spec["in_plane_mm"], slice_thickness_mm=thick, bias_strength=bias)
+        truth_vol = case.truth["truth_baseline_tumour_class"]
+        truth = np.asarray(truth_vol.data)
+        voxel_ml = float(np.prod(case.images["baseline_t1c"].spacing_mm)) / 1000.0
+        row[f"true_whole_tumour_ml_{tag}"] = float((truth > 0).sum()) * voxel_ml
+        opts: dict[str, Any] = {"registration_backend": registration,
+                                "registration_limits": RegistrationLimits(min_nmi=min_nmi), **(options or {})}
+        if brain == "truth":
+            opts["brain_mask"] = case.truth["truth_baseline_brain"]
         vols = draw(case, spec, rng)
         d = tmp / f"{spec['seed']}{tag}"
         d.mkdir()
-        series = {s: save_nifti(v, d / f"{s}.nii.gz") for s, v in vols.items()}
+        series = {s: save_nifti(v, d / f"{s}.nii") for s, v in vols.items()}  # uncompressed: no gzip time
         t0, c0 = time.perf_counter(), time.process_time()
         try:
             res = execute(GliomaWorkflow(), WorkflowInputs(series, options=opts), d / "out", write_outputs=False)
@@ -129,13 +150,23 @@ def run_case(spec: dict[str, Any], tmp: Path, brain: str, registration: str, min
             continue
         row[f"seconds_{tag}"] = time.perf_counter() - t0
         row[f"cpu_seconds_{tag}"] = time.process_time() - c0
+        row[f"steps_{tag}"] = {st["name"]: st["seconds"] for st in res.provenance.steps}
         row[f"whole_tumour_ml_{tag}"] = float(res.quantity("whole_tumour_volume").value)
+        row[f"volume_error_pct_{tag}"] = 100.0 * (row[f"whole_tumour_ml_{tag}"] / row[f"true_whole_tumour_ml_{tag}"]
+                                                  - 1.0)
+        if keep is not None:
+            dst = keep / f"{spec['seed']}{tag}"
+            shutil.rmtree(dst, ignore_errors=True)
+            shutil.copytree(d / "out", dst)
+            save_nifti(truth_vol, dst / "truth_tumour_class.nii.gz")
         if tag == "a":
+            row["true_whole_tumour_ml"] = row["true_whole_tumour_ml_a"]
             classes = np.asarray(load_nifti(d / "out" / "tumour_classes.nii.gz").data)
             row["dice_whole_tumour"] = _dice(classes > 0, truth > 0)
             for name, (t_labels, p_labels) in REGION_TRUTH.items():
                 row[f"dice_{name}"] = _dice(np.isin(classes, p_labels), np.isin(truth, t_labels))
-            row["volume_error_pct"] = 100.0 * (row["whole_tumour_ml_a"] / row["true_whole_tumour_ml"] - 1.0)
+            row["volume_error_pct"] = row["volume_error_pct_a"]
+        shutil.rmtree(d)
     return row
 
 
@@ -183,24 +214,46 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--cases", type=int, default=20)
     p.add_argument("--seed0", type=int, default=HELD_OUT_SEED)
+    p.add_argument("--start", type=int, default=0,
+                   help="first case index (cases start..start+cases-1 of the series, so runs can be split)")
+    p.add_argument("--merge", type=Path, nargs="+", default=None,
+                   help="summarise the rows of these --json files (a split run) instead of running")
     p.add_argument("--brain", choices=("truth", "deepbet"), default="truth")
     p.add_argument("--registration", choices=("elastix", "sitk"), default="sitk")
     p.add_argument("--min-nmi", type=float, default=1.005,
                    help="registration's NMI floor (the workflow's default 1.01 refuses T2->T1c on most of these "
                         "noisy phantoms although elastix and SimpleITK agree on the result: NMI 1.009)")
     p.add_argument("--json", type=Path, default=None)
+    p.add_argument("--keep", type=Path, default=None,
+                   help="keep each draw's registered, bias-corrected sequences and truth here (for the sweep)")
     a = p.parse_args()
+    if a.merge:
+        docs = [json.loads(f.read_text()) for f in a.merge]
+        rows = sorted((r for d in docs for r in d["rows"]), key=lambda r: r["seed"])
+        s = summarise(rows)
+        print(f"\nGlioma, {len(rows)} held-out phantoms (synthetic; merged from {len(docs)} runs), brain mask: "
+              f"{docs[0]['brain']}, registration: {docs[0]['registration']}, {s['failed']} failed, "
+              f"{s['pairs']} scan-rescan pairs")
+        print(table(s))
+        return
+    if a.keep is not None:
+        a.keep.mkdir(parents=True, exist_ok=True)
     rows = []
     with tempfile.TemporaryDirectory(prefix="neurorad-bench-glioma-") as td:
-        for i, spec in enumerate(specs(a.cases, a.seed0)):
-            row = run_case(spec, Path(td), a.brain, a.registration, a.min_nmi)
+        for i, spec in enumerate(specs(a.cases, a.seed0, a.start)):
+            row = run_case(spec, Path(td), a.brain, a.registration, a.min_nmi, a.keep)
             rows.append(row)
             msg = (f"case {i + 1}/{a.cases} seed {row['seed']}: d {row['diameter_mm']:.0f} mm, "
-                   f"{row['in_plane_mm']:.2f}x{row['slice_thickness_mm']:.1f} mm, SNR {row['snr']:.0f}: ")
+                   f"{row['in_plane_mm']:.2f}x{row['slice_thickness_mm']:.1f} mm "
+                   f"(B {row['rescan_slice_thickness_mm']:.0f} mm), "
+                   f"SNR {row['snr']:.0f}, enh {row['enhancement']:.2f}: ")
             if "dice_whole_tumour" in row:
                 msg += (f"WT Dice {row['dice_whole_tumour']:.3f}, ET {row['dice_enhancing']:.3f}, "
                         f"vol err {row['volume_error_pct']:+.1f} %, A/B {row.get('whole_tumour_ml_a', 0):.1f}/"
-                        f"{row.get('whole_tumour_ml_b', float('nan')):.1f} mL, {row.get('seconds_a', 0):.0f} s")
+                        f"{row.get('whole_tumour_ml_b', float('nan')):.1f} mL "
+                        f"(true {row['true_whole_tumour_ml_a']:.1f}/"
+                        f"{row.get('true_whole_tumour_ml_b', float('nan')):.1f}), {row.get('seconds_a', 0):.0f} s "
+                        f"{row.get('error_b', '')}")
             else:
                 msg += row.get("error_a", "failed")
             print(msg, flush=True)

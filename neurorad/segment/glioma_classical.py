@@ -53,6 +53,14 @@ class GliomaParams:
     min_component_ml: float = 0.3
     #: a component is kept when it holds >= this fraction of the largest one's volume
     min_fraction_of_largest: float = 0.3
+    #: partial-volume border: voxels within ``border_voxels`` of the hyperintensity whose FLAIR lies at
+    #: least this fraction of the way from the surrounding tissue's level to the lesion's are added
+    #: (0 = off); 0.5 counts a border voxel when it is at least half tumour
+    border_fraction: float = 0.0
+    border_voxels: int = 1
+    #: whatever the abnormality encloses in 3D is tumour (a necrotic or weakly enhancing core inside the
+    #: FLAIR hyperintensity is neither FLAIR-bright nor always ringed by detected enhancement)
+    fill_holes: bool = False
 
     def to_dict(self) -> dict[str, float]:
         return asdict(self)
@@ -73,6 +81,25 @@ def _ratio(img: np.ndarray, brain: np.ndarray, sigma_vox: np.ndarray) -> np.ndar
     return np.where(brain, sm / ref, 0.0).astype(np.float32)
 
 
+def _grow_border(core: np.ndarray, r_fl: np.ndarray, r_t2: np.ndarray, brain: np.ndarray, p: GliomaParams
+                 ) -> np.ndarray:
+    """Add the partial-volume rim of the FLAIR hyperintensity: the fixed thresholds sit above the midpoint
+    between white matter and oedema, so a border voxel counts only when it is mostly tumour and volumes
+    come out low, worst on thick slices. The lesion level is the FLAIR median inside ``core``, the
+    surrounding level the median in a shell of 2-3 voxels outside it; voxels within ``border_voxels``
+    of the core at or above ``border_fraction`` of the way between them (and not T2-dark) join it."""
+    st = ndi.generate_binary_structure(3, 3)
+    near = ndi.binary_dilation(core, st, iterations=p.border_voxels) & brain & ~core
+    far = ndi.binary_dilation(core, st, iterations=p.border_voxels + 2) & brain & ~core & ~near
+    if not far.any():
+        return core
+    lesion, background = float(np.median(r_fl[core])), float(np.median(r_fl[far]))
+    if lesion <= background:
+        return core
+    level = background + p.border_fraction * (lesion - background)
+    return core | (near & (r_fl >= level) & (r_t2 >= p.t2_ratio))
+
+
 def segment_glioma(t1: np.ndarray, t1c: np.ndarray, t2: np.ndarray, flair: np.ndarray, brain: np.ndarray,
                    spacing_mm: tuple[float, float, float], params: GliomaParams | None = None
                    ) -> GliomaSegmentation:
@@ -88,10 +115,16 @@ def segment_glioma(t1: np.ndarray, t1c: np.ndarray, t2: np.ndarray, flair: np.nd
     r_t1, r_t1c = _ratio(t1, brain, sigma), _ratio(t1c, brain, sigma)
     r_t2, r_fl = _ratio(t2, brain, sigma), _ratio(flair, brain, sigma)
     hyper = (r_fl >= p.flair_ratio) & (r_t2 >= p.t2_ratio)
+    if p.border_fraction > 0 and hyper.any():
+        hyper = _grow_border(hyper, r_fl, r_t2, brain, p)
     enh = (r_t1c >= p.t1c_ratio) & (r_t1c >= p.enhancement_ratio * np.maximum(r_t1, 1e-3)) & brain
     enclosed = ndi.binary_fill_holes(enh) & ~enh
     nec = enclosed & (r_t1c < p.necrosis_t1c_ratio)
     whole = (hyper | enh | nec) & brain
+    if p.fill_holes:
+        filled = ndi.binary_fill_holes(whole) & brain
+        nec |= filled & ~whole & (r_t1c < p.necrosis_t1c_ratio)
+        whole = filled
     lab, n = connected_components(whole, 26)
     voxel_ml = float(np.prod(spacing_mm)) / 1000.0
     counts = label_voxel_counts(lab, n)

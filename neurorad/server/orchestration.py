@@ -604,19 +604,26 @@ class DataPlane:
             except Exception:
                 log.debug("no study date for role %s", role, exc_info=True)
         priors = self._prior_results(s, run)
+        rejected = [(res, rev) for res, rev, _ in self._prior_results(s, run, "UNACCEPTABLE")]
         return WorkflowInputs(series, dates, [(res, rev) for res, rev, _ in priors],
                               dict(self.settings.workflow_options.get(run.workflow, {})),
-                              prior_dirs=[d for _, _, d in priors])
+                              prior_dirs=[d for _, _, d in priors], prior_rejected=rejected)
 
-    def _prior_results(self, s: Session, run: WorkflowRun) -> list[tuple[WorkflowResult, Review | None, Path]]:
-        """Accepted results of the same workflow on the same patient's earlier studies, newest first,
-        with their folders."""
+    def _prior_results(self, s: Session, run: WorkflowRun, decision: str = "ACCEPTABLE"
+                       ) -> list[tuple[WorkflowResult, Review | None, Path]]:
+        """Results of the same workflow on the same patient's earlier studies whose review was
+        ``decision``, newest first, with their folders."""
         study = s.get(Study, run.study_id)
         rows = s.execute(select(WorkflowRun, QADecision).join(Study, Study.id == WorkflowRun.study_id)
                          .join(QADecision, QADecision.id == WorkflowRun.decision_id)
                          .where(Study.patient_id == study.patient_id, WorkflowRun.workflow == run.workflow,
-                                WorkflowRun.id != run.id, QADecision.decision == "ACCEPTABLE")
+                                WorkflowRun.id != run.id, QADecision.decision == decision)
                          .order_by(Study.id.desc())).all()
+        if decision != "ACCEPTABLE":  # only studies without an accepted run, and not this study (a retry)
+            accepted = set(s.scalars(select(WorkflowRun.study_id).join(
+                QADecision, QADecision.id == WorkflowRun.decision_id).where(
+                WorkflowRun.workflow == run.workflow, QADecision.decision == "ACCEPTABLE")))
+            rows = [(p, d) for p, d in rows if p.study_id != run.study_id and p.study_id not in accepted]
         out = []
         for prior, dec in rows:
             anchor = s.get(Result, prior.result_id) if prior.result_id else None

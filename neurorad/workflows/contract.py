@@ -528,6 +528,11 @@ class WorkflowInputs:
     #: the folder of each of ``prior_results`` (same order; None when not available), so a workflow
     #: can show an earlier time point's images beside the current ones
     prior_dirs: list[Path | None] = field(default_factory=list)
+    #: earlier results of the same workflow for the same patient whose review was UNACCEPTABLE (and whose
+    #: study has no accepted run), newest first, with those reviews: a workflow comparing a fixed number of
+    #: time points can tell that one of them is missing rather than skip over it (EASE: a rejected
+    #: segmentation blocks the comparison). Never to be measured against.
+    prior_rejected: list[tuple[WorkflowResult, Review | None]] = field(default_factory=list)
 
     def path(self, role: str) -> Path:
         try:

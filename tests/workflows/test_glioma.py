@@ -61,13 +61,18 @@ def _result(volumes: list[tuple[float, float, float]], priors: list[dict] | None
 def test_review_discards_a_component_and_comparison_needs_accepted_compatible_priors() -> None:
     wf = GliomaWorkflow()
     priors = [{"accepted": True, "compatible": True, "whole_tumour_volume": 20.0},
-              {"accepted": False, "compatible": True, "whole_tumour_volume": 10.0}]
+              {"accepted": True, "compatible": False, "whole_tumour_volume": 10.0}]
     res = _result([(5.0, 20.0, 3.0), (0.0, 1.0, 0.0)], priors)
     assert res.quantity("whole_tumour_volume").value == pytest.approx(29.0)
     assert res.quantity("volume_change_t1_percent").value == pytest.approx(45.0)
     assert res.quantity("volume_change_t1_flag").value is True
-    assert res.quantity("volume_change_t2") is None  # t-2 was not accepted: no comparison
+    assert res.quantity("volume_change_t2") is None  # t-2 of another software version: no comparison
     assert "withheld" in res.summary
+    # one time point not accepted blocks every comparison (EASE: all three must be accepted)
+    blocked = _result([(5.0, 20.0, 3.0)], [priors[0], {"accepted": False, "compatible": True,
+                                                       "whole_tumour_volume": None}])
+    assert blocked.quantity("volume_change_t1") is None and blocked.quantity("volume_change_t2") is None
+    assert "not accepted" in blocked.summary and blocked.extra["volume_assessment"] is None
     reviewed = wf.reviewed(res, Review("ACCEPTABLE", {"score": "2", "assessment_2d": "stable"}, {2: "discard"}))
     assert reviewed.quantity("whole_tumour_volume").value == pytest.approx(28.0)
     assert reviewed.quantity("volume_change_t1_percent").value == pytest.approx(40.0)
@@ -191,7 +196,8 @@ def test_three_time_points_prior_flair_panels_and_table(tmp_path) -> None:
          {"accepted": False, "compatible": True, "whole_tumour_volume": 9.0, "date": "20230301", "version": "0.1.0"}])
     assert [r[0] for r in table.rows] == ["t-2", "t-1", "t (this study)"]
     assert [r[2] for r in table.rows] == ["9.00", "10.00", "14.50"]
-    assert table.rows[0][-1] == "not compared: not accepted" and table.rows[1][-1] == "compared"
+    assert table.rows[0][-1] == "not compared: not accepted"
+    assert table.rows[1][-1] == "not compared: an earlier study not accepted"  # one rejection blocks all
 
 
 def _head(shape=(48, 48, 48), spacing=(2.0, 2.0, 2.0), seed=0, **meta):
@@ -263,3 +269,37 @@ def test_update_boundary_refuses_comparison_and_warns() -> None:
     (alarm,) = update_alarms("0.1.0", wf.version)
     assert "not comparable" in alarm.message and alarm.severity == "warning"
     assert update_alarms(None, wf.version) == []
+
+
+def test_volume_trend_figure_reaches_the_report_only_with_a_compared_prior(tmp_path) -> None:
+    """t-2 of an incompatible version (hollow, not compared), t-1 accepted: the figure is drawn, named by the
+    workflow's report section and embedded by the generic report layer; with no comparable prior nothing is
+    drawn."""
+    from PIL import Image
+
+    from neurorad.report.render import ReportContext, build_report, render_html
+    from neurorad.workflows.glioma.workflow import TREND_FIGURE, add_trend_figure, trend_points
+
+    wf = GliomaWorkflow()
+    priors = [{"accepted": True, "compatible": True, "whole_tumour_volume": 20.0, "date": "20240301"},
+              {"accepted": True, "compatible": False, "whole_tumour_volume": 12.0, "date": "20230901"}]
+    res = _result([(5.0, 20.0, 3.0)], priors)
+    res.extra["study_date"] = "20240901"
+    pts = trend_points(res)
+    assert [(p.label, p.volume_ml, p.compared) for p in pts] == [("t-2", 12.0, False), ("t-1", 20.0, True),
+                                                                   ("t", 28.0, True)]
+    res = add_trend_figure(res, tmp_path)
+    with Image.open(tmp_path / TREND_FIGURE) as im:
+        assert im.format == "PNG" and im.size[0] >= 400
+    html = render_html(build_report(wf, res, Review("ACCEPTABLE", {"score": "2"}), ReportContext(result_dir=tmp_path)))
+    trend = html[html.index("Volume trend"):]
+    assert "data:image/png;base64," in trend[:3000] and "before the reader" not in trend[:3000]
+    # a discarded component changes the reviewed volume: the figure says its point is the automatic one
+    (tmp_path / "two").mkdir()
+    res2 = add_trend_figure(_result([(5.0, 20.0, 3.0), (0.0, 1.0, 0.0)], priors), tmp_path / "two")
+    html2 = render_html(build_report(wf, res2, Review("ACCEPTABLE", {"score": "2"}, {2: "discard"}),
+                                     ReportContext(result_dir=tmp_path / "two")))
+    assert "automatic volume (29.0 mL), before the reader" in html2
+    none = _result([(5.0, 20.0, 3.0)], [{"accepted": True, "compatible": False, "whole_tumour_volume": 1.0}])
+    assert trend_points(none) is None
+    assert "trend_figure" not in add_trend_figure(none, tmp_path / "none").extra

@@ -4,7 +4,8 @@
 Steps (``run``), each recorded with its seconds in the result's provenance:
 
 1. ``load``       T1, post-contrast T1 (T1c), T2 and T2-FLAIR (NIfTI or DICOM series), RAS+; 2D series
-                  with slices >= 5 mm are refused (EASE used 3D T1c/FLAIR where available).
+                  with slices thicker than 5 mm are refused (5 mm axial T2/FLAIR are routine in glioma
+                  follow-up; EASE used 3D T1c/FLAIR where available).
 2. ``brain``      brain extraction on T1c (deepbet by default; HD-BET as the paper is an option).
 3. ``register``   rigid registration of T1, T2 and FLAIR to T1c (elastix, mutual information on the
                   brain's box; A2), resampled onto the T1c grid.
@@ -81,6 +82,12 @@ ASSESSMENT_2D = FormField(
          "a second radiologist reads the study independently.")
 
 
+#: the grid (mm) the sequences are registered on (finer axes are coarsened to it)
+REGISTRATION_SPACING_MM = 2.0
+#: 2D series with slices of this thickness or more are refused: 5 mm (routine axial T2/FLAIR) passes, 6 mm not
+MAX_SLICE_THICKNESS_MM = 5.5
+
+
 def _volume_ml(mask: np.ndarray, spacing_mm: tuple[float, float, float]) -> float:
     return float(mask.sum()) * float(np.prod(spacing_mm)) / 1000.0
 
@@ -129,7 +136,7 @@ class GliomaWorkflow(Workflow):
         t = time.perf_counter()
         progress(0.02, "load T1, T1c, T2, FLAIR")
         raw = {s: load_series(inputs.path(s), s.upper()) for s in SEQUENCES}
-        thickness = {s: check_slices(v, s.upper()) for s, v in raw.items()}
+        thickness = {s: check_slices(v, s.upper(), MAX_SLICE_THICKNESS_MM) for s, v in raw.items()}
         _same_patient(raw)
         step("load", t)
         t = time.perf_counter()
@@ -143,13 +150,18 @@ class GliomaWorkflow(Workflow):
         step("brain", t, engine=brain_engine)
         t = time.perf_counter()
         progress(0.25, "register T1, T2, FLAIR to T1c")
-        from neurorad.image.geometry import crop_to_mask
+        from neurorad.image.geometry import crop_to_mask, resample_to_spacing
         from neurorad.preprocess.registration import RegistrationLimits, register
         from neurorad.preprocess.transforms import resample
 
         # mutual information on the brain's box + margin (the skull and neck add nothing but time);
         # noisy whole-head MR pairs score NMI ~1.05, so the floor is the MS workflow's 1.01
         fixed = crop_to_mask(ref, ref.with_data(brain.astype(np.uint8)), margin_mm=10.0)
+        # a rigid fit between sequences of one session needs no finer grid than 2 mm (sub-millimetre
+        # agreement with the full-resolution fit on a 1 mm phantom; 12 instead of 34 CPU s per sequence)
+        coarse = tuple(max(float(sp), REGISTRATION_SPACING_MM) for sp in fixed.spacing_mm)
+        if coarse != tuple(float(sp) for sp in fixed.spacing_mm):
+            fixed = resample_to_spacing(fixed, coarse)
         limits = opts.get("registration_limits") or RegistrationLimits(min_nmi=1.01)
         backend = str(opts.get("registration_backend", "elastix"))
         reg = {"t1c": ref}
@@ -223,12 +235,16 @@ class GliomaWorkflow(Workflow):
         result.provenance.models.append(ModelRef("glioma-classical", self.version))
         result.provenance.steps.extend(steps)
         result.provenance.parameters = {"engine": engine, **params.to_dict()}
-        return self.recompute(result)
+        return add_trend_figure(self.recompute(result), out_dir)
 
     # ------------------------------------------------------------------------------------ steps
     @staticmethod
     def _brain(ref: Volume, opts: dict[str, Any]) -> tuple[np.ndarray, str]:
-        given = opts.get("brain_mask")
+        given = opts.get("brain_mask")  # a mask on the T1c grid: a Volume, an array or a NIfTI path
+        if isinstance(given, str | Path):
+            from neurorad.image.nifti import load_nifti
+
+            given = load_nifti(given)
         if given is not None:
             mask = np.asarray(given.data if isinstance(given, Volume) else given) > 0
             if mask.shape != ref.spatial_shape:
@@ -290,8 +306,18 @@ class GliomaWorkflow(Workflow):
             except InvalidVersion:
                 return True  # an unreadable version is never compared across a declared boundary
 
+        # the two previous studies, accepted or rejected (a rejected one is shown, never compared: EASE
+        # counts the comparison as failed rather than skip to an older study); newest first by study date
+        # (the platform's order where dates are missing)
+        rejected = [(res, review, True) for res, review in inputs.prior_rejected]
+        merged = [(res, review, False) for res, review in inputs.prior_results] + rejected
+        merged.sort(key=lambda x: str(x[0].extra.get("study_date") or ""), reverse=True)
         out = []
-        for res, review in inputs.prior_results[:2]:
+        for res, review, was_rejected in merged[:2]:
+            if was_rejected:
+                out.append({"accepted": False, "whole_tumour_volume": None, "version": res.version,
+                            "compatible": False, "date": res.extra.get("study_date")})
+                continue
             q = res.quantity("whole_tumour_volume")
             regional = {f"{r}_volume": getattr(res.quantity(f"{r}_volume"), "value", None) for r in REGIONS.values()}
             out.append({"accepted": bool(review is not None and review.accepted),
@@ -329,8 +355,9 @@ class GliomaWorkflow(Workflow):
             q.append(Quantity(f"ratio_{k}", None if not np.isfinite(v) else round(float(v), 6), "1",
                               f"Volumetric ratio {k} (radiogenomics input)"))
         comparisons = []
-        for label, prior in zip(("t-1", "t-2"), result.extra.get("priors") or [], strict=False):
-            if not (prior.get("accepted") and prior.get("compatible")) or prior.get("whole_tumour_volume") is None:
+        priors = result.extra.get("priors") or []
+        for label, prior in zip(("t-1", "t-2"), priors, strict=False):
+            if not comparable(prior, priors):
                 continue
             c = compare_volume(label, float(prior["whole_tumour_volume"]), whole)
             comparisons.append(c)
@@ -350,9 +377,11 @@ class GliomaWorkflow(Workflow):
             pct = "new" if c.change_percent is None else f"{c.change_percent:+.1f}%"
             summary += (f" Versus {c.label}: {c.change_ml:+.1f} mL ({pct})"
                         + (", flagged." if c.flagged else "."))
-        priors = result.extra.get("priors") or []
-        if priors and len(comparisons) < len(priors):
-            summary += " Comparison withheld for earlier studies not accepted or measured with an incompatible version."
+        if any(not p.get("accepted") for p in priors):
+            summary += (" No volume comparison: the segmentation of an earlier study was not accepted (volumes are "
+                        "compared only when all time points are accepted).")
+        elif len(comparisons) < len(priors):
+            summary += " Comparison withheld for earlier studies measured with an incompatible software version."
         out = replace(result, quantities=q, summary=summary)
         out.extra = {**result.extra, "volume_assessment": volume_assessment(comparisons[0]) if comparisons else None,
                      "measured_summary": summary}
@@ -409,6 +438,15 @@ class GliomaWorkflow(Workflow):
             sections.append(ReportSection("Time points", (
                 "Volumes of this study and the two earlier ones; changes are computed only against accepted "
                 "results of a compatible software version.",), table=time_point_table(result, priors)))
+        fig = result.extra.get("trend_figure") or {}
+        if fig and any(comparable(p, priors) for p in priors):
+            now = qs["whole_tumour_volume"].value if "whole_tumour_volume" in qs else None
+            note = ("Whole-tumour volume of the compared time points (filled) and of earlier studies not compared "
+                    "(hollow); dashed: the 40% progression flag.")
+            if now is None or abs(float(now) - float(fig.get("current_ml", -1))) > 0.005:
+                note += (f" The current point is the automatic volume ({float(fig.get('current_ml', 0)):.1f} mL), "
+                         "before the reader's changes; the table above holds the reviewed volume.")
+            sections.append(ReportSection("Volume trend", (note,), figures=(str(fig["path"]),)))
         sections.append(ReportSection("Method", (
             "Rigid registration of T1, T2 and FLAIR to post-contrast T1, brain extraction, N4 bias correction, "
             f"segmentation with the {result.extra.get('engine', '?')} engine. Volume changes of 40% or more "
@@ -431,13 +469,54 @@ def update_alarms(boundary: str | None, version: str) -> list[Alarm]:
         "comparing volumes."), "warning")]
 
 
+TREND_FIGURE = "volume_trend.png"
+
+
+def comparable(prior: dict[str, Any], priors: list[dict[str, Any]]) -> bool:
+    """Whether the current volume is compared with ``prior``: EASE compares only when every time point is
+    accepted (one rejected study among the previous two blocks the comparison), and only within one
+    compatible software version."""
+    return (all(p.get("accepted") for p in priors) and bool(prior.get("compatible"))
+            and prior.get("whole_tumour_volume") is not None)
+
+
+def trend_points(result: WorkflowResult) -> list[Any] | None:
+    """The volume-trend figure's points (t-2, t-1, t; priors without a volume left out), or None when no
+    prior can be compared (not accepted or another software version): nothing to plot."""
+    from neurorad.workflows.glioma.figures import TrendPoint
+
+    priors = result.extra.get("priors") or []
+    q = result.quantity("whole_tumour_volume")
+    if q is None or not any(comparable(p, priors) for p in priors):
+        return None
+    pts = [TrendPoint(label, str(p.get("date") or ""), float(p["whole_tumour_volume"]), comparable(p, priors))
+           for label, p in reversed(list(zip(("t-1", "t-2"), priors, strict=False)))
+           if p.get("whole_tumour_volume") is not None]
+    return [*pts, TrendPoint("t", str(result.extra.get("study_date") or ""), float(q.value), True)]
+
+
+def add_trend_figure(result: WorkflowResult, out_dir: Path) -> WorkflowResult:
+    """Draw ``volume_trend.png`` into ``out_dir`` when a prior can be compared, and name it in the result
+    (``files``, ``extra["trend_figure"]`` with the plotted current volume); the report's "Volume trend"
+    section embeds it."""
+    trend = trend_points(result)
+    if trend is not None:
+        from neurorad.workflows.glioma.figures import volume_trend_figure
+
+        volume_trend_figure(trend, out_dir / TREND_FIGURE)
+        result.files["volume_trend"] = f"{TREND_FIGURE} (whole-tumour volume per time point)"
+        result.extra["trend_figure"] = {"path": TREND_FIGURE, "current_ml": trend[-1].volume_ml}
+    return result
+
+
 def time_point_table(result: WorkflowResult, priors: list[dict[str, Any]]) -> ReportTable:
     """t-2, t-1 and t with date, regional volumes (mL), software version and whether they were compared."""
     qs = {q.name: q.value for q in result.quantities}
     rows = []
     for label, p in reversed(list(zip(("t-1", "t-2"), priors, strict=False))):
-        status = ("compared" if p.get("accepted") and p.get("compatible") else
-                  "not compared: not accepted" if not p.get("accepted") else "not compared: incompatible version")
+        status = ("compared" if comparable(p, priors) else "not compared: not accepted" if not p.get("accepted") else
+                  "not compared: incompatible version" if not p.get("compatible") else
+                  "not compared: an earlier study not accepted")
         rows.append((label, str(p.get("date") or "-"), format_value(p.get("whole_tumour_volume")),
                      format_value(p.get("enhancing_volume")), format_value(p.get("non_enhancing_volume")),
                      str(p.get("version") or "-"), status))
