@@ -74,7 +74,7 @@ def detect(d: dict, cfg) -> tuple[np.ndarray, list[float]]:  # noqa: ANN001 - MS
     peaks = [float(p) for p in np.atleast_1d(ndimage.maximum(c.score, lab, np.arange(1, n + 1)))] if n else []
     lab, _ = md.grow_enlarging(lab, n, kinds, d["fn"], base, d["brain"], d["sp"], c.brain_median, c.brain_sigma,
                                cfg.classify)
-    lab = md.delineate(lab, n, kinds, c.difference, cfg.classify)
+    lab = md.delineate(lab, n, kinds, c.difference, cfg.classify, d["fn"], c.tissue_level)
     return lab, peaks
 
 
