@@ -62,8 +62,9 @@ def cache_sweep(cache: Path) -> None:
         ref = load_nifti(d / "t1c.nii.gz")
         brain = np.asarray(load_nifti(d / "brain_mask.nii.gz").data) > 0
         truth = np.asarray(load_nifti(d / "truth_tumour_class.nii.gz").data) > 0
-        for fl, sm, t1c, fh, bf in itertools.product((1.2, 1.25, 1.3, 1.4), (0.5, 1.0), (1.25, 1.6), (False, True),
-                                                     (0.0, 0.5)):
+        grid = [(1.4, 0.5, 1.6, False, 0.0)]  # the first operating point
+        grid += list(itertools.product((1.25, 1.3, 1.4), (1.0,), (1.25,), (True,), (0.0, 0.5)))
+        for fl, sm, t1c, fh, bf in grid:
             seg = segment_glioma(im["t1"], im["t1c"], im["t2"], im["flair"], brain, ref.spacing_mm,
                                  GliomaParams(flair_ratio=fl, smooth_sigma_mm=sm, t1c_ratio=t1c, fill_holes=fh,
                                               border_fraction=bf))

@@ -482,8 +482,28 @@ class DataPlane:
                     label = role.role if not role.classes else f"{role.role} ({'/'.join(role.classes)})"
                     missing.append(label + (f" in a previous study (prior {role.prior})" if role.prior else ""))
                 continue
-            chosen[role.role] = max(fits, key=lambda x: (x.n_instances, -(x.series_number or 0)))
+            if role.prefer_3d and len(fits) > 1:  # a 3D acquisition first, then the most instances
+                chosen[role.role] = max(fits, key=lambda x: (self._is_3d(s, x), x.n_instances,
+                                                             -(x.series_number or 0)))
+            else:
+                chosen[role.role] = max(fits, key=lambda x: (x.n_instances, -(x.series_number or 0)))
         return chosen, missing
+
+    def _is_3d(self, s: Session, series: Series) -> bool:
+        """Whether the series is a 3D acquisition (:func:`neurorad.dicom.classify.is_3d` on a stored header)."""
+        from neurorad.dicom.classify import is_3d
+
+        inst = s.scalar(select(Instance).where(Instance.series_id == series.id, Instance.path.is_not(None)).limit(1))
+        if inst is None:
+            return False
+        try:
+            ds = pydicom.dcmread(self.storage.abspath(inst.path), stop_before_pixels=True,
+                                 specific_tags=["MRAcquisitionType", "SliceThickness"])
+        except Exception:
+            log.debug("header unreadable for the 3D check", exc_info=True)
+            return False
+        return is_3d({"MRAcquisitionType": str(ds.get("MRAcquisitionType", "") or ""),
+                      "SliceThickness": ds.get("SliceThickness")})
 
     @staticmethod
     def _fits(x: Series, role: SeriesRole, chosen: dict[str, Series]) -> bool:

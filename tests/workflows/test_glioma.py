@@ -303,3 +303,24 @@ def test_volume_trend_figure_reaches_the_report_only_with_a_compared_prior(tmp_p
     none = _result([(5.0, 20.0, 3.0)], [{"accepted": True, "compatible": False, "whole_tumour_volume": 1.0}])
     assert trend_points(none) is None
     assert "trend_figure" not in add_trend_figure(none, tmp_path / "none").extra
+
+
+def test_classical_engine_fills_the_core_that_the_hyperintensity_encloses() -> None:
+    """A FLAIR-bright shell (oedema, radii 6-10 voxels) around a core that is neither FLAIR-bright nor ringed
+    by enhancement (necrosis: T1c dark): with hole filling the whole ball is tumour and the core necrosis;
+    without, the core is lost (the first operating point's failure on weakly enhancing tumours)."""
+    from neurorad.segment.glioma_classical import GliomaParams, segment_glioma
+
+    r = np.linalg.norm(np.indices((40, 40, 40)) - 19.5, axis=0)
+    brain = r < 19
+    core, shell = r < 6, (r >= 6) & (r < 10)
+    ones = np.ones(r.shape, np.float32)
+    flair = np.where(shell, 2.0, 1.0).astype(np.float32)
+    t2 = np.where(shell | core, 2.0, 1.0).astype(np.float32)
+    t1c = np.where(core, 0.4, 1.0).astype(np.float32)
+    seg = segment_glioma(ones, t1c, t2, flair, brain, (1.0, 1.0, 1.0))
+    assert (seg.classes[r < 10] > 0).mean() > 0.97 and (seg.classes[r >= 11.5] == 0).all()
+    nec = seg.classes == 1  # the core, less the ~1 voxel the smoothed shell reaches into
+    assert not (nec & ~core).any() and nec[r < 4.5].mean() > 0.97 and seg.n_components == 1
+    old = segment_glioma(ones, t1c, t2, flair, brain, (1.0, 1.0, 1.0), GliomaParams(fill_holes=False))
+    assert not (old.classes[r < 4.5] > 0).any()  # the core is lost without hole filling
