@@ -5,7 +5,7 @@ blocks the next comparison, and after the software-update protocol (``reference-
 deliberately changed model INCOMPATIBLE and the site deployed it with ``volumes_incompatible_before``, the
 next report carries EASE's warning and compares nothing across the version boundary.
 
-Small on purpose: one 4 mm glioma phantom (baseline and follow-up), the phantom's brain mask (a site
+Small on purpose: one 5 mm glioma phantom (baseline and follow-up), the phantom's brain mask (a site
 option; brain extraction is covered by the workflow tests and bench/glioma.py), SimpleITK registration,
 no N4; the platform code never names the workflow.
 """
@@ -64,11 +64,11 @@ def _study(case, tp: str, folder: Path, date: str) -> list[Path]:
     return files
 
 
-@pytest.mark.slow  # several workflow runs, reports and DICOM objects
+@pytest.mark.slow  # 5 studies + 2 reference-set runs: ~60 CPU s on the loaded machine (over the 45 s budget)
 def test_three_time_points_rejection_and_incompatible_update_through_the_server(settings, tmp_path):
     from neurorad.workflows.reference_set import ReferenceSet, compare_runs, record_review, run_set
 
-    case = make_case("glioma", 11, diameter_mm=28.0, growth=1.35, in_plane_mm=4.0, slice_thickness_mm=4.0,
+    case = make_case("glioma", 11, diameter_mm=30.0, growth=1.35, in_plane_mm=5.0, slice_thickness_mm=5.0,
                      snr=40.0, bias_strength=0.0)
     brain = save_nifti(case.truth["truth_baseline_brain"], tmp_path / "brain.nii.gz")
     opts = {"brain_mask": str(brain), "registration_backend": "sitk", "skip_bias": True}
