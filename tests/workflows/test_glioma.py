@@ -324,3 +324,17 @@ def test_classical_engine_fills_the_core_that_the_hyperintensity_encloses() -> N
     assert not (nec & ~core).any() and nec[r < 4.5].mean() > 0.97 and seg.n_components == 1
     old = segment_glioma(ones, t1c, t2, flair, brain, (1.0, 1.0, 1.0), GliomaParams(fill_holes=False))
     assert not (old.classes[r < 4.5] > 0).any()  # the core is lost without hole filling
+
+
+def test_a_diverged_n4_correction_is_not_used() -> None:
+    """N4 once turned a bench T2 (3 mm slices) negative inside the brain (median -0.05): such a correction is
+    refused and the sequence kept uncorrected; a plausible one (a smooth gain) is used."""
+    from neurorad.image.volume import Volume
+    from neurorad.workflows.glioma.workflow import n4_plausible
+
+    img = Volume(np.random.default_rng(0).uniform(0.5, 1.0, (16, 16, 16)).astype(np.float32), np.eye(4))
+    brain = np.ones((16, 16, 16), bool)
+    assert n4_plausible(img, img.with_data(img.data * np.linspace(0.9, 1.1, 16)[None, None, :]), brain)
+    assert not n4_plausible(img, img.with_data(img.data - 0.8), brain)  # median below 0
+    assert not n4_plausible(img, img.with_data(img.data * 3.0), brain)
+    assert not n4_plausible(img, img.with_data(np.full(img.spatial_shape, np.nan, np.float32)), brain)
