@@ -299,8 +299,9 @@ def decide(s: Session, ctx: Context, study: Study, user_id: int | None, username
     verdicts = {fid: verdicts.get(fid, default) for fid in sorted(known)}
     if body.missed and not form.allow_missed:
         raise DecisionInvalid("this workflow's form has no missed-finding markers")
-    if body.decision == "ACCEPTABLE" and set(form.timepoints) - set(body.timepoints_accepted):
-        missing = sorted(set(form.timepoints) - set(body.timepoints_accepted))
+    required = set(wf.required_timepoints(result))
+    if body.decision == "ACCEPTABLE" and required - set(body.timepoints_accepted):
+        missing = sorted(required - set(body.timepoints_accepted))
         raise DecisionInvalid(f"all time points must be accepted; not accepted: {', '.join(missing)}")
     if body.comment and not form.comment:
         raise DecisionInvalid("this workflow's form has no comment")

@@ -613,6 +613,13 @@ class Workflow:
         when the volumes change the 2D-based interpretation)."""
         return ""
 
+    def required_timepoints(self, result: WorkflowResult) -> tuple[str, ...]:
+        """The time points of :attr:`ReviewForm.timepoints` that the reader must accept for ``result``
+        (ACCEPTABLE is refused until each is ticked). Default: all of the form's. A workflow whose
+        earlier time points are optional (a patient's first study has none) returns only those this
+        result shows."""
+        return tuple(self.review_form.timepoints)
+
     def recompute(self, result: WorkflowResult) -> WorkflowResult:
         """Quantities from the (kept) findings. Default: leave quantities as they are; workflows whose
         totals depend on findings override this."""

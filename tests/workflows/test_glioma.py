@@ -338,3 +338,14 @@ def test_a_diverged_n4_correction_is_not_used() -> None:
     assert not n4_plausible(img, img.with_data(img.data - 0.8), brain)  # median below 0
     assert not n4_plausible(img, img.with_data(img.data * 3.0), brain)
     assert not n4_plausible(img, img.with_data(np.full(img.spatial_shape, np.nan, np.float32)), brain)
+
+
+def test_required_timepoints_are_those_the_result_shows() -> None:
+    """A first study has no accepted prior: only "t" must be accepted; with priors, each shown one."""
+    wf = GliomaWorkflow()
+    first = WorkflowResult("glioma", "x", volumes={"flair": "flair.nii.gz", "t1c": "t1c.nii.gz"})
+    assert wf.required_timepoints(first) == ("t",)
+    one = WorkflowResult("glioma", "x", volumes={"flair": "flair.nii.gz", "flair_t-1": "flair_t-1.nii.gz"})
+    assert wf.required_timepoints(one) == ("t-1", "t")
+    two = WorkflowResult("glioma", "x", volumes={"flair_t-1": "a", "flair_t-2": "b"})
+    assert wf.required_timepoints(two) == ("t-2", "t-1", "t")

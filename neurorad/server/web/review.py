@@ -153,7 +153,7 @@ def build_review(folder: Path, result_version: int, file_url: Any, workflow: Wor
         "lesions": [{"lesion_id": d["id"], "volume_ml": round(float(d["volume_ml"] or 0.0), 4), "x_mm": d["x_mm"],
                      "y_mm": d["y_mm"], "z_mm": d["z_mm"], "kind": d["kind"], "kind_label": d["kind_label"],
                      "region": d["location"], "max_score": d["score"]} for d in findings],
-        "timepoints_required": list(workflow.review_form.timepoints),
+        "timepoints_required": list(workflow.required_timepoints(result)),
         "volume_changes": [],
     }
 

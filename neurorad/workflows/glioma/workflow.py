@@ -417,6 +417,12 @@ class GliomaWorkflow(Workflow):
                              "is uncertain and was discussed between them.")
         return text
 
+    def required_timepoints(self, result: WorkflowResult) -> tuple[str, ...]:
+        """EASE's three-time-point reading asks the reader to accept each time point shown: this study
+        ("t") and the accepted priors registered to it (``flair_t-1``, ``flair_t-2``); a patient's first
+        study shows only "t", so only "t" is required."""
+        return tuple(tp for tp in self.review_form.timepoints if tp == "t" or f"flair_{tp}" in result.volumes)
+
     def second_reader_reason(self, result: WorkflowResult, review: Review) -> str:
         """EASE (PAPERS.md A4): a second radiologist reads the study when the volume-based assessment
         differs from the reader's 2D-based one."""
