@@ -96,3 +96,31 @@ def test_nnunet_trained_model_predicts_through_adapter_on_input_grid(nnunet_resu
     with pytest.raises(InputError, match="plans.json missing") as exc:
         NnUNetSegmenter(broken)
     assert str(broken) in str(exc.value)
+
+
+@pytest.mark.slow
+def test_site_nnunet_model_as_haematoma_engine(nnunet_results, tmp_path):
+    """A site's nnU-Net results folder named as the ich workflow's engine (``nnunet:FOLDER``, issue 14): the
+    mask lies on the input grid, holds only voxels nnU-Net calls foreground (or holes they enclose) inside
+    the brain, and the provenance names nnU-Net's model."""
+    from scipy import ndimage
+
+    from neurorad.segment.haematoma import engine_record, learned_haematoma, learned_segmenter
+
+    shape, aff = grid((36, 32, 24), (1.5, 1.5, 2.0), axcodes_flip=(False, True, False))
+    img, _ = render_scene(random_scene(np.random.default_rng(11), 34.0), shape, aff, seed=5)
+    vol = load_nifti(save_nifti(img, tmp_path / "ct.nii.gz"))
+    brain = vol.with_data(np.ones(vol.spatial_shape, np.uint8))
+    brain.data[:4] = 0  # a slab outside the brain: nothing may be called haematoma there
+    engine = f"nnunet:{nnunet_results}"
+    mask, record = learned_haematoma(vol, brain, engine, min_component_ml=0.0)
+    assert mask.spatial_shape == vol.spatial_shape and np.allclose(mask.affine, vol.affine)
+    seg = learned_segmenter(engine)
+    assert type(seg).__name__ == "NnUNetSegmenter"  # nnU-Net's own predictor, not a neurorad network
+    fg = np.asarray(seg.predict([vol]).probabilities.data)[..., 1:].sum(-1) >= 0.5
+    m = np.asarray(mask.data) > 0
+    assert not (m & ~ndimage.binary_fill_holes(fg & (np.asarray(brain.data) > 0))).any()
+    assert not m[:4].any()
+    assert (m == ndimage.binary_fill_holes(fg & (np.asarray(brain.data) > 0))).all()
+    rec = engine_record(engine)
+    assert rec["kind"] == "learned" and rec["name"] == record["name"] and len(rec["sha256"]) == 64
