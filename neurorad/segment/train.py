@@ -526,3 +526,30 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False,
         {"folds": [r.__dict__ for r in results], "val_dice_mean": float(np.mean([r.best_val_dice for r in results])),
          "model": str(model_dir)}, indent=2, default=str) + "\n")
     return RunResult(run_dir, model_dir, results, arch)
+
+
+def train_within_budget(raw_config: dict[str, Any], out: Path, command: str, minutes: float | None = None,
+                        resume: bool = False) -> Path:
+    """Train ``raw_config`` (a dict shaped like the TOML file, paths relative to ``out``) into ``out/run``,
+    printing one line per epoch, and stop at the first epoch boundary after ``minutes`` of wall clock
+    (a ``STOP`` file: the run keeps its best checkpoint and can be resumed; ``resume`` removes a STOP left
+    by an earlier budget). The config is written to ``out/config.json``. Returns the registry model folder.
+
+    The starter-model entries (:mod:`neurorad.workflows.svd_train`, :mod:`neurorad.workflows.ich.train`)
+    share it: a CPU budget on a shared machine is a training concern, not a workflow's."""
+    out = Path(out)
+    (out / "config.json").write_text(json.dumps(raw_config, indent=1))
+    run = out / "run"
+    t0 = time.perf_counter()
+
+    def progress(ev: dict) -> None:
+        if ev.get("stage") == "epoch":
+            print(f"epoch {ev['epoch']}: loss {ev['loss']:.4f} val Dice {ev['val_dice']:.4f} "
+                  f"({ev['seconds']:.0f} s)", flush=True)
+            if minutes and time.perf_counter() - t0 > 60 * minutes:
+                (run / "STOP").touch()  # the loop ends at this epoch boundary, keeping the best checkpoint
+
+    if resume:
+        (run / "STOP").unlink(missing_ok=True)
+    train(parse_config(raw_config, out, out / "config.json"), run, resume=resume, progress=progress, command=command)
+    return run / "model"

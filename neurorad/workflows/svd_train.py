@@ -17,7 +17,6 @@ layer (``neurorad.segment``), which may not import them.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from collections.abc import Iterator
@@ -94,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
 
     from neurorad.segment.dataset import write_dataset
-    from neurorad.segment.train import parse_config, train
+    from neurorad.segment.train import train_within_budget
 
     a.out.mkdir(parents=True, exist_ok=True)
     ds = a.out / "dataset"
@@ -113,21 +112,7 @@ def main(argv: list[str] | None = None) -> int:
                                                  ("iterations", a.iterations), ("minutes", a.minutes)) if v)
     command = f"python -m neurorad.workflows.svd_train {a.kind} --out RUN{extra}"
     # spacing_mm None (the dataset already is the network's grid) has no TOML spelling: parsed from the dict
-    (a.out / "config.json").write_text(json.dumps(cfg, indent=1))
-    run = a.out / "run"
-    t1 = time.perf_counter()
-
-    def progress(ev: dict) -> None:
-        if ev.get("stage") == "epoch":
-            print(f"epoch {ev['epoch']}: loss {ev['loss']:.4f} val Dice {ev['val_dice']:.4f} "
-                  f"({ev['seconds']:.0f} s)", flush=True)
-            if a.minutes and time.perf_counter() - t1 > 60 * a.minutes:
-                (run / "STOP").touch()  # the loop ends at this epoch boundary, keeping the best checkpoint
-
-    if a.resume:
-        (run / "STOP").unlink(missing_ok=True)
-    train(parse_config(cfg, a.out, a.out / "config.json"), run, resume=a.resume, progress=progress, command=command)
-    print(run / "model")
+    print(train_within_budget(cfg, a.out, command, a.minutes, a.resume))
     return 0
 
 

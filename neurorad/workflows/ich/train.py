@@ -24,7 +24,6 @@ validation checkpoint. This lives in the workflows layer because it joins the ph
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from collections.abc import Iterator
@@ -133,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from neurorad.segment.dataset import write_dataset
-    from neurorad.segment.train import parse_config, train
+    from neurorad.segment.train import train_within_budget
 
     torch.set_num_threads(a.threads)
     a.out.mkdir(parents=True, exist_ok=True)
@@ -153,21 +152,7 @@ def main(argv: list[str] | None = None) -> int:
                                                  ("iterations", a.iterations), ("minutes", a.minutes),
                                                  ("threads", a.threads if a.threads != 1 else None)) if v)
     command = f"python -m neurorad.workflows.ich.train --out RUN{extra}"
-    (a.out / "config.json").write_text(json.dumps(cfg, indent=1))
-    run = a.out / "run"
-    t1 = time.perf_counter()
-
-    def progress(ev: dict) -> None:
-        if ev.get("stage") == "epoch":
-            print(f"epoch {ev['epoch']}: loss {ev['loss']:.4f} val Dice {ev['val_dice']:.4f} "
-                  f"({ev['seconds']:.0f} s)", flush=True)
-            if a.minutes and time.perf_counter() - t1 > 60 * a.minutes:
-                (run / "STOP").touch()  # the loop ends at this epoch boundary, keeping the best checkpoint
-
-    if a.resume:
-        (run / "STOP").unlink(missing_ok=True)
-    train(parse_config(cfg, a.out, a.out / "config.json"), run, resume=a.resume, progress=progress, command=command)
-    print(run / "model")
+    print(train_within_budget(cfg, a.out, command, a.minutes, a.resume))
     return 0
 
 
