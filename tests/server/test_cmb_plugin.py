@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 from neurorad.image.dicom_series import series_datasets
 from neurorad.phantom.cases import make_case
 from tests.server.dicomdata import IDENTITY
-from tests.server.test_flow import Sink, _app, _run_jobs, _web_session
+from tests.server.test_flow import Sink, _app, _only_run, _run_jobs, _web_session
 
 
 def _swi_study_bytes() -> tuple[list[bytes], int]:
@@ -53,9 +53,7 @@ def test_cmb_study_is_routed_run_reviewed_with_its_form_and_delivered(settings):
         _run_jobs(app)
         tok = app.state.tok
         with TestClient(app) as client:
-            sid = client.get("/api/studies", headers=tok["technologist"]).json()[0]["id"]
-            d = client.get(f"/api/studies/{sid}", headers=tok["technologist"]).json()
-            (run,) = d["runs"]
+            sid, d, run = _only_run(client, app)
             assert run["workflow"] == "cmb" and run["state"] == "needs_review", run
             c, csrf = _web_session(app)
             page = c.get(f"/web/api/studies/{sid}/review").json()

@@ -69,6 +69,16 @@ def _web_session(app, username="radiologist"):
     return c, r.json()["csrf_token"]
 
 
+def _only_run(client, app):
+    """(study id, study detail, its one workflow run) of the only study on the server, as the technologist
+    sees them through the API (the plug-in end-to-end tests start from there)."""
+    tok = app.state.tok
+    sid = client.get("/api/studies", headers=tok["technologist"]).json()[0]["id"]
+    d = client.get(f"/api/studies/{sid}", headers=tok["technologist"]).json()
+    (run,) = d["runs"]
+    return sid, d, run
+
+
 def _run_jobs(app, n_max=10):
     """Run every runnable job in this process (the worker's child does the same)."""
     plane = app.state.plane

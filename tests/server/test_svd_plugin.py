@@ -15,7 +15,7 @@ from scipy import ndimage
 
 from neurorad import resources
 from tests.server.dicomdata import IDENTITY, write_series
-from tests.server.test_flow import Sink, _app, _run_jobs, _web_session
+from tests.server.test_flow import Sink, _app, _only_run, _run_jobs, _web_session
 
 N_SLICES, SIZE = 44, 64  # 3 mm slices over 132 mm, 4 mm pixels: the whole brain at its true shape
 
@@ -66,9 +66,7 @@ def test_wmh_study_is_routed_run_reviewed_with_its_grade_form_and_delivered(sett
         _run_jobs(app)
         tok = app.state.tok
         with TestClient(app) as client:
-            sid = client.get("/api/studies", headers=tok["technologist"]).json()[0]["id"]
-            d = client.get(f"/api/studies/{sid}", headers=tok["technologist"]).json()
-            (run,) = d["runs"]
+            sid, d, run = _only_run(client, app)
             assert run["workflow"] == "wmh" and run["state"] == "needs_review", run
             c, csrf = _web_session(app)
             page = c.get(f"/web/api/studies/{sid}/review").json()

@@ -32,7 +32,7 @@ from neurorad.workflows.contract import (
     WorkflowResult,
 )
 from tests.server.dicomdata import IDENTITY, write_series
-from tests.server.test_flow import Sink, _app, _run_jobs, _web_session
+from tests.server.test_flow import Sink, _app, _only_run, _run_jobs, _web_session
 
 #: words of the MS workflow that must never appear in another workflow's report
 MS_WORDS = ("T2-FLAIR", "Gadolinium", "gadolinium", "Active:", "new lesion", "enlarging")
@@ -109,9 +109,7 @@ def test_a_test_module_workflow_is_routed_run_reviewed_reported_and_delivered(se
         _run_jobs(app)
         tok = app.state.tok
         with TestClient(app) as client:
-            sid = client.get("/api/studies", headers=tok["technologist"]).json()[0]["id"]
-            d = client.get(f"/api/studies/{sid}", headers=tok["technologist"]).json()
-            (run,) = d["runs"]
+            sid, d, run = _only_run(client, app)
             assert run["workflow"] == toy.name and run["state"] == "needs_review" and d["state"] == "needs_review"
             # the review page is built from the plug-in's layout, vocabulary and form
             c, csrf = _web_session(app)
