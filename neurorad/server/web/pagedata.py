@@ -90,33 +90,47 @@ def _original_date(original_study) -> str | None:  # noqa: ANN001 - dict, callab
     return iso_date(str((record or {}).get("StudyDate", "") or "")) if record else None
 
 
+def cached_per_file(maxsize: int) -> Callable[[Callable[[Path], Any]], Callable[[Path], Any]]:
+    """Cache a function of one file by (path, modification time, size), for files written once and never
+    changed in place (stored instances, result versions): a page reads each file once, not on every view,
+    and a file rewritten in place is read anew. The wrapped function returns None when the file cannot be
+    stat'ed (missing)."""
+    def deco(fn: Callable[[Path], Any]) -> Callable[[Path], Any]:
+        @functools.lru_cache(maxsize=maxsize)
+        def keyed(path: str, _mtime_ns: int, _size: int) -> Any:
+            return fn(Path(path))
+
+        @functools.wraps(fn)
+        def wrapper(path: Path) -> Any:
+            try:
+                st = path.stat()
+            except OSError:
+                return None
+            return keyed(str(path), st.st_mtime_ns, st.st_size)
+
+        return wrapper
+    return deco
+
+
 def stored_study_date(instance_path: Path | None) -> str | None:
     """StudyDate of a stored (de-identified) instance, ``" (shifted)"`` when shifted; None when the
-    file is missing or has none. Stored instances are written once and never changed, so the date is
-    cached per (path, modification time, size): a worklist reads each file's header once, not on
-    every page view."""
-    if instance_path is None:
-        return None
-    try:
-        st = instance_path.stat()
-    except OSError:
-        return None
-    return _stored_study_date(str(instance_path), st.st_mtime_ns, st.st_size)
+    file is missing or has none (read once per file: :func:`cached_per_file`)."""
+    return None if instance_path is None else _stored_study_date(instance_path)
 
 
-@functools.lru_cache(maxsize=8192)
-def _stored_study_date(path: str, _mtime_ns: int, _size: int) -> str | None:
+@cached_per_file(maxsize=8192)
+def _stored_study_date(path: Path) -> str | None:
     try:
         import pydicom
 
-        ds = pydicom.dcmread(path, stop_before_pixels=True,
+        ds = pydicom.dcmread(str(path), stop_before_pixels=True,
                              specific_tags=["StudyDate", "LongitudinalTemporalInformationModified"])
         d = iso_date(str(getattr(ds, "StudyDate", "") or ""))
         if d:
             shifted = str(getattr(ds, "LongitudinalTemporalInformationModified", "") or "").upper() == "MODIFIED"
             return d + (" (shifted)" if shifted else "")
     except Exception:  # noqa: BLE001 - an unreadable file has no date to show
-        log.debug("no StudyDate in %s", Path(path).name, exc_info=True)
+        log.debug("no StudyDate in %s", path.name, exc_info=True)
     return None
 
 

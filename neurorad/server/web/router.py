@@ -9,7 +9,6 @@ the session's CSRF token.
 
 from __future__ import annotations
 
-import functools
 import logging
 import re
 from dataclasses import dataclass
@@ -217,20 +216,15 @@ class _ResultSummary:
 
 def _result_summary(folder: Path) -> _ResultSummary | None:
     """Alarm count, conclusion and findings per kind of a result folder's ``result.json`` (None when
-    unreadable), as the worklist shows them. Cached per (file, modification time, size): a result
-    file is written once per version, and parsing every row's result on every view was most of the
-    page's time with real results."""
-    path = folder / "result.json"
-    try:
-        st = path.stat()
-    except OSError:
-        return None
-    return _result_summary_of(str(folder), st.st_mtime_ns, st.st_size)
+    unreadable), as the worklist shows them. Read once per result file (:func:`pagedata.cached_per_file`:
+    a result file is written once per version, and parsing every row's result on every view was most of
+    the page's time with real results)."""
+    return _result_summary_of(folder / "result.json")
 
 
-@functools.lru_cache(maxsize=4096)
-def _result_summary_of(folder: str, _mtime_ns: int, _size: int) -> _ResultSummary | None:
-    wf, result = _load_result(Path(folder))
+@pagedata.cached_per_file(maxsize=4096)
+def _result_summary_of(result_json: Path) -> _ResultSummary | None:
+    wf, result = _load_result(result_json.parent)
     if result is None:
         return None
     return _ResultSummary(rv.count_alarms(result), wf.conclusion(result), tuple(
