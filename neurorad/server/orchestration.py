@@ -640,9 +640,11 @@ class DataPlane:
                                 WorkflowRun.id != run.id, QADecision.decision == decision)
                          .order_by(Study.id.desc())).all()
         if decision != "ACCEPTABLE":  # only studies without an accepted run, and not this study (a retry)
-            accepted = set(s.scalars(select(WorkflowRun.study_id).join(
-                QADecision, QADecision.id == WorkflowRun.decision_id).where(
-                WorkflowRun.workflow == run.workflow, QADecision.decision == "ACCEPTABLE")))
+            accepted = set(s.scalars(select(WorkflowRun.study_id)
+                                     .join(QADecision, QADecision.id == WorkflowRun.decision_id)
+                                     .join(Study, Study.id == WorkflowRun.study_id)
+                                     .where(Study.patient_id == study.patient_id, WorkflowRun.workflow == run.workflow,
+                                            QADecision.decision == "ACCEPTABLE")))
             rows = [(p, d) for p, d in rows if p.study_id != run.study_id and p.study_id not in accepted]
         out = []
         for prior, dec in rows:
