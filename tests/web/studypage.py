@@ -115,11 +115,13 @@ def render_page(data: dict) -> str:
 
 @dataclass
 class PageServer:
-    """Serves one study page on 127.0.0.1; ``image_delay_s`` delays every NIfTI answer."""
+    """Serves one study page on 127.0.0.1; ``image_delay_s`` delays every NIfTI answer, ``css_delay_s``
+    the stylesheet (a page drawn before its CSS arrives, as on a loaded server)."""
 
     folder: Path
     data: dict
     image_delay_s: float = 0.0
+    css_delay_s: float = 0.0
     posts: list = field(default_factory=list)
 
     def __enter__(self) -> PageServer:
@@ -146,6 +148,8 @@ class PageServer:
                     p = DIST_DIR / name[5:] if name.startswith("dist/") else STATIC_DIR / name
                     if p.is_file():
                         ctype = "text/javascript" if p.suffix == ".js" else "text/css"
+                        if p.suffix == ".css":
+                            time.sleep(owner.css_delay_s)
                         return self._send(p.read_bytes(), ctype)
                 prefix = f"/web/api/studies/{STUDY_ID}/files/"
                 if u.path.startswith(prefix):
