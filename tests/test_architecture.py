@@ -72,3 +72,31 @@ def test_every_layer_imports_only_what_the_architecture_allows():
 def test_every_layer_is_listed():
     layers = {p.name for p in PKG.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
     assert layers == set(ALLOWED)
+
+
+# Words that belong to one clinical workflow: the platform layers must not contain them (a workflow
+# that needs something from the platform extends the contract instead). The installed workflows'
+# names are added; "summary" (the generic reading workflow) is an ordinary word.
+WORKFLOW_WORDS = {"glioma", "gadolinium", "microbleed", "haemorrhage", "hemorrhage", "hyperintensit",
+                  "multiple sclerosis", "tumour", "tumor", "haematoma", "hematoma", "fazekas", "rano"}
+PLATFORM = ("server", "report", "dicom", "store")
+
+
+def test_platform_layers_do_not_name_a_workflow():
+    import re
+
+    from neurorad.workflows import registry
+
+    names = {w.name for w in registry.installed() if w.name != "summary"}
+    names |= {n.replace("-", "_") for n in names}
+    pattern = re.compile(r"(?<![a-z0-9])(" + "|".join(sorted(map(re.escape, names))) + r")(?![a-z0-9])"
+                         r"|" + "|".join(sorted(map(re.escape, WORKFLOW_WORDS))), re.IGNORECASE)
+    hits = []
+    for layer in PLATFORM:
+        for f in sorted((PKG / layer).rglob("*")):
+            if f.suffix not in {".py", ".html", ".js", ".css", ".j2", ".toml", ".json"} or "dist" in f.parts:
+                continue
+            for i, line in enumerate(f.read_text(errors="replace").splitlines(), 1):
+                if m := pattern.search(line):
+                    hits.append(f"{f.relative_to(PKG.parent)}:{i}: {m.group(0)!r}: {line.strip()[:100]}")
+    assert not hits, "workflow-specific words in the platform (extend the contract instead):\n" + "\n".join(hits)

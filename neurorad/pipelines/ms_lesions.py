@@ -699,7 +699,7 @@ def step_outputs(ctx: MSContext) -> None:
             "brain_mask": "brain_mask.nii.gz (common space)", "lesions": "lesions.csv",
         })
         if cfg.write_report or cfg.write_dicom:
-            from neurorad.report.ms_report import MSReport, lesion_panels
+            from neurorad.pipelines.ms_report import MSReport, lesion_panels
 
             d = ctx.decision
             assert d is not None
@@ -886,7 +886,7 @@ def _source_datasets(f_raw: Volume, tmp: Path, files: dict[str, str]) -> list:
 
 def _write_report_and_dicom(report: Any, cfg: MSConfig, tmp: Path, f_raw: Volume, labels_fu: Volume,
                             rows: list[LesionRow], files: dict[str, str]) -> None:
-    from neurorad.report.ms_report import render_html, render_pdf
+    from neurorad.pipelines.ms_report import render_html, render_pdf
 
     (tmp / "report.html").write_text(render_html(report), encoding="utf-8")
     render_pdf(report, tmp / "report.pdf")

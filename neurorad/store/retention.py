@@ -1,6 +1,6 @@
 """Retention: purge image data after a configurable period; reports, results and audit stay.
 
-Default period 183 days (6 months), as in the glioma volumetry deployment: the images a
+Default period 183 days (6 months), as in the EASE volumetry deployment (PAPERS.md A): the images a
 result was computed from are deleted, the study row, its transitions, results, QA decisions,
 deliveries and the audit log are kept.
 """

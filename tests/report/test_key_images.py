@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from neurorad.image import Volume
+from neurorad.pipelines.ms_report import lesion_panels
 from neurorad.report.key_images import KeyImagePanel, render_key_image
-from neurorad.report.ms_report import lesion_panels
 
 
 def _coloured_columns(img: np.ndarray) -> np.ndarray:

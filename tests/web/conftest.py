@@ -112,8 +112,8 @@ def build_env(data_dir: Path, destinations: list | None = None) -> WebEnv:
 
     from neurorad.dicom.results import write_encapsulated_pdf, write_secondary_captures, write_seg
     from neurorad.image.nifti import load_nifti
+    from neurorad.pipelines.ms_report import MSReport, render_pdf
     from neurorad.provenance import sha256_file
-    from neurorad.report.ms_report import MSReport, render_pdf
     from neurorad.server.app import create_app
     from neurorad.server.auth import create_user
     from neurorad.server.settings import Settings

@@ -236,7 +236,7 @@ def write_key_images(folder: Path, findings: list[Finding], kind_labels: dict[st
     import nibabel as nib
     import numpy as np
 
-    from neurorad.report.ms_report import lesion_panels
+    from neurorad.pipelines.ms_report import lesion_panels
 
     names = ("baseline.nii.gz", "followup.nii.gz", "new_lesions_common.nii.gz")
     if not findings or not all((folder / n).exists() for n in names):

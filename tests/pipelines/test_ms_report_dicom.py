@@ -9,8 +9,8 @@ import pytest
 
 from neurorad.dicom import results as dres
 from neurorad.image.volume import Volume
+from neurorad.pipelines.ms_report import MSReport, lesion_panels, render_html, render_pdf
 from neurorad.quantify.lesions import lesion_table
-from neurorad.report.ms_report import MSReport, lesion_panels, render_html, render_pdf
 
 
 @pytest.fixture()
