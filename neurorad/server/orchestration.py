@@ -482,11 +482,11 @@ class DataPlane:
                     label = role.role if not role.classes else f"{role.role} ({'/'.join(role.classes)})"
                     missing.append(label + (f" in a previous study (prior {role.prior})" if role.prior else ""))
                 continue
-            if role.prefer_3d and len(fits) > 1:  # a 3D acquisition first, then the most instances
-                chosen[role.role] = max(fits, key=lambda x: (self._is_3d(s, x), x.n_instances,
-                                                             -(x.series_number or 0)))
-            else:
-                chosen[role.role] = max(fits, key=lambda x: (x.n_instances, -(x.series_number or 0)))
+            # a 3D acquisition first when the role prefers one (its header is read only then), then the
+            # most instances, then the lowest series number
+            prefer_3d = role.prefer_3d and len(fits) > 1
+            chosen[role.role] = max(fits, key=lambda x: (prefer_3d and self._is_3d(s, x), x.n_instances,
+                                                         -(x.series_number or 0)))
         return chosen, missing
 
     def _is_3d(self, s: Session, series: Series) -> bool:
