@@ -5,6 +5,14 @@ The field is estimated on an image shrunk by ``shrink_factor`` (4 by default: ~1
 head; full resolution takes ~10 minutes) and then evaluated at full resolution, and the input
 is divided by it. Without a mask, the field is fitted inside an Otsu head mask (ITK's default
 would fit the background too).
+
+N4's model is multiplicative (log intensities), so non-positive voxels (the zero border a
+registered, resampled sequence gets outside its field of view, interpolation undershoot) are
+raised to a floor of 1e-3 x the median positive intensity for the fit only, and the input itself is
+divided by the field. An additive shift of the whole image (the former handling: +1 - min) breaks the
+model on images whose intensities are of order 1 (phantoms, rescaled series): on the glioma
+benchmark's registered 5 mm sequences it compressed the tumour's FLAIR contrast over white matter from
+1.6 to 1.25 and drove T2 to a median 0.18x the input with 5 % of the brain negative.
 """
 
 from __future__ import annotations
@@ -45,11 +53,13 @@ def n4_bias_correct(
     if not iterations or min(iterations) < 1:
         raise InputError("iterations must be a non-empty list of positive integers")
     data = np.asarray(volume.data, dtype=np.float32)
-    offset = 0.0
-    if data.min() <= 0:
-        # N4 works on log intensities: shift so that all values are positive, undo afterwards.
-        offset = float(1 - data.min())
-    img = to_sitk(volume.with_data(data + offset))
+    positive = data[data > 0]
+    if positive.size == 0:
+        raise InputError("N4 needs a magnitude image with positive intensities", src)
+    # N4 works on log intensities: raise non-positive voxels to a small floor for the fit (no additive
+    # shift of the whole image: that changes the multiplicative model, see the module docstring)
+    floor = np.float32(1e-3 * float(np.median(positive)))
+    img = to_sitk(volume.with_data(np.maximum(data, floor)))
     if mask is None:
         mask_img = sitk.OtsuThreshold(img, 0, 1, 200)
     else:
@@ -70,7 +80,7 @@ def n4_bias_correct(
     n4.Execute(small, small_mask)
     log_field = n4.GetLogBiasFieldAsImage(img)
     field = np.exp(from_sitk(log_field).data).astype(np.float32)
-    corrected = (data + offset) / field - offset
+    corrected = data / field
     out = volume.with_data(corrected.astype(np.float32), bias_correction={
         "method": "N4", "shrink_factor": shrink_factor, "iterations": list(iterations)})
     if return_field:
