@@ -381,3 +381,29 @@ def test_partial_volume_level_keeps_thick_slice_volumes_unbiased(contrast: float
     fixed = error(GliomaParams(pv_fraction=0.0))
     assert (fixed < -0.10) if contrast < 1.5 else (fixed > 0.20)
 
+
+def test_prior_panels_are_labelled_by_their_actual_time_point(tmp_path) -> None:
+    """With the newest previous study rejected, the accepted one before it is t-2: its FLAIR panel is
+    "flair_t-2" (it was labelled by its rank among accepted priors, "t-1", while the table said t-2)."""
+    from neurorad.image.nifti import save_nifti
+    from neurorad.image.volume import Volume
+    from neurorad.preprocess.registration import RegistrationLimits
+    from neurorad.workflows.glioma.workflow import previous_studies, prior_flairs
+
+    wf = GliomaWorkflow()
+    aff = np.diag([3.0, 3.0, 3.0, 1.0])
+    t1c = _blobs((24, 24, 24), 3)
+    ref = Volume(t1c, aff)
+    moved = aff.copy()
+    moved[:3, 3] = (3.0, -2.0, 1.5)  # the prior's head elsewhere in its scanner
+    save_nifti(Volume(t1c, moved), tmp_path / "t1c.nii.gz")
+    save_nifti(Volume(_blobs((24, 24, 24), 4), moved), tmp_path / "flair.nii.gz")
+    older = WorkflowResult(wf.name, wf.version, volumes={"t1c": "t1c.nii.gz", "flair": "flair.nii.gz"},
+                           quantities=[Quantity("whole_tumour_volume", 10.0, "mL")], extra={"study_date": "20230301"})
+    newer = WorkflowResult(wf.name, wf.version, extra={"study_date": "20230901"})
+    inputs = WorkflowInputs({}, prior_results=[(older, Review("ACCEPTABLE"))], prior_dirs=[tmp_path],
+                            prior_rejected=[(newer, Review("UNACCEPTABLE"))])
+    assert [(label, rejected) for label, *_, rejected in previous_studies(inputs)] == [("t-1", True), ("t-2", False)]
+    got = prior_flairs(inputs, ref, ref, "sitk", RegistrationLimits(min_nmi=1.0))
+    assert sorted(got) == ["t-2"]
+    assert [p["accepted"] for p in wf._priors(inputs)] == [False, True]  # the table's t-1, t-2 agree

@@ -313,14 +313,8 @@ class GliomaWorkflow(Workflow):
             except InvalidVersion:
                 return True  # an unreadable version is never compared across a declared boundary
 
-        # the two previous studies, accepted or rejected (a rejected one is shown, never compared: EASE
-        # counts the comparison as failed rather than skip to an older study); newest first by study date
-        # (the platform's order where dates are missing)
-        rejected = [(res, review, True) for res, review in inputs.prior_rejected]
-        merged = [(res, review, False) for res, review in inputs.prior_results] + rejected
-        merged.sort(key=lambda x: str(x[0].extra.get("study_date") or ""), reverse=True)
         out = []
-        for res, review, was_rejected in merged[:2]:
+        for _label, res, review, _folder, was_rejected in previous_studies(inputs):
             if was_rejected:
                 out.append({"accepted": False, "whole_tumour_volume": None, "version": res.version,
                             "compatible": False, "date": res.extra.get("study_date")})
@@ -551,18 +545,34 @@ def time_point_table(result: WorkflowResult, priors: list[dict[str, Any]]) -> Re
                         "Software", "Comparison"), tuple(rows))
 
 
+def previous_studies(inputs: WorkflowInputs) -> list[tuple[str, WorkflowResult, Review | None, Path | None, bool]]:
+    """The patient's two previous studies, newest first by study date (the platform's order where dates
+    are missing), accepted or rejected, as ``(label, result, review, folder, rejected)`` with their
+    time-point labels "t-1" and "t-2". A rejected study keeps its place (EASE counts the comparison as
+    failed rather than skip to an older study), so the labels name the actual time points: with t-1
+    rejected, the accepted study before it is t-2, in the table and on its FLAIR panel alike."""
+    dirs = list(inputs.prior_dirs) + [None] * max(0, len(inputs.prior_results) - len(inputs.prior_dirs))
+    merged: list[tuple[WorkflowResult, Review | None, Path | None, bool]] = [
+        (res, review, None if folder is None else Path(folder), False)
+        for (res, review), folder in zip(inputs.prior_results, dirs, strict=False)]
+    merged += [(res, review, None, True) for res, review in inputs.prior_rejected]
+    merged.sort(key=lambda x: str(x[0].extra.get("study_date") or ""), reverse=True)
+    return [(label, *m) for label, m in zip(("t-1", "t-2"), merged[:2], strict=False)]
+
+
 def prior_flairs(inputs: WorkflowInputs, fixed: Volume, ref: Volume, backend: str, limits: Any) -> dict[str, Volume]:
-    """The FLAIR of the two newest accepted prior results, rigidly registered (prior T1c -> this T1c on
-    the brain's box ``fixed``) and resampled onto ``ref``: ``{"t-1": ..., "t-2": ...}``. A prior
-    without its folder or images, or whose registration fails, is left out (the panel is optional)."""
+    """The FLAIR of the accepted ones among the two previous studies (:func:`previous_studies`), each
+    rigidly registered (prior T1c -> this T1c on the brain's box ``fixed``), resampled onto ``ref`` and
+    keyed by its actual time point: ``{"t-1": ..., "t-2": ...}`` (only "t-2" when t-1 was rejected). A
+    rejected prior, or one without its folder or images, or whose registration fails, is left out (the
+    panel is optional)."""
     from neurorad.image.nifti import load_nifti
     from neurorad.preprocess.registration import register
     from neurorad.preprocess.transforms import resample
 
     out: dict[str, Volume] = {}
-    dirs = list(inputs.prior_dirs) + [None] * len(inputs.prior_results)
-    for label, (res, review), folder in zip(("t-1", "t-2"), inputs.prior_results[:2], dirs, strict=False):
-        if folder is None or review is None or not review.accepted:
+    for label, res, review, folder, was_rejected in previous_studies(inputs):
+        if was_rejected or folder is None or review is None or not review.accepted:
             continue
         t1c, flair = (Path(folder) / res.volumes.get(k, "") for k in ("t1c", "flair"))
         if not (res.volumes.get("t1c") and res.volumes.get("flair") and t1c.is_file() and flair.is_file()):
