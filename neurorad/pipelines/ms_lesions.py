@@ -96,6 +96,14 @@ class MSConfig:
     n4_iterations: tuple[int, ...] = (25, 25, 15)
     concurrent_timepoints: bool = True  # N4 of the two time points in two threads (brain extraction is not thread-safe)
     registration_margin_mm: float = 10.0  # registration runs on the brain's bounding box + this margin
+    # thick slices (issue 17: whole-region false positives of 1-17 mL on 3/5 mm pairs): "native"
+    # samples the finer image on the coarser image's own (moved) slices before both go to the
+    # halfway space with the same weights; "halfway" resamples each directly (before). Cubic
+    # B-spline instead of linear interpolation: linear interpolation between thick slices blurs
+    # by up to a quarter slice^2 along them, differently at the two time points (their offsets
+    # differ with the motion); chosen on tuning pairs (docs/ms-lesions.md)
+    resampling: str = "native"  # native | native_thick | halfway
+    resample_interpolation: str = "bspline"  # bspline | linear
     normalisation: str = "nyul"  # nyul | histogram
     candidate: CandidateParams = field(default_factory=CandidateParams)
     fp: FPParams = field(default_factory=FPParams)
@@ -228,6 +236,60 @@ def antialias(volume: Volume, target_spacing_mm: tuple[float, float, float]) -> 
     if not np.any(sig_mm > 0.05):
         return volume
     return volume.with_data(ndimage.gaussian_filter(np.asarray(volume.data, np.float32), sig_mm / f))
+
+
+def resample_pair(b0: Volume, f0: Volume, mb: Volume, mf: Volume, T: AffineTransform,
+                  cfg: MSConfig) -> tuple[Volume, Volume, Volume, AffineTransform, AffineTransform, str]:
+    """Both time points in the HALFWAY space (each moved by half the motion, so both carry the
+    same interpolation blur; an asymmetric resampling makes one image smoother and creates false
+    differences at every edge) on the coarser grid, cropped to its brain + margin. ``T`` maps
+    baseline world -> follow-up world. The finer image is anti-aliased to the coarser voxel
+    (:func:`antialias`); with ``cfg.resampling == "native"`` and different voxel sizes it is
+    then sampled on the coarser image's own slices (:func:`to_native_grid`) so that both images
+    reach the common grid with identical interpolation weights: resampling a thick-slice image
+    between its slices blurs it along the slice axis by up to a quarter slice^2 in variance,
+    which differs from place to place with the motion, and the other image, sampled on its fine
+    grid, did not carry that blur (ventricle tops and cortex then changed over millilitres).
+
+    Returns ``(ref, b_c, f_c, Tb, Tf, description)``: the common grid, both images on it, and
+    common world -> baseline / follow-up world."""
+    half = halfway(T)
+    Tb, Tf = half.inverse(), half
+    if f0.voxel_volume_mm3 > b0.voxel_volume_mm3 * (1 + 1e-6):
+        common, common_mask = f0, mf  # the grid's voxel layout comes from the coarser image
+        b0s, f0s = antialias(b0, f0.spacing_mm), f0
+        how = "follow-up grid (coarser), halfway space"
+    else:
+        common, common_mask = b0, mb
+        b0s, f0s = b0, antialias(f0, b0.spacing_mm)
+        how = "baseline grid, halfway space"
+    ref = crop_to_mask(common, common_mask, cfg.crop_margin_mm + 5.0)
+    if cfg.resampling not in ("native", "native_thick", "halfway"):
+        raise ValueError(f"unknown resampling {cfg.resampling!r} (native, native_thick, halfway)")
+    differ = not np.allclose(b0.spacing_mm, f0.spacing_mm, rtol=0.05)
+    thick = max(b0.spacing_mm) > 1.5 * min(b0.spacing_mm) or max(f0.spacing_mm) > 1.5 * min(f0.spacing_mm)
+    if (cfg.resampling == "native" and differ) or (cfg.resampling == "native_thick" and (differ or thick)):
+        if common is f0:
+            b0s = to_native_grid(b0s, f0, T.inverse())
+        else:
+            f0s = to_native_grid(f0s, b0, T)
+        how += "; finer image sampled on the coarser image's slices first"
+    b_c = resample(b0s, ref, Tb, cfg.resample_interpolation)
+    f_c = resample(f0s, ref, Tf, cfg.resample_interpolation)
+    return ref, b_c, f_c, Tb, Tf, how
+
+
+def to_native_grid(fine: Volume, coarse: Volume, coarse_to_fine: AffineTransform) -> Volume:
+    """``fine`` (already anti-aliased) sampled at the voxel centres of ``coarse`` moved into
+    ``fine``'s world by ``coarse_to_fine`` (cubic B-spline: interpolating, next to no blur). The
+    result's grid is that moved copy of ``coarse``'s grid, so resampling it and ``coarse`` into a
+    common space through transforms that differ by ``coarse_to_fine`` uses identical
+    interpolation weights for both (a thick slice sampled between two slices is blurred the same
+    way at both time points instead of only at one)."""
+    affine = coarse_to_fine.matrix @ np.asarray(coarse.affine, np.float64)
+    grid = Volume(np.zeros(coarse.spatial_shape, np.uint8), affine, {})
+    out = resample(fine, grid, None, "bspline")
+    return Volume(np.asarray(out.data, np.float32), affine, dict(fine.metadata))
 
 
 # ------------------------------------------------------------------------------------------ atlas
@@ -491,19 +553,8 @@ def step_register(ctx: MSContext) -> None:
         # carry the same interpolation blur and noise reduction (an asymmetric resampling makes
         # the resampled image smoother and creates false differences at every edge).
         # common -> baseline world = H^-1, common -> follow-up world = H, with H o H = T.
-        half = halfway(T)
-        Tb, Tf = half.inverse(), half
-        if f0.voxel_volume_mm3 > b0.voxel_volume_mm3 * (1 + 1e-6):
-            common, common_mask = f0, mf  # the grid's voxel layout comes from the coarser image
-            b0s, f0s = antialias(b0, f0.spacing_mm), f0
-            st.parameters["common_grid"] = "follow-up grid (coarser), halfway space"
-        else:
-            common, common_mask = b0, mb
-            b0s, f0s = b0, antialias(f0, b0.spacing_mm)
-            st.parameters["common_grid"] = "baseline grid, halfway space"
-        ref = crop_to_mask(common, common_mask, cfg.crop_margin_mm + 5.0)
-        ctx.b_c = resample(b0s, ref, Tb, "linear")
-        ctx.f_c = resample(f0s, ref, Tf, "linear")
+        ref, ctx.b_c, ctx.f_c, Tb, Tf, how = resample_pair(b0, f0, mb, mf, T, cfg)
+        st.parameters["common_grid"] = how
         brain = resample(mb, ref, Tb, "nearest").data.astype(bool) & resample(mf, ref, Tf, "nearest").data.astype(bool)
         if not brain.any():
             raise ProcessingError("brain masks of the two time points do not overlap after registration")
