@@ -68,9 +68,8 @@ _COMMON_CARD = {
                     "before any clinical use",
     "limitations": "NOT FIT FOR CLINICAL USE OR FOR PATIENT IMAGES: trained on synthetic phantoms only "
                    "(neurorad.phantom; 12 cases of 24 slices) for a CPU budget of <= 25 min on 2 shared cores: "
-                   "a half-width network (channels 8-128), Dice + cross-entropy, a few hundred steps of batch 4 "
-                   "on 128 x 128 "
-                   "patches (the papers: 200 epochs, batch 32, whole slices): undertrained; never validated on "
+                   "a half-width network (channels 8-128), Dice + cross-entropy, 40 epochs of 25 steps of "
+                   "batch 4 on 128 x 128 patches (the papers: 200 epochs, batch 32, whole slices): undertrained; never validated on "
                    "patients; figures measured on held-out phantoms only (bench/)",
     "licence": "Apache-2.0",
 }
@@ -83,7 +82,7 @@ _DATA = {"dataset": "dataset", "spacing_mm": None, "normalization": "none", "pat
 
 CONFIGS: dict[str, dict] = {
     "wmh": {
-        "model": {"name": "wmh-unet2d", "version": "0.1.0", "task": "white-matter hyperintensities on FLAIR",
+        "model": {"name": "wmh-unet2d", "version": "0.2.0", "task": "white-matter hyperintensities on FLAIR",
                   "architecture": "unet2d", "features": STARTER_FEATURES},
         "data": dict(_DATA),
         "training": {**_TRAINING, "lr_factor": 0.9},
@@ -105,7 +104,7 @@ CONFIGS: dict[str, dict] = {
 
 RETRAIN = {k: f"python -m neurorad.workflows.svd_train {k} --out RUN && neurorad model import RUN/run/model"
            for k in CONFIGS}
-MODELS = {"wmh": "wmh-unet2d@0.1.0", "cmb": "cmb-unet25d@0.1.0"}
+MODELS = {"wmh": "wmh-unet2d@0.2.0", "cmb": "cmb-unet25d@0.1.0"}
 
 
 def load_starter(kind: str, ref: str | None = None):  # noqa: ANN201 - a neurorad.segment Segmenter
