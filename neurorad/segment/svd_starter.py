@@ -69,8 +69,8 @@ _COMMON_CARD = {
     "limitations": "NOT FIT FOR CLINICAL USE OR FOR PATIENT IMAGES: trained on synthetic phantoms only "
                    "(neurorad.phantom; 12 cases of 24 slices) for a CPU budget of <= 25 min on 2 shared cores: "
                    "a half-width network (channels 8-128), Dice + cross-entropy, 40 epochs of 25 steps of "
-                   "batch 4 on 128 x 128 patches (the papers: 200 epochs, batch 32, whole slices): undertrained; never validated on "
-                   "patients; figures measured on held-out phantoms only (bench/)",
+                   "batch 4 on 128 x 128 patches (the papers: 200 epochs, batch 32, whole slices): "
+                   "undertrained; never validated on patients; figures measured on held-out phantoms only (bench/)",
     "licence": "Apache-2.0",
 }
 
