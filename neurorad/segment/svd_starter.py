@@ -91,7 +91,7 @@ CONFIGS: dict[str, dict] = {
                                   "papers' preprocessing (z-score, pad, 384 x 384); PAPERS.md B", **_COMMON_CARD},
     },
     "cmb": {
-        "model": {"name": "cmb-unet25d", "version": "0.1.0", "task": "cerebral microbleeds on SWI",
+        "model": {"name": "cmb-unet25d", "version": "0.2.0", "task": "cerebral microbleeds on SWI",
                   "architecture": "unet25d", "features": STARTER_FEATURES, "slices": 3},
         "data": dict(_DATA),
         "training": {**_TRAINING, "lr_factor": 0.1},
@@ -104,7 +104,7 @@ CONFIGS: dict[str, dict] = {
 
 RETRAIN = {k: f"python -m neurorad.workflows.svd_train {k} --out RUN && neurorad model import RUN/run/model"
            for k in CONFIGS}
-MODELS = {"wmh": "wmh-unet2d@0.2.0", "cmb": "cmb-unet25d@0.1.0"}
+MODELS = {"wmh": "wmh-unet2d@0.2.0", "cmb": "cmb-unet25d@0.2.0"}
 
 
 def load_starter(kind: str, ref: str | None = None):  # noqa: ANN201 - a neurorad.segment Segmenter

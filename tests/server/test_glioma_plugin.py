@@ -37,7 +37,7 @@ SEQUENCES = ("t1", "t1c", "t2", "flair")
 class ChangedGlioma(GliomaWorkflow):
     """A deliberately changed model: a stricter FLAIR threshold shrinks every segmentation."""
 
-    version = "0.2.0"
+    version = "0.3.0"
 
     def run(self, inputs, out_dir, progress):  # noqa: ANN001, ANN201
         from neurorad.segment.glioma_classical import GliomaParams
@@ -154,7 +154,7 @@ def test_three_time_points_rejection_and_incompatible_update_through_the_server(
             assert not any(x["name"].startswith("volume_change_") for x in res["quantities"])
             assert "No volume comparison" in res["summary"]
             _, html = decide(client, web, sid, "ACCEPTABLE")
-            assert "not comparable with results of versions before 0.2.0" in html
+            assert "not comparable with results of versions before 0.3.0" in html
             assert "not compared: not accepted" in html and "not compared: incompatible version" in html
     finally:
         registry.unregister("glioma")

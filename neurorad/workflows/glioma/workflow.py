@@ -98,7 +98,7 @@ class GliomaWorkflow(Workflow):
     """Glioma volumetry (EASE) on T1, T1c, T2 and FLAIR; see the module docstring."""
 
     name = "glioma"
-    version = "0.1.0"
+    version = "0.2.0"  # 0.2.0: N4 on zero-bordered sequences and the per-case FLAIR cut (volumes changed)
     title = "Glioma volumetry (EASE)"
     description = ("Co-registers T1, T1c, T2 and FLAIR, extracts the brain, corrects bias and segments the "
                    "tumour into enhancing tumour, non-enhancing T2-FLAIR hyperintensity and necrosis; reports "
