@@ -31,10 +31,10 @@ def brain_mask(volume: Volume, engine: str = "deepbet") -> tuple[Volume, str, st
 
 
 def n4(volume: Volume, mask: Volume | None, shrink: int = 4,
-       iterations: tuple[int, ...] = (50, 50, 50, 50)) -> tuple[Volume, str]:
+       iterations: tuple[int, ...] = (50, 50, 50, 50), nonpositive: str = "floor") -> tuple[Volume, str]:
     """N4 bias-field correction (Tustison et al. 2010) inside ``mask`` (Otsu head mask when None)."""
     out = n4_bias_correct(volume.with_data(np.asarray(volume.data, np.float32)), mask=mask, shrink_factor=shrink,
-                          iterations=iterations)
+                          iterations=iterations, nonpositive=nonpositive)
     its = ",".join(str(i) for i in iterations)
     return out, f"preprocess.bias:n4 (shrink {shrink}, iterations {its})"  # type: ignore[return-value]
 

@@ -94,6 +94,10 @@ class MSConfig:
     # inside the brain mask the 4th level and long runs over-fit (WM CoV 0.0329 with 4 levels,
     # 0.0223 with (50,50,30), 0.0193 with (25,25,15) at half its CPU; bench/ms_n4_levels.py)
     n4_iterations: tuple[int, ...] = (25, 25, 15)
+    # how N4 treats non-positive voxels: "shift" (the whole image by 1 - min, the handling this pipeline's
+    # operating point and benchmarks were measured with) or "floor" (preprocess.bias's default since the
+    # glioma 5 mm fix); switching needs the MS benchmarks re-run (docs/ms-lesions.md)
+    n4_nonpositive: str = "shift"
     concurrent_timepoints: bool = True  # N4 of the two time points in two threads (brain extraction is not thread-safe)
     registration_margin_mm: float = 10.0  # registration runs on the brain's bounding box + this margin
     # thick slices (issue 17: whole-region false positives of 1-17 mL on 3/5 mm pairs): "native"
@@ -585,9 +589,10 @@ def step_bias(ctx: MSContext) -> None:
     cfg = ctx.cfg
     assert ctx.ref is not None
     with ctx.prov.step("bias", shrink_factor=cfg.n4_shrink, iterations=list(cfg.n4_iterations),
-                       concurrent=cfg.concurrent_timepoints) as st:
+                       nonpositive=cfg.n4_nonpositive, concurrent=cfg.concurrent_timepoints) as st:
         bm = ctx.ref.with_data(ctx.brain)
-        (ctx.b_n, eng), (ctx.f_n, _) = _both(lambda v: _engines.n4(v, bm, cfg.n4_shrink, cfg.n4_iterations),
+        (ctx.b_n, eng), (ctx.f_n, _) = _both(lambda v: _engines.n4(v, bm, cfg.n4_shrink, cfg.n4_iterations,
+                                                                      cfg.n4_nonpositive),
                                              ctx.b_c, ctx.f_c, cfg.concurrent_timepoints)
         st.engine = eng
 

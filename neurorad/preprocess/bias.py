@@ -36,6 +36,7 @@ def n4_bias_correct(
     spline_distance_mm: float = 200.0,
     return_field: bool = False,
     progress: Callable[[int], None] | None = None,
+    nonpositive: str = "floor",
 ) -> Volume | tuple[Volume, Volume]:
     """Bias-corrected image (float32, same grid); optionally also the multiplicative field.
 
@@ -43,6 +44,10 @@ def n4_bias_correct(
     levels); ``spline_distance_mm`` sets the B-spline control-point spacing of the field at the
     first level (200 mm, as ANTs' ``-b [200]`` recommendation; it halves at each level). A finer
     start (100 mm) left twice the residual white-matter variation in our Colin27 test.
+
+    ``nonpositive``: ``"floor"`` (default; see the module docstring) or ``"shift"``, the former
+    handling (the whole image shifted by ``1 - min`` before the log and back after), kept only for
+    the MS pipeline, whose operating point was chosen with it (``MSConfig.n4_nonpositive``).
     """
     src = volume.metadata.get("source")
     if volume.data.ndim != 3:
@@ -53,13 +58,16 @@ def n4_bias_correct(
     if not iterations or min(iterations) < 1:
         raise InputError("iterations must be a non-empty list of positive integers")
     data = np.asarray(volume.data, dtype=np.float32)
+    if nonpositive not in ("floor", "shift"):
+        raise InputError(f"nonpositive must be 'floor' or 'shift', got {nonpositive!r}", src)
     positive = data[data > 0]
     if positive.size == 0:
         raise InputError("N4 needs a magnitude image with positive intensities", src)
+    offset = float(1 - data.min()) if nonpositive == "shift" and data.min() <= 0 else 0.0
     # N4 works on log intensities: raise non-positive voxels to a small floor for the fit (no additive
     # shift of the whole image: that changes the multiplicative model, see the module docstring)
     floor = np.float32(1e-3 * float(np.median(positive)))
-    img = to_sitk(volume.with_data(np.maximum(data, floor)))
+    img = to_sitk(volume.with_data(data + offset if offset else np.maximum(data, floor)))
     if mask is None:
         mask_img = sitk.OtsuThreshold(img, 0, 1, 200)
     else:
@@ -80,7 +88,7 @@ def n4_bias_correct(
     n4.Execute(small, small_mask)
     log_field = n4.GetLogBiasFieldAsImage(img)
     field = np.exp(from_sitk(log_field).data).astype(np.float32)
-    corrected = data / field
+    corrected = (data + offset) / field - offset if offset else data / field
     out = volume.with_data(corrected.astype(np.float32), bias_correction={
         "method": "N4", "shrink_factor": shrink_factor, "iterations": list(iterations)})
     if return_field:
