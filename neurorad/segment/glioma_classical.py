@@ -104,7 +104,7 @@ def _ratio(img: np.ndarray, brain: np.ndarray, sigma_vox: np.ndarray) -> np.ndar
 
 
 def _partial_volume_level(hyper: np.ndarray, r_fl: np.ndarray, r_t2: np.ndarray, brain: np.ndarray,
-                          spacing_mm: tuple[float, float, float], p: GliomaParams) -> tuple[np.ndarray, float | None]:
+                          spacing_mm: tuple[float, float, float], p: GliomaParams) -> np.ndarray:
     """Re-threshold the FLAIR hyperintensity at its partial-volume level, measured on this case.
 
     A fixed ratio is unbiased only when it lies halfway between the tissue around the tumour and the
@@ -117,11 +117,11 @@ def _partial_volume_level(hyper: np.ndarray, r_fl: np.ndarray, r_t2: np.ndarray,
     oedema spreads in), and a voxel within ``pv_border_mm`` (at least one voxel per axis) of the
     detected hyperintensity counts when its FLAIR reaches ``pv_fraction`` of the way between them and it
     is not T2-dark: the classic midpoint rule for partial-volume voxels of a two-tissue boundary (e.g.
-    Tofts, Quantitative MRI of the Brain, 2003, ch. 18). Returns the new mask and the level (None:
-    unchanged, no interior or no contrast)."""
+    Tofts, Quantitative MRI of the Brain, 2003, ch. 18). Returns the new mask (``hyper`` unchanged
+    when it has no interior, no surrounding shell or no contrast over it)."""
     lab, n = connected_components(hyper, 26)
     if n == 0:
-        return hyper, None
+        return hyper
     counts = label_voxel_counts(lab, n)
     main_ids = np.flatnonzero(counts >= p.min_fraction_of_largest * counts.max()) + 1
     main = np.isin(lab, main_ids)
@@ -135,18 +135,18 @@ def _partial_volume_level(hyper: np.ndarray, r_fl: np.ndarray, r_t2: np.ndarray,
     depth = ndi.distance_transform_edt(m, sampling=sp)
     inner = m & (depth > float(np.sqrt((sp ** 2).sum())))
     if inner.sum() < 20:
-        return hyper, None
+        return hyper
     outside = ndi.distance_transform_edt(~m, sampling=sp)
     shell = br & (outside > 3.0) & (outside <= 8.0)
     if shell.sum() < 20:
-        return hyper, None
+        return hyper
     lesion, background = float(np.median(fl[inner])), float(np.median(fl[shell]))
     if lesion <= background:
-        return hyper, None
+        return hyper
     level = background + p.pv_fraction * (lesion - background)
     r = np.maximum(1, np.round(p.pv_border_mm / sp)).astype(int)
     near = ndi.binary_dilation(hyper, structure=np.ones(tuple(2 * r + 1), bool)) & brain
-    return near & (r_fl >= level) & (r_t2 >= p.t2_ratio), level
+    return near & (r_fl >= level) & (r_t2 >= p.t2_ratio)
 
 
 def segment_glioma(t1: np.ndarray, t1c: np.ndarray, t2: np.ndarray, flair: np.ndarray, brain: np.ndarray,
@@ -165,7 +165,7 @@ def segment_glioma(t1: np.ndarray, t1c: np.ndarray, t2: np.ndarray, flair: np.nd
     r_t2, r_fl = _ratio(t2, brain, sigma), _ratio(flair, brain, sigma)
     hyper = (r_fl >= p.flair_ratio) & (r_t2 >= p.t2_ratio)
     if p.pv_fraction > 0 and hyper.any():
-        hyper, _ = _partial_volume_level(hyper, r_fl, r_t2, brain, spacing_mm, p)
+        hyper = _partial_volume_level(hyper, r_fl, r_t2, brain, spacing_mm, p)
     enh = (r_t1c >= p.t1c_ratio) & (r_t1c >= p.enhancement_ratio * np.maximum(r_t1, 1e-3)) & brain
     enclosed = ndi.binary_fill_holes(enh) & ~enh
     nec = enclosed & (r_t1c < p.necrosis_t1c_ratio)
