@@ -56,7 +56,7 @@ from scipy import ndimage as ndi
 
 from neurorad.quantify.components import connected_components, label_voxel_counts
 
-__all__ = ["GliomaParams", "GliomaSegmentation", "LABELS", "segment_glioma"]
+__all__ = ["GliomaParams", "GliomaSegmentation", "LABELS", "components_rule", "segment_glioma"]
 
 #: label values of the class map: EASE's regions
 LABELS = {1: "necrosis", 2: "non_enhancing", 3: "enhancing"}
@@ -174,7 +174,20 @@ def segment_glioma(t1: np.ndarray, t1c: np.ndarray, t2: np.ndarray, flair: np.nd
         filled = ndi.binary_fill_holes(whole) & brain
         nec |= filled & ~whole & (r_t1c < p.necrosis_t1c_ratio)
         whole = filled
-    lab, n = connected_components(whole, 26)
+    classes = np.zeros(whole.shape, np.uint8)
+    classes[whole] = 2
+    classes[whole & enh] = 3
+    classes[whole & nec] = 1
+    return components_rule(classes, spacing_mm, p)
+
+
+def components_rule(classes: np.ndarray, spacing_mm: tuple[float, float, float],
+                    params: GliomaParams | None = None) -> GliomaSegmentation:
+    """Keep the whole tumour's 26-connected components of at least ``min_component_ml`` that hold at least
+    ``min_fraction_of_largest`` of the largest one's volume (module docstring); ``classes`` (LABELS) outside
+    them become 0. Shared by the classical and the learned engines (neurorad.segment.glioma_learned)."""
+    p = params or GliomaParams()
+    lab, n = connected_components(classes > 0, 26)
     voxel_ml = float(np.prod(spacing_mm)) / 1000.0
     counts = label_voxel_counts(lab, n)
     largest = float(counts.max()) if n else 0.0
@@ -183,9 +196,5 @@ def segment_glioma(t1: np.ndarray, t1c: np.ndarray, t2: np.ndarray, flair: np.nd
     lut = np.zeros(n + 1, np.int32)
     lut[keep] = np.arange(1, len(keep) + 1, dtype=np.int32)
     comps = lut[lab]
-    whole = comps > 0
-    classes = np.zeros(lab.shape, np.uint8)
-    classes[whole] = 2
-    classes[whole & enh] = 3
-    classes[whole & nec] = 1
-    return GliomaSegmentation(classes, comps, len(keep))
+    out = np.where(comps > 0, classes, 0).astype(np.uint8)
+    return GliomaSegmentation(out, comps, len(keep))

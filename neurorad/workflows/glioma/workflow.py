@@ -10,9 +10,11 @@ Steps (``run``), each recorded with its seconds in the result's provenance:
 3. ``register``   rigid registration of T1, T2 and FLAIR to T1c (elastix, mutual information on the
                   brain's box; A2), resampled onto the T1c grid.
 4. ``bias``       N4 of every sequence inside the brain (the paper added N4 and found better masks).
-5. ``segment``    the chosen engine: ``classical`` (multi-contrast thresholds relative to normal
-                  brain, :mod:`neurorad.segment.glioma_classical`); learned engines come from the
-                  learned-segmentation layer when a model is installed.
+5. ``segment``    the chosen engine (``--engine``): ``classical`` (multi-contrast thresholds relative to
+                  normal brain, :mod:`neurorad.segment.glioma_classical`; the default), ``unet3d`` (the
+                  shipped starter 3D model), or a site's model: a registry ``name[@version]``, a model
+                  folder or ``nnunet:FOLDER`` (an nnU-Net v2 results folder), its labels matched to the
+                  three regions by name (:mod:`neurorad.segment.glioma_learned`).
 6. ``measure``    regional volumes (mL), connected components with their volumes (EASE's sanity
                   check against unnoticed false positives), the automatic bidimensional RANO
                   product (:mod:`neurorad.quantify.rano`), the 8 volumetric ratios of the
@@ -45,6 +47,8 @@ from neurorad.clinical.glioma import (
 from neurorad.errors import InputError, ProcessingError
 from neurorad.image.nifti import save_nifti
 from neurorad.image.volume import Volume
+from neurorad.segment.glioma_learned import ENGINES as LEARNED_ENGINES
+from neurorad.segment.glioma_learned import engine_record as learned_engine_record
 from neurorad.workflows._subject import check_slices, key_image, load_series
 from neurorad.workflows.contract import (
     SCORE_1_5,
@@ -122,14 +126,19 @@ class GliomaWorkflow(Workflow):
         Panel("FLAIR t-2 (accepted prior, registered to this T1c)", "flair_t-2", optional=True),
     ), kind_colours={"component": "#ff4040"})
     reference_quantity = "whole_tumour_volume"
-    engines = {"classical": "multi-contrast thresholds relative to normal brain (baseline; synthetic validation)"}
+    engines = {"classical": "multi-contrast thresholds relative to normal brain (baseline; synthetic validation)",
+               **LEARNED_ENGINES}
+    #: ``--engine`` also takes a site's model: a registry name[@version], a model folder or nnunet:FOLDER
+    engine_models = True
 
     # ----------------------------------------------------------------------------------------- run
     def run(self, inputs: WorkflowInputs, out_dir: Path, progress: Progress) -> WorkflowResult:
         opts = inputs.options
         engine = str(opts.get("engine") or next(iter(self.engines)))
-        if engine not in self.engines:
-            raise InputError(f"unknown engine {engine!r} for workflow glioma; choose one of {list(self.engines)}")
+        # a learned engine is loaded (and its file hashes checked) before any work: a wrong name or a changed
+        # model fails in a second, not after registration
+        model = (ModelRef("glioma-classical", self.version) if engine == "classical"
+                 else ModelRef(**learned_engine_record(engine)))
         steps: list[dict[str, Any]] = []
 
         def step(name: str, t0: float, **kw: Any) -> None:
@@ -189,8 +198,13 @@ class GliomaWorkflow(Workflow):
         from neurorad.segment.glioma_classical import GliomaParams, segment_glioma
 
         params = opts.get("classical_params") or GliomaParams()
-        seg = segment_glioma(cor["t1"].data, cor["t1c"].data, cor["t2"].data, cor["flair"].data, brain,
-                             ref.spacing_mm, params)
+        if engine == "classical":
+            seg = segment_glioma(cor["t1"].data, cor["t1c"].data, cor["t2"].data, cor["flair"].data, brain,
+                                 ref.spacing_mm, params)
+        else:
+            from neurorad.segment.glioma_learned import segment_glioma_learned
+
+            seg = segment_glioma_learned(cor, brain, engine, params)
         step("segment", t, engine=engine)
         t = time.perf_counter()
         progress(0.8, "measure")
@@ -238,7 +252,7 @@ class GliomaWorkflow(Workflow):
                    "bidimensional": {"whole_tumour": bi.__dict__, "enhancing": bi_enh.__dict__},
                    "priors": self._priors(inputs),
                    "validation": "synthetic phantoms only (bench/glioma.py)"})
-        result.provenance.models.append(ModelRef("glioma-classical", self.version))
+        result.provenance.models.append(model)
         result.provenance.steps.extend(steps)
         result.provenance.parameters = {"engine": engine, **params.to_dict()}
         return add_trend_figure(self.recompute(result), out_dir)
@@ -456,7 +470,7 @@ class GliomaWorkflow(Workflow):
             sections.append(ReportSection("Volume trend", (note,), figures=(str(fig["path"]),)))
         sections.append(ReportSection("Method", (
             "Rigid registration of T1, T2 and FLAIR to post-contrast T1, brain extraction, N4 bias correction, "
-            f"segmentation with the {result.extra.get('engine', '?')} engine. Volume changes of 40% or more "
+            f"segmentation with the {_engine_words(result)}. Volume changes of 40% or more "
             "(the volume equivalent of RANO's 25% bidimensional change) are flagged; comparisons are made only "
             "between accepted results of one compatible software version. Validated on synthetic phantoms only.",)))
         return sections
@@ -464,6 +478,14 @@ class GliomaWorkflow(Workflow):
     def not_usable_text(self) -> str:
         return ("The automatic tumour segmentation was reviewed and judged not usable (UNACCEPTABLE); no "
                 "volumetric assessment is possible for this study. Read the images without the software result.")
+
+
+def _engine_words(result: WorkflowResult) -> str:
+    """The segmentation engine in the report's words (a learned model named with its version)."""
+    m = result.provenance.models[0] if result.provenance.models else None
+    if m is None or m.kind != "learned":
+        return f"{result.extra.get('engine', 'classical')} engine"
+    return f"learned model {m.name} {m.version}"
 
 
 def update_alarms(boundary: str | None, version: str) -> list[Alarm]:
