@@ -24,7 +24,12 @@ Registration backend: ``--registration elastix`` is the workflow's default (the
 paper's tool), ``sitk`` is SimpleITK's Mattes-MI optimiser (faster here). Synthetic: these figures
 describe the phantoms, not patients; seconds are wall and CPU on whatever machine runs it.
 
-Usage: ``python bench/glioma.py --cases 20 [--brain truth|deepbet] [--registration elastix|sitk] [--json out.json]``;
+Engines (issue 12): ``--engines classical,unet3d,nnunet:FOLDER`` runs the workflow with the first engine and
+scores every engine on the same co-registered, bias-corrected draws (the workflow's own outputs), one column
+each (Dice per region, volume error, scan-rescan flags, seconds of the segment step).
+
+Usage: ``python bench/glioma.py --cases 20 [--brain truth|deepbet] [--registration elastix|sitk] [--engines E1,E2]
+[--json out.json]``;
 split over processes: ``--start 0 --cases 4 --json a.json`` ... then ``--merge a.json b.json ...``.
 Each row records the workflow's step seconds (``steps_a``/``steps_b``) for the speed figures.
 """
@@ -111,11 +116,44 @@ def _dice(a: np.ndarray, b: np.ndarray) -> float:
     return float(dice(a, b))
 
 
+def _segment_again(out: Path, engine: str) -> tuple[np.ndarray, float]:
+    """Class map of another engine on the workflow's own co-registered, bias-corrected sequences and brain mask
+    (what its segment step would have been given), and its seconds."""
+    from neurorad.image.nifti import load_nifti
+    from neurorad.segment.glioma_classical import segment_glioma
+    from neurorad.segment.glioma_learned import segment_glioma_learned
+
+    seqs = {s: load_nifti(out / f"{s}.nii.gz") for s in ("t1", "t1c", "t2", "flair")}
+    brain = np.asarray(load_nifti(out / "brain_mask.nii.gz").data) > 0
+    t0 = time.perf_counter()
+    if engine == "classical":
+        seg = segment_glioma(*(np.asarray(seqs[s].data) for s in ("t1", "t1c", "t2", "flair")), brain,
+                             seqs["t1c"].spacing_mm)
+    else:
+        seg = segment_glioma_learned(seqs, brain, engine)
+    return seg.classes, time.perf_counter() - t0
+
+
+def _score(row: dict[str, Any], tag: str, classes: np.ndarray, truth: np.ndarray, voxel_ml: float) -> None:
+    """Whole-tumour volume and error of one draw into ``row``; for draw A also the Dice per region."""
+    row[f"whole_tumour_ml_{tag}"] = float((classes > 0).sum()) * voxel_ml
+    row[f"volume_error_pct_{tag}"] = 100.0 * (row[f"whole_tumour_ml_{tag}"] / row[f"true_whole_tumour_ml_{tag}"]
+                                              - 1.0)
+    if tag == "a":
+        row["dice_whole_tumour"] = _dice(classes > 0, truth > 0)
+        for name, (t_labels, p_labels) in REGION_TRUTH.items():
+            row[f"dice_{name}"] = _dice(np.isin(classes, p_labels), np.isin(truth, t_labels))
+        row["volume_error_pct"] = row["volume_error_pct_a"]
+
+
 def run_case(spec: dict[str, Any], tmp: Path, brain: str, registration: str, min_nmi: float = 1.005,
-             keep: Path | None = None, options: dict[str, Any] | None = None) -> dict[str, Any]:
+             keep: Path | None = None, options: dict[str, Any] | None = None,
+             engines: tuple[str, ...] = ("classical",)) -> dict[str, Any]:
     """Draw A (the spec's grid) scored against the truth; draw B, the rescan of the same tumour with another
     slice thickness, bias strength, noise and pose, for the repeatability. ``keep``: a folder where each
-    draw's workflow outputs and truth are kept (``bench/glioma_sweep.py --cache`` re-segments them)."""
+    draw's workflow outputs and truth are kept (``bench/glioma_sweep.py --cache`` re-segments them).
+    ``engines``: the workflow runs with the first; every engine (the first too) is then scored on the same
+    co-registered, bias-corrected sequences, into ``row["by_engine"][engine]``."""
     import shutil
 
     from neurorad.image.nifti import load_nifti, save_nifti
@@ -130,6 +168,7 @@ def run_case(spec: dict[str, Any], tmp: Path, brain: str, registration: str, min
                            "rescan_slice_thickness_mm": spec["rescan_slice_thickness_mm"],
                            "snr": spec["snr"], "bias": spec["bias_strength"], "enhancement": spec["enhancement"]}
     rng = np.random.default_rng([spec["seed"], 7])
+    row["by_engine"] = {e: {} for e in engines}
     for tag in ("a", "b"):
         thick = spec["slice_thickness_mm"] if tag == "a" else spec["rescan_slice_thickness_mm"]
         bias = spec["bias_strength"] if tag == "a" else spec["rescan_bias_strength"]
@@ -140,7 +179,7 @@ def run_case(spec: dict[str, Any], tmp: Path, brain: str, registration: str, min
         truth = np.asarray(truth_vol.data)
         voxel_ml = float(np.prod(case.images["baseline_t1c"].spacing_mm)) / 1000.0
         row[f"true_whole_tumour_ml_{tag}"] = float((truth > 0).sum()) * voxel_ml
-        opts: dict[str, Any] = {"registration_backend": registration,
+        opts: dict[str, Any] = {"registration_backend": registration, "engine": engines[0],
                                 "registration_limits": RegistrationLimits(min_nmi=min_nmi), **(options or {})}
         if brain == "truth":
             opts["brain_mask"] = case.truth["truth_baseline_brain"]
@@ -165,13 +204,24 @@ def run_case(spec: dict[str, Any], tmp: Path, brain: str, registration: str, min
             shutil.rmtree(dst, ignore_errors=True)
             shutil.copytree(d / "out", dst)
             save_nifti(truth_vol, dst / "truth_tumour_class.nii.gz")
+        classes = np.asarray(load_nifti(d / "out" / "tumour_classes.nii.gz").data)
         if tag == "a":
             row["true_whole_tumour_ml"] = row["true_whole_tumour_ml_a"]
-            classes = np.asarray(load_nifti(d / "out" / "tumour_classes.nii.gz").data)
-            row["dice_whole_tumour"] = _dice(classes > 0, truth > 0)
-            for name, (t_labels, p_labels) in REGION_TRUTH.items():
-                row[f"dice_{name}"] = _dice(np.isin(classes, p_labels), np.isin(truth, t_labels))
-            row["volume_error_pct"] = row["volume_error_pct_a"]
+            _score(row, tag, classes, truth, voxel_ml)
+        for e in engines:
+            er = row["by_engine"][e]
+            er[f"true_whole_tumour_ml_{tag}"] = row[f"true_whole_tumour_ml_{tag}"]
+            if e == engines[0]:
+                er[f"segment_seconds_{tag}"] = row[f"steps_{tag}"].get("segment")
+                _score(er, tag, classes, truth, voxel_ml)
+                continue
+            try:
+                other, secs = _segment_again(d / "out", e)
+            except Exception as err:  # noqa: BLE001 - a failed engine is a result of the benchmark
+                er[f"error_{tag}"] = f"{type(err).__name__}: {err}"
+                continue
+            er[f"segment_seconds_{tag}"] = secs
+            _score(er, tag, other, truth, voxel_ml)
         shutil.rmtree(d)
     return row
 
@@ -200,12 +250,51 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
         # the change rule of the workflow, both directions: an unchanged tumour must not be flagged
         s["false_flags"] = int(sum(compare_volume("t-1", x, y).flagged or compare_volume("t-1", y, x).flagged
                                    for x, y in zip(a, b, strict=True)))
+    seg_secs = [r[k] for r in rows for k in ("segment_seconds_a", "segment_seconds_b") if r.get(k) is not None]
+    s["segment_seconds_mean"] = float(np.mean(seg_secs)) if seg_secs else None
     secs = [r[k] for r in rows for k in ("seconds_a", "seconds_b") if k in r]
     cpus = [r[k] for r in rows for k in ("cpu_seconds_a", "cpu_seconds_b") if k in r]
     s["seconds_mean"] = float(np.mean(secs)) if secs else None
     s["seconds_max"] = float(np.max(secs)) if secs else None
     s["cpu_seconds_mean"] = float(np.mean(cpus)) if cpus else None
     return s
+
+
+ENGINE_ROWS = [
+    ("whole-tumour Dice, mean (min)", "dice_whole_tumour"), ("enhancing Dice, mean", "dice_enhancing_mean"),
+    ("non-enhancing Dice, mean", "dice_non_enhancing_mean"), ("necrosis Dice, mean", "dice_necrosis_mean"),
+    ("median |volume error| %, first scans", "volume_error_abs_median_pct"),
+    ("median |volume error| %, both draws", "volume_error_abs_median_pct_ab"),
+    ("repeatability coefficient (mL)", "rc_ml"), ("false >= 40 % flags / pairs", "false_flags"),
+    ("segment step seconds, mean", "segment_seconds_mean"), ("failed draws", "failed")]
+
+
+def engine_rows(rows: list[dict[str, Any]], engine: str) -> list[dict[str, Any]]:
+    """The rows as one engine scored them (``row["by_engine"]``), in the shape :func:`summarise` takes."""
+    return [{"seed": r["seed"], **r["by_engine"][engine]} for r in rows if engine in r.get("by_engine", {})]
+
+
+def engine_table(rows: list[dict[str, Any]], engines: list[str]) -> str:
+    """One column per engine, every engine scored on the same preprocessed draws."""
+    sums = {e: summarise(engine_rows(rows, e)) for e in engines}
+    lines = ["| measure | " + " | ".join(engines) + " |", "|---|" + "---|" * len(engines)]
+    for label, key in ENGINE_ROWS:
+        cells = []
+        for e in engines:
+            sm = sums[e]
+            if key == "dice_whole_tumour":
+                v = sm.get("dice_whole_tumour_mean")
+                cells.append("-" if v is None else f"{v:.3f} ({sm['dice_whole_tumour_min']:.3f})")
+            elif key == "false_flags":
+                cells.append(f"{sm.get('false_flags', '-')} / {sm['pairs']}")
+            elif key == "failed":
+                n = sum(f"error_{t}" in r for r in engine_rows(rows, e) for t in ("a", "b"))
+                cells.append(str(n))
+            else:
+                v = sm.get(key)
+                cells.append("-" if v is None else f"{v:.3f}" if abs(v) < 10 else f"{v:.1f}")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def table(summary: dict[str, Any]) -> str:
@@ -231,6 +320,10 @@ def main() -> None:
     p.add_argument("--min-nmi", type=float, default=1.005,
                    help="registration's NMI floor (the workflow's default 1.01 refuses T2->T1c on most of these "
                         "noisy phantoms although elastix and SimpleITK agree on the result: NMI 1.009)")
+    p.add_argument("--engines", default="classical",
+                   help="comma-separated segmentation engines, each scored on the same co-registered, bias-corrected "
+                        "draws (the workflow runs with the first): classical, unet3d, a registry name[@version], a "
+                        "model folder or nnunet:FOLDER")
     p.add_argument("--json", type=Path, default=None)
     p.add_argument("--keep", type=Path, default=None,
                    help="keep each draw's registered, bias-corrected sequences and truth here (for the sweep)")
@@ -243,13 +336,18 @@ def main() -> None:
               f"{docs[0]['brain']}, registration: {docs[0]['registration']}, {s['failed']} failed, "
               f"{s['pairs']} scan-rescan pairs")
         print(table(s))
+        engines = docs[0].get("engines", ["classical"])
+        if len(engines) > 1 or "by_engine" in rows[0]:
+            print(f"\nEngines on the same draws ({len(rows)} cases):")
+            print(engine_table(rows, engines))
         return
     if a.keep is not None:
         a.keep.mkdir(parents=True, exist_ok=True)
+    engines = tuple(e.strip() for e in a.engines.split(",") if e.strip())
     rows = []
     with tempfile.TemporaryDirectory(prefix="neurorad-bench-glioma-") as td:
         for i, spec in enumerate(specs(a.cases, a.seed0, a.start)):
-            row = run_case(spec, Path(td), a.brain, a.registration, a.min_nmi, a.keep)
+            row = run_case(spec, Path(td), a.brain, a.registration, a.min_nmi, a.keep, engines=engines)
             rows.append(row)
             msg = (f"case {i + 1}/{a.cases} seed {row['seed']}: d {row['diameter_mm']:.0f} mm, "
                    f"{row['in_plane_mm']:.2f}x{row['slice_thickness_mm']:.1f} mm "
@@ -267,12 +365,15 @@ def main() -> None:
             print(msg, flush=True)
             if a.json is not None:
                 a.json.write_text(json.dumps({"brain": a.brain, "registration": a.registration,
-                                              "min_nmi": a.min_nmi, "rows": rows,
+                                              "min_nmi": a.min_nmi, "engines": list(engines), "rows": rows,
                                               "summary": summarise(rows)}, indent=2))
     s = summarise(rows)
     print(f"\nGlioma, {a.cases} held-out phantoms (synthetic), brain mask: {a.brain}, registration: {a.registration}, "
           f"{s['failed']} failed, {s['pairs']} scan-rescan pairs")
     print(table(s))
+    if len(engines) > 1:
+        print(f"\nEngines on the same draws ({len(rows)} cases):")
+        print(engine_table(rows, list(engines)))
 
 
 if __name__ == "__main__":

@@ -165,3 +165,45 @@ def test_site_nnunet_model_as_glioma_engine(brats_style_nnunet) -> None:
     want = np.array([0, 1, 2, 3], np.uint8)[own] * brain
     assert seg.classes.shape == shape
     assert (seg.classes == want).all()
+
+
+@pytest.mark.slow
+def test_training_cases_and_entry_point_give_a_model_the_workflow_runs(tmp_path, monkeypatch) -> None:
+    """The starter's training data (``neurorad.workflows.glioma.train``): four skull-stripped sequences on one
+    2 mm grid whose tumour regions have the contrasts the phantom gave them (oracle: the radiological
+    definitions: FLAIR bright where the hyperintensity is, T1c bright where it enhances), then the entry point
+    (cut to seconds) leaves a model folder that the glioma engine runs as a site model by its folder."""
+    from neurorad.segment.glioma_learned import segment_glioma_learned
+    from neurorad.segment.registry import open_model
+    from neurorad.workflows.glioma import train as glioma_train
+
+    cases = list(glioma_train.glioma_cases(2))
+    for _cid, chans, lab in cases:
+        t1, t1c, _t2, flair = (np.asarray(c.data) for c in chans)
+        y = np.asarray(lab.data)
+        assert lab.spacing_mm == pytest.approx((2.0, 2.0, 2.0)) and set(np.unique(y)) <= {0, 1, 2, 3}
+        assert all(c.spatial_shape == lab.spatial_shape and np.allclose(c.affine, lab.affine) for c in chans)
+        brain = (flair > 0) | (t1 > 0)
+        normal = brain & (y == 0)
+        assert np.median(flair[y == 2]) > 1.15 * np.median(flair[normal])  # T2-FLAIR hyperintensity
+        assert np.median(t1c[y == 3] / np.maximum(t1[y == 3], 1e-3)) > np.median(t1c[normal] / t1[normal])
+        assert not (y[~brain] > 0).any()
+    from neurorad.segment.dataset import write_dataset
+
+    write_dataset(tmp_path / "run" / "dataset", cases, ["T1", "T1C", "T2", "FLAIR"],
+                  dict(enumerate(glioma_train.LABEL_NAMES)))
+    monkeypatch.setitem(glioma_train.CONFIG, "data", {**glioma_train.CONFIG["data"], "spacing_mm": [6.0, 6.0, 6.0],
+                                                      "patch_size": [32, 32, 32], "val_fraction": 0.5})
+    monkeypatch.setitem(glioma_train.CONFIG, "model", {**glioma_train.CONFIG["model"], "features": [4, 4, 8, 8, 8]})
+    monkeypatch.setitem(glioma_train.CONFIG, "inference", {**glioma_train.CONFIG["inference"],
+                                                           "patch_size": [32, 32, 32]})
+    assert glioma_train.main(["--out", str(tmp_path / "run"), "--epochs", "1", "--iterations", "1"]) == 0
+    folder = tmp_path / "run" / "run" / "model"
+    card = open_model(folder).card
+    assert card["name"] == "glioma-unet3d" and "SYNTHETIC" in card["training_data"]
+    assert "neurorad.workflows.glioma.train" in card["validation"]["command"]
+    _cid, chans, _lab = cases[0]
+    seqs = dict(zip(("t1", "t1c", "t2", "flair"), chans, strict=True))
+    brain = np.asarray(chans[3].data) > 0
+    seg = segment_glioma_learned(seqs, brain, str(folder))
+    assert seg.classes.shape == brain.shape and not seg.classes[~brain].any()
