@@ -15,6 +15,8 @@ Inference (:func:`predict_array`): 3D patches by MONAI ``sliding_window_inferenc
 Gaussian importance weighting (nnU-Net, Isensee et al. 2021) and overlap; 2D / 2.5D nets run
 axial slice by axial slice (k adjacent slices as channels for 2.5D, the middle slice out, as the
 microbleed paper); optional mirror test-time augmentation averages the softmax over flips.
+Before that the array is cropped to its non-constant box (:func:`foreground_box`; nnU-Net crops to
+the non-zero region) and the probabilities pasted back, background (class 0 = 1) outside it.
 Probabilities go back to the first input's grid by linear interpolation (:func:`to_input_grid`).
 """
 
@@ -82,6 +84,9 @@ Grid = tuple[tuple[int, int, int], np.ndarray]
 
 #: 2D / 2.5D nets: slices per forward pass when every slice is a single window
 SLICES_PER_PASS = 16
+
+#: voxels kept around the non-constant region when inference crops to it (:func:`foreground_box`)
+CROP_MARGIN_VOXELS = 4
 
 
 def working_grid(reference: Volume, spacing_mm: Sequence[float] | None) -> Grid:
@@ -193,21 +198,80 @@ def _softmax_windows(forward, x: torch.Tensor, roi: Sequence[int], inf: Inferenc
     return total / len(flips)  # type: ignore[operator]
 
 
-def predict_array(forward, arr: np.ndarray, arch: ArchSpec, inf: InferenceSpec) -> np.ndarray:  # noqa: ANN001
+def foreground_box(arr: np.ndarray, roi: Sequence[int], margin: int = CROP_MARGIN_VOXELS
+                   ) -> tuple[slice, slice, slice] | None:
+    """Bounding box ``(i, j, k)`` slices of the voxels where any contrast of ``arr`` ``[C, i, j, k]``
+    differs from that contrast's minimum, i.e. the non-zero region of a zero-filled background after
+    any normalisation (nnU-Net crops to the non-zero region, Isensee et al. 2021). The box grows by
+    ``margin`` voxels and, in the first ``len(roi)`` axes, to at least the window ``roi`` (within the
+    array), so a window never sees padding the uncropped array did not have. None: nothing to crop
+    (all constant, or the box is the whole array)."""
+    fg = np.any(arr > arr.reshape(arr.shape[0], -1).min(1)[:, None, None, None], axis=0)
+    if not fg.any():
+        return None
+    box = []
+    for ax in range(3):
+        other = tuple(a for a in range(3) if a != ax)
+        idx = np.flatnonzero(fg.any(axis=other))
+        n = fg.shape[ax]
+        lo, hi = max(0, int(idx[0]) - margin), min(n, int(idx[-1]) + 1 + margin)
+        want = int(roi[ax]) if ax < len(roi) else 0
+        if hi - lo < want:  # grow to the window, centred, clamped to the array
+            lo = max(0, min(lo - (want - (hi - lo)) // 2, n - want))
+            hi = min(n, lo + want)
+        box.append(slice(lo, hi))
+    if all(b.start == 0 and b.stop == n for b, n in zip(box, fg.shape, strict=True)):
+        return None
+    return tuple(box)  # type: ignore[return-value]
+
+
+def _background_probabilities(n_classes: int, shape: tuple[int, ...]) -> np.ndarray:
+    out = np.zeros((n_classes, *shape), np.float32)
+    out[0] = 1.0
+    return out
+
+
+def predict_array(forward, arr: np.ndarray, arch: ArchSpec, inf: InferenceSpec,  # noqa: ANN001
+                  crop: bool = True) -> np.ndarray:
     """Class probabilities ``[class, i, j, k]`` for the prepared array ``[C, i, j, k]``.
 
     ``forward`` maps a float32 tensor batch to logits (a torch module in eval mode, or an ONNX
-    Runtime session wrapped as a callable).
+    Runtime session wrapped as a callable). ``crop`` (default): run the network only inside
+    :func:`foreground_box` (3D: the sliding window covers the box; 2D / 2.5D: axial slices outside it
+    are skipped, and in-plane it is cropped as in 3D, never below the window); outside it the
+    background class has probability 1 (nnU-Net's convention for the region outside its crop). Inside
+    it the result equals the uncropped one up to the sliding window's edge effects (window positions
+    move with the box); ``crop=False`` gives the uncropped inference.
     """
     if arr.shape[0] != arch.in_channels:
         raise InputError(f"model expects {arch.in_channels} contrast(s), got {arr.shape[0]}")
+    roi = tuple(inf.patch_size[:3]) if arch.spatial_dims == 3 else tuple(inf.patch_size[:2])
+    box = foreground_box(arr, roi) if crop else None
+    if box is not None:
+        out = _background_probabilities(arch.out_channels, arr.shape[1:])
+        if arch.spatial_dims == 3:
+            out[(slice(None), *box)] = _predict_uncropped(forward, arr[(slice(None), *box)], arch, inf)
+        else:  # 2D / 2.5D: the neighbour slices of a kept slice come from the whole array
+            out[(slice(None), *box)] = _predict_uncropped(forward, arr[:, box[0], box[1]], arch, inf, box[2])
+        return out
+    return _predict_uncropped(forward, arr, arch, inf)
+
+
+def _predict_uncropped(forward, arr: np.ndarray, arch: ArchSpec, inf: InferenceSpec,  # noqa: ANN001
+                       keep: slice | None = None) -> np.ndarray:
+    """:func:`predict_array` without the crop; 2D / 2.5D: only the axial slices ``keep`` (all when None)."""
     if arch.spatial_dims == 3:
         roi = tuple(inf.patch_size[:3])
         x = torch.from_numpy(np.ascontiguousarray(arr[None]))
         with denormals_flushed():  # subnormal activations are tens of times slower (preprocess.torch_runtime)
             return _softmax_windows(forward, x, roi, inf)[0].numpy()
     roi = tuple(inf.patch_size[:2])
-    stack = slice_stack(arr, arch.slices)  # [Z, C*k, X, Y]
+    if keep is None:
+        stack = slice_stack(arr, arch.slices)  # [Z, C*k, X, Y]
+    else:  # the kept slices' neighbours (edge slices repeated only at the array's own ends, as uncropped)
+        h, z = arch.slices // 2, arr.shape[3]
+        lo = max(0, keep.start - h)
+        stack = slice_stack(arr[:, :, :, lo:min(z, keep.stop + h)], arch.slices)[keep.start - lo:keep.stop - lo]
     outs = []
     # SLICES_PER_PASS slices per forward pass when each slice is one window (whole-slice inference, the
     # papers' setting): per-slice cost on 2 cores fell ~2x from batch 4 to 16 (bench/segment.py, docs)
