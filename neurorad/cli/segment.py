@@ -200,6 +200,12 @@ def dataset_phantom(
     labels: str = typer.Option("truth", "--labels", help="truth, or weak (brain target only: MNI152 priors + "
                                                         "prior-guided Gaussian mixture, the skull-stripping paper's "
                                                         "SPM12-p labels rebuilt)."),
+    weak_engine: str = typer.Option("prior-gmm", "--weak-engine", help="With --labels weak: the brain-extraction "
+                                                                       "engine that makes the weak labels (prior-gmm, "
+                                                                       "deepbet, ...)."),
+    weak_from: str | None = typer.Option(None, "--weak-from", help="With --labels weak: compute the weak label on this "
+                                                                   "contrast of the same case (e.g. t1, as the paper's "
+                                                                   "labels from T1Gd), not on the written image."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing dataset folder."),
 ) -> None:
     """Write phantom cases (real anatomy) with domain randomisation as an nnU-Net raw dataset."""
@@ -221,15 +227,23 @@ def dataset_phantom(
     if labels == "weak":
         import numpy as np
 
-        from neurorad.preprocess.tissue_prior import weak_brain_mask
+        from neurorad.preprocess.brain_extraction import extract_brain, get_extractor
+
+        get_extractor(weak_engine)  # unknown engine: a clear error before any case is made
 
         def relabel(vols, truth):  # noqa: ANN001, ANN202
-            return truth.with_data(np.asarray(weak_brain_mask(vols[0]).data, np.uint8))
+            return truth.with_data(np.asarray(extract_brain(vols[0], weak_engine).data, np.uint8))
 
-    source = "truth" if labels == "truth" else "weak (MNI152 priors + prior-guided GMM, summed tissue > 0.7, cleaned)"
+    elif weak_from is not None or weak_engine != "prior-gmm":
+        raise InputError("--weak-engine / --weak-from are for --labels weak")
+    weak_desc = ("MNI152 priors + prior-guided GMM, summed tissue > 0.7, cleaned" if weak_engine == "prior-gmm"
+                 else f"brain-extraction engine {weak_engine}")
+    on = f", computed on the case's {weak_from}" if weak_from else ""
+    source = "truth" if labels == "truth" else f"weak ({weak_desc}{on})"
     with bar(f"phantom dataset {kind}", n) as advance:
         tc = training_cases(kind, n, target=target, contrasts=chans, seed=seed, randomise=opts, progress=advance,
-                            mix_contrasts=mix, relabel=relabel, label_source=source)
+                            mix_contrasts=mix, relabel=relabel, label_source=source,
+                            label_contrast=weak_from.strip().lower() if weak_from else None)
         ds = write_dataset(out, tc.cases, tc.channel_names, tc.labels, tc.description, overwrite=overwrite,
                            extra={"neurorad_cases": tc.records})
     typer.echo(f"wrote {len(ds.cases)} {kind} cases ({', '.join(ds.channel_names)}; labels "

@@ -153,12 +153,15 @@ def training_cases(kind: str, n: int, target: str = "lesion", contrasts: tuple[s
                    seed: int = 0, randomise: set[str] | frozenset[str] = frozenset(RANDOMISATIONS),
                    progress: Callable[[int], None] | None = None, mix_contrasts: bool = False,
                    relabel: Callable[[list[Volume], Volume], Volume] | None = None,
-                   label_source: str = "truth") -> TrainingCases:
+                   label_source: str = "truth", label_contrast: str | None = None) -> TrainingCases:
     """``n`` randomised cases of ``kind`` (deterministic given ``seed``), generated on iteration.
 
     ``mix_contrasts``: each case has ONE channel ("MRI"), the contrasts taken in turn (for a
     contrast-agnostic model). ``relabel(images, truth) -> labels`` replaces the truth by another
-    label source (e.g. weak labels from a classical method), named by ``label_source``."""
+    label source (e.g. weak labels from a classical method), named by ``label_source``.
+    ``label_contrast`` (with ``relabel``): the label source runs on that contrast of the same case
+    (generated beside the case's images, same pose/warp, not written), as the skull-stripping paper
+    computed its weak labels on T1Gd and trained on the co-registered FLAIR too."""
     if kind not in KIND_TARGETS:
         raise InputError(f"unknown phantom kind {kind!r}; choose one of {', '.join(KIND_TARGETS)}")
     if n < 1:
@@ -174,11 +177,15 @@ def training_cases(kind: str, n: int, target: str = "lesion", contrasts: tuple[s
     def gen() -> Iterator[tuple[str, list[Volume], Volume]]:
         for i in range(n):
             case_chans = (chans[i % len(chans)],) if mix_contrasts else chans
-            vols, lab, rec = randomised_case(kind, seed * 100003 + i, target, case_chans, randomise)
+            extra = (label_contrast,) if relabel is not None and label_contrast not in (None, *case_chans) else ()
+            vols, lab, rec = randomised_case(kind, seed * 100003 + i, target, (*case_chans, *extra), randomise)
             rec["contrasts"] = list(case_chans)
             if relabel is not None:
-                lab = relabel(vols, lab)
+                src = vols[(*case_chans, *extra).index(label_contrast)] if label_contrast else vols[0]
+                lab = relabel([src], lab)
                 rec["labels"] = label_source
+                rec["labels_from"] = label_contrast or case_chans[0]
+            vols = vols[:len(case_chans)]
             out.records.append(rec)
             if progress:
                 progress(1)

@@ -44,3 +44,33 @@ def test_bad_phantom_dataset_requests():
         randomised_case("nope", 0)
     with pytest.raises(InputError, match="target must be"):
         randomised_case("wmh", 0, target="skull")
+
+
+def test_weak_labels_from_another_contrast_of_the_same_case():
+    """``label_contrast``: the label source sees the case's T1 (same geometry), only the FLAIR is written."""
+    from neurorad.phantom.randomise import training_cases
+
+    seen = []
+
+    def relabel(vols, truth):
+        seen.append((vols[0].metadata.get("contrast"), vols[0].same_grid(truth)))
+        return truth.with_data((np.asarray(truth.data) > 0).astype(np.uint8))
+
+    tc = training_cases("wmh", 1, target="brain", contrasts=("flair",), randomise=set(), relabel=relabel,
+                        label_source="weak (test)", label_contrast="t1")
+    (cid, vols, lab), = list(tc.cases)
+    assert seen == [("t1", True)]
+    assert [v.metadata["contrast"] for v in vols] == ["flair"] and vols[0].same_grid(lab)
+    assert tc.records[0]["labels_from"] == "t1" and tc.records[0]["contrasts"] == ["flair"]
+
+
+def test_weak_label_options_need_weak_labels(tmp_path):
+    from neurorad.cli import app
+
+    r = CliRunner().invoke(app, ["--quiet", "dataset", "phantom", "--kind", "wmh", "--cases", "1", "--target", "brain",
+                                 "--weak-from", "t1", "--out", str(tmp_path / "ds")])
+    assert r.exit_code != 0 and "--labels weak" in (r.output + str(r.exception))
+    r = CliRunner().invoke(app, ["--quiet", "dataset", "phantom", "--kind", "wmh", "--cases", "1", "--target", "brain",
+                                 "--labels", "weak", "--weak-engine", "nope", "--out", str(tmp_path / "ds")])
+    assert r.exit_code != 0 and "unknown brain extraction engine" in (r.output + str(r.exception))
+    assert not (tmp_path / "ds").exists()
