@@ -1,10 +1,12 @@
 """``neurorad-weak``: the weakly supervised brain-extraction network as a brain-extraction engine.
 
 The model (``neurorad/segment/models/neurorad-weak-brain/``) was trained as the skull-stripping
-paper (Ranjbar et al., PAPERS.md E) trained its Dense V-Net: on weak labels from a classical
-tissue segmentation (here :mod:`neurorad.preprocess.tissue_prior`, SPM12-p rebuilt) rather than
-manual masks, Dice loss, best validation checkpoint - but on domain-randomised phantoms built on
-real anatomy, one contrast per case (T1, T2 or FLAIR), so one model serves all three.
+paper (Ranjbar et al., PAPERS.md E) trained its Dense V-Net: on weak labels computed on the T1
+of each case (the paper: SPM12 on T1Gd; here deepbet on the phantom's T1, version 0.2.0 - the
+0.1.0 label source :mod:`neurorad.preprocess.tissue_prior` mislabels most randomised phantoms,
+docs/segment.md) rather than manual masks, Dice loss, best validation checkpoint - on
+domain-randomised phantoms built on real anatomy, one contrast per case (T1, T1c, T2 or FLAIR), so
+one model serves all of them.
 
 This class plugs the registry model into :mod:`neurorad.preprocess.brain_extraction`'s engine
 registry (``--engine neurorad-weak``): probabilities on the input grid, foreground >= 0.5,
