@@ -16,7 +16,7 @@ runs all engines in child processes.
 The shipped WMH / CMB starters run on 176 slices of 384 x 384 (the papers' grid), as their workflows do.
 
 ``--volume head`` (default) is a real head with its zero background: Colin27 (181 x 217 x 181, 1 mm)
-centred in the 256 x 256 x 176 (or 384 x 384 x 176) field of view, its 176 non-empty axial slices kept;
+centred in the 256 x 256 x 176 (or 384 x 384 x 176) field of view, 176 of its 181 axial slices kept;
 inference then crops to the non-zero box as nnU-Net does (``inference.foreground_box``).
 ``--volume noise`` fills the whole field of view with Gaussian noise (no background: the crop does
 nothing), the bench's volume before the crop was added.
@@ -85,7 +85,7 @@ def bench_volume(kind: str, shape: tuple[int, int, int]):  # noqa: ANN201
         return Volume(rng.normal(100, 20, shape).astype(np.float32), np.diag([1.0, 1.0, 1.0, 1.0]))
     head = np.asarray(load_nifti(resources.colin27_head()).data, np.float32)
     nz = np.flatnonzero(head.any(axis=(0, 1)))
-    z0 = max(0, min(int(nz[-1]) + 1 - shape[2], int(nz[0])))  # the top of the head kept, neck cut if needed
+    z0 = max(0, min(int(nz[-1]) + 1 - shape[2], int(nz[0])))  # the non-empty slices, from the lowest
     head = head[:shape[0], :shape[1], z0:z0 + shape[2]]
     out = np.zeros(shape, np.float32)
     off = [(n - h) // 2 for n, h in zip(shape, head.shape, strict=True)]
