@@ -15,8 +15,9 @@ Engines (weights always from the installed packages, never from the network):
   al. IEEE TMI 2004, via SimpleITK).
 * ``prior-gmm``: MNI152 priors registered to the subject + prior-guided Gaussian mixture
   (:mod:`neurorad.preprocess.tissue_prior`; the skull-stripping paper's SPM12-p labels rebuilt).
-* ``neurorad-weak``: the weakly supervised network trained on ``prior-gmm`` labels of T1/T2/FLAIR
-  phantoms (Ranjbar et al., PAPERS.md E); a model of the segment layer's registry.
+* ``neurorad-weak``: the weakly supervised network of T1/T1c/T2/FLAIR phantoms (Ranjbar et al.,
+  PAPERS.md E), version 0.2.0 trained on weak labels from deepbet on each case's T1 (0.1.0: ``prior-gmm``
+  labels, docs/segment.md); a model of the segment layer's registry.
 
 Add an engine by writing a class with ``name``, ``weights_sha256`` and ``extract(volume)`` and
 putting a factory into :data:`ENGINES`; pipelines pick engines by name only. Engines that live in a

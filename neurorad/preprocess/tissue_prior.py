@@ -18,6 +18,12 @@ unified segmentation (Ashburner & Friston, NeuroImage 2005) from installable par
 
 No deformable registration and no bias-field term (SPM has both): a limitation stated in the
 model card of every model trained on these labels.
+
+Known failure (measured on domain-randomised phantoms, docs/segment.md): the affine registration of
+the BRAIN-ONLY template to a whole head often converges to the head outline (|det| of the affine
+~0.4 instead of ~1), so the mask covers the head (Dice ~0.63, 5 of 9 cases checked). SPM avoids this
+with a head template and a prior on the affine's zooms; neither is here yet. ``neurorad-weak-brain``
+0.2.0 is therefore trained on deepbet labels instead.
 """
 
 from __future__ import annotations
@@ -161,7 +167,8 @@ def weak_brain_mask(volume: Volume, threshold: float = 0.7, radius_mm: float = 2
 
 class PriorGMM:
     """Brain-extraction engine ``prior-gmm``: :func:`weak_brain_mask` (the label source of the
-    ``neurorad-weak`` model)."""
+    ``neurorad-weak`` model 0.1.0; on randomised phantoms its affine registration of the brain-only
+    template often inflates the template to the whole head, Dice ~0.63: docs/segment.md)."""
 
     name = "prior-gmm"
     weights_sha256 = "none (classical: MNI152 2009 priors from nilearn)"
