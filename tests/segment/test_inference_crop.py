@@ -45,8 +45,8 @@ def test_foreground_box_covers_the_object_with_margin_and_window():
 def test_crop_equals_uncropped_inside_and_is_background_outside(arch):
     arr, _ = _volume()
     net = _pointwise(arch.spatial_dims, arch.in_channels * arch.slices)
-    roi = (16, 16, 16) if arch.spatial_dims == 3 else (16, 16)
-    inf = InferenceSpec(roi, 0.5, False, 2)
+    roi = (16, 16, 16) if arch.spatial_dims == 3 else (24, 24)
+    inf = InferenceSpec(roi, 0.5, False, 8)
     with torch.no_grad():
         full = predict_array(net, arr, arch, inf, crop=False)
         got = predict_array(net, arr, arch, inf)
