@@ -146,6 +146,41 @@ def _score(row: dict[str, Any], tag: str, classes: np.ndarray, truth: np.ndarray
         row["volume_error_pct"] = row["volume_error_pct_a"]
 
 
+def _score_engines(row: dict[str, Any], tag: str, out: Path, truth: np.ndarray, voxel_ml: float,
+                   engines: tuple[str, ...], first: np.ndarray | None = None) -> None:
+    """Score each engine on one draw's preprocessed sequences in ``out`` into ``row["by_engine"]``; ``first``:
+    the class map the workflow itself made with ``engines[0]`` (not recomputed)."""
+    for i, e in enumerate(engines):
+        er = row.setdefault("by_engine", {}).setdefault(e, {})
+        er[f"true_whole_tumour_ml_{tag}"] = row[f"true_whole_tumour_ml_{tag}"]
+        if i == 0 and first is not None:
+            _score(er, tag, first, truth, voxel_ml)
+            continue
+        try:
+            classes, secs = _segment_again(out, e)
+        except Exception as err:  # noqa: BLE001 - a failed engine is a result of the benchmark
+            er[f"error_{tag}"] = f"{type(err).__name__}: {err}"
+            continue
+        er[f"segment_seconds_{tag}"] = secs
+        _score(er, tag, classes, truth, voxel_ml)
+
+
+def rescore(rows: list[dict[str, Any]], keep: Path, engines: tuple[str, ...]) -> list[dict[str, Any]]:
+    """Score more engines on the draws a run kept (``--keep``): the workflow's preprocessed sequences, brain mask
+    and truth of each draw, without running the registration and N4 again."""
+    from neurorad.image.nifti import load_nifti
+
+    for n, row in enumerate(rows):
+        for tag in ("a", "b"):
+            d = keep / f"{row['seed']}{tag}"
+            if not (d / "truth_tumour_class.nii.gz").exists():
+                continue
+            tv = load_nifti(d / "truth_tumour_class.nii.gz")
+            _score_engines(row, tag, d, np.asarray(tv.data), float(np.prod(tv.spacing_mm)) / 1000.0, engines)
+        print(f"rescored {n + 1}/{len(rows)} (seed {row['seed']})", flush=True)
+    return rows
+
+
 def run_case(spec: dict[str, Any], tmp: Path, brain: str, registration: str, min_nmi: float = 1.005,
              keep: Path | None = None, options: dict[str, Any] | None = None,
              engines: tuple[str, ...] = ("classical",)) -> dict[str, Any]:
@@ -208,20 +243,8 @@ def run_case(spec: dict[str, Any], tmp: Path, brain: str, registration: str, min
         if tag == "a":
             row["true_whole_tumour_ml"] = row["true_whole_tumour_ml_a"]
             _score(row, tag, classes, truth, voxel_ml)
-        for e in engines:
-            er = row["by_engine"][e]
-            er[f"true_whole_tumour_ml_{tag}"] = row[f"true_whole_tumour_ml_{tag}"]
-            if e == engines[0]:
-                er[f"segment_seconds_{tag}"] = row[f"steps_{tag}"].get("segment")
-                _score(er, tag, classes, truth, voxel_ml)
-                continue
-            try:
-                other, secs = _segment_again(d / "out", e)
-            except Exception as err:  # noqa: BLE001 - a failed engine is a result of the benchmark
-                er[f"error_{tag}"] = f"{type(err).__name__}: {err}"
-                continue
-            er[f"segment_seconds_{tag}"] = secs
-            _score(er, tag, other, truth, voxel_ml)
+        row["by_engine"][engines[0]][f"segment_seconds_{tag}"] = row[f"steps_{tag}"].get("segment")
+        _score_engines(row, tag, d / "out", truth, voxel_ml, engines, classes)
         shutil.rmtree(d)
     return row
 
@@ -325,9 +348,23 @@ def main() -> None:
                         "draws (the workflow runs with the first): classical, unet3d, a registry name[@version], a "
                         "model folder or nnunet:FOLDER")
     p.add_argument("--json", type=Path, default=None)
+    p.add_argument("--rescore", type=Path, nargs="+", default=None, metavar="JSON",
+                   help="score --engines on the draws the runs of these --json files kept in --keep (no "
+                        "registration or N4 again); writes the rows with the new engines to --json")
     p.add_argument("--keep", type=Path, default=None,
                    help="keep each draw's registered, bias-corrected sequences and truth here (for the sweep)")
     a = p.parse_args()
+    engines = tuple(e.strip() for e in a.engines.split(",") if e.strip())
+    if a.rescore:
+        if a.keep is None or a.json is None:
+            p.error("--rescore needs --keep (the kept draws) and --json (where the rescored rows go)")
+        docs = [json.loads(f.read_text()) for f in a.rescore]
+        rows = rescore(sorted((r for d in docs for r in d["rows"]), key=lambda r: r["seed"]), a.keep, engines)
+        known = list(dict.fromkeys([*docs[0].get("engines", ["classical"]), *engines]))
+        a.json.write_text(json.dumps({**{k: v for k, v in docs[0].items() if k != "rows"}, "engines": known,
+                                      "rows": rows, "summary": summarise(rows)}, indent=2))
+        print(engine_table(rows, known))
+        return
     if a.merge:
         docs = [json.loads(f.read_text()) for f in a.merge]
         rows = sorted((r for d in docs for r in d["rows"]), key=lambda r: r["seed"])
@@ -343,7 +380,6 @@ def main() -> None:
         return
     if a.keep is not None:
         a.keep.mkdir(parents=True, exist_ok=True)
-    engines = tuple(e.strip() for e in a.engines.split(",") if e.strip())
     rows = []
     with tempfile.TemporaryDirectory(prefix="neurorad-bench-glioma-") as td:
         for i, spec in enumerate(specs(a.cases, a.seed0, a.start)):
