@@ -193,6 +193,17 @@ def segmenter_from_model(info: ModelInfo, engine: str = "auto", mirror_tta: bool
                             info.weights_sha256, engine)
 
 
+def open_model_reference(ref: str) -> Any:
+    """The Segmenter a workflow's engine option names: ``nnunet:FOLDER`` is a site's nnU-Net v2 results folder
+    (:class:`neurorad.segment.nnunet.NnUNetSegmenter`, nnU-Net's own predictor); anything else a registry
+    ``name[@version]`` or model folder (:func:`load_segmenter`, the faster recorded engine)."""
+    if ref.startswith("nnunet:"):
+        from neurorad.segment.nnunet import NnUNetSegmenter
+
+        return NnUNetSegmenter(ref.split(":", 1)[1])
+    return load_segmenter(ref, engine="auto")
+
+
 def load_segmenter(ref: str | Path, engine: str = "auto", mirror_tta: bool | None = None,
                    version: str | None = None) -> NetworkSegmenter:
     """A registered model (path, ``name`` or ``name@version``) ready to ``predict``; refuses a

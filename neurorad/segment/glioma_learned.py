@@ -95,14 +95,10 @@ def _model_ref(engine: str) -> str:
 def learned_segmenter(engine: str) -> Any:  # a neurorad.segment Segmenter
     """The Segmenter behind a learned engine name or model reference (cached: loaded and hash-checked once)."""
     ref = _model_ref(engine)
-    if ref.startswith("nnunet:"):
-        from neurorad.segment.nnunet import NnUNetSegmenter
-
-        return NnUNetSegmenter(ref.split(":", 1)[1])
-    from neurorad.segment.engine import load_segmenter
+    from neurorad.segment.engine import open_model_reference
 
     try:
-        return load_segmenter(ref, engine="auto")
+        return open_model_reference(ref)
     except InputError as exc:
         hint = (" (retrain the starter with `python -m neurorad.workflows.glioma.train --out RUN`)"
                 if ref == LEARNED_MODEL else "")

@@ -109,14 +109,10 @@ def _model_ref(engine: str) -> str:
 def learned_segmenter(engine: str):  # noqa: ANN201 - a neurorad.segment Segmenter
     """The Segmenter of a learned engine (cached: a pair loads and hash-checks the model once)."""
     ref = _model_ref(engine)
-    if ref.startswith("nnunet:"):
-        from neurorad.segment.nnunet import NnUNetSegmenter
-
-        return NnUNetSegmenter(ref.split(":", 1)[1])
-    from neurorad.segment.engine import load_segmenter
+    from neurorad.segment.engine import open_model_reference
 
     try:
-        return load_segmenter(ref, engine="auto")
+        return open_model_reference(ref)
     except InputError as exc:
         hint = (" (retrain the starter with `python -m neurorad.workflows.ich.train --out RUN`)"
                 if ref == LEARNED_MODEL else "")

@@ -528,6 +528,34 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False,
     return RunResult(run_dir, model_dir, results, arch)
 
 
+def add_budget_arguments(ap: Any) -> None:
+    """The schedule and budget options every starter-model entry takes (``--epochs``, ``--iterations``,
+    ``--minutes``, ``--resume``; :func:`train_starter`)."""
+    ap.add_argument("--epochs", type=int, default=None, help="override max_epochs (tests use 1)")
+    ap.add_argument("--iterations", type=int, default=None, help="override iterations_per_epoch")
+    ap.add_argument("--minutes", type=float, default=None,
+                    help="wall-clock budget of the training loop: stop (keeping the best checkpoint) at the first "
+                         "epoch boundary after it")
+    ap.add_argument("--resume", action="store_true",
+                    help="continue the run in --out from its last checkpoint (removes a STOP left by --minutes)")
+
+
+def train_starter(raw_config: dict[str, Any], out: Path, args: Any, prog: str,
+                  before: tuple[tuple[str, Any], ...] = (), after: tuple[tuple[str, Any], ...] = ()) -> Path:
+    """Train a starter model from its entry's parsed :func:`add_budget_arguments`: ``raw_config`` with the
+    ``--epochs``/``--iterations`` overrides, under the ``--minutes`` budget; the card records the command
+    ``prog --out RUN`` with the options given (``before`` and ``after`` the schedule's, each ``(name, value)``,
+    left out when the value is falsy)."""
+    cfg = {k: dict(v) for k, v in raw_config.items()}
+    if args.epochs:
+        cfg["training"]["max_epochs"] = args.epochs
+    if args.iterations:
+        cfg["training"]["iterations_per_epoch"] = args.iterations
+    pairs = (*before, ("epochs", args.epochs), ("iterations", args.iterations), ("minutes", args.minutes), *after)
+    command = f"{prog} --out RUN" + "".join(f" --{k} {v}" for k, v in pairs if v)
+    return train_within_budget(cfg, out, command, args.minutes, args.resume)
+
+
 def train_within_budget(raw_config: dict[str, Any], out: Path, command: str, minutes: float | None = None,
                         resume: bool = False) -> Path:
     """Train ``raw_config`` (a dict shaped like the TOML file, paths relative to ``out``) into ``out/run``,

@@ -83,17 +83,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("kind", choices=sorted(CONFIGS))
     ap.add_argument("--out", type=Path, required=True, help="run folder (dataset/, config.json, run/)")
     ap.add_argument("--cases", type=int, default=12, help="phantom cases (seeds 0..n-1; default 12)")
-    ap.add_argument("--epochs", type=int, default=None, help="override max_epochs (tests use 1)")
-    ap.add_argument("--iterations", type=int, default=None, help="override iterations_per_epoch")
-    ap.add_argument("--minutes", type=float, default=None,
-                    help="wall-clock budget of the training loop: stop (keeping the best checkpoint) at the first "
-                         "epoch boundary after it")
-    ap.add_argument("--resume", action="store_true",
-                    help="continue the run in --out from its last checkpoint (removes a STOP left by --minutes)")
+    from neurorad.segment.train import add_budget_arguments
+
+    add_budget_arguments(ap)
     a = ap.parse_args(argv)
 
     from neurorad.segment.dataset import write_dataset
-    from neurorad.segment.train import train_within_budget
+    from neurorad.segment.train import train_starter
 
     a.out.mkdir(parents=True, exist_ok=True)
     ds = a.out / "dataset"
@@ -103,16 +99,10 @@ def main(argv: list[str] | None = None) -> int:
         write_dataset(ds, cases, ["flair" if a.kind == "wmh" else "swi"], {0: "background", 1: a.kind},
                       description=f"{a.kind} phantoms (synthetic) in the paper's 384 x 384 input space")
     print(f"dataset: {time.perf_counter() - t0:.0f} s", flush=True)
-    cfg = {k: dict(v) for k, v in CONFIGS[a.kind].items()}
-    if a.epochs:
-        cfg["training"]["max_epochs"] = a.epochs
-    if a.iterations:
-        cfg["training"]["iterations_per_epoch"] = a.iterations
-    extra = "".join(f" --{k} {v}" for k, v in (("cases", a.cases), ("epochs", a.epochs),
-                                                 ("iterations", a.iterations), ("minutes", a.minutes)) if v)
-    command = f"python -m neurorad.workflows.svd_train {a.kind} --out RUN{extra}"
     # spacing_mm None (the dataset already is the network's grid) has no TOML spelling: parsed from the dict
-    print(train_within_budget(cfg, a.out, command, a.minutes, a.resume))
+    print(train_starter(CONFIGS[a.kind], a.out, a, f"python -m neurorad.workflows.svd_train {a.kind}",
+                        before=(("cases", a.cases),),
+                        after=()))
     return 0
 
 

@@ -144,19 +144,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cases", type=int, default=60, help=f"phantoms (seeds {TRAIN_SEED0}.., default 60)")
     ap.add_argument("--threads", type=int, default=1,
                     help="torch CPU threads (default 1: a fixed count keeps runs bit-identical)")
-    ap.add_argument("--epochs", type=int, default=None, help="override max_epochs (tests use 1)")
-    ap.add_argument("--iterations", type=int, default=None, help="override iterations_per_epoch")
-    ap.add_argument("--minutes", type=float, default=None,
-                    help="wall-clock budget of the training loop: stop (keeping the best checkpoint) at the first "
-                         "epoch boundary after it")
-    ap.add_argument("--resume", action="store_true",
-                    help="continue the run in --out from its last checkpoint (removes a STOP left by --minutes)")
+    from neurorad.segment.train import add_budget_arguments
+
+    add_budget_arguments(ap)
     a = ap.parse_args(argv)
 
     import torch
 
     from neurorad.segment.dataset import write_dataset
-    from neurorad.segment.train import train_within_budget
+    from neurorad.segment.train import train_starter
 
     torch.set_num_threads(a.threads)
     a.out.mkdir(parents=True, exist_ok=True)
@@ -169,16 +165,9 @@ def main(argv: list[str] | None = None) -> int:
                                   f"{TRAIN_SEED0 + a.cases - 1}, domain-randomised, skull-stripped; labels "
                                   "1 necrosis, 2 non-enhancing, 3 enhancing")
     print(f"dataset: {time.perf_counter() - t0:.0f} s", flush=True)
-    cfg = {k: dict(v) for k, v in CONFIG.items()}
-    if a.epochs:
-        cfg["training"]["max_epochs"] = a.epochs
-    if a.iterations:
-        cfg["training"]["iterations_per_epoch"] = a.iterations
-    extra = "".join(f" --{k} {v}" for k, v in (("cases", a.cases if a.cases != 60 else None), ("epochs", a.epochs),
-                                                 ("iterations", a.iterations), ("minutes", a.minutes),
-                                                 ("threads", a.threads if a.threads != 1 else None)) if v)
-    command = f"python -m neurorad.workflows.glioma.train --out RUN{extra}"
-    print(train_within_budget(cfg, a.out, command, a.minutes, a.resume))
+    print(train_starter(CONFIG, a.out, a, "python -m neurorad.workflows.glioma.train",
+                        before=(("cases", a.cases if a.cases != 60 else None),),
+                        after=(("threads", a.threads if a.threads != 1 else None),)))
     return 0
 
 
