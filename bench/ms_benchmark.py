@@ -55,6 +55,9 @@ from pathlib import Path
 import numpy as np
 
 TUNING_SEED0 = 100_000
+#: default: MSConfig() (classical, local statistics); global: the classical engine before issue 17; learned: the
+#: two-time-point network; fusion: classical + learned (neurorad.segment.ms_learned)
+ENGINES = ("default", "global", "learned", "fusion")
 SIZE_BINS = [(3, 5), (5, 8), (8, 10**3)]
 CONTRAST_BINS = [(1.0, 1.5), (1.5, 2.0), (2.0, 3.0)]
 
@@ -98,26 +101,82 @@ def engine_config(engine: str, froc_floor: float | None):  # noqa: ANN201 - MSCo
                       fp=FPParams(dipole_rule=False, drift_rule=False),
                       classify=ClassifyParams(partial_volume_fraction=None, enlarging_min_volume_ratio=None),
                       max_slice_thickness_mm=5.0)
+    elif engine in ("learned", "fusion"):
+        cfg = replace(cfg, lesion_engine=engine)
     elif engine != "default":
-        raise ValueError(f"unknown engine {engine!r} (default, global)")
+        raise ValueError(f"unknown engine {engine!r} ({', '.join(ENGINES)})")
     if froc_floor is not None:
         cfg = replace(cfg, post=replace(cfg.post, min_peak_score=froc_floor))
     return cfg
 
 
+def run_engines(case, engines: list[str], froc_floor: float | None, workdir: Path) -> dict[str, tuple]:  # noqa: ANN001
+    """The workflow on one phantom pair for several engines: steps 1-5 (load .. normalise) once, then the
+    detection and output steps per engine on a copy of that context (the engines differ only from the
+    candidate step on). Returns ``{engine: (MSResult, seconds)}`` (seconds: shared steps 1-5 + the
+    engine's own); an engine that failed maps to its exception."""
+    import copy
+    from dataclasses import replace as dc_replace
+
+    from neurorad.pipelines import ms_lesions as ms
+
+    first = 5
+    assert [s.name for s in ms.STEPS[:first]] == ["load", "brain", "register", "bias", "normalise"]
+    cfgs = {e: engine_config(e, froc_floor) for e in engines}
+    t0 = time.perf_counter()
+    base = ms.MSContext(cfgs[engines[0]], workdir, case.baseline_flair, case.followup_flair)
+    for step in ms.STEPS[:first]:
+        step.run(base)
+    t_shared = time.perf_counter() - t0
+    out: dict[str, tuple] = {}
+    for e in engines:
+        tmp = workdir / e
+        tmp.mkdir()
+        ctx = dc_replace(base, cfg=cfgs[e], tmp=tmp, prov=copy.deepcopy(base.prov), warnings=list(base.warnings),
+                         files=dict(base.files))
+        t1 = time.perf_counter()
+        try:
+            if e in ("learned", "fusion"):  # what step_load does before any work
+                from neurorad.segment.ms_learned import learned_segmenter
+
+                learned_segmenter(cfgs[e].learned.model)
+            out[e] = (ms._run(ctx, None, first_step=first), t_shared + time.perf_counter() - t1)
+        except Exception as exc:  # noqa: BLE001 - a failed case is a result of the benchmark
+            out[e] = (exc, 0.0)
+    return out
+
+
 def run_case(i: int, voxel_mm: float, phantom: str = "original", engine: str = "default",
-             froc_floor: float | None = None, tuning: bool = False) -> dict:
-    """Generate case i, run the workflow, score every detection and truth lesion."""
+             froc_floor: float | None = None, tuning: bool = False) -> dict | list[dict]:
+    """Generate case i, run the workflow, score every detection and truth lesion. ``engine`` may list
+    several engines separated by commas: steps 1-5 then run once and a list of records (one per engine,
+    each with its ``engine``) is returned."""
     import torch
 
     torch.set_num_threads(1)
-    from neurorad.phantom.cases import MS_LOCATION_BINS, ms_pair
+    from neurorad.phantom.cases import ms_pair
     from neurorad.pipelines.ms_lesions import run_ms_lesions
 
     spec = case_spec(i, voxel_mm, phantom, tuning)
     t0 = time.perf_counter()
     case = ms_pair(**spec)
     t_gen = time.perf_counter() - t0
+    engines = engine.split(",")
+    if len(engines) > 1:
+        with tempfile.TemporaryDirectory() as d:
+            try:
+                runs = run_engines(case, engines, froc_floor, Path(d))
+            except Exception as exc:  # noqa: BLE001 - a failed case is a result of the benchmark
+                return [{"case": i, "engine": e, "spec": _jsonable(spec), "error": f"{type(exc).__name__}: {exc}"}
+                        for e in engines]
+        out = []
+        for e, (res, t_run) in runs.items():
+            if isinstance(res, Exception):
+                out.append({"case": i, "engine": e, "spec": _jsonable(spec),
+                            "error": f"{type(res).__name__}: {res}"})
+            else:
+                out.append({"engine": e, **score_result(i, spec, case, res, t_gen, t_run)})
+        return out
     cfg = engine_config(engine, froc_floor)
     with tempfile.TemporaryDirectory() as d:
         t1 = time.perf_counter()
@@ -126,6 +185,14 @@ def run_case(i: int, voxel_mm: float, phantom: str = "original", engine: str = "
         except Exception as exc:  # noqa: BLE001 - a failed case is a result of the benchmark
             return {"case": i, "spec": _jsonable(spec), "error": f"{type(exc).__name__}: {exc}"}
         t_run = time.perf_counter() - t1
+    return score_result(i, spec, case, res, t_gen, t_run)
+
+
+def score_result(i: int, spec: dict, case, res, t_gen: float, t_run: float) -> dict:  # noqa: ANN001
+    """The per-case record of one workflow result: every truth lesion with the detections covering it,
+    every detection with its peak score and whether it is a false positive."""
+    from neurorad.phantom.cases import MS_LOCATION_BINS
+
     det = np.asarray(res.labels.data)
     vox = float(res.labels.voxel_volume_mm3)
     truth_new = np.asarray(case.truth["truth_new"].data)
@@ -158,6 +225,7 @@ def run_case(i: int, voxel_mm: float, phantom: str = "original", engine: str = "
         "case": i, "spec": _jsonable(spec), "slice_mm": thick, "truth_active": bool(lesions),
         "lesions": lesions, "detections": detections, "seconds_generate": round(t_gen, 1),
         "seconds_pipeline": round(t_run, 1), "timings": res.timings_s, "cpu_s": res.cpu_s,
+        "warnings": [str(w) for w in res.warnings],
     }
 
 
@@ -286,8 +354,11 @@ def core_thresholds(threshold: float, params) -> dict:  # noqa: ANN001 - Candida
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--phantom", default="original", choices=["original", "widened"])
-    ap.add_argument("--engine", default="default", choices=["default", "global"],
-                    help="default: MSConfig() (local statistics); global: the classical engine before issue 17")
+    ap.add_argument("--engine", default="default",
+                    help="default: MSConfig() (classical, local statistics); global: the classical engine before "
+                         "issue 17; learned: the two-time-point network (MSConfig.lesion_engine); fusion: classical + "
+                         "learned. Several, comma-separated (e.g. default,learned,fusion): steps 1-5 run once per "
+                         "pair and each engine's rows carry its name (summarise with --summarise FILE --engine NAME)")
     ap.add_argument("--cases", type=int, default=30, help="number of cases (default 30)")
     ap.add_argument("--first", type=int, default=0, help="index of the first case")
     ap.add_argument("--tuning", action="store_true", help="widened TUNING seeds (100000+): choose the operating point")
@@ -300,11 +371,17 @@ def main(argv: list[str] | None = None) -> int:
                     help="append each finished case here as it completes (a partial run can be summarised)")
     ap.add_argument("--summarise", type=Path, default=None, help="only summarise the cases of this --jsonl file")
     args = ap.parse_args(argv)
+    bad = [e for e in args.engine.split(",") if e not in ENGINES]
+    if bad:
+        ap.error(f"unknown engine(s) {', '.join(bad)}; choose from {', '.join(ENGINES)}")
     if args.summarise:
         results = [json.loads(line) for line in args.summarise.read_text().splitlines() if line.strip()]
+        if any("engine" in r for r in results):  # a multi-engine run: the rows of the engine asked for
+            results = [r for r in results if r.get("engine", "default") == args.engine]
         results.sort(key=lambda r: r["case"])
         summary = summarise(results, 0.1, args.froc_floor)
-        summary.update(phantom=args.phantom, engine=args.engine, summarised_from=str(args.summarise))
+        summary.update(phantom=args.phantom, engine=args.engine, summarised_from=str(args.summarise),
+                       cases_with_warnings=sum(bool(r.get("warnings")) for r in results if "error" not in r))
         print(json.dumps(summary, indent=2))
         return 0
     os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -315,26 +392,35 @@ def main(argv: list[str] | None = None) -> int:
         futs = {ex.submit(run_case, i, args.voxel_mm, args.phantom, args.engine, args.froc_floor, args.tuning): i
                 for i in idx}
         for fu in as_completed(futs):
-            r = fu.result()
-            results.append(r)
-            if args.jsonl:
-                with args.jsonl.open("a", encoding="utf-8") as fh:
-                    fh.write(json.dumps(r, default=str) + "\n")
-            if "error" in r:
-                print(f"case {r['case']}: ERROR {r['error']}", flush=True)
-            else:
-                found = sum(_found(le, 0.1) for le in r["lesions"])
-                n_fp = sum(d["fp"] and d["peak"] >= 0.1 for d in r["detections"])
-                print(f"case {r['case']:3d} slice {r['slice_mm']:g} mm active={r['truth_active']!s:5} "
-                      f"found {found}/{len(r['lesions'])} fp {n_fp} ({r['seconds_pipeline']:.0f} s)", flush=True)
+            got = fu.result()
+            for r in got if isinstance(got, list) else [got]:
+                results.append(r)
+                if args.jsonl:
+                    with args.jsonl.open("a", encoding="utf-8") as fh:
+                        fh.write(json.dumps(r, default=str) + "\n")
+                tag = f" {r['engine']}" if "engine" in r else ""
+                if "error" in r:
+                    print(f"case {r['case']}{tag}: ERROR {r['error']}", flush=True)
+                else:
+                    found = sum(_found(le, 0.1) for le in r["lesions"])
+                    n_fp = sum(d["fp"] and d["peak"] >= 0.1 for d in r["detections"])
+                    print(f"case {r['case']:3d}{tag} slice {r['slice_mm']:g} mm active={r['truth_active']!s:5} "
+                          f"found {found}/{len(r['lesions'])} fp {n_fp} ({r['seconds_pipeline']:.0f} s)", flush=True)
     results.sort(key=lambda r: r["case"])
-    summary = summarise(results, 0.1, args.froc_floor)
-    summary.update(wall_seconds=round(time.perf_counter() - t0, 1), workers=args.workers, voxel_mm=args.voxel_mm,
-                   phantom=args.phantom, engine=args.engine, tuning=args.tuning, first=args.first)
+    engines = args.engine.split(",")
+    by_engine = {e: [r for r in results if r.get("engine", e) == e] for e in engines}
+    summaries = {}
+    for e, rows in by_engine.items():
+        sm = summarise(rows, 0.1, args.froc_floor)
+        sm.update(wall_seconds=round(time.perf_counter() - t0, 1), workers=args.workers, voxel_mm=args.voxel_mm,
+                  phantom=args.phantom, engine=e, tuning=args.tuning, first=args.first,
+                  cases_with_warnings=sum(bool(r.get("warnings")) for r in rows if "error" not in r))
+        summaries[e] = sm
+    summary = summaries[engines[0]] if len(engines) == 1 else {"engines": summaries}
     if args.tuning:
         from neurorad.pipelines.ms_lesions import MSConfig
 
-        best = choose_operating_point(results, 0.3, args.froc_floor)
+        best = choose_operating_point(by_engine[engines[0]], 0.3, args.froc_floor)
         summary["chosen_operating_point"] = best
         summary["chosen_core_thresholds"] = core_thresholds(best["threshold"], MSConfig().candidate)
     print(json.dumps(summary, indent=2))

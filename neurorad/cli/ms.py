@@ -37,6 +37,13 @@ def ms_lesions(
     brain_engine: str = typer.Option("deepbet", "--brain-engine", help="deepbet | hdbet | hdbet-accurate | robex."),
     registration: str = typer.Option("elastix", "--registration", help="elastix | sitk | ants."),
     normalisation: str = typer.Option("nyul", "--normalisation", help="nyul | histogram (after the joint fit)."),
+    lesion_engine: str = typer.Option(
+        "classical", "--lesion-engine",
+        help="classical (difference image, default) | learned (two-time-point network ms-unet3d, trained on "
+             "synthetic phantoms) | fusion (either engine confident; strong disagreement -> quality warning)."),
+    learned_model: str | None = typer.Option(None, "--learned-model",
+                                             help="Model of the learned/fusion engine: registry name[@version] or "
+                                                  "folder (default ms-unet3d@0.1.0)."),
     no_dicom: bool = typer.Option(False, "--no-dicom", help="Skip the DICOM SEG / Encapsulated PDF / SC outputs."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output folder."),
 ) -> None:
@@ -53,7 +60,9 @@ def ms_lesions(
     from neurorad.pipelines.ms_lesions import STEPS, MSConfig, run_ms_lesions
 
     cfg = replace(MSConfig(), brain_engine=brain_engine, registration_backend=registration,
-                  normalisation=normalisation, write_dicom=not no_dicom)
+                  normalisation=normalisation, write_dicom=not no_dicom, lesion_engine=lesion_engine)
+    if learned_model:
+        cfg = replace(cfg, learned=replace(cfg.learned, model=learned_model))
     with bar("ms-lesions", len(STEPS)) as advance:
         res = run_ms_lesions(baseline, followup, out, cfg, baseline_t1=baseline_t1, followup_t1=followup_t1,
                              baseline_t2=baseline_t2, followup_t2=followup_t2, overwrite=overwrite,

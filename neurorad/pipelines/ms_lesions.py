@@ -71,6 +71,7 @@ from neurorad.segment.ms_difference import (
     false_positive_reduction,
     grow_enlarging,
 )
+from neurorad.segment.ms_learned import LESION_ENGINES, LearnedParams
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +114,11 @@ class MSConfig:
     fp: FPParams = field(default_factory=FPParams)
     post: PostParams = field(default_factory=PostParams)
     classify: ClassifyParams = field(default_factory=ClassifyParams)
+    # candidate engine (issue 17): "classical" difference-image score (default: the benchmark's choice,
+    # docs/ms-lesions.md "Learned engine"), "learned" two-time-point network, "fusion" (either confident;
+    # strong disagreement -> quality warning); neurorad.segment.ms_learned
+    lesion_engine: str = "classical"
+    learned: LearnedParams = field(default_factory=LearnedParams)
     atlas: bool = True
     atlas_transform: str = "affine"
     atlas_reuse: bool = True  # reuse a time point's stored Colin27 registration (same image content)
@@ -467,6 +473,8 @@ class MSContext:
     fn: np.ndarray | None = None
     # 6-8 candidates, components, false-positive reduction
     cand: Candidates | None = None
+    classical_score: np.ndarray | None = None  # learned / fusion engines: each engine's score, kept apart
+    learned_score: np.ndarray | None = None
     labels0: np.ndarray | None = None
     n0: int = 0
     labels: np.ndarray | None = None
@@ -494,6 +502,12 @@ class MSContext:
 def step_load(ctx: MSContext) -> None:
     """1. Read both FLAIR, refuse different patients and thick 2D slices, reorient to RAS."""
     cfg = ctx.cfg
+    if cfg.lesion_engine not in LESION_ENGINES:
+        raise InputError(f"unknown lesion engine {cfg.lesion_engine!r}; choose one of {', '.join(LESION_ENGINES)}")
+    if cfg.lesion_engine != "classical":  # the model is loaded and its hashes checked before any work
+        from neurorad.segment.ms_learned import learned_segmenter
+
+        learned_segmenter(cfg.learned.model)
     with ctx.prov.step("load", max_slice_thickness_mm=cfg.max_slice_thickness_mm) as st:
         ctx.b_raw = load_input(ctx.baseline_in, "baseline")
         ctx.f_raw = load_input(ctx.followup_in, "followup")
@@ -621,6 +635,15 @@ def step_candidates(ctx: MSContext) -> None:
     with ctx.prov.step("candidates", **asdict(ctx.cfg.candidate)) as st:
         ctx.cand = candidate_score(ctx.bn, ctx.fn, ctx.brain, ctx.spacing_mm, ctx.cfg.candidate)
         st.engine = "segment.ms_difference"
+        if ctx.cfg.lesion_engine != "classical":
+            from neurorad.segment.ms_learned import apply_lesion_engine
+
+            assert ctx.ref is not None
+            ctx.cand, ctx.classical_score, ctx.learned_score, rec = apply_lesion_engine(
+                ctx.cand, ctx.ref.with_data(ctx.bn), ctx.fn, ctx.brain, ctx.cfg.lesion_engine, ctx.cfg.learned)
+            st.engine = f"{rec['engine']} ({ctx.cfg.lesion_engine})"
+            st.weights_sha256 = rec["sha256"]
+            st.parameters["learned_model"] = {k: rec[k] for k in ("name", "version", "sha256")}
         st.parameters["difference_sigma"] = round(ctx.cand.sigma, 5)
 
 
@@ -660,6 +683,15 @@ def step_classify(ctx: MSContext) -> None:
         labels, ctx.extents = grow_enlarging(labels, ctx.n, ctx.kinds, ctx.fn, base_les, ctx.brain, sp,
                                              cand.brain_median, cand.brain_sigma, cfg.classify)
         ctx.labels = delineate(labels, ctx.n, ctx.kinds, cand.difference, cfg.classify, ctx.fn, cand.tissue_level)
+        if cfg.lesion_engine == "fusion" and ctx.classical_score is not None and ctx.learned_score is not None:
+            from neurorad.segment.ms_learned import disagreement_warning, engine_disagreement
+
+            agreement = engine_disagreement(ctx.labels, ctx.n, ctx.classical_score, ctx.learned_score, cfg.learned,
+                                            cfg.post.binarise_threshold)
+            st.parameters["engine_agreement"] = agreement
+            w = disagreement_warning(agreement)
+            if w:
+                ctx.warnings.append(w)
 
 
 def step_atlas(ctx: MSContext) -> None:
@@ -830,14 +862,15 @@ def run_ms_lesions(
     return result
 
 
-def _run(ctx: MSContext, progress: Callable[[str], None] | None) -> MSResult:
-    """Run :data:`STEPS` in order on ``ctx``, then write result.json, the report and DICOM."""
+def _run(ctx: MSContext, progress: Callable[[str], None] | None, first_step: int = 0) -> MSResult:
+    """Run :data:`STEPS` in order on ``ctx`` (from ``first_step``: the benchmark runs steps 1-5 once
+    and the detection steps per engine), then write result.json, the report and DICOM."""
     # CPU seconds per step (all threads of this process): on a shared machine wall time is
     # inflated by other load, CPU time is not
     cpu_s: dict[str, float] = {}
     cpu_start = time.process_time()
     t_start = time.perf_counter()
-    for step in STEPS:
+    for step in STEPS[first_step:]:
         if progress is not None:
             progress(step.name)
         c0 = time.process_time()

@@ -101,9 +101,15 @@ def from_ms_result(res: Any, folder: Path | None = None, version: str | None = N
                if isinstance(s, dict) and s.get("weights_sha256")}
     models = [ModelRef("neurorad FLAIR subtraction CAD (ms_difference)", str(ms_json.get("version") or ""),
                        kind="classical")]
+    learned = {s.get("name"): (s.get("parameters") or {}).get("learned_model") for s in prov_in.get("steps", [])
+               if isinstance(s, dict)}
     for step, sha in weights.items():
         engine = next((s.get("engine") for s in steps if s.get("name") == step), step)
-        models.append(ModelRef(f"{engine} ({step})", "", str(sha), "learned"))
+        lm = learned.get(step)
+        if isinstance(lm, dict):  # the learned lesion engine (issue 17): the model's own name and version
+            models.append(ModelRef(str(lm.get("name")), str(lm.get("version")), str(sha), "learned"))
+        else:
+            models.append(ModelRef(f"{engine} ({step})", "", str(sha), "learned"))
     volumes = {"baseline": "baseline.nii.gz", "followup": "followup.nii.gz"}
     if (folder / "new_lesions_common.nii.gz").exists():
         volumes[OVERLAY_VOLUME] = "new_lesions_common.nii.gz"
@@ -222,10 +228,20 @@ class MSLesionsWorkflow(Workflow):
             sections.append(ReportSection("Key images", ("Axial slices in radiological convention (patient right "
                                                          "on image left): baseline | follow-up | lesions.",),
                                           figures=figures))
+        engine = str((result.provenance.parameters or {}).get("lesion_engine") or "classical")
+        model = next((m for m in result.provenance.models if m.kind == "learned" and m.version), None)
+        learned = f"the learned model {model.name} {model.version}" if model else "a learned model"
+        candidates = {
+            "learned": f"candidates from {learned} (two-time-point 3D U-Net on the registered pair, trained on "
+                       "synthetic phantoms)",
+            "fusion": f"candidates from the robust z-score of the subtraction fused with {learned} (two-time-point "
+                      "3D U-Net, trained on synthetic phantoms; a candidate kept when either engine is confident, "
+                      "strong disagreement raised as a quality alarm)",
+        }.get(engine, "candidates from the robust z-score of the subtraction")
         sections.append(ReportSection("Method", (
             "Follow-up FLAIR registered rigidly to the baseline FLAIR (halfway space), skull-stripped, N4 "
-            "bias-corrected and jointly intensity-normalised; candidates from the robust z-score of the "
-            "subtraction, false-positive reduction, new vs enlarging by overlap with baseline lesions. A new "
+            f"bias-corrected and jointly intensity-normalised; {candidates}, false-positive reduction, new vs "
+            "enlarging by overlap with baseline lesions. A new "
             "or enlarging T2-FLAIR lesion indicates disease activity (MAGNIMS-CMSC-NAIMS 2021).",)))
         return sections
 

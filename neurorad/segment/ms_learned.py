@@ -1,0 +1,193 @@
+"""Learned MS engine (issue 17): a two-time-point network, and its fusion with the classical engine.
+
+The network (:data:`LEARNED_MODEL`, a small 3D U-Net trained on widened MS phantoms by
+:mod:`neurorad.workflows.ms_lesions.train`) takes the workflow's normalised baseline and registered
+follow-up FLAIR in the common halfway space as two channels, as the MUSIC workflow's nnU-Net takes its
+time points (PAPERS.md), and gives the probability of a new or enlarging lesion per voxel.
+
+Engines of the workflow's candidate step (``MSConfig.lesion_engine``):
+
+* ``classical``: the difference-image score of :mod:`neurorad.segment.ms_difference` (default);
+* ``learned``: the network's probability, mapped onto the classical score's scale
+  (:func:`probability_to_score`: ``extent_probability`` -> the post-processing's binarisation
+  threshold 0.01, ``core_probability`` -> its "confident" peak 0.1, 1 -> 1), so the same post-processing,
+  false-positive rules, new/enlarging classification, delineation and FROC apply unchanged;
+* ``fusion``: the voxel-wise maximum of the two scores (:func:`fuse_scores`): a candidate is kept when
+  EITHER engine is confident about it (its peak reaches 0.1 in one of them). Where the engines disagree
+  strongly on a reported lesion (one confident, ``peak >= disagree_score``, the other not seeing it at all,
+  ``peak < 0.01``), the run raises a quality warning (:func:`disagreement_warning`), which the platform
+  shows as a quality alarm: ensemble disagreement as the uncertainty signal of learned segmentation
+  (the k-fold ensembles of :mod:`neurorad.segment.engine` use member disagreement the same way).
+
+The model is loaded and its file hashes checked once per process (:func:`learned_segmenter`), before the
+workflow's first step; a model with the wrong inputs or labels is refused with a clear error.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+
+from neurorad.errors import InputError
+from neurorad.image.volume import Volume
+
+__all__ = ["LEARNED_MODEL", "CHANNELS", "LABEL_NAMES", "LESION_ENGINES", "LearnedParams", "learned_segmenter",
+           "check_model", "engine_record", "learned_probability", "probability_to_score", "fuse_scores",
+           "engine_disagreement", "disagreement_warning", "apply_lesion_engine"]
+
+#: the shipped learned MS model (registry name@version; retrain: neurorad.workflows.ms_lesions.train)
+LEARNED_MODEL = "ms-unet3d@0.1.0"
+#: the model's input channels, in order (the workflow's normalised common-space pair)
+CHANNELS = ("BASELINE_FLAIR", "FOLLOWUP_FLAIR")
+#: the model's classes (index = class value)
+LABEL_NAMES = ("background", "new_or_enlarging")
+#: the candidate step's engines (``MSConfig.lesion_engine``)
+LESION_ENGINES = ("classical", "learned", "fusion")
+
+
+@dataclass(frozen=True)
+class LearnedParams:
+    """The learned engine's model and how its probability joins the classical score scale."""
+
+    model: str = LEARNED_MODEL  # registry name[@version] or a model folder
+    extent_probability: float = 0.3  # -> score 0.01 (post-processing's binarisation: the candidate's extent)
+    core_probability: float = 0.5  # -> score 0.1 (post-processing's peak: "confident")
+    disagree_score: float = 0.5  # fusion: one engine's peak >= this while the other's < 0.01 -> quality warning
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.extent_probability < self.core_probability < 1.0:
+            raise ValueError("LearnedParams: need 0 < extent_probability < core_probability < 1, got "
+                             f"{self.extent_probability} and {self.core_probability}")
+
+
+def check_model(seg: Any, ref: str) -> None:
+    """Refuse a model that is not a two-time-point lesion model: two input channels (baseline, follow-up)
+    and a background class plus at least one lesion class."""
+    n_in = len(getattr(seg, "contrasts", ()))
+    if n_in != len(CHANNELS):
+        raise InputError(f"MS learned engine: model {ref} takes {n_in} input channel(s) "
+                         f"({', '.join(map(str, getattr(seg, 'contrasts', ()))) or 'none'}); the MS engine needs 2 "
+                         "(baseline FLAIR, registered follow-up FLAIR)")
+    labels = dict(getattr(seg, "labels", {}))
+    if len(labels) < 2 or 0 not in labels:
+        raise InputError(f"MS learned engine: model {ref} has labels {labels}; expected background (0) and a "
+                         "new/enlarging lesion class")
+
+
+@lru_cache(maxsize=4)
+def learned_segmenter(ref: str) -> Any:  # a neurorad.segment Segmenter
+    """The Segmenter of a model reference, loaded and hash-checked once per process, checked to be a
+    two-time-point lesion model (:func:`check_model`)."""
+    from neurorad.segment.engine import open_model_reference
+
+    try:
+        seg = open_model_reference(ref)
+    except InputError as exc:
+        hint = (" (retrain it with `python -m neurorad.workflows.ms_lesions.train --out RUN` and "
+                "`neurorad model import RUN/run/model`)" if ref == LEARNED_MODEL else "")
+        raise InputError(f"MS learned engine: model {ref!r}: {exc.problem}{hint}") from exc
+    check_model(seg, ref)
+    return seg
+
+
+def engine_record(ref: str) -> dict[str, str]:
+    """Name, version and weights SHA-256 of the learned model (provenance of a result)."""
+    seg = learned_segmenter(ref)
+    return {"name": seg.name, "version": seg.version, "sha256": getattr(seg, "weights_sha256", "") or ""}
+
+
+def learned_probability(seg: Any, baseline: Volume, followup: np.ndarray, brain: np.ndarray) -> np.ndarray:
+    """The network's new-or-enlarging probability (sum of its non-background classes) on ``baseline``'s
+    grid, zero outside ``brain``. ``baseline``: the normalised baseline on the common grid; ``followup``:
+    the normalised follow-up array on the same grid."""
+    brain = np.asarray(brain, bool)
+    if baseline.spatial_shape != brain.shape or np.shape(followup) != brain.shape:
+        raise InputError(f"MS learned engine: baseline {baseline.spatial_shape}, follow-up {np.shape(followup)} "
+                         f"and brain mask {brain.shape} must share one grid")
+    b = baseline.with_data(np.where(brain, np.asarray(baseline.data, np.float32), 0.0).astype(np.float32))
+    f = baseline.with_data(np.where(brain, np.asarray(followup, np.float32), 0.0).astype(np.float32))
+    res = seg.predict([b, f])
+    prob = np.asarray(res.probabilities.data, np.float32)
+    if prob.shape[:3] != brain.shape:
+        raise InputError(f"MS learned engine {seg.name}: probabilities on grid {prob.shape[:3]}, expected "
+                         f"{brain.shape}")
+    p = np.clip(prob[..., 1:].sum(-1), 0.0, 1.0)
+    return np.where(brain, p, 0.0).astype(np.float32)
+
+
+def probability_to_score(p: np.ndarray, params: LearnedParams, binarise_threshold: float = 0.01,
+                         min_peak_score: float = 0.1) -> np.ndarray:
+    """Map a probability onto the classical score scale, piecewise linear and increasing:
+    0 -> 0, ``extent_probability`` -> ``binarise_threshold``, ``core_probability`` -> ``min_peak_score``,
+    1 -> 1 (the post-processing's two thresholds then mean the same for both engines). The anchors are the
+    regional workflow's fixed thresholds (``PostParams()`` defaults), not a run's lowered FROC floor."""
+    xp = [0.0, params.extent_probability, params.core_probability, 1.0]
+    fp = [0.0, binarise_threshold, min_peak_score, 1.0]
+    return np.interp(np.asarray(p, np.float64), xp, fp).astype(np.float32)
+
+
+def fuse_scores(classical: np.ndarray, learned: np.ndarray) -> np.ndarray:
+    """Fusion on the common score scale: the voxel-wise maximum, so a component reaches the confident
+    peak when either engine is confident there and extends wherever either sees it."""
+    a, b = np.asarray(classical, np.float32), np.asarray(learned, np.float32)
+    if a.shape != b.shape:
+        raise ValueError(f"fuse_scores: score maps of different shapes {a.shape} and {b.shape}")
+    return np.maximum(a, b)
+
+
+def engine_disagreement(labels: np.ndarray, n: int, classical: np.ndarray, learned: np.ndarray,
+                        params: LearnedParams, binarise_threshold: float = 0.01) -> list[dict[str, Any]]:
+    """Per reported lesion (labels 1..n): each engine's peak score inside it and whether they disagree
+    strongly (one peak >= ``params.disagree_score``, the other < ``binarise_threshold``)."""
+    from scipy import ndimage
+
+    if n == 0:
+        return []
+    idx = np.arange(1, n + 1)
+    pc = np.atleast_1d(ndimage.maximum(classical, labels, idx))
+    pl = np.atleast_1d(ndimage.maximum(learned, labels, idx))
+    out = []
+    for i, c, m in zip(idx, pc, pl, strict=True):
+        c, m = float(c), float(m)
+        strong = (c >= params.disagree_score and m < binarise_threshold) or \
+                 (m >= params.disagree_score and c < binarise_threshold)
+        out.append({"id": int(i), "classical_peak": round(c, 4), "learned_peak": round(m, 4),
+                    "disagree": bool(strong),
+                    "found_by": "both" if c >= binarise_threshold and m >= binarise_threshold
+                    else ("classical" if c >= m else "learned")})
+    return out
+
+
+def disagreement_warning(records: list[dict[str, Any]]) -> str | None:
+    """The quality warning of strong engine disagreement (None when the engines agree on every lesion)."""
+    bad = [r for r in records if r["disagree"]]
+    if not bad:
+        return None
+    parts = [f"{r['id']} (only the {r['found_by']} engine)" for r in bad]
+    return (f"the classical and learned engines disagree on {len(bad)} of {len(records)} reported lesion(s): "
+            f"{', '.join(parts)}; check these lesions on the images")
+
+
+def apply_lesion_engine(cand: Any, baseline: Volume, followup: np.ndarray, brain: np.ndarray, engine: str,
+                        params: LearnedParams) -> tuple[Any, np.ndarray, np.ndarray, dict[str, str]]:
+    """The candidate step's score for ``engine`` (``learned`` or ``fusion``; module doc): the classical
+    :class:`~neurorad.segment.ms_difference.Candidates` with its score replaced, the classical and learned
+    scores (kept apart for the disagreement check) and the model's record (name, version, sha256, engine)."""
+    from dataclasses import replace
+
+    from neurorad.segment.ms_difference import PostParams
+
+    if engine not in ("learned", "fusion"):
+        raise InputError(f"MS lesion engine {engine!r} has no learned part (learned, fusion)")
+    seg = learned_segmenter(params.model)
+    post = PostParams()
+    p = learned_probability(seg, baseline, followup, brain)
+    learned = probability_to_score(p, params, post.binarise_threshold, post.min_peak_score)
+    classical = np.asarray(cand.score, np.float32)
+    score = learned if engine == "learned" else fuse_scores(classical, learned)
+    rec = engine_record(params.model)
+    rec["engine"] = f"{rec['name']} {rec['version']}"
+    return replace(cand, score=score), classical, learned, rec

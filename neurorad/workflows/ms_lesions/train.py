@@ -1,0 +1,210 @@
+"""Rebuild the widened MS phantom pairs and retrain the learned MS engine (one command)::
+
+    python -m neurorad.workflows.ms_lesions.train --out RUN --minutes 45   # then: neurorad model import RUN/run/model
+    python -m neurorad.workflows.ms_lesions.train --out RUN --resume       # continue a stopped run
+
+The learned engine of issue 17 (:mod:`neurorad.segment.ms_learned`): a small two-time-point 3D U-Net, the
+baseline and the registered follow-up FLAIR as two input channels (as the MUSIC workflow's nnU-Net,
+PAPERS.md), output background / new-or-enlarging lesion, Dice + cross-entropy, trained with
+:func:`neurorad.segment.train.train` (what ``neurorad train`` runs).
+
+Data: widened MS phantom pairs (:func:`neurorad.phantom.cases.widened_ms_options`) with seeds
+``200000 + i``, disjoint from the benchmark's evaluation seeds (0..) and the tuning seeds (100000..) of
+``bench/ms_sweep.py``, so no training pair is ever scored or tuned on. Each pair goes through the
+workflow's own steps 1-5 (load, brain, register, bias, normalise: :data:`neurorad.pipelines.ms_lesions.STEPS`),
+so the network sees exactly what it sees at run time (the normalised baseline and follow-up in the common
+halfway space, zero outside the common brain mask); the truth new and enlarging lesions (an enlarging lesion:
+its whole follow-up extent, as the benchmark scores it) are brought into the same space with the follow-up's
+transform (nearest neighbour). Steps 1-5 are cached per pair (``RUN/pairs/``), so a stopped preparation resumes.
+
+Domain randomisation on top of the widened phantom's own (lesion contrast 1.15-2.5, placement, grey/white and
+CSF contrast per time point, intensity nonlinearity, noise, bias, lesion drift, 1/3/5 mm slices at either time
+point, motion up to 15 degrees / 15 mm): in-plane voxel 1.2-1.8 mm, 2-6 new lesions on most pairs (more
+foreground per pair; every sixth pair stable), and per stored case a follow-up intensity curve (gamma
+0.92-1.08, scale 0.95-1.05: a residual of the normalisation) and a blur of one time point (Gaussian, SD 0-0.6
+voxel: a resolution mismatch); training adds flips and a joint scale/shift.
+
+Deterministic given the seeds; ``--minutes`` stops at the first epoch boundary after the budget, keeping the
+best validation checkpoint. Lives in the workflows layer because it joins the phantoms, the workflow's
+preprocessing and the learned layer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import pickle
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from neurorad.image.volume import Volume
+from neurorad.segment.ms_learned import CHANNELS, LABEL_NAMES, LEARNED_MODEL
+
+__all__ = ["TRAIN_SEED0", "CONFIG", "RETRAIN", "training_options", "prepare_pair", "ms_cases", "main"]
+
+#: training seeds: disjoint from evaluation (0..) and tuning (100000..) seeds
+TRAIN_SEED0 = 200_000
+RETRAIN = "python -m neurorad.workflows.ms_lesions.train --out RUN --minutes 45 && neurorad model import RUN/run/model"
+
+_NAME, _VERSION = LEARNED_MODEL.split("@")
+
+#: the training configuration (departures from nnU-Net scale for a 2-core CPU budget: 3D U-Net with channels
+#: 8-64, 1.5 mm working grid, patches of 48^3, a few hundred steps of batch 4; stated in the card)
+CONFIG: dict[str, dict] = {
+    "model": {"name": _NAME, "version": _VERSION,
+              "task": "new and enlarging T2-FLAIR lesions from a baseline FLAIR and the registered follow-up FLAIR "
+                      "(two channels, normalised and skull-stripped by the ms-lesions workflow's steps 1-5)",
+              "architecture": "unet3d", "features": [8, 16, 32, 64, 128]},
+    "data": {"dataset": "dataset", "spacing_mm": [1.5, 1.5, 1.5], "normalization": "none",
+             "patch_size": [48, 48, 48], "val_fraction": 0.1},
+    "training": {"seed": 0, "max_epochs": 80, "iterations_per_epoch": 25, "batch_size": 4, "learning_rate": 2e-3,
+                 "loss": "dice_ce", "lr_patience_epochs": 8, "lr_factor": 0.5, "stop_patience_epochs": 25,
+                 "foreground_oversample": 0.67, "mirror_augment": True, "intensity_augment": True},
+    "inference": {"patch_size": [64, 64, 64], "overlap": 0.25, "mirror_tta": False, "batch_size": 1},
+    "card": {
+        "training_data": "SYNTHETIC data built on real anatomy: widened MS phantom pairs (neurorad.phantom: Colin27 "
+                         "head + MNI152 tissue maps; new lesions of contrast 1.15-2.5 x WM, periventricular, "
+                         "juxtacortical, deep and infratentorial, Dawson fingers, caps, bands; enlarging and stable "
+                         "lesions with signal drift; a protocol/scanner change between the time points; 1/3/5 mm "
+                         "slices; motion up to 15 degrees / 15 mm), seeds 200000+ (disjoint from the benchmark's "
+                         "evaluation and tuning seeds), each pair preprocessed by the ms-lesions workflow's steps 1-5; "
+                         "labels = the phantoms' truth new and enlarging lesions in the common space. Never a patient "
+                         "scan.",
+        "intended_use": "learned / fusion engine of the ms-lesions workflow (MSConfig.engine), for trying the "
+                        "workflow and comparing engines (bench/ms_benchmark.py --engine); it must be validated "
+                        "locally on the site's own exams before any clinical use",
+        "limitations": "NOT FIT FOR CLINICAL USE: trained on synthetic phantoms of one anatomy (smooth blob, "
+                       "ovoid, cap and band lesions; no flow artefacts, no non-rigid change, no real scanner's "
+                       "FLAIR), for a CPU budget of under an hour on shared cores (3D U-Net, channels 8-128, "
+                       "1.5 mm grid): undertrained; inputs must be the ms-lesions workflow's normalised common-space "
+                       "pair (baseline brain median = 1, zero outside the brain); validated on held-out phantoms "
+                       "only",
+        "licence": "Apache-2.0",
+    },
+}
+
+
+def training_options(i: int) -> dict[str, Any]:
+    """:func:`~neurorad.phantom.ms_pair` options of training pair ``i`` (seed ``TRAIN_SEED0 + i``; module doc)."""
+    from neurorad.phantom.cases import widened_ms_options
+
+    seed = TRAIN_SEED0 + i
+    rng = np.random.default_rng([seed, 1701])
+    negative = i % 6 == 0
+    opts = widened_ms_options(seed, negative=negative)
+    opts["in_plane_mm"] = round(float(rng.uniform(1.2, 1.8)), 2)
+    if not negative:
+        opts["n_new"] = int(rng.integers(2, 7))
+        opts["n_enlarging"] = int(rng.integers(0, 3))
+    return opts
+
+
+def prepare_pair(i: int, cache: Path) -> Path:
+    """Steps 1-5 of training pair ``i`` with its truth in the common space, cached in ``cache`` (a pickle of
+    the normalised pair, the brain mask, the label and the common grid's affine)."""
+    path = cache / f"pair_{TRAIN_SEED0 + i}.pkl"
+    if path.exists():
+        return path
+    import tempfile
+
+    from neurorad.phantom.cases import ms_pair
+    from neurorad.pipelines import ms_lesions as ms
+    from neurorad.preprocess.transforms import resample
+
+    opts = training_options(i)
+    case = ms_pair(**opts)
+    with tempfile.TemporaryDirectory(prefix="ms-train-") as tmp:
+        ctx = ms.MSContext(ms.MSConfig(), Path(tmp), case.baseline_flair, case.followup_flair)
+        for step in ms.STEPS[:5]:
+            step.run(ctx)
+    assert ctx.ref is not None and ctx.bn is not None and ctx.fn is not None and ctx.brain is not None
+    truth = np.zeros(ctx.ref.spatial_shape, np.uint8)
+    for key in ("truth_new", "truth_enlarging"):
+        t = np.asarray(resample(case.truth[key], ctx.ref, ctx.Tf, "nearest").data)
+        truth |= (t > 0).astype(np.uint8)
+    d = dict(bn=ctx.bn.astype(np.float32), fn=ctx.fn.astype(np.float32), brain=ctx.brain.astype(bool),
+             label=truth & ctx.brain.astype(np.uint8), affine=np.asarray(ctx.ref.affine), opts=opts)
+    cache.mkdir(parents=True, exist_ok=True)
+    tmp_path = path.with_suffix(".tmp")
+    tmp_path.write_bytes(pickle.dumps(d))
+    tmp_path.replace(path)
+    return path
+
+
+def randomise_pair(bn: np.ndarray, fn: np.ndarray, brain: np.ndarray, rng: np.random.Generator
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """The stored case's extra domain randomisation (module doc): a follow-up intensity curve and a blur of one
+    time point, inside the brain (zero outside, as the workflow gives it)."""
+    from scipy import ndimage
+
+    b, f = bn.astype(np.float32), fn.astype(np.float32)
+    g, s = float(rng.uniform(0.92, 1.08)), float(rng.uniform(0.95, 1.05))
+    f = s * np.clip(f, 0, None) ** g
+    sd = float(rng.uniform(0.0, 0.6))
+    if sd > 0.05:
+        if rng.random() < 0.5:
+            b = ndimage.gaussian_filter(b, sd)
+        else:
+            f = ndimage.gaussian_filter(f, sd)
+    return np.where(brain, b, 0).astype(np.float32), np.where(brain, f, 0).astype(np.float32)
+
+
+def ms_cases(indices: list[int], cache: Path) -> Iterator[tuple[str, list[Volume], Volume]]:
+    """The training cases (module doc): two channels (baseline, follow-up) and the lesion label."""
+    for i in indices:
+        d = pickle.loads(prepare_pair(i, cache).read_bytes())
+        rng = np.random.default_rng([TRAIN_SEED0 + i, 1702])
+        b, f = randomise_pair(d["bn"], d["fn"], d["brain"], rng)
+        aff = d["affine"]
+        yield (f"ms{TRAIN_SEED0 + i:06d}", [Volume(b, aff.copy()), Volume(f, aff.copy())],
+               Volume(d["label"].astype(np.uint8), aff.copy()))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m neurorad.workflows.ms_lesions.train",
+                                 description="Build the widened MS phantom pairs (through the workflow's steps 1-5) "
+                                             "and train the learned MS engine (see the module doc).")
+    ap.add_argument("--out", type=Path, required=True, help="run folder (pairs/, dataset/, config.json, run/)")
+    ap.add_argument("--cases", type=int, default=60, help=f"phantom pairs (seeds {TRAIN_SEED0}.., default 60)")
+    ap.add_argument("--prepare-only", action="store_true", help="stop after caching the pairs' steps 1-5")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch CPU threads (default 1: a fixed count keeps runs bit-identical)")
+    from neurorad.segment.train import add_budget_arguments
+
+    add_budget_arguments(ap)
+    a = ap.parse_args(argv)
+
+    import torch
+
+    from neurorad.segment.dataset import write_dataset
+    from neurorad.segment.train import train_starter
+
+    torch.set_num_threads(a.threads)
+    a.out.mkdir(parents=True, exist_ok=True)
+    pairs = a.out / "pairs"
+    t0 = time.perf_counter()
+    for i in range(a.cases):
+        prepare_pair(i, pairs)
+        print(f"pair {i + 1}/{a.cases} ready ({time.perf_counter() - t0:.0f} s)", flush=True)
+    if a.prepare_only:
+        return 0
+    ds = a.out / "dataset"
+    if not (ds / "dataset.json").exists():
+        write_dataset(ds, ms_cases(list(range(a.cases)), pairs), list(CHANNELS), dict(enumerate(LABEL_NAMES)),
+                      overwrite=True,
+                      description=f"widened MS phantom pairs (synthetic, real anatomy), seeds {TRAIN_SEED0}-"
+                                  f"{TRAIN_SEED0 + a.cases - 1}, through the ms-lesions workflow's steps 1-5; "
+                                  "label 1 = new or enlarging lesion")
+    print(f"dataset: {time.perf_counter() - t0:.0f} s", flush=True)
+    print(train_starter(CONFIG, a.out, a, "python -m neurorad.workflows.ms_lesions.train",
+                        before=(("cases", a.cases if a.cases != 60 else None),),
+                        after=(("threads", a.threads if a.threads != 1 else None),)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
