@@ -79,7 +79,8 @@ def segment_cmd(
                                                                             "(4D .nii.gz)."),
     uncertainty: Path | None = typer.Option(None, "--uncertainty", help="Ensembles: write the member "
                                                                         "disagreement map (.nii.gz)."),
-    engine: str = typer.Option("auto", "--engine", help="auto | torch | onnx."),
+    engine: str = typer.Option("auto", "--engine", help="auto | torch | onnx | torch-bf16 "
+                                                     "(auto: the fastest that export-onnx verified)."),
     tta: bool | None = typer.Option(None, "--tta/--no-tta", help="Mirror test-time augmentation "
                                                                  "(default: as the model card says)."),
 ) -> None:
@@ -165,14 +166,18 @@ def model_export_onnx(
     model: str = typer.Argument(..., help="name, name@version or folder (written in place)."),
     repeats: int = typer.Option(3, "--repeats", help="Timed runs per engine for the speed comparison."),
 ) -> None:
-    """Export every member to ONNX, check outputs match torch, time both and record the faster."""
+    """Export every member to ONNX, check outputs match torch, time torch, ONNX and (on CPUs with native
+    bfloat16) torch-bf16, and record the fastest that reproduces float32 as the default engine."""
     from neurorad.segment.onnx_engine import export_model_onnx
     from neurorad.segment.registry import find_model
 
     info = find_model(model)
     rep = export_model_onnx(info.path, repeats=repeats)
+    bf16 = (f", torch-bf16 {rep['bf16_s']:.3f} s (max probability diff {rep['bf16_max_prob_diff']:.3f}, "
+            f"{'accepted' if rep['bf16_accepted'] else 'refused'})" if "bf16_s" in rep else "")
     typer.echo(f"{info.name} {info.version}: ONNX max |diff| {rep['max_abs_diff']:.2e}; torch {rep['torch_s']:.3f} s, "
-               f"onnx {rep['onnx_s']:.3f} s per window batch -> default engine {rep['preferred_engine']}")
+               f"onnx {rep['onnx_s']:.3f} s{bf16} per window batch -> default engine {rep['preferred_engine']} "
+               f"(without bfloat16: {rep['fallback_engine']})")
 
 
 @dataset_app.command("check")

@@ -2,8 +2,12 @@
 
 ``export_model_onnx(folder)`` writes ``fold_<i>.onnx`` beside each ``fold_<i>.pt`` (fixed patch
 size, dynamic batch; the sliding window always feeds whole patches), checks that ONNX Runtime
-reproduces the torch logits, times both engines on one batch of windows and records the faster
-one as the card's ``inference.preferred_engine`` (what ``engine="auto"`` runs). The card's file
+reproduces the torch logits, times the engines on one batch of windows and records the fastest
+as the card's ``inference.preferred_engine`` (what ``engine="auto"`` runs). On a CPU with native
+bfloat16 it also times ``torch-bf16`` (:func:`neurorad.segment.engine.bf16_forward`), which may
+be preferred only if its class probabilities on the same batch stay within ``bf16_tolerance`` of
+float32 and its arg-max agrees on at least ``BF16_MIN_AGREEMENT`` of the voxels; the faster float32
+engine is recorded as ``inference.fallback_engine`` for CPUs without bfloat16. The card's file
 hashes are updated, so a changed export refuses to run like changed weights.
 """
 
@@ -68,9 +72,20 @@ def _time(fn: Callable[[], Any], repeats: int) -> float:
     return best
 
 
-def export_model_onnx(folder: str | Path, repeats: int = 3, tolerance: float = 1e-3) -> dict[str, Any]:
+#: torch-bf16 is eligible for ``auto`` only if its arg-max equals float32's on this fraction of the check voxels
+BF16_MIN_AGREEMENT = 0.999
+
+
+def export_model_onnx(folder: str | Path, repeats: int = 3, tolerance: float = 1e-3,
+                      bf16_tolerance: float = 0.05) -> dict[str, Any]:
     """Export every member of the model in ``folder`` to ONNX, verify and time it (see module doc)."""
-    from neurorad.segment.engine import build_from_state, channels_last_forward, load_weights
+    from neurorad.segment.engine import (
+        bf16_forward,
+        bf16_supported,
+        build_from_state,
+        channels_last_forward,
+        load_weights,
+    )
     from neurorad.segment.inference import InferenceSpec
 
     info = open_model(folder, check=True)
@@ -83,7 +98,8 @@ def export_model_onnx(folder: str | Path, repeats: int = 3, tolerance: float = 1
     x = torch.from_numpy(np.random.default_rng(0).normal(size=(inf.batch_size, arch.net_in_channels,
                                                                 *inf.patch_size[: arch.spatial_dims]))
                          .astype(np.float32))
-    diffs, t_torch, t_onnx = [], 0.0, 0.0
+    bf16 = bf16_supported()
+    diffs, t_torch, t_onnx, t_bf16, bf16_diffs, bf16_agree = [], 0.0, 0.0, 0.0, [], []
     for f in files:
         net = build_from_state(arch, load_weights(info.path / f), info.path / f)
         out = info.path / (Path(f).stem + ".onnx")
@@ -94,6 +110,13 @@ def export_model_onnx(folder: str | Path, repeats: int = 3, tolerance: float = 1
             diffs.append(float((fwd(x) - ref).abs().max()))
             fast = channels_last_forward(net)  # the torch engine's own forward (engine.segmenter_from_model)
             t_torch += _time(lambda fast=fast: fast(x), repeats)
+            if bf16:  # last: bf16_forward casts this member's network in place
+                p_ref = torch.softmax(ref, 1)
+                half = bf16_forward(net)
+                p_half = torch.softmax(half(x), 1)
+                bf16_diffs.append(float((p_half - p_ref).abs().max()))
+                bf16_agree.append(float((p_half.argmax(1) == p_ref.argmax(1)).float().mean()))
+                t_bf16 += _time(lambda half=half: half(x), repeats)
         t_onnx += _time(lambda fwd=fwd: fwd(x), repeats)
     max_diff = max(diffs)
     if max_diff > tolerance:
@@ -101,13 +124,22 @@ def export_model_onnx(folder: str | Path, repeats: int = 3, tolerance: float = 1
             (info.path / (Path(f).stem + ".onnx")).unlink(missing_ok=True)
         raise ProcessingError(f"ONNX export of {info.name} differs from torch by {max_diff:.2e} (> {tolerance}); "
                               "not kept")
-    preferred = "onnx" if t_onnx < t_torch else "torch"
-    report = {"max_abs_diff": max_diff, "torch_s": round(t_torch, 4), "onnx_s": round(t_onnx, 4),
-              "batch": list(x.shape), "preferred_engine": preferred,
-              "measured": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    fallback = "onnx" if t_onnx < t_torch else "torch"
+    preferred = fallback
+    report: dict[str, Any] = {"max_abs_diff": max_diff, "torch_s": round(t_torch, 4), "onnx_s": round(t_onnx, 4),
+                              "batch": list(x.shape)}
+    if bf16:
+        ok = max(bf16_diffs) <= bf16_tolerance and min(bf16_agree) >= BF16_MIN_AGREEMENT
+        report.update({"bf16_s": round(t_bf16, 4), "bf16_max_prob_diff": round(max(bf16_diffs), 5),
+                       "bf16_argmax_agreement": round(min(bf16_agree), 6), "bf16_accepted": ok})
+        if ok and t_bf16 < min(t_torch, t_onnx):
+            preferred = "torch-bf16"
+    report.update({"preferred_engine": preferred, "fallback_engine": fallback,
+                   "measured": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
     import onnxruntime as ort
 
     report["onnxruntime"] = ort.__version__
-    card["inference"] = {**card.get("inference", {}), "preferred_engine": preferred, "onnx_export": report}
+    card["inference"] = {**card.get("inference", {}), "preferred_engine": preferred, "fallback_engine": fallback,
+                         "onnx_export": report}
     finalize_folder(info.path, card)
     return report

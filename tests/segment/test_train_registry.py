@@ -12,9 +12,11 @@ from typer.testing import CliRunner
 
 from neurorad.errors import InputError, ProcessingError
 from neurorad.image.volume import Volume
+from neurorad.segment import engine as engine_module
 from neurorad.segment import load_segmenter
 from neurorad.segment.base import ClassicalSegmenter, Segmenter
 from neurorad.segment.dataset import read_dataset
+from neurorad.segment.engine import bf16_supported
 from neurorad.segment.registry import finalize_folder, find_model, read_card, verify
 from neurorad.segment.train import parse_config, train
 from tests.segment.conftest import tiny_config
@@ -198,7 +200,7 @@ def test_kfold_ensemble_gives_uncertainty_on_the_input_grid(planted_dataset, tmp
     assert u.min() >= 0 and u.max() > 0  # two differently trained members disagree somewhere
 
 
-def test_onnx_export_matches_torch_and_records_the_faster_engine(trained, tmp_path):
+def test_onnx_export_matches_torch_and_records_the_faster_engine(trained, tmp_path, monkeypatch):
     from neurorad.cli import app
     from neurorad.segment.planted import planted_cases
 
@@ -210,7 +212,12 @@ def test_onnx_export_matches_torch_and_records_the_faster_engine(trained, tmp_pa
     assert "fold_0.onnx" in card["files"] and verify(model) == []
     rep = card["inference"]["onnx_export"]
     assert rep["max_abs_diff"] < 1e-3
-    assert card["inference"]["preferred_engine"] == ("onnx" if rep["onnx_s"] < rep["torch_s"] else "torch")
+    fallback = "onnx" if rep["onnx_s"] < rep["torch_s"] else "torch"
+    assert card["inference"]["fallback_engine"] == fallback
+    if rep.get("bf16_accepted") and rep["bf16_s"] < min(rep["onnx_s"], rep["torch_s"]):
+        assert card["inference"]["preferred_engine"] == "torch-bf16"
+    else:
+        assert card["inference"]["preferred_engine"] == fallback
     _, [vol], _ = planted_cases(1, seed=11)[0]
     p_torch = load_segmenter(model, engine="torch").predict([vol]).probabilities.data
     seg_onnx = load_segmenter(model, engine="onnx")
@@ -218,6 +225,15 @@ def test_onnx_export_matches_torch_and_records_the_faster_engine(trained, tmp_pa
     p_onnx = seg_onnx.predict([vol]).probabilities.data
     assert np.abs(np.asarray(p_torch) - np.asarray(p_onnx)).max() < 1e-3
     assert load_segmenter(model).engine == card["inference"]["preferred_engine"]
+    if bf16_supported():  # the reduced-precision engine stays within the export's tolerance on a real case
+        p_bf16 = load_segmenter(model, engine="torch-bf16").predict([vol]).probabilities.data
+        assert 0 < np.abs(np.asarray(p_torch) - np.asarray(p_bf16)).max() < 0.05
+    # a card that prefers bfloat16, loaded on a CPU without it, runs the recorded float32 engine
+    card["inference"]["preferred_engine"] = "torch-bf16"
+    (model / "model.json").write_text(json.dumps(card))
+    with monkeypatch.context() as mp:
+        mp.setattr(engine_module, "bf16_supported", lambda: False)
+        assert load_segmenter(model).engine == fallback
     # a changed ONNX file refuses to run like changed weights
     (model / "fold_0.onnx").write_bytes(b"not onnx")
     with pytest.raises(ProcessingError, match="fold_0.onnx"):
