@@ -14,11 +14,16 @@ issue 10) instead of concurrently. The atlas registration is stored per image co
 by a patient's later comparisons (``MSConfig.atlas_reuse``): ``--atlas-cold`` clears that store
 first so every pair pays it (a patient's first comparison).
 
+``--warm`` first imports what the workflow declares in ``Workflow.preload`` (the pipeline, deepbet and
+torch, ITK-elastix's lazily loaded modules), untimed, as a worker's job process finds them: its jobs
+fork from a server process that imported them once. Without it the process is cold, like a one-off
+``neurorad ms-lesions`` run.
+
 Wall and CPU seconds (all threads of the process) are printed per step: on a shared machine the
 wall time is inflated by other load, the CPU time much less.
 
 Usage: ``python bench/ms_speed.py [--skip-slow] [--compare-before] [--compare-sequential] [--pairs N]
-[--threads N]``
+[--threads N] [--warm]``
 """
 
 from __future__ import annotations
@@ -70,9 +75,23 @@ def main(argv: list[str] | None = None) -> int:
                     help="also run with the time points one after the other (concurrent_timepoints=False)")
     ap.add_argument("--pairs", type=int, default=1, help="time the default engines on this many different pairs")
     ap.add_argument("--atlas-cold", action="store_true", help="do not reuse stored atlas registrations")
+    ap.add_argument("--warm", action="store_true",
+                    help="import the ms-lesions workflow's Workflow.preload modules first (untimed, printed), as a "
+                         "worker's job process finds them (forkserver preload); default: a cold process")
     args = ap.parse_args(argv)
     if args.atlas_cold:
         os.environ["NEURORAD_CACHE"] = tempfile.mkdtemp(prefix="ms-speed-cache-")
+    if args.warm:
+        import importlib
+
+        from neurorad.workflows.registry import preload_modules
+
+        t0, c0 = time.perf_counter(), time.process_time()
+        mods = preload_modules(["ms-lesions"])
+        for m in mods:
+            importlib.import_module(m)
+        print(f"warm: preloaded {', '.join(mods)} in {time.perf_counter() - t0:.1f} s wall, "
+              f"{time.process_time() - c0:.1f} s CPU (not counted below)", flush=True)
     import torch
 
     torch.set_num_threads(args.threads)

@@ -216,10 +216,21 @@ def _elastix_transform_to_sitk(pmap: Any) -> sitk.Transform:
     return t
 
 
-def _elastix_register(fixed: Volume, moving: Volume, ttype: str, initial: AffineTransform,
-                      progress: Callable[[int], None] | None, params: dict[str, Any]) -> AffineTransform:
+def load_elastix() -> Any:
+    """The ``itk`` package with ITK-elastix's classes loaded (ITK loads its wrapped modules lazily,
+    on first use: seconds; :mod:`neurorad.preprocess.elastix_preload` does it ahead of the jobs)."""
     import itk
 
+    _ = itk.ElastixRegistrationMethod, itk.ParameterObject  # attribute access triggers the lazy load
+    # the image bridge of _itk_image (a 2-voxel image: no filter runs, no thread pool starts)
+    itk.GetImageFromArray(np.zeros((1, 1, 2), np.float32))
+    itk.matrix_from_array(np.eye(3))
+    return itk
+
+
+def _elastix_register(fixed: Volume, moving: Volume, ttype: str, initial: AffineTransform,
+                      progress: Callable[[int], None] | None, params: dict[str, Any]) -> AffineTransform:
+    itk = load_elastix()
     f = _itk_image(fixed)
     m = _itk_image(moving)
     if not np.allclose(initial.matrix, np.eye(4)):

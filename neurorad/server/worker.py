@@ -149,8 +149,12 @@ class Worker:
         # forkserver: children fork from a clean, single-threaded server process that has already
         # imported the data plane (fast start, unlike spawn; safe in a threaded server, unlike fork)
         self._ctx = mp.get_context("forkserver")
+        # plus what the enabled workflows declare (Workflow.preload: e.g. ITK-elastix, ~8-14 s per
+        # cold process on 2 cores, bench/ms_speed.py --warm)
+        from neurorad.workflows.registry import preload_modules
+
         self._ctx.set_forkserver_preload(["neurorad.server.orchestration", "neurorad.workflows.registry",
-                                          "highdicom", "pydicom"])
+                                          "highdicom", "pydicom", *preload_modules(settings.workflows)])
         self._client = None
         self._executor_down_since: float | None = None
         self._settings_d = settings_to_dict(settings)

@@ -573,6 +573,11 @@ class Workflow:
     #: name of the quantity (a volume in mL) the software-update protocol compares between versions
     #: (:mod:`neurorad.workflows.reference_set`); empty: the sum of the findings' volumes
     reference_quantity: ClassVar[str] = ""
+    #: modules a job process should find already imported: a worker's job processes fork from a
+    #: server process that imports these once (``multiprocessing`` forkserver preload), so a job does
+    #: not pay seconds of library loading each time. Importing must have no side effect but loading
+    #: code (no threads, no models); a module that cannot be imported is skipped
+    preload: ClassVar[tuple[str, ...]] = ()
 
     # -- running
     def run(self, inputs: WorkflowInputs, out_dir: Path, progress: Progress) -> WorkflowResult:

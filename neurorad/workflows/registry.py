@@ -111,3 +111,17 @@ def load_enabled(names: list[str] | tuple[str, ...]) -> list[Workflow]:
     if errors:
         raise WorkflowLoadError("; ".join(errors))
     return loaded
+
+
+def preload_modules(names: list[str] | tuple[str, ...]) -> list[str]:
+    """The modules the enabled workflows ``names`` ask a job process to have imported
+    (:attr:`Workflow.preload`), in order, without repeats; workflows that cannot be loaded are
+    skipped here (:func:`load_enabled` reports them)."""
+    out: list[str] = []
+    for n in names:
+        try:
+            wf = load(n)
+        except WorkflowLoadError:
+            continue
+        out += [m for m in getattr(wf, "preload", ()) if m not in out]
+    return out
