@@ -335,6 +335,14 @@ def summarise(results: list[dict], thr: float = 0.1, floor: float = 0.02) -> dic
     }
 
 
+def warning_counts(results: list[dict]) -> dict[str, int]:
+    """Cases with any quality warning, and with the fusion engine's disagreement warning (its quality alarm)."""
+    ok = [r for r in results if "error" not in r]
+    return {"cases_with_warnings": sum(bool(r.get("warnings")) for r in ok),
+            "cases_with_engine_disagreement": sum(any("engines disagree" in w for w in r.get("warnings", []))
+                                                  for r in ok)}
+
+
 def choose_operating_point(results: list[dict], max_fp_per_patient: float = 0.3, floor: float = 0.02) -> dict:
     """The operating point on the tuning set: among FROC points with FP per patient <=
     ``max_fp_per_patient`` (a margin under the 0.5 target), those with the highest lesion
@@ -394,7 +402,7 @@ def main(argv: list[str] | None = None) -> int:
         results.sort(key=lambda r: r["case"])
         summary = summarise(results, 0.1, args.froc_floor)
         summary.update(phantom=args.phantom, engine=args.engine, summarised_from=str(args.summarise),
-                       cases_with_warnings=sum(bool(r.get("warnings")) for r in results if "error" not in r))
+                       **warning_counts(results))
         print(json.dumps(summary, indent=2))
         return 0
     os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -427,7 +435,7 @@ def main(argv: list[str] | None = None) -> int:
         sm = summarise(rows, 0.1, args.froc_floor)
         sm.update(wall_seconds=round(time.perf_counter() - t0, 1), workers=args.workers, voxel_mm=args.voxel_mm,
                   phantom=args.phantom, engine=e, tuning=args.tuning, first=args.first,
-                  cases_with_warnings=sum(bool(r.get("warnings")) for r in rows if "error" not in r))
+                  **warning_counts(rows))
         summaries[e] = sm
     summary = summaries[engines[0]] if len(engines) == 1 else {"engines": summaries}
     if args.tuning:

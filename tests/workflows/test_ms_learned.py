@@ -157,3 +157,18 @@ def test_training_entry_makes_a_registry_model_the_engine_runs(tmp_path: Path, m
     assert np.array_equal(c_f.score, np.maximum(classical, learned))
     assert np.array_equal(c_f.difference, cand.difference)  # the FP rules still see the classical difference
     ms_learned.learned_segmenter.cache_clear()
+
+
+def test_shipped_model_is_verified_small_carded_and_a_two_time_point_model() -> None:
+    from neurorad.segment.registry import SHIPPED_ROOT, find_model
+
+    info = find_model(ms_learned.LEARNED_MODEL)  # verifies every file's sha256
+    assert info.path.parent == SHIPPED_ROOT
+    assert sum(p.stat().st_size for p in info.path.rglob("*") if p.is_file()) / 1e6 <= 25.0
+    card = info.card
+    assert "SYNTHETIC" in card["training_data"] and "NOT FIT" in card["limitations"]
+    assert card["validation"]["command"].startswith("python -m neurorad.workflows.ms_lesions.train --out RUN")
+    ms_learned.learned_segmenter.cache_clear()
+    seg = ms_learned.learned_segmenter(ms_learned.LEARNED_MODEL)  # loads it; refuses a wrong channel count
+    assert seg.contrasts == ("baseline_flair", "followup_flair") and seg.labels[1] == "new_or_enlarging"
+    ms_learned.learned_segmenter.cache_clear()

@@ -53,15 +53,15 @@ RETRAIN = "python -m neurorad.workflows.ms_lesions.train --out RUN --minutes 45 
 _NAME, _VERSION = LEARNED_MODEL.split("@")
 
 #: the training configuration (departures from nnU-Net scale for a 2-core CPU budget: 3D U-Net with channels
-#: 8-64, 1.5 mm working grid, patches of 48^3, a few hundred steps of batch 4; stated in the card)
+#: 8-128, 1.5 mm working grid, patches of 48^3, several hundred steps of batch 2; stated in the card)
 CONFIG: dict[str, dict] = {
     "model": {"name": _NAME, "version": _VERSION,
               "task": "new and enlarging T2-FLAIR lesions from a baseline FLAIR and the registered follow-up FLAIR "
                       "(two channels, normalised and skull-stripped by the ms-lesions workflow's steps 1-5)",
               "architecture": "unet3d", "features": [8, 16, 32, 64, 128]},
     "data": {"dataset": "dataset", "spacing_mm": [1.5, 1.5, 1.5], "normalization": "none",
-             "patch_size": [48, 48, 48], "val_fraction": 0.1},
-    "training": {"seed": 0, "max_epochs": 80, "iterations_per_epoch": 25, "batch_size": 4, "learning_rate": 2e-3,
+             "patch_size": [48, 48, 48], "val_fraction": 0.08},
+    "training": {"seed": 0, "max_epochs": 80, "iterations_per_epoch": 40, "batch_size": 2, "learning_rate": 2e-3,
                  "loss": "dice_ce", "lr_patience_epochs": 8, "lr_factor": 0.5, "stop_patience_epochs": 25,
                  "foreground_oversample": 0.67, "mirror_augment": True, "intensity_augment": True},
     "inference": {"patch_size": [64, 64, 64], "overlap": 0.25, "mirror_tta": False, "batch_size": 1},
