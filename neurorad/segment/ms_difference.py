@@ -64,7 +64,12 @@ class CandidateParams:
 class FPParams:
     """Step 5: false-positive reduction."""
 
-    cog_rule: bool = True  # CAD rule: centre-of-gravity brighter at baseline -> false positive
+    # CAD rule: centre-of-gravity brighter at baseline -> false positive. Off by default since
+    # workflow 1.1.0: on 47 tuning pairs (29 widened, 18 original-style; never evaluated) it dropped
+    # 3 enlarging lesions (a rim's centre lies next to the old lesion, brighter at baseline when the
+    # lesion dimmed or by partial volume) and no false positive that the shift, dipole and drift
+    # rules did not drop anyway, at any threshold 0.05-0.9 (docs/ms-lesions.md)
+    cog_rule: bool = False
     shift_radius_mm: float = 1.5  # misregistration test: baseline max over this radius explains follow-up
     shift_explained_fraction: float = 0.8  # drop when this fraction of voxels is explained by a shift
     shift_margin_z: float = 2.0  # follow-up must exceed the shifted baseline by this many robust SDs
