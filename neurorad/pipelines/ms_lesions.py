@@ -651,7 +651,13 @@ def step_postprocess(ctx: MSContext) -> None:
     """7. Binarise at 0.01, 26-connected components, keep > 12 mm^3 with a voxel > 0.1."""
     assert ctx.cand is not None and ctx.ref is not None
     with ctx.prov.step("postprocess", **asdict(ctx.cfg.post)) as st:
-        ctx.labels0, ctx.n0 = binarise_components(ctx.cand.score, ctx.ref.voxel_volume_mm3, ctx.cfg.post)
+        if ctx.cfg.lesion_engine == "fusion" and ctx.classical_score is not None and ctx.learned_score is not None:
+            from neurorad.segment.ms_learned import fusion_components  # either engine's own confident components
+
+            ctx.labels0, ctx.n0 = fusion_components(ctx.classical_score, ctx.learned_score,
+                                                    ctx.ref.voxel_volume_mm3, ctx.cfg.post)
+        else:
+            ctx.labels0, ctx.n0 = binarise_components(ctx.cand.score, ctx.ref.voxel_volume_mm3, ctx.cfg.post)
         st.parameters["n_components"] = ctx.n0
 
 

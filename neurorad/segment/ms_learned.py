@@ -12,8 +12,10 @@ Engines of the workflow's candidate step (``MSConfig.lesion_engine``):
   (:func:`probability_to_score`: ``extent_probability`` -> the post-processing's binarisation
   threshold 0.01, ``core_probability`` -> its "confident" peak 0.1, 1 -> 1), so the same post-processing,
   false-positive rules, new/enlarging classification, delineation and FROC apply unchanged;
-* ``fusion``: the voxel-wise maximum of the two scores (:func:`fuse_scores`): a candidate is kept when
-  EITHER engine is confident about it (its peak reaches 0.1 in one of them). Where the engines disagree
+* ``fusion``: a candidate is kept when EITHER engine is confident about it (:func:`fusion_components`: each
+  engine's own components, its peak reaching 0.1 on its own score; the classical ones unchanged, the learned
+  ones that overlap none of them added); the score map (peaks, FROC) is the voxel-wise maximum of the two
+  (:func:`fuse_scores`). Where the engines disagree
   strongly on a reported lesion (one confident, ``peak >= disagree_score``, the other not seeing it at all,
   ``peak < 0.01``), the run raises a quality warning (:func:`disagreement_warning`), which the platform
   shows as a quality alarm: ensemble disagreement as the uncertainty signal of learned segmentation
@@ -36,7 +38,7 @@ from neurorad.image.volume import Volume
 
 __all__ = ["LEARNED_MODEL", "CHANNELS", "LABEL_NAMES", "LESION_ENGINES", "LearnedParams", "learned_segmenter",
            "check_model", "engine_record", "learned_probability", "probability_to_score", "fuse_scores",
-           "engine_disagreement", "disagreement_warning", "apply_lesion_engine"]
+           "engine_disagreement", "disagreement_warning", "apply_lesion_engine", "fusion_components"]
 
 #: the shipped learned MS model (registry name@version; retrain: neurorad.workflows.ms_lesions.train)
 LEARNED_MODEL = "ms-unet3d@0.1.0"
@@ -136,6 +138,30 @@ def fuse_scores(classical: np.ndarray, learned: np.ndarray) -> np.ndarray:
     if a.shape != b.shape:
         raise ValueError(f"fuse_scores: score maps of different shapes {a.shape} and {b.shape}")
     return np.maximum(a, b)
+
+
+def fusion_components(classical: np.ndarray, learned: np.ndarray, voxel_volume_mm3: float,
+                      post: Any) -> tuple[np.ndarray, int]:
+    """The fusion engine's candidates (post-processing step): each engine's components (the regional
+    workflow's rule, ``post``: extent > 0.01, > 12 mm^3, peak > 0.1, on its own score), the classical ones
+    first and unchanged, then every learned component that overlaps no classical one. A candidate is so kept
+    when either engine is confident, and a classical candidate keeps its own extent (merging the two score
+    maps voxel by voxel changed its shape and centroid, and with them the false-positive rules' verdicts).
+    Returns ``(labels, n)`` numbered 1..n."""
+    from neurorad.segment.ms_difference import binarise_components
+
+    lab_c, n_c = binarise_components(classical, voxel_volume_mm3, post)
+    lab_l, n_l = binarise_components(learned, voxel_volume_mm3, post)
+    out = lab_c.astype(np.int32, copy=True)
+    n = n_c
+    if n_l:
+        overlaps = np.zeros(n_l + 1, bool)
+        overlaps[np.unique(lab_l[(lab_l > 0) & (lab_c > 0)])] = True
+        for k in range(1, n_l + 1):
+            if not overlaps[k]:
+                n += 1
+                out[(lab_l == k) & (out == 0)] = n
+    return out, n
 
 
 def engine_disagreement(labels: np.ndarray, n: int, classical: np.ndarray, learned: np.ndarray,

@@ -22,6 +22,7 @@ from neurorad.segment.ms_learned import (
     disagreement_warning,
     engine_disagreement,
     fuse_scores,
+    fusion_components,
     probability_to_score,
 )
 
@@ -76,6 +77,31 @@ def test_fusion_keeps_a_candidate_when_either_engine_is_confident_and_flags_stro
     assert not next(r for r in recs2 if r["id"] == int(lab[m["A"]].max()))["disagree"]
     with pytest.raises(ValueError, match="shapes"):
         fuse_scores(cls, lrn[:-1])
+
+
+def test_fusion_components_keep_either_engines_own_candidates_and_the_classical_extent() -> None:
+    """Oracle by construction: A classical only, B learned only, C weak in both, D confident in both with the
+    learned blob larger, E a classical blob next to a learned one that touches it. The union holds A, B and
+    the classical D and E with their own classical extents (no learned duplicate), C is dropped."""
+    shape = (48, 48, 24)
+    cls, lrn = np.zeros(shape, np.float32), np.zeros(shape, np.float32)
+    m = {"A": _ball(shape, (8, 8, 12), 3), "B": _ball(shape, (8, 38, 12), 3), "C": _ball(shape, (38, 8, 12), 3),
+         "D": _ball(shape, (38, 38, 12), 3), "D_big": _ball(shape, (38, 38, 12), 5),
+         "E": _ball(shape, (24, 20, 12), 3), "E_next": _ball(shape, (24, 27, 12), 3)}
+    cls[m["A"]], lrn[m["B"]] = 0.8, 0.9
+    cls[m["C"]], lrn[m["C"]] = 0.05, 0.06
+    cls[m["D"]], lrn[m["D_big"]] = 0.7, 0.95
+    cls[m["E"]], lrn[m["E_next"] | m["E"]] = 0.6, 0.9
+    lab, n = fusion_components(cls, lrn, 1.0, PostParams())
+    assert n == 4  # A, D, E (classical) + B (learned); C below the peak in both
+    for k in ("A", "D", "E"):
+        ids = np.unique(lab[m[k]])
+        assert len(ids) == 1 and ids[0] > 0 and np.array_equal(lab == ids[0], m[k])  # the classical extent
+    assert np.array_equal(lab == int(lab[m["B"]].max()), m["B"]) and not lab[m["C"]].any()
+    assert not lab[m["D_big"] & ~m["D"]].any()  # the overlapping learned blob is not a second candidate
+    # voxel-wise max fusion would have merged D with its larger learned blob (the shape the rules then judge)
+    lab_max, _ = binarise_components(fuse_scores(cls, lrn), 1.0, PostParams())
+    assert np.count_nonzero(lab_max == lab_max[38, 38, 12]) == int(m["D_big"].sum())
 
 
 def _segmenter(contrasts: tuple[str, ...]):  # noqa: ANN202
