@@ -641,7 +641,9 @@ def step_candidates(ctx: MSContext) -> None:
             assert ctx.ref is not None
             ctx.cand, ctx.classical_score, ctx.learned_score, rec = apply_lesion_engine(
                 ctx.cand, ctx.ref.with_data(ctx.bn), ctx.fn, ctx.brain, ctx.cfg.lesion_engine, ctx.cfg.learned)
-            st.engine = f"{rec['engine']} ({ctx.cfg.lesion_engine})"
+            # fusion: both engines made the score (the classical difference engine and the network)
+            st.engine = (f"segment.ms_difference + {rec['engine']} (fusion)" if ctx.cfg.lesion_engine == "fusion"
+                         else f"{rec['engine']} (learned)")
             st.weights_sha256 = rec["sha256"]
             st.parameters["learned_model"] = {k: rec[k] for k in ("name", "version", "sha256")}
         st.parameters["difference_sigma"] = round(ctx.cand.sigma, 5)

@@ -198,3 +198,25 @@ def test_shipped_model_is_verified_small_carded_and_a_two_time_point_model() -> 
     seg = ms_learned.learned_segmenter(ms_learned.LEARNED_MODEL)  # loads it; refuses a wrong channel count
     assert seg.contrasts == ("baseline_flair", "followup_flair") and seg.labels[1] == "new_or_enlarging"
     ms_learned.learned_segmenter.cache_clear()
+
+
+@pytest.mark.parametrize("engine,expected", [("fusion", "segment.ms_difference + ms-unet3d 0.1.0 (fusion)"),
+                                             ("learned", "ms-unet3d 0.1.0 (learned)")])
+def test_candidate_step_provenance_names_the_engines_that_made_the_score(tmp_path: Path, engine, expected) -> None:
+    """The candidates step's provenance names every engine behind the score: fusion is the classical
+    difference engine AND the network (the shipped model, on a small 1.5 mm pair)."""
+    from neurorad.pipelines import ms_lesions as ms
+
+    rng = np.random.default_rng(0)
+    shape = (40, 40, 32)
+    brain = np.zeros(shape, bool)
+    brain[4:-4, 4:-4, 4:-4] = True
+    bn = np.where(brain, 1.0 + rng.normal(0, 0.03, shape), 0).astype(np.float32)
+    fn = bn + np.where(brain, rng.normal(0, 0.03, shape), 0).astype(np.float32)
+    ctx = ms.MSContext(ms.MSConfig(lesion_engine=engine), tmp_path, "b", "f")
+    ctx.ref = Volume(np.zeros(shape, np.float32), np.diag([1.5, 1.5, 1.5, 1.0]))
+    ctx.bn, ctx.fn, ctx.brain = bn, fn, brain
+    ms.step_candidates(ctx)
+    step = next(s for s in ctx.prov.steps if s.name == "candidates")
+    assert step.engine == expected
+    assert step.parameters["learned_model"]["name"] == "ms-unet3d"
