@@ -265,7 +265,10 @@ def summarise(results: list[dict], thr: float = 0.1, floor: float = 0.02) -> dic
     def fp_pp(cases: list[dict]) -> float:
         return round(sum(d["fp"] and d["peak"] >= thr for r in cases for d in r["detections"]) / max(len(cases), 1), 3)
 
-    by_size = {f"{lo}-{hi if hi < 100 else ''} mm".replace("- mm", "+ mm"):
+    def size_key(lo: float, hi: float) -> str:
+        return f"{lo}-{hi if hi < 100 else ''} mm".replace("- mm", "+ mm")
+
+    by_size = {size_key(lo, hi):
                rate([le for le in les if lo <= le["diameter_mm"] < hi]) for lo, hi in SIZE_BINS}
     by_contrast = {f"{lo:g}-{hi:g}": rate([le for le in les if lo <= le["contrast_to_wm"] < hi])
                    for lo, hi in CONTRAST_BINS}
@@ -277,32 +280,24 @@ def summarise(results: list[dict], thr: float = 0.1, floor: float = 0.02) -> dic
     by_slice = {f"{t:g} mm": rate([le for r in ok if r["slice_mm"] == t for le in r["lesions"]]) for t in thick}
     fp_by_slice = {f"{t:g} mm": fp_pp([r for r in ok if r["slice_mm"] == t]) for t in thick}
     by_kind = {k: rate([le for le in les if le["kind"] == k]) for k in ("new", "enlarging")}
-    # volume error of found lesions, by size bin
+    # volume error of found lesions, by size bin (ratio detected / truth per lesion)
+    def volume_ratios(sel: list[dict], lo: float, hi: float) -> list[float]:
+        return [sum(h["volume_mm3"] for h in le["hits"] if h["peak"] >= thr) / le["volume_mm3"]
+                for le in sel if lo <= le["diameter_mm"] < hi and _found(le, thr)]
+
     vol_err: dict[str, str] = {}
-    ratios: dict[str, list[float]] = {}
     for lo, hi in SIZE_BINS:
-        errs, rs = [], []
-        for le in les:
-            if lo <= le["diameter_mm"] < hi and _found(le, thr):
-                v = sum(h["volume_mm3"] for h in le["hits"] if h["peak"] >= thr)
-                errs.append(abs(v - le["volume_mm3"]) / le["volume_mm3"])
-                rs.append(v / le["volume_mm3"])
-        key = f"{lo}-{hi if hi < 100 else ''} mm".replace("- mm", "+ mm")
-        vol_err[key] = (f"{np.median(errs):.3f} (n={len(errs)}; detected/truth median {np.median(rs):.2f})"
-                        if errs else "n/a")
-        ratios[key] = rs
+        rs = volume_ratios(les, lo, hi)
+        vol_err[size_key(lo, hi)] = (f"{np.median(np.abs(np.subtract(rs, 1))):.3f} (n={len(rs)}; detected/truth "
+                                     f"median {np.median(rs):.2f})" if rs else "n/a")
     # the same by the pair's slice thickness: below about the slice thickness a lesion's volume is
     # not identifiable from the images (docs/ms-lesions.md, "Volumes of small lesions")
     vol_err_by_slice: dict[str, dict[str, str]] = {}
     for t in thick:
-        row: dict[str, str] = {}
-        for lo, hi in SIZE_BINS:
-            errs = [abs(sum(h["volume_mm3"] for h in le["hits"] if h["peak"] >= thr) - le["volume_mm3"])
-                    / le["volume_mm3"] for r in ok if r["slice_mm"] == t for le in r["lesions"]
-                    if lo <= le["diameter_mm"] < hi and _found(le, thr)]
-            row[f"{lo}-{hi if hi < 100 else ''} mm".replace("- mm", "+ mm")] = (
-                f"{np.median(errs):.3f} (n={len(errs)})" if errs else "n/a")
-        vol_err_by_slice[f"{t:g} mm"] = row
+        sel = [le for r in ok if r["slice_mm"] == t for le in r["lesions"]]
+        vol_err_by_slice[f"{t:g} mm"] = {
+            size_key(lo, hi): (f"{np.median(np.abs(np.subtract(rs, 1))):.3f} (n={len(rs)})" if rs else "n/a")
+            for lo, hi in SIZE_BINS for rs in [volume_ratios(sel, lo, hi)]}
     op = operating_point(ok, thr)
     grid = sorted({round(float(t), 3) for t in [*np.geomspace(max(floor, 0.005), 0.9, 25), thr] if t >= floor})
     froc = [operating_point(ok, t) for t in grid]
