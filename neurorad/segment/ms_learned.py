@@ -153,15 +153,16 @@ def fusion_components(classical: np.ndarray, learned: np.ndarray, voxel_volume_m
     lab_c, n_c = binarise_components(classical, voxel_volume_mm3, post)
     lab_l, n_l = binarise_components(learned, voxel_volume_mm3, post)
     out = lab_c.astype(np.int32, copy=True)
-    n = n_c
-    if n_l:
-        overlaps = np.zeros(n_l + 1, bool)
-        overlaps[np.unique(lab_l[(lab_l > 0) & (lab_c > 0)])] = True
-        for k in range(1, n_l + 1):
-            if not overlaps[k]:
-                n += 1
-                out[(lab_l == k) & (out == 0)] = n
-    return out, n
+    if not n_l:
+        return out, n_c
+    keep = np.ones(n_l + 1, bool)
+    keep[0] = False
+    keep[np.unique(lab_l[(lab_l > 0) & (lab_c > 0)])] = False  # learned components touching a classical one
+    # kept learned components (disjoint from every classical one by construction) numbered after them, in order
+    lut = np.where(keep, n_c + np.cumsum(keep), 0).astype(np.int32)
+    new = lut[lab_l]
+    out[new > 0] = new[new > 0]
+    return out, n_c + int(keep.sum())
 
 
 def engine_disagreement(labels: np.ndarray, n: int, classical: np.ndarray, learned: np.ndarray,
