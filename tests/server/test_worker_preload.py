@@ -3,8 +3,8 @@ workflows' heavy modules once (ITK-elastix alone is seconds per cold process).""
 
 from __future__ import annotations
 
-import importlib
 import multiprocessing.forkserver as fs
+import subprocess
 import sys
 
 from neurorad.server.worker import Worker
@@ -17,10 +17,16 @@ def test_ms_lesions_declares_importable_preload_modules():
     assert "neurorad.preprocess.elastix_preload" in mods and "neurorad.pipelines.ms_lesions" in mods
     assert len(mods) == len(set(mods))
     assert registry.preload_modules(["summary"]) == list(registry.load("summary").preload)
-    for m in mods:
-        importlib.import_module(m)
-    # ITK loads its wrapped modules lazily: importing the preload module loaded elastix's
-    assert "itk.itkElastixRegistrationMethodPython" in sys.modules
+    # in a fresh process (this one may have loaded ITK-elastix already): a plain `import itk` leaves
+    # elastix's wrapped module unloaded (ITK loads lazily); importing the declared modules loads it
+    probe = ("import importlib, sys, itk\n"
+             "key = 'itk.itkElastixRegistrationMethodPython'\n"
+             "before = key in sys.modules\n"
+             f"for m in {mods!r}: importlib.import_module(m)\n"
+             "print(before, key in sys.modules)")
+    r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.split()[-2:] == ["False", "True"]
 
 
 def test_worker_hands_the_enabled_workflows_preload_to_the_forkserver(settings, monkeypatch):
