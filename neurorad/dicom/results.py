@@ -296,6 +296,16 @@ def _concept(name: str, meaning: str, code: tuple[str, str, str] | None = None) 
 _YES = hd.sr.CodedConcept("373066001", "SCT", "Yes")
 _NO = hd.sr.CodedConcept("373067005", "SCT", "No")
 _VOLUME = hd.sr.CodedConcept("118565006", "SCT", "Volume")
+# a value that is not a precise measurement (Quantity.note / Finding.volume_note): the number is
+# qualified "Value indeterminate" (DCM 114011, CID 42 Numeric Value Qualifier) and the note is
+# added as a text evaluation, so an SR reader does not take it for a precise number
+_INDETERMINATE = hd.sr.CodedConcept("114011", "DCM", "Value indeterminate")
+_NOTE = hd.sr.CodedConcept("measurement-note", LOCAL_SCHEME, "Measurement note")
+
+
+def _note_evaluation(name: str, note: str) -> hd.sr.QualitativeEvaluation:
+    text = f"{name}: {note}"[:64]
+    return hd.sr.QualitativeEvaluation(_NOTE, hd.sr.CodedConcept(text, LOCAL_SCHEME, text))
 
 
 def _quantity_items(quantities: Sequence[Quantity]
@@ -310,7 +320,10 @@ def _quantity_items(quantities: Sequence[Quantity]
         if isinstance(v, bool):
             evaluations.append(hd.sr.QualitativeEvaluation(name, _YES if v else _NO))
         elif isinstance(v, (int, float, np.integer, np.floating)):
-            measurements.append(hd.sr.Measurement(name=name, value=float(v), unit=ucum_unit(q.unit)))
+            measurements.append(hd.sr.Measurement(name=name, value=float(v), unit=ucum_unit(q.unit),
+                                                  qualifier=_INDETERMINATE if q.note else None))
+            if q.note:
+                evaluations.append(_note_evaluation(q.name, q.note))
         else:
             evaluations.append(hd.sr.QualitativeEvaluation(name, hd.sr.CodedConcept(
                 str(v)[:64], LOCAL_SCHEME, str(v)[:64])))
@@ -343,7 +356,9 @@ def write_measurement_sr(
     Each finding becomes a Volumetric ROI group (TID 1411) with its volume (SCT 118565006, mL)
     and its numeric measurements, tracked by ``tracking_uids[finding.id]`` (the SEG segment's
     Tracking UID) and referencing segment ``segment_numbers[finding.id]`` of ``seg`` and the
-    source series; a finding without a segment becomes a Measurements group (TID 1501). Every
+    source series; a finding without a segment becomes a Measurements group (TID 1501). A value
+    that is not a precise measurement (``Finding.volume_note``, ``Quantity.note``) is qualified
+    "Value indeterminate" (DCM 114011) and its note added as a text evaluation. Every
     quantity goes into one Measurements group. The observer is the device (and the reviewer as a
     person when given). The SR's evidence lists the source images and the SEG.
     """
@@ -362,8 +377,11 @@ def write_measurement_sr(
     for f in findings:
         meas = []
         if f.volume_ml is not None and math.isfinite(float(f.volume_ml)):
-            meas.append(hd.sr.Measurement(name=_VOLUME, value=float(f.volume_ml), unit=ucum_unit("mL")))
+            meas.append(hd.sr.Measurement(name=_VOLUME, value=float(f.volume_ml), unit=ucum_unit("mL"),
+                                          qualifier=_INDETERMINATE if f.volume_note else None))
         m2, e2 = _quantity_items(f.measurements)
+        if f.volume_note:
+            e2.insert(0, _note_evaluation("volume", f.volume_note))
         meas += m2
         kind = hd.sr.QualitativeEvaluation(
             hd.sr.CodedConcept("finding-kind", LOCAL_SCHEME, "Finding kind"),

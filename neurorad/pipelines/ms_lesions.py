@@ -70,6 +70,8 @@ from neurorad.segment.ms_difference import (
     drop_unchanged_enlarging,
     false_positive_reduction,
     grow_enlarging,
+    volume_measurable,
+    volume_rule_text,
 )
 from neurorad.segment.ms_learned import LESION_ENGINES, LearnedParams
 
@@ -726,12 +728,35 @@ def step_atlas(ctx: MSContext) -> None:
             if ext is not None:
                 r.baseline_volume_mm3 = ext.baseline_volume_mm3
                 r.volume_change_mm3 = round(r.volume_mm3 - ext.baseline_volume_mm3, 2)
+        mark_volume_measurable(rows, input_slice_thickness_mm(ctx), cfg.classify)
+        st.parameters["volume_rule"] = volume_rule_text(cfg.classify)
         # centroids are reported in the follow-up scanner's RAS mm (the exam being read)
         assert ctx.Tf is not None
         for r in rows:
             x = ctx.Tf.apply(np.array([[r.centroid_x_mm, r.centroid_y_mm, r.centroid_z_mm]]))[0]
             r.centroid_x_mm, r.centroid_y_mm, r.centroid_z_mm = (round(float(v), 1) for v in x)
         ctx.rows = rows
+
+
+def input_slice_thickness_mm(ctx: MSContext) -> float:
+    """The largest voxel spacing of either input FLAIR: both are resampled into one space, so the
+    coarser one limits what can be measured. A context without the inputs (steps run alone) falls
+    back to the common grid, which is the coarser input's."""
+    vols = [v for v in (ctx.b0, ctx.f0) if v is not None] or [ctx.ref]
+    return float(max(max(v.spacing_mm) for v in vols if v is not None))
+
+
+def volume_note(slice_thickness_mm: float) -> str:
+    """What the report says next to the volume of a lesion flagged by :func:`volume_measurable`."""
+    return f"approximate: not measurable at {slice_thickness_mm:.3g} mm slices"
+
+
+def mark_volume_measurable(rows: list[LesionRow], slice_thickness_mm: float, params: ClassifyParams) -> None:
+    """Set each row's ``volume_measurable`` (and its ``volume_note`` when not) by the rule of
+    :func:`neurorad.segment.ms_difference.volume_measurable` on its measured (delineated) volume."""
+    for r in rows:
+        r.volume_measurable = volume_measurable(r.volume_mm3, slice_thickness_mm, params)
+        r.volume_note = "" if r.volume_measurable else volume_note(slice_thickness_mm)
 
 
 def _atlas_labels(ctx: MSContext) -> tuple[dict[str, tuple[np.ndarray, dict[int, str]]], dict[str, Any]]:
@@ -905,7 +930,12 @@ def _run(ctx: MSContext, progress: Callable[[str], None] | None, first_step: int
         "volumes_mm3": {
             "new": round(sum(r.volume_mm3 for r in rows if r.kind == "new"), 2),
             "enlarging": round(sum(r.volume_mm3 for r in rows if r.kind == "enlarging"), 2),
+            # lesions whose volume is not measurable at this slice thickness (their measured,
+            # approximate volume is included in the totals above)
+            "n_not_measurable": sum(not r.volume_measurable for r in rows),
         },
+        "volume_rule": {"rule": volume_rule_text(cfg.classify),
+                        "slice_thickness_mm": round(input_slice_thickness_mm(ctx), 3)},
         "lesions": [asdict(r) | {"location": r.location} for r in rows],
         "common_space": {
             "description": "the coarser FLAIR grid (RAS; baseline on ties) cropped to the brain + margin",
@@ -939,6 +969,7 @@ def _report_parameters(cfg: MSConfig) -> dict[str, Any]:
     d = cfg.to_dict()
     d.pop("write_report", None)
     d.pop("write_dicom", None)
+    d["volume_rule"] = volume_rule_text(cfg.classify)
     return d
 
 

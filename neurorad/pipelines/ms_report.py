@@ -55,13 +55,27 @@ class MSReport:
         lines = []
         for r in self.lesions:
             lines.append(
-                f"Lesion {r.id} ({r.kind}): {r.location}; volume {r.volume_mm3:.0f} mm3 "
+                f"Lesion {r.id} ({r.kind}): {r.location}; volume {volume_text(r)} "
                 + (f"(baseline {r.baseline_volume_mm3:.0f} mm3, change {r.volume_change_mm3:+.0f} mm3) "
                    if r.kind == "enlarging" else "")
-                + f"(diameter about {r.diameter_mm:.1f} mm); centre at RAS "
-                f"({r.centroid_x_mm:.0f}, {r.centroid_y_mm:.0f}, {r.centroid_z_mm:.0f}) mm."
+                + (f"(diameter about {r.diameter_mm:.1f} mm)" if not r.volume_note else "(diameter approximate)")
+                + f"; centre at RAS ({r.centroid_x_mm:.0f}, {r.centroid_y_mm:.0f}, {r.centroid_z_mm:.0f}) mm."
             )
+        n_flag = sum(bool(r.volume_note) for r in self.lesions)
+        if n_flag:
+            lines.append(f"{n_flag} of {len(self.lesions)} lesion volumes are not measurable at this slice "
+                         "thickness (lesion too small for the slices: the measured volume may be several times too "
+                         "large or somewhat too small; it is included in the totals).")
         return "\n".join(lines)
+
+
+def volume_text(r: LesionRow, unit: str = " mm3") -> str:
+    """A lesion's volume for the report: the number, or for a lesion whose volume is not measurable
+    at this slice thickness (``volume_note``, rule of ``ms_difference.volume_measurable``) the number
+    marked approximate with the reason, so it is not read as a precise value."""
+    if r.volume_note:
+        return f"~{r.volume_mm3:.0f}{unit} ({r.volume_note})"
+    return f"{r.volume_mm3:.0f}{unit}"
 
 
 def lesion_panels(
@@ -131,7 +145,8 @@ def render_html(report: MSReport) -> str:
     """A self-contained HTML page (images embedded as PNG data URIs)."""
     e = html.escape
     rows = "".join(
-        f"<tr><td>{r.id}</td><td>{e(r.kind)}</td><td>{e(r.location)}</td><td>{r.volume_mm3:.0f}</td>"
+        f"<tr><td>{r.id}</td><td>{e(r.kind)}</td><td>{e(r.location)}</td>"
+        f"<td>{e(volume_text(r, ''))}</td>"
         f"<td>{r.diameter_mm:.1f}</td><td>{r.centroid_x_mm:.0f}, {r.centroid_y_mm:.0f}, {r.centroid_z_mm:.0f}</td>"
         f"<td>{r.max_score:.2f}</td></tr>"
         for r in report.lesions

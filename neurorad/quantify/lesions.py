@@ -37,6 +37,10 @@ class LesionRow:
     # it grew from) and the change baseline -> follow-up (volume_mm3 is the follow-up volume)
     baseline_volume_mm3: float = 0.0
     volume_change_mm3: float = 0.0
+    # False when the workflow's rule says the volume cannot be measured at this resolution (e.g. a
+    # lesion smaller than the slice thickness allows); volume_note then says so for people
+    volume_measurable: bool = True
+    volume_note: str = ""
 
     @property
     def location(self) -> str:

@@ -117,6 +117,12 @@ class ClassifyParams:
     # an 'enlarging' candidate whose lesion's half-maximum size at follow-up is less than this x
     # its size at baseline is an existing lesion seen differently (protocol, drift), not growth
     enlarging_min_volume_ratio: float | None = 1.8
+    # volume-measurability rule (:func:`volume_measurable`): a lesion's volume is reported as
+    # measurable when its measured equivalent-sphere diameter reaches this many slice thicknesses
+    # of the coarser input AND this many mm; None: every volume reported as measurable. Chosen by
+    # the sweep of bench/ms_volume_pv.py --sweep (docs/ms-lesions.md, "Volumes of small lesions")
+    volume_min_diameter_slices: float | None = 1.7
+    volume_min_diameter_mm: float = 0.0
 
 
 @dataclass
@@ -676,6 +682,45 @@ def delineate(
         sub[own & (comp != keep_id)] = 0
         labels[sl] = sub
     return labels
+
+
+def volume_measurable(volume_mm3: float, slice_thickness_mm: float,
+                      params: ClassifyParams = ClassifyParams()) -> bool:
+    """Whether a delineated lesion's volume can be measured at this slice thickness.
+
+    A lesion smaller than about 1.2-1.5 slice thicknesses is not identifiable in volume: the blurred
+    profile on thick slices fixes only contrast x volume, so a small bright lesion and a larger faint
+    one look alike, and the half-maximum (partial-volume) rule of :func:`delineate` then measures 2-3.5x
+    its volume (analytic study, ``bench/ms_volume_pv.py``; docs/ms-lesions.md "Volumes of small
+    lesions"). The rule uses only what the workflow knows at run time: the lesion's MEASURED volume
+    (its equivalent-sphere diameter ``(6 V / pi)^(1/3)``) and ``slice_thickness_mm``, the largest voxel
+    spacing of either input (both are resampled into one space, so the coarser one limits). Measurable
+    when the diameter is >= ``volume_min_diameter_slices`` x the slice thickness and >=
+    ``volume_min_diameter_mm``; the constants were chosen by the sweep of ``bench/ms_volume_pv.py
+    --sweep`` (median |error| of the kept lesions <= 20 % in every size bin and every slice x size
+    cell, fewest flagged): 1.7 slice thicknesses, no floor in mm. A flagged lesion's measured volume is
+    neither an upper nor a lower bound (0.7-4.3x the truth, 5th-95th percentile, in that sweep).
+    """
+    if not (np.isfinite(volume_mm3) and volume_mm3 >= 0):
+        raise ValueError(f"lesion volume must be a finite non-negative number of mm3, got {volume_mm3!r}")
+    if not (np.isfinite(slice_thickness_mm) and slice_thickness_mm > 0):
+        raise ValueError(f"slice thickness must be a positive number of mm, got {slice_thickness_mm!r}")
+    if params.volume_min_diameter_slices is None:
+        return True
+    diameter_mm = (6.0 * float(volume_mm3) / np.pi) ** (1.0 / 3.0)
+    limit_mm = max(params.volume_min_diameter_slices * float(slice_thickness_mm), params.volume_min_diameter_mm)
+    return bool(diameter_mm >= limit_mm)
+
+
+def volume_rule_text(params: ClassifyParams = ClassifyParams()) -> str:
+    """The volume-measurability rule of :func:`volume_measurable` in words (report Method, provenance)."""
+    if params.volume_min_diameter_slices is None:
+        return "every lesion volume reported as measured (no measurability rule)"
+    floor = f" and >= {params.volume_min_diameter_mm:g} mm" if params.volume_min_diameter_mm > 0 else ""
+    return (f"a lesion volume is reported as measurable when the lesion's measured equivalent-sphere diameter is "
+            f">= {params.volume_min_diameter_slices:g} x the slice thickness of the coarser input{floor}; below "
+            "that the volume is not identifiable from the images (partial volume): it is shown as approximate and "
+            "flagged")
 
 
 def params_dict(*params: object) -> dict:

@@ -124,13 +124,17 @@ Scalar = float | int | bool | str | None
 class Quantity:
     """A named measurement with its unit (UCUM-style: ``mL``, ``mm``, ``mm2``, ``%``, ``1`` for counts,
     ``""`` for categorical/boolean values). ``code`` optionally names a coded concept for the SR
-    (e.g. ``("118565006", "SCT", "Volume")``)."""
+    (e.g. ``("118565006", "SCT", "Volume")``). ``note``, when set, says that the value is NOT a precise
+    measurement and why (e.g. ``"approximate: not measurable at 5 mm slices"``): viewers and
+    reports show it next to the value (:func:`format_measurement`), the SR qualifies the number as
+    indeterminate."""
 
     name: str
     value: Scalar
     unit: str = ""
     description: str = ""
     code: tuple[str, str, str] | None = None
+    note: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"name": self.name, "value": _json_scalar(self.value), "unit": self.unit}
@@ -138,13 +142,15 @@ class Quantity:
             d["description"] = self.description
         if self.code:
             d["code"] = list(self.code)
+        if self.note:
+            d["note"] = self.note
         return d
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Quantity:
         code = d.get("code")
         return cls(str(d["name"]), d.get("value"), str(d.get("unit", "")), str(d.get("description", "")),
-                   tuple(code) if code else None)  # type: ignore[arg-type]
+                   tuple(code) if code else None, str(d.get("note") or ""))  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
@@ -155,6 +161,10 @@ class Finding:
     ``label`` is its value in the result's label map (:attr:`WorkflowResult.mask`);
     ``measurements`` holds workflow-specific numbers (e.g. MS: baseline volume of an enlarging
     lesion) with units; ``location`` is a human-readable region (atlas name or clinical class).
+    ``volume_note``, when set, says that ``volume_ml`` is NOT a precise measurement and why (e.g. a
+    lesion too small for the slice thickness: ``"approximate: not measurable at 5 mm slices"``);
+    the platform never shows the number without it (:func:`format_measurement`) and the SR
+    qualifies it as indeterminate.
     """
 
     id: int
@@ -165,12 +175,13 @@ class Finding:
     centroid_mm: tuple[float, float, float] | None = None
     measurements: tuple[Quantity, ...] = ()
     score: float | None = None  # confidence in [0, 1] where the engine gives one
+    volume_note: str = ""
 
     def measurement(self, name: str) -> Quantity | None:
         return next((m for m in self.measurements if m.name == name), None)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        d = {
             "id": self.id, "kind": self.kind,
             "volume_ml": None if self.volume_ml is None else round(float(self.volume_ml), 6),
             "label": self.label, "location": self.location,
@@ -178,13 +189,17 @@ class Finding:
             "measurements": [m.to_dict() for m in self.measurements],
             "score": None if self.score is None else round(float(self.score), 6),
         }
+        if self.volume_note:
+            d["volume_note"] = self.volume_note
+        return d
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Finding:
         c = d.get("centroid_mm")
         return cls(int(d["id"]), str(d["kind"]), d.get("volume_ml"), d.get("label"), str(d.get("location") or ""),
                    tuple(float(x) for x in c) if c else None,  # type: ignore[arg-type]
-                   tuple(Quantity.from_dict(m) for m in d.get("measurements") or ()), d.get("score"))
+                   tuple(Quantity.from_dict(m) for m in d.get("measurements") or ()), d.get("score"),
+                   str(d.get("volume_note") or ""))
 
 
 @dataclass(frozen=True)
@@ -677,6 +692,14 @@ def format_value(value: Any, digits: int = 2) -> str:
             return "-"
         return f"{value:.{digits}f}"
     return str(value)
+
+
+def format_measurement(value: Any, note: str = "", digits: int = 2, unit: str = "") -> str:
+    """A measured value as text for people: :func:`format_value` (with ``unit``), followed by the
+    ``note`` of a value that is not a precise measurement, e.g. ``0.045 mL (approximate: not
+    measurable at 5 mm slices)``, so such a number is never read as precise."""
+    text = format_value(value, digits) + (f" {unit}" if unit and value is not None else "")
+    return f"{text} ({note})" if note else text
 
 
 def _json_scalar(v: Any) -> Any:

@@ -39,6 +39,7 @@ from neurorad.workflows.contract import (
     Workflow,
     WorkflowInputs,
     WorkflowResult,
+    format_measurement,
     format_value,
 )
 
@@ -59,16 +60,35 @@ def _quantities(findings: list[Finding]) -> list[Quantity]:
     d = ms_decision([f.kind for f in findings])
     new_ml = sum(f.volume_ml or 0.0 for f in findings if f.kind == "new")
     enl_ml = sum(f.volume_ml or 0.0 for f in findings if f.kind == "enlarging")
+
+    def total_note(kind: str) -> str:  # a total that includes volumes not measurable at this slice thickness
+        n = sum(bool(f.volume_note) for f in findings if f.kind == kind)
+        return f"approximate: includes {n} lesion volume{'s' if n > 1 else ''} not measurable at this slice thickness" \
+            if n else ""
+
     return [
         Quantity("new_lesions", d.n_new, "1", "New T2-FLAIR lesions"),
         Quantity("enlarging_lesions", d.n_enlarging, "1", "Enlarging T2-FLAIR lesions"),
         Quantity("new_lesion_volume_ml", round(new_ml, 6), "mL", "Volume of new lesions",
-                 ("118565006", "SCT", "Volume")),
+                 ("118565006", "SCT", "Volume"), total_note("new")),
         Quantity("enlarging_lesion_volume_ml", round(enl_ml, 6), "mL", "Follow-up volume of enlarging lesions",
-                 ("118565006", "SCT", "Volume")),
+                 ("118565006", "SCT", "Volume"), total_note("enlarging")),
+        Quantity("lesions_volume_not_measurable", sum(bool(f.volume_note) for f in findings), "1",
+                 "Lesions whose volume is not measurable at this slice thickness"),
         Quantity("active", d.active, "", "Disease activity (new or enlarging lesion)"),
         Quantity("gadolinium_recommended", d.gadolinium, "", "Gadolinium recommended"),
     ]
+
+
+def _volume_rule(result: WorkflowResult) -> str:
+    """The volume-measurability rule the run used (its result.json), else the current default."""
+    rule = (result.extra.get("volume_rule") or {}) if isinstance(result.extra, dict) else {}
+    if isinstance(rule, dict) and rule.get("rule"):
+        t = rule.get("slice_thickness_mm")
+        return str(rule["rule"]) + (f" (slice thickness of this pair: {float(t):g} mm)" if t else "")
+    from neurorad.segment.ms_difference import volume_rule_text
+
+    return volume_rule_text()
 
 
 def from_ms_result(res: Any, folder: Path | None = None, version: str | None = None) -> WorkflowResult:
@@ -84,13 +104,14 @@ def from_ms_result(res: Any, folder: Path | None = None, version: str | None = N
     folder = Path(folder or res.out_dir)
     findings = []
     for r in res.lesions:
-        meas = [Quantity("diameter_mm", round(float(r.diameter_mm), 3), "mm", "Equivalent-sphere diameter")]
+        note = str(getattr(r, "volume_note", "") or "")  # volume not measurable at this slice thickness
+        meas = [Quantity("diameter_mm", round(float(r.diameter_mm), 3), "mm", "Equivalent-sphere diameter", note=note)]
         if r.kind == "enlarging":
             meas += [Quantity("baseline_volume_ml", _ml(r.baseline_volume_mm3), "mL", "Volume at baseline"),
                      Quantity("volume_change_ml", _ml(r.volume_change_mm3), "mL", "Change since baseline")]
         findings.append(Finding(int(r.id), str(r.kind), _ml(r.volume_mm3), int(r.id), r.location,
                                 (float(r.centroid_x_mm), float(r.centroid_y_mm), float(r.centroid_z_mm)),
-                                tuple(meas), round(float(r.max_score), 6)))
+                                tuple(meas), round(float(r.max_score), 6), note))
     ms_json: dict[str, Any] = {}
     if (folder / "result.json").exists():
         ms_json = json.loads((folder / "result.json").read_text(encoding="utf-8"))
@@ -219,7 +240,8 @@ class MSLesionsWorkflow(Workflow):
             for f in result.findings:
                 base = f.measurement("baseline_volume_ml")
                 change = f.measurement("volume_change_ml")
-                rows.append((str(f.id), self.finding_kinds.get(f.kind, f.kind), format_value(f.volume_ml, 3),
+                rows.append((str(f.id), self.finding_kinds.get(f.kind, f.kind),
+                             format_measurement(f.volume_ml, f.volume_note, 3),
                              format_value(base.value, 3) if base else "-",
                              f"{change.value:+.3f}" if change and isinstance(change.value, float) else "-",
                              f.location or "-"))
@@ -240,11 +262,18 @@ class MSLesionsWorkflow(Workflow):
                       "3D U-Net, trained on synthetic phantoms; a candidate kept when either engine is confident, "
                       "strong disagreement raised as a quality alarm)",
         }.get(engine, "candidates from the robust z-score of the subtraction")
+        n_flag = sum(bool(f.volume_note) for f in result.findings)
+        if n_flag:
+            sections.append(ReportSection("Lesion volumes", (
+                f"{n_flag} of {len(result.findings)} lesion volumes are not measurable at this slice thickness: "
+                "the lesion is too small for the slices, its measured volume is approximate (it may be several "
+                "times too large or somewhat too small) and is included in the totals.",)))
         sections.append(ReportSection("Method", (
             "Follow-up FLAIR registered rigidly to the baseline FLAIR (halfway space), skull-stripped, N4 "
             f"bias-corrected and jointly intensity-normalised; {candidates}, false-positive reduction, new vs "
             "enlarging by overlap with baseline lesions. A new "
-            "or enlarging T2-FLAIR lesion indicates disease activity (MAGNIMS-CMSC-NAIMS 2021).",)))
+            "or enlarging T2-FLAIR lesion indicates disease activity (MAGNIMS-CMSC-NAIMS 2021). Lesion volumes: "
+            f"voxels at >= half the lesion's peak change (partial-volume rule); {_volume_rule(result)}.",)))
         return sections
 
 

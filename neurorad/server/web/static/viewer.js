@@ -127,11 +127,14 @@ function onVerdictChanged(index, byUser = false) {
 function updateSummary() {
   const kept = findings.filter((f) => !discardVerdicts.has(verdictOf(f.id)));
   const vol = kept.reduce((s, f) => s + (f.volume_ml ?? 0), 0);
+  // findings whose volume is not a precise measurement (contract: Finding.volume_note)
+  const approx = kept.filter((f) => f.volume_note).length;
   const byKind = {};
   for (const f of kept) byKind[f.kind_label ?? f.kind] = (byKind[f.kind_label ?? f.kind] ?? 0) + 1;
   const kinds = Object.entries(byKind).map(([k, n]) => `${n} ${k}`).join(", ");
   $("#summary").textContent =
-    `${kept.length} of ${findings.length} findings kept (${vol.toFixed(2)} mL)` + (kinds ? `: ${kinds}` : "") +
+    `${kept.length} of ${findings.length} findings kept (${vol.toFixed(2)} mL` +
+    (approx ? `; ${approx} volume(s) not measurable, approximate` : "") + ")" + (kinds ? `: ${kinds}` : "") +
     (state.missed.length ? `, ${state.missed.length} missed-finding marker(s)` : "");
   for (const el of $$("#legend .kind")) {
     el.querySelector(".count").textContent = String(kept.filter((f) => f.kind === el.dataset.kind).length);
