@@ -75,6 +75,37 @@ def test_labels_on_another_grid_are_refused(scene) -> None:
         dres.labels_to_source_frames(shifted, source)
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_labels_to_source_frames_matches_per_pixel_world_mapping(seed) -> None:
+    """Every frame pixel takes the label of the voxel at its world position (oracle: per-pixel maps)."""
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(3)
+    lin = np.zeros((3, 3))
+    lin[perm, np.arange(3)] = rng.choice([-1.0, 1.0], 3) * rng.uniform(0.7, 2.5, 3)  # any axis order / flips
+    aff = np.eye(4)
+    aff[:3, :3], aff[:3, 3] = lin, rng.uniform(-80, 80, 3)
+    shape = tuple(int(x) for x in rng.integers(5, 19, 3))
+    lab = Volume(rng.integers(0, 5, shape).astype(np.int16), aff)
+    source = dres.source_series_from_volume(lab.with_data(lab.data.astype(np.float32)))
+    frames = dres.labels_to_source_frames(lab, source)
+    inv = np.linalg.inv(aff)
+    for ds, frame in zip(source, frames, strict=True):
+        ori = np.asarray(ds.ImageOrientationPatient, float)
+        dr, dc = (float(x) for x in ds.PixelSpacing)
+        for r in range(int(ds.Rows)):
+            for c in range(int(ds.Columns)):
+                lps = np.asarray(ds.ImagePositionPatient, float) + c * dc * ori[:3] + r * dr * ori[3:]
+                ijk = np.rint(inv[:3, :3] @ (lps * [-1, -1, 1]) + inv[:3, 3]).astype(int)
+                assert frame[r, c] == lab.data[tuple(ijk)]
+    # the same labels half a voxel off the grid, or the series cropped past the grid, are refused
+    off = Volume(lab.data, aff + np.pad(lin @ np.full((3, 1), 0.5), ((0, 1), (3, 0))))
+    with pytest.raises(ValueError):
+        dres.labels_to_source_frames(off, source)
+    small = Volume(lab.data[:-1, :-1, :-1], aff)
+    with pytest.raises(ValueError):
+        dres.labels_to_source_frames(small, source)
+
+
 def test_encapsulated_pdf_and_secondary_capture(tmp_path, scene) -> None:
     img, lab = scene
     source = dres.source_series_from_volume(img)
