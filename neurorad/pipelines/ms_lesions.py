@@ -286,8 +286,9 @@ def resample_pair(b0: Volume, f0: Volume, mb: Volume, mf: Volume, T: AffineTrans
         else:
             f0s = to_native_grid(f0s, b0, T)
         how += "; finer image sampled on the coarser image's slices first"
-    b_c = resample(b0s, ref, Tb, cfg.resample_interpolation)
-    f_c = resample(f0s, ref, Tf, cfg.resample_interpolation)
+    # the cubic B-spline's coefficient filter runs on one thread: both images at once (same arrays)
+    b_c, f_c = _both(lambda vt: resample(vt[0], ref, vt[1], cfg.resample_interpolation), (b0s, Tb), (f0s, Tf),
+                     cfg.concurrent_timepoints)
     return ref, b_c, f_c, Tb, Tf, how
 
 
@@ -433,6 +434,17 @@ def _both(fn: Callable[[Any], Any], a: Any, b: Any, concurrent: bool) -> tuple[A
         return fa.result(), fb.result()
 
 
+def _parallel(fn: Callable[[Any], Any], items: list[Any], concurrent: bool) -> list[Any]:
+    """``[fn(x) for x in items]``, two at a time in threads when ``concurrent`` (for work that
+    releases the GIL: zlib, SciPy filters). The first exception is raised."""
+    if not concurrent or len(items) < 2:
+        return [fn(x) for x in items]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="ms-io") as ex:
+        return list(ex.map(fn, items))
+
+
 # ------------------------------------------------------------------------------------------ context
 @dataclass
 class MSContext:
@@ -575,7 +587,9 @@ def step_register(ctx: MSContext) -> None:
         # common -> baseline world = H^-1, common -> follow-up world = H, with H o H = T.
         ref, ctx.b_c, ctx.f_c, Tb, Tf, how = resample_pair(b0, f0, mb, mf, T, cfg)
         st.parameters["common_grid"] = how
-        brain = resample(mb, ref, Tb, "nearest").data.astype(bool) & resample(mf, ref, Tf, "nearest").data.astype(bool)
+        mb_c, mf_c = _both(lambda mt: resample(mt[0], ref, mt[1], "nearest"), (mb, Tb), (mf, Tf),
+                           cfg.concurrent_timepoints)
+        brain = mb_c.data.astype(bool) & mf_c.data.astype(bool)
         if not brain.any():
             raise ProcessingError("brain masks of the two time points do not overlap after registration")
         ctx.ref, ctx.Tb, ctx.Tf, ctx.brain = ref, Tb, Tf, brain
@@ -673,6 +687,7 @@ def step_fp_reduction(ctx: MSContext) -> None:
         ctx.labels, ctx.n, ctx.decisions = false_positive_reduction(
             ctx.labels0, ctx.n0, ctx.bn, ctx.fn, ctx.brain, ctx.spacing_mm, cand.sigma, cand.brain_median,
             cand.brain_sigma, ctx.cfg.fp, difference=cand.difference, tissue_level=cand.tissue_level,
+            border_distance_mm=cand.border_distance_mm,
         )
         st.parameters["n_dropped"] = ctx.n0 - ctx.n
         st.parameters["dropped"] = [asdict(d) for d in ctx.decisions if not d.kept]
@@ -801,15 +816,15 @@ def step_outputs(ctx: MSContext) -> None:
     with ctx.prov.step("outputs") as st:
         labels_fu = resample(ctx.lab_vol, ctx.f_raw, ctx.Tf.inverse(), "nearest")
         ctx.labels_fu = labels_fu.with_data(np.asarray(labels_fu.data, np.int16))
-        save_nifti(ctx.labels_fu, tmp / "new_lesions.nii.gz")
-        save_nifti(ref.with_data(cand.score.astype(np.float32)), tmp / "score.nii.gz")
-        save_nifti(ref.with_data(cand.difference), tmp / "difference.nii.gz")
-        save_nifti(ref.with_data(ctx.bn), tmp / "baseline.nii.gz")
-        save_nifti(ref.with_data(ctx.fn), tmp / "followup.nii.gz")
-        save_nifti(ref.with_data(ctx.brain.astype(np.uint8)), tmp / "brain_mask.nii.gz")
-        save_nifti(ctx.lab_vol, tmp / "new_lesions_common.nii.gz")
-        for key, v in ctx.extra_vols.items():
-            save_nifti(v, tmp / f"{key}_registered.nii.gz")
+        writes = [(ctx.labels_fu, "new_lesions.nii.gz"), (ref.with_data(cand.score.astype(np.float32)), "score.nii.gz"),
+                  (ref.with_data(cand.difference), "difference.nii.gz"), (ref.with_data(ctx.bn), "baseline.nii.gz"),
+                  (ref.with_data(ctx.fn), "followup.nii.gz"),
+                  (ref.with_data(ctx.brain.astype(np.uint8)), "brain_mask.nii.gz"),
+                  (ctx.lab_vol, "new_lesions_common.nii.gz")]
+        writes += [(v, f"{key}_registered.nii.gz") for key, v in ctx.extra_vols.items()]
+        # gzip compression is most of a NIfTI write and zlib releases the GIL: two at a time
+        # (each file is still written atomically by save_nifti)
+        _parallel(lambda item: save_nifti(item[0], tmp / item[1]), writes, cfg.concurrent_timepoints)
         write_lesion_csv(ctx.rows, tmp / "lesions.csv")
         ctx.files.update({
             "new_lesions": "new_lesions.nii.gz (labels 1..n, follow-up's own grid)",

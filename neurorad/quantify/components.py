@@ -42,6 +42,49 @@ def label_voxel_counts(labels: np.ndarray, n: int | None = None) -> np.ndarray:
     return np.bincount(labels.ravel(), minlength=n + 1)[1 : n + 1].astype(np.int64)
 
 
+def _foreground(values: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The labelled voxels' values and labels, flat (scipy's label statistics sort or bin the whole
+    array; lesions fill well under 1 % of a brain volume, so this is 10-100x less work)."""
+    labels = np.asarray(labels)
+    fg = labels > 0
+    return np.asarray(values)[fg], labels[fg]
+
+
+def label_maximum(values: np.ndarray, labels: np.ndarray, n: int) -> np.ndarray:
+    """Maximum of ``values`` over each label ``1..n`` (``scipy.ndimage.maximum`` on the labelled
+    voxels only: the same numbers; 0 for a label with no voxel)."""
+    if n <= 0:
+        return np.zeros(0)
+    v, lab = _foreground(values, labels)
+    return np.atleast_1d(np.asarray(ndimage.maximum(v, lab, np.arange(1, n + 1))))
+
+
+def label_sums(values: np.ndarray, labels: np.ndarray, n: int) -> np.ndarray:
+    """Sum of ``values`` over each label ``1..n`` (``scipy.ndimage.sum_labels`` on the labelled
+    voxels only: the same numbers)."""
+    if n <= 0:
+        return np.zeros(0)
+    v, lab = _foreground(values, labels)
+    return np.atleast_1d(np.asarray(ndimage.sum_labels(v, lab, np.arange(1, n + 1)), dtype=np.float64))
+
+
+def label_centroids_ijk(labels: np.ndarray, n: int) -> list[tuple[float, float, float]]:
+    """Centre of mass (voxel indices) of each label ``1..n``: ``scipy.ndimage.center_of_mass`` of a
+    uniform image, computed on the labelled voxels only (the same numbers, without the
+    full-volume coordinate grids)."""
+    if n <= 0:
+        return []
+    labels = np.asarray(labels)
+    coords = np.nonzero(labels > 0)
+    lab = labels[coords]
+    idx = np.arange(1, n + 1)
+    with np.errstate(invalid="ignore", divide="ignore"):  # a label without voxels: nan, as scipy gives
+        count = np.asarray(ndimage.sum_labels(np.ones(lab.size), lab, idx), dtype=np.float64)
+        axes = [np.asarray(ndimage.sum_labels(c.astype(np.float64), lab, idx), dtype=np.float64) / count
+                for c in coords]
+    return [tuple(float(a[i]) for a in axes) for i in range(n)]
+
+
 def label_volumes_mm3(labels: np.ndarray, voxel_volume_mm3: float, n: int | None = None) -> np.ndarray:
     """Volume in mm^3 of labels ``1..n``."""
     return label_voxel_counts(labels, n) * float(voxel_volume_mm3)
@@ -63,7 +106,7 @@ def describe_components(labels: np.ndarray, n: int, voxel_volume_mm3: float) -> 
         return []
     idx = np.arange(1, n + 1)
     counts = label_voxel_counts(labels, n)
-    cents = ndimage.center_of_mass(np.ones(labels.shape, dtype=np.uint8), labels, idx)
+    cents = label_centroids_ijk(labels, n)
     return [
         Component(int(i), int(c), float(c) * float(voxel_volume_mm3), tuple(float(x) for x in ce))
         for i, c, ce in zip(idx, counts, cents, strict=True)

@@ -12,10 +12,9 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage
 
 from neurorad.image.volume import Volume
-from neurorad.quantify.components import describe_components
+from neurorad.quantify.components import describe_components, label_maximum
 
 
 @dataclass
@@ -65,7 +64,7 @@ def lesion_table(
     """Build the table for components 1..n of ``labels`` (a label Volume)."""
     comps = describe_components(labels.data, n, labels.voxel_volume_mm3)
     peaks = (
-        np.atleast_1d(ndimage.maximum(score, labels.data, np.arange(1, n + 1))) if (score is not None and n) else None
+        label_maximum(score, labels.data, n) if (score is not None and n) else None
     )
     rows = []
     for i, c in enumerate(comps):

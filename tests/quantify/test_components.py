@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from neurorad.quantify.components import connected_components, describe_components, label_volumes_mm3
 
@@ -25,3 +26,24 @@ def test_volumes_and_centroids_against_analytic_boxes():
     comps = {c.n_voxels: c for c in describe_components(labels, n, 0.5)}
     assert comps[60].centroid_ijk == pytest.approx((3.0, 3.5, 4.0))
     assert comps[8].volume_mm3 == 4.0
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_label_statistics_equal_scipy_on_the_whole_volume(seed) -> None:
+    """The foreground-only label statistics give scipy's full-volume numbers exactly (oracle)."""
+    from neurorad.quantify.components import label_centroids_ijk, label_maximum, label_sums
+
+    rng = np.random.default_rng(seed)
+    labels, n = connected_components(rng.random((30, 25, 20)) > 0.93)
+    assert n > 5
+    n_asked = n + 2  # labels past the last one: no voxels
+    idx = np.arange(1, n_asked + 1)
+    values = rng.normal(size=labels.shape).astype(np.float32)
+    assert np.array_equal(label_maximum(values, labels, n_asked), np.asarray(ndimage.maximum(values, labels, idx)))
+    mask = values > 0.3
+    assert np.array_equal(label_sums(mask, labels, n_asked), np.asarray(ndimage.sum_labels(mask, labels, idx)))
+    assert np.array_equal(label_sums(values, labels, n_asked), np.asarray(ndimage.sum_labels(values, labels, idx)))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ref = np.asarray(ndimage.center_of_mass(np.ones(labels.shape, np.uint8), labels, idx))
+    assert np.array_equal(np.asarray(label_centroids_ijk(labels, n_asked)), ref, equal_nan=True)
+    assert label_maximum(values, labels, 0).size == 0 and label_centroids_ijk(labels, 0) == []
