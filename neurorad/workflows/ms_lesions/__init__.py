@@ -185,8 +185,10 @@ class MSLesionsWorkflow(Workflow):
                 Panel("Follow-up FLAIR + new (red) and enlarging (yellow) lesions", "followup", overlay=True)),
         kind_colours={"new": "#ff2020", "enlarging": "#ffd000"}, overlay=OVERLAY_VOLUME)
     engines = {"deepbet": "deepbet brain extraction (CPU)", "hdbet": "HD-BET brain extraction"}
-    # the pipeline (torch, deepbet) and ITK-elastix's wrapped modules: 13-15 s of a cold job's 51 s
-    preload = ("neurorad.pipelines.ms_lesions", "deepbet", "neurorad.preprocess.elastix_preload")
+    # the pipeline (torch, deepbet) and ITK-elastix's wrapped modules: 13-15 s of a cold job's 51 s;
+    # the report writers (matplotlib, highdicom): 2-3 s more
+    preload = ("neurorad.pipelines.ms_lesions", "deepbet", "neurorad.preprocess.elastix_preload",
+               "neurorad.pipelines.ms_report", "neurorad.report.preload")
 
     # -- running
     def run(self, inputs: WorkflowInputs, out_dir: Path, progress: Progress) -> WorkflowResult:
