@@ -75,7 +75,7 @@ def ball_fit_volume(d: np.ndarray, spacing: tuple[float, ...], sig_vox: list[flo
 
 SWEEP_SLICES_MM = (1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0)
 SWEEP_SIZE_BINS = ((3.0, 5.0), (5.0, 8.0), (8.0, 14.0))  # true diameter (mm), as bench/ms_benchmark.py
-SWEEP_K = (0.0, 0.8, 0.9, 1.0, 1.1, 1.2, 1.3, 1.4, 1.5, 1.6, 1.7, 1.8, 1.9, 2.0, 2.2, 2.5)
+SWEEP_K = (0.0, 0.8, 0.9, 1.0, 1.1, 1.2, 1.3, 1.4, 1.5, 1.6, 1.65, 1.7, 1.75, 1.8, 1.9, 2.0, 2.2, 2.5)
 SWEEP_D_MM = (0.0, 3.0, 4.0, 4.5, 5.0, 5.5, 6.0, 7.0)
 
 
@@ -210,9 +210,10 @@ def main() -> None:
     ap.add_argument("--sweep", action="store_true", help="choose the volume-measurability rule (see above)")
     ap.add_argument("--min-kept", type=int, default=8, help="sweep: cells with fewer kept lesions are not judged")
     ap.add_argument("--json", type=Path, help="sweep: write the lesions and the table here")
+    ap.add_argument("--seed", type=int, default=0, help="sweep: random seed of the lesions")
     a = ap.parse_args()
     if a.sweep:
-        records = simulate_lesions(a.reps)
+        records = simulate_lesions(a.reps, a.seed)
         rows = sweep_table(records, min_kept=a.min_kept)
         best = choose_rule(rows)
         print_sweep(records, rows, best)

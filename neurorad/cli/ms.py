@@ -15,10 +15,17 @@ def print_result(res) -> None:  # noqa: ANN001 - MSResult (imported lazily)
     if res.lesions:
         typer.echo(f"{'id':>3} {'type':<10} {'volume_mm3':>10} {'baseline':>8} {'change':>7} {'diam_mm':>7} "
                    f"{'centre RAS mm':<22} location")
+        notes = []
         for r in res.lesions:
             c = f"({r.centroid_x_mm:.0f}, {r.centroid_y_mm:.0f}, {r.centroid_z_mm:.0f})"
-            typer.echo(f"{r.id:>3} {r.kind:<10} {r.volume_mm3:>10.0f} {r.baseline_volume_mm3:>8.0f} "
+            note = getattr(r, "volume_note", "")  # volume not measurable at this slice thickness
+            vol = ("~" if note else "") + f"{r.volume_mm3:.0f}"
+            typer.echo(f"{r.id:>3} {r.kind:<10} {vol:>10} {r.baseline_volume_mm3:>8.0f} "
                        f"{r.volume_change_mm3:>+7.0f} {r.diameter_mm:>7.1f} {c:<22} {r.location}")
+            if note and note not in notes:
+                notes.append(note)
+        for note in notes:
+            typer.echo(f"~ volume {note} (lesion too small for the slices)")
     for w in res.warnings:
         typer.echo(f"warning: {w}", err=True)
     if "report_pdf" in res.files:

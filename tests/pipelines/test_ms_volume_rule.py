@@ -127,3 +127,18 @@ def test_benchmark_volume_error_counts_only_measurable_lesions() -> None:
     s2 = mb.summarise(results)
     assert s2["volume_measurable_flag_recorded"] is False
     assert s2["median_abs_volume_error_by_size"]["3-5 mm"].startswith("1.100 (n=4; 0 flagged")
+
+
+def test_cli_table_marks_the_approximate_volume(capsys: pytest.CaptureFixture[str]) -> None:
+    from types import SimpleNamespace
+
+    from neurorad.cli.ms import print_result
+    from neurorad.clinical.ms import ms_decision
+
+    rows = [LesionRow(1, "new", 900.0, 12.0, 0, 0, 0), LesionRow(2, "new", 60.0, 4.9, 0, 0, 0)]
+    mark_volume_measurable(rows, 5.0, ClassifyParams())
+    print_result(SimpleNamespace(decision=ms_decision(["new", "new"]), lesions=rows, warnings=[], files={},
+                                 out_dir=Path("out")))
+    out = capsys.readouterr().out
+    assert "~60" in out and "~900" not in out
+    assert "~ volume approximate: not measurable at 5 mm slices" in out
