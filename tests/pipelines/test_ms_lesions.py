@@ -86,6 +86,15 @@ def test_positive_pair_is_active_with_located_lesions(positive_case, positive_ru
     r = json.loads((out / "result.json").read_text())
     assert r["decision"]["active"] and r["counts"]["total"] == len(res.lesions)
     assert r["parameters"]["post"]["binarise_threshold"] == 0.01 and r["parameters"]["post"]["min_volume_mm3"] == 12.0
+    # volume-measurability flag per lesion (7-12 mm lesions on 2 mm voxels: all measurable) and the rule
+    from neurorad.segment.ms_difference import volume_measurable
+
+    assert r["volume_rule"]["slice_thickness_mm"] == pytest.approx(VOXEL_MM)
+    assert "slice thickness" in r["volume_rule"]["rule"]
+    assert [le["volume_measurable"] for le in r["lesions"]] == [volume_measurable(le["volume_mm3"], VOXEL_MM)
+                                                               for le in r["lesions"]]
+    assert r["volumes_mm3"]["n_not_measurable"] == sum(not le["volume_measurable"] for le in r["lesions"])
+    assert "volume_measurable" in (out / "lesions.csv").read_text().splitlines()[0]
     steps = {s["name"]: s for s in r["provenance"]["steps"]}
     assert steps["brain"]["weights_sha256"] and len(r["provenance"]["inputs"]["baseline"]) == 64
     assert all(s["seconds"] >= 0 for s in steps.values())
