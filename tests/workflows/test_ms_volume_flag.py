@@ -86,3 +86,15 @@ def test_sr_qualifies_the_flagged_volume_as_indeterminate(tmp_path: Path) -> Non
     notes = [e.value.meaning for e in flagged.get_qualitative_evaluations() if e.name.value == "measurement-note"]
     assert notes and NOTE[:40] in notes[0]
     assert all(m.qualifier is None for m in clean.get_measurements())
+
+
+def test_study_page_shows_the_note_next_to_the_volume(tmp_path: Path) -> None:
+    from neurorad.server.web.router import templates
+
+    r = from_ms_result(_res(tmp_path))
+    findings = [f.to_dict() | {"kind_label": "New T2-FLAIR lesion"} for f in r.findings]  # as build_review
+    page = templates.env.get_template("study.html").render(
+        review={"findings": findings, "form": None, "overlay": None, "decided": None}, study_id=1, request=None)
+    cells = [line.strip() for line in page.splitlines() if 'class="vol"' in line]
+    assert len(cells) == 2 and NOTE not in cells[0] and cells[0].startswith('<td class="vol">0.900')
+    assert cells[1].startswith('<td class="vol">0.060') and f"({NOTE})" in cells[1]
