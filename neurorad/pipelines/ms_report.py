@@ -56,7 +56,8 @@ class MSReport:
         for r in self.lesions:
             lines.append(
                 f"Lesion {r.id} ({r.kind}): {r.location}; volume {volume_text(r)} "
-                + (f"(baseline {r.baseline_volume_mm3:.0f} mm3, change {r.volume_change_mm3:+.0f} mm3) "
+                + (f"(baseline {r.baseline_volume_mm3:.0f} mm3, change {'~' if r.volume_note else ''}"
+                   f"{r.volume_change_mm3:+.0f} mm3) "
                    if r.kind == "enlarging" else "")
                 + (f"(diameter about {r.diameter_mm:.1f} mm)" if not r.volume_note else "(diameter approximate)")
                 + f"; centre at RAS ({r.centroid_x_mm:.0f}, {r.centroid_y_mm:.0f}, {r.centroid_z_mm:.0f}) mm."

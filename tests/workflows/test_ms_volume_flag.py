@@ -98,3 +98,13 @@ def test_study_page_shows_the_note_next_to_the_volume(tmp_path: Path) -> None:
     cells = [line.strip() for line in page.splitlines() if 'class="vol"' in line]
     assert len(cells) == 2 and NOTE not in cells[0] and cells[0].startswith('<td class="vol">0.900')
     assert cells[1].startswith('<td class="vol">0.060') and f"({NOTE})" in cells[1]
+
+
+def test_flagged_enlarging_lesion_change_is_approximate(tmp_path: Path) -> None:
+    res = _res(tmp_path)
+    res.lesions.append(LesionRow(3, "enlarging", 80.0, 5.3, 0.0, 0.0, 0.0, baseline_volume_mm3=30.0,
+                                 volume_change_mm3=50.0, volume_measurable=False, volume_note=NOTE))
+    r = from_ms_result(res)
+    assert r.finding(3).measurement("volume_change_ml").note == NOTE
+    rows = {s.heading: s for s in MSLesionsWorkflow().report_sections(r, None)}["Lesions"].table.rows
+    assert rows[2][4] == "+0.050 (approximate)" and rows[2][2] == f"0.080 ({NOTE})"

@@ -108,7 +108,8 @@ def from_ms_result(res: Any, folder: Path | None = None, version: str | None = N
         meas = [Quantity("diameter_mm", round(float(r.diameter_mm), 3), "mm", "Equivalent-sphere diameter", note=note)]
         if r.kind == "enlarging":
             meas += [Quantity("baseline_volume_ml", _ml(r.baseline_volume_mm3), "mL", "Volume at baseline"),
-                     Quantity("volume_change_ml", _ml(r.volume_change_mm3), "mL", "Change since baseline")]
+                     Quantity("volume_change_ml", _ml(r.volume_change_mm3), "mL", "Change since baseline",
+                              note=note)]
         findings.append(Finding(int(r.id), str(r.kind), _ml(r.volume_mm3), int(r.id), r.location,
                                 (float(r.centroid_x_mm), float(r.centroid_y_mm), float(r.centroid_z_mm)),
                                 tuple(meas), round(float(r.max_score), 6), note))
@@ -245,7 +246,8 @@ class MSLesionsWorkflow(Workflow):
                 rows.append((str(f.id), self.finding_kinds.get(f.kind, f.kind),
                              format_measurement(f.volume_ml, f.volume_note, 3),
                              format_value(base.value, 3) if base else "-",
-                             f"{change.value:+.3f}" if change and isinstance(change.value, float) else "-",
+                             (f"{change.value:+.3f}" + (" (approximate)" if change.note else ""))
+                             if change and isinstance(change.value, float) else "-",
                              f.location or "-"))
             sections.append(ReportSection("Lesions", table=ReportTable(
                 ("#", "Type", "Volume (mL)", "Baseline (mL)", "Change (mL)", "Location"), tuple(rows))))
