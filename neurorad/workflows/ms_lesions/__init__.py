@@ -165,7 +165,9 @@ class MSLesionsWorkflow(Workflow):
     """Longitudinal MS: new and enlarging T2-FLAIR lesions, activity and the gadolinium decision."""
 
     name = "ms-lesions"
-    version = "1.1.0"  # 1.1.0: CAD centre-of-gravity rule off by default (FPParams.cog_rule)
+    # 1.1.0: CAD centre-of-gravity rule off by default (FPParams.cog_rule); 1.2.0: operating point from
+    # the FROC sweep on 29 widened tuning pairs (CandidateParams.z_at_core / rel_at_core)
+    version = "1.2.0"
     title = "MRI brain follow-up: new and enlarging T2-FLAIR lesions"
     description = ("Compares this study's FLAIR with the FLAIR of the patient's previous study (registered, "
                    "bias-corrected, jointly normalised subtraction) and reports new and enlarging lesions, "
