@@ -656,12 +656,13 @@ class Workflow:
         if result.quantities:
             sections.append(ReportSection("Measurements", table=ReportTable(
                 ("Quantity", "Value", "Unit"),
-                tuple((q.description or q.name, format_value(q.value), q.unit) for q in result.quantities))))
+                tuple((q.description or q.name, format_measurement(q.value, q.note), q.unit)
+                      for q in result.quantities))))
         if result.findings:
             sections.append(ReportSection("Findings table", table=ReportTable(
                 ("#", "Kind", "Volume (mL)", "Location"),
-                tuple((str(f.id), self.finding_kinds.get(f.kind, f.kind), format_value(f.volume_ml, 3),
-                       f.location) for f in result.findings))))
+                tuple((str(f.id), self.finding_kinds.get(f.kind, f.kind),
+                       format_measurement(f.volume_ml, f.volume_note, 3), f.location) for f in result.findings))))
         return sections
 
     def not_usable_text(self) -> str:

@@ -108,3 +108,17 @@ def test_flagged_enlarging_lesion_change_is_approximate(tmp_path: Path) -> None:
     assert r.finding(3).measurement("volume_change_ml").note == NOTE
     rows = {s.heading: s for s in MSLesionsWorkflow().report_sections(r, None)}["Lesions"].table.rows
     assert rows[2][4] == "+0.050 (approximate)" and rows[2][2] == f"0.080 ({NOTE})"
+
+
+def test_default_report_sections_show_notes() -> None:
+    """A workflow without its own report sections (the contract's default) shows the notes too."""
+    from neurorad.workflows.contract import Workflow
+
+    class Plain(Workflow):
+        name = "plain-test"
+
+    r = WorkflowResult("plain-test", "0", findings=[Finding(1, "x", 0.06, volume_note=NOTE), Finding(2, "x", 0.5)],
+                       quantities=[Quantity("total_ml", 0.56, "mL", note="approximate: includes 1")])
+    sec = {s.heading: s for s in Plain().report_sections(r, None)}
+    assert sec["Measurements"].table.rows[0][1] == "0.56 (approximate: includes 1)"
+    assert [row[2] for row in sec["Findings table"].table.rows] == [f"0.060 ({NOTE})", "0.500"]
