@@ -363,6 +363,54 @@ def summarise(results: list[dict], thr: float = 0.1, floor: float = 0.02) -> dic
     }
 
 
+def input_slice_thickness_mm(spec: dict) -> float:
+    """The largest voxel spacing of either input of a case (what the workflow's volume rule uses)."""
+    st = spec.get("slice_thickness_mm", 1.0)
+    return float(max(float(spec.get("in_plane_mm", 1.0)), *np.atleast_1d(np.asarray(st, float))))
+
+
+def volume_rule_sweep(results: list[dict], ks: tuple[float, ...] = (0.0, 1.0, 1.2, 1.4, 1.5, 1.6, 1.7, 1.8, 1.9, 2.0,
+                                                                    2.1, 2.2, 2.3, 2.4, 2.5, 2.75, 3.0),
+                      thr: float = 0.1, min_kept: int = 5, target: float = 0.20) -> list[dict]:
+    """The volume-measurability rule (``ms_difference.volume_measurable``: measured diameter >= k x
+    the coarser input's slice) re-applied after the fact with other ``k``: each detection's measured
+    volume (common grid, as the workflow sees it) and the case's slice thickness are in the records.
+    Per k: median |volume error| of the found lesions kept as measurable per size bin (n kept,
+    n flagged), the fraction of found lesions flagged, and ``ok`` (every size bin, and every slice x
+    size cell with >= ``min_kept`` kept lesions, at <= ``target``). For choosing the constant on
+    TUNING pairs (``--tuning``), never on the held-out ones."""
+    from neurorad.segment.ms_difference import ClassifyParams, volume_measurable
+
+    ok = [r for r in results if "error" not in r]
+    rows = []
+    for k in ks:
+        p = ClassifyParams(volume_min_diameter_slices=k)
+        recs = []
+        for r in ok:
+            t = input_slice_thickness_mm(r["spec"])
+            det_vol = {d["det"]: d["volume_mm3"] for d in r["detections"]}
+            for le in r["lesions"]:
+                if not _found(le, thr):
+                    continue
+                hits = [h for h in le["hits"] if h["peak"] >= thr]
+                ratio = sum(h["volume_mm3"] for h in hits) / le["volume_mm3"]
+                keep = all(volume_measurable(det_vol.get(h["det"], h["volume_mm3"]), t, p) for h in hits)
+                recs.append((t, le["diameter_mm"], abs(ratio - 1), keep))
+        by_size, good = {}, True
+        for lo, hi in SIZE_BINS:
+            e = [x[2] for x in recs if lo <= x[1] < hi and x[3]]
+            n_flag = sum(1 for x in recs if lo <= x[1] < hi and not x[3])
+            med = float(np.median(e)) if e else None
+            by_size[f"{lo}-{hi if hi < 100 else ''}"] = (round(med, 3) if med is not None else None, len(e), n_flag)
+            good &= med is None or med <= target
+            for t in sorted({x[0] for x in recs}):
+                ec = [x[2] for x in recs if x[0] == t and lo <= x[1] < hi and x[3]]
+                good &= len(ec) < min_kept or float(np.median(ec)) <= target
+        rows.append({"k_slices": k, "flagged": round(sum(not x[3] for x in recs) / max(len(recs), 1), 3),
+                     "found": len(recs), "by_size": by_size, "ok": bool(good)})
+    return rows
+
+
 def warning_counts(results: list[dict]) -> dict[str, int]:
     """Cases with any quality warning, and with the fusion engine's disagreement warning (its quality alarm)."""
     ok = [r for r in results if "error" not in r]
@@ -419,6 +467,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--jsonl", type=Path, default=None,
                     help="append each finished case here as it completes (a partial run can be summarised)")
     ap.add_argument("--summarise", type=Path, default=None, help="only summarise the cases of this --jsonl file")
+    ap.add_argument("--volume-rule-sweep", action="store_true",
+                    help="with --summarise: re-apply the volume-measurability rule with other constants (choose it "
+                         "on --tuning pairs only)")
     args = ap.parse_args(argv)
     bad = [e for e in args.engine.split(",") if e not in ENGINES]
     if bad:
@@ -431,6 +482,8 @@ def main(argv: list[str] | None = None) -> int:
         summary = summarise(results, 0.1, args.froc_floor)
         summary.update(phantom=args.phantom, engine=args.engine, summarised_from=str(args.summarise),
                        **warning_counts(results))
+        if args.volume_rule_sweep:
+            summary["volume_rule_sweep"] = volume_rule_sweep(results)
         print(json.dumps(summary, indent=2))
         return 0
     os.environ.setdefault("OMP_NUM_THREADS", "1")

@@ -142,3 +142,16 @@ def test_cli_table_marks_the_approximate_volume(capsys: pytest.CaptureFixture[st
     out = capsys.readouterr().out
     assert "~60" in out and "~900" not in out
     assert "~ volume approximate: not measurable at 5 mm slices" in out
+
+
+def test_benchmark_rule_sweep_reapplies_the_rule_from_the_records() -> None:
+    mb = _bench("ms_benchmark")
+    # 5 mm pair: a 4 mm lesion measured 90 mm3 (diameter 5.6 mm), a 10 mm lesion measured 550 mm3 (10.2 mm)
+    results = [_case(0, 5.0, [(4.0, 30.0, 90.0, False), (10.0, 500.0, 550.0, True)])]
+    results[0]["spec"] = {"in_plane_mm": 1.5, "slice_thickness_mm": [5.0, 1.0]}
+    assert mb.input_slice_thickness_mm(results[0]["spec"]) == 5.0
+    rows = {r["k_slices"]: r for r in mb.volume_rule_sweep(results, ks=(0.0, 1.0, 1.7, 2.1))}
+    assert rows[0.0]["flagged"] == 0.0 and rows[0.0]["by_size"]["3-5"] == (2.0, 1, 0) and not rows[0.0]["ok"]
+    assert rows[1.0]["by_size"]["3-5"] == (2.0, 1, 0)  # 5.6 mm >= 5 mm: kept
+    assert rows[1.7]["by_size"]["3-5"] == (None, 0, 1) and rows[1.7]["by_size"]["8-"] == (0.1, 1, 0) and rows[1.7]["ok"]
+    assert rows[2.1]["by_size"]["8-"] == (None, 0, 1) and rows[2.1]["flagged"] == 1.0  # 10.2 mm < 10.5 mm
