@@ -21,12 +21,13 @@ def test_ms_lesions_declares_importable_preload_modules():
     # elastix's wrapped module unloaded (ITK loads lazily); importing the declared modules loads it
     probe = ("import importlib, sys, itk\n"
              "key = 'itk.itkElastixRegistrationMethodPython'\n"
-             "before = key in sys.modules\n"
+             "before = key in sys.modules, 'highdicom' in sys.modules\n"
              f"for m in {mods!r}: importlib.import_module(m)\n"
-             "print(before, key in sys.modules)")
+             "print(*before, key in sys.modules, 'highdicom' in sys.modules)")
     r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
-    assert r.stdout.split()[-2:] == ["False", "True"]
+    # ... and the report writers' highdicom (matplotlib's font list too: neurorad.report.preload)
+    assert r.stdout.split()[-4:] == ["False", "False", "True", "True"]
 
 
 def test_worker_hands_the_enabled_workflows_preload_to_the_forkserver(settings, monkeypatch):
