@@ -687,10 +687,18 @@ def step_fp_reduction(ctx: MSContext) -> None:
         ctx.labels, ctx.n, ctx.decisions = false_positive_reduction(
             ctx.labels0, ctx.n0, ctx.bn, ctx.fn, ctx.brain, ctx.spacing_mm, cand.sigma, cand.brain_median,
             cand.brain_sigma, ctx.cfg.fp, difference=cand.difference, tissue_level=cand.tissue_level,
-            border_distance_mm=cand.border_distance_mm,
+            border_distance_mm=cand.border_distance_mm, score=cand.score,
         )
         st.parameters["n_dropped"] = ctx.n0 - ctx.n
         st.parameters["dropped"] = [asdict(d) for d in ctx.decisions if not d.kept]
+        diffuse = [d for d in ctx.decisions if d.reason.startswith("diffuse change")]
+        if diffuse:
+            # dropped from the lesion count, but never silently: the reader is told where to look
+            ctx.warnings.append(
+                f"{len(diffuse)} region(s) of diffuse FLAIR change not reported as lesions ("
+                + "; ".join(d.reason.split(":")[0].removeprefix("diffuse change ").strip("()") for d in diffuse)
+                + "): a region-wide change (thick-slice partial volume, an intensity artefact) rather than a "
+                "focal lesion; review the difference map")
 
 
 def step_classify(ctx: MSContext) -> None:

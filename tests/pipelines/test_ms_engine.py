@@ -129,6 +129,50 @@ def test_candidate_at_brain_border_is_dropped() -> None:
     assert n == 0 and "border" in dec[0].reason
 
 
+def test_diffuse_change_is_dropped_but_focal_and_confident_ones_kept() -> None:
+    """A region far larger than a lesion at a low peak score is region-wide change, not a lesion;
+    the same region with a confident core, or a small faint candidate, is kept (FPParams.diffuse_rule)."""
+    b, f, brain = _pair()
+    sp = (2.0, 2.0, 2.0)  # 8 mm^3 voxels: the 10^3-voxel block is 8 mL, the 2^3 block 64 mm^3
+    labels = np.zeros(b.shape, np.int32)
+    labels[15:25, 15:25, 15:25] = 1
+    labels[30:32, 30:32, 30:32] = 2
+    f[labels > 0] = 1.15
+    score = np.zeros(b.shape, np.float32)
+    score[labels > 0] = 0.2
+    out, n, dec = false_positive_reduction(labels, 2, b, f, brain, sp, 0.03, 1.0, 0.05, FPParams(), score=score)
+    assert n == 1 and dec[0].reason.startswith("diffuse change (8.0 mL") and dec[1].kept
+    assert np.array_equal(out > 0, labels == 2)
+    score[20, 20, 20] = 0.9  # a confident core: a large lesion, kept
+    assert false_positive_reduction(labels, 2, b, f, brain, sp, 0.03, 1.0, 0.05, FPParams(), score=score)[1] == 2
+    score[20, 20, 20] = 0.2
+    # without the score map, or with the rule off, nothing is dropped for size
+    assert false_positive_reduction(labels, 2, b, f, brain, sp, 0.03, 1.0, 0.05, FPParams())[1] == 2
+    assert false_positive_reduction(labels, 2, b, f, brain, sp, 0.03, 1.0, 0.05, FPParams(diffuse_rule=False),
+                                    score=score)[1] == 2
+
+
+def test_fp_step_warns_about_diffuse_change_it_did_not_report(tmp_path) -> None:
+    """The workflow step never drops a region-wide change silently: a quality warning names it."""
+    from neurorad.image.volume import Volume
+    from neurorad.pipelines.ms_lesions import MSConfig, MSContext, step_fp_reduction
+    from neurorad.segment.ms_difference import Candidates
+
+    b, f, brain = _pair()
+    labels = np.zeros(b.shape, np.int32)
+    labels[15:25, 15:25, 15:25] = 1
+    f[labels > 0] = 1.15
+    score = np.where(labels > 0, 0.2, 0.0).astype(np.float32)
+    ctx = MSContext(MSConfig(), tmp_path, None, None)
+    ctx.ref = Volume(np.zeros(b.shape, np.float32), np.diag([2.0, 2.0, 2.0, 1.0]))
+    ctx.bn, ctx.fn, ctx.brain, ctx.labels0, ctx.n0 = b, f, brain, labels, 1
+    ctx.cand = Candidates(f - b, (f - b) / 0.03, score, 0.03, 1.0, 0.05)
+    step_fp_reduction(ctx)
+    assert ctx.n == 0
+    assert len(ctx.warnings) == 1 and "8.0 mL at peak score 0.20" in ctx.warnings[0]
+    assert "diffuse" in ctx.warnings[0] and "difference map" in ctx.warnings[0]
+
+
 def test_enlarging_when_touching_a_baseline_lesion() -> None:
     shape = (30, 30, 30)
     labels = np.zeros(shape, np.int32)
