@@ -101,7 +101,9 @@ class MSConfig:
     # operating point and benchmarks were measured with) or "floor" (preprocess.bias's default since the
     # glioma 5 mm fix); switching needs the MS benchmarks re-run (docs/ms-lesions.md)
     n4_nonpositive: str = "shift"
-    concurrent_timepoints: bool = True  # N4 of the two time points in two threads (brain extraction is not thread-safe)
+    # independent work two at a time in threads: the time points' N4 and B-spline resamplings, the NIfTI
+    # outputs (brain extraction is not thread-safe and stays sequential)
+    concurrent_timepoints: bool = True
     registration_margin_mm: float = 10.0  # registration runs on the brain's bounding box + this margin
     # thick slices (issue 17: whole-region false positives of 1-17 mL on 3/5 mm pairs): "native"
     # samples the finer image on the coarser image's own (moved) slices before both go to the
