@@ -427,13 +427,8 @@ def store_atlas_transform(image_hash: str, key: str, t: AffineTransform) -> None
 def _both(fn: Callable[[Any], Any], a: Any, b: Any, concurrent: bool) -> tuple[Any, Any]:
     """``(fn(a), fn(b))``, in two threads when ``concurrent`` (the engines release the GIL:
     torch, ITK), else one after the other. The first exception is raised."""
-    if not concurrent:
-        return fn(a), fn(b)
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="ms-timepoint") as ex:
-        fa, fb = ex.submit(fn, a), ex.submit(fn, b)
-        return fa.result(), fb.result()
+    fa, fb = _parallel(fn, [a, b], concurrent)
+    return fa, fb
 
 
 def _parallel(fn: Callable[[Any], Any], items: list[Any], concurrent: bool) -> list[Any]:
