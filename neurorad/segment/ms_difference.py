@@ -82,6 +82,12 @@ class FPParams:
     shift_explained_fraction: float = 0.8  # drop when this fraction of voxels is explained by a shift
     shift_margin_z: float = 2.0  # follow-up must exceed the shifted baseline by this many robust SDs
     cap_z: float | None = 3.0  # baseline capped at median + cap_z SD before the shift test (None: no cap)
+    # A candidate without the matching loss is dropped only when it is explained (>= shift_explained_always)
+    # with the baseline ALSO capped at the local normal-tissue level x (1 + shift_cap_rel) (None: global cap
+    # only). A faint baseline lesion (1.2-1.5 x WM) stays under the global cap, so its own baseline, shifted by
+    # 1.5 mm, explained its enlargement rim although nothing was lost; a shifted grey-matter edge brings its
+    # loss and is still dropped by the dipole clause, which keeps the global cap. Value: see docs/ms-lesions.md
+    shift_cap_rel: float | None = 0.18
     border_fraction: float = 0.5  # drop when this fraction of voxels lies within border_margin_mm of the edge
     border_margin_mm: float = 5.0
     # a tissue border may hold a lesion: a candidate explained by a shift is dropped only when the
@@ -406,6 +412,8 @@ class FPDecision:
     border_fraction: float
     loss_ratio: float = 0.0  # matching loss around / gain inside (misregistration dipole)
     baseline_contrast_ratio: float = 0.0  # baseline / follow-up contrast over local tissue (drift)
+    # explained with the baseline also capped at the local tissue level (FPParams.shift_cap_rel)
+    shift_explained_local_cap: float = 0.0
 
 
 def false_positive_reduction(
@@ -454,8 +462,14 @@ def false_positive_reduction(
     cap = brain_median + (params.cap_z if params.cap_z is not None else np.inf) * brain_sigma
     radius_vox = [max(1, int(round(params.shift_radius_mm / s))) for s in spacing_mm]
     footprint = np.ones([2 * r + 1 for r in radius_vox], dtype=bool)
-    b_shift = ndimage.maximum_filter(np.minimum(b, cap), footprint=footprint)
+    capped = np.minimum(b, cap)
+    b_shift = ndimage.maximum_filter(capped, footprint=footprint)
     explained = f <= b_shift + params.shift_margin_z * sigma
+    explained_local = explained
+    if params.shift_cap_rel is not None and tissue_level is not None:
+        local_cap = np.asarray(tissue_level, np.float32) * np.float32(1.0 + params.shift_cap_rel)
+        b_shift_local = ndimage.maximum_filter(np.minimum(capped, local_cap), footprint=footprint)
+        explained_local = f <= b_shift_local + params.shift_margin_z * sigma
     dist_mm = (border_distance_mm if border_distance_mm is not None
                else ndimage.distance_transform_edt(brain, sampling=spacing_mm))
     near_edge = (dist_mm <= params.border_margin_mm) | ~brain
@@ -465,6 +479,7 @@ def false_positive_reduction(
     volume_mm3 = counts * float(np.prod(spacing_mm))
     peak = label_maximum(score, labels, n) if score is not None else np.ones(n)
     frac_expl = label_sums(explained, labels, n) / counts
+    frac_expl_local = frac_expl if explained_local is explained else label_sums(explained_local, labels, n) / counts
     frac_edge = label_sums(near_edge, labels, n) / counts
     cogs = label_centroids_ijk(labels, n)
     loss_ratio = np.zeros(n)
@@ -508,13 +523,13 @@ def false_positive_reduction(
                       "region-wide, not a focal lesion")
         elif frac_expl[i] >= params.shift_explained_fraction and (
                 difference is None or not params.dipole_rule or loss_ratio[i] >= params.dipole_ratio
-                or frac_expl[i] >= params.shift_explained_always):
+                or frac_expl_local[i] >= params.shift_explained_always):
             reason = "explained by misregistration (baseline shifted)"
         elif params.drift_rule and tissue_level is not None and drift[i] >= params.drift_ratio:
             reason = "signal drift of a lesion present at baseline"
         keep[i] = reason == "kept"
         decisions.append(FPDecision(int(lab), bool(keep[i]), reason, cb, cf, float(frac_expl[i]), float(frac_edge[i]),
-                                    float(loss_ratio[i]), float(drift[i])))
+                                    float(loss_ratio[i]), float(drift[i]), float(frac_expl_local[i])))
     out, m = relabel(labels, keep)
     return out, m, decisions
 

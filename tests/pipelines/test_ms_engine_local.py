@@ -152,3 +152,35 @@ def test_enlarging_lesion_delineated_on_its_followup_contrast():
     out = delineate(labels, 1, ["enlarging"], np.zeros(shape, np.float32), ClassifyParams(), fu,
                     np.ones(shape, np.float32))
     assert (out == 1).sum() == pytest.approx(ball.sum(), rel=0.1)
+
+
+def test_faint_enlarging_rim_is_not_explained_by_its_own_shifted_baseline():
+    """A faint lesion (1.28 x WM, under any global lesion cap) grown from 3 to 4.5 voxels: its own
+    baseline, shifted by 1.5 mm, 'explains' the rim unless the baseline is capped at the local tissue
+    level (FPParams.shift_cap_rel); a shifted grey-matter band is still dropped with the cap on."""
+    img, brain, b, rng = _head(5)
+    old = _ball(b.shape, (28, 28, 26), 3.0)
+    b = ((ndimage.gaussian_filter(np.where(old, 1.28, img), 0.7) + 0.02 * rng.standard_normal(b.shape))
+         * brain).astype(np.float32)
+    grown = _ball(b.shape, (28, 28, 26), 4.5)
+    f = ((ndimage.gaussian_filter(np.where(grown, 1.28, img), 0.7) + 0.02 * rng.standard_normal(b.shape))
+         * brain).astype(np.float32)
+    c = candidate_score(b, f, brain, SP, CandidateParams(method="local"))
+    rim = (grown & ~old).astype(np.int32)
+    for cap_rel, kept in ((None, 0), (0.18, 1)):
+        fp = FPParams(cog_rule=False, cap_z=None, shift_cap_rel=cap_rel)
+        _, n, dec = false_positive_reduction(rim, 1, b, f, brain, SP, c.sigma, c.brain_median, c.brain_sigma, fp,
+                                             difference=c.difference, tissue_level=c.tissue_level)
+        assert n == kept, (cap_rel, dec[0])
+    assert "misregistration" in dec[0].reason or n == 1
+    # misregistration of a grey-matter band (1.25 x WM) still explained with the local cap
+    img, brain, b, rng = _head(3)
+    shifted = np.roll(img, 1, axis=0) * brain + (1 - brain) * img
+    f = ((ndimage.gaussian_filter(shifted, 0.7) + 0.02 * rng.standard_normal(b.shape)) * brain).astype(np.float32)
+    c = candidate_score(b, f, brain, SP, CandidateParams(method="local"))
+    lab0 = np.zeros(b.shape, np.int32)
+    lab0[brain & (img == 1.0) & (np.roll(img, 1, axis=0) == 1.25)] = 1
+    _, n, dec = false_positive_reduction(lab0, 1, b, f, brain, SP, c.sigma, c.brain_median, c.brain_sigma,
+                                         FPParams(cog_rule=False, cap_z=None, shift_cap_rel=0.18),
+                                         difference=c.difference, tissue_level=c.tissue_level)
+    assert n == 0 and "misregistration" in dec[0].reason, dec[0]
