@@ -16,6 +16,7 @@ time points) in, arrays and tables out. Array axes are the Volume's ``[i, j, k]`
 
 from __future__ import annotations
 
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -328,6 +329,17 @@ def candidate_score(
     if params.method not in ("local", "global"):
         raise ValueError(f"unknown candidate method {params.method!r} (local, global)")
     sig = _smoothing_sigma_vox(spacing_mm, params)
+    # the brain's distance map (~1 s at 1 mm; scipy releases the GIL) runs beside the filtering below
+    with ThreadPoolExecutor(1) as pool:
+        dist_future = pool.submit(ndimage.distance_transform_edt, brain, sampling=spacing_mm)
+        cand = _candidate_maps(baseline, followup, brain, spacing_mm, params, sig, dist_future)
+    return cand
+
+
+def _candidate_maps(baseline: np.ndarray, followup: np.ndarray, brain: np.ndarray,
+                    spacing_mm: tuple[float, float, float], params: CandidateParams, sig: list[float],
+                    dist_future: Future) -> Candidates:
+    """:func:`candidate_score` once the brain's distance map is under way in ``dist_future``."""
     b, f = gaussian_filters([np.asarray(baseline, dtype=np.float32), np.asarray(followup, dtype=np.float32)], sig)
     inner = brain & (b > 0)
     if params.method == "local" and params.intensity_mapping:
@@ -344,7 +356,7 @@ def candidate_score(
     bvals = b[inner]
     brain_median = float(np.median(bvals))
     brain_sigma = robust_sigma(bvals) or 1.0
-    dist_mm = ndimage.distance_transform_edt(brain, sampling=spacing_mm)
+    dist_mm = dist_future.result()
     if params.method == "global":
         z = ((diff - d_med) / sigma).astype(np.float32)
         tissue = brain & (b > params.csf_fraction * brain_median) & (b < brain_median + params.wm_upper_z * brain_sigma)
@@ -565,10 +577,23 @@ def classify_new_enlarging(
     """Step 7: 'enlarging' when the component touches a baseline lesion, else 'new'."""
     if n == 0:
         return []
-    near = ndimage.distance_transform_edt(~np.asarray(baseline_lesions, bool), sampling=spacing_mm)
-    near = near <= params.touch_radius_mm
-    hits = label_maximum(near, labels, n).astype(bool)
-    return ["enlarging" if h else "new" for h in np.atleast_1d(hits)]
+    base = np.asarray(baseline_lesions, bool)
+    # the distance map only in each component's box padded by the touch radius (any baseline lesion voxel
+    # within the radius of the component lies inside it): the same answer as one whole-volume distance
+    # transform, which cost ~0.8 s of the 1 mm pair's ~20 s
+    pad = [int(np.ceil(params.touch_radius_mm / s)) + 1 for s in spacing_mm]
+    kinds = []
+    for i, sl in enumerate(ndimage.find_objects(labels, n)):
+        hit = False
+        if sl is not None:
+            box = tuple(slice(max(0, a.start - p), min(dim, a.stop + p)) for a, p, dim in zip(sl, pad, labels.shape,
+                                                                                              strict=True))
+            b = base[box]
+            if b.any():
+                near = ndimage.distance_transform_edt(~b, sampling=spacing_mm) <= params.touch_radius_mm
+                hit = bool(np.any(near[labels[box] == i + 1]))
+        kinds.append("enlarging" if hit else "new")
+    return kinds
 
 
 @dataclass(frozen=True)
