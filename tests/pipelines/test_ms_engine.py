@@ -183,6 +183,29 @@ def test_enlarging_when_touching_a_baseline_lesion() -> None:
     assert classify_new_enlarging(labels, 2, base, (1.0, 1.0, 1.0)) == ["enlarging", "new"]
 
 
+def test_enlarging_test_in_boxes_equals_the_whole_volume_distance_map() -> None:
+    """Oracle: the definition (distance to the nearest baseline lesion voxel over the whole volume,
+    scipy's exact EDT) on random anisotropic cases; the step computes it only around each candidate."""
+    from scipy import ndimage
+
+    from neurorad.segment.ms_difference import ClassifyParams
+
+    rng = np.random.default_rng(17)
+    n_enlarging = 0
+    for _ in range(60):
+        shape = tuple(int(v) for v in rng.integers(12, 36, 3))
+        sp = tuple(float(v) for v in rng.choice([0.8, 1.0, 1.5, 3.0, 5.0], 3))
+        base = ndimage.binary_dilation(rng.random(shape) < 0.003, iterations=int(rng.integers(0, 3)))
+        cand = ndimage.binary_dilation(rng.random(shape) < 0.003, iterations=int(rng.integers(0, 3)))
+        labels, n = ndimage.label(cand)
+        params = ClassifyParams(touch_radius_mm=float(rng.uniform(0.5, 6.0)))
+        near = ndimage.distance_transform_edt(~base, sampling=sp) <= params.touch_radius_mm
+        expect = ["enlarging" if near[labels == i].any() else "new" for i in range(1, n + 1)]
+        assert classify_new_enlarging(labels, n, base, sp, params) == expect
+        n_enlarging += expect.count("enlarging")
+    assert n_enlarging > 10  # the cases exercise both answers
+
+
 def test_empty_brain_mask_is_an_error() -> None:
     b, f, brain = _pair()
     with pytest.raises(ValueError):
