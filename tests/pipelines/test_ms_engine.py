@@ -143,6 +143,8 @@ def test_diffuse_change_is_dropped_but_focal_and_confident_ones_kept() -> None:
     out, n, dec = false_positive_reduction(labels, 2, b, f, brain, sp, 0.03, 1.0, 0.05, FPParams(), score=score)
     assert n == 1 and dec[0].reason.startswith("diffuse change (8.0 mL") and dec[1].kept
     assert np.array_equal(out > 0, labels == 2)
+    score[20, 20, 20] = 0.65  # a moderate peak (bias-field residual regions at 1 mm reached 0.57-0.67): dropped
+    assert false_positive_reduction(labels, 2, b, f, brain, sp, 0.03, 1.0, 0.05, FPParams(), score=score)[1] == 1
     score[20, 20, 20] = 0.9  # a confident core: a large lesion, kept
     assert false_positive_reduction(labels, 2, b, f, brain, sp, 0.03, 1.0, 0.05, FPParams(), score=score)[1] == 2
     score[20, 20, 20] = 0.2
