@@ -394,6 +394,14 @@ def _candidate_maps(baseline: np.ndarray, followup: np.ndarray, brain: np.ndarra
                       local_sd, level, rel, dist_mm)
 
 
+def padded_box(sl: tuple[slice, ...], margin_mm: float, spacing_mm: tuple[float, float, float],
+               shape: tuple[int, ...]) -> tuple[slice, ...]:
+    """The box ``sl`` (from ``ndimage.find_objects``) grown by ``margin_mm`` plus one voxel on every
+    side, clipped to ``shape``: everything within ``margin_mm`` of what the box holds lies inside it."""
+    pad = [int(np.ceil(margin_mm / s)) + 1 for s in spacing_mm]
+    return tuple(slice(max(0, a.start - p), min(dim, a.stop + p)) for a, p, dim in zip(sl, pad, shape, strict=True))
+
+
 def binarise_components(
     score: np.ndarray, voxel_volume_mm3: float, params: PostParams = PostParams()
 ) -> tuple[np.ndarray, int]:
@@ -507,12 +515,10 @@ def false_positive_reduction(
         d = np.asarray(difference, np.float32)
         gain = label_sums(np.maximum(d, 0), labels, n)
         objs = ndimage.find_objects(labels, n)
-        pad = [int(np.ceil(params.dipole_shell_mm / s)) + 1 for s in spacing_mm]
         for i, sl in enumerate(objs):
             if sl is None:
                 continue
-            box = tuple(slice(max(0, a.start - p), min(dim, a.stop + p)) for a, p, dim in zip(sl, pad, labels.shape,
-                                                                                              strict=True))
+            box = padded_box(sl, params.dipole_shell_mm, spacing_mm, labels.shape)
             own = labels[box] == i + 1
             shell = (ndimage.distance_transform_edt(~own, sampling=spacing_mm) <= params.dipole_shell_mm) & ~own
             shell &= brain[box]
@@ -585,13 +591,11 @@ def classify_new_enlarging(
     # the distance map only in each component's box padded by the touch radius (any baseline lesion voxel
     # within the radius of the component lies inside it): the same answer as one whole-volume distance
     # transform, which cost ~0.8 s of the 1 mm pair's ~20 s
-    pad = [int(np.ceil(params.touch_radius_mm / s)) + 1 for s in spacing_mm]
     kinds = []
     for i, sl in enumerate(ndimage.find_objects(labels, n)):
         hit = False
         if sl is not None:
-            box = tuple(slice(max(0, a.start - p), min(dim, a.stop + p)) for a, p, dim in zip(sl, pad, labels.shape,
-                                                                                              strict=True))
+            box = padded_box(sl, params.touch_radius_mm, spacing_mm, labels.shape)
             b = base[box]
             if b.any():
                 near = ndimage.distance_transform_edt(~b, sampling=spacing_mm) <= params.touch_radius_mm
@@ -721,14 +725,12 @@ def drop_unchanged_enlarging(
     lev = np.asarray(tissue_level, np.float32) if tissue_level is not None else np.float32(np.median(b[b > 0]))
     base_lab, _ = connected_components(np.asarray(baseline_lesions, bool), 26)
     objs = ndimage.find_objects(np.asarray(labels, np.int32), n)
-    pad = [int(np.ceil((params.touch_radius_mm + 6.0) / s)) + 1 for s in spacing_mm]
     keep = np.ones(n, bool)
     dropped = []
     for lab in range(1, n + 1):
         if kinds[lab - 1] != "enlarging" or objs[lab - 1] is None:
             continue
-        box = tuple(slice(max(0, a.start - p), min(dim, a.stop + p))
-                    for a, p, dim in zip(objs[lab - 1], pad, labels.shape, strict=True))
+        box = padded_box(objs[lab - 1], params.touch_radius_mm + 6.0, spacing_mm, labels.shape)
         own = labels[box] == lab
         near = ndimage.distance_transform_edt(~own, sampling=spacing_mm) <= params.touch_radius_mm
         ids = np.unique(base_lab[box][near & (base_lab[box] > 0)])
