@@ -102,7 +102,8 @@ def engine_config(engine: str, froc_floor: float | None):  # noqa: ANN201 - MSCo
     if engine == "global":
         cfg = replace(cfg, candidate=CandidateParams(method="global"),
                       fp=FPParams(cog_rule=True, dipole_rule=False, drift_rule=False),
-                      classify=ClassifyParams(partial_volume_fraction=None, enlarging_min_volume_ratio=None),
+                      classify=ClassifyParams(partial_volume_fraction=None, enlarging_min_volume_ratio=None,
+                                              rescue_growth_ratio=None),
                       max_slice_thickness_mm=5.0)
     elif engine in ("learned", "fusion"):
         cfg = replace(cfg, lesion_engine=engine)

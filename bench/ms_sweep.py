@@ -64,10 +64,13 @@ def detect(d: dict, cfg) -> tuple[np.ndarray, list[float]]:  # noqa: ANN001 - MS
 
     c = md.candidate_score(d["bn"], d["fn"], d["brain"], d["sp"], cfg.candidate)
     lab, n = md.binarise_components(c.score, d["vox"], cfg.post)
-    lab, n, _ = md.false_positive_reduction(lab, n, d["bn"], d["fn"], d["brain"], d["sp"], c.sigma, c.brain_median,
-                                            c.brain_sigma, cfg.fp, difference=c.difference,
-                                            tissue_level=c.tissue_level, score=c.score)
+    lab0, n0 = lab, n
+    lab, n, dec = md.false_positive_reduction(lab, n, d["bn"], d["fn"], d["brain"], d["sp"], c.sigma, c.brain_median,
+                                              c.brain_sigma, cfg.fp, difference=c.difference,
+                                              tissue_level=c.tissue_level, score=c.score)
     base = md.baseline_lesion_mask(d["bn"], d["brain"], d["sp"], c.brain_median, c.brain_sigma, cfg.classify)
+    lab, n, _ = md.rescue_grown_enlarging(lab0, n0, dec, d["bn"], d["fn"], base, c.tissue_level, d["sp"],
+                                          cfg.classify)
     kinds = md.classify_new_enlarging(lab, n, base, d["sp"], cfg.classify)
     lab, n, kinds, _ = md.drop_unchanged_enlarging(lab, n, kinds, d["bn"], d["fn"], base, c.tissue_level, d["sp"],
                                                    cfg.classify)

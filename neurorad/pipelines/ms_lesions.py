@@ -70,6 +70,7 @@ from neurorad.segment.ms_difference import (
     drop_unchanged_enlarging,
     false_positive_reduction,
     grow_enlarging,
+    rescue_grown_enlarging,
     volume_measurable,
     volume_rule_text,
 )
@@ -491,6 +492,7 @@ class MSContext:
     labels: np.ndarray | None = None
     n: int = 0
     decisions: list[Any] = field(default_factory=list)
+    baseline_lesions: np.ndarray | None = None  # hyperintense at baseline (step 8's enlarging path, step 9)
     # 9 classify
     kinds: list[str] = field(default_factory=list)
     extents: dict[int, Any] = field(default_factory=dict)
@@ -686,7 +688,15 @@ def step_fp_reduction(ctx: MSContext) -> None:
             cand.brain_sigma, ctx.cfg.fp, difference=cand.difference, tissue_level=cand.tissue_level,
             border_distance_mm=cand.border_distance_mm, score=cand.score,
         )
+        # the enlarging-lesion path: a rim dropped as misregistration or drift next to a baseline lesion whose
+        # half-maximum size grew is kept (ms_difference.rescue_grown_enlarging)
+        ctx.baseline_lesions = baseline_lesion_mask(ctx.bn, ctx.brain, ctx.spacing_mm, cand.brain_median,
+                                                    cand.brain_sigma, ctx.cfg.classify)
+        ctx.labels, ctx.n, ctx.decisions = rescue_grown_enlarging(
+            ctx.labels0, ctx.n0, ctx.decisions, ctx.bn, ctx.fn, ctx.baseline_lesions, cand.tissue_level,
+            ctx.spacing_mm, ctx.cfg.classify)
         st.parameters["n_dropped"] = ctx.n0 - ctx.n
+        st.parameters["kept_as_grown"] = [d.label for d in ctx.decisions if d.reason.startswith("kept: enlarging")]
         st.parameters["dropped"] = [asdict(d) for d in ctx.decisions if not d.kept]
         diffuse = [d for d in ctx.decisions if d.reason.startswith("diffuse change")]
         if diffuse:
@@ -705,7 +715,9 @@ def step_classify(ctx: MSContext) -> None:
     assert cand is not None
     with ctx.prov.step("classify", **asdict(cfg.classify)) as st:
         sp = ctx.spacing_mm
-        base_les = baseline_lesion_mask(ctx.bn, ctx.brain, sp, cand.brain_median, cand.brain_sigma, cfg.classify)
+        base_les = ctx.baseline_lesions
+        if base_les is None:
+            base_les = baseline_lesion_mask(ctx.bn, ctx.brain, sp, cand.brain_median, cand.brain_sigma, cfg.classify)
         kinds = classify_new_enlarging(ctx.labels, ctx.n, base_les, sp, cfg.classify)
         labels, ctx.n, ctx.kinds, dropped = drop_unchanged_enlarging(ctx.labels, ctx.n, kinds, ctx.bn, ctx.fn,
                                                                      base_les, cand.tissue_level, sp, cfg.classify)

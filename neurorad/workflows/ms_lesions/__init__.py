@@ -168,8 +168,10 @@ class MSLesionsWorkflow(Workflow):
     # 1.1.0: CAD centre-of-gravity rule off by default (FPParams.cog_rule); 1.2.0: operating point from
     # the FROC sweep on 29 widened tuning pairs (CandidateParams.z_at_core / rel_at_core) and the drift rule's
     # ratio 0.6 -> 0.5 from a sweep on 47 tuning pairs (FPParams.drift_ratio); diffuse-change rule (FPParams);
-    # 1.3.0: the diffuse-change rule's peak bound 0.5 -> 0.8 (FPParams.diffuse_max_peak, sweep at 1 mm)
-    version = "1.3.0"
+    # 1.3.0: the diffuse-change rule's peak bound 0.5 -> 0.8 (FPParams.diffuse_max_peak, sweep at 1 mm);
+    # 1.4.0: the enlarging-lesion path (ClassifyParams.rescue_growth_ratio: a rim dropped as misregistration or
+    # drift next to a baseline lesion whose half-maximum size grew >= 2.5x is kept)
+    version = "1.4.0"
     title = "MRI brain follow-up: new and enlarging T2-FLAIR lesions"
     description = ("Compares this study's FLAIR with the FLAIR of the patient's previous study (registered, "
                    "bias-corrected, jointly normalised subtraction) and reports new and enlarging lesions, "
