@@ -5,10 +5,14 @@ protocol change) leaves no residual; a faint lesion (1.15 x white matter) next t
 grey-matter band is found by the local engine and missed by the original global one; a shifted
 edge (misregistration) brings its own loss and is dropped, a lesion at the edge is not; a stable
 lesion seen with more contrast has not grown, a lesion whose radius went 3 -> 5 voxels has;
-half-maximum delineation of a blurred ball gives the ball's volume.
+half-maximum delineation of a blurred ball gives the ball's volume; the enlarging-lesion path
+measures a faint lesion grown from radius 3 to 4.5 as (4.5/3)^3 = 3.4x and keeps its rim, not the
+rim of a stable lesion that moved.
 """
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -23,8 +27,10 @@ from neurorad.segment.ms_difference import (
     candidate_score,
     delineate,
     drop_unchanged_enlarging,
+    enlarging_growth,
     expected_followup,
     false_positive_reduction,
+    rescue_grown_enlarging,
 )
 
 SP = (1.0, 1.0, 1.0)
@@ -186,3 +192,67 @@ def test_faint_enlarging_rim_is_not_explained_by_its_own_shifted_baseline():
                                          FPParams(cog_rule=False, cap_z=None, shift_cap_rel=0.18),
                                          difference=c.difference, tissue_level=c.tissue_level)
     assert n == 0 and "misregistration" in dec[0].reason, dec[0]
+
+
+def test_enlarging_path_keeps_a_grown_faint_lesions_rim_not_a_moved_stable_one():
+    """The rim of a faint lesion (1.28 x WM) grown from radius 3 to 4.5 is dropped by the shift rule
+    (its own baseline shifted 'explains' it); the enlarging-lesion path measures the growth, (4.5/3)^3 =
+    3.4x, and keeps it. The same lesion moved by 2 voxels (unchanged size) is dropped and stays dropped."""
+    img, brain, _, rng = _head(5)
+    old = _ball(img.shape, (28, 28, 26), 3.0)
+
+    def scan(lesion):
+        return ((ndimage.gaussian_filter(np.where(lesion, 1.28, img), 0.7) + 0.02 * rng.standard_normal(img.shape))
+                * brain).astype(np.float32)
+
+    b = scan(old)
+    cases = {"grown": _ball(img.shape, (28, 28, 26), 4.5), "moved": _ball(img.shape, (28, 30, 26), 3.0)}
+    fp = FPParams(cog_rule=False, cap_z=None)
+    for name, lesion in cases.items():
+        f = scan(lesion)
+        c = candidate_score(b, f, brain, SP, CandidateParams(method="local"))
+        rim = (lesion & ~old).astype(np.int32)
+        _, n, dec = false_positive_reduction(rim, 1, b, f, brain, SP, c.sigma, c.brain_median, c.brain_sigma, fp,
+                                             difference=c.difference, tissue_level=c.tissue_level)
+        assert n == 0 and "misregistration" in dec[0].reason, (name, dec[0])  # the shift rule drops both rims
+        growth = enlarging_growth(rim, 1, ["enlarging"], b, f, old, c.tissue_level, SP, ClassifyParams())
+        if name == "grown":
+            assert growth[1] == pytest.approx((4.5 / 3.0) ** 3, rel=0.25)
+        else:
+            assert growth[1] == pytest.approx(1.0, abs=0.3)
+        out, m, dec2 = rescue_grown_enlarging(rim, 1, dec, b, f, old, c.tissue_level, SP, ClassifyParams())
+        kept = name == "grown"
+        assert m == int(kept) and dec2[0].kept == kept and (out > 0).any() == kept, (name, dec2[0])
+        if kept:
+            assert dec2[0].reason.startswith("kept: enlarging") and "misregistration" in dec2[0].reason
+            # off, or a rule the growth does not override: stays dropped
+            assert rescue_grown_enlarging(rim, 1, dec, b, f, old, c.tissue_level, SP,
+                                          ClassifyParams(rescue_growth_ratio=None))[1] == 0
+            border = [replace(dec[0], reason="at the brain border or outside the brain")]
+            assert rescue_grown_enlarging(rim, 1, border, b, f, old, c.tissue_level, SP, ClassifyParams())[1] == 0
+
+
+def test_loss_larger_than_the_gain_is_a_moved_structure():
+    """The loss-alone rule on an analytic difference map: a candidate gaining 0.3 inside a ball, with a
+    loss of x in a ring 1-2 voxels around it. The loss ratio is sum(loss) / sum(gain) exactly (the ring
+    lies inside the 3 mm shell); the candidate is dropped when it reaches FPParams.loss_alone_ratio, kept
+    below it and when the rule is off. The shift test cannot explain it (nothing bright at baseline)."""
+    shape = (40, 40, 40)
+    brain = _ball(shape, (20, 20, 20), 18)
+    cand = _ball(shape, (20, 20, 20), 2.5)
+    ring = _ball(shape, (20, 20, 20), 4.5) & ~_ball(shape, (20, 20, 20), 3.5)
+    b = brain.astype(np.float32)
+    lab = cand.astype(np.int32)
+    for x in (0.05, 0.1, 0.2):
+        d = np.zeros(shape, np.float32)
+        d[cand] = 0.3
+        d[ring] = -x
+        f = (b + d) * brain
+        expected = x * ring.sum() / (0.3 * cand.sum())
+        for rule, drop in ((1.0, expected >= 1.0), (None, False)):
+            fp = FPParams(cog_rule=False, drift_rule=False, loss_alone_ratio=rule)
+            _, n, dec = false_positive_reduction(lab, 1, b, f, brain, SP, 0.01, 1.0, 0.05, fp, difference=d)
+            assert dec[0].loss_ratio == pytest.approx(expected, rel=1e-4)
+            assert n == (0 if drop else 1), (x, rule, dec[0])
+            assert (dec[0].reason.startswith("moved structure")) == drop
+    assert 0.1 * ring.sum() / (0.3 * cand.sum()) < 1.0 < 0.2 * ring.sum() / (0.3 * cand.sum())  # both sides tested
