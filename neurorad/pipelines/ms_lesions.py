@@ -696,6 +696,7 @@ def step_fp_reduction(ctx: MSContext) -> None:
             ctx.labels0, ctx.n0, ctx.decisions, ctx.bn, ctx.fn, ctx.baseline_lesions, cand.tissue_level,
             ctx.spacing_mm, ctx.cfg.classify)
         st.parameters["n_dropped"] = ctx.n0 - ctx.n
+        st.parameters["rescue_growth_ratio"] = ctx.cfg.classify.rescue_growth_ratio
         st.parameters["kept_as_grown"] = [d.label for d in ctx.decisions if d.reason.startswith("kept: enlarging")]
         st.parameters["dropped"] = [asdict(d) for d in ctx.decisions if not d.kept]
         diffuse = [d for d in ctx.decisions if d.reason.startswith("diffuse change")]

@@ -491,7 +491,9 @@ def false_positive_reduction(
     juxtacortical) is explained by a shifted baseline as well, but only a shift also darkens the
     other side of the edge. With ``tissue_level`` (local normal tissue at baseline) a candidate
     whose baseline was already about as bright as its follow-up is the signal drift of an
-    existing lesion (``drift_rule``). With ``score`` (the candidate score map) a candidate of at
+    existing lesion (``drift_rule``). With ``difference``, a candidate whose matching loss is at least
+    ``loss_alone_ratio`` x its gain is a moved structure and dropped whatever the shift explains (a new
+    lesion only gains). With ``score`` (the candidate score map) a candidate of at
     least ``diffuse_min_volume_mm3`` whose peak score stays under ``diffuse_max_peak`` is a
     region-wide change, not a focal lesion (``diffuse_rule``; reason starts with "diffuse change").
     ``border_distance_mm``: the distance transform of

@@ -170,7 +170,8 @@ class MSLesionsWorkflow(Workflow):
     # ratio 0.6 -> 0.5 from a sweep on 47 tuning pairs (FPParams.drift_ratio); diffuse-change rule (FPParams);
     # 1.3.0: the diffuse-change rule's peak bound 0.5 -> 0.8 (FPParams.diffuse_max_peak, sweep at 1 mm);
     # 1.4.0: the enlarging-lesion path (ClassifyParams.rescue_growth_ratio: a rim dropped as misregistration or
-    # drift next to a baseline lesion whose half-maximum size grew >= 2.5x is kept)
+    # drift next to a baseline lesion whose half-maximum size grew >= 2.5x is kept) and the moved-structure rule
+    # (FPParams.loss_alone_ratio: more loss around a candidate than gain inside it drops it)
     version = "1.4.0"
     title = "MRI brain follow-up: new and enlarging T2-FLAIR lesions"
     description = ("Compares this study's FLAIR with the FLAIR of the patient's previous study (registered, "
