@@ -57,6 +57,7 @@ from neurorad.provenance import Provenance, sha256_file, sha256_files
 from neurorad.quantify.atlas import component_regions, load_atlas
 from neurorad.quantify.lesions import LesionRow, lesion_table, write_lesion_csv
 from neurorad.segment.ms_difference import (
+    KEPT_AS_GROWN,
     CandidateParams,
     Candidates,
     ClassifyParams,
@@ -697,7 +698,7 @@ def step_fp_reduction(ctx: MSContext) -> None:
             ctx.spacing_mm, ctx.cfg.classify)
         st.parameters["n_dropped"] = ctx.n0 - ctx.n
         st.parameters["rescue_growth_ratio"] = ctx.cfg.classify.rescue_growth_ratio
-        st.parameters["kept_as_grown"] = [d.label for d in ctx.decisions if d.reason.startswith("kept: enlarging")]
+        st.parameters["kept_as_grown"] = [d.label for d in ctx.decisions if d.reason.startswith(KEPT_AS_GROWN)]
         st.parameters["dropped"] = [asdict(d) for d in ctx.decisions if not d.kept]
         diffuse = [d for d in ctx.decisions if d.reason.startswith("diffuse change")]
         if diffuse:
@@ -716,9 +717,8 @@ def step_classify(ctx: MSContext) -> None:
     assert cand is not None
     with ctx.prov.step("classify", **asdict(cfg.classify)) as st:
         sp = ctx.spacing_mm
-        base_les = ctx.baseline_lesions
-        if base_les is None:
-            base_les = baseline_lesion_mask(ctx.bn, ctx.brain, sp, cand.brain_median, cand.brain_sigma, cfg.classify)
+        base_les = ctx.baseline_lesions  # made in step 8 (the enlarging-lesion path reads it too)
+        assert base_les is not None
         kinds = classify_new_enlarging(ctx.labels, ctx.n, base_les, sp, cfg.classify)
         labels, ctx.n, ctx.kinds, dropped = drop_unchanged_enlarging(ctx.labels, ctx.n, kinds, ctx.bn, ctx.fn,
                                                                      base_les, cand.tissue_level, sp, cfg.classify)

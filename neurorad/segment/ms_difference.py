@@ -83,15 +83,6 @@ class FPParams:
     shift_explained_fraction: float = 0.8  # drop when this fraction of voxels is explained by a shift
     shift_margin_z: float = 2.0  # follow-up must exceed the shifted baseline by this many robust SDs
     cap_z: float | None = 3.0  # baseline capped at median + cap_z SD before the shift test (None: no cap)
-    # A candidate without the matching loss is dropped only when it is explained (>= shift_explained_always)
-    # with the baseline ALSO capped at the local normal-tissue level x (1 + shift_cap_rel) (None: global cap
-    # only). A faint baseline lesion (1.2-1.5 x WM) stays under the global cap, so its own baseline, shifted by
-    # 1.5 mm, explained its enlargement rim although nothing was lost; a shifted grey-matter edge brings its
-    # loss and is still dropped by the dipole clause, which keeps the global cap. OFF by default: on 48 widened
-    # tuning pairs (1 mm) 0.165-0.195 found 85 instead of 82 of 93 lesions at the same FP rate, but on 16
-    # original-style tuning pairs 0.18 added 6 false positives (3 mm slices next to bright stable lesions) and
-    # 0.35, the smallest value adding none there, gains nothing on the widened ones (docs/ms-lesions.md)
-    shift_cap_rel: float | None = None
     border_fraction: float = 0.5  # drop when this fraction of voxels lies within border_margin_mm of the edge
     border_margin_mm: float = 5.0
     # a tissue border may hold a lesion: a candidate explained by a shift is dropped only when the
@@ -456,8 +447,13 @@ class FPDecision:
     border_fraction: float
     loss_ratio: float = 0.0  # matching loss around / gain inside (misregistration dipole)
     baseline_contrast_ratio: float = 0.0  # baseline / follow-up contrast over local tissue (drift)
-    # explained with the baseline also capped at the local tissue level (FPParams.shift_cap_rel)
-    shift_explained_local_cap: float = 0.0
+
+
+# reasons of false_positive_reduction that the enlarging-lesion path (rescue_grown_enlarging) may override
+REASON_MISREGISTRATION = "explained by misregistration (baseline shifted)"
+REASON_DRIFT = "signal drift of a lesion present at baseline"
+# the reason of a candidate that path kept starts with this
+KEPT_AS_GROWN = "kept: enlarging"
 
 
 def false_positive_reduction(
@@ -508,14 +504,8 @@ def false_positive_reduction(
     cap = brain_median + (params.cap_z if params.cap_z is not None else np.inf) * brain_sigma
     radius_vox = [max(1, int(round(params.shift_radius_mm / s))) for s in spacing_mm]
     footprint = np.ones([2 * r + 1 for r in radius_vox], dtype=bool)
-    capped = np.minimum(b, cap)
-    b_shift = ndimage.maximum_filter(capped, footprint=footprint)
+    b_shift = ndimage.maximum_filter(np.minimum(b, cap), footprint=footprint)
     explained = f <= b_shift + params.shift_margin_z * sigma
-    explained_local = explained
-    if params.shift_cap_rel is not None and tissue_level is not None:
-        local_cap = np.asarray(tissue_level, np.float32) * np.float32(1.0 + params.shift_cap_rel)
-        b_shift_local = ndimage.maximum_filter(np.minimum(capped, local_cap), footprint=footprint)
-        explained_local = f <= b_shift_local + params.shift_margin_z * sigma
     dist_mm = (border_distance_mm if border_distance_mm is not None
                else ndimage.distance_transform_edt(brain, sampling=spacing_mm))
     near_edge = (dist_mm <= params.border_margin_mm) | ~brain
@@ -525,7 +515,6 @@ def false_positive_reduction(
     volume_mm3 = counts * float(np.prod(spacing_mm))
     peak = label_maximum(score, labels, n) if score is not None else np.ones(n)
     frac_expl = label_sums(explained, labels, n) / counts
-    frac_expl_local = frac_expl if explained_local is explained else label_sums(explained_local, labels, n) / counts
     frac_edge = label_sums(near_edge, labels, n) / counts
     cogs = label_centroids_ijk(labels, n)
     loss_ratio = np.zeros(n)
@@ -571,13 +560,13 @@ def false_positive_reduction(
                       "displaced lesion, not new tissue")
         elif frac_expl[i] >= params.shift_explained_fraction and (
                 difference is None or not params.dipole_rule or loss_ratio[i] >= params.dipole_ratio
-                or frac_expl_local[i] >= params.shift_explained_always):
-            reason = "explained by misregistration (baseline shifted)"
+                or frac_expl[i] >= params.shift_explained_always):
+            reason = REASON_MISREGISTRATION
         elif params.drift_rule and tissue_level is not None and drift[i] >= params.drift_ratio:
-            reason = "signal drift of a lesion present at baseline"
+            reason = REASON_DRIFT
         keep[i] = reason == "kept"
         decisions.append(FPDecision(int(lab), bool(keep[i]), reason, cb, cf, float(frac_expl[i]), float(frac_edge[i]),
-                                    float(loss_ratio[i]), float(drift[i]), float(frac_expl_local[i])))
+                                    float(loss_ratio[i]), float(drift[i])))
     out, m = relabel(labels, keep)
     return out, m, decisions
 
@@ -790,10 +779,6 @@ def drop_unchanged_enlarging(
     return out, m, [k for k, kp in zip(kinds, keep, strict=True) if kp], dropped
 
 
-# the false-positive rules an enlarging lesion's growth overrides (reason prefixes of false_positive_reduction)
-RESCUABLE_REASONS = ("explained by misregistration", "signal drift")
-
-
 def rescue_grown_enlarging(
     labels0: np.ndarray, n0: int, decisions: list[FPDecision], baseline: np.ndarray, followup: np.ndarray,
     baseline_lesions: np.ndarray, tissue_level: np.ndarray | None, spacing_mm: tuple[float, float, float],
@@ -803,7 +788,8 @@ def rescue_grown_enlarging(
     baseline lesion they touch grew.
 
     ``labels0``/``n0`` are the candidates before :func:`false_positive_reduction`, ``decisions`` its
-    verdicts. A candidate dropped as misregistration or drift (:data:`RESCUABLE_REASONS`) that touches a
+    verdicts. A candidate dropped as misregistration or drift (:data:`REASON_MISREGISTRATION`,
+    :data:`REASON_DRIFT`) that touches a
     baseline lesion (:func:`classify_new_enlarging`) whose half-maximum size grew by at least
     ``rescue_growth_ratio`` (:func:`enlarging_growth`) is kept; its decision says so and names the rule
     it overrode. Those rules judge the rim in the difference image, where a faint lesion's own baseline,
@@ -813,7 +799,7 @@ def rescue_grown_enlarging(
     """
     keep = np.array([d.kept for d in decisions], bool)
     ratio = params.rescue_growth_ratio
-    dropped = np.array([(not d.kept) and d.reason.startswith(RESCUABLE_REASONS) for d in decisions], bool)
+    dropped = np.array([d.reason in (REASON_MISREGISTRATION, REASON_DRIFT) for d in decisions], bool)
     if ratio is not None and n0 and dropped.any():
         sub, m = relabel(labels0, dropped)
         kinds = classify_new_enlarging(sub, m, baseline_lesions, spacing_mm, params)
@@ -826,8 +812,7 @@ def rescue_grown_enlarging(
                 i = int(old_ids[j - 1])
                 keep[i] = True
                 decisions[i] = replace(decisions[i], kept=True, reason=(
-                    f"kept: enlarging (baseline lesion's half-maximum size x{g:.1f}), not "
-                    f"{decisions[i].reason.split(' (')[0]}"))
+                    f"{KEPT_AS_GROWN} (baseline lesion's half-maximum size x{g:.1f}), not {decisions[i].reason}"))
     out, m = relabel(labels0, keep)
     return out, m, decisions
 
