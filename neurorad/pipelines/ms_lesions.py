@@ -707,7 +707,9 @@ def step_fp_reduction(ctx: MSContext) -> None:
                 f"{len(diffuse)} region(s) of diffuse FLAIR change not reported as lesions ("
                 + "; ".join(d.reason.split(":")[0].removeprefix("diffuse change ").strip("()") for d in diffuse)
                 + "): a region-wide change (thick-slice partial volume, an intensity artefact) rather than a "
-                "focal lesion; review the difference map")
+                "focal lesion; review the difference map"
+                + ("; a region of tumefactive size may also be a large demyelinating lesion or another lesion type"
+                   if any("tumefactive" in d.reason for d in diffuse) else ""))
 
 
 def step_classify(ctx: MSContext) -> None:

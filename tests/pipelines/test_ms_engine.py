@@ -145,13 +145,39 @@ def test_diffuse_change_is_dropped_but_focal_and_confident_ones_kept() -> None:
     assert np.array_equal(out > 0, labels == 2)
     score[20, 20, 20] = 0.65  # a moderate peak (bias-field residual regions at 1 mm reached 0.57-0.67): dropped
     assert false_positive_reduction(labels, 2, b, f, brain, sp, 0.03, 1.0, 0.05, FPParams(), score=score)[1] == 1
-    score[20, 20, 20] = 0.9  # a confident core: a large lesion, kept
-    assert false_positive_reduction(labels, 2, b, f, brain, sp, 0.03, 1.0, 0.05, FPParams(), score=score)[1] == 2
+    score[20, 20, 20] = 0.9  # a confident core: a large lesion, kept (under the tumefactive-size bound)
+    no_size_bound = FPParams(diffuse_max_focal_volume_mm3=None)
+    assert false_positive_reduction(labels, 2, b, f, brain, sp, 0.03, 1.0, 0.05, no_size_bound, score=score)[1] == 2
     score[20, 20, 20] = 0.2
     # without the score map, or with the rule off, nothing is dropped for size
     assert false_positive_reduction(labels, 2, b, f, brain, sp, 0.03, 1.0, 0.05, FPParams())[1] == 2
     assert false_positive_reduction(labels, 2, b, f, brain, sp, 0.03, 1.0, 0.05, FPParams(diffuse_rule=False),
                                     score=score)[1] == 2
+
+
+def test_region_larger_than_a_tumefactive_lesion_is_diffuse_whatever_its_peak() -> None:
+    """A confident region over the volume of a 20 mm sphere (4189 mm^3, tumefactive size) is region-wide change,
+    not a new lesion; just under the bound it is kept (FPParams.diffuse_max_focal_volume_mm3, workflow 1.5.0)."""
+    b, f, brain = _pair()
+    sp = (1.0, 1.0, 1.0)
+    bound = FPParams().diffuse_max_focal_volume_mm3
+    assert bound is not None and (6 * bound / np.pi) ** (1 / 3) == pytest.approx(20.0, abs=0.01)
+    labels = np.zeros(b.shape, np.int32)
+    labels[5:35, 5:35, 5:9] = 1  # 30 x 30 x 4 = 3600 voxels of 1 mm^3: under the bound
+    labels[5:35, 5:35, 9] = 2  # a 900-voxel slab beside it: joined below
+    f[labels > 0] = 1.3
+    score = np.where(labels > 0, 0.99, 0.0).astype(np.float32)
+    args = (b, f, brain, sp, 0.03, 1.0, 0.05)
+    out, n, dec = false_positive_reduction(labels, 2, *args, FPParams(border_margin_mm=0.0), score=score)
+    assert n == 2 and all(d.kept for d in dec)
+    joined = (labels > 0).astype(np.int32)  # 4500 mm^3: over the bound
+    out, n, dec = false_positive_reduction(joined, 1, *args, FPParams(border_margin_mm=0.0), score=score)
+    assert n == 0 and dec[0].reason.startswith("diffuse change (4.5 mL at peak score 0.99)")
+    assert "20 mm" in dec[0].reason and "tumefactive" in dec[0].reason
+    off = FPParams(border_margin_mm=0.0, diffuse_max_focal_volume_mm3=None)
+    assert false_positive_reduction(joined, 1, *args, off, score=score)[1] == 1
+    assert false_positive_reduction(joined, 1, *args, FPParams(border_margin_mm=0.0, diffuse_rule=False),
+                                    score=score)[1] == 1
 
 
 def test_fp_step_warns_about_diffuse_change_it_did_not_report(tmp_path) -> None:
@@ -173,6 +199,12 @@ def test_fp_step_warns_about_diffuse_change_it_did_not_report(tmp_path) -> None:
     assert ctx.n == 0
     assert len(ctx.warnings) == 1 and "8.0 mL at peak score 0.20" in ctx.warnings[0]
     assert "diffuse" in ctx.warnings[0] and "difference map" in ctx.warnings[0]
+    assert "tumefactive" not in ctx.warnings[0]
+    # a confident region of tumefactive size: dropped, and the warning says it may be a large lesion
+    ctx.cand = Candidates(f - b, (f - b) / 0.03, np.where(labels > 0, 0.95, 0.0).astype(np.float32), 0.03, 1.0, 0.05)
+    ctx.warnings = []
+    step_fp_reduction(ctx)
+    assert ctx.n == 0 and "8.0 mL at peak score 0.95" in ctx.warnings[0] and "tumefactive" in ctx.warnings[0]
 
 
 def test_enlarging_when_touching_a_baseline_lesion() -> None:
