@@ -101,7 +101,8 @@ def engine_config(engine: str, froc_floor: float | None):  # noqa: ANN201 - MSCo
     cfg = MSConfig(write_report=False, write_dicom=False, atlas=False)
     if engine == "global":
         cfg = replace(cfg, candidate=CandidateParams(method="global"),
-                      fp=FPParams(cog_rule=True, dipole_rule=False, drift_rule=False, loss_alone_ratio=None),
+                      fp=FPParams(cog_rule=True, dipole_rule=False, drift_rule=False, loss_alone_ratio=None,
+                                  diffuse_max_focal_volume_mm3=None),
                       classify=ClassifyParams(partial_volume_fraction=None, enlarging_min_volume_ratio=None,
                                               rescue_growth_ratio=None),
                       max_slice_thickness_mm=5.0)

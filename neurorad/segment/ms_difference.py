@@ -130,11 +130,13 @@ class FPParams:
     diffuse_rule: bool = True
     diffuse_min_volume_mm3: float = 1000.0
     diffuse_max_peak: float = 0.8
-    # ... and a candidate larger than a 20 mm sphere (4.19 mL, the size above which a demyelinating lesion is
-    # called tumefactive) is region-wide change whatever its peak score (workflow 1.5.0): at 1 mm the largest
-    # candidate extent of a true lesion on 64 tuning pairs was 2.46 mL, and a 6.3 mL intensity change at the
-    # inferior brain on 5 mm slices peaked at 0.99. Dropped with the same quality warning, which names the size,
-    # so a tumefactive lesion is shown to the reader, not counted. None: off
+    # ... and a candidate whose half-maximum extent (the partial-volume rule of classify, the size the report
+    # would state) is larger than a 20 mm sphere (4.19 mL, the size above which a demyelinating lesion is called
+    # tumefactive) is region-wide change whatever its peak score (workflow 1.5.0): at 1 mm on 64 tuning pairs
+    # the largest true lesion measured 1.41 mL at half maximum, and a 6.3 mL intensity change at the inferior
+    # brain on 5 mm slices (6.3 mL at half maximum too: flat) peaked at 0.99. Dropped with the same quality
+    # warning, which names the size, so a tumefactive lesion is shown to the reader, not counted. Needs the
+    # difference map. None: off
     diffuse_max_focal_volume_mm3: float | None = 4189.0
 
 
@@ -522,7 +524,8 @@ def false_positive_reduction(
     lesion only gains). With ``score`` (the candidate score map) a candidate of at
     least ``diffuse_min_volume_mm3`` whose peak score stays under ``diffuse_max_peak`` is a
     region-wide change, not a focal lesion (``diffuse_rule``; reason starts with "diffuse change"), and so is
-    one larger than ``diffuse_max_focal_volume_mm3`` (a 20 mm sphere: tumefactive size) whatever its peak.
+    one whose half-maximum extent in ``difference`` (:func:`half_maximum_core`) is larger than
+    ``diffuse_max_focal_volume_mm3`` (a 20 mm sphere: tumefactive size) whatever its peak.
     ``border_distance_mm``: the distance transform of
     ``brain_mask`` when the caller has it (:attr:`Candidates.border_distance_mm`), else computed.
     """
@@ -568,6 +571,20 @@ def false_positive_reduction(
                 cb = float(np.mean(b[box][own] - lev))
                 cf = float(np.mean(f[box][own] - lev))
                 drift[i] = cb / cf if cf > 1e-9 else 1.0
+    # the size of a large candidate for the tumefactive-size bound: its half-maximum extent (the partial-volume
+    # rule the report measures lesions with, ClassifyParams defaults), not the candidate extent, whose faint halo
+    # (score > 0.01) can reach 9x a lesion's size where it merges with surrounding change
+    size_mm3 = volume_mm3.copy()
+    bound = params.diffuse_max_focal_volume_mm3
+    if params.diffuse_rule and bound is not None and difference is not None and np.any(volume_mm3 > bound):
+        pv = ClassifyParams()
+        d_all = np.asarray(difference, np.float32)
+        objs_all = ndimage.find_objects(labels, n)
+        for i in np.flatnonzero(volume_mm3 > bound):
+            sl = objs_all[i]
+            core = half_maximum_core(labels[sl] == i + 1, d_all[sl], pv.partial_volume_fraction or 0.5,
+                                     pv.peak_percentile)
+            size_mm3[i] = float(core.sum()) * float(np.prod(spacing_mm)) if core is not None else 0.0
     keep = np.zeros(n, dtype=bool)
     for i, lab in enumerate(idx):
         ijk = tuple(int(round(c)) for c in cogs[i])
@@ -585,10 +602,10 @@ def false_positive_reduction(
               and peak[i] < params.diffuse_max_peak):
             reason = (f"diffuse change ({volume_mm3[i] / 1000:.1f} mL at peak score {peak[i]:.2f}): "
                       "region-wide, not a focal lesion")
-        elif (params.diffuse_rule and score is not None and params.diffuse_max_focal_volume_mm3 is not None
-              and volume_mm3[i] > params.diffuse_max_focal_volume_mm3):
-            reason = (f"diffuse change ({volume_mm3[i] / 1000:.1f} mL at peak score {peak[i]:.2f}): larger than a "
-                      f"{_sphere_diameter_mm(params.diffuse_max_focal_volume_mm3):.0f} mm lesion (tumefactive size)")
+        elif (params.diffuse_rule and score is not None and difference is not None and bound is not None
+              and size_mm3[i] > bound):
+            reason = (f"diffuse change ({size_mm3[i] / 1000:.1f} mL at half maximum, peak score {peak[i]:.2f}): "
+                      f"larger than a {_sphere_diameter_mm(bound):.0f} mm lesion (tumefactive size)")
         elif (params.loss_alone_ratio is not None and difference is not None
               and loss_ratio[i] >= params.loss_alone_ratio):
             reason = (f"moved structure (loss around {loss_ratio[i]:.1f} x the gain inside): misregistration or a "
@@ -886,22 +903,33 @@ def delineate(
             continue
         sl = objs[lab - 1]
         own = labels[sl] == lab
-        vals = d[sl][own]
-        if vals.size == 0:
+        core = half_maximum_core(own, d[sl], params.partial_volume_fraction, params.peak_percentile, struct)
+        if core is None:
             continue
-        peak = float(np.percentile(vals, params.peak_percentile))
-        if peak <= 0:
-            continue
-        core = own & (d[sl] >= params.partial_volume_fraction * peak)
-        comp, m = ndimage.label(core, struct)
-        if m == 0:
-            continue
-        top = np.unravel_index(np.argmax(np.where(own, d[sl], -np.inf)), own.shape)
-        keep_id = comp[top] if comp[top] > 0 else int(np.argmax(np.bincount(comp[comp > 0])))
         sub = labels[sl]
-        sub[own & (comp != keep_id)] = 0
+        sub[own & ~core] = 0
         labels[sl] = sub
     return labels
+
+
+def half_maximum_core(own: np.ndarray, d: np.ndarray, fraction: float, peak_percentile: float,
+                      structure: np.ndarray | None = None) -> np.ndarray | None:
+    """The voxels of one component (``own``, a box of ``d``) whose change reaches ``fraction`` of its peak change
+    (``peak_percentile`` of its voxels), the part connected to the peak: the partial-volume rule of
+    :func:`delineate`. None when the component has no positive change."""
+    vals = d[own]
+    if vals.size == 0:
+        return None
+    peak = float(np.percentile(vals, peak_percentile))
+    if peak <= 0:
+        return None
+    comp, m = ndimage.label(own & (d >= fraction * peak),
+                            structure if structure is not None else ndimage.generate_binary_structure(3, 3))
+    if m == 0:
+        return None
+    top = np.unravel_index(np.argmax(np.where(own, d, -np.inf)), own.shape)
+    keep_id = comp[top] if comp[top] > 0 else int(np.argmax(np.bincount(comp[comp > 0])))
+    return comp == keep_id
 
 
 def volume_measurable(volume_mm3: float, slice_thickness_mm: float,

@@ -7,6 +7,8 @@ edges, brain border) are each checked on a case built to hit exactly one rule.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -156,8 +158,9 @@ def test_diffuse_change_is_dropped_but_focal_and_confident_ones_kept() -> None:
 
 
 def test_region_larger_than_a_tumefactive_lesion_is_diffuse_whatever_its_peak() -> None:
-    """A confident region over the volume of a 20 mm sphere (4189 mm^3, tumefactive size) is region-wide change,
-    not a new lesion; just under the bound it is kept (FPParams.diffuse_max_focal_volume_mm3, workflow 1.5.0)."""
+    """A confident region whose half-maximum extent is over the volume of a 20 mm sphere (4189 mm^3, tumefactive
+    size) is region-wide change, not a new lesion; just under the bound it is kept, and so is a large candidate
+    whose extent is only a faint halo around a small lesion (FPParams.diffuse_max_focal_volume_mm3, 1.5.0)."""
     b, f, brain = _pair()
     sp = (1.0, 1.0, 1.0)
     bound = FPParams().diffuse_max_focal_volume_mm3
@@ -166,18 +169,25 @@ def test_region_larger_than_a_tumefactive_lesion_is_diffuse_whatever_its_peak() 
     labels[5:35, 5:35, 5:9] = 1  # 30 x 30 x 4 = 3600 voxels of 1 mm^3: under the bound
     labels[5:35, 5:35, 9] = 2  # a 900-voxel slab beside it: joined below
     f[labels > 0] = 1.3
+    diff = np.where(labels > 0, 0.3, 0.0).astype(np.float32)  # a flat change: all of it at half maximum
     score = np.where(labels > 0, 0.99, 0.0).astype(np.float32)
     args = (b, f, brain, sp, 0.03, 1.0, 0.05)
-    out, n, dec = false_positive_reduction(labels, 2, *args, FPParams(border_margin_mm=0.0), score=score)
+    fp = FPParams(border_margin_mm=0.0, dipole_rule=False, drift_rule=False, loss_alone_ratio=None)
+    out, n, dec = false_positive_reduction(labels, 2, *args, fp, difference=diff, score=score)
     assert n == 2 and all(d.kept for d in dec)
     joined = (labels > 0).astype(np.int32)  # 4500 mm^3: over the bound
-    out, n, dec = false_positive_reduction(joined, 1, *args, FPParams(border_margin_mm=0.0), score=score)
-    assert n == 0 and dec[0].reason.startswith("diffuse change (4.5 mL at peak score 0.99)")
+    out, n, dec = false_positive_reduction(joined, 1, *args, fp, difference=diff, score=score)
+    assert n == 0 and dec[0].reason.startswith("diffuse change (4.5 mL at half maximum, peak score 0.99)")
     assert "20 mm" in dec[0].reason and "tumefactive" in dec[0].reason
-    off = FPParams(border_margin_mm=0.0, diffuse_max_focal_volume_mm3=None)
-    assert false_positive_reduction(joined, 1, *args, off, score=score)[1] == 1
-    assert false_positive_reduction(joined, 1, *args, FPParams(border_margin_mm=0.0, diffuse_rule=False),
-                                    score=score)[1] == 1
+    # the same 4.5 mL candidate extent, but its change is a 300-voxel lesion in a faint halo (0.1 of its peak):
+    # the lesion measures 0.3 mL at half maximum and is kept
+    halo = np.where(joined > 0, 0.03, 0.0).astype(np.float32)
+    halo[10:20, 10:20, 5:8] = 0.3
+    assert false_positive_reduction(joined, 1, *args, fp, difference=halo, score=score)[1] == 1
+    for off in (replace(fp, diffuse_max_focal_volume_mm3=None), replace(fp, diffuse_rule=False)):
+        assert false_positive_reduction(joined, 1, *args, off, difference=diff, score=score)[1] == 1
+    # without the difference map the size cannot be measured: nothing is dropped for it
+    assert false_positive_reduction(joined, 1, *args, fp, score=score)[1] == 1
 
 
 def test_fp_step_warns_about_diffuse_change_it_did_not_report(tmp_path) -> None:
@@ -204,7 +214,7 @@ def test_fp_step_warns_about_diffuse_change_it_did_not_report(tmp_path) -> None:
     ctx.cand = Candidates(f - b, (f - b) / 0.03, np.where(labels > 0, 0.95, 0.0).astype(np.float32), 0.03, 1.0, 0.05)
     ctx.warnings = []
     step_fp_reduction(ctx)
-    assert ctx.n == 0 and "8.0 mL at peak score 0.95" in ctx.warnings[0] and "tumefactive" in ctx.warnings[0]
+    assert ctx.n == 0 and "at half maximum, peak score 0.95" in ctx.warnings[0] and "tumefactive" in ctx.warnings[0]
 
 
 def test_enlarging_when_touching_a_baseline_lesion() -> None:
