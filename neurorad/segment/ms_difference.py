@@ -91,15 +91,7 @@ class FPParams:
     dipole_rule: bool = True
     dipole_shell_mm: float = 3.0  # shell around the candidate searched for the matching loss
     dipole_ratio: float = 0.4  # drop when loss in the shell >= this x gain in the candidate
-    # graded (workflow 1.5.0): the more of a candidate a shift explains, the less matching loss it needs, linearly
-    # from dipole_ratio at shift_explained_fraction to none at 100 % explained. It replaced a flat dipole_ratio plus
-    # "drop whatever the loss when >= 95 % is explained" (shift_explained_always 0.95, workflow <= 1.4.0), which
-    # dropped new lesions a thick slice's whole-voxel shift explains 95-98 % with no loss at all (0.01 x the
-    # gain), while the false positives it existed for had 0.15-0.3. Sweep on 48 widened + 16 original-style tuning
-    # pairs at 1 mm: 2 widened lesions gained, no false positive added, the same for a taper starting at 0.8-0.9
-    # (0.95 adds two on original-style pairs); docs/ms-lesions.md
-    dipole_graded: bool = True
-    shift_explained_always: float | None = None  # drop when this fraction is explained, whatever the loss (1.4.0: 0.95)
+    shift_explained_always: float = 0.95  # ... or when nearly all of it is explained by a shift
     # a loss around the candidate larger than its own gain is something that moved (a stable lesion displaced
     # by non-rigid motion, a ventricle or cortex edge), whatever the shift test explains (the capped baseline
     # cannot explain a bright lesion's displaced edge): a new lesion only gains. None: off. 1.0 (workflow
@@ -134,9 +126,10 @@ class FPParams:
     # would state) is larger than a 20 mm sphere (4.19 mL, the size above which a demyelinating lesion is called
     # tumefactive) is region-wide change whatever its peak score (workflow 1.5.0): at 1 mm on 64 tuning pairs
     # the largest true lesion measured 1.41 mL at half maximum, and a 6.3 mL intensity change at the inferior
-    # brain on 5 mm slices (6.3 mL at half maximum too: flat) peaked at 0.99. Dropped with the same quality
-    # warning, which names the size, so a tumefactive lesion is shown to the reader, not counted. Needs the
-    # difference map. None: off
+    # brain on 5 mm slices (6.3 mL at half maximum too: flat) peaked at 0.99; 48 further tuning pairs, not used
+    # for the choice, had three such regions (8.4-21 mL, peaks 0.91-1.0). Dropped with the same quality warning,
+    # which names the size, so a tumefactive lesion is shown to the reader, not counted. Needs the difference
+    # map. None: off
     diffuse_max_focal_volume_mm3: float | None = 4189.0
 
 
@@ -476,16 +469,6 @@ def _sphere_diameter_mm(volume_mm3: float) -> float:
     return float((6.0 * volume_mm3 / np.pi) ** (1.0 / 3.0))
 
 
-def misregistration_loss_needed(explained: float, params: FPParams) -> float:
-    """The matching loss (x the gain) the misregistration test needs at this explained fraction: ``dipole_ratio``
-    or, graded, that ratio scaled by the unexplained part relative to the test's own margin (1 at
-    ``shift_explained_fraction``, 0 at 100 % explained)."""
-    if not params.dipole_graded or params.shift_explained_fraction >= 1.0:
-        return params.dipole_ratio
-    scale = (1.0 - explained) / (1.0 - params.shift_explained_fraction)
-    return params.dipole_ratio * min(1.0, max(0.0, scale))
-
-
 def false_positive_reduction(
     labels: np.ndarray,
     n: int,
@@ -515,9 +498,7 @@ def false_positive_reduction(
     With ``difference`` (the smoothed follow-up - baseline) the misregistration rule needs the
     matching loss too (``dipole_rule``): a lesion at a tissue border (periventricular,
     juxtacortical) is explained by a shifted baseline as well, but only a shift also darkens the
-    other side of the edge; graded (``dipole_graded``), the loss needed falls linearly from ``dipole_ratio`` x the
-    gain at ``shift_explained_fraction`` explained to none at 100 % (:func:`misregistration_loss_needed`). With
-    ``tissue_level`` (local normal tissue at baseline) a candidate
+    other side of the edge. With ``tissue_level`` (local normal tissue at baseline) a candidate
     whose baseline was already about as bright as its follow-up is the signal drift of an
     existing lesion (``drift_rule``). With ``difference``, a candidate whose matching loss is at least
     ``loss_alone_ratio`` x its gain is a moved structure and dropped whatever the shift explains (a new
@@ -611,9 +592,8 @@ def false_positive_reduction(
             reason = (f"moved structure (loss around {loss_ratio[i]:.1f} x the gain inside): misregistration or a "
                       "displaced lesion, not new tissue")
         elif frac_expl[i] >= params.shift_explained_fraction and (
-                difference is None or not params.dipole_rule
-                or loss_ratio[i] >= misregistration_loss_needed(frac_expl[i], params)
-                or (params.shift_explained_always is not None and frac_expl[i] >= params.shift_explained_always)):
+                difference is None or not params.dipole_rule or loss_ratio[i] >= params.dipole_ratio
+                or frac_expl[i] >= params.shift_explained_always):
             reason = REASON_MISREGISTRATION
         elif params.drift_rule and tissue_level is not None and drift[i] >= params.drift_ratio:
             reason = REASON_DRIFT

@@ -171,10 +171,9 @@ class MSLesionsWorkflow(Workflow):
     # 1.3.0: the diffuse-change rule's peak bound 0.5 -> 0.8 (FPParams.diffuse_max_peak, sweep at 1 mm);
     # 1.4.0: the enlarging-lesion path (ClassifyParams.rescue_growth_ratio: a rim dropped as misregistration or
     # drift next to a baseline lesion whose half-maximum size grew >= 2.5x is kept) and the moved-structure rule
-    # (FPParams.loss_alone_ratio: more loss around a candidate than gain inside it drops it); 1.5.0: the graded
-    # misregistration test (FPParams.dipole_graded: the matching loss it needs falls with the explained fraction,
-    # instead of dropping anything >= 95 % explained) and a size bound on focal change (FPParams.
-    # diffuse_max_focal_volume_mm3: a region larger than a 20 mm lesion is reported as diffuse change)
+    # (FPParams.loss_alone_ratio: more loss around a candidate than gain inside it drops it); 1.5.0: a size bound
+    # on focal change (FPParams.diffuse_max_focal_volume_mm3: a region larger than a 20 mm lesion at half maximum
+    # is reported as diffuse change, with a warning, not as a lesion)
     version = "1.5.0"
     title = "MRI brain follow-up: new and enlarging T2-FLAIR lesions"
     description = ("Compares this study's FLAIR with the FLAIR of the patient's previous study (registered, "
