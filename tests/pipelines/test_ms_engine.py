@@ -147,9 +147,8 @@ def test_diffuse_change_is_dropped_but_focal_and_confident_ones_kept() -> None:
     assert np.array_equal(out > 0, labels == 2)
     score[20, 20, 20] = 0.65  # a moderate peak (bias-field residual regions at 1 mm reached 0.57-0.67): dropped
     assert false_positive_reduction(labels, 2, b, f, brain, sp, 0.03, 1.0, 0.05, FPParams(), score=score)[1] == 1
-    score[20, 20, 20] = 0.9  # a confident core: a large lesion, kept (under the tumefactive-size bound)
-    no_size_bound = FPParams(diffuse_max_focal_volume_mm3=None)
-    assert false_positive_reduction(labels, 2, b, f, brain, sp, 0.03, 1.0, 0.05, no_size_bound, score=score)[1] == 2
+    score[20, 20, 20] = 0.9  # a confident core: a large lesion, kept
+    assert false_positive_reduction(labels, 2, b, f, brain, sp, 0.03, 1.0, 0.05, FPParams(), score=score)[1] == 2
     score[20, 20, 20] = 0.2
     # without the score map, or with the rule off, nothing is dropped for size
     assert false_positive_reduction(labels, 2, b, f, brain, sp, 0.03, 1.0, 0.05, FPParams())[1] == 2

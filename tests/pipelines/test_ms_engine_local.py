@@ -228,4 +228,3 @@ def test_loss_larger_than_the_gain_is_a_moved_structure():
             assert n == (0 if drop else 1), (x, rule, dec[0])
             assert (dec[0].reason.startswith("moved structure")) == drop
     assert 0.1 * ring.sum() / (0.3 * cand.sum()) < 1.0 < 0.2 * ring.sum() / (0.3 * cand.sum())  # both sides tested
-
