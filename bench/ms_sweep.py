@@ -10,6 +10,12 @@ the 0.5 target); it is printed as the candidate step's ``z_at_core`` / ``rel_at_
 the regional workflow's core threshold, moved to where the chosen score was).
 
 Usage: ``python bench/ms_sweep.py --cases 1-10 --voxel-mm 1.5 [--engine global] [--cache bench/out/ms_sweep]``
+
+A rule variant is run with ``--set group.param=value`` (repeatable; groups of ``MSConfig``: candidate, fp,
+post, classify, e.g. ``--set fp.drift_ratio=0.45``) on the same cached pairs; ``--phantom original`` uses
+original-phantom tuning pairs (``ms_benchmark.case_spec(i)``, seed 1000 + i: use i >= 100, the benchmark
+evaluates i < 100); ``--json FILE`` keeps the per-pair records (lesions with per-detection coverage,
+detections with peak score, volume and FP flag) for a pair-by-pair comparison of two variants.
 """
 
 from __future__ import annotations
@@ -31,17 +37,28 @@ def _indices(spec: str) -> list[int]:
     return out
 
 
-def prepare(i: int, voxel_mm: float, cache: Path) -> Path:
-    """Steps 1-5 of tuning pair ``i`` (cached) with its truth moved into the common space."""
-    path = cache / f"tuning_{i}_{voxel_mm:g}.pkl"
+def prepare(i: int, voxel_mm: float, cache: Path, phantom: str = "widened") -> Path:
+    """Steps 1-5 of tuning pair ``i`` (cached) with its truth moved into the common space. ``phantom``:
+    "widened" (``widened_ms_options(100000 + i)``) or "original" (``ms_benchmark.case_spec(i)``, i >= 100)."""
+    if phantom not in ("widened", "original"):
+        raise ValueError(f"unknown phantom {phantom!r} (widened | original)")
+    if phantom == "original" and i < 100:
+        raise ValueError(f"original-phantom tuning pair {i}: the benchmark evaluates i < 100; use i >= 100")
+    path = cache / (f"tuning_{i}_{voxel_mm:g}.pkl" if phantom == "widened" else f"tuning_original_{i}_{voxel_mm:g}.pkl")
     if path.exists():
         return path
     from neurorad.phantom.cases import ms_pair, widened_ms_options
     from neurorad.pipelines import ms_lesions as ms
     from neurorad.preprocess.transforms import resample
 
-    opts = widened_ms_options(100_000 + i, negative=(i % 3 == 0))
-    opts["in_plane_mm"] = voxel_mm
+    if phantom == "widened":
+        opts = widened_ms_options(100_000 + i, negative=(i % 3 == 0))
+        opts["in_plane_mm"] = voxel_mm
+    else:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from ms_benchmark import case_spec
+
+        opts = case_spec(i, voxel_mm)
     case = ms_pair(**opts)
     ctx = ms.MSContext(ms.MSConfig(), cache, case.baseline_flair, case.followup_flair)
     for step in ms.STEPS[:5]:
@@ -81,6 +98,46 @@ def detect(d: dict, cfg) -> tuple[np.ndarray, list[float]]:  # noqa: ANN001 - MS
     return lab, peaks
 
 
+def apply_overrides(cfg, settings: list[str]):  # noqa: ANN001, ANN201 - MSConfig
+    """``cfg`` with each ``group.param=value`` of ``settings`` set (value read as a Python literal: 0.45, None,
+    True, (1, 2); else kept as a string). An unknown group or parameter is an error naming it."""
+    import ast
+    from dataclasses import fields, is_dataclass, replace
+
+    for item in settings:
+        key, sep, raw = item.partition("=")
+        group, dot, param = key.strip().partition(".")
+        if not sep or not dot:
+            raise ValueError(f"--set {item!r}: expected group.param=value, e.g. fp.drift_ratio=0.45")
+        sub = getattr(cfg, group, None)
+        if not is_dataclass(sub):
+            raise ValueError(f"--set {item!r}: {group!r} is not a parameter group of MSConfig")
+        if param not in {f.name for f in fields(sub)}:
+            raise ValueError(f"--set {item!r}: {type(sub).__name__} has no parameter {param!r}")
+        try:
+            value = ast.literal_eval(raw.strip())
+        except (ValueError, SyntaxError):
+            value = raw.strip()
+        cfg = replace(cfg, **{group: replace(sub, **{param: value})})
+    return cfg
+
+
+def _run_pair(job: tuple) -> dict:
+    """One cached pair through steps 6-9, scored (a worker process of ``main``)."""
+    i, voxel_mm, cache, phantom, cfg = job
+    import torch
+
+    torch.set_num_threads(1)
+    d = pickle.loads(prepare(i, voxel_mm, cache, phantom).read_bytes())
+    lab, peaks = detect(d, cfg)
+    rec = score_case(d, lab, peaks, i)
+    counts = np.bincount(lab.ravel(), minlength=len(peaks) + 1)
+    for det in rec["detections"]:
+        det["volume_mm3"] = round(float(counts[det["det"]] * d["vox"]), 1)
+    rec["slice_thickness_mm"] = d["opts"]["slice_thickness_mm"]
+    return rec
+
+
 def score_case(d: dict, lab: np.ndarray, peaks: list[float], case_id: int) -> dict:
     """The benchmark's per-case record (common space): lesions with per-detection coverage."""
     truth = (d["tn"] > 0) | (d["te"] > 0)
@@ -105,27 +162,43 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cache", type=Path, default=Path("bench/out/ms_sweep"))
     ap.add_argument("--engine", default="default", choices=["default", "global"],
                     help="global: the classical engine before issue 17 (for its FROC on the same pairs)")
+    ap.add_argument("--phantom", default="widened", choices=["widened", "original"],
+                    help="original: original-phantom tuning pairs (case_spec(i), i >= 100)")
+    ap.add_argument("--set", dest="settings", action="append", default=[], metavar="GROUP.PARAM=VALUE",
+                    help="a rule variant, e.g. fp.drift_ratio=0.45 (repeatable)")
+    ap.add_argument("--workers", type=int, default=1, help="pairs run in this many processes")
+    ap.add_argument("--json", type=Path, help="write the per-pair records here")
     args = ap.parse_args(argv)
-    import torch
-
-    torch.set_num_threads(1)
     sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from concurrent.futures import ProcessPoolExecutor
+
     from ms_benchmark import choose_operating_point, core_thresholds, engine_config, operating_point
 
     from neurorad.pipelines.ms_lesions import MSConfig
 
-    cfg = engine_config(args.engine, args.floor)
+    try:
+        cfg = apply_overrides(engine_config(args.engine, args.floor), args.settings)
+    except ValueError as exc:
+        ap.error(str(exc))
+    cases = _indices(args.cases)
+    if args.phantom == "original" and min(cases) < 100:
+        ap.error(f"--phantom original --cases {args.cases}: the benchmark evaluates pairs i < 100; tune on i >= 100")
+    jobs = [(i, args.voxel_mm, args.cache, args.phantom, cfg) for i in cases]
     results = []
-    for i in _indices(args.cases):
-        d = pickle.loads(prepare(i, args.voxel_mm, args.cache).read_bytes())
-        lab, peaks = detect(d, cfg)
-        results.append(score_case(d, lab, peaks, i))
-        print(f"tuning pair {i}: {len(results[-1]['lesions'])} lesions, {len(peaks)} detections", flush=True)
+    with ProcessPoolExecutor(max(1, args.workers)) as pool:
+        for rec in pool.map(_run_pair, jobs):
+            results.append(rec)
+            print(f"tuning pair {rec['case']}: {len(rec['lesions'])} lesions, {len(rec['detections'])} detections",
+                  flush=True)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results))
     grid = np.geomspace(args.floor, 0.9, 30)
     froc = [operating_point(results, float(t)) for t in grid]
     best = choose_operating_point(results, args.max_fp, args.floor)
     out = {"pairs": len(results), "froc": [{k: round(v, 3) if isinstance(v, float) else v for k, v in p.items()}
                                            for p in froc],
+           "settings": args.settings, "phantom": args.phantom,
            "configured_0.1": operating_point(results, 0.1), "chosen": best,
            "chosen_core_thresholds": core_thresholds(best["threshold"], MSConfig().candidate)}
     print(json.dumps(out, indent=2))

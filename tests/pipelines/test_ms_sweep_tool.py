@@ -1,0 +1,52 @@
+"""The tuning sweep's rule-variant option (bench/ms_sweep.py --set): every variant named in docs/ms-lesions.md
+is reproducible from the command line, and a mistyped parameter is an error, never a silent default run."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from neurorad.pipelines.ms_lesions import MSConfig
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _sweep():
+    spec = importlib.util.spec_from_file_location("_bench_ms_sweep", ROOT / "bench" / "ms_sweep.py")
+    mod = importlib.util.module_from_spec(spec)
+    assert spec.loader is not None
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_set_overrides_parameters_and_reads_literals() -> None:
+    sweep = _sweep()
+    base = MSConfig()
+    cfg = sweep.apply_overrides(base, ["fp.drift_ratio=0.45", "fp.diffuse_max_focal_volume_mm3=None",
+                                       "classify.rescue_growth_ratio = 3", "fp.dipole_rule=False"])
+    assert cfg.fp.drift_ratio == 0.45 and cfg.fp.diffuse_max_focal_volume_mm3 is None
+    assert cfg.classify.rescue_growth_ratio == 3 and cfg.fp.dipole_rule is False
+    # everything else untouched, and the input config is not modified
+    assert cfg.fp.dipole_ratio == base.fp.dipole_ratio and cfg.candidate == base.candidate
+    assert base.fp.drift_ratio != 0.45
+    assert sweep.apply_overrides(base, []) == base
+
+
+@pytest.mark.parametrize("item, message", [
+    ("fp.drift_ratio", "expected group.param=value"),
+    ("drift_ratio=0.4", "expected group.param=value"),
+    ("nope.drift_ratio=0.4", "not a parameter group"),
+    ("fp.drift_ration=0.4", "FPParams has no parameter 'drift_ration'"),
+])
+def test_set_rejects_what_it_cannot_apply(item: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        _sweep().apply_overrides(MSConfig(), [item])
+
+
+def test_original_phantom_tuning_pairs_stay_off_the_benchmark_seeds(tmp_path) -> None:
+    with pytest.raises(ValueError, match="use i >= 100"):
+        _sweep().prepare(5, 1.0, tmp_path, "original")
+    with pytest.raises(ValueError, match="unknown phantom"):
+        _sweep().prepare(100, 1.0, tmp_path, "other")
