@@ -55,7 +55,9 @@ def prepare(i: int, voxel_mm: float, cache: Path, phantom: str = "widened") -> P
         opts = widened_ms_options(100_000 + i, negative=(i % 3 == 0))
         opts["in_plane_mm"] = voxel_mm
     else:
-        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        here = str(Path(__file__).resolve().parent)
+        if here not in sys.path:
+            sys.path.insert(0, here)
         from ms_benchmark import case_spec
 
         opts = case_spec(i, voxel_mm)

@@ -58,6 +58,8 @@ from neurorad.quantify.atlas import component_regions, load_atlas
 from neurorad.quantify.lesions import LesionRow, lesion_table, write_lesion_csv
 from neurorad.segment.ms_difference import (
     KEPT_AS_GROWN,
+    REASON_DIFFUSE,
+    TUMEFACTIVE_SIZE,
     CandidateParams,
     Candidates,
     ClassifyParams,
@@ -700,16 +702,16 @@ def step_fp_reduction(ctx: MSContext) -> None:
         st.parameters["rescue_growth_ratio"] = ctx.cfg.classify.rescue_growth_ratio
         st.parameters["kept_as_grown"] = [d.label for d in ctx.decisions if d.reason.startswith(KEPT_AS_GROWN)]
         st.parameters["dropped"] = [asdict(d) for d in ctx.decisions if not d.kept]
-        diffuse = [d for d in ctx.decisions if d.reason.startswith("diffuse change")]
+        diffuse = [d for d in ctx.decisions if d.reason.startswith(REASON_DIFFUSE)]
         if diffuse:
             # dropped from the lesion count, but never silently: the reader is told where to look
             ctx.warnings.append(
                 f"{len(diffuse)} region(s) of diffuse FLAIR change not reported as lesions ("
-                + "; ".join(d.reason.split(":")[0].removeprefix("diffuse change ").strip("()") for d in diffuse)
+                + "; ".join(d.reason.split(":")[0].removeprefix(REASON_DIFFUSE).strip(" ()") for d in diffuse)
                 + "): a region-wide change (thick-slice partial volume, an intensity artefact) rather than a "
                 "focal lesion; review the difference map"
                 + ("; a region of tumefactive size may also be a large demyelinating lesion or another lesion type"
-                   if any("tumefactive" in d.reason for d in diffuse) else ""))
+                   if any(TUMEFACTIVE_SIZE in d.reason for d in diffuse) else ""))
 
 
 def step_classify(ctx: MSContext) -> None:

@@ -29,6 +29,7 @@ from neurorad.quantify.components import (
     label_sums,
     label_voxel_counts,
 )
+from neurorad.quantify.lesions import equivalent_diameter_mm
 
 
 @dataclass(frozen=True)
@@ -463,10 +464,10 @@ REASON_MISREGISTRATION = "explained by misregistration (baseline shifted)"
 REASON_DRIFT = "signal drift of a lesion present at baseline"
 # the reason of a candidate that path kept starts with this
 KEPT_AS_GROWN = "kept: enlarging"
-
-
-def _sphere_diameter_mm(volume_mm3: float) -> float:
-    return float((6.0 * volume_mm3 / np.pi) ** (1.0 / 3.0))
+# the reason of a candidate the diffuse-change rule dropped starts with this (the workflow warns about them);
+# the size bound's reason also holds TUMEFACTIVE_SIZE
+REASON_DIFFUSE = "diffuse change"
+TUMEFACTIVE_SIZE = "tumefactive size"
 
 
 def false_positive_reduction(
@@ -552,20 +553,18 @@ def false_positive_reduction(
                 cb = float(np.mean(b[box][own] - lev))
                 cf = float(np.mean(f[box][own] - lev))
                 drift[i] = cb / cf if cf > 1e-9 else 1.0
-    # the size of a large candidate for the tumefactive-size bound: its half-maximum extent (the partial-volume
-    # rule the report measures lesions with, ClassifyParams defaults), not the candidate extent, whose faint halo
-    # (score > 0.01) can reach 9x a lesion's size where it merges with surrounding change
-    size_mm3 = volume_mm3.copy()
+    # the tumefactive-size bound measures a candidate at half maximum (the partial-volume rule the report
+    # measures lesions with), not its extent, whose faint halo (score > 0.01) can reach 9x a lesion's size where
+    # it merges with surrounding change; only candidates whose extent is over the bound can be over it
+    half_max_mm3 = np.zeros(n)
     bound = params.diffuse_max_focal_volume_mm3
-    if params.diffuse_rule and bound is not None and difference is not None and np.any(volume_mm3 > bound):
-        pv = ClassifyParams()
-        d_all = np.asarray(difference, np.float32)
+    if params.diffuse_rule and bound is not None and score is not None and difference is not None:
         objs_all = ndimage.find_objects(labels, n)
         for i in np.flatnonzero(volume_mm3 > bound):
             sl = objs_all[i]
-            core = half_maximum_core(labels[sl] == i + 1, d_all[sl], pv.partial_volume_fraction or 0.5,
-                                     pv.peak_percentile)
-            size_mm3[i] = float(core.sum()) * float(np.prod(spacing_mm)) if core is not None else 0.0
+            core = half_maximum_core(labels[sl] == i + 1, np.asarray(difference, np.float32)[sl], 0.5,
+                                     ClassifyParams().peak_percentile)
+            half_max_mm3[i] = float(core.sum()) * float(np.prod(spacing_mm)) if core is not None else 0.0
     keep = np.zeros(n, dtype=bool)
     for i, lab in enumerate(idx):
         ijk = tuple(int(round(c)) for c in cogs[i])
@@ -581,12 +580,11 @@ def false_positive_reduction(
             reason = "at the brain border or outside the brain"
         elif (params.diffuse_rule and score is not None and volume_mm3[i] >= params.diffuse_min_volume_mm3
               and peak[i] < params.diffuse_max_peak):
-            reason = (f"diffuse change ({volume_mm3[i] / 1000:.1f} mL at peak score {peak[i]:.2f}): "
+            reason = (f"{REASON_DIFFUSE} ({volume_mm3[i] / 1000:.1f} mL at peak score {peak[i]:.2f}): "
                       "region-wide, not a focal lesion")
-        elif (params.diffuse_rule and score is not None and difference is not None and bound is not None
-              and size_mm3[i] > bound):
-            reason = (f"diffuse change ({size_mm3[i] / 1000:.1f} mL at half maximum, peak score {peak[i]:.2f}): "
-                      f"larger than a {_sphere_diameter_mm(bound):.0f} mm lesion (tumefactive size)")
+        elif bound is not None and half_max_mm3[i] > bound:  # > 0 only where the bound applies (above)
+            reason = (f"{REASON_DIFFUSE} ({half_max_mm3[i] / 1000:.1f} mL at half maximum, peak score {peak[i]:.2f}): "
+                      f"larger than a {equivalent_diameter_mm(bound):.0f} mm lesion ({TUMEFACTIVE_SIZE})")
         elif (params.loss_alone_ratio is not None and difference is not None
               and loss_ratio[i] >= params.loss_alone_ratio):
             reason = (f"moved structure (loss around {loss_ratio[i]:.1f} x the gain inside): misregistration or a "
@@ -896,7 +894,8 @@ def half_maximum_core(own: np.ndarray, d: np.ndarray, fraction: float, peak_perc
                       structure: np.ndarray | None = None) -> np.ndarray | None:
     """The voxels of one component (``own``, a box of ``d``) whose change reaches ``fraction`` of its peak change
     (``peak_percentile`` of its voxels), the part connected to the peak: the partial-volume rule of
-    :func:`delineate`. None when the component has no positive change."""
+    :func:`delineate`. None when the component has no positive change. (:func:`half_max_extent` counts such
+    voxels in a region around a baseline seed, unconnected, for the growth comparison.)"""
     vals = d[own]
     if vals.size == 0:
         return None
@@ -935,7 +934,7 @@ def volume_measurable(volume_mm3: float, slice_thickness_mm: float,
         raise ValueError(f"slice thickness must be a positive number of mm, got {slice_thickness_mm!r}")
     if params.volume_min_diameter_slices is None:
         return True
-    diameter_mm = (6.0 * float(volume_mm3) / np.pi) ** (1.0 / 3.0)
+    diameter_mm = equivalent_diameter_mm(float(volume_mm3))
     limit_mm = max(params.volume_min_diameter_slices * float(slice_thickness_mm), params.volume_min_diameter_mm)
     return bool(diameter_mm >= limit_mm)
 
