@@ -173,8 +173,10 @@ class MSLesionsWorkflow(Workflow):
     # drift next to a baseline lesion whose half-maximum size grew >= 2.5x is kept) and the moved-structure rule
     # (FPParams.loss_alone_ratio: more loss around a candidate than gain inside it drops it); 1.5.0: a size bound
     # on focal change (FPParams.diffuse_max_focal_volume_mm3: a region larger than a 20 mm lesion at half maximum
-    # is reported as diffuse change, with a warning, not as a lesion)
-    version = "1.5.0"
+    # is reported as diffuse change, with a warning, not as a lesion); 1.5.1: no absolute NMI floor on the
+    # registration (MSConfig.min_registration_nmi 1.01 -> 1.0: it refused a correctly registered thick-slice
+    # pair); the smoothed-correlation check guards the registration
+    version = "1.5.1"
     title = "MRI brain follow-up: new and enlarging T2-FLAIR lesions"
     description = ("Compares this study's FLAIR with the FLAIR of the patient's previous study (registered, "
                    "bias-corrected, jointly normalised subtraction) and reports new and enlarging lesions, "
