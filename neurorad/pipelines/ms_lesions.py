@@ -72,6 +72,7 @@ from neurorad.segment.ms_difference import (
     delineate,
     drop_unchanged_enlarging,
     false_positive_reduction,
+    gaussian_filters,
     grow_enlarging,
     rescue_grown_enlarging,
     volume_measurable,
@@ -230,13 +231,11 @@ def flair_contrast_warning(vol: Volume, mask: np.ndarray) -> str | None:
 
 def smoothed_correlation(a: np.ndarray, b: np.ndarray, mask: np.ndarray, spacing_mm: tuple[float, float, float],
                          fwhm_mm: float = 4.0) -> float:
-    """Pearson correlation of two images inside ``mask`` after Gaussian smoothing (noise removed)."""
-    from scipy import ndimage
-
+    """Pearson correlation of two images inside ``mask`` after Gaussian smoothing (noise removed); the two
+    filters run at once (``gaussian_filters``: the same arrays, half the wall time on 2 cores)."""
     sig = [fwhm_mm / 2.3548 / s for s in spacing_mm]
-    x = ndimage.gaussian_filter(np.asarray(a, np.float32), sig)[mask]
-    y = ndimage.gaussian_filter(np.asarray(b, np.float32), sig)[mask]
-    return float(np.corrcoef(x, y)[0, 1])
+    xs, ys = gaussian_filters([np.asarray(a, np.float32), np.asarray(b, np.float32)], sig)
+    return float(np.corrcoef(xs[mask], ys[mask])[0, 1])
 
 
 def halfway(t: AffineTransform) -> AffineTransform:
