@@ -50,3 +50,32 @@ def test_original_phantom_tuning_pairs_stay_off_the_benchmark_seeds(tmp_path) ->
         _sweep().prepare(5, 1.0, tmp_path, "original")
     with pytest.raises(ValueError, match="unknown phantom"):
         _sweep().prepare(100, 1.0, tmp_path, "other")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [100_202, 100_208])
+def test_sweep_detection_is_the_workflows(seed: int, tmp_path) -> None:
+    """bench/ms_sweep.detect reruns steps 6-9 on cached arrays for every tuning table in docs/ms-lesions.md; its
+    lesions must be the workflow's own (same labels, same count) on widened pairs (tuning seeds, 2 mm grid) whose
+    candidates meet the border, diffuse-change, misregistration and moved-structure rules and hold enlarging
+    lesions: the sweep must chain the same functions with the same arguments, so a step added to the workflow
+    but not to the sweep (or the reverse) fails here instead of skewing a table. (The enlarging-lesion rescue and
+    the unchanged-enlarging check do not fire on these two pairs.)"""
+    import numpy as np
+
+    from neurorad.phantom.cases import ms_pair, widened_ms_options
+    from neurorad.pipelines import ms_lesions as ms
+
+    opts = widened_ms_options(seed)
+    opts["in_plane_mm"] = 2.0
+    case = ms_pair(**opts)
+    cfg = MSConfig()
+    ctx = ms.MSContext(cfg, tmp_path, case.baseline_flair, case.followup_flair)
+    names = [s.name for s in ms.STEPS]
+    for step in ms.STEPS[: names.index("classify") + 1]:
+        step.run(ctx)
+    assert ctx.ref is not None and ctx.labels is not None
+    d = {"bn": ctx.bn, "fn": ctx.fn, "brain": ctx.brain, "sp": ctx.ref.spacing_mm, "vox": ctx.ref.voxel_volume_mm3}
+    lab, peaks = _sweep().detect(d, cfg)
+    assert ctx.n >= 1 and len(peaks) == ctx.n
+    assert np.array_equal(lab, ctx.labels)
