@@ -11,7 +11,8 @@ def print_result(res) -> None:  # noqa: ANN001 - MSResult (imported lazily)
     """Decision, lesion table and output paths, for the terminal."""
     d = res.decision
     typer.echo(f"decision: {'ACTIVE' if d.active else 'NO NEW LESION'} - {d.activity_text}")
-    typer.echo(f"gadolinium: {'RECOMMENDED' if d.gadolinium else 'not needed'} - {d.gadolinium_reason}")
+    label = d.gadolinium_label
+    typer.echo(f"gadolinium: {label if d.gadolinium else label.lower()} - {d.gadolinium_reason}")
     if res.lesions:
         typer.echo(f"{'id':>3} {'type':<10} {'volume_mm3':>10} {'baseline':>8} {'change':>7} {'diam_mm':>7} "
                    f"{'centre RAS mm':<22} location")

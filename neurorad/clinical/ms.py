@@ -27,6 +27,17 @@ class MSDecision:
     gadolinium: bool
     activity_text: str
     gadolinium_reason: str
+    # regions of tumefactive size that changed but are not counted as lesions (the false-positive step's size
+    # bound, ms_difference.FPParams.diffuse_max_focal_volume_mm3): the reader decides what they are
+    unresolved_regions: int = 0
+
+    @property
+    def gadolinium_label(self) -> str:
+        """The recommendation in capitals, as reports print it: RECOMMENDED, NOT NEEDED, or READER TO DECIDE (no
+        counted lesion, but a changed region of tumefactive size the reader must judge)."""
+        if self.gadolinium:
+            return "RECOMMENDED"
+        return "READER TO DECIDE" if self.unresolved_regions else "NOT NEEDED"
 
     @property
     def conclusion(self) -> str:
@@ -34,8 +45,17 @@ class MSDecision:
         return f"{self.activity_text} {self.gadolinium_reason}"
 
 
-def ms_decision(kinds: list[str]) -> MSDecision:
-    """Active when >= 1 new or enlarging lesion; gadolinium only when active."""
+def ms_decision(kinds: list[str], unresolved_regions: int = 0) -> MSDecision:
+    """Active when >= 1 new or enlarging lesion; gadolinium only when active.
+
+    ``unresolved_regions``: regions larger than a 20 mm lesion (tumefactive size) whose change the workflow
+    reported as a quality warning instead of a lesion, since on its images such regions were intensity
+    artefacts of thick slices; one may still be a large lesion. They do not make the scan active, but the
+    sentences say so and leave that region, and with it the gadolinium question, to the reader: "no new lesion,
+    gadolinium not needed" is never said while such a region is unexplained.
+    """
+    if unresolved_regions < 0:
+        raise ValueError(f"unresolved_regions must be >= 0, got {unresolved_regions}")
     n_new = sum(k == "new" for k in kinds)
     n_enl = sum(k == "enlarging" for k in kinds)
     unknown = [k for k in kinds if k not in MS_KINDS]
@@ -57,7 +77,17 @@ def ms_decision(kinds: list[str]) -> MSDecision:
             f"Gadolinium is recommended because {what} was found since the baseline scan, "
             "and contrast tells whether it is acutely active."
         )
+    elif unresolved_regions:
+        activity = "No new or enlarging T2-FLAIR lesion was counted since the baseline scan."
+        reason = ("No lesion was counted, but a changed region of tumefactive size is unexplained: if the reader "
+                  "takes it for a lesion, contrast tells whether it is acutely active.")
     else:
         activity = "No new or enlarging T2-FLAIR lesion since the baseline scan."
         reason = "Gadolinium is not needed because no new or enlarging lesion was found since the baseline scan."
-    return MSDecision(active, n_new, n_enl, active, activity, reason)
+    if unresolved_regions:
+        many = unresolved_regions > 1
+        what = "they are lesions" if many else "it is a lesion"
+        activity += (f" {unresolved_regions} region{'s' if many else ''} larger than a 20 mm lesion "
+                     f"{'have' if many else 'has'} changed and {'are' if many else 'is'} not counted (see the "
+                     f"quality warning): the reader decides whether {what}.")
+    return MSDecision(active, n_new, n_enl, active, activity, reason, unresolved_regions)

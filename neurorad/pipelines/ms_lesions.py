@@ -832,9 +832,12 @@ def _atlas_labels(ctx: MSContext) -> tuple[dict[str, tuple[np.ndarray, dict[int,
 
 
 def step_decide(ctx: MSContext) -> None:
-    """11. Active (>= 1 new or enlarging lesion) -> gadolinium recommended, else not."""
-    with ctx.prov.step("decide"):
-        ctx.decision = ms_decision(ctx.kinds)
+    """11. Active (>= 1 new or enlarging lesion) -> gadolinium recommended, else not; a changed region of
+    tumefactive size that step 8 did not count (its size bound) is left to the reader in the sentences."""
+    with ctx.prov.step("decide") as st:
+        unresolved = sum(not d.kept and TUMEFACTIVE_SIZE in d.reason for d in ctx.decisions)
+        st.parameters["unresolved_regions"] = unresolved
+        ctx.decision = ms_decision(ctx.kinds, unresolved)
 
 
 def step_outputs(ctx: MSContext) -> None:
@@ -870,7 +873,8 @@ def step_outputs(ctx: MSContext) -> None:
             cents = [tuple(np.argwhere(ctx.labels == i).mean(0)) for i in range(1, ctx.n + 1)]
             images = lesion_panels(ctx.bn, ctx.fn, ctx.labels, ctx.kinds, cents, ctx.brain)
             ctx.report = MSReport(d.activity_text, d.gadolinium, d.gadolinium_reason, ctx.rows,
-                                  _report_parameters(cfg), {}, images, ctx.warnings)
+                                  _report_parameters(cfg), {}, images, ctx.warnings,
+                                  gadolinium_label=d.gadolinium_label)
         st.engine = "neurorad.report/dicom"
 
 
@@ -968,6 +972,7 @@ def _run(ctx: MSContext, progress: Callable[[str], None] | None, first_step: int
             "activity": decision.activity_text,
             "gadolinium_recommended": decision.gadolinium,
             "gadolinium_reason": decision.gadolinium_reason,
+            "unresolved_regions": decision.unresolved_regions,
         },
         "counts": {"new": decision.n_new, "enlarging": decision.n_enlarging, "total": ctx.n},
         "volumes_mm3": {

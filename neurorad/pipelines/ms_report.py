@@ -47,6 +47,14 @@ class MSReport:
     images: list[KeyImage] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     title: str = "MRI brain follow-up: new T2-FLAIR lesions (draft)"
+    # clinical.ms.MSDecision.gadolinium_label; empty: RECOMMENDED / NOT NEEDED from ``gadolinium``
+    gadolinium_label: str = ""
+
+    @property
+    def gadolinium_heading(self) -> str:
+        """"Gadolinium: RECOMMENDED", "... NOT NEEDED" or "... READER TO DECIDE"."""
+        label = self.gadolinium_label or ("RECOMMENDED" if self.gadolinium else "NOT NEEDED")
+        return f"Gadolinium: {label}"
 
     @property
     def findings_text(self) -> str:
@@ -166,7 +174,7 @@ def render_html(report: MSReport) -> str:
     warn = "".join(f"<li>{e(w)}</li>" for w in report.warnings)
     params = e(_flat(report.parameters))
     prov = e(_flat(report.provenance))
-    gad = "Gadolinium: RECOMMENDED" if report.gadolinium else "Gadolinium: NOT NEEDED"
+    gad = report.gadolinium_heading
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>{e(report.title)}</title>
 <style>body{{font-family:sans-serif;max-width:60em;margin:auto}}table{{border-collapse:collapse}}
 td,th{{border:1px solid #999;padding:2px 6px}}.draft{{color:#a00}}img{{max-width:100%}}
@@ -215,7 +223,7 @@ def render_pdf(report: MSReport, path: str | Path) -> Path:
         pdf.savefig(fig)
         plt.close(fig)
 
-    gad = "Gadolinium: RECOMMENDED." if report.gadolinium else "Gadolinium: NOT NEEDED."
+    gad = report.gadolinium_heading + "."
     lines: list[tuple[str, float, str]] = [
         (report.title, 14, "bold"),
         (DISCLAIMER, 8, "normal"),

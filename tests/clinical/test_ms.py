@@ -26,3 +26,30 @@ def test_no_lesion_no_gadolinium() -> None:
 def test_unknown_kind_is_an_error() -> None:
     with pytest.raises(ValueError):
         ms_decision(["stable"])
+
+
+def test_uncounted_region_of_tumefactive_size_leaves_gadolinium_to_the_reader() -> None:
+    """A changed region larger than a 20 mm lesion that the workflow did not count: not active, but never "no
+    new lesion, gadolinium not needed"; with counted lesions the rule is unchanged and the region is named."""
+    d = ms_decision([], unresolved_regions=1)
+    assert not d.active and not d.gadolinium and d.gadolinium_label == "READER TO DECIDE"
+    assert "not counted" in d.activity_text and "20 mm" in d.activity_text and "it is a lesion" in d.activity_text
+    assert "not needed" not in d.conclusion and "tumefactive" in d.gadolinium_reason
+    two = ms_decision(["new"], unresolved_regions=2)
+    assert two.active and two.gadolinium and two.gadolinium_label == "RECOMMENDED"
+    assert two.activity_text.startswith("Active: 1 new") and "2 regions" in two.activity_text
+    assert ms_decision([]).gadolinium_label == "NOT NEEDED" and ms_decision([]).unresolved_regions == 0
+    with pytest.raises(ValueError):
+        ms_decision([], unresolved_regions=-1)
+
+
+def test_draft_report_prints_the_reader_to_decide_heading() -> None:
+    from neurorad.pipelines.ms_report import MSReport, render_html
+
+    d = ms_decision([], unresolved_regions=1)
+    html = render_html(MSReport(d.activity_text, d.gadolinium, d.gadolinium_reason, [], {}, {},
+                                gadolinium_label=d.gadolinium_label))
+    assert "Gadolinium: READER TO DECIDE." in html and "NOT NEEDED" not in html
+    plain = ms_decision([])
+    assert "Gadolinium: NOT NEEDED." in render_html(MSReport(plain.activity_text, plain.gadolinium,
+                                                            plain.gadolinium_reason, [], {}, {}))

@@ -192,7 +192,7 @@ def test_region_larger_than_a_tumefactive_lesion_is_diffuse_whatever_its_peak() 
 def test_fp_step_warns_about_diffuse_change_it_did_not_report(tmp_path) -> None:
     """The workflow step never drops a region-wide change silently: a quality warning names it."""
     from neurorad.image.volume import Volume
-    from neurorad.pipelines.ms_lesions import MSConfig, MSContext, step_fp_reduction
+    from neurorad.pipelines.ms_lesions import MSConfig, MSContext, step_decide, step_fp_reduction
     from neurorad.segment.ms_difference import Candidates
 
     b, f, brain = _pair()
@@ -209,11 +209,18 @@ def test_fp_step_warns_about_diffuse_change_it_did_not_report(tmp_path) -> None:
     assert len(ctx.warnings) == 1 and "8.0 mL at peak score 0.20" in ctx.warnings[0]
     assert "diffuse" in ctx.warnings[0] and "difference map" in ctx.warnings[0]
     assert "tumefactive" not in ctx.warnings[0]
+    step_decide(ctx)  # a low, region-wide change: no lesion, nothing left to the reader
+    assert ctx.decision.unresolved_regions == 0 and ctx.decision.gadolinium_label == "NOT NEEDED"
     # a confident region of tumefactive size: dropped, and the warning says it may be a large lesion
     ctx.cand = Candidates(f - b, (f - b) / 0.03, np.where(labels > 0, 0.95, 0.0).astype(np.float32), 0.03, 1.0, 0.05)
     ctx.warnings = []
     step_fp_reduction(ctx)
     assert ctx.n == 0 and "at half maximum, peak score 0.95" in ctx.warnings[0] and "tumefactive" in ctx.warnings[0]
+    # ... and the decision does not say "no new lesion, gadolinium not needed" (workflow 1.5.2)
+    ctx.kinds = []
+    step_decide(ctx)
+    assert ctx.decision.unresolved_regions == 1 and ctx.decision.gadolinium_label == "READER TO DECIDE"
+    assert "not needed" not in ctx.decision.conclusion
 
 
 def test_enlarging_when_touching_a_baseline_lesion() -> None:

@@ -69,3 +69,28 @@ def test_cli_result_json_gets_the_contract_keys(tmp_path: Path) -> None:
     assert {"name": "new_lesions", "value": 2, "unit": "1", "description": "New T2-FLAIR lesions"} in d["quantities"]
     assert d["alarms"] == [{"code": "quality", "message": "low contrast", "severity": "warning"}]
     assert generic_result_keys(res)["findings"][1]["measurements"][1]["name"] == "baseline_volume_ml"
+
+
+def test_an_uncounted_region_of_tumefactive_size_stays_in_every_conclusion(tmp_path: Path) -> None:
+    """A run whose size bound left a changed region of tumefactive size uncounted (result.json decision,
+    workflow 1.5.2) never concludes "no new lesion, gadolinium not needed", even after the reader discards every
+    counted lesion: the region is the reader's to judge."""
+    res = _res(tmp_path)
+    d = json.loads((tmp_path / "result.json").read_text())
+    d["decision"] = {"unresolved_regions": 1}
+    (tmp_path / "result.json").write_text(json.dumps(d))
+    wf = registry.load("ms-lesions")
+    r = from_ms_result(res)
+    assert "1 region larger than a 20 mm lesion" in r.summary and r.summary.startswith("Active: 2 new")
+    none = wf.reviewed(r, Review("ACCEPTABLE", {"score": "2"}, {1: "discard", 2: "discard", 3: "discard"}))
+    assert none.quantity("active").value is False and none.quantity("gadolinium_recommended").value is False
+    assert "not needed" not in none.summary and "the reader decides whether it is a lesion" in none.summary
+    sections = {s.heading: s for s in wf.report_sections(none, None)}
+    assert "not counted" in sections["Conclusion"].paragraphs[0]
+    assert "tumefactive" in sections["Gadolinium"].paragraphs[0]
+    # a run without the key (before 1.5.2) reads as none left
+    d["decision"] = {}
+    (tmp_path / "result.json").write_text(json.dumps(d))
+    plain = wf.reviewed(from_ms_result(res), Review("ACCEPTABLE", {"score": "2"},
+                                                    {1: "discard", 2: "discard", 3: "discard"}))
+    assert "not needed" in plain.summary

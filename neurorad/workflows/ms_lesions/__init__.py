@@ -80,6 +80,14 @@ def _quantities(findings: list[Finding]) -> list[Quantity]:
     ]
 
 
+def _unresolved_regions(result: WorkflowResult) -> int:
+    """Changed regions of tumefactive size the run did not count (its ``result.json`` decision; 0 for runs
+    before workflow 1.5.2): they stay the reader's to judge whatever the review kept, so every conclusion
+    says so."""
+    decision = (result.extra.get("decision") or {}) if isinstance(result.extra, dict) else {}
+    return int(decision.get("unresolved_regions") or 0) if isinstance(decision, dict) else 0
+
+
 def _volume_rule(result: WorkflowResult) -> str:
     """The volume-measurability rule the run used (its result.json), else the current default."""
     rule = (result.extra.get("volume_rule") or {}) if isinstance(result.extra, dict) else {}
@@ -137,7 +145,7 @@ def from_ms_result(res: Any, folder: Path | None = None, version: str | None = N
         volumes[OVERLAY_VOLUME] = "new_lesions_common.nii.gz"
     for p in sorted(folder.glob("*_registered.nii.gz")):
         volumes[p.name[: -len("_registered.nii.gz")]] = p.name
-    d = ms_decision([f.kind for f in findings])
+    d = ms_decision([f.kind for f in findings], int((ms_json.get("decision") or {}).get("unresolved_regions") or 0))
     extra = {k: v for k, v in ms_json.items() if k not in ("workflow", "version", "provenance")}
     return WorkflowResult(
         workflow=MSLesionsWorkflow.name, version=version or MSLesionsWorkflow.version, findings=findings,
@@ -175,8 +183,10 @@ class MSLesionsWorkflow(Workflow):
     # on focal change (FPParams.diffuse_max_focal_volume_mm3: a region larger than a 20 mm lesion at half maximum
     # is reported as diffuse change, with a warning, not as a lesion); 1.5.1: no absolute NMI floor on the
     # registration (MSConfig.min_registration_nmi 1.01 -> 1.0: it refused a correctly registered thick-slice
-    # pair); the smoothed-correlation check guards the registration
-    version = "1.5.1"
+    # pair); the smoothed-correlation check guards the registration; 1.5.2: a changed region of tumefactive size
+    # that the size bound did not count is named in the conclusion, which then never says "no new lesion,
+    # gadolinium not needed" (clinical.ms.ms_decision's unresolved_regions; result.json decision)
+    version = "1.5.2"
     title = "MRI brain follow-up: new and enlarging T2-FLAIR lesions"
     description = ("Compares this study's FLAIR with the FLAIR of the patient's previous study (registered, "
                    "bias-corrected, jointly normalised subtraction) and reports new and enlarging lesions, "
@@ -230,7 +240,7 @@ class MSLesionsWorkflow(Workflow):
     def conclusion(self, result: WorkflowResult, review: Review | None = None) -> str:
         from neurorad.clinical.ms import ms_decision
 
-        return ms_decision([f.kind for f in result.findings]).conclusion
+        return ms_decision([f.kind for f in result.findings], _unresolved_regions(result)).conclusion
 
     def recompute(self, result: WorkflowResult) -> WorkflowResult:
         return replace(result, quantities=_quantities(result.findings))
@@ -246,7 +256,7 @@ class MSLesionsWorkflow(Workflow):
     def report_sections(self, result: WorkflowResult, review: Review | None) -> list[ReportSection]:
         from neurorad.clinical.ms import ms_decision
 
-        d = ms_decision([f.kind for f in result.findings])
+        d = ms_decision([f.kind for f in result.findings], _unresolved_regions(result))
         sections = [ReportSection("Conclusion", (d.activity_text,)),
                     ReportSection("Gadolinium", (d.gadolinium_reason,))]
         if result.findings:
