@@ -49,9 +49,9 @@ def ms_decision(kinds: list[str], unresolved_regions: int = 0) -> MSDecision:
     """Active when >= 1 new or enlarging lesion; gadolinium only when active.
 
     ``unresolved_regions``: regions larger than a 20 mm lesion (tumefactive size) whose change the workflow
-    reported as a quality warning instead of a lesion, since on its images such regions were intensity
-    artefacts of thick slices; one may still be a large lesion. They do not make the scan active, but the
-    sentences say so and leave that region, and with it the gadolinium question, to the reader: "no new lesion,
+    reported as a quality warning instead of a lesion (on the tuning phantoms every such region was an intensity
+    artefact of thick slices), though one may be a large lesion. They do not make the scan active, but the
+    sentences name them and leave them, and with them the gadolinium question, to the reader: "no new lesion,
     gadolinium not needed" is never said while such a region is unexplained.
     """
     if unresolved_regions < 0:

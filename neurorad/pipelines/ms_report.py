@@ -52,7 +52,7 @@ class MSReport:
 
     @property
     def gadolinium_heading(self) -> str:
-        """"Gadolinium: RECOMMENDED", "... NOT NEEDED" or "... READER TO DECIDE"."""
+        """The gadolinium line's heading: Gadolinium: RECOMMENDED, NOT NEEDED or READER TO DECIDE."""
         label = self.gadolinium_label or ("RECOMMENDED" if self.gadolinium else "NOT NEEDED")
         return f"Gadolinium: {label}"
 

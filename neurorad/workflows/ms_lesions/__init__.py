@@ -80,11 +80,11 @@ def _quantities(findings: list[Finding]) -> list[Quantity]:
     ]
 
 
-def _unresolved_regions(result: WorkflowResult) -> int:
-    """Changed regions of tumefactive size the run did not count (its ``result.json`` decision; 0 for runs
-    before workflow 1.5.2): they stay the reader's to judge whatever the review kept, so every conclusion
-    says so."""
-    decision = (result.extra.get("decision") or {}) if isinstance(result.extra, dict) else {}
+def _unresolved_regions(extra: Any) -> int:
+    """Changed regions of tumefactive size the run did not count, from its ``result.json`` (``extra`` of the
+    result; 0 for runs before workflow 1.5.2): they stay the reader's to judge whatever the review kept, so every
+    conclusion says so."""
+    decision = (extra.get("decision") or {}) if isinstance(extra, dict) else {}
     return int(decision.get("unresolved_regions") or 0) if isinstance(decision, dict) else 0
 
 
@@ -145,7 +145,7 @@ def from_ms_result(res: Any, folder: Path | None = None, version: str | None = N
         volumes[OVERLAY_VOLUME] = "new_lesions_common.nii.gz"
     for p in sorted(folder.glob("*_registered.nii.gz")):
         volumes[p.name[: -len("_registered.nii.gz")]] = p.name
-    d = ms_decision([f.kind for f in findings], int((ms_json.get("decision") or {}).get("unresolved_regions") or 0))
+    d = ms_decision([f.kind for f in findings], _unresolved_regions(ms_json))
     extra = {k: v for k, v in ms_json.items() if k not in ("workflow", "version", "provenance")}
     return WorkflowResult(
         workflow=MSLesionsWorkflow.name, version=version or MSLesionsWorkflow.version, findings=findings,
@@ -240,7 +240,7 @@ class MSLesionsWorkflow(Workflow):
     def conclusion(self, result: WorkflowResult, review: Review | None = None) -> str:
         from neurorad.clinical.ms import ms_decision
 
-        return ms_decision([f.kind for f in result.findings], _unresolved_regions(result)).conclusion
+        return ms_decision([f.kind for f in result.findings], _unresolved_regions(result.extra)).conclusion
 
     def recompute(self, result: WorkflowResult) -> WorkflowResult:
         return replace(result, quantities=_quantities(result.findings))
@@ -256,7 +256,7 @@ class MSLesionsWorkflow(Workflow):
     def report_sections(self, result: WorkflowResult, review: Review | None) -> list[ReportSection]:
         from neurorad.clinical.ms import ms_decision
 
-        d = ms_decision([f.kind for f in result.findings], _unresolved_regions(result))
+        d = ms_decision([f.kind for f in result.findings], _unresolved_regions(result.extra))
         sections = [ReportSection("Conclusion", (d.activity_text,)),
                     ReportSection("Gadolinium", (d.gadolinium_reason,))]
         if result.findings:
