@@ -35,12 +35,12 @@ def demo(
     """Run the MS new-lesion workflow on a phantom pair; print the decision, the lesion table and the report path."""
     from neurorad.cli._progress import bar
     from neurorad.cli.ms import print_result
-    from neurorad.pipelines.ms_lesions import STEPS, run_ms_lesions
+    from neurorad.pipelines.ms_lesions import PROGRESS_STAGES, run_ms_lesions
 
     t0 = time.perf_counter()
     b, f = demo_pair()
     typer.echo(f"demo pair: {b} + {f}")
-    with bar("ms-lesions (demo)", len(STEPS)) as advance:
+    with bar("ms-lesions (demo)", len(PROGRESS_STAGES)) as advance:
         res = run_ms_lesions(b, f, out / "ms-lesions", overwrite=True, progress=lambda step: advance(1))
     print_result(res)
     typer.echo(f"demo finished in {time.perf_counter() - t0:.0f} s")

@@ -65,13 +65,13 @@ def ms_lesions(
     from dataclasses import replace
 
     from neurorad.cli._progress import bar
-    from neurorad.pipelines.ms_lesions import STEPS, MSConfig, run_ms_lesions
+    from neurorad.pipelines.ms_lesions import PROGRESS_STAGES, MSConfig, run_ms_lesions
 
     cfg = replace(MSConfig(), brain_engine=brain_engine, registration_backend=registration,
                   normalisation=normalisation, write_dicom=not no_dicom, lesion_engine=lesion_engine)
     if learned_model:
         cfg = replace(cfg, learned=replace(cfg.learned, model=learned_model))
-    with bar("ms-lesions", len(STEPS)) as advance:
+    with bar("ms-lesions", len(PROGRESS_STAGES)) as advance:
         res = run_ms_lesions(baseline, followup, out, cfg, baseline_t1=baseline_t1, followup_t1=followup_t1,
                              baseline_t2=baseline_t2, followup_t2=followup_t2, overwrite=overwrite,
                              progress=lambda step: advance(1))

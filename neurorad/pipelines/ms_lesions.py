@@ -907,6 +907,8 @@ STEPS: list[Step] = [
          step_outputs),
 ]
 _STEP_NAMES = frozenset(s.name for s in STEPS)
+#: what a run's ``progress`` callback is told, in order: each step, then the report and DICOM writing
+PROGRESS_STAGES: tuple[str, ...] = (*(s.name for s in STEPS), "report_dicom")
 
 
 # ------------------------------------------------------------------------------------------ run
@@ -957,7 +959,7 @@ def _run(ctx: MSContext, progress: Callable[[str], None] | None, first_step: int
         step.run(ctx)
         cpu_s[step.name] = round(time.process_time() - c0, 3)
     if progress is not None:
-        progress("report_dicom")
+        progress(PROGRESS_STAGES[-1])
     c0 = time.process_time()
     prov, cfg, decision, rows = ctx.prov, ctx.cfg, ctx.decision, ctx.rows
     assert decision is not None and ctx.ref is not None
@@ -1088,4 +1090,5 @@ def _write_report_and_dicom(report: Any, cfg: MSConfig, tmp: Path, f_raw: Volume
         files["dicom_sc"] = "dicom/sc/ (baseline | follow-up | overlay per lesion slice)"
 
 
-__all__ = ["STEPS", "Step", "MSConfig", "MSContext", "MSResult", "run_ms_lesions", "load_input", "check_pair"]
+__all__ = ["PROGRESS_STAGES", "STEPS", "Step", "MSConfig", "MSContext", "MSResult", "run_ms_lesions", "load_input",
+           "check_pair"]

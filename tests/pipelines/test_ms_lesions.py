@@ -119,7 +119,11 @@ def test_negative_pair_no_new_lesion_no_gadolinium(tmp_path) -> None:
     b, f = tmp_path / "b.nii.gz", tmp_path / "f.nii.gz"
     save_nifti(case.baseline_flair, b)
     save_nifti(case.followup_flair, f)
-    res = run_ms_lesions(b, f, tmp_path / "out")
+    from neurorad.pipelines.ms_lesions import PROGRESS_STAGES
+
+    stages: list[str] = []
+    res = run_ms_lesions(b, f, tmp_path / "out", progress=stages.append)
+    assert stages == list(PROGRESS_STAGES)  # the CLI's bar is sized by PROGRESS_STAGES: it ends at n/n
     assert not res.active and not res.decision.gadolinium
     assert res.lesions == []
     assert "No new or enlarging" in (tmp_path / "out" / "report.html").read_text()
