@@ -39,14 +39,6 @@ OFFSETS = {  # name -> (rotation axis 0/1/2 or None, degrees, shift vector mm)
 }
 
 
-def _indices(spec: str) -> list[int]:
-    out: list[int] = []
-    for part in filter(None, spec.split(",")):
-        a, _, b = part.partition("-")
-        out += list(range(int(a), int(b or a) + 1))
-    return out
-
-
 def moved(a: np.ndarray, spacing_mm: tuple[float, float, float], axis: int | None, deg: float,
           shift_mm: tuple[float, float, float]) -> np.ndarray:
     """``a`` rotated by ``deg`` about ``axis`` (through the array centre) and shifted by ``shift_mm`` (linear)."""
@@ -92,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     if here not in sys.path:
         sys.path.insert(0, here)
     from ms_benchmark import case_spec
+    from ms_sweep import _indices
 
     from neurorad.phantom.cases import ms_pair
     from neurorad.pipelines.ms_lesions import MSConfig

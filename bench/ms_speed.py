@@ -83,15 +83,14 @@ def _job(b, f, threads: int, conn) -> None:  # noqa: ANN001 - Volumes, a Pipe en
 
 def job_process_times(pairs: list, threads: int) -> list[float]:
     """Wall seconds of each pair run as the worker runs a job: a new process per job, forked from a forkserver
-    that imported the worker's modules and the workflow's ``preload`` (``neurorad.server.worker``). The pair is
+    that imported the worker's list (``neurorad.server.worker.job_preload_modules``). The pair is
     handed over before the clock starts; the process start is not counted, only ``run_ms_lesions``."""
     import multiprocessing as mp
 
-    from neurorad.workflows.registry import preload_modules
+    from neurorad.server.worker import job_preload_modules
 
     ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(["neurorad.workflows.registry", "highdicom", "pydicom",
-                                *preload_modules(["ms-lesions"])])
+    ctx.set_forkserver_preload(job_preload_modules(["ms-lesions"]))
     walls = []
     for k, (b, f) in enumerate(pairs):
         recv, send = ctx.Pipe(duplex=False)

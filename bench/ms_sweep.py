@@ -30,8 +30,9 @@ import numpy as np
 
 
 def _indices(spec: str) -> list[int]:
+    """``1-3,7`` -> [1, 2, 3, 7]; an empty spec (or part) gives nothing."""
     out: list[int] = []
-    for part in spec.split(","):
+    for part in filter(None, spec.split(",")):
         a, _, b = part.partition("-")
         out += list(range(int(a), int(b or a) + 1))
     return out
@@ -39,7 +40,7 @@ def _indices(spec: str) -> list[int]:
 
 def prepare(i: int, voxel_mm: float, cache: Path, phantom: str = "widened") -> Path:
     """Steps 1-5 of tuning pair ``i`` (cached) with its truth moved into the common space. ``phantom``:
-    "widened" (``widened_ms_options(100000 + i)``) or "original" (``ms_benchmark.case_spec(i)``, i >= 100)."""
+    "widened" or "original" (``ms_benchmark.case_spec(i, voxel_mm, phantom, tuning=True)``; original: i >= 100)."""
     if phantom not in ("widened", "original"):
         raise ValueError(f"unknown phantom {phantom!r} (widened | original)")
     if phantom == "original" and i < 100:
@@ -47,20 +48,16 @@ def prepare(i: int, voxel_mm: float, cache: Path, phantom: str = "widened") -> P
     path = cache / (f"tuning_{i}_{voxel_mm:g}.pkl" if phantom == "widened" else f"tuning_original_{i}_{voxel_mm:g}.pkl")
     if path.exists():
         return path
-    from neurorad.phantom.cases import ms_pair, widened_ms_options
+    here = str(Path(__file__).resolve().parent)
+    if here not in sys.path:
+        sys.path.insert(0, here)
+    from ms_benchmark import case_spec
+
+    from neurorad.phantom.cases import ms_pair
     from neurorad.pipelines import ms_lesions as ms
     from neurorad.preprocess.transforms import resample
 
-    if phantom == "widened":
-        opts = widened_ms_options(100_000 + i, negative=(i % 3 == 0))
-        opts["in_plane_mm"] = voxel_mm
-    else:
-        here = str(Path(__file__).resolve().parent)
-        if here not in sys.path:
-            sys.path.insert(0, here)
-        from ms_benchmark import case_spec
-
-        opts = case_spec(i, voxel_mm)
+    opts = case_spec(i, voxel_mm, phantom, tuning=True)  # widened: seed 100000 + i; original: 1000 + i
     case = ms_pair(**opts)
     ctx = ms.MSContext(ms.MSConfig(), cache, case.baseline_flair, case.followup_flair)
     for step in ms.STEPS[:5]:

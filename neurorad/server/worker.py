@@ -110,6 +110,16 @@ def _exit_with_worker(worker_pid: int) -> None:
     threading.Thread(target=watch, name="neurorad-worker-watch", daemon=True).start()
 
 
+def job_preload_modules(workflows: list[str] | tuple[str, ...]) -> list[str]:
+    """What the forkserver of job processes imports once, before any job forks from it: the data plane, plus
+    what the enabled ``workflows`` declare (``Workflow.preload``: e.g. ITK-elastix, ~8-14 s per cold process on
+    2 cores). ``bench/ms_speed.py --job-process`` times a job with the same list."""
+    from neurorad.workflows.registry import preload_modules
+
+    return ["neurorad.server.orchestration", "neurorad.workflows.registry", "highdicom", "pydicom",
+            *preload_modules(workflows)]
+
+
 def _child(fn: Any, args: tuple, worker_pid: int) -> None:
     """Entry of a job process: dies with the forkserver (PDEATHSIG) and with the worker."""
     _die_with_parent()
@@ -149,12 +159,7 @@ class Worker:
         # forkserver: children fork from a clean, single-threaded server process that has already
         # imported the data plane (fast start, unlike spawn; safe in a threaded server, unlike fork)
         self._ctx = mp.get_context("forkserver")
-        # plus what the enabled workflows declare (Workflow.preload: e.g. ITK-elastix, ~8-14 s per
-        # cold process on 2 cores, bench/ms_speed.py --warm)
-        from neurorad.workflows.registry import preload_modules
-
-        self._ctx.set_forkserver_preload(["neurorad.server.orchestration", "neurorad.workflows.registry",
-                                          "highdicom", "pydicom", *preload_modules(settings.workflows)])
+        self._ctx.set_forkserver_preload(job_preload_modules(settings.workflows))
         self._client = None
         self._executor_down_since: float | None = None
         self._settings_d = settings_to_dict(settings)
