@@ -54,6 +54,9 @@ def register(app: typer.Typer) -> None:
                                        "a site's scanners need the machine's address)."),
         ae_title: str = typer.Option(None, "--ae-title", help="Receiver AE title (default NEURORAD)."),
         workers: int = typer.Option(1, "--workers", help="Local worker slots (0: no local worker)."),
+        jobs_per_process: int = typer.Option(None, "--jobs-per-process", help="Jobs a local job process runs "
+                                             "one after the other before a fresh one replaces it (default 20; "
+                                             "1: a process per job)."),
         quiet_period_s: float = typer.Option(None, "--quiet-period", help="Seconds without a new instance "
                                              "after which a study is complete (default 30)."),
         workflows: str = typer.Option(None, "--workflows", help="Comma-separated workflows to enable (default "
@@ -74,6 +77,7 @@ def register(app: typer.Typer) -> None:
         settings = _settings(data_dir, database_url, config, host=host, port=port, ae_title=ae_title,
                              dicom_host=dicom_host,
                              dicom_port=dicom_port or None, workers=max(workers, 1), quiet_period_s=quiet_period_s,
+                             jobs_per_process=jobs_per_process,
                              workflows=workflows, run_receiver=bool(dicom_port), run_scheduler=True,
                              allowed_calling_aets=list(allow_aet) if allow_aet else None,
                              run_worker=workers > 0)
@@ -89,8 +93,12 @@ def register(app: typer.Typer) -> None:
     @app.command("worker")
     def worker(
         data_dir: Path = data_opt,
-        executor: str = typer.Option("local", "--executor", help="'local' (process per job) or dask://HOST:PORT."),
+        executor: str = typer.Option("local", "--executor", help="'local' (job processes forked from a "
+                                     "forkserver) or dask://HOST:PORT."),
         concurrency: int = typer.Option(1, "--concurrency", help="Jobs run at the same time."),
+        jobs_per_process: int = typer.Option(None, "--jobs-per-process", help="local: jobs a job process runs "
+                                             "one after the other before a fresh one replaces it (default 20; "
+                                             "1: a process per job)."),
         database_url: str = db_opt,
         config: Path = cfg_opt,
     ) -> None:
@@ -100,7 +108,7 @@ def register(app: typer.Typer) -> None:
         from neurorad.server.worker import Worker
         from neurorad.workflows import registry
 
-        settings = _settings(data_dir, database_url, config)
+        settings = _settings(data_dir, database_url, config, jobs_per_process=jobs_per_process)
         if settings.database_url.startswith("sqlite") and not (settings.data_dir / "neurorad.db").exists():
             raise InputError("no neurorad database here; start `neurorad serve` first", settings.data_dir)
         registry.load_enabled(settings.workflows)  # an enabled workflow that cannot load stops the worker here

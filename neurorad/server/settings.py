@@ -99,6 +99,11 @@ class Settings:
     backoff_base_s: float = 5.0
     workers: int = 1
     executor: str = "local"
+    # local executor: jobs one job process runs, one after the other, before a fresh one replaces it
+    # (neurorad.server.worker). A fresh process pays first-run costs on every step (an MS job 22.5 s
+    # against 19-20 s in a process that ran one before: bench/ms_speed.py --job-process); 1 gives every
+    # job a process of its own. A job that fails, times out or is cancelled always ends its process.
+    jobs_per_process: int = 20
     # retention
     retention_days: float = DEFAULT_RETENTION_DAYS
     # web
@@ -127,6 +132,8 @@ class Settings:
         if isinstance(self.workflows, str):
             self.workflows = [w.strip() for w in self.workflows.split(",") if w.strip()]
         self.workflows = list(dict.fromkeys(self.workflows))
+        if int(self.jobs_per_process) < 1:
+            raise ValueError(f"jobs_per_process must be >= 1, not {self.jobs_per_process!r}")
         self.data_dir = Path(self.data_dir).expanduser().resolve()
         if self.storage not in STORAGE_KINDS:
             raise ValueError(f"storage must be one of {', '.join(STORAGE_KINDS)}, not {self.storage!r}")

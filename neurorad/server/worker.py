@@ -1,10 +1,14 @@
 """Job execution: a worker claims jobs from the database queue and runs them on an executor.
 
-* ``local`` (default): each job runs in its own child process (``forkserver``), so a time-out or a
-  cancellation can kill it and a crash in a workflow cannot take the worker down. The child
-  dies with its worker (a watchdog on the worker's pidfd; ``PR_SET_PDEATHSIG`` only covers the
-  forkserver, the child's actual parent), so ``kill -9`` of a worker leaves no orphan that
-  could finish a job someone else has taken over.
+* ``local`` (default): jobs run in child processes (``forkserver``), so a time-out or a
+  cancellation can kill one and a crash in a workflow cannot take the worker down. A job process
+  runs up to ``Settings.jobs_per_process`` jobs one after the other (leases through a pipe) and is
+  then replaced; one whose job failed, timed out or was cancelled is ended at once. Reuse is for
+  speed: a fresh process pays first-run costs in every step (thread pools, TorchScript's profiling
+  runs, ITK and allocator warm-up), 2-3 s of an MS job (``bench/ms_speed.py --job-process``), as a
+  Dask worker pays them once. The child dies with its worker (a watchdog on the worker's pidfd;
+  ``PR_SET_PDEATHSIG`` only covers the forkserver, the child's actual parent), so ``kill -9`` of a
+  worker leaves no orphan that could finish a job someone else has taken over.
 * ``dask://HOST:PORT``: jobs are submitted to a Dask distributed scheduler (for sites that
   outgrow one machine); the worker process keeps the lease alive while the task runs and
   Dask reruns a task whose Dask worker died. When the scheduler is lost, Dask cancels the
@@ -129,8 +133,78 @@ def _child(fn: Any, args: tuple, worker_pid: int) -> None:
     fn(*args)
 
 
-def _child_main(settings_d: dict[str, Any], lease_d: dict[str, Any], worker_pid: int | None = None) -> None:
-    _child(execute_job, (settings_d, lease_d), worker_pid or os.getppid())
+def _serve_jobs(conn: Any, settings_d: dict[str, Any]) -> None:
+    """Loop of a job process: run each lease the worker sends (one at a time), answer ``"done"`` after each,
+    and return on ``None`` or when the worker's end of the pipe closes. A job that raises ends the process
+    (exit code 1, its traceback on stderr) before any answer: the worker fails that job as before."""
+    while True:
+        try:
+            lease_d = conn.recv()
+        except EOFError:
+            return
+        if lease_d is None:
+            return
+        execute_job(settings_d, lease_d)
+        conn.send("done")
+
+
+def _job_process_main(conn: Any, settings_d: dict[str, Any], worker_pid: int) -> None:
+    _child(_serve_jobs, (conn, settings_d), worker_pid)
+
+
+class _JobProcess:
+    """A job process of the local executor: forked from the forkserver, it runs up to
+    ``Settings.jobs_per_process`` jobs one after the other (leases through a pipe)."""
+
+    def __init__(self, ctx: Any, settings_d: dict[str, Any], worker_pid: int) -> None:
+        self.conn, child_end = ctx.Pipe(duplex=True)
+        self.proc = ctx.Process(target=_job_process_main, args=(child_end, settings_d, worker_pid),
+                                name="neurorad-job", daemon=True)
+        self.proc.start()
+        child_end.close()
+        self.jobs = 0
+
+    def stop(self, wait_s: float = 5.0) -> None:
+        """Ask an idle process to exit; kill it if it has not after ``wait_s``."""
+        try:
+            self.conn.send(None)
+        except (OSError, ValueError):
+            pass
+        self.proc.join(wait_s)
+        self.kill()
+
+    def kill(self) -> None:
+        if self.proc.is_alive():
+            self.proc.kill()
+            self.proc.join(5)
+        self.conn.close()
+
+
+class _LocalJob:
+    """The executor handle of one job running in a :class:`_JobProcess`."""
+
+    def __init__(self, host: _JobProcess, lease: Lease) -> None:
+        self.host = host
+        self.answered = False
+        host.jobs += 1
+        host.conn.send(asdict(lease))
+
+    def finished(self) -> bool:
+        if self.answered:
+            return True
+        try:
+            if self.host.conn.poll():
+                self.answered = self.host.conn.recv() == "done"
+                return True
+        except (EOFError, OSError):
+            return True
+        return not self.host.proc.is_alive() and not self.host.conn.poll()
+
+    def error(self) -> str | None:
+        if self.answered:
+            return None
+        self.host.proc.join(1)
+        return f"job process died (exit code {self.host.proc.exitcode})"
 
 
 @dataclass
@@ -163,6 +237,8 @@ class Worker:
         self._client = None
         self._executor_down_since: float | None = None
         self._settings_d = settings_to_dict(settings)
+        # local executor: job processes waiting for their next job (each runs <= jobs_per_process)
+        self._idle: list[_JobProcess] = []
 
     @property
     def uses_dask(self) -> bool:
@@ -204,17 +280,36 @@ class Worker:
         if self.uses_dask:
             return self._client.submit(execute_job, self._settings_d, asdict(lease), pure=False,
                                        key=f"neurorad-job-{lease.job_id}-{lease.attempt}")
-        proc = self._ctx.Process(target=_child_main, args=(self._settings_d, asdict(lease), os.getpid()),
-                                 name=f"neurorad-job-{lease.job_id}", daemon=True)
-        proc.start()
-        return proc
+        host = None
+        while self._idle and host is None:
+            host = self._idle.pop()
+            if not host.proc.is_alive():
+                host.kill()
+                host = None
+        return _LocalJob(host or _JobProcess(self._ctx, self._settings_d, os.getpid()), lease)
+
+    def _release(self, handle: Any, ok: bool) -> None:
+        """After a job of the local executor: its process waits for the next job when the job ended normally
+        and it has run fewer than ``jobs_per_process``; otherwise it ends."""
+        if not isinstance(handle, _LocalJob):
+            return
+        if ok and handle.host.jobs < self.settings.jobs_per_process and handle.host.proc.is_alive():
+            self._idle.append(handle.host)
+        elif ok:
+            handle.host.stop()
+        else:
+            handle.host.kill()
 
     @staticmethod
     def _done(handle: Any) -> bool:
+        if isinstance(handle, _LocalJob):
+            return handle.finished()
         return handle.done() if hasattr(handle, "done") else not handle.is_alive()
 
     def _kill(self, handle: Any) -> None:
-        if hasattr(handle, "cancel"):
+        if isinstance(handle, _LocalJob):
+            handle.host.kill()
+        elif hasattr(handle, "cancel"):
             try:
                 handle.cancel()
             except Exception:  # noqa: BLE001 - scheduler gone: nothing left to cancel there
@@ -225,6 +320,8 @@ class Worker:
 
     def _outcome_error(self, handle: Any) -> str | None:
         """None when the executor finished normally (the job recorded its own end)."""
+        if isinstance(handle, _LocalJob):
+            return handle.error()
         if hasattr(handle, "done"):
             if handle.status == "finished":
                 return None
@@ -262,6 +359,7 @@ class Worker:
                 for jid, r in list(self._running.items()):
                     if self._done(r.handle):
                         err = self._outcome_error(r.handle)
+                        self._release(r.handle, ok=err is None)
                         if err:
                             self.plane.queue.fail(r.lease, err)
                         del self._running[jid]
@@ -285,5 +383,7 @@ class Worker:
         finally:
             for r in self._running.values():
                 self._kill(r.handle)
+            while self._idle:
+                self._idle.pop().stop()
             if self._client is not None:
                 self._client.close()
