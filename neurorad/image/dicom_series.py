@@ -439,15 +439,24 @@ def _storage_plan(data: np.ndarray, modality: str) -> tuple[np.ndarray, float, f
             raise InputError("CT values outside the 16-bit HU range")
         return hu.astype(np.int16), 1.0, 0.0, 1
     lo, hi = float(np.min(data)), float(np.max(data))
-    integral = np.issubdtype(data.dtype, np.integer) or bool(np.all(np.mod(data, 1) == 0))
+    # whole numbers? (finite data: volume.check_finite). A strided sample first: float images are rarely
+    # integral and the full test then costs nothing; trunc, not np.mod, which is ~10x slower on floats
+    integral = np.issubdtype(data.dtype, np.integer) or (
+        bool(np.array_equal(sample := data.reshape(-1)[::97], np.trunc(sample)))
+        and bool(np.array_equal(data, np.trunc(data))))
     if integral and lo >= 0 and hi <= 65535:
         return data.astype(np.uint16), 1.0, 0.0, 0
     if integral and lo >= -32768 and hi <= 32767:
         return data.astype(np.int16), 1.0, 0.0, 1
-    # float data: map [lo, hi] onto 0..65535 (uint16), one slope/intercept for the series
+    # float data: map [lo, hi] onto 0..65535 (uint16), one slope/intercept for the series (in place on
+    # one float64 copy: the same values as the expression (data - lo) / slope, rounded and clipped)
     slope = (hi - lo) / 65535.0 if hi > lo else 1.0
-    stored = np.clip(np.rint((data.astype(np.float64) - lo) / slope), 0, 65535).astype(np.uint16)
-    return stored, slope, lo, 0
+    x = data.astype(np.float64)
+    x -= lo
+    x /= slope
+    np.rint(x, out=x)
+    np.clip(x, 0, 65535, out=x)
+    return x.astype(np.uint16), slope, lo, 0
 
 
 def _real_world_value_mapping(slope: float, intercept: float, pixel_rep: int) -> Dataset:

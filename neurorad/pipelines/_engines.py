@@ -53,8 +53,10 @@ def joint_normalise(
     m = np.asarray(mask, bool)
     f_lin, fit = joint_histogram_normalize(baseline, followup, m)
     if method == "nyul":
-        ny = NyulStandardizer().fit([baseline, f_lin], [m, m])
-        b2, f2 = ny.transform(baseline, m), ny.transform(f_lin, m)
+        ny = NyulStandardizer()
+        lm_b, lm_f = ny.image_landmarks(baseline, m), ny.image_landmarks(f_lin, m)
+        ny.fit_landmarks([lm_b, lm_f])
+        b2, f2 = ny.transform(baseline, landmarks=lm_b), ny.transform(f_lin, landmarks=lm_f)
     elif method == "histogram":
         b2, f2 = baseline, histogram_match(f_lin, baseline, m, m)
     else:

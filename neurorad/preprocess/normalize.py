@@ -169,7 +169,7 @@ class NyulStandardizer:
 
     def image_landmarks(self, volume: Volume, mask: Volume | np.ndarray | None = None) -> np.ndarray:
         m = _mask_of(volume, mask)
-        return np.percentile(np.asarray(volume.data, dtype=np.float64)[m], self.percentiles)
+        return np.percentile(np.asarray(volume.data)[m].astype(np.float64), self.percentiles)
 
     def fit(
         self, volumes: Sequence[Volume], masks: Sequence[Volume | np.ndarray | None] | None = None,
@@ -178,20 +178,28 @@ class NyulStandardizer:
         if len(volumes) == 0:
             raise InputError("Nyul standardisation needs at least one training image")
         masks = list(masks) if masks is not None else [None] * len(volumes)
+        return self.fit_landmarks([self.image_landmarks(v, m) for v, m in zip(volumes, masks, strict=True)])
+
+    def fit_landmarks(self, landmarks: Sequence[np.ndarray]) -> NyulStandardizer:
+        """:meth:`fit` from the training images' landmarks (:meth:`image_landmarks`), so a caller that
+        also transforms those images computes each image's percentiles once."""
+        if len(landmarks) == 0:
+            raise InputError("Nyul standardisation needs at least one training image")
         mapped = []
-        for v, m in zip(volumes, masks, strict=True):
-            lm = self.image_landmarks(v, m)
+        for lm in landmarks:
             if lm[-1] <= lm[0]:
                 raise ProcessingError("training image has no intensity range between its end percentiles")
             mapped.append(self.s_min + (lm - lm[0]) / (lm[-1] - lm[0]) * (self.s_max - self.s_min))
         self.standard_ = np.mean(mapped, axis=0)
         return self
 
-    def transform(self, volume: Volume, mask: Volume | np.ndarray | None = None) -> Volume:
-        """Map ``volume`` (all voxels; landmarks taken inside ``mask``) onto the standard scale."""
+    def transform(self, volume: Volume, mask: Volume | np.ndarray | None = None,
+                  landmarks: np.ndarray | None = None) -> Volume:
+        """Map ``volume`` (all voxels; landmarks taken inside ``mask``, or ``landmarks`` when the caller has
+        them from :meth:`image_landmarks`) onto the standard scale."""
         if self.standard_ is None:
             raise ProcessingError("NyulStandardizer is not fitted; call fit() or load()")
-        lm = self.image_landmarks(volume, mask)
+        lm = self.image_landmarks(volume, mask) if landmarks is None else np.asarray(landmarks, dtype=np.float64)
         if np.any(np.diff(lm) <= 0):
             # ties (e.g. many identical values): make strictly increasing so the map is a function
             lm = lm + np.arange(lm.size) * 1e-6 * max(1.0, float(np.abs(lm).max()))
@@ -200,8 +208,9 @@ class NyulStandardizer:
         y = np.interp(x, lm, s)
         lo_slope = (s[1] - s[0]) / (lm[1] - lm[0])
         hi_slope = (s[-1] - s[-2]) / (lm[-1] - lm[-2])
-        y = np.where(x < lm[0], s[0] + (x - lm[0]) * lo_slope, y)
-        y = np.where(x > lm[-1], s[-1] + (x - lm[-1]) * hi_slope, y)
+        below, above = x < lm[0], x > lm[-1]  # extrapolated with the end segments' slopes
+        y[below] = s[0] + (x[below] - lm[0]) * lo_slope
+        y[above] = s[-1] + (x[above] - lm[-1]) * hi_slope
         return volume.with_data(y.astype(np.float32), normalization={"method": "nyul"})
 
     def save(self, path: str | Path) -> None:

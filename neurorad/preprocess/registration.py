@@ -76,6 +76,28 @@ class RegistrationResult:
 # quality measure
 # ---------------------------------------------------------------------------------------------
 
+def _uniform_bin(x: np.ndarray, bins: int, lo: float, hi: float) -> np.ndarray:
+    """Bin of each value of ``x`` (inside [lo, hi]) among ``bins`` equal bins: edges ``np.linspace(lo, hi,
+    bins + 1)``, bin k holding edges[k] <= x < edges[k + 1] and the last bin also ``hi``, exactly as
+    ``np.histogram2d`` assigns them (its searchsorted, ``side='right'``). Computed by scaling, then corrected
+    against the edges where rounding put a value one bin off (NumPy's own fast path for ``np.histogram``)."""
+    edges = np.linspace(lo, hi, bins + 1)
+    k = ((x - lo) * (bins / (hi - lo))).astype(np.intp)
+    np.clip(k, 0, bins - 1, out=k)
+    k -= x < edges[k]
+    k += (x >= edges[k + 1]) & (k != bins - 1)
+    return k
+
+
+def _uniform_joint_histogram(a: np.ndarray, b: np.ndarray, bins: int, range_a: tuple[float, float],
+                             range_b: tuple[float, float]) -> np.ndarray:
+    """``np.histogram2d(a, b, bins, range=[range_a, range_b])[0]`` for values inside the ranges, by one
+    ``np.bincount``: histogram2d searches the edges for every value (~0.15 s per call on a 1 mm brain)."""
+    ia = _uniform_bin(a, bins, *range_a)
+    ib = _uniform_bin(b, bins, *range_b)
+    return np.bincount(ia * bins + ib, minlength=bins * bins).reshape(bins, bins).astype(np.float64)
+
+
 def normalized_mutual_information(
     a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None, bins: int = 64,
 ) -> float:
@@ -92,8 +114,7 @@ def normalized_mutual_information(
     lo_b, hi_b = np.percentile(b, [0.5, 99.5])
     if hi_a <= lo_a or hi_b <= lo_b:
         return 1.0
-    h, _, _ = np.histogram2d(np.clip(a, lo_a, hi_a), np.clip(b, lo_b, hi_b), bins=bins,
-                             range=[[lo_a, hi_a], [lo_b, hi_b]])
+    h = _uniform_joint_histogram(np.clip(a, lo_a, hi_a), np.clip(b, lo_b, hi_b), bins, (lo_a, hi_a), (lo_b, hi_b))
     p = h / h.sum()
     pa, pb = p.sum(1), p.sum(0)
 

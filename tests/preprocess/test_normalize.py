@@ -83,3 +83,15 @@ def test_nyul_maps_landmarks_onto_standard_scale(colin_small, tmp_path):
     np.testing.assert_allclose(NyulStandardizer.load(tmp_path / "nyul.json").standard_, nyul.standard_)
     with pytest.raises(ProcessingError):
         NyulStandardizer().transform(new)
+    # fitting from landmarks computed once (what joint_normalise does) gives the same map, and passing an
+    # image's landmarks to transform is the same as passing its mask
+    lms = [nyul.image_landmarks(v, m) for v in train]
+    np.testing.assert_array_equal(NyulStandardizer().fit_landmarks(lms).standard_, nyul.standard_)
+    np.testing.assert_array_equal(nyul.transform(new, landmarks=nyul.image_landmarks(new, m)).data, out.data)
+    # beyond the end landmarks the map continues with the end segments' slopes (an analytic check)
+    lm = nyul.image_landmarks(new, m)
+    probe = Volume(np.array([[[lm[0] - 10.0, lm[-1] + 10.0]]], np.float32), np.eye(4))
+    y = nyul.transform(probe, landmarks=lm).data.ravel()
+    s_ = nyul.standard_
+    assert y[0] == pytest.approx(s_[0] - 10.0 * (s_[1] - s_[0]) / (lm[1] - lm[0]), rel=1e-5)
+    assert y[1] == pytest.approx(s_[-1] + 10.0 * (s_[-1] - s_[-2]) / (lm[-1] - lm[-2]), rel=1e-5)

@@ -12,7 +12,12 @@ import pytest
 
 from neurorad.errors import InputError, ProcessingError
 from neurorad.image.volume import Volume
-from neurorad.preprocess.registration import RegistrationLimits, normalized_mutual_information, register
+from neurorad.preprocess.registration import (
+    RegistrationLimits,
+    _uniform_joint_histogram,
+    normalized_mutual_information,
+    register,
+)
 from neurorad.preprocess.transforms import AffineTransform, resample
 
 from .conftest import smooth_bias_field
@@ -134,3 +139,20 @@ def test_nmi_oracle():
     a = rng.normal(size=100_000)
     assert normalized_mutual_information(a, a) > 1.9  # identical: NMI -> 2 (binning)
     assert normalized_mutual_information(a, rng.normal(size=a.size)) < 1.01  # independent: NMI -> 1
+
+
+@pytest.mark.parametrize("bins", [7, 64])
+def test_joint_histogram_of_the_nmi_is_numpys_histogram2d(bins):
+    """The NMI's bincount histogram (registration._uniform_joint_histogram) against np.histogram2d, the oracle:
+    the same counts, also for values on and next to every bin edge and at both range ends."""
+    rng = np.random.default_rng(bins)
+    a = rng.gamma(2.0, 1.3, 200_000)
+    b = np.round(0.7 * a + rng.normal(0, 0.5, a.size), 2)  # ties
+    lo_a, hi_a = np.percentile(a, [0.5, 99.5])
+    lo_b, hi_b = np.percentile(b, [0.5, 99.5])
+    edges = np.linspace(lo_a, hi_a, bins + 1)
+    on_edges = np.concatenate([edges, np.nextafter(edges, -np.inf), np.nextafter(edges, np.inf)])
+    a = np.clip(np.concatenate([a, on_edges]), lo_a, hi_a)
+    b = np.clip(np.concatenate([b, np.full(on_edges.size, lo_b)]), lo_b, hi_b)
+    expected = np.histogram2d(a, b, bins=bins, range=[[lo_a, hi_a], [lo_b, hi_b]])[0]
+    np.testing.assert_array_equal(_uniform_joint_histogram(a, b, bins, (lo_a, hi_a), (lo_b, hi_b)), expected)
