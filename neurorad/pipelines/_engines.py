@@ -20,12 +20,20 @@ _load_lock = threading.Lock()
 def brain_mask(volume: Volume, engine: str = "deepbet") -> tuple[Volume, str, str | None]:
     """Brain mask (bool Volume on ``volume``'s grid), engine name, weights hash.
 
-    Serialised by a lock: the extractors keep per-instance state (deepbet run from two threads at
-    once gave a second mask differing in 23,900 of its voxels), so concurrent callers wait.
+    Engines that keep per-call state in the instance are serialised by a lock (deepbet's own object run from
+    two threads at once gave a second mask differing in 23,900 of its voxels); a ``reentrant`` engine (deepbet
+    through :class:`~neurorad.preprocess.brain_extraction.DeepBet`, which works on a copy per call) is loaded
+    under the lock and then runs concurrently.
     """
     with _load_lock:
-        get_extractor(engine)
-        m = extract_brain(volume, engine=engine)
+        ext = get_extractor(engine)
+        reentrant = bool(getattr(ext, "reentrant", False))
+        if reentrant:
+            ext.load()
+        else:
+            m = extract_brain(volume, engine=engine)
+    if reentrant:
+        m = ext.extract(volume)
     info = m.metadata.get("brain_extraction") or {}
     return m, f"preprocess.brain_extraction:{info.get('engine', engine)}", info.get("weights_sha256")
 

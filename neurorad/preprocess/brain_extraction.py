@@ -29,6 +29,7 @@ this layer never imports the later one.
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 import io
 import logging
@@ -94,9 +95,17 @@ def _quiet_stdout():
 
 
 class DeepBet:
-    """deepbet (bounding-box net + 3D U-Net), CPU. Threshold 0.5 on the probability, no dilation."""
+    """deepbet (bounding-box net + 3D U-Net), CPU. Threshold 0.5 on the probability, no dilation.
+
+    Reentrant (``reentrant``): two threads may extract at once once :meth:`load` has run. deepbet's
+    ``BrainExtraction`` keeps the bounding box of the image it is working on in an attribute (``bbox``), so each
+    call works on a shallow copy (its own ``bbox``, the same TorchScript models, whose inference is
+    thread-safe); the two time points of an MS pair then run side by side: 3.4 s instead of 4.1 s one after the
+    other on 2 cores, identical masks (docs/ms-lesions.md).
+    """
 
     name = "deepbet"
+    reentrant = True
 
     def __init__(self, threshold: float = 0.5) -> None:
         self.threshold = threshold
@@ -121,11 +130,18 @@ class DeepBet:
                 raise ProcessingError(f"deepbet weights missing at {f}; reinstall the deepbet package")
         return BrainExtraction(no_gpu=True, model_path=str(files[0]), bbox_model_path=str(files[1]))
 
+    def load(self) -> None:
+        """Load the models and hash the weights (once per process; not thread-safe, so before concurrent use)."""
+        _ = self._model, self.weights_sha256
+
     def extract(self, volume: Volume) -> Volume:
         data = _check_input(volume)
         img = nib.Nifti1Image(data, volume.affine)
-        with _quiet_stdout(), denormals_flushed():
-            _, mask_img, _ = self._model.run(img, threshold=self.threshold)
+        model = copy.copy(self._model)  # per-call state (bbox); the models are shared
+        # deepbet's run() prints nothing (only run_bet's progress bar does): no stdout redirection, which would
+        # swap sys.stdout under a concurrent call. Denormal flushing is per thread.
+        with denormals_flushed():
+            _, mask_img, _ = model.run(img, threshold=self.threshold)
         mask = np.asarray(mask_img.dataobj) > 0
         return _as_mask(volume, mask, self.name, self.weights_sha256)
 

@@ -70,6 +70,23 @@ def test_deepbet_on_colin27(colin_head, reference):
 
 
 @pytest.mark.slow
+def test_deepbet_runs_two_images_at_once_with_the_masks_of_one_at_a_time(colin_head, reference):
+    """The MS pipeline extracts both time points in two threads (DeepBet.reentrant): each mask must be the one
+    the image gets alone. deepbet's own object keeps the image's bounding box in an attribute, so two threads
+    sharing it mix their boxes (a second mask 23,900 voxels off, before DeepBet copied it per call)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from neurorad.pipelines._engines import brain_mask
+
+    moved = colin_head.with_data(np.roll(np.asarray(colin_head.data), (14, -9, 6), axis=(0, 1, 2)))
+    alone = [_mask("deepbet", colin_head).data, extract_brain(moved, "deepbet").data]
+    assert np.abs(alone[0].sum() - alone[1].sum()) < 0.01 * alone[0].sum()  # same brain, another box
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        together = [m.data for m, _, _ in pool.map(brain_mask, [colin_head, moved])]
+    for a, t in zip(alone, together, strict=True):
+        np.testing.assert_array_equal(t, a)
+
+
 def test_hdbet_fast_on_colin27(colin_head, reference):
     _check_engine("hdbet", colin_head, reference)
 

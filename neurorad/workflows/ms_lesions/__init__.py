@@ -185,8 +185,10 @@ class MSLesionsWorkflow(Workflow):
     # registration (MSConfig.min_registration_nmi 1.01 -> 1.0: it refused a correctly registered thick-slice
     # pair); the smoothed-correlation check guards the registration; 1.5.2: a changed region of tumefactive size
     # that the size bound did not count is named in the conclusion, which then never says "no new lesion,
-    # gadolinium not needed" (clinical.ms.ms_decision's unresolved_regions; result.json decision)
-    version = "1.5.2"
+    # gadolinium not needed" (clinical.ms.ms_decision's unresolved_regions; result.json decision); 1.5.3: speed
+    # only, outputs identical (both time points' deepbet side by side, the NMI histogram by bincount, Nyul
+    # landmarks once per image)
+    version = "1.5.3"
     title = "MRI brain follow-up: new and enlarging T2-FLAIR lesions"
     description = ("Compares this study's FLAIR with the FLAIR of the patient's previous study (registered, "
                    "bias-corrected, jointly normalised subtraction) and reports new and enlarging lesions, "
