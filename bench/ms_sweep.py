@@ -83,7 +83,8 @@ def detect(d: dict, cfg) -> tuple[np.ndarray, list[float]]:  # noqa: ANN001 - MS
     lab0, n0 = lab, n
     lab, n, dec = md.false_positive_reduction(lab, n, d["bn"], d["fn"], d["brain"], d["sp"], c.sigma, c.brain_median,
                                               c.brain_sigma, cfg.fp, difference=c.difference,
-                                              tissue_level=c.tissue_level, score=c.score)
+                                              tissue_level=c.tissue_level, score=c.score,
+                                              peak_percentile=cfg.classify.peak_percentile)
     base = md.baseline_lesion_mask(d["bn"], d["brain"], d["sp"], c.brain_median, c.brain_sigma, cfg.classify)
     lab, n, _ = md.rescue_grown_enlarging(lab0, n0, dec, d["bn"], d["fn"], base, c.tissue_level, d["sp"],
                                           cfg.classify)

@@ -698,6 +698,7 @@ def step_fp_reduction(ctx: MSContext) -> None:
             ctx.labels0, ctx.n0, ctx.bn, ctx.fn, ctx.brain, ctx.spacing_mm, cand.sigma, cand.brain_median,
             cand.brain_sigma, ctx.cfg.fp, difference=cand.difference, tissue_level=cand.tissue_level,
             border_distance_mm=cand.border_distance_mm, score=cand.score,
+            peak_percentile=ctx.cfg.classify.peak_percentile,
         )
         # the enlarging-lesion path: a rim dropped as misregistration or drift next to a baseline lesion whose
         # half-maximum size grew is kept (ms_difference.rescue_grown_enlarging)

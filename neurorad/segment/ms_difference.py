@@ -485,6 +485,7 @@ def false_positive_reduction(
     tissue_level: np.ndarray | None = None,
     border_distance_mm: np.ndarray | None = None,
     score: np.ndarray | None = None,
+    peak_percentile: float = ClassifyParams.peak_percentile,
 ) -> tuple[np.ndarray, int, list[FPDecision]]:
     """Step 5: drop candidates that are not new tissue change.
 
@@ -506,8 +507,10 @@ def false_positive_reduction(
     lesion only gains). With ``score`` (the candidate score map) a candidate of at
     least ``diffuse_min_volume_mm3`` whose peak score stays under ``diffuse_max_peak`` is a
     region-wide change, not a focal lesion (``diffuse_rule``; reason starts with "diffuse change"), and so is
-    one whose half-maximum extent in ``difference`` (:func:`half_maximum_core`) is larger than
-    ``diffuse_max_focal_volume_mm3`` (a 20 mm sphere: tumefactive size) whatever its peak.
+    one whose half-maximum extent in ``difference`` (:func:`half_maximum_core`, its peak being the
+    ``peak_percentile`` of its change: pass the run's ``ClassifyParams.peak_percentile`` so the bound measures
+    as the report does) is larger than ``diffuse_max_focal_volume_mm3`` (a 20 mm sphere: tumefactive size)
+    whatever its peak.
     ``border_distance_mm``: the distance transform of
     ``brain_mask`` when the caller has it (:attr:`Candidates.border_distance_mm`), else computed.
     """
@@ -563,7 +566,7 @@ def false_positive_reduction(
         for i in np.flatnonzero(volume_mm3 > bound):
             sl = objs_all[i]
             core = half_maximum_core(labels[sl] == i + 1, np.asarray(difference, np.float32)[sl], 0.5,
-                                     ClassifyParams().peak_percentile)
+                                     peak_percentile)
             half_max_mm3[i] = float(core.sum()) * float(np.prod(spacing_mm)) if core is not None else 0.0
     keep = np.zeros(n, dtype=bool)
     for i, lab in enumerate(idx):

@@ -183,6 +183,9 @@ def test_region_larger_than_a_tumefactive_lesion_is_diffuse_whatever_its_peak() 
     halo = np.where(joined > 0, 0.03, 0.0).astype(np.float32)
     halo[10:20, 10:20, 5:8] = 0.3
     assert false_positive_reduction(joined, 1, *args, fp, difference=halo, score=score)[1] == 1
+    # the peak is the peak_percentile of the candidate's change (the classify step's): at the median, the halo
+    # (93% of the voxels) is the peak and the whole 4.5 mL is at half maximum
+    assert false_positive_reduction(joined, 1, *args, fp, difference=halo, score=score, peak_percentile=50.0)[1] == 0
     for off in (replace(fp, diffuse_max_focal_volume_mm3=None), replace(fp, diffuse_rule=False)):
         assert false_positive_reduction(joined, 1, *args, off, difference=diff, score=score)[1] == 1
     # without the difference map the size cannot be measured: nothing is dropped for it
@@ -221,6 +224,16 @@ def test_fp_step_warns_about_diffuse_change_it_did_not_report(tmp_path) -> None:
     step_decide(ctx)
     assert ctx.decision.unresolved_regions == 1 and ctx.decision.gadolinium_label == "READER TO DECIDE"
     assert "not needed" not in ctx.decision.conclusion
+    # the step measures with the run's ClassifyParams.peak_percentile: a 3.6 mL core (45% of the voxels) in a
+    # faint 8 mL halo is under the bound at the 95th percentile (kept) and over it at the 50th (dropped)
+    halo = np.where(labels > 0, 0.01, 0.0).astype(np.float32)
+    halo[16:24, 16:24, 16:23] = 0.3  # 448 voxels of 8 mm^3
+    for pct, n in ((95.0, 1), (50.0, 0)):
+        ctx.cfg = replace(MSConfig(), classify=replace(MSConfig().classify, peak_percentile=pct))
+        ctx.cand = Candidates(halo, halo / 0.03, np.where(labels > 0, 0.95, 0.0).astype(np.float32), 0.03, 1.0, 0.05)
+        ctx.warnings = []
+        step_fp_reduction(ctx)
+        assert ctx.n == n, pct
 
 
 def test_enlarging_when_touching_a_baseline_lesion() -> None:
