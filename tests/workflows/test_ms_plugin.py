@@ -85,6 +85,9 @@ def test_an_uncounted_region_of_tumefactive_size_stays_in_every_conclusion(tmp_p
     none = wf.reviewed(r, Review("ACCEPTABLE", {"score": "2"}, {1: "discard", 2: "discard", 3: "discard"}))
     assert none.quantity("active").value is False and none.quantity("gadolinium_recommended").value is False
     assert "not needed" not in none.summary and "the reader decides whether it is a lesion" in none.summary
+    # the values say it too (SR, API): three-valued gadolinium and the count of uncounted regions
+    assert r.quantity("gadolinium").value == "RECOMMENDED" and r.quantity("unresolved_regions").value == 1
+    assert none.quantity("gadolinium").value == "READER TO DECIDE" and none.quantity("unresolved_regions").value == 1
     sections = {s.heading: s for s in wf.report_sections(none, None)}
     assert "not counted" in sections["Conclusion"].paragraphs[0]
     assert "tumefactive" in sections["Gadolinium"].paragraphs[0]
@@ -94,3 +97,4 @@ def test_an_uncounted_region_of_tumefactive_size_stays_in_every_conclusion(tmp_p
     plain = wf.reviewed(from_ms_result(res), Review("ACCEPTABLE", {"score": "2"},
                                                     {1: "discard", 2: "discard", 3: "discard"}))
     assert "not needed" in plain.summary
+    assert plain.quantity("gadolinium").value == "NOT NEEDED" and plain.quantity("unresolved_regions").value == 0

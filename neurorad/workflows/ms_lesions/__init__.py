@@ -53,11 +53,15 @@ def _ml(mm3: float) -> float:
     return round(float(mm3) / 1000.0, 6)
 
 
-def _quantities(findings: list[Finding]) -> list[Quantity]:
-    """Counts and volumes (mL) of new and enlarging lesions, activity and the gadolinium rule."""
+def _quantities(findings: list[Finding], unresolved_regions: int = 0) -> list[Quantity]:
+    """Counts and volumes (mL) of new and enlarging lesions, activity and the gadolinium rule: the boolean
+    ``gadolinium_recommended`` and the three-valued ``gadolinium`` (RECOMMENDED / NOT NEEDED / READER TO DECIDE,
+    the last when no lesion is counted but ``unresolved_regions`` changed regions of tumefactive size were
+    left to the reader: clinical.ms.ms_decision), so a reader of the values alone (SR, API) is not told
+    "not needed" where the report says the reader decides."""
     from neurorad.clinical.ms import ms_decision
 
-    d = ms_decision([f.kind for f in findings])
+    d = ms_decision([f.kind for f in findings], unresolved_regions)
     new_ml = sum(f.volume_ml or 0.0 for f in findings if f.kind == "new")
     enl_ml = sum(f.volume_ml or 0.0 for f in findings if f.kind == "enlarging")
 
@@ -77,6 +81,9 @@ def _quantities(findings: list[Finding]) -> list[Quantity]:
                  "Lesions whose volume is not measurable at this slice thickness"),
         Quantity("active", d.active, "", "Disease activity (new or enlarging lesion)"),
         Quantity("gadolinium_recommended", d.gadolinium, "", "Gadolinium recommended"),
+        Quantity("gadolinium", d.gadolinium_label, "", "Gadolinium (recommended, not needed, reader to decide)"),
+        Quantity("unresolved_regions", int(unresolved_regions), "1",
+                 "Changed regions of tumefactive size not counted as lesions (the reader decides)"),
     ]
 
 
@@ -149,7 +156,8 @@ def from_ms_result(res: Any, folder: Path | None = None, version: str | None = N
     extra = {k: v for k, v in ms_json.items() if k not in ("workflow", "version", "provenance")}
     return WorkflowResult(
         workflow=MSLesionsWorkflow.name, version=version or MSLesionsWorkflow.version, findings=findings,
-        quantities=_quantities(findings), alarms=[Alarm("quality", str(w)) for w in res.warnings],
+        quantities=_quantities(findings, _unresolved_regions(ms_json)),
+        alarms=[Alarm("quality", str(w)) for w in res.warnings],
         summary=d.conclusion, mask="new_lesions.nii.gz" if (folder / "new_lesions.nii.gz").exists() else None,
         reference_role="flair", volumes=volumes,
         provenance=Provenance(inputs={"baseline_flair": str((prov_in.get("inputs") or {}).get("baseline", "")),
@@ -186,8 +194,8 @@ class MSLesionsWorkflow(Workflow):
     # pair); the smoothed-correlation check guards the registration; 1.5.2: a changed region of tumefactive size
     # that the size bound did not count is named in the conclusion, which then never says "no new lesion,
     # gadolinium not needed" (clinical.ms.ms_decision's unresolved_regions; result.json decision); 1.5.3: speed
-    # only, outputs identical (both time points' deepbet side by side, the NMI histogram by bincount, Nyul
-    # landmarks once per image)
+    # (outputs identical: both time points' deepbet side by side, the NMI histogram by bincount, Nyul landmarks
+    # once per image) and two quantities, the three-valued "gadolinium" and "unresolved_regions"
     version = "1.5.3"
     title = "MRI brain follow-up: new and enlarging T2-FLAIR lesions"
     description = ("Compares this study's FLAIR with the FLAIR of the patient's previous study (registered, "
@@ -245,7 +253,7 @@ class MSLesionsWorkflow(Workflow):
         return ms_decision([f.kind for f in result.findings], _unresolved_regions(result.extra)).conclusion
 
     def recompute(self, result: WorkflowResult) -> WorkflowResult:
-        return replace(result, quantities=_quantities(result.findings))
+        return replace(result, quantities=_quantities(result.findings, _unresolved_regions(result.extra)))
 
     def reviewed(self, result: WorkflowResult, review: Review) -> WorkflowResult:
         out = super().reviewed(result, review)
