@@ -81,8 +81,18 @@ def _jobs(pairs: list, threads: int, conn) -> None:  # noqa: ANN001 - a Pipe end
         with tempfile.TemporaryDirectory() as d:
             t0 = time.perf_counter()
             run_ms_lesions(b, f, Path(d) / "out")
-            conn.send(time.perf_counter() - t0)
+            wall = time.perf_counter() - t0
+        conn.send((wall, _resident_mb()))
     conn.close()
+
+
+def _resident_mb() -> float:
+    """Resident memory of this process now (MB; Linux /proc, else NaN): what a reused job process keeps."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, IndexError, ValueError):
+        return float("nan")
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 def job_process_times(pairs: list, threads: int) -> tuple[list[float], float, list[float]]:
@@ -98,22 +108,23 @@ def job_process_times(pairs: list, threads: int) -> tuple[list[float], float, li
     ctx = mp.get_context("forkserver")
     ctx.set_forkserver_preload(job_preload_modules(["ms-lesions"]))
 
-    def in_process(batch: list) -> list[float]:
+    def in_process(batch: list) -> tuple[list[float], list[float]]:
         recv, send = ctx.Pipe(duplex=False)
         proc = ctx.Process(target=_jobs, args=(batch, threads, send))
         proc.start()
         send.close()
-        walls = [float(recv.recv()) for _ in batch]
+        got = [recv.recv() for _ in batch]
         proc.join()
-        return walls
+        return [float(w) for w, _ in got], [float(m) for _, m in got]
 
     fresh = []
     for k, pair in enumerate(pairs):
-        fresh.append(in_process([pair])[0])
+        fresh.append(in_process([pair])[0][0])
         print(f"fresh job process, pair {k}: {fresh[-1]:.1f} s wall", flush=True)
-    first, *later = in_process([pairs[-1], *pairs])
+    (first, *later), rss = in_process([pairs[-1], *pairs])
     print(f"reused job process: its first job (pair {len(pairs) - 1}) {first:.1f} s wall, then pairs 0-"
-          f"{len(pairs) - 1}: {', '.join(f'{w:.1f}' for w in later)} s", flush=True)
+          f"{len(pairs) - 1}: {', '.join(f'{w:.1f}' for w in later)} s; resident memory after each job: "
+          f"{', '.join(f'{m:.0f}' for m in rss)} MB", flush=True)
     return fresh, first, later
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -31,9 +32,17 @@ J2K = get_testdata_file("emri_small_jpeg_2k_lossless.dcm")
 
 
 def _need(tool: str) -> str:
-    path = shutil.which(tool)
-    assert path, f"{tool} (DCMTK) is not installed: install the Debian package dcmtk"
-    return path
+    """The DCMTK program ``tool`` on PATH. pynetdicom installs Python apps of the same names (``storescp``,
+    ``echoscu``, ...) into the virtual environment's bin, which comes first on PATH once it is activated; those
+    are not the independent peer this module tests against, so a program must say it is DCMTK's."""
+    for folder in os.environ.get("PATH", "").split(os.pathsep):
+        path = shutil.which(tool, path=folder) if folder else None
+        if path is None:
+            continue
+        run = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=30)
+        if "dcmtk" in (run.stdout + run.stderr).lower():
+            return path
+    raise AssertionError(f"{tool} (DCMTK) is not installed: install the Debian package dcmtk")
 
 
 @pytest.fixture()
@@ -117,9 +126,9 @@ _DRIVER = textwrap.dedent(
     """
     import json, socket, subprocess, sys, time
     from neurorad.dicom.transport import echo, send_cstore
-    out_dir, result_file, files = sys.argv[1], sys.argv[2], sys.argv[3:]
+    storescp, out_dir, result_file, files = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
     s = socket.socket(); s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]; s.close()
-    peer = subprocess.Popen(["storescp", "-aet", "DCMTKPEER", "-od", out_dir, str(port)],
+    peer = subprocess.Popen([storescp, "-aet", "DCMTKPEER", "-od", out_dir, str(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         for _ in range(100):
@@ -138,15 +147,16 @@ _DRIVER = textwrap.dedent(
 
 
 def test_send_cstore_to_dcmtk_storescp(tmp_path):
-    _need("storescp")
-    unshare = _need("unshare")
+    storescp = _need("storescp")
+    unshare = shutil.which("unshare")
+    assert unshare, "unshare (util-linux) is not installed"
     received = tmp_path / "received"
     received.mkdir()
     result = tmp_path / "result.json"
     script = tmp_path / "driver.py"
     script.write_text(_DRIVER)
     cmd = [unshare, "-rn", "sh", "-c", 'ip link set lo up && exec "$0" "$@"', sys.executable, str(script),
-           str(received), str(result), MR, CT, J2K]
+           storescp, str(received), str(result), MR, CT, J2K]
     run = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=Path(__file__).parents[2])
     assert run.returncode == 0, run.stderr[-2000:]
     res = json.loads(result.read_text())
