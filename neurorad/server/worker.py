@@ -280,13 +280,15 @@ class Worker:
         if self.uses_dask:
             return self._client.submit(execute_job, self._settings_d, asdict(lease), pure=False,
                                        key=f"neurorad-job-{lease.job_id}-{lease.attempt}")
-        host = None
-        while self._idle and host is None:
+        while self._idle:  # the most recently used idle process first
             host = self._idle.pop()
-            if not host.proc.is_alive():
-                host.kill()
-                host = None
-        return _LocalJob(host or _JobProcess(self._ctx, self._settings_d, os.getpid()), lease)
+            if host.proc.is_alive():
+                try:
+                    return _LocalJob(host, lease)
+                except OSError:  # it died since (its end of the pipe is gone): a fresh one below
+                    log.warning("an idle job process had ended; starting a fresh one")
+            host.kill()
+        return _LocalJob(_JobProcess(self._ctx, self._settings_d, os.getpid()), lease)
 
     def _release(self, handle: Any, ok: bool) -> None:
         """After a job of the local executor: its process waits for the next job when the job ended normally

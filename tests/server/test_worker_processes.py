@@ -3,6 +3,10 @@ other, and a job that fails its process (time-out, kill) ends it (neurorad.serve
 
 from __future__ import annotations
 
+import os
+import signal
+import time
+
 import pytest
 from sqlalchemy import select
 
@@ -61,3 +65,32 @@ def test_jobs_per_process_1_gives_every_job_a_process_of_its_own(app, monkeypatc
 def test_jobs_per_process_must_be_positive(tmp_path):
     with pytest.raises(ValueError, match="jobs_per_process"):
         Settings(data_dir=tmp_path, jobs_per_process=0)
+
+
+def _wait(handle) -> None:  # noqa: ANN001 - a worker._LocalJob
+    deadline = time.monotonic() + 60
+    while not handle.finished():
+        assert time.monotonic() < deadline, "job process did not answer"
+        time.sleep(0.02)
+
+
+def test_an_idle_job_process_that_died_is_replaced(app):
+    """A job process that ends while idle (OOM killer, an operator's kill) is not handed the next job."""
+    app.state.settings.jobs_per_process = 5
+    plane = app.state.plane
+    worker = Worker(app.state.settings, concurrency=1)
+    for _ in range(2):
+        plane.queue.enqueue("probe-kind", {}, max_attempts=1)
+    first = worker._start(plane.queue.claim("test"))
+    _wait(first)
+    assert first.error() is None
+    worker._release(first, ok=True)
+    assert worker._idle == [first.host]
+    os.kill(first.host.proc.pid, signal.SIGKILL)
+    first.host.proc.join(5)
+    second = worker._start(plane.queue.claim("test"))
+    assert second.host is not first.host and worker._idle == []
+    _wait(second)
+    assert second.error() is None
+    second.host.stop()
+    assert not second.host.proc.is_alive()
