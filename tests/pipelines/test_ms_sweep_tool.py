@@ -52,15 +52,24 @@ def test_original_phantom_tuning_pairs_stay_off_the_benchmark_seeds(tmp_path) ->
         _sweep().prepare(100, 1.0, tmp_path, "other")
 
 
+#: --set variants under which the third pair's enlarging-lesion rescue keeps a candidate (a low growth ratio
+#: for the rescue and for the unchanged-enlarging check), and under which the unchanged-enlarging check drops
+#: one (the rescue's candidates, not grown by the shipped 1.8)
+_RESCUED = ["classify.rescue_growth_ratio=0.5", "classify.enlarging_min_volume_ratio=0.5"]
+_NOT_GROWN = ["classify.rescue_growth_ratio=0.5"]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("seed", [100_202, 100_208])
-def test_sweep_detection_is_the_workflows(seed: int, tmp_path) -> None:
+@pytest.mark.parametrize(("seed", "variants"), [(100_202, [[]]), (100_208, [[]]), (100_211, [_RESCUED, _NOT_GROWN])])
+def test_sweep_detection_is_the_workflows(seed: int, variants: list[list[str]], tmp_path) -> None:
     """bench/ms_sweep.detect reruns steps 6-9 on cached arrays for every tuning table in docs/ms-lesions.md; its
     lesions must be the workflow's own (same labels, same count) on widened pairs (tuning seeds, 2 mm grid) whose
     candidates meet the border, diffuse-change, misregistration and moved-structure rules and hold enlarging
     lesions: the sweep must chain the same functions with the same arguments, so a step added to the workflow
-    but not to the sweep (or the reverse) fails here instead of skewing a table. (The enlarging-lesion rescue and
-    the unchanged-enlarging check do not fire on these two pairs.)"""
+    but not to the sweep (or the reverse) fails here instead of skewing a table. The enlarging-lesion rescue and
+    the unchanged-enlarging check do not fire on the first two pairs with the shipped settings; on the third,
+    under two --set variants, the rescue keeps a candidate and the check drops one (both asserted), so those
+    paths are compared too (each fails here when left out of the sweep)."""
     import numpy as np
 
     from neurorad.phantom.cases import ms_pair, widened_ms_options
@@ -69,13 +78,22 @@ def test_sweep_detection_is_the_workflows(seed: int, tmp_path) -> None:
     opts = widened_ms_options(seed)
     opts["in_plane_mm"] = 2.0
     case = ms_pair(**opts)
-    cfg = MSConfig()
-    ctx = ms.MSContext(cfg, tmp_path, case.baseline_flair, case.followup_flair)
+    ctx = ms.MSContext(MSConfig(), tmp_path, case.baseline_flair, case.followup_flair)
     names = [s.name for s in ms.STEPS]
-    for step in ms.STEPS[: names.index("classify") + 1]:
+    for step in ms.STEPS[: names.index("candidates")]:
         step.run(ctx)
-    assert ctx.ref is not None and ctx.labels is not None
+    assert ctx.ref is not None
     d = {"bn": ctx.bn, "fn": ctx.fn, "brain": ctx.brain, "sp": ctx.ref.spacing_mm, "vox": ctx.ref.voxel_volume_mm3}
-    lab, peaks = _sweep().detect(d, cfg)
-    assert ctx.n >= 1 and len(peaks) == ctx.n
-    assert np.array_equal(lab, ctx.labels)
+    for items in variants:
+        ctx.cfg = _sweep().apply_overrides(MSConfig(), items)
+        for step in ms.STEPS[names.index("candidates"): names.index("classify") + 1]:
+            step.run(ctx)
+        assert ctx.labels is not None
+        params = {s.name: s.parameters for s in ctx.prov.steps}  # this variant's (the last run of each step)
+        if items == _RESCUED:
+            assert params["fp_reduction"]["kept_as_grown"] and ctx.n >= 1
+        if items == _NOT_GROWN:
+            assert params["classify"]["dropped_not_grown"]
+        lab, peaks = _sweep().detect(d, ctx.cfg)
+        assert ctx.n >= 1 and len(peaks) == ctx.n, items
+        assert np.array_equal(lab, ctx.labels), items
