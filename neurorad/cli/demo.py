@@ -34,7 +34,7 @@ def demo(
 ) -> None:
     """Run the MS new-lesion workflow on a phantom pair; print the decision, the lesion table and the report path."""
     from neurorad.cli._progress import bar
-    from neurorad.cli.ms import print_result
+    from neurorad.cli.ms import print_result, write_contract_keys
     from neurorad.pipelines.ms_lesions import PROGRESS_STAGES, run_ms_lesions
 
     t0 = time.perf_counter()
@@ -42,6 +42,7 @@ def demo(
     typer.echo(f"demo pair: {b} + {f}")
     with bar("ms-lesions (demo)", len(PROGRESS_STAGES)) as advance:
         res = run_ms_lesions(b, f, out / "ms-lesions", overwrite=True, progress=lambda step: advance(1))
+    write_contract_keys(res)  # result.json as `neurorad ms-lesions` writes it (workflow, quantities, findings, ...)
     print_result(res)
     typer.echo(f"demo finished in {time.perf_counter() - t0:.0f} s")
 
