@@ -5,13 +5,14 @@ The pipeline calls only these small functions, so swapping an engine never touch
 
 from __future__ import annotations
 
+import contextlib
 import threading
 
 import numpy as np
 
 from neurorad.image.volume import Volume
 from neurorad.preprocess.bias import n4_bias_correct
-from neurorad.preprocess.brain_extraction import extract_brain, get_extractor
+from neurorad.preprocess.brain_extraction import get_extractor
 from neurorad.preprocess.normalize import NyulStandardizer, histogram_match, joint_histogram_normalize
 
 _load_lock = threading.Lock()
@@ -30,9 +31,7 @@ def brain_mask(volume: Volume, engine: str = "deepbet") -> tuple[Volume, str, st
         reentrant = bool(getattr(ext, "reentrant", False))
         if reentrant:
             ext.load()
-        else:
-            m = extract_brain(volume, engine=engine)
-    if reentrant:
+    with contextlib.nullcontext() if reentrant else _load_lock:
         m = ext.extract(volume)
     info = m.metadata.get("brain_extraction") or {}
     return m, f"preprocess.brain_extraction:{info.get('engine', engine)}", info.get("weights_sha256")

@@ -547,7 +547,7 @@ def step_brain(ctx: MSContext) -> None:
 
     Side by side in two threads (``concurrent_timepoints``; since 1.5.3): deepbet's inference leaves
     part of the two cores idle (its connected components, hole filling and resizing are single-threaded),
-    and the other image fills them (3.4 s instead of 4.1 s). Engines that are not reentrant wait for
+    and the other image fills them (3.6 s instead of 4.4-4.6 s). Engines that are not reentrant wait for
     each other (``_engines.brain_mask``).
     """
     cfg = ctx.cfg

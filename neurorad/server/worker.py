@@ -3,7 +3,7 @@
 * ``local`` (default): jobs run in child processes (``forkserver``), so a time-out or a
   cancellation can kill one and a crash in a workflow cannot take the worker down. A job process
   runs up to ``Settings.jobs_per_process`` jobs one after the other (leases through a pipe) and is
-  then replaced; one whose job failed, timed out or was cancelled is ended at once. Reuse is for
+  then replaced; one whose job timed out, was cancelled or killed it is ended at once. Reuse is for
   speed: a fresh process pays first-run costs in every step (thread pools, TorchScript's profiling
   runs, ITK and allocator warm-up), 2-3 s of an MS job (``bench/ms_speed.py --job-process``), as a
   Dask worker pays them once. The child dies with its worker (a watchdog on the worker's pidfd;
@@ -198,6 +198,7 @@ class _LocalJob:
                 return True
         except (EOFError, OSError):
             return True
+        # dead without an answer; poll again: the answer may have arrived between the poll and the death
         return not self.host.proc.is_alive() and not self.host.conn.poll()
 
     def error(self) -> str | None:

@@ -125,22 +125,24 @@ def test_time_points_run_in_two_threads_and_errors_propagate():
 
 
 def test_brain_extraction_is_serialised(monkeypatch):
-    """deepbet is not thread-safe (a concurrent second mask differed): calls never overlap."""
+    """An engine that is not ``reentrant`` (keeps per-call state in its instance, as deepbet's own object does: a
+    concurrent second mask differed) is never run by two threads at once."""
     import time
 
     from neurorad.pipelines import _engines
 
     inside, overlaps = [0], [0]
 
-    def fake_extract(volume, engine="deepbet"):
-        inside[0] += 1
-        overlaps[0] = max(overlaps[0], inside[0])
-        time.sleep(0.05)
-        inside[0] -= 1
-        return volume.with_data(np.ones(volume.spatial_shape, bool))
+    class NotReentrant:
+        def extract(self, volume):  # noqa: ANN001, ANN202
+            inside[0] += 1
+            overlaps[0] = max(overlaps[0], inside[0])
+            time.sleep(0.05)
+            inside[0] -= 1
+            return volume.with_data(np.ones(volume.spatial_shape, bool))
 
-    monkeypatch.setattr(_engines, "extract_brain", fake_extract)
-    monkeypatch.setattr(_engines, "get_extractor", lambda engine: None)
+    engine = NotReentrant()
+    monkeypatch.setattr(_engines, "get_extractor", lambda name: engine)
     v = Volume(np.zeros((4, 4, 4), np.float32), np.eye(4))
     ms._both(lambda x: _engines.brain_mask(x, "deepbet"), v, v, True)
     assert overlaps[0] == 1

@@ -152,11 +152,12 @@ def from_ms_result(res: Any, folder: Path | None = None, version: str | None = N
         volumes[OVERLAY_VOLUME] = "new_lesions_common.nii.gz"
     for p in sorted(folder.glob("*_registered.nii.gz")):
         volumes[p.name[: -len("_registered.nii.gz")]] = p.name
-    d = ms_decision([f.kind for f in findings], _unresolved_regions(ms_json))
+    unresolved = _unresolved_regions(ms_json)
+    d = ms_decision([f.kind for f in findings], unresolved)
     extra = {k: v for k, v in ms_json.items() if k not in ("workflow", "version", "provenance")}
     return WorkflowResult(
         workflow=MSLesionsWorkflow.name, version=version or MSLesionsWorkflow.version, findings=findings,
-        quantities=_quantities(findings, _unresolved_regions(ms_json)),
+        quantities=_quantities(findings, unresolved),
         alarms=[Alarm("quality", str(w)) for w in res.warnings],
         summary=d.conclusion, mask="new_lesions.nii.gz" if (folder / "new_lesions.nii.gz").exists() else None,
         reference_role="flair", volumes=volumes,
