@@ -87,6 +87,13 @@ def volume_text(r: LesionRow, unit: str = " mm3") -> str:
     return f"{r.volume_mm3:.0f}{unit}"
 
 
+def panel_window(followup: np.ndarray, brain_mask: np.ndarray | None = None) -> tuple[float, float]:
+    """The grey-level window of the key images: the 1st and 99.5th percentiles of the follow-up inside
+    ``brain_mask`` (else its positive voxels)."""
+    ref = followup[brain_mask] if brain_mask is not None and brain_mask.any() else followup[followup > 0]
+    return (float(np.percentile(ref, 1)), float(np.percentile(ref, 99.5))) if ref.size else (0.0, 1.0)
+
+
 def lesion_panels(
     baseline: np.ndarray,
     followup: np.ndarray,
@@ -96,6 +103,7 @@ def lesion_panels(
     brain_mask: np.ndarray | None = None,
     max_images: int = 12,
     ids: list[int] | None = None,
+    window: tuple[float, float] | None = None,
 ) -> list[KeyImage]:
     """Axial slices through each lesion: baseline | follow-up | follow-up with lesions in colour.
 
@@ -104,13 +112,15 @@ def lesion_panels(
     convention (patient right on the image left) with R/L/A/P letters. ``labels`` holds lesion
     ``m`` as value ``m`` with kind ``kinds[m - 1]``; captions name the lesion by its id in the
     lesion table (``ids``, default the label value at each centroid), never by its position in
-    the list, so a discarded lesion does not renumber the others.
+    the list, so a discarded lesion does not renumber the others. ``window`` is the grey-level window
+    (default :func:`panel_window` of ``followup`` and ``brain_mask``; a caller drawing one lesion at a time
+    computes it once).
     """
     from neurorad.image.volume import Volume
     from neurorad.report.key_images import KeyImagePanel, render_key_image
 
-    ref = followup[brain_mask] if brain_mask is not None and brain_mask.any() else followup[followup > 0]
-    window = (float(np.percentile(ref, 1)), float(np.percentile(ref, 99.5))) if ref.size else (0.0, 1.0)
+    if window is None:
+        window = panel_window(followup, brain_mask)
     eye = np.eye(4)
     base_v, fu_v = Volume(np.asarray(baseline, np.float32), eye), Volume(np.asarray(followup, np.float32), eye)
     lab_v = Volume(np.asarray(labels, np.int32), eye)

@@ -33,15 +33,18 @@ AXIAL_LETTERS = ("R", "L", "A", "P")
 DEFAULT_COLOURS = ((255, 40, 40), (255, 200, 0), (40, 200, 255), (80, 255, 80), (255, 80, 255), (255, 140, 0))
 
 
-def display_axes(volume: Volume) -> Volume:
+def display_axes(volume: Volume, contiguous: bool = True) -> Volume:
     """``volume`` with its axes permuted/flipped (exactly) to i -> patient Left, j -> Posterior,
-    k -> Superior, so that ``data[:, :, k].T`` is an axial slice in radiological convention."""
+    k -> Superior, so that ``data[:, :, k].T`` is an axial slice in radiological convention.
+
+    ``contiguous=False`` returns a view of ``volume``'s data (transposes and flips only, no copy): a caller
+    that reads one slice then copies one slice instead of the whole volume."""
     ornt = nib.orientations.io_orientation(volume.affine)
     target = nib.orientations.axcodes2ornt(("L", "P", "S"))
     tr = nib.orientations.ornt_transform(ornt, target)
     data = nib.orientations.apply_orientation(np.asarray(volume.data), tr)
     aff = volume.affine @ nib.orientations.inv_ornt_aff(tr, volume.spatial_shape)
-    return Volume(np.ascontiguousarray(data), aff, dict(volume.metadata))
+    return Volume(np.ascontiguousarray(data) if contiguous else data, aff, dict(volume.metadata))
 
 
 class KeyImagePanel:
@@ -85,7 +88,7 @@ def _panel_pixels(vol: Volume, labels: np.ndarray | None, k: int, window: tuple[
     grey = (np.clip((sl - lo) / max(hi - lo, 1e-6), 0, 1) * 255).astype(np.float32)
     rgb = np.stack([grey] * 3, axis=-1)
     if labels is not None:
-        lab = labels[:, :, k].T
+        lab = np.rint(np.asarray(labels[:, :, k])).astype(np.int32).T
         for value in np.unique(lab):
             if value == 0:
                 continue
@@ -116,17 +119,19 @@ def render_key_image(
     """
     if not panels:
         raise ValueError("a key image needs at least one panel")
-    vols = [display_axes(p.volume) for p in panels]
+    # views, not copies: only the one slice drawn is read (a copy of every panel volume per key image took
+    # most of the time of a workflow's key images)
+    vols = [display_axes(p.volume, contiguous=False) for p in panels]
     ref = vols[0]
     for v in vols[1:]:
         if v.spatial_shape != ref.spatial_shape or not np.allclose(v.affine, ref.affine, atol=1e-3):
             raise ValueError("key-image panels must share one grid (same shape and affine)")
     lab = None
     if labels is not None:
-        lv = display_axes(labels)
+        lv = display_axes(labels, contiguous=False)
         if lv.spatial_shape != ref.spatial_shape or not np.allclose(lv.affine, ref.affine, atol=1e-3):
             raise ValueError("the label map of a key image must lie on the panels' grid")
-        lab = np.rint(np.asarray(lv.data)).astype(np.int32)
+        lab = np.asarray(lv.data)  # rounded to whole labels slice by slice (_panel_pixels)
     nk = ref.spatial_shape[2]
     if centre_mm is not None:
         ijk = np.linalg.inv(ref.affine) @ np.array([*map(float, centre_mm), 1.0])

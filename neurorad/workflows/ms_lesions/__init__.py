@@ -319,7 +319,7 @@ def write_key_images(folder: Path, findings: list[Finding], kind_labels: dict[st
     import nibabel as nib
     import numpy as np
 
-    from neurorad.pipelines.ms_report import lesion_panels
+    from neurorad.pipelines.ms_report import lesion_panels, panel_window
 
     names = ("baseline.nii.gz", "followup.nii.gz", "new_lesions_common.nii.gz")
     if not findings or not all((folder / n).exists() for n in names):
@@ -332,6 +332,7 @@ def write_key_images(folder: Path, findings: list[Finding], kind_labels: dict[st
     n = max(int(labels.max()), max(f.id for f in findings))
     by_id = {f.id: f.kind for f in findings}
     kinds = [by_id.get(i, "new") for i in range(1, n + 1)]
+    window = panel_window(fu)  # one window for every lesion's image (computed once, not per lesion)
     out_dir = folder / "key_images"
     out = []
     import matplotlib
@@ -343,7 +344,8 @@ def write_key_images(folder: Path, findings: list[Finding], kind_labels: dict[st
         sel = labels == f.id
         if not sel.any():
             continue
-        (panel,) = lesion_panels(base, fu, labels, kinds, [tuple(np.argwhere(sel).mean(0))], None, max_images=1)
+        (panel,) = lesion_panels(base, fu, labels, kinds, [tuple(np.argwhere(sel).mean(0))], None, max_images=1,
+                                 window=window)
         out_dir.mkdir(exist_ok=True)
         rel = f"key_images/lesion_{f.id}.png"
         plt.imsave(folder / rel, panel.pixels)
