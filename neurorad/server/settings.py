@@ -102,8 +102,8 @@ class Settings:
     # local executor: jobs one job process runs, one after the other, before a fresh one replaces it
     # (neurorad.server.worker). A fresh process pays first-run costs on every step (an MS job 22.5 s
     # against 19-20 s in a process that ran one before: bench/ms_speed.py --job-process); 1 gives every
-    # job a process of its own. A job that times out, is cancelled or kills its process ends it (a job that
-    # fails inside the workflow is recorded by the job itself, and its process runs the next one).
+    # job a process of its own. Only a job that succeeded hands its process on: one that failed (inside the
+    # workflow too), timed out, was cancelled or killed its process ends it, so the next job starts fresh.
     jobs_per_process: int = 20
     # retention
     retention_days: float = DEFAULT_RETENTION_DAYS

@@ -134,9 +134,10 @@ def _child(fn: Any, args: tuple, worker_pid: int) -> None:
 
 
 def _serve_jobs(conn: Any, settings_d: dict[str, Any]) -> None:
-    """Loop of a job process: run each lease the worker sends (one at a time), answer ``"done"`` after each,
-    and return on ``None`` or when the worker's end of the pipe closes. A job that raises ends the process
-    (exit code 1, its traceback on stderr) before any answer: the worker fails that job as before."""
+    """Loop of a job process: run each lease the worker sends (one at a time), answer ``("done", state)``
+    after each (the job's state as ``DataPlane.run_job`` returns it: ``"succeeded"``, or the state its failure
+    left it in), and return on ``None`` or when the worker's end of the pipe closes. A job that raises ends the
+    process (exit code 1, its traceback on stderr) before any answer: the worker fails that job as before."""
     while True:
         try:
             lease_d = conn.recv()
@@ -144,8 +145,8 @@ def _serve_jobs(conn: Any, settings_d: dict[str, Any]) -> None:
             return
         if lease_d is None:
             return
-        execute_job(settings_d, lease_d)
-        conn.send("done")
+        state = execute_job(settings_d, lease_d)
+        conn.send(("done", state))
 
 
 def _job_process_main(conn: Any, settings_d: dict[str, Any], worker_pid: int) -> None:
@@ -186,6 +187,7 @@ class _LocalJob:
     def __init__(self, host: _JobProcess, lease: Lease) -> None:
         self.host = host
         self.answered = False
+        self.state: str | None = None  # the job's state as its process answered it ("succeeded", "failed", ...)
         host.jobs += 1
         host.conn.send(asdict(lease))
 
@@ -194,7 +196,10 @@ class _LocalJob:
             return True
         try:
             if self.host.conn.poll():
-                self.answered = self.host.conn.recv() == "done"
+                msg = self.host.conn.recv()
+                self.answered = isinstance(msg, tuple) and len(msg) == 2 and msg[0] == "done"
+                if self.answered:
+                    self.state = str(msg[1])
                 return True
         except (EOFError, OSError):
             return True
@@ -292,11 +297,16 @@ class Worker:
         return _LocalJob(_JobProcess(self._ctx, self._settings_d, os.getpid()), lease)
 
     def _release(self, handle: Any, ok: bool) -> None:
-        """After a job of the local executor: its process waits for the next job when the job ended normally
-        and it has run fewer than ``jobs_per_process``; otherwise it ends."""
+        """After a job of the local executor: its process waits for the next job only when the job SUCCEEDED
+        and the process has run fewer than ``jobs_per_process``; otherwise it ends (asked to exit when it
+        answered, killed when it did not). A job that failed, even inside the workflow with its failure
+        recorded, never hands its process to the next patient's job: whatever the failure left behind in
+        module state, caches or memory ends with it (the next job pays a fresh process's start, 2-3 s for an
+        MS pair, only after a failure)."""
         if not isinstance(handle, _LocalJob):
             return
-        if ok and handle.host.jobs < self.settings.jobs_per_process and handle.host.proc.is_alive():
+        if (ok and handle.state == "succeeded" and handle.host.jobs < self.settings.jobs_per_process
+                and handle.host.proc.is_alive()):
             self._idle.append(handle.host)
         elif ok:
             handle.host.stop()

@@ -1,5 +1,6 @@
 """The local executor's job processes: each runs up to ``Settings.jobs_per_process`` jobs one after the
-other, and a job that fails its process (time-out, kill) ends it (neurorad.server.worker)."""
+other, and only a job that succeeded hands its process on: a failed, timed-out or killed job ends it
+(neurorad.server.worker)."""
 
 from __future__ import annotations
 
@@ -14,14 +15,23 @@ from neurorad.server.settings import Settings
 from neurorad.server.worker import Worker
 from neurorad.store.models import Job
 
+from .dicomdata import write_series
 
-def _run(app, monkeypatch, timeouts: list[float]) -> tuple[list[int], list, list[Job]]:
-    """Enqueue one job of an unknown kind per entry (it fails at once, permanently, inside its job
-    process) with that time-out, run them on one slot, and return each job's process id, the processes
-    and the jobs."""
+
+def _run(app, monkeypatch, timeouts: list[float], succeed: list[bool] | None = None,
+         tmp_path=None) -> tuple[list[int], list, list[Job]]:  # noqa: ANN001
+    """Queue one job per entry and run them on one slot; return each job's process id, the processes and the
+    jobs. A job that is to succeed is a real workflow job (a small FLAIR study received and queued for the
+    conftest's ``summary`` workflow); the others are of an unknown kind (they fail at once, permanently,
+    inside their job process), with the entry's time-out."""
     plane = app.state.plane
-    for t in timeouts:
-        plane.queue.enqueue("probe-kind", {}, max_attempts=1, timeout_s=t)
+    for n, t in enumerate(timeouts):
+        if succeed and succeed[n]:
+            for f in write_series(tmp_path / f"study{n}", "FLAIR", n_slices=2, size=32):
+                plane.ingest_bytes(f.read_bytes(), "MOD")
+            assert len(plane.complete_quiet_studies()) == 1
+        else:
+            plane.queue.enqueue("probe-kind", {}, max_attempts=1, timeout_s=t)
     pids: list[int] = []
     procs: list = []
     start = Worker._start
@@ -40,18 +50,28 @@ def _run(app, monkeypatch, timeouts: list[float]) -> tuple[list[int], list, list
     return pids, procs, jobs
 
 
-def test_a_job_process_runs_up_to_jobs_per_process_jobs_and_a_timed_out_one_ends(app, monkeypatch):
+def test_a_job_process_runs_up_to_jobs_per_process_jobs_and_only_a_succeeded_job_hands_it_on(
+        app, monkeypatch, tmp_path):
     app.state.settings.jobs_per_process = 2
-    pids, procs, jobs = _run(app, monkeypatch, [3600.0, 3600.0, 0.0, 3600.0, 3600.0])
-    a, b, c, d, e = pids
-    assert a == b                 # the second job ran in the first job's process
-    assert c != b                 # the first process had run its 2 jobs: replaced
-    assert d not in (a, c)        # the third job timed out: its process was killed, not reused
-    assert e == d
-    assert [j.state for j in jobs] == ["failed"] * 5
-    assert [j.error.startswith("unknown job kind") for j in jobs] == [True, True, False, True, True]
-    assert jobs[2].error.startswith("timed out")
+    ok = [True, True, True, False, False, True]
+    pids, procs, jobs = _run(app, monkeypatch, [3600.0, 3600.0, 3600.0, 0.0, 3600.0, 3600.0], ok, tmp_path)
+    s1, s2, s3, timed_out, failed, s4 = pids
+    assert s1 == s2                # the second job ran in the first job's process
+    assert s3 != s2                # the first process had run its 2 jobs: replaced
+    assert timed_out == s3         # s3 succeeded: its process took the next job, which timed out ...
+    assert failed != timed_out     # ... so it was killed, not reused
+    assert s4 != failed            # a job that failed inside its process ended it after 1 of its 2 jobs
+    assert [j.state for j in jobs] == ["succeeded", "succeeded", "succeeded", "failed", "failed", "succeeded"]
+    assert jobs[3].error.startswith("timed out") and jobs[4].error.startswith("unknown job kind")
     assert not any(p.is_alive() for p in procs)   # the worker ends its idle processes when it stops
+
+
+def test_a_failed_job_ends_its_process(app, monkeypatch):
+    app.state.settings.jobs_per_process = 20
+    pids, procs, jobs = _run(app, monkeypatch, [3600.0] * 3)
+    assert len(set(pids)) == 3     # each failed job ended its process: none is reused
+    assert all(j.state == "failed" and j.error.startswith("unknown job kind") for j in jobs)
+    assert not any(p.is_alive() for p in procs)
 
 
 def test_jobs_per_process_1_gives_every_job_a_process_of_its_own(app, monkeypatch):
@@ -83,7 +103,8 @@ def test_an_idle_job_process_that_died_is_replaced(app):
         plane.queue.enqueue("probe-kind", {}, max_attempts=1)
     first = worker._start(plane.queue.claim("test"))
     _wait(first)
-    assert first.error() is None
+    assert first.error() is None and first.state == "failed"
+    first.state = "succeeded"  # as if it had succeeded: the process waits for the next job
     worker._release(first, ok=True)
     assert worker._idle == [first.host]
     os.kill(first.host.proc.pid, signal.SIGKILL)
