@@ -458,6 +458,13 @@ class Review:
     def accepted(self) -> bool:
         return self.decision == ACCEPTABLE
 
+    @property
+    def reader_marked(self) -> int:
+        """Findings the reader marked as missed by the software (:attr:`missed`) in an ACCEPTABLE decision; 0 for
+        an UNACCEPTABLE one (its report shows no numbers). A workflow whose conclusion counts findings counts
+        these too (not measured), so a signed report never says "none found" beside its reader's own marker."""
+        return len(self.missed) if self.accepted else 0
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (tuples as lists; ``prior_readings`` nested)."""
         d = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "prior_readings"}
@@ -593,6 +600,10 @@ class Workflow:
     #: not pay seconds of library loading each time. Importing must have no side effect but loading
     #: code (no threads, no models); a module that cannot be imported is skipped
     preload: ClassVar[tuple[str, ...]] = ()
+    #: True when :meth:`conclusion` itself counts the findings the reader marked as missed
+    #: (:attr:`Review.reader_marked`, e.g. MS activity, the microbleed count); otherwise :meth:`reviewed`
+    #: adds the platform's sentence that names them, so no signed conclusion reads as if they were not there
+    counts_reader_marked: ClassVar[bool] = False
 
     # -- running
     def run(self, inputs: WorkflowInputs, out_dir: Path, progress: Progress) -> WorkflowResult:
@@ -615,7 +626,9 @@ class Workflow:
 
     def reviewed(self, result: WorkflowResult, review: Review) -> WorkflowResult:
         """The result as the reader left it: discarded findings removed and quantities recomputed by
-        :meth:`recompute`. UNACCEPTABLE keeps the result unchanged (the report shows no numbers)."""
+        :meth:`recompute`; findings the reader marked as missed named in the conclusion (unless the workflow's
+        :meth:`conclusion` counts them, :attr:`counts_reader_marked`). UNACCEPTABLE keeps the result unchanged
+        (the report shows no numbers)."""
         if not review.accepted:
             return result
         discard = set(self.review_form.discard_verdicts)
@@ -623,7 +636,20 @@ class Workflow:
         out = replace(result, findings=kept)
         out = self.recompute(out)
         out.summary = self.conclusion(out, review)
+        if review.reader_marked and not self.counts_reader_marked:
+            out.summary = f"{out.summary} {self.reader_marked_sentence(review)}"
         return out
+
+    @staticmethod
+    def reader_marked_sentence(review: Review | None) -> str:
+        """The platform's sentence naming the findings the reader marked as missed (:attr:`Review.reader_marked`),
+        for a conclusion that does not count them otherwise; ``""`` when there are none."""
+        marked = review.reader_marked if review is not None else 0
+        if not marked:
+            return ""
+        many = marked > 1
+        return (f"The reader marked {marked} finding{'s' if many else ''} that the software missed; "
+                f"{'they are' if many else 'it is'} not measured and not in the values above.")
 
     def second_reader_reason(self, result: WorkflowResult, review: Review) -> str:
         """Why ``review`` (of the reviewed ``result``) needs a second, different radiologist's independent

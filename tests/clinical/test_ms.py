@@ -53,3 +53,23 @@ def test_draft_report_prints_the_reader_to_decide_heading() -> None:
     plain = ms_decision([])
     assert "Gadolinium: NOT NEEDED." in render_html(MSReport(plain.activity_text, plain.gadolinium,
                                                             plain.gadolinium_reason, [], {}, {}))
+
+
+def test_a_lesion_the_reader_marked_makes_the_scan_active() -> None:
+    """A new or enlarging lesion the software missed and the reader marked counts for activity and gadolinium
+    (not measured, and the sentences say who found it); nothing changes without one."""
+    d = ms_decision([], reader_marked=1)
+    assert d.active and d.gadolinium and d.gadolinium_label == "RECOMMENDED" and d.reader_marked == 1
+    assert (d.n_new, d.n_enlarging) == (0, 0)  # the software's counts stay the measured ones
+    assert "marked by the reader" in d.activity_text and "not measured" in d.activity_text
+    assert "not needed" not in d.conclusion and d.gadolinium_reason.endswith("whether it is acutely active.")
+    both = ms_decision(["new"], reader_marked=2)
+    assert both.activity_text.startswith("Active: 1 new T2-FLAIR lesion and 2 new or enlarging T2-FLAIR lesions "
+                                         "marked by the reader")
+    assert "were found" in both.gadolinium_reason and "they are acutely active" in both.gadolinium_reason
+    # with an uncounted region of tumefactive size: the marked lesion decides gadolinium, the region stays named
+    region = ms_decision([], unresolved_regions=1, reader_marked=1)
+    assert region.gadolinium_label == "RECOMMENDED" and "not counted" in region.activity_text
+    assert ms_decision(["new"], reader_marked=0) == ms_decision(["new"])
+    with pytest.raises(ValueError):
+        ms_decision([], reader_marked=-1)

@@ -175,6 +175,36 @@ def test_accept_regenerates_report_with_kept_lesions(web_env: WebEnv) -> None:
     assert page["decided"]["report_version"] == 3 and page["decided"]["amends"] == out["decision_id"]
 
 
+def test_a_lesion_the_reader_marked_as_missed_makes_the_signed_report_active(web_env: WebEnv) -> None:
+    """The reader discards every detection and marks one lesion the software missed: the signed report's
+    conclusion and gadolinium line count it (before, they said "no new lesion, gadolinium not needed" next to the
+    reader's own marker), and so does the reviewed result's SR."""
+    c, csrf = _client(web_env, "rad")
+    body = _body(web_env, candidates=[{"lesion_id": i, "verdict": "discard"} for i in (1, 2, 3)],
+                 missed_lesions=[{"x_mm": -20.5, "y_mm": 4.0, "z_mm": 31.0}])
+    r = c.post(f"/web/api/studies/{web_env.study_id}/decision", json=body, headers={"X-CSRF-Token": csrf})
+    assert r.status_code == 200, r.text
+    assert r.json()["kept"] == [] and r.json()["discarded"] == [1, 2, 3]
+    html = c.get(r.json()["report_url"]).text
+    assert "Active: 1 new or enlarging T2-FLAIR lesion marked by the reader" in html
+    assert "Gadolinium is recommended" in html and "not needed" not in html
+    assert "Finding missed by the software, marked by the reviewer" in html  # the marker itself, as before
+    # the reviewed values in the SR: gadolinium recommended, and the reader's count
+    sr = web_env.data_dir / "results" / str(web_env.study_id) / "review" / "run1" / "v2" / "dicom" / "sr.dcm"
+    text = str(pydicom.dcmread(sr))
+    assert "RECOMMENDED" in text and "NOT NEEDED" not in text and "READER TO DECIDE" not in text
+    ds = pydicom.dcmread(sr)
+
+    def items(seq):  # noqa: ANN001, ANN202 - every content item of the SR tree
+        for it in seq:
+            yield it
+            yield from items(getattr(it, "ContentSequence", []))
+
+    (marked,) = [it for it in items(ds.ContentSequence) if "ConceptNameCodeSequence" in it and
+                 it.ConceptNameCodeSequence[0].CodeMeaning == "Lesions marked by the reader, missed by the software"]
+    assert float(marked.MeasuredValueSequence[0].NumericValue) == 1.0
+
+
 def test_rejected_result_puts_no_numbers_in_report(web_env: WebEnv) -> None:
     c, csrf = _client(web_env, "rad")
     r = c.post(f"/web/api/studies/{web_env.study_id}/decision",

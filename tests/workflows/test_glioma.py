@@ -78,6 +78,12 @@ def test_review_discards_a_component_and_comparison_needs_accepted_compatible_pr
     assert reviewed.quantity("volume_change_t1_percent").value == pytest.approx(40.0)
     text = wf.conclusion(reviewed, Review("ACCEPTABLE", {"assessment_2d": "stable"}))
     assert text.count("2D assessment") == 1  # the report asks a reviewed result for its conclusion again
+    # tumour the reader marked as missed is named once, also when the report asks again
+    marked = Review("ACCEPTABLE", {"score": "2", "assessment_2d": "stable"}, {2: "discard"}, ((1.0, 2.0, 3.0),))
+    again = wf.reviewed(res, marked)
+    assert again.summary.count("The reader marked 1 finding that the software missed") == 1
+    assert wf.conclusion(again, marked).count("The reader marked 1 finding") == 1
+    assert "The reader marked" not in text
     assert "second radiologist" in text  # 2D stable, volume progression
     first = Review("ACCEPTABLE", {"assessment_2d": "stable"}, reviewer="r1")
     assert wf.second_reader_reason(reviewed, first) == "2D-based assessment stable, volume-based assessment progression"

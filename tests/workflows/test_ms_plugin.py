@@ -98,3 +98,28 @@ def test_an_uncounted_region_of_tumefactive_size_stays_in_every_conclusion(tmp_p
                                                     {1: "discard", 2: "discard", 3: "discard"}))
     assert "not needed" in plain.summary
     assert plain.quantity("gadolinium").value == "NOT NEEDED" and plain.quantity("unresolved_regions").value == 0
+
+
+def test_lesions_the_reader_marked_as_missed_count_after_review(tmp_path: Path) -> None:
+    """An accepted review whose reader discarded every detection but marked a lesion the software missed: the
+    conclusion, the values (SR, API) and the report's sections say active, gadolinium recommended, and that the
+    reader marked it; a rejected review or one without markers changes nothing (before this a signed report said
+    "no new lesion, gadolinium not needed" beside the reader's own marker)."""
+    wf = registry.load("ms-lesions")
+    r = from_ms_result(_res(tmp_path))
+    verdicts = {1: "discard", 2: "discard", 3: "discard"}
+    marked = Review("ACCEPTABLE", {"score": "2"}, verdicts, missed=((10.0, -20.0, 30.0),))
+    out = wf.reviewed(r, marked)
+    assert out.findings == [] and out.quantity("new_lesions").value == 0
+    assert out.quantity("active").value is True and out.quantity("gadolinium").value == "RECOMMENDED"
+    assert out.quantity("gadolinium_recommended").value is True and out.quantity("reader_marked_lesions").value == 1
+    assert "marked by the reader" in out.summary and "not needed" not in out.summary
+    sections = {s.heading: s for s in wf.report_sections(out, marked)}
+    assert "marked by the reader" in sections["Conclusion"].paragraphs[0]
+    assert sections["Gadolinium"].paragraphs[0].startswith("Gadolinium is recommended")
+    # without markers, or rejected: as before
+    plain = wf.reviewed(r, Review("ACCEPTABLE", {"score": "2"}, verdicts))
+    assert plain.quantity("gadolinium").value == "NOT NEEDED" and plain.quantity("reader_marked_lesions").value == 0
+    rejected = Review("UNACCEPTABLE", {"score": "1"}, {}, missed=((10.0, -20.0, 30.0),))
+    assert wf.reviewed(r, rejected).quantity("reader_marked_lesions").value == 0
+    assert wf.conclusion(r, rejected) == r.summary

@@ -68,6 +68,17 @@ def test_wmh_end_to_end(wmh_case, tmp_path: Path) -> None:
     assert rev.quantity("wmh_volume").value == pytest.approx(res.quantity("wmh_volume").value - drop.volume_ml,
                                                              abs=1e-3)
     assert rev.quantity("wmh_count").value == res.quantity("wmh_count").value - 1
+    # a lesion the reader marked as missed is named by the platform's sentence (WMH's conclusion does not count
+    # it): the signed summary never reads "No white-matter hyperintensity found" alone beside the marker
+    gone = wf.reviewed(res, Review("ACCEPTABLE", {"grade": "1"}, {f.id: "discard" for f in res.findings},
+                                   missed=((1.0, 2.0, 3.0),)))
+    assert gone.summary.startswith("No white-matter hyperintensity found")
+    assert gone.summary.endswith("The reader marked 1 finding that the software missed; it is not measured and not "
+                                 "in the values above.")
+    sections = {s.heading: s for s in wf.report_sections(gone, Review("ACCEPTABLE", {"grade": "1"}, {},
+                                                                      missed=((1.0, 2.0, 3.0),)))}
+    assert sections["Findings"].paragraphs[0].count("The reader marked") == 1
+    assert "The reader marked" not in rev.summary
     with pytest.raises(ValueError, match="grade"):
         wf.review_form.validate({"grade": "5"}, {})
     # longitudinal: the previous accepted result's volume is compared; an UNACCEPTABLE one is skipped
@@ -103,6 +114,16 @@ def test_cmb_end_to_end(cmb_case, tmp_path: Path) -> None:
         assert (truth[lab == f.id] > 0).any()
     rev = wf.reviewed(res, Review("ACCEPTABLE", {}, {res.findings[0].id: "incorrect"}))
     assert rev.quantity("cmb_count").value == n - 1
+    # microbleeds the reader marked as missed are counted in the sentence and the values (not measured): the
+    # signed report never says "No cerebral microbleed found" beside the reader's markers
+    none = wf.reviewed(res, Review("ACCEPTABLE", {}, {f.id: "incorrect" for f in res.findings},
+                                   missed=((1.0, 2.0, 3.0), (4.0, 5.0, 6.0))))
+    assert none.quantity("cmb_count").value == 0 and none.quantity("cmb_reader_marked").value == 2
+    assert "marked 2 more microbleeds" in none.summary and "(2 in all)" in none.summary
+    sections = {s.heading: s for s in wf.report_sections(none, Review("ACCEPTABLE", {}, {}, missed=((1, 2, 3),) * 2))}
+    assert sections["Findings"].paragraphs[0] == none.summary  # said once, not appended twice
+    assert wf.reviewed(res, Review("UNACCEPTABLE", {}, {}, missed=((1.0, 2.0, 3.0),))).summary == res.summary
+    assert rev.quantity("cmb_reader_marked") is None and "marked" not in rev.summary
     with pytest.raises(ValueError, match="verdict"):
         wf.review_form.validate({}, {1: "discard"})
 

@@ -95,13 +95,15 @@ class CMBWorkflow(Workflow):
     """Cerebral microbleed detection on SWI (see the module docstring)."""
 
     name = "cmb"
-    version = "0.1.0"
+    # 0.1.1: microbleeds the reader marks as missed are counted in the reviewed conclusion (cmb_reader_marked)
+    version = "0.1.1"
     title = "Cerebral microbleeds (SWI)"
     description = ("Detects cerebral microbleeds (2-10 mm) on SWI: count, one finding per microbleed with its "
                    "location (lobar / deep / infratentorial) and size, and the distribution.")
     requirements = Requirements((SeriesRole("swi", ("SWI",), ("MR",), prefer_3d=True,
                                             description="SWI magnitude or minIP (not the phase image)"),))
     finding_kinds = {"microbleed": "Microbleed"}
+    counts_reader_marked = True  # conclusion() counts the reader's missed-finding markers
     review_form = ReviewForm(
         fields=(),
         finding_verdicts=(Choice("correct", "correct label (keep)"), Choice("incorrect", "incorrect label (discard)")),
@@ -239,6 +241,28 @@ class CMBWorkflow(Workflow):
                 summary += " A strictly lobar distribution is the pattern of cerebral amyloid angiopathy (Boston " \
                            "criteria 2.0 need clinical context)."
         return replace(result, quantities=q, summary=summary)
+
+    def conclusion(self, result: WorkflowResult, review: Review | None = None) -> str:
+        """The counts' sentence; after an accepted review whose reader marked microbleeds the software missed, a
+        sentence that counts them (not measured, location not classified), so the signed report never says "No
+        cerebral microbleed found" beside its reader's markers, nor gives a distribution as if it were complete."""
+        marked = review.reader_marked if review is not None else 0
+        if not marked:
+            return result.summary
+        n = len(result.findings)
+        many = marked > 1
+        return (self.recompute(result).summary + f" The reader marked {marked} more microbleed{'s' if many else ''} "
+                f"that the software missed ({n + marked} in all); {'they are' if many else 'it is'} not measured and "
+                "not location-classified, so the counts and the distribution above cover the software's "
+                "microbleeds only.")
+
+    def reviewed(self, result: WorkflowResult, review: Review) -> WorkflowResult:
+        out = super().reviewed(result, review)
+        if review.reader_marked:
+            out = replace(out, quantities=[*out.quantities, Quantity(
+                "cmb_reader_marked", review.reader_marked, "1",
+                "Microbleeds marked by the reader, missed by the software")])
+        return out
 
     def report_sections(self, result: WorkflowResult, review: Review | None) -> list[ReportSection]:
         sections = [ReportSection("Findings", (self.conclusion(result, review),))]

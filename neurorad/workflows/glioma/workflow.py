@@ -114,6 +114,7 @@ class GliomaWorkflow(Workflow):
         SeriesRole("flair", ("FLAIR",), ("MR",), prefer_3d=True, description="T2-FLAIR"),
     ))
     finding_kinds = {"component": "Tumour component"}
+    counts_reader_marked = True  # conclusion() names the reader's missed-finding markers
     review_form = ReviewForm(fields=(SCORE_1_5, ASSESSMENT_2D), allow_missed=True,
                              timepoints=("t-2", "t-1", "t"))
     viewer = ViewerLayout((
@@ -406,6 +407,8 @@ class GliomaWorkflow(Workflow):
         # from the measured sentence, not ``summary``: a reviewed result's summary already holds the
         # review's sentences, and the report asks for the conclusion again
         text = str(result.extra.get("measured_summary") or result.summary)
+        if review is not None and review.reader_marked:  # tumour the segmentation missed, marked by the reader
+            text += " " + self.reader_marked_sentence(review)
         if review is not None and review.accepted:
             a2d = review.values.get("assessment_2d")
             av = result.extra.get("volume_assessment")

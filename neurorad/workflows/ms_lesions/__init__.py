@@ -53,15 +53,17 @@ def _ml(mm3: float) -> float:
     return round(float(mm3) / 1000.0, 6)
 
 
-def _quantities(findings: list[Finding], unresolved_regions: int = 0) -> list[Quantity]:
+def _quantities(findings: list[Finding], unresolved_regions: int = 0, reader_marked: int = 0) -> list[Quantity]:
     """Counts and volumes (mL) of new and enlarging lesions, activity and the gadolinium rule: the boolean
     ``gadolinium_recommended`` and the three-valued ``gadolinium`` (RECOMMENDED / NOT NEEDED / READER TO DECIDE,
     the last when no lesion is counted but ``unresolved_regions`` changed regions of tumefactive size were
     left to the reader: clinical.ms.ms_decision), so a reader of the values alone (SR, API) is not told
-    "not needed" where the report says the reader decides."""
+    "not needed" where the report says the reader decides. ``reader_marked``: lesions the reader marked as
+    missed in an accepted review (``reader_marked_lesions``); they count for activity and gadolinium, while the
+    counts and volumes of new and enlarging lesions stay the software's measured ones."""
     from neurorad.clinical.ms import ms_decision
 
-    d = ms_decision([f.kind for f in findings], unresolved_regions)
+    d = ms_decision([f.kind for f in findings], unresolved_regions, reader_marked)
     new_ml = sum(f.volume_ml or 0.0 for f in findings if f.kind == "new")
     enl_ml = sum(f.volume_ml or 0.0 for f in findings if f.kind == "enlarging")
 
@@ -84,7 +86,10 @@ def _quantities(findings: list[Finding], unresolved_regions: int = 0) -> list[Qu
         Quantity("gadolinium", d.gadolinium_label, "", "Gadolinium (recommended, not needed, reader to decide)"),
         Quantity("unresolved_regions", int(unresolved_regions), "1",
                  "Changed regions of tumefactive size not counted as lesions (the reader decides)"),
+        Quantity("reader_marked_lesions", int(reader_marked), "1",
+                 "Lesions marked by the reader, missed by the software"),  # <= 64 characters (SR code meaning)
     ]
+
 
 
 def _unresolved_regions(extra: Any) -> int:
@@ -196,8 +201,10 @@ class MSLesionsWorkflow(Workflow):
     # that the size bound did not count is named in the conclusion, which then never says "no new lesion,
     # gadolinium not needed" (clinical.ms.ms_decision's unresolved_regions; result.json decision); 1.5.3: speed
     # (outputs identical: both time points' deepbet side by side, the NMI histogram by bincount, Nyul landmarks
-    # once per image) and two quantities, the three-valued "gadolinium" and "unresolved_regions"
-    version = "1.5.3"
+    # once per image) and two quantities, the three-valued "gadolinium" and "unresolved_regions"; 1.5.4: lesions
+    # the reader marks as missed in an accepted review count for activity and gadolinium (reader_marked_lesions;
+    # before, the signed conclusion could say "no new lesion, gadolinium not needed" beside the reader's marker)
+    version = "1.5.4"
     title = "MRI brain follow-up: new and enlarging T2-FLAIR lesions"
     description = ("Compares this study's FLAIR with the FLAIR of the patient's previous study (registered, "
                    "bias-corrected, jointly normalised subtraction) and reports new and enlarging lesions, "
@@ -208,6 +215,7 @@ class MSLesionsWorkflow(Workflow):
                    description="Baseline FLAIR of the patient's previous study"),
     ))
     finding_kinds = {"new": "New T2-FLAIR lesion", "enlarging": "Enlarging T2-FLAIR lesion"}
+    counts_reader_marked = True  # conclusion() counts the reader's missed-finding markers
     review_form = ReviewForm(
         fields=(SCORE_1_5,),
         finding_verdicts=(Choice("keep", "keep (true lesion)"), Choice("discard", "discard (false positive)")),
@@ -251,15 +259,20 @@ class MSLesionsWorkflow(Workflow):
     def conclusion(self, result: WorkflowResult, review: Review | None = None) -> str:
         from neurorad.clinical.ms import ms_decision
 
-        return ms_decision([f.kind for f in result.findings], _unresolved_regions(result.extra)).conclusion
+        return ms_decision([f.kind for f in result.findings], _unresolved_regions(result.extra),
+                           review.reader_marked if review else 0).conclusion
 
     def recompute(self, result: WorkflowResult) -> WorkflowResult:
         return replace(result, quantities=_quantities(result.findings, _unresolved_regions(result.extra)))
 
     def reviewed(self, result: WorkflowResult, review: Review) -> WorkflowResult:
         out = super().reviewed(result, review)
-        if review.accepted:  # key images of the kept lesions only
-            kept = {f.id for f in out.findings}
+        if review.accepted:
+            # the reader's missed-lesion markers count for activity and gadolinium in the values too (the
+            # conclusion counts them through conclusion(out, review))
+            out = replace(out, quantities=_quantities(out.findings, _unresolved_regions(out.extra),
+                                                      review.reader_marked))
+            kept = {f.id for f in out.findings}  # key images of the kept lesions only
             out.key_images = [k for k in result.key_images if k.finding_id is None or k.finding_id in kept]
         return out
 
@@ -267,7 +280,8 @@ class MSLesionsWorkflow(Workflow):
     def report_sections(self, result: WorkflowResult, review: Review | None) -> list[ReportSection]:
         from neurorad.clinical.ms import ms_decision
 
-        d = ms_decision([f.kind for f in result.findings], _unresolved_regions(result.extra))
+        d = ms_decision([f.kind for f in result.findings], _unresolved_regions(result.extra),
+                        review.reader_marked if review else 0)
         sections = [ReportSection("Conclusion", (d.activity_text,)),
                     ReportSection("Gadolinium", (d.gadolinium_reason,))]
         if result.findings:
