@@ -102,6 +102,25 @@ def _resident_mb() -> float:
     return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
+def _in_job_process(target, batch: list, threads: int) -> list:  # noqa: ANN001 - _jobs or _platform_jobs
+    """Run ``target(batch, threads, conn)`` in ONE job process forked, as the worker's are, from a forkserver that
+    imported the worker's preload list (``neurorad.server.worker.job_preload_modules``); return what it sent back,
+    one item per entry of ``batch``."""
+    import multiprocessing as mp
+
+    from neurorad.server.worker import job_preload_modules
+
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(job_preload_modules(["ms-lesions"]))
+    recv, send = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=target, args=(batch, threads, send))
+    proc.start()
+    send.close()
+    got = [recv.recv() for _ in batch]
+    proc.join()
+    return got
+
+
 def _platform_jobs(jobs: list, threads: int, conn) -> None:  # noqa: ANN001 - a Pipe end
     """The platform's job body, one job after the other in this job process (``platform_times``): the workflow
     run by ``neurorad.workflows.runner.execute`` on two DICOM series folders, with the platform's report and
@@ -134,10 +153,7 @@ def platform_times(pairs: list, threads: int, root: Path) -> tuple[list[float], 
     counted); then every pair from series with new UIDs, so nothing of it is stored yet (a patient's FIRST
     comparison: the atlas registration is computed); then every pair again from the same folders (a patient's
     LATER comparison: the atlas registration is reused). Returns (first comparisons, later comparisons)."""
-    import multiprocessing as mp
-
     from neurorad.image.dicom_series import write_dicom_series
-    from neurorad.server.worker import job_preload_modules
 
     def folders(k: int, tag: str) -> tuple[Path, Path]:
         b, f = pairs[k]
@@ -150,15 +166,7 @@ def platform_times(pairs: list, threads: int, root: Path) -> tuple[list[float], 
 
     first_job = folders(len(pairs) - 1, "warmup")
     firsts = [folders(k, "first") for k in range(len(pairs))]
-    ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(job_preload_modules(["ms-lesions"]))
-    jobs = [first_job, *firsts, *firsts]
-    recv, send = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_platform_jobs, args=(jobs, threads, send))
-    proc.start()
-    send.close()
-    got = [recv.recv() for _ in jobs]
-    proc.join()
+    got = _in_job_process(_platform_jobs, [first_job, *firsts, *firsts], threads)
     n = len(pairs)
     (w0, a0, _), first, later = got[0], got[1:1 + n], got[1 + n:]
     show = lambda rows: ", ".join(f"{w:.1f} (atlas {a:.1f})" for w, a, _ in rows)  # noqa: E731
@@ -175,20 +183,8 @@ def job_process_times(pairs: list, threads: int) -> tuple[list[float], float, li
     process of its own, as ``jobs_per_process = 1``; the first job of a reused process, which runs the last pair;
     each pair as a later job of that process, as the default ``jobs_per_process`` runs it). The pairs are
     handed over before the clock starts; the process start is not counted, only ``run_ms_lesions``."""
-    import multiprocessing as mp
-
-    from neurorad.server.worker import job_preload_modules
-
-    ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(job_preload_modules(["ms-lesions"]))
-
     def in_process(batch: list) -> tuple[list[float], list[float]]:
-        recv, send = ctx.Pipe(duplex=False)
-        proc = ctx.Process(target=_jobs, args=(batch, threads, send))
-        proc.start()
-        send.close()
-        got = [recv.recv() for _ in batch]
-        proc.join()
+        got = _in_job_process(_jobs, batch, threads)
         return [float(w) for w, _ in got], [float(m) for _, m in got]
 
     fresh = []

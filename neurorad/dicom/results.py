@@ -187,9 +187,9 @@ def labels_to_source_frames(labels: Volume, source: list[Dataset], tol_vox: floa
         if worst > tol_vox or (corners < 0).any() or (corners >= shape).any():
             raise ValueError("label grid does not match the source series geometry")
         # the frame is a strided view of the label array (voxel origin + r * step_r + c * step_c, all whole
-        # voxels): no index arrays, ~10x faster than fancy indexing with three per-pixel index arrays. Every
-        # element it reads lies inside the array because all four corners do (checked above); the view is
-        # copied by np.stack
+        # voxels) instead of fancy indexing with three per-pixel index arrays (the function: 0.24 -> 0.18 s for
+        # 176 slices of 256 x 256). Every element it reads lies inside the array because all four corners do
+        # (checked above); the view is copied by np.stack
         o_f = int(o_i.astype(np.int64) @ elem_strides)
         r_f, c_f = int(r_i.astype(np.int64) @ elem_strides), int(c_i.astype(np.int64) @ elem_strides)
         frames.append(np.lib.stride_tricks.as_strided(flat[o_f:], shape=(rows, cols),
