@@ -91,6 +91,14 @@ def _quantities(findings: list[Finding], unresolved_regions: int = 0, reader_mar
     ]
 
 
+def _decision(result: WorkflowResult, review: Review | None) -> Any:
+    """The MS decision (clinical.ms.ms_decision) of ``result`` as ``review`` leaves it: its findings' kinds, the
+    run's uncounted regions of tumefactive size and the reader's missed-lesion markers."""
+    from neurorad.clinical.ms import ms_decision
+
+    return ms_decision([f.kind for f in result.findings], _unresolved_regions(result.extra),
+                       review.reader_marked if review is not None else 0)
+
 
 def _unresolved_regions(extra: Any) -> int:
     """Changed regions of tumefactive size the run did not count, from its ``result.json`` (``extra`` of the
@@ -257,10 +265,7 @@ class MSLesionsWorkflow(Workflow):
 
     # -- clinical rules
     def conclusion(self, result: WorkflowResult, review: Review | None = None) -> str:
-        from neurorad.clinical.ms import ms_decision
-
-        return ms_decision([f.kind for f in result.findings], _unresolved_regions(result.extra),
-                           review.reader_marked if review else 0).conclusion
+        return _decision(result, review).conclusion
 
     def recompute(self, result: WorkflowResult) -> WorkflowResult:
         return replace(result, quantities=_quantities(result.findings, _unresolved_regions(result.extra)))
@@ -278,10 +283,7 @@ class MSLesionsWorkflow(Workflow):
 
     # -- report
     def report_sections(self, result: WorkflowResult, review: Review | None) -> list[ReportSection]:
-        from neurorad.clinical.ms import ms_decision
-
-        d = ms_decision([f.kind for f in result.findings], _unresolved_regions(result.extra),
-                        review.reader_marked if review else 0)
+        d = _decision(result, review)
         sections = [ReportSection("Conclusion", (d.activity_text,)),
                     ReportSection("Gadolinium", (d.gadolinium_reason,))]
         if result.findings:
