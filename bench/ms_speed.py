@@ -33,7 +33,8 @@ folders (read and converted in the load step, instead of arrays in memory), the 
 ``neurorad.workflows.runner.execute`` with the platform's report, DICOM objects (SEG, SR, encapsulated PDF,
 secondary captures, referencing the follow-up's own DICOM instead of a series synthesised from arrays) and key
 images, all in one reused job process; each pair as a patient's first comparison (the atlas registration is
-computed) and as a later one (it is reused).
+computed) and as a later one (it is reused), the later one alternated with the bench's path in the same process
+(the fair comparison of the two on a machine whose speed drifts).
 
 Usage: ``python bench/ms_speed.py [--skip-slow] [--compare-before] [--compare-sequential] [--job-process]
 [--platform] [--pairs N] [--threads N] [--warm]``
@@ -122,59 +123,74 @@ def _in_job_process(target, batch: list, threads: int) -> list:  # noqa: ANN001 
 
 
 def _platform_jobs(jobs: list, threads: int, conn) -> None:  # noqa: ANN001 - a Pipe end
-    """The platform's job body, one job after the other in this job process (``platform_times``): the workflow
-    run by ``neurorad.workflows.runner.execute`` on two DICOM series folders, with the platform's report and
-    DICOM objects (``write_outputs``) and key images, as ``DataPlane.run_job`` runs it. Each job's wall seconds,
-    the seconds of its atlas step and the resident memory go back through ``conn``."""
+    """Jobs one after the other in this job process (``platform_times``). ``("platform", baseline_dir,
+    followup_dir)``: the platform's job body, the workflow run by ``neurorad.workflows.runner.execute`` on two
+    DICOM series folders with the platform's report, DICOM objects and key images, as ``DataPlane.run_job`` runs
+    it; ``("bench", baseline, followup)``: the bench's path, ``run_ms_lesions`` on the two arrays with its own
+    report and synthesised DICOM. Each job's wall seconds, the seconds of its atlas step and the resident memory
+    go back through ``conn``."""
     import torch
 
     torch.set_num_threads(threads)
+    from neurorad.pipelines.ms_lesions import run_ms_lesions
     from neurorad.workflows import registry
     from neurorad.workflows.contract import WorkflowInputs
     from neurorad.workflows.runner import execute
 
     wf = registry.load("ms-lesions")
-    for baseline_dir, followup_dir in jobs:
+    for path, baseline, followup in jobs:
         with tempfile.TemporaryDirectory() as d:
-            inputs = WorkflowInputs({"baseline_flair": Path(baseline_dir), "flair": Path(followup_dir)})
             t0 = time.perf_counter()
-            res = execute(wf, inputs, Path(d) / "out")
+            if path == "bench":
+                timings = run_ms_lesions(baseline, followup, Path(d) / "out").timings_s
+            else:
+                res = execute(wf, WorkflowInputs({"baseline_flair": Path(baseline), "flair": Path(followup)}),
+                              Path(d) / "out")
+                timings = {st.get("name"): st.get("seconds") for st in res.provenance.steps}
             wall = time.perf_counter() - t0
-        atlas = next((float(st.get("seconds", 0.0)) for st in res.provenance.steps if st.get("name") == "atlas"),
-                     float("nan"))
-        conn.send((wall, atlas, _resident_mb()))
+        conn.send((wall, float(timings.get("atlas") or float("nan")), _resident_mb()))
     conn.close()
 
 
-def platform_times(pairs: list, threads: int, root: Path) -> tuple[list[float], list[float]]:
+def platform_times(pairs: list, threads: int, root: Path) -> tuple[list[float], list[float], list[float]]:
     """Wall seconds of platform jobs in ONE reused job process (forked from a forkserver that imported the
     worker's preload list), inputs as the platform hands them over: DICOM series folders (written under
     ``root`` before the clock starts). The process first runs the last pair (its first job, printed, not
     counted); then every pair from series with new UIDs, so nothing of it is stored yet (a patient's FIRST
-    comparison: the atlas registration is computed); then every pair again from the same folders (a patient's
-    LATER comparison: the atlas registration is reused). Returns (first comparisons, later comparisons)."""
+    comparison: the atlas registration is computed); then each pair through the bench's path once (untimed: it
+    stores the atlas registration of the arrays); then, per pair, the platform job again from the same folders
+    (a patient's LATER comparison: the atlas registration is reused) and the bench's path, in alternating order,
+    so the two paths are compared in one process under the same load. Returns (first comparisons, later
+    comparisons, the bench's path), per pair."""
     from neurorad.image.dicom_series import write_dicom_series
 
-    def folders(k: int, tag: str) -> tuple[Path, Path]:
+    def folders(k: int, tag: str) -> tuple[str, Path, Path]:
         b, f = pairs[k]
         out = []
         for name, vol in (("baseline", b), ("followup", f)):
             # new random UIDs (no uid_seed): the folder's content hash is new, so no stored atlas registration of
             # an earlier run or job matches it
             out.append(Path(write_dicom_series(vol, root / f"{tag}{k}" / name, series_description=f"FLAIR {name}")))
-        return out[0], out[1]
+        return "platform", out[0], out[1]
 
-    first_job = folders(len(pairs) - 1, "warmup")
-    firsts = [folders(k, "first") for k in range(len(pairs))]
-    got = _in_job_process(_platform_jobs, [first_job, *firsts, *firsts], threads)
     n = len(pairs)
-    (w0, a0, _), first, later = got[0], got[1:1 + n], got[1 + n:]
+    firsts = [folders(k, "first") for k in range(n)]
+    benches = [("bench", *pairs[k]) for k in range(n)]
+    alternated = [job for k in range(n) for job in ((firsts[k], benches[k]) if k % 2 == 0 else
+                                                    (benches[k], firsts[k]))]
+    got = _in_job_process(_platform_jobs, [folders(n - 1, "warmup"), *firsts, *benches, *alternated], threads)
+    (w0, a0, _), first = got[0], got[1:1 + n]
+    pairs_got = got[1 + 2 * n:]
+    later = [pairs_got[2 * k] if k % 2 == 0 else pairs_got[2 * k + 1] for k in range(n)]
+    bench = [pairs_got[2 * k + 1] if k % 2 == 0 else pairs_got[2 * k] for k in range(n)]
     show = lambda rows: ", ".join(f"{w:.1f} (atlas {a:.1f})" for w, a, _ in rows)  # noqa: E731
+    diff = ", ".join(f"{p[0] - b[0]:+.1f}" for p, b in zip(later, bench, strict=True))
     print(f"platform jobs (DICOM in, report and DICOM objects out) in one reused job process: its first job "
           f"{w0:.1f} s (atlas {a0:.1f}); a patient's first comparison, pairs 0-{n - 1}: {show(first)} s; a later "
-          f"comparison (atlas reused): {show(later)} s; resident memory after each job: "
-          f"{', '.join(f'{m:.0f}' for *_, m in got)} MB", flush=True)
-    return [w for w, _, _ in first], [w for w, _, _ in later]
+          f"comparison (atlas reused): {show(later)} s; the bench's path alternated with it: {show(bench)} s; "
+          f"platform minus bench per pair: {diff} s; "
+          f"resident memory after each job: {', '.join(f'{m:.0f}' for *_, m in got)} MB", flush=True)
+    return [w for w, _, _ in first], [w for w, _, _ in later], [w for w, _, _ in bench]
 
 
 def job_process_times(pairs: list, threads: int) -> tuple[list[float], float, list[float]]:
@@ -306,9 +322,11 @@ def main(argv: list[str] | None = None) -> int:
               f"{first:.1f} s")
     if args.platform:
         with tempfile.TemporaryDirectory(prefix="ms-speed-dicom-") as d:
-            first_cmp, later_cmp = platform_times(pairs, args.threads, Path(d))
+            first_cmp, later_cmp, bench_cmp = platform_times(pairs, args.threads, Path(d))
         print(f"platform jobs over {len(pairs)} pairs: a patient's first comparison median {np.median(first_cmp):.1f} "
-              f"s wall; a later comparison (atlas reused) median {np.median(later_cmp):.1f} s wall")
+              f"s wall; a later comparison (atlas reused) median {np.median(later_cmp):.1f} s wall; the bench's path "
+              f"in the same process median {np.median(bench_cmp):.1f} s; platform minus bench median "
+              f"{np.median(np.subtract(later_cmp, bench_cmp)):+.2f} s")
     print("target <= 20 s median per 1 mm pair on 2 cores (issue 10); published CAD: 5.5 min on 4 cores")
     return 0
 
