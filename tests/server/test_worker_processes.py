@@ -25,6 +25,8 @@ def _run(app, monkeypatch, timeouts: list[float], succeed: list[bool] | None = N
     conftest's ``summary`` workflow); the others are of an unknown kind (they fail at once, permanently,
     inside their job process), with the entry's time-out."""
     plane = app.state.plane
+    if succeed:  # real workflow jobs: a lease long enough that a loaded machine never loses one mid-job
+        app.state.settings.lease_s = plane.queue.lease_s = 60.0
     for n, t in enumerate(timeouts):
         if succeed and succeed[n]:
             for f in write_series(tmp_path / f"study{n}", "FLAIR", n_slices=2, size=32):
