@@ -14,6 +14,10 @@ Two phantom families (``--phantom``):
   (a protocol/scanner change); stable lesions drifting +-10%; 1, 3 or 5 mm slices at either time
   point; motion up to 15 degrees / 15 mm; a third stable. Evaluation seeds ``--first`` 0..;
   ``--tuning`` uses seeds 100000+ (the set the operating point was chosen on, never evaluated).
+* ``independent``: pairs of ``bench/ms_sim_independent.py``, a simulator written by another hand without
+  reading the phantom or the detector (its own anatomy variation, FLAIR model, slice profiles, motion and
+  lesion placement), seed = case index. Nothing was ever tuned on it: it measures how much of the widened
+  phantom's figures belongs to the shared design of phantom and detector.
 
 Definitions
 * a truth lesion (new, or enlarging: its whole follow-up extent) is FOUND when the detected
@@ -92,6 +96,39 @@ def case_spec(i: int, voxel_mm: float = 1.0, phantom: str = "original", tuning: 
     )
 
 
+def independent_case(i: int):  # noqa: ANN201 - PhantomCase
+    """Pair ``i`` of the independently written simulator (``bench/ms_sim_independent.py``, seed ``i``), as the
+    benchmark's case object and spec. Its images sit in their own scanner spaces at their own resolutions, its
+    truth on the follow-up's grid (a voxel is lesion when at least half of it is). The spec's slice thicknesses
+    are the simulated ones (its spacings, gaps included, are the images' largest voxel sizes), its in-plane size
+    the smallest voxel size."""
+    here = str(Path(__file__).resolve().parent)
+    if here not in sys.path:
+        sys.path.insert(0, here)
+    from ms_sim_independent import simulate_pair
+
+    from neurorad.image.volume import Volume
+    from neurorad.phantom.cases import MS_LOCATION_BINS, PhantomCase
+
+    sim = simulate_pair(i)
+
+    def vol(img, dtype):  # noqa: ANN001, ANN202 - nibabel image
+        return Volume(np.asarray(img.dataobj).astype(dtype), np.asarray(img.affine, float))
+
+    images = {"baseline_flair": vol(sim["baseline"], np.float32), "followup_flair": vol(sim["followup"], np.float32)}
+    truth = {"truth_new": vol(sim["truth_new"], np.int16), "truth_enlarging": vol(sim["truth_enlarging"], np.int16)}
+    lesions = [{**rec, "location": MS_LOCATION_BINS.get(rec["location"], rec["location"])} for rec in sim["lesions"]]
+    spacing = [v.spacing_mm for v in images.values()]
+    params = sim.get("params", {})
+    # the simulated slice thickness (1, 3 or 5 mm: the benchmark's bins); the spacing includes any gap
+    thickness = [float(params.get(t, {}).get("slice_thickness_mm", max(s)))
+                 for t, s in zip(("baseline", "followup"), spacing, strict=True)]
+    spec = {"simulator": "bench/ms_sim_independent.py", "seed": i, "slice_thickness_mm": thickness,
+            "slice_spacing_mm": [round(float(max(s)), 3) for s in spacing],
+            "in_plane_mm": round(float(min(min(s) for s in spacing)), 3), "params": _jsonable(params)}
+    return PhantomCase("ms-independent", i, images, truth, {"lesions": lesions}), spec
+
+
 def engine_config(engine: str, froc_floor: float | None):  # noqa: ANN201 - MSConfig
     """The workflow configuration of an engine name (``default``: MSConfig(); ``global``: the
     original classical engine before issue 17)."""
@@ -162,9 +199,14 @@ def run_case(i: int, voxel_mm: float, phantom: str = "original", engine: str = "
     from neurorad.phantom.cases import ms_pair
     from neurorad.pipelines.ms_lesions import run_ms_lesions
 
-    spec = case_spec(i, voxel_mm, phantom, tuning)
     t0 = time.perf_counter()
-    case = ms_pair(**spec)
+    if phantom == "independent":
+        if tuning:
+            raise ValueError("the independent simulator is never tuned on: it has no --tuning seeds")
+        case, spec = independent_case(i)
+    else:
+        spec = case_spec(i, voxel_mm, phantom, tuning)
+        case = ms_pair(**spec)
     t_gen = time.perf_counter() - t0
     engines = engine.split(",")
     if len(engines) > 1:
@@ -452,7 +494,10 @@ def core_thresholds(threshold: float, params) -> dict:  # noqa: ANN001 - Candida
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--phantom", default="original", choices=["original", "widened"])
+    ap.add_argument("--phantom", default="original", choices=["original", "widened", "independent"],
+                    help="original: the regression set; widened: issue 17's phantom; independent: pairs of "
+                         "bench/ms_sim_independent.py, a simulator written without reading the phantom or the "
+                         "detector (its own grids: --voxel-mm does not apply)")
     ap.add_argument("--engine", default="default",
                     help="default: MSConfig() (classical, local statistics); global: the classical engine before "
                          "issue 17; learned: the two-time-point network (MSConfig.lesion_engine); fusion: classical + "
