@@ -34,17 +34,37 @@ def slice_thickness_mm(volume: Volume) -> tuple[float, str]:
 
 def check_acquisition(
     volume: Volume, name: str = "image", max_2d_thickness_mm: float = MAX_2D_SLICE_THICKNESS_MM,
-) -> None:
+    max_spacing_mm: float | None = None,
+) -> str | None:
     """Raise :class:`InputError` for a 2D acquisition with slices >= ``max_2d_thickness_mm``.
 
     Uses DICOM ``MRAcquisitionType`` ('2D'/'3D') and ``SliceThickness`` when the metadata holds
     them; otherwise treats any image with a voxel size >= the limit as a thick 2D acquisition.
+
+    With ``max_spacing_mm`` the slices' spacing (the largest voxel size, which includes any gap between
+    slices) is judged on its own: a 2D series whose slices lie ``max_spacing_mm`` or more apart is refused, and
+    an image without a slice thickness in its metadata (NIfTI) is refused only then. Such an image with a
+    spacing at or over ``max_2d_thickness_mm`` may be thinner slices with a gap (5 mm slices 1-1.5 mm apart
+    are a common clinical 2D FLAIR, and a NIfTI file keeps only the spacing): it is accepted, and the warning
+    that a lesion smaller than the spacing can lie between slices is returned. Returns None otherwise.
     """
     dcm: dict[str, Any] = volume.metadata.get("dicom") or {}
     acq = str(dcm.get("MRAcquisitionType", "")).upper() or None
     thickness, source = slice_thickness_mm(volume)
     if acq == "3D":
-        return
+        return None
+    spacing = float(max(volume.spacing_mm))
+    if max_spacing_mm is not None and spacing >= max_spacing_mm:
+        raise InputError(
+            f"{name} has slices {spacing:.1f} mm apart (voxel spacing); longitudinal comparison needs slices less "
+            f"than {max_spacing_mm:g} mm apart (ideally a 3D acquisition). Please provide a thinner or 3D series.",
+            volume.metadata.get("source"))
+    if max_spacing_mm is not None and source == "voxel spacing":
+        if thickness < max_2d_thickness_mm:
+            return None
+        return (f"{name}: slices {spacing:.1f} mm apart and no slice thickness in the input (judged by voxel size): "
+                f"compared as slices under {max_2d_thickness_mm:g} mm with a gap between them; a lesion smaller "
+                "than the spacing can lie between two slices and be missed")
     if thickness >= max_2d_thickness_mm:
         kind = ("2D acquisition" if acq == "2D"
                 else "thick-slice acquisition (no MRAcquisitionType; judged by voxel size)")
@@ -52,6 +72,7 @@ def check_acquisition(
             f"{name} is a {kind} with {thickness:.1f} mm slices ({source}); longitudinal comparison needs "
             f"slices thinner than {max_2d_thickness_mm:g} mm (ideally a 3D acquisition). Please provide a thinner "
             "or 3D series.", volume.metadata.get("source"))
+    return None
 
 
 @dataclass

@@ -221,8 +221,22 @@ def test_different_patients_refused(tmp_path) -> None:
 
 
 def test_thick_2d_slices_refused(tmp_path) -> None:
-    with pytest.raises(InputError, match="5 mm|slices"):
-        run_ms_lesions(_vol(), _vol((1.0, 1.0, 6.0)), tmp_path / "out")
+    with pytest.raises(InputError, match="7.5 mm apart"):
+        run_ms_lesions(_vol(), _vol((1.0, 1.0, 7.5)), tmp_path / "out")
+    with pytest.raises(InputError, match="6.0 mm slices"):
+        run_ms_lesions(_vol(), _vol((1.0, 1.0, 6.0), meta={"dicom": {"MRAcquisitionType": "2D", "SliceThickness": 6,
+                                                                     "SeriesDescription": "FLAIR"}}),
+                       tmp_path / "out")
+
+
+def test_slices_with_a_gap_are_compared_with_a_warning() -> None:
+    """NIfTI 6.3 mm spacing (5 mm slices with a gap): the pair check accepts it and says what it costs."""
+    from neurorad.pipelines.ms_lesions import MSConfig, check_pair
+
+    f = _vol((1.0, 1.0, 6.3))
+    f.metadata["role"] = "followup"
+    warnings = check_pair(_vol(), f, MSConfig())
+    assert any("6.3 mm apart" in w for w in warnings)
 
 
 def test_empty_brain_mask_fails_cleanly(tmp_path, monkeypatch) -> None:

@@ -31,6 +31,29 @@ def test_thick_2d_is_refused_with_clear_message():
         check_acquisition(_vol((40, 40, 20), (1.0, 1.0, 4.0), {"MRAcquisitionType": "2D", "SliceThickness": 5.5}))
 
 
+def test_slice_spacing_with_a_gap_is_compared_with_a_warning_and_a_wide_one_refused():
+    """A NIfTI file keeps the slices' spacing, not their thickness: 5 mm slices 1.3 mm apart (6.3 mm) may be
+    compared (with a warning); slices 7 mm or more apart are refused, and a known thickness still decides."""
+    nifti_gap = _vol((40, 40, 10), (1.0, 1.0, 6.3))
+    warning = check_acquisition(nifti_gap, "follow-up", 5.5, max_spacing_mm=7.0)
+    assert warning and "6.3 mm apart" in warning and "between two slices" in warning
+    assert check_acquisition(_vol((40, 40, 20), (1.0, 1.0, 3.0)), "baseline", 5.5, max_spacing_mm=7.0) is None
+    with pytest.raises(InputError, match="7.5 mm apart"):
+        check_acquisition(_vol((40, 40, 10), (1.0, 1.0, 7.5)), "follow-up", 5.5, max_spacing_mm=7.0)
+    # the DICOM thickness still decides, and a gap beyond the spacing limit is refused even for thin slices
+    with pytest.raises(InputError, match="6.0 mm slices"):
+        check_acquisition(_vol((40, 40, 10), (1.0, 1.0, 6.3), {"MRAcquisitionType": "2D", "SliceThickness": 6}),
+                          "follow-up", 5.5, max_spacing_mm=7.0)
+    assert check_acquisition(_vol((40, 40, 10), (1.0, 1.0, 6.3), {"MRAcquisitionType": "2D", "SliceThickness": 5}),
+                             "follow-up", 5.5, max_spacing_mm=7.0) is None
+    with pytest.raises(InputError, match="apart"):
+        check_acquisition(_vol((40, 40, 10), (1.0, 1.0, 8.0), {"MRAcquisitionType": "2D", "SliceThickness": 3}),
+                          "follow-up", 5.5, max_spacing_mm=7.0)
+    # without a spacing limit (the default) the voxel size is the thickness, as before
+    with pytest.raises(InputError, match="voxel spacing"):
+        check_acquisition(nifti_gap, "follow-up", 5.5)
+
+
 def test_finer_scan_goes_to_the_coarser_grid():
     fine = _vol((60, 60, 60), (1.0, 1.0, 1.0))
     coarse = _vol((40, 40, 20), (1.5, 1.5, 3.0))
