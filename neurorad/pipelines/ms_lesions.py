@@ -91,6 +91,10 @@ class MSConfig:
     # refuse 2D FLAIR with slices this thick or thicker (5 mm slices are compared, with lower
     # sensitivity for lesions smaller than the slice: see docs/ms-lesions.md)
     max_slice_thickness_mm: float = 5.5
+    # refuse 2D FLAIR whose slices lie this far apart or further (centre to centre, gap included). A NIfTI input
+    # carries only that spacing, not the thickness: 5 mm slices with a 1-1.5 mm gap (a common clinical 2D FLAIR,
+    # 6-6.5 mm apart) are compared with a warning instead of being refused as 6 mm slices (docs/ms-lesions.md)
+    max_slice_spacing_mm: float = 7.0
     brain_engine: str = "deepbet"  # deepbet | hdbet
     registration_backend: str = "elastix"  # elastix | sitk | ants
     min_registration_correlation: float = 0.8  # Pearson r of the smoothed, normalised pair inside the brain
@@ -208,7 +212,10 @@ def check_pair(baseline: Volume, followup: Volume, cfg: MSConfig) -> list[str]:
         raise InputError("baseline and follow-up belong to different patients (PatientID/pseudonym differ)",
                          followup.metadata.get("source"))
     for v, d in ((baseline, db), (followup, df)):
-        check_acquisition(v, str(v.metadata.get("role", "input")), cfg.max_slice_thickness_mm)
+        gap_warning = check_acquisition(v, str(v.metadata.get("role", "input")), cfg.max_slice_thickness_mm,
+                                        cfg.max_slice_spacing_mm)
+        if gap_warning:
+            warnings.append(gap_warning)
         desc = " ".join(str(d.get(k, "")) for k in ("SeriesDescription", "ProtocolName", "SequenceName")).lower()
         ti = d.get("InversionTime")
         if d and not ("flair" in desc or "dark" in desc or (ti is not None and float(ti) > 1200)):
@@ -262,6 +269,22 @@ def antialias(volume: Volume, target_spacing_mm: tuple[float, float, float]) -> 
     return volume.with_data(ndimage.gaussian_filter(np.asarray(volume.data, np.float32), sig_mm / f))
 
 
+def antialias_thick_axes(volume: Volume, other_spacing_mm: tuple[float, float, float],
+                         min_ratio: float = 1.5) -> tuple[Volume, bool]:
+    """The coarser image of a pair smoothed along the axes where the OTHER image is thicker by ``min_ratio`` or
+    more (:func:`antialias` on those axes only), and whether any was. Slices of two orientations (axial 2D at
+    one time point, coronal 2D at the other) make each image the finer one along the other's slice axis;
+    anti-aliasing only the finer image to the coarser grid leaves the coarser one sharp along the other's
+    thick axis, and every edge across it becomes a change. Same-orientation pairs (the coarser image at least
+    as coarse along every axis) are returned unchanged."""
+    own = np.asarray(volume.spacing_mm, float)
+    other = np.asarray(other_spacing_mm, float)
+    thicker = other >= min_ratio * own
+    if not thicker.any():
+        return volume, False
+    return antialias(volume, tuple(np.where(thicker, other, own))), True
+
+
 def resample_pair(b0: Volume, f0: Volume, mb: Volume, mf: Volume, T: AffineTransform,
                   cfg: MSConfig) -> tuple[Volume, Volume, Volume, AffineTransform, AffineTransform, str]:
     """Both time points in the HALFWAY space (each moved by half the motion, so both carry the
@@ -273,7 +296,9 @@ def resample_pair(b0: Volume, f0: Volume, mb: Volume, mf: Volume, T: AffineTrans
     reach the common grid with identical interpolation weights: resampling a thick-slice image
     between its slices blurs it along the slice axis by up to a quarter slice^2 in variance,
     which differs from place to place with the motion, and the other image, sampled on its fine
-    grid, did not carry that blur (ventricle tops and cortex then changed over millilitres).
+    grid, did not carry that blur (ventricle tops and cortex then changed over millilitres). Slices of
+    two orientations: the coarser image is smoothed along the other's slice axis as well
+    (:func:`antialias_thick_axes`).
 
     Returns ``(ref, b_c, f_c, Tb, Tf, description)``: the common grid, both images on it, and
     common world -> baseline / follow-up world."""
@@ -281,12 +306,14 @@ def resample_pair(b0: Volume, f0: Volume, mb: Volume, mf: Volume, T: AffineTrans
     Tb, Tf = half.inverse(), half
     if f0.voxel_volume_mm3 > b0.voxel_volume_mm3 * (1 + 1e-6):
         common, common_mask = f0, mf  # the grid's voxel layout comes from the coarser image
-        b0s, f0s = antialias(b0, f0.spacing_mm), f0
+        (f0s, crossed), b0s = antialias_thick_axes(f0, b0.spacing_mm), antialias(b0, f0.spacing_mm)
         how = "follow-up grid (coarser), halfway space"
     else:
         common, common_mask = b0, mb
-        b0s, f0s = b0, antialias(f0, b0.spacing_mm)
+        (b0s, crossed), f0s = antialias_thick_axes(b0, f0.spacing_mm), antialias(f0, b0.spacing_mm)
         how = "baseline grid, halfway space"
+    if crossed:  # slices of another orientation: each image carries the other's slice thickness
+        how += "; coarser image smoothed along the other image's slice axis"
     ref = crop_to_mask(common, common_mask, cfg.crop_margin_mm + 5.0)
     if cfg.resampling not in ("native", "native_thick", "halfway"):
         raise ValueError(f"unknown resampling {cfg.resampling!r} (native, native_thick, halfway)")
@@ -530,7 +557,8 @@ def step_load(ctx: MSContext) -> None:
         from neurorad.segment.ms_learned import learned_segmenter
 
         learned_segmenter(cfg.learned.model)
-    with ctx.prov.step("load", max_slice_thickness_mm=cfg.max_slice_thickness_mm) as st:
+    with ctx.prov.step("load", max_slice_thickness_mm=cfg.max_slice_thickness_mm,
+                       max_slice_spacing_mm=cfg.max_slice_spacing_mm) as st:
         # both time points at once: a DICOM folder's conversion waits on dcm2niix and its hash on hashlib, both
         # outside the GIL (0.98 -> 0.81 s for two 176-slice series, with the reorientation below)
         (ctx.b_raw, hb), (ctx.f_raw, hf) = _both(lambda a: (load_input(*a), input_hash(a[0])),

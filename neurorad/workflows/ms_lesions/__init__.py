@@ -211,8 +211,13 @@ class MSLesionsWorkflow(Workflow):
     # (outputs identical: both time points' deepbet side by side, the NMI histogram by bincount, Nyul landmarks
     # once per image) and two quantities, the three-valued "gadolinium" and "unresolved_regions"; 1.5.4: lesions
     # the reader marks as missed in an accepted review count for activity and gadolinium (reader_marked_lesions;
-    # before, the signed conclusion could say "no new lesion, gadolinium not needed" beside the reader's marker)
-    version = "1.5.4"
+    # before, the signed conclusion could say "no new lesion, gadolinium not needed" beside the reader's marker);
+    # 1.6.0: slices of two orientations (axial 2D against coronal 2D) are matched in both directions
+    # (ms_lesions.antialias_thick_axes; 8 false positives on such a pair of the independent simulator), and a NIfTI
+    # input whose slices lie 5.5-7 mm apart (5 mm slices with a gap) is compared with a warning, not refused
+    # (MSConfig.max_slice_spacing_mm); found on bench/ms_sim_independent.py, a simulator written without reading
+    # the phantom or the detector
+    version = "1.6.0"
     title = "MRI brain follow-up: new and enlarging T2-FLAIR lesions"
     description = ("Compares this study's FLAIR with the FLAIR of the patient's previous study (registered, "
                    "bias-corrected, jointly normalised subtraction) and reports new and enlarging lesions, "
