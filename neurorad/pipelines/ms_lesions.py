@@ -211,8 +211,8 @@ def check_pair(baseline: Volume, followup: Volume, cfg: MSConfig) -> list[str]:
     if pb is not None and pf is not None and str(pb).strip() != str(pf).strip():
         raise InputError("baseline and follow-up belong to different patients (PatientID/pseudonym differ)",
                          followup.metadata.get("source"))
-    for v, d in ((baseline, db), (followup, df)):
-        gap_warning = check_acquisition(v, str(v.metadata.get("role", "input")), cfg.max_slice_thickness_mm,
+    for v, d, name in ((baseline, db, "baseline"), (followup, df, "followup")):
+        gap_warning = check_acquisition(v, str(v.metadata.get("role", name)), cfg.max_slice_thickness_mm,
                                         cfg.max_slice_spacing_mm)
         if gap_warning:
             warnings.append(gap_warning)

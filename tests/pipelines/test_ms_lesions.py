@@ -233,10 +233,8 @@ def test_slices_with_a_gap_are_compared_with_a_warning() -> None:
     """NIfTI 6.3 mm spacing (5 mm slices with a gap): the pair check accepts it and says what it costs."""
     from neurorad.pipelines.ms_lesions import MSConfig, check_pair
 
-    f = _vol((1.0, 1.0, 6.3))
-    f.metadata["role"] = "followup"
-    warnings = check_pair(_vol(), f, MSConfig())
-    assert any("6.3 mm apart" in w for w in warnings)
+    warnings = check_pair(_vol(), _vol((1.0, 1.0, 6.3)), MSConfig())
+    assert any(w.startswith("followup: slices 6.3 mm apart") for w in warnings)
 
 
 def test_empty_brain_mask_fails_cleanly(tmp_path, monkeypatch) -> None:
