@@ -4,30 +4,17 @@ drew, on the follow-up's grid, with the metadata the benchmark bins by, or every
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 from scipy import ndimage
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests._bench import load_bench
+
 pytestmark = pytest.mark.slow  # one pair: ~10 s of anatomy, ~8 s of simulation
 
 
-def _bench():
-    if str(ROOT / "bench") not in sys.path:
-        sys.path.insert(0, str(ROOT / "bench"))
-    spec = importlib.util.spec_from_file_location("_bench_ms_benchmark", ROOT / "bench" / "ms_benchmark.py")
-    mod = importlib.util.module_from_spec(spec)
-    assert spec.loader is not None
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def test_independent_pair_truth_lies_on_its_lesions_and_the_benchmark_reads_it() -> None:
-    bench = _bench()
+    bench = load_bench("ms_benchmark")
     case, spec = bench.independent_case(1)  # seed 1: four new/enlarging lesions on 5 mm slices with a gap
     fu = case.followup_flair
     tn, te = np.asarray(case.truth_new.data), np.asarray(case.truth_enlarging.data)

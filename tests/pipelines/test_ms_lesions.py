@@ -17,6 +17,7 @@ from neurorad.errors import InputError, ProcessingError
 from neurorad.image.nifti import load_nifti, save_nifti
 from neurorad.image.volume import Volume
 from neurorad.pipelines.ms_lesions import run_ms_lesions
+from tests._bench import load_bench
 
 VOXEL_MM = 2.0
 
@@ -167,17 +168,12 @@ def test_registered_pair_under_the_old_nmi_floor_is_accepted_and_a_3mm_error_sti
     floor of workflows <= 1.5.0 (1.01) refused it. Since 1.5.1 there is no absolute floor and the smoothed
     correlation of step 5 is the guard: it accepts this pair and refuses the same pair moved 3 mm
     (bench/ms_registration_check.py measures both checks on more pairs)."""
-    import importlib.util
-
     from scipy import ndimage
 
     from neurorad.phantom.cases import ms_pair
     from neurorad.pipelines import ms_lesions as ms
 
-    spec = importlib.util.spec_from_file_location("_bench_ms_benchmark",
-                                                  Path(__file__).resolve().parents[2] / "bench" / "ms_benchmark.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_bench("ms_benchmark")
     opts = bench.case_spec(115, 1.0)
     assert opts["seed"] == 1115 and opts["slice_thickness_mm"] == 3.0
     case = ms_pair(**opts)

@@ -3,22 +3,14 @@ is reproducible from the command line, and a mistyped parameter is an error, nev
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
 from neurorad.pipelines.ms_lesions import MSConfig
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests._bench import load_bench
 
 
 def _sweep():
-    spec = importlib.util.spec_from_file_location("_bench_ms_sweep", ROOT / "bench" / "ms_sweep.py")
-    mod = importlib.util.module_from_spec(spec)
-    assert spec.loader is not None
-    spec.loader.exec_module(mod)
-    return mod
+    return load_bench("ms_sweep")
 
 
 def test_set_overrides_parameters_and_reads_literals() -> None:

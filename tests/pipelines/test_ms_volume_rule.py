@@ -4,8 +4,6 @@ reads the <= 20 % volume target on the lesions the workflow marked measurable.""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,16 +13,11 @@ from neurorad.pipelines.ms_lesions import mark_volume_measurable
 from neurorad.pipelines.ms_report import MSReport, render_html
 from neurorad.quantify.lesions import LesionRow
 from neurorad.segment.ms_difference import ClassifyParams, volume_measurable, volume_rule_text
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests._bench import load_bench
 
 
 def _bench(name: str):  # noqa: ANN202 - a bench script as a module
-    spec = importlib.util.spec_from_file_location(f"_bench_{name}", ROOT / "bench" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return load_bench(name)
 
 
 def ball_mm3(diameter_mm: float) -> float:
