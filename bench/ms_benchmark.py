@@ -108,7 +108,7 @@ def independent_case(i: int):  # noqa: ANN201 - PhantomCase
     from ms_sim_independent import simulate_pair
 
     from neurorad.image.volume import Volume
-    from neurorad.phantom.cases import MS_LOCATION_BINS, PhantomCase
+    from neurorad.phantom.cases import PhantomCase
 
     sim = simulate_pair(i)
 
@@ -117,7 +117,6 @@ def independent_case(i: int):  # noqa: ANN201 - PhantomCase
 
     images = {"baseline_flair": vol(sim["baseline"], np.float32), "followup_flair": vol(sim["followup"], np.float32)}
     truth = {"truth_new": vol(sim["truth_new"], np.int16), "truth_enlarging": vol(sim["truth_enlarging"], np.int16)}
-    lesions = [{**rec, "location": MS_LOCATION_BINS.get(rec["location"], rec["location"])} for rec in sim["lesions"]]
     spacing = [v.spacing_mm for v in images.values()]
     params = sim.get("params", {})
     # the simulated slice thickness (1, 3 or 5 mm: the benchmark's bins); the spacing includes any gap
@@ -126,7 +125,7 @@ def independent_case(i: int):  # noqa: ANN201 - PhantomCase
     spec = {"simulator": "bench/ms_sim_independent.py", "seed": i, "slice_thickness_mm": thickness,
             "slice_spacing_mm": [round(float(max(s)), 3) for s in spacing],
             "in_plane_mm": round(float(min(min(s) for s in spacing)), 3), "params": _jsonable(params)}
-    return PhantomCase("ms-independent", i, images, truth, {"lesions": lesions}), spec
+    return PhantomCase("ms-independent", i, images, truth, {"lesions": sim["lesions"]}), spec
 
 
 def engine_config(engine: str, froc_floor: float | None):  # noqa: ANN201 - MSConfig

@@ -46,15 +46,18 @@ def _acquire(shape, spacing, world_to_object: AffineTransform, n_sub: int = 6, a
     return Volume((acc / n_sub).reshape(shape).astype(np.float32), aff)
 
 
+def _with_masks(b0: Volume, f0: Volume, T: AffineTransform) -> tuple:
+    """``(b0, f0, mb, mf, T)`` as ``resample_pair`` takes them, each brain mask the whole image."""
+    return b0, f0, b0.with_data(np.ones(b0.spatial_shape, bool)), f0.with_data(np.ones(f0.spatial_shape, bool)), T
+
+
 @pytest.fixture(scope="module")
 def pair():
     # follow-up world = T(baseline world): rotation about x and z, translation
     T = AffineTransform.from_euler((7.0, 0.0, 4.0), (1.3, -2.1, 3.7))
     b0 = _acquire((28, 28, 9), (2.0, 2.0, 6.0), AffineTransform.identity())
     f0 = _acquire((28, 28, 28), (2.0, 2.0, 2.0), T.inverse(), n_sub=2)
-    mb = b0.with_data(np.ones(b0.spatial_shape, bool))
-    mf = f0.with_data(np.ones(f0.spatial_shape, bool))
-    return b0, f0, mb, mf, T
+    return _with_masks(b0, f0, T)
 
 
 @pytest.fixture(scope="module")
@@ -63,9 +66,7 @@ def orthogonal_pair():
     T = AffineTransform.from_euler((7.0, 0.0, 4.0), (1.3, -2.1, 3.7))
     b0 = _acquire((28, 28, 9), (2.0, 2.0, 6.0), AffineTransform.identity())
     f0 = _acquire((28, 9, 28), (2.0, 6.0, 2.0), T.inverse(), axis=1)
-    mb = b0.with_data(np.ones(b0.spatial_shape, bool))
-    mf = f0.with_data(np.ones(f0.spatial_shape, bool))
-    return b0, f0, mb, mf, T
+    return _with_masks(b0, f0, T)
 
 
 def _mismatch(pair, resampling: str, interpolation: str = "linear") -> float:
@@ -103,7 +104,6 @@ def test_unknown_resampling_is_refused(pair):
     b0, f0, mb, mf, T = pair
     with pytest.raises(ValueError, match="resampling"):
         ms.resample_pair(b0, f0, mb, mf, T, replace(ms.MSConfig(), resampling="cubic"))
-
 
 
 def test_slices_of_two_orientations_agree_when_each_carries_the_others_thickness(orthogonal_pair, monkeypatch):
