@@ -176,6 +176,13 @@ class ClassifyParams:
     # the sweep of bench/ms_volume_pv.py --sweep (docs/ms-lesions.md, "Volumes of small lesions")
     volume_min_diameter_slices: float | None = 1.7
     volume_min_diameter_mm: float = 0.0
+    # separate lesions in one candidate (:func:`separate_lesion_cores`): a new lesion whose own half-maximum core
+    # does not touch the candidate's delineated lesion is reported on its own instead of being cut away by the
+    # partial-volume rule. Its peak must score above split_min_score and its core hold more than
+    # split_min_volume_mm3 (the regional workflow's 0.1 core and 12 mm^3, as PostParams). False: off
+    split_separate: bool = True
+    split_min_score: float = 0.1
+    split_min_volume_mm3: float = 12.0
 
 
 @dataclass
@@ -891,6 +898,92 @@ def delineate(
         sub[own & ~core] = 0
         labels[sl] = sub
     return labels
+
+
+def separate_lesion_cores(
+    labels: np.ndarray, n: int, kinds: list[str], difference: np.ndarray, score: np.ndarray,
+    baseline_lesions: np.ndarray, spacing_mm: tuple[float, float, float], params: ClassifyParams = ClassifyParams(),
+    followup: np.ndarray | None = None, tissue_level: np.ndarray | None = None,
+) -> tuple[np.ndarray, int]:
+    """New lesions that share a candidate with a brighter one: the parts :func:`delineate` would cut away.
+
+    One 26-connected candidate (score > 0.01) can hold two lesions whose low-score surroundings touch; the
+    partial-volume rule keeps only the half-maximum core around the brightest peak, so the fainter lesion
+    gets no voxel although it scores high where it lies. Here, after the candidate's own core (the one
+    :func:`delineate` keeps) is set aside, each remaining peak of the change (``difference``) whose score
+    exceeds ``split_min_score`` is delineated at half ITS OWN peak (95th percentile of the change in the
+    voxels around it that score above that threshold), connected to the peak, inside the candidate. It is a
+    separate lesion when that core neither touches the candidate's core (a shoulder of one lesion rises
+    into its core above half its own height; a second lesion's core is cut off from it by a dip) nor lies
+    within ``touch_radius_mm`` of a baseline lesion (a peak beside an old lesion stays part of that
+    candidate's enlarging lesion, as now), and holds more than ``split_min_volume_mm3``.
+
+    Returns the parts as a label map (1..m; zero elsewhere) and m; the caller judges each part with the
+    false-positive rules and adds the kept ones (:func:`add_parts`). Off (nothing returned) when
+    ``split_separate`` is False or ``partial_volume_fraction`` is None.
+    """
+    parts = np.zeros(np.shape(labels), np.int32)
+    if n == 0 or not params.split_separate or params.partial_volume_fraction is None:
+        return parts, 0
+    fraction = params.partial_volume_fraction
+    d_new = np.asarray(difference, np.float32)
+    s_all = np.asarray(score, np.float32)
+    d_enl = (np.asarray(followup, np.float32) - np.asarray(tissue_level, np.float32)
+             if followup is not None and tissue_level is not None else None)
+    base = np.asarray(baseline_lesions, bool)
+    vox_mm3 = float(np.prod(spacing_mm))
+    min_vox = params.split_min_volume_mm3 / vox_mm3
+    struct = ndimage.generate_binary_structure(3, 3)
+    objs = ndimage.find_objects(np.asarray(labels, np.int32), n)
+    m = 0
+    for lab in range(1, n + 1):
+        sl = objs[lab - 1]
+        if sl is None:
+            continue
+        box = padded_box(sl, params.touch_radius_mm, spacing_mm, parts.shape)
+        own = labels[box] == lab
+        d_own = d_new if kinds[lab - 1] == "new" else d_enl
+        if d_own is None:
+            continue
+        main = half_maximum_core(own, d_own[box], fraction, params.peak_percentile, struct)
+        if main is None:
+            continue
+        d, s = d_new[box], s_all[box]
+        taken = ndimage.binary_dilation(main, struct)  # a part must not touch the candidate's core
+        near_old = (ndimage.distance_transform_edt(~base[box], sampling=spacing_mm) <= params.touch_radius_mm
+                    if base[box].any() else np.zeros_like(own))
+        free = own & ~taken
+        for _ in range(8):  # a candidate seldom holds more than two lesions; bounded all the same
+            peaks = free & (s > params.split_min_score)
+            if not peaks.any():
+                break
+            top = np.unravel_index(np.argmax(np.where(peaks, d, -np.inf)), own.shape)
+            hill, _ = ndimage.label(peaks, struct)
+            pk = float(np.percentile(d[hill == hill[top]], params.peak_percentile))
+            comp, _ = ndimage.label(own & (d >= fraction * pk), struct)
+            core = comp == comp[top]
+            free &= ~(hill == hill[top])  # this peak is judged once
+            if (core & taken).any() or (core & near_old).any() or core.sum() <= min_vox:
+                continue
+            m += 1
+            sub = parts[box]
+            sub[core & (sub == 0)] = m
+            parts[box] = sub
+            taken |= ndimage.binary_dilation(core, struct)
+            free &= ~taken
+    return parts, m
+
+
+def add_parts(labels: np.ndarray, n: int, kinds: list[str], parts: np.ndarray, keep: np.ndarray,
+              ) -> tuple[np.ndarray, int, list[str]]:
+    """The parts of :func:`separate_lesion_cores` flagged in ``keep`` (index i-1 for part i) as new lesions
+    numbered n+1.., their voxels taken from the candidate that held them."""
+    sub, k = relabel(parts, np.asarray(keep, bool))
+    if k == 0:
+        return labels, n, kinds
+    out = np.asarray(labels).copy()
+    out[sub > 0] = sub[sub > 0] + n
+    return out, n + k, list(kinds) + ["new"] * k
 
 
 def half_maximum_core(own: np.ndarray, d: np.ndarray, fraction: float, peak_percentile: float,

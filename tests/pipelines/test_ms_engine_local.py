@@ -5,9 +5,10 @@ protocol change) leaves no residual; a faint lesion (1.15 x white matter) next t
 grey-matter band is found by the local engine and missed by the original global one; a shifted
 edge (misregistration) brings its own loss and is dropped, a lesion at the edge is not; a stable
 lesion seen with more contrast has not grown, a lesion whose radius went 3 -> 5 voxels has;
-half-maximum delineation of a blurred ball gives the ball's volume; the enlarging-lesion path
-measures a faint lesion grown from radius 3 to 4.5 as (4.5/3)^3 = 3.4x and keeps its rim, not the
-rim of a stable lesion that moved.
+half-maximum delineation of a blurred ball gives the ball's volume, and a second, fainter ball in the
+same candidate is delineated as its own lesion of its own volume (a shoulder of one ball is not); the
+enlarging-lesion path measures a faint lesion grown from radius 3 to 4.5 as (4.5/3)^3 = 3.4x and
+keeps its rim, not the rim of a stable lesion that moved.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from neurorad.segment.ms_difference import (
     expected_followup,
     false_positive_reduction,
     rescue_grown_enlarging,
+    separate_lesion_cores,
 )
 
 SP = (1.0, 1.0, 1.0)
@@ -137,6 +139,37 @@ def test_half_maximum_delineation_measures_the_ball():
     out = delineate(labels, 1, ["new"], diff, ClassifyParams(partial_volume_fraction=0.5))
     assert (out == 1).sum() == pytest.approx(ball.sum(), rel=0.1)
     assert np.array_equal(delineate(labels, 1, ["enlarging"], diff, ClassifyParams()), labels)
+
+
+@pytest.mark.parametrize("gap_vox, expect_split", [(16, True), (0, False)])
+def test_a_fainter_lesion_sharing_a_candidate_is_its_own_lesion(gap_vox, expect_split):
+    """Two blurred balls (change 0.8 and 0.3) joined by a faint bridge form one candidate; the half-maximum rule
+    keeps the bright one only. The faint ball, 16 voxels away, is delineated at half its own peak (its volume,
+    as the single-ball oracle); without a gap (one ball) nothing is split off its shoulder."""
+    shape = (40, 40, 64)
+    a = _ball(shape, (20, 20, 16), 5)
+    bb = _ball(shape, (20, 20, 16 + 10 + gap_vox), 5) if gap_vox else np.zeros(shape, bool)
+    bridge = np.zeros(shape, bool)
+    bridge[19:22, 19:22, 16:16 + 10 + gap_vox] = True
+    diff = ndimage.gaussian_filter(a * 0.8 + bb * 0.3 + bridge * 0.05, 1.0).astype(np.float32)
+    score = np.clip(diff / 0.3, 0, 1).astype(np.float32)  # score 0.1 at a change of 0.03
+    labels = (diff > 0.003).astype(np.int32)
+    assert ndimage.label(labels > 0)[1] == 1
+    no_old = np.zeros(shape, bool)
+    parts, m = separate_lesion_cores(labels, 1, ["new"], diff, score, no_old, SP, ClassifyParams())
+    main = delineate(labels, 1, ["new"], diff, ClassifyParams()) == 1
+    assert (main & bb).sum() == 0  # the partial-volume rule alone loses the faint ball
+    assert m == int(expect_split)
+    if expect_split:
+        assert not (parts > 0)[main].any()
+        assert (parts == 1).sum() == pytest.approx(bb.sum(), rel=0.15)
+        assert (parts == 1)[bb].mean() > 0.85
+        # beside a baseline lesion the peak stays part of that candidate (enlarging), as before
+        old = _ball(shape, (20, 20, 16 + 10 + gap_vox + 6), 1)
+        assert separate_lesion_cores(labels, 1, ["new"], diff, score, old, SP, ClassifyParams())[1] == 0
+        # and the rule can be switched off
+        off = ClassifyParams(split_separate=False)
+        assert separate_lesion_cores(labels, 1, ["new"], diff, score, no_old, SP, off)[1] == 0
 
 
 def test_lesion_at_a_bright_edge_survives_the_shift_rule():

@@ -216,8 +216,11 @@ class MSLesionsWorkflow(Workflow):
     # (ms_lesions.antialias_thick_axes; 8 false positives on such a pair of the independent simulator), and a NIfTI
     # input whose slices lie 5.5-7 mm apart (5 mm slices with a gap) is compared with a warning, not refused
     # (MSConfig.max_slice_spacing_mm); found on bench/ms_sim_independent.py, a simulator written without reading
-    # the phantom or the detector
-    version = "1.6.0"
+    # the phantom or the detector; 1.7.0: a new lesion that shares a candidate with a brighter one is reported
+    # on its own (ms_difference.separate_lesion_cores: its own half-maximum core, cut off from the candidate's,
+    # judged by the same false-positive rules); before, the partial-volume rule cut it away (a 14 mm lesion
+    # scoring 1.0 on an independent-simulator pair had no detected voxel)
+    version = "1.7.0"
     title = "MRI brain follow-up: new and enlarging T2-FLAIR lesions"
     description = ("Compares this study's FLAIR with the FLAIR of the patient's previous study (registered, "
                    "bias-corrected, jointly normalised subtraction) and reports new and enlarging lesions, "
