@@ -110,6 +110,15 @@ class FPParams:
     # 0.4), FP per patient 0.21 -> 0.17 (widened) and 0.17 -> 0.11 (original) from 0.6 to 0.5, away from the
     # 0.4 edge; the stable lesions whose signal drifted by 10-15 % had ratios 0.43-0.57
     drift_ratio: float = 0.5
+    # the contrast the drift rule compares: "shell" (workflow 1.7.0: each time point's candidate mean over the
+    # median of ITS OWN surround, the dipole rule's 3 mm shell with other candidates left out; a regional
+    # intensity shift between the time points, e.g. partial volume of thicker slices or a bias residual, scales
+    # the lesion and its surround alike and cancels), "level" (before 1.7.0: both time points over the baseline's
+    # local tissue level) or "either" (the larger ratio). Sweep on the 96 widened tuning pairs at 1 mm
+    # (bench/ms_sweep.py --set fp.drift_reference=..., docs/ms-lesions.md "Workflow 1.7.0"): level 173 lesions at
+    # 0.177 FP per patient, shell 174 at 0.115, either 173 at 0.094; with shell, drift_ratio 0.4 / 0.5 / 0.6 gave
+    # 171 / 174 / 174 lesions at 0.104 / 0.115 / 0.146 FP per patient
+    drift_reference: str = "shell"
     # diffuse change: a candidate far larger than a new lesion whose peak score stays low is a
     # region-wide change (thick-slice partial volume against a thin-slice scan, an intensity artefact),
     # not a focal lesion; it is dropped and the workflow raises a quality warning instead (never silent).
@@ -509,7 +518,8 @@ def false_positive_reduction(
     juxtacortical) is explained by a shifted baseline as well, but only a shift also darkens the
     other side of the edge. With ``tissue_level`` (local normal tissue at baseline) a candidate
     whose baseline was already about as bright as its follow-up is the signal drift of an
-    existing lesion (``drift_rule``). With ``difference``, a candidate whose matching loss is at least
+    existing lesion (``drift_rule``; each time point's contrast is measured against its own 3 mm surround by
+    default, ``drift_reference``). With ``difference``, a candidate whose matching loss is at least
     ``loss_alone_ratio`` x its gain is a moved structure and dropped whatever the shift explains (a new
     lesion only gains). With ``score`` (the candidate score map) a candidate of at
     least ``diffuse_min_volume_mm3`` whose peak score stays under ``diffuse_max_peak`` is a
@@ -521,6 +531,8 @@ def false_positive_reduction(
     ``border_distance_mm``: the distance transform of
     ``brain_mask`` when the caller has it (:attr:`Candidates.border_distance_mm`), else computed.
     """
+    if params.drift_reference not in ("level", "shell", "either"):
+        raise ValueError(f"unknown drift reference {params.drift_reference!r} (level, shell, either)")
     decisions: list[FPDecision] = []
     if n == 0:
         return labels, 0, decisions
@@ -558,11 +570,18 @@ def false_positive_reduction(
             shell &= brain[box]
             loss = float(np.sum(np.maximum(-d[box][shell], 0)))
             loss_ratio[i] = loss / max(float(gain[i]), 1e-9)
-            if tissue_level is not None:
+            if tissue_level is not None and params.drift_reference in ("level", "either"):
                 lev = np.asarray(tissue_level)[box][own]
                 cb = float(np.mean(b[box][own] - lev))
                 cf = float(np.mean(f[box][own] - lev))
                 drift[i] = cb / cf if cf > 1e-9 else 1.0
+            if tissue_level is not None and params.drift_reference in ("shell", "either"):
+                around = shell & (labels[box] == 0)
+                if np.count_nonzero(around) >= 10:
+                    rb, rf = float(np.median(b[box][around])), float(np.median(f[box][around]))
+                    cb = float(np.mean(b[box][own])) / rb - 1.0 if rb > 0 else 0.0
+                    cf = float(np.mean(f[box][own])) / rf - 1.0 if rf > 0 else 0.0
+                    drift[i] = max(drift[i], cb / cf if cf > 1e-9 else 1.0)
     # the tumefactive-size bound measures a candidate at half maximum (the partial-volume rule the report
     # measures lesions with), not its extent, whose faint halo (score > 0.01) can reach 9x a lesion's size where
     # it merges with surrounding change; only candidates whose extent is over the bound can be over it

@@ -20,6 +20,7 @@ import pytest
 from scipy import ndimage
 
 from neurorad.segment.ms_difference import (
+    REASON_DRIFT,
     CandidateParams,
     ClassifyParams,
     FPParams,
@@ -235,6 +236,38 @@ def test_enlarging_path_keeps_a_grown_faint_lesions_rim_not_a_moved_stable_one()
                                           ClassifyParams(rescue_growth_ratio=None))[1] == 0
             border = [replace(dec[0], reason="at the brain border or outside the brain")]
             assert rescue_grown_enlarging(rim, 1, border, b, f, old, c.tissue_level, SP, ClassifyParams())[1] == 0
+
+
+@pytest.mark.parametrize("reference, stable_dropped", [("level", False), ("shell", True)])
+def test_drift_rule_against_each_time_points_own_surround(reference, stable_dropped):
+    """Analytic drift contrasts. Around a stable lesion (1.25 x white matter at baseline) the follow-up is 15 %
+    brighter (a regional intensity shift: partial volume of thicker slices, a bias residual), and the lesion 10 %
+    more (a drift): 1.25 x 1.15 x 1.1 = 1.58. Against the baseline's tissue level (1.0) the contrasts are 0.25
+    and 0.58, ratio 0.43 < 0.5: kept, a false positive. Against each time point's own 3 mm shell (1.0 and 1.15)
+    they are 0.25 and 0.375, ratio 0.67: dropped as drift. A new lesion in the same region (baseline 1.0) has
+    baseline contrast 0 and is kept with either reference."""
+    shape = (48, 48, 48)
+    brain = _ball(shape, (24, 24, 24), 22)
+    region = _ball(shape, (24, 24, 24), 14)
+    stable, new = _ball(shape, (24, 16, 24), 3), _ball(shape, (24, 32, 24), 3)
+    b = np.where(brain, 1.0, 0.0).astype(np.float32)
+    b[stable] = 1.25
+    f = np.where(brain, 1.0, 0.0).astype(np.float32)
+    f[region] = 1.15
+    f[stable] = 1.25 * 1.15 * 1.1
+    f[new] = 1.4
+    labels = (stable * 1 + new * 2).astype(np.int32)
+    fp = FPParams(dipole_rule=False, loss_alone_ratio=None, shift_explained_fraction=1.01, border_fraction=1.01,
+                  diffuse_rule=False, drift_reference=reference)
+    _, n, dec = false_positive_reduction(labels, 2, b, f, brain, SP, 0.02, 1.0, 0.05, fp, difference=f - b,
+                                         tissue_level=np.ones(shape, np.float32))
+    ratio = {"level": 0.25 / (1.25 * 1.15 * 1.1 - 1.0), "shell": 0.25 / (1.25 * 1.1 - 1.0)}[reference]
+    assert dec[0].baseline_contrast_ratio == pytest.approx(ratio, rel=1e-3)
+    assert dec[0].kept is not stable_dropped and (dec[0].reason == REASON_DRIFT) is stable_dropped
+    assert dec[1].kept and dec[1].baseline_contrast_ratio == pytest.approx(0.0, abs=1e-6)
+    assert n == 2 - int(stable_dropped)
+    with pytest.raises(ValueError, match="drift reference"):
+        false_positive_reduction(labels, 2, b, f, brain, SP, 0.02, 1.0, 0.05, replace(fp, drift_reference="wm"))
 
 
 def test_loss_larger_than_the_gain_is_a_moved_structure():
