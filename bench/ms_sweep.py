@@ -94,15 +94,10 @@ def detect(d: dict, cfg) -> tuple[np.ndarray, list[float]]:  # noqa: ANN001 - MS
     peaks = [float(p) for p in np.atleast_1d(ndimage.maximum(c.score, lab, np.arange(1, n + 1)))] if n else []
     lab, _ = md.grow_enlarging(lab, n, kinds, d["fn"], base, d["brain"], d["sp"], c.brain_median, c.brain_sigma,
                                cfg.classify)
-    parts, m = md.separate_lesion_cores(lab, n, kinds, c.difference, c.score, base, d["sp"], cfg.classify, d["fn"],
-                                        c.tissue_level)
-    lab = md.delineate(lab, n, kinds, c.difference, cfg.classify, d["fn"], c.tissue_level)
-    if m:
-        _, _, pdec = md.false_positive_reduction(parts, m, d["bn"], d["fn"], d["brain"], d["sp"], c.sigma,
-                                                 c.brain_median, c.brain_sigma, cfg.fp, difference=c.difference,
-                                                 tissue_level=c.tissue_level, score=c.score,
-                                                 peak_percentile=cfg.classify.peak_percentile)
-        lab, n2, kinds = md.add_parts(lab, n, kinds, parts, np.array([x.kept for x in pdec], bool))
+    delineated = md.delineate(lab, n, kinds, c.difference, cfg.classify, d["fn"], c.tissue_level)
+    lab, n2, kinds, _ = md.add_separate_lesions(lab, delineated, n, kinds, c, d["bn"], d["fn"], d["brain"], base,
+                                                d["sp"], cfg.fp, cfg.classify)
+    if n2 > n:
         peaks += [float(p) for p in np.atleast_1d(ndimage.maximum(c.score, lab, np.arange(n + 1, n2 + 1)))]
     return lab, peaks
 

@@ -65,7 +65,7 @@ from neurorad.segment.ms_difference import (
     ClassifyParams,
     FPParams,
     PostParams,
-    add_parts,
+    add_separate_lesions,
     baseline_lesion_mask,
     binarise_components,
     candidate_score,
@@ -76,7 +76,6 @@ from neurorad.segment.ms_difference import (
     gaussian_filters,
     grow_enlarging,
     rescue_grown_enlarging,
-    separate_lesion_cores,
     volume_measurable,
     volume_rule_text,
 )
@@ -770,20 +769,13 @@ def step_classify(ctx: MSContext) -> None:
         st.parameters["dropped_not_grown"] = dropped
         labels, ctx.extents = grow_enlarging(labels, ctx.n, ctx.kinds, ctx.fn, base_les, ctx.brain, sp,
                                              cand.brain_median, cand.brain_sigma, cfg.classify)
-        parts, m = separate_lesion_cores(labels, ctx.n, ctx.kinds, cand.difference, cand.score, base_les, sp,
-                                         cfg.classify, ctx.fn, cand.tissue_level)
-        ctx.labels = delineate(labels, ctx.n, ctx.kinds, cand.difference, cfg.classify, ctx.fn, cand.tissue_level)
-        if m:
-            # a separate lesion is judged by the same false-positive rules as every candidate
-            _, _, part_decisions = false_positive_reduction(
-                parts, m, ctx.bn, ctx.fn, ctx.brain, sp, cand.sigma, cand.brain_median, cand.brain_sigma, cfg.fp,
-                difference=cand.difference, tissue_level=cand.tissue_level,
-                border_distance_mm=cand.border_distance_mm, score=cand.score,
-                peak_percentile=cfg.classify.peak_percentile)
-            n_before = ctx.n
-            ctx.labels, ctx.n, ctx.kinds = add_parts(ctx.labels, ctx.n, ctx.kinds, parts,
-                                                     np.array([d.kept for d in part_decisions], bool))
-            st.parameters["separate_lesions"] = {"found": m, "kept": ctx.n - n_before,
+        delineated = delineate(labels, ctx.n, ctx.kinds, cand.difference, cfg.classify, ctx.fn, cand.tissue_level)
+        # a new lesion sharing a candidate with a brighter one, judged by the same false-positive rules
+        n_before = ctx.n
+        ctx.labels, ctx.n, ctx.kinds, part_decisions = add_separate_lesions(
+            labels, delineated, ctx.n, ctx.kinds, cand, ctx.bn, ctx.fn, ctx.brain, base_les, sp, cfg.fp, cfg.classify)
+        if part_decisions:
+            st.parameters["separate_lesions"] = {"found": len(part_decisions), "kept": ctx.n - n_before,
                                                  "dropped": [asdict(d) for d in part_decisions if not d.kept]}
         if cfg.lesion_engine == "fusion" and ctx.classical_score is not None and ctx.learned_score is not None:
             from neurorad.segment.ms_learned import disagreement_warning, engine_disagreement

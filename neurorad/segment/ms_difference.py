@@ -1013,6 +1013,26 @@ def add_parts(labels: np.ndarray, n: int, kinds: list[str], parts: np.ndarray, k
     return out, n + k, list(kinds) + ["new"] * k
 
 
+def add_separate_lesions(
+    grown: np.ndarray, delineated: np.ndarray, n: int, kinds: list[str], cand: Candidates, baseline: np.ndarray,
+    followup: np.ndarray, brain_mask: np.ndarray, baseline_lesions: np.ndarray, spacing_mm: tuple[float, float, float],
+    fp_params: FPParams = FPParams(), params: ClassifyParams = ClassifyParams(),
+) -> tuple[np.ndarray, int, list[str], list[FPDecision]]:
+    """:func:`separate_lesion_cores` of the grown candidates (before :func:`delineate`), each part judged by
+    :func:`false_positive_reduction`, the kept ones added to the ``delineated`` map (:func:`add_parts`).
+    Returns the labels, count, kinds and the parts' decisions (empty when there was none)."""
+    parts, m = separate_lesion_cores(grown, n, kinds, cand.difference, cand.score, baseline_lesions, spacing_mm,
+                                     params, followup, cand.tissue_level)
+    if m == 0:
+        return delineated, n, kinds, []
+    _, _, decisions = false_positive_reduction(
+        parts, m, baseline, followup, brain_mask, spacing_mm, cand.sigma, cand.brain_median, cand.brain_sigma,
+        fp_params, difference=cand.difference, tissue_level=cand.tissue_level,
+        border_distance_mm=cand.border_distance_mm, score=cand.score, peak_percentile=params.peak_percentile)
+    out, n2, kinds2 = add_parts(delineated, n, kinds, parts, np.array([d.kept for d in decisions], bool))
+    return out, n2, kinds2, decisions
+
+
 def half_maximum_core(own: np.ndarray, d: np.ndarray, fraction: float, peak_percentile: float,
                       structure: np.ndarray | None = None) -> np.ndarray | None:
     """The voxels of one component (``own``, a box of ``d``) whose change reaches ``fraction`` of its peak change
