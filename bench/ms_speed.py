@@ -36,8 +36,12 @@ images, all in one reused job process; each pair as a patient's first comparison
 computed) and as a later one (it is reused), the later one alternated with the bench's path in the same process
 (the fair comparison of the two on a machine whose speed drifts).
 
+``--compare-hugepages`` runs each pair of ``--pairs`` twice more in the same process, with NumPy's huge-page
+advice on (NumPy's default) and off (what ``neurorad.runtime`` sets where the kernel's transparent-huge-page
+``defrag`` would compact synchronously), order alternating per pair.
+
 Usage: ``python bench/ms_speed.py [--skip-slow] [--compare-before] [--compare-sequential] [--job-process]
-[--platform] [--pairs N] [--threads N] [--warm]``
+[--platform] [--compare-hugepages] [--pairs N] [--threads N] [--warm]``
 """
 
 from __future__ import annotations
@@ -214,6 +218,35 @@ def job_process_times(pairs: list, threads: int) -> tuple[list[float], float, li
     return fresh, first, later
 
 
+def hugepage_comparison(pairs: list) -> None:
+    """Each pair run with NumPy's huge-page advice on and off in this warm process, order alternating
+    (on first for even pairs): the fair comparison on a machine whose speed drifts (neurorad.runtime)."""
+    from numpy._core import multiarray
+
+    from neurorad.pipelines.ms_lesions import MSConfig, run_ms_lesions
+    from neurorad.runtime import thp_defrag_mode
+
+    before = multiarray._get_madvise_hugepage()
+    walls: dict[bool, list[float]] = {True: [], False: []}
+    try:
+        for k, (bk, fk) in enumerate(pairs):
+            for advice in ((True, False) if k % 2 == 0 else (False, True)):
+                multiarray._set_madvise_hugepage(advice)
+                with tempfile.TemporaryDirectory() as d:
+                    t0 = time.perf_counter()
+                    run_ms_lesions(bk, fk, Path(d) / "out", MSConfig())
+                    walls[advice].append(time.perf_counter() - t0)
+                print(f"pair {k}, huge-page advice {'on ' if advice else 'off'}: {walls[advice][-1]:.1f} s wall",
+                      flush=True)
+    finally:
+        multiarray._set_madvise_hugepage(before)
+    diff = np.subtract(walls[False], walls[True])
+    print(f"NumPy huge-page advice (THP defrag: {thp_defrag_mode()}) over {len(pairs)} pairs: on median "
+          f"{np.median(walls[True]):.1f} s wall, off median {np.median(walls[False]):.1f} s wall; off minus on "
+          f"per pair {', '.join(f'{x:+.1f}' for x in diff)} s (median {np.median(diff):+.2f} s); this run used "
+          f"{'on' if before else 'off'} elsewhere")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--skip-slow", action="store_true", help="only the default engines")
@@ -233,6 +266,10 @@ def main(argv: list[str] | None = None) -> int:
                          "folders in, the workflow through neurorad.workflows.runner.execute with the platform's "
                          "report, DICOM objects and key images, each pair as a patient's first comparison (atlas "
                          "registration computed) and as a later one (reused)")
+    ap.add_argument("--compare-hugepages", action="store_true",
+                    help="also time each pair of --pairs twice in this process, with NumPy's huge-page advice on "
+                         "(NumPy's default) and off (neurorad.runtime's setting where the kernel's THP defrag "
+                         "would stall), order alternating per pair; prints both medians and the paired difference")
     ap.add_argument("--pairs", type=int, default=1, help="time the default engines on this many different pairs")
     ap.add_argument("--atlas-cold", action="store_true", help="do not reuse stored atlas registrations")
     ap.add_argument("--warm", action="store_true",
@@ -314,6 +351,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"pair {k}: {walls[-1]:.1f} s wall, {cpus[-1]:.1f} s CPU", flush=True)
         print(f"default engines over {len(pairs)} pairs: median {np.median(walls):.1f} s wall, "
               f"{np.median(cpus):.1f} s CPU")
+    if args.compare_hugepages:
+        hugepage_comparison(pairs)
     if args.job_process:
         fresh, first, later = job_process_times(pairs, args.threads)
         print(f"job processes (forkserver with the worker's preload) over {len(pairs)} pairs: a fresh process per "

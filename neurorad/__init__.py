@@ -11,3 +11,9 @@ except PackageNotFoundError:  # running from a source tree without install
     __version__ = "0.0.0+src"
 
 __all__ = ["__version__"]
+
+# speed only, values unchanged: NumPy's huge-page advice off where the kernel would stall on it
+# (neurorad.runtime); every process that runs the platform's code imports this package first
+from neurorad.runtime import configure_numpy_hugepages as _configure_numpy_hugepages  # noqa: E402
+
+_configure_numpy_hugepages()
