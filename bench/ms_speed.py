@@ -38,10 +38,12 @@ computed) and as a later one (it is reused), the later one alternated with the b
 
 ``--compare-hugepages`` runs each pair of ``--pairs`` twice more in the same process, with NumPy's huge-page
 advice on (NumPy's default) and off (what ``neurorad.runtime`` sets where the kernel's transparent-huge-page
-``defrag`` would compact synchronously), order alternating per pair.
+``defrag`` would compact synchronously), order alternating per pair. ``--compare-config KEY=VALUE[;KEY=VALUE]`` does
+the same with the default ``MSConfig`` against one with those fields changed (e.g. ``elastix_iterations=400``, the
+setting before workflow 1.7.1); separate several with ``;`` when a value holds commas.
 
 Usage: ``python bench/ms_speed.py [--skip-slow] [--compare-before] [--compare-sequential] [--job-process]
-[--platform] [--compare-hugepages] [--pairs N] [--threads N] [--warm]``
+[--platform] [--compare-hugepages] [--compare-config K=V] [--pairs N] [--threads N] [--warm]``
 """
 
 from __future__ import annotations
@@ -218,33 +220,74 @@ def job_process_times(pairs: list, threads: int) -> tuple[list[float], float, li
     return fresh, first, later
 
 
+def _alternate(pairs: list, arms: dict[str, tuple]) -> dict[str, list[float]]:
+    """Each pair run once per arm in this warm process, the arms' order alternating from pair to pair (the fair
+    comparison on a machine whose speed drifts). ``arms``: name -> (MSConfig, setup callable or None)."""
+    from neurorad.pipelines.ms_lesions import run_ms_lesions
+
+    names = list(arms)
+    walls: dict[str, list[float]] = {n: [] for n in names}
+    for k, (bk, fk) in enumerate(pairs):
+        for name in (names if k % 2 == 0 else names[::-1]):
+            cfg, setup = arms[name]
+            if setup is not None:
+                setup()
+            with tempfile.TemporaryDirectory() as d:
+                t0 = time.perf_counter()
+                run_ms_lesions(bk, fk, Path(d) / "out", cfg)
+                walls[name].append(time.perf_counter() - t0)
+            print(f"pair {k}, {name}: {walls[name][-1]:.1f} s wall", flush=True)
+    return walls
+
+
+def _paired_summary(title: str, walls: dict[str, list[float]]) -> str:
+    (a, wa), (b, wb) = walls.items()
+    diff = np.subtract(wb, wa)
+    return (f"{title} over {len(wa)} pairs: {a} median {np.median(wa):.1f} s wall, {b} median {np.median(wb):.1f} s "
+            f"wall; {b} minus {a} per pair {', '.join(f'{x:+.1f}' for x in diff)} s (median {np.median(diff):+.2f} s)")
+
+
 def hugepage_comparison(pairs: list) -> None:
-    """Each pair run with NumPy's huge-page advice on and off in this warm process, order alternating
-    (on first for even pairs): the fair comparison on a machine whose speed drifts (neurorad.runtime)."""
+    """Each pair with NumPy's huge-page advice on and off (neurorad.runtime), alternating (:func:`_alternate`)."""
     from numpy._core import multiarray
 
-    from neurorad.pipelines.ms_lesions import MSConfig, run_ms_lesions
+    from neurorad.pipelines.ms_lesions import MSConfig
     from neurorad.runtime import thp_defrag_mode
 
     before = multiarray._get_madvise_hugepage()
-    walls: dict[bool, list[float]] = {True: [], False: []}
     try:
-        for k, (bk, fk) in enumerate(pairs):
-            for advice in ((True, False) if k % 2 == 0 else (False, True)):
-                multiarray._set_madvise_hugepage(advice)
-                with tempfile.TemporaryDirectory() as d:
-                    t0 = time.perf_counter()
-                    run_ms_lesions(bk, fk, Path(d) / "out", MSConfig())
-                    walls[advice].append(time.perf_counter() - t0)
-                print(f"pair {k}, huge-page advice {'on ' if advice else 'off'}: {walls[advice][-1]:.1f} s wall",
-                      flush=True)
+        walls = _alternate(pairs, {"advice on": (MSConfig(), lambda: multiarray._set_madvise_hugepage(True)),
+                                   "advice off": (MSConfig(), lambda: multiarray._set_madvise_hugepage(False))})
     finally:
         multiarray._set_madvise_hugepage(before)
-    diff = np.subtract(walls[False], walls[True])
-    print(f"NumPy huge-page advice (THP defrag: {thp_defrag_mode()}) over {len(pairs)} pairs: on median "
-          f"{np.median(walls[True]):.1f} s wall, off median {np.median(walls[False]):.1f} s wall; off minus on "
-          f"per pair {', '.join(f'{x:+.1f}' for x in diff)} s (median {np.median(diff):+.2f} s); this run used "
-          f"{'on' if before else 'off'} elsewhere")
+    print(_paired_summary(f"NumPy huge-page advice (THP defrag: {thp_defrag_mode()})", walls)
+          + f"; this run used {'on' if before else 'off'} elsewhere")
+
+
+def parse_overrides(text: str) -> dict[str, object]:
+    """``key=value[,key=value]`` of MSConfig fields; values as Python literals (numbers, tuples, strings)."""
+    import ast
+
+    out: dict[str, object] = {}
+    for item in filter(None, (t.strip() for t in text.split(";" if ";" in text else ","))):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--compare-config: {item!r} is not key=value")
+        try:
+            out[key.strip()] = ast.literal_eval(value.strip())
+        except (ValueError, SyntaxError):
+            out[key.strip()] = value.strip()
+    return out
+
+
+def config_comparison(pairs: list, overrides: dict[str, object]) -> None:
+    """Each pair with the default MSConfig and with ``overrides``, alternating (:func:`_alternate`)."""
+    from neurorad.pipelines.ms_lesions import MSConfig
+
+    changed = replace(MSConfig(), **overrides)
+    label = ", ".join(f"{k}={v!r}" for k, v in overrides.items())
+    walls = _alternate(pairs, {"default": (MSConfig(), None), label: (changed, None)})
+    print(_paired_summary("MSConfig comparison", walls))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -270,6 +313,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="also time each pair of --pairs twice in this process, with NumPy's huge-page advice on "
                          "(NumPy's default) and off (neurorad.runtime's setting where the kernel's THP defrag "
                          "would stall), order alternating per pair; prints both medians and the paired difference")
+    ap.add_argument("--compare-config", metavar="KEY=VALUE[;KEY=VALUE]",
+                    help="also time each pair of --pairs twice in this process, with the default MSConfig and with "
+                         "these fields changed (e.g. elastix_iterations=400), order alternating per pair")
     ap.add_argument("--pairs", type=int, default=1, help="time the default engines on this many different pairs")
     ap.add_argument("--atlas-cold", action="store_true", help="do not reuse stored atlas registrations")
     ap.add_argument("--warm", action="store_true",
@@ -353,6 +399,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{np.median(cpus):.1f} s CPU")
     if args.compare_hugepages:
         hugepage_comparison(pairs)
+    if args.compare_config:
+        config_comparison(pairs, parse_overrides(args.compare_config))
     if args.job_process:
         fresh, first, later = job_process_times(pairs, args.threads)
         print(f"job processes (forkserver with the worker's preload) over {len(pairs)} pairs: a fresh process per "

@@ -98,6 +98,12 @@ class MSConfig:
     max_slice_spacing_mm: float = 7.0
     brain_engine: str = "deepbet"  # deepbet | hdbet
     registration_backend: str = "elastix"  # elastix | sitk | ants
+    # elastix only: iterations per pyramid level of the follow-up's rigid registration (adaptive stochastic gradient
+    # descent runs them all). 250 was tried (docs/ms-lesions.md, "Speed"): the same error against the phantoms'
+    # true motion (RMS over the brain 0.14-0.62 mm on 12 widened tuning pairs; more samples, more iterations, 64
+    # histogram bins or B-spline interpolation did not lower it either) and widened/original detections as good,
+    # but only 0.46 s faster per pair and one independent-simulator lesion lost to a candidate merge: kept at 400
+    elastix_iterations: int = 400
     min_registration_correlation: float = 0.8  # Pearson r of the smoothed, normalised pair inside the brain
     # normalised MI floor of the rigid registration (preprocess.registration's check). 1.0 = no absolute floor
     # (workflow 1.5.1; 1.01 before): inside skull-stripped FLAIR brains the NMI hardly depends on the pose. A
@@ -608,7 +614,7 @@ def step_register(ctx: MSContext) -> None:
     b0, f0, mb, mf = ctx.b0, ctx.f0, ctx.mb, ctx.mf
     assert b0 is not None and f0 is not None and mb is not None and mf is not None
     with ctx.prov.step("register", backend=cfg.registration_backend, transform="rigid",
-                       crop_margin_mm=cfg.crop_margin_mm) as st:
+                       crop_margin_mm=cfg.crop_margin_mm, elastix_iterations=cfg.elastix_iterations) as st:
         # skull-stripped and cropped to the brain's bounding box (+ margin): the same world
         # coordinates, a third of the voxels of a 256 x 256 x 176 head for elastix' pyramid,
         # its final resampling and the similarity check
@@ -618,7 +624,8 @@ def step_register(ctx: MSContext) -> None:
                               cfg.registration_margin_mm)
         try:
             reg = register(fixed, moving, transform_type="rigid", backend=cfg.registration_backend,
-                           limits=RegistrationLimits(min_nmi=cfg.min_registration_nmi))
+                           limits=RegistrationLimits(min_nmi=cfg.min_registration_nmi),
+                           **({"iterations": cfg.elastix_iterations} if cfg.registration_backend == "elastix" else {}))
         except ProcessingError as exc:
             raise ProcessingError(f"follow-up to baseline {exc}") from exc
         T = reg.transform  # baseline world -> follow-up world

@@ -146,3 +146,33 @@ def test_brain_extraction_is_serialised(monkeypatch):
     v = Volume(np.zeros((4, 4, 4), np.float32), np.eye(4))
     ms._both(lambda x: _engines.brain_mask(x, "deepbet"), v, v, True)
     assert overlaps[0] == 1
+
+
+@pytest.mark.parametrize(("backend", "iterations", "expected"), [("elastix", 123, 123), ("elastix", None, 400),
+                                                                 ("sitk", 123, None)])
+def test_register_step_hands_elastix_its_iterations(tmp_path, monkeypatch, backend, iterations, expected):
+    """MSConfig.elastix_iterations (default 400) reaches elastix and only elastix (sitk keeps its own)."""
+    seen: dict = {}
+
+    class Stop(Exception):
+        pass
+
+    def fake_register(fixed, moving, **kw):
+        seen.update(kw)
+        raise Stop
+
+    monkeypatch.setattr(ms, "register", fake_register)
+    cfg = replace(ms.MSConfig(), registration_backend=backend)
+    if iterations is not None:
+        cfg = replace(cfg, elastix_iterations=iterations)
+    ctx = ms.MSContext(cfg, tmp_path, None, None)
+    shape = (20, 20, 20)
+    brain = _ball(shape, (10, 10, 10), 7)
+    vol = Volume(np.where(brain, 1.0, 0.0).astype(np.float32), np.eye(4))
+    ctx.b0, ctx.f0 = vol, vol
+    ctx.mb = ctx.mf = vol.with_data(brain)
+    with pytest.raises(Stop):
+        ms.step_register(ctx)
+    assert seen["backend"] == backend
+    assert seen.get("iterations") == expected
+    assert ctx.prov.steps[-1].parameters["elastix_iterations"] == cfg.elastix_iterations
