@@ -176,3 +176,32 @@ def test_register_step_hands_elastix_its_iterations(tmp_path, monkeypatch, backe
     assert seen["backend"] == backend
     assert seen.get("iterations") == expected
     assert ctx.prov.steps[-1].parameters["elastix_iterations"] == cfg.elastix_iterations
+
+
+def _row(i, kind, vol, base):
+    from neurorad.quantify.lesions import LesionRow
+
+    return LesionRow(i, kind, vol, 5.0, 0.0, 0.0, 0.0, baseline_volume_mm3=base)
+
+
+def test_an_enlarging_lesion_smaller_than_its_baseline_is_flagged():
+    assert ms.shrunken_enlarging_warning([_row(1, "new", 30.0, 0.0), _row(2, "enlarging", 1083.0, 392.0)]) is None
+    w = ms.shrunken_enlarging_warning([_row(1, "new", 30.0, 0.0), _row(2, "enlarging", 170.0, 624.0)])
+    assert w is not None and "2 (170 vs 624 mm3)" in w and "check it against the difference map" in w
+    w2 = ms.shrunken_enlarging_warning([_row(1, "enlarging", 10.0, 20.0), _row(3, "enlarging", 5.0, 9.0)])
+    assert w2 is not None and w2.startswith("enlarging lesions 1 (10 vs 20 mm3), 3 (5 vs 9 mm3) measure ")
+
+
+def test_atlas_step_warns_about_a_shrunken_enlarging_lesion(tmp_path):
+    from neurorad.segment.ms_difference import EnlargingExtent
+
+    ctx = _context(tmp_path)
+    for name in ("candidates", "postprocess", "fp_reduction", "classify"):
+        next(s for s in ms.STEPS if s.name == name).run(ctx)
+    assert ctx.n == 1
+    vol = float(np.count_nonzero(ctx.labels == 1))  # 1 mm voxels
+    ctx.kinds = ["enlarging"]  # as if it had touched a baseline lesion larger than itself
+    ctx.extents = {1: EnlargingExtent(1, baseline_volume_mm3=vol + 50.0, followup_volume_mm3=vol, rim_volume_mm3=vol)}
+    next(s for s in ms.STEPS if s.name == "atlas").run(ctx)
+    assert ctx.rows[0].volume_change_mm3 == pytest.approx(-50.0, abs=1.0)
+    assert any("measures smaller at follow-up" in w for w in ctx.warnings)
