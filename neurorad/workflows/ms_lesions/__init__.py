@@ -221,8 +221,10 @@ class MSLesionsWorkflow(Workflow):
     # judged by the same false-positive rules); before, the partial-volume rule cut it away (a 14 mm lesion
     # scoring 1.0 on an independent-simulator pair had no detected voxel), and the drift rule compares each time
     # point's contrast against its own 3 mm surround (FPParams.drift_reference "shell"; before, both against the
-    # baseline's local tissue level: widened tuning sweep 173 lesions at 0.177 FP per patient -> 174 at 0.115)
-    version = "1.7.0"
+    # baseline's local tissue level: widened tuning sweep 173 lesions at 0.177 FP per patient -> 174 at 0.115);
+    # 1.7.1: a quality warning when an enlarging lesion measures smaller at follow-up than the baseline lesions it
+    # touches (ms_lesions.shrunken_enlarging_warning); detections unchanged
+    version = "1.7.1"
     title = "MRI brain follow-up: new and enlarging T2-FLAIR lesions"
     description = ("Compares this study's FLAIR with the FLAIR of the patient's previous study (registered, "
                    "bias-corrected, jointly normalised subtraction) and reports new and enlarging lesions, "
