@@ -1,4 +1,4 @@
-"""bench/ms_speed.py's --compare-config parsing: MSConfig fields as Python literals."""
+"""bench/ms_speed.py's --compare-config parsing; bench/ms_benchmark.py's warning counts."""
 
 from __future__ import annotations
 
@@ -24,3 +24,14 @@ def test_overrides_are_literals_and_apply_to_msconfig():
 def test_an_item_without_a_value_is_refused():
     with pytest.raises(SystemExit, match="not key=value"):
         ms_speed.parse_overrides("elastix_iterations")
+
+
+def test_benchmark_counts_cases_per_warning_kind():
+    bench = load_bench("ms_benchmark")
+    rows = [{"warnings": []},
+            {"warnings": ["enlarging lesion 2 (170 vs 624 mm3) measures smaller at follow-up than the baseline "
+                          "lesion(s) touched: ..."]},
+            {"warnings": ["engines disagree on 2 of 3 lesions", "something else"]},
+            {"error": "ProcessingError: x", "warnings": ["engines disagree"]}]  # a failed case counts nowhere
+    assert bench.warning_counts(rows) == {"cases_with_warnings": 2, "cases_with_engine_disagreement": 1,
+                                          "cases_with_shrunken_enlarging": 1}
