@@ -39,8 +39,8 @@ computed) and as a later one (it is reused), the later one alternated with the b
 ``--compare-hugepages`` runs each pair of ``--pairs`` twice more in the same process, with NumPy's huge-page
 advice on (NumPy's default) and off (what ``neurorad.runtime`` sets where the kernel's transparent-huge-page
 ``defrag`` would compact synchronously), order alternating per pair. ``--compare-config KEY=VALUE[;KEY=VALUE]`` does
-the same with the default ``MSConfig`` against one with those fields changed (e.g. ``elastix_iterations=400``, the
-setting before workflow 1.7.1); separate several with ``;`` when a value holds commas.
+the same with the default ``MSConfig`` against one with those fields changed (e.g. ``elastix_iterations=250``, tried
+and not adopted: docs/ms-lesions.md); separate several with ``;`` when a value holds commas.
 
 Usage: ``python bench/ms_speed.py [--skip-slow] [--compare-before] [--compare-sequential] [--job-process]
 [--platform] [--compare-hugepages] [--compare-config K=V] [--pairs N] [--threads N] [--warm]``
@@ -315,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
                          "would stall), order alternating per pair; prints both medians and the paired difference")
     ap.add_argument("--compare-config", metavar="KEY=VALUE[;KEY=VALUE]",
                     help="also time each pair of --pairs twice in this process, with the default MSConfig and with "
-                         "these fields changed (e.g. elastix_iterations=400), order alternating per pair")
+                         "these fields changed (e.g. elastix_iterations=250), order alternating per pair")
     ap.add_argument("--pairs", type=int, default=1, help="time the default engines on this many different pairs")
     ap.add_argument("--atlas-cold", action="store_true", help="do not reuse stored atlas registrations")
     ap.add_argument("--warm", action="store_true",
