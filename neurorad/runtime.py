@@ -5,7 +5,7 @@ worker imports it before any image is loaded).
 
 **NumPy's huge-page advice.** On Linux NumPy marks every array of 4 MB or more with
 ``madvise(MADV_HUGEPAGE)``. Where the kernel's transparent-huge-page ``defrag`` setting is
-``madvise`` or ``defer+madvise`` (Debian's and most distributions' default), a page fault in such a
+``madvise`` (Debian's and most distributions' default), ``defer+madvise`` or ``always``, a page fault in such a
 region that finds no free huge page compacts memory synchronously before it returns, and the
 advice stays on the memory after NumPy frees it (numpy/numpy#31590). The imaging steps allocate
 and free arrays of 20-100 MB all the time; on the 2-core virtual machines this project is measured
@@ -25,7 +25,8 @@ from pathlib import Path
 THP_DEFRAG = Path("/sys/kernel/mm/transparent_hugepage/defrag")
 # defrag settings under which a fault in MADV_HUGEPAGE memory compacts synchronously (kernel
 # Documentation/admin-guide/mm/transhuge.rst)
-STALLING_DEFRAG = frozenset({"madvise", "defer+madvise"})
+# ("always" stalls on every huge-page request, advised or not; "defer" and "never" never stall)
+STALLING_DEFRAG = frozenset({"always", "madvise", "defer+madvise"})
 
 
 def thp_defrag_mode(path: Path = THP_DEFRAG) -> str | None:

@@ -39,8 +39,8 @@ def test_defrag_mode_of_a_missing_file_is_none(tmp_path):
 
 
 @pytest.mark.parametrize(("defrag", "env", "want"), [
-    ("madvise", None, False), ("defer+madvise", None, False),  # synchronous compaction: off
-    ("always", None, True), ("defer", None, True), ("never", None, True), (None, None, True),
+    ("madvise", None, False), ("defer+madvise", None, False), ("always", None, False),  # synchronous compaction: off
+    ("defer", None, True), ("never", None, True), (None, None, True),
     ("madvise", "1", True), ("never", "0", False), ("madvise", "", False),  # the user's setting wins; empty = unset
 ])
 def test_advice_only_off_where_defrag_stalls_unless_the_user_says(defrag, env, want):
