@@ -264,29 +264,31 @@ def hugepage_comparison(pairs: list) -> None:
           + f"; this run used {'on' if before else 'off'} elsewhere")
 
 
-def parse_overrides(text: str) -> dict[str, object]:
-    """``key=value[,key=value]`` of MSConfig fields; values as Python literals (numbers, tuples, strings)."""
-    import ast
+def config_overrides(text: str):  # noqa: ANN201 - MSConfig
+    """The default MSConfig with ``key=value[;key=value]`` applied (``,`` separates too when no ``;`` is given):
+    ``ms_sweep.apply_overrides`` with top-level fields, so values are read and checked as ``--set`` reads them."""
+    from ms_sweep import apply_overrides
 
-    out: dict[str, object] = {}
-    for item in filter(None, (t.strip() for t in text.split(";" if ";" in text else ","))):
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise SystemExit(f"--compare-config: {item!r} is not key=value")
-        try:
-            out[key.strip()] = ast.literal_eval(value.strip())
-        except (ValueError, SyntaxError):
-            out[key.strip()] = value.strip()
-    return out
-
-
-def config_comparison(pairs: list, overrides: dict[str, object]) -> None:
-    """Each pair with the default MSConfig and with ``overrides``, alternating (:func:`_alternate`)."""
     from neurorad.pipelines.ms_lesions import MSConfig
 
-    changed = replace(MSConfig(), **overrides)
-    label = ", ".join(f"{k}={v!r}" for k, v in overrides.items())
-    walls = _alternate(pairs, {"default": (MSConfig(), None), label: (changed, None)})
+    items = [t for t in text.split(";" if ";" in text else ",") if t.strip()]
+    try:
+        return apply_overrides(MSConfig(), items, top_level=True)
+    except ValueError as exc:
+        raise SystemExit(f"--compare-config: {exc}") from exc
+
+
+def config_comparison(pairs: list, changed) -> None:  # noqa: ANN001 - MSConfig
+    """Each pair with the default MSConfig and with ``changed`` (:func:`config_overrides`), alternating
+    (:func:`_alternate`)."""
+    from dataclasses import fields
+
+    from neurorad.pipelines.ms_lesions import MSConfig
+
+    default = MSConfig()
+    label = ", ".join(f"{f.name}={getattr(changed, f.name)!r}" for f in fields(default)
+                      if getattr(changed, f.name) != getattr(default, f.name)) or "unchanged"
+    walls = _alternate(pairs, {"default": (default, None), label: (changed, None)})
     print(_paired_summary("MSConfig comparison", walls))
 
 
@@ -315,7 +317,8 @@ def main(argv: list[str] | None = None) -> int:
                          "would stall), order alternating per pair; prints both medians and the paired difference")
     ap.add_argument("--compare-config", metavar="KEY=VALUE[;KEY=VALUE]",
                     help="also time each pair of --pairs twice in this process, with the default MSConfig and with "
-                         "these fields changed (e.g. elastix_iterations=250), order alternating per pair")
+                         "these fields changed (e.g. elastix_iterations=250, or fp.drift_ratio=0.45 as ms_sweep.py's "
+                         "--set), order alternating per pair")
     ap.add_argument("--pairs", type=int, default=1, help="time the default engines on this many different pairs")
     ap.add_argument("--atlas-cold", action="store_true", help="do not reuse stored atlas registrations")
     ap.add_argument("--warm", action="store_true",
@@ -400,7 +403,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.compare_hugepages:
         hugepage_comparison(pairs)
     if args.compare_config:
-        config_comparison(pairs, parse_overrides(args.compare_config))
+        config_comparison(pairs, config_overrides(args.compare_config))
     if args.job_process:
         fresh, first, later = job_process_times(pairs, args.threads)
         print(f"job processes (forkserver with the worker's preload) over {len(pairs)} pairs: a fresh process per "

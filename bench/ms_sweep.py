@@ -102,15 +102,30 @@ def detect(d: dict, cfg) -> tuple[np.ndarray, list[float]]:  # noqa: ANN001 - MS
     return lab, peaks
 
 
-def apply_overrides(cfg, settings: list[str]):  # noqa: ANN001, ANN201 - MSConfig
-    """``cfg`` with each ``group.param=value`` of ``settings`` set (value read as a Python literal: 0.45, None,
-    True, (1, 2); else kept as a string). An unknown group or parameter is an error naming it."""
+def _literal(raw: str) -> object:
+    """A ``--set`` value as a Python literal (0.45, None, True, (1, 2)); else the string itself."""
     import ast
+
+    try:
+        return ast.literal_eval(raw.strip())
+    except (ValueError, SyntaxError):
+        return raw.strip()
+
+
+def apply_overrides(cfg, settings: list[str], top_level: bool = False):  # noqa: ANN001, ANN201 - MSConfig
+    """``cfg`` with each ``group.param=value`` of ``settings`` set (value read by :func:`_literal`). An unknown
+    group or parameter is an error naming it. With ``top_level`` a ``field=value`` sets a field of MSConfig itself
+    (``bench/ms_speed.py --compare-config``); the sweep refuses those, its cached steps 1-5 would not see them."""
     from dataclasses import fields, is_dataclass, replace
 
     for item in settings:
         key, sep, raw = item.partition("=")
         group, dot, param = key.strip().partition(".")
+        if sep and not dot and top_level:
+            if group not in {f.name for f in fields(cfg)}:
+                raise ValueError(f"{item!r}: {type(cfg).__name__} has no field {group!r}")
+            cfg = replace(cfg, **{group: _literal(raw)})
+            continue
         if not sep or not dot:
             raise ValueError(f"--set {item!r}: expected group.param=value, e.g. fp.drift_ratio=0.45")
         sub = getattr(cfg, group, None)
@@ -118,11 +133,7 @@ def apply_overrides(cfg, settings: list[str]):  # noqa: ANN001, ANN201 - MSConfi
             raise ValueError(f"--set {item!r}: {group!r} is not a parameter group of MSConfig")
         if param not in {f.name for f in fields(sub)}:
             raise ValueError(f"--set {item!r}: {type(sub).__name__} has no parameter {param!r}")
-        try:
-            value = ast.literal_eval(raw.strip())
-        except (ValueError, SyntaxError):
-            value = raw.strip()
-        cfg = replace(cfg, **{group: replace(sub, **{param: value})})
+        cfg = replace(cfg, **{group: replace(sub, **{param: _literal(raw)})})
     return cfg
 
 

@@ -1,4 +1,5 @@
-"""bench/ms_speed.py's --compare-config parsing; bench/ms_benchmark.py's warning counts."""
+"""bench/ms_speed.py's --compare-config (ms_sweep.apply_overrides with top-level fields); bench/ms_benchmark.py's
+warning counts."""
 
 from __future__ import annotations
 
@@ -13,17 +14,19 @@ ms_speed = load_bench("ms_speed")
 
 
 def test_overrides_are_literals_and_apply_to_msconfig():
-    o = ms_speed.parse_overrides("n4_iterations=(25, 25, 15);elastix_iterations=400;brain_engine=hdbet")
-    assert o == {"n4_iterations": (25, 25, 15), "elastix_iterations": 400, "brain_engine": "hdbet"}
-    cfg = replace(MSConfig(), **o)
-    assert cfg.elastix_iterations == 400 and cfg.n4_iterations == (25, 25, 15)
-    assert ms_speed.parse_overrides("elastix_iterations=400,crop_margin_mm=6.0") == {
-        "elastix_iterations": 400, "crop_margin_mm": 6.0}
+    cfg = ms_speed.config_overrides("n4_iterations=(25, 25, 15);elastix_iterations=400;brain_engine=hdbet")
+    assert cfg == replace(MSConfig(), n4_iterations=(25, 25, 15), elastix_iterations=400, brain_engine="hdbet")
+    assert ms_speed.config_overrides("elastix_iterations=250,crop_margin_mm=6.0") == replace(
+        MSConfig(), elastix_iterations=250, crop_margin_mm=6.0)
+    # a parameter group's field as the sweep's --set writes it
+    assert ms_speed.config_overrides("fp.drift_ratio=0.45").fp.drift_ratio == 0.45
 
 
-def test_an_item_without_a_value_is_refused():
-    with pytest.raises(SystemExit, match="not key=value"):
-        ms_speed.parse_overrides("elastix_iterations")
+@pytest.mark.parametrize(("text", "message"), [("elastix_iterations", "expected group.param=value"),
+                                               ("elastix_iteration=250", "MSConfig has no field 'elastix_iteration'")])
+def test_what_cannot_be_applied_is_refused(text, message):
+    with pytest.raises(SystemExit, match=message):
+        ms_speed.config_overrides(text)
 
 
 def test_benchmark_counts_cases_per_warning_kind():
