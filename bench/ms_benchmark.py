@@ -457,6 +457,8 @@ def volume_rule_sweep(results: list[dict], ks: tuple[float, ...] = (0.0, 1.0, 1.
 def warning_counts(results: list[dict]) -> dict[str, int]:
     """Cases with any quality warning, with the fusion engine's disagreement warning (its quality alarm), and with
     an enlarging lesion smaller at follow-up than its baseline (``ms_lesions.shrunken_enlarging_warning``)."""
+    from neurorad.pipelines.ms_lesions import SHRUNKEN_ENLARGING
+
     ok = [r for r in results if "error" not in r]
 
     def having(text: str) -> int:
@@ -464,7 +466,7 @@ def warning_counts(results: list[dict]) -> dict[str, int]:
 
     return {"cases_with_warnings": sum(bool(r.get("warnings")) for r in ok),
             "cases_with_engine_disagreement": having("engines disagree"),
-            "cases_with_shrunken_enlarging": having("smaller at follow-up than the baseline lesion")}
+            "cases_with_shrunken_enlarging": having(SHRUNKEN_ENLARGING)}
 
 
 def choose_operating_point(results: list[dict], max_fp_per_patient: float = 0.3, floor: float = 0.02) -> dict:

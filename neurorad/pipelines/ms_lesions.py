@@ -832,6 +832,10 @@ def step_atlas(ctx: MSContext) -> None:
         ctx.rows = rows
 
 
+# the words of shrunken_enlarging_warning that tell it apart (bench/ms_benchmark.py counts the cases holding them)
+SHRUNKEN_ENLARGING = "smaller at follow-up than the baseline lesion(s) touched"
+
+
 def shrunken_enlarging_warning(rows: list[LesionRow]) -> str | None:
     """A quality warning for 'enlarging' lesions delineated smaller than the baseline lesions they touch.
 
@@ -847,9 +851,9 @@ def shrunken_enlarging_warning(rows: list[LesionRow]) -> str | None:
     if not bad:
         return None
     listed = ", ".join(f"{r.id} ({r.volume_mm3:.0f} vs {r.baseline_volume_mm3:.0f} mm3)" for r in bad)
-    return (f"enlarging lesion{'s' if len(bad) > 1 else ''} {listed} measure{'' if len(bad) > 1 else 's'} smaller at "
-            "follow-up than the baseline lesion(s) touched: the outline may hold a neighbouring stable lesion instead "
-            "of the part that grew; check it against the difference map")
+    return (f"enlarging lesion{'s' if len(bad) > 1 else ''} {listed} measure{'' if len(bad) > 1 else 's'} "
+            f"{SHRUNKEN_ENLARGING}: the outline may hold a neighbouring stable lesion instead of the part that grew; "
+            "check it against the difference map")
 
 
 def input_slice_thickness_mm(ctx: MSContext) -> float:
