@@ -75,6 +75,7 @@ from neurorad.segment.ms_difference import (
     false_positive_reduction,
     gaussian_filters,
     grow_enlarging,
+    judge_enlarging_parts,
     rescue_grown_enlarging,
     volume_measurable,
     volume_rule_text,
@@ -762,7 +763,8 @@ def step_fp_reduction(ctx: MSContext) -> None:
 
 
 def step_classify(ctx: MSContext) -> None:
-    """9. New vs enlarging; an enlarging lesion grown to its whole follow-up extent; every lesion
+    """9. New vs enlarging; an enlarging candidate touching several baseline lesions judged per lesion (a part
+    the false-positive rules drop leaves it); an enlarging lesion grown to its whole follow-up extent; every lesion
     delineated by the partial-volume rule."""
     cand, cfg = ctx.cand, ctx.cfg
     assert cand is not None
@@ -771,6 +773,16 @@ def step_classify(ctx: MSContext) -> None:
         base_les = ctx.baseline_lesions  # made in step 8 (the enlarging-lesion path reads it too)
         assert base_les is not None
         kinds = classify_new_enlarging(ctx.labels, ctx.n, base_les, sp, cfg.classify)
+        # an enlarging candidate over two or more baseline lesions is judged per lesion: a stable neighbour's
+        # drift rim leaves it (ms_difference.judge_enlarging_parts)
+        labels, n_split, enl_decisions, changed = judge_enlarging_parts(
+            ctx.labels, ctx.n, kinds, cand, ctx.bn, ctx.fn, ctx.brain, base_les, sp, cfg.fp, cfg.post, cfg.classify)
+        if enl_decisions:
+            st.parameters["enlarging_parts"] = {"parts": len(enl_decisions), "candidates_changed": changed,
+                                                "dropped": [asdict(d) for d in enl_decisions if not d.kept]}
+        if changed:
+            ctx.labels, ctx.n = labels, n_split
+            kinds = classify_new_enlarging(ctx.labels, ctx.n, base_les, sp, cfg.classify)
         labels, ctx.n, ctx.kinds, dropped = drop_unchanged_enlarging(ctx.labels, ctx.n, kinds, ctx.bn, ctx.fn,
                                                                      base_les, cand.tissue_level, sp, cfg.classify)
         st.parameters["dropped_not_grown"] = dropped
@@ -973,8 +985,9 @@ STEPS: list[Step] = [
     Step("postprocess", "score > 0.01, 26-connected components, keep > 12 mm3 with a voxel > 0.1", step_postprocess),
     Step("fp_reduction", "CAD centre-of-gravity rule, misregistration at tissue borders, brain border",
          step_fp_reduction),
-    Step("classify", "new vs enlarging (touches a baseline lesion); enlarging grown to its whole follow-up extent; "
-         "partial-volume delineation", step_classify),
+    Step("classify", "new vs enlarging (touches a baseline lesion); an enlarging candidate over several baseline "
+         "lesions judged per lesion; enlarging grown to its whole follow-up extent; partial-volume delineation",
+         step_classify),
     Step("atlas", "Colin27 affine to the subject (reused across a patient's studies); AAL + JHU labels; lesion "
          "table", step_atlas),
     Step("decide", "active when >= 1 new or enlarging lesion; gadolinium only when active", step_decide),

@@ -197,6 +197,11 @@ class ClassifyParams:
     split_separate: bool = True
     split_min_score: float = 0.1
     split_min_volume_mm3: float = 12.0
+    # an 'enlarging' candidate touching two or more baseline lesions (:func:`split_enlarging_candidates`) is judged
+    # per touched lesion: its part nearest each one goes through the false-positive rules on its own, and a part
+    # they drop (a neighbouring stable lesion's drift) leaves the candidate, so the grown and delineated lesion
+    # is the one that changed (workflow 1.8.0). False: off (1.7.1's whole-candidate judgement)
+    split_enlarging: bool = True
 
 
 @dataclass
@@ -883,6 +888,105 @@ def rescue_grown_enlarging(
                     f"{KEPT_AS_GROWN} (baseline lesion's half-maximum size x{g:.1f}), not {decisions[i].reason}"))
     out, m = relabel(labels0, keep)
     return out, m, decisions
+
+
+def split_enlarging_candidates(
+    labels: np.ndarray, n: int, kinds: list[str], baseline_lesions: np.ndarray,
+    spacing_mm: tuple[float, float, float], params: ClassifyParams = ClassifyParams(),
+) -> tuple[np.ndarray, int, list[int]]:
+    """The parts of each 'enlarging' candidate that touches two or more baseline lesions: one part per touched
+    lesion, the candidate's voxels nearest to it (Euclidean distance in mm).
+
+    One 26-connected candidate (score > 0.01) can hold the rim of a lesion that grew and the drift rim of a
+    stable neighbour. Judged as a whole it passes the false-positive rules (the grown part is real), and
+    :func:`grow_enlarging` and :func:`delineate` then keep the core around the brightest follow-up peak, which
+    may be the stable neighbour's: the report named an enlarging lesion of the neighbour's volume and the lesion
+    that grew had no voxel (an independent-simulator pair, docs/ms-lesions.md, workflow 1.8.0). Touch is
+    :func:`classify_new_enlarging`'s (within ``touch_radius_mm``).
+
+    Returns the parts as a label map (1..m; zero elsewhere), m, and the candidate label each part came from.
+    Nothing when ``split_enlarging`` is False.
+    """
+    parts = np.zeros(np.shape(labels), np.int32)
+    owners: list[int] = []
+    if n == 0 or not params.split_enlarging or "enlarging" not in kinds:
+        return parts, 0, owners
+    base_lab, _ = connected_components(np.asarray(baseline_lesions, bool), 26)
+    objs = ndimage.find_objects(np.asarray(labels, np.int32), n)
+    m = 0
+    for lab in range(1, n + 1):
+        if kinds[lab - 1] != "enlarging" or objs[lab - 1] is None:
+            continue
+        box = padded_box(objs[lab - 1], params.touch_radius_mm, spacing_mm, parts.shape)
+        own = labels[box] == lab
+        bl = base_lab[box]
+        near = ndimage.distance_transform_edt(~own, sampling=spacing_mm) <= params.touch_radius_mm
+        ids = np.unique(bl[near & (bl > 0)])
+        if ids.size < 2:
+            continue
+        # each voxel goes to the nearest touched baseline lesion (the touching voxels of every one lie in the box)
+        _, idx = ndimage.distance_transform_edt(~np.isin(bl, ids), sampling=spacing_mm, return_indices=True)
+        nearest = bl[tuple(idx)]
+        sub = parts[box]
+        for j in ids:
+            piece = own & (nearest == j)
+            if piece.any():
+                m += 1
+                sub[piece] = m
+                owners.append(lab)
+        parts[box] = sub
+    return parts, m, owners
+
+
+def judge_enlarging_parts(
+    labels: np.ndarray, n: int, kinds: list[str], cand: Candidates, baseline: np.ndarray, followup: np.ndarray,
+    brain_mask: np.ndarray, baseline_lesions: np.ndarray, spacing_mm: tuple[float, float, float],
+    fp_params: FPParams = FPParams(), post: PostParams = PostParams(), params: ClassifyParams = ClassifyParams(),
+) -> tuple[np.ndarray, int, list[FPDecision], list[int]]:
+    """Each part of :func:`split_enlarging_candidates` judged on its own, as a candidate of step 6-8 would be:
+    the false-positive rules (:func:`false_positive_reduction`), the enlarging-lesion path
+    (:func:`rescue_grown_enlarging`) and the post-processing's size and peak (``post``: more than
+    ``min_volume_mm3`` and a score above ``min_peak_score``).
+
+    A candidate keeps only its parts that pass; the first kept part keeps the candidate's label, the others are
+    added as labels n+1... When no part passes alone the candidate stays whole, as it was judged in step 8 (the
+    candidate passed as a whole, and none of its parts can be preferred on that evidence).
+
+    Returns the new label map, count, the parts' decisions (numbered as the parts) and the candidate labels that
+    were changed. The caller classifies the result again (:func:`classify_new_enlarging`).
+    """
+    parts, m, owners = split_enlarging_candidates(labels, n, kinds, baseline_lesions, spacing_mm, params)
+    if m == 0:
+        return labels, n, [], []
+    _, _, decisions = false_positive_reduction(
+        parts, m, baseline, followup, brain_mask, spacing_mm, cand.sigma, cand.brain_median, cand.brain_sigma,
+        fp_params, difference=cand.difference, tissue_level=cand.tissue_level,
+        border_distance_mm=cand.border_distance_mm, score=cand.score, peak_percentile=params.peak_percentile)
+    _, _, decisions = rescue_grown_enlarging(parts, m, decisions, baseline, followup, baseline_lesions,
+                                             cand.tissue_level, spacing_mm, params)
+    vol_mm3 = label_voxel_counts(parts, m) * float(np.prod(spacing_mm))
+    peak = label_maximum(cand.score, parts, m)
+    passed = [d.kept and vol_mm3[i] > post.min_volume_mm3 and peak[i] > post.min_peak_score
+              for i, d in enumerate(decisions)]
+    decisions = [d if d.kept == ok else replace(
+        d, kept=False, reason=f"{post.min_volume_mm3:g} mm^3 or less, or peak score {peak[i]:.3f} at most "
+                              f"{post.min_peak_score:g}, on its own") for i, (d, ok) in enumerate(zip(
+                                  decisions, passed, strict=True))]
+    out = np.asarray(labels).copy()
+    changed: list[int] = []
+    n_out = n
+    for lab in dict.fromkeys(owners):
+        mine = [i for i, o in enumerate(owners) if o == lab]
+        kept = [i for i in mine if passed[i]]
+        if not kept or len(mine) < 2:
+            continue  # nothing passes alone, or the one part is the whole candidate: leave it as it was
+        changed.append(lab)
+        out[out == lab] = 0
+        out[parts == kept[0] + 1] = lab
+        for i in kept[1:]:
+            n_out += 1
+            out[parts == i + 1] = n_out
+    return out, n_out, decisions, changed
 
 
 def delineate(

@@ -8,7 +8,9 @@ lesion seen with more contrast has not grown, a lesion whose radius went 3 -> 5 
 half-maximum delineation of a blurred ball gives the ball's volume, and a second, fainter ball in the
 same candidate is delineated as its own lesion of its own volume (a shoulder of one ball is not); the
 enlarging-lesion path measures a faint lesion grown from radius 3 to 4.5 as (4.5/3)^3 = 3.4x and
-keeps its rim, not the rim of a stable lesion that moved.
+keeps its rim, not the rim of a stable lesion that moved; an enlarging candidate over two baseline lesions is
+split at the points equidistant from them, and the part over a stable neighbour whose signal drifted is dropped,
+so the delineated lesion is the one that grew.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from scipy import ndimage
 from neurorad.segment.ms_difference import (
     REASON_DRIFT,
     CandidateParams,
+    Candidates,
     ClassifyParams,
     FPParams,
     PostParams,
@@ -32,8 +35,11 @@ from neurorad.segment.ms_difference import (
     enlarging_growth,
     expected_followup,
     false_positive_reduction,
+    grow_enlarging,
+    judge_enlarging_parts,
     rescue_grown_enlarging,
     separate_lesion_cores,
+    split_enlarging_candidates,
 )
 
 SP = (1.0, 1.0, 1.0)
@@ -294,3 +300,84 @@ def test_loss_larger_than_the_gain_is_a_moved_structure():
             assert n == (0 if drop else 1), (x, rule, dec[0])
             assert (dec[0].reason.startswith("moved structure")) == drop
     assert 0.1 * ring.sum() / (0.3 * cand.sum()) < 1.0 < 0.2 * ring.sum() / (0.3 * cand.sum())  # both sides tested
+
+
+def _ball_distance(shape, centre, r):
+    """Analytic distance (voxels) of every voxel from a ball."""
+    g = np.indices(shape).astype(float)
+    return np.maximum(0.0, np.sqrt(sum((g[i] - centre[i]) ** 2 for i in range(3))) - r)
+
+
+def test_an_enlarging_candidate_over_two_baseline_lesions_is_split_at_the_midpoints():
+    """One candidate: the rim of ball A, the shell of ball B and a bridge between them. Each part holds the
+    candidate's voxels nearer (analytic distance to the ball) to its own baseline lesion."""
+    shape = (40, 40, 64)
+    ca, cb = (20, 20, 16), (20, 20, 40)
+    a, b = _ball(shape, ca, 3), _ball(shape, cb, 4)
+    cand = (_ball(shape, ca, 5) & ~a) | (_ball(shape, cb, 5) & ~b)
+    cand[20, 20, 16:41] |= ~(a | b)[20, 20, 16:41]
+    labels = cand.astype(np.int32)
+    assert ndimage.label(cand, np.ones((3, 3, 3)))[1] == 1
+    parts, m, owners = split_enlarging_candidates(labels, 1, ["enlarging"], a | b, SP, ClassifyParams())
+    assert m == 2 and owners == [1, 1]
+    assert np.array_equal(parts > 0, cand)
+    da, db = _ball_distance(shape, ca, 3), _ball_distance(shape, cb, 4)
+    part_a = parts == parts[20, 20, 12]  # a voxel of A's rim
+    assert (da[part_a] <= db[part_a] + 1.0).all() and (db[cand & ~part_a] <= da[cand & ~part_a] + 1.0).all()
+    assert part_a[20, 20, 26] and not part_a[20, 20, 30]  # the bridge splits near its middle (z 27.5)
+    # one baseline lesion, a new candidate, or switched off: nothing split
+    assert split_enlarging_candidates(labels, 1, ["enlarging"], a, SP, ClassifyParams())[1] == 0
+    assert split_enlarging_candidates(labels, 1, ["new"], a | b, SP, ClassifyParams())[1] == 0
+    assert split_enlarging_candidates(labels, 1, ["enlarging"], a | b, SP,
+                                      ClassifyParams(split_enlarging=False))[1] == 0
+
+
+def test_an_enlarging_lesion_merged_with_a_drifting_neighbour_is_delineated_where_it_grew():
+    """The defect of workflow 1.7.1 (independent pair 11): lesion A grew from radius 2 to 4 (1.4 x the tissue);
+    its stable neighbour B (1.5 x) lies in a region 15 % brighter at follow-up and drifted 10 % more
+    (1.5 x 1.15 x 1.1 = 1.9). A's rim and B form ONE candidate through a thin bridge. Judged whole it is
+    kept, and the partial-volume rule delineates the brighter follow-up core, B: the reported enlarging lesion is
+    the stable one. Judged per baseline lesion, B's part is drift (contrast over its own shell 0.5 at baseline,
+    0.65 at follow-up: ratio 0.77 > 0.5) and leaves; the lesion is delineated on A's follow-up extent."""
+    shape = (48, 48, 48)
+    brain = _ball(shape, (24, 24, 24), 22)
+    region = _ball(shape, (24, 24, 24), 14)
+    ca, cb = (24, 30, 24), (24, 17, 24)
+    a0, a1, bl = _ball(shape, ca, 2), _ball(shape, ca, 4), _ball(shape, cb, 3)
+    b = np.where(brain, 1.0, 0.0).astype(np.float32)
+    b[a0], b[bl] = 1.4, 1.5
+    f = np.where(brain, 1.0, 0.0).astype(np.float32)
+    f[region] = 1.15
+    f[a1], f[bl] = 1.4 * 1.15, 1.5 * 1.15 * 1.1
+    bridge = np.zeros(shape, bool)
+    bridge[24, 21:26, 24] = True
+    labels = ((a1 & ~a0) | bl | bridge).astype(np.int32)
+    assert ndimage.label(labels, np.ones((3, 3, 3)))[1] == 1
+    diff = f - b
+    cand = Candidates(difference=diff, z=diff / 0.02, score=np.clip(diff / 0.3, 0, 1).astype(np.float32),
+                      sigma=0.02, brain_median=1.0, brain_sigma=0.06, tissue_level=np.ones(shape, np.float32))
+    fp = FPParams(dipole_rule=False, loss_alone_ratio=None, shift_explained_fraction=1.01, border_fraction=1.01,
+                  diffuse_rule=False)
+    old = a0 | bl
+    _, n_whole, dec_whole = false_positive_reduction(labels, 1, b, f, brain, SP, 0.02, 1.0, 0.06, fp,
+                                                     difference=diff, tissue_level=cand.tissue_level)
+    assert n_whole == 1, dec_whole  # the candidate as a whole passes
+
+    def delineated(lab, n):
+        grown, _ = grow_enlarging(lab, n, ["enlarging"] * n, f, old, brain, SP, 1.0, 0.06, ClassifyParams())
+        return delineate(grown, n, ["enlarging"] * n, diff, ClassifyParams(), f, cand.tissue_level)
+
+    whole = delineated(labels, 1) == 1
+    assert whole[bl].mean() > 0.9 and not whole[a1].any()  # the defect: B reported, A has no voxel
+    out, n, dec, changed = judge_enlarging_parts(labels, 1, ["enlarging"], cand, b, f, brain, old, SP, fp,
+                                                 PostParams(), ClassifyParams())
+    assert n == 1 and changed == [1] and len(dec) == 2
+    assert [d.reason == REASON_DRIFT for d in dec].count(True) == 1 and [d.kept for d in dec].count(True) == 1
+    assert not (out == 1)[bl].any() and (out == 1)[a1 & ~a0].all()
+    split = delineated(out, n) == 1
+    assert not split[bl].any() and split[a1].mean() > 0.9
+    assert split.sum() == pytest.approx(a1.sum(), rel=0.2)
+    # switched off: the candidate is judged whole, as in 1.7.1
+    off = judge_enlarging_parts(labels, 1, ["enlarging"], cand, b, f, brain, old, SP, fp, PostParams(),
+                                ClassifyParams(split_enlarging=False))
+    assert np.array_equal(off[0], labels) and off[1] == 1 and off[3] == []
