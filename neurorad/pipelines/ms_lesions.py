@@ -775,13 +775,13 @@ def step_classify(ctx: MSContext) -> None:
         kinds = classify_new_enlarging(ctx.labels, ctx.n, base_les, sp, cfg.classify)
         # an enlarging candidate over two or more baseline lesions is judged per lesion: a stable neighbour's
         # drift rim leaves it (ms_difference.judge_enlarging_parts)
-        labels, n_split, enl_decisions, changed = judge_enlarging_parts(
+        labels, enl_decisions, changed = judge_enlarging_parts(
             ctx.labels, ctx.n, kinds, cand, ctx.bn, ctx.fn, ctx.brain, base_les, sp, cfg.fp, cfg.post, cfg.classify)
         if enl_decisions:
             st.parameters["enlarging_parts"] = {"parts": len(enl_decisions), "candidates_changed": changed,
                                                 "dropped": [asdict(d) for d in enl_decisions if not d.kept]}
-        if changed:
-            ctx.labels, ctx.n = labels, n_split
+        if changed:  # a candidate that lost a part may touch no baseline lesion any more: classified again
+            ctx.labels = labels
             kinds = classify_new_enlarging(ctx.labels, ctx.n, base_les, sp, cfg.classify)
         labels, ctx.n, ctx.kinds, dropped = drop_unchanged_enlarging(ctx.labels, ctx.n, kinds, ctx.bn, ctx.fn,
                                                                      base_les, cand.tissue_level, sp, cfg.classify)

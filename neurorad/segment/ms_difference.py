@@ -200,7 +200,8 @@ class ClassifyParams:
     # an 'enlarging' candidate touching two or more baseline lesions (:func:`split_enlarging_candidates`) is judged
     # per touched lesion: its part nearest each one goes through the false-positive rules on its own, and a part
     # they drop (a neighbouring stable lesion's drift) leaves the candidate, so the grown and delineated lesion
-    # is the one that changed (workflow 1.8.0). False: off (1.7.1's whole-candidate judgement)
+    # is the one that changed (:func:`judge_enlarging_parts`, workflow 1.8.0). False: off (1.7.1's whole-candidate
+    # judgement)
     split_enlarging: bool = True
 
 
@@ -942,22 +943,24 @@ def judge_enlarging_parts(
     labels: np.ndarray, n: int, kinds: list[str], cand: Candidates, baseline: np.ndarray, followup: np.ndarray,
     brain_mask: np.ndarray, baseline_lesions: np.ndarray, spacing_mm: tuple[float, float, float],
     fp_params: FPParams = FPParams(), post: PostParams = PostParams(), params: ClassifyParams = ClassifyParams(),
-) -> tuple[np.ndarray, int, list[FPDecision], list[int]]:
+) -> tuple[np.ndarray, list[FPDecision], list[int]]:
     """Each part of :func:`split_enlarging_candidates` judged on its own, as a candidate of step 6-8 would be:
     the false-positive rules (:func:`false_positive_reduction`), the enlarging-lesion path
     (:func:`rescue_grown_enlarging`) and the post-processing's size and peak (``post``: more than
     ``min_volume_mm3`` and a score above ``min_peak_score``).
 
-    A candidate keeps only its parts that pass; the first kept part keeps the candidate's label, the others are
-    added as labels n+1... When no part passes alone the candidate stays whole, as it was judged in step 8 (the
-    candidate passed as a whole, and none of its parts can be preferred on that evidence).
+    A candidate keeps only its parts that pass, as one lesion under its own label: two parts that both pass are one
+    lesion that grew over two baseline components (a lesion split by the baseline threshold, or two lesions that
+    grew together), not two lesions (widened held-out pair 37: one 750 mm^3 enlarging lesion was reported as two
+    when passing parts were made lesions of their own). When no part passes alone the candidate stays whole, as it
+    was judged in step 8 (it passed as a whole, and none of its parts can be preferred on that evidence).
 
-    Returns the new label map, count, the parts' decisions (numbered as the parts) and the candidate labels that
-    were changed. The caller classifies the result again (:func:`classify_new_enlarging`).
+    Returns the new label map (same labels, count unchanged), the parts' decisions (numbered as the parts) and the
+    candidate labels that lost a part.
     """
     parts, m, owners = split_enlarging_candidates(labels, n, kinds, baseline_lesions, spacing_mm, params)
     if m == 0:
-        return labels, n, [], []
+        return labels, [], []
     _, _, decisions = false_positive_reduction(
         parts, m, baseline, followup, brain_mask, spacing_mm, cand.sigma, cand.brain_median, cand.brain_sigma,
         fp_params, difference=cand.difference, tissue_level=cand.tissue_level,
@@ -974,19 +977,14 @@ def judge_enlarging_parts(
                                   decisions, passed, strict=True))]
     out = np.asarray(labels).copy()
     changed: list[int] = []
-    n_out = n
     for lab in dict.fromkeys(owners):
         mine = [i for i, o in enumerate(owners) if o == lab]
-        kept = [i for i in mine if passed[i]]
-        if not kept or len(mine) < 2:
-            continue  # nothing passes alone, or the one part is the whole candidate: leave it as it was
+        failed = [i for i in mine if not passed[i]]
+        if not failed or len(failed) == len(mine):
+            continue  # every part passes (one lesion), or none does alone: the candidate stays as it was judged
         changed.append(lab)
-        out[out == lab] = 0
-        out[parts == kept[0] + 1] = lab
-        for i in kept[1:]:
-            n_out += 1
-            out[parts == i + 1] = n_out
-    return out, n_out, decisions, changed
+        out[np.isin(parts, np.asarray(failed) + 1)] = 0
+    return out, decisions, changed
 
 
 def delineate(

@@ -369,15 +369,19 @@ def test_an_enlarging_lesion_merged_with_a_drifting_neighbour_is_delineated_wher
 
     whole = delineated(labels, 1) == 1
     assert whole[bl].mean() > 0.9 and not whole[a1].any()  # the defect: B reported, A has no voxel
-    out, n, dec, changed = judge_enlarging_parts(labels, 1, ["enlarging"], cand, b, f, brain, old, SP, fp,
-                                                 PostParams(), ClassifyParams())
-    assert n == 1 and changed == [1] and len(dec) == 2
+    out, dec, changed = judge_enlarging_parts(labels, 1, ["enlarging"], cand, b, f, brain, old, SP, fp,
+                                              PostParams(), ClassifyParams())
+    assert changed == [1] and len(dec) == 2
     assert [d.reason == REASON_DRIFT for d in dec].count(True) == 1 and [d.kept for d in dec].count(True) == 1
     assert not (out == 1)[bl].any() and (out == 1)[a1 & ~a0].all()
-    split = delineated(out, n) == 1
+    split = delineated(out, 1) == 1
     assert not split[bl].any() and split[a1].mean() > 0.9
     assert split.sum() == pytest.approx(a1.sum(), rel=0.2)
     # switched off: the candidate is judged whole, as in 1.7.1
     off = judge_enlarging_parts(labels, 1, ["enlarging"], cand, b, f, brain, old, SP, fp, PostParams(),
                                 ClassifyParams(split_enlarging=False))
-    assert np.array_equal(off[0], labels) and off[1] == 1 and off[3] == []
+    assert np.array_equal(off[0], labels) and off[1:] == ([], [])
+    # both parts pass (no drift rule): one lesion that grew over two baseline lesions stays one candidate, whole
+    both = judge_enlarging_parts(labels, 1, ["enlarging"], cand, b, f, brain, old, SP, replace(fp, drift_rule=False),
+                                 PostParams(), ClassifyParams())
+    assert [d.kept for d in both[1]] == [True, True] and np.array_equal(both[0], labels) and both[2] == []
