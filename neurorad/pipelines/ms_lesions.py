@@ -153,6 +153,10 @@ class MSConfig:
     atlas_spacing_mm: float = 3.0  # Colin27 -> subject registration grid (atlas labels are coarser than this)
     write_report: bool = True
     write_dicom: bool = True
+    # a NIfTI follow-up has no DICOM series for the SEG to reference: one is synthesised (about 1.4 s of
+    # single-threaded pydicom on a 1 mm image). True: in a child process started after the load step, on the
+    # core the image steps leave idle (neurorad.image.series_writer); False: at the end, in this process
+    reference_series_process: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -548,6 +552,8 @@ class MSContext:
     # 12 outputs
     labels_fu: Volume | None = None
     report: Any = None
+    # the follow-up's DICOM reference series being synthesised in a child process (NIfTI input; see MSConfig)
+    reference_writer: Any = None
 
     @property
     def spacing_mm(self) -> tuple[float, float, float]:
@@ -1040,14 +1046,26 @@ def _run(ctx: MSContext, progress: Callable[[str], None] | None, first_step: int
     cpu_s: dict[str, float] = {}
     cpu_start = time.process_time()
     t_start = time.perf_counter()
-    for step in STEPS[first_step:]:
+    try:
+        for step in STEPS[first_step:]:
+            if ctx.f_raw is not None:
+                _start_reference_writer(ctx)
+            if progress is not None:
+                progress(step.name)
+            c0 = time.process_time()
+            step.run(ctx)
+            cpu_s[step.name] = round(time.process_time() - c0, 3)
         if progress is not None:
-            progress(step.name)
-        c0 = time.process_time()
-        step.run(ctx)
-        cpu_s[step.name] = round(time.process_time() - c0, 3)
-    if progress is not None:
-        progress(PROGRESS_STAGES[-1])
+            progress(PROGRESS_STAGES[-1])
+        return _finish(ctx, cpu_s, cpu_start, t_start)
+    finally:
+        if ctx.reference_writer is not None:  # a failed run: stop the child (a finished one was collected)
+            ctx.reference_writer.cancel()
+            ctx.reference_writer = None
+
+
+def _finish(ctx: MSContext, cpu_s: dict[str, float], cpu_start: float, t_start: float) -> MSResult:
+    """result.json, the report and DICOM, after the steps of :func:`_run`."""
     c0 = time.process_time()
     prov, cfg, decision, rows = ctx.prov, ctx.cfg, ctx.decision, ctx.rows
     assert decision is not None and ctx.ref is not None
@@ -1093,7 +1111,8 @@ def _run(ctx: MSContext, progress: Callable[[str], None] | None, first_step: int
                              "engines": {s.name: s.engine for s in prov.steps if s.engine},
                              "weights_sha256": {s.name: s.weights_sha256 for s in prov.steps if s.weights_sha256}}
         t0 = time.perf_counter()
-        _write_report_and_dicom(report, cfg, ctx.tmp, ctx.f_raw, ctx.labels_fu, rows, ctx.files)
+        writer, ctx.reference_writer = ctx.reference_writer, None
+        _write_report_and_dicom(report, cfg, ctx.tmp, ctx.f_raw, ctx.labels_fu, rows, ctx.files, writer)
         timings["report_dicom"] = round(time.perf_counter() - t0, 3)
         timings["total"] = round(time.perf_counter() - t_start, 3)
     cpu_s["report_dicom"] = round(time.process_time() - c0, 3)
@@ -1107,6 +1126,7 @@ def _report_parameters(cfg: MSConfig) -> dict[str, Any]:
     d = cfg.to_dict()
     d.pop("write_report", None)
     d.pop("write_dicom", None)
+    d.pop("reference_series_process", None)
     d["volume_rule"] = volume_rule_text(cfg.classify)
     return d
 
@@ -1121,37 +1141,77 @@ def _json_default(o: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(o)}")
 
 
-def _source_datasets(f_raw: Volume, tmp: Path, files: dict[str, str]) -> list:
-    """The follow-up's DICOM datasets: read from its folder, or synthesised from the NIfTI."""
+def _dicom_source_datasets(f_raw: Volume) -> list:
+    """The follow-up's own DICOM datasets when it was read from a DICOM folder (its series only); else []."""
     import pydicom
 
     src = f_raw.metadata.get("source")
     meta = f_raw.metadata.get("dicom") or {}
-    if meta and src and Path(src).is_dir():
-        uid = meta.get("SeriesInstanceUID")
-        dss = []
-        for p in sorted(Path(src).rglob("*")):
-            if p.is_file():
-                try:
-                    ds = pydicom.dcmread(p)
-                except Exception:  # noqa: BLE001 - non-DICOM files in the folder are skipped
-                    continue
-                if getattr(ds, "SeriesInstanceUID", None) == uid and hasattr(ds, "PixelData"):
-                    dss.append(ds)
-        if dss:
-            return dss
-    from neurorad.image.dicom_series import write_dicom_series
+    if not (meta and src and Path(src).is_dir()):
+        return []
+    uid = meta.get("SeriesInstanceUID")
+    dss = []
+    for p in sorted(Path(src).rglob("*")):
+        if p.is_file():
+            try:
+                ds = pydicom.dcmread(p)
+            except Exception:  # noqa: BLE001 - non-DICOM files in the folder are skipped
+                continue
+            if getattr(ds, "SeriesInstanceUID", None) == uid and hasattr(ds, "PixelData"):
+                dss.append(ds)
+    return dss
 
-    ref_dir = write_dicom_series(f_raw.with_data(np.asarray(f_raw.data, np.float32)),
-                                 tmp / "dicom" / "followup_reference",
-                                 series_description="FLAIR follow-up (synthesised from NIfTI)",
-                                 attributes={"MRAcquisitionType": "3D"})
+
+def _has_dicom_source(f_raw: Volume) -> bool:
+    src = f_raw.metadata.get("source")
+    return bool(f_raw.metadata.get("dicom") and src and Path(src).is_dir())
+
+
+#: where and how the follow-up's DICOM reference series is synthesised from a NIfTI input
+_REFERENCE_DIR = ("dicom", "followup_reference")
+_REFERENCE_SERIES = {"series_description": "FLAIR follow-up (synthesised from NIfTI)",
+                     "attributes": {"MRAcquisitionType": "3D"}}
+
+
+def _start_reference_writer(ctx: MSContext) -> None:
+    """Start synthesising the follow-up's DICOM reference series in a child process (once per run), when the
+    run writes DICOM, the input has no DICOM series of its own and ``MSConfig.reference_series_process``."""
+    cfg, f_raw = ctx.cfg, ctx.f_raw
+    if (ctx.reference_writer is not None or f_raw is None or not cfg.write_dicom or not cfg.reference_series_process
+            or _has_dicom_source(f_raw) or ctx.tmp.joinpath(*_REFERENCE_DIR).exists()):
+        return
+    from neurorad.image.series_writer import SeriesWriterProcess
+
+    ctx.reference_writer = SeriesWriterProcess(f_raw.with_data(np.asarray(f_raw.data, np.float32)),
+                                               ctx.tmp.joinpath(*_REFERENCE_DIR), **_REFERENCE_SERIES)
+
+
+def _source_datasets(f_raw: Volume, tmp: Path, files: dict[str, str], writer: Any = None) -> list:
+    """The follow-up's DICOM datasets: read from its folder, or synthesised from the NIfTI (collected from
+    ``writer``, the child process of :func:`_start_reference_writer`, when one ran; in this process otherwise,
+    also when the child failed)."""
+    import pydicom
+
+    dss = _dicom_source_datasets(f_raw)
+    if dss:
+        return dss
+    ref_dir = None
+    if writer is not None:
+        try:
+            ref_dir = writer.result()
+        except ProcessingError as exc:
+            log.warning("synthesising the DICOM reference series in this process instead: %s", exc)
+    if ref_dir is None:
+        from neurorad.image.dicom_series import write_dicom_series
+
+        ref_dir = write_dicom_series(f_raw.with_data(np.asarray(f_raw.data, np.float32)), tmp.joinpath(*_REFERENCE_DIR),
+                                     overwrite=True, **_REFERENCE_SERIES)
     files["dicom_followup_reference"] = "dicom/followup_reference/ (synthesised: input was NIfTI)"
     return [pydicom.dcmread(p) for p in sorted(Path(ref_dir).glob("*.dcm"))]
 
 
 def _write_report_and_dicom(report: Any, cfg: MSConfig, tmp: Path, f_raw: Volume, labels_fu: Volume,
-                            rows: list[LesionRow], files: dict[str, str]) -> None:
+                            rows: list[LesionRow], files: dict[str, str], writer: Any = None) -> None:
     from neurorad.pipelines.ms_report import render_html, render_pdf
 
     (tmp / "report.html").write_text(render_html(report), encoding="utf-8")
@@ -1162,7 +1222,7 @@ def _write_report_and_dicom(report: Any, cfg: MSConfig, tmp: Path, f_raw: Volume
     from neurorad.dicom import results as dres
 
     try:
-        source = _source_datasets(f_raw, tmp, files)
+        source = _source_datasets(f_raw, tmp, files, writer)
     except NeuroradError:
         raise
     (tmp / "dicom").mkdir(exist_ok=True)

@@ -205,3 +205,21 @@ def test_atlas_step_warns_about_a_shrunken_enlarging_lesion(tmp_path):
     next(s for s in ms.STEPS if s.name == "atlas").run(ctx)
     assert ctx.rows[0].volume_change_mm3 == pytest.approx(-50.0, abs=1.0)
     assert any("measures smaller at follow-up" in w for w in ctx.warnings)
+
+
+def test_reference_series_falls_back_to_this_process_when_the_child_fails(tmp_path, caplog):
+    """A failed child (here: one that reports an error) costs time, not the result: the series is synthesised
+    in process, every slice, and the fallback is logged."""
+    from neurorad.errors import ProcessingError
+
+    class FailedWriter:
+        def result(self):
+            raise ProcessingError("the DICOM series writer failed: simulated")
+
+    vol = Volume(np.arange(8 * 6 * 5, dtype=np.float32).reshape(8, 6, 5), np.diag([1.0, 1.0, 2.0, 1.0]))
+    files: dict[str, str] = {}
+    with caplog.at_level("WARNING", logger="neurorad.pipelines.ms_lesions"):
+        dss = ms._source_datasets(vol, tmp_path, files, FailedWriter())
+    assert len(dss) == 5 and "dicom_followup_reference" in files
+    assert "simulated" in caplog.text
+    assert (dss[0].Rows, dss[0].Columns) == (6, 8)
