@@ -310,7 +310,8 @@ def _ball_distance(shape, centre, r):
 
 def test_an_enlarging_candidate_over_two_baseline_lesions_is_split_at_the_midpoints():
     """One candidate: the rim of ball A, the shell of ball B and a bridge between them. Each part holds the
-    candidate's voxels nearer (analytic distance to the ball) to its own baseline lesion."""
+    candidate's voxels nearer (analytic distance to the ball) to its own baseline lesion; baseline lesions within
+    3 mm of each other are one."""
     shape = (40, 40, 64)
     ca, cb = (20, 20, 16), (20, 20, 40)
     a, b = _ball(shape, ca, 3), _ball(shape, cb, 4)
@@ -325,6 +326,11 @@ def test_an_enlarging_candidate_over_two_baseline_lesions_is_split_at_the_midpoi
     part_a = parts == parts[20, 20, 12]  # a voxel of A's rim
     assert (da[part_a] <= db[part_a] + 1.0).all() and (db[cand & ~part_a] <= da[cand & ~part_a] + 1.0).all()
     assert part_a[20, 20, 26] and not part_a[20, 20, 30]  # the bridge splits near its middle (z 27.5)
+    # a piece of A 2 mm from it (a lesion cut by the baseline threshold) is judged with A; one 6 mm away on its own
+    for z, expect in ((22, 2), (26, 3)):
+        piece = _ball(shape, (20, 20, z), 1)
+        got = split_enlarging_candidates(labels, 1, ["enlarging"], a | b | piece, SP, ClassifyParams())
+        assert got[1] == expect, (z, got[1])
     # one baseline lesion, a new candidate, or switched off: nothing split
     assert split_enlarging_candidates(labels, 1, ["enlarging"], a, SP, ClassifyParams())[1] == 0
     assert split_enlarging_candidates(labels, 1, ["new"], a | b, SP, ClassifyParams())[1] == 0
