@@ -900,8 +900,10 @@ def split_enlarging_candidates(
     labels: np.ndarray, n: int, kinds: list[str], baseline_lesions: np.ndarray,
     spacing_mm: tuple[float, float, float], params: ClassifyParams = ClassifyParams(),
 ) -> tuple[np.ndarray, int, list[int]]:
-    """The parts of each 'enlarging' candidate that touches two or more baseline lesions: one part per touched
-    lesion, the candidate's voxels nearest to it (Euclidean distance in mm).
+    """The parts of each 'enlarging' candidate that touches two or more separate baseline lesions: one part per
+    touched lesion, the candidate's voxels nearest to it (Euclidean distance in mm). Touched baseline lesions within
+    ``split_enlarging_min_gap_mm`` (or the coarsest voxel size) of each other count as one
+    (:func:`_baseline_lesion_groups`): pieces of one lesion cut by the baseline threshold, or two that grew into one.
 
     One 26-connected candidate (score > 0.01) can hold the rim of a lesion that grew and the drift rim of a
     stable neighbour. Judged as a whole it passes the false-positive rules (the grown part is real), and
@@ -989,8 +991,9 @@ def judge_enlarging_parts(
     A candidate keeps only its parts that pass, as one lesion under its own label: two parts that both pass are one
     lesion that grew over two baseline components (a lesion split by the baseline threshold, or two lesions that
     grew together), not two lesions (widened held-out pair 37: one 750 mm^3 enlarging lesion was reported as two
-    when passing parts were made lesions of their own). When no part passes alone the candidate stays whole, as it
-    was judged in step 8 (it passed as a whole, and none of its parts can be preferred on that evidence).
+    when passing parts were made lesions of their own). When every part passes, or none does alone, the candidate
+    stays whole, as it was judged in step 8 (it passed as a whole, and none of its parts can be preferred on that
+    evidence).
 
     Returns the new label map (same labels, count unchanged), the parts' decisions (numbered as the parts) and the
     candidate labels that lost a part.
