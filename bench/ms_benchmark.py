@@ -44,7 +44,9 @@ candidate TPR 0.83 at FP rate 0.09 (regional workflow); CAD sensitivity > 95%; g
 decision sensitivity 0.88, specificity 0.71; nnU-Net (MUSIC) lesion TPR 0.83.
 
 Usage: ``python bench/ms_benchmark.py --phantom widened --cases 40 --workers 2 [--engine local]
-[--json out.json]``; ``--phantom original --cases 30`` is the regression set.
+[--json out.json]``; ``--phantom original --cases 30`` is the regression set. A variant runs with ``--set
+group.param=value`` or ``--set field=value`` (MSConfig's own fields), e.g. ``--set classify.split_enlarging=False``
+(workflow 1.7.1's whole-candidate judgement) or ``--set elastix_iterations=250``.
 """
 
 from __future__ import annotations
@@ -128,9 +130,10 @@ def independent_case(i: int):  # noqa: ANN201 - PhantomCase
     return PhantomCase("ms-independent", i, images, truth, {"lesions": sim["lesions"]}), spec
 
 
-def engine_config(engine: str, froc_floor: float | None):  # noqa: ANN201 - MSConfig
+def engine_config(engine: str, froc_floor: float | None, settings: tuple[str, ...] = ()):  # noqa: ANN201 - MSConfig
     """The workflow configuration of an engine name (``default``: MSConfig(); ``global``: the
-    original classical engine before issue 17)."""
+    original classical engine before issue 17), with ``settings`` (``--set``: ``group.param=value`` or a field of
+    MSConfig itself, ``field=value``; ``ms_sweep.apply_overrides``) applied last."""
     from neurorad.pipelines.ms_lesions import MSConfig
     from neurorad.segment.ms_difference import CandidateParams, ClassifyParams, FPParams
 
@@ -148,10 +151,18 @@ def engine_config(engine: str, froc_floor: float | None):  # noqa: ANN201 - MSCo
         raise ValueError(f"unknown engine {engine!r} ({', '.join(ENGINES)})")
     if froc_floor is not None:
         cfg = replace(cfg, post=replace(cfg.post, min_peak_score=froc_floor))
+    if settings:
+        here = str(Path(__file__).resolve().parent)
+        if here not in sys.path:
+            sys.path.insert(0, here)
+        from ms_sweep import apply_overrides
+
+        cfg = apply_overrides(cfg, list(settings), top_level=True)
     return cfg
 
 
-def run_engines(case, engines: list[str], froc_floor: float | None, workdir: Path) -> dict[str, tuple]:  # noqa: ANN001
+def run_engines(case, engines: list[str], froc_floor: float | None, workdir: Path,  # noqa: ANN001
+                settings: tuple[str, ...] = ()) -> dict[str, tuple]:
     """The workflow on one phantom pair for several engines: steps 1-5 (load .. normalise) once, then the
     detection and output steps per engine on a copy of that context (the engines differ only from the
     candidate step on). Returns ``{engine: (MSResult, seconds)}`` (seconds: shared steps 1-5 + the
@@ -163,7 +174,7 @@ def run_engines(case, engines: list[str], froc_floor: float | None, workdir: Pat
 
     first = 5
     assert [s.name for s in ms.STEPS[:first]] == ["load", "brain", "register", "bias", "normalise"]
-    cfgs = {e: engine_config(e, froc_floor) for e in engines}
+    cfgs = {e: engine_config(e, froc_floor, settings) for e in engines}
     t0 = time.perf_counter()
     base = ms.MSContext(cfgs[engines[0]], workdir, case.baseline_flair, case.followup_flair)
     for step in ms.STEPS[:first]:
@@ -188,7 +199,8 @@ def run_engines(case, engines: list[str], froc_floor: float | None, workdir: Pat
 
 
 def run_case(i: int, voxel_mm: float, phantom: str = "original", engine: str = "default",
-             froc_floor: float | None = None, tuning: bool = False) -> dict | list[dict]:
+             froc_floor: float | None = None, tuning: bool = False,
+             settings: tuple[str, ...] = ()) -> dict | list[dict]:
     """Generate case i, run the workflow, score every detection and truth lesion. ``engine`` may list
     several engines separated by commas: steps 1-5 then run once and a list of records (one per engine,
     each with its ``engine``) is returned."""
@@ -211,7 +223,7 @@ def run_case(i: int, voxel_mm: float, phantom: str = "original", engine: str = "
     if len(engines) > 1:
         with tempfile.TemporaryDirectory() as d:
             try:
-                runs = run_engines(case, engines, froc_floor, Path(d))
+                runs = run_engines(case, engines, froc_floor, Path(d), settings)
             except Exception as exc:  # noqa: BLE001 - a failed case is a result of the benchmark
                 return [{"case": i, "engine": e, "spec": _jsonable(spec), "error": f"{type(exc).__name__}: {exc}"}
                         for e in engines]
@@ -223,7 +235,7 @@ def run_case(i: int, voxel_mm: float, phantom: str = "original", engine: str = "
             else:
                 out.append({"engine": e, **score_result(i, spec, case, res, t_gen, t_run)})
         return out
-    cfg = engine_config(engine, froc_floor)
+    cfg = engine_config(engine, froc_floor, settings)
     with tempfile.TemporaryDirectory() as d:
         t1 = time.perf_counter()
         try:
@@ -520,6 +532,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--jsonl", type=Path, default=None,
                     help="append each finished case here as it completes (a partial run can be summarised)")
     ap.add_argument("--summarise", type=Path, default=None, help="only summarise the cases of this --jsonl file")
+    ap.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
+                    help="run a variant: group.param=value (e.g. classify.split_enlarging=False) or a field of "
+                         "MSConfig itself (e.g. elastix_iterations=250), as bench/ms_sweep.py --set; repeatable; "
+                         "applies to every --engine")
     ap.add_argument("--volume-rule-sweep", action="store_true",
                     help="with --summarise: re-apply the volume-measurability rule with other constants (choose it "
                          "on --tuning pairs only)")
@@ -527,6 +543,12 @@ def main(argv: list[str] | None = None) -> int:
     bad = [e for e in args.engine.split(",") if e not in ENGINES]
     if bad:
         ap.error(f"unknown engine(s) {', '.join(bad)}; choose from {', '.join(ENGINES)}")
+    settings = tuple(args.settings)
+    try:  # refuse an unknown setting before any pair runs
+        for e in args.engine.split(","):
+            engine_config(e, args.froc_floor, settings)
+    except ValueError as exc:
+        ap.error(str(exc))
     if args.summarise:
         results = [json.loads(line) for line in args.summarise.read_text().splitlines() if line.strip()]
         if any("engine" in r for r in results):  # a multi-engine run: the rows of the engine asked for
@@ -544,8 +566,8 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     t0 = time.perf_counter()
     with ProcessPoolExecutor(max_workers=args.workers) as ex:
-        futs = {ex.submit(run_case, i, args.voxel_mm, args.phantom, args.engine, args.froc_floor, args.tuning): i
-                for i in idx}
+        futs = {ex.submit(run_case, i, args.voxel_mm, args.phantom, args.engine, args.froc_floor, args.tuning,
+                          settings): i for i in idx}
         for fu in as_completed(futs):
             got = fu.result()
             for r in got if isinstance(got, list) else [got]:
@@ -568,7 +590,7 @@ def main(argv: list[str] | None = None) -> int:
     for e, rows in by_engine.items():
         sm = summarise(rows, 0.1, args.froc_floor)
         sm.update(wall_seconds=round(time.perf_counter() - t0, 1), workers=args.workers, voxel_mm=args.voxel_mm,
-                  phantom=args.phantom, engine=e, tuning=args.tuning, first=args.first,
+                  phantom=args.phantom, engine=e, tuning=args.tuning, first=args.first, settings=list(settings),
                   **warning_counts(rows))
         summaries[e] = sm
     summary = summaries[engines[0]] if len(engines) == 1 else {"engines": summaries}

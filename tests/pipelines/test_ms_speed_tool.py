@@ -1,5 +1,5 @@
 """bench/ms_speed.py's --compare-config (ms_sweep.apply_overrides with top-level fields); bench/ms_benchmark.py's
-warning counts."""
+warning counts and its --set variants."""
 
 from __future__ import annotations
 
@@ -38,3 +38,15 @@ def test_benchmark_counts_cases_per_warning_kind():
             {"error": "ProcessingError: x", "warnings": ["engines disagree"]}]  # a failed case counts nowhere
     assert bench.warning_counts(rows) == {"cases_with_warnings": 2, "cases_with_engine_disagreement": 1,
                                           "cases_with_shrunken_enlarging": 1}
+
+
+def test_benchmark_variant_settings_apply_last_and_unknown_ones_are_refused():
+    bench = load_bench("ms_benchmark")
+    cfg = bench.engine_config("default", 0.02, ("classify.split_enlarging=False", "elastix_iterations=250"))
+    assert cfg.classify.split_enlarging is False and cfg.elastix_iterations == 250
+    assert cfg.post.min_peak_score == 0.02 and cfg.write_dicom is False  # the benchmark's own settings stay
+    assert bench.engine_config("default", None).classify.split_enlarging is True
+    with pytest.raises(ValueError, match="no parameter 'nope'"):
+        bench.engine_config("default", None, ("classify.nope=1",))
+    with pytest.raises(SystemExit):
+        bench.main(["--set", "elastix_iterationz=3"])
