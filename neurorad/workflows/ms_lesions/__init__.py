@@ -223,8 +223,11 @@ class MSLesionsWorkflow(Workflow):
     # point's contrast against its own 3 mm surround (FPParams.drift_reference "shell"; before, both against the
     # baseline's local tissue level: widened tuning sweep 173 lesions at 0.177 FP per patient -> 174 at 0.115);
     # 1.7.1: a quality warning when an enlarging lesion measures smaller at follow-up than the baseline lesions it
-    # touches (ms_lesions.shrunken_enlarging_warning); detections unchanged
-    version = "1.7.1"
+    # touches (ms_lesions.shrunken_enlarging_warning); detections unchanged; 1.8.0: an enlarging candidate that
+    # touches two or more baseline lesions is judged per touched lesion (ms_difference.judge_enlarging_parts): a
+    # part the false-positive rules drop (a stable neighbour's drift) leaves it, so the lesion delineated is the
+    # one that grew (an independent-simulator pair reported the stable neighbour instead)
+    version = "1.8.0"
     title = "MRI brain follow-up: new and enlarging T2-FLAIR lesions"
     description = ("Compares this study's FLAIR with the FLAIR of the patient's previous study (registered, "
                    "bias-corrected, jointly normalised subtraction) and reports new and enlarging lesions, "
