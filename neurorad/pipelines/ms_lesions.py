@@ -1145,13 +1145,11 @@ def _dicom_source_datasets(f_raw: Volume) -> list:
     """The follow-up's own DICOM datasets when it was read from a DICOM folder (its series only); else []."""
     import pydicom
 
-    src = f_raw.metadata.get("source")
-    meta = f_raw.metadata.get("dicom") or {}
-    if not (meta and src and Path(src).is_dir()):
+    if not _has_dicom_source(f_raw):
         return []
-    uid = meta.get("SeriesInstanceUID")
+    uid = f_raw.metadata["dicom"].get("SeriesInstanceUID")
     dss = []
-    for p in sorted(Path(src).rglob("*")):
+    for p in sorted(Path(f_raw.metadata["source"]).rglob("*")):
         if p.is_file():
             try:
                 ds = pydicom.dcmread(p)
@@ -1163,6 +1161,7 @@ def _dicom_source_datasets(f_raw: Volume) -> list:
 
 
 def _has_dicom_source(f_raw: Volume) -> bool:
+    """Whether the follow-up was read from a DICOM folder (its datasets are then the SEG's references)."""
     src = f_raw.metadata.get("source")
     return bool(f_raw.metadata.get("dicom") and src and Path(src).is_dir())
 

@@ -223,3 +223,21 @@ def test_reference_series_falls_back_to_this_process_when_the_child_fails(tmp_pa
     assert len(dss) == 5 and "dicom_followup_reference" in files
     assert "simulated" in caplog.text
     assert (dss[0].Rows, dss[0].Columns) == (6, 8)
+
+
+def test_a_dicom_follow_up_is_its_own_reference_series(tmp_path):
+    """A follow-up read from a DICOM folder: the SEG references its own datasets; nothing is synthesised, and
+    _start_reference_writer starts no child for it."""
+    from neurorad.image.dicom_series import read_dicom_series, write_dicom_series
+
+    vol = Volume(np.arange(8 * 6 * 5, dtype=np.float32).reshape(8, 6, 5) + 1, np.diag([1.0, 1.0, 2.0, 1.0]))
+    folder = write_dicom_series(vol, tmp_path / "fu", series_description="FLAIR")
+    f_raw = read_dicom_series(folder)
+    files: dict[str, str] = {}
+    dss = ms._source_datasets(f_raw, tmp_path / "run", files)
+    assert len(dss) == 5 and files == {} and not (tmp_path / "run").exists()
+    assert {ds.SeriesInstanceUID for ds in dss} == {f_raw.metadata["dicom"]["SeriesInstanceUID"]}
+    ctx = ms.MSContext(ms.MSConfig(), tmp_path / "run", None, None)
+    ctx.f_raw = f_raw
+    ms._start_reference_writer(ctx)
+    assert ctx.reference_writer is None
