@@ -155,8 +155,9 @@ class MSConfig:
     write_dicom: bool = True
     # a NIfTI follow-up has no DICOM series for the SEG to reference: one is synthesised (about 1.4 s of
     # single-threaded pydicom on a 1 mm image). True: in a child process started after the load step, on the
-    # core the image steps leave idle (neurorad.image.series_writer); False: at the end, in this process
-    reference_series_process: bool = True
+    # core the image steps leave idle (neurorad.image.series_writer); False (default until its speed is measured
+    # end to end: bench/ms_speed.py --compare-config reference_series_process=True): at the end, in this process
+    reference_series_process: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -109,7 +109,7 @@ def test_positive_pair_is_active_with_located_lesions(positive_case, positive_ru
     assert len(theirs) == len(ours)
     assert np.allclose(np.sort(theirs, axis=0), np.sort(ours, axis=0), atol=1e-2)
     assert list((out / "dicom" / "sc").glob("*.dcm"))
-    # the NIfTI follow-up's DICOM reference series, synthesised in a child process: whole, nothing else left
+    # the NIfTI follow-up's DICOM reference series: whole, nothing else left
     ref = list((out / "dicom" / "followup_reference").glob("*.dcm"))
     assert len(ref) == positive_case.followup_flair.spatial_shape[2]
     assert not [p.name for p in (out / "dicom").iterdir() if p.name.startswith(".")]
