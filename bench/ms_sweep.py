@@ -73,33 +73,30 @@ def prepare(i: int, voxel_mm: float, cache: Path, phantom: str = "widened") -> P
 
 
 def detect(d: dict, cfg) -> tuple[np.ndarray, list[float]]:  # noqa: ANN001 - MSConfig
-    """Steps 6-9 on a cached pair: label map and each label's peak score."""
-    from scipy import ndimage
+    """Steps 6-9 on a cached pair: label map and each label's peak score.
 
-    from neurorad.segment import ms_difference as md
+    Runs the workflow's own step functions (:data:`neurorad.pipelines.ms_lesions.STEPS`, candidates to
+    classify) on a context holding the cached normalised pair, so the sweep cannot drift from the workflow:
+    until workflow 1.8.0 this chained the ``ms_difference`` functions itself and missed the per-lesion
+    judgement of enlarging candidates that step 9 gained. A lesion's peak is the score's maximum over its
+    final (grown, delineated) extent, as the workflow's lesion table and the benchmark read it."""
+    import tempfile
 
-    c = md.candidate_score(d["bn"], d["fn"], d["brain"], d["sp"], cfg.candidate)
-    lab, n = md.binarise_components(c.score, d["vox"], cfg.post)
-    lab0, n0 = lab, n
-    lab, n, dec = md.false_positive_reduction(lab, n, d["bn"], d["fn"], d["brain"], d["sp"], c.sigma, c.brain_median,
-                                              c.brain_sigma, cfg.fp, difference=c.difference,
-                                              tissue_level=c.tissue_level, score=c.score,
-                                              peak_percentile=cfg.classify.peak_percentile)
-    base = md.baseline_lesion_mask(d["bn"], d["brain"], d["sp"], c.brain_median, c.brain_sigma, cfg.classify)
-    lab, n, _ = md.rescue_grown_enlarging(lab0, n0, dec, d["bn"], d["fn"], base, c.tissue_level, d["sp"],
-                                          cfg.classify)
-    kinds = md.classify_new_enlarging(lab, n, base, d["sp"], cfg.classify)
-    lab, n, kinds, _ = md.drop_unchanged_enlarging(lab, n, kinds, d["bn"], d["fn"], base, c.tissue_level, d["sp"],
-                                                   cfg.classify)
-    peaks = [float(p) for p in np.atleast_1d(ndimage.maximum(c.score, lab, np.arange(1, n + 1)))] if n else []
-    lab, _ = md.grow_enlarging(lab, n, kinds, d["fn"], base, d["brain"], d["sp"], c.brain_median, c.brain_sigma,
-                               cfg.classify)
-    delineated = md.delineate(lab, n, kinds, c.difference, cfg.classify, d["fn"], c.tissue_level)
-    lab, n2, kinds, _ = md.add_separate_lesions(lab, delineated, n, kinds, c, d["bn"], d["fn"], d["brain"], base,
-                                                d["sp"], cfg.fp, cfg.classify)
-    if n2 > n:
-        peaks += [float(p) for p in np.atleast_1d(ndimage.maximum(c.score, lab, np.arange(n + 1, n2 + 1)))]
-    return lab, peaks
+    from neurorad.image.volume import Volume
+    from neurorad.pipelines import ms_lesions as ms
+    from neurorad.quantify.components import label_maximum
+
+    bn = np.asarray(d["bn"])
+    with tempfile.TemporaryDirectory(prefix="ms-sweep-") as tmp:
+        ctx = ms.MSContext(cfg, Path(tmp), None, None)
+        ctx.ref = Volume(np.zeros(bn.shape, np.float32), np.diag([*map(float, d["sp"]), 1.0]))
+        ctx.bn, ctx.fn, ctx.brain = bn, np.asarray(d["fn"]), np.asarray(d["brain"], bool)
+        names = [s.name for s in ms.STEPS]
+        for step in ms.STEPS[names.index("candidates"): names.index("classify") + 1]:
+            step.run(ctx)
+    assert ctx.cand is not None and ctx.labels is not None
+    peaks = [float(p) for p in np.atleast_1d(label_maximum(ctx.cand.score, ctx.labels, ctx.n))] if ctx.n else []
+    return ctx.labels, peaks
 
 
 def _literal(raw: str) -> object:

@@ -269,6 +269,36 @@ def test_enlarging_test_in_boxes_equals_the_whole_volume_distance_map() -> None:
     assert n_enlarging > 10  # the cases exercise both answers
 
 
+def test_touched_baseline_lesions_are_those_within_the_radius() -> None:
+    """touched_baseline_ids (which baseline lesions a candidate touches: new vs enlarging, the enlarging growth, the
+    grown extent and the per-lesion split all read it) against the definition by brute force: every pair of voxel
+    centres in mm (scipy's cdist), on random anisotropic boxes with labelled baseline lesions."""
+    from scipy import ndimage
+    from scipy.spatial.distance import cdist
+
+    from neurorad.segment.ms_difference import touched_baseline_ids
+
+    rng = np.random.default_rng(23)
+    touched = 0
+    for _ in range(40):
+        shape = tuple(int(v) for v in rng.integers(10, 24, 3))
+        sp = tuple(float(v) for v in rng.choice([0.8, 1.0, 1.5, 3.0, 5.0], 3))
+        base_lab, k = ndimage.label(ndimage.binary_dilation(rng.random(shape) < 0.004, iterations=1))
+        own = ndimage.binary_dilation(rng.random(shape) < 0.002, iterations=1)
+        if not own.any():
+            continue
+        radius = float(rng.uniform(0.5, 6.0))
+        xyz = np.argwhere(own) * np.asarray(sp)
+        expect = [j for j in range(1, k + 1)
+                  if cdist(xyz, np.argwhere(base_lab == j) * np.asarray(sp)).min() <= radius]
+        got = touched_baseline_ids(own, base_lab, radius, sp)
+        assert got.tolist() == expect
+        assert touched_baseline_ids(own, base_lab > 0, radius, sp).size == (1 if expect else 0)
+        touched += len(expect)
+    assert touched > 10  # the cases exercise touching and not touching
+    assert touched_baseline_ids(np.ones((3, 3, 3), bool), np.zeros((3, 3, 3), np.int32), 9.0, (1, 1, 1)).size == 0
+
+
 def test_empty_brain_mask_is_an_error() -> None:
     b, f, brain = _pair()
     with pytest.raises(ValueError):
