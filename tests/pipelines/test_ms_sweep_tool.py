@@ -57,8 +57,10 @@ def test_sweep_detection_is_the_workflows(seed: int, variants: list[list[str]], 
     """bench/ms_sweep.detect reruns steps 6-9 on cached arrays for every tuning table in docs/ms-lesions.md; its
     lesions must be the workflow's own (same labels, same count) on widened pairs (tuning seeds, 2 mm grid) whose
     candidates meet the border, diffuse-change, misregistration and moved-structure rules and hold enlarging
-    lesions: the sweep must chain the same functions with the same arguments, so a step added to the workflow
-    but not to the sweep (or the reverse) fails here instead of skewing a table. The enlarging-lesion rescue and
+    lesions. Since workflow 1.8.0 the sweep runs the workflow's own step functions on a context rebuilt from the
+    cache (before, it chained the engine's functions itself and missed step 9's per-lesion judgement of enlarging
+    candidates), so this checks that the cache holds everything steps 6-9 read and that the rebuilt context (grid
+    from the cached spacing) gives the same answer as the run that made it. The enlarging-lesion rescue and
     the unchanged-enlarging check do not fire on the first two pairs with the shipped settings; on the third,
     under two --set variants, the rescue keeps a candidate and the check drops one (both asserted), so those
     paths are compared too (each fails here when left out of the sweep)."""
