@@ -154,10 +154,11 @@ class MSConfig:
     write_report: bool = True
     write_dicom: bool = True
     # a NIfTI follow-up has no DICOM series for the SEG to reference: one is synthesised (about 1.4 s of
-    # single-threaded pydicom on a 1 mm image). True: in a child process started after the load step, on the
-    # core the image steps leave idle (neurorad.image.series_writer); False (default until its speed is measured
-    # end to end: bench/ms_speed.py --compare-config reference_series_process=True): at the end, in this process
-    reference_series_process: bool = False
+    # single-threaded pydicom on a 1 mm image). True (default since workflow 1.8.1): in a child process started
+    # after the load step, on the core the image steps leave idle (neurorad.image.series_writer); alternated 1 mm
+    # pairs, bench/ms_speed.py --pairs 3 --compare-config reference_series_process=True: -1.6, -1.6, -0.9 s per
+    # pair (docs/ms-lesions.md). False: at the end, in this process
+    reference_series_process: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

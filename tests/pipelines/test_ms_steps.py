@@ -244,12 +244,14 @@ def test_a_dicom_follow_up_is_its_own_reference_series(tmp_path):
 
 
 def test_reference_series_from_the_child_process_when_switched_on(tmp_path):
-    """MSConfig.reference_series_process: the child started after the load step writes the NIfTI follow-up's
-    reference series, and the run's DICOM step collects it (every slice, pixels as written)."""
+    """MSConfig.reference_series_process (on by default since workflow 1.8.1): the child started after the load step
+    writes the NIfTI follow-up's reference series, and the run's DICOM step collects it (every slice, pixels as
+    written); switched off, no child is started and the series is written at the end, in process."""
     vol = Volume(np.arange(8 * 6 * 5, dtype=np.float32).reshape(8, 6, 5) + 1, np.diag([1.0, 1.0, 2.0, 1.0]))
     run = tmp_path / "run"
     run.mkdir()
-    ctx = ms.MSContext(replace(ms.MSConfig(), reference_series_process=True), run, None, None)
+    assert ms.MSConfig().reference_series_process  # the default
+    ctx = ms.MSContext(ms.MSConfig(), run, None, None)
     ctx.f_raw = vol
     ms._start_reference_writer(ctx)
     assert ctx.reference_writer is not None
@@ -258,7 +260,7 @@ def test_reference_series_from_the_child_process_when_switched_on(tmp_path):
     assert len(dss) == 5 and "dicom_followup_reference" in files
     assert sorted(p.name for p in (run / "dicom").iterdir()) == ["followup_reference"]
     assert dss[0].pixel_array.shape == (6, 8)
-    off = ms.MSContext(ms.MSConfig(), tmp_path / "off", None, None)
+    off = ms.MSContext(replace(ms.MSConfig(), reference_series_process=False), tmp_path / "off", None, None)
     off.f_raw = vol
     ms._start_reference_writer(off)
-    assert off.reference_writer is None  # the default writes it at the end, in process
+    assert off.reference_writer is None  # switched off: written at the end, in process
