@@ -77,8 +77,8 @@ def detect(d: dict, cfg) -> tuple[np.ndarray, list[float]]:  # noqa: ANN001 - MS
 
     Runs the workflow's own step functions (:data:`neurorad.pipelines.ms_lesions.STEPS`, candidates to
     classify) on a context holding the cached normalised pair, so the sweep cannot drift from the workflow:
-    until workflow 1.8.0 this chained the ``ms_difference`` functions itself and missed the per-lesion
-    judgement of enlarging candidates that step 9 gained. A lesion's peak is the score's maximum over its
+    before workflow 1.8.1 this chained the ``ms_difference`` functions itself and missed the per-lesion
+    judgement of enlarging candidates that step 9 gained in 1.8.0. A lesion's peak is the score's maximum over its
     final (grown, delineated) extent, as the workflow's lesion table and the benchmark read it."""
     import tempfile
 

@@ -57,13 +57,13 @@ def test_sweep_detection_is_the_workflows(seed: int, variants: list[list[str]], 
     """bench/ms_sweep.detect reruns steps 6-9 on cached arrays for every tuning table in docs/ms-lesions.md; its
     lesions must be the workflow's own (same labels, same count) on widened pairs (tuning seeds, 2 mm grid) whose
     candidates meet the border, diffuse-change, misregistration and moved-structure rules and hold enlarging
-    lesions. Since workflow 1.8.0 the sweep runs the workflow's own step functions on a context rebuilt from the
+    lesions. Since workflow 1.8.1 the sweep runs the workflow's own step functions on a context rebuilt from the
     cache (before, it chained the engine's functions itself and missed step 9's per-lesion judgement of enlarging
     candidates), so this checks that the cache holds everything steps 6-9 read and that the rebuilt context (grid
     from the cached spacing) gives the same answer as the run that made it. The enlarging-lesion rescue and
     the unchanged-enlarging check do not fire on the first two pairs with the shipped settings; on the third,
     under two --set variants, the rescue keeps a candidate and the check drops one (both asserted), so those
-    paths are compared too (each fails here when left out of the sweep)."""
+    paths are compared too."""
     import numpy as np
 
     from neurorad.phantom.cases import ms_pair, widened_ms_options
