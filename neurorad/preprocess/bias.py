@@ -27,10 +27,23 @@ from neurorad.image.sitk_bridge import from_sitk, to_sitk
 from neurorad.image.volume import Volume
 
 
+def shrink_factors_for_spacing(spacing_mm: Sequence[float], target_mm: float) -> tuple[int, ...]:
+    """Per-axis integer shrink factors that bring ``spacing_mm`` closest to ``target_mm`` (at least 1).
+
+    N4's fit runs on a shrunk image (Tustison et al. 2010 fit on a down-sampled image; ANTs'
+    ``N4BiasFieldCorrection -s``). One voxel count for every axis gives fit samples of very different
+    physical size across protocols: shrink 4 is a 4 mm sample on a 1 mm grid but a 20 mm slab through
+    5 mm slices. A physical target keeps the fit's sampling the same whatever the slice thickness.
+    """
+    if target_mm <= 0:
+        raise InputError(f"N4 target spacing must be positive, got {target_mm} mm")
+    return tuple(max(1, int(round(float(target_mm) / float(sp)))) for sp in spacing_mm)
+
+
 def n4_bias_correct(
     volume: Volume,
     mask: Volume | None = None,
-    shrink_factor: int = 4,
+    shrink_factor: int | Sequence[int] = 4,
     iterations: Sequence[int] = (50, 50, 50, 50),
     convergence_threshold: float = 1e-6,
     spline_distance_mm: float = 200.0,
@@ -53,8 +66,10 @@ def n4_bias_correct(
     if volume.data.ndim != 3:
         raise InputError(f"N4 needs a 3D image, got shape {volume.shape}", src)
     volume.check_finite()
-    if shrink_factor < 1:
-        raise InputError(f"shrink factor must be >= 1, got {shrink_factor}")
+    shrink = ([int(shrink_factor)] * 3 if isinstance(shrink_factor, (int, np.integer))
+              else [int(f) for f in shrink_factor])
+    if len(shrink) != 3 or min(shrink) < 1:
+        raise InputError(f"shrink factor must be >= 1 (one, or one per axis), got {shrink_factor}", src)
     if not iterations or min(iterations) < 1:
         raise InputError("iterations must be a non-empty list of positive integers")
     data = np.asarray(volume.data, dtype=np.float32)
@@ -76,8 +91,9 @@ def n4_bias_correct(
         if not np.any(mask.data):
             raise InputError("mask is empty", mask.metadata.get("source"))
         mask_img = to_sitk(mask.with_data(np.asarray(mask.data) > 0), np.uint8)
-    small = sitk.Shrink(img, [shrink_factor] * 3) if shrink_factor > 1 else img
-    small_mask = sitk.Shrink(mask_img, [shrink_factor] * 3) if shrink_factor > 1 else mask_img
+    # to_sitk keeps the array's axis order as ITK's (x, y, z) index order
+    small = sitk.Shrink(img, shrink) if max(shrink) > 1 else img
+    small_mask = sitk.Shrink(mask_img, shrink) if max(shrink) > 1 else mask_img
     n4 = sitk.N4BiasFieldCorrectionImageFilter()
     n4.SetMaximumNumberOfIterations([int(i) for i in iterations])
     n4.SetConvergenceThreshold(float(convergence_threshold))
@@ -90,7 +106,8 @@ def n4_bias_correct(
     field = np.exp(from_sitk(log_field).data).astype(np.float32)
     corrected = (data + offset) / field - offset if offset else data / field
     out = volume.with_data(corrected.astype(np.float32), bias_correction={
-        "method": "N4", "shrink_factor": shrink_factor, "iterations": list(iterations)})
+        "method": "N4", "shrink_factor": shrink_factor if isinstance(shrink_factor, (int, np.integer)) else shrink,
+        "iterations": list(iterations)})
     if return_field:
         return out, volume.with_data(field)
     return out

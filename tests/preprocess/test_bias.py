@@ -13,7 +13,7 @@ import scipy.ndimage as ndi
 
 from neurorad.errors import InputError
 from neurorad.image.volume import Volume
-from neurorad.preprocess.bias import n4_bias_correct
+from neurorad.preprocess.bias import n4_bias_correct, shrink_factors_for_spacing
 
 from .conftest import smooth_bias_field
 
@@ -48,6 +48,12 @@ def test_bad_input(case):
     clean = case[0]
     with pytest.raises(InputError, match="shrink"):
         n4_bias_correct(clean, shrink_factor=0)
+    with pytest.raises(InputError, match="shrink"):
+        n4_bias_correct(clean, shrink_factor=(2, 2))
+    with pytest.raises(InputError, match="shrink"):
+        n4_bias_correct(clean, shrink_factor=(2, 0, 2))
+    with pytest.raises(InputError, match="positive"):
+        shrink_factors_for_spacing((1.0, 1.0, 1.0), 0.0)
     with pytest.raises(InputError, match="empty"):
         n4_bias_correct(clean, mask=clean.with_data(np.zeros(clean.spatial_shape, bool)))
 
@@ -81,3 +87,47 @@ def test_n4_keeps_lesion_contrast_of_an_order_one_image_with_a_zero_border():
                           iterations=(25, 25, 15), nonpositive="shift")
     co = np.asarray(old.data)
     assert float(np.median(co[lesion]) / np.median(co[shell])) > 2.1
+
+
+@pytest.mark.parametrize(("spacing", "target", "expected"), [
+    ((1.0, 1.0, 1.0), 6.0, (6, 6, 6)), ((1.0, 1.0, 5.0), 6.0, (6, 6, 1)), ((1.0, 1.0, 3.0), 6.0, (6, 6, 2)),
+    ((0.5, 0.5, 5.0), 6.0, (12, 12, 1)), ((0.9, 0.9, 4.0), 6.0, (7, 7, 2)), ((2.0, 2.0, 2.0), 0.5, (1, 1, 1))])
+def test_shrink_factors_bring_each_axis_nearest_the_target(spacing, target, expected):
+    """Analytic: round(target / spacing) per axis, never below 1."""
+    assert shrink_factors_for_spacing(spacing, target) == expected
+
+
+def test_per_axis_shrink_fits_thick_slices_on_their_own_axes(case, monkeypatch):
+    """A thick-slice grid (2 x 2 x 6 mm: Colin27 at 2 mm averaged over 3 slices) shrunk towards 6 mm is
+    shrunk 3 x 3 x 1 (the slice axis kept), and the correction removes at least half of the WM CoV the field
+    added (the thick slices' partial volume raises the clean image's own CoV, the floor)."""
+    import SimpleITK as sitk
+
+    clean, biased, wm, field = case
+    n = clean.spatial_shape[2] // 3 * 3
+
+    def thick(a: np.ndarray) -> np.ndarray:
+        return a[:, :, :n].reshape(*a.shape[:2], n // 3, 3).mean(axis=3)
+
+    aff = clean.affine.copy()
+    aff[:3, 2] *= 3
+    vol = Volume(thick(np.asarray(biased.data, np.float32)).astype(np.float32), aff)
+    wm3 = thick(wm.astype(np.float32)) == 1.0
+    factors = shrink_factors_for_spacing(vol.spacing_mm, 6.0)
+    assert factors == (3, 3, 1)
+    seen: list = []
+    real = sitk.Shrink
+
+    def spy(img, f):
+        seen.append((tuple(img.GetSize()), tuple(f)))
+        return real(img, f)
+
+    monkeypatch.setattr(sitk, "Shrink", spy)
+    out = n4_bias_correct(vol, shrink_factor=factors, iterations=(25, 25, 15))
+    assert seen and all(f == (3, 3, 1) for _, f in seen)
+    assert seen[0][0] == vol.spatial_shape  # ITK's (x, y, z) size is the array's axis order
+    floor = _cov(thick(np.asarray(clean.data, np.float32)), wm3)
+    before, after = _cov(np.asarray(vol.data), wm3), _cov(np.asarray(out.data), wm3)
+    print(f"thick slices: WM CoV clean {floor:.4f}, biased {before:.4f}, corrected {after:.4f}")
+    assert after - floor <= 0.5 * (before - floor)
+    assert out.metadata["bias_correction"]["shrink_factor"] == [3, 3, 1]
