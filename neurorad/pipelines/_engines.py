@@ -11,7 +11,7 @@ import threading
 import numpy as np
 
 from neurorad.image.volume import Volume
-from neurorad.preprocess.bias import n4_bias_correct
+from neurorad.preprocess.bias import n4_bias_correct, shrink_factors_for_spacing
 from neurorad.preprocess.brain_extraction import get_extractor
 from neurorad.preprocess.normalize import NyulStandardizer, histogram_match, joint_histogram_normalize
 
@@ -38,12 +38,19 @@ def brain_mask(volume: Volume, engine: str = "deepbet") -> tuple[Volume, str, st
 
 
 def n4(volume: Volume, mask: Volume | None, shrink: int = 4,
-       iterations: tuple[int, ...] = (50, 50, 50, 50), nonpositive: str = "floor") -> tuple[Volume, str]:
-    """N4 bias-field correction (Tustison et al. 2010) inside ``mask`` (Otsu head mask when None)."""
-    out = n4_bias_correct(volume.with_data(np.asarray(volume.data, np.float32)), mask=mask, shrink_factor=shrink,
+       iterations: tuple[int, ...] = (50, 50, 50, 50), nonpositive: str = "floor",
+       shrink_mm: float | None = None) -> tuple[Volume, str]:
+    """N4 bias-field correction (Tustison et al. 2010) inside ``mask`` (Otsu head mask when None).
+
+    ``shrink_mm``: fit on an image shrunk per axis towards this spacing
+    (:func:`neurorad.preprocess.bias.shrink_factors_for_spacing`) instead of by ``shrink`` voxels."""
+    factors: int | tuple[int, ...] = (shrink if shrink_mm is None
+                                      else shrink_factors_for_spacing(volume.spacing_mm, shrink_mm))
+    out = n4_bias_correct(volume.with_data(np.asarray(volume.data, np.float32)), mask=mask, shrink_factor=factors,
                           iterations=iterations, nonpositive=nonpositive)
     its = ",".join(str(i) for i in iterations)
-    return out, f"preprocess.bias:n4 (shrink {shrink}, iterations {its})"  # type: ignore[return-value]
+    how = f"shrink {shrink}" if shrink_mm is None else f"shrink {'x'.join(map(str, factors))} (to {shrink_mm:g} mm)"
+    return out, f"preprocess.bias:n4 ({how}, iterations {its})"  # type: ignore[return-value]
 
 
 def joint_normalise(

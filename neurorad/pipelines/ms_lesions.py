@@ -117,6 +117,13 @@ class MSConfig:
     min_brain_volume_ml: float = 300.0
     crop_margin_mm: float = 8.0
     n4_shrink: int = 4
+    # when set, N4 fits on an image shrunk per axis towards this spacing (mm) and ``n4_shrink`` is not used
+    # (preprocess.bias.shrink_factors_for_spacing): the same physical sampling on 1, 3 and 5 mm grids. Off: 6 mm
+    # (3.3x less N4 CPU on a 1 mm pair, the known field as well removed, bench/ms_n4_levels.py --shrink) gave 3
+    # stable held-out widened pairs a false positive at peak 0.10-0.13 (specificity 13/15 -> 10/15); 5 mm (-5 s of
+    # 39 s per pair on a slow machine) swapped lesions on 48 tuning pairs (84 -> 83/93, patient sensitivity 31 ->
+    # 30/32). docs/ms-lesions.md, "N4's sampling"
+    n4_shrink_mm: float | None = None
     # N4 fitting levels (max iterations each): 3 short levels instead of preprocess' (50,50,50,50):
     # inside the brain mask the 4th level and long runs over-fit (WM CoV 0.0329 with 4 levels,
     # 0.0223 with (50,50,30), 0.0193 with (25,25,15) at half its CPU; bench/ms_n4_levels.py)
@@ -675,11 +682,12 @@ def step_bias(ctx: MSContext) -> None:
     """4. N4 bias-field correction of both time points inside the common brain mask (concurrently)."""
     cfg = ctx.cfg
     assert ctx.ref is not None
-    with ctx.prov.step("bias", shrink_factor=cfg.n4_shrink, iterations=list(cfg.n4_iterations),
+    with ctx.prov.step("bias", shrink_factor=cfg.n4_shrink if cfg.n4_shrink_mm is None else None,
+                       shrink_mm=cfg.n4_shrink_mm, iterations=list(cfg.n4_iterations),
                        nonpositive=cfg.n4_nonpositive, concurrent=cfg.concurrent_timepoints) as st:
         bm = ctx.ref.with_data(ctx.brain)
         (ctx.b_n, eng), (ctx.f_n, _) = _both(lambda v: _engines.n4(v, bm, cfg.n4_shrink, cfg.n4_iterations,
-                                                                      cfg.n4_nonpositive),
+                                                                      cfg.n4_nonpositive, cfg.n4_shrink_mm),
                                              ctx.b_c, ctx.f_c, cfg.concurrent_timepoints)
         st.engine = eng
 

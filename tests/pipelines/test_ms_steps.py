@@ -178,6 +178,32 @@ def test_register_step_hands_elastix_its_iterations(tmp_path, monkeypatch, backe
     assert ctx.prov.steps[-1].parameters["elastix_iterations"] == cfg.elastix_iterations
 
 
+@pytest.mark.parametrize(("spacing", "shrink_mm", "expected"), [((1.0, 1.0, 1.0), 6.0, (6, 6, 6)),
+                                                                ((1.0, 1.0, 5.0), 6.0, (6, 6, 1)),
+                                                                ((1.0, 1.0, 5.0), None, 4)])
+def test_bias_step_shrinks_towards_a_spacing(tmp_path, monkeypatch, spacing, shrink_mm, expected):
+    """MSConfig.n4_shrink_mm reaches N4 as per-axis factors of the common grid (n4_shrink when None), and the
+    provenance records what was asked."""
+    from neurorad.pipelines import _engines
+
+    seen: list = []
+
+    def fake_n4(volume, mask=None, shrink_factor=4, iterations=(), nonpositive="floor"):
+        seen.append(shrink_factor)
+        return volume
+
+    monkeypatch.setattr(_engines, "n4_bias_correct", fake_n4)
+    cfg = replace(ms.MSConfig(), n4_shrink_mm=shrink_mm)
+    ctx = ms.MSContext(cfg, tmp_path, None, None)
+    vol = Volume(np.ones((12, 12, 12), np.float32), np.diag([*spacing, 1.0]))
+    ctx.ref, ctx.b_c, ctx.f_c, ctx.brain = vol, vol, vol, np.ones((12, 12, 12), bool)
+    ms.step_bias(ctx)
+    assert seen == [expected, expected]
+    step = ctx.prov.steps[-1]
+    assert step.parameters["shrink_mm"] == shrink_mm
+    assert ("to 6 mm" in step.engine) == (shrink_mm is not None)
+
+
 def _row(i, kind, vol, base):
     from neurorad.quantify.lesions import LesionRow
 
