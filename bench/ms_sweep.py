@@ -14,7 +14,10 @@ Usage: ``python bench/ms_sweep.py --cases 1-10 --voxel-mm 1.5 [--engine global] 
 A rule variant is run with ``--set group.param=value`` (repeatable; groups of ``MSConfig``: candidate, fp,
 post, classify, e.g. ``--set fp.drift_ratio=0.45``) on the same cached pairs; ``--phantom original`` uses
 original-phantom tuning pairs (``ms_benchmark.case_spec(i)``, seed 1000 + i: use i >= 100, the benchmark
-evaluates i < 100); ``--json FILE`` keeps the per-pair records (lesions with per-detection coverage,
+evaluates i < 100); ``--prep-set field=value`` (repeatable) sets a field of ``MSConfig`` that steps 1-5 read (e.g.
+``n4_shrink_mm=5.0``): those pairs are prepared and cached in a subfolder of ``--cache`` named after the
+settings, so a preprocessing variant is compared pair by pair with the default on the same seeds; ``--json FILE``
+keeps the per-pair records (lesions with per-detection coverage,
 detections with peak score, volume and FP flag) for a pair-by-pair comparison of two variants.
 """
 
@@ -38,9 +41,22 @@ def _indices(spec: str) -> list[int]:
     return out
 
 
-def prepare(i: int, voxel_mm: float, cache: Path, phantom: str = "widened") -> Path:
+def prep_cache(cache: Path, prep_settings: list[str]) -> Path:
+    """The cache folder of pairs prepared with ``prep_settings`` (top-level MSConfig fields): ``cache`` itself for
+    none, else a subfolder named after the sorted settings (``prep_n4_shrink_mm=5.0``)."""
+    if not prep_settings:
+        return cache
+    name = "prep_" + "_".join(sorted(t.strip().replace("/", "-") for t in prep_settings))
+    return cache / name
+
+
+def prepare(i: int, voxel_mm: float, cache: Path, phantom: str = "widened",
+            prep_settings: list[str] | None = None) -> Path:
     """Steps 1-5 of tuning pair ``i`` (cached) with its truth moved into the common space. ``phantom``:
-    "widened" or "original" (``ms_benchmark.case_spec(i, voxel_mm, phantom, tuning=True)``; original: i >= 100)."""
+    "widened" or "original" (``ms_benchmark.case_spec(i, voxel_mm, phantom, tuning=True)``; original: i >= 100).
+    ``prep_settings``: ``field=value`` of MSConfig for steps 1-5 (:func:`apply_overrides`, top level), cached in
+    :func:`prep_cache`."""
+    cache = prep_cache(cache, prep_settings or [])
     if phantom not in ("widened", "original"):
         raise ValueError(f"unknown phantom {phantom!r} (widened | original)")
     if phantom == "original" and i < 100:
@@ -59,7 +75,8 @@ def prepare(i: int, voxel_mm: float, cache: Path, phantom: str = "widened") -> P
 
     opts = case_spec(i, voxel_mm, phantom, tuning=True)  # widened: seed 100000 + i; original: 1000 + i
     case = ms_pair(**opts)
-    ctx = ms.MSContext(ms.MSConfig(), cache, case.baseline_flair, case.followup_flair)
+    ctx = ms.MSContext(apply_overrides(ms.MSConfig(), list(prep_settings or []), top_level=True), cache,
+                       case.baseline_flair, case.followup_flair)
     for step in ms.STEPS[:5]:
         step.run(ctx)
     assert ctx.ref is not None
@@ -112,7 +129,8 @@ def _literal(raw: str) -> object:
 def apply_overrides(cfg, settings: list[str], top_level: bool = False):  # noqa: ANN001, ANN201 - MSConfig
     """``cfg`` with each ``group.param=value`` of ``settings`` set (value read by :func:`_literal`). An unknown
     group or parameter is an error naming it. With ``top_level`` a ``field=value`` sets a field of MSConfig itself
-    (``bench/ms_speed.py --compare-config``); the sweep refuses those, its cached steps 1-5 would not see them."""
+    (``bench/ms_speed.py --compare-config``; the sweep's ``--prep-set``, whose pairs are prepared with them in their
+    own cache: the cached steps 1-5 of the default pairs would not see them)."""
     from dataclasses import fields, is_dataclass, replace
 
     for item in settings:
@@ -136,11 +154,11 @@ def apply_overrides(cfg, settings: list[str], top_level: bool = False):  # noqa:
 
 def _run_pair(job: tuple) -> dict:
     """One cached pair through steps 6-9, scored (a worker process of ``main``)."""
-    i, voxel_mm, cache, phantom, cfg = job
+    i, voxel_mm, cache, phantom, cfg, prep_settings = job
     import torch
 
     torch.set_num_threads(1)
-    d = pickle.loads(prepare(i, voxel_mm, cache, phantom).read_bytes())
+    d = pickle.loads(prepare(i, voxel_mm, cache, phantom, prep_settings).read_bytes())
     lab, peaks = detect(d, cfg)
     rec = score_case(d, lab, peaks, i)
     counts = np.bincount(lab.ravel(), minlength=len(peaks) + 1)
@@ -178,6 +196,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="original: original-phantom tuning pairs (case_spec(i), i >= 100)")
     ap.add_argument("--set", dest="settings", action="append", default=[], metavar="GROUP.PARAM=VALUE",
                     help="a rule variant, e.g. fp.drift_ratio=0.45 (repeatable)")
+    ap.add_argument("--prep-set", dest="prep_settings", action="append", default=[], metavar="FIELD=VALUE",
+                    help="an MSConfig field read by steps 1-5, e.g. n4_shrink_mm=5.0: pairs prepared with it and "
+                         "cached in a subfolder of --cache (repeatable)")
     ap.add_argument("--workers", type=int, default=1, help="pairs run in this many processes")
     ap.add_argument("--json", type=Path, help="write the per-pair records here")
     args = ap.parse_args(argv)
@@ -190,12 +211,15 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         cfg = apply_overrides(engine_config(args.engine, args.floor), args.settings)
+        cfg = apply_overrides(cfg, args.prep_settings, top_level=True)  # checked here, before any pair runs
     except ValueError as exc:
         ap.error(str(exc))
+    if any("." in t.partition("=")[0] for t in args.prep_settings):
+        ap.error("--prep-set takes MSConfig's own fields (field=value); detection rules go to --set")
     cases = _indices(args.cases)
     if args.phantom == "original" and min(cases) < 100:
         ap.error(f"--phantom original --cases {args.cases}: the benchmark evaluates pairs i < 100; tune on i >= 100")
-    jobs = [(i, args.voxel_mm, args.cache, args.phantom, cfg) for i in cases]
+    jobs = [(i, args.voxel_mm, args.cache, args.phantom, cfg, args.prep_settings) for i in cases]
     results = []
     with ProcessPoolExecutor(max(1, args.workers)) as pool:
         for rec in pool.map(_run_pair, jobs):
@@ -210,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     best = choose_operating_point(results, args.max_fp, args.floor)
     out = {"pairs": len(results), "froc": [{k: round(v, 3) if isinstance(v, float) else v for k, v in p.items()}
                                            for p in froc],
-           "settings": args.settings, "phantom": args.phantom,
+           "settings": args.settings, "prep_settings": args.prep_settings, "phantom": args.phantom,
            "configured_0.1": operating_point(results, 0.1), "chosen": best,
            "chosen_core_thresholds": core_thresholds(best["threshold"], MSConfig().candidate)}
     print(json.dumps(out, indent=2))

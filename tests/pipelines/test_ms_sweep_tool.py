@@ -44,6 +44,37 @@ def test_original_phantom_tuning_pairs_stay_off_the_benchmark_seeds(tmp_path) ->
         _sweep().prepare(100, 1.0, tmp_path, "other")
 
 
+def test_prep_set_prepares_pairs_with_it_in_their_own_cache(tmp_path, monkeypatch) -> None:
+    """--prep-set: steps 1-5 run with the MSConfig field set, cached apart from the default's pairs (which are
+    untouched), and a field MSConfig does not have is an error."""
+    from types import SimpleNamespace
+
+    import neurorad.phantom.cases as cases
+    from neurorad.pipelines import ms_lesions as ms
+
+    sweep = _sweep()
+    seen: dict = {}
+
+    class Stop(Exception):
+        pass
+
+    def context(cfg, folder, *args, **kw):
+        seen.update(cfg=cfg, folder=folder)
+        raise Stop
+
+    monkeypatch.setattr(cases, "ms_pair", lambda **kw: SimpleNamespace(baseline_flair=None, followup_flair=None))
+    monkeypatch.setattr(ms, "MSContext", context)
+    with pytest.raises(Stop):
+        sweep.prepare(0, 2.0, tmp_path, "widened", ["n4_shrink_mm=5.0"])
+    assert seen["cfg"] == MSConfig(n4_shrink_mm=5.0) and seen["folder"] == tmp_path / "prep_n4_shrink_mm=5.0"
+    assert sweep.prep_cache(tmp_path, ["b=1", "a=2"]) == tmp_path / "prep_a=2_b=1"
+    with pytest.raises(Stop):
+        sweep.prepare(0, 2.0, tmp_path)
+    assert seen["cfg"] == MSConfig() and seen["folder"] == tmp_path
+    with pytest.raises(ValueError, match="no field 'n4_shrink_cm'"):
+        sweep.prepare(0, 2.0, tmp_path, "widened", ["n4_shrink_cm=5"])
+
+
 #: --set variants under which the third pair's enlarging-lesion rescue keeps a candidate (a low growth ratio
 #: for the rescue and for the unchanged-enlarging check), and under which the unchanged-enlarging check drops
 #: one (the rescue's candidates, not grown by the shipped 1.8)
