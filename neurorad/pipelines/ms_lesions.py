@@ -119,7 +119,7 @@ class MSConfig:
     n4_shrink: int = 4
     # when set, N4 fits on an image shrunk per axis towards this spacing (mm) and ``n4_shrink`` is not used
     # (preprocess.bias.shrink_factors_for_spacing): the same physical sampling on 1, 3 and 5 mm grids. Off: 6 mm
-    # (3.3x less N4 CPU on a 1 mm pair, the known field as well removed, bench/ms_n4_levels.py --shrink) gave 3
+    # (2.4-3.3x less N4 CPU on a 1 mm grid, the known field as well removed, bench/ms_n4_levels.py --shrink) gave 3
     # stable held-out widened pairs a false positive at peak 0.10-0.13 (specificity 13/15 -> 10/15); 5 mm (-5 s of
     # 39 s per pair on a slow machine) swapped lesions on 48 tuning pairs (84 -> 83/93, patient sensitivity 31 ->
     # 30/32). docs/ms-lesions.md, "N4's sampling"

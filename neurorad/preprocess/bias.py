@@ -66,10 +66,11 @@ def n4_bias_correct(
     if volume.data.ndim != 3:
         raise InputError(f"N4 needs a 3D image, got shape {volume.shape}", src)
     volume.check_finite()
-    shrink = ([int(shrink_factor)] * 3 if isinstance(shrink_factor, (int, np.integer))
-              else [int(f) for f in shrink_factor])
-    if len(shrink) != 3 or min(shrink) < 1:
-        raise InputError(f"shrink factor must be >= 1 (one, or one per axis), got {shrink_factor}", src)
+    given = np.atleast_1d(np.asarray(shrink_factor, dtype=float))
+    if given.ndim != 1 or given.size not in (1, 3) or np.any(given < 1) or np.any(given != np.round(given)):
+        raise InputError(f"shrink factor must be a whole number >= 1 (one, or one per axis), got {shrink_factor}",
+                         src)
+    shrink = [int(f) for f in np.broadcast_to(given, 3)]
     if not iterations or min(iterations) < 1:
         raise InputError("iterations must be a non-empty list of positive integers")
     data = np.asarray(volume.data, dtype=np.float32)
@@ -106,7 +107,7 @@ def n4_bias_correct(
     field = np.exp(from_sitk(log_field).data).astype(np.float32)
     corrected = (data + offset) / field - offset if offset else data / field
     out = volume.with_data(corrected.astype(np.float32), bias_correction={
-        "method": "N4", "shrink_factor": shrink_factor if isinstance(shrink_factor, (int, np.integer)) else shrink,
+        "method": "N4", "shrink_factor": shrink[0] if given.size == 1 else shrink,
         "iterations": list(iterations)})
     if return_field:
         return out, volume.with_data(field)

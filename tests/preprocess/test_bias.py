@@ -52,6 +52,8 @@ def test_bad_input(case):
         n4_bias_correct(clean, shrink_factor=(2, 2))
     with pytest.raises(InputError, match="shrink"):
         n4_bias_correct(clean, shrink_factor=(2, 0, 2))
+    with pytest.raises(InputError, match="whole number"):
+        n4_bias_correct(clean, shrink_factor=2.5)
     with pytest.raises(InputError, match="positive"):
         shrink_factors_for_spacing((1.0, 1.0, 1.0), 0.0)
     with pytest.raises(InputError, match="empty"):
