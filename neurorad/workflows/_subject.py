@@ -6,7 +6,8 @@ Steps, in order (each a pure function of its inputs except the reading):
                          non-finite images (the error names the file).
 2. :func:`check_slices`  refuse a 2D acquisition with slices >= 5 mm (the same limit as the MS workflow,
                          :data:`neurorad.preprocess.harmonize.MAX_2D_SLICE_THICKNESS_MM`): lesions of a few
-                         millimetres are lost to partial volume in such slices.
+                         millimetres are lost to partial volume in such slices. With ``max_spacing_mm``
+                         (glioma) a NIfTI with slices up to that far apart is taken as thinner slices with a gap.
 3. :func:`subject_anatomy` brain mask (``neurorad.preprocess.brain_extraction``, deepbet by default);
                          Colin27 brain registered affinely to the subject's brain (MI, at 4 mm: the same
                          step as the MS workflow's atlas, :func:`neurorad.pipelines.ms_lesions.atlas_to_subject`);
@@ -62,12 +63,36 @@ def load_series(path: str | Path | Volume, what: str) -> Volume:
     return vol
 
 
-def check_slices(vol: Volume, what: str, max_2d_thickness_mm: float = MAX_2D_SLICE_THICKNESS_MM) -> float:
-    """Slice thickness in mm; :class:`InputError` for a 2D (or unknown) acquisition with thick slices."""
+def check_slices(vol: Volume, what: str, max_2d_thickness_mm: float = MAX_2D_SLICE_THICKNESS_MM,
+                 max_spacing_mm: float | None = None, warnings: list[str] | None = None) -> float:
+    """Slice thickness in mm; :class:`InputError` for a 2D (or unknown) acquisition with thick slices.
+
+    With ``max_spacing_mm`` the slices' spacing (largest voxel size, gap included) is judged on its own, as the MS
+    workflow does (:func:`neurorad.preprocess.harmonize.check_acquisition`): slices ``max_spacing_mm`` or more
+    apart are refused, and an image without a slice thickness in its metadata (a NIfTI file keeps only the
+    spacing) whose spacing lies between ``max_2d_thickness_mm`` and ``max_spacing_mm`` is taken as thinner slices
+    with a gap (5 mm slices 1-1.5 mm apart, a routine clinical 2D series): accepted, with a warning appended to
+    ``warnings``. Without ``max_spacing_mm`` such an image is refused (the same series sent as DICOM, whose
+    SliceThickness says 5 mm, would pass: the reason for the option)."""
     dcm = vol.metadata.get("dicom") or {}
     acq = str(dcm.get("MRAcquisitionType", "")).upper()
     thickness, source = slice_thickness_mm(vol)
-    if acq != "3D" and thickness >= max_2d_thickness_mm:
+    if acq == "3D":
+        return float(thickness)
+    spacing = float(max(vol.spacing_mm))
+    if max_spacing_mm is not None and spacing >= max_spacing_mm:
+        raise InputError(
+            f"{what} has slices {spacing:.1f} mm apart (voxel spacing); slices {max_spacing_mm:g} mm or more apart "
+            "leave too much of the brain unseen. Please send a thinner (ideally 3D) series.",
+            vol.metadata.get("source"))
+    if max_spacing_mm is not None and source == "voxel spacing" and thickness >= max_2d_thickness_mm:
+        if warnings is not None:
+            warnings.append(
+                f"{what}: slices {spacing:.1f} mm apart and no slice thickness in the input (judged by voxel size): "
+                f"taken as slices under {max_2d_thickness_mm:g} mm with a gap between them; a finding smaller than "
+                "the spacing can lie between two slices, and volumes across the gap are interpolated")
+        return float(thickness)
+    if thickness >= max_2d_thickness_mm:
         kind = "2D acquisition" if acq == "2D" else "thick-slice acquisition (judged by voxel size)"
         raise InputError(
             f"{what} is a {kind} with {thickness:.1f} mm slices ({source}); lesions of a few millimetres are "

@@ -225,7 +225,7 @@ def _run(series, brain, tmp_path):
                   tmp_path, lambda f, m: None)
 
 
-@pytest.mark.parametrize("bad", ["thick_2d", "constant", "other_patient", "slab_fov"])
+@pytest.mark.parametrize("bad", ["thick_2d", "far_apart", "constant", "other_patient", "slab_fov"])
 def test_bad_inputs_are_refused_before_any_work(bad, tmp_path) -> None:
     """Each bad series is named with its problem (the runner then leaves no result folder)."""
     from neurorad.image.volume import Volume
@@ -235,8 +235,12 @@ def test_bad_inputs_are_refused_before_any_work(bad, tmp_path) -> None:
         series[s], brain = _head(seed=i, dicom={"PatientID": "P1"})
     flair = series["flair"]
     if bad == "thick_2d":  # a 2D FLAIR with 6 mm slices
-        series["flair"], _ = _head((48, 48, 16), (2.0, 2.0, 6.0), dicom={"PatientID": "P1", "MRAcquisitionType": "2D"})
+        series["flair"], _ = _head((48, 48, 16), (2.0, 2.0, 6.0), dicom={"PatientID": "P1", "MRAcquisitionType": "2D",
+                                                                        "SliceThickness": 6.0})
         match = "FLAIR is a 2D acquisition with 6.0 mm slices"
+    elif bad == "far_apart":  # slices 7.5 mm apart (no thickness in the input, as from a NIfTI file)
+        series["flair"], _ = _head((48, 48, 13), (2.0, 2.0, 7.5), dicom={"PatientID": "P1"})
+        match = "FLAIR has slices 7.5 mm apart"
     elif bad == "constant":
         series["flair"] = flair.with_data(np.full(flair.spatial_shape, 7.0, np.float32))
         match = "FLAIR is empty"
@@ -255,6 +259,19 @@ def test_bad_inputs_are_refused_before_any_work(bad, tmp_path) -> None:
     with pytest.raises(InputError, match=match):
         _run(series, brain, tmp_path)
     assert not list(tmp_path.iterdir())  # refused before anything was written
+
+
+def test_five_mm_slices_with_a_gap_from_a_nifti_are_accepted_with_an_alarm(tmp_path) -> None:
+    """A NIfTI keeps only the slices' spacing: 5 mm slices 1.2 mm apart read as 6.2 mm and were refused, while the
+    same series sent as DICOM (SliceThickness 5) passed. Taken as slices with a gap, the run goes on and says so."""
+    series = {}
+    for i, s in enumerate(("t1c", "t1", "t2")):
+        series[s], brain = _head(seed=i, dicom={"PatientID": "P1"})
+    series["flair"], _ = _head((48, 48, 16), (2.0, 2.0, 6.2), seed=3, dicom={"PatientID": "P1"})
+    result = _run(series, brain, tmp_path)
+    gap = [a for a in result.alarms if a.code == "slice_gap"]
+    assert len(gap) == 1 and "FLAIR: slices 6.2 mm apart" in gap[0].message, result.alarms
+    assert result.extra["slice_thickness_mm"]["flair"] == pytest.approx(6.2)
 
 
 def test_update_boundary_refuses_comparison_and_warns() -> None:

@@ -92,6 +92,10 @@ REGISTRATION_MIN_NMI = 1.005
 REGISTRATION_SPACING_MM = 2.0
 #: 2D series with slices of this thickness or more are refused: 5 mm (routine axial T2/FLAIR) passes, 6 mm not
 MAX_SLICE_THICKNESS_MM = 5.5
+#: slices this far apart or more are refused; a NIfTI (no thickness in it) with slices 5.5-7 mm apart is taken as
+#: 5 mm slices with a gap and accepted with a warning, as the same series sent as DICOM is (as the MS workflow's
+#: ``max_slice_spacing_mm``)
+MAX_SLICE_SPACING_MM = 7.0
 
 
 def _volume_ml(mask: np.ndarray, spacing_mm: tuple[float, float, float]) -> float:
@@ -148,7 +152,9 @@ class GliomaWorkflow(Workflow):
         t = time.perf_counter()
         progress(0.02, "load T1, T1c, T2, FLAIR")
         raw = {s: load_series(inputs.path(s), s.upper()) for s in SEQUENCES}
-        thickness = {s: check_slices(v, s.upper(), MAX_SLICE_THICKNESS_MM) for s, v in raw.items()}
+        slice_warnings: list[str] = []
+        thickness = {s: check_slices(v, s.upper(), MAX_SLICE_THICKNESS_MM, MAX_SLICE_SPACING_MM, slice_warnings)
+                     for s, v in raw.items()}
         _same_patient(raw)
         step("load", t)
         t = time.perf_counter()
@@ -242,6 +248,7 @@ class GliomaWorkflow(Workflow):
             alarms.append(Alarm("components", f"{seg.n_components} separate tumour components: check each for a "
                                               "false positive (EASE's sanity check)", "info"))
         alarms += update_alarms(opts.get("volumes_incompatible_before"), self.version)
+        alarms += [Alarm("slice_gap", w) for w in slice_warnings]
         result = WorkflowResult(
             self.name, self.version, findings=findings, key_images=key_images, alarms=alarms,
             mask="tumour_components.nii.gz", reference_role="t1c",
