@@ -34,7 +34,7 @@ def slice_thickness_mm(volume: Volume) -> tuple[float, str]:
 
 def check_acquisition(
     volume: Volume, name: str = "image", max_2d_thickness_mm: float = MAX_2D_SLICE_THICKNESS_MM,
-    max_spacing_mm: float | None = None,
+    max_spacing_mm: float | None = None, purpose: str = "longitudinal comparison",
 ) -> str | None:
     """Raise :class:`InputError` for a 2D acquisition with slices >= ``max_2d_thickness_mm``.
 
@@ -56,7 +56,7 @@ def check_acquisition(
     spacing = float(max(volume.spacing_mm))
     if max_spacing_mm is not None and spacing >= max_spacing_mm:
         raise InputError(
-            f"{name} has slices {spacing:.1f} mm apart (voxel spacing); longitudinal comparison needs slices less "
+            f"{name} has slices {spacing:.1f} mm apart (voxel spacing); {purpose} needs slices less "
             f"than {max_spacing_mm:g} mm apart (ideally a 3D acquisition). Please provide a thinner or 3D series.",
             volume.metadata.get("source"))
     if max_spacing_mm is not None and source == "voxel spacing":
@@ -69,7 +69,7 @@ def check_acquisition(
         kind = ("2D acquisition" if acq == "2D"
                 else "thick-slice acquisition (no MRAcquisitionType; judged by voxel size)")
         raise InputError(
-            f"{name} is a {kind} with {thickness:.1f} mm slices ({source}); longitudinal comparison needs "
+            f"{name} is a {kind} with {thickness:.1f} mm slices ({source}); {purpose} needs "
             f"slices thinner than {max_2d_thickness_mm:g} mm (ideally a 3D acquisition). Please provide a thinner "
             "or 3D series.", volume.metadata.get("source"))
     return None

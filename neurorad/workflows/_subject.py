@@ -34,7 +34,7 @@ from neurorad.image.geometry import reorient
 from neurorad.image.io import load_image
 from neurorad.image.nifti import load_nifti
 from neurorad.image.volume import Volume
-from neurorad.preprocess.harmonize import MAX_2D_SLICE_THICKNESS_MM, slice_thickness_mm
+from neurorad.preprocess.harmonize import MAX_2D_SLICE_THICKNESS_MM, check_acquisition, slice_thickness_mm
 from neurorad.preprocess.transforms import AffineTransform, resample
 
 __all__ = ["SubjectAnatomy", "load_series", "check_slices", "subject_anatomy", "key_image", "MIN_BRAIN_ML"]
@@ -79,18 +79,10 @@ def check_slices(vol: Volume, what: str, max_2d_thickness_mm: float = MAX_2D_SLI
     thickness, source = slice_thickness_mm(vol)
     if acq == "3D":
         return float(thickness)
-    spacing = float(max(vol.spacing_mm))
-    if max_spacing_mm is not None and spacing >= max_spacing_mm:
-        raise InputError(
-            f"{what} has slices {spacing:.1f} mm apart (voxel spacing); slices {max_spacing_mm:g} mm or more apart "
-            "leave too much of the brain unseen. Please send a thinner (ideally 3D) series.",
-            vol.metadata.get("source"))
-    if max_spacing_mm is not None and source == "voxel spacing" and thickness >= max_2d_thickness_mm:
-        if warnings is not None:
-            warnings.append(
-                f"{what}: slices {spacing:.1f} mm apart and no slice thickness in the input (judged by voxel size): "
-                f"taken as slices under {max_2d_thickness_mm:g} mm with a gap between them; a finding smaller than "
-                "the spacing can lie between two slices, and volumes across the gap are interpolated")
+    if max_spacing_mm is not None:  # the MS workflow's rule, one place for both
+        warning = check_acquisition(vol, what, max_2d_thickness_mm, max_spacing_mm, purpose="measurement")
+        if warning and warnings is not None:
+            warnings.append(warning)
         return float(thickness)
     if thickness >= max_2d_thickness_mm:
         kind = "2D acquisition" if acq == "2D" else "thick-slice acquisition (judged by voxel size)"
