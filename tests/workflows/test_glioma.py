@@ -272,6 +272,9 @@ def test_five_mm_slices_with_a_gap_from_a_nifti_are_accepted_with_an_alarm(tmp_p
     gap = [a for a in result.alarms if a.code == "slice_gap"]
     assert len(gap) == 1 and "FLAIR: slices 6.2 mm apart" in gap[0].message, result.alarms
     assert result.extra["slice_thickness_mm"]["flair"] == pytest.approx(6.2)
+    # the 6.2 mm is the spacing, an upper bound on the thickness, and the result says where it came from
+    assert result.extra["slice_thickness_source"] == {"t1c": "voxel spacing", "t1": "voxel spacing",
+                                                     "t2": "voxel spacing", "flair": "voxel spacing"}
 
 
 def test_update_boundary_refuses_comparison_and_warns() -> None:

@@ -47,6 +47,7 @@ from neurorad.clinical.glioma import (
 from neurorad.errors import InputError, ProcessingError
 from neurorad.image.nifti import save_nifti
 from neurorad.image.volume import Volume
+from neurorad.preprocess.harmonize import slice_thickness_mm
 from neurorad.segment.glioma_learned import ENGINES as LEARNED_ENGINES
 from neurorad.segment.glioma_learned import engine_record as learned_engine_record
 from neurorad.workflows._subject import check_slices, key_image, load_series
@@ -155,6 +156,8 @@ class GliomaWorkflow(Workflow):
         slice_warnings: list[str] = []
         thickness = {s: check_slices(v, s.upper(), MAX_SLICE_THICKNESS_MM, MAX_SLICE_SPACING_MM, slice_warnings)
                      for s, v in raw.items()}
+        # where each thickness came from: a NIfTI keeps only the spacing, an upper bound on the thickness
+        thickness_source = {s: slice_thickness_mm(v)[1] for s, v in raw.items()}
         _same_patient(raw)
         step("load", t)
         t = time.perf_counter()
@@ -256,6 +259,7 @@ class GliomaWorkflow(Workflow):
             files={"classes": "tumour_classes.nii.gz (1 necrosis, 2 non-enhancing, 3 enhancing)",
                    "brain_mask": "brain_mask.nii.gz"},
             extra={"engine": engine, "brain_engine": brain_engine, "slice_thickness_mm": thickness,
+                   "slice_thickness_source": thickness_source,
                    "registration_nmi": reg_nmi, "study_date": inputs.study_dates.get("t1c"),
                    "bidimensional": {"whole_tumour": bi.__dict__, "enhancing": bi_enh.__dict__},
                    "priors": self._priors(inputs),
