@@ -36,7 +36,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -734,13 +734,9 @@ def step_postprocess(ctx: MSContext) -> None:
     """7. Binarise at 0.01, 26-connected components, keep > 12 mm^3 with a voxel > 0.1."""
     assert ctx.cand is not None and ctx.ref is not None
     with ctx.prov.step("postprocess", **asdict(ctx.cfg.post)) as st:
-        if ctx.cfg.lesion_engine == "fusion" and ctx.classical_score is not None and ctx.learned_score is not None:
-            from neurorad.segment.ms_learned import fusion_components  # either engine's own confident components
-
-            ctx.labels0, ctx.n0 = fusion_components(ctx.classical_score, ctx.learned_score,
-                                                    ctx.ref.voxel_volume_mm3, ctx.cfg.post)
-        else:
-            ctx.labels0, ctx.n0 = binarise_components(ctx.cand.score, ctx.ref.voxel_volume_mm3, ctx.cfg.post)
+        # fusion: the classical engine's components here (its score); the learned engine's own detection runs
+        # at the end of step 9 (_fuse_learned_lesions)
+        ctx.labels0, ctx.n0 = binarise_components(ctx.cand.score, ctx.ref.voxel_volume_mm3, ctx.cfg.post)
         st.parameters["n_components"] = ctx.n0
 
 
@@ -815,12 +811,36 @@ def step_classify(ctx: MSContext) -> None:
         if cfg.lesion_engine == "fusion" and ctx.classical_score is not None and ctx.learned_score is not None:
             from neurorad.segment.ms_learned import disagreement_warning, engine_disagreement
 
+            st.parameters["fusion"] = _fuse_learned_lesions(ctx)
             agreement = engine_disagreement(ctx.labels, ctx.n, ctx.classical_score, ctx.learned_score, cfg.learned,
                                             cfg.post.binarise_threshold)
             st.parameters["engine_agreement"] = agreement
             w = disagreement_warning(agreement)
             if w:
                 ctx.warnings.append(w)
+
+
+def _fuse_learned_lesions(ctx: MSContext) -> dict[str, Any]:
+    """The fusion engine, after the classical engine's steps 7-9 ran on ``ctx``: the same steps on the learned
+    engine's score (a copy of the context, its own provenance), then the union of the two engines' lesions
+    (:func:`neurorad.segment.ms_learned.merge_engine_lesions`) written back to ``ctx``, whose candidate score
+    becomes the voxel-wise maximum of the two for the lesion table. Returns the record of the step."""
+    from neurorad.segment.ms_learned import fuse_scores, merge_engine_lesions
+
+    assert ctx.cand is not None and ctx.classical_score is not None and ctx.learned_score is not None
+    assert ctx.labels is not None
+    branch = replace(ctx, cfg=replace(ctx.cfg, lesion_engine="learned"),
+                     cand=replace(ctx.cand, score=ctx.learned_score), prov=Provenance(), warnings=[], labels0=None,
+                     n0=0, labels=None, n=0, decisions=[], kinds=[], extents={})
+    for step in (step_postprocess, step_fp_reduction, step_classify):
+        step(branch)
+    assert branch.labels is not None
+    n_c = ctx.n
+    ctx.labels, ctx.n, ctx.kinds, ctx.extents = merge_engine_lesions(
+        ctx.labels, ctx.n, ctx.kinds, ctx.extents, branch.labels, branch.n, branch.kinds, branch.extents)
+    ctx.cand = replace(ctx.cand, score=fuse_scores(ctx.classical_score, ctx.learned_score))
+    return {"classical_lesions": n_c, "learned_lesions": branch.n, "added_by_learned": ctx.n - n_c,
+            "learned_dropped": [asdict(d) for d in branch.decisions if not d.kept]}
 
 
 def step_atlas(ctx: MSContext) -> None:

@@ -12,9 +12,10 @@ Engines of the workflow's candidate step (``MSConfig.lesion_engine``):
   (:func:`probability_to_score`: ``extent_probability`` -> the post-processing's binarisation
   threshold 0.01, ``core_probability`` -> its "confident" peak 0.1, 1 -> 1), so the same post-processing,
   false-positive rules, new/enlarging classification, delineation and FROC apply unchanged;
-* ``fusion``: a candidate is kept when EITHER engine is confident about it (:func:`fusion_components`: each
-  engine's own components, its peak reaching 0.1 on its own score; the classical ones unchanged, the learned
-  ones that overlap none of them added); the score map (peaks, FROC) is the voxel-wise maximum of the two
+* ``fusion``: a lesion is reported when EITHER engine is confident about it and its own rules keep it
+  (:func:`merge_engine_lesions`: each engine runs the whole detection, post-processing to delineation, on
+  its own score; the classical lesions unchanged, each learned lesion joined to the classical one it overlaps
+  or added); the score of the lesion table (peaks, FROC) is the voxel-wise maximum of the two
   (:func:`fuse_scores`). Where the engines disagree
   strongly on a reported lesion (one confident, ``peak >= disagree_score``, the other not seeing it at all,
   ``peak < 0.01``), the run raises a quality warning (:func:`disagreement_warning`), which the platform
@@ -38,7 +39,7 @@ from neurorad.image.volume import Volume
 
 __all__ = ["LEARNED_MODEL", "CHANNELS", "LABEL_NAMES", "LESION_ENGINES", "LearnedParams", "learned_segmenter",
            "check_model", "engine_record", "learned_probability", "probability_to_score", "fuse_scores",
-           "engine_disagreement", "disagreement_warning", "apply_lesion_engine", "fusion_components"]
+           "engine_disagreement", "disagreement_warning", "apply_lesion_engine", "merge_engine_lesions"]
 
 #: the shipped learned MS model (registry name@version; retrain: neurorad.workflows.ms_lesions.train)
 LEARNED_MODEL = "ms-unet3d@0.1.0"
@@ -140,29 +141,45 @@ def fuse_scores(classical: np.ndarray, learned: np.ndarray) -> np.ndarray:
     return np.maximum(a, b)
 
 
-def fusion_components(classical: np.ndarray, learned: np.ndarray, voxel_volume_mm3: float,
-                      post: Any) -> tuple[np.ndarray, int]:
-    """The fusion engine's candidates (post-processing step): each engine's components (the regional
-    workflow's rule, ``post``: extent > 0.01, > 12 mm^3, peak > 0.1, on its own score), the classical ones
-    first and unchanged, then every learned component that overlaps no classical one. A candidate is so kept
-    when either engine is confident, and a classical candidate keeps its own extent (merging the two score
-    maps voxel by voxel changed its shape and centroid, and with them the false-positive rules' verdicts).
-    Returns ``(labels, n)`` numbered 1..n."""
-    from neurorad.segment.ms_difference import binarise_components
+def merge_engine_lesions(labels_c: np.ndarray, n_c: int, kinds_c: list[str], extents_c: dict[int, Any],
+                         labels_l: np.ndarray, n_l: int, kinds_l: list[str],
+                         extents_l: dict[int, Any]) -> tuple[np.ndarray, int, list[str], dict[int, Any]]:
+    """The fusion engine's lesions: the union of the two engines' own final lesions, each engine having run the
+    whole detection on its own score (post-processing, false-positive rules, new/enlarging classification,
+    delineation). A lesion is so reported when EITHER engine is confident about it and its own rules keep it.
 
-    lab_c, n_c = binarise_components(classical, voxel_volume_mm3, post)
-    lab_l, n_l = binarise_components(learned, voxel_volume_mm3, post)
-    out = lab_c.astype(np.int32, copy=True)
-    if not n_l:
-        return out, n_c
-    keep = np.ones(n_l + 1, bool)
-    keep[0] = False
-    keep[np.unique(lab_l[(lab_l > 0) & (lab_c > 0)])] = False  # learned components touching a classical one
-    # kept learned components (disjoint from every classical one by construction) numbered after them, in order
-    lut = np.where(keep, n_c + np.cumsum(keep), 0).astype(np.int32)
-    new = lut[lab_l]
-    out[new > 0] = new[new > 0]
-    return out, n_c + int(keep.sum())
+    The classical lesions come first with their numbers, kinds and enlarging extents; a learned lesion that
+    overlaps classical ones is joined to the one it overlaps most (its voxels added where no other lesion lies:
+    each engine's delineation of the same lesion, united); a learned lesion that overlaps none is added after
+    them with its own kind and extent. Joining at this stage, not at the candidates, matters: a learned lesion
+    inside a larger classical candidate that the classical rules drop whole (a new lesion next to a drifting
+    baseline lesion) would otherwise be lost with it. Returns ``(labels, n, kinds, extents)``, numbered 1..n."""
+    from scipy import ndimage
+
+    if labels_c.shape != labels_l.shape:
+        raise ValueError(f"merge_engine_lesions: label maps of different shapes {labels_c.shape} and "
+                         f"{labels_l.shape}")
+    out = np.asarray(labels_c, np.int32).copy()
+    kinds, extents = list(kinds_c), dict(extents_c)
+    n = n_c
+    lab_l = np.asarray(labels_l)
+    for j, sl in enumerate(ndimage.find_objects(lab_l.astype(np.int32), max_label=n_l), start=1):
+        if sl is None:
+            continue
+        m = lab_l[sl] == j
+        under = np.asarray(labels_c)[sl][m]
+        under = under[under > 0]
+        free = m & (out[sl] == 0)
+        if under.size:  # joined to the classical lesion it overlaps most
+            k = int(np.bincount(under).argmax())
+        else:
+            n += 1
+            k = n
+            kinds.append(kinds_l[j - 1])
+            if j in extents_l:
+                extents[k] = extents_l[j]
+        out[sl][free] = k
+    return out, n, kinds, extents
 
 
 def engine_disagreement(labels: np.ndarray, n: int, classical: np.ndarray, learned: np.ndarray,
@@ -201,8 +218,11 @@ def disagreement_warning(records: list[dict[str, Any]]) -> str | None:
 def apply_lesion_engine(cand: Any, baseline: Volume, followup: np.ndarray, brain: np.ndarray, engine: str,
                         params: LearnedParams) -> tuple[Any, np.ndarray, np.ndarray, dict[str, str]]:
     """The candidate step's score for ``engine`` (``learned`` or ``fusion``; module doc): the classical
-    :class:`~neurorad.segment.ms_difference.Candidates` with its score replaced, the classical and learned
-    scores (kept apart for the disagreement check) and the model's record (name, version, sha256, engine)."""
+    :class:`~neurorad.segment.ms_difference.Candidates` with its score replaced by the learned one (``learned``)
+    or kept (``fusion``: the classical engine's detection runs on it unchanged, the learned engine's on the
+    learned score, and :func:`merge_engine_lesions` unites their lesions), the classical and learned scores
+    (kept apart for the fusion and the disagreement check) and the model's record (name, version, sha256,
+    engine)."""
     from dataclasses import replace
 
     from neurorad.segment.ms_difference import PostParams
@@ -214,7 +234,7 @@ def apply_lesion_engine(cand: Any, baseline: Volume, followup: np.ndarray, brain
     p = learned_probability(seg, baseline, followup, brain)
     learned = probability_to_score(p, params, post.binarise_threshold, post.min_peak_score)
     classical = np.asarray(cand.score, np.float32)
-    score = learned if engine == "learned" else fuse_scores(classical, learned)
+    score = learned if engine == "learned" else classical
     rec = engine_record(params.model)
     rec["engine"] = f"{rec['name']} {rec['version']}"
     return replace(cand, score=score), classical, learned, rec

@@ -22,7 +22,7 @@ from neurorad.segment.ms_learned import (
     disagreement_warning,
     engine_disagreement,
     fuse_scores,
-    fusion_components,
+    merge_engine_lesions,
     probability_to_score,
 )
 
@@ -79,29 +79,132 @@ def test_fusion_keeps_a_candidate_when_either_engine_is_confident_and_flags_stro
         fuse_scores(cls, lrn[:-1])
 
 
-def test_fusion_components_keep_either_engines_own_candidates_and_the_classical_extent() -> None:
-    """Oracle by construction: A classical only, B learned only, C weak in both, D confident in both with the
-    learned blob larger, E a classical blob next to a learned one that touches it. The union holds A, B and
-    the classical D and E with their own classical extents (no learned duplicate), C is dropped."""
+def test_merged_lesions_are_either_engines_own_with_overlaps_united() -> None:
+    """Oracle by construction: A a classical lesion only, B a learned one only, D both (the learned one larger),
+    E a classical lesion and a learned one that overlaps it and a third, F, a classical neighbour (joined to
+    the one it overlaps most), G a learned enlarging lesion (its kind and extent kept, renumbered)."""
     shape = (48, 48, 24)
-    cls, lrn = np.zeros(shape, np.float32), np.zeros(shape, np.float32)
-    m = {"A": _ball(shape, (8, 8, 12), 3), "B": _ball(shape, (8, 38, 12), 3), "C": _ball(shape, (38, 8, 12), 3),
+    m = {"A": _ball(shape, (8, 8, 12), 3), "B": _ball(shape, (8, 38, 12), 3),
          "D": _ball(shape, (38, 38, 12), 3), "D_big": _ball(shape, (38, 38, 12), 5),
-         "E": _ball(shape, (24, 20, 12), 3), "E_next": _ball(shape, (24, 27, 12), 3)}
-    cls[m["A"]], lrn[m["B"]] = 0.8, 0.9
-    cls[m["C"]], lrn[m["C"]] = 0.05, 0.06
-    cls[m["D"]], lrn[m["D_big"]] = 0.7, 0.95
-    cls[m["E"]], lrn[m["E_next"] | m["E"]] = 0.6, 0.9
-    lab, n = fusion_components(cls, lrn, 1.0, PostParams())
-    assert n == 4  # A, D, E (classical) + B (learned); C below the peak in both
-    for k in ("A", "D", "E"):
-        ids = np.unique(lab[m[k]])
-        assert len(ids) == 1 and ids[0] > 0 and np.array_equal(lab == ids[0], m[k])  # the classical extent
-    assert np.array_equal(lab == int(lab[m["B"]].max()), m["B"]) and not lab[m["C"]].any()
-    assert not lab[m["D_big"] & ~m["D"]].any()  # the overlapping learned blob is not a second candidate
-    # voxel-wise max fusion would have merged D with its larger learned blob (the shape the rules then judge)
-    lab_max, _ = binarise_components(fuse_scores(cls, lrn), 1.0, PostParams())
-    assert np.count_nonzero(lab_max == lab_max[38, 38, 12]) == int(m["D_big"].sum())
+         "E": _ball(shape, (24, 18, 12), 4), "F": _ball(shape, (24, 27, 12), 2), "EF": _ball(shape, (24, 21, 12), 4),
+         "G": _ball(shape, (40, 8, 12), 3)}
+    lab_c = np.zeros(shape, np.int32)
+    for k, name in enumerate(("A", "D", "E", "F"), start=1):
+        lab_c[m[name]] = k
+    kinds_c, ext_c = ["new", "enlarging", "new", "new"], {2: "extent of D"}
+    lab_l = np.zeros(shape, np.int32)
+    for k, name in enumerate(("EF", "B", "D_big", "G"), start=1):
+        lab_l[m[name] & (lab_l == 0)] = k
+    lab, n, kinds, ext = merge_engine_lesions(lab_c, 4, kinds_c, ext_c, lab_l, 4, ["new", "new", "new", "enlarging"],
+                                              {4: "extent of G"})
+    assert n == 6 and kinds == ["new", "enlarging", "new", "new", "new", "enlarging"]
+    assert ext == {2: "extent of D", 6: "extent of G"}
+    assert np.array_equal(lab[lab_c > 0], lab_c[lab_c > 0])  # every classical lesion keeps its voxels and number
+    assert np.array_equal(lab == 2, m["D_big"])  # D: both delineations united under the classical number
+    overlap_e, overlap_f = np.count_nonzero(m["EF"] & m["E"]), np.count_nonzero(m["EF"] & m["F"])
+    assert overlap_e > overlap_f  # so EF joins E
+    assert np.array_equal(lab == 3, m["E"] | (m["EF"] & ~m["F"]))
+    assert np.array_equal(lab == 5, m["B"]) and np.array_equal(lab == 6, m["G"])
+    assert set(np.unique(lab)) == set(range(n + 1))
+    with pytest.raises(ValueError, match="shapes"):
+        merge_engine_lesions(lab_c, 4, kinds_c, ext_c, lab_l[:-1], 4, ["new"] * 4, {})
+    # nothing learned: the classical lesions unchanged
+    same = merge_engine_lesions(lab_c, 4, kinds_c, ext_c, np.zeros(shape, np.int32), 0, [], {})
+    assert np.array_equal(same[0], lab_c) and same[1:] == (4, kinds_c, ext_c)
+
+
+def _fusion_pair() -> dict:
+    """A common-space pair on a 1.5 mm grid: a bright new lesion the classical engine finds, and a faint one
+    (1.04 x the brain) that no subtraction of this noise can see."""
+    rng = np.random.default_rng(3)
+    shape = (44, 44, 36)
+    brain = _ball(shape, (22, 22, 18), 17)
+    bn = np.where(brain, 1.0 + 0.03 * rng.standard_normal(shape), 0).astype(np.float32)
+    fn = np.where(brain, 1.0 + 0.03 * rng.standard_normal(shape), 0).astype(np.float32)
+    bright, faint = _ball(shape, (14, 22, 18), 3), _ball(shape, (30, 22, 18), 3)
+    fn[bright] = 1.8
+    fn[faint] *= 1.04
+    return dict(bn=bn, fn=fn, brain=brain, bright=bright, faint=faint, shape=shape)
+
+
+def test_fusion_reports_the_classical_lesions_unchanged_plus_the_learned_engines_own(tmp_path: Path,
+                                                                                    monkeypatch) -> None:
+    """The workflow's steps 6-9 on a hand-built pair, the network replaced by a probability map confident on
+    the faint lesion and on the bright one: fusion reports exactly the classical engine's lesions with the same
+    voxels, plus the faint lesion (the learned engine's own detection), and records what each engine found."""
+    from types import SimpleNamespace
+
+    from scipy import ndimage
+
+    from neurorad.pipelines import ms_lesions as ms
+
+    d = _fusion_pair()
+    prob = np.zeros(d["shape"], np.float32)
+    prob[d["faint"] | d["bright"]] = 0.97
+    fake = SimpleNamespace(name="fake-net", version="0.0.1", weights_sha256="0" * 64)
+    monkeypatch.setattr(ms_learned, "learned_segmenter", lambda ref: fake)
+    monkeypatch.setattr(ms_learned, "learned_probability", lambda seg, b, f, brain: np.where(brain, prob, 0))
+
+    def detect(engine: str):  # noqa: ANN202
+        cfg = ms.MSConfig(lesion_engine=engine, atlas=False, write_report=False, write_dicom=False)
+        ctx = ms.MSContext(cfg, tmp_path, "b", "f")
+        ctx.ref = Volume(np.zeros(d["shape"], np.float32), np.diag([1.5, 1.5, 1.5, 1.0]))
+        ctx.bn, ctx.fn, ctx.brain = d["bn"], d["fn"], d["brain"]
+        for step in (ms.step_candidates, ms.step_postprocess, ms.step_fp_reduction, ms.step_classify):
+            step(ctx)
+        return ctx
+
+    c, f = detect("classical"), detect("fusion")
+    assert c.n >= 1 and (c.labels[d["bright"]] > 0).mean() > 0.5 and not c.labels[d["faint"]].any()
+    assert f.n == c.n + 1 and f.kinds[:c.n] == c.kinds
+    assert np.array_equal(f.labels[c.labels > 0], c.labels[c.labels > 0])  # classical lesions kept as they were
+    added = f.labels == f.n  # the learned engine's own lesion, added last, delineated inside the faint lesion
+    near = ndimage.binary_dilation(d["faint"], iterations=2)
+    assert np.count_nonzero(added & d["faint"]) >= 10 and not (added & ~near).any(), np.count_nonzero(added & ~near)
+    rec = next(s for s in f.prov.steps if s.name == "classify").parameters
+    assert rec["fusion"]["classical_lesions"] == c.n and rec["fusion"]["added_by_learned"] == 1
+    added_rec = next(a for a in rec["engine_agreement"] if a["id"] == f.n)
+    assert added_rec["learned_peak"] > 0.9 and added_rec["classical_peak"] < 0.1  # only the network is confident
+    assert np.array_equal(f.cand.score, np.maximum(f.classical_score, f.learned_score))  # the table's peaks
+
+
+def test_fusion_keeps_a_learned_lesion_inside_a_region_the_classical_rules_drop_whole(tmp_path: Path,
+                                                                                     monkeypatch) -> None:
+    """A focal lesion (1.8 x) inside a 10 mL region-wide change (1.3 x): the classical engine's candidate is the
+    whole region, which its diffuse-change rule drops (with the reader's warning), and the lesion goes with it.
+    The network is confident on the lesion alone. Fusion reports it: each engine's detection runs on its own
+    score and their lesions are united, so a lesion is not lost with a classical candidate that holds it (the
+    earlier fusion, which added only learned candidates overlapping no classical one, lost it)."""
+    from types import SimpleNamespace
+
+    from neurorad.pipelines import ms_lesions as ms
+
+    rng = np.random.default_rng(3)
+    shape = (48, 48, 40)
+    brain = _ball(shape, (24, 24, 20), 20)
+    bn = np.where(brain, 1.0 + 0.03 * rng.standard_normal(shape), 0).astype(np.float32)
+    fn = np.where(brain, 1.0 + 0.03 * rng.standard_normal(shape), 0).astype(np.float32)
+    region, lesion = _ball(shape, (24, 24, 20), 9), _ball(shape, (24, 24, 20), 2.5)
+    fn[region] *= 1.3
+    fn[lesion] = 1.8
+    prob = np.where(lesion, 0.97, 0.0).astype(np.float32)
+    fake = SimpleNamespace(name="fake-net", version="0.0.1", weights_sha256="0" * 64)
+    monkeypatch.setattr(ms_learned, "learned_segmenter", lambda ref: fake)
+    monkeypatch.setattr(ms_learned, "learned_probability", lambda seg, b, f, br: np.where(br, prob, 0))
+
+    def detect(engine: str):  # noqa: ANN202
+        ctx = ms.MSContext(ms.MSConfig(lesion_engine=engine, atlas=False), tmp_path, "b", "f")
+        ctx.ref = Volume(np.zeros(shape, np.float32), np.diag([1.5, 1.5, 1.5, 1.0]))
+        ctx.bn, ctx.fn, ctx.brain = bn, fn, brain
+        for step in (ms.step_candidates, ms.step_postprocess, ms.step_fp_reduction, ms.step_classify):
+            step(ctx)
+        return ctx
+
+    c, f = detect("classical"), detect("fusion")
+    assert c.n == 0 and any(not d.kept and "diffuse" in d.reason for d in c.decisions)
+    assert any("diffuse FLAIR change" in w for w in c.warnings)
+    assert f.n == 1 and (f.labels[lesion] == 1).mean() > 0.8
+    assert any("diffuse FLAIR change" in w for w in f.warnings)  # the reader is still told about the region
 
 
 def _segmenter(contrasts: tuple[str, ...]):  # noqa: ANN202
@@ -180,7 +283,7 @@ def test_training_entry_makes_a_registry_model_the_engine_runs(tmp_path: Path, m
     assert learned.shape == d["brain"].shape and 0 <= learned.min() and learned.max() <= 1
     assert not learned[~d["brain"]].any()
     c_f, _, _, _ = ms_learned.apply_lesion_engine(cand, ref, d["fn"], d["brain"], "fusion", params)
-    assert np.array_equal(c_f.score, np.maximum(classical, learned))
+    assert np.array_equal(c_f.score, classical)  # fusion: the classical detection runs on its own score first
     assert np.array_equal(c_f.difference, cand.difference)  # the FP rules still see the classical difference
     ms_learned.learned_segmenter.cache_clear()
 
