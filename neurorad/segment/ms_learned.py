@@ -42,7 +42,7 @@ __all__ = ["LEARNED_MODEL", "CHANNELS", "LABEL_NAMES", "LESION_ENGINES", "Learne
            "engine_disagreement", "disagreement_warning", "apply_lesion_engine", "merge_engine_lesions"]
 
 #: the shipped learned MS model (registry name@version; retrain: neurorad.workflows.ms_lesions.train)
-LEARNED_MODEL = "ms-unet3d@0.1.0"
+LEARNED_MODEL = "ms-unet3d@0.2.0"
 #: the model's input channels, in order (the workflow's normalised common-space pair)
 CHANNELS = ("BASELINE_FLAIR", "FOLLOWUP_FLAIR")
 #: the model's classes (index = class value)

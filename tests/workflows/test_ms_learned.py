@@ -267,7 +267,7 @@ def test_training_entry_makes_a_registry_model_the_engine_runs(tmp_path: Path, m
     model = tmp_path / "run" / "run" / "model"
     assert verify(model) == []
     card = read_card(model)
-    assert card["name"] == "ms-unet3d" and card["version"] == "0.1.0"
+    assert f"{card['name']}@{card['version']}" == ms_learned.LEARNED_MODEL
     assert card["contrasts"] == ["baseline_flair", "followup_flair"] and card["architecture"]["in_channels"] == 2
     assert "SYNTHETIC" in card["training_data"]
     assert card["validation"]["command"].startswith("python -m neurorad.workflows.ms_lesions.train --out RUN")
@@ -278,7 +278,7 @@ def test_training_entry_makes_a_registry_model_the_engine_runs(tmp_path: Path, m
     cand = candidate_score(d["bn"], d["fn"], d["brain"], (2.0, 2.0, 2.0), CandidateParams())
     params = LearnedParams(model=str(model))
     c_l, classical, learned, rec = ms_learned.apply_lesion_engine(cand, ref, d["fn"], d["brain"], "learned", params)
-    assert rec["name"] == "ms-unet3d" and rec["version"] == "0.1.0" and len(rec["sha256"]) == 64
+    assert f"{rec['name']}@{rec['version']}" == ms_learned.LEARNED_MODEL and len(rec["sha256"]) == 64
     assert np.array_equal(classical, cand.score) and np.array_equal(c_l.score, learned)
     assert learned.shape == d["brain"].shape and 0 <= learned.min() and learned.max() <= 1
     assert not learned[~d["brain"]].any()
@@ -303,8 +303,8 @@ def test_shipped_model_is_verified_small_carded_and_a_two_time_point_model() -> 
     ms_learned.learned_segmenter.cache_clear()
 
 
-@pytest.mark.parametrize("engine,expected", [("fusion", "segment.ms_difference + ms-unet3d 0.1.0 (fusion)"),
-                                             ("learned", "ms-unet3d 0.1.0 (learned)")])
+@pytest.mark.parametrize("engine,expected", [("fusion", "segment.ms_difference + ms-unet3d 0.2.0 (fusion)"),
+                                             ("learned", "ms-unet3d 0.2.0 (learned)")])
 def test_candidate_step_provenance_names_the_engines_that_made_the_score(tmp_path: Path, engine, expected) -> None:
     """The candidates step's provenance names every engine behind the score: fusion is the classical
     difference engine AND the network (the shipped model, on a small 1.5 mm pair)."""

@@ -1,6 +1,7 @@
 """Rebuild the widened MS phantom pairs and retrain the learned MS engine (one command)::
 
-    python -m neurorad.workflows.ms_lesions.train --out RUN --minutes 45   # then: neurorad model import RUN/run/model
+    python -m neurorad.workflows.ms_lesions.train --out RUN --cases 46 --minutes 50 --threads 2
+    neurorad model import RUN/run/model   # then register the new model
     python -m neurorad.workflows.ms_lesions.train --out RUN --resume       # continue a stopped run
 
 The learned engine of issue 17 (:mod:`neurorad.segment.ms_learned`): a small two-time-point 3D U-Net, the
@@ -48,7 +49,8 @@ __all__ = ["TRAIN_SEED0", "CONFIG", "RETRAIN", "training_options", "prepare_pair
 
 #: training seeds: disjoint from evaluation (0..) and tuning (100000..) seeds
 TRAIN_SEED0 = 200_000
-RETRAIN = "python -m neurorad.workflows.ms_lesions.train --out RUN --minutes 45 && neurorad model import RUN/run/model"
+RETRAIN = ("python -m neurorad.workflows.ms_lesions.train --out RUN --cases 46 --minutes 50 --threads 2 && "
+           "neurorad model import RUN/run/model")
 
 _NAME, _VERSION = LEARNED_MODEL.split("@")
 
@@ -79,7 +81,7 @@ CONFIG: dict[str, dict] = {
                         "locally on the site's own exams before any clinical use",
         "limitations": "NOT FIT FOR CLINICAL USE: trained on synthetic phantoms of one anatomy (smooth blob, "
                        "ovoid, cap and band lesions; no flow artefacts, no non-rigid change, no real scanner's "
-                       "FLAIR), for a CPU budget of under an hour on shared cores (3D U-Net, channels 8-128, "
+                       "FLAIR), for a CPU budget of under an hour on 2 shared cores (3D U-Net, channels 8-128, "
                        "1.5 mm grid): undertrained; inputs must be the ms-lesions workflow's normalised common-space "
                        "pair (baseline brain median = 1, zero outside the brain); validated on held-out phantoms "
                        "only",
