@@ -228,8 +228,12 @@ class MSLesionsWorkflow(Workflow):
     # part the false-positive rules drop (a stable neighbour's drift) leaves it, so the lesion delineated is the
     # one that grew (an independent-simulator pair reported the stable neighbour instead); 1.8.1: a NIfTI
     # follow-up's DICOM reference series is written in a child process while the image steps run
-    # (MSConfig.reference_series_process; detections and outputs unchanged, about 1-1.5 s less per 1 mm pair)
-    version = "1.8.1"
+    # (MSConfig.reference_series_process; detections and outputs unchanged, about 1-1.5 s less per 1 mm pair);
+    # 1.9.0: the fusion engine unites the two engines' final lesions (ms_learned.merge_engine_lesions; before, a
+    # learned candidate overlapping a classical one was dropped, and with it a lesion inside a classical candidate
+    # the rules dropped whole) and the learned model is ms-unet3d 0.2.0 (trained 2.8 x longer); the classical
+    # engine's detections are unchanged
+    version = "1.9.0"
     title = "MRI brain follow-up: new and enlarging T2-FLAIR lesions"
     description = ("Compares this study's FLAIR with the FLAIR of the patient's previous study (registered, "
                    "bias-corrected, jointly normalised subtraction) and reports new and enlarging lesions, "
