@@ -113,14 +113,39 @@ def test_merged_lesions_are_either_engines_own_with_overlaps_united() -> None:
     assert np.array_equal(same[0], lab_c) and same[1:] == (4, kinds_c, ext_c)
 
 
+def _steps_6_to_9(engine: str, bn: np.ndarray, fn: np.ndarray, brain: np.ndarray, prob: np.ndarray, tmp_path: Path,
+                  monkeypatch):  # noqa: ANN202 - MSContext
+    """The workflow's steps 6-9 (candidates .. classify) on a common-space pair on a 1.5 mm grid, the network
+    replaced by the probability map ``prob``."""
+    from types import SimpleNamespace
+
+    from neurorad.pipelines import ms_lesions as ms
+
+    fake = SimpleNamespace(name="fake-net", version="0.0.1", weights_sha256="0" * 64)
+    monkeypatch.setattr(ms_learned, "learned_segmenter", lambda ref: fake)
+    monkeypatch.setattr(ms_learned, "learned_probability", lambda seg, b, f, br: np.where(br, prob, 0))
+    ctx = ms.MSContext(ms.MSConfig(lesion_engine=engine, atlas=False), tmp_path, "b", "f")
+    ctx.ref = Volume(np.zeros(bn.shape, np.float32), np.diag([1.5, 1.5, 1.5, 1.0]))
+    ctx.bn, ctx.fn, ctx.brain = bn, fn, brain
+    for step in (ms.step_candidates, ms.step_postprocess, ms.step_fp_reduction, ms.step_classify):
+        step(ctx)
+    return ctx
+
+
+def _noisy_brain_pair(shape: tuple[int, int, int], radius: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A ball brain in the middle of ``shape`` and two time points of independent noise (SD 0.03) around 1."""
+    rng = np.random.default_rng(3)
+    brain = _ball(shape, tuple(n // 2 for n in shape), radius)
+    bn = np.where(brain, 1.0 + 0.03 * rng.standard_normal(shape), 0).astype(np.float32)
+    fn = np.where(brain, 1.0 + 0.03 * rng.standard_normal(shape), 0).astype(np.float32)
+    return brain, bn, fn
+
+
 def _fusion_pair() -> dict:
     """A common-space pair on a 1.5 mm grid: a bright new lesion the classical engine finds, and a faint one
     (1.04 x the brain) that no subtraction of this noise can see."""
-    rng = np.random.default_rng(3)
     shape = (44, 44, 36)
-    brain = _ball(shape, (22, 22, 18), 17)
-    bn = np.where(brain, 1.0 + 0.03 * rng.standard_normal(shape), 0).astype(np.float32)
-    fn = np.where(brain, 1.0 + 0.03 * rng.standard_normal(shape), 0).astype(np.float32)
+    brain, bn, fn = _noisy_brain_pair(shape, 17)
     bright, faint = _ball(shape, (14, 22, 18), 3), _ball(shape, (30, 22, 18), 3)
     fn[bright] = 1.8
     fn[faint] *= 1.04
@@ -132,27 +157,14 @@ def test_fusion_reports_the_classical_lesions_unchanged_plus_the_learned_engines
     """The workflow's steps 6-9 on a hand-built pair, the network replaced by a probability map confident on
     the faint lesion and on the bright one: fusion reports exactly the classical engine's lesions with the same
     voxels, plus the faint lesion (the learned engine's own detection), and records what each engine found."""
-    from types import SimpleNamespace
-
     from scipy import ndimage
-
-    from neurorad.pipelines import ms_lesions as ms
 
     d = _fusion_pair()
     prob = np.zeros(d["shape"], np.float32)
     prob[d["faint"] | d["bright"]] = 0.97
-    fake = SimpleNamespace(name="fake-net", version="0.0.1", weights_sha256="0" * 64)
-    monkeypatch.setattr(ms_learned, "learned_segmenter", lambda ref: fake)
-    monkeypatch.setattr(ms_learned, "learned_probability", lambda seg, b, f, brain: np.where(brain, prob, 0))
 
     def detect(engine: str):  # noqa: ANN202
-        cfg = ms.MSConfig(lesion_engine=engine, atlas=False, write_report=False, write_dicom=False)
-        ctx = ms.MSContext(cfg, tmp_path, "b", "f")
-        ctx.ref = Volume(np.zeros(d["shape"], np.float32), np.diag([1.5, 1.5, 1.5, 1.0]))
-        ctx.bn, ctx.fn, ctx.brain = d["bn"], d["fn"], d["brain"]
-        for step in (ms.step_candidates, ms.step_postprocess, ms.step_fp_reduction, ms.step_classify):
-            step(ctx)
-        return ctx
+        return _steps_6_to_9(engine, d["bn"], d["fn"], d["brain"], prob, tmp_path, monkeypatch)
 
     c, f = detect("classical"), detect("fusion")
     assert c.n >= 1 and (c.labels[d["bright"]] > 0).mean() > 0.5 and not c.labels[d["faint"]].any()
@@ -175,30 +187,15 @@ def test_fusion_keeps_a_learned_lesion_inside_a_region_the_classical_rules_drop_
     The network is confident on the lesion alone. Fusion reports it: each engine's detection runs on its own
     score and their lesions are united, so a lesion is not lost with a classical candidate that holds it (the
     earlier fusion, which added only learned candidates overlapping no classical one, lost it)."""
-    from types import SimpleNamespace
-
-    from neurorad.pipelines import ms_lesions as ms
-
-    rng = np.random.default_rng(3)
     shape = (48, 48, 40)
-    brain = _ball(shape, (24, 24, 20), 20)
-    bn = np.where(brain, 1.0 + 0.03 * rng.standard_normal(shape), 0).astype(np.float32)
-    fn = np.where(brain, 1.0 + 0.03 * rng.standard_normal(shape), 0).astype(np.float32)
+    brain, bn, fn = _noisy_brain_pair(shape, 20)
     region, lesion = _ball(shape, (24, 24, 20), 9), _ball(shape, (24, 24, 20), 2.5)
     fn[region] *= 1.3
     fn[lesion] = 1.8
     prob = np.where(lesion, 0.97, 0.0).astype(np.float32)
-    fake = SimpleNamespace(name="fake-net", version="0.0.1", weights_sha256="0" * 64)
-    monkeypatch.setattr(ms_learned, "learned_segmenter", lambda ref: fake)
-    monkeypatch.setattr(ms_learned, "learned_probability", lambda seg, b, f, br: np.where(br, prob, 0))
 
     def detect(engine: str):  # noqa: ANN202
-        ctx = ms.MSContext(ms.MSConfig(lesion_engine=engine, atlas=False), tmp_path, "b", "f")
-        ctx.ref = Volume(np.zeros(shape, np.float32), np.diag([1.5, 1.5, 1.5, 1.0]))
-        ctx.bn, ctx.fn, ctx.brain = bn, fn, brain
-        for step in (ms.step_candidates, ms.step_postprocess, ms.step_fp_reduction, ms.step_classify):
-            step(ctx)
-        return ctx
+        return _steps_6_to_9(engine, bn, fn, brain, prob, tmp_path, monkeypatch)
 
     c, f = detect("classical"), detect("fusion")
     assert c.n == 0 and any(not d.kept and "diffuse" in d.reason for d in c.decisions)
