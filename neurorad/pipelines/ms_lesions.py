@@ -150,8 +150,9 @@ class MSConfig:
     post: PostParams = field(default_factory=PostParams)
     classify: ClassifyParams = field(default_factory=ClassifyParams)
     # candidate engine (issue 17): "classical" difference-image score (default: the benchmark's choice,
-    # docs/ms-lesions.md "Learned engine"), "learned" two-time-point network, "fusion" (either confident;
-    # strong disagreement -> quality warning); neurorad.segment.ms_learned
+    # docs/ms-lesions.md "Learned engine" and "Workflow 1.9.0"), "learned" two-time-point network, "fusion" (each
+    # engine detects on its own, a lesion either finds is reported; strong disagreement -> quality warning);
+    # neurorad.segment.ms_learned
     lesion_engine: str = "classical"
     learned: LearnedParams = field(default_factory=LearnedParams)
     atlas: bool = True

@@ -133,8 +133,8 @@ def probability_to_score(p: np.ndarray, params: LearnedParams, binarise_threshol
 
 
 def fuse_scores(classical: np.ndarray, learned: np.ndarray) -> np.ndarray:
-    """Fusion on the common score scale: the voxel-wise maximum, so a component reaches the confident
-    peak when either engine is confident there and extends wherever either sees it."""
+    """The two engines' scores on the common scale joined voxel by voxel (the maximum): the fusion engine's
+    score for the lesion table, where a lesion's peak is the more confident engine's."""
     a, b = np.asarray(classical, np.float32), np.asarray(learned, np.float32)
     if a.shape != b.shape:
         raise ValueError(f"fuse_scores: score maps of different shapes {a.shape} and {b.shape}")

@@ -332,8 +332,8 @@ class MSLesionsWorkflow(Workflow):
             "learned": f"candidates from {learned} (two-time-point 3D U-Net on the registered pair, trained on "
                        "synthetic phantoms)",
             "fusion": f"candidates from the robust z-score of the subtraction fused with {learned} (two-time-point "
-                      "3D U-Net, trained on synthetic phantoms; a candidate kept when either engine is confident, "
-                      "strong disagreement raised as a quality alarm)",
+                      "3D U-Net, trained on synthetic phantoms; each engine detects on its own and a lesion is "
+                      "reported when either finds it, strong disagreement raised as a quality alarm)",
         }.get(engine, "candidates from the robust z-score of the subtraction")
         n_flag = sum(bool(f.volume_note) for f in result.findings)
         if n_flag:
