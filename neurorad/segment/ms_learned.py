@@ -159,17 +159,16 @@ def merge_engine_lesions(labels_c: np.ndarray, n_c: int, kinds_c: list[str], ext
     if labels_c.shape != labels_l.shape:
         raise ValueError(f"merge_engine_lesions: label maps of different shapes {labels_c.shape} and "
                          f"{labels_l.shape}")
-    out = np.asarray(labels_c, np.int32).copy()
+    lab_c, lab_l = np.asarray(labels_c, np.int32), np.asarray(labels_l, np.int32)
+    out = lab_c.copy()
     kinds, extents = list(kinds_c), dict(extents_c)
     n = n_c
-    lab_l = np.asarray(labels_l)
-    for j, sl in enumerate(ndimage.find_objects(lab_l.astype(np.int32), max_label=n_l), start=1):
+    for j, sl in enumerate(ndimage.find_objects(lab_l, max_label=n_l), start=1):
         if sl is None:
             continue
         m = lab_l[sl] == j
-        under = np.asarray(labels_c)[sl][m]
+        under = lab_c[sl][m]
         under = under[under > 0]
-        free = m & (out[sl] == 0)
         if under.size:  # joined to the classical lesion it overlaps most
             k = int(np.bincount(under).argmax())
         else:
@@ -178,7 +177,7 @@ def merge_engine_lesions(labels_c: np.ndarray, n_c: int, kinds_c: list[str], ext
             kinds.append(kinds_l[j - 1])
             if j in extents_l:
                 extents[k] = extents_l[j]
-        out[sl][free] = k
+        out[sl][m & (out[sl] == 0)] = k
     return out, n, kinds, extents
 
 
