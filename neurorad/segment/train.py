@@ -27,7 +27,9 @@ Config (TOML or JSON), every key but ``data.dataset`` optional::
                 val_fraction, folds
     [training]  seed, max_epochs, iterations_per_epoch, batch_size, learning_rate, loss
                 (dice_ce|dice|ce), lr_patience_epochs, lr_factor, stop_patience_epochs,
-                stop_at_val_dice, foreground_oversample, mirror_augment, intensity_augment
+                stop_at_val_dice, foreground_oversample, mirror_augment, intensity_augment,
+                init_weights (a registry model: folder or ``name@version``; every fold starts from its
+                ``fold_0.pt`` instead of random weights: fine-tuning, as nnU-Net's ``-pretrained_weights``)
     [inference] overlap, mirror_tta, batch_size, patch_size (default: the training patch)
     [card]      training_data, intended_use, limitations, licence (statements for the model card)
 """
@@ -89,6 +91,7 @@ class TrainConfig:
     foreground_oversample: float = 0.33
     mirror_augment: bool = True
     intensity_augment: bool = True
+    init_weights: str | None = None
     inference: dict[str, Any] = field(default_factory=dict)
     card: dict[str, Any] = field(default_factory=dict)
     source: Path | None = None
@@ -127,7 +130,7 @@ _SECTIONS = {
     "data": ("dataset", "spacing_mm", "normalization", "patch_size", "val_fraction", "folds"),
     "training": ("seed", "max_epochs", "iterations_per_epoch", "batch_size", "learning_rate", "loss",
                  "lr_patience_epochs", "lr_factor", "stop_patience_epochs", "stop_at_val_dice",
-                 "foreground_oversample", "mirror_augment", "intensity_augment"),
+                 "foreground_oversample", "mirror_augment", "intensity_augment", "init_weights"),
 }
 
 
@@ -337,13 +340,39 @@ def _set_determinism(seed: int) -> None:
     torch.use_deterministic_algorithms(True, warn_only=True)
 
 
+def init_state(cfg: TrainConfig, arch: ArchSpec) -> tuple[dict[str, torch.Tensor], dict[str, str]] | None:
+    """The starting weights of ``training.init_weights`` (a registry model, verified) and what the card records
+    of them; ``None`` without it. The model must have the run's architecture (same layers and shapes)."""
+    if not cfg.init_weights:
+        return None
+    from neurorad.segment.registry import find_model, weight_files
+
+    try:
+        m = find_model(cfg.init_weights)
+    except InputError as exc:
+        raise InputError(f"training.init_weights: {exc}", cfg.source) from exc
+    files = weight_files(m.card)
+    state = load_weights(m.path / files[0])
+    want = build_network(arch).state_dict()
+    bad = sorted(k for k in want if k not in state or tuple(state[k].shape) != tuple(want[k].shape))
+    bad += sorted(set(state) - set(want))
+    if bad:
+        raise InputError(f"training.init_weights: model {m.name}@{m.version} does not fit the configured "
+                         f"{arch.architecture} network ({len(bad)} missing, extra or reshaped layer(s), e.g. "
+                         f"{bad[0]})", cfg.source)
+    return state, {"model": f"{m.name}@{m.version}", "file": files[0], "weights_state_sha256": state_sha256(state)}
+
+
 def _train_fold(cfg: TrainConfig, arch: ArchSpec, fold: int, train_cases: list[PreparedCase],
                 val_cases: list[PreparedCase], fold_dir: Path, inf: InferenceSpec, resume: bool,
-                progress: Callable[[dict], None] | None) -> tuple[FoldResult, list[dict]]:
+                progress: Callable[[dict], None] | None,
+                init: dict[str, torch.Tensor] | None = None) -> tuple[FoldResult, list[dict]]:
     fold_dir.mkdir(parents=True, exist_ok=True)
     last = fold_dir / "checkpoint_last.pt"
     _set_determinism(cfg.seed * 1000 + fold)
     net = build_network(arch)
+    if init is not None:  # fine-tuning; a resumed run replaces it with its checkpoint below
+        net.load_state_dict(init)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.learning_rate)
     rng = np.random.default_rng([cfg.seed, fold])
     history: list[dict] = []
@@ -442,7 +471,7 @@ def write_curves(history: list[dict], out_dir: Path) -> None:
 
 
 def _card(cfg: TrainConfig, datasets: list[RawDataset], arch: ArchSpec, prep: PreprocessSpec, inf: InferenceSpec,
-          folds: list[FoldResult], command: str) -> dict[str, Any]:
+          folds: list[FoldResult], command: str, init: dict[str, str] | None = None) -> dict[str, Any]:
     c = cfg.card
     ds = datasets[0]
     n_cases = sum(len(d.cases) for d in datasets)
@@ -470,6 +499,7 @@ def _card(cfg: TrainConfig, datasets: list[RawDataset], arch: ArchSpec, prep: Pr
                      "datasets": [d.root.name for d in datasets],
                      "parameters": count_parameters(build_network(arch)),
                      "weights_state_sha256": [f.weights_sha256 for f in folds],
+                     **({"init_weights": init} if init else {}),
                      "seconds": round(sum(f.seconds for f in folds), 1),
                      "created": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")},
     }
@@ -499,12 +529,13 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False,
     if cfg.source is not None and not (run_dir / ("config" + cfg.source.suffix)).exists():
         shutil.copyfile(cfg.source, run_dir / ("config" + cfg.source.suffix))
     min_shape = tuple(cfg.patch_size) + ((1,) if arch.spatial_dims == 2 else ())
+    init = init_state(cfg, arch)  # before the data, so a wrong model fails at once
     cases = prepare_cases(datasets, prep, min_shape, progress)  # type: ignore[arg-type]
     splits = split_cases(len(cases), cfg.folds, cfg.val_fraction, cfg.seed)
     results, history = [], []
     for fold, (tr, va) in enumerate(splits):
         res, hist = _train_fold(cfg, arch, fold, [cases[i] for i in tr], [cases[i] for i in va],
-                                run_dir / f"fold_{fold}", val_inf, resume, progress)
+                                run_dir / f"fold_{fold}", val_inf, resume, progress, init[0] if init else None)
         results.append(res)
         history.extend(hist)
     write_curves(history, run_dir)
@@ -519,7 +550,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False,
         if (run_dir / f).exists():
             shutil.copyfile(run_dir / f, model_dir / f)
     cmd = command or f"neurorad train {cfg.source or 'CONFIG'} --out {run_dir}"
-    card = _card(cfg, datasets, arch, prep, inf, results, cmd)
+    card = _card(cfg, datasets, arch, prep, inf, results, cmd, init[1] if init else None)
     card["training"]["software"] = software_versions()
     finalize_folder(model_dir, card)
     (run_dir / "run.json").write_text(json.dumps(

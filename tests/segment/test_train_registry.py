@@ -92,6 +92,29 @@ def test_same_seed_same_weights_and_resume_continues_exactly(planted_dataset, tr
     assert [f.weights_sha256 for f in train(other, tmp_path / "other").folds] != ref
 
 
+def test_init_weights_fine_tunes_from_a_registry_model_and_refuses_one_that_does_not_fit(planted_dataset, trained,
+                                                                                          tmp_path):
+    start = read_card(trained / "model")["training"]["weights_state_sha256"][0]
+    # learning rate 0: the run's weights stay exactly the model it started from (random ones would not)
+    cfg = parse_config(tiny_config(planted_dataset, "unet3d", **SHORT, learning_rate=0.0,
+                                   init_weights=str(trained / "model")), tmp_path)
+    run = train(cfg, tmp_path / "tuned")
+    assert run.folds[0].weights_sha256 == start
+    init = read_card(run.model_dir)["training"]["init_weights"]
+    assert init == {"model": "planted-unet3d@0.1.0", "file": "fold_0.pt", "weights_state_sha256": start}
+    scratch = train(parse_config(tiny_config(planted_dataset, "unet3d", **SHORT, learning_rate=0.0), tmp_path),
+                    tmp_path / "scratch")
+    assert scratch.folds[0].weights_sha256 != start and "init_weights" not in read_card(scratch.model_dir)["training"]
+    # another width of network, or a model that is not there: named before any data is prepared
+    wide = tiny_config(planted_dataset, "unet3d", **SHORT, init_weights=str(trained / "model"))
+    wide["model"]["features"] = [16, 32, 64, 128, 256]
+    with pytest.raises(InputError, match="does not fit the configured unet3d network"):
+        train(parse_config(wide, tmp_path), tmp_path / "wide")
+    with pytest.raises(InputError, match="init_weights: no model nosuch-model"):
+        train(parse_config(tiny_config(planted_dataset, "unet3d", **SHORT, init_weights="nosuch-model@1.0.0"),
+                           tmp_path), tmp_path / "missing")
+
+
 def test_changed_file_refuses_to_run_and_corrupt_checkpoint_is_named(trained, tmp_path):
     model = tmp_path / "m"
     shutil.copytree(trained / "model", model)
