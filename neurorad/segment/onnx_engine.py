@@ -27,14 +27,15 @@ from neurorad.segment.registry import finalize_folder, open_model, weight_files
 
 
 def onnx_forward(path: str | Path, threads: int | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
-    """A callable mapping a float32 batch tensor to logits through an ONNX Runtime CPU session."""
+    """A callable mapping a float32 batch tensor to logits through an ONNX Runtime CPU session, on ``threads``
+    intra-op threads (default: torch's own count, so ``OMP_NUM_THREADS`` or ``torch.set_num_threads`` bound
+    both engines alike; ONNX Runtime's own default would take every core whatever the caller set)."""
     try:
         import onnxruntime as ort
     except ImportError as exc:  # pragma: no cover - dependency declared in pyproject
         raise ProcessingError("onnxruntime is not installed") from exc
     opts = ort.SessionOptions()
-    if threads:
-        opts.intra_op_num_threads = threads
+    opts.intra_op_num_threads = int(threads or torch.get_num_threads())
     opts.log_severity_level = 3
     try:
         sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
@@ -46,6 +47,7 @@ def onnx_forward(path: str | Path, threads: int | None = None) -> Callable[[torc
         out = sess.run(None, {name: np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)})[0]
         return torch.from_numpy(out)
 
+    forward.session = sess  # type: ignore[attr-defined]
     return forward
 
 

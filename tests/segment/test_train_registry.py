@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from neurorad.errors import InputError, ProcessingError
@@ -247,6 +248,17 @@ def test_onnx_export_matches_torch_and_records_the_faster_engine(trained, tmp_pa
     assert seg_onnx.engine == "onnx"
     p_onnx = seg_onnx.predict([vol]).probabilities.data
     assert np.abs(np.asarray(p_torch) - np.asarray(p_onnx)).max() < 1e-3
+    # ONNX Runtime takes torch's thread count (OMP_NUM_THREADS / torch.set_num_threads), not every core
+    from neurorad.segment.onnx_engine import onnx_forward
+
+    threads = torch.get_num_threads()
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            opts = onnx_forward(model / "fold_0.onnx").session.get_session_options()  # type: ignore[attr-defined]
+            assert opts.intra_op_num_threads == n
+    finally:
+        torch.set_num_threads(threads)
     assert load_segmenter(model).engine == card["inference"]["preferred_engine"]
     if bf16_supported():  # the reduced-precision engine stays within the export's tolerance on a real case
         p_bf16 = load_segmenter(model, engine="torch-bf16").predict([vol]).probabilities.data
