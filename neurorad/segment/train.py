@@ -352,6 +352,9 @@ def init_state(cfg: TrainConfig, arch: ArchSpec) -> tuple[dict[str, torch.Tensor
     except InputError as exc:
         raise InputError(f"training.init_weights: {exc}", cfg.source) from exc
     files = weight_files(m.card)
+    if not files:
+        raise InputError(f"training.init_weights: model {m.name}@{m.version} lists no torch weights (*.pt) to "
+                         "start from", m.path)
     state = load_weights(m.path / files[0])
     want = build_network(arch).state_dict()
     bad = sorted(k for k in want if k not in state or tuple(state[k].shape) != tuple(want[k].shape))
