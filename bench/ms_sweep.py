@@ -11,6 +11,15 @@ the regional workflow's core threshold, moved to where the chosen score was).
 
 Usage: ``python bench/ms_sweep.py --cases 1-10 --voxel-mm 1.5 [--engine global] [--cache bench/out/ms_sweep]``
 
+``--engine learned`` or ``fusion`` runs those engines (the shipped model, or ``--set learned.model=FOLDER``); the
+network's probability is cached beside each pair per model weights, so variants of the learned engine's own
+thresholds run it once: ``--set learned.core_probability=0.3 --set learned.extent_probability=0.15`` (in an
+order that keeps the extent under the core after each one: each ``--set`` is checked as it is applied; the
+fusion engine's learned part has its own pair, ``learned.fusion_extent_probability`` and
+``learned.fusion_core_probability``). The FROC's ``--floor`` lowers the score threshold a candidate's peak must
+reach, which for the learned score is the core anchor; the extent anchor (where candidates end, which decides
+whether they cover a lesion) does not move with it, so it is swept with ``--set``.
+
 A rule variant is run with ``--set group.param=value`` (repeatable; groups of ``MSConfig``: candidate, fp,
 post, classify, e.g. ``--set fp.drift_ratio=0.45``) on the same cached pairs; ``--phantom original`` uses
 original-phantom tuning pairs (``ms_benchmark.case_spec(i)``, seed 1000 + i: use i >= 100, the benchmark
@@ -89,14 +98,42 @@ def prepare(i: int, voxel_mm: float, cache: Path, phantom: str = "widened",
     return path
 
 
-def detect(d: dict, cfg) -> tuple[np.ndarray, list[float]]:  # noqa: ANN001 - MSConfig
+def learned_probability_cached(pair_path: Path, d: dict, cfg) -> np.ndarray | None:  # noqa: ANN001 - MSConfig
+    """The learned model's probability on a cached pair (``None`` for the classical engine), cached beside the
+    pair per model weights (``<pair>.learned_<sha256[:16]>.npz``, float32 as the workflow computes it): a sweep of
+    the learned engine's own thresholds (``--set learned.core_probability=...``) then runs the network once per
+    pair, not once per variant. Computed exactly as the candidate step does
+    (:func:`neurorad.segment.ms_learned.learned_probability`)."""
+    if cfg.lesion_engine == "classical":
+        return None
+    from neurorad.image.volume import Volume
+    from neurorad.segment import ms_learned
+
+    sha = ms_learned.engine_record(cfg.learned.model)["sha256"] or "unhashed"
+    path = pair_path.with_name(f"{pair_path.stem}.learned_{sha[:16]}.npz")
+    if path.exists():
+        return np.load(path)["p"]
+    bn = np.asarray(d["bn"], np.float32)
+    ref = Volume(bn, np.diag([*map(float, d["sp"]), 1.0]))
+    p = ms_learned.learned_probability(ms_learned.learned_segmenter(cfg.learned.model), ref, np.asarray(d["fn"]),
+                                       np.asarray(d["brain"], bool))
+    tmp = path.with_name(path.stem + ".tmp.npz")
+    np.savez_compressed(tmp, p=p)
+    tmp.replace(path)  # a stopped sweep never leaves half a cache file under the final name
+    return p
+
+
+def detect(d: dict, cfg, learned_probability: np.ndarray | None = None,  # noqa: ANN001 - MSConfig
+           ) -> tuple[np.ndarray, list[float]]:
     """Steps 6-9 on a cached pair: label map and each label's peak score.
 
     Runs the workflow's own step functions (:data:`neurorad.pipelines.ms_lesions.STEPS`, candidates to
     classify) on a context holding the cached normalised pair, so the sweep cannot drift from the workflow:
     before workflow 1.8.1 this chained the ``ms_difference`` functions itself and missed the per-lesion
     judgement of enlarging candidates that step 9 gained in 1.8.0. A lesion's peak is the score's maximum over its
-    final (grown, delineated) extent, as the workflow's lesion table and the benchmark read it."""
+    final (grown, delineated) extent, as the workflow's lesion table and the benchmark read it.
+    ``learned_probability`` (learned and fusion engines): the network's output for this pair
+    (:func:`learned_probability_cached`); None runs the network in the candidate step."""
     import tempfile
 
     from neurorad.image.volume import Volume
@@ -108,6 +145,7 @@ def detect(d: dict, cfg) -> tuple[np.ndarray, list[float]]:  # noqa: ANN001 - MS
         ctx = ms.MSContext(cfg, Path(tmp), None, None)
         ctx.ref = Volume(np.zeros(bn.shape, np.float32), np.diag([*map(float, d["sp"]), 1.0]))
         ctx.bn, ctx.fn, ctx.brain = bn, np.asarray(d["fn"]), np.asarray(d["brain"], bool)
+        ctx.learned_probability = learned_probability
         names = [s.name for s in ms.STEPS]
         for step in ms.STEPS[names.index("candidates"): names.index("classify") + 1]:
             step.run(ctx)
@@ -158,8 +196,9 @@ def _run_pair(job: tuple) -> dict:
     import torch
 
     torch.set_num_threads(1)
-    d = pickle.loads(prepare(i, voxel_mm, cache, phantom, prep_settings).read_bytes())
-    lab, peaks = detect(d, cfg)
+    path = prepare(i, voxel_mm, cache, phantom, prep_settings)
+    d = pickle.loads(path.read_bytes())
+    lab, peaks = detect(d, cfg, learned_probability_cached(path, d, cfg))
     rec = score_case(d, lab, peaks, i)
     counts = np.bincount(lab.ravel(), minlength=len(peaks) + 1)
     for det in rec["detections"]:
@@ -190,8 +229,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--floor", type=float, default=0.02)
     ap.add_argument("--max-fp", type=float, default=0.3)
     ap.add_argument("--cache", type=Path, default=Path("bench/out/ms_sweep"))
-    ap.add_argument("--engine", default="default", choices=["default", "global"],
-                    help="global: the classical engine before issue 17 (for its FROC on the same pairs)")
+    ap.add_argument("--engine", default="default", choices=["default", "global", "learned", "fusion"],
+                    help="global: the classical engine before issue 17 (for its FROC on the same pairs); learned, "
+                         "fusion: the learned model's probability is cached per pair and model, so variants of "
+                         "its thresholds (--set learned.core_probability=0.3) run the network once")
     ap.add_argument("--phantom", default="widened", choices=["widened", "original"],
                     help="original: original-phantom tuning pairs (case_spec(i), i >= 100)")
     ap.add_argument("--set", dest="settings", action="append", default=[], metavar="GROUP.PARAM=VALUE",

@@ -545,6 +545,7 @@ class MSContext:
     cand: Candidates | None = None
     classical_score: np.ndarray | None = None  # learned / fusion engines: each engine's score, kept apart
     learned_score: np.ndarray | None = None
+    learned_probability: np.ndarray | None = None  # the network's output when a caller already has it (a sweep)
     labels0: np.ndarray | None = None
     n0: int = 0
     labels: np.ndarray | None = None
@@ -722,7 +723,8 @@ def step_candidates(ctx: MSContext) -> None:
 
             assert ctx.ref is not None
             ctx.cand, ctx.classical_score, ctx.learned_score, rec = apply_lesion_engine(
-                ctx.cand, ctx.ref.with_data(ctx.bn), ctx.fn, ctx.brain, ctx.cfg.lesion_engine, ctx.cfg.learned)
+                ctx.cand, ctx.ref.with_data(ctx.bn), ctx.fn, ctx.brain, ctx.cfg.lesion_engine, ctx.cfg.learned,
+                probability=ctx.learned_probability)
             # fusion: both engines made the score (the classical difference engine and the network)
             st.engine = (f"segment.ms_difference + {rec['engine']} (fusion)" if ctx.cfg.lesion_engine == "fusion"
                          else f"{rec['engine']} (learned)")

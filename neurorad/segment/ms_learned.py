@@ -11,7 +11,11 @@ Engines of the workflow's candidate step (``MSConfig.lesion_engine``):
 * ``learned``: the network's probability, mapped onto the classical score's scale
   (:func:`probability_to_score`: ``extent_probability`` -> the post-processing's binarisation
   threshold 0.01, ``core_probability`` -> its "confident" peak 0.1, 1 -> 1), so the same post-processing,
-  false-positive rules, new/enlarging classification, delineation and FROC apply unchanged;
+  false-positive rules, new/enlarging classification, delineation and FROC apply unchanged. The two anchors
+  are the engine's operating point, chosen by a sweep on widened tuning pairs (``bench/ms_sweep.py --engine
+  learned``; docs/ms-lesions.md "Workflow 1.10.0"): 0.08 / 0.4 for the learned engine alone, 0.3 / 0.5 for the
+  learned part of the fusion engine (``fusion_extent_probability``, ``fusion_core_probability``), where lower
+  anchors found no lesion more and only added false positives;
 * ``fusion``: a lesion is reported when EITHER engine is confident about it and its own rules keep it
   (:func:`merge_engine_lesions`: each engine runs the whole detection, post-processing to delineation, on
   its own score; the classical lesions unchanged, each learned lesion joined to the classical one it overlaps
@@ -56,14 +60,37 @@ class LearnedParams:
     """The learned engine's model and how its probability joins the classical score scale."""
 
     model: str = LEARNED_MODEL  # registry name[@version] or a model folder
-    extent_probability: float = 0.3  # -> score 0.01 (post-processing's binarisation: the candidate's extent)
-    core_probability: float = 0.5  # -> score 0.1 (post-processing's peak: "confident")
+    # the learned engine's operating point, as probability anchors (probability_to_score). 0.08 / 0.4 (workflow
+    # 1.10.0), from a sweep on the 48 widened tuning pairs 0-47 at 1 mm with ms-unet3d 0.2.0 (bench/ms_sweep.py
+    # --engine learned): extent/core 0.3/0.5, 0.15/0.3, 0.08/0.15, 0.03/0.06 found 71, 76, 78, 78 of 93 lesions
+    # at 0.021, 0.042, 0.167, 0.188 FP per patient. A low extent lets the candidate cover the lesion (the 40 %
+    # rule, the delineation); the core then only sorts candidates: with extent 0.08 the 78 hold for cores up to
+    # about 0.47 (one lost from 0.5) while FP fall, 0.3: 0.062, 0.4: 0.021 per patient. 0.4: the fewest FP at
+    # full sensitivity with a margin to the edge. Before 1.10.0: 0.3 / 0.5
+    extent_probability: float = 0.08  # -> score 0.01 (post-processing's binarisation: the candidate's extent)
+    core_probability: float = 0.4  # -> score 0.1 (post-processing's peak: "confident")
+    # the same anchors for the learned part of the fusion engine: 0.3 / 0.5. In the same sweep (--engine fusion)
+    # fusion found 84/93 at every setting and its false positives rose from 0.083 to 0.125, 0.250 and 0.271 per
+    # patient: the lesions a lower learned threshold adds are the classical engine's already
+    fusion_extent_probability: float = 0.3
+    fusion_core_probability: float = 0.5
     disagree_score: float = 0.5  # fusion: one engine's peak >= this while the other's < 0.01 -> quality warning
 
     def __post_init__(self) -> None:
-        if not 0.0 < self.extent_probability < self.core_probability < 1.0:
-            raise ValueError("LearnedParams: need 0 < extent_probability < core_probability < 1, got "
-                             f"{self.extent_probability} and {self.core_probability}")
+        for engine in ("learned", "fusion"):
+            extent, core = self.anchors(engine)
+            if not 0.0 < extent < core < 1.0:
+                prefix = "" if engine == "learned" else "fusion_"
+                raise ValueError(f"LearnedParams: need 0 < {prefix}extent_probability < {prefix}core_probability "
+                                 f"< 1, got {extent} and {core}")
+
+    def anchors(self, engine: str = "learned") -> tuple[float, float]:
+        """``(extent_probability, core_probability)`` of ``engine`` (``learned`` alone or ``fusion``)."""
+        if engine == "fusion":
+            return self.fusion_extent_probability, self.fusion_core_probability
+        if engine == "learned":
+            return self.extent_probability, self.core_probability
+        raise ValueError(f"LearnedParams.anchors: unknown engine {engine!r} (learned, fusion)")
 
 
 def check_model(seg: Any, ref: str) -> None:
@@ -122,12 +149,14 @@ def learned_probability(seg: Any, baseline: Volume, followup: np.ndarray, brain:
 
 
 def probability_to_score(p: np.ndarray, params: LearnedParams, binarise_threshold: float = 0.01,
-                         min_peak_score: float = 0.1) -> np.ndarray:
+                         min_peak_score: float = 0.1, engine: str = "learned") -> np.ndarray:
     """Map a probability onto the classical score scale, piecewise linear and increasing:
     0 -> 0, ``extent_probability`` -> ``binarise_threshold``, ``core_probability`` -> ``min_peak_score``,
-    1 -> 1 (the post-processing's two thresholds then mean the same for both engines). The anchors are the
-    regional workflow's fixed thresholds (``PostParams()`` defaults), not a run's lowered FROC floor."""
-    xp = [0.0, params.extent_probability, params.core_probability, 1.0]
+    1 -> 1 (the post-processing's two thresholds then mean the same for both engines), with ``engine``'s
+    anchors (:meth:`LearnedParams.anchors`). The score side is the regional workflow's fixed thresholds
+    (``PostParams()`` defaults), not a run's lowered FROC floor."""
+    extent, core = params.anchors(engine)
+    xp = [0.0, extent, core, 1.0]
     fp = [0.0, binarise_threshold, min_peak_score, 1.0]
     return np.interp(np.asarray(p, np.float64), xp, fp).astype(np.float32)
 
@@ -215,13 +244,16 @@ def disagreement_warning(records: list[dict[str, Any]]) -> str | None:
 
 
 def apply_lesion_engine(cand: Any, baseline: Volume, followup: np.ndarray, brain: np.ndarray, engine: str,
-                        params: LearnedParams) -> tuple[Any, np.ndarray, np.ndarray, dict[str, str]]:
+                        params: LearnedParams, probability: np.ndarray | None = None,
+                        ) -> tuple[Any, np.ndarray, np.ndarray, dict[str, str]]:
     """The candidate step's score for ``engine`` (``learned`` or ``fusion``; module doc): the classical
     :class:`~neurorad.segment.ms_difference.Candidates` with its score replaced by the learned one (``learned``)
     or kept (``fusion``: the classical engine's detection runs on it unchanged, the learned engine's on the
     learned score, and :func:`merge_engine_lesions` unites their lesions), the classical and learned scores
     (kept apart for the fusion and the disagreement check) and the model's record (name, version, sha256,
-    engine)."""
+    engine). ``probability``: the model's :func:`learned_probability` for this pair when the caller already has
+    it (the tuning sweep caches it per pair, so a sweep of ``LearnedParams`` thresholds runs the network once);
+    None runs the network."""
     from dataclasses import replace
 
     from neurorad.segment.ms_difference import PostParams
@@ -230,8 +262,14 @@ def apply_lesion_engine(cand: Any, baseline: Volume, followup: np.ndarray, brain
         raise InputError(f"MS lesion engine {engine!r} has no learned part (learned, fusion)")
     seg = learned_segmenter(params.model)
     post = PostParams()
-    p = learned_probability(seg, baseline, followup, brain)
-    learned = probability_to_score(p, params, post.binarise_threshold, post.min_peak_score)
+    if probability is None:
+        p = learned_probability(seg, baseline, followup, brain)
+    elif np.shape(probability) != np.shape(brain):
+        raise InputError(f"MS learned engine: a given probability map on grid {np.shape(probability)}, expected "
+                         f"{np.shape(brain)}")
+    else:
+        p = np.asarray(probability, np.float32)
+    learned = probability_to_score(p, params, post.binarise_threshold, post.min_peak_score, engine)
     classical = np.asarray(cand.score, np.float32)
     score = learned if engine == "learned" else classical
     rec = engine_record(params.model)

@@ -122,3 +122,51 @@ def test_sweep_detection_is_the_workflows(seed: int, variants: list[list[str]], 
         lab, peaks = _sweep().detect(d, ctx.cfg)
         assert ctx.n >= 1 and len(peaks) == ctx.n, items
         assert np.array_equal(lab, ctx.labels), items
+
+
+@pytest.mark.slow
+def test_sweep_runs_the_learned_engines_on_a_probability_cached_per_pair(tmp_path, monkeypatch) -> None:
+    """--engine fusion / learned: the network's probability is computed once per pair and model and cached beside
+    the pair; detection from the cached map gives the workflow's own fusion lesions (the candidate step running the
+    network itself), a second read comes from the cache without the network, and a given map is what the learned
+    engine detects on (an all-zero map: no learned lesion, whatever the network would have said)."""
+    from dataclasses import replace
+
+    import numpy as np
+
+    from neurorad.phantom.cases import ms_pair, widened_ms_options
+    from neurorad.pipelines import ms_lesions as ms
+    from neurorad.segment import ms_learned
+
+    sweep = _sweep()
+    opts = widened_ms_options(100_202)
+    opts["in_plane_mm"] = 2.0
+    case = ms_pair(**opts)
+    cfg = MSConfig(lesion_engine="fusion")
+    ctx = ms.MSContext(cfg, tmp_path, case.baseline_flair, case.followup_flair)
+    names = [s.name for s in ms.STEPS]
+    for step in ms.STEPS[: names.index("classify") + 1]:
+        step.run(ctx)
+    assert ctx.ref is not None and ctx.labels is not None and ctx.n >= 1
+    d = {"bn": ctx.bn, "fn": ctx.fn, "brain": ctx.brain, "sp": ctx.ref.spacing_mm, "vox": ctx.ref.voxel_volume_mm3}
+    pair = tmp_path / "tuning_0_2.pkl"
+    assert sweep.learned_probability_cached(pair, d, MSConfig()) is None  # classical: no network
+    p = sweep.learned_probability_cached(pair, d, cfg)
+    cached = list(tmp_path.glob("tuning_0_2.learned_*.npz"))
+    sha = ms_learned.engine_record(cfg.learned.model)["sha256"]
+    assert [c.name for c in cached] == [f"tuning_0_2.learned_{sha[:16]}.npz"]
+    assert p.shape == ctx.brain.shape and p.dtype == np.float32 and float(p.max()) > 0.5
+    lab, peaks = sweep.detect(d, cfg, p)
+    assert len(peaks) == ctx.n and np.array_equal(lab, ctx.labels)
+
+    def no_network(*args, **kw):
+        raise AssertionError("the network ran although its output was cached or given")
+
+    monkeypatch.setattr(ms_learned, "learned_probability", no_network)
+    assert np.array_equal(sweep.learned_probability_cached(pair, d, cfg), p)
+    learned = replace(cfg, lesion_engine="learned")
+    lab_l, peaks_l = sweep.detect(d, learned, p)
+    assert len(peaks_l) >= 1  # the network's own lesions on this active pair
+    assert sweep.detect(d, learned, np.zeros_like(p))[1] == []
+    with pytest.raises(Exception, match="given probability map on grid"):
+        sweep.detect(d, learned, p[:-1])

@@ -42,6 +42,27 @@ def test_probability_maps_onto_the_classical_score_anchors() -> None:
         LearnedParams(extent_probability=0.6, core_probability=0.5)
 
 
+def test_learned_and_fusion_engines_map_the_probability_with_their_own_operating_points() -> None:
+    """The learned engine alone and the learned part of the fusion engine have their own anchors (workflow
+    1.10.0: chosen apart by the tuning sweep); each engine's score puts its own anchors on 0.01 and 0.1."""
+    p = LearnedParams()
+    assert p.anchors("learned") == (p.extent_probability, p.core_probability)
+    assert p.anchors("fusion") == (p.fusion_extent_probability, p.fusion_core_probability)
+    assert p.anchors("learned") != p.anchors("fusion")
+    for engine in ("learned", "fusion"):
+        extent, core = p.anchors(engine)
+        s = probability_to_score(np.array([extent, core]), p, engine=engine)
+        assert np.allclose(s, [0.01, 0.1], atol=1e-6), engine
+    # one probability between the two operating points: confident for the learned engine, not for fusion's part
+    mid = (p.core_probability + p.fusion_core_probability) / 2
+    assert probability_to_score(np.array([mid]), p)[0] > 0.1 > probability_to_score(np.array([mid]), p,
+                                                                                    engine="fusion")[0]
+    with pytest.raises(ValueError, match="fusion_extent_probability"):
+        LearnedParams(fusion_extent_probability=0.6)
+    with pytest.raises(ValueError, match="unknown engine"):
+        p.anchors("classical")
+
+
 def test_fusion_keeps_a_candidate_when_either_engine_is_confident_and_flags_strong_disagreement() -> None:
     """Four blobs: A confident in the classical engine only, B in the learned engine only, C weak in both
     (below the 0.1 peak), D confident in both. Fusion keeps A, B, D and drops C; A and B are strong
@@ -286,8 +307,14 @@ def test_training_entry_makes_a_registry_model_the_engine_runs(tmp_path: Path, m
     assert np.array_equal(classical, cand.score) and np.array_equal(c_l.score, learned)
     assert learned.shape == d["brain"].shape and 0 <= learned.min() and learned.max() <= 1
     assert not learned[~d["brain"]].any()
-    c_f, _, _, _ = ms_learned.apply_lesion_engine(cand, ref, d["fn"], d["brain"], "fusion", params)
+    c_f, _, learned_f, _ = ms_learned.apply_lesion_engine(cand, ref, d["fn"], d["brain"], "fusion", params)
     assert np.array_equal(c_f.score, classical)  # fusion: the classical detection runs on its own score first
+    # each engine maps the same network output with its own operating point; a given map skips the network
+    prob = ms_learned.learned_probability(ms_learned.learned_segmenter(str(model)), ref, d["fn"], d["brain"])
+    assert np.array_equal(learned, probability_to_score(prob, params, engine="learned"))
+    assert np.array_equal(learned_f, probability_to_score(prob, params, engine="fusion"))
+    given = ms_learned.apply_lesion_engine(cand, ref, d["fn"], d["brain"], "learned", params, probability=prob)
+    assert np.array_equal(given[2], learned)
     assert np.array_equal(c_f.difference, cand.difference)  # the FP rules still see the classical difference
     ms_learned.learned_segmenter.cache_clear()
 
