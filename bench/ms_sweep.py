@@ -112,7 +112,8 @@ def learned_probability_cached(pair_path: Path, d: dict, cfg) -> np.ndarray | No
     sha = ms_learned.engine_record(cfg.learned.model)["sha256"] or "unhashed"
     path = pair_path.with_name(f"{pair_path.stem}.learned_{sha[:16]}.npz")
     if path.exists():
-        return np.load(path)["p"]
+        with np.load(path) as cached:  # an NpzFile holds its file open until closed
+            return cached["p"]
     bn = np.asarray(d["bn"], np.float32)
     ref = Volume(bn, np.diag([*map(float, d["sp"]), 1.0]))
     p = ms_learned.learned_probability(ms_learned.learned_segmenter(cfg.learned.model), ref, np.asarray(d["fn"]),

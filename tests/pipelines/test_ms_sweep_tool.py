@@ -134,6 +134,7 @@ def test_sweep_runs_the_learned_engines_on_a_probability_cached_per_pair(tmp_pat
 
     import numpy as np
 
+    from neurorad.errors import InputError
     from neurorad.phantom.cases import ms_pair, widened_ms_options
     from neurorad.pipelines import ms_lesions as ms
     from neurorad.segment import ms_learned
@@ -168,5 +169,5 @@ def test_sweep_runs_the_learned_engines_on_a_probability_cached_per_pair(tmp_pat
     lab_l, peaks_l = sweep.detect(d, learned, p)
     assert len(peaks_l) >= 1  # the network's own lesions on this active pair
     assert sweep.detect(d, learned, np.zeros_like(p))[1] == []
-    with pytest.raises(Exception, match="given probability map on grid"):
+    with pytest.raises(InputError, match="given probability map on grid"):
         sweep.detect(d, learned, p[:-1])
