@@ -4,7 +4,10 @@ The schedule follows the published systems (PAPERS.md B6, C6, E2): Adam (learnin
 3e-4 by default), the learning rate multiplied by ``lr_factor`` (0.9 = "reduce by 10 %") after
 ``lr_patience_epochs`` epochs without a better validation Dice, training stopped after
 ``stop_patience_epochs`` epochs without improvement (or at ``max_epochs``, or once validation
-Dice reaches ``stop_at_val_dice``), and the checkpoint with the best validation Dice kept.
+Dice reaches ``stop_at_val_dice``), and the checkpoint with the best validation Dice kept. ``lr_schedule =
+"poly"`` replaces the plateau rule with nnU-Net's polynomial decay (Isensee et al., Nat Methods 2021: the
+learning rate at epoch ``e`` of ``max_epochs`` is ``learning_rate * (1 - (e - 1) / max_epochs) ** 0.9``), which
+anneals to nearly zero by the last epoch instead of waiting for a plateau that a short CPU budget never reaches.
 
 ``touch RUN/STOP`` ends a run at the next epoch boundary (also when resuming): the best checkpoint so
 far becomes the model.
@@ -26,7 +29,7 @@ Config (TOML or JSON), every key but ``data.dataset`` optional::
                 config), spacing_mm, normalization, patch_size,
                 val_fraction, folds
     [training]  seed, max_epochs, iterations_per_epoch, batch_size, learning_rate, loss
-                (dice_ce|dice|ce), lr_patience_epochs, lr_factor, stop_patience_epochs,
+                (dice_ce|dice|ce), lr_schedule (plateau|poly), lr_patience_epochs, lr_factor, stop_patience_epochs,
                 stop_at_val_dice, foreground_oversample, mirror_augment, intensity_augment,
                 init_weights (a registry model: folder or ``name@version``; every fold starts from its
                 ``fold_0.pt`` instead of random weights: fine-tuning, as nnU-Net's ``-pretrained_weights``)
@@ -58,6 +61,7 @@ from neurorad.segment.networks import ArchSpec, build_network, count_parameters
 from neurorad.segment.registry import finalize_folder
 
 LOSSES = ("dice_ce", "dice", "ce")
+LR_SCHEDULES = ("plateau", "poly")
 
 
 @dataclass
@@ -84,6 +88,7 @@ class TrainConfig:
     batch_size: int = 2
     learning_rate: float = 3e-4
     loss: str = "dice_ce"
+    lr_schedule: str = "plateau"
     lr_patience_epochs: int = 30
     lr_factor: float = 0.9
     stop_patience_epochs: int = 60
@@ -111,6 +116,9 @@ class TrainConfig:
             raise InputError("data.val_fraction must be between 0 and 1", src)
         if not 0 < self.lr_factor <= 1:
             raise InputError("training.lr_factor must be in (0, 1]", src)
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise InputError(f"training.lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got "
+                             f"{self.lr_schedule!r}", src)
 
     def arch(self, in_channels: int, out_channels: int) -> ArchSpec:
         try:
@@ -129,7 +137,7 @@ _SECTIONS = {
     "model": ("name", "version", "task", "architecture", "features", "slices", "dropout", "extra"),
     "data": ("dataset", "spacing_mm", "normalization", "patch_size", "val_fraction", "folds"),
     "training": ("seed", "max_epochs", "iterations_per_epoch", "batch_size", "learning_rate", "loss",
-                 "lr_patience_epochs", "lr_factor", "stop_patience_epochs", "stop_at_val_dice",
+                 "lr_schedule", "lr_patience_epochs", "lr_factor", "stop_patience_epochs", "stop_at_val_dice",
                  "foreground_oversample", "mirror_augment", "intensity_augment", "init_weights"),
 }
 
@@ -366,6 +374,14 @@ def init_state(cfg: TrainConfig, arch: ArchSpec) -> tuple[dict[str, torch.Tensor
     return state, {"model": f"{m.name}@{m.version}", "file": files[0], "weights_state_sha256": state_sha256(state)}
 
 
+def poly_learning_rate(initial: float, epoch: int, max_epochs: int, exponent: float = 0.9) -> float:
+    """nnU-Net's polynomial learning-rate decay (Isensee et al., Nat Methods 2021): the rate of 1-based
+    ``epoch`` out of ``max_epochs``, ``initial * (1 - (epoch - 1) / max_epochs) ** exponent``."""
+    if not 1 <= epoch <= max_epochs:
+        raise ValueError(f"epoch {epoch} is outside 1..{max_epochs}")
+    return float(initial * (1.0 - (epoch - 1) / max_epochs) ** exponent)
+
+
 def _train_fold(cfg: TrainConfig, arch: ArchSpec, fold: int, train_cases: list[PreparedCase],
                 val_cases: list[PreparedCase], fold_dir: Path, inf: InferenceSpec, resume: bool,
                 progress: Callable[[dict], None] | None,
@@ -402,6 +418,8 @@ def _train_fold(cfg: TrainConfig, arch: ArchSpec, fold: int, train_cases: list[P
             break
         epoch += 1
         t0 = time.perf_counter()
+        if cfg.lr_schedule == "poly":
+            lr = poly_learning_rate(cfg.learning_rate, epoch, cfg.max_epochs)
         for g in opt.param_groups:
             g["lr"] = lr
         losses = []
@@ -423,7 +441,7 @@ def _train_fold(cfg: TrainConfig, arch: ArchSpec, fold: int, train_cases: list[P
             save_weights(net, fold_dir / "best.pt")
         else:
             since_best += 1
-            if since_best % cfg.lr_patience_epochs == 0:
+            if cfg.lr_schedule == "plateau" and since_best % cfg.lr_patience_epochs == 0:
                 lr *= cfg.lr_factor
         row = {"fold": fold, "epoch": epoch, "loss": round(float(np.mean(losses)), 6), "val_dice": round(val, 6),
                "learning_rate": lr, "seconds": round(time.perf_counter() - t0, 3)}
@@ -564,9 +582,15 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False,
 
 def add_budget_arguments(ap: Any) -> None:
     """The schedule and budget options every starter-model entry takes (``--epochs``, ``--iterations``,
-    ``--minutes``, ``--resume``; :func:`train_starter`)."""
+    ``--learning-rate``, ``--lr-schedule``, ``--minutes``, ``--resume``; :func:`train_starter`)."""
     ap.add_argument("--epochs", type=int, default=None, help="override max_epochs (tests use 1)")
     ap.add_argument("--iterations", type=int, default=None, help="override iterations_per_epoch")
+    ap.add_argument("--learning-rate", type=float, default=None,
+                    help="override the initial learning rate (after --init's halving, where the entry has one)")
+    ap.add_argument("--lr-schedule", choices=LR_SCHEDULES, default=None,
+                    help="override the learning-rate schedule: plateau (reduce after epochs without a better "
+                         "validation Dice) or poly (nnU-Net's decay to nearly zero at the last epoch: pair it with "
+                         "--epochs that fit the --minutes budget)")
     ap.add_argument("--minutes", type=float, default=None,
                     help="wall-clock budget of the training loop: stop (keeping the best checkpoint) at the first "
                          "epoch boundary after it")
@@ -585,7 +609,13 @@ def train_starter(raw_config: dict[str, Any], out: Path, args: Any, prog: str,
         cfg["training"]["max_epochs"] = args.epochs
     if args.iterations:
         cfg["training"]["iterations_per_epoch"] = args.iterations
-    pairs = (*before, ("epochs", args.epochs), ("iterations", args.iterations), ("minutes", args.minutes), *after)
+    lr, schedule = getattr(args, "learning_rate", None), getattr(args, "lr_schedule", None)
+    if lr:
+        cfg["training"]["learning_rate"] = lr
+    if schedule:
+        cfg["training"]["lr_schedule"] = schedule
+    pairs = (*before, ("epochs", args.epochs), ("iterations", args.iterations), ("learning-rate", lr),
+             ("lr-schedule", schedule), ("minutes", args.minutes), *after)
     command = f"{prog} --out RUN" + "".join(f" --{k} {v}" for k, v in pairs if v)
     return train_within_budget(cfg, out, command, args.minutes, args.resume)
 

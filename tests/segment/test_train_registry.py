@@ -116,6 +116,37 @@ def test_init_weights_fine_tunes_from_a_registry_model_and_refuses_one_that_does
                            tmp_path), tmp_path / "missing")
 
 
+def test_poly_schedule_decays_the_learning_rate_as_nnunet_and_the_starter_options_set_it(planted_dataset,
+                                                                                           tmp_path):
+    from argparse import ArgumentParser
+
+    from neurorad.segment.train import add_budget_arguments, poly_learning_rate, train_starter
+
+    # analytic: nnU-Net's (1 - (e - 1) / E) ** 0.9, full rate at the first epoch, nearly zero at the last
+    assert poly_learning_rate(1e-3, 1, 4) == 1e-3
+    assert poly_learning_rate(1e-3, 3, 4) == pytest.approx(1e-3 * 0.5 ** 0.9, rel=1e-12)
+    assert poly_learning_rate(1e-3, 40, 40) == pytest.approx(1e-3 * (1 / 40) ** 0.9, rel=1e-12)
+    with pytest.raises(ValueError, match="outside 1..4"):
+        poly_learning_rate(1e-3, 5, 4)
+    with pytest.raises(InputError, match="lr_schedule must be one of plateau, poly"):
+        parse_config(tiny_config(planted_dataset, "unet3d", **SHORT, lr_schedule="cosine"), tmp_path)
+    # a starter entry's --learning-rate / --lr-schedule reach the run, its curves and the card's command
+    ap = ArgumentParser()
+    add_budget_arguments(ap)
+    args = ap.parse_args(["--epochs", "3", "--iterations", "2", "--learning-rate", "0.004", "--lr-schedule", "poly"])
+    raw = tiny_config(planted_dataset, "unet3d", max_epochs=9, iterations_per_epoch=9, stop_at_val_dice=None,
+                      lr_patience_epochs=1, lr_factor=0.5)
+    (tmp_path / "out").mkdir()
+    model = train_starter(raw, tmp_path / "out", args, "python -m planted")
+    rows = (model / "curves.csv").read_text().strip().splitlines()[1:]
+    lrs = [float(r.split(",")[4]) for r in rows]
+    assert lrs == pytest.approx([poly_learning_rate(0.004, e, 3) for e in (1, 2, 3)], rel=1e-9)
+    card = read_card(model)
+    assert card["training"]["config"]["training"]["lr_schedule"] == "poly"
+    assert card["validation"]["command"] == ("python -m planted --out RUN --epochs 3 --iterations 2 "
+                                             "--learning-rate 0.004 --lr-schedule poly")
+
+
 def test_changed_file_refuses_to_run_and_corrupt_checkpoint_is_named(trained, tmp_path):
     model = tmp_path / "m"
     shutil.copytree(trained / "model", model)

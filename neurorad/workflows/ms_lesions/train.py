@@ -185,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--prepare-only", action="store_true", help="stop after caching the pairs' steps 1-5")
     ap.add_argument("--init", metavar="MODEL", default=None,
                     help="fine-tune: start from this registry model's weights (name@version or folder) at half the "
-                         "learning rate, instead of random weights")
+                         "learning rate (or --learning-rate), instead of random weights")
     ap.add_argument("--threads", type=int, default=1,
                     help="torch CPU threads (default 1: a fixed count keeps runs bit-identical)")
     from neurorad.segment.train import add_budget_arguments
