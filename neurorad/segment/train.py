@@ -30,7 +30,9 @@ Config (TOML or JSON), every key but ``data.dataset`` optional::
                 val_fraction, folds
     [training]  seed, max_epochs, iterations_per_epoch, batch_size, learning_rate, loss
                 (dice_ce|dice|ce), lr_schedule (plateau|poly), lr_patience_epochs, lr_factor, stop_patience_epochs,
-                stop_at_val_dice, foreground_oversample, mirror_augment, intensity_augment,
+                stop_at_val_dice, foreground_oversample, foreground_sampling (voxel|component: a foreground
+                patch centred on a foreground voxel, or on a lesion chosen first so small lesions are seen as
+                often as large ones), mirror_augment, intensity_augment,
                 init_weights (a registry model: folder or ``name@version``; every fold starts from its
                 ``fold_0.pt`` instead of random weights: fine-tuning, as nnU-Net's ``-pretrained_weights``)
     [inference] overlap, mirror_tta, batch_size, patch_size (default: the training patch)
@@ -62,6 +64,9 @@ from neurorad.segment.registry import finalize_folder
 
 LOSSES = ("dice_ce", "dice", "ce")
 LR_SCHEDULES = ("plateau", "poly")
+#: how a foreground patch picks its centre: a foreground voxel (nnU-Net; large lesions dominate) or first a
+#: lesion (a connected component of the label), then a voxel of it, so every lesion is as likely, however small
+FOREGROUND_SAMPLING = ("voxel", "component")
 
 
 @dataclass
@@ -94,6 +99,7 @@ class TrainConfig:
     stop_patience_epochs: int = 60
     stop_at_val_dice: float | None = None
     foreground_oversample: float = 0.33
+    foreground_sampling: str = "voxel"
     mirror_augment: bool = True
     intensity_augment: bool = True
     init_weights: str | None = None
@@ -116,6 +122,9 @@ class TrainConfig:
             raise InputError("data.val_fraction must be between 0 and 1", src)
         if not 0 < self.lr_factor <= 1:
             raise InputError("training.lr_factor must be in (0, 1]", src)
+        if self.foreground_sampling not in FOREGROUND_SAMPLING:
+            raise InputError(f"training.foreground_sampling must be one of {', '.join(FOREGROUND_SAMPLING)}, got "
+                             f"{self.foreground_sampling!r}", src)
         if self.lr_schedule not in LR_SCHEDULES:
             raise InputError(f"training.lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got "
                              f"{self.lr_schedule!r}", src)
@@ -138,7 +147,8 @@ _SECTIONS = {
     "data": ("dataset", "spacing_mm", "normalization", "patch_size", "val_fraction", "folds"),
     "training": ("seed", "max_epochs", "iterations_per_epoch", "batch_size", "learning_rate", "loss",
                  "lr_schedule", "lr_patience_epochs", "lr_factor", "stop_patience_epochs", "stop_at_val_dice",
-                 "foreground_oversample", "mirror_augment", "intensity_augment", "init_weights"),
+                 "foreground_oversample", "foreground_sampling", "mirror_augment", "intensity_augment",
+                 "init_weights"),
 }
 
 
@@ -199,10 +209,29 @@ class PreparedCase:
     image: np.ndarray  # [C, X, Y, Z] float32, padded to at least the patch
     label: np.ndarray  # [X, Y, Z] int16
     foreground: np.ndarray  # (N, 3) voxel indices of label > 0 (subsampled)
+    components: np.ndarray | None = None  # (N,) connected component (1..) of each foreground entry
+
+
+def foreground_index(label: np.ndarray, components: bool = False, limit: int = 20000
+                     ) -> tuple[np.ndarray, np.ndarray | None]:
+    """The voxel indices of ``label > 0`` (evenly subsampled to ``limit``) and, with ``components``, the connected
+    component (1.., 26-connected in 3D) of each; a subsample then keeps at least one voxel of every component."""
+    from scipy import ndimage
+
+    fg = np.argwhere(label > 0)
+    keep = np.linspace(0, len(fg) - 1, limit).astype(int) if len(fg) > limit else None
+    comp = None
+    if components:
+        comp = ndimage.label(label > 0, structure=np.ones((3,) * label.ndim, bool))[0][tuple(fg.T)]
+        if keep is not None:
+            keep = np.union1d(keep, np.unique(comp, return_index=True)[1])
+            comp = comp[keep]
+    return (fg if keep is None else fg[keep]), comp
 
 
 def prepare_cases(datasets: list[RawDataset], prep: PreprocessSpec, min_shape: tuple[int, int, int],
-                  progress: Callable[[dict], None] | None = None) -> list[PreparedCase]:
+                  progress: Callable[[dict], None] | None = None, components: bool = False) -> list[PreparedCase]:
+    """The datasets' cases on the working grid, each with its foreground voxels (:func:`foreground_index`)."""
     out = []
     pairs = [(d, c) for d in datasets for c in d.cases]
     for i, (ds, case) in enumerate(pairs):
@@ -213,11 +242,9 @@ def prepare_cases(datasets: list[RawDataset], prep: PreprocessSpec, min_shape: t
         if any(p[1] for p in pad):
             arr = np.pad(arr, [(0, 0), *pad], mode="constant", constant_values=float(arr.min()))
             lab_arr = np.pad(lab_arr, pad, mode="constant")
-        fg = np.argwhere(lab_arr > 0)
-        if len(fg) > 20000:
-            fg = fg[np.linspace(0, len(fg) - 1, 20000).astype(int)]
+        fg, comp = foreground_index(lab_arr, components)
         cid = case if len(datasets) == 1 else f"{ds.root.name}/{case}"
-        out.append(PreparedCase(cid, arr, lab_arr, fg))
+        out.append(PreparedCase(cid, arr, lab_arr, fg, comp))
         if progress:
             progress({"stage": "prepare", "done": i + 1, "total": len(pairs)})
     return out
@@ -225,13 +252,20 @@ def prepare_cases(datasets: list[RawDataset], prep: PreprocessSpec, min_shape: t
 
 def sample_batch(rng: np.random.Generator, cases: list[PreparedCase], arch: ArchSpec, patch: tuple[int, ...],
                  batch: int, fg_prob: float, mirror: bool, intensity: bool) -> tuple[np.ndarray, np.ndarray]:
-    """A batch of patches (nnU-Net style: a share of patches centred on foreground)."""
+    """A batch of patches (nnU-Net style: a share of patches centred on foreground; on a foreground voxel, or on
+    a voxel of a lesion chosen first where the cases carry ``components``)."""
     xs, ys = [], []
     for _ in range(batch):
         c = cases[int(rng.integers(len(cases)))]
         shape = c.label.shape
         want_fg = rng.random() < fg_prob and len(c.foreground) > 0
-        centre = c.foreground[int(rng.integers(len(c.foreground)))] if want_fg else None
+        centre = None
+        if want_fg and c.components is not None:  # a lesion first, then a voxel of it (FOREGROUND_SAMPLING)
+            ids = np.unique(c.components)
+            idx = np.flatnonzero(c.components == ids[int(rng.integers(len(ids)))])
+            centre = c.foreground[idx[int(rng.integers(len(idx)))]]
+        elif want_fg:
+            centre = c.foreground[int(rng.integers(len(c.foreground)))]
         if arch.spatial_dims == 3:
             start = []
             for d in range(3):
@@ -551,7 +585,8 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False,
         shutil.copyfile(cfg.source, run_dir / ("config" + cfg.source.suffix))
     min_shape = tuple(cfg.patch_size) + ((1,) if arch.spatial_dims == 2 else ())
     init = init_state(cfg, arch)  # before the data, so a wrong model fails at once
-    cases = prepare_cases(datasets, prep, min_shape, progress)  # type: ignore[arg-type]
+    cases = prepare_cases(datasets, prep, min_shape, progress,  # type: ignore[arg-type]
+                          components=cfg.foreground_sampling == "component")
     splits = split_cases(len(cases), cfg.folds, cfg.val_fraction, cfg.seed)
     results, history = [], []
     for fold, (tr, va) in enumerate(splits):
@@ -582,7 +617,8 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False,
 
 def add_budget_arguments(ap: Any) -> None:
     """The schedule and budget options every starter-model entry takes (``--epochs``, ``--iterations``,
-    ``--learning-rate``, ``--lr-schedule``, ``--minutes``, ``--resume``; :func:`train_starter`)."""
+    ``--learning-rate``, ``--lr-schedule``, ``--foreground-sampling``, ``--minutes``, ``--resume``;
+    :func:`train_starter`)."""
     ap.add_argument("--epochs", type=int, default=None, help="override max_epochs (tests use 1)")
     ap.add_argument("--iterations", type=int, default=None, help="override iterations_per_epoch")
     ap.add_argument("--learning-rate", type=float, default=None,
@@ -591,6 +627,9 @@ def add_budget_arguments(ap: Any) -> None:
                     help="override the learning-rate schedule: plateau (reduce after epochs without a better "
                          "validation Dice) or poly (nnU-Net's decay to nearly zero at the last epoch: pair it with "
                          "--epochs that fit the --minutes budget)")
+    ap.add_argument("--foreground-sampling", choices=FOREGROUND_SAMPLING, default=None,
+                    help="override how a foreground patch picks its centre: voxel (nnU-Net) or component (a lesion "
+                         "first, so small lesions are seen as often as large ones)")
     ap.add_argument("--minutes", type=float, default=None,
                     help="wall-clock budget of the training loop: stop (keeping the best checkpoint) at the first "
                          "epoch boundary after it")
@@ -610,12 +649,12 @@ def train_starter(raw_config: dict[str, Any], out: Path, args: Any, prog: str,
     if args.iterations:
         cfg["training"]["iterations_per_epoch"] = args.iterations
     lr, schedule = getattr(args, "learning_rate", None), getattr(args, "lr_schedule", None)
-    if lr:
-        cfg["training"]["learning_rate"] = lr
-    if schedule:
-        cfg["training"]["lr_schedule"] = schedule
+    sampling = getattr(args, "foreground_sampling", None)
+    for key, value in (("learning_rate", lr), ("lr_schedule", schedule), ("foreground_sampling", sampling)):
+        if value:
+            cfg["training"][key] = value
     pairs = (*before, ("epochs", args.epochs), ("iterations", args.iterations), ("learning-rate", lr),
-             ("lr-schedule", schedule), ("minutes", args.minutes), *after)
+             ("lr-schedule", schedule), ("foreground-sampling", sampling), ("minutes", args.minutes), *after)
     command = f"{prog} --out RUN" + "".join(f" --{k} {v}" for k, v in pairs if v)
     return train_within_budget(cfg, out, command, args.minutes, args.resume)
 

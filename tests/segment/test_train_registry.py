@@ -133,7 +133,8 @@ def test_poly_schedule_decays_the_learning_rate_as_nnunet_and_the_starter_option
     # a starter entry's --learning-rate / --lr-schedule reach the run, its curves and the card's command
     ap = ArgumentParser()
     add_budget_arguments(ap)
-    args = ap.parse_args(["--epochs", "3", "--iterations", "2", "--learning-rate", "0.004", "--lr-schedule", "poly"])
+    args = ap.parse_args(["--epochs", "3", "--iterations", "2", "--learning-rate", "0.004", "--lr-schedule", "poly",
+                          "--foreground-sampling", "component"])
     raw = tiny_config(planted_dataset, "unet3d", max_epochs=9, iterations_per_epoch=9, stop_at_val_dice=None,
                       lr_patience_epochs=1, lr_factor=0.5)
     (tmp_path / "out").mkdir()
@@ -143,8 +144,37 @@ def test_poly_schedule_decays_the_learning_rate_as_nnunet_and_the_starter_option
     assert lrs == pytest.approx([poly_learning_rate(0.004, e, 3) for e in (1, 2, 3)], rel=1e-9)
     card = read_card(model)
     assert card["training"]["config"]["training"]["lr_schedule"] == "poly"
+    assert card["training"]["config"]["training"]["foreground_sampling"] == "component"
     assert card["validation"]["command"] == ("python -m planted --out RUN --epochs 3 --iterations 2 "
-                                             "--learning-rate 0.004 --lr-schedule poly")
+                                             "--learning-rate 0.004 --lr-schedule poly --foreground-sampling component")
+
+
+def test_component_sampling_centres_small_lesions_as_often_as_large_ones():
+    from neurorad.segment.networks import ArchSpec
+    from neurorad.segment.train import PreparedCase, foreground_index, sample_batch
+
+    label = np.zeros((64, 64, 64), np.int16)
+    label[2:32, 2:32, 2:32] = 1  # a large lesion of 27,000 voxels, over the 20,000 kept
+    label[60, 60, 60] = 1  # a one-voxel lesion, far away
+    fg, comp = foreground_index(label)
+    assert comp is None and len(fg) == 20000
+    fg_c, comp = foreground_index(label, components=True)
+    assert comp is not None and sorted(set(comp.tolist())) == [1, 2] and (comp == 2).sum() == 1
+    assert all(label[tuple(v)] for v in fg_c)
+    arch = ArchSpec("unet3d", 1, 2, (8, 16, 32, 64, 128), 1, 0.0, {})
+    image = np.zeros((1, 64, 64, 64), np.float32)
+
+    def small_share(case: PreparedCase) -> float:
+        rng = np.random.default_rng(0)
+        hits = 0
+        for _ in range(100):
+            _, y = sample_batch(rng, [case], arch, (16, 16, 16), 1, 1.0, False, False)
+            hits += int(y.sum() == 1)  # the patch holds the small lesion, not the large one
+        return hits / 100
+
+    # binomial: one voxel in 20,000 is picked ~0 times in 100; one lesion in two about 50 times
+    assert small_share(PreparedCase("v", image, label, fg)) == 0.0
+    assert 0.3 < small_share(PreparedCase("c", image, label, fg_c, comp)) < 0.7
 
 
 def test_changed_file_refuses_to_run_and_corrupt_checkpoint_is_named(trained, tmp_path):
