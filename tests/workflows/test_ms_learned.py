@@ -289,10 +289,12 @@ def test_training_entry_makes_a_registry_model_the_engine_runs(tmp_path: Path, m
     assert card["contrasts"] == ["baseline_flair", "followup_flair"] and card["architecture"]["in_channels"] == 2
     assert "SYNTHETIC" in card["training_data"]
     assert card["validation"]["command"].startswith("python -m neurorad.workflows.ms_lesions.train --out RUN")
-    # fine-tuning from that model (`--init`): recorded in the card and the retrain command, at half the rate
+    # fine-tuning from that model (`--init`): recorded in the card and the retrain command, at half the rate;
+    # a successor's `--version` is the card's
     assert tr.main(["--out", str(tmp_path / "tuned"), "--cases", "3", "--epochs", "1", "--iterations", "1",
-                    "--init", str(model)]) == 0
+                    "--init", str(model), "--version", "0.9.0"]) == 0
     tuned = read_card(tmp_path / "tuned" / "run" / "model")
+    assert tuned["version"] == "0.9.0" and "--version 0.9.0" in tuned["validation"]["command"]
     assert tuned["training"]["init_weights"]["weights_state_sha256"] == card["training"]["weights_state_sha256"][0]
     assert f"--init {model}" in tuned["validation"]["command"]
     assert tuned["training"]["config"]["training"]["learning_rate"] == tr.CONFIG["training"]["learning_rate"] / 2

@@ -186,6 +186,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--init", metavar="MODEL", default=None,
                     help="fine-tune: start from this registry model's weights (name@version or folder) at half the "
                          "learning rate (or --learning-rate), instead of random weights")
+    ap.add_argument("--version", default=_VERSION,
+                    help=f"the trained model's version on its card (default {_VERSION}, the shipped model's: give "
+                         "the next one when training a successor)")
     ap.add_argument("--threads", type=int, default=1,
                     help="torch CPU threads (default 1: a fixed count keeps runs bit-identical)")
     from neurorad.segment.train import add_budget_arguments
@@ -216,10 +219,12 @@ def main(argv: list[str] | None = None) -> int:
                                   "label 1 = new or enlarging lesion")
     print(f"dataset: {time.perf_counter() - t0:.0f} s", flush=True)
     config = {k: dict(v) for k, v in CONFIG.items()}
+    config["model"]["version"] = a.version
     if a.init:
         config["training"].update(init_weights=a.init, learning_rate=CONFIG["training"]["learning_rate"] / 2)
     print(train_starter(config, a.out, a, "python -m neurorad.workflows.ms_lesions.train",
-                        before=(("cases", a.cases if a.cases != 60 else None), ("init", a.init)),
+                        before=(("cases", a.cases if a.cases != 60 else None), ("init", a.init),
+                                ("version", a.version if a.version != _VERSION else None)),
                         after=(("threads", a.threads if a.threads != 1 else None),)))
     return 0
 
