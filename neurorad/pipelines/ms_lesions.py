@@ -730,6 +730,7 @@ def step_candidates(ctx: MSContext) -> None:
                          else f"{rec['engine']} (learned)")
             st.weights_sha256 = rec["sha256"]
             st.parameters["learned_model"] = {k: rec[k] for k in ("name", "version", "sha256")}
+            st.parameters["learned_operating_point"] = rec["operating_point"]
         st.parameters["difference_sigma"] = round(ctx.cand.sigma, 5)
 
 

@@ -13,9 +13,12 @@ Engines of the workflow's candidate step (``MSConfig.lesion_engine``):
   threshold 0.01, ``core_probability`` -> its "confident" peak 0.1, 1 -> 1), so the same post-processing,
   false-positive rules, new/enlarging classification, delineation and FROC apply unchanged. The two anchors
   are the engine's operating point, chosen by a sweep on widened tuning pairs (``bench/ms_sweep.py --engine
-  learned``; docs/ms-lesions.md "Workflow 1.10.0"): 0.08 / 0.4 for the learned engine alone, 0.3 / 0.5 for the
-  learned part of the fusion engine (``fusion_extent_probability``, ``fusion_core_probability``), where lower
-  anchors found no lesion more and only added false positives;
+  learned``; docs/ms-lesions.md "Workflow 1.10.0"), one pair for the learned engine alone and one for the
+  learned part of the fusion engine (``fusion_extent_probability``, ``fusion_core_probability``). They belong
+  to a model's calibration, so they live on the model's card (``operating_point``, :func:`set_operating_point`;
+  ms-unet3d 0.2.0: 0.08 / 0.4 alone, 0.3 / 0.5 in fusion, where lower anchors found no lesion more and only
+  added false positives), a ``LearnedParams`` anchor overrides the card's, and a card without one falls back on
+  :data:`DEFAULT_ANCHORS`;
 * ``fusion``: a lesion is reported when EITHER engine is confident about it and its own rules keep it
   (:func:`merge_engine_lesions`: each engine runs the whole detection, post-processing to delineation, on
   its own score; the classical lesions unchanged, each learned lesion joined to the classical one it overlaps
@@ -41,7 +44,8 @@ import numpy as np
 from neurorad.errors import InputError
 from neurorad.image.volume import Volume
 
-__all__ = ["LEARNED_MODEL", "CHANNELS", "LABEL_NAMES", "LESION_ENGINES", "LearnedParams", "learned_segmenter",
+__all__ = ["LEARNED_MODEL", "CHANNELS", "LABEL_NAMES", "LESION_ENGINES", "DEFAULT_ANCHORS", "LearnedParams",
+           "model_operating_point", "set_operating_point", "learned_segmenter",
            "check_model", "engine_record", "learned_probability", "probability_to_score", "fuse_scores",
            "engine_disagreement", "disagreement_warning", "apply_lesion_engine", "merge_engine_lesions"]
 
@@ -55,42 +59,138 @@ LABEL_NAMES = ("background", "new_or_enlarging")
 LESION_ENGINES = ("classical", "learned", "fusion")
 
 
+#: the anchors an engine falls back on when neither its parameters nor the model's card give them
+#: (``(extent_probability, core_probability)``; ms-unet3d 0.2.0's swept point, workflow 1.10.0)
+DEFAULT_ANCHORS: dict[str, tuple[float, float]] = {"learned": (0.08, 0.4), "fusion": (0.3, 0.5)}
+
+
 @dataclass(frozen=True)
 class LearnedParams:
-    """The learned engine's model and how its probability joins the classical score scale."""
+    """The learned engine's model and how its probability joins the classical score scale.
+
+    The probability anchors are the engine's operating point. They belong to a model's calibration, so they
+    are read from the model card's ``operating_point`` (:func:`model_operating_point`, written by
+    :func:`set_operating_point` after a sweep); an anchor given here (``--set learned.core_probability=...``)
+    overrides the card, and a card without one falls back on :data:`DEFAULT_ANCHORS`. :meth:`resolve` gives
+    the anchors a run uses; the candidate step records them and where they came from."""
 
     model: str = LEARNED_MODEL  # registry name[@version] or a model folder
-    # the learned engine's operating point, as probability anchors (probability_to_score). 0.08 / 0.4 (workflow
-    # 1.10.0), from a sweep on the 48 widened tuning pairs 0-47 at 1 mm with ms-unet3d 0.2.0 (bench/ms_sweep.py
-    # --engine learned): extent/core 0.3/0.5, 0.15/0.3, 0.08/0.15, 0.03/0.06 found 71, 76, 78, 78 of 93 lesions
-    # at 0.021, 0.042, 0.167, 0.188 FP per patient. A low extent lets the candidate cover the lesion (the 40 %
-    # rule, the delineation); the core then only sorts candidates: with extent 0.08 the 78 hold for cores up to
-    # about 0.47 (one lost from 0.5) while FP fall, 0.3: 0.062, 0.4: 0.021 per patient. 0.4: the fewest FP at
-    # full sensitivity with a margin to the edge. Before 1.10.0: 0.3 / 0.5
-    extent_probability: float = 0.08  # -> score 0.01 (post-processing's binarisation: the candidate's extent)
-    core_probability: float = 0.4  # -> score 0.1 (post-processing's peak: "confident")
-    # the same anchors for the learned part of the fusion engine: 0.3 / 0.5. In the same sweep (--engine fusion)
-    # fusion found 84/93 at every setting and its false positives rose from 0.083 to 0.125, 0.250 and 0.271 per
-    # patient: the lesions a lower learned threshold adds are the classical engine's already
-    fusion_extent_probability: float = 0.3
-    fusion_core_probability: float = 0.5
+    # the learned engine's operating point, as probability anchors (probability_to_score); None: the card's.
+    # ms-unet3d 0.2.0's card: 0.08 / 0.4 (workflow 1.10.0), from a sweep on the 48 widened tuning pairs 0-47 at
+    # 1 mm (bench/ms_sweep.py --engine learned): extent/core 0.3/0.5, 0.15/0.3, 0.08/0.15, 0.03/0.06 found 71,
+    # 76, 78, 78 of 93 lesions at 0.021, 0.042, 0.167, 0.188 FP per patient. A low extent lets the candidate
+    # cover the lesion (the 40 % rule, the delineation); the core then only sorts candidates: with extent 0.08
+    # the 78 hold for cores up to about 0.47 (one lost from 0.5) while FP fall, 0.3: 0.062, 0.4: 0.021 per
+    # patient. 0.4: the fewest FP at full sensitivity with a margin to the edge. Before 1.10.0: 0.3 / 0.5
+    extent_probability: float | None = None  # -> score 0.01 (post-processing's binarisation: the extent)
+    core_probability: float | None = None  # -> score 0.1 (post-processing's peak: "confident")
+    # the same anchors for the learned part of the fusion engine; 0.2.0's card: 0.3 / 0.5. In the same sweep
+    # (--engine fusion) fusion found 84/93 at every setting and its false positives rose from 0.083 to 0.125,
+    # 0.250 and 0.271 per patient: the lesions a lower learned threshold adds are the classical engine's already
+    fusion_extent_probability: float | None = None
+    fusion_core_probability: float | None = None
     disagree_score: float = 0.5  # fusion: one engine's peak >= this while the other's < 0.01 -> quality warning
 
     def __post_init__(self) -> None:
+        for name in ANCHOR_FIELDS:
+            v = getattr(self, name)
+            if v is not None and not 0.0 < v < 1.0:
+                raise ValueError(f"LearnedParams: {name} must be in (0, 1), got {v}")
         for engine in ("learned", "fusion"):
-            extent, core = self.anchors(engine)
-            if not 0.0 < extent < core < 1.0:
-                prefix = "" if engine == "learned" else "fusion_"
-                raise ValueError(f"LearnedParams: need 0 < {prefix}extent_probability < {prefix}core_probability "
-                                 f"< 1, got {extent} and {core}")
+            extent, core = self._given(engine)
+            if extent is not None and core is not None:
+                _check_anchors(engine, extent, core, "LearnedParams")
 
-    def anchors(self, engine: str = "learned") -> tuple[float, float]:
-        """``(extent_probability, core_probability)`` of ``engine`` (``learned`` alone or ``fusion``)."""
+    def _given(self, engine: str) -> tuple[float | None, float | None]:
         if engine == "fusion":
             return self.fusion_extent_probability, self.fusion_core_probability
         if engine == "learned":
             return self.extent_probability, self.core_probability
         raise ValueError(f"LearnedParams.anchors: unknown engine {engine!r} (learned, fusion)")
+
+    def anchors(self, engine: str = "learned", card_point: dict[str, Any] | None = None) -> tuple[float, float]:
+        """``(extent_probability, core_probability)`` of ``engine`` (``learned`` alone or ``fusion``): each
+        anchor as given here, else the model card's ``card_point`` (:func:`model_operating_point`), else
+        :data:`DEFAULT_ANCHORS`."""
+        given = self._given(engine)
+        card = (card_point or {}).get(engine)
+        out = tuple(g if g is not None else (card[i] if card else DEFAULT_ANCHORS[engine][i])
+                    for i, g in enumerate(given))
+        _check_anchors(engine, out[0], out[1], "LearnedParams with the model card's operating point")
+        return float(out[0]), float(out[1])
+
+    def resolve(self, card_point: dict[str, Any] | None = None) -> tuple[LearnedParams, dict[str, Any]]:
+        """These parameters with every anchor filled in (:meth:`anchors`), and a record of the operating point
+        for provenance: each engine's anchors and where they came from (``parameters``, ``model card``,
+        ``default``; mixed when some anchors were given and the rest read)."""
+        from dataclasses import replace
+
+        (le, lc), (fe, fc) = self.anchors("learned", card_point), self.anchors("fusion", card_point)
+        record: dict[str, Any] = {}
+        for engine, (e, c) in (("learned", (le, lc)), ("fusion", (fe, fc))):
+            given = self._given(engine)
+            where = {"parameters" if g is not None else ("model card" if (card_point or {}).get(engine)
+                                                         else "default") for g in given}
+            record[engine] = {"extent_probability": e, "core_probability": c,
+                              "source": " + ".join(sorted(where))}
+        return replace(self, extent_probability=le, core_probability=lc, fusion_extent_probability=fe,
+                       fusion_core_probability=fc), record
+
+
+ANCHOR_FIELDS = ("extent_probability", "core_probability", "fusion_extent_probability", "fusion_core_probability")
+
+
+def _check_anchors(engine: str, extent: float, core: float, what: str) -> None:
+    if not 0.0 < extent < core < 1.0:
+        prefix = "" if engine == "learned" else "fusion_"
+        raise ValueError(f"{what}: need 0 < {prefix}extent_probability < {prefix}core_probability < 1, got "
+                         f"{extent} and {core}")
+
+
+def model_operating_point(ref: str) -> dict[str, tuple[float, float]] | None:
+    """The operating point on the card of model ``ref`` (``operating_point``: per engine ``learned`` / ``fusion``
+    its ``extent_probability`` and ``core_probability``), or None when the card has none. A malformed one is
+    an error naming the model."""
+    from neurorad.segment.registry import find_model
+
+    info = find_model(ref, check=False)
+    raw = info.card.get("operating_point")
+    if raw is None:
+        return None
+    out: dict[str, tuple[float, float]] = {}
+    try:
+        for engine in ("learned", "fusion"):
+            if engine in raw:
+                e, c = float(raw[engine]["extent_probability"]), float(raw[engine]["core_probability"])
+                _check_anchors(engine, e, c, f"model {info.name}@{info.version} card operating_point")
+                out[engine] = (e, c)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InputError(f"MS learned engine: model {info.name}@{info.version} has a malformed operating_point on "
+                         f"its card ({exc})", info.path) from exc
+    return out or None
+
+
+def set_operating_point(model_dir: str, learned: tuple[float, float] | None = None,
+                        fusion: tuple[float, float] | None = None, chosen_by: str = "") -> dict[str, Any]:
+    """Write an operating point (per engine ``(extent_probability, core_probability)``) onto the card of the model
+    folder ``model_dir``, with how it was chosen (the sweep's command and result): the anchors that
+    :class:`LearnedParams` then reads for that model. The weights' hashes are unchanged (the card is not hashed)."""
+    from neurorad.errors import ProcessingError
+    from neurorad.segment.registry import finalize_folder, read_card, verify
+
+    card = read_card(model_dir)
+    problems = verify(model_dir)
+    if problems:  # finalize_folder re-hashes the files: it must not bless a changed one
+        raise ProcessingError(f"model folder {model_dir} failed verification, its card is left as it was: "
+                              f"{'; '.join(problems)}")
+    point: dict[str, Any] = dict(card.get("operating_point") or {})
+    for engine, anchors in (("learned", learned), ("fusion", fusion)):
+        if anchors is not None:
+            _check_anchors(engine, anchors[0], anchors[1], "set_operating_point")
+            point[engine] = {"extent_probability": float(anchors[0]), "core_probability": float(anchors[1])}
+    if chosen_by:
+        point["chosen_by"] = chosen_by
+    return finalize_folder(model_dir, {**{k: v for k, v in card.items() if k != "files"}, "operating_point": point})
 
 
 def check_model(seg: Any, ref: str) -> None:
@@ -245,15 +345,16 @@ def disagreement_warning(records: list[dict[str, Any]]) -> str | None:
 
 def apply_lesion_engine(cand: Any, baseline: Volume, followup: np.ndarray, brain: np.ndarray, engine: str,
                         params: LearnedParams, probability: np.ndarray | None = None,
-                        ) -> tuple[Any, np.ndarray, np.ndarray, dict[str, str]]:
+                        ) -> tuple[Any, np.ndarray, np.ndarray, dict[str, Any]]:
     """The candidate step's score for ``engine`` (``learned`` or ``fusion``; module doc): the classical
     :class:`~neurorad.segment.ms_difference.Candidates` with its score replaced by the learned one (``learned``)
     or kept (``fusion``: the classical engine's detection runs on it unchanged, the learned engine's on the
     learned score, and :func:`merge_engine_lesions` unites their lesions), the classical and learned scores
     (kept apart for the fusion and the disagreement check) and the model's record (name, version, sha256,
-    engine). ``probability``: the model's :func:`learned_probability` for this pair when the caller already has
-    it (the tuning sweep caches it per pair, so a sweep of ``LearnedParams`` thresholds runs the network once);
-    None runs the network."""
+    engine, and the operating point used: the anchors of :meth:`LearnedParams.resolve` with the model card's
+    ``operating_point``, and where each came from). ``probability``: the model's :func:`learned_probability` for
+    this pair when the caller already has it (the tuning sweep caches it per pair, so a sweep of
+    ``LearnedParams`` thresholds runs the network once); None runs the network."""
     from dataclasses import replace
 
     from neurorad.segment.ms_difference import PostParams
@@ -269,9 +370,11 @@ def apply_lesion_engine(cand: Any, baseline: Volume, followup: np.ndarray, brain
                          f"{np.shape(brain)}")
     else:
         p = np.asarray(probability, np.float32)
-    learned = probability_to_score(p, params, post.binarise_threshold, post.min_peak_score, engine)
+    resolved, point = params.resolve(model_operating_point(params.model))
+    learned = probability_to_score(p, resolved, post.binarise_threshold, post.min_peak_score, engine)
     classical = np.asarray(cand.score, np.float32)
     score = learned if engine == "learned" else classical
-    rec = engine_record(params.model)
+    rec: dict[str, Any] = dict(engine_record(params.model))
     rec["engine"] = f"{rec['name']} {rec['version']}"
+    rec["operating_point"] = point[engine]
     return replace(cand, score=score), classical, learned, rec

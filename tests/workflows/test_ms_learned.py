@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from neurorad.errors import InputError
+from neurorad.errors import InputError, ProcessingError
 from neurorad.image.volume import Volume
 from neurorad.segment import ms_learned
 from neurorad.segment.ms_difference import PostParams, binarise_components
@@ -46,21 +46,45 @@ def test_learned_and_fusion_engines_map_the_probability_with_their_own_operating
     """The learned engine alone and the learned part of the fusion engine have their own anchors (workflow
     1.10.0: chosen apart by the tuning sweep); each engine's score puts its own anchors on 0.01 and 0.1."""
     p = LearnedParams()
-    assert p.anchors("learned") == (p.extent_probability, p.core_probability)
-    assert p.anchors("fusion") == (p.fusion_extent_probability, p.fusion_core_probability)
+    assert p.anchors("learned") == ms_learned.DEFAULT_ANCHORS["learned"]
+    assert p.anchors("fusion") == ms_learned.DEFAULT_ANCHORS["fusion"]
     assert p.anchors("learned") != p.anchors("fusion")
     for engine in ("learned", "fusion"):
         extent, core = p.anchors(engine)
         s = probability_to_score(np.array([extent, core]), p, engine=engine)
         assert np.allclose(s, [0.01, 0.1], atol=1e-6), engine
     # one probability between the two operating points: confident for the learned engine, not for fusion's part
-    mid = (p.core_probability + p.fusion_core_probability) / 2
+    mid = (p.anchors("learned")[1] + p.anchors("fusion")[1]) / 2
     assert probability_to_score(np.array([mid]), p)[0] > 0.1 > probability_to_score(np.array([mid]), p,
                                                                                     engine="fusion")[0]
-    with pytest.raises(ValueError, match="fusion_extent_probability"):
-        LearnedParams(fusion_extent_probability=0.6)
+    with pytest.raises(ValueError, match="fusion_extent_probability"):  # 0.6 over the fusion core it falls on
+        LearnedParams(fusion_extent_probability=0.6).anchors("fusion")
+    with pytest.raises(ValueError, match="core_probability must be in"):
+        LearnedParams(core_probability=1.2)
     with pytest.raises(ValueError, match="unknown engine"):
         p.anchors("classical")
+
+
+def test_operating_point_comes_from_the_model_card_unless_a_parameter_overrides_it() -> None:
+    """The anchors belong to a model's calibration: a card's operating point replaces the defaults, an anchor given
+    as a parameter (a sweep's --set) replaces the card's, and the record says where each came from."""
+    card = {"learned": (0.2, 0.6), "fusion": (0.25, 0.7)}
+    p = LearnedParams()
+    assert p.anchors("learned", card) == (0.2, 0.6) and p.anchors("fusion", card) == (0.25, 0.7)
+    resolved, record = p.resolve(card)
+    assert resolved.anchors("learned") == (0.2, 0.6)  # resolved: no card needed any more
+    assert record["learned"] == {"extent_probability": 0.2, "core_probability": 0.6, "source": "model card"}
+    given, record = LearnedParams(core_probability=0.5).resolve(card)
+    assert given.anchors("learned") == (0.2, 0.5)
+    assert record["learned"]["source"] == "model card + parameters" and record["fusion"]["source"] == "model card"
+    _, record = LearnedParams().resolve(None)
+    assert record["fusion"] == {"extent_probability": ms_learned.DEFAULT_ANCHORS["fusion"][0],
+                                "core_probability": ms_learned.DEFAULT_ANCHORS["fusion"][1], "source": "default"}
+    # a card with only the learned engine's point: fusion falls back on the defaults
+    assert p.anchors("fusion", {"learned": (0.2, 0.6)}) == ms_learned.DEFAULT_ANCHORS["fusion"]
+    # a parameter that contradicts the card's other anchor is named
+    with pytest.raises(ValueError, match="extent_probability < core_probability"):
+        LearnedParams(extent_probability=0.65).anchors("learned", card)
 
 
 def test_fusion_keeps_a_candidate_when_either_engine_is_confident_and_flags_strong_disagreement() -> None:
@@ -318,6 +342,34 @@ def test_training_entry_makes_a_registry_model_the_engine_runs(tmp_path: Path, m
     given = ms_learned.apply_lesion_engine(cand, ref, d["fn"], d["brain"], "learned", params, probability=prob)
     assert np.array_equal(given[2], learned)
     assert np.array_equal(c_f.difference, cand.difference)  # the FP rules still see the classical difference
+    assert rec["operating_point"]["source"] == "default"  # this card has no operating point yet
+    # an operating point written onto the model's card (after a sweep) is the one the engines then use
+    ms_learned.set_operating_point(str(model), learned=(0.2, 0.6), fusion=(0.25, 0.7), chosen_by="a test sweep")
+    assert verify(model) == [] and read_card(model)["operating_point"]["chosen_by"] == "a test sweep"
+    assert ms_learned.model_operating_point(str(model)) == {"learned": (0.2, 0.6), "fusion": (0.25, 0.7)}
+    _, _, learned_card, rec = ms_learned.apply_lesion_engine(cand, ref, d["fn"], d["brain"], "learned", params,
+                                                              probability=prob)
+    assert rec["operating_point"] == {"extent_probability": 0.2, "core_probability": 0.6, "source": "model card"}
+    assert np.array_equal(learned_card, probability_to_score(prob, LearnedParams(extent_probability=0.2,
+                                                                                 core_probability=0.6)))
+    override = LearnedParams(model=str(model), core_probability=0.4)
+    _, _, learned_set, rec = ms_learned.apply_lesion_engine(cand, ref, d["fn"], d["brain"], "learned", override,
+                                                             probability=prob)
+    assert rec["operating_point"]["source"] == "model card + parameters"
+    assert np.array_equal(learned_set, probability_to_score(prob, LearnedParams(extent_probability=0.2,
+                                                                                core_probability=0.4)))
+    # a malformed card point is refused naming the model; a changed weights file is not re-blessed
+    card_path = model / "model.json"
+    raw = card_path.read_text()
+    card_path.write_text(raw.replace('"core_probability": 0.6', '"core_probability": 0.1'))
+    with pytest.raises(InputError, match="malformed operating_point"):
+        ms_learned.model_operating_point(str(model))
+    card_path.write_text(raw)
+    weights = next(model.glob("*.pt"))
+    weights.write_bytes(weights.read_bytes() + b"x")
+    with pytest.raises(ProcessingError, match="failed verification"):
+        ms_learned.set_operating_point(str(model), learned=(0.1, 0.5))
+    assert verify(model) != []
     ms_learned.learned_segmenter.cache_clear()
 
 
@@ -330,6 +382,12 @@ def test_shipped_model_is_verified_small_carded_and_a_two_time_point_model() -> 
     card = info.card
     assert "SYNTHETIC" in card["training_data"] and "NOT FIT" in card["limitations"]
     assert card["validation"]["command"].startswith("python -m neurorad.workflows.ms_lesions.train --out RUN")
+    # the shipped model carries its swept operating point for both engines, and how it was chosen
+    point = ms_learned.model_operating_point(ms_learned.LEARNED_MODEL)
+    assert point is not None and set(point) == {"learned", "fusion"}
+    assert "bench/ms_sweep.py" in card["operating_point"]["chosen_by"]
+    _, record = LearnedParams().resolve(point)
+    assert {record[e]["source"] for e in ("learned", "fusion")} == {"model card"}
     ms_learned.learned_segmenter.cache_clear()
     seg = ms_learned.learned_segmenter(ms_learned.LEARNED_MODEL)  # loads it; refuses a wrong channel count
     assert seg.contrasts == ("baseline_flair", "followup_flair") and seg.labels[1] == "new_or_enlarging"
