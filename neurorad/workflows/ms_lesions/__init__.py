@@ -236,8 +236,10 @@ class MSLesionsWorkflow(Workflow):
     # Runtime on torch's thread count; about 16 s of CPU per 1 mm pair instead of 21 s; detections unchanged on
     # the 40 held-out widened pairs); 1.10.0: the learned engine alone and the learned part of the fusion engine have
     # their own operating points (LearnedParams.anchors), chosen by the tuning sweep: the learned engine's
-    # probability anchors 0.3 / 0.5 -> 0.08 / 0.4, fusion's unchanged (classical and fusion detections unchanged)
-    version = "1.10.0"
+    # probability anchors 0.3 / 0.5 -> 0.08 / 0.4, fusion's unchanged (classical and fusion detections unchanged);
+    # 1.10.1: the anchors are read from the model card's operating_point (ms-unet3d 0.2.0's card carries 1.10.0's
+    # point, so detections are unchanged) and the candidate step records them with their source
+    version = "1.10.1"
     title = "MRI brain follow-up: new and enlarging T2-FLAIR lesions"
     description = ("Compares this study's FLAIR with the FLAIR of the patient's previous study (registered, "
                    "bias-corrected, jointly normalised subtraction) and reports new and enlarging lesions, "
