@@ -171,3 +171,40 @@ def test_sweep_runs_the_learned_engines_on_a_probability_cached_per_pair(tmp_pat
     assert sweep.detect(d, learned, np.zeros_like(p))[1] == []
     with pytest.raises(InputError, match="given probability map on grid"):
         sweep.detect(d, learned, p[:-1])
+
+
+@pytest.mark.slow
+def test_benchmark_runs_the_network_once_for_the_learned_and_fusion_engines(tmp_path, monkeypatch) -> None:
+    """bench/ms_benchmark.py --engine learned,fusion: one network run per pair feeds both engines, and each engine's
+    lesions equal a run of that engine alone in the workflow (whose candidate step runs the network itself)."""
+    import numpy as np
+
+    from neurorad.phantom.cases import ms_pair, widened_ms_options
+    from neurorad.pipelines import ms_lesions as ms
+    from neurorad.segment import ms_learned
+
+    bench = load_bench("ms_benchmark")
+    opts = widened_ms_options(100_202)
+    opts["in_plane_mm"] = 2.0
+    case = ms_pair(**opts)
+    calls = []
+    real = ms_learned.learned_probability
+
+    def counted(*args, **kw):
+        calls.append(1)
+        return real(*args, **kw)
+
+    monkeypatch.setattr(ms_learned, "learned_probability", counted)
+    (tmp_path / "both").mkdir()
+    both = bench.run_engines(case, ["learned", "fusion"], None, tmp_path / "both")
+    assert len(calls) == 1
+    for engine in ("learned", "fusion"):
+        res, seconds = both[engine]
+        assert not isinstance(res, Exception) and seconds > 0
+        alone = ms.run_ms_lesions(case.baseline_flair, case.followup_flair, tmp_path / f"alone_{engine}",
+                                  bench.engine_config(engine, None))
+        assert len(calls) == 2  # the workflow's own candidate step ran the network
+        calls.clear()
+        calls.append(1)
+        assert [(r.kind, r.volume_mm3) for r in res.lesions] == [(r.kind, r.volume_mm3) for r in alone.lesions]
+        assert np.array_equal(res.labels.data, alone.labels.data)
