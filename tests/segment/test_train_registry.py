@@ -368,3 +368,19 @@ def test_shipped_brain_model_is_registered_verified_small_and_honest():
     assert card["architecture"]["architecture"] == "densevnet"
     assert any(m.name == "neurorad-weak-brain" and m.shipped for m in list_models())
     assert "neurorad-weak" in ENGINES and "prior-gmm" in ENGINES
+
+
+def test_bf16_tolerance_shrinks_for_a_model_thresholded_at_card_probabilities():
+    """A model whose card carries probability anchors (the MS learned engine's operating point) may run in
+    bfloat16 only if that moves probabilities by under a tenth of the smallest anchor: ms-unet3d 0.3.0's export
+    measured a bfloat16 change of 0.038 against an anchor of 0.08 and had been accepted at the generic 0.05."""
+    from neurorad.segment.onnx_engine import bf16_tolerance_for
+
+    assert bf16_tolerance_for({}) == 0.05
+    card = {"operating_point": {"learned": {"extent_probability": 0.08, "core_probability": 0.4},
+                                "fusion": {"extent_probability": 0.3, "core_probability": 0.5},
+                                "chosen_by": "a sweep at 1 mm"}}
+    assert bf16_tolerance_for(card) == pytest.approx(0.008)
+    assert bf16_tolerance_for(card) < 0.038  # the measured change is refused now
+    assert bf16_tolerance_for({"operating_point": {"learned": {"extent_probability": 0.9,
+                                                               "core_probability": 0.95}}}) == 0.05
