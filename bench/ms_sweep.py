@@ -60,17 +60,22 @@ def prep_cache(cache: Path, prep_settings: list[str]) -> Path:
 
 
 def prepare(i: int, voxel_mm: float, cache: Path, phantom: str = "widened",
-            prep_settings: list[str] | None = None) -> Path:
+            prep_settings: list[str] | None = None, held_out: bool = False) -> Path:
     """Steps 1-5 of tuning pair ``i`` (cached) with its truth moved into the common space. ``phantom``:
     "widened" or "original" (``ms_benchmark.case_spec(i, voxel_mm, phantom, tuning=True)``; original: i >= 100).
     ``prep_settings``: ``field=value`` of MSConfig for steps 1-5 (:func:`apply_overrides`, top level), cached in
-    :func:`prep_cache`."""
+    :func:`prep_cache`. ``held_out``: the benchmark's own evaluation pair ``i`` instead (widened only, cached as
+    ``heldout_<i>_<voxel>.pkl``), for analyses that choose nothing (``bench/ms_oracle.py``); the sweep itself
+    never prepares one."""
     cache = prep_cache(cache, prep_settings or [])
     if phantom not in ("widened", "original"):
         raise ValueError(f"unknown phantom {phantom!r} (widened | original)")
+    if held_out and phantom != "widened":
+        raise ValueError("held-out pairs are prepared for the widened phantom only")
     if phantom == "original" and i < 100:
         raise ValueError(f"original-phantom tuning pair {i}: the benchmark evaluates i < 100; use i >= 100")
-    path = cache / (f"tuning_{i}_{voxel_mm:g}.pkl" if phantom == "widened" else f"tuning_original_{i}_{voxel_mm:g}.pkl")
+    path = cache / (f"heldout_{i}_{voxel_mm:g}.pkl" if held_out else
+                    f"tuning_{i}_{voxel_mm:g}.pkl" if phantom == "widened" else f"tuning_original_{i}_{voxel_mm:g}.pkl")
     if path.exists():
         return path
     here = str(Path(__file__).resolve().parent)
@@ -82,7 +87,7 @@ def prepare(i: int, voxel_mm: float, cache: Path, phantom: str = "widened",
     from neurorad.pipelines import ms_lesions as ms
     from neurorad.preprocess.transforms import resample
 
-    opts = case_spec(i, voxel_mm, phantom, tuning=True)  # widened: seed 100000 + i; original: 1000 + i
+    opts = case_spec(i, voxel_mm, phantom, tuning=not held_out)  # widened: seed 100000 + i; original: 1000 + i
     case = ms_pair(**opts)
     ctx = ms.MSContext(apply_overrides(ms.MSConfig(), list(prep_settings or []), top_level=True), cache,
                        case.baseline_flair, case.followup_flair)

@@ -1,0 +1,171 @@
+"""How visible is each new MS lesion at all? A known-shape observer of the widened phantom's subtraction (issue 17).
+
+For each truth new or enlarging lesion of a pair (in the common space after the workflow's steps 1-5, as every
+engine sees it), the change follow-up - baseline (both normalised) is averaged over the lesion's exact footprint:
+the matched filter of a uniform lesion. The same footprint is placed at every position of the nearby brain (within
+``--radius-mm``, fully inside the brain and clear of every truth lesion): an empirical null that carries the pair's
+own correlated noise (residual anatomy at edges, thick-slice partial volume, residual bias, the protocol's contrast
+change) instead of a white-noise model. A lesion's visibility is ``z = (lesion mean - null median) / (1.4826 x the
+null's median absolute deviation)``.
+
+An observer that knows each lesion's shape but not where it is tests about ``N = brain voxels / footprint voxels``
+positions, so at ``--fp`` false positives per patient its threshold is ``z_t = Phi^-1(1 - fp / N)`` and it finds the
+lesion with probability ``Phi(z - z_t)`` (Rose's criterion, the ideal observer of detection theory: Burgess,
+J Opt Soc Am A 1999). The mean over lesions is the ceiling of any detector that reads only these two images: a
+lesion under its ``z_t`` is found at that budget only by chance. The ceiling is optimistic (a Gaussian null; the
+observer is given the shape; an enlarging lesion's whole follow-up extent is averaged, where its unchanged core
+dilutes the change, so for those it is pessimistic).
+
+Usage::
+
+    python bench/ms_oracle.py --cases 0-47 --workers 2 [--cache bench/out/ms_sweep] [--found SWEEP.json]
+    python bench/ms_oracle.py --held-out --cases 0-39 --workers 2      # the benchmark's own evaluation pairs
+
+Pairs are prepared and cached by ``bench/ms_sweep.py``'s ``prepare`` (held-out pairs as ``heldout_<i>_<mm>.pkl``;
+this tool chooses nothing, so it may read them). ``--found`` joins a sweep's per-pair records (``ms_sweep.py
+--json``) to show which lesions an engine found.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pickle
+import sys
+from pathlib import Path
+
+import numpy as np
+
+
+def footprint_z(diff: np.ndarray, brain: np.ndarray, mask: np.ndarray, exclude: np.ndarray,
+                spacing_mm: tuple[float, float, float], radius_mm: float = 20.0) -> dict[str, float]:
+    """The visibility of the lesion ``mask`` in the change map ``diff`` (module doc): its footprint mean against the
+    same footprint at every position within ``radius_mm`` of it that lies fully inside ``brain`` and touches no
+    voxel of ``exclude`` (the pair's truth lesions, dilated). Returns ``z``, ``mean_change``, ``null_sd``,
+    ``n_null`` (positions of the null) and ``n_voxels``."""
+    from scipy import ndimage
+
+    mask = np.asarray(mask, bool)
+    if not mask.any():
+        raise ValueError("footprint_z: empty lesion mask")
+    sl = ndimage.find_objects(mask.astype(np.uint8))[0]
+    kernel = mask[sl].astype(np.float32)
+    n = float(kernel.sum())
+    margin = [int(np.ceil(radius_mm / s)) for s in spacing_mm]
+    box = tuple(slice(max(0, s.start - m), min(size, s.stop + m)) for s, m, size in zip(sl, margin, mask.shape,
+                                                                                          strict=True))
+    d = np.where(brain[box], diff[box], 0.0).astype(np.float32)
+    mean_at = ndimage.correlate(d, kernel, mode="constant") / n
+    inside = ndimage.correlate(brain[box].astype(np.float32), kernel, mode="constant") >= n - 0.5
+    clear = ndimage.correlate(exclude[box].astype(np.float32), kernel, mode="constant") < 0.5
+    null = mean_at[inside & clear]
+    lesion = float(np.asarray(diff, np.float64)[mask].mean())
+    if null.size < 10:
+        return {"z": float("nan"), "mean_change": lesion, "null_sd": float("nan"), "n_null": int(null.size),
+                "n_voxels": int(n)}
+    med = float(np.median(null))
+    sd = float(1.4826 * np.median(np.abs(null - med)))
+    return {"z": (lesion - med) / sd if sd > 0 else float("nan"), "mean_change": lesion, "null_sd": sd,
+            "n_null": int(null.size), "n_voxels": int(n)}
+
+
+def search_threshold(n_positions: float, fp_per_patient: float) -> float:
+    """The z an ideal observer testing ``n_positions`` independent positions needs for ``fp_per_patient`` false
+    positives (Gaussian null): ``Phi^-1(1 - fp / n)``."""
+    from scipy.stats import norm
+
+    if n_positions <= fp_per_patient or fp_per_patient <= 0:
+        raise ValueError(f"search_threshold: need 0 < fp ({fp_per_patient}) < positions ({n_positions})")
+    return float(norm.isf(fp_per_patient / n_positions))
+
+
+def pair_records(d: dict, case: int, fp_per_patient: float, radius_mm: float) -> list[dict]:
+    """Every truth new / enlarging lesion of a prepared pair (``ms_sweep.prepare``'s dict) with its visibility,
+    the search threshold at ``fp_per_patient`` and the ideal observer's probability of finding it."""
+    from scipy import ndimage
+    from scipy.stats import norm
+
+    brain = np.asarray(d["brain"], bool)
+    diff = np.where(brain, np.asarray(d["fn"], np.float32) - np.asarray(d["bn"], np.float32), 0.0)
+    truth = (np.asarray(d["tn"]) > 0) | (np.asarray(d["te"]) > 0)
+    exclude = ndimage.binary_dilation(truth, iterations=2)
+    info = {int(les["id"]): les for les in d.get("lesions", [])}
+    out = []
+    for kind, tmap in (("new", np.asarray(d["tn"])), ("enlarging", np.asarray(d["te"]))):
+        for lid in np.unique(tmap[tmap > 0]):
+            m = tmap == lid
+            rec = footprint_z(diff, brain, m, exclude, tuple(d["sp"]), radius_mm)
+            z_t = search_threshold(brain.sum() / rec["n_voxels"], fp_per_patient)
+            les = info.get(int(lid), {})
+            out.append({"case": case, "id": int(lid), "kind": kind, **{k: round(v, 4) for k, v in rec.items()},
+                        "z_threshold": round(z_t, 3),
+                        "p_ideal": round(float(norm.cdf(rec["z"] - z_t)) if np.isfinite(rec["z"]) else 0.0, 4),
+                        "slice_thickness_mm": list(d["opts"].get("slice_thickness_mm", ())),
+                        "contrast_to_wm": les.get("contrast_to_wm"), "location": les.get("location_bin")})
+    return out
+
+
+def _run(job: tuple) -> list[dict]:
+    i, voxel_mm, cache, held_out, fp, radius = job
+    from ms_sweep import prepare
+
+    d = pickle.loads(prepare(i, voxel_mm, cache, held_out=held_out).read_bytes())
+    return pair_records(d, i, fp, radius)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--cases", default="0-47", help="pair indices, e.g. 0-47 or 1,2,5")
+    ap.add_argument("--held-out", action="store_true", help="the benchmark's evaluation pairs, not tuning pairs")
+    ap.add_argument("--voxel-mm", type=float, default=1.0)
+    ap.add_argument("--cache", type=Path, default=Path("bench/out/ms_sweep"))
+    ap.add_argument("--fp", type=float, default=0.5, help="false positives per patient the observer may make")
+    ap.add_argument("--radius-mm", type=float, default=20.0, help="the null's neighbourhood around each lesion")
+    ap.add_argument("--found", type=Path, help="a sweep's per-pair records (ms_sweep.py --json) to join")
+    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--json", type=Path, help="write the per-lesion records here")
+    args = ap.parse_args(argv)
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from concurrent.futures import ProcessPoolExecutor
+
+    from ms_sweep import _indices
+
+    jobs = [(i, args.voxel_mm, args.cache, args.held_out, args.fp, args.radius_mm) for i in _indices(args.cases)]
+    rows: list[dict] = []
+    with ProcessPoolExecutor(max(1, args.workers)) as pool:
+        for recs in pool.map(_run, jobs):
+            rows.extend(recs)
+    if args.found:
+        from ms_benchmark import _found
+
+        found = {(r["case"], le["id"]): _found(le, 0.1) for r in json.loads(args.found.read_text())
+                 for le in r["lesions"]}
+        for r in rows:
+            r["found"] = found.get((r["case"], r["id"]))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(rows, indent=1))
+    print(f"{'pair':>4} {'id':>3} {'kind':9} {'voxels':>6} {'slices mm':>10} {'x WM':>5} {'location':15} "
+          f"{'change':>7} {'null SD':>7} {'z':>6} {'z_t':>5} {'P':>5} found")
+    for r in sorted(rows, key=lambda r: (np.nan_to_num(r["z"], nan=-99), r["case"])):
+        found = "" if "found" not in r else ("yes" if r["found"] else "NO")
+        print(f"{r['case']:>4} {r['id']:>3} {r['kind']:9} {r['n_voxels']:>6} "
+              f"{'/'.join(f'{t:g}' for t in r['slice_thickness_mm']):>10} {r['contrast_to_wm'] or 0:>5.2f} "
+              f"{str(r['location']):15} {r['mean_change']:>7.3f} {r['null_sd']:>7.3f} {r['z']:>6.2f} "
+              f"{r['z_threshold']:>5.2f} {r['p_ideal']:>5.2f} {found}")
+    n = len(rows)
+    below = sum(1 for r in rows if not r["z"] >= r["z_threshold"])
+    summary = {"pairs": len(jobs), "lesions": n, "held_out": args.held_out, "fp_per_patient": args.fp,
+               "ideal_observer_expected_sensitivity": round(sum(r["p_ideal"] for r in rows) / max(n, 1), 4),
+               "lesions_under_their_search_threshold": below,
+               "lesions_under_z_3": sum(1 for r in rows if not r["z"] >= 3.0)}
+    if args.found:
+        summary["found"] = sum(1 for r in rows if r.get("found"))
+        summary["found_under_threshold"] = sum(1 for r in rows if r.get("found") and not r["z"] >= r["z_threshold"])
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    sys.exit(main())

@@ -1,0 +1,44 @@
+"""bench/ms_oracle.py: the known-shape observer's visibility and search threshold against analytic answers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests._bench import load_bench
+
+
+def test_footprint_z_of_a_planted_lesion_in_white_noise_is_its_matched_filter_snr() -> None:
+    """White noise of SD s and a uniform lesion of n voxels and amplitude a: the footprint mean has SD s / sqrt(n)
+    under the null, so z = a sqrt(n) / s (here 0.03 x sqrt(27) / 0.05 = 3.12); a lesion that is not there scores
+    about 0; the null keeps clear of the excluded voxels and of the brain's edge."""
+    oracle = load_bench("ms_oracle")
+    rng = np.random.default_rng(3)
+    diff = rng.normal(0.0, 0.05, (48, 48, 48)).astype(np.float32)
+    brain = np.zeros(diff.shape, bool)
+    brain[4:44, 4:44, 4:44] = True
+    mask = np.zeros(diff.shape, bool)
+    mask[22:25, 22:25, 22:25] = True
+    planted = diff + 0.03 * mask
+    exclude = np.zeros(diff.shape, bool)
+    exclude[21:26, 21:26, 21:26] = True
+    rec = oracle.footprint_z(planted, brain, mask, exclude, (1.0, 1.0, 1.0), radius_mm=15.0)
+    assert rec["n_voxels"] == 27 and rec["n_null"] > 1000
+    assert rec["null_sd"] == pytest.approx(0.05 / np.sqrt(27), rel=0.1)
+    expected = 0.03 * np.sqrt(27) / 0.05 + float(diff[mask].mean()) / (0.05 / np.sqrt(27))  # this noise draw too
+    assert rec["z"] == pytest.approx(expected, abs=0.35)
+    assert abs(oracle.footprint_z(diff, brain, mask, exclude, (1.0, 1.0, 1.0), 15.0)["z"]) < 3.0
+    # anisotropic voxels: the neighbourhood is in mm (3 mm slices: a third as many slices)
+    thick = oracle.footprint_z(planted, brain, mask, exclude, (1.0, 1.0, 3.0), radius_mm=15.0)
+    assert thick["n_null"] < rec["n_null"]
+    with pytest.raises(ValueError, match="empty lesion mask"):
+        oracle.footprint_z(diff, brain, np.zeros_like(mask), exclude, (1.0, 1.0, 1.0))
+
+
+def test_search_threshold_is_the_gaussian_tail_at_the_false_positive_budget() -> None:
+    oracle = load_bench("ms_oracle")
+    # 0.5 FP among 10,000 positions: a one-sided tail of 5e-5, z = 3.8906 (normal tables)
+    assert oracle.search_threshold(10_000, 0.5) == pytest.approx(3.8906, abs=1e-3)
+    assert oracle.search_threshold(100, 0.5) < oracle.search_threshold(10_000, 0.5)
+    with pytest.raises(ValueError):
+        oracle.search_threshold(0.4, 0.5)
