@@ -26,10 +26,16 @@ foreground per pair; every sixth pair stable), and per stored case a follow-up i
 0.92-1.08, scale 0.95-1.05: a residual of the normalisation) and a blur of one time point (Gaussian, SD 0-0.6
 voxel: a resolution mismatch); training adds flips and a joint scale/shift.
 
-``--init MODEL`` fine-tunes a registry model instead of starting from random weights (half the learning rate;
-the card records it). Tried on 2026-12-03: 0.2.0 fine-tuned for 48 min on 70 pairs (``--cases 70 --init
+``--init MODEL`` fine-tunes a registry model instead of starting from random weights (half the learning rate,
+or ``--learning-rate``; the card records it); ``--lr-schedule poly`` and ``--foreground-sampling component``
+(:mod:`neurorad.segment.train`) anneal the rate and centre foreground patches per lesion; ``--version`` names a
+successor on its card. Tried on 2026-12-03: 0.2.0 fine-tuned for 48 min on 70 pairs (``--cases 70 --init
 ms-unet3d@0.2.0``, the 24 added pairs at 1.0-1.3 mm) found fewer held-out lesions at 1 mm than 0.2.0 (learned
-engine 32/55 against 41/55 on widened pairs 0-30) and was not shipped (docs/ms-lesions.md).
+engine 32/55 against 41/55 on widened pairs 0-30); 0.2.0 fine-tuned for 47 min on its own 46 pairs with ``--init
+ms-unet3d@0.2.0 --learning-rate 0.001 --lr-schedule poly --foreground-sampling component --epochs 52`` reached a
+validation Dice of 0.657 (0.629) but no more tuning lesions (learned 78 of 93 only at lower anchors and more false
+positives, fusion 85 against 84). Neither was shipped (docs/ms-lesions.md). A model that ships needs its anchors
+swept and written on its card (``ms_learned.set_operating_point``).
 
 Deterministic given the seeds; ``--minutes`` stops at the first epoch boundary after the budget, keeping the
 best validation checkpoint. Lives in the workflows layer because it joins the phantoms, the workflow's
