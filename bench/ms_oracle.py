@@ -13,8 +13,9 @@ positions, so at ``--fp`` false positives per patient its threshold is ``z_t = P
 lesion with probability ``Phi(z - z_t)`` (Rose's criterion, the ideal observer of detection theory: Burgess,
 J Opt Soc Am A 1999). The mean over lesions is the ceiling of any detector that reads only these two images: a
 lesion under its ``z_t`` is found at that budget only by chance. The ceiling is optimistic (a Gaussian null; the
-observer is given the shape; an enlarging lesion's whole follow-up extent is averaged, where its unchanged core
-dilutes the change, so for those it is pessimistic).
+observer is given the shape). An enlarging lesion's footprint is its growth (its follow-up extent outside the
+baseline lesions, both in the common space; ``footprint = "growth"``); on pairs cached before the baseline lesions
+were, its whole follow-up extent (``"whole"``), where the unchanged core dilutes the change.
 
 Usage::
 
@@ -91,13 +92,18 @@ def pair_records(d: dict, case: int, fp_per_patient: float, radius_mm: float) ->
     exclude = ndimage.binary_dilation(truth, iterations=2)
     info = {int(les["id"]): les for les in d.get("lesions", [])}
     out = []
+    baseline = np.asarray(d["tb"]) > 0 if "tb" in d else None
     for kind, tmap in (("new", np.asarray(d["tn"])), ("enlarging", np.asarray(d["te"]))):
         for lid in np.unique(tmap[tmap > 0]):
             m = tmap == lid
+            footprint = "whole"
+            if kind == "enlarging" and baseline is not None and (m & ~baseline).any():
+                m, footprint = m & ~baseline, "growth"  # only where the lesion grew can the change show
             rec = footprint_z(diff, brain, m, exclude, tuple(d["sp"]), radius_mm)
             z_t = search_threshold(brain.sum() / rec["n_voxels"], fp_per_patient)
             les = info.get(int(lid), {})
-            out.append({"case": case, "id": int(lid), "kind": kind, **{k: round(v, 4) for k, v in rec.items()},
+            out.append({"case": case, "id": int(lid), "kind": kind, "footprint": footprint,
+                        **{k: round(v, 4) for k, v in rec.items()},
                         "z_threshold": round(z_t, 3),
                         "p_ideal": round(float(norm.cdf(rec["z"] - z_t)) if np.isfinite(rec["z"]) else 0.0, 4),
                         "slice_thickness_mm": list(d["opts"].get("slice_thickness_mm", ())),

@@ -64,7 +64,8 @@ def prepare(i: int, voxel_mm: float, cache: Path, phantom: str = "widened",
     """Steps 1-5 of tuning pair ``i`` (cached) with its truth moved into the common space. ``phantom``:
     "widened" or "original" (``ms_benchmark.case_spec(i, voxel_mm, phantom, tuning=True)``; original: i >= 100).
     ``prep_settings``: ``field=value`` of MSConfig for steps 1-5 (:func:`apply_overrides`, top level), cached in
-    :func:`prep_cache`. ``held_out``: the benchmark's own evaluation pair ``i`` instead (widened only, cached as
+    :func:`prep_cache`. The dict also holds the baseline lesions in the common space (``tb``; pairs cached before it
+    lack it). ``held_out``: the benchmark's own evaluation pair ``i`` instead (widened only, cached as
     ``heldout_<i>_<voxel>.pkl``), for analyses that choose nothing (``bench/ms_oracle.py``); the sweep itself
     never prepares one."""
     cache = prep_cache(cache, prep_settings or [])
@@ -97,6 +98,7 @@ def prepare(i: int, voxel_mm: float, cache: Path, phantom: str = "widened",
     d = dict(bn=ctx.bn, fn=ctx.fn, brain=ctx.brain, sp=ctx.ref.spacing_mm, vox=ctx.ref.voxel_volume_mm3,
              tn=np.asarray(resample(case.truth["truth_new"], ctx.ref, ctx.Tf, "nearest").data),
              te=np.asarray(resample(case.truth["truth_enlarging"], ctx.ref, ctx.Tf, "nearest").data),
+             tb=np.asarray(resample(case.truth["truth_baseline_lesions"], ctx.ref, ctx.Tb, "nearest").data),
              lesions=case.case["lesions"], opts=opts)
     cache.mkdir(parents=True, exist_ok=True)
     path.write_bytes(pickle.dumps(d))

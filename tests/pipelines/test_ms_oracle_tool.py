@@ -42,3 +42,33 @@ def test_search_threshold_is_the_gaussian_tail_at_the_false_positive_budget() ->
     assert oracle.search_threshold(100, 0.5) < oracle.search_threshold(10_000, 0.5)
     with pytest.raises(ValueError):
         oracle.search_threshold(0.4, 0.5)
+
+
+def test_an_enlarging_lesion_is_judged_on_its_growth_where_the_baseline_lesions_are_known() -> None:
+    """The unchanged core of an enlarging lesion shows no change; its growth does. With the baseline lesions in the
+    pair (``tb``) the footprint is the growth alone and scores the planted change; without them the whole extent
+    is averaged and the core dilutes it."""
+    oracle = load_bench("ms_oracle")
+    rng = np.random.default_rng(5)
+    shape = (48, 48, 48)
+    bn = np.ones(shape, np.float32)
+    noise = rng.normal(0.0, 0.05, shape).astype(np.float32)
+    fn = bn + noise
+    brain = np.zeros(shape, bool)
+    brain[2:46, 2:46, 2:46] = True
+    te = np.zeros(shape, np.uint16)
+    te[20:28, 20:28, 20:28] = 7  # follow-up extent: 512 voxels
+    tb = np.zeros(shape, np.uint16)
+    tb[20:28, 20:28, 20:24] = 1  # the baseline lesion: half of it, bright at both time points
+    growth = (te > 0) & (tb == 0)
+    fn[growth] += 0.02
+    d = {"bn": bn, "fn": fn, "brain": brain, "sp": (1.0, 1.0, 1.0), "tn": np.zeros(shape, np.uint16), "te": te,
+         "tb": tb, "lesions": [{"id": 7, "contrast_to_wm": 1.5, "location_bin": "deep"}],
+         "opts": {"slice_thickness_mm": (1.0, 1.0)}}
+    (rec,) = oracle.pair_records(d, 0, 0.5, 15.0)
+    assert rec["footprint"] == "growth" and rec["n_voxels"] == int(growth.sum()) == 256
+    # 0.02 x sqrt(256) / 0.05 = 6.4, plus this noise draw's own mean over the growth
+    assert rec["z"] == pytest.approx((0.02 + float(noise[growth].mean())) / (0.05 / np.sqrt(256)), abs=0.6)
+    del d["tb"]
+    (whole,) = oracle.pair_records(d, 0, 0.5, 15.0)
+    assert whole["footprint"] == "whole" and whole["n_voxels"] == 512 and whole["z"] < rec["z"]
