@@ -60,7 +60,7 @@ def footprint_z(diff: np.ndarray, brain: np.ndarray, mask: np.ndarray, exclude: 
     inside = ndimage.correlate(brain[box].astype(np.float32), kernel, mode="constant") >= n - 0.5
     clear = ndimage.correlate(exclude[box].astype(np.float32), kernel, mode="constant") < 0.5
     null = mean_at[inside & clear]
-    lesion = float(np.asarray(diff, np.float64)[mask].mean())
+    lesion = float(diff[mask].astype(np.float64).mean())
     if null.size < 10:
         return {"z": float("nan"), "mean_change": lesion, "null_sd": float("nan"), "n_null": int(null.size),
                 "n_voxels": int(n)}

@@ -62,6 +62,8 @@ LESION_ENGINES = ("classical", "learned", "fusion")
 #: the anchors an engine falls back on when neither its parameters nor the model's card give them
 #: (``(extent_probability, core_probability)``; ms-unet3d 0.2.0's swept point, workflow 1.10.0)
 DEFAULT_ANCHORS: dict[str, tuple[float, float]] = {"learned": (0.08, 0.4), "fusion": (0.3, 0.5)}
+#: LearnedParams' anchor fields (probabilities; None: the model card's)
+ANCHOR_FIELDS = ("extent_probability", "core_probability", "fusion_extent_probability", "fusion_core_probability")
 
 
 @dataclass(frozen=True)
@@ -108,16 +110,26 @@ class LearnedParams:
             return self.extent_probability, self.core_probability
         raise ValueError(f"LearnedParams.anchors: unknown engine {engine!r} (learned, fusion)")
 
+    def _resolved(self, engine: str, card_point: dict[str, Any] | None) -> tuple[float, float, str]:
+        """``engine``'s anchors, each as given here, else the card's, else the default, and where they came from
+        (``parameters``, ``model card``, ``default``; joined with `` + `` when they differ)."""
+        card = (card_point or {}).get(engine)
+        values, sources = [], set()
+        for i, g in enumerate(self._given(engine)):
+            if g is not None:
+                values.append(g)
+                sources.add("parameters")
+            else:
+                values.append(card[i] if card else DEFAULT_ANCHORS[engine][i])
+                sources.add("model card" if card else "default")
+        _check_anchors(engine, values[0], values[1], "LearnedParams with its card's or the default anchors")
+        return float(values[0]), float(values[1]), " + ".join(sorted(sources))
+
     def anchors(self, engine: str = "learned", card_point: dict[str, Any] | None = None) -> tuple[float, float]:
         """``(extent_probability, core_probability)`` of ``engine`` (``learned`` alone or ``fusion``): each
         anchor as given here, else the model card's ``card_point`` (:func:`model_operating_point`), else
         :data:`DEFAULT_ANCHORS`."""
-        given = self._given(engine)
-        card = (card_point or {}).get(engine)
-        out = tuple(g if g is not None else (card[i] if card else DEFAULT_ANCHORS[engine][i])
-                    for i, g in enumerate(given))
-        _check_anchors(engine, out[0], out[1], "LearnedParams with the model card's operating point")
-        return float(out[0]), float(out[1])
+        return self._resolved(engine, card_point)[:2]
 
     def resolve(self, card_point: dict[str, Any] | None = None) -> tuple[LearnedParams, dict[str, Any]]:
         """These parameters with every anchor filled in (:meth:`anchors`), and a record of the operating point
@@ -125,19 +137,11 @@ class LearnedParams:
         ``default``; mixed when some anchors were given and the rest read)."""
         from dataclasses import replace
 
-        (le, lc), (fe, fc) = self.anchors("learned", card_point), self.anchors("fusion", card_point)
-        record: dict[str, Any] = {}
-        for engine, (e, c) in (("learned", (le, lc)), ("fusion", (fe, fc))):
-            given = self._given(engine)
-            where = {"parameters" if g is not None else ("model card" if (card_point or {}).get(engine)
-                                                         else "default") for g in given}
-            record[engine] = {"extent_probability": e, "core_probability": c,
-                              "source": " + ".join(sorted(where))}
+        (le, lc, ls), (fe, fc, fs) = self._resolved("learned", card_point), self._resolved("fusion", card_point)
+        record = {"learned": {"extent_probability": le, "core_probability": lc, "source": ls},
+                  "fusion": {"extent_probability": fe, "core_probability": fc, "source": fs}}
         return replace(self, extent_probability=le, core_probability=lc, fusion_extent_probability=fe,
                        fusion_core_probability=fc), record
-
-
-ANCHOR_FIELDS = ("extent_probability", "core_probability", "fusion_extent_probability", "fusion_core_probability")
 
 
 def _check_anchors(engine: str, extent: float, core: float, what: str) -> None:

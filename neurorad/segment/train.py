@@ -648,8 +648,7 @@ def train_starter(raw_config: dict[str, Any], out: Path, args: Any, prog: str,
         cfg["training"]["max_epochs"] = args.epochs
     if args.iterations:
         cfg["training"]["iterations_per_epoch"] = args.iterations
-    lr, schedule = getattr(args, "learning_rate", None), getattr(args, "lr_schedule", None)
-    sampling = getattr(args, "foreground_sampling", None)
+    lr, schedule, sampling = args.learning_rate, args.lr_schedule, args.foreground_sampling
     for key, value in (("learning_rate", lr), ("lr_schedule", schedule), ("foreground_sampling", sampling)):
         if value:
             cfg["training"][key] = value
