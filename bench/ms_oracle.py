@@ -21,10 +21,15 @@ Usage::
 
     python bench/ms_oracle.py --cases 0-47 --workers 2 [--cache bench/out/ms_sweep] [--found SWEEP.json]
     python bench/ms_oracle.py --held-out --cases 0-39 --workers 2      # the benchmark's own evaluation pairs
+    python bench/ms_oracle.py --phantom independent --cases 0-39 --workers 2 --engines default,fusion
 
 Pairs are prepared and cached by ``bench/ms_sweep.py``'s ``prepare`` (held-out pairs as ``heldout_<i>_<mm>.pkl``;
 this tool chooses nothing, so it may read them). ``--found`` joins a sweep's per-pair records (``ms_sweep.py
---json``) to show which lesions an engine found.
+--json``) to show which lesions an engine found; ``--engines`` instead runs the named engines' detection steps on
+each prepared pair at their shipped operating points (``ms_sweep.detect``, the workflow's own steps) and reports,
+per engine, the lesions it finds and how many visible ones (z over the search threshold) it misses. ``--phantom
+independent`` reads pairs of the independently written simulator (``bench/ms_sim_independent.py``, never tuned
+on; no baseline lesion map, so its enlarging lesions are judged on their whole follow-up extent).
 """
 
 from __future__ import annotations
@@ -111,12 +116,32 @@ def pair_records(d: dict, case: int, fp_per_patient: float, radius_mm: float) ->
     return out
 
 
+def engine_found(path: Path, d: dict, engine: str) -> dict[int, bool]:
+    """Which truth lesions of a prepared pair ``engine`` (``ms_benchmark.engine_config``'s names, at its shipped
+    operating point) finds: the workflow's own detection steps on the cached pair (``ms_sweep.detect``), a lesion
+    found when its detections cover >= 40% of it in the common space (the benchmark's rule)."""
+    from ms_benchmark import _found, engine_config
+    from ms_sweep import detect, learned_probability_cached, score_case
+
+    cfg = engine_config(engine, None)
+    lab, peaks = detect(d, cfg, learned_probability_cached(path, d, cfg))
+    return {le["id"]: _found(le, float("-inf")) for le in score_case(d, lab, peaks, -1)["lesions"]}
+
+
 def _run(job: tuple) -> list[dict]:
-    i, voxel_mm, cache, held_out, fp, radius = job
+    i, voxel_mm, cache, held_out, fp, radius, phantom, engines = job
+    import torch
     from ms_sweep import prepare
 
-    d = pickle.loads(prepare(i, voxel_mm, cache, held_out=held_out).read_bytes())
-    return pair_records(d, i, fp, radius)
+    torch.set_num_threads(1)
+    path = prepare(i, voxel_mm, cache, phantom, held_out=held_out)
+    d = pickle.loads(path.read_bytes())
+    rows = pair_records(d, i, fp, radius)
+    for engine in engines:
+        found = engine_found(path, d, engine)
+        for r in rows:
+            r[f"found_{engine}"] = found.get(r["id"])
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -127,7 +152,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cache", type=Path, default=Path("bench/out/ms_sweep"))
     ap.add_argument("--fp", type=float, default=0.5, help="false positives per patient the observer may make")
     ap.add_argument("--radius-mm", type=float, default=20.0, help="the null's neighbourhood around each lesion")
+    ap.add_argument("--phantom", default="widened", choices=["widened", "independent"],
+                    help="independent: pairs of bench/ms_sim_independent.py (seed = index; never tuned on)")
     ap.add_argument("--found", type=Path, help="a sweep's per-pair records (ms_sweep.py --json) to join")
+    ap.add_argument("--engines", default="",
+                    help="comma-separated engines (default, global, learned, fusion) run on each prepared pair at "
+                         "their shipped operating points, to show which lesions each finds")
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--json", type=Path, help="write the per-lesion records here")
     args = ap.parse_args(argv)
@@ -136,7 +166,15 @@ def main(argv: list[str] | None = None) -> int:
 
     from ms_sweep import _indices
 
-    jobs = [(i, args.voxel_mm, args.cache, args.held_out, args.fp, args.radius_mm) for i in _indices(args.cases)]
+    if args.held_out and args.phantom != "widened":
+        ap.error("--held-out names the widened phantom's evaluation pairs; the independent simulator has only those")
+    engines = [e.strip() for e in args.engines.split(",") if e.strip()]
+    from ms_benchmark import ENGINES
+
+    if unknown := [e for e in engines if e not in ENGINES]:
+        ap.error(f"--engines: unknown {', '.join(unknown)} (known: {', '.join(ENGINES)})")
+    jobs = [(i, args.voxel_mm, args.cache, args.held_out, args.fp, args.radius_mm, args.phantom, engines)
+            for i in _indices(args.cases)]
     rows: list[dict] = []
     with ProcessPoolExecutor(max(1, args.workers)) as pool:
         for recs in pool.map(_run, jobs):
@@ -152,22 +190,29 @@ def main(argv: list[str] | None = None) -> int:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(rows, indent=1))
     print(f"{'pair':>4} {'id':>3} {'kind':9} {'voxels':>6} {'slices mm':>10} {'x WM':>5} {'location':15} "
-          f"{'change':>7} {'null SD':>7} {'z':>6} {'z_t':>5} {'P':>5} found")
+          f"{'change':>7} {'null SD':>7} {'z':>6} {'z_t':>5} {'P':>5} found" + "".join(f" {e}" for e in engines))
     for r in sorted(rows, key=lambda r: (np.nan_to_num(r["z"], nan=-99), r["case"])):
         found = "" if "found" not in r else ("yes" if r["found"] else "NO")
         print(f"{r['case']:>4} {r['id']:>3} {r['kind']:9} {r['n_voxels']:>6} "
               f"{'/'.join(f'{t:g}' for t in r['slice_thickness_mm']):>10} {r['contrast_to_wm'] or 0:>5.2f} "
               f"{str(r['location']):15} {r['mean_change']:>7.3f} {r['null_sd']:>7.3f} {r['z']:>6.2f} "
-              f"{r['z_threshold']:>5.2f} {r['p_ideal']:>5.2f} {found}")
+              f"{r['z_threshold']:>5.2f} {r['p_ideal']:>5.2f} {found:5}"
+              + "".join(f" {'yes' if r[f'found_{e}'] else 'NO':{len(e)}}" for e in engines))
     n = len(rows)
     below = sum(1 for r in rows if not r["z"] >= r["z_threshold"])
-    summary = {"pairs": len(jobs), "lesions": n, "held_out": args.held_out, "fp_per_patient": args.fp,
+    summary = {"pairs": len(jobs), "phantom": args.phantom, "lesions": n, "held_out": args.held_out,
+               "fp_per_patient": args.fp,
                "ideal_observer_expected_sensitivity": round(sum(r["p_ideal"] for r in rows) / max(n, 1), 4),
                "lesions_under_their_search_threshold": below,
                "lesions_under_z_3": sum(1 for r in rows if not r["z"] >= 3.0)}
     if args.found:
         summary["found"] = sum(1 for r in rows if r.get("found"))
         summary["found_under_threshold"] = sum(1 for r in rows if r.get("found") and not r["z"] >= r["z_threshold"])
+    for e in engines:
+        hit = [(bool(r[f"found_{e}"]), bool(r["z"] >= r["z_threshold"])) for r in rows]
+        summary[f"found_{e}"] = sum(f for f, _ in hit)
+        summary[f"found_{e}_under_threshold"] = sum(f and not v for f, v in hit)
+        summary[f"missed_{e}_over_threshold"] = sum(v and not f for f, v in hit)
     print(json.dumps(summary, indent=2))
     return 0
 

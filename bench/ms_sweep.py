@@ -67,29 +67,39 @@ def prepare(i: int, voxel_mm: float, cache: Path, phantom: str = "widened",
     :func:`prep_cache`. The dict also holds the baseline lesions in the common space (``tb``; pairs cached before it
     lack it). ``held_out``: the benchmark's own evaluation pair ``i`` instead (widened only, cached as
     ``heldout_<i>_<voxel>.pkl``), for analyses that choose nothing (``bench/ms_oracle.py``); the sweep itself
-    never prepares one."""
+    never prepares one. ``phantom="independent"``: pair ``i`` of the independently written simulator
+    (``ms_benchmark.independent_case``, cached as ``independent_<i>_<voxel>.pkl``), likewise only for analyses that
+    choose nothing (it has no tuning seeds; the sweep's command line does not offer it). It has no baseline lesion
+    map, so its dict lacks ``tb``; its lesions carry ``location_bin`` (``MS_LOCATION_BINS``) as the phantom's do."""
     cache = prep_cache(cache, prep_settings or [])
-    if phantom not in ("widened", "original"):
-        raise ValueError(f"unknown phantom {phantom!r} (widened | original)")
+    if phantom not in ("widened", "original", "independent"):
+        raise ValueError(f"unknown phantom {phantom!r} (widened | original | independent)")
     if held_out and phantom != "widened":
         raise ValueError("held-out pairs are prepared for the widened phantom only")
     if phantom == "original" and i < 100:
         raise ValueError(f"original-phantom tuning pair {i}: the benchmark evaluates i < 100; use i >= 100")
     path = cache / (f"heldout_{i}_{voxel_mm:g}.pkl" if held_out else
-                    f"tuning_{i}_{voxel_mm:g}.pkl" if phantom == "widened" else f"tuning_original_{i}_{voxel_mm:g}.pkl")
+                    f"tuning_{i}_{voxel_mm:g}.pkl" if phantom == "widened" else
+                    f"independent_{i}_{voxel_mm:g}.pkl" if phantom == "independent" else
+                    f"tuning_original_{i}_{voxel_mm:g}.pkl")
     if path.exists():
         return path
     here = str(Path(__file__).resolve().parent)
     if here not in sys.path:
         sys.path.insert(0, here)
-    from ms_benchmark import case_spec
+    from ms_benchmark import case_spec, independent_case
 
-    from neurorad.phantom.cases import ms_pair
+    from neurorad.phantom.cases import MS_LOCATION_BINS, ms_pair
     from neurorad.pipelines import ms_lesions as ms
     from neurorad.preprocess.transforms import resample
 
-    opts = case_spec(i, voxel_mm, phantom, tuning=not held_out)  # widened: seed 100000 + i; original: 1000 + i
-    case = ms_pair(**opts)
+    if phantom == "independent":
+        case, opts = independent_case(i)  # its own grids: the workflow's common grid is MSConfig's (voxel_mm unused)
+        case.case["lesions"] = [{**les, "location_bin": MS_LOCATION_BINS.get(les["location"], les["location"])}
+                                for les in case.case["lesions"]]
+    else:
+        opts = case_spec(i, voxel_mm, phantom, tuning=not held_out)  # widened: seed 100000 + i; original: 1000 + i
+        case = ms_pair(**opts)
     ctx = ms.MSContext(apply_overrides(ms.MSConfig(), list(prep_settings or []), top_level=True), cache,
                        case.baseline_flair, case.followup_flair)
     for step in ms.STEPS[:5]:
@@ -98,8 +108,9 @@ def prepare(i: int, voxel_mm: float, cache: Path, phantom: str = "widened",
     d = dict(bn=ctx.bn, fn=ctx.fn, brain=ctx.brain, sp=ctx.ref.spacing_mm, vox=ctx.ref.voxel_volume_mm3,
              tn=np.asarray(resample(case.truth["truth_new"], ctx.ref, ctx.Tf, "nearest").data),
              te=np.asarray(resample(case.truth["truth_enlarging"], ctx.ref, ctx.Tf, "nearest").data),
-             tb=np.asarray(resample(case.truth["truth_baseline_lesions"], ctx.ref, ctx.Tb, "nearest").data),
              lesions=case.case["lesions"], opts=opts)
+    if "truth_baseline_lesions" in case.truth:
+        d["tb"] = np.asarray(resample(case.truth["truth_baseline_lesions"], ctx.ref, ctx.Tb, "nearest").data)
     cache.mkdir(parents=True, exist_ok=True)
     path.write_bytes(pickle.dumps(d))
     return path

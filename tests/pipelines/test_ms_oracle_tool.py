@@ -72,3 +72,77 @@ def test_an_enlarging_lesion_is_judged_on_its_growth_where_the_baseline_lesions_
     del d["tb"]
     (whole,) = oracle.pair_records(d, 0, 0.5, 15.0)
     assert whole["footprint"] == "whole" and whole["n_voxels"] == 512 and whole["z"] < rec["z"]
+
+
+def test_independent_pairs_are_prepared_with_their_location_bins_and_without_baseline_lesions(tmp_path,
+                                                                                          monkeypatch) -> None:
+    """``ms_sweep.prepare(phantom="independent")`` caches the independent simulator's pair ``i`` under its own
+    name, maps its lesions' locations to the benchmark's bins and, having no baseline lesion map, leaves ``tb``
+    out (the oracle then judges enlarging lesions on their whole extent); held-out means the widened phantom."""
+    from types import SimpleNamespace
+
+    import neurorad.preprocess.transforms as transforms
+    from neurorad.pipelines import ms_lesions as ms
+
+    load_bench("ms_oracle")  # puts bench/ on sys.path
+    import ms_benchmark
+    import ms_sweep
+
+    truth = np.zeros((4, 4, 4), np.int16)
+    truth[1, 1, 1] = 1
+    lesions = [{"id": 1, "kind": "new", "location": "deep", "contrast_to_wm": 1.3},
+               {"id": 2, "kind": "enlarging", "location": "ventricle_wall", "contrast_to_wm": 1.8}]
+    maps = {"truth_new": SimpleNamespace(data=truth), "truth_enlarging": SimpleNamespace(data=truth)}
+    case = SimpleNamespace(baseline_flair=None, followup_flair=None, case={"lesions": lesions}, truth=maps)
+    spec = {"seed": 7, "slice_thickness_mm": [3.0, 1.0]}
+    monkeypatch.setattr(ms_benchmark, "independent_case", lambda i: (case, spec))
+    ctx = SimpleNamespace(bn=np.zeros((4, 4, 4)), fn=np.zeros((4, 4, 4)), brain=np.ones((4, 4, 4), bool),
+                          ref=SimpleNamespace(spacing_mm=(1.0, 1.0, 1.0), voxel_volume_mm3=1.0), Tf=None, Tb=None)
+    monkeypatch.setattr(ms, "MSContext", lambda *a, **kw: ctx)
+    monkeypatch.setattr(ms, "STEPS", [SimpleNamespace(run=lambda c: None)] * 5)
+    monkeypatch.setattr(transforms, "resample", lambda vol, ref, t, mode: SimpleNamespace(data=vol.data))
+    import pickle
+
+    path = ms_sweep.prepare(7, 1.0, tmp_path, "independent")
+    assert path.name == "independent_7_1.pkl"
+    d = pickle.loads(path.read_bytes())
+    assert "tb" not in d and d["opts"]["seed"] == 7
+    assert [les["location_bin"] for les in d["lesions"]] == ["deep", "periventricular"]
+    with pytest.raises(ValueError, match="widened phantom only"):
+        ms_sweep.prepare(7, 1.0, tmp_path, "independent", held_out=True)
+
+
+def test_an_engine_finds_a_lesion_when_its_detections_cover_40_percent_of_it(tmp_path, monkeypatch) -> None:
+    """``--engines``: each engine runs the workflow's detection steps on the prepared pair at its shipped
+    operating point (``ms_benchmark.engine_config``; the network's probability from the per-pair cache for the
+    learned engines), and a truth lesion is found as the benchmark counts it: detections cover >= 40% of it."""
+    oracle = load_bench("ms_oracle")
+    import ms_sweep
+
+    tn = np.zeros((10, 10, 10), np.int16)
+    tn[0, 0, :10] = 1   # 10 voxels, 4 covered: found
+    tn[2, 2, :10] = 2   # 10 voxels, 3 covered: not found
+    te = np.zeros_like(tn)
+    te[4, 4, :6] = 3    # covered by two detections, 1 + 1 of 6: not found
+    lab = np.zeros(tn.shape, np.int32)
+    lab[0, 0, :4] = 1
+    lab[2, 2, :3] = 2
+    lab[4, 4, 0] = 3
+    lab[4, 4, 1] = 4
+    seen: list = []
+
+    def detect(d, cfg, p):
+        seen.append((cfg.lesion_engine, cfg.post.min_peak_score, p))
+        return lab, [0.5, 0.5, 0.5, 0.5]
+
+    monkeypatch.setattr(ms_sweep, "detect", detect)
+    monkeypatch.setattr(ms_sweep, "learned_probability_cached",
+                        lambda path, d, cfg: None if cfg.lesion_engine == "classical" else "P")
+    d = {"tn": tn, "te": te}
+    assert oracle.engine_found(tmp_path / "x.pkl", d, "default") == {1: True, 2: False, 3: False}
+    lab[4, 4, 2] = 4
+    assert oracle.engine_found(tmp_path / "x.pkl", d, "fusion")[3] is True  # the two cover 3 of 6 together
+    from neurorad.pipelines.ms_lesions import MSConfig
+
+    shipped = MSConfig().post.min_peak_score
+    assert seen == [("classical", shipped, None), ("fusion", shipped, "P")]
