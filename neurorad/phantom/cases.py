@@ -546,6 +546,18 @@ def _with_scale(les: Lesion, intensity_scale: float) -> Lesion:
     return out
 
 
+#: the widened phantom's enlarging lesions grow by a linear factor in this range: volume x 1.8-4.1. Clinically an
+#: enlarging lesion is one that grew by more than repeated measurement varies, i.e. by 45 % in area for a lesion
+#: under 0.67 cm^2 (Molyneux et al., Arch Neurol 1992;49:261-263), about x1.75 in volume. Until workflow 1.11.0
+#: the widened phantom kept ``ms_pair``'s default (1.35, 1.6), volume x 2.5-4: every enlarging lesion grew by at
+#: least 2.5x, and the enlarging-lesion rules tuned on it (``ClassifyParams.enlarging_min_volume_ratio`` 1.8,
+#: ``rescue_growth_ratio`` 2.5) never met a lesion that grew less; the independent simulator's enlarging lesions
+#: (volume x 1.8-4) were lost to them (docs/ms-lesions.md, "Workflow 1.11.0"). The old range stays reachable:
+#: ``{**widened_ms_options(seed), "growth_range": (1.35, 1.6)}``. The upper bound is unchanged, so the random
+#: stream and every pair without an enlarging lesion are unchanged too
+WIDENED_GROWTH_RANGE: tuple[float, float] = (round(1.8 ** (1 / 3), 4), 1.6)
+
+
 def widened_ms_options(seed: int, negative: bool | None = None) -> dict[str, Any]:
     """Random settings of one widened MS pair (issue 17): what real follow-ups look like.
 
@@ -554,7 +566,8 @@ def widened_ms_options(seed: int, negative: bool | None = None) -> dict[str, Any
     FLAIR contrast (1.08-1.30) that differs between the time points, as do CSF suppression,
     intensity nonlinearity, noise and bias (a protocol or scanner change); stable lesions' signal
     drifting by up to 10%; 1, 3 or 5 mm slices at either time point; motion up to 15 degrees and
-    15 mm. ``negative`` (default: every third seed) gives a pair with no new or enlarging lesion.
+    15 mm; enlarging lesions grown by volume x 1.8-4.1 (:data:`WIDENED_GROWTH_RANGE`).
+    ``negative`` (default: every third seed) gives a pair with no new or enlarging lesion.
     Returns keyword arguments of :func:`ms_pair` (seed included).
     """
     rng = np.random.default_rng(7_000_000 + int(seed))
@@ -581,6 +594,7 @@ def widened_ms_options(seed: int, negative: bool | None = None) -> dict[str, Any
         gamma=(1.0, float(rng.uniform(0.85, 1.15))),
         stable_drift=0.1,
         dawson_fraction=0.5,
+        growth_range=WIDENED_GROWTH_RANGE,
     )
 
 

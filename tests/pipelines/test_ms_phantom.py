@@ -67,3 +67,33 @@ def test_widened_options_cover_the_issue_ranges():
 def test_unknown_location_is_refused():
     with pytest.raises(ValueError, match="unknown MS location"):
         ms_pair(seed=1, location_weights={"cerebellum": 1.0})
+
+
+def test_widened_enlarging_lesions_grow_from_the_clinical_enlargement_bound_and_the_old_range_stays_reachable():
+    """Enlarging lesions of the widened phantom grow by volume x 1.8-4.1 (WIDENED_GROWTH_RANGE: a linear factor
+    whose cube is 1.8, the area change of 45 % that repeated measurement can produce, Molyneux et al. 1992, to
+    1.6). Changing only the lower bound draws the same random numbers, so a pair with the old range (kept
+    reachable) differs only in its enlarging lesion's size: every other lesion, the protocol and the motion
+    are the same."""
+    from neurorad.phantom.cases import WIDENED_GROWTH_RANGE
+
+    lo, hi = WIDENED_GROWTH_RANGE
+    assert lo**3 == pytest.approx(1.8, abs=1e-3) and hi == 1.6
+    opts = [widened_ms_options(s) for s in range(30)]
+    assert all(o["growth_range"] == WIDENED_GROWTH_RANGE for o in opts)
+    common = dict(seed=11, n_stable=2, n_new=1, n_enlarging=1, in_plane_mm=4.0, slice_thickness_mm=(4.0, 4.0),
+                  snr=None, bias_strength=0.0, diameter_range_mm=(4.0, 12.0))
+    now = ms_pair(**common, growth_range=WIDENED_GROWTH_RANGE).case["lesions"]
+    old = ms_pair(**common, growth_range=(1.35, 1.6)).case["lesions"]
+    assert len(now) == len(old) == 4
+    for a, b in zip(now, old, strict=True):
+        assert a["type"] == b["type"] and a["center_ras_mm"] == pytest.approx(b["center_ras_mm"])
+        if a["type"] == "enlarging":
+            assert lo <= a["growth_factor_linear"] <= hi and 1.35 <= b["growth_factor_linear"] <= 1.6
+            # the same uniform draw u mapped onto each range
+            u = (b["growth_factor_linear"] - 1.35) / 0.25
+            assert a["growth_factor_linear"] == pytest.approx(lo + u * (hi - lo), abs=1e-3)
+            assert max(a["semi_axes_mm"]) < max(b["semi_axes_mm"]) or u == pytest.approx(1.0)
+        else:
+            assert a["semi_axes_mm"] == pytest.approx(b["semi_axes_mm"])
+            assert a["contrast_to_wm"] == pytest.approx(b["contrast_to_wm"])

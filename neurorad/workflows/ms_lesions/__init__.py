@@ -238,8 +238,11 @@ class MSLesionsWorkflow(Workflow):
     # their own operating points (LearnedParams.anchors), chosen by the tuning sweep: the learned engine's
     # probability anchors 0.3 / 0.5 -> 0.08 / 0.4, fusion's unchanged (classical and fusion detections unchanged);
     # 1.10.1: the anchors are read from the model card's operating_point (ms-unet3d 0.2.0's card carries 1.10.0's
-    # point, so detections are unchanged) and the candidate step records them with their source
-    version = "1.10.1"
+    # point, so detections are unchanged) and the candidate step records them with their source; 1.11.0: an
+    # enlarging lesion is one that grew by more than measurement varies: the unchanged-enlarging check's minimum
+    # growth 1.8 -> 1.5 and the enlarging-lesion path's 2.5 -> 2.1 (ms_difference.ClassifyParams), chosen on the
+    # widened tuning pairs once their enlarging lesions grew by volume x 1.8-4.1 instead of 2.5-4
+    version = "1.11.0"
     title = "MRI brain follow-up: new and enlarging T2-FLAIR lesions"
     description = ("Compares this study's FLAIR with the FLAIR of the patient's previous study (registered, "
                    "bias-corrected, jointly normalised subtraction) and reports new and enlarging lesions, "
