@@ -116,20 +116,22 @@ def pair_records(d: dict, case: int, fp_per_patient: float, radius_mm: float) ->
     return out
 
 
-def engine_found(path: Path, d: dict, engine: str) -> dict[int, bool]:
+def engine_found(path: Path, d: dict, engine: str, settings: tuple[str, ...] = ()) -> tuple[dict[int, bool], int]:
     """Which truth lesions of a prepared pair ``engine`` (``ms_benchmark.engine_config``'s names, at its shipped
-    operating point) finds: the workflow's own detection steps on the cached pair (``ms_sweep.detect``), a lesion
-    found when its detections cover >= 40% of it in the common space (the benchmark's rule)."""
+    operating point, or with ``settings``: ``--set group.param=value``) finds: the workflow's own detection steps
+    on the cached pair (``ms_sweep.detect``), a lesion found when its detections cover >= 40% of it in the common
+    space (the benchmark's rule), and how many of its detections touch no truth lesion (false positives)."""
     from ms_benchmark import _found, engine_config
     from ms_sweep import detect, learned_probability_cached, score_case
 
-    cfg = engine_config(engine, None)
+    cfg = engine_config(engine, None, settings)
     lab, peaks = detect(d, cfg, learned_probability_cached(path, d, cfg))
-    return {le["id"]: _found(le, float("-inf")) for le in score_case(d, lab, peaks, -1)["lesions"]}
+    rec = score_case(d, lab, peaks, -1)
+    return {le["id"]: _found(le, float("-inf")) for le in rec["lesions"]}, sum(det["fp"] for det in rec["detections"])
 
 
-def _run(job: tuple) -> list[dict]:
-    i, voxel_mm, cache, held_out, fp, radius, phantom, engines = job
+def _run(job: tuple) -> tuple[list[dict], dict[str, int]]:
+    i, voxel_mm, cache, held_out, fp, radius, phantom, engines, settings = job
     import torch
     from ms_sweep import prepare
 
@@ -137,11 +139,12 @@ def _run(job: tuple) -> list[dict]:
     path = prepare(i, voxel_mm, cache, phantom, held_out=held_out)
     d = pickle.loads(path.read_bytes())
     rows = pair_records(d, i, fp, radius)
+    false_positives = {}
     for engine in engines:
-        found = engine_found(path, d, engine)
+        found, false_positives[engine] = engine_found(path, d, engine, settings)
         for r in rows:
             r[f"found_{engine}"] = found.get(r["id"])
-    return rows
+    return rows, false_positives
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -158,6 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--engines", default="",
                     help="comma-separated engines (default, global, learned, fusion) run on each prepared pair at "
                          "their shipped operating points, to show which lesions each finds")
+    ap.add_argument("--set", dest="settings", action="append", default=[], metavar="GROUP.PARAM=VALUE",
+                    help="a rule variant for --engines, e.g. classify.rescue_growth_ratio=2.5 (repeatable)")
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--json", type=Path, help="write the per-lesion records here")
     args = ap.parse_args(argv)
@@ -173,12 +178,24 @@ def main(argv: list[str] | None = None) -> int:
 
     if unknown := [e for e in engines if e not in ENGINES]:
         ap.error(f"--engines: unknown {', '.join(unknown)} (known: {', '.join(ENGINES)})")
-    jobs = [(i, args.voxel_mm, args.cache, args.held_out, args.fp, args.radius_mm, args.phantom, engines)
-            for i in _indices(args.cases)]
+    if args.settings:
+        if not engines:
+            ap.error("--set applies to --engines; name the engines")
+        try:
+            from ms_benchmark import engine_config
+
+            engine_config(engines[0], None, tuple(args.settings))  # checked here, before any pair runs
+        except ValueError as exc:
+            ap.error(str(exc))
+    jobs = [(i, args.voxel_mm, args.cache, args.held_out, args.fp, args.radius_mm, args.phantom, engines,
+             tuple(args.settings)) for i in _indices(args.cases)]
     rows: list[dict] = []
     with ProcessPoolExecutor(max(1, args.workers)) as pool:
-        for recs in pool.map(_run, jobs):
+        false_positives = {e: 0 for e in engines}
+        for recs, fps in pool.map(_run, jobs):
             rows.extend(recs)
+            for e, k in fps.items():
+                false_positives[e] += k
     if args.found:
         from ms_benchmark import _found
 
@@ -201,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     n = len(rows)
     below = sum(1 for r in rows if not r["z"] >= r["z_threshold"])
     summary = {"pairs": len(jobs), "phantom": args.phantom, "lesions": n, "held_out": args.held_out,
-               "fp_per_patient": args.fp,
+               "fp_per_patient": args.fp, "settings": args.settings,
                "ideal_observer_expected_sensitivity": round(sum(r["p_ideal"] for r in rows) / max(n, 1), 4),
                "lesions_under_their_search_threshold": below,
                "lesions_under_z_3": sum(1 for r in rows if not r["z"] >= 3.0)}
@@ -213,6 +230,7 @@ def main(argv: list[str] | None = None) -> int:
         summary[f"found_{e}"] = sum(f for f, _ in hit)
         summary[f"found_{e}_under_threshold"] = sum(f and not v for f, v in hit)
         summary[f"missed_{e}_over_threshold"] = sum(v and not f for f, v in hit)
+        summary[f"false_positives_{e}_per_patient"] = round(false_positives[e] / max(len(jobs), 1), 3)
     print(json.dumps(summary, indent=2))
     return 0
 

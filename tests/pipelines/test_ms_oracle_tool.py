@@ -133,16 +133,19 @@ def test_an_engine_finds_a_lesion_when_its_detections_cover_40_percent_of_it(tmp
 
     def detect(d, cfg, p):
         seen.append((cfg.lesion_engine, cfg.post.min_peak_score, p))
-        return lab, [0.5, 0.5, 0.5, 0.5]
+        return lab, [0.5] * int(lab.max())
 
     monkeypatch.setattr(ms_sweep, "detect", detect)
     monkeypatch.setattr(ms_sweep, "learned_probability_cached",
                         lambda path, d, cfg: None if cfg.lesion_engine == "classical" else "P")
     d = {"tn": tn, "te": te}
-    assert oracle.engine_found(tmp_path / "x.pkl", d, "default") == {1: True, 2: False, 3: False}
+    lab[8, 8, 8] = 5  # a detection touching no truth lesion: a false positive
+    assert oracle.engine_found(tmp_path / "x.pkl", d, "default") == ({1: True, 2: False, 3: False}, 1)
     lab[4, 4, 2] = 4
-    assert oracle.engine_found(tmp_path / "x.pkl", d, "fusion")[3] is True  # the two cover 3 of 6 together
+    assert oracle.engine_found(tmp_path / "x.pkl", d, "fusion")[0][3] is True  # the two cover 3 of 6 together
     from neurorad.pipelines.ms_lesions import MSConfig
 
     shipped = MSConfig().post.min_peak_score
     assert seen == [("classical", shipped, None), ("fusion", shipped, "P")]
+    oracle.engine_found(tmp_path / "x.pkl", d, "default", ("post.min_peak_score=0.3",))  # --set: a rule variant
+    assert seen[-1] == ("classical", 0.3, None)
