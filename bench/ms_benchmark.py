@@ -12,7 +12,8 @@ Two phantom families (``--phantom``):
   juxtacortical, infratentorial and deep placement; realistic grey/white FLAIR contrast that
   changes between the time points with CSF suppression, intensity nonlinearity, noise and bias
   (a protocol/scanner change); stable lesions drifting +-10%; 1, 3 or 5 mm slices at either time
-  point; motion up to 15 degrees / 15 mm; a third stable. Evaluation seeds ``--first`` 0..;
+  point; motion up to 15 degrees / 15 mm; enlarging lesions grown by volume x 1.8-4.1 (x 2.5-4 before workflow
+  1.11.0); a third stable. Evaluation seeds ``--first`` 0..;
   ``--tuning`` uses seeds 100000+ (the set the operating point was chosen on, never evaluated).
 * ``independent``: pairs of ``bench/ms_sim_independent.py``, a simulator written by another hand without
   reading the phantom or the detector (its own anatomy variation, FLAIR model, slice profiles, motion and
