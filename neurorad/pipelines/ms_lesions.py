@@ -59,6 +59,7 @@ from neurorad.quantify.lesions import LesionRow, lesion_table, write_lesion_csv
 from neurorad.segment.ms_difference import (
     KEPT_AS_GROWN,
     REASON_DIFFUSE,
+    REASON_DRIFT,
     TUMEFACTIVE_SIZE,
     CandidateParams,
     Candidates,
@@ -75,7 +76,10 @@ from neurorad.segment.ms_difference import (
     false_positive_reduction,
     gaussian_filters,
     grow_enlarging,
+    judge_and_add_parts,
     judge_enlarging_parts,
+    new_beside_unchanged,
+    relabel,
     rescue_grown_enlarging,
     volume_measurable,
     volume_rule_text,
@@ -762,6 +766,23 @@ def step_fp_reduction(ctx: MSContext) -> None:
         ctx.labels, ctx.n, ctx.decisions = rescue_grown_enlarging(
             ctx.labels0, ctx.n0, ctx.decisions, ctx.bn, ctx.fn, ctx.baseline_lesions, cand.tissue_level,
             ctx.spacing_mm, ctx.cfg.classify)
+        if ctx.cfg.classify.split_beside_drift:
+            # a new lesion in one candidate with a stable lesion whose signal drifted: searched beside the stable one
+            drifted = np.array([not d.kept and d.reason == REASON_DRIFT for d in ctx.decisions], bool)
+            ids = [d.label for d in ctx.decisions if not d.kept and d.reason == REASON_DRIFT]
+            if ids:
+                sub, k = relabel(ctx.labels0, drifted)
+                kinds = classify_new_enlarging(sub, k, ctx.baseline_lesions, ctx.spacing_mm, ctx.cfg.classify)
+                touching = [j + 1 for j in range(k) if kinds[j] == "enlarging"]
+                parts, m = new_beside_unchanged(sub, touching, cand.difference, cand.score, ctx.baseline_lesions,
+                                                ctx.spacing_mm, ctx.cfg.classify)
+                if m:
+                    n_before = ctx.n
+                    ctx.labels, ctx.n, _, beside = judge_and_add_parts(
+                        parts, m, ctx.labels, ctx.n, ["new"] * ctx.n, cand, ctx.bn, ctx.fn, ctx.brain,
+                        ctx.spacing_mm, ctx.cfg.fp, ctx.cfg.classify)
+                    st.parameters["new_beside_drift"] = {"found": len(beside), "kept": ctx.n - n_before,
+                                                         "dropped": [asdict(d) for d in beside if not d.kept]}
         st.parameters["n_dropped"] = ctx.n0 - ctx.n
         st.parameters["rescue_growth_ratio"] = ctx.cfg.classify.rescue_growth_ratio
         st.parameters["kept_as_grown"] = [d.label for d in ctx.decisions if d.reason.startswith(KEPT_AS_GROWN)]
@@ -799,6 +820,7 @@ def step_classify(ctx: MSContext) -> None:
         if changed:  # a candidate that lost a part may touch no baseline lesion any more: classified again
             ctx.labels = labels
             kinds = classify_new_enlarging(ctx.labels, ctx.n, base_les, sp, cfg.classify)
+        undropped = ctx.labels
         labels, ctx.n, ctx.kinds, dropped = drop_unchanged_enlarging(ctx.labels, ctx.n, kinds, ctx.bn, ctx.fn,
                                                                      base_les, cand.tissue_level, sp, cfg.classify)
         st.parameters["dropped_not_grown"] = dropped
@@ -812,6 +834,15 @@ def step_classify(ctx: MSContext) -> None:
         if part_decisions:
             st.parameters["separate_lesions"] = {"found": len(part_decisions), "kept": ctx.n - n_before,
                                                  "dropped": [asdict(d) for d in part_decisions if not d.kept]}
+        # a new lesion beside a baseline lesion that did not grow: its candidate was dropped whole above
+        parts, m = new_beside_unchanged(undropped, dropped if cfg.classify.split_beside_unchanged else [],
+                                        cand.difference, cand.score, base_les, sp, cfg.classify)
+        if m:
+            n_before = ctx.n
+            ctx.labels, ctx.n, ctx.kinds, beside = judge_and_add_parts(
+                parts, m, ctx.labels, ctx.n, ctx.kinds, cand, ctx.bn, ctx.fn, ctx.brain, sp, cfg.fp, cfg.classify)
+            st.parameters["new_beside_unchanged"] = {"found": len(beside), "kept": ctx.n - n_before,
+                                                     "dropped": [asdict(d) for d in beside if not d.kept]}
         if cfg.lesion_engine == "fusion" and ctx.classical_score is not None and ctx.learned_score is not None:
             from neurorad.segment.ms_learned import disagreement_warning, engine_disagreement
 

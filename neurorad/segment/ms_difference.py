@@ -207,6 +207,23 @@ class ClassifyParams:
     split_separate: bool = True
     split_min_score: float = 0.1
     split_min_volume_mm3: float = 12.0
+    # ... a peak whose half-maximum core runs into the candidate's core is still a separate lesion when a dip cuts
+    # it off from that core below this fraction of its own peak: a fainter lesion beside a brighter one (or beside
+    # an enlarging lesion's grown rim) whose half-maximum region joins the brighter one's flank; its core is then
+    # the part above that dip. A shoulder of one lesion has no such dip. None: only cores cut off at half maximum
+    # (1.11.0)
+    split_saddle_fraction: float | None = None
+    # an 'enlarging' candidate dropped because its baseline lesion did not grow (:func:`drop_unchanged_enlarging`)
+    # may hold a new lesion beside that unchanged one (touching it within touch_radius_mm made the whole candidate
+    # 'enlarging'): its part farther than touch_radius_mm from every baseline lesion is searched for lesion cores
+    # as :func:`separate_lesion_cores` does (:func:`new_beside_unchanged`), and each is judged by the
+    # false-positive rules. False: the whole candidate is dropped (1.11.0)
+    split_beside_unchanged: bool = False
+    # ... and likewise a candidate touching a baseline lesion that the drift rule dropped (the baseline lesion was
+    # already as bright: a stable lesion's signal drift), whose new neighbour in the same candidate was lost with it
+    # (independent-simulator pair 7: a 5-voxel new lesion at 1.6 x WM in one candidate with a drifting stable
+    # lesion). False: the whole candidate is dropped (1.11.0)
+    split_beside_drift: bool = False
     # an 'enlarging' candidate touching two or more baseline lesions (:func:`split_enlarging_candidates`) is judged
     # per touched lesion: its part nearest each one goes through the false-positive rules on its own, and a part
     # they drop (a neighbouring stable lesion's drift) leaves the candidate, so the grown and delineated lesion
@@ -1096,7 +1113,9 @@ def separate_lesion_cores(
     exceeds ``split_min_score`` is delineated at half ITS OWN peak (95th percentile of the change in the
     voxels around it that score above that threshold), connected to the peak, inside the candidate. It is a
     separate lesion when that core neither touches the candidate's core (a shoulder of one lesion rises
-    into its core above half its own height; a second lesion's core is cut off from it by a dip) nor lies
+    into its core above half its own height; a second lesion's core is cut off from it by a dip; with
+    ``split_saddle_fraction`` a core that touches is cut at the dip when the dip lies under that fraction of its
+    peak, :func:`_core_above_saddle`) nor lies
     within ``touch_radius_mm`` of a baseline lesion (a peak beside an old lesion stays part of that
     candidate's enlarging lesion, as now), and holds more than ``split_min_volume_mm3``.
 
@@ -1145,7 +1164,9 @@ def separate_lesion_cores(
             comp, _ = ndimage.label(own & (d >= fraction * pk), struct)
             core = comp == comp[top]
             free &= ~(hill == hill[top])  # this peak is judged once
-            if (core & taken).any() or (core & near_old).any() or core.sum() <= min_vox:
+            if (core & taken).any() and params.split_saddle_fraction is not None:
+                core = _core_above_saddle(own, d, top, pk, taken, fraction, params.split_saddle_fraction, struct)
+            if core is None or (core & taken).any() or (core & near_old).any() or core.sum() <= min_vox:
                 continue
             m += 1
             sub = parts[box]
@@ -1154,6 +1175,114 @@ def separate_lesion_cores(
             taken |= ndimage.binary_dilation(core, struct)
             free &= ~taken
     return parts, m
+
+
+def _core_above_saddle(own: np.ndarray, d: np.ndarray, top: tuple[int, ...], peak: float, taken: np.ndarray,
+                       fraction: float, saddle_fraction: float, structure: np.ndarray) -> np.ndarray | None:
+    """The part of ``own`` around ``top`` above the lowest level (from ``fraction`` up to ``saddle_fraction`` of
+    ``peak``, in steps of 0.05) at which it no longer touches ``taken``: a second lesion's core cut off at the dip
+    between it and the candidate's core, as a watershed would cut it. None when no such level exists (a
+    shoulder)."""
+    for level in np.arange(fraction + 0.05, saddle_fraction + 1e-9, 0.05):
+        comp, _ = ndimage.label(own & (d >= level * peak), structure)
+        if comp[top] == 0:
+            return None
+        core = comp == comp[top]
+        if not (core & taken).any():
+            return core
+    return None
+
+
+def new_beside_unchanged(
+    labels: np.ndarray, dropped: list[int], difference: np.ndarray, score: np.ndarray, baseline_lesions: np.ndarray,
+    spacing_mm: tuple[float, float, float], params: ClassifyParams = ClassifyParams(),
+) -> tuple[np.ndarray, int]:
+    """New lesions inside 'enlarging' candidates that :func:`drop_unchanged_enlarging` dropped.
+
+    A candidate within ``touch_radius_mm`` of a baseline lesion is 'enlarging' as a whole; when that lesion did
+    not grow the whole candidate was dropped, and with it a new lesion that appeared beside the unchanged one
+    (independent-simulator pair 32: a 5-voxel new lesion at 1.8 x WM beside a stable one; widened held-out pair 13
+    likewise). Here each dropped candidate (``labels`` before the drop, ``dropped`` its labels) is searched
+    outside ``touch_radius_mm`` of every baseline lesion, as :func:`separate_lesion_cores` searches a candidate
+    outside its core: each peak of the change (``difference``) scoring above ``split_min_score`` that is a local
+    maximum of the change in the whole candidate, delineated at half its own peak and connected to it within that
+    free part, is a part when it holds more than ``split_min_volume_mm3``. The rim of an unchanged lesion seen
+    differently (protocol, drift, misregistration) falls away from it: its highest voxel outside the touch radius
+    has a higher neighbour inside, so it is no peak. Returns the parts as a label map (1..m) and m; the caller
+    judges them with the false-positive rules (:func:`judge_and_add_parts`). The same search serves candidates the
+    drift rule dropped (``split_beside_drift``; the caller chooses which candidates to pass, and whether
+    ``split_beside_unchanged`` is on). Nothing when ``partial_volume_fraction`` is None.
+    """
+    parts = np.zeros(np.shape(labels), np.int32)
+    if not dropped or params.partial_volume_fraction is None:
+        return parts, 0
+    fraction = params.partial_volume_fraction
+    d_all = np.asarray(difference, np.float32)
+    s_all = np.asarray(score, np.float32)
+    base = np.asarray(baseline_lesions, bool)
+    min_vox = params.split_min_volume_mm3 / float(np.prod(spacing_mm))
+    struct = ndimage.generate_binary_structure(3, 3)
+    lab_arr = np.asarray(labels, np.int32)
+    objs = ndimage.find_objects(lab_arr, int(max(dropped)))
+    m = 0
+    for lab in dropped:
+        sl = objs[lab - 1] if lab - 1 < len(objs) else None
+        if sl is None:
+            continue
+        box = padded_box(sl, params.touch_radius_mm, spacing_mm, parts.shape)
+        own = lab_arr[box] == lab
+        near_old = (ndimage.distance_transform_edt(~base[box], sampling=spacing_mm) <= params.touch_radius_mm
+                    if base[box].any() else np.zeros_like(own))
+        d, s = d_all[box], s_all[box]
+        allowed = own & ~near_old
+        free = allowed.copy()
+        for _ in range(8):  # bounded, as in separate_lesion_cores
+            peaks = free & (s > params.split_min_score)
+            if not peaks.any():
+                break
+            top = np.unravel_index(np.argmax(np.where(peaks, d, -np.inf)), own.shape)
+            hill, _ = ndimage.label(peaks, struct)
+            pk = float(np.percentile(d[hill == hill[top]], params.peak_percentile))
+            comp, _ = ndimage.label(allowed & (d >= fraction * pk), struct)
+            core = comp == comp[top]
+            free &= ~(hill == hill[top])
+            # a lesion's own peak, not the edge of the searched part on the flank of the old lesion's change (a rim
+            # falling away from the old lesion has its highest free voxel next to the touch radius)
+            near = tuple(slice(max(0, t - 1), t + 2) for t in top)
+            if d[top] < float(np.max(np.where(own[near], d[near], -np.inf))) or core.sum() <= min_vox:
+                continue
+            m += 1
+            sub = parts[box]
+            sub[core & (sub == 0)] = m
+            parts[box] = sub
+            taken = ndimage.binary_dilation(core, struct)
+            allowed &= ~taken
+            free &= ~taken
+    return parts, m
+
+
+def judge_and_add_parts(
+    parts: np.ndarray, m: int, delineated: np.ndarray, n: int, kinds: list[str], cand: Candidates,
+    baseline: np.ndarray, followup: np.ndarray, brain_mask: np.ndarray, spacing_mm: tuple[float, float, float],
+    fp_params: FPParams = FPParams(), params: ClassifyParams = ClassifyParams(),
+) -> tuple[np.ndarray, int, list[str], list[FPDecision]]:
+    """Parts (1..m; :func:`separate_lesion_cores`, :func:`new_beside_unchanged`) judged by
+    :func:`false_positive_reduction`, the kept ones added to ``delineated`` as new lesions (:func:`add_parts`).
+    A part's voxels already in a lesion of ``delineated`` are left to it. Returns the labels, count, kinds and the
+    parts' decisions (empty when there was none)."""
+    if m == 0:
+        return delineated, n, kinds, []
+    parts = np.where(np.asarray(delineated) > 0, 0, parts).astype(np.int32)
+    parts, m = relabel(parts, np.bincount(parts.ravel(), minlength=m + 1)[1:m + 1] > 0)  # a part wholly inside a
+    # lesion is gone
+    if m == 0:
+        return delineated, n, kinds, []
+    _, _, decisions = false_positive_reduction(
+        parts, m, baseline, followup, brain_mask, spacing_mm, cand.sigma, cand.brain_median, cand.brain_sigma,
+        fp_params, difference=cand.difference, tissue_level=cand.tissue_level,
+        border_distance_mm=cand.border_distance_mm, score=cand.score, peak_percentile=params.peak_percentile)
+    out, n2, kinds2 = add_parts(delineated, n, kinds, parts, np.array([d.kept for d in decisions], bool))
+    return out, n2, kinds2, decisions
 
 
 def add_parts(labels: np.ndarray, n: int, kinds: list[str], parts: np.ndarray, keep: np.ndarray,
@@ -1178,14 +1307,8 @@ def add_separate_lesions(
     Returns the labels, count, kinds and the parts' decisions (empty when there was none)."""
     parts, m = separate_lesion_cores(grown, n, kinds, cand.difference, cand.score, baseline_lesions, spacing_mm,
                                      params, followup, cand.tissue_level)
-    if m == 0:
-        return delineated, n, kinds, []
-    _, _, decisions = false_positive_reduction(
-        parts, m, baseline, followup, brain_mask, spacing_mm, cand.sigma, cand.brain_median, cand.brain_sigma,
-        fp_params, difference=cand.difference, tissue_level=cand.tissue_level,
-        border_distance_mm=cand.border_distance_mm, score=cand.score, peak_percentile=params.peak_percentile)
-    out, n2, kinds2 = add_parts(delineated, n, kinds, parts, np.array([d.kept for d in decisions], bool))
-    return out, n2, kinds2, decisions
+    return judge_and_add_parts(parts, m, delineated, n, kinds, cand, baseline, followup, brain_mask, spacing_mm,
+                               fp_params, params)
 
 
 def half_maximum_core(own: np.ndarray, d: np.ndarray, fraction: float, peak_percentile: float,

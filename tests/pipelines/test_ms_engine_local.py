@@ -37,6 +37,7 @@ from neurorad.segment.ms_difference import (
     false_positive_reduction,
     grow_enlarging,
     judge_enlarging_parts,
+    new_beside_unchanged,
     rescue_grown_enlarging,
     separate_lesion_cores,
     split_enlarging_candidates,
@@ -201,6 +202,65 @@ def test_a_fainter_lesion_sharing_a_candidate_is_its_own_lesion(gap_vox, expect_
         # and the rule can be switched off
         off = ClassifyParams(split_separate=False)
         assert separate_lesion_cores(labels, 1, ["new"], diff, score, no_old, SP, off)[1] == 0
+
+
+@pytest.mark.parametrize("bridge, expect_split", [(0.18, True), (0.0, False)])
+def test_a_fainter_lesion_on_a_brighter_ones_flank_is_cut_off_at_the_dip(bridge, expect_split):
+    """A faint ball (change 0.3) 8 voxels from a bright one (0.8), joined by a bridge of change 0.18 that stays
+    above half the faint ball's peak: its half-maximum core runs into the bright one's, so the 1.11.0 rule
+    (cut off at half maximum only) keeps it inside the bright lesion's candidate and the partial-volume rule
+    drops it. Cut off at the dip (``split_saddle_fraction``), it is its own lesion: the part above the dip lies in
+    the faint ball and holds most of it. Oracle: the balls drawn. A single ball with a bump on its flank (no
+    dip: ``bridge`` 0 and the balls overlapping) gives no part."""
+    shape = (40, 40, 64)
+    a = _ball(shape, (20, 20, 16), 5)
+    gap = 8 if expect_split else -4  # centre distance 10 + gap: -4 overlaps the balls (a bump on a flank)
+    bb = _ball(shape, (20, 20, 16 + 10 + gap), 4)
+    link = np.zeros(shape, bool)
+    link[18:23, 18:23, 16:16 + 10 + gap] = True
+    vals = np.maximum(np.maximum(a * 0.8, bb * 0.3), link * bridge)
+    diff = ndimage.gaussian_filter(vals, 1.0).astype(np.float32)
+    score = np.clip(diff / 0.3, 0, 1).astype(np.float32)
+    labels = (diff > 0.003).astype(np.int32)
+    no_old = np.zeros(shape, bool)
+    assert separate_lesion_cores(labels, 1, ["new"], diff, score, no_old, SP, ClassifyParams(
+        split_saddle_fraction=None))[1] == 0  # the faint ball's half maximum joins the bright ball's core
+    params = ClassifyParams(split_saddle_fraction=0.8)
+    parts, m = separate_lesion_cores(labels, 1, ["new"], diff, score, no_old, SP, params)
+    assert m == int(expect_split)
+    if expect_split:
+        part = parts == 1
+        assert part[bb].sum() >= 0.4 * bb.sum()  # found by the benchmark's 40 % rule
+        assert part[bb].sum() >= 0.9 * part.sum()  # and nothing of the bright ball or the bridge's middle
+        main = delineate(labels, 1, ["new"], diff, params) == 1
+        assert not (part & main).any()
+
+
+def test_a_new_lesion_beside_an_unchanged_one_survives_the_drop_of_its_candidate():
+    """A stable baseline lesion (radius 4) whose rim changed a little and a new ball (radius 3, change 0.5) 3
+    voxels beside it form one candidate. It touches the baseline lesion, so it is 'enlarging'; the lesion did not
+    grow, so drop_unchanged_enlarging drops it, new ball and all. The part outside the touch radius of the old
+    lesion holds the new ball, found again at half its own peak. Oracle: the balls drawn. The rim alone (no new
+    ball) gives no part."""
+    shape = (48, 48, 48)
+    old = _ball(shape, (24, 24, 16), 4)
+    new = _ball(shape, (24, 24, 16 + 4 + 3 + 3), 3)
+    rim = ndimage.binary_dilation(old, iterations=2) & ~old
+    for with_new in (True, False):
+        diff = ndimage.gaussian_filter(rim * 0.15 + (new * 0.5 if with_new else 0.0), 1.0).astype(np.float32)
+        score = np.clip(diff / 0.3, 0, 1).astype(np.float32)
+        labels = (diff > 0.01).astype(np.int32)
+        assert ndimage.label(labels > 0)[1] == 1
+        params = ClassifyParams(split_beside_unchanged=True)
+        parts, m = new_beside_unchanged(labels, [1], diff, score, old, SP, params)
+        if not with_new:
+            assert m == 0  # the unchanged lesion's rim lies within the touch radius or scores under 0.1
+            continue
+        assert m == 1
+        part = parts == 1
+        assert part[new].sum() >= 0.6 * new.sum()
+        assert part[new].sum() >= 0.8 * part.sum()
+        assert not (part & old).any()
 
 
 def test_lesion_at_a_bright_edge_survives_the_shift_rule():

@@ -290,3 +290,37 @@ def test_reference_series_from_the_child_process_when_switched_on(tmp_path):
     off.f_raw = vol
     ms._start_reference_writer(off)
     assert off.reference_writer is None  # switched off: written at the end, in process
+
+
+def test_a_new_lesion_beside_an_unchanged_one_is_searched_for_when_the_candidate_is_dropped(tmp_path):
+    """Steps 6-9: a baseline lesion (radius 4, 1.7) unchanged at follow-up and a new ball (radius 2.5, 1.6) one
+    voxel beside it. Their candidate touches the baseline lesion, so it is 'enlarging'; the baseline lesion did not
+    grow (its half-maximum size x1.0 plus the neighbour < 1.5), so step 9 drops it and, without the search, the new
+    ball is lost. With ``split_beside_unchanged`` the part beyond the touch radius is a new lesion covering the ball.
+    Oracle: the balls drawn."""
+    rng = np.random.default_rng(3)
+    shape = (48, 48, 48)
+    brain = _ball(shape, (24, 24, 24), 22)
+    tissue = np.where(_ball(shape, (24, 24, 24), 19), 1.0, 1.3)
+    b = np.where(brain, tissue + 0.02 * rng.standard_normal(shape), 0).astype(np.float32)
+    f = np.where(brain, tissue + 0.02 * rng.standard_normal(shape), 0).astype(np.float32)
+    old = _ball(shape, (24, 24, 20), 4)
+    new = _ball(shape, (24, 24, 20 + 4 + 1 + 2.5), 2.5)
+    b[old], f[old], f[new] = 1.7, 1.7, 1.6
+    found = {}
+    for search in (False, True):
+        cfg = replace(ms.MSConfig(), atlas=False, write_report=False, write_dicom=False)
+        cfg = replace(cfg, classify=replace(cfg.classify, split_beside_unchanged=search))
+        ctx = ms.MSContext(cfg, tmp_path / str(search), None, None)
+        ctx.ref = Volume(np.zeros(shape, np.float32), np.eye(4))
+        ctx.Tb = ctx.Tf = AffineTransform(np.eye(4), "rigid")
+        ctx.brain, ctx.bn, ctx.fn = brain, b, f
+        for name in ("candidates", "postprocess", "fp_reduction", "classify"):
+            next(s for s in ms.STEPS if s.name == name).run(ctx)
+        classify = ctx.prov.steps[-1].parameters
+        assert classify["dropped_not_grown"] == [1]
+        found[search] = (ctx.labels[new] > 0).mean()
+        if search:
+            assert ctx.kinds == ["new"] and classify["new_beside_unchanged"]["kept"] == 1
+            assert not (ctx.labels[old] > 0).any()
+    assert found[False] == 0.0 and found[True] >= 0.8
