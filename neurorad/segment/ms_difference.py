@@ -218,6 +218,12 @@ class ClassifyParams:
     # an enlarging lesion's grown rim) whose half-maximum region joins the brighter one's flank; its core is then
     # the part above that dip. A shoulder of one lesion has no such dip. None: only cores cut off at half maximum
     # (1.11.0)
+    # ... every peak of a candidate's remaining change is judged, not only the highest of each region scoring above
+    # split_min_score (workflow 1.12.0): independent-simulator pair 38's 14 mm new lesion (1.7.0's case) shared that
+    # region with a brighter enlarging lesion's rim once the smoothing stopped blurring them apart; the highest peak
+    # was judged and the whole region left the search with it. A voxel on the flank of a peak judged before is no
+    # local maximum and ends the search in its region, as before. False: one peak per region (1.11.0)
+    split_every_peak: bool = True
     # 0.7 (workflow 1.12.0): sweep on the 96 widened tuning pairs at 1 mm: 0.6, 0.7 and 0.8 each find one more
     # lesion (173 -> 174 of 203; pair 2's 4-voxel lesion beside a brighter one) at the same 0.115 FP per patient;
     # with the anisotropic smoothing above that lesion is found without it (179 either way)
@@ -1173,10 +1179,16 @@ def separate_lesion_cores(
                 break
             top = np.unravel_index(np.argmax(np.where(peaks, d, -np.inf)), own.shape)
             hill, _ = ndimage.label(peaks, struct)
+            if params.split_every_peak and not _local_maximum(d, own, top):
+                free &= ~(hill == hill[top])  # the flank of a peak judged before: nothing higher is left here
+                continue
             pk = float(np.percentile(d[hill == hill[top]], params.peak_percentile))
             comp, _ = ndimage.label(own & (d >= fraction * pk), struct)
             core = comp == comp[top]
-            free &= ~(hill == hill[top])  # this peak is judged once
+            # this peak is judged once: with split_every_peak its own half-maximum region leaves the search and a
+            # second peak in the same hill (above the score threshold all the way between them) is judged next;
+            # before (1.11.0) the whole hill left with its highest peak
+            free &= ~core if params.split_every_peak else ~(hill == hill[top])
             if (core & taken).any() and params.split_saddle_fraction is not None:
                 core = _core_above_saddle(own, d, top, pk, taken, fraction, params.split_saddle_fraction, struct)
             if core is None or (core & taken).any() or (core & near_old).any() or core.sum() <= min_vox:
@@ -1188,6 +1200,12 @@ def separate_lesion_cores(
             taken |= ndimage.binary_dilation(core, struct)
             free &= ~taken
     return parts, m
+
+
+def _local_maximum(d: np.ndarray, own: np.ndarray, at: tuple[int, ...]) -> bool:
+    """Whether ``d`` at ``at`` is at least as high as at each of its 26 neighbours inside ``own``."""
+    near = tuple(slice(max(0, t - 1), t + 2) for t in at)
+    return bool(d[at] >= float(np.max(np.where(own[near], d[near], -np.inf))))
 
 
 def _core_above_saddle(own: np.ndarray, d: np.ndarray, top: tuple[int, ...], peak: float, taken: np.ndarray,
@@ -1261,8 +1279,7 @@ def new_beside_unchanged(
             free &= ~(hill == hill[top])
             # a lesion's own peak, not the edge of the searched part on the flank of the old lesion's change (a rim
             # falling away from the old lesion has its highest free voxel next to the touch radius)
-            near = tuple(slice(max(0, t - 1), t + 2) for t in top)
-            if d[top] < float(np.max(np.where(own[near], d[near], -np.inf))) or core.sum() <= min_vox:
+            if not _local_maximum(d, own, top) or core.sum() <= min_vox:
                 continue
             m += 1
             sub = parts[box]

@@ -236,6 +236,37 @@ def test_a_fainter_lesion_on_a_brighter_ones_flank_is_cut_off_at_the_dip(bridge,
         assert not (part & main).any()
 
 
+def test_every_peak_of_a_region_is_judged_not_only_the_highest():
+    """One candidate: a bright ball A (change 0.9) joined by a faint bridge (score under 0.1) to a region scoring
+    above 0.1 all the way that holds two more balls, B (0.6) and C (0.4), 10 voxels apart on a bridge of 0.15 (under
+    half of either). B and C are two lesions beside A. Judging only each region's highest peak (1.11.0) finds B and
+    loses C with it; judging every peak finds both, each delineated at half its own peak. Oracle: the balls drawn."""
+    shape = (40, 40, 80)
+    a = _ball(shape, (20, 20, 12), 5)
+    b = _ball(shape, (20, 20, 36), 3)
+    c = _ball(shape, (20, 20, 52), 3)
+    faint = np.zeros(shape, bool)
+    faint[19:22, 19:22, 12:36] = True
+    bridge = np.zeros(shape, bool)
+    bridge[18:23, 18:23, 36:52] = True
+    vals = np.maximum.reduce([a * 0.9, b * 0.6, c * 0.4, faint * 0.03, bridge * 0.15])
+    diff = ndimage.gaussian_filter(vals, 1.0).astype(np.float32)
+    score = np.clip(diff / 0.3, 0, 1).astype(np.float32)  # score 0.1 at a change of 0.03
+    labels = (diff > 0.003).astype(np.int32)
+    assert ndimage.label(labels > 0)[1] == 1
+    no_old = np.zeros(shape, bool)
+    found = {}
+    for every in (False, True):
+        parts, m = separate_lesion_cores(labels, 1, ["new"], diff, score, no_old, SP,
+                                         ClassifyParams(split_every_peak=every))
+        found[every] = [ball for ball in (b, c) if any((parts == k)[ball].sum() >= 0.8 * ball.sum()
+                                                        and (parts == k)[ball].sum() >= 0.8 * (parts == k).sum()
+                                                        for k in range(1, m + 1))]
+        assert not (parts > 0)[a].any()
+    assert len(found[False]) == 1 and found[False][0] is b
+    assert len(found[True]) == 2
+
+
 def test_a_new_lesion_beside_an_unchanged_one_survives_the_drop_of_its_candidate():
     """A stable baseline lesion (radius 4) whose rim changed a little and a new ball (radius 3, change 0.5) 3
     voxels beside it form one candidate. It touches the baseline lesion, so it is 'enlarging'; the lesion did not
