@@ -278,17 +278,30 @@ def config_overrides(text: str):  # noqa: ANN201 - MSConfig
         raise SystemExit(f"--compare-config: {exc}") from exc
 
 
+def config_label(default, changed, prefix: str = "") -> str:  # noqa: ANN001 - MSConfig or a parameter group
+    """The fields of ``changed`` that differ from ``default``, as ``--compare-config`` writes them: a parameter group's
+    changed fields one by one (``candidate.isotropic_smoothing=True``), not the whole group's repr."""
+    from dataclasses import fields, is_dataclass
+
+    out = []
+    for f in fields(default):
+        a, b = getattr(default, f.name), getattr(changed, f.name)
+        if a == b:
+            continue
+        if is_dataclass(a) and is_dataclass(b) and type(a) is type(b):
+            out.append(config_label(a, b, f"{prefix}{f.name}."))
+        else:
+            out.append(f"{prefix}{f.name}={b!r}")
+    return ", ".join(out) or "unchanged"
+
+
 def config_comparison(pairs: list, changed) -> None:  # noqa: ANN001 - MSConfig
     """Each pair with the default MSConfig and with ``changed`` (:func:`config_overrides`), alternating
     (:func:`_alternate`)."""
-    from dataclasses import fields
-
     from neurorad.pipelines.ms_lesions import MSConfig
 
     default = MSConfig()
-    label = ", ".join(f"{f.name}={getattr(changed, f.name)!r}" for f in fields(default)
-                      if getattr(changed, f.name) != getattr(default, f.name)) or "unchanged"
-    walls = _alternate(pairs, {"default": (default, None), label: (changed, None)})
+    walls = _alternate(pairs, {"default": (default, None), config_label(default, changed): (changed, None)})
     print(_paired_summary("MSConfig comparison", walls))
 
 

@@ -22,6 +22,14 @@ def test_overrides_are_literals_and_apply_to_msconfig():
     assert ms_speed.config_overrides("fp.drift_ratio=0.45").fp.drift_ratio == 0.45
 
 
+def test_the_comparison_is_labelled_by_the_changed_fields_only():
+    text = "candidate.isotropic_smoothing=True;classify.split_saddle_fraction=None;elastix_iterations=250"
+    label = ms_speed.config_label(MSConfig(), ms_speed.config_overrides(text))
+    assert label == ("elastix_iterations=250, candidate.isotropic_smoothing=True, "
+                     "classify.split_saddle_fraction=None")
+    assert ms_speed.config_label(MSConfig(), MSConfig()) == "unchanged"
+
+
 @pytest.mark.parametrize(("text", "message"), [("elastix_iterations", "expected group.param=value"),
                                                ("elastix_iteration=250", "MSConfig has no field 'elastix_iteration'")])
 def test_what_cannot_be_applied_is_refused(text, message):
