@@ -768,9 +768,9 @@ def step_fp_reduction(ctx: MSContext) -> None:
             ctx.spacing_mm, ctx.cfg.classify)
         if ctx.cfg.classify.split_beside_drift:
             # a new lesion in one candidate with a stable lesion whose signal drifted: searched beside the stable one
+            # (off: tried for 1.12.0 and not adopted, ClassifyParams.split_beside_drift)
             drifted = np.array([not d.kept and d.reason == REASON_DRIFT for d in ctx.decisions], bool)
-            ids = [d.label for d in ctx.decisions if not d.kept and d.reason == REASON_DRIFT]
-            if ids:
+            if drifted.any():
                 sub, k = relabel(ctx.labels0, drifted)
                 kinds = classify_new_enlarging(sub, k, ctx.baseline_lesions, ctx.spacing_mm, ctx.cfg.classify)
                 touching = [j + 1 for j in range(k) if kinds[j] == "enlarging"]
