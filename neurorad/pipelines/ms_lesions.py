@@ -59,7 +59,6 @@ from neurorad.quantify.lesions import LesionRow, lesion_table, write_lesion_csv
 from neurorad.segment.ms_difference import (
     KEPT_AS_GROWN,
     REASON_DIFFUSE,
-    REASON_DRIFT,
     TUMEFACTIVE_SIZE,
     CandidateParams,
     Candidates,
@@ -79,7 +78,6 @@ from neurorad.segment.ms_difference import (
     judge_and_add_parts,
     judge_enlarging_parts,
     new_beside_unchanged,
-    relabel,
     rescue_grown_enlarging,
     volume_measurable,
     volume_rule_text,
@@ -766,23 +764,6 @@ def step_fp_reduction(ctx: MSContext) -> None:
         ctx.labels, ctx.n, ctx.decisions = rescue_grown_enlarging(
             ctx.labels0, ctx.n0, ctx.decisions, ctx.bn, ctx.fn, ctx.baseline_lesions, cand.tissue_level,
             ctx.spacing_mm, ctx.cfg.classify)
-        if ctx.cfg.classify.split_beside_drift:
-            # a new lesion in one candidate with a stable lesion whose signal drifted: searched beside the stable one
-            # (off: tried for 1.12.0 and not adopted, ClassifyParams.split_beside_drift)
-            drifted = np.array([not d.kept and d.reason == REASON_DRIFT for d in ctx.decisions], bool)
-            if drifted.any():
-                sub, k = relabel(ctx.labels0, drifted)
-                kinds = classify_new_enlarging(sub, k, ctx.baseline_lesions, ctx.spacing_mm, ctx.cfg.classify)
-                touching = [j + 1 for j in range(k) if kinds[j] == "enlarging"]
-                parts, m = new_beside_unchanged(sub, touching, cand.difference, cand.score, ctx.baseline_lesions,
-                                                ctx.spacing_mm, ctx.cfg.classify)
-                if m:
-                    n_before = ctx.n
-                    ctx.labels, ctx.n, _, beside = judge_and_add_parts(
-                        parts, m, ctx.labels, ctx.n, ["new"] * ctx.n, cand, ctx.bn, ctx.fn, ctx.brain,
-                        ctx.spacing_mm, ctx.cfg.fp, ctx.cfg.classify)
-                    st.parameters["new_beside_drift"] = {"found": len(beside), "kept": ctx.n - n_before,
-                                                         "dropped": [asdict(d) for d in beside if not d.kept]}
         st.parameters["n_dropped"] = ctx.n0 - ctx.n
         st.parameters["rescue_growth_ratio"] = ctx.cfg.classify.rescue_growth_ratio
         st.parameters["kept_as_grown"] = [d.label for d in ctx.decisions if d.reason.startswith(KEPT_AS_GROWN)]

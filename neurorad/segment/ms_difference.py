@@ -237,12 +237,6 @@ class ClassifyParams:
     # positive, alone and with the anisotropic smoothing; it recovers independent-simulator pair 32's and widened
     # held-out pair 13's new lesions (found by analysing misses, not chosen on those sets)
     split_beside_unchanged: bool = True
-    # ... and likewise a candidate touching a baseline lesion that the drift rule dropped (the baseline lesion was
-    # already as bright: a stable lesion's signal drift), whose new neighbour in the same candidate was lost with it
-    # (independent-simulator pair 7: a 5-voxel new lesion at 1.6 x WM in one candidate with a drifting stable
-    # lesion). False: the whole candidate is dropped (1.11.0). Tried for 1.12.0 and left off: on the 96 widened
-    # tuning pairs it found no lesion more and added a false positive (0.115 -> 0.125 per patient)
-    split_beside_drift: bool = False
     # an 'enlarging' candidate touching two or more baseline lesions (:func:`split_enlarging_candidates`) is judged
     # per touched lesion: its part nearest each one goes through the false-positive rules on its own, and a part
     # they drop (a neighbouring stable lesion's drift) leaves the candidate, so the grown and delineated lesion
@@ -1174,32 +1168,54 @@ def separate_lesion_cores(
                     if base[box].any() else np.zeros_like(own))
         free = own & ~taken
         for _ in range(8):  # a candidate seldom holds more than two lesions; bounded all the same
-            peaks = free & (s > params.split_min_score)
-            if not peaks.any():
+            peak = _highest_peak(free, d, s, params, struct)
+            if peak is None:
                 break
-            top = np.unravel_index(np.argmax(np.where(peaks, d, -np.inf)), own.shape)
-            hill, _ = ndimage.label(peaks, struct)
+            top, hill, pk = peak
             if params.split_every_peak and not _local_maximum(d, own, top):
-                free &= ~(hill == hill[top])  # the flank of a peak judged before: nothing higher is left here
+                free &= ~hill  # the flank of a peak judged before: nothing higher is left here
                 continue
-            pk = float(np.percentile(d[hill == hill[top]], params.peak_percentile))
-            comp, _ = ndimage.label(own & (d >= fraction * pk), struct)
-            core = comp == comp[top]
+            core = _core_at(own, d, top, fraction * pk, struct)
             # this peak is judged once: with split_every_peak its own half-maximum region leaves the search and a
             # second peak in the same hill (above the score threshold all the way between them) is judged next;
             # before (1.11.0) the whole hill left with its highest peak
-            free &= ~core if params.split_every_peak else ~(hill == hill[top])
+            free &= ~core if params.split_every_peak else ~hill
             if (core & taken).any() and params.split_saddle_fraction is not None:
                 core = _core_above_saddle(own, d, top, pk, taken, fraction, params.split_saddle_fraction, struct)
             if core is None or (core & taken).any() or (core & near_old).any() or core.sum() <= min_vox:
                 continue
-            m += 1
-            sub = parts[box]
-            sub[core & (sub == 0)] = m
-            parts[box] = sub
+            m = _add_part(parts, box, core, m)
             taken |= ndimage.binary_dilation(core, struct)
             free &= ~taken
     return parts, m
+
+
+def _highest_peak(free: np.ndarray, d: np.ndarray, s: np.ndarray, params: ClassifyParams, structure: np.ndarray,
+                  ) -> tuple[tuple[int, ...], np.ndarray, float] | None:
+    """The highest change ``d`` among the ``free`` voxels scoring above ``split_min_score``: its position, its hill
+    (those voxels connected to it) and the hill's peak (``peak_percentile`` of ``d`` in it); None when none scores."""
+    peaks = free & (s > params.split_min_score)
+    if not peaks.any():
+        return None
+    top = np.unravel_index(np.argmax(np.where(peaks, d, -np.inf)), d.shape)
+    hills, _ = ndimage.label(peaks, structure)
+    hill = hills == hills[top]
+    return top, hill, float(np.percentile(d[hill], params.peak_percentile))
+
+
+def _core_at(region: np.ndarray, d: np.ndarray, top: tuple[int, ...], level: float,
+             structure: np.ndarray) -> np.ndarray:
+    """The voxels of ``region`` where ``d`` reaches ``level``, connected to ``top``."""
+    comp, _ = ndimage.label(region & (d >= level), structure)
+    return comp == comp[top]
+
+
+def _add_part(parts: np.ndarray, box: tuple[slice, ...], core: np.ndarray, m: int) -> int:
+    """Label ``core`` (in ``box``) as part m + 1 of ``parts`` where no part is yet; returns m + 1."""
+    sub = parts[box]
+    sub[core & (sub == 0)] = m + 1
+    parts[box] = sub
+    return m + 1
 
 
 def _local_maximum(d: np.ndarray, own: np.ndarray, at: tuple[int, ...]) -> bool:
@@ -1240,9 +1256,8 @@ def new_beside_unchanged(
     free part, is a part when it holds more than ``split_min_volume_mm3``. The rim of an unchanged lesion seen
     differently (protocol, drift, misregistration) falls away from it: its highest voxel outside the touch radius
     has a higher neighbour inside, so it is no peak. Returns the parts as a label map (1..m) and m; the caller
-    judges them with the false-positive rules (:func:`judge_and_add_parts`). The same search serves candidates the
-    drift rule dropped (``split_beside_drift``; the caller chooses which candidates to pass, and whether
-    ``split_beside_unchanged`` is on). Nothing when ``partial_volume_fraction`` is None.
+    judges them with the false-positive rules (:func:`judge_and_add_parts`) and decides whether to search
+    (``split_beside_unchanged``). Nothing when ``partial_volume_fraction`` is None.
     """
     parts = np.zeros(np.shape(labels), np.int32)
     if not dropped or params.partial_volume_fraction is None:
@@ -1257,7 +1272,7 @@ def new_beside_unchanged(
     objs = ndimage.find_objects(lab_arr, int(max(dropped)))
     m = 0
     for lab in dropped:
-        sl = objs[lab - 1] if lab - 1 < len(objs) else None
+        sl = objs[lab - 1]
         if sl is None:
             continue
         box = padded_box(sl, params.touch_radius_mm, spacing_mm, parts.shape)
@@ -1268,23 +1283,17 @@ def new_beside_unchanged(
         allowed = own & ~near_old
         free = allowed.copy()
         for _ in range(8):  # bounded, as in separate_lesion_cores
-            peaks = free & (s > params.split_min_score)
-            if not peaks.any():
+            peak = _highest_peak(free, d, s, params, struct)
+            if peak is None:
                 break
-            top = np.unravel_index(np.argmax(np.where(peaks, d, -np.inf)), own.shape)
-            hill, _ = ndimage.label(peaks, struct)
-            pk = float(np.percentile(d[hill == hill[top]], params.peak_percentile))
-            comp, _ = ndimage.label(allowed & (d >= fraction * pk), struct)
-            core = comp == comp[top]
-            free &= ~(hill == hill[top])
+            top, hill, pk = peak
+            core = _core_at(allowed, d, top, fraction * pk, struct)
+            free &= ~hill
             # a lesion's own peak, not the edge of the searched part on the flank of the old lesion's change (a rim
             # falling away from the old lesion has its highest free voxel next to the touch radius)
             if not _local_maximum(d, own, top) or core.sum() <= min_vox:
                 continue
-            m += 1
-            sub = parts[box]
-            sub[core & (sub == 0)] = m
-            parts[box] = sub
+            m = _add_part(parts, box, core, m)
             taken = ndimage.binary_dilation(core, struct)
             allowed &= ~taken
             free &= ~taken
@@ -1303,8 +1312,8 @@ def judge_and_add_parts(
     if m == 0:
         return delineated, n, kinds, []
     parts = np.where(np.asarray(delineated) > 0, 0, parts).astype(np.int32)
-    parts, m = relabel(parts, np.bincount(parts.ravel(), minlength=m + 1)[1:m + 1] > 0)  # a part wholly inside a
-    # lesion is gone
+    # a part wholly inside a lesion is gone; the others are renumbered 1..m
+    parts, m = relabel(parts, np.bincount(parts.ravel(), minlength=m + 1)[1:m + 1] > 0)
     if m == 0:
         return delineated, n, kinds, []
     _, _, decisions = false_positive_reduction(
