@@ -54,10 +54,6 @@ class CandidateParams:
     # 1 mm (bench/ms_sweep.py --set candidate.isotropic_smoothing=False; docs/ms-lesions.md "Workflow 1.12.0"):
     # 173 -> 179 of 203 lesions at the same 0.115 FP per patient, more sensitive at every score threshold 0.1-0.5
     isotropic_smoothing: bool = False
-    # anisotropic voxels: score at both smoothings (each axis its own; in-plane up to the slice thickness) and keep
-    # each voxel's larger score. A small lesion wants the finer smoothing, a faint large one the coarser (a scale
-    # space of two scales, Lindeberg 1998; docs/ms-lesions.md "Workflow 1.13.0"). No effect on isotropic voxels
-    two_scale: bool = False
     highpass_sigma_mm: float = 10.0  # slowly varying difference (residual bias, scaling) removed; 0 = off
     z_at_extent: float = 3.0  # z of the difference that maps to score 0.01 (lesion extent)
     # z that maps to score 0.1 (lesion core): the FROC sweep on 29 widened tuning pairs (bench/ms_sweep.py,
@@ -427,16 +423,10 @@ def candidate_score(
     if params.method not in ("local", "global"):
         raise ValueError(f"unknown candidate method {params.method!r} (local, global)")
     sig = _smoothing_sigma_vox(spacing_mm, params)
-    coarse = _smoothing_sigma_vox(spacing_mm, replace(params, isotropic_smoothing=True))
     # the brain's distance map (~1 s at 1 mm; scipy releases the GIL) runs beside the filtering below
     with ThreadPoolExecutor(1) as pool:
         dist_future = pool.submit(ndimage.distance_transform_edt, brain, sampling=spacing_mm)
         cand = _candidate_maps(baseline, followup, brain, spacing_mm, params, sig, dist_future)
-        if params.two_scale and not params.isotropic_smoothing and not np.allclose(coarse, sig):
-            # the coarser scale's score joins the finer one's; the difference, z and tissue maps the later
-            # steps judge candidates by stay those of the finer scale
-            other = _candidate_maps(baseline, followup, brain, spacing_mm, params, coarse, dist_future)
-            cand = replace(cand, score=np.maximum(cand.score, other.score))
     return cand
 
 
