@@ -246,8 +246,10 @@ class MSLesionsWorkflow(Workflow):
     # smoothing up to the slice thickness predated the matched resampling and blurred small lesions away), and a
     # new lesion that shares a candidate is searched for where it was lost: cut off from a brighter neighbour at the
     # dip between them (ClassifyParams.split_saddle_fraction 0.7) and beside a baseline lesion that did not grow,
-    # whose candidate is dropped (ClassifyParams.split_beside_unchanged)
-    version = "1.12.0"
+    # whose candidate is dropped (ClassifyParams.split_beside_unchanged); 1.13.0: the analysis mask keeps only voxels
+    # both images imaged (MSConfig.fov_coverage: a follow-up slab that motion moved off the baseline's brain left
+    # zeros and B-spline ringing there, slab-shaped false positives on 5 mm pairs)
+    version = "1.13.0"
     title = "MRI brain follow-up: new and enlarging T2-FLAIR lesions"
     description = ("Compares this study's FLAIR with the FLAIR of the patient's previous study (registered, "
                    "bias-corrected, jointly normalised subtraction) and reports new and enlarging lesions, "
