@@ -27,7 +27,9 @@ evaluates i < 100); ``--prep-set field=value`` (repeatable) sets a field of ``MS
 ``n4_shrink_mm=5.0``): those pairs are prepared and cached in a subfolder of ``--cache`` named after the
 settings, so a preprocessing variant is compared pair by pair with the default on the same seeds; ``--json FILE``
 keeps the per-pair records (lesions with per-detection coverage,
-detections with peak score, volume and FP flag) for a pair-by-pair comparison of two variants.
+detections with peak score, volume and FP flag) for a pair-by-pair comparison of two variants. The printed summary
+ends with the FROC per class of the pair's thicker slice (``by_thicker_slice``: found lesions, false positives and
+patient specificity at scores 0.1-0.5).
 """
 
 from __future__ import annotations
@@ -241,6 +243,27 @@ def score_case(d: dict, lab: np.ndarray, peaks: list[float], case_id: int) -> di
     return {"case": case_id, "truth_active": bool(lesions), "lesions": lesions, "detections": dets}
 
 
+def froc_by_thickness(results: list[dict], thresholds: tuple[float, ...] = (0.1, 0.15, 0.2, 0.3, 0.5)) -> dict:
+    """FROC points per class of the pair's thicker slice (``"5 mm"``: records' ``slice_thickness_mm``, one value or
+    the pair's two): found lesions, false positives and patient specificity at each score threshold. On the widened
+    tuning pairs most false positives sit on 5 mm pairs, above any threshold (docs/ms-lesions.md "Workflow
+    1.13.0")."""
+    from ms_benchmark import operating_point
+
+    def thicker(r: dict) -> float:
+        return float(np.max(np.atleast_1d(np.asarray(r["slice_thickness_mm"], float))))
+
+    out = {}
+    for t in sorted({thicker(r) for r in results}):
+        sel = [r for r in results if thicker(r) == t]
+        out[f"{t:g} mm"] = {"pairs": len(sel), "froc": [
+            {"threshold": thr, "found": p["found"], "lesions": p["lesions"],
+             "false_positives": int(round(p["fp_per_patient"] * len(sel))),
+             "patient_specificity": round(p["patient_specificity"], 3)}
+            for thr in thresholds for p in [operating_point(sel, thr)]]}
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cases", default="1-11", help="tuning pair indices, e.g. 1-11 or 1,2,5")
@@ -296,7 +319,8 @@ def main(argv: list[str] | None = None) -> int:
                                            for p in froc],
            "settings": args.settings, "prep_settings": args.prep_settings, "phantom": args.phantom,
            "configured_0.1": operating_point(results, 0.1), "chosen": best,
-           "chosen_core_thresholds": core_thresholds(best["threshold"], MSConfig().candidate)}
+           "chosen_core_thresholds": core_thresholds(best["threshold"], MSConfig().candidate),
+           "by_thicker_slice": froc_by_thickness(results)}
     print(json.dumps(out, indent=2))
     return 0
 

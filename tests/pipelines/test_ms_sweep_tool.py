@@ -208,3 +208,26 @@ def test_benchmark_runs_the_network_once_for_the_learned_and_fusion_engines(tmp_
         calls.append(1)
         assert [(r.kind, r.volume_mm3) for r in res.lesions] == [(r.kind, r.volume_mm3) for r in alone.lesions]
         assert np.array_equal(res.labels.data, alone.labels.data)
+
+
+def test_froc_by_thicker_slice_counts_each_class_apart() -> None:
+    """Two 5/1 mm pairs and one 1 mm pair with known detections: each class's found lesions, false positives and
+    patient specificity at each threshold, counted by hand."""
+    les = {"id": 1, "voxels": 10, "hits": [{"det": 1, "peak": 0.6, "covered": 8}]}
+    recs = [
+        {"case": 0, "truth_active": True, "lesions": [les], "slice_thickness_mm": [5.0, 1.0],
+         "detections": [{"det": 1, "peak": 0.6, "fp": False}, {"det": 2, "peak": 0.4, "fp": True}]},
+        {"case": 1, "truth_active": False, "lesions": [], "slice_thickness_mm": [1.0, 5.0],
+         "detections": [{"det": 1, "peak": 0.12, "fp": True}]},
+        {"case": 2, "truth_active": False, "lesions": [], "slice_thickness_mm": 1.0,
+         "detections": [{"det": 1, "peak": 0.2, "fp": True}]},
+    ]
+    out = _sweep().froc_by_thickness(recs, thresholds=(0.1, 0.3, 0.5))
+    assert sorted(out) == ["1 mm", "5 mm"]
+    five = {p["threshold"]: p for p in out["5 mm"]["froc"]}
+    assert out["5 mm"]["pairs"] == 2
+    assert [five[t]["false_positives"] for t in (0.1, 0.3, 0.5)] == [2, 1, 0]
+    assert [five[t]["found"] for t in (0.1, 0.3, 0.5)] == [1, 1, 1]
+    assert [five[t]["patient_specificity"] for t in (0.1, 0.3, 0.5)] == [0.0, 1.0, 1.0]
+    one = {p["threshold"]: p for p in out["1 mm"]["froc"]}
+    assert [one[t]["false_positives"] for t in (0.1, 0.3)] == [1, 0]
