@@ -836,16 +836,19 @@ def step_fp_reduction(ctx: MSContext) -> None:
     cand = ctx.cand
     assert cand is not None
     with ctx.prov.step("fp_reduction", **asdict(ctx.cfg.fp)) as st:
+        # the baseline lesions (step 9 classifies by them): a candidate touching none is held to the drift rule's
+        # drift_ratio_new, and the enlarging-lesion path below reads them
+        ctx.baseline_lesions = baseline_lesion_mask(ctx.bn, ctx.brain, ctx.spacing_mm, cand.brain_median,
+                                                    cand.brain_sigma, ctx.cfg.classify)
         ctx.labels, ctx.n, ctx.decisions = false_positive_reduction(
             ctx.labels0, ctx.n0, ctx.bn, ctx.fn, ctx.brain, ctx.spacing_mm, cand.sigma, cand.brain_median,
             cand.brain_sigma, ctx.cfg.fp, difference=cand.difference, tissue_level=cand.tissue_level,
             border_distance_mm=cand.border_distance_mm, score=cand.score,
-            peak_percentile=ctx.cfg.classify.peak_percentile,
+            peak_percentile=ctx.cfg.classify.peak_percentile, baseline_lesions=ctx.baseline_lesions,
+            touch_radius_mm=ctx.cfg.classify.touch_radius_mm,
         )
         # the enlarging-lesion path: a rim dropped as misregistration or drift next to a baseline lesion whose
         # half-maximum size grew is kept (ms_difference.rescue_grown_enlarging)
-        ctx.baseline_lesions = baseline_lesion_mask(ctx.bn, ctx.brain, ctx.spacing_mm, cand.brain_median,
-                                                    cand.brain_sigma, ctx.cfg.classify)
         ctx.labels, ctx.n, ctx.decisions = rescue_grown_enlarging(
             ctx.labels0, ctx.n0, ctx.decisions, ctx.bn, ctx.fn, ctx.baseline_lesions, cand.tissue_level,
             ctx.spacing_mm, ctx.cfg.classify)
@@ -906,7 +909,8 @@ def step_classify(ctx: MSContext) -> None:
         if m:
             n_before = ctx.n
             ctx.labels, ctx.n, ctx.kinds, beside = judge_and_add_parts(
-                parts, m, ctx.labels, ctx.n, ctx.kinds, cand, ctx.bn, ctx.fn, ctx.brain, sp, cfg.fp, cfg.classify)
+                parts, m, ctx.labels, ctx.n, ctx.kinds, cand, ctx.bn, ctx.fn, ctx.brain, sp, cfg.fp, cfg.classify,
+                base_les)
             st.parameters["new_beside_unchanged"] = {"found": len(beside), "kept": ctx.n - n_before,
                                                      "dropped": [asdict(d) for d in beside if not d.kept]}
         if cfg.lesion_engine == "fusion" and ctx.classical_score is not None and ctx.learned_score is not None:

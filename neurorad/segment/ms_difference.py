@@ -116,6 +116,13 @@ class FPParams:
     # 0.4), FP per patient 0.21 -> 0.17 (widened) and 0.17 -> 0.11 (original) from 0.6 to 0.5, away from the
     # 0.4 edge; the stable lesions whose signal drifted by 10-15 % had ratios 0.43-0.57
     drift_ratio: float = 0.5
+    # ... and this ratio for a candidate that touches no baseline lesion (the baseline-lesion mask of step 9, within
+    # ClassifyParams.touch_radius_mm; pass ``baseline_lesions`` to false_positive_reduction). Such a candidate claims
+    # tissue with no lesion at baseline, so its baseline contrast should be near zero; a third or more of its
+    # follow-up contrast means a lesion was already there, too faint at baseline for the lesion mask (thick-slice
+    # partial volume, a protocol change). An enlarging rim keeps drift_ratio: it holds part of the old lesion.
+    # None: off (drift_ratio for every candidate)
+    drift_ratio_new: float | None = None
     # the contrast the drift rule compares: "shell" (workflow 1.7.0: each time point's candidate mean over the
     # median of ITS OWN surround, the dipole rule's 3 mm shell with other candidates left out; a regional
     # intensity shift between the time points, e.g. partial volume of thicker slices or a bias residual, scales
@@ -558,6 +565,8 @@ def false_positive_reduction(
     border_distance_mm: np.ndarray | None = None,
     score: np.ndarray | None = None,
     peak_percentile: float = ClassifyParams.peak_percentile,
+    baseline_lesions: np.ndarray | None = None,
+    touch_radius_mm: float = ClassifyParams.touch_radius_mm,
 ) -> tuple[np.ndarray, int, list[FPDecision]]:
     """Step 5: drop candidates that are not new tissue change.
 
@@ -613,6 +622,15 @@ def false_positive_reduction(
     cogs = label_centroids_ijk(labels, n)
     loss_ratio = np.zeros(n)
     drift = np.zeros(n)
+    # the drift ratio each candidate is held to: drift_ratio_new where it touches no baseline lesion
+    drift_bound = np.full(n, params.drift_ratio)
+    if params.drift_ratio_new is not None and baseline_lesions is not None:
+        base = np.asarray(baseline_lesions)
+        for i, sl in enumerate(ndimage.find_objects(labels, n)):
+            if sl is not None:
+                box = padded_box(sl, touch_radius_mm, spacing_mm, labels.shape)
+                if touched_baseline_ids(labels[box] == i + 1, base[box], touch_radius_mm, spacing_mm).size == 0:
+                    drift_bound[i] = params.drift_ratio_new
     if difference is not None and (params.dipole_rule or params.drift_rule or params.loss_alone_ratio is not None):
         d = np.asarray(difference, np.float32)
         gain = label_sums(np.maximum(d, 0), labels, n)
@@ -681,7 +699,7 @@ def false_positive_reduction(
                 difference is None or not params.dipole_rule or loss_ratio[i] >= params.dipole_ratio
                 or frac_expl[i] >= params.shift_explained_always):
             reason = REASON_MISREGISTRATION
-        elif params.drift_rule and tissue_level is not None and drift[i] >= params.drift_ratio:
+        elif params.drift_rule and tissue_level is not None and drift[i] >= drift_bound[i]:
             reason = REASON_DRIFT
         keep[i] = reason == "kept"
         decisions.append(FPDecision(int(lab), bool(keep[i]), reason, cb, cf, float(frac_expl[i]), float(frac_edge[i]),
@@ -1304,9 +1322,11 @@ def judge_and_add_parts(
     parts: np.ndarray, m: int, delineated: np.ndarray, n: int, kinds: list[str], cand: Candidates,
     baseline: np.ndarray, followup: np.ndarray, brain_mask: np.ndarray, spacing_mm: tuple[float, float, float],
     fp_params: FPParams = FPParams(), params: ClassifyParams = ClassifyParams(),
+    baseline_lesions: np.ndarray | None = None,
 ) -> tuple[np.ndarray, int, list[str], list[FPDecision]]:
     """Parts (1..m; :func:`separate_lesion_cores`, :func:`new_beside_unchanged`) judged by
-    :func:`false_positive_reduction`, the kept ones added to ``delineated`` as new lesions (:func:`add_parts`).
+    :func:`false_positive_reduction` (with ``baseline_lesions``: a part touching none is held to
+    ``FPParams.drift_ratio_new``), the kept ones added to ``delineated`` as new lesions (:func:`add_parts`).
     A part's voxels already in a lesion of ``delineated`` are left to it. Returns the labels, count, kinds and the
     parts' decisions (empty when there was none)."""
     if m == 0:
@@ -1319,7 +1339,8 @@ def judge_and_add_parts(
     _, _, decisions = false_positive_reduction(
         parts, m, baseline, followup, brain_mask, spacing_mm, cand.sigma, cand.brain_median, cand.brain_sigma,
         fp_params, difference=cand.difference, tissue_level=cand.tissue_level,
-        border_distance_mm=cand.border_distance_mm, score=cand.score, peak_percentile=params.peak_percentile)
+        border_distance_mm=cand.border_distance_mm, score=cand.score, peak_percentile=params.peak_percentile,
+        baseline_lesions=baseline_lesions, touch_radius_mm=params.touch_radius_mm)
     out, n2, kinds2 = add_parts(delineated, n, kinds, parts, np.array([d.kept for d in decisions], bool))
     return out, n2, kinds2, decisions
 
@@ -1347,7 +1368,7 @@ def add_separate_lesions(
     parts, m = separate_lesion_cores(grown, n, kinds, cand.difference, cand.score, baseline_lesions, spacing_mm,
                                      params, followup, cand.tissue_level)
     return judge_and_add_parts(parts, m, delineated, n, kinds, cand, baseline, followup, brain_mask, spacing_mm,
-                               fp_params, params)
+                               fp_params, params, baseline_lesions)
 
 
 def half_maximum_core(own: np.ndarray, d: np.ndarray, fraction: float, peak_percentile: float,

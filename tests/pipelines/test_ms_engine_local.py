@@ -391,6 +391,39 @@ def test_drift_rule_against_each_time_points_own_surround(reference, stable_drop
         false_positive_reduction(labels, 2, b, f, brain, SP, 0.02, 1.0, 0.05, replace(fp, drift_reference="wm"))
 
 
+def test_a_candidate_touching_no_baseline_lesion_is_held_to_the_new_drift_ratio():
+    """FPParams.drift_ratio_new on analytic contrasts. Two candidates read 1.21 at baseline and 1.5 at follow-up in
+    tissue of 1.0 at both time points: against their own 3 mm shells the baseline contrast is 0.21 of the
+    follow-up's 0.5, ratio 0.42, under drift_ratio 0.5. One touches a baseline lesion (a separate 1.8 blob in the
+    baseline-lesion mask, its closest voxel 1 mm away, within the 1.5 mm touch radius: an enlarging rim holds part
+    of the old lesion) and is kept; the other touches none, so it claims tissue without a lesion at baseline, and with
+    drift_ratio_new 0.35 its baseline contrast of 0.42 x the follow-up's is an existing lesion: dropped as drift.
+    Without the baseline-lesion mask, or with drift_ratio_new None, both are kept."""
+    shape = (48, 48, 48)
+    brain = _ball(shape, (24, 24, 24), 22)
+    far, near = _ball(shape, (24, 14, 24), 3), _ball(shape, (24, 32, 24), 3)
+    old = _ball(shape, (24, 38, 24), 2)  # next to near: their closest voxels 1 mm apart
+    assert not (old & near).any() and (old & ndimage.binary_dilation(near)).any()
+    b = np.where(brain, 1.0, 0.0).astype(np.float32)
+    f = b.copy()
+    b[far | near] = 1.21
+    f[far | near] = 1.5
+    b[old] = f[old] = 1.8
+    labels = (far * 1 + near * 2).astype(np.int32)
+    fp = FPParams(dipole_rule=False, loss_alone_ratio=None, shift_explained_fraction=1.01, border_fraction=1.01,
+                  diffuse_rule=False, drift_ratio_new=0.35)
+    args = (labels, 2, b, f, brain, SP, 0.02, 1.0, 0.05)
+    kw = dict(difference=f - b, tissue_level=np.ones(shape, np.float32))
+    _, n, dec = false_positive_reduction(*args, fp, **kw, baseline_lesions=old, touch_radius_mm=1.5)
+    assert [d.baseline_contrast_ratio for d in dec] == pytest.approx([0.21 / 0.5] * 2, rel=1e-3)
+    assert (dec[0].kept, dec[0].reason) == (False, REASON_DRIFT)
+    assert dec[1].kept and n == 1
+    # the touch radius decides: at 0.5 mm the old lesion (1 mm away) is not touched, and both are dropped
+    assert false_positive_reduction(*args, fp, **kw, baseline_lesions=old, touch_radius_mm=0.5)[1] == 0
+    assert false_positive_reduction(*args, fp, **kw)[1] == 2
+    assert false_positive_reduction(*args, replace(fp, drift_ratio_new=None), **kw, baseline_lesions=old)[1] == 2
+
+
 def test_loss_larger_than_the_gain_is_a_moved_structure():
     """The loss-alone rule on an analytic difference map: a candidate gaining 0.3 inside a ball, with a
     loss of x in a ring 1-2 voxels around it. The loss ratio is sum(loss) / sum(gain) exactly (the ring
