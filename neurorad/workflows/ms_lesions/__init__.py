@@ -248,8 +248,11 @@ class MSLesionsWorkflow(Workflow):
     # dip between them (ClassifyParams.split_saddle_fraction 0.7) and beside a baseline lesion that did not grow,
     # whose candidate is dropped (ClassifyParams.split_beside_unchanged); 1.13.0: the analysis mask keeps only voxels
     # both images imaged (MSConfig.fov_coverage: a follow-up slab that motion moved off the baseline's brain left
-    # zeros and B-spline ringing there, slab-shaped false positives on 5 mm pairs)
-    version = "1.13.0"
+    # zeros and B-spline ringing there, slab-shaped false positives on 5 mm pairs); 1.14.0: a candidate that touches
+    # no baseline lesion is signal drift from a baseline contrast of 0.35 x its follow-up contrast (FPParams.
+    # drift_ratio_new; 0.5 as before for one that touches a baseline lesion): stable lesions too faint at baseline
+    # for the lesion mask read as new on thick-slice pairs
+    version = "1.14.0"
     title = "MRI brain follow-up: new and enlarging T2-FLAIR lesions"
     description = ("Compares this study's FLAIR with the FLAIR of the patient's previous study (registered, "
                    "bias-corrected, jointly normalised subtraction) and reports new and enlarging lesions, "
