@@ -185,3 +185,39 @@ def test_the_coverage_shortcut_agrees_with_the_resampled_coverage():
                 assert not quick and not resampled[region].all()
             if nz == 36 and radius == 8.0:  # 8 + 12 mm of margin inside fields of view of +-35 mm
                 assert quick
+
+
+def test_the_cropped_coverage_equals_the_whole_grids(monkeypatch):
+    """coverage_mask resamples the ones only onto the box of voxels within _coverage_margin_mm of a field of view's
+    edge (the default; about 1.2 s less per 1 mm pair). Brains (balls of 30 mm) inside fields of view of +-48 mm
+    in-plane, the follow-up's cut off 20 mm above the centre: the mask must equal the one resampled on the whole
+    grid (crop=False), with and without the brain as the region, for equal voxels and for 4 mm slices against 2 mm,
+    and the box must leave voxels out (else the crop saves nothing). A fifth of the margin is too little for the
+    4 mm slices (the anti-aliased ones ring further): the masks then differ, so the comparison can fail."""
+    T = AffineTransform.from_euler((5.0, 0.0, 3.0), (1.1, -1.7, 2.9))
+    cfg = replace(ms.MSConfig(), crop_margin_mm=0.0, fov_coverage=True)
+
+    def ball(v: Volume, r_mm: float) -> Volume:
+        ijk = np.stack(np.indices(v.spatial_shape), -1).reshape(-1, 3).astype(float)
+        return v.with_data((np.linalg.norm(ijk @ v.affine[:3, :3].T + v.affine[:3, 3], axis=1) < r_mm)
+                           .reshape(v.spatial_shape))
+
+    f_whole = _acquire((48, 48, 48), (2.0, 2.0, 2.0), T.inverse(), n_sub=1)
+    f = Volume(np.ascontiguousarray(f_whole.data[:, :, :34]), f_whole.affine)  # ends 20 mm above the centre
+    b_iso = _acquire((48, 48, 48), (2.0, 2.0, 2.0), AffineTransform.identity(), n_sub=1)
+    b_thick = _acquire((48, 48, 24), (2.0, 2.0, 4.0), AffineTransform.identity(), n_sub=2)
+    # no anti-aliasing between equal voxels: two voxels of spline support per image and one of slack
+    assert ms._coverage_margin_mm(b_iso, f) == pytest.approx(2 * (2.0 + 2.0) + 2.0)
+    assert ms._coverage_margin_mm(b_thick, f) == pytest.approx(4 * np.sqrt(12.0) / np.sqrt(12.0) + 2 * 6.0 + 4.0)
+    for b in (b_iso, b_thick):
+        ref, _, _, Tb, Tf, _ = ms.resample_pair(b, f, ball(b, 30.0), ball(f, 30.0), T, cfg)
+        whole = ms.coverage_mask(b, f, ref, T, Tb, Tf, cfg, crop=False)
+        assert not whole.all()  # the follow-up's edge runs through the grid
+        assert np.array_equal(ms.coverage_mask(b, f, ref, T, Tb, Tf, cfg), whole)
+        region = np.asarray(ball(ref, 30.0).data, bool)
+        assert np.array_equal(ms.coverage_mask(b, f, ref, T, Tb, Tf, cfg, region)[region], whole[region])
+        near = ms._near_field_of_view_edges(b, f, ref, T, Tb, Tf, ms._coverage_margin_mm(b, f))
+        assert whole[~near].all() and near.mean() < 0.85
+    margin = ms._coverage_margin_mm
+    monkeypatch.setattr(ms, "_coverage_margin_mm", lambda b0, f0: 0.2 * margin(b0, f0))
+    assert not np.array_equal(ms.coverage_mask(b, f, ref, T, Tb, Tf, cfg), whole)
