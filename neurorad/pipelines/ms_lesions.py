@@ -458,8 +458,8 @@ def coverage_mask(b0: Volume, f0: Volume, ref: Volume, T: AffineTransform, Tb: A
     ``crop`` (default): the ones are resampled only onto the bounding box of the voxels (of ``region``) that lie
     within :func:`_coverage_margin_mm` of a field of view's edge along some path
     (:func:`_near_field_of_view_edges`); everywhere else they come back exactly 1. Usually that box is a slab at the
-    top or bottom of the grid: about 2 s less per 1 mm pair than resampling the whole grid (``crop=False``, which
-    gives the same mask: tests/pipelines/test_ms_resample.py)."""
+    top or bottom of the grid: 0.6 s on a 1 mm pair instead of 1.8 s for the whole grid (``crop=False``, which gives
+    the same mask: tests/pipelines/test_ms_resample.py)."""
     out = np.ones(ref.spatial_shape, bool)
     if _inside_both_fields_of_view(b0, f0, ref, T, Tb, Tf, region):
         return out
