@@ -409,9 +409,15 @@ def _inside_both_fields_of_view(b0: Volume, f0: Volume, ref: Volume, T: AffineTr
         ijk = (points_world - np.asarray(vol.affine)[:3, 3]) @ np.linalg.inv(np.asarray(vol.affine)[:3, :3]).T
         return bool(np.all(ijk >= -0.5) and np.all(ijk <= np.asarray(vol.spatial_shape) - 0.5))
 
-    in_b = Tb.apply(world)
-    return inside(in_b, b0) and inside(Tf.apply(world), f0) and inside(T.apply(in_b), f0) and \
-        inside(T.inverse().apply(Tf.apply(world)), b0)
+    return all(inside(path.apply(world), vol) for path, vol in _value_paths(b0, f0, T, Tb, Tf))
+
+
+def _value_paths(b0: Volume, f0: Volume, T: AffineTransform, Tb: AffineTransform,
+                 Tf: AffineTransform) -> list[tuple[AffineTransform, Volume]]:
+    """Each way a common-grid voxel's value reaches back into an image (common world -> that image's world, the
+    image): through the baseline's grid (``Tb``), the follow-up's (``Tf``), and the finer image sampled on the coarser
+    one's moved slices (``T`` of a baseline point, or its inverse of a follow-up point)."""
+    return [(Tb, b0), (Tf, f0), (Tb.then(T), f0), (Tf.then(T.inverse()), b0)]
 
 
 def _coverage_margin_mm(b0: Volume, f0: Volume) -> float:
@@ -427,11 +433,11 @@ def _coverage_margin_mm(b0: Volume, f0: Volume) -> float:
 def _near_field_of_view_edges(b0: Volume, f0: Volume, ref: Volume, T: AffineTransform, Tb: AffineTransform,
                               Tf: AffineTransform, margin_mm: float) -> np.ndarray:
     """Voxels of ``ref`` that lie less than ``margin_mm`` inside either image's field of view (or outside it) along
-    any path their value takes (the four of :func:`_inside_both_fields_of_view`): the distance to each face of an
+    any path their value takes (:func:`_value_paths`): the distance to each face of an
     image's voxel box, an affine function of the voxel index, evaluated on the grid by broadcasting (no resampling)."""
     near = np.zeros(ref.spatial_shape, bool)
     i, j, k = (np.arange(n, dtype=np.float32) for n in ref.spatial_shape)
-    for path, vol in ((Tb, b0), (Tf, f0), (Tb.then(T), f0), (Tf.then(T.inverse()), b0)):
+    for path, vol in _value_paths(b0, f0, T, Tb, Tf):
         m = (np.linalg.inv(np.asarray(vol.affine, float)) @ path.matrix @ np.asarray(ref.affine, float))
         m = m.astype(np.float32)
         for a, (n, sp) in enumerate(zip(vol.spatial_shape, vol.spacing_mm, strict=True)):
@@ -470,9 +476,9 @@ def coverage_mask(b0: Volume, f0: Volume, ref: Volume, T: AffineTransform, Tb: A
             near &= np.asarray(region, bool)
         if not near.any():
             return out
-        idx = np.argwhere(near)
-        sl = tuple(slice(int(a), int(b) + 1) for a, b in zip(idx.min(0), idx.max(0), strict=True))
         sub = crop_to_mask(ref, near)
+        lo = np.rint(ref.world_to_voxel(sub.affine[None, :3, 3])[0]).astype(int)  # the box's first voxel in ref
+        sl = tuple(slice(int(a), int(a) + n) for a, n in zip(lo, sub.spatial_shape, strict=True))
     # the anti-aliasing's boundary mode reflects the image at its edge: with zeros there instead, the ones show how
     # much of each smoothed voxel came from beyond the field of view
     ones_b, ones_f, _, _ = _before_common(b0.with_data(np.ones(b0.spatial_shape, np.float32)),

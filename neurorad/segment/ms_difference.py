@@ -631,12 +631,9 @@ def false_positive_reduction(
     # the drift ratio each candidate is held to: drift_ratio_new where it touches no baseline lesion
     drift_bound = np.full(n, params.drift_ratio)
     if params.drift_ratio_new is not None and baseline_lesions is not None:
-        base = np.asarray(baseline_lesions)
-        for i, sl in enumerate(ndimage.find_objects(labels, n)):
-            if sl is not None:
-                box = padded_box(sl, touch_radius_mm, spacing_mm, labels.shape)
-                if touched_baseline_ids(labels[box] == i + 1, base[box], touch_radius_mm, spacing_mm).size == 0:
-                    drift_bound[i] = params.drift_ratio_new
+        kinds = classify_new_enlarging(labels, n, baseline_lesions, spacing_mm,
+                                       replace(ClassifyParams(), touch_radius_mm=touch_radius_mm))
+        drift_bound[np.array(kinds) == "new"] = params.drift_ratio_new
     if difference is not None and (params.dipole_rule or params.drift_rule or params.loss_alone_ratio is not None):
         d = np.asarray(difference, np.float32)
         gain = label_sums(np.maximum(d, 0), labels, n)
