@@ -16,6 +16,18 @@ Deterministic given ``seed`` on CPU: one NumPy generator drives case split, patc
 augmentation; torch is seeded per fold and runs with deterministic algorithms. Two runs of one
 config give the same weights (tested through :func:`neurorad.segment.engine.state_sha256`).
 
+``training.device = "cuda"`` (or ``"auto"``: CUDA where torch sees a GPU, else CPU) trains on a GPU. There each
+batch is drawn by a pool of threads (``training.loader_threads``), batch ``b`` of epoch ``e`` from its own
+generator seeded ``(seed, fold, e, b)``, so the patches do not depend on thread timing; the GPU's own arithmetic
+is not bit-reproducible. The weights are saved as CPU tensors either way.
+
+``data.prepared`` (instead of ``data.dataset``) trains from a folder of *prepared* cases written by
+:func:`write_prepared`: the cases already on the working grid, each channel quantised to 8 bits over its own
+range (error at most half a step, e.g. 0.005 for a channel spanning 0-2.5) and bzip2-compressed. It exists so
+that a training set can travel to a machine that has torch but not the imaging stack (SimpleITK) that
+:func:`prepare` needs, or within a size limit: 0.7 MB per two-channel MS pair against 10 MB for its float32
+volumes.
+
 A run folder holds ``config.toml`` (as given), ``fold_<i>/checkpoint_last.pt`` (resume point:
 network, optimiser, RNG states, history), ``fold_<i>/best.pt``, ``curves.csv``/``curves.png``
 and, at the end, ``model/``: a registry model whose card is filled from the run (validation
@@ -26,7 +38,7 @@ Config (TOML or JSON), every key but ``data.dataset`` optional::
     [model]     name, version, task, architecture (unet2d|unet25d|unet3d|dynunet|densevnet),
                 features, slices (2.5D), dropout, extra
     [data]      dataset (folder, or a list of folders with the same channels and labels; relative to the
-                config), spacing_mm, normalization, patch_size,
+                config) or prepared (a :func:`write_prepared` folder), spacing_mm, normalization, patch_size,
                 val_fraction, folds
     [training]  seed, max_epochs, iterations_per_epoch, batch_size, learning_rate, loss
                 (dice_ce|dice|ce), lr_schedule (plateau|poly), lr_patience_epochs, lr_factor, stop_patience_epochs,
@@ -34,15 +46,18 @@ Config (TOML or JSON), every key but ``data.dataset`` optional::
                 patch centred on a foreground voxel, or on a lesion chosen first so small lesions are seen as
                 often as large ones), mirror_augment, intensity_augment,
                 init_weights (a registry model: folder or ``name@version``; every fold starts from its
-                ``fold_0.pt`` instead of random weights: fine-tuning, as nnU-Net's ``-pretrained_weights``)
+                ``fold_0.pt`` instead of random weights: fine-tuning, as nnU-Net's ``-pretrained_weights``),
+                device (cpu|cuda|auto), loader_threads (GPU only)
     [inference] overlap, mirror_tta, batch_size, patch_size (default: the training patch)
     [card]      training_data, intended_use, limitations, licence (statements for the model card)
 """
 
 from __future__ import annotations
 
+import bz2
 import csv
 import datetime as _dt
+import io
 import json
 import shutil
 import time
@@ -67,6 +82,7 @@ LR_SCHEDULES = ("plateau", "poly")
 #: how a foreground patch picks its centre: a foreground voxel (nnU-Net; large lesions dominate) or first a
 #: lesion (a connected component of the label), then a voxel of it, so every lesion is as likely, however small
 FOREGROUND_SAMPLING = ("voxel", "component")
+DEVICES = ("cpu", "cuda", "auto")
 
 
 @dataclass
@@ -103,6 +119,9 @@ class TrainConfig:
     mirror_augment: bool = True
     intensity_augment: bool = True
     init_weights: str | None = None
+    device: str = "cpu"
+    loader_threads: int = 6
+    prepared: Path | None = None
     inference: dict[str, Any] = field(default_factory=dict)
     card: dict[str, Any] = field(default_factory=dict)
     source: Path | None = None
@@ -125,6 +144,10 @@ class TrainConfig:
         if self.foreground_sampling not in FOREGROUND_SAMPLING:
             raise InputError(f"training.foreground_sampling must be one of {', '.join(FOREGROUND_SAMPLING)}, got "
                              f"{self.foreground_sampling!r}", src)
+        if self.device not in DEVICES:
+            raise InputError(f"training.device must be one of {', '.join(DEVICES)}, got {self.device!r}", src)
+        if self.loader_threads < 1:
+            raise InputError("training.loader_threads must be >= 1", src)
         if self.lr_schedule not in LR_SCHEDULES:
             raise InputError(f"training.lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got "
                              f"{self.lr_schedule!r}", src)
@@ -144,11 +167,11 @@ class TrainConfig:
 
 _SECTIONS = {
     "model": ("name", "version", "task", "architecture", "features", "slices", "dropout", "extra"),
-    "data": ("dataset", "spacing_mm", "normalization", "patch_size", "val_fraction", "folds"),
+    "data": ("dataset", "prepared", "spacing_mm", "normalization", "patch_size", "val_fraction", "folds"),
     "training": ("seed", "max_epochs", "iterations_per_epoch", "batch_size", "learning_rate", "loss",
                  "lr_schedule", "lr_patience_epochs", "lr_factor", "stop_patience_epochs", "stop_at_val_dice",
                  "foreground_oversample", "foreground_sampling", "mirror_augment", "intensity_augment",
-                 "init_weights"),
+                 "init_weights", "device", "loader_threads"),
 }
 
 
@@ -164,10 +187,16 @@ def parse_config(raw: dict[str, Any], base: Path, source: Path | None = None) ->
     unknown_sections = sorted(set(raw) - {*_SECTIONS, "inference", "card"})
     if unknown_sections:
         raise InputError(f"unknown section(s): {', '.join(unknown_sections)}", source)
-    if "dataset" not in kw:
+    if "prepared" in kw:
+        if "dataset" in kw:
+            raise InputError("[data] takes dataset or prepared, not both", source)
+        kw["prepared"] = Path(kw["prepared"]) if Path(kw["prepared"]).is_absolute() else base / kw["prepared"]
+        kw["dataset"] = []
+    elif "dataset" not in kw:
         raise InputError("[data] dataset (the nnU-Net raw dataset folder) is required", source)
-    dss = kw["dataset"] if isinstance(kw["dataset"], list) else [kw["dataset"]]
-    kw["dataset"] = [Path(d) if Path(d).is_absolute() else base / d for d in dss]
+    else:
+        dss = kw["dataset"] if isinstance(kw["dataset"], list) else [kw["dataset"]]
+        kw["dataset"] = [Path(d) if Path(d).is_absolute() else base / d for d in dss]
     for k in ("features", "patch_size"):
         if k in kw:
             kw[k] = tuple(int(x) for x in kw[k])
@@ -250,6 +279,103 @@ def prepare_cases(datasets: list[RawDataset], prep: PreprocessSpec, min_shape: t
     return out
 
 
+#: the format tag of a :func:`write_prepared` folder's ``prepared.json``
+PREPARED_FORMAT = "neurorad-prepared-1"
+PREPARED_ENDING = ".npz.bz2"
+
+
+def _quantise(x: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """8-bit codes of ``x`` over its range, with the offset and step that decode them (``lo + code * step``).
+    The offset is a whole number of steps below zero, so a zero (outside the brain, padding) decodes to 0."""
+    lo, hi = float(x.min()), float(x.max())
+    step = (hi - lo) / 254.0 if hi > lo else 1.0
+    lo = float(np.floor(lo / step) * step) if lo <= 0 <= hi else lo
+    codes = np.clip(np.rint((x - lo) / step), 0, 255).astype(np.uint8)
+    return codes, lo, step
+
+
+def write_prepared(folder: str | Path, cases: list[PreparedCase], dataset: RawDataset, prep: PreprocessSpec,
+                   description: str = "") -> Path:
+    """Write prepared cases (module doc: ``data.prepared``) to ``folder``: ``<case>.npz.bz2`` per case (each
+    channel quantised to 8 bits over its own range, :func:`_quantise`; the label as 8 or 16 bits) and
+    ``prepared.json`` (channels, labels, the working grid's preprocessing, the cases), written last, so a
+    folder without it is incomplete. Returns the folder."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    names = []
+    for c in cases:
+        name = c.case_id.replace("/", "__")
+        arrays: dict[str, np.ndarray] = {}
+        for ch in range(c.image.shape[0]):
+            codes, lo, step = _quantise(c.image[ch])
+            arrays[f"image_{ch}"] = codes
+            arrays[f"scale_{ch}"] = np.array([lo, step], np.float64)
+        arrays["label"] = c.label.astype(np.uint8 if c.label.max(initial=0) < 256 else np.int16)
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        tmp = folder / f".{name}.tmp"
+        tmp.write_bytes(bz2.compress(buf.getvalue(), 9))  # bz2 holds these noisy 8-bit images 15 % tighter than xz
+        tmp.replace(folder / f"{name}{PREPARED_ENDING}")
+        names.append(name)
+    meta = {"format": PREPARED_FORMAT, "channel_names": list(dataset.channel_names),
+            "labels": {str(k): v for k, v in sorted(dataset.labels.items())}, "preprocessing": prep.to_dict(),
+            "cases": names, "description": description,
+            "quantisation": "per case and channel: uint8 codes, value = lo + code * step over the channel's range"}
+    (folder / "prepared.json").write_text(json.dumps(meta, indent=1) + "\n")
+    return folder
+
+
+def read_prepared(folder: str | Path) -> RawDataset:
+    """The channels, labels and cases of a :func:`write_prepared` folder (as a :class:`RawDataset` whose
+    ``root`` is the folder); a missing or foreign ``prepared.json`` or a missing case file is a clear error."""
+    folder = Path(folder)
+    pj = folder / "prepared.json"
+    if not pj.is_file():
+        raise InputError("not a prepared-case folder (prepared.json missing: incomplete or wrong folder)", folder)
+    try:
+        meta = json.loads(pj.read_text())
+    except ValueError as exc:
+        raise InputError(f"prepared.json is not valid JSON ({exc})", pj) from exc
+    if meta.get("format") != PREPARED_FORMAT:
+        raise InputError(f"prepared.json has format {meta.get('format')!r}, expected {PREPARED_FORMAT!r}", pj)
+    missing = [c for c in meta["cases"] if not (folder / f"{c}{PREPARED_ENDING}").is_file()]
+    if missing:
+        raise InputError(f"{len(missing)} case file(s) missing, e.g. {missing[0]}{PREPARED_ENDING}", folder)
+    return RawDataset(folder, tuple(meta["channel_names"]), {int(k): v for k, v in meta["labels"].items()},
+                      tuple(meta["cases"]), PREPARED_ENDING)
+
+
+def load_prepared(ds: RawDataset, prep: PreprocessSpec, min_shape: tuple[int, ...],
+                  progress: Callable[[dict], None] | None = None, components: bool = False) -> list[PreparedCase]:
+    """The cases of a :func:`read_prepared` folder, decoded, padded to ``min_shape`` and indexed as
+    :func:`prepare_cases` does; the folder's preprocessing must be the config's."""
+    meta = json.loads((ds.root / "prepared.json").read_text())
+    if PreprocessSpec.from_dict(meta["preprocessing"]) != prep:
+        raise InputError(f"prepared with {meta['preprocessing']}, but the config asks for {prep.to_dict()}",
+                         ds.root / "prepared.json")
+    out = []
+    for i, name in enumerate(ds.cases):
+        path = ds.root / f"{name}{ds.file_ending}"
+        try:
+            z = np.load(io.BytesIO(bz2.decompress(path.read_bytes())))
+            chans = []
+            for ch in range(len(ds.channel_names)):
+                lo, step = (float(v) for v in z[f"scale_{ch}"])
+                chans.append((lo + z[f"image_{ch}"].astype(np.float32) * np.float32(step)).astype(np.float32))
+            arr, lab = np.stack(chans), z["label"].astype(np.int16)
+        except (KeyError, ValueError, OSError, EOFError) as exc:
+            raise InputError(f"corrupt prepared case ({type(exc).__name__}: {exc})", path) from exc
+        pad = [(0, max(0, m - s)) for m, s in zip(min_shape, arr.shape[1:], strict=False)]
+        if any(p[1] for p in pad):
+            arr = np.pad(arr, [(0, 0), *pad], mode="constant", constant_values=float(arr.min()))
+            lab = np.pad(lab, pad, mode="constant")
+        fg, comp = foreground_index(lab, components)
+        out.append(PreparedCase(name, arr, lab, fg, comp))
+        if progress:
+            progress({"stage": "prepare", "done": i + 1, "total": len(ds.cases)})
+    return out
+
+
 def sample_batch(rng: np.random.Generator, cases: list[PreparedCase], arch: ArchSpec, patch: tuple[int, ...],
                  batch: int, fg_prob: float, mirror: bool, intensity: bool) -> tuple[np.ndarray, np.ndarray]:
     """A batch of patches (nnU-Net style: a share of patches centred on foreground; on a foreground voxel, or on
@@ -323,12 +449,18 @@ def _loss_fn(name: str):  # noqa: ANN202
 
 
 def validate(net: torch.nn.Module, cases: list[PreparedCase], arch: ArchSpec, inf: InferenceSpec) -> float:
-    """Mean foreground Dice over validation cases and classes (argmax of the softmax)."""
+    """Mean foreground Dice over validation cases and classes (argmax of the softmax); the windows run on the
+    network's device, the stitching on the CPU."""
     net.eval()
     scores = []
+    dev = next(net.parameters()).device
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        return net(x.to(dev)).float().cpu() if dev.type != "cpu" else net(x)
+
     with torch.inference_mode():
         for c in cases:
-            prob = predict_array(net, c.image, arch, inf)
+            prob = predict_array(forward, c.image, arch, inf)
             scores.extend(dice_per_class(prob.argmax(0), c.label, arch.out_channels))
     net.train()
     vals = [s for s in scores if not np.isnan(s)]
@@ -377,6 +509,21 @@ def split_cases(n: int, folds: int, val_fraction: float, seed: int) -> list[tupl
             for i in range(folds)]
 
 
+def resolve_device(name: str) -> torch.device:
+    """``training.device``: ``cpu``, ``cuda`` (an error naming the problem when torch sees no GPU) or ``auto``."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"training.device = 'cuda', but torch {torch.__version__} sees no CUDA GPU (a CPU-only "
+                         "build, or no driver): use 'cpu' or 'auto'")
+    return torch.device(name)
+
+
+def _threaded_patches(dev: torch.device) -> bool:
+    """Whether batches are drawn by the thread pool (a GPU: module doc) rather than by the run's one generator."""
+    return dev.type != "cpu"
+
+
 def _set_determinism(seed: int) -> None:
     torch.manual_seed(seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
@@ -423,10 +570,20 @@ def _train_fold(cfg: TrainConfig, arch: ArchSpec, fold: int, train_cases: list[P
     fold_dir.mkdir(parents=True, exist_ok=True)
     last = fold_dir / "checkpoint_last.pt"
     _set_determinism(cfg.seed * 1000 + fold)
+    dev = resolve_device(cfg.device)
+    if dev.type == "cuda":  # not bit-reproducible there anyway (module doc): let cuDNN pick its fastest kernels
+        torch.use_deterministic_algorithms(False)
+        torch.backends.cudnn.benchmark = True
     net = build_network(arch)
     if init is not None:  # fine-tuning; a resumed run replaces it with its checkpoint below
         net.load_state_dict(init)
+    net.to(dev)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.learning_rate)
+    pool = None
+    if _threaded_patches(dev):  # a GPU outruns one thread's patch sampling (module doc)
+        from concurrent.futures import ThreadPoolExecutor
+
+        pool = ThreadPoolExecutor(cfg.loader_threads, thread_name_prefix="patches")
     rng = np.random.default_rng([cfg.seed, fold])
     history: list[dict] = []
     best, best_epoch, since_best, lr, epoch = -1.0, 0, 0, cfg.learning_rate, 0
@@ -457,11 +614,23 @@ def _train_fold(cfg: TrainConfig, arch: ArchSpec, fold: int, train_cases: list[P
         for g in opt.param_groups:
             g["lr"] = lr
         losses = []
+        batches = None
+        if pool is not None:
+            def draw(b: int, ep: int = epoch) -> tuple[np.ndarray, np.ndarray]:
+                return sample_batch(np.random.default_rng([cfg.seed, fold, ep, b]), train_cases, arch,
+                                    cfg.patch_size, cfg.batch_size, cfg.foreground_oversample, cfg.mirror_augment,
+                                    cfg.intensity_augment)
+            batches = pool.map(draw, range(cfg.iterations_per_epoch))
         for it in range(cfg.iterations_per_epoch):
-            x, y = sample_batch(rng, train_cases, arch, cfg.patch_size, cfg.batch_size, cfg.foreground_oversample,
-                                cfg.mirror_augment, cfg.intensity_augment)
+            if batches is not None:
+                x, y = next(batches)
+            else:
+                x, y = sample_batch(rng, train_cases, arch, cfg.patch_size, cfg.batch_size,
+                                    cfg.foreground_oversample, cfg.mirror_augment, cfg.intensity_augment)
             opt.zero_grad(set_to_none=True)
-            loss = loss_fn(net(torch.from_numpy(x)), torch.from_numpy(y))
+            xt = torch.from_numpy(x).to(dev, non_blocking=True)
+            yt = torch.from_numpy(y).to(dev, non_blocking=True)
+            loss = loss_fn(net(xt), yt)
             loss.backward()
             opt.step()
             losses.append(float(loss.detach()))
@@ -490,6 +659,8 @@ def _train_fold(cfg: TrainConfig, arch: ArchSpec, fold: int, train_cases: list[P
         tmp.replace(last)
         if progress:
             progress({"stage": "epoch", "fold": fold, **row, "best": best, "done": done})
+    if pool is not None:
+        pool.shutdown()
     state = load_weights(fold_dir / "best.pt")
     res = FoldResult(fold, round(best, 6), best_epoch, epoch, state_sha256(state),
                      [c.case_id for c in train_cases], [c.case_id for c in val_cases],
@@ -568,7 +739,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False,
     run_dir = Path(run_dir)
     if run_dir.exists() and any(run_dir.iterdir()) and not resume:
         raise InputError("run folder exists and is not empty (use --resume to continue it)", run_dir)
-    datasets = [read_dataset(d) for d in cfg.dataset]
+    datasets = [read_prepared(cfg.prepared)] if cfg.prepared is not None else [read_dataset(d) for d in cfg.dataset]
     ds = datasets[0]
     for other in datasets[1:]:
         if other.channel_names != ds.channel_names or other.labels != ds.labels:
@@ -585,8 +756,11 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False,
         shutil.copyfile(cfg.source, run_dir / ("config" + cfg.source.suffix))
     min_shape = tuple(cfg.patch_size) + ((1,) if arch.spatial_dims == 2 else ())
     init = init_state(cfg, arch)  # before the data, so a wrong model fails at once
-    cases = prepare_cases(datasets, prep, min_shape, progress,  # type: ignore[arg-type]
-                          components=cfg.foreground_sampling == "component")
+    comps = cfg.foreground_sampling == "component"
+    if cfg.prepared is not None:
+        cases = load_prepared(ds, prep, min_shape, progress, comps)
+    else:
+        cases = prepare_cases(datasets, prep, min_shape, progress, components=comps)  # type: ignore[arg-type]
     splits = split_cases(len(cases), cfg.folds, cfg.val_fraction, cfg.seed)
     results, history = [], []
     for fold, (tr, va) in enumerate(splits):

@@ -4,6 +4,13 @@
     neurorad model import RUN/run/model   # then register the new model
     python -m neurorad.workflows.ms_lesions.train --out RUN --resume       # continue a stopped run
 
+On a GPU machine that lacks the imaging stack (the steps 1-5 need SimpleITK and elastix), prepare here and
+train there from the compact prepared cases (:func:`neurorad.segment.train.write_prepared`)::
+
+    python -m neurorad.workflows.ms_lesions.train --out RUN --cases 80 --write-prepared PREP   # here
+    python -m neurorad.workflows.ms_lesions.train --out RUN2 --prepared PREP --device cuda \
+        --batch-size 16 --patch 64 --minutes 6                                              # there
+
 The learned engine of issue 17 (:mod:`neurorad.segment.ms_learned`): a small two-time-point 3D U-Net, the
 baseline and the registered follow-up FLAIR as two input channels (as the MUSIC workflow's nnU-Net,
 PAPERS.md), output background / new-or-enlarging lesion, Dice + cross-entropy, trained with
@@ -57,7 +64,8 @@ import numpy as np
 from neurorad.image.volume import Volume
 from neurorad.segment.ms_learned import CHANNELS, LABEL_NAMES, LEARNED_MODEL
 
-__all__ = ["TRAIN_SEED0", "CONFIG", "RETRAIN", "training_options", "prepare_pair", "ms_cases", "main"]
+__all__ = ["TRAIN_SEED0", "CONFIG", "RETRAIN", "training_options", "prepare_pair", "ms_cases", "write_prepared_pairs",
+           "main"]
 
 #: training seeds: disjoint from evaluation (0..) and tuning (100000..) seeds
 TRAIN_SEED0 = 200_000
@@ -182,6 +190,30 @@ def ms_cases(indices: list[int], cache: Path) -> Iterator[tuple[str, list[Volume
                Volume(d["label"].astype(np.uint8), aff.copy()))
 
 
+def write_prepared_pairs(indices: list[int], cache: Path, folder: Path) -> Path:
+    """The training cases (:func:`ms_cases`) on the network's 1.5 mm working grid, cropped to the brain's box
+    plus the inference crop's margin (:func:`neurorad.segment.inference.foreground_box`), written as compact
+    prepared cases (:func:`neurorad.segment.train.write_prepared`) for training where steps 1-5 cannot run."""
+    from neurorad.segment.dataset import RawDataset
+    from neurorad.segment.inference import PreprocessSpec, foreground_box, prepare
+    from neurorad.segment.train import PreparedCase, write_prepared
+
+    prep = PreprocessSpec(tuple(CONFIG["data"]["spacing_mm"]), CONFIG["data"]["normalization"])
+    cases = []
+    for cid, imgs, lab in ms_cases(indices, cache):
+        arr, lab_arr, _ = prepare(imgs, prep, lab)
+        assert lab_arr is not None
+        box = foreground_box(arr, tuple(CONFIG["data"]["patch_size"]))
+        if box is not None:
+            arr, lab_arr = arr[(slice(None), *box)], lab_arr[box]
+        cases.append(PreparedCase(cid, arr, lab_arr, np.zeros((0, 3), int)))
+    ds = RawDataset(folder, tuple(CHANNELS), dict(enumerate(LABEL_NAMES)), tuple(c.case_id for c in cases))
+    return write_prepared(folder, cases, ds, prep,
+                          description=f"widened MS phantom pairs (synthetic, real anatomy), seeds "
+                                      f"{TRAIN_SEED0 + indices[0]}-{TRAIN_SEED0 + indices[-1]}, through the "
+                                      "ms-lesions workflow's steps 1-5; label 1 = new or enlarging lesion")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m neurorad.workflows.ms_lesions.train",
                                  description="Build the widened MS phantom pairs (through the workflow's steps 1-5) "
@@ -197,6 +229,16 @@ def main(argv: list[str] | None = None) -> int:
                          "the next one when training a successor)")
     ap.add_argument("--threads", type=int, default=1,
                     help="torch CPU threads (default 1: a fixed count keeps runs bit-identical)")
+    ap.add_argument("--write-prepared", type=Path, metavar="FOLDER", default=None,
+                    help="prepare the pairs (steps 1-5), write them on the network's working grid as compact "
+                         "prepared cases to FOLDER (about 0.7 MB a pair) and stop; train from them with --prepared")
+    ap.add_argument("--prepared", type=Path, metavar="FOLDER", default=None,
+                    help="train from a --write-prepared FOLDER instead of building the pairs (no SimpleITK or "
+                         "elastix needed: for a GPU machine)")
+    ap.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu",
+                    help="where to train (default cpu; cuda: a GPU, several threads drawing the patches)")
+    ap.add_argument("--batch-size", type=int, default=None, help="override the batch size (default 2)")
+    ap.add_argument("--patch", type=int, default=None, help="override the cubic training patch (default 48)")
     from neurorad.segment.train import add_budget_arguments
 
     add_budget_arguments(ap)
@@ -211,13 +253,18 @@ def main(argv: list[str] | None = None) -> int:
     a.out.mkdir(parents=True, exist_ok=True)
     pairs = a.out / "pairs"
     t0 = time.perf_counter()
-    for i in range(a.cases):
-        prepare_pair(i, pairs)
-        print(f"pair {i + 1}/{a.cases} ready ({time.perf_counter() - t0:.0f} s)", flush=True)
+    if a.prepared is None:
+        for i in range(a.cases):
+            prepare_pair(i, pairs)
+            print(f"pair {i + 1}/{a.cases} ready ({time.perf_counter() - t0:.0f} s)", flush=True)
     if a.prepare_only:
         return 0
+    if a.write_prepared is not None:
+        write_prepared_pairs(list(range(a.cases)), pairs, a.write_prepared)
+        print(f"prepared cases in {a.write_prepared} ({time.perf_counter() - t0:.0f} s)", flush=True)
+        return 0
     ds = a.out / "dataset"
-    if not (ds / "dataset.json").exists():
+    if a.prepared is None and not (ds / "dataset.json").exists():
         write_dataset(ds, ms_cases(list(range(a.cases)), pairs), list(CHANNELS), dict(enumerate(LABEL_NAMES)),
                       overwrite=True,
                       description=f"widened MS phantom pairs (synthetic, real anatomy), seeds {TRAIN_SEED0}-"
@@ -226,12 +273,23 @@ def main(argv: list[str] | None = None) -> int:
     print(f"dataset: {time.perf_counter() - t0:.0f} s", flush=True)
     config = {k: dict(v) for k, v in CONFIG.items()}
     config["model"]["version"] = a.version
+    if a.prepared is not None:
+        config["data"].pop("dataset")
+        config["data"]["prepared"] = str(a.prepared.resolve())
+    config["training"]["device"] = a.device
+    if a.batch_size:
+        config["training"]["batch_size"] = a.batch_size
+    if a.patch:
+        config["data"]["patch_size"] = [a.patch] * 3
     if a.init:
         config["training"].update(init_weights=a.init, learning_rate=CONFIG["training"]["learning_rate"] / 2)
     print(train_starter(config, a.out, a, "python -m neurorad.workflows.ms_lesions.train",
-                        before=(("cases", a.cases if a.cases != 60 else None), ("init", a.init),
+                        before=(("cases", a.cases if a.cases != 60 and a.prepared is None else None),
+                                ("prepared", "PREP" if a.prepared is not None else None), ("init", a.init),
                                 ("version", a.version if a.version != _VERSION else None)),
-                        after=(("threads", a.threads if a.threads != 1 else None),)))
+                        after=(("threads", a.threads if a.threads != 1 else None),
+                               ("device", a.device if a.device != "cpu" else None),
+                               ("batch-size", a.batch_size), ("patch", a.patch))))
     return 0
 
 
