@@ -51,7 +51,7 @@ def ms_lesions(
              "synthetic phantoms) | fusion (either engine confident; strong disagreement -> quality warning)."),
     learned_model: str | None = typer.Option(None, "--learned-model",
                                              help="Model of the learned/fusion engine: registry name[@version] or "
-                                                  "folder (default ms-unet3d@0.2.0)."),
+                                                  "folder (default ms-unet3d@0.3.0)."),
     no_dicom: bool = typer.Option(False, "--no-dicom", help="Skip the DICOM SEG / Encapsulated PDF / SC outputs."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output folder."),
 ) -> None:

@@ -17,8 +17,8 @@ Engines of the workflow's candidate step (``MSConfig.lesion_engine``):
   learned part of the fusion engine (``fusion_extent_probability``, ``fusion_core_probability``). They belong
   to a model's calibration, so they live on the model's card (``operating_point``, :func:`set_operating_point`;
   ms-unet3d 0.2.0: 0.08 / 0.4 alone, 0.3 / 0.5 in fusion, where lower anchors found no lesion more and only
-  added false positives), a ``LearnedParams`` anchor overrides the card's, and a card without one falls back on
-  :data:`DEFAULT_ANCHORS`;
+  added false positives; 0.3.0: 0.05 / 0.2 alone, 0.3 / 0.5 in fusion, "Workflow 1.15.0"), a
+  ``LearnedParams`` anchor overrides the card's, and a card without one falls back on :data:`DEFAULT_ANCHORS`;
 * ``fusion``: a lesion is reported when EITHER engine is confident about it and its own rules keep it
   (:func:`merge_engine_lesions`: each engine runs the whole detection, post-processing to delineation, on
   its own score; the classical lesions unchanged, each learned lesion joined to the classical one it overlaps
@@ -50,7 +50,7 @@ __all__ = ["LEARNED_MODEL", "CHANNELS", "LABEL_NAMES", "LESION_ENGINES", "DEFAUL
            "engine_disagreement", "disagreement_warning", "apply_lesion_engine", "merge_engine_lesions"]
 
 #: the shipped learned MS model (registry name@version; retrain: neurorad.workflows.ms_lesions.train)
-LEARNED_MODEL = "ms-unet3d@0.2.0"
+LEARNED_MODEL = "ms-unet3d@0.3.0"
 #: the model's input channels, in order (the workflow's normalised common-space pair)
 CHANNELS = ("BASELINE_FLAIR", "FOLLOWUP_FLAIR")
 #: the model's classes (index = class value)
@@ -83,7 +83,9 @@ class LearnedParams:
     # 76, 78, 78 of 93 lesions at 0.021, 0.042, 0.167, 0.188 FP per patient. A low extent lets the candidate
     # cover the lesion (the 40 % rule, the delineation); the core then only sorts candidates: with extent 0.08
     # the 78 hold for cores up to about 0.47 (one lost from 0.5) while FP fall, 0.3: 0.062, 0.4: 0.021 per
-    # patient. 0.4: the fewest FP at full sensitivity with a margin to the edge. Before 1.10.0: 0.3 / 0.5
+    # patient. 0.4: the fewest FP at full sensitivity with a margin to the edge. Before 1.10.0: 0.3 / 0.5.
+    # ms-unet3d 0.3.0's card (workflow 1.15.0): 0.05 / 0.2, the most tuning lesions (80 of 93) with no FP at any
+    # setting tried (bench/results/ms_learned_operating_point_0_3_0.json); fusion keeps 0.3 / 0.5
     extent_probability: float | None = None  # -> score 0.01 (post-processing's binarisation: the extent)
     core_probability: float | None = None  # -> score 0.1 (post-processing's peak: "confident")
     # the same anchors for the learned part of the fusion engine; 0.2.0's card: 0.3 / 0.5. In the same sweep

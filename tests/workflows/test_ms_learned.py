@@ -394,8 +394,8 @@ def test_shipped_model_is_verified_small_carded_and_a_two_time_point_model() -> 
     ms_learned.learned_segmenter.cache_clear()
 
 
-@pytest.mark.parametrize("engine,expected", [("fusion", "segment.ms_difference + ms-unet3d 0.2.0 (fusion)"),
-                                             ("learned", "ms-unet3d 0.2.0 (learned)")])
+@pytest.mark.parametrize("engine,expected", [("fusion", "segment.ms_difference + ms-unet3d 0.3.0 (fusion)"),
+                                             ("learned", "ms-unet3d 0.3.0 (learned)")])
 def test_candidate_step_provenance_names_the_engines_that_made_the_score(tmp_path: Path, engine, expected) -> None:
     """The candidates step's provenance names every engine behind the score: fusion is the classical
     difference engine AND the network (the shipped model, on a small 1.5 mm pair)."""
