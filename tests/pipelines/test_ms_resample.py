@@ -176,15 +176,15 @@ def test_the_coverage_shortcut_agrees_with_the_resampled_coverage():
         resampled = ms.coverage_mask(b, f, ref, T, Tb, Tf, cfg)  # no region: always resampled
         ijk = np.stack(np.indices(ref.spatial_shape), -1).reshape(-1, 3).astype(float)
         r = np.linalg.norm(ijk @ ref.affine[:3, :3].T + ref.affine[:3, 3], axis=1).reshape(ref.spatial_shape)
-        for radius in (8.0, 14.0, 22.0):
+        for radius in (6.0, 8.0, 14.0, 22.0):
             region = r < radius
             quick = ms._inside_both_fields_of_view(b, f, ref, T, Tb, Tf, region)
             if quick:
                 assert resampled[region].all()
             if nz == 20 and radius >= 14.0:
                 assert not quick and not resampled[region].all()
-            if nz == 36 and radius == 8.0:  # 8 + 12 mm of margin inside fields of view of +-35 mm
-                assert quick
+            if nz == 36:  # the crop's margin for 6 mm slices against 2 mm is 28.5 mm; fields of view of +-35 mm
+                assert quick == (radius == 6.0)
 
 
 def test_the_cropped_coverage_equals_the_whole_grids(monkeypatch):

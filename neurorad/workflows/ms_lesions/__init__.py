@@ -253,7 +253,10 @@ class MSLesionsWorkflow(Workflow):
     # drift_ratio_new; 0.5 as before for one that touches a baseline lesion): stable lesions too faint at baseline
     # for the lesion mask read as new on thick-slice pairs; 1.15.0: the learned model is ms-unet3d 0.3.0 (trained on
     # a GPU: 80 pairs, 79,200 patches of 64^3 against 0.2.0's 2,880 of 48^3; its own swept anchors 0.05 / 0.2
-    # alone, 0.3 / 0.5 in fusion): the learned and fusion engines' detections change, the classical engine's do not
+    # alone, 0.3 / 0.5 in fusion): the learned and fusion engines' detections change, the classical engine's do not;
+    # the field-of-view shortcut (a brain well inside both fields of view needs no resampled coverage) uses the
+    # crop's margin (_coverage_margin_mm, 18.7 mm for 5 mm slices against 1 mm) instead of a fixed 12 mm, so it is
+    # taken only where the resampled coverage is exactly 1 (no benchmark pair takes it)
     version = "1.15.0"
     title = "MRI brain follow-up: new and enlarging T2-FLAIR lesions"
     description = ("Compares this study's FLAIR with the FLAIR of the patient's previous study (registered, "
