@@ -53,16 +53,23 @@ class RawDataset:
         return imgs, lab
 
 
+def read_meta_json(folder: Path, name: str, missing: str) -> dict:
+    """``folder/name`` parsed, or an :class:`InputError` naming the file: ``missing`` (what the folder is not)
+    when it is absent, the parser's message when it is not JSON."""
+    path = folder / name
+    if not path.is_file():
+        raise InputError(f"{missing}: {name} missing", folder)
+    try:
+        return json.loads(path.read_text())
+    except ValueError as exc:
+        raise InputError(f"{name} is not valid JSON ({exc})", path) from exc
+
+
 def read_dataset(root: str | Path) -> RawDataset:
     """Read and check a dataset folder: dataset.json, every case has every channel and a label."""
     root = Path(root)
     dj = root / "dataset.json"
-    if not dj.is_file():
-        raise InputError("not an nnU-Net raw dataset: dataset.json missing", root)
-    try:
-        meta = json.loads(dj.read_text())
-    except ValueError as exc:
-        raise InputError(f"dataset.json is not valid JSON ({exc})", dj) from exc
+    meta = read_meta_json(root, "dataset.json", "not an nnU-Net raw dataset")
     for key in ("channel_names", "labels"):
         if key not in meta:
             raise InputError(f"dataset.json lacks {key!r}", dj)

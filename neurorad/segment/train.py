@@ -71,7 +71,7 @@ import numpy as np
 import torch
 
 from neurorad.errors import InputError, ProcessingError
-from neurorad.segment.dataset import RawDataset, read_dataset
+from neurorad.segment.dataset import RawDataset, read_dataset, read_meta_json
 from neurorad.segment.engine import build_from_state, load_weights, save_weights, state_sha256
 from neurorad.segment.inference import InferenceSpec, PreprocessSpec, predict_array, prepare
 from neurorad.segment.networks import ArchSpec, build_network, count_parameters
@@ -330,12 +330,7 @@ def read_prepared(folder: str | Path) -> RawDataset:
     ``root`` is the folder); a missing or foreign ``prepared.json`` or a missing case file is a clear error."""
     folder = Path(folder)
     pj = folder / "prepared.json"
-    if not pj.is_file():
-        raise InputError("not a prepared-case folder (prepared.json missing: incomplete or wrong folder)", folder)
-    try:
-        meta = json.loads(pj.read_text())
-    except ValueError as exc:
-        raise InputError(f"prepared.json is not valid JSON ({exc})", pj) from exc
+    meta = read_meta_json(folder, "prepared.json", "not a prepared-case folder (incomplete, or the wrong folder)")
     if meta.get("format") != PREPARED_FORMAT:
         raise InputError(f"prepared.json has format {meta.get('format')!r}, expected {PREPARED_FORMAT!r}", pj)
     missing = [c for c in meta["cases"] if not (folder / f"{c}{PREPARED_ENDING}").is_file()]
