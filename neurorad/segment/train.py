@@ -25,7 +25,7 @@ is not bit-reproducible. The weights are saved as CPU tensors either way.
 :func:`write_prepared`: the cases already on the working grid, each channel quantised to 8 bits over its own
 range (error at most half a step, e.g. 0.005 for a channel spanning 0-2.5) and bzip2-compressed. It exists so
 that a training set can travel to a machine that has torch but not the imaging stack (SimpleITK) that
-:func:`prepare` needs, or within a size limit: 0.7 MB per two-channel MS pair against 10 MB for its float32
+:func:`prepare` needs, or within a size limit: 0.64 MB per two-channel MS pair against 10 MB for its float32
 volumes.
 
 A run folder holds ``config.toml`` (as given), ``fold_<i>/checkpoint_last.pt`` (resume point:
@@ -62,7 +62,8 @@ import json
 import shutil
 import time
 import tomllib
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -258,6 +259,18 @@ def foreground_index(label: np.ndarray, components: bool = False, limit: int = 2
     return (fg if keep is None else fg[keep]), comp
 
 
+def _padded_case(case_id: str, arr: np.ndarray, lab: np.ndarray, min_shape: tuple[int, ...],
+                 components: bool) -> PreparedCase:
+    """A working-grid case padded (image with its minimum, label with background) to at least ``min_shape``,
+    with its foreground voxels (:func:`foreground_index`)."""
+    pad = [(0, max(0, m - s)) for m, s in zip(min_shape, arr.shape[1:], strict=True)]
+    if any(p[1] for p in pad):
+        arr = np.pad(arr, [(0, 0), *pad], mode="constant", constant_values=float(arr.min()))
+        lab = np.pad(lab, pad, mode="constant")
+    fg, comp = foreground_index(lab, components)
+    return PreparedCase(case_id, arr, lab, fg, comp)
+
+
 def prepare_cases(datasets: list[RawDataset], prep: PreprocessSpec, min_shape: tuple[int, int, int],
                   progress: Callable[[dict], None] | None = None, components: bool = False) -> list[PreparedCase]:
     """The datasets' cases on the working grid, each with its foreground voxels (:func:`foreground_index`)."""
@@ -267,13 +280,8 @@ def prepare_cases(datasets: list[RawDataset], prep: PreprocessSpec, min_shape: t
         imgs, lab = ds.load_case(case)
         arr, lab_arr, _ = prepare(imgs, prep, lab)
         assert lab_arr is not None
-        pad = [(0, max(0, m - s)) for m, s in zip(min_shape, arr.shape[1:], strict=True)]
-        if any(p[1] for p in pad):
-            arr = np.pad(arr, [(0, 0), *pad], mode="constant", constant_values=float(arr.min()))
-            lab_arr = np.pad(lab_arr, pad, mode="constant")
-        fg, comp = foreground_index(lab_arr, components)
         cid = case if len(datasets) == 1 else f"{ds.root.name}/{case}"
-        out.append(PreparedCase(cid, arr, lab_arr, fg, comp))
+        out.append(_padded_case(cid, arr, lab_arr, min_shape, components))
         if progress:
             progress({"stage": "prepare", "done": i + 1, "total": len(pairs)})
     return out
@@ -360,12 +368,7 @@ def load_prepared(ds: RawDataset, prep: PreprocessSpec, min_shape: tuple[int, ..
             arr, lab = np.stack(chans), z["label"].astype(np.int16)
         except (KeyError, ValueError, OSError, EOFError) as exc:
             raise InputError(f"corrupt prepared case ({type(exc).__name__}: {exc})", path) from exc
-        pad = [(0, max(0, m - s)) for m, s in zip(min_shape, arr.shape[1:], strict=False)]
-        if any(p[1] for p in pad):
-            arr = np.pad(arr, [(0, 0), *pad], mode="constant", constant_values=float(arr.min()))
-            lab = np.pad(lab, pad, mode="constant")
-        fg, comp = foreground_index(lab, components)
-        out.append(PreparedCase(name, arr, lab, fg, comp))
+        out.append(_padded_case(name, arr, lab, min_shape, components))
         if progress:
             progress({"stage": "prepare", "done": i + 1, "total": len(ds.cases)})
     return out
@@ -519,6 +522,18 @@ def _threaded_patches(dev: torch.device) -> bool:
     return dev.type != "cpu"
 
 
+def _prefetched(pool: Any, draw: Callable[[int], Any], n: int, depth: int) -> Iterator[Any]:
+    """``draw(0) .. draw(n - 1)`` in order, computed by ``pool`` at most ``depth`` ahead of the consumer (a whole
+    epoch queued at once could hold gigabytes of patches when the threads outrun the GPU)."""
+    pending: deque = deque()
+    for b in range(n):
+        pending.append(pool.submit(draw, b))
+        if len(pending) > depth:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
+
+
 def _set_determinism(seed: int) -> None:
     torch.manual_seed(seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
@@ -615,7 +630,7 @@ def _train_fold(cfg: TrainConfig, arch: ArchSpec, fold: int, train_cases: list[P
                 return sample_batch(np.random.default_rng([cfg.seed, fold, ep, b]), train_cases, arch,
                                     cfg.patch_size, cfg.batch_size, cfg.foreground_oversample, cfg.mirror_augment,
                                     cfg.intensity_augment)
-            batches = pool.map(draw, range(cfg.iterations_per_epoch))
+            batches = _prefetched(pool, draw, cfg.iterations_per_epoch, 2 * cfg.loader_threads)
         for it in range(cfg.iterations_per_epoch):
             if batches is not None:
                 x, y = next(batches)

@@ -196,8 +196,9 @@ def ms_cases(indices: list[int], cache: Path) -> Iterator[tuple[str, list[Volume
 
 
 def write_prepared_pairs(indices: list[int], cache: Path, folder: Path) -> Path:
-    """The training cases (:func:`ms_cases`) on the network's 1.5 mm working grid, cropped to the brain's box
-    plus the inference crop's margin (:func:`neurorad.segment.inference.foreground_box`), written as compact
+    """The training cases (:func:`ms_cases`) on the network's 1.5 mm working grid, cropped as inference crops
+    (:func:`neurorad.segment.inference.foreground_box`: the box where a channel exceeds its minimum; the MS pairs'
+    baseline dips below zero inside the brain, so for them that box is the whole grid), written as compact
     prepared cases (:func:`neurorad.segment.train.write_prepared`) for training where steps 1-5 cannot run."""
     from neurorad.segment.dataset import RawDataset
     from neurorad.segment.inference import PreprocessSpec, foreground_box, prepare
@@ -236,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="torch CPU threads (default 1: a fixed count keeps runs bit-identical)")
     ap.add_argument("--write-prepared", type=Path, metavar="FOLDER", default=None,
                     help="prepare the pairs (steps 1-5), write them on the network's working grid as compact "
-                         "prepared cases to FOLDER (about 0.7 MB a pair) and stop; train from them with --prepared")
+                         "prepared cases to FOLDER (about 0.64 MB a pair) and stop; train from them with --prepared")
     ap.add_argument("--prepared", type=Path, metavar="FOLDER", default=None,
                     help="train from a --write-prepared FOLDER instead of building the pairs (no SimpleITK or "
                          "elastix needed: for a GPU machine)")
