@@ -454,9 +454,26 @@ def _near_field_of_view_edges(b0: Volume, f0: Volume, ref: Volume, T: AffineTran
     return near
 
 
+def _inside_voxel_box(grid: Volume, path: AffineTransform, vol: Volume) -> np.ndarray:
+    """Voxels of ``grid`` whose centre, taken by ``path`` (``grid``'s world -> ``vol``'s world), lands inside ``vol``'s
+    voxel box: continuous index in [-0.5, n - 0.5) on every axis, ITK's ``ImageFunction::IsInsideBuffer``, the test
+    by which ``sitk.Resample`` gives a point the interpolated value or the default 0. The index is an affine
+    function of the grid's index: per axis, by broadcasting (float64, as ITK computes it)."""
+    m = np.linalg.inv(np.asarray(vol.affine, float)) @ path.matrix @ np.asarray(grid.affine, float)
+    i, j, k = (np.arange(n, dtype=np.float64) for n in grid.spatial_shape)
+    inside = np.ones(grid.spatial_shape, bool)
+    for a, n in enumerate(vol.spatial_shape):
+        idx = (m[a, 0] * i + m[a, 3])[:, None, None] + (m[a, 1] * j)[None, :, None] + (m[a, 2] * k)[None, None, :]
+        inside &= (idx >= -0.5) & (idx < n - 0.5)
+    return inside
+
+
+_CONSTANT_PRESERVING = ("nearest", "linear", "bspline")  # interpolators whose weights sum to 1 (a constant stays)
+
+
 def coverage_mask(b0: Volume, f0: Volume, ref: Volume, T: AffineTransform, Tb: AffineTransform,
                   Tf: AffineTransform, cfg: MSConfig, region: np.ndarray | None = None, crop: bool = True,
-                  ) -> np.ndarray:
+                  constant_shortcut: bool = True) -> np.ndarray:
     """Voxels of the common grid ``ref`` whose values at BOTH time points come from inside the images' fields of
     view: a volume of ones on each image's grid, taken along :func:`resample_pair`'s path (anti-aliased with zeros
     beyond its edge, the finer one sampled on the coarser one's moved slices first when ``cfg.resampling`` does
@@ -471,7 +488,14 @@ def coverage_mask(b0: Volume, f0: Volume, ref: Volume, T: AffineTransform, Tb: A
     within :func:`_coverage_margin_mm` of a field of view's edge along some path
     (:func:`_near_field_of_view_edges`); everywhere else they come back exactly 1. Usually that box is a slab at the
     top or bottom of the grid: 0.6 s on a 1 mm pair instead of 1.8 s for the whole grid (``crop=False``, which gives
-    the same mask: tests/pipelines/test_ms_resample.py)."""
+    the same mask: tests/pipelines/test_ms_resample.py).
+
+    ``constant_shortcut`` (default, since workflow 1.15.1): where neither image is smoothed or sampled on the other's
+    slices first (equal voxel sizes, the usual 3D FLAIR pair), the ones stay exactly 1 up to each field of view's
+    edge, and an interpolator whose weights sum to 1 (nearest, linear, cubic B-spline: its coefficients of a
+    constant are that constant, with ITK's mirror boundary too) gives 1 at every point inside the image's voxel
+    box and the default 0 beyond it. The mask is then that box test along each path (:func:`_inside_voxel_box`),
+    with no resampling: 0.7 s less per 1 mm pair; the same mask as the resampled ones (the test compares them)."""
     out = np.ones(ref.spatial_shape, bool)
     if _inside_both_fields_of_view(b0, f0, ref, T, Tb, Tf, region):
         return out
@@ -489,6 +513,10 @@ def coverage_mask(b0: Volume, f0: Volume, ref: Volume, T: AffineTransform, Tb: A
     # much of each smoothed voxel came from beyond the field of view
     ones_b, ones_f, _, _ = _before_common(b0.with_data(np.ones(b0.spatial_shape, np.float32)),
                                           f0.with_data(np.ones(f0.spatial_shape, np.float32)), T, cfg, "constant")
+    if (constant_shortcut and cfg.resample_interpolation in _CONSTANT_PRESERVING
+            and all(bool(np.all(np.asarray(v.data) == 1.0)) for v in (ones_b, ones_f))):
+        out[sl] = _inside_voxel_box(sub, Tb, ones_b) & _inside_voxel_box(sub, Tf, ones_f)
+        return out
     cb, cf = _to_common(ones_b, ones_f, sub, Tb, Tf, cfg)
     tol = cfg.fov_coverage_tolerance
     out[sl] = (np.abs(np.asarray(cb.data) - 1.0) <= tol) & (np.abs(np.asarray(cf.data) - 1.0) <= tol)
@@ -643,6 +671,30 @@ def _parallel(fn: Callable[[Any], Any], items: list[Any], concurrent: bool) -> l
         return list(ex.map(fn, items))
 
 
+class _BackgroundWrites:
+    """``fn(item)`` for each item in up to two threads, started now and waited for by :meth:`wait` (for work that
+    releases the GIL, such as the NIfTI maps' gzip compression, to overlap the report and DICOM objects, which are
+    Python-bound: about 0.6 s less per 1 mm pair since workflow 1.15.1). :meth:`wait` raises the first exception;
+    :meth:`cancel` (a failed run) drops what has not started and waits for the rest, so no thread writes into an
+    output folder that is being removed."""
+
+    def __init__(self, fn: Callable[[Any], Any], items: list[Any], workers: int = 2) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ms-io")
+        self._futures = [self._pool.submit(fn, x) for x in items]
+
+    def wait(self) -> None:
+        try:
+            for f in self._futures:
+                f.result()
+        finally:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def cancel(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
 # ------------------------------------------------------------------------------------------ context
 @dataclass
 class MSContext:
@@ -707,6 +759,8 @@ class MSContext:
     report: Any = None
     # the follow-up's DICOM reference series being synthesised in a child process (NIfTI input; see MSConfig)
     reference_writer: Any = None
+    # the NIfTI maps being compressed in threads while the report and DICOM are made (:class:`_BackgroundWrites`)
+    background_writes: Any = None
 
     @property
     def spacing_mm(self) -> tuple[float, float, float]:
@@ -1140,9 +1194,13 @@ def step_outputs(ctx: MSContext) -> None:
                   (ref.with_data(ctx.brain.astype(np.uint8)), "brain_mask.nii.gz"),
                   (ctx.lab_vol, "new_lesions_common.nii.gz")]
         writes += [(v, f"{key}_registered.nii.gz") for key, v in ctx.extra_vols.items()]
-        # gzip compression is most of a NIfTI write and zlib releases the GIL: two at a time
-        # (each file is still written atomically by save_nifti)
-        _parallel(lambda item: save_nifti(item[0], tmp / item[1]), writes, cfg.concurrent_timepoints)
+        # gzip compression is most of a NIfTI write and zlib releases the GIL: two at a time, in the background
+        # while the report and DICOM are made (waited for before result.json; each file is still written
+        # atomically by save_nifti)
+        if cfg.concurrent_timepoints:
+            ctx.background_writes = _BackgroundWrites(lambda item: save_nifti(item[0], tmp / item[1]), writes)
+        else:
+            _parallel(lambda item: save_nifti(item[0], tmp / item[1]), writes, False)
         write_lesion_csv(ctx.rows, tmp / "lesions.csv")
         ctx.files.update({
             "new_lesions": "new_lesions.nii.gz (labels 1..n, follow-up's own grid)",
@@ -1256,6 +1314,9 @@ def _run(ctx: MSContext, progress: Callable[[str], None] | None, first_step: int
         if ctx.reference_writer is not None:  # a failed run: stop the child (a finished one was collected)
             ctx.reference_writer.cancel()
             ctx.reference_writer = None
+        if ctx.background_writes is not None:  # a failed run: its NIfTI writes end before the folder goes
+            ctx.background_writes.cancel()
+            ctx.background_writes = None
 
 
 def _finish(ctx: MSContext, cpu_s: dict[str, float], cpu_start: float, t_start: float) -> MSResult:
@@ -1307,8 +1368,12 @@ def _finish(ctx: MSContext, cpu_s: dict[str, float], cpu_start: float, t_start: 
         t0 = time.perf_counter()
         writer, ctx.reference_writer = ctx.reference_writer, None
         _write_report_and_dicom(report, cfg, ctx.tmp, ctx.f_raw, ctx.labels_fu, rows, ctx.files, writer)
+    if ctx.background_writes is not None:  # the NIfTI maps of step 12, written meanwhile
+        writes, ctx.background_writes = ctx.background_writes, None
+        writes.wait()
+    if report is not None:
         timings["report_dicom"] = round(time.perf_counter() - t0, 3)
-        timings["total"] = round(time.perf_counter() - t_start, 3)
+    timings["total"] = round(time.perf_counter() - t_start, 3)
     cpu_s["report_dicom"] = round(time.process_time() - c0, 3)
     cpu_s["total"] = round(time.process_time() - cpu_start, 3)
     result_json["cpu_s"] = cpu_s

@@ -165,6 +165,46 @@ def test_failed_registration_is_detected_and_leaves_no_output(positive_case, tmp
 
 
 
+def test_output_writes_in_the_background_fail_the_run_and_leave_nothing(positive_case, tmp_path, monkeypatch) -> None:
+    """Step 12's NIfTI maps are compressed in threads while the report and DICOM are made (workflow 1.15.1). A map
+    whose write fails must fail the run with its own error; a report that fails while maps are still being written
+    must wait for them before the output folder is removed (no write may end after the run has raised), and in
+    both cases nothing is left behind."""
+    import time
+
+    from neurorad.pipelines import ms_lesions
+
+    real_save = ms_lesions.save_nifti
+    ended: list[float] = []
+
+    def save(volume, path):  # noqa: ANN001, ANN202
+        if Path(path).name == "difference.nii.gz" and fail_map:
+            raise OSError("disk full (test)")
+        time.sleep(0.3)  # slower than the failing report below
+        real_save(volume, path)
+        ended.append(time.perf_counter())
+
+    monkeypatch.setattr(ms_lesions, "save_nifti", save)
+    fail_map = True
+    with pytest.raises(OSError, match="disk full"):
+        run_ms_lesions(positive_case.baseline_flair, positive_case.followup_flair, tmp_path / "out")
+    assert list(tmp_path.iterdir()) == []
+
+    fail_map = False
+    ended.clear()
+
+    def failing_report(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise RuntimeError("report failed (test)")
+
+    monkeypatch.setattr(ms_lesions, "_write_report_and_dicom", failing_report)
+    with pytest.raises(RuntimeError, match="report failed"):
+        run_ms_lesions(positive_case.baseline_flair, positive_case.followup_flair, tmp_path / "out")
+    raised = time.perf_counter()
+    time.sleep(1.0)
+    assert ended and max(ended) < raised  # every started write ended before the run raised
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.slow
 def test_registered_pair_under_the_old_nmi_floor_is_accepted_and_a_3mm_error_still_refused(tmp_path) -> None:
     """Original-style tuning pair 115 (seed 1115, 3 mm slices; bench/ms_benchmark.case_spec(115)) is registered

@@ -221,3 +221,54 @@ def test_the_cropped_coverage_equals_the_whole_grids(monkeypatch):
     margin = ms._coverage_margin_mm
     monkeypatch.setattr(ms, "_coverage_margin_mm", lambda b0, f0: 0.2 * margin(b0, f0))
     assert not np.array_equal(ms.coverage_mask(b, f, ref, T, Tb, Tf, cfg), whole)
+
+
+def _one_voxel_smaller(v: Volume) -> Volume:
+    """``v``'s grid without its outermost voxels on every side (same world positions of the rest)."""
+    aff = np.asarray(v.affine, float).copy()
+    aff[:3, 3] += aff[:3, :3] @ np.ones(3)
+    return Volume(np.ascontiguousarray(np.asarray(v.data)[1:-1, 1:-1, 1:-1]), aff)
+
+
+def test_the_constant_ones_shortcut_equals_the_resampled_ones(monkeypatch):
+    """Equal voxel sizes: the ones are not smoothed, so coverage_mask takes each image's voxel box instead of
+    resampling them (constant_shortcut). Over random grids (oblique or not, 0.9-2 mm voxels), motions and fields of
+    view cut through the grid, the box test must equal the cubic B-spline and linear resampling of the ones voxel
+    for voxel, whole grid and cropped; a box one voxel too small must not (so the comparison can fail). Unequal voxel
+    sizes anti-alias the ones, and the shortcut is not taken."""
+    rng = np.random.default_rng(7)
+    cfg = replace(ms.MSConfig(), crop_margin_mm=0.0, fov_coverage=True)
+    box = ms._inside_voxel_box
+    for trial in range(12):
+        sp = float(rng.choice([0.9, 1.0, 1.2, 2.0]))
+        rot = AffineTransform.from_euler(tuple(rng.uniform(-20, 20, 3)), (0.0, 0.0, 0.0)).matrix[:3, :3]
+        rot = rot if trial % 2 else np.eye(3)  # oblique grids every other trial
+
+        def grid(shape, sp=sp, rot=rot) -> np.ndarray:  # noqa: ANN001
+            aff = np.eye(4)
+            aff[:3, :3] = rot @ np.diag([sp] * 3)
+            aff[:3, 3] = -aff[:3, :3] @ (np.asarray(shape) - 1) / 2 + rng.uniform(-3, 3, 3)
+            return aff
+
+        sb, sf = (tuple(int(x) for x in rng.integers(lo, 44, 3)) for lo in (30, 18))
+        b = Volume(np.ones(sb, np.float32), grid(sb))
+        f = Volume(np.ones(sf, np.float32), grid(sf))
+        T = AffineTransform.from_euler(tuple(rng.uniform(-8, 8, 3)), tuple(rng.uniform(-6, 6, 3)))
+        ref, _, _, Tb, Tf, _ = ms.resample_pair(*_with_masks(b, f, T), cfg)
+        for interp in ("bspline", "linear"):
+            c = replace(cfg, resample_interpolation=interp)
+            resampled = ms.coverage_mask(b, f, ref, T, Tb, Tf, c, crop=False, constant_shortcut=False)
+            assert 0.05 < resampled.mean() < 0.95  # the fields of view's edges run through the grid
+            assert np.array_equal(ms.coverage_mask(b, f, ref, T, Tb, Tf, c, crop=False), resampled)
+            assert np.array_equal(ms.coverage_mask(b, f, ref, T, Tb, Tf, c), resampled)
+        monkeypatch.setattr(ms, "_inside_voxel_box", lambda g, p, v: box(g, p, _one_voxel_smaller(v)))
+        assert not np.array_equal(ms.coverage_mask(b, f, ref, T, Tb, Tf, cfg, crop=False), resampled)
+        monkeypatch.setattr(ms, "_inside_voxel_box", box)
+    # the shortcut is what ran for equal voxels, and is not taken for 2 mm against 1 mm
+    calls = []
+    monkeypatch.setattr(ms, "_to_common", lambda *a: calls.append(1) or (_ for _ in ()).throw(AssertionError))
+    ms.coverage_mask(b, f, ref, T, Tb, Tf, cfg, crop=False)
+    thick = Volume(np.ones((20, 20, 12), np.float32), np.diag([2.0, 2.0, 3.0, 1.0]))
+    with pytest.raises(AssertionError):
+        ms.coverage_mask(thick, f, ref, T, Tb, Tf, cfg, crop=False)
+    assert calls == [1]
