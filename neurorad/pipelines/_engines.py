@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import contextlib
 import threading
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -53,8 +55,19 @@ def n4(volume: Volume, mask: Volume | None, shrink: int = 4,
     return out, f"preprocess.bias:n4 ({how}, iterations {its})"  # type: ignore[return-value]
 
 
+def _pair(fn: Callable[[Any], Any], a: Any, b: Any, concurrent: bool) -> tuple[Any, Any]:
+    """``(fn(a), fn(b))``, in two threads when ``concurrent`` (NumPy's partition and interp release the GIL)."""
+    if not concurrent:
+        return fn(a), fn(b)
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="ms-normalise") as ex:
+        fa, fb = ex.submit(fn, a), ex.submit(fn, b)
+        return fa.result(), fb.result()
+
+
 def joint_normalise(
-    baseline: Volume, followup: Volume, mask: np.ndarray, method: str = "nyul"
+    baseline: Volume, followup: Volume, mask: np.ndarray, method: str = "nyul", concurrent: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, str, dict[str, float]]:
     """Both time points on one intensity scale, baseline brain median = 1.
 
@@ -63,20 +76,22 @@ def joint_normalise(
     2. Nyul & Udupa (1999) piecewise-linear standardisation with landmarks learnt on the pair
        (``method='nyul'``), or exact histogram matching of the follow-up onto the baseline
        (``method='histogram'``).
+
+    ``concurrent``: each time point's percentiles and piecewise-linear map in a thread of its own (the same
+    values; about 0.3 s less per 1 mm pair on 2 cores).
     """
     m = np.asarray(mask, bool)
     f_lin, fit = joint_histogram_normalize(baseline, followup, m)
     if method == "nyul":
         ny = NyulStandardizer()
-        lm_b, lm_f = ny.image_landmarks(baseline, m), ny.image_landmarks(f_lin, m)
+        lm_b, lm_f = _pair(lambda v: ny.image_landmarks(v, m), baseline, f_lin, concurrent)
         ny.fit_landmarks([lm_b, lm_f])
-        b2, f2 = ny.transform(baseline, landmarks=lm_b), ny.transform(f_lin, landmarks=lm_f)
+        b2, f2 = _pair(lambda vl: ny.transform(vl[0], landmarks=vl[1]), (baseline, lm_b), (f_lin, lm_f), concurrent)
     elif method == "histogram":
         b2, f2 = baseline, histogram_match(f_lin, baseline, m, m)
     else:
         raise ValueError(f"unknown normalisation {method!r} (nyul, histogram)")
     scale = float(np.median(np.asarray(b2.data)[m])) or 1.0
-    b = (np.asarray(b2.data, np.float64) / scale).astype(np.float32)
-    f = (np.asarray(f2.data, np.float64) / scale).astype(np.float32)
+    b, f = _pair(lambda v: (np.asarray(v.data, np.float64) / scale).astype(np.float32), b2, f2, concurrent)
     return b, f, f"preprocess.normalize: joint-histogram fit + {method}", {
         "joint_fit_slope": fit.slope, "joint_fit_intercept": fit.intercept}

@@ -900,9 +900,9 @@ def step_normalise(ctx: MSContext) -> None:
     brain = ctx.brain
     assert brain is not None and ctx.ref is not None
     with ctx.prov.step("normalise", method=cfg.normalisation) as st:
-        bn, fn, eng, info = _engines.joint_normalise(ctx.b_n, ctx.f_n, brain, cfg.normalisation)
-        ctx.bn = np.where(brain, bn, 0).astype(np.float32)
-        ctx.fn = np.where(brain, fn, 0).astype(np.float32)
+        bn, fn, eng, info = _engines.joint_normalise(ctx.b_n, ctx.f_n, brain, cfg.normalisation,
+                                                     cfg.concurrent_timepoints)
+        ctx.bn, ctx.fn = _both(lambda x: np.where(brain, x, 0).astype(np.float32), bn, fn, cfg.concurrent_timepoints)
         st.engine = eng
         st.parameters.update({k: round(v, 5) for k, v in info.items()})
         # registration check on the corrected pair: smoothed (4 mm FWHM) so noise does not count

@@ -124,6 +124,30 @@ def test_time_points_run_in_two_threads_and_errors_propagate():
     assert ms._both(lambda x: x + 1, 1, 2, False) == (2, 3)
 
 
+def test_joint_normalisation_in_two_threads_gives_the_same_values():
+    """Step 5 maps each time point in a thread of its own (concurrent_timepoints): the values must be those of one
+    thread, bit for bit, and the map must do its job (the follow-up, a gamma-distorted, rescaled copy, lands on the
+    baseline's scale; a wrong map would leave them apart, so the comparison can fail)."""
+    from neurorad.pipelines import _engines
+
+    rng = np.random.default_rng(3)
+    base = rng.gamma(4.0, 50.0, (40, 44, 36)).astype(np.float32)
+    grid = np.eye(4)
+    b = Volume(base, grid)
+    f = Volume((2.7 * base ** 0.9 + 150.0 + rng.normal(0, 2.0, base.shape)).astype(np.float32), grid)
+    mask = _ball(base.shape, (20, 22, 18), 15)
+    one = _engines.joint_normalise(b, f, mask, "nyul", concurrent=False)
+    two = _engines.joint_normalise(b, f, mask, "nyul", concurrent=True)
+    np.testing.assert_array_equal(one[0], two[0])
+    np.testing.assert_array_equal(one[1], two[1])
+    assert one[3] == two[3]
+    assert np.median(one[0][mask]) == pytest.approx(1.0)
+    apart = np.median(np.abs(base[mask] / np.median(base[mask]) - f.data[mask] / np.median(f.data[mask])))
+    after = np.median(np.abs(one[0][mask] - one[1][mask]))
+    print(f"median |baseline - follow-up|: each divided by its median {apart:.3f}, jointly normalised {after:.3f}")
+    assert after < 0.3 * apart
+
+
 def test_brain_extraction_is_serialised(monkeypatch):
     """An engine that is not ``reentrant`` (keeps per-call state in its instance, as deepbet's own object does: a
     concurrent second mask differed) is never run by two threads at once."""
