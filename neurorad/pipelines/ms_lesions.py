@@ -35,7 +35,7 @@ import functools
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -442,29 +442,32 @@ def _near_field_of_view_edges(b0: Volume, f0: Volume, ref: Volume, T: AffineTran
     any path their value takes (:func:`_value_paths`): the distance to each face of an
     image's voxel box, an affine function of the voxel index, evaluated on the grid by broadcasting (no resampling)."""
     near = np.zeros(ref.spatial_shape, bool)
-    i, j, k = (np.arange(n, dtype=np.float32) for n in ref.spatial_shape)
     for path, vol in _value_paths(b0, f0, T, Tb, Tf):
-        m = (np.linalg.inv(np.asarray(vol.affine, float)) @ path.matrix @ np.asarray(ref.affine, float))
-        m = m.astype(np.float32)
-        for a, (n, sp) in enumerate(zip(vol.spatial_shape, vol.spacing_mm, strict=True)):
-            # float32 throughout: a grid of 6 million voxels, 12 times per pair
-            idx = (m[a, 0] * i + m[a, 3])[:, None, None] + (m[a, 1] * j)[None, :, None] + (m[a, 2] * k)[None, None, :]
-            inner = np.float32(margin_mm / float(sp) - 0.5)  # voxels from the first/last centre to the margin
-            near |= (idx < inner) | (idx > np.float32(n - 1) - inner)
+        # float32: a grid of 6 million voxels, 12 times per pair
+        for a, idx in _continuous_index(ref, path, vol, np.float32):
+            inner = np.float32(margin_mm / float(vol.spacing_mm[a]) - 0.5)  # voxels from the first/last centre
+            near |= (idx < inner) | (idx > np.float32(vol.spatial_shape[a] - 1) - inner)
     return near
+
+
+def _continuous_index(grid: Volume, path: AffineTransform, vol: Volume,
+                      dtype: type = np.float64) -> Iterator[tuple[int, np.ndarray]]:
+    """``(axis, index)`` for each of ``vol``'s axes: the continuous voxel index in ``vol`` of every voxel centre of
+    ``grid`` taken by ``path`` (``grid``'s world -> ``vol``'s world). An affine function of the grid's index, so it
+    is built per axis by broadcasting, without a point list."""
+    m = (np.linalg.inv(np.asarray(vol.affine, float)) @ path.matrix @ np.asarray(grid.affine, float)).astype(dtype)
+    i, j, k = (np.arange(n, dtype=dtype) for n in grid.spatial_shape)
+    for a in range(3):
+        yield a, (m[a, 0] * i + m[a, 3])[:, None, None] + (m[a, 1] * j)[None, :, None] + (m[a, 2] * k)[None, None, :]
 
 
 def _inside_voxel_box(grid: Volume, path: AffineTransform, vol: Volume) -> np.ndarray:
     """Voxels of ``grid`` whose centre, taken by ``path`` (``grid``'s world -> ``vol``'s world), lands inside ``vol``'s
     voxel box: continuous index in [-0.5, n - 0.5) on every axis, ITK's ``ImageFunction::IsInsideBuffer``, the test
-    by which ``sitk.Resample`` gives a point the interpolated value or the default 0. The index is an affine
-    function of the grid's index: per axis, by broadcasting (float64, as ITK computes it)."""
-    m = np.linalg.inv(np.asarray(vol.affine, float)) @ path.matrix @ np.asarray(grid.affine, float)
-    i, j, k = (np.arange(n, dtype=np.float64) for n in grid.spatial_shape)
+    by which ``sitk.Resample`` gives a point the interpolated value or the default 0 (float64, as ITK computes it)."""
     inside = np.ones(grid.spatial_shape, bool)
-    for a, n in enumerate(vol.spatial_shape):
-        idx = (m[a, 0] * i + m[a, 3])[:, None, None] + (m[a, 1] * j)[None, :, None] + (m[a, 2] * k)[None, None, :]
-        inside &= (idx >= -0.5) & (idx < n - 0.5)
+    for a, idx in _continuous_index(grid, path, vol):
+        inside &= (idx >= -0.5) & (idx < vol.spatial_shape[a] - 0.5)
     return inside
 
 
