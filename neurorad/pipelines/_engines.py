@@ -55,15 +55,22 @@ def n4(volume: Volume, mask: Volume | None, shrink: int = 4,
     return out, f"preprocess.bias:n4 ({how}, iterations {its})"  # type: ignore[return-value]
 
 
-def _pair(fn: Callable[[Any], Any], a: Any, b: Any, concurrent: bool) -> tuple[Any, Any]:
-    """``(fn(a), fn(b))``, in two threads when ``concurrent`` (NumPy's partition and interp release the GIL)."""
-    if not concurrent:
-        return fn(a), fn(b)
+def both(fn: Callable[[Any], Any], a: Any, b: Any, concurrent: bool) -> tuple[Any, Any]:
+    """``(fn(a), fn(b))``, in two threads when ``concurrent`` (the engines release the GIL:
+    torch, ITK, NumPy's partition, interp and ufuncs), else one after the other. The first exception is raised."""
+    fa, fb = parallel(fn, [a, b], concurrent)
+    return fa, fb
+
+
+def parallel(fn: Callable[[Any], Any], items: list[Any], concurrent: bool) -> list[Any]:
+    """``[fn(x) for x in items]``, two at a time in threads when ``concurrent`` (for work that
+    releases the GIL: zlib, SciPy filters). The first exception is raised."""
+    if not concurrent or len(items) < 2:
+        return [fn(x) for x in items]
     from concurrent.futures import ThreadPoolExecutor
 
-    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="ms-normalise") as ex:
-        fa, fb = ex.submit(fn, a), ex.submit(fn, b)
-        return fa.result(), fb.result()
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="ms-io") as ex:
+        return list(ex.map(fn, items))
 
 
 def joint_normalise(
@@ -84,14 +91,14 @@ def joint_normalise(
     f_lin, fit = joint_histogram_normalize(baseline, followup, m)
     if method == "nyul":
         ny = NyulStandardizer()
-        lm_b, lm_f = _pair(lambda v: ny.image_landmarks(v, m), baseline, f_lin, concurrent)
+        lm_b, lm_f = both(lambda v: ny.image_landmarks(v, m), baseline, f_lin, concurrent)
         ny.fit_landmarks([lm_b, lm_f])
-        b2, f2 = _pair(lambda vl: ny.transform(vl[0], landmarks=vl[1]), (baseline, lm_b), (f_lin, lm_f), concurrent)
+        b2, f2 = both(lambda vl: ny.transform(vl[0], landmarks=vl[1]), (baseline, lm_b), (f_lin, lm_f), concurrent)
     elif method == "histogram":
         b2, f2 = baseline, histogram_match(f_lin, baseline, m, m)
     else:
         raise ValueError(f"unknown normalisation {method!r} (nyul, histogram)")
     scale = float(np.median(np.asarray(b2.data)[m])) or 1.0
-    b, f = _pair(lambda v: (np.asarray(v.data, np.float64) / scale).astype(np.float32), b2, f2, concurrent)
+    b, f = both(lambda v: (np.asarray(v.data, np.float64) / scale).astype(np.float32), b2, f2, concurrent)
     return b, f, f"preprocess.normalize: joint-histogram fit + {method}", {
         "joint_fit_slope": fit.slope, "joint_fit_intercept": fit.intercept}

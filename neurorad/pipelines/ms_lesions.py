@@ -656,22 +656,8 @@ def store_atlas_transform(image_hash: str, key: str, t: AffineTransform) -> None
         pass
 
 
-def _both(fn: Callable[[Any], Any], a: Any, b: Any, concurrent: bool) -> tuple[Any, Any]:
-    """``(fn(a), fn(b))``, in two threads when ``concurrent`` (the engines release the GIL:
-    torch, ITK), else one after the other. The first exception is raised."""
-    fa, fb = _parallel(fn, [a, b], concurrent)
-    return fa, fb
-
-
-def _parallel(fn: Callable[[Any], Any], items: list[Any], concurrent: bool) -> list[Any]:
-    """``[fn(x) for x in items]``, two at a time in threads when ``concurrent`` (for work that
-    releases the GIL: zlib, SciPy filters). The first exception is raised."""
-    if not concurrent or len(items) < 2:
-        return [fn(x) for x in items]
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="ms-io") as ex:
-        return list(ex.map(fn, items))
+# two at a time in threads when MSConfig.concurrent_timepoints (neurorad.pipelines._engines: step 5 uses them too)
+_both, _parallel = _engines.both, _engines.parallel
 
 
 class _BackgroundWrites:
