@@ -41,8 +41,23 @@ def load_nifti(path: str | Path, dtype: np.dtype | type | None = None) -> Volume
     return vol.check_finite()
 
 
+def gzip_bytes(data: bytes, level: int = 1) -> bytes:
+    """``data`` as one gzip member (RFC 1952; modification time 0, so equal data give equal files) by ISA-L
+    (Intel's igzip through ``isal``): 6-10x faster than zlib at the same level and about the same size (a 1 mm
+    float32 map of 6 million voxels: 0.06 s against 0.36 s, 40 % of its size either way), and it releases the GIL.
+    Any gzip reader (nibabel, zlib, gunzip) reads it. Falls back to the standard library's zlib without ``isal``."""
+    try:
+        from isal import igzip
+    except ImportError:  # pragma: no cover - isal is a pinned dependency
+        import gzip
+
+        return gzip.compress(data, compresslevel=level, mtime=0)
+    return igzip.compress(data, level, mtime=0)
+
+
 def save_nifti(volume: Volume, path: str | Path, dtype: np.dtype | type | None = None) -> Path:
-    """Write ``volume`` as NIfTI atomically (temp file then rename): never a half-written file."""
+    """Write ``volume`` as NIfTI atomically (temp file then rename): never a half-written file. ``.nii.gz`` is
+    compressed by :func:`gzip_bytes` (ISA-L; the same bytes as nibabel's ``.nii`` inside)."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     data = volume.data if dtype is None else volume.data.astype(dtype, copy=False)
@@ -51,11 +66,14 @@ def save_nifti(volume: Volume, path: str | Path, dtype: np.dtype | type | None =
     img = nib.Nifti1Image(data, volume.affine)
     img.set_qform(volume.affine, code=1)
     img.set_sform(volume.affine, code=1)
-    suffix = ".nii.gz" if p.name.endswith(".gz") else ".nii"
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=p.parent)
+    gz = p.name.endswith(".gz")
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".nii.gz" if gz else ".nii", dir=p.parent)
     os.close(fd)
     try:
-        nib.save(img, tmp)
+        if gz:
+            Path(tmp).write_bytes(gzip_bytes(img.to_bytes()))
+        else:
+            nib.save(img, tmp)
         os.replace(tmp, p)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

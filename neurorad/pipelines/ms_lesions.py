@@ -1183,7 +1183,7 @@ def step_outputs(ctx: MSContext) -> None:
                   (ref.with_data(ctx.brain.astype(np.uint8)), "brain_mask.nii.gz"),
                   (ctx.lab_vol, "new_lesions_common.nii.gz")]
         writes += [(v, f"{key}_registered.nii.gz") for key, v in ctx.extra_vols.items()]
-        # gzip compression is most of a NIfTI write and zlib releases the GIL: two at a time, in the background
+        # gzip compression is most of a NIfTI write and ISA-L releases the GIL: two at a time, in the background
         # while the report and DICOM are made (waited for before result.json; each file is still written
         # atomically by save_nifti)
         if cfg.concurrent_timepoints:
