@@ -258,9 +258,10 @@ class MSLesionsWorkflow(Workflow):
     # crop's margin (_coverage_margin_mm, 18.7 mm for 5 mm slices against 1 mm) instead of a fixed 12 mm, so it is
     # taken only where the resampled coverage is exactly 1 (of the 40 held-out widened and 40 independent pairs only
     # independent pair 18 took it with 12 mm; it no longer does, and its resampled coverage drops no brain voxel);
-    # 1.15.1: the same values, faster (about 1.5-2 s per 1 mm pair): the coverage of equal-voxel pairs by a voxel-box
-    # test instead of resampled ones, the NIfTI maps written while the report is made, step 5 per time point in a
-    # thread, deepbet without the skull-stripped image it discarded (docs/ms-lesions.md "Workflow 1.15.1")
+    # 1.15.1: the same values, faster (about 2 s per 1 mm pair): the coverage of equal-voxel pairs by a voxel-box
+    # test instead of resampled ones, the NIfTI maps written (ISA-L gzip) while the report is made, step 5 per time
+    # point in a thread, the SEG from a segment-number map, deepbet without the skull-stripped image it discarded
+    # (docs/ms-lesions.md "Workflow 1.15.1")
     version = "1.15.1"
     title = "MRI brain follow-up: new and enlarging T2-FLAIR lesions"
     description = ("Compares this study's FLAIR with the FLAIR of the patient's previous study (registered, "
