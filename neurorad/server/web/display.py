@@ -26,6 +26,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from neurorad.image.nifti import gzip_bytes
+
 _COMPACT_IMAGE = (np.int16, np.uint8, np.int8)
 
 
@@ -132,7 +134,7 @@ def display_copy(src: Path, cache_dir: Path, is_label: bool, preview: bool = Fal
     cache_dir.mkdir(parents=True, exist_ok=True)
     tmp = cache_dir / f".{key}.{os.getpid()}.tmp.nii.gz"
     try:
-        nib.save(out, tmp)
+        tmp.write_bytes(gzip_bytes(out.to_bytes()))  # ISA-L gzip, as every NIfTI the platform writes
         os.replace(tmp, dest)
     finally:
         tmp.unlink(missing_ok=True)
