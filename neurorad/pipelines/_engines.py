@@ -64,7 +64,7 @@ def both(fn: Callable[[Any], Any], a: Any, b: Any, concurrent: bool) -> tuple[An
 
 def parallel(fn: Callable[[Any], Any], items: list[Any], concurrent: bool) -> list[Any]:
     """``[fn(x) for x in items]``, two at a time in threads when ``concurrent`` (for work that
-    releases the GIL: zlib, SciPy filters). The first exception is raised."""
+    releases the GIL: gzip compression, SciPy filters). The first exception is raised."""
     if not concurrent or len(items) < 2:
         return [fn(x) for x in items]
     from concurrent.futures import ThreadPoolExecutor
