@@ -15,6 +15,12 @@ Design
    their signed distance map drives periventricular placement and ventricle enlargement.  AAL (deep grey nuclei,
    cerebellum, cerebrum) and the JHU white-matter atlas (brainstem/cerebellar peduncle tracts) define the
    infratentorial region; the distance to cortical grey matter drives juxtacortical/deep placement.
+   ``set_template("mni152")`` (added later by the project, outside this simulator's independent design; the
+   benchmark's ``--phantom independent-mni152``) swaps the brain: MNI152 2009a's GM and WM probability maps
+   (nilearn's copy; CSF = the rest of the brain, which is their union closed by 3 mm with its holes filled) on
+   the MNI grid, inside Colin27's head tissues (``ch2`` outside its brain; where Colin27 has brain and MNI152
+   none, extra-cerebral fluid). Everything after step 1 is unchanged, so a seed gives the same lesions,
+   protocols and motions in either brain.
 2. **Subject anatomy (per seed, shared by both time points).**  Head size: global scale U(0.92, 1.08) times a
    per-axis factor U(0.97, 1.03).  A smooth random non-linear deformation: cubic B-spline with control spacing
    U(22, 32) mm and coefficient SD U(0.8, 2.5) mm.  Ventricle enlargement (atrophy): the ventricles grow by
@@ -88,6 +94,8 @@ from scipy import ndimage as ndi
 from scipy.special import erf
 
 TEMPLATE_DIR = Path("/usr/share/mricron/templates")
+# the brain anatomy: "colin27" (the default) or "mni152" (set_template)
+TEMPLATE = "colin27"
 
 # Colin27 T1 intensity ladders (read off the ch2 / ch2bet histograms).
 _BRAIN_LADDER = (32.0, 84.0, 113.0)  # CSF, GM, WM
@@ -135,25 +143,97 @@ def _hats(x: np.ndarray, ladder: tuple[float, ...]) -> list[np.ndarray]:
     return [np.interp(x, ladder, eye[i]).astype(np.float32) for i in range(len(ladder))]
 
 
+def set_template(name: str) -> None:
+    """Choose the brain anatomy of later pairs: ``"colin27"`` (the default) or ``"mni152"``."""
+    global TEMPLATE, _ANAT
+    if name not in ("colin27", "mni152"):
+        raise ValueError(f"unknown template {name!r}: colin27 or mni152")
+    if name != TEMPLATE:
+        TEMPLATE, _ANAT = name, None
+
+
+def _on_grid(name: str, aff: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
+    """A 1 mm MNI-space template image placed on another 1 mm MNI grid (a pure integer shift; outside: 0)."""
+    raw, raff = _load(name)
+    shift = np.round(np.linalg.inv(raff) @ aff @ np.array([0, 0, 0, 1.0]))[:3].astype(int)
+    out = np.zeros(shape, np.float32)
+    src, dst = [], []
+    for s_, n_dst, n_src in zip(shift, shape, raw.shape, strict=True):
+        a = max(s_, 0)
+        b = min(s_ + n_dst, n_src)
+        src.append(slice(a, max(a, b)))
+        dst.append(slice(a - s_, a - s_ + max(0, b - a)))
+    out[tuple(dst)] = raw[tuple(src)]
+    return out
+
+
+def _mni152_tissues() -> tuple[np.ndarray, tuple[int, int, int], np.ndarray, dict[str, np.ndarray]]:
+    """MNI152 2009a (nilearn's copy: T1 brain, GM and WM probability maps, 1 mm) as the brain, inside Colin27's
+    head tissues (ch2 outside its brain, on the MNI grid: both templates are in MNI space). Returns the grid's
+    affine, shape, the brain mask and the tissue fractions. Voxels of Colin27's brain that are not MNI152
+    brain become extra-cerebral fluid ("dark"), so no Colin27 brain is left."""
+    import nilearn
+
+    d = Path(nilearn.__file__).parent / "datasets" / "data"
+    img = nib.load(str(d / "mni_icbm152_gm_tal_nlin_sym_09a_converted.nii.gz"))
+    aff = img.affine
+    gm = np.asarray(img.dataobj, np.float32) / 255.0
+    wm = np.asarray(nib.load(str(d / "mni_icbm152_wm_tal_nlin_sym_09a_converted.nii.gz")).dataobj,
+                    np.float32) / 255.0
+    shape = gm.shape
+    tissue = (gm + wm) > 0.35
+    lab, n = ndi.label(tissue)
+    sizes = np.bincount(lab.ravel(), minlength=n + 1)
+    sizes[0] = 0
+    tissue = lab == int(sizes.argmax())
+    # the brain with its sulcal CSF and ventricles: closed by 3 mm, holes filled
+    brain = ndi.binary_fill_holes(ndi.binary_closing(tissue, np.ones((3, 3, 3)), iterations=3) | tissue)
+    frac: dict[str, np.ndarray] = {}
+    s_ = np.maximum(gm + wm, 1e-6)
+    scale_ = np.minimum(1.0, 1.0 / s_)  # the maps may sum above 1 by rounding
+    frac["gm"] = np.where(brain, gm * scale_, 0).astype(np.float32)
+    frac["wm"] = np.where(brain, wm * scale_, 0).astype(np.float32)
+    frac["csf"] = np.where(brain, 1.0 - frac["gm"] - frac["wm"], 0).astype(np.float32)
+    head = _on_grid("ch2.nii.gz", aff, shape)
+    colin_brain = _on_grid("ch2bet.nii.gz", aff, shape) > 0
+    outside = ~brain
+    for name, f in zip(("air", "dark", "soft", "fat"), _hats(head, _HEAD_LADDER), strict=True):
+        frac[name] = np.where(outside, f, 0).astype(np.float32)
+    # Colin27's brain where MNI152 has none: extra-cerebral fluid (its T1 ladder would make it soft tissue)
+    gap = outside & ndi.binary_dilation(colin_brain, iterations=1)
+    for name in ("air", "soft", "fat"):
+        frac[name][gap] = 0
+    frac["dark"][gap] = 1.0
+    return aff, shape, brain, frac
+
+
 def _anatomy() -> _Anatomy:
-    """Build (once) and return the template tissue model."""
+    """Build (once) and return the template tissue model (``TEMPLATE``: Colin27, or MNI152 2009a's brain)."""
     global _ANAT
     if _ANAT is not None:
         return _ANAT
-    head, aff = _load("ch2.nii.gz")
-    bet, _ = _load("ch2bet.nii.gz")
-    aal, _ = _load("aal.nii.gz")
-    jhu_raw, jhu_aff = _load("JHU-WhiteMatter-labels-1mm.nii.gz")
-    shape = head.shape
-    brain = ndi.binary_fill_holes(bet > 0)
-    frac: dict[str, np.ndarray] = {}
-    b = np.where(brain, np.maximum(bet, 1.0), 0.0).astype(np.float32)
-    for name, f in zip(("csf", "gm", "wm"), _hats(b, _BRAIN_LADDER), strict=True):
-        frac[name] = np.where(brain, f, 0).astype(np.float32)
-    for name, f in zip(("air", "dark", "soft", "fat"), _hats(head, _HEAD_LADDER), strict=True):
-        frac[name] = np.where(brain, 0, f).astype(np.float32)
+    if TEMPLATE == "mni152":
+        aff, shape, brain, frac = _mni152_tissues()
+        aal = _on_grid("aal.nii.gz", aff, shape)
+        jhu_raw, jhu_aff = _load("JHU-WhiteMatter-labels-1mm.nii.gz")
+    else:
+        head, aff = _load("ch2.nii.gz")
+        bet, _ = _load("ch2bet.nii.gz")
+        aal, _ = _load("aal.nii.gz")
+        jhu_raw, jhu_aff = _load("JHU-WhiteMatter-labels-1mm.nii.gz")
+        shape = head.shape
+        brain = ndi.binary_fill_holes(bet > 0)
+        frac = {}
+        b = np.where(brain, np.maximum(bet, 1.0), 0.0).astype(np.float32)
+        for name, f in zip(("csf", "gm", "wm"), _hats(b, _BRAIN_LADDER), strict=True):
+            frac[name] = np.where(brain, f, 0).astype(np.float32)
+        for name, f in zip(("air", "dark", "soft", "fat"), _hats(head, _HEAD_LADDER), strict=True):
+            frac[name] = np.where(brain, 0, f).astype(np.float32)
 
     # JHU labels -> template grid (pure integer shift between the two 1 mm grids).
+    if TEMPLATE == "mni152":
+        jhu_raw = _on_grid("JHU-WhiteMatter-labels-1mm.nii.gz", aff, shape).astype(np.int16)
+        jhu_aff = aff
     shift = np.round(np.linalg.inv(jhu_aff) @ aff @ np.array([0, 0, 0, 1.0]))[:3].astype(int)
     jhu = np.zeros(shape, np.int16)
     src = tuple(slice(max(s, 0), max(s, 0) + n) for s, n in zip(shift, shape, strict=True))
@@ -960,7 +1040,8 @@ def _simulate(seed: int, debug: bool = False) -> dict[str, Any]:
         "dropped_truth_lesions": dropped,
         "lesion_details": details,
         "stable_lesions": stable_info,
-        "anatomy": {"template": "Colin27 ch2 (MNI)", "head_scale": scale, "warp_control_spacing_mm": spacing,
+        "anatomy": {"template": ("MNI152 2009a brain in Colin27 ch2 head" if TEMPLATE == "mni152"
+                                 else "Colin27 ch2 (MNI)"), "head_scale": scale, "warp_control_spacing_mm": spacing,
                     "warp_coef_sd_mm": warp_sd, "ventricle_enlargement_baseline_mm": e0,
                     "ventricle_enlargement_followup_mm": e1, "template_brain_center_mm": c},
         "pose_baseline": {"rotation_deg_xyz": pose_deg, "head_center_world_mm": p0, "rotation": r0},
