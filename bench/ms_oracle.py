@@ -29,7 +29,8 @@ this tool chooses nothing, so it may read them). ``--found`` joins a sweep's per
 each prepared pair at their shipped operating points (``ms_sweep.detect``, the workflow's own steps) and reports,
 per engine, the lesions it finds and how many visible ones (z over the search threshold) it misses. ``--phantom
 independent`` reads pairs of the independently written simulator (``bench/ms_sim_independent.py``, never tuned
-on; no baseline lesion map, so its enlarging lesions are judged on their whole follow-up extent).
+on; no baseline lesion map, so its enlarging lesions are judged on their whole follow-up extent);
+``--phantom independent-mni152`` the same simulator in MNI152 2009a's brain.
 """
 
 from __future__ import annotations
@@ -155,8 +156,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cache", type=Path, default=Path("bench/out/ms_sweep"))
     ap.add_argument("--fp", type=float, default=0.5, help="false positives per patient the observer may make")
     ap.add_argument("--radius-mm", type=float, default=20.0, help="the null's neighbourhood around each lesion")
-    ap.add_argument("--phantom", default="widened", choices=["widened", "independent"],
-                    help="independent: pairs of bench/ms_sim_independent.py (seed = index; never tuned on)")
+    ap.add_argument("--phantom", default="widened", choices=["widened", "independent", "independent-mni152"],
+                    help="independent: pairs of bench/ms_sim_independent.py (seed = index; never tuned on); "
+                         "independent-mni152: the same simulator in MNI152 2009a's brain")
     ap.add_argument("--found", type=Path, help="a sweep's per-pair records (ms_sweep.py --json) to join")
     ap.add_argument("--engines", default="",
                     help="comma-separated engines (default, global, learned, fusion) run on each prepared pair at "

@@ -70,12 +70,13 @@ def prepare(i: int, voxel_mm: float, cache: Path, phantom: str = "widened",
     lack it). ``held_out``: the benchmark's own evaluation pair ``i`` instead (widened only, cached as
     ``heldout_<i>_<voxel>.pkl``), for analyses that choose nothing (``bench/ms_oracle.py``); the sweep itself
     never prepares one. ``phantom="independent"``: pair ``i`` of the independently written simulator
-    (``ms_benchmark.independent_case``, cached as ``independent_<i>_<voxel>.pkl``), likewise only for analyses that
+    (``ms_benchmark.independent_case``, cached as ``independent_<i>_<voxel>.pkl``; ``"independent-mni152"``: the
+    same simulator in MNI152's brain, ``independent_mni152_<i>_<voxel>.pkl``), likewise only for analyses that
     choose nothing (it has no tuning seeds; the sweep's command line does not offer it). It has no baseline lesion
     map, so its dict lacks ``tb``; its lesions carry ``location_bin`` (``MS_LOCATION_BINS``) as the phantom's do."""
     cache = prep_cache(cache, prep_settings or [])
-    if phantom not in ("widened", "original", "independent"):
-        raise ValueError(f"unknown phantom {phantom!r} (widened | original | independent)")
+    if phantom not in ("widened", "original", "independent", "independent-mni152"):
+        raise ValueError(f"unknown phantom {phantom!r} (widened | original | independent | independent-mni152)")
     if held_out and phantom != "widened":
         raise ValueError("held-out pairs are prepared for the widened phantom only")
     if phantom == "original" and i < 100:
@@ -83,6 +84,7 @@ def prepare(i: int, voxel_mm: float, cache: Path, phantom: str = "widened",
     path = cache / (f"heldout_{i}_{voxel_mm:g}.pkl" if held_out else
                     f"tuning_{i}_{voxel_mm:g}.pkl" if phantom == "widened" else
                     f"independent_{i}_{voxel_mm:g}.pkl" if phantom == "independent" else
+                    f"independent_mni152_{i}_{voxel_mm:g}.pkl" if phantom == "independent-mni152" else
                     f"tuning_original_{i}_{voxel_mm:g}.pkl")
     if path.exists():
         return path
@@ -95,8 +97,9 @@ def prepare(i: int, voxel_mm: float, cache: Path, phantom: str = "widened",
     from neurorad.pipelines import ms_lesions as ms
     from neurorad.preprocess.transforms import resample
 
-    if phantom == "independent":
-        case, opts = independent_case(i)  # its own grids: the workflow's common grid is MSConfig's (voxel_mm unused)
+    if phantom in ("independent", "independent-mni152"):
+        # its own grids: the workflow's common grid is MSConfig's (voxel_mm unused)
+        case, opts = independent_case(i, "mni152" if phantom == "independent-mni152" else "colin27")
         case.case["lesions"] = [{**les, "location_bin": MS_LOCATION_BINS.get(les["location"], les["location"])}
                                 for les in case.case["lesions"]]
     else:

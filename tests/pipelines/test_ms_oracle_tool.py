@@ -95,7 +95,13 @@ def test_independent_pairs_are_prepared_with_their_location_bins_and_without_bas
     maps = {"truth_new": SimpleNamespace(data=truth), "truth_enlarging": SimpleNamespace(data=truth)}
     case = SimpleNamespace(baseline_flair=None, followup_flair=None, case={"lesions": lesions}, truth=maps)
     spec = {"seed": 7, "slice_thickness_mm": [3.0, 1.0]}
-    monkeypatch.setattr(ms_benchmark, "independent_case", lambda i: (case, spec))
+    asked: list[str] = []
+
+    def fake_case(i: int, template: str = "colin27") -> tuple:
+        asked.append(template)
+        return case, spec
+
+    monkeypatch.setattr(ms_benchmark, "independent_case", fake_case)
     ctx = SimpleNamespace(bn=np.zeros((4, 4, 4)), fn=np.zeros((4, 4, 4)), brain=np.ones((4, 4, 4), bool),
                           ref=SimpleNamespace(spacing_mm=(1.0, 1.0, 1.0), voxel_volume_mm3=1.0), Tf=None, Tb=None)
     monkeypatch.setattr(ms, "MSContext", lambda *a, **kw: ctx)
@@ -110,6 +116,10 @@ def test_independent_pairs_are_prepared_with_their_location_bins_and_without_bas
     assert [les["location_bin"] for les in d["lesions"]] == ["deep", "periventricular"]
     with pytest.raises(ValueError, match="widened phantom only"):
         ms_sweep.prepare(7, 1.0, tmp_path, "independent", held_out=True)
+    # the same simulator in MNI152's brain: its own cache name, the other brain asked for
+    path = ms_sweep.prepare(7, 1.0, tmp_path, "independent-mni152")
+    assert path.name == "independent_mni152_7_1.pkl" and path.exists()
+    assert asked == ["colin27", "mni152"]
 
 
 def test_an_engine_finds_a_lesion_when_its_detections_cover_40_percent_of_it(tmp_path, monkeypatch) -> None:
