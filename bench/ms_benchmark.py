@@ -21,8 +21,9 @@ Two phantom families (``--phantom``):
   phantom's figures belongs to the shared design of phantom and detector.
 * ``independent-mni152``: the same simulator with another brain: MNI152 2009a (nilearn's T1 brain, GM and WM
   probability maps; an average of 152 brains, so softer grey/white borders than one subject's) inside Colin27's
-  head tissues; the same seeds give the same lesions, protocols and motions in the other anatomy. It checks
-  that nothing in the engine belongs to Colin27's brain, the anatomy of both other phantoms and of the atlas step.
+  head tissues (the lesion model, protocols and motions are the simulator's; the draws differ per brain, so the
+  two sets compare as sets, not pair by pair). It checks that nothing in the engine belongs to Colin27's brain,
+  the anatomy of both other phantoms and of the atlas step.
 
 Definitions
 * a truth lesion (new, or enlarging: its whole follow-up extent) is FOUND when the detected

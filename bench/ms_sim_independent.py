@@ -19,8 +19,8 @@ Design
    benchmark's ``--phantom independent-mni152``) swaps the brain: MNI152 2009a's GM and WM probability maps
    (nilearn's copy; CSF = the rest of the brain, which is their union closed by 3 mm with its holes filled) on
    the MNI grid, inside Colin27's head tissues (``ch2`` outside its brain; where Colin27 has brain and MNI152
-   none, extra-cerebral fluid). Everything after step 1 is unchanged, so a seed gives the same lesions,
-   protocols and motions in either brain.
+   none, extra-cerebral fluid). Everything after step 1 is unchanged; as the lesion sites differ between the
+   brains, so do the random draws after them, and a seed gives other lesions and protocols in the other brain.
 2. **Subject anatomy (per seed, shared by both time points).**  Head size: global scale U(0.92, 1.08) times a
    per-axis factor U(0.97, 1.03).  A smooth random non-linear deformation: cubic B-spline with control spacing
    U(22, 32) mm and coefficient SD U(0.8, 2.5) mm.  Ventricle enlargement (atrophy): the ventricles grow by
