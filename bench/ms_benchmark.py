@@ -19,7 +19,7 @@ Two phantom families (``--phantom``):
   reading the phantom or the detector (its own anatomy variation, FLAIR model, slice profiles, motion and
   lesion placement), seed = case index. Nothing was ever tuned on it: it measures how much of the widened
   phantom's figures belongs to the shared design of phantom and detector.
-* ``independent-mni152``: the same simulator with another brain: MNI152 2009a (nilearn's T1 brain, GM and WM
+* ``independent-mni152``: the same simulator with another brain: MNI152 2009a (nilearn's GM and WM
   probability maps; an average of 152 brains, so softer grey/white borders than one subject's) inside Colin27's
   head tissues (the lesion model, protocols and motions are the simulator's; the draws differ per brain, so the
   two sets compare as sets, not pair by pair). It checks that nothing in the engine belongs to Colin27's brain,
