@@ -104,6 +104,10 @@ def case_spec(i: int, voxel_mm: float = 1.0, phantom: str = "original", tuning: 
     )
 
 
+# the independent simulator's phantom names and the brain each puts its lesions in (ms_sim_independent.set_template)
+INDEPENDENT_TEMPLATES = {"independent": "colin27", "independent-mni152": "mni152"}
+
+
 def independent_case(i: int, template: str = "colin27"):  # noqa: ANN201 - PhantomCase
     """Pair ``i`` of the independently written simulator (``bench/ms_sim_independent.py``, seed ``i``), as the
     benchmark's case object and spec. Its images sit in their own scanner spaces at their own resolutions, its
@@ -231,10 +235,10 @@ def run_case(i: int, voxel_mm: float, phantom: str = "original", engine: str = "
     from neurorad.pipelines.ms_lesions import run_ms_lesions
 
     t0 = time.perf_counter()
-    if phantom in ("independent", "independent-mni152"):
+    if phantom in INDEPENDENT_TEMPLATES:
         if tuning:
             raise ValueError("the independent simulator is never tuned on: it has no --tuning seeds")
-        case, spec = independent_case(i, "mni152" if phantom == "independent-mni152" else "colin27")
+        case, spec = independent_case(i, INDEPENDENT_TEMPLATES[phantom])
     else:
         spec = case_spec(i, voxel_mm, phantom, tuning)
         case = ms_pair(**spec)
@@ -300,8 +304,9 @@ def score_result(i: int, spec: dict, case, res, t_gen: float, t_run: float) -> d
     dropped = (spec.get("params") or {}).get("dropped_truth_lesions") or []
     detections = []
     for r in res.lesions:
-        on_truth = bool(np.any(any_truth[det == r.id]))
-        of_dropped = not on_truth and _on_dropped_lesion(det == r.id, res.labels.affine, dropped)
+        mask = det == r.id
+        on_truth = bool(np.any(any_truth[mask]))
+        of_dropped = not on_truth and _on_dropped_lesion(mask, res.labels.affine, dropped)
         detections.append({"det": r.id, "peak": float(r.max_score), "kind": r.kind,
                            "volume_mm3": float(r.volume_mm3), "fp": not on_truth and not of_dropped,
                            "dropped_truth_lesion": of_dropped, "volume_measurable": measurable.get(r.id, True)})
@@ -559,7 +564,7 @@ def core_thresholds(threshold: float, params) -> dict:  # noqa: ANN001 - Candida
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--phantom", default="original",
-                    choices=["original", "widened", "independent", "independent-mni152"],
+                    choices=["original", "widened", *INDEPENDENT_TEMPLATES],
                     help="original: the regression set; widened: issue 17's phantom; independent: pairs of "
                          "bench/ms_sim_independent.py, a simulator written without reading the phantom or the "
                          "detector (its own grids: --voxel-mm does not apply); independent-mni152: the same simulator "

@@ -215,12 +215,10 @@ def _anatomy() -> _Anatomy:
     if TEMPLATE == "mni152":
         aff, shape, brain, frac = _mni152_tissues()
         aal = _on_grid("aal.nii.gz", aff, shape)
-        jhu_raw, jhu_aff = _load("JHU-WhiteMatter-labels-1mm.nii.gz")
     else:
         head, aff = _load("ch2.nii.gz")
         bet, _ = _load("ch2bet.nii.gz")
         aal, _ = _load("aal.nii.gz")
-        jhu_raw, jhu_aff = _load("JHU-WhiteMatter-labels-1mm.nii.gz")
         shape = head.shape
         brain = ndi.binary_fill_holes(bet > 0)
         frac = {}
@@ -231,14 +229,7 @@ def _anatomy() -> _Anatomy:
             frac[name] = np.where(brain, 0, f).astype(np.float32)
 
     # JHU labels -> template grid (pure integer shift between the two 1 mm grids).
-    if TEMPLATE == "mni152":
-        jhu_raw = _on_grid("JHU-WhiteMatter-labels-1mm.nii.gz", aff, shape).astype(np.int16)
-        jhu_aff = aff
-    shift = np.round(np.linalg.inv(jhu_aff) @ aff @ np.array([0, 0, 0, 1.0]))[:3].astype(int)
-    jhu = np.zeros(shape, np.int16)
-    src = tuple(slice(max(s, 0), max(s, 0) + n) for s, n in zip(shift, shape, strict=True))
-    sub = jhu_raw[src].astype(np.int16)
-    jhu[tuple(slice(0, n) for n in sub.shape)] = sub
+    jhu = _on_grid("JHU-WhiteMatter-labels-1mm.nii.gz", aff, shape).astype(np.int16)
 
     xmm = (np.arange(shape[0]) * aff[0, 0] + aff[0, 3])[:, None, None]
     ymm = (np.arange(shape[1]) * aff[1, 1] + aff[1, 3])[None, :, None]

@@ -75,7 +75,7 @@ def prepare(i: int, voxel_mm: float, cache: Path, phantom: str = "widened",
     choose nothing (it has no tuning seeds; the sweep's command line does not offer it). It has no baseline lesion
     map, so its dict lacks ``tb``; its lesions carry ``location_bin`` (``MS_LOCATION_BINS``) as the phantom's do."""
     cache = prep_cache(cache, prep_settings or [])
-    if phantom not in ("widened", "original", "independent", "independent-mni152"):
+    if phantom not in ("widened", "original", "independent", "independent-mni152"):  # ms_benchmark's names
         raise ValueError(f"unknown phantom {phantom!r} (widened | original | independent | independent-mni152)")
     if held_out and phantom != "widened":
         raise ValueError("held-out pairs are prepared for the widened phantom only")
@@ -91,15 +91,15 @@ def prepare(i: int, voxel_mm: float, cache: Path, phantom: str = "widened",
     here = str(Path(__file__).resolve().parent)
     if here not in sys.path:
         sys.path.insert(0, here)
-    from ms_benchmark import case_spec, independent_case
+    from ms_benchmark import INDEPENDENT_TEMPLATES, case_spec, independent_case
 
     from neurorad.phantom.cases import MS_LOCATION_BINS, ms_pair
     from neurorad.pipelines import ms_lesions as ms
     from neurorad.preprocess.transforms import resample
 
-    if phantom in ("independent", "independent-mni152"):
+    if phantom in INDEPENDENT_TEMPLATES:
         # its own grids: the workflow's common grid is MSConfig's (voxel_mm unused)
-        case, opts = independent_case(i, "mni152" if phantom == "independent-mni152" else "colin27")
+        case, opts = independent_case(i, INDEPENDENT_TEMPLATES[phantom])
         case.case["lesions"] = [{**les, "location_bin": MS_LOCATION_BINS.get(les["location"], les["location"])}
                                 for les in case.case["lesions"]]
     else:
