@@ -1,8 +1,9 @@
 """Unit tests of the classical MS difference engine on synthetic arrays (fast).
 
-Post-processing thresholds of the regional workflow (score > 0.01, 26-connectivity, > 12 mm^3,
-a voxel > 0.1) and the false-positive rules (CAD centre-of-gravity rule, misregistration at
-edges, brain border) are each checked on a case built to hit exactly one rule.
+Post-processing thresholds of the regional workflow (score > 0.01, 26-connectivity, a voxel > 0.1) with
+workflow 1.16.0's minimum candidate volume (> 20 mm^3; the regional workflow's 12) and the false-positive
+rules (CAD centre-of-gravity rule, misregistration at edges, brain border) are each checked on a case built
+to hit exactly one rule.
 """
 
 from __future__ import annotations
@@ -42,20 +43,22 @@ def _blob(score: np.ndarray, corner: tuple[int, int, int], n_vox: int, value: fl
 
 def test_postprocess_volume_peak_and_binarisation_thresholds() -> None:
     s = np.zeros((40, 40, 40), np.float32)
-    _blob(s, (1, 2, 2), 13, 0.05, peak=0.2)  # 13 mm^3 > 12, peak 0.2 > 0.1 -> kept
-    _blob(s, (1, 10, 10), 12, 0.05, peak=0.2)  # 12 mm^3 is not > 12 -> dropped
-    _blob(s, (1, 20, 20), 20, 0.05, peak=0.1)  # peak 0.1 is not > 0.1 -> dropped
-    _blob(s, (1, 30, 30), 20, 0.01, peak=0.5)  # voxels at exactly 0.01 are not > 0.01: 1 voxel -> dropped
+    _blob(s, (1, 2, 2), 21, 0.05, peak=0.2)  # 21 mm^3 > 20, peak 0.2 > 0.1 -> kept
+    _blob(s, (1, 10, 10), 20, 0.05, peak=0.2)  # 20 mm^3 is not > 20 -> dropped
+    _blob(s, (1, 20, 20), 25, 0.05, peak=0.1)  # peak 0.1 is not > 0.1 -> dropped
+    _blob(s, (1, 30, 30), 25, 0.01, peak=0.5)  # voxels at exactly 0.01 are not > 0.01: 1 voxel -> dropped
     labels, n = binarise_components(s, 1.0, PostParams())
     assert n == 1
-    assert np.count_nonzero(labels) == 13 and labels[1, 2, 2] == 1
-    # with voxel volume 0.5 mm^3 the 13-voxel blob is only 6.5 mm^3
+    assert np.count_nonzero(labels) == 21 and labels[1, 2, 2] == 1
+    # with voxel volume 0.5 mm^3 the 21-voxel blob is only 10.5 mm^3
     assert binarise_components(s, 0.5, PostParams())[1] == 0
+    # the regional workflow's 12 mm^3 (workflow 1.15.1 and earlier) keeps the 20 mm^3 blob too
+    assert binarise_components(s, 1.0, PostParams(min_volume_mm3=12.0))[1] == 2
 
 
 def test_postprocess_uses_26_connectivity() -> None:
-    s = np.zeros((20, 20, 20), np.float32)
-    for t in range(14):  # a purely diagonal chain: connected only with 26-connectivity
+    s = np.zeros((30, 20, 20), np.float32)
+    for t in range(22):  # a purely diagonal chain of 22 mm^3 (> 20): connected only with 26-connectivity
         s[2 + t, 2 + t % 2, 2 + t % 2] = 0.5
     assert binarise_components(s, 1.0, PostParams())[1] == 1
     assert binarise_components(s, 1.0, PostParams(connectivity=6))[1] == 0

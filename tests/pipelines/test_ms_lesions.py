@@ -86,7 +86,7 @@ def test_positive_pair_is_active_with_located_lesions(positive_case, positive_ru
     assert (out / "report.pdf").read_bytes().startswith(b"%PDF")
     r = json.loads((out / "result.json").read_text())
     assert r["decision"]["active"] and r["counts"]["total"] == len(res.lesions)
-    assert r["parameters"]["post"]["binarise_threshold"] == 0.01 and r["parameters"]["post"]["min_volume_mm3"] == 12.0
+    assert r["parameters"]["post"]["binarise_threshold"] == 0.01 and r["parameters"]["post"]["min_volume_mm3"] == 20.0
     # volume-measurability flag per lesion (7-12 mm lesions on 2 mm voxels: all measurable) and the rule
     from neurorad.segment.ms_difference import volume_measurable
 
