@@ -42,14 +42,20 @@ advice on (NumPy's default) and off (what ``neurorad.runtime`` sets where the ke
 the same with the default ``MSConfig`` against one with those fields changed (e.g. ``elastix_iterations=250``, tried
 and not adopted: docs/ms-lesions.md); separate several with ``;`` when a value holds commas.
 
-Usage: ``python bench/ms_speed.py [--skip-slow] [--compare-before] [--compare-sequential] [--job-process]
-[--platform] [--compare-hugepages] [--compare-config K=V] [--pairs N] [--threads N] [--warm]``
+``--compare-malloc ROUNDS`` times the default engines in child processes with ``neurorad.runtime``'s allocator
+setting (glibc keeps freed memory: ``NEURORAD_MALLOC=keep``, the default) and with glibc's defaults
+(``NEURORAD_MALLOC=glibc``), alternating, and prints each one's median and its processes' system CPU, page faults
+and peak resident size.
+
+Usage: ``python bench/ms_speed.py [--compare-malloc ROUNDS] [--skip-slow] [--compare-before] [--compare-sequential]
+[--job-process] [--platform] [--compare-hugepages] [--compare-config K=V] [--pairs N] [--threads N] [--warm]``
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import tempfile
 import time
@@ -305,6 +311,44 @@ def config_comparison(pairs: list, changed) -> None:  # noqa: ANN001 - MSConfig
     print(_paired_summary("MSConfig comparison", walls))
 
 
+_PAIR_WALL = re.compile(r"^(?:fast: deepbet \+ elastix|pair \d+): ([0-9.]+) s wall", re.M)
+
+
+def malloc_comparison(rounds: int, pairs: int, threads: int, warm: bool) -> int:
+    """``--compare-malloc``: the allocator setting is process-wide and fixed before the first thread allocates
+    (``neurorad.runtime.configure_malloc``), so each arm runs in a child process of this script (``--skip-slow
+    --pairs N``), the two arms alternating. Per arm: every pair's wall seconds (median), and per process the
+    system CPU, minor page faults and peak resident size (``wait4``'s usage of that child and what it waited for)."""
+    import subprocess
+
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--skip-slow", "--pairs", str(pairs), "--threads",
+           str(threads)] + (["--warm"] if warm else [])
+    walls: dict[str, list[float]] = {"keep": [], "glibc": []}
+    usage: dict[str, list[str]] = {"keep": [], "glibc": []}
+    for r in range(rounds):
+        for mode in (("keep", "glibc") if r % 2 == 0 else ("glibc", "keep")):
+            with tempfile.TemporaryFile("w+") as out:
+                proc = subprocess.Popen(cmd, env={**os.environ, "NEURORAD_MALLOC": mode}, stdout=out)
+                _, status, ru = os.wait4(proc.pid, 0)
+                proc.returncode = os.waitstatus_to_exitcode(status)
+                out.seek(0)
+                text = out.read()
+            if proc.returncode != 0:
+                print(text)
+                raise SystemExit(f"--compare-malloc: the NEURORAD_MALLOC={mode} run failed (exit {proc.returncode})")
+            got = [float(x) for x in _PAIR_WALL.findall(text)]
+            walls[mode] += got
+            usage[mode].append(f"{ru.ru_stime:.1f} s system CPU, {ru.ru_minflt / 1e6:.2f} M page faults, "
+                               f"peak {ru.ru_maxrss / 1024:.0f} MB")
+            print(f"round {r} NEURORAD_MALLOC={mode}: pairs {' '.join(f'{w:.1f}' for w in got)} s wall; "
+                  f"{usage[mode][-1]}", flush=True)
+    for mode in ("keep", "glibc"):
+        print(f"NEURORAD_MALLOC={mode}: median {np.median(walls[mode]):.2f} s wall per pair over {len(walls[mode])} "
+              f"pairs ({rounds} processes)")
+    print(f"keep minus glibc, median: {np.median(walls['keep']) - np.median(walls['glibc']):+.2f} s per pair")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--skip-slow", action="store_true", help="only the default engines")
@@ -332,12 +376,19 @@ def main(argv: list[str] | None = None) -> int:
                     help="also time each pair of --pairs twice in this process, with the default MSConfig and with "
                          "these fields changed (e.g. elastix_iterations=250, or fp.drift_ratio=0.45 as ms_sweep.py's "
                          "--set), order alternating per pair")
+    ap.add_argument("--compare-malloc", type=int, default=0, metavar="ROUNDS",
+                    help="instead, time the default engines (--pairs, --warm, --threads as given) in ROUNDS x 2 child "
+                         "processes, alternately with neurorad.runtime's allocator setting (NEURORAD_MALLOC=keep, the "
+                         "default) and with glibc's defaults (NEURORAD_MALLOC=glibc); prints each setting's median "
+                         "wall per pair and its processes' system CPU, page faults and peak memory")
     ap.add_argument("--pairs", type=int, default=1, help="time the default engines on this many different pairs")
     ap.add_argument("--atlas-cold", action="store_true", help="do not reuse stored atlas registrations")
     ap.add_argument("--warm", action="store_true",
                     help="import the ms-lesions workflow's Workflow.preload modules first (untimed, printed), as a "
                          "worker's job process finds them (forkserver preload); default: a cold process")
     args = ap.parse_args(argv)
+    if args.compare_malloc:
+        return malloc_comparison(args.compare_malloc, args.pairs, args.threads, args.warm)
     if args.atlas_cold:
         os.environ["NEURORAD_CACHE"] = tempfile.mkdtemp(prefix="ms-speed-cache-")
     if args.warm:

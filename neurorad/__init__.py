@@ -14,6 +14,9 @@ __all__ = ["__version__"]
 
 # speed only, values unchanged: NumPy's huge-page advice off where the kernel would stall on it
 # (neurorad.runtime); every process that runs the platform's code imports this package first
+# and glibc's allocator keeping freed memory instead of unmapping every large array
+from neurorad.runtime import configure_malloc as _configure_malloc  # noqa: E402
 from neurorad.runtime import configure_numpy_hugepages as _configure_numpy_hugepages  # noqa: E402
 
 _configure_numpy_hugepages()
+_configure_malloc()

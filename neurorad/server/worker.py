@@ -37,10 +37,14 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from neurorad.runtime import release_free_memory
 from neurorad.server.settings import Destination, Settings
 from neurorad.store.queue import Lease, LeaseLost
 
 log = logging.getLogger("neurorad.worker")
+
+# a job process that waits this long for its next job hands its free heap memory back (_serve_jobs)
+JOB_PROCESS_TRIM_AFTER_S = 2.0
 
 
 def settings_to_dict(settings: Settings) -> dict[str, Any]:
@@ -137,7 +141,9 @@ def _serve_jobs(conn: Any, settings_d: dict[str, Any]) -> None:
     """Loop of a job process: run each lease the worker sends (one at a time), answer ``("done", state)``
     after each (the job's state as ``DataPlane.run_job`` returns it: ``"succeeded"``, or the state its failure
     left it in), and return on ``None`` or when the worker's end of the pipe closes. A job that raises ends the
-    process (exit code 1, its traceback on stderr) before any answer: the worker fails that job as before."""
+    process (exit code 1, its traceback on stderr) before any answer: the worker fails that job as before.
+    When no next lease comes within ``JOB_PROCESS_TRIM_AFTER_S`` the process hands its free heap memory back to
+    the system (:func:`neurorad.runtime.release_free_memory`), so an idle job process does not hold a job's peak."""
     while True:
         try:
             lease_d = conn.recv()
@@ -147,6 +153,9 @@ def _serve_jobs(conn: Any, settings_d: dict[str, Any]) -> None:
             return
         state = execute_job(settings_d, lease_d)
         conn.send(("done", state))
+        if not conn.poll(JOB_PROCESS_TRIM_AFTER_S):
+            # no next job yet: hand the job's freed memory back (neurorad.runtime keeps it for speed)
+            release_free_memory()
 
 
 def _job_process_main(conn: Any, settings_d: dict[str, Any], worker_pid: int) -> None:

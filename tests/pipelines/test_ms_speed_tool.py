@@ -37,6 +37,17 @@ def test_what_cannot_be_applied_is_refused(text, message):
         ms_speed.config_overrides(text)
 
 
+def test_compare_malloc_reads_every_pairs_wall_from_the_childs_output():
+    """--compare-malloc parses the lines main() prints for the first pair and each further one (not the median
+    line, not a step's wall)."""
+    out = ("warm: preloaded neurorad.pipelines.ms_lesions in 4.1 s wall, 5.0 s CPU (not counted below)\n"
+           "fast: deepbet + elastix: 21.3 s wall, 33.9 s CPU (wall/CPU per step: brain 4.5/8.0)\n"
+           "TOTAL                                   21.3 / 33.9\n"
+           "pair 1: 19.8 s wall, 31.0 s CPU\npair 2: 20.4 s wall, 32.2 s CPU\n"
+           "default engines over 3 pairs: median 20.4 s wall, 32.2 s CPU\n")
+    assert [float(x) for x in ms_speed._PAIR_WALL.findall(out)] == [21.3, 19.8, 20.4]
+
+
 def test_benchmark_counts_cases_per_warning_kind():
     bench = load_bench("ms_benchmark")
     rows = [{"warnings": []},

@@ -118,3 +118,31 @@ def test_an_idle_job_process_that_died_is_replaced(app):
     assert second.error() is None
     second.host.stop()
     assert not second.host.proc.is_alive()
+
+
+def test_a_job_process_hands_memory_back_only_when_it_waits(monkeypatch):
+    """Back-to-back jobs keep the freed heap (neurorad.runtime: speed); a job process with no next lease within
+    ``JOB_PROCESS_TRIM_AFTER_S`` hands it back (``release_free_memory``), once per wait."""
+    import multiprocessing as mp
+    import threading
+
+    from neurorad.server import worker
+
+    trims: list[float] = []
+    monkeypatch.setattr(worker, "execute_job", lambda settings_d, lease_d: "succeeded")
+    monkeypatch.setattr(worker, "release_free_memory", lambda: trims.append(time.monotonic()) is None)
+    monkeypatch.setattr(worker, "JOB_PROCESS_TRIM_AFTER_S", 0.2)
+    ours, theirs = mp.Pipe(duplex=True)
+    ours.send({"job": 1})
+    ours.send({"job": 2})  # already waiting when job 1 ends: no trim between the two
+    loop = threading.Thread(target=worker._serve_jobs, args=(theirs, {}), daemon=True)
+    loop.start()
+    assert ours.recv() == ("done", "succeeded") and ours.recv() == ("done", "succeeded")
+    time.sleep(0.8)
+    assert len(trims) == 1  # after job 2 only: job 1 found job 2 waiting
+    ours.send({"job": 3})
+    assert ours.recv() == ("done", "succeeded")
+    time.sleep(0.8)
+    ours.send(None)
+    loop.join(5.0)
+    assert not loop.is_alive() and len(trims) == 2
