@@ -86,6 +86,16 @@ def execute_job(settings_d: dict[str, Any], lease_d: dict[str, Any]) -> str:
         plane.db.dispose()
 
 
+def execute_dask_job(settings_d: dict[str, Any], lease_d: dict[str, Any]) -> str:
+    """A Dask task: :func:`execute_job`, then the process's free heap memory handed back to the system. A Dask
+    worker is long-lived and :mod:`neurorad.runtime` keeps freed memory for speed, so without this it would hold
+    its largest job's peak between jobs (a local job process does this when it waits, ``_serve_jobs``)."""
+    try:
+        return execute_job(settings_d, lease_d)
+    finally:
+        release_free_memory()
+
+
 def _exit_with_worker(worker_pid: int) -> None:
     """End this process (SIGKILL) as soon as the worker process ``worker_pid`` is gone.
 
@@ -293,7 +303,7 @@ class Worker:
     # -- executors -----------------------------------------------------------------------------
     def _start(self, lease: Lease) -> Any:
         if self.uses_dask:
-            return self._client.submit(execute_job, self._settings_d, asdict(lease), pure=False,
+            return self._client.submit(execute_dask_job, self._settings_d, asdict(lease), pure=False,
                                        key=f"neurorad-job-{lease.job_id}-{lease.attempt}")
         while self._idle:  # the most recently used idle process first
             host = self._idle.pop()

@@ -146,3 +146,21 @@ def test_a_job_process_hands_memory_back_only_when_it_waits(monkeypatch):
     ours.send(None)
     loop.join(5.0)
     assert not loop.is_alive() and len(trims) == 2
+
+
+def test_a_dask_task_hands_memory_back_after_its_job_even_when_it_fails(monkeypatch):
+    """A Dask worker is long-lived: each task (``execute_dask_job``) trims after its job, whatever the job did."""
+    from neurorad.server import worker
+
+    trims: list[int] = []
+    monkeypatch.setattr(worker, "release_free_memory", lambda: trims.append(1) is None)
+    monkeypatch.setattr(worker, "execute_job", lambda settings_d, lease_d: "succeeded")
+    assert worker.execute_dask_job({}, {}) == "succeeded" and trims == [1]
+
+    def boom(settings_d, lease_d):  # noqa: ANN001, ANN202
+        raise RuntimeError("job failed")
+
+    monkeypatch.setattr(worker, "execute_job", boom)
+    with pytest.raises(RuntimeError, match="job failed"):
+        worker.execute_dask_job({}, {})
+    assert trims == [1, 1]
