@@ -6,7 +6,7 @@ import ast
 from pathlib import Path
 
 PKG = Path(__file__).resolve().parents[1] / "neurorad"
-COMMON = {"errors", "provenance", "resources", "atomic"}  # cross-cutting modules any layer may use
+COMMON = {"errors", "provenance", "resources", "atomic", "runtime"}  # cross-cutting modules any layer may use
 
 # layer -> neurorad layers it may import (docs/architecture.md, "Layers and folders")
 ALLOWED: dict[str, set[str]] = {
