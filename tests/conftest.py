@@ -49,3 +49,14 @@ def _vault_keys_outside_home(tmp_path_factory):
         os.environ.pop("NEURORAD_KEY_DIR", None)
     else:
         os.environ["NEURORAD_KEY_DIR"] = old
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _free_memory_back_after_each_module():
+    """The test process imports :mod:`neurorad`, whose allocator setting keeps freed memory for speed
+    (:mod:`neurorad.runtime`); one process running the whole suite hands it back after each test module, as a
+    job process does when it waits, so the suite's resident memory stays that of its largest module."""
+    yield
+    from neurorad.runtime import release_free_memory
+
+    release_free_memory()
