@@ -24,8 +24,8 @@ faults and 3-4.7 s of system CPU (of about 34 s). Where the C library is glibc, 
 large blocks come from the main heap (``M_MMAP_MAX`` 0), one arena for all threads (``M_ARENA_MAX`` 1) and
 keeps up to 1 GB free at the heap's top (``M_TRIM_THRESHOLD``; mallopt(3)). Four pairs in one process then took
 0.00-0.46 million faults and 0.25-1.4 s of system CPU each instead of 1.6-2.2 million and 2.7-3.5 s, and 1.3 s
-less wall time per pair (median of 9 alternated pairs each, 17.1 against 18.4 s), for about 10 % more peak
-resident memory (4.3-4.4 against 3.9-4.1 GB; ``bench/ms_speed.py --compare-malloc 3 --pairs 3 --warm``). Freed
+less wall time per pair (median of 9 alternated pairs each, 17.1 against 18.4 s; 0.9 s in a third run), at a peak
+resident memory of 4.1-4.4 GB against 3.9-4.3 GB (``bench/ms_speed.py --compare-malloc 3 --pairs 3 --warm``). Freed
 memory inside the heap stays with the process until :func:`release_free_memory` hands it back (``malloc_trim``; a
 job process calls it when it waits for work). ``NEURORAD_MALLOC=glibc`` in the environment leaves glibc's defaults.
 Values are unchanged: only where memory comes from changes.
