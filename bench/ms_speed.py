@@ -324,7 +324,6 @@ def malloc_comparison(rounds: int, pairs: int, threads: int, warm: bool) -> int:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--skip-slow", "--pairs", str(pairs), "--threads",
            str(threads)] + (["--warm"] if warm else [])
     walls: dict[str, list[float]] = {"keep": [], "glibc": []}
-    usage: dict[str, list[str]] = {"keep": [], "glibc": []}
     for r in range(rounds):
         for mode in (("keep", "glibc") if r % 2 == 0 else ("glibc", "keep")):
             with tempfile.TemporaryFile("w+") as out:
@@ -338,10 +337,9 @@ def malloc_comparison(rounds: int, pairs: int, threads: int, warm: bool) -> int:
                 raise SystemExit(f"--compare-malloc: the NEURORAD_MALLOC={mode} run failed (exit {proc.returncode})")
             got = [float(x) for x in _PAIR_WALL.findall(text)]
             walls[mode] += got
-            usage[mode].append(f"{ru.ru_stime:.1f} s system CPU, {ru.ru_minflt / 1e6:.2f} M page faults, "
-                               f"peak {ru.ru_maxrss / 1024:.0f} MB")
             print(f"round {r} NEURORAD_MALLOC={mode}: pairs {' '.join(f'{w:.1f}' for w in got)} s wall; "
-                  f"{usage[mode][-1]}", flush=True)
+                  f"{ru.ru_stime:.1f} s system CPU, {ru.ru_minflt / 1e6:.2f} M page faults, "
+                  f"peak {ru.ru_maxrss / 1024:.0f} MB", flush=True)
     for mode in ("keep", "glibc"):
         print(f"NEURORAD_MALLOC={mode}: median {np.median(walls[mode]):.2f} s wall per pair over {len(walls[mode])} "
               f"pairs ({rounds} processes)")

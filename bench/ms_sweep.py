@@ -83,8 +83,7 @@ def prepare(i: int, voxel_mm: float, cache: Path, phantom: str = "widened",
         raise ValueError(f"original-phantom tuning pair {i}: the benchmark evaluates i < 100; use i >= 100")
     path = cache / (f"heldout_{i}_{voxel_mm:g}.pkl" if held_out else
                     f"tuning_{i}_{voxel_mm:g}.pkl" if phantom == "widened" else
-                    f"independent_{i}_{voxel_mm:g}.pkl" if phantom == "independent" else
-                    f"independent_mni152_{i}_{voxel_mm:g}.pkl" if phantom == "independent-mni152" else
+                    f"{phantom.replace('-', '_')}_{i}_{voxel_mm:g}.pkl" if phantom.startswith("independent") else
                     f"tuning_original_{i}_{voxel_mm:g}.pkl")
     if path.exists():
         return path

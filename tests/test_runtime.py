@@ -7,6 +7,7 @@ import os
 import platform
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -120,10 +121,7 @@ print(configure_malloc(), f1 - f0, release_free_memory())
 
 
 def _thp_always() -> bool:
-    try:
-        return "[always]" in open("/sys/kernel/mm/transparent_hugepage/enabled").read()
-    except OSError:
-        return False
+    return thp_defrag_mode(Path("/sys/kernel/mm/transparent_hugepage/enabled")) == "always"
 
 
 def _malloc_probe(mode: str | None) -> list[str]:

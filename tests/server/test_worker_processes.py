@@ -137,12 +137,18 @@ def test_a_job_process_hands_memory_back_only_when_it_waits(monkeypatch):
     ours.send({"job": 2})  # already waiting when job 1 ends: no trim between the two
     loop = threading.Thread(target=worker._serve_jobs, args=(theirs, {}), daemon=True)
     loop.start()
+
+    def trimmed(n: int) -> None:  # wait (up to 10 s on a loaded machine) for the n-th trim
+        deadline = time.monotonic() + 10.0
+        while len(trims) < n and time.monotonic() < deadline:
+            time.sleep(0.05)
+
     assert ours.recv() == ("done", "succeeded") and ours.recv() == ("done", "succeeded")
-    time.sleep(0.8)
+    trimmed(1)
     assert len(trims) == 1  # after job 2 only: job 1 found job 2 waiting
     ours.send({"job": 3})
     assert ours.recv() == ("done", "succeeded")
-    time.sleep(0.8)
+    trimmed(2)
     ours.send(None)
     loop.join(5.0)
     assert not loop.is_alive() and len(trims) == 2
