@@ -27,7 +27,10 @@ Pairs are prepared and cached by ``bench/ms_sweep.py``'s ``prepare`` (held-out p
 this tool chooses nothing, so it may read them). ``--found`` joins a sweep's per-pair records (``ms_sweep.py
 --json``) to show which lesions an engine found; ``--engines`` instead runs the named engines' detection steps on
 each prepared pair at their shipped operating points (``ms_sweep.detect``, the workflow's own steps) and reports,
-per engine, the lesions it finds and how many visible ones (z over the search threshold) it misses. ``--phantom
+per engine, the lesions it finds and how many visible ones (z over the search threshold) it misses. The summary's
+``by_bin`` gives the observer's expected sensitivity per bin of the benchmark (contrast, location, new / enlarging,
+thicker slice) beside what each engine found there: where it is under a bin's target, no detector of these two
+images reaches that target. ``--phantom
 independent`` reads pairs of the independently written simulator (``bench/ms_sim_independent.py``, never tuned
 on; no baseline lesion map, so its enlarging lesions are judged on their whole follow-up extent);
 ``--phantom independent-mni152`` the same simulator in MNI152 2009a's brain.
@@ -39,6 +42,7 @@ import argparse
 import json
 import pickle
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -114,6 +118,45 @@ def pair_records(d: dict, case: int, fp_per_patient: float, radius_mm: float) ->
                         "p_ideal": round(float(norm.cdf(rec["z"] - z_t)) if np.isfinite(rec["z"]) else 0.0, 4),
                         "slice_thickness_mm": list(d["opts"].get("slice_thickness_mm", ())),
                         "contrast_to_wm": les.get("contrast_to_wm"), "location": les.get("location_bin")})
+    return out
+
+
+def by_bin(rows: list[dict], engines: Sequence[str] = ()) -> dict[str, dict[str, dict]]:
+    """The ideal observer's expected sensitivity per bin of the benchmark's summary (``bench/ms_benchmark.py``:
+    contrast to white matter in its ``CONTRAST_BINS``, location bin, new / enlarging, the pair's thicker slice),
+    beside what each engine of ``engines`` found there: a bin whose expectation is under a target cannot reach it
+    with any detector that reads these two images (issue 17's bins must reach 0.80).
+
+    Returns ``{"contrast_to_wm" | "location" | "kind" | "thicker_slice": {bin: {"lesions", "ideal_expected",
+    "under_search_threshold", "found_<engine>"...}}}``; rows without a contrast or location are left out of that
+    grouping only."""
+    from ms_benchmark import CONTRAST_BINS
+
+    def contrast_bin(r: dict) -> str | None:
+        c = r.get("contrast_to_wm")
+        return next((f"{lo:g}-{hi:g}" for lo, hi in CONTRAST_BINS if c is not None and lo <= c < hi), None)
+
+    keys = {"contrast_to_wm": contrast_bin,
+            "location": lambda r: r.get("location"),
+            "kind": lambda r: r.get("kind"),
+            "thicker_slice": lambda r: (f"{max(r['slice_thickness_mm']):g} mm" if r.get("slice_thickness_mm")
+                                        else None)}
+    out: dict[str, dict[str, dict]] = {}
+    for name, key in keys.items():
+        groups: dict[str, list[dict]] = {}
+        for r in rows:
+            k = key(r)
+            if k is not None:
+                groups.setdefault(str(k), []).append(r)
+        out[name] = {}
+        for k in sorted(groups):
+            sel = groups[k]
+            rec = {"lesions": len(sel),
+                   "ideal_expected": round(sum(r["p_ideal"] for r in sel) / len(sel), 3),
+                   "under_search_threshold": sum(1 for r in sel if not r["z"] >= r["z_threshold"])}
+            for e in engines:
+                rec[f"found_{e}"] = round(sum(1 for r in sel if r.get(f"found_{e}")) / len(sel), 3)
+            out[name][k] = rec
     return out
 
 
@@ -233,6 +276,7 @@ def main(argv: list[str] | None = None) -> int:
         summary[f"found_{e}_under_threshold"] = sum(f and not v for f, v in hit)
         summary[f"missed_{e}_over_threshold"] = sum(v and not f for f, v in hit)
         summary[f"false_positives_{e}_per_patient"] = round(false_positives[e] / max(len(jobs), 1), 3)
+    summary["by_bin"] = by_bin(rows, engines)
     print(json.dumps(summary, indent=2))
     return 0
 

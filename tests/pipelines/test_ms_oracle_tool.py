@@ -159,3 +159,31 @@ def test_an_engine_finds_a_lesion_when_its_detections_cover_40_percent_of_it(tmp
     assert seen == [("classical", shipped, None), ("fusion", shipped, "P")]
     oracle.engine_found(tmp_path / "x.pkl", d, "default", ("post.min_peak_score=0.3",))  # --set: a rule variant
     assert seen[-1] == ("classical", 0.3, None)
+
+
+def test_by_bin_gives_the_ideal_expectation_and_each_engine_per_benchmark_bin() -> None:
+    """Per bin the mean of the observer's probabilities, the lesions under their search threshold and the fraction
+    each engine found, keyed as the benchmark's summary keys its bins; a row without a contrast stays out of the
+    contrast grouping only."""
+    oracle = load_bench("ms_oracle")
+    bench = load_bench("ms_benchmark")
+
+    def row(contrast, location, kind, slices, z, p, found):  # noqa: ANN001, ANN202
+        return {"contrast_to_wm": contrast, "location": location, "kind": kind, "slice_thickness_mm": slices,
+                "z": z, "z_threshold": 4.0, "p_ideal": p, "found_default": found}
+
+    rows = [row(1.2, "juxtacortical", "new", [1.0, 5.0], 2.0, 0.02, False),
+            row(1.4, "juxtacortical", "enlarging", [3.0, 3.0], 4.5, 0.69, True),
+            row(1.7, "deep", "new", [5.0, 1.0], 9.0, 1.0, True),
+            row(None, "deep", "new", [1.0, 1.0], float("nan"), 0.0, False)]
+    out = oracle.by_bin(rows, ["default"])
+    first = f"{bench.CONTRAST_BINS[0][0]:g}-{bench.CONTRAST_BINS[0][1]:g}"
+    assert out["contrast_to_wm"][first] == {"lesions": 2, "ideal_expected": 0.355, "under_search_threshold": 1,
+                                            "found_default": 0.5}
+    assert sum(v["lesions"] for v in out["contrast_to_wm"].values()) == 3  # the row without a contrast left out
+    assert out["location"]["deep"]["lesions"] == 2 and out["location"]["deep"]["under_search_threshold"] == 1
+    assert out["kind"]["new"]["ideal_expected"] == pytest.approx((0.02 + 1.0 + 0.0) / 3, abs=1e-3)
+    assert set(out["thicker_slice"]) == {"1 mm", "3 mm", "5 mm"}
+    assert out["thicker_slice"]["5 mm"] == {"lesions": 2, "ideal_expected": 0.51, "under_search_threshold": 1,
+                                            "found_default": 0.5}
+    assert "found_fusion" not in out["kind"]["new"]
