@@ -13,8 +13,8 @@ fields, so every step can be run and tested alone.
 4. ``bias``        N4 bias-field correction of both time points (Tustison et al. 2010; in parallel).
 5. ``normalise``   joint intensity normalisation: joint-histogram linear fit, then Nyul landmarks.
 6. ``candidates``  difference map -> robust z -> score in [0, 1] (brain, tissue, hyperintensity gates).
-7. ``postprocess`` binarise at 0.01, 26-connected components, keep > 12 mm^3 with a voxel > 0.1
-                   (regional candidate-lesion workflow).
+7. ``postprocess`` binarise at 0.01, 26-connected components, keep > 20 mm^3 with a voxel > 0.1
+                   (regional candidate-lesion workflow, whose 12 mm^3 bound 1.16.0 raised).
 8. ``fp_reduction`` FLAIR-subtraction CAD rule (centre of gravity brighter at baseline -> false
                    positive), misregistration at tissue/CSF edges, brain border.
 9. ``classify``    new vs enlarging (touches a baseline lesion).
@@ -924,7 +924,8 @@ def step_candidates(ctx: MSContext) -> None:
 
 
 def step_postprocess(ctx: MSContext) -> None:
-    """7. Binarise at 0.01, 26-connected components, keep > 12 mm^3 with a voxel > 0.1."""
+    """7. Binarise at 0.01, 26-connected components, keep > ``PostParams.min_volume_mm3`` (20 mm^3) with a voxel
+    > ``min_peak_score`` (0.1)."""
     assert ctx.cand is not None and ctx.ref is not None
     with ctx.prov.step("postprocess", **asdict(ctx.cfg.post)) as st:
         # fusion: the classical engine's components here (its score); the learned engine's own detection runs
@@ -1229,7 +1230,7 @@ STEPS: list[Step] = [
     Step("normalise", "joint-histogram linear fit, then Nyul landmark (or histogram) matching", step_normalise),
     Step("candidates", "difference map normalised by local tissue statistics -> score in [0, 1], gated by "
          "brain/tissue/hyperintensity", step_candidates),
-    Step("postprocess", "score > 0.01, 26-connected components, keep > 12 mm3 with a voxel > 0.1", step_postprocess),
+    Step("postprocess", "score > 0.01, 26-connected components, keep > 20 mm3 with a voxel > 0.1", step_postprocess),
     Step("fp_reduction", "CAD centre-of-gravity rule, misregistration at tissue borders, brain border",
          step_fp_reduction),
     Step("classify", "new vs enlarging (touches a baseline lesion); an enlarging candidate over several baseline "

@@ -6,7 +6,8 @@ The engine joins two published systems:
   (voxel-wise subtraction of co-registered, intensity-normalised FLAIR; a candidate whose
   centre-of-gravity intensity is higher at baseline is a false positive), and
 * the regional candidate-lesion workflow (post-processing: binarise the score at 0.01,
-  26-connected components, keep components > 12 mm^3 with at least one voxel > 0.1).
+  26-connected components, keep components > 12 mm^3 with at least one voxel > 0.1; 20 mm^3 here since
+  workflow 1.16.0, ``PostParams``).
 
 All functions are pure: arrays (baseline and follow-up on ONE grid, already registered and
 jointly normalised so that normal-appearing white matter has the same intensity at both
@@ -517,7 +518,8 @@ def padded_box(sl: tuple[slice, ...], margin_mm: float, spacing_mm: tuple[float,
 def binarise_components(
     score: np.ndarray, voxel_volume_mm3: float, params: PostParams = PostParams()
 ) -> tuple[np.ndarray, int]:
-    """Step 6: score > 0.01, 26-connected components, keep > 12 mm^3 with a voxel > 0.1.
+    """Step 6: score > 0.01, 26-connected components, keep those larger than ``min_volume_mm3`` (20 mm^3 since
+    workflow 1.16.0; the regional workflow's 12 before) with a voxel scoring above ``min_peak_score`` (0.1).
 
     Returns relabelled components ``(labels, n)`` numbered 1..n in raster order.
     """
