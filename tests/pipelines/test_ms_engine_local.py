@@ -40,6 +40,7 @@ from neurorad.segment.ms_difference import (
     new_beside_unchanged,
     rescue_grown_enlarging,
     separate_lesion_cores,
+    shifted_baseline_max,
     split_enlarging_candidates,
 )
 
@@ -539,3 +540,35 @@ def test_an_enlarging_lesion_merged_with_a_drifting_neighbour_is_delineated_wher
     both = judge_enlarging_parts(labels, 1, ["enlarging"], cand, b, f, brain, old, SP, replace(fp, drift_rule=False),
                                  PostParams(), ClassifyParams())
     assert [d.kept for d in both[1]] == [True, True] and np.array_equal(both[0], labels) and both[2] == []
+
+
+def test_shifted_baseline_max_reads_a_thick_axis_between_its_slices():
+    """Without ``thick_axis_mm`` the shift test's baseline is the box maximum filter (a whole 5 mm voxel along the
+    slice axis); with it, the slice axis is shifted by at most that many mm along the linear interpolant between
+    slices, which a brute-force maximum over 61 sub-voxel shifts reproduces; a faint voxel beside a bright slice
+    is then no longer "explained" by that slice."""
+    rng = np.random.default_rng(0)
+    b = rng.random((20, 20, 8)).astype(np.float32)
+    sp = (1.0, 1.0, 5.0)
+    box = ndimage.maximum_filter(b, footprint=np.ones((5, 5, 3), bool))  # round(1.5 / 1) = 2, and 1 slice
+    assert np.array_equal(shifted_baseline_max(b, sp, 1.5), box)
+    got = shifted_baseline_max(b, sp, 1.5, thick_axis_mm=1.5)
+    inplane = ndimage.maximum_filter(b, footprint=np.ones((5, 5, 1), bool))
+    t = 1.5 / 5.0
+    best = inplane.copy()
+    for shift in np.linspace(-t, t, 61):
+        z = np.arange(8) + shift
+        lo = np.floor(z).astype(int)
+        w = (z - lo)[None, None, :]
+        best = np.maximum(best, inplane[:, :, np.clip(lo, 0, 7)] * (1 - w) + inplane[:, :, np.clip(lo + 1, 0, 7)] * w)
+    assert np.allclose(got, best, atol=1e-6)
+    assert (got <= box + 1e-6).all() and (got < box - 0.05).any()
+    # a slice of 1.3 next to tissue of 1.0: whole-voxel shift explains 1.3 there, a 1.5 mm one 1.0 + 0.3 x 0.3
+    edge = np.ones((5, 5, 6), np.float32)
+    edge[:, :, 3:] = 1.3
+    assert shifted_baseline_max(edge, sp, 1.5)[2, 2, 2] == pytest.approx(1.3)
+    assert shifted_baseline_max(edge, sp, 1.5, thick_axis_mm=1.5)[2, 2, 2] == pytest.approx(1.09)
+    # an axis finer than thick_axis_mm keeps its box: isotropic 1 mm is unchanged
+    iso = rng.random((12, 12, 12)).astype(np.float32)
+    assert np.array_equal(shifted_baseline_max(iso, (1.0, 1.0, 1.0), 1.5, thick_axis_mm=1.5),
+                          shifted_baseline_max(iso, (1.0, 1.0, 1.0), 1.5))
