@@ -263,11 +263,8 @@ class MSLesionsWorkflow(Workflow):
     # point in a thread, the SEG from a segment-number map, deepbet without the skull-stripped image it discarded
     # (docs/ms-lesions.md "Workflow 1.15.1"); 1.16.0: a candidate must hold more than 20 mm^3 instead of 12
     # (PostParams.min_volume_mm3, chosen on the 96 widened tuning pairs: 10 -> 7 false positives at the same 179 of
-    # 203 lesions; docs/ms-lesions.md "Workflow 1.16.0"); it also bounds the learned engine's candidates;
-    # 1.17.0: the misregistration test shifts a thick-slice axis by 1.5 mm read between its slices, not by a whole
-    # 3-6 mm slice (FPParams.shift_thick_axis_mm; 96 widened tuning pairs: 179 -> 181 of 203 lesions at the same 7
-    # false positives; docs/ms-lesions.md "Workflow 1.17.0")
-    version = "1.17.0"
+    # 203 lesions; docs/ms-lesions.md "Workflow 1.16.0"); it also bounds the learned engine's candidates
+    version = "1.16.0"
     title = "MRI brain follow-up: new and enlarging T2-FLAIR lesions"
     description = ("Compares this study's FLAIR with the FLAIR of the patient's previous study (registered, "
                    "bias-corrected, jointly normalised subtraction) and reports new and enlarging lesions, "
