@@ -600,7 +600,7 @@ def shifted_baseline_max(baseline: np.ndarray, spacing_mm: tuple[float, float, f
         n = out.shape[axis]
         up = np.take(out, np.minimum(np.arange(n) + 1, n - 1), axis=axis)
         down = np.take(out, np.maximum(np.arange(n) - 1, 0), axis=axis)
-        out = out + t * np.maximum(np.maximum(up - out, down - out), 0.0)
+        out = out + t * np.maximum(np.maximum(up, down) - out, 0.0)
     return out
 
 
