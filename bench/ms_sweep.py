@@ -86,24 +86,12 @@ def prepare(i: int, voxel_mm: float, cache: Path, phantom: str = "widened",
                     f"{phantom.replace('-', '_')}_{i}_{voxel_mm:g}.pkl" if phantom.startswith("independent") else
                     f"tuning_original_{i}_{voxel_mm:g}.pkl")
     if path.exists():
+        _ensure_input_geometry(path, i, voxel_mm, phantom, prep_settings, held_out)
         return path
-    here = str(Path(__file__).resolve().parent)
-    if here not in sys.path:
-        sys.path.insert(0, here)
-    from ms_benchmark import INDEPENDENT_TEMPLATES, case_spec, independent_case
-
-    from neurorad.phantom.cases import MS_LOCATION_BINS, ms_pair
     from neurorad.pipelines import ms_lesions as ms
     from neurorad.preprocess.transforms import resample
 
-    if phantom in INDEPENDENT_TEMPLATES:
-        # its own grids: the workflow's common grid is MSConfig's (voxel_mm unused)
-        case, opts = independent_case(i, INDEPENDENT_TEMPLATES[phantom])
-        case.case["lesions"] = [{**les, "location_bin": MS_LOCATION_BINS.get(les["location"], les["location"])}
-                                for les in case.case["lesions"]]
-    else:
-        opts = case_spec(i, voxel_mm, phantom, tuning=not held_out)  # widened: seed 100000 + i; original: 1000 + i
-        case = ms_pair(**opts)
+    case, opts = _case(i, voxel_mm, phantom, held_out)
     ctx = ms.MSContext(apply_overrides(ms.MSConfig(), list(prep_settings or []), top_level=True), cache,
                        case.baseline_flair, case.followup_flair)
     for step in ms.STEPS[:5]:
@@ -112,12 +100,58 @@ def prepare(i: int, voxel_mm: float, cache: Path, phantom: str = "widened",
     d = dict(bn=ctx.bn, fn=ctx.fn, brain=ctx.brain, sp=ctx.ref.spacing_mm, vox=ctx.ref.voxel_volume_mm3,
              tn=np.asarray(resample(case.truth["truth_new"], ctx.ref, ctx.Tf, "nearest").data),
              te=np.asarray(resample(case.truth["truth_enlarging"], ctx.ref, ctx.Tf, "nearest").data),
-             lesions=case.case["lesions"], opts=opts)
+             lesions=case.case["lesions"], opts=opts, finer_input_voxel_mm=ctx.finer_input_voxel_mm)
     if "truth_baseline_lesions" in case.truth:
         d["tb"] = np.asarray(resample(case.truth["truth_baseline_lesions"], ctx.ref, ctx.Tb, "nearest").data)
     cache.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(pickle.dumps(d))
+    _write_atomic(path, d)
     return path
+
+
+def _case(i: int, voxel_mm: float, phantom: str, held_out: bool):  # noqa: ANN202 - (PhantomCase, options)
+    """Pair ``i`` of ``phantom`` (see :func:`prepare`) and the options it was made with."""
+    here = str(Path(__file__).resolve().parent)
+    if here not in sys.path:
+        sys.path.insert(0, here)
+    from ms_benchmark import INDEPENDENT_TEMPLATES, case_spec, independent_case
+
+    from neurorad.phantom.cases import MS_LOCATION_BINS, ms_pair
+
+    if phantom in INDEPENDENT_TEMPLATES:
+        # its own grids: the workflow's common grid is MSConfig's (voxel_mm unused)
+        case, opts = independent_case(i, INDEPENDENT_TEMPLATES[phantom])
+        case.case["lesions"] = [{**les, "location_bin": MS_LOCATION_BINS.get(les["location"], les["location"])}
+                                for les in case.case["lesions"]]
+        return case, opts
+    opts = case_spec(i, voxel_mm, phantom, tuning=not held_out)  # widened: seed 100000 + i; original: 1000 + i
+    return ms_pair(**opts), opts
+
+
+def _write_atomic(path: Path, d: dict) -> None:
+    """``d`` pickled to ``path`` through a temporary file: a stopped run never leaves half a cache file."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(pickle.dumps(d))
+    tmp.replace(path)
+
+
+def _ensure_input_geometry(path: Path, i: int, voxel_mm: float, phantom: str, prep_settings: list[str] | None,
+                           held_out: bool) -> None:
+    """A pair cached before the false-positive step read the inputs' geometry (workflow 1.17.0) lacks
+    ``finer_input_voxel_mm`` (:func:`neurorad.pipelines.ms_lesions.finer_input_voxel_mm`): the pair is made again and
+    loaded (step 1 only, a few seconds) and the value added to the cached dict, so every cached pair is judged as the
+    workflow would judge it."""
+    d = pickle.loads(path.read_bytes())
+    if "finer_input_voxel_mm" in d:
+        return
+    from neurorad.pipelines import ms_lesions as ms
+
+    case, _ = _case(i, voxel_mm, phantom, held_out)
+    ctx = ms.MSContext(apply_overrides(ms.MSConfig(), list(prep_settings or []), top_level=True), path.parent,
+                       case.baseline_flair, case.followup_flair)
+    ms.STEPS[0].run(ctx)
+    assert ctx.b0 is not None and ctx.f0 is not None
+    d["finer_input_voxel_mm"] = ms.finer_input_voxel_mm(ctx.b0, ctx.f0)
+    _write_atomic(path, d)
 
 
 def learned_probability_cached(pair_path: Path, d: dict, cfg) -> np.ndarray | None:  # noqa: ANN001 - MSConfig
@@ -168,6 +202,7 @@ def detect(d: dict, cfg, learned_probability: np.ndarray | None = None,  # noqa:
         ctx = ms.MSContext(cfg, Path(tmp), None, None)
         ctx.ref = Volume(np.zeros(bn.shape, np.float32), np.diag([*map(float, d["sp"]), 1.0]))
         ctx.bn, ctx.fn, ctx.brain = bn, np.asarray(d["fn"]), np.asarray(d["brain"], bool)
+        ctx.finer_input_voxel_mm = d.get("finer_input_voxel_mm")  # prepare() adds it to pairs cached before 1.17.0
         ctx.learned_probability = learned_probability
         names = [s.name for s in ms.STEPS]
         for step in ms.STEPS[names.index("candidates"): names.index("classify") + 1]:

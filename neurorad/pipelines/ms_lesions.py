@@ -353,6 +353,13 @@ def resample_pair(b0: Volume, f0: Volume, mb: Volume, mf: Volume, T: AffineTrans
     return ref, b_c, f_c, Tb, Tf, how
 
 
+def finer_input_voxel_mm(b0: Volume, f0: Volume) -> float:
+    """The largest voxel dimension of the finer of the two input images: 1 mm when either time point is a 1 mm 3D
+    image, 3 mm for 3 mm slices against 5 mm ones (of the same or another orientation). The misregistration test
+    reads it (``FPParams.shift_thick_axis_finer_input_mm``)."""
+    return float(min(max(b0.spacing_mm), max(f0.spacing_mm)))
+
+
 def _followup_coarser(b0: Volume, f0: Volume) -> bool:
     """Whether the follow-up's voxels are larger (then its grid is the common grid's layout)."""
     return f0.voxel_volume_mm3 > b0.voxel_volume_mm3 * (1 + 1e-6)
@@ -717,6 +724,8 @@ class MSContext:
     b_c: Volume | None = None
     f_c: Volume | None = None
     brain: np.ndarray | None = None
+    # the finer input image's largest voxel dimension (:func:`finer_input_voxel_mm`; step 8 reads it)
+    finer_input_voxel_mm: float | None = None
     extra_vols: dict[str, Volume] = field(default_factory=dict)
     # 4 bias
     b_n: Volume | None = None
@@ -848,6 +857,8 @@ def step_register(ctx: MSContext) -> None:
         if not brain.any():
             raise ProcessingError("brain masks of the two time points do not overlap after registration")
         ctx.ref, ctx.Tb, ctx.Tf, ctx.brain = ref, Tb, Tf, brain
+        ctx.finer_input_voxel_mm = finer_input_voxel_mm(b0, f0)
+        st.parameters["finer_input_voxel_mm"] = round(ctx.finer_input_voxel_mm, 3)
         st.engine = f"preprocess.registration:{reg.backend}"
         st.parameters.update(nmi_before=round(reg.nmi_before, 4), nmi_after=round(reg.nmi_after, 4),
                              rotation_deg=round(T.rotation_deg, 2),
@@ -948,7 +959,7 @@ def step_fp_reduction(ctx: MSContext) -> None:
             cand.brain_sigma, ctx.cfg.fp, difference=cand.difference, tissue_level=cand.tissue_level,
             border_distance_mm=cand.border_distance_mm, score=cand.score,
             peak_percentile=ctx.cfg.classify.peak_percentile, baseline_lesions=ctx.baseline_lesions,
-            touch_radius_mm=ctx.cfg.classify.touch_radius_mm,
+            touch_radius_mm=ctx.cfg.classify.touch_radius_mm, finer_input_voxel_mm=ctx.finer_input_voxel_mm,
         )
         # the enlarging-lesion path: a rim dropped as misregistration or drift next to a baseline lesion whose
         # half-maximum size grew is kept (ms_difference.rescue_grown_enlarging)
@@ -985,7 +996,8 @@ def step_classify(ctx: MSContext) -> None:
         # an enlarging candidate over two or more baseline lesions is judged per lesion: a stable neighbour's
         # drift rim leaves it (ms_difference.judge_enlarging_parts)
         labels, enl_decisions, changed = judge_enlarging_parts(
-            ctx.labels, ctx.n, kinds, cand, ctx.bn, ctx.fn, ctx.brain, base_les, sp, cfg.fp, cfg.post, cfg.classify)
+            ctx.labels, ctx.n, kinds, cand, ctx.bn, ctx.fn, ctx.brain, base_les, sp, cfg.fp, cfg.post, cfg.classify,
+            ctx.finer_input_voxel_mm)
         if enl_decisions:
             st.parameters["enlarging_parts"] = {"parts": len(enl_decisions), "candidates_changed": changed,
                                                 "dropped": [asdict(d) for d in enl_decisions if not d.kept]}
@@ -1002,7 +1014,8 @@ def step_classify(ctx: MSContext) -> None:
         # a new lesion sharing a candidate with a brighter one, judged by the same false-positive rules
         n_before = ctx.n
         ctx.labels, ctx.n, ctx.kinds, part_decisions = add_separate_lesions(
-            labels, delineated, ctx.n, ctx.kinds, cand, ctx.bn, ctx.fn, ctx.brain, base_les, sp, cfg.fp, cfg.classify)
+            labels, delineated, ctx.n, ctx.kinds, cand, ctx.bn, ctx.fn, ctx.brain, base_les, sp, cfg.fp, cfg.classify,
+            ctx.finer_input_voxel_mm)
         if part_decisions:
             st.parameters["separate_lesions"] = {"found": len(part_decisions), "kept": ctx.n - n_before,
                                                  "dropped": [asdict(d) for d in part_decisions if not d.kept]}
@@ -1013,7 +1026,7 @@ def step_classify(ctx: MSContext) -> None:
             n_before = ctx.n
             ctx.labels, ctx.n, ctx.kinds, beside = judge_and_add_parts(
                 parts, m, ctx.labels, ctx.n, ctx.kinds, cand, ctx.bn, ctx.fn, ctx.brain, sp, cfg.fp, cfg.classify,
-                base_les)
+                base_les, ctx.finer_input_voxel_mm)
             st.parameters["new_beside_unchanged"] = {"found": len(beside), "kept": ctx.n - n_before,
                                                      "dropped": [asdict(d) for d in beside if not d.kept]}
         if cfg.lesion_engine == "fusion" and ctx.classical_score is not None and ctx.learned_score is not None:

@@ -89,17 +89,23 @@ class FPParams:
     cog_rule: bool = False
     shift_radius_mm: float = 1.5  # misregistration test: baseline max over this radius explains follow-up
     # ... along an axis whose voxels are coarser than this (thick slices), the shift allowed there, read between the
-    # slices by linear interpolation (:func:`shifted_baseline_max`). None (the default): that axis' radius rounds up
-    # to one whole voxel (3-6 mm on thick slices), and the cortex or ventricle wall one slice away "explains" a faint
-    # lesion beside it: six lesions an ideal observer sees (z 5.7-11) are dropped that way, >= 95 % explained with a
-    # matching loss of only 0.06-0.12 x their gain (3 tuning, 1 widened held-out, 2 independent-simulator pairs).
-    # Tried 2026-12-05 and NOT adopted (docs/ms-lesions.md "Tried 2026-12-05: the misregistration test's thick
-    # axis"): on the 96 widened tuning pairs at 1 mm (bench/ms_sweep.py --set fp.shift_thick_axis_mm=V) None gave
-    # 179/203 lesions with 7 false positives, 1.5 / 2.0 / 2.5 181 with the same 7, 3.0 180; on the 40 widened
-    # held-out pairs 1.5 found 61/68 instead of 59 but with 14 false positives instead of 9, five new ones on
-    # pairs whose two images were both 3-5 mm thick (their slices sit at different positions, so an edge's partial
-    # volume differs by up to half a slice between the time points), and patient specificity fell 0.867 -> 0.60
-    shift_thick_axis_mm: float | None = None
+    # slices by linear interpolation (:func:`shifted_baseline_max`), where one input resolved that axis (next field).
+    # None: that axis' radius rounds up to one whole voxel (3-6 mm on thick slices), and the cortex or ventricle wall
+    # one slice away "explains" a faint lesion beside it: six lesions an ideal observer sees (z 5.7-11) were dropped
+    # that way, >= 95 % explained with a matching loss of only 0.06-0.12 x their gain. 1.5 (workflow 1.17.0; None
+    # before; docs/ms-lesions.md "Workflow 1.17.0"): on the 192 widened tuning pairs at 1 mm (bench/ms_sweep.py
+    # --cases 0-191 --set fp.shift_thick_axis_mm=V) 349 of 395 lesions at the same 20 false positives as None's 346;
+    # applied on every thick axis (session 34) it added false positives on pairs of two thick images instead
+    shift_thick_axis_mm: float | None = 1.5
+    # ... and only when one of the two INPUT images has voxels no coarser than this along every axis (a 3D
+    # acquisition; None: always): that image is anti-aliased to the thick one's voxel and sampled on its slices
+    # before the common grid (resample_pair), so an edge's partial volume matches between the time points and the
+    # whole-slice shift is not needed. Two thick acquisitions (the same orientation or crossed) sit at different slice
+    # positions with different slice profiles, an edge's partial volume differs between them by up to half a slice,
+    # and the whole-slice shift is what absorbs that: applied there it added 5 false positives on the widened held-out
+    # pairs 0-39 (both images 3-5 mm) and 8 on the independent simulator's pair 8 (5 mm axial against 6.4 mm slices of
+    # another orientation). Needs the inputs' geometry (false_positive_reduction's ``finer_input_voxel_mm``)
+    shift_thick_axis_finer_input_mm: float | None = 1.5
     shift_explained_fraction: float = 0.8  # drop when this fraction of voxels is explained by a shift
     shift_margin_z: float = 2.0  # follow-up must exceed the shifted baseline by this many robust SDs
     cap_z: float | None = 3.0  # baseline capped at median + cap_z SD before the shift test (None: no cap)
@@ -604,6 +610,16 @@ def shifted_baseline_max(baseline: np.ndarray, spacing_mm: tuple[float, float, f
     return out
 
 
+def thick_axis_shift_applies(params: FPParams, finer_input_voxel_mm: float | None) -> bool:
+    """Whether the misregistration test reads a thick-slice axis between its slices (``params.shift_thick_axis_mm``):
+    always when ``params.shift_thick_axis_finer_input_mm`` is None, else only when the finer input image's largest
+    voxel dimension (``finer_input_voxel_mm``; None: unknown) is at most that bound (one time point a 3D image)."""
+    bound = params.shift_thick_axis_finer_input_mm
+    if bound is None:
+        return True
+    return finer_input_voxel_mm is not None and finer_input_voxel_mm <= bound + 1e-6
+
+
 def false_positive_reduction(
     labels: np.ndarray,
     n: int,
@@ -622,6 +638,7 @@ def false_positive_reduction(
     peak_percentile: float = ClassifyParams.peak_percentile,
     baseline_lesions: np.ndarray | None = None,
     touch_radius_mm: float = ClassifyParams.touch_radius_mm,
+    finer_input_voxel_mm: float | None = None,
 ) -> tuple[np.ndarray, int, list[FPDecision]]:
     """Step 5: drop candidates that are not new tissue change.
 
@@ -650,6 +667,9 @@ def false_positive_reduction(
     whatever its peak.
     ``border_distance_mm``: the distance transform of
     ``brain_mask`` when the caller has it (:attr:`Candidates.border_distance_mm`), else computed.
+    ``finer_input_voxel_mm``: the largest voxel dimension of the finer of the two input images
+    (:func:`neurorad.pipelines.ms_lesions.finer_input_voxel_mm`; ``FPParams.shift_thick_axis_finer_input_mm`` reads
+    it); None: unknown, and the thick-axis shift is not applied when that bound is set.
     """
     if params.drift_reference not in ("level", "shell", "either"):
         raise ValueError(f"unknown drift reference {params.drift_reference!r} (level, shell, either)")
@@ -661,7 +681,8 @@ def false_positive_reduction(
     f = np.asarray(followup, dtype=np.float32)
     cap = brain_median + (params.cap_z if params.cap_z is not None else np.inf) * brain_sigma
     b_shift = shifted_baseline_max(np.minimum(b, cap), spacing_mm, params.shift_radius_mm,
-                                   params.shift_thick_axis_mm)
+                                   params.shift_thick_axis_mm if thick_axis_shift_applies(params, finer_input_voxel_mm)
+                                   else None)
     explained = f <= b_shift + params.shift_margin_z * sigma
     dist_mm = (border_distance_mm if border_distance_mm is not None
                else ndimage.distance_transform_edt(brain, sampling=spacing_mm))
@@ -1094,6 +1115,7 @@ def judge_enlarging_parts(
     labels: np.ndarray, n: int, kinds: list[str], cand: Candidates, baseline: np.ndarray, followup: np.ndarray,
     brain_mask: np.ndarray, baseline_lesions: np.ndarray, spacing_mm: tuple[float, float, float],
     fp_params: FPParams = FPParams(), post: PostParams = PostParams(), params: ClassifyParams = ClassifyParams(),
+    finer_input_voxel_mm: float | None = None,
 ) -> tuple[np.ndarray, list[FPDecision], list[int]]:
     """Each part of :func:`split_enlarging_candidates` judged on its own, as a candidate of step 6-8 would be:
     the false-positive rules (:func:`false_positive_reduction`), the enlarging-lesion path
@@ -1108,7 +1130,7 @@ def judge_enlarging_parts(
     evidence).
 
     Returns the new label map (same labels, count unchanged), the parts' decisions (numbered as the parts) and the
-    candidate labels that lost a part.
+    candidate labels that lost a part. ``finer_input_voxel_mm``: as :func:`false_positive_reduction`'s.
     """
     parts, m, owners = split_enlarging_candidates(labels, n, kinds, baseline_lesions, spacing_mm, params)
     if m == 0:
@@ -1116,7 +1138,8 @@ def judge_enlarging_parts(
     _, _, decisions = false_positive_reduction(
         parts, m, baseline, followup, brain_mask, spacing_mm, cand.sigma, cand.brain_median, cand.brain_sigma,
         fp_params, difference=cand.difference, tissue_level=cand.tissue_level,
-        border_distance_mm=cand.border_distance_mm, score=cand.score, peak_percentile=params.peak_percentile)
+        border_distance_mm=cand.border_distance_mm, score=cand.score, peak_percentile=params.peak_percentile,
+        finer_input_voxel_mm=finer_input_voxel_mm)
     _, _, decisions = rescue_grown_enlarging(parts, m, decisions, baseline, followup, baseline_lesions,
                                              cand.tissue_level, spacing_mm, params)
     vol_mm3 = label_voxel_counts(parts, m) * float(np.prod(spacing_mm))
@@ -1373,13 +1396,13 @@ def judge_and_add_parts(
     parts: np.ndarray, m: int, delineated: np.ndarray, n: int, kinds: list[str], cand: Candidates,
     baseline: np.ndarray, followup: np.ndarray, brain_mask: np.ndarray, spacing_mm: tuple[float, float, float],
     fp_params: FPParams = FPParams(), params: ClassifyParams = ClassifyParams(),
-    baseline_lesions: np.ndarray | None = None,
+    baseline_lesions: np.ndarray | None = None, finer_input_voxel_mm: float | None = None,
 ) -> tuple[np.ndarray, int, list[str], list[FPDecision]]:
     """Parts (1..m; :func:`separate_lesion_cores`, :func:`new_beside_unchanged`) judged by
     :func:`false_positive_reduction` (with ``baseline_lesions``: a part touching none is held to
     ``FPParams.drift_ratio_new``), the kept ones added to ``delineated`` as new lesions (:func:`add_parts`).
     A part's voxels already in a lesion of ``delineated`` are left to it. Returns the labels, count, kinds and the
-    parts' decisions (empty when there was none)."""
+    parts' decisions (empty when there was none). ``finer_input_voxel_mm``: as :func:`false_positive_reduction`'s."""
     if m == 0:
         return delineated, n, kinds, []
     parts = np.where(np.asarray(delineated) > 0, 0, parts).astype(np.int32)
@@ -1391,7 +1414,8 @@ def judge_and_add_parts(
         parts, m, baseline, followup, brain_mask, spacing_mm, cand.sigma, cand.brain_median, cand.brain_sigma,
         fp_params, difference=cand.difference, tissue_level=cand.tissue_level,
         border_distance_mm=cand.border_distance_mm, score=cand.score, peak_percentile=params.peak_percentile,
-        baseline_lesions=baseline_lesions, touch_radius_mm=params.touch_radius_mm)
+        baseline_lesions=baseline_lesions, touch_radius_mm=params.touch_radius_mm,
+        finer_input_voxel_mm=finer_input_voxel_mm)
     out, n2, kinds2 = add_parts(delineated, n, kinds, parts, np.array([d.kept for d in decisions], bool))
     return out, n2, kinds2, decisions
 
@@ -1412,14 +1436,16 @@ def add_separate_lesions(
     grown: np.ndarray, delineated: np.ndarray, n: int, kinds: list[str], cand: Candidates, baseline: np.ndarray,
     followup: np.ndarray, brain_mask: np.ndarray, baseline_lesions: np.ndarray, spacing_mm: tuple[float, float, float],
     fp_params: FPParams = FPParams(), params: ClassifyParams = ClassifyParams(),
+    finer_input_voxel_mm: float | None = None,
 ) -> tuple[np.ndarray, int, list[str], list[FPDecision]]:
     """:func:`separate_lesion_cores` of the grown candidates (before :func:`delineate`), each part judged by
     :func:`false_positive_reduction`, the kept ones added to the ``delineated`` map (:func:`add_parts`).
-    Returns the labels, count, kinds and the parts' decisions (empty when there was none)."""
+    Returns the labels, count, kinds and the parts' decisions (empty when there was none).
+    ``finer_input_voxel_mm``: as :func:`false_positive_reduction`'s."""
     parts, m = separate_lesion_cores(grown, n, kinds, cand.difference, cand.score, baseline_lesions, spacing_mm,
                                      params, followup, cand.tissue_level)
     return judge_and_add_parts(parts, m, delineated, n, kinds, cand, baseline, followup, brain_mask, spacing_mm,
-                               fp_params, params, baseline_lesions)
+                               fp_params, params, baseline_lesions, finer_input_voxel_mm)
 
 
 def half_maximum_core(own: np.ndarray, d: np.ndarray, fraction: float, peak_percentile: float,

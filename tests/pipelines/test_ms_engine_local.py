@@ -42,6 +42,7 @@ from neurorad.segment.ms_difference import (
     separate_lesion_cores,
     shifted_baseline_max,
     split_enlarging_candidates,
+    thick_axis_shift_applies,
 )
 
 SP = (1.0, 1.0, 1.0)
@@ -572,3 +573,43 @@ def test_shifted_baseline_max_reads_a_thick_axis_between_its_slices():
     iso = rng.random((12, 12, 12)).astype(np.float32)
     assert np.array_equal(shifted_baseline_max(iso, (1.0, 1.0, 1.0), 1.5, thick_axis_mm=1.5),
                           shifted_baseline_max(iso, (1.0, 1.0, 1.0), 1.5))
+
+
+def test_thick_axis_shift_applies_only_when_one_input_is_a_3d_image():
+    """``FPParams.shift_thick_axis_finer_input_mm``: the slice axis of a 5 mm common grid is read between slices
+    only when one input image has voxels of 1.5 mm or less along every axis (a 1 mm 3D image against 5 mm slices),
+    not for 5 mm against 3 mm slices, nor when the inputs' geometry is unknown. A faint candidate (1.2) one slice from
+    a bright one (1.3) is then kept: the interpolated shift explains at most 1.0 + 0.3 x 0.3 = 1.09 there (analytic),
+    the whole slice 1.3. The finer input's largest voxel comes from the two images' geometry, whatever their
+    orientations (a sagittal 5 mm stack against axial 3 mm slices: 3 mm)."""
+    from neurorad.image.volume import Volume
+    from neurorad.pipelines.ms_lesions import finer_input_voxel_mm
+
+    sp = (1.0, 1.0, 5.0)
+    fp = FPParams(shift_thick_axis_mm=1.5, cap_z=None, dipole_rule=False, drift_rule=False, cog_rule=False,
+                  loss_alone_ratio=None, border_margin_mm=0.0, shift_margin_z=2.0)
+    assert thick_axis_shift_applies(fp, 1.0) and not thick_axis_shift_applies(fp, 3.0)
+    assert not thick_axis_shift_applies(fp, None)
+    assert thick_axis_shift_applies(replace(fp, shift_thick_axis_finer_input_mm=None), 3.0)
+    sag = np.eye(4)
+    sag[:3, :3] = np.array([[0.0, 0.0, 5.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    zeros = np.zeros((4, 4, 4), np.float32)
+    assert finer_input_voxel_mm(Volume(zeros, sag), Volume(zeros, np.diag([1.0, 1.0, 3.0, 1.0]))) == 3.0
+    assert finer_input_voxel_mm(Volume(zeros, sag), Volume(zeros, np.diag([1.0, 1.0, 1.0, 1.0]))) == 1.0
+    shape = (24, 24, 8)
+    b = np.ones(shape, np.float32)
+    b[:, :, 4:] = 1.3
+    f = b.copy()
+    labels = np.zeros(shape, np.int32)
+    labels[9:15, 9:15, 3] = 1
+    f[labels == 1] = 1.2
+    brain = np.ones(shape, bool)
+    kept = {}
+    for finer in (1.0, 3.0, None):
+        _, n, dec = false_positive_reduction(labels, 1, b, f, brain, sp, 0.01, 1.0, 0.1, fp,
+                                             finer_input_voxel_mm=finer)
+        kept[finer] = n == 1
+        assert n == 1 or "misregistration" in dec[0].reason
+    assert kept == {1.0: True, 3.0: False, None: False}
+    assert shifted_baseline_max(b, sp, 1.5)[5, 5, 3] == pytest.approx(1.3)
+    assert shifted_baseline_max(b, sp, 1.5, 1.5)[5, 5, 3] == pytest.approx(1.09)

@@ -102,8 +102,13 @@ def test_independent_pairs_are_prepared_with_their_location_bins_and_without_bas
         return case, spec
 
     monkeypatch.setattr(ms_benchmark, "independent_case", fake_case)
+    from neurorad.image.volume import Volume
+
     ctx = SimpleNamespace(bn=np.zeros((4, 4, 4)), fn=np.zeros((4, 4, 4)), brain=np.ones((4, 4, 4), bool),
-                          ref=SimpleNamespace(spacing_mm=(1.0, 1.0, 1.0), voxel_volume_mm3=1.0), Tf=None, Tb=None)
+                          ref=SimpleNamespace(spacing_mm=(1.0, 1.0, 1.0), voxel_volume_mm3=1.0), Tf=None, Tb=None,
+                          finer_input_voxel_mm=3.0,
+                          b0=Volume(np.zeros((4, 4, 4), np.float32), np.diag([1.0, 1.0, 3.0, 1.0])),
+                          f0=Volume(np.zeros((4, 4, 4), np.float32), np.diag([1.0, 1.0, 1.0, 1.0])))
     monkeypatch.setattr(ms, "MSContext", lambda *a, **kw: ctx)
     monkeypatch.setattr(ms, "STEPS", [SimpleNamespace(run=lambda c: None)] * 5)
     monkeypatch.setattr(transforms, "resample", lambda vol, ref, t, mode: SimpleNamespace(data=vol.data))
@@ -112,7 +117,7 @@ def test_independent_pairs_are_prepared_with_their_location_bins_and_without_bas
     path = ms_sweep.prepare(7, 1.0, tmp_path, "independent")
     assert path.name == "independent_7_1.pkl"
     d = pickle.loads(path.read_bytes())
-    assert "tb" not in d and d["opts"]["seed"] == 7
+    assert "tb" not in d and d["opts"]["seed"] == 7 and d["finer_input_voxel_mm"] == 3.0
     assert [les["location_bin"] for les in d["lesions"]] == ["deep", "periventricular"]
     with pytest.raises(ValueError, match="widened phantom only"):
         ms_sweep.prepare(7, 1.0, tmp_path, "independent", held_out=True)
@@ -120,6 +125,14 @@ def test_independent_pairs_are_prepared_with_their_location_bins_and_without_bas
     path = ms_sweep.prepare(7, 1.0, tmp_path, "independent-mni152")
     assert path.name == "independent_mni152_7_1.pkl" and path.exists()
     assert asked == ["colin27", "mni152"]
+    # a pair cached before 1.17.0 lacks the inputs' geometry: it is loaded again (step 1) and the finer input's
+    # largest voxel dimension added (here the 1 mm image's)
+    del d["finer_input_voxel_mm"]
+    path = tmp_path / "independent_7_1.pkl"
+    path.write_bytes(pickle.dumps(d))
+    ms_sweep.prepare(7, 1.0, tmp_path, "independent")
+    assert pickle.loads(path.read_bytes())["finer_input_voxel_mm"] == pytest.approx(1.0)
+    assert asked == ["colin27", "mni152", "colin27"]
 
 
 def test_an_engine_finds_a_lesion_when_its_detections_cover_40_percent_of_it(tmp_path, monkeypatch) -> None:
