@@ -67,7 +67,9 @@ def prepare(i: int, voxel_mm: float, cache: Path, phantom: str = "widened",
     "widened" or "original" (``ms_benchmark.case_spec(i, voxel_mm, phantom, tuning=True)``; original: i >= 100).
     ``prep_settings``: ``field=value`` of MSConfig for steps 1-5 (:func:`apply_overrides`, top level), cached in
     :func:`prep_cache`. The dict also holds the baseline lesions in the common space (``tb``; pairs cached before it
-    lack it). ``held_out``: the benchmark's own evaluation pair ``i`` instead (widened only, cached as
+    lack it) and the finer input's largest voxel (``finer_input_voxel_mm``, which the false-positive step reads since
+    workflow 1.17.0; added to older pairs on first use by :func:`_ensure_input_geometry`). ``held_out``: the
+    benchmark's own evaluation pair ``i`` instead (widened only, cached as
     ``heldout_<i>_<voxel>.pkl``), for analyses that choose nothing (``bench/ms_oracle.py``); the sweep itself
     never prepares one. ``phantom="independent"``: pair ``i`` of the independently written simulator
     (``ms_benchmark.independent_case``, cached as ``independent_<i>_<voxel>.pkl``; ``"independent-mni152"``: the

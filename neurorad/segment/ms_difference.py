@@ -95,7 +95,9 @@ class FPParams:
     # that way, >= 95 % explained with a matching loss of only 0.06-0.12 x their gain. 1.5 (workflow 1.17.0; None
     # before; docs/ms-lesions.md "Workflow 1.17.0"): on the 192 widened tuning pairs at 1 mm (bench/ms_sweep.py
     # --cases 0-191 --set fp.shift_thick_axis_mm=V) 349 of 395 lesions at the same 20 false positives as None's 346;
-    # applied on every thick axis (session 34) it added false positives on pairs of two thick images instead
+    # on the sets the choice never saw (fresh widened seeds 40-79, the independent simulator in Colin27 and MNI152)
+    # one lesion more for three false positives more, none lost; applied on every thick axis (session 34) it added
+    # false positives on pairs of two thick images instead
     shift_thick_axis_mm: float | None = 1.5
     # ... and only when one of the two INPUT images has voxels no coarser than this along every axis (a 3D
     # acquisition; None: always): that image is anti-aliased to the thick one's voxel and sampled on its slices
