@@ -105,8 +105,8 @@ class FPParams:
     # whole-slice shift is not needed. Two thick acquisitions (the same orientation or crossed) sit at different slice
     # positions with different slice profiles, an edge's partial volume differs between them by up to half a slice,
     # and the whole-slice shift is what absorbs that: applied there it added 5 false positives on the widened held-out
-    # pairs 0-39 (both images 3-5 mm) and 8 on the independent simulator's pair 8 (5 mm axial against 6.4 mm slices of
-    # another orientation). Needs the inputs' geometry (false_positive_reduction's ``finer_input_voxel_mm``)
+    # pairs 0-39 (both images 3-5 mm) and 8 on the independent simulator's pair 8 (5 mm axial slices against 5 mm
+    # coronal ones 6.4 mm apart). Needs the inputs' geometry (false_positive_reduction's ``finer_input_voxel_mm``)
     shift_thick_axis_finer_input_mm: float | None = 1.5
     shift_explained_fraction: float = 0.8  # drop when this fraction of voxels is explained by a shift
     shift_margin_z: float = 2.0  # follow-up must exceed the shifted baseline by this many robust SDs
