@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import pickle
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -177,11 +176,10 @@ def engine_found(path: Path, d: dict, engine: str, settings: tuple[str, ...] = (
 def _run(job: tuple) -> tuple[list[dict], dict[str, int]]:
     i, voxel_mm, cache, held_out, fp, radius, phantom, engines, settings = job
     import torch
-    from ms_sweep import prepare
+    from ms_sweep import load_pair
 
     torch.set_num_threads(1)
-    path = prepare(i, voxel_mm, cache, phantom, held_out=held_out)
-    d = pickle.loads(path.read_bytes())
+    path, d = load_pair(i, voxel_mm, cache, phantom, held_out=held_out)
     rows = pair_records(d, i, fp, radius)
     false_positives = {}
     for engine in engines:

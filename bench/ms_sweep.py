@@ -68,7 +68,7 @@ def prepare(i: int, voxel_mm: float, cache: Path, phantom: str = "widened",
     ``prep_settings``: ``field=value`` of MSConfig for steps 1-5 (:func:`apply_overrides`, top level), cached in
     :func:`prep_cache`. The dict also holds the baseline lesions in the common space (``tb``; pairs cached before it
     lack it) and the finer input's largest voxel (``finer_input_voxel_mm``, which the false-positive step reads since
-    workflow 1.17.0; added to older pairs on first use by :func:`_ensure_input_geometry`). ``held_out``: the
+    workflow 1.17.0; added to older pairs when :func:`load_pair` first reads them). ``held_out``: the
     benchmark's own evaluation pair ``i`` instead (widened only, cached as
     ``heldout_<i>_<voxel>.pkl``), for analyses that choose nothing (``bench/ms_oracle.py``); the sweep itself
     never prepares one. ``phantom="independent"``: pair ``i`` of the independently written simulator
@@ -88,7 +88,6 @@ def prepare(i: int, voxel_mm: float, cache: Path, phantom: str = "widened",
                     f"{phantom.replace('-', '_')}_{i}_{voxel_mm:g}.pkl" if phantom.startswith("independent") else
                     f"tuning_original_{i}_{voxel_mm:g}.pkl")
     if path.exists():
-        _ensure_input_geometry(path, i, voxel_mm, phantom, prep_settings, held_out)
         return path
     from neurorad.pipelines import ms_lesions as ms
     from neurorad.preprocess.transforms import resample
@@ -136,15 +135,17 @@ def _write_atomic(path: Path, d: dict) -> None:
     tmp.replace(path)
 
 
-def _ensure_input_geometry(path: Path, i: int, voxel_mm: float, phantom: str, prep_settings: list[str] | None,
-                           held_out: bool) -> None:
-    """A pair cached before the false-positive step read the inputs' geometry (workflow 1.17.0) lacks
-    ``finer_input_voxel_mm`` (:func:`neurorad.pipelines.ms_lesions.finer_input_voxel_mm`): the pair is made again and
-    loaded (step 1 only, a few seconds) and the value added to the cached dict, so every cached pair is judged as the
-    workflow would judge it."""
+def load_pair(i: int, voxel_mm: float, cache: Path, phantom: str = "widened", prep_settings: list[str] | None = None,
+              held_out: bool = False) -> tuple[Path, dict]:
+    """The cached pair of :func:`prepare` (made when missing) and its dict, read once. A pair cached before the
+    false-positive step read the inputs' geometry (workflow 1.17.0) lacks ``finer_input_voxel_mm``
+    (:func:`neurorad.pipelines.ms_lesions.finer_input_voxel_mm`): the pair is made again and loaded (step 1 only, a
+    few seconds) and the value added to the cached dict, so every cached pair is judged as the workflow would judge
+    it."""
+    path = prepare(i, voxel_mm, cache, phantom, prep_settings, held_out)
     d = pickle.loads(path.read_bytes())
     if "finer_input_voxel_mm" in d:
-        return
+        return path, d
     from neurorad.pipelines import ms_lesions as ms
 
     case, _ = _case(i, voxel_mm, phantom, held_out)
@@ -154,6 +155,7 @@ def _ensure_input_geometry(path: Path, i: int, voxel_mm: float, phantom: str, pr
     assert ctx.b0 is not None and ctx.f0 is not None
     d["finer_input_voxel_mm"] = ms.finer_input_voxel_mm(ctx.b0, ctx.f0)
     _write_atomic(path, d)
+    return path, d
 
 
 def learned_probability_cached(pair_path: Path, d: dict, cfg) -> np.ndarray | None:  # noqa: ANN001 - MSConfig
@@ -204,7 +206,7 @@ def detect(d: dict, cfg, learned_probability: np.ndarray | None = None,  # noqa:
         ctx = ms.MSContext(cfg, Path(tmp), None, None)
         ctx.ref = Volume(np.zeros(bn.shape, np.float32), np.diag([*map(float, d["sp"]), 1.0]))
         ctx.bn, ctx.fn, ctx.brain = bn, np.asarray(d["fn"]), np.asarray(d["brain"], bool)
-        ctx.finer_input_voxel_mm = d.get("finer_input_voxel_mm")  # prepare() adds it to pairs cached before 1.17.0
+        ctx.finer_input_voxel_mm = d.get("finer_input_voxel_mm")  # load_pair adds it to pairs cached before 1.17.0
         ctx.learned_probability = learned_probability
         names = [s.name for s in ms.STEPS]
         for step in ms.STEPS[names.index("candidates"): names.index("classify") + 1]:
@@ -256,8 +258,7 @@ def _run_pair(job: tuple) -> dict:
     import torch
 
     torch.set_num_threads(1)
-    path = prepare(i, voxel_mm, cache, phantom, prep_settings)
-    d = pickle.loads(path.read_bytes())
+    path, d = load_pair(i, voxel_mm, cache, phantom, prep_settings)
     lab, peaks = detect(d, cfg, learned_probability_cached(path, d, cfg))
     rec = score_case(d, lab, peaks, i)
     counts = np.bincount(lab.ravel(), minlength=len(peaks) + 1)

@@ -125,12 +125,13 @@ def test_independent_pairs_are_prepared_with_their_location_bins_and_without_bas
     path = ms_sweep.prepare(7, 1.0, tmp_path, "independent-mni152")
     assert path.name == "independent_mni152_7_1.pkl" and path.exists()
     assert asked == ["colin27", "mni152"]
-    # a pair cached before 1.17.0 lacks the inputs' geometry: it is loaded again (step 1) and the finer input's
-    # largest voxel dimension added (here the 1 mm image's)
+    # a pair cached before 1.17.0 lacks the inputs' geometry: load_pair loads it again (step 1) and adds the finer
+    # input's largest voxel dimension (here the 1 mm image's), to the dict it returns and to the cache
     del d["finer_input_voxel_mm"]
     path = tmp_path / "independent_7_1.pkl"
     path.write_bytes(pickle.dumps(d))
-    ms_sweep.prepare(7, 1.0, tmp_path, "independent")
+    _, loaded = ms_sweep.load_pair(7, 1.0, tmp_path, "independent")
+    assert loaded["finer_input_voxel_mm"] == pytest.approx(1.0)
     assert pickle.loads(path.read_bytes())["finer_input_voxel_mm"] == pytest.approx(1.0)
     assert asked == ["colin27", "mni152", "colin27"]
 
