@@ -91,6 +91,7 @@ def prepare(i: int, voxel_mm: float, cache: Path, phantom: str = "widened",
         return path
     from neurorad.pipelines import ms_lesions as ms
     from neurorad.preprocess.transforms import resample
+    from neurorad.store.storage import atomic_write
 
     case, opts = _case(i, voxel_mm, phantom, held_out)
     ctx = ms.MSContext(apply_overrides(ms.MSConfig(), list(prep_settings or []), top_level=True), cache,
@@ -104,8 +105,7 @@ def prepare(i: int, voxel_mm: float, cache: Path, phantom: str = "widened",
              lesions=case.case["lesions"], opts=opts, finer_input_voxel_mm=ctx.finer_input_voxel_mm)
     if "truth_baseline_lesions" in case.truth:
         d["tb"] = np.asarray(resample(case.truth["truth_baseline_lesions"], ctx.ref, ctx.Tb, "nearest").data)
-    cache.mkdir(parents=True, exist_ok=True)
-    _write_atomic(path, d)
+    atomic_write(path, pickle.dumps(d), fsync=False)  # a stopped run never leaves half a cache file
     return path
 
 
@@ -128,13 +128,6 @@ def _case(i: int, voxel_mm: float, phantom: str, held_out: bool):  # noqa: ANN20
     return ms_pair(**opts), opts
 
 
-def _write_atomic(path: Path, d: dict) -> None:
-    """``d`` pickled to ``path`` through a temporary file: a stopped run never leaves half a cache file."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(pickle.dumps(d))
-    tmp.replace(path)
-
-
 def load_pair(i: int, voxel_mm: float, cache: Path, phantom: str = "widened", prep_settings: list[str] | None = None,
               held_out: bool = False) -> tuple[Path, dict]:
     """The cached pair of :func:`prepare` (made when missing) and its dict, read once. A pair cached before the
@@ -147,6 +140,7 @@ def load_pair(i: int, voxel_mm: float, cache: Path, phantom: str = "widened", pr
     if "finer_input_voxel_mm" in d:
         return path, d
     from neurorad.pipelines import ms_lesions as ms
+    from neurorad.store.storage import atomic_write
 
     case, _ = _case(i, voxel_mm, phantom, held_out)
     ctx = ms.MSContext(apply_overrides(ms.MSConfig(), list(prep_settings or []), top_level=True), path.parent,
@@ -154,7 +148,7 @@ def load_pair(i: int, voxel_mm: float, cache: Path, phantom: str = "widened", pr
     ms.STEPS[0].run(ctx)
     assert ctx.b0 is not None and ctx.f0 is not None
     d["finer_input_voxel_mm"] = ms.finer_input_voxel_mm(ctx.b0, ctx.f0)
-    _write_atomic(path, d)
+    atomic_write(path, pickle.dumps(d), fsync=False)
     return path, d
 
 
