@@ -353,6 +353,102 @@ def _found(le: dict, thr: float) -> bool:
     return sum(h["covered"] for h in le["hits"] if h["peak"] >= thr) >= 0.4 * le["voxels"]
 
 
+def lesion_volume_ratios(case: dict, thr: float) -> list[float | None]:
+    """Detected / truth volume of each lesion of one case's record (None where it is not found), in the order of
+    ``case["lesions"]``. Lesions that share a detection (peak >= ``thr``) form one group, and each of them gets the
+    group's ratio: its detections' volumes, each counted once, over the sum of its lesions' truth volumes. Before
+    (session 36) each lesion was compared with the whole volume of every detection touching it, so a detection
+    covering a new lesion and a small enlarging one beside it read 10 x the small one's volume (independent
+    simulator pair 32): a scoring artefact, not a measurement."""
+    lesions = case["lesions"]
+    hits = [{h["det"]: float(h["volume_mm3"]) for h in le["hits"] if h["peak"] >= thr} for le in lesions]
+    parent = list(range(len(lesions)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    first_holder: dict[int, int] = {}
+    for i, dets in enumerate(hits):
+        for det in dets:
+            if det in first_holder:
+                parent[root(i)] = root(first_holder[det])
+            else:
+                first_holder[det] = i
+    groups: dict[int, list[int]] = {}
+    for i in range(len(lesions)):
+        groups.setdefault(root(i), []).append(i)
+    out: list[float | None] = [None] * len(lesions)
+    for members in groups.values():
+        detected = {det: v for i in members for det, v in hits[i].items()}
+        truth = sum(float(lesions[i]["volume_mm3"]) for i in members)
+        for i in members:
+            if truth > 0 and _found(lesions[i], thr):
+                out[i] = sum(detected.values()) / truth
+    return out
+
+
+def confidence_intervals(ok: list[dict], thr: float, n_boot: int = 2000, seed: int = 0,
+                         level: float = 0.95) -> dict:
+    """95 % intervals of the summary's figures. Lesion sensitivities (overall and per bin) and false positives per
+    patient: percentile intervals of the cluster bootstrap, patients resampled with replacement and each patient's
+    lesions kept together (lesions of one patient share its images, registration and protocol, so they are not
+    independent; Efron & Tibshirani, An Introduction to the Bootstrap, 1993, ch. 13; Field & Welsh, J R Stat Soc B
+    2007;69:369-390, on resampling clusters). Patient sensitivity and specificity: Wilson score intervals
+    (``neurorad.evaluate.readers.wilson_ci``; one observation per patient). ``n_boot`` resamples from a fixed
+    ``seed``, so a summary is reproducible."""
+    from neurorad.evaluate.readers import wilson_ci
+
+    n = len(ok)
+    if n == 0:
+        return {}
+    rng = np.random.default_rng(seed)
+    draws = rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot).astype(float)  # times each patient is drawn
+    q = ((1 - level) / 2, (1 + level) / 2)
+
+    def interval(num: np.ndarray, den: np.ndarray) -> list[float] | None:
+        if not den.any():
+            return None
+        s_num, s_den = draws @ num, draws @ den
+        keep = s_den > 0
+        return [round(float(np.quantile(s_num[keep] / s_den[keep], a)), 3) for a in q]
+
+    def lesion_interval(select) -> list[float] | None:  # noqa: ANN001 - (lesion, case) -> bool
+        found = np.array([sum(_found(le, thr) for le in r["lesions"] if select(le, r)) for r in ok], float)
+        total = np.array([sum(1 for le in r["lesions"] if select(le, r)) for r in ok], float)
+        return interval(found, total)
+
+    def size_key(lo: float, hi: float) -> str:
+        return f"{lo}-{hi if hi < 100 else ''} mm".replace("- mm", "+ mm")
+
+    n_fp = np.array([sum(d["fp"] and d["peak"] >= thr for d in r["detections"]) for r in ok], float)
+    pred = [any(d["peak"] >= thr for d in r["detections"]) for r in ok]
+    pos = [p for p, r in zip(pred, ok, strict=True) if r["truth_active"] is True]
+    neg = [not p for p, r in zip(pred, ok, strict=True) if r["truth_active"] is False]
+    locations = sorted({le["location"] for r in ok for le in r["lesions"]})
+    thick = sorted({r["slice_mm"] for r in ok})
+    return {
+        "method": f"cluster bootstrap over patients ({n_boot} resamples, seed {seed}, percentile) for lesion "
+                  "sensitivities and FP per patient; Wilson score for patient sensitivity and specificity",
+        "lesion_sensitivity": lesion_interval(lambda le, r: True),
+        "false_positives_per_patient": interval(n_fp, np.ones(n)),
+        "patient_sensitivity": [round(x, 3) for x in wilson_ci(sum(pos), len(pos))] if pos else None,
+        "patient_specificity": [round(x, 3) for x in wilson_ci(sum(neg), len(neg))] if neg else None,
+        "lesion_sensitivity_by_size": {size_key(lo, hi): lesion_interval(
+            lambda le, r, lo=lo, hi=hi: lo <= le["diameter_mm"] < hi) for lo, hi in SIZE_BINS},
+        "lesion_sensitivity_by_contrast_to_wm": {f"{lo:g}-{hi:g}": lesion_interval(
+            lambda le, r, lo=lo, hi=hi: lo <= le["contrast_to_wm"] < hi) for lo, hi in CONTRAST_BINS},
+        "lesion_sensitivity_by_location": {loc: lesion_interval(lambda le, r, loc=loc: le["location"] == loc)
+                                           for loc in locations},
+        "lesion_sensitivity_by_slice_thickness": {f"{t:g} mm": lesion_interval(lambda le, r, t=t: r["slice_mm"] == t)
+                                                  for t in thick},
+        "lesion_sensitivity_by_kind": {k: lesion_interval(lambda le, r, k=k: le["kind"] == k)
+                                       for k in ("new", "enlarging")},
+    }
+
+
 def _volume_measurable(le: dict, thr: float) -> bool:
     """A found lesion's volume is measurable when the workflow marked every detection covering it
     (peak >= ``thr``) measurable (records without the flag, from before it existed, count as measurable)."""
@@ -411,9 +507,11 @@ def summarise(results: list[dict], thr: float = 0.1, floor: float = 0.02) -> dic
     # 1.7 slice thicknesses a lesion's volume is not identifiable from the images (docs/ms-lesions.md,
     # "Volumes of small lesions"): the workflow flags it, and the target is read on the lesions it
     # marked measurable; the all-lesion figures stay as separate rows
+    # each found lesion's detected / truth volume, a detection over several lesions counted once against all of them
+    ratio_of = {id(le): q for r in ok for le, q in zip(r["lesions"], lesion_volume_ratios(r, thr), strict=True)}
+
     def volume_ratios(sel: list[dict], lo: float, hi: float, measurable: bool | None = None) -> list[float]:
-        return [sum(h["volume_mm3"] for h in le["hits"] if h["peak"] >= thr) / le["volume_mm3"]
-                for le in sel if lo <= le["diameter_mm"] < hi and _found(le, thr)
+        return [ratio_of[id(le)] for le in sel if lo <= le["diameter_mm"] < hi and ratio_of[id(le)] is not None
                 and (measurable is None or _volume_measurable(le, thr) == measurable)]
 
     def volume_rows(sel: list[dict], detail: bool) -> tuple[dict[str, str], dict[str, str]]:
@@ -458,6 +556,7 @@ def summarise(results: list[dict], thr: float = 0.1, floor: float = 0.02) -> dic
         "median_abs_volume_error_by_size_all_lesions": vol_err_all,
         "median_abs_volume_error_by_slice_thickness_and_size_all_lesions": vol_err_by_slice_all,
         "volume_measurable_flag_recorded": flag_recorded,
+        "confidence_intervals_95": confidence_intervals(ok, thr),
         "froc": [{k: (round(v, 3) if isinstance(v, float) else v) for k, v in p.items()} for p in froc],
         "median_seconds_pipeline": float(np.median([r["seconds_pipeline"] for r in ok])) if ok else None,
         "targets": {"lesion_sensitivity": ">= 0.90", "fp_per_patient": "<= 0.5", "patient_sensitivity": ">= 0.95",
@@ -495,11 +594,10 @@ def volume_rule_sweep(results: list[dict], ks: tuple[float, ...] = (0.0, 1.0, 1.
         for r in ok:
             t = input_slice_thickness_mm(r["spec"])
             det_vol = {d["det"]: d["volume_mm3"] for d in r["detections"]}
-            for le in r["lesions"]:
-                if not _found(le, thr):
+            for le, ratio in zip(r["lesions"], lesion_volume_ratios(r, thr), strict=True):
+                if ratio is None:
                     continue
                 hits = [h for h in le["hits"] if h["peak"] >= thr]
-                ratio = sum(h["volume_mm3"] for h in hits) / le["volume_mm3"]
                 keep = all(volume_measurable(det_vol.get(h["det"], h["volume_mm3"]), t, p) for h in hits)
                 recs.append((t, le["diameter_mm"], abs(ratio - 1), keep))
         by_size, good = {}, True
@@ -561,6 +659,39 @@ def core_thresholds(threshold: float, params) -> dict:  # noqa: ANN001 - Candida
     return out
 
 
+def load_results(files: list[Path], engine: str = "default") -> list[dict]:
+    """The per-case records of one or more runs, sorted by case: each file a ``--jsonl`` file (one record per line)
+    or a ``--json`` file (``{"summary": ..., "cases": [...]}``). A multi-engine run gives the rows of ``engine``.
+    Pooled files must hold disjoint cases (the case index is the seed): a case in two files is refused by name, as
+    is a file that is neither form."""
+    results: list[dict] = []
+    seen: dict[int, Path] = {}
+    for f in files:
+        try:
+            text = Path(f).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ValueError(f"{f}: cannot read ({exc.strerror})") from exc
+        try:
+            whole = json.loads(text)
+            rows = whole["cases"] if isinstance(whole, dict) and "cases" in whole else [whole]
+        except json.JSONDecodeError:
+            try:
+                rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{f}: line {exc.lineno} is not JSON: neither a --json nor a --jsonl file") from exc
+        if not all(isinstance(r, dict) and "case" in r for r in rows):
+            raise ValueError(f"{f}: not a benchmark run (records without a 'case')")
+        if any("engine" in r for r in rows):  # a multi-engine run: the rows of the engine asked for
+            rows = [r for r in rows if r.get("engine", "default") == engine]
+        for r in rows:
+            if r["case"] in seen:
+                raise ValueError(f"case {r['case']} is in both {seen[r['case']]} and {f}: pool runs of disjoint cases")
+            seen[r["case"]] = Path(f)
+        results.extend(rows)
+    results.sort(key=lambda r: r["case"])
+    return results
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--phantom", default="original",
@@ -584,7 +715,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, default=None, help="write per-case results and the summary here")
     ap.add_argument("--jsonl", type=Path, default=None,
                     help="append each finished case here as it completes (a partial run can be summarised)")
-    ap.add_argument("--summarise", type=Path, default=None, help="only summarise the cases of this --jsonl file")
+    ap.add_argument("--summarise", type=Path, action="append", default=None, metavar="FILE",
+                    help="only summarise the cases of a --jsonl or --json file; repeat it to pool runs of disjoint "
+                         "cases (e.g. seeds 0-39 and --first 40), summarised as one set")
     ap.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
                     help="run a variant: group.param=value (e.g. classify.split_enlarging=False) or a field of "
                          "MSConfig itself (e.g. elastix_iterations=250), as bench/ms_sweep.py --set; repeatable; "
@@ -603,12 +736,12 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         ap.error(str(exc))
     if args.summarise:
-        results = [json.loads(line) for line in args.summarise.read_text().splitlines() if line.strip()]
-        if any("engine" in r for r in results):  # a multi-engine run: the rows of the engine asked for
-            results = [r for r in results if r.get("engine", "default") == args.engine]
-        results.sort(key=lambda r: r["case"])
+        try:
+            results = load_results(args.summarise, args.engine)
+        except ValueError as exc:
+            ap.error(str(exc))
         summary = summarise(results, 0.1, args.froc_floor)
-        summary.update(phantom=args.phantom, engine=args.engine, summarised_from=str(args.summarise),
+        summary.update(phantom=args.phantom, engine=args.engine, summarised_from=[str(f) for f in args.summarise],
                        **warning_counts(results))
         if args.volume_rule_sweep:
             summary["volume_rule_sweep"] = volume_rule_sweep(results)

@@ -73,3 +73,88 @@ def test_a_pair_whose_only_new_lesions_were_dropped_counts_for_neither_patient_r
     # the stable pair is the only negative; the ambiguous one is neither positive nor negative
     assert op["patient_specificity"] == 1.0 and np.isnan(op["patient_sensitivity"])
     assert op["fp_per_patient"] == 0.0
+
+
+def _lesion(voxels: int, volume_mm3: float, hits: list[tuple[int, int, float]], found_peak: float = 0.9) -> dict:
+    """A lesion record as ``score_result`` writes it; ``hits``: (detection, covered voxels, detection volume mm3)."""
+    return {"id": 0, "kind": "new", "diameter_mm": 6.0, "location": "deep", "shape": "blob", "contrast_to_wm": 1.8,
+            "slice_mm": 1.0, "voxels": voxels, "volume_mm3": volume_mm3,
+            "hits": [{"det": d, "peak": found_peak, "covered": c, "volume_mm3": v} for d, c, v in hits]}
+
+
+def test_a_detection_over_two_lesions_is_measured_once_against_both() -> None:
+    mb = load_bench("ms_benchmark")
+    case = {"case": 0, "lesions": [
+        _lesion(100, 100.0, [(1, 80, 130.0)]),             # a new lesion ...
+        _lesion(20, 20.0, [(1, 15, 130.0)]),               # ... and a small one beside it, in the same detection
+        _lesion(50, 50.0, [(2, 40, 40.0), (3, 5, 6.0)]),   # a lesion covered by two detections of its own
+        _lesion(30, 30.0, [(4, 3, 25.0)]),                 # covered 10 %: not found
+        _lesion(10, 10.0, []),                             # missed
+    ]}
+    ratios = mb.lesion_volume_ratios(case, 0.1)
+    # 130 mm3 detected over 100 + 20 mm3 of truth, for both; before, the small one read 130 / 20 = 6.5
+    assert ratios[0] == ratios[1] == 130.0 / 120.0
+    assert ratios[2] == (40.0 + 6.0) / 50.0
+    assert ratios[3] is None and ratios[4] is None
+    # a detection under the operating point neither finds nor joins lesions
+    low = {"case": 0, "lesions": [_lesion(100, 100.0, [(1, 80, 130.0)]),
+                                  _lesion(20, 20.0, [(1, 15, 130.0)], found_peak=0.05)]}
+    assert mb.lesion_volume_ratios(low, 0.1) == [1.3, None]
+
+
+def _cases_one_lesion_each(n: int, found: int) -> list[dict]:
+    return [{"case": i, "truth_active": True, "slice_mm": 1.0, "detections": [], "seconds_pipeline": 1.0,
+             "lesions": [_lesion(10, 10.0, [(1, 10, 10.0)] if i < found else [])]} for i in range(n)]
+
+
+def test_the_cluster_bootstrap_agrees_with_the_binomial_interval_for_one_lesion_per_patient() -> None:
+    """With one lesion per patient the lesions are independent: the bootstrap's interval must approach the binomial
+    one (Wilson's score interval, computed independently here from its formula)."""
+    mb = load_bench("ms_benchmark")
+    ci = mb.confidence_intervals(_cases_one_lesion_each(60, 45), 0.1)
+    p, n, z = 45 / 60, 60, 1.959964
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    lo, hi = ci["lesion_sensitivity"]
+    assert abs(lo - (centre - half)) < 0.03 and abs(hi - (centre + half)) < 0.03
+    assert lo < 0.75 < hi
+    # the same seed gives the same interval
+    assert mb.confidence_intervals(_cases_one_lesion_each(60, 45), 0.1) == ci
+
+
+def test_lesions_of_one_patient_found_together_widen_the_interval() -> None:
+    """Ten patients of five lesions, each patient's found all or none: 40 of 50 lesions, but the information is that
+    of 10 patients, so the interval must be wider than a binomial one over 50 independent lesions."""
+    mb = load_bench("ms_benchmark")
+    cases = [{"case": i, "truth_active": True, "slice_mm": 1.0, "detections": [],
+              "lesions": [_lesion(10, 10.0, [(k + 1, 10, 10.0)] if i < 8 else []) for k in range(5)]}
+             for i in range(10)]
+    lo, hi = mb.confidence_intervals(cases, 0.1)["lesion_sensitivity"]
+    from neurorad.evaluate.readers import wilson_ci
+
+    wlo, whi = wilson_ci(40, 50)
+    assert hi - lo > 1.5 * (whi - wlo)
+    assert lo <= 0.8 <= hi
+
+
+def test_pooled_runs_must_hold_disjoint_cases(tmp_path) -> None:  # noqa: ANN001 - pytest fixture
+    import json
+
+    import pytest
+
+    mb = load_bench("ms_benchmark")
+    a = _cases_one_lesion_each(3, 2)
+    b = [{**c, "case": c["case"] + 40} for c in _cases_one_lesion_each(2, 1)]
+    (tmp_path / "a.json").write_text(json.dumps({"summary": {}, "cases": a}))
+    (tmp_path / "b.jsonl").write_text("\n".join(json.dumps(c) for c in b) + "\n")
+    pooled = mb.load_results([tmp_path / "b.jsonl", tmp_path / "a.json"])
+    assert [r["case"] for r in pooled] == [0, 1, 2, 40, 41]
+    assert mb.summarise(pooled)["lesion_sensitivity_all"] == "0.600 (3/5)"
+    with pytest.raises(ValueError, match="case 0 is in both"):
+        mb.load_results([tmp_path / "a.json", tmp_path / "a.json"])
+    (tmp_path / "bad.txt").write_text("not json\n")
+    with pytest.raises(ValueError, match="bad.txt"):
+        mb.load_results([tmp_path / "bad.txt"])
+    # the command line refuses it with the same message
+    with pytest.raises(SystemExit):
+        mb.main(["--summarise", str(tmp_path / "a.json"), "--summarise", str(tmp_path / "a.json")])
