@@ -478,7 +478,38 @@ def operating_point(ok: list[dict], thr: float) -> dict:
             "patient_specificity": sum(not pred[r["case"]] for r in neg) / len(neg) if neg else float("nan")}
 
 
-def summarise(results: list[dict], thr: float = 0.1, floor: float = 0.02) -> dict:
+def patient_decision(ok: list[dict], thr: float = 0.1, activity_thr: float | None = None) -> dict:
+    """The workflow's patient-level decision (``clinical.ms.ms_decision`` since workflow 1.18.0) read off each
+    case's detections: ACTIVE (gadolinium recommended) when a lesion reaches ``activity_thr``
+    (``MSConfig.activity_min_peak_score``; None: any reported lesion), READER TO DECIDE when only lesions between
+    ``thr`` and it were reported, else NOT NEEDED. Sensitivity: active patients called ACTIVE; specificity: stable
+    patients not called ACTIVE; each READER TO DECIDE is counted apart, as neither (a reader looks at its
+    candidates before contrast is given). The rows ``patient_sensitivity_active`` / ``patient_specificity_active``
+    stay those of any reported lesion (every patient with a candidate called active, workflow 1.17.0 and before).
+    Uncounted regions of tumefactive size, the other READER TO DECIDE, are not in the records and not read here."""
+    def call(r: dict) -> str:
+        peaks = [d["peak"] for d in r["detections"] if d["peak"] >= thr]
+        if not peaks:
+            return "not needed"
+        return "active" if activity_thr is None or max(peaks) >= activity_thr else "reader to decide"
+
+    pos = [call(r) for r in ok if r["truth_active"] is True]
+    neg = [call(r) for r in ok if r["truth_active"] is False]
+    return {"activity_min_peak_score": activity_thr,
+            "sensitivity_called_active": _rate(pos.count("active"), len(pos)),
+            "specificity_not_called_active": _rate(len(neg) - neg.count("active"), len(neg)),
+            "reader_to_decide_active_patients": pos.count("reader to decide"),
+            "reader_to_decide_stable_patients": neg.count("reader to decide")}
+
+
+def summarise(results: list[dict], thr: float = 0.1, floor: float = 0.02,
+              activity_thr: float | None | str = "default") -> dict:
+    """The benchmark's figures over ``results`` at the lesion operating point ``thr``; ``activity_thr``: the
+    patient decision's threshold (:func:`patient_decision`; "default": ``MSConfig().activity_min_peak_score``)."""
+    if activity_thr == "default":
+        from neurorad.pipelines.ms_lesions import MSConfig
+
+        activity_thr = MSConfig().activity_min_peak_score
     ok = [r for r in results if "error" not in r]
     les = [le for r in ok for le in r["lesions"]]
 
@@ -549,6 +580,7 @@ def summarise(results: list[dict], thr: float = 0.1, floor: float = 0.02) -> dic
         "false_positives_per_patient_by_slice_thickness": fp_by_slice,
         "patient_sensitivity_active": _rate(round(op["patient_sensitivity"] * len(pos)) if pos else 0, len(pos)),
         "patient_specificity_active": _rate(round(op["patient_specificity"] * len(neg)) if neg else 0, len(neg)),
+        "patient_decision": patient_decision(ok, thr, activity_thr),
         # over found lesions whose volume the workflow marked measurable (with the number it flagged)
         "median_abs_volume_error_by_size": vol_err,
         "median_abs_volume_error_by_slice_thickness_and_size": vol_err_by_slice,

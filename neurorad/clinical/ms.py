@@ -33,14 +33,18 @@ class MSDecision:
     # new or enlarging lesions the software missed and the reader marked in the review (Review.missed): counted
     # for activity and gadolinium, not measured
     reader_marked: int = 0
+    # lesions detected with a peak score under the activity threshold (low confidence): listed for the reader, not
+    # counted for activity or gadolinium until an accepted review keeps them (split_by_confidence)
+    low_confidence: int = 0
 
     @property
     def gadolinium_label(self) -> str:
         """The recommendation in capitals, as reports print it: RECOMMENDED, NOT NEEDED, or READER TO DECIDE (no
-        counted lesion, but a changed region of tumefactive size the reader must judge)."""
+        counted lesion, but a changed region of tumefactive size or a low-confidence lesion the reader must
+        judge)."""
         if self.gadolinium:
             return "RECOMMENDED"
-        return "READER TO DECIDE" if self.unresolved_regions else "NOT NEEDED"
+        return "READER TO DECIDE" if self.unresolved_regions or self.low_confidence else "NOT NEEDED"
 
     @property
     def conclusion(self) -> str:
@@ -48,8 +52,35 @@ class MSDecision:
         return f"{self.activity_text} {self.gadolinium_reason}"
 
 
-def ms_decision(kinds: list[str], unresolved_regions: int = 0, reader_marked: int = 0) -> MSDecision:
+def split_by_confidence(kinds: list[str], scores: list[float | None],
+                        min_score: float | None) -> tuple[list[str], int]:
+    """The lesions that count for activity without the reader, and how many do not: a lesion counts when its peak
+    score reaches ``min_score`` (``MSConfig.activity_min_peak_score``). Lesions under it are low-confidence: they
+    are reported and reviewed, and an accepted review that keeps them makes them count (the caller passes
+    ``min_score=None`` then: every lesion counts, as does a score of None, i.e. unknown).
+
+    Why two tiers: the lesion operating point (``PostParams.min_peak_score`` 0.1) is chosen to find as many
+    lesions as possible, and its weakest detections are where false positives of another anatomy sit (the
+    independent simulator's MNI152 pairs: stable patients called active by one 21-30 mm^3 candidate of peak
+    0.11-0.15; docs/ms-lesions.md "Workflow 1.18.0"). CAD of FLAIR subtraction in routine care has a technologist
+    or radiologist confirm candidates before contrast is given; a lone low-confidence candidate is left to that
+    reader instead of recommending gadolinium by itself."""
+    if len(kinds) != len(scores):
+        raise ValueError(f"{len(kinds)} lesion kinds but {len(scores)} scores")
+    if min_score is None:
+        return list(kinds), 0
+    counted = [k for k, s in zip(kinds, scores, strict=True) if s is None or s >= min_score]
+    return counted, len(kinds) - len(counted)
+
+
+def ms_decision(kinds: list[str], unresolved_regions: int = 0, reader_marked: int = 0,
+                low_confidence: int = 0) -> MSDecision:
     """Active when >= 1 new or enlarging lesion; gadolinium only when active.
+
+    ``kinds``: the lesions that count (:func:`split_by_confidence`); ``low_confidence``: lesions detected under the
+    activity threshold. They never make the scan active by themselves; when nothing else does, the sentences name
+    them and leave activity and gadolinium to the reader (READER TO DECIDE), so "no new lesion, gadolinium not
+    needed" is not said beside a listed lesion.
 
     ``unresolved_regions``: regions larger than a 20 mm lesion (tumefactive size) whose change the workflow
     reported as a quality warning instead of a lesion (on the tuning phantoms every such region was an intensity
@@ -67,6 +98,8 @@ def ms_decision(kinds: list[str], unresolved_regions: int = 0, reader_marked: in
         raise ValueError(f"unresolved_regions must be >= 0, got {unresolved_regions}")
     if reader_marked < 0:
         raise ValueError(f"reader_marked must be >= 0, got {reader_marked}")
+    if low_confidence < 0:
+        raise ValueError(f"low_confidence must be >= 0, got {low_confidence}")
     n_new = sum(k == "new" for k in kinds)
     n_enl = sum(k == "enlarging" for k in kinds)
     unknown = [k for k in kinds if k not in MS_KINDS]
@@ -93,6 +126,13 @@ def ms_decision(kinds: list[str], unresolved_regions: int = 0, reader_marked: in
             f"Gadolinium is recommended because {what} was found since the baseline scan, "
             "and contrast tells whether it is acutely active."
         )
+    elif low_confidence:
+        many = low_confidence > 1
+        activity = ("No new or enlarging T2-FLAIR lesion was found with confidence since the baseline scan; "
+                    f"{low_confidence} low-confidence candidate lesion{'s are' if many else ' is'} listed for the "
+                    f"reader to judge.")
+        reason = (f"Gadolinium is for the reader to decide: if the reader takes {'a candidate' if many else 'it'} "
+                  "for a new or enlarging lesion, contrast tells whether it is acutely active.")
     elif unresolved_regions:
         activity = "No new or enlarging T2-FLAIR lesion was counted since the baseline scan."
         reason = ("No lesion was counted, but a changed region of tumefactive size is unexplained: if the reader "
@@ -106,4 +146,9 @@ def ms_decision(kinds: list[str], unresolved_regions: int = 0, reader_marked: in
         activity += (f" {unresolved_regions} region{'s' if many else ''} larger than a 20 mm lesion "
                      f"{'have' if many else 'has'} changed and {'are' if many else 'is'} not counted (see the "
                      f"quality warning): the reader decides whether {what}.")
-    return MSDecision(active, n_new, n_enl, active, activity, reason, unresolved_regions, reader_marked)
+    if active and low_confidence:
+        many = low_confidence > 1
+        activity += (f" {low_confidence} further low-confidence candidate lesion{'s are' if many else ' is'} listed "
+                     "for the reader to judge.")
+    return MSDecision(active, n_new, n_enl, active, activity, reason, unresolved_regions, reader_marked,
+                      low_confidence)

@@ -44,7 +44,7 @@ import numpy as np
 
 from neurorad import __version__, resources
 from neurorad.atomic import atomic_dir
-from neurorad.clinical.ms import MSDecision, ms_decision
+from neurorad.clinical.ms import MSDecision, ms_decision, split_by_confidence
 from neurorad.errors import InputError, NeuroradError, ProcessingError
 from neurorad.image.geometry import crop_to_mask, reorient, resample_to_spacing
 from neurorad.image.nifti import load_nifti, save_nifti
@@ -166,6 +166,13 @@ class MSConfig:
     # neurorad.segment.ms_learned
     lesion_engine: str = "classical"
     learned: LearnedParams = field(default_factory=LearnedParams)
+    # a lesion counts for activity and the gadolinium decision without the reader when its peak score reaches this
+    # (since workflow 1.18.0); lesions under it (but over PostParams.min_peak_score) are reported as low-confidence,
+    # and when only such lesions are found the reader decides activity and gadolinium (READER TO DECIDE); an
+    # accepted review that keeps them makes them count (clinical.ms.split_by_confidence). 0.23: the geometric
+    # middle of the 192 widened tuning pairs' plateau of best patient sensitivity and specificity (0.1-0.54);
+    # docs/ms-lesions.md "Workflow 1.18.0". None: every reported lesion counts (workflow 1.17.0 and before)
+    activity_min_peak_score: float | None = 0.23
     atlas: bool = True
     atlas_transform: str = "affine"
     atlas_reuse: bool = True  # reuse a time point's stored Colin27 registration (same image content)
@@ -1176,12 +1183,18 @@ def _atlas_labels(ctx: MSContext) -> tuple[dict[str, tuple[np.ndarray, dict[int,
 
 
 def step_decide(ctx: MSContext) -> None:
-    """11. Active (>= 1 new or enlarging lesion) -> gadolinium recommended, else not; a changed region of
-    tumefactive size that step 8 did not count (its size bound) is left to the reader in the sentences."""
+    """11. Active (>= 1 new or enlarging lesion whose peak score reaches ``MSConfig.activity_min_peak_score``) ->
+    gadolinium recommended, else not; lesions under that score (low confidence), and a changed region of
+    tumefactive size that step 8 did not count (its size bound), are left to the reader in the sentences."""
     with ctx.prov.step("decide") as st:
         unresolved = sum(not d.kept and TUMEFACTIVE_SIZE in d.reason for d in ctx.decisions)
         st.parameters["unresolved_regions"] = unresolved
-        ctx.decision = ms_decision(ctx.kinds, unresolved)
+        counted, low = split_by_confidence([r.kind for r in ctx.rows], [r.max_score for r in ctx.rows],
+                                           ctx.cfg.activity_min_peak_score)
+        st.parameters["activity_min_peak_score"] = ctx.cfg.activity_min_peak_score
+        st.parameters["low_confidence_lesions"] = [r.id for r in ctx.rows if ctx.cfg.activity_min_peak_score
+                                                   is not None and r.max_score < ctx.cfg.activity_min_peak_score]
+        ctx.decision = ms_decision(counted, unresolved, low_confidence=low)
 
 
 def step_outputs(ctx: MSContext) -> None:
@@ -1251,7 +1264,8 @@ STEPS: list[Step] = [
          step_classify),
     Step("atlas", "Colin27 affine to the subject (reused across a patient's studies); AAL + JHU labels; lesion "
          "table", step_atlas),
-    Step("decide", "active when >= 1 new or enlarging lesion; gadolinium only when active", step_decide),
+    Step("decide", "active when >= 1 new or enlarging lesion with a peak score >= 0.23 (lower: low confidence, "
+                   "the reader decides); gadolinium only when active", step_decide),
     Step("outputs", "NIfTI, CSV, JSON, HTML/PDF report, DICOM SEG + Encapsulated PDF + secondary capture",
          step_outputs),
 ]
@@ -1333,12 +1347,16 @@ def _finish(ctx: MSContext, cpu_s: dict[str, float], cpu_start: float, t_start: 
         "workflow": "ms-lesions",
         "version": __version__,
         "decision": {
-            "status": "active" if decision.active else "no new lesion",
+            "status": "active" if decision.active else (
+                "low-confidence lesions only: reader to decide" if decision.low_confidence else "no new lesion"),
             "active": decision.active,
             "activity": decision.activity_text,
             "gadolinium_recommended": decision.gadolinium,
             "gadolinium_reason": decision.gadolinium_reason,
             "unresolved_regions": decision.unresolved_regions,
+            "low_confidence_lesions": decision.low_confidence,
+            "activity_min_peak_score": cfg.activity_min_peak_score,
+            "gadolinium": decision.gadolinium_label,
         },
         "counts": {"new": decision.n_new, "enlarging": decision.n_enlarging, "total": ctx.n},
         "volumes_mm3": {

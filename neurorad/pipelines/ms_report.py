@@ -56,6 +56,16 @@ class MSReport:
         label = self.gadolinium_label or ("RECOMMENDED" if self.gadolinium else "NOT NEEDED")
         return f"Gadolinium: {label}"
 
+    def low_confidence(self, r: LesionRow) -> bool:
+        """A lesion under the run's activity threshold (``MSConfig.activity_min_peak_score``, in ``parameters``):
+        reported for the reader, not counted for activity without the reader (clinical.ms.split_by_confidence)."""
+        t = self.parameters.get("activity_min_peak_score")
+        return t is not None and float(r.max_score) < float(t)
+
+    def kind_text(self, r: LesionRow) -> str:
+        """The lesion's kind as the report prints it, with "low confidence" where it is."""
+        return f"{r.kind}, low confidence" if self.low_confidence(r) else r.kind
+
     @property
     def findings_text(self) -> str:
         if not self.lesions:
@@ -63,7 +73,7 @@ class MSReport:
         lines = []
         for r in self.lesions:
             lines.append(
-                f"Lesion {r.id} ({r.kind}): {r.location}; volume {volume_text(r)} "
+                f"Lesion {r.id} ({self.kind_text(r)}): {r.location}; volume {volume_text(r)} "
                 + (f"(baseline {r.baseline_volume_mm3:.0f} mm3, change {'~' if r.volume_note else ''}"
                    f"{r.volume_change_mm3:+.0f} mm3) "
                    if r.kind == "enlarging" else "")
@@ -75,6 +85,11 @@ class MSReport:
             lines.append(f"{n_flag} of {len(self.lesions)} lesion volumes are not measurable at this slice "
                          "thickness (lesion too small for the slices: the measured volume may be several times too "
                          "large or somewhat too small; it is included in the totals).")
+        n_low = sum(self.low_confidence(r) for r in self.lesions)
+        if n_low:
+            lines.append(f"{n_low} of {len(self.lesions)} lesions have a peak score under "
+                         f"{float(self.parameters['activity_min_peak_score']):.2f} (low confidence): they are "
+                         "listed for the reader and count for activity only when the reader keeps them.")
         return "\n".join(lines)
 
 
@@ -164,7 +179,7 @@ def render_html(report: MSReport) -> str:
     """A self-contained HTML page (images embedded as PNG data URIs)."""
     e = html.escape
     rows = "".join(
-        f"<tr><td>{r.id}</td><td>{e(r.kind)}</td><td>{e(r.location)}</td>"
+        f"<tr><td>{r.id}</td><td>{e(report.kind_text(r))}</td><td>{e(r.location)}</td>"
         f"<td>{e(volume_text(r, ''))}</td>"
         f"<td>{r.diameter_mm:.1f}</td><td>{r.centroid_x_mm:.0f}, {r.centroid_y_mm:.0f}, {r.centroid_z_mm:.0f}</td>"
         f"<td>{r.max_score:.2f}</td></tr>"

@@ -73,3 +73,44 @@ def test_a_lesion_the_reader_marked_makes_the_scan_active() -> None:
     assert ms_decision(["new"], reader_marked=0) == ms_decision(["new"])
     with pytest.raises(ValueError):
         ms_decision([], reader_marked=-1)
+
+
+def test_a_low_confidence_lesion_alone_leaves_activity_and_gadolinium_to_the_reader() -> None:
+    """Workflow 1.18.0: lesions under the activity threshold are reported, never make the scan active by
+    themselves, and the sentences leave the decision to the reader instead of "no new lesion"."""
+    from neurorad.clinical.ms import split_by_confidence
+
+    counted, low = split_by_confidence(["new", "enlarging", "new"], [0.9, 0.15, 0.229], 0.23)
+    assert counted == ["new"] and low == 2
+    assert split_by_confidence(["new"], [0.23], 0.23) == (["new"], 0)  # at the threshold it counts
+    assert split_by_confidence(["new", "new"], [0.05, None], 0.23) == (["new"], 1)  # an unknown score counts
+    assert split_by_confidence(["new"], [0.05], None) == (["new"], 0)  # no threshold: every lesion counts
+    with pytest.raises(ValueError, match="2 lesion kinds but 1 scores"):
+        split_by_confidence(["new", "new"], [0.5], 0.23)
+
+    d = ms_decision([], low_confidence=1)
+    assert not d.active and not d.gadolinium and d.gadolinium_label == "READER TO DECIDE"
+    assert "1 low-confidence candidate lesion is listed" in d.activity_text
+    assert "not needed" not in d.conclusion.lower() and "reader to decide" in d.gadolinium_reason.lower()
+    both = ms_decision(["enlarging"], low_confidence=2)
+    assert both.active and both.gadolinium_label == "RECOMMENDED" and (both.n_new, both.n_enlarging) == (0, 1)
+    assert both.activity_text.startswith("Active: 1 enlarging") and "2 further low-confidence" in both.activity_text
+    with pytest.raises(ValueError):
+        ms_decision([], low_confidence=-1)
+
+
+def test_the_draft_report_marks_low_confidence_lesions() -> None:
+    from neurorad.pipelines.ms_report import MSReport, render_html
+    from neurorad.quantify.lesions import LesionRow
+
+    rows = [LesionRow(1, "new", 250.0, 7.8, 10.0, 20.0, 30.0, max_score=0.9),
+            LesionRow(2, "new", 30.0, 3.9, 0.0, 0.0, 0.0, max_score=0.14)]
+    d = ms_decision(["new"], low_confidence=1)
+    report = MSReport(d.activity_text, d.gadolinium, d.gadolinium_reason, rows, {"activity_min_peak_score": 0.23},
+                      {}, gadolinium_label=d.gadolinium_label)
+    assert "Lesion 1 (new):" in report.findings_text and "Lesion 2 (new, low confidence):" in report.findings_text
+    assert "1 of 2 lesions have a peak score under 0.23" in report.findings_text
+    assert "<td>new, low confidence</td>" in render_html(report)
+    # a run without the threshold (before 1.18.0) marks nothing
+    old = MSReport(d.activity_text, d.gadolinium, d.gadolinium_reason, rows, {}, {})
+    assert "low confidence" not in old.findings_text

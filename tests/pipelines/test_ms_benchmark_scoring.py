@@ -158,3 +158,22 @@ def test_pooled_runs_must_hold_disjoint_cases(tmp_path) -> None:  # noqa: ANN001
     # the command line refuses it with the same message
     with pytest.raises(SystemExit):
         mb.main(["--summarise", str(tmp_path / "a.json"), "--summarise", str(tmp_path / "a.json")])
+
+
+def test_the_patient_decision_reads_the_activity_threshold() -> None:
+    """ACTIVE from a lesion at the activity threshold, READER TO DECIDE for lower lesions only (counted apart),
+    NOT NEEDED without a lesion over the operating point; None: any reported lesion makes the patient active."""
+    mb = load_bench("ms_benchmark")
+
+    def case(i: int, active: bool, peaks: list[float]) -> dict:
+        return {"case": i, "truth_active": active, "slice_mm": 1.0, "seconds_pipeline": 1.0, "lesions": [],
+                "detections": [{"det": k + 1, "peak": p, "fp": not active} for k, p in enumerate(peaks)]}
+
+    cases = [case(0, True, [0.9]), case(1, True, [0.15]), case(2, True, [0.05]),
+             case(3, False, []), case(4, False, [0.12, 0.2]), case(5, False, [0.3])]
+    d = mb.patient_decision(cases, 0.1, 0.23)
+    assert d["sensitivity_called_active"] == "0.333 (1/3)" and d["reader_to_decide_active_patients"] == 1
+    assert d["specificity_not_called_active"] == "0.667 (2/3)" and d["reader_to_decide_stable_patients"] == 1
+    old = mb.patient_decision(cases, 0.1, None)
+    assert old["sensitivity_called_active"] == "0.667 (2/3)" and old["specificity_not_called_active"] == "0.333 (1/3)"
+    assert old["reader_to_decide_active_patients"] == old["reader_to_decide_stable_patients"] == 0

@@ -123,3 +123,38 @@ def test_lesions_the_reader_marked_as_missed_count_after_review(tmp_path: Path) 
     rejected = Review("UNACCEPTABLE", {"score": "1"}, {}, missed=((10.0, -20.0, 30.0),))
     assert wf.reviewed(r, rejected).quantity("reader_marked_lesions").value == 0
     assert wf.conclusion(r, rejected) == r.summary
+
+
+def test_a_low_confidence_lesion_counts_only_when_an_accepted_review_keeps_it(tmp_path: Path) -> None:
+    """Workflow 1.18.0: a run records its activity threshold (MSConfig.activity_min_peak_score); a lesion under it
+    is listed but not counted, so a run whose only lesion is one concludes READER TO DECIDE; an accepted review that
+    keeps it counts it (the reader judged it), one that discards it says gadolinium is not needed. A run without
+    the threshold (before 1.18.0) is judged as it was: every lesion counts."""
+    rows = [LesionRow(1, "new", 30.0, 3.9, 0.0, 0.0, 0.0, max_score=0.14)]
+    (tmp_path / "result.json").write_text(json.dumps({
+        "workflow": "ms-lesions", "version": "1.18.0", "parameters": {"activity_min_peak_score": 0.23},
+        "provenance": {"steps": []}}))
+    res = SimpleNamespace(out_dir=tmp_path, lesions=rows, warnings=[], decision=ms_decision([], low_confidence=1))
+    r = from_ms_result(res)
+    assert r.quantity("new_lesions").value == 0 and r.quantity("low_confidence_lesions").value == 1
+    assert r.quantity("active").value is False and r.quantity("gadolinium").value == "READER TO DECIDE"
+    assert r.quantity("new_lesion_volume_ml").value == 0.0
+    assert "low-confidence" in r.summary and "not needed" not in r.summary.lower()
+    wf = registry.load("ms-lesions")
+    assert "low-confidence" in wf.conclusion(r, None)
+    assert wf.recompute(r).quantity("gadolinium").value == "READER TO DECIDE"
+    table = {s.heading: s for s in wf.report_sections(r, None)}["Lesions"].table
+    assert table.rows[0][1] == "New T2-FLAIR lesion (low confidence)"
+    kept = wf.reviewed(r, Review("ACCEPTABLE", {"score": "3"}, {1: "keep"}))
+    assert kept.quantity("new_lesions").value == 1 and kept.quantity("gadolinium").value == "RECOMMENDED"
+    assert kept.summary.startswith("Active: 1 new T2-FLAIR lesion")
+    review = Review("ACCEPTABLE", {"score": "3"}, {1: "keep"})
+    assert {s.heading: s for s in wf.report_sections(kept, review)}["Lesions"].table.rows[0][1] == \
+        "New T2-FLAIR lesion"
+    gone = wf.reviewed(r, Review("ACCEPTABLE", {"score": "3"}, {1: "discard"}))
+    assert gone.quantity("gadolinium").value == "NOT NEEDED" and "not needed" in gone.summary
+    # the same lesion in a run that recorded no threshold counts, as before 1.18.0
+    (tmp_path / "result.json").write_text(json.dumps({"workflow": "ms-lesions", "version": "1.17.0",
+                                                      "provenance": {"steps": []}}))
+    old = from_ms_result(res)
+    assert old.quantity("active").value is True and old.quantity("low_confidence_lesions").value == 0

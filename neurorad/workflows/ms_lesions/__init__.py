@@ -53,17 +53,43 @@ def _ml(mm3: float) -> float:
     return round(float(mm3) / 1000.0, 6)
 
 
-def _quantities(findings: list[Finding], unresolved_regions: int = 0, reader_marked: int = 0) -> list[Quantity]:
+def _counted(findings: list[Finding], min_score: float | None) -> tuple[list[Finding], int]:
+    """The findings that count for activity without the reader (peak score >= ``min_score``, the run's
+    ``activity_min_peak_score``; every one when None) and the number of low-confidence ones
+    (clinical.ms.split_by_confidence)."""
+    from neurorad.clinical.ms import split_by_confidence
+
+    if min_score is None:
+        return list(findings), 0
+    counted = [f for f in findings if f.score is None or f.score >= min_score]
+    _, low = split_by_confidence([f.kind for f in findings], [f.score for f in findings], min_score)
+    return counted, low
+
+
+def _activity_threshold(parameters: Any) -> float | None:
+    """The run's ``MSConfig.activity_min_peak_score`` from its recorded parameters; None for runs before workflow
+    1.18.0 (every reported lesion counted then), so an old result is judged as it was."""
+    value = parameters.get("activity_min_peak_score") if isinstance(parameters, dict) else None
+    return float(value) if value is not None else None
+
+
+def _quantities(findings: list[Finding], unresolved_regions: int = 0, reader_marked: int = 0,
+                min_score: float | None = None) -> list[Quantity]:
     """Counts and volumes (mL) of new and enlarging lesions, activity and the gadolinium rule: the boolean
     ``gadolinium_recommended`` and the three-valued ``gadolinium`` (RECOMMENDED / NOT NEEDED / READER TO DECIDE,
     the last when no lesion is counted but ``unresolved_regions`` changed regions of tumefactive size were
     left to the reader: clinical.ms.ms_decision), so a reader of the values alone (SR, API) is not told
     "not needed" where the report says the reader decides. ``reader_marked``: lesions the reader marked as
     missed in an accepted review (``reader_marked_lesions``); they count for activity and gadolinium, while the
-    counts and volumes of new and enlarging lesions stay the software's measured ones."""
+    counts and volumes of new and enlarging lesions stay the software's measured ones. ``min_score``: the run's
+    activity threshold (:func:`_counted`; None after an accepted review, whose kept lesions all count): counts,
+    volumes and the decision are of the lesions that count, and ``low_confidence_lesions`` says how many more were
+    reported."""
     from neurorad.clinical.ms import ms_decision
 
-    d = ms_decision([f.kind for f in findings], unresolved_regions, reader_marked)
+    all_findings = findings
+    findings, low = _counted(findings, min_score)
+    d = ms_decision([f.kind for f in findings], unresolved_regions, reader_marked, low)
     new_ml = sum(f.volume_ml or 0.0 for f in findings if f.kind == "new")
     enl_ml = sum(f.volume_ml or 0.0 for f in findings if f.kind == "enlarging")
 
@@ -79,8 +105,9 @@ def _quantities(findings: list[Finding], unresolved_regions: int = 0, reader_mar
                  ("118565006", "SCT", "Volume"), total_note("new")),
         Quantity("enlarging_lesion_volume_ml", round(enl_ml, 6), "mL", "Follow-up volume of enlarging lesions",
                  ("118565006", "SCT", "Volume"), total_note("enlarging")),
-        Quantity("lesions_volume_not_measurable", sum(bool(f.volume_note) for f in findings), "1",
+        Quantity("lesions_volume_not_measurable", sum(bool(f.volume_note) for f in all_findings), "1",
                  "Lesions whose volume is not measurable at this slice thickness"),
+        Quantity("low_confidence_lesions", low, "1", "Low-confidence lesions, not counted (the reader decides)"),
         Quantity("active", d.active, "", "Disease activity (new or enlarging lesion)"),
         Quantity("gadolinium_recommended", d.gadolinium, "", "Gadolinium recommended"),
         Quantity("gadolinium", d.gadolinium_label, "", "Gadolinium (recommended, not needed, reader to decide)"),
@@ -96,8 +123,10 @@ def _decision(result: WorkflowResult, review: Review | None) -> Any:
     run's uncounted regions of tumefactive size and the reader's missed-lesion markers."""
     from neurorad.clinical.ms import ms_decision
 
-    return ms_decision([f.kind for f in result.findings], _unresolved_regions(result.extra),
-                       review.reader_marked if review is not None else 0)
+    accepted = review is not None and review.accepted  # the reader judged every listed lesion: the kept ones count
+    counted, low = _counted(result.findings, None if accepted else _activity_threshold(result.provenance.parameters))
+    return ms_decision([f.kind for f in counted], _unresolved_regions(result.extra),
+                       review.reader_marked if review is not None else 0, low)
 
 
 def _unresolved_regions(extra: Any) -> int:
@@ -166,11 +195,13 @@ def from_ms_result(res: Any, folder: Path | None = None, version: str | None = N
     for p in sorted(folder.glob("*_registered.nii.gz")):
         volumes[p.name[: -len("_registered.nii.gz")]] = p.name
     unresolved = _unresolved_regions(ms_json)
-    d = ms_decision([f.kind for f in findings], unresolved)
+    min_score = _activity_threshold(ms_json.get("parameters"))
+    counted, low = _counted(findings, min_score)
+    d = ms_decision([f.kind for f in counted], unresolved, low_confidence=low)
     extra = {k: v for k, v in ms_json.items() if k not in ("workflow", "version", "provenance")}
     return WorkflowResult(
         workflow=MSLesionsWorkflow.name, version=version or MSLesionsWorkflow.version, findings=findings,
-        quantities=_quantities(findings, unresolved),
+        quantities=_quantities(findings, unresolved, min_score=min_score),
         alarms=[Alarm("quality", str(w)) for w in res.warnings],
         summary=d.conclusion, mask="new_lesions.nii.gz" if (folder / "new_lesions.nii.gz").exists() else None,
         reference_role="flair", volumes=volumes,
@@ -267,8 +298,12 @@ class MSLesionsWorkflow(Workflow):
     # the misregistration test shifts a thick-slice axis by 1.5 mm read between its slices instead of a whole slice
     # where the other time point resolved that axis (FPParams.shift_thick_axis_mm and shift_thick_axis_finer_input_mm,
     # the inputs' geometry read in step 3): 349 instead of 346 of the 192 tuning pairs' 395 lesions at the same 20
-    # false positives (docs/ms-lesions.md "Workflow 1.17.0")
-    version = "1.17.0"
+    # false positives (docs/ms-lesions.md "Workflow 1.17.0"); 1.18.0: a lesion counts for activity and gadolinium
+    # without the reader only from a peak score of 0.23 (MSConfig.activity_min_peak_score, the middle of the tuning
+    # pairs' plateau of best patient sensitivity and specificity); weaker lesions are reported as low-confidence, and
+    # when only such lesions are found the reader decides (READER TO DECIDE); an accepted review counts the lesions
+    # it keeps; detections are unchanged (docs/ms-lesions.md "Workflow 1.18.0")
+    version = "1.18.0"
     title = "MRI brain follow-up: new and enlarging T2-FLAIR lesions"
     description = ("Compares this study's FLAIR with the FLAIR of the patient's previous study (registered, "
                    "bias-corrected, jointly normalised subtraction) and reports new and enlarging lesions, "
@@ -324,15 +359,17 @@ class MSLesionsWorkflow(Workflow):
         return _decision(result, review).conclusion
 
     def recompute(self, result: WorkflowResult) -> WorkflowResult:
-        return replace(result, quantities=_quantities(result.findings, _unresolved_regions(result.extra)))
+        return replace(result, quantities=_quantities(result.findings, _unresolved_regions(result.extra),
+                                                      min_score=_activity_threshold(result.provenance.parameters)))
 
     def reviewed(self, result: WorkflowResult, review: Review) -> WorkflowResult:
         out = super().reviewed(result, review)
         if review.accepted:
             # the reader's missed-lesion markers count for activity and gadolinium in the values too (the
             # conclusion counts them through conclusion(out, review))
+            # and the lesions the reader kept count whatever their score (the reader judged the low-confidence ones)
             out = replace(out, quantities=_quantities(out.findings, _unresolved_regions(out.extra),
-                                                      review.reader_marked))
+                                                      review.reader_marked, min_score=None))
             kept = {f.id for f in out.findings}  # key images of the kept lesions only
             out.key_images = [k for k in result.key_images if k.finding_id is None or k.finding_id in kept]
         return out
@@ -344,10 +381,13 @@ class MSLesionsWorkflow(Workflow):
                     ReportSection("Gadolinium", (d.gadolinium_reason,))]
         if result.findings:
             rows = []
+            threshold = None if review is not None and review.accepted else _activity_threshold(
+                result.provenance.parameters)
             for f in result.findings:
                 base = f.measurement("baseline_volume_ml")
                 change = f.measurement("volume_change_ml")
-                rows.append((str(f.id), self.finding_kinds.get(f.kind, f.kind),
+                low = threshold is not None and f.score is not None and f.score < threshold
+                rows.append((str(f.id), self.finding_kinds.get(f.kind, f.kind) + (" (low confidence)" if low else ""),
                              format_measurement(f.volume_ml, f.volume_note, 3),
                              format_value(base.value, 3) if base else "-",
                              (f"{change.value:+.3f}" + (" (approximate)" if change.note else ""))
