@@ -314,6 +314,9 @@ def score_result(i: int, spec: dict, case, res, t_gen: float, t_run: float) -> d
         "case": i, "spec": _jsonable(spec), "slice_mm": thick,
         # a pair whose only new lesions have no truth voxel is neither active nor stable in the truth
         "truth_active": True if lesions else (None if dropped else False),
+        # the workflow's own patient-level call (clinical.ms.MSDecision.gadolinium_label), beside which
+        # patient_decision's reading of the detections can be checked
+        "gadolinium": getattr(getattr(res, "decision", None), "gadolinium_label", None),
         "lesions": lesions, "detections": detections, "seconds_generate": round(t_gen, 1),
         "seconds_pipeline": round(t_run, 1), "timings": res.timings_s, "cpu_s": res.cpu_s,
         "warnings": [str(w) for w in res.warnings],
@@ -495,7 +498,14 @@ def patient_decision(ok: list[dict], thr: float = 0.1, activity_thr: float | Non
 
     pos = [call(r) for r in ok if r["truth_active"] is True]
     neg = [call(r) for r in ok if r["truth_active"] is False]
+    # where the records hold the workflow's own call (runs since workflow 1.18.0): how often the reading above
+    # differs from it (0 unless an uncounted region of tumefactive size made a READER TO DECIDE, or the run used
+    # another threshold)
+    own = {"RECOMMENDED": "active", "READER TO DECIDE": "reader to decide", "NOT NEEDED": "not needed"}
+    recorded = [r for r in ok if r.get("gadolinium") in own]
     return {"activity_min_peak_score": activity_thr,
+            "cases_with_the_workflows_call": len(recorded),
+            "cases_where_it_differs": sum(own[r["gadolinium"]] != call(r) for r in recorded),
             "sensitivity_called_active": _rate(pos.count("active"), len(pos)),
             "specificity_not_called_active": _rate(len(neg) - neg.count("active"), len(neg)),
             "reader_to_decide_active_patients": pos.count("reader to decide"),

@@ -177,3 +177,14 @@ def test_the_patient_decision_reads_the_activity_threshold() -> None:
     old = mb.patient_decision(cases, 0.1, None)
     assert old["sensitivity_called_active"] == "0.667 (2/3)" and old["specificity_not_called_active"] == "0.333 (1/3)"
     assert old["reader_to_decide_active_patients"] == old["reader_to_decide_stable_patients"] == 0
+
+
+def test_the_patient_decision_is_checked_against_the_workflows_own_call() -> None:
+    mb = load_bench("ms_benchmark")
+    same = {"case": 0, "truth_active": False, "lesions": [], "gadolinium": "READER TO DECIDE",
+            "detections": [{"det": 1, "peak": 0.15, "fp": True}]}
+    other = {"case": 1, "truth_active": False, "lesions": [], "gadolinium": "RECOMMENDED",
+             "detections": [{"det": 1, "peak": 0.15, "fp": True}]}
+    unrecorded = {"case": 2, "truth_active": False, "lesions": [], "detections": []}
+    d = mb.patient_decision([same, other, unrecorded], 0.1, 0.23)
+    assert d["cases_with_the_workflows_call"] == 2 and d["cases_where_it_differs"] == 1
