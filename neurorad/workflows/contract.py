@@ -624,6 +624,11 @@ class Workflow:
         """The sentence a radiologist reads for ``result`` (already reviewed when ``review`` is given)."""
         return result.summary
 
+    def finding_caption(self, result: WorkflowResult, finding: Finding) -> str:
+        """A short qualifier the review page shows beside ``finding``'s kind, e.g. "low confidence" for a finding
+        the workflow's rules do not count until the reader keeps it; ``""`` (the default) for none."""
+        return ""
+
     def reviewed(self, result: WorkflowResult, review: Review) -> WorkflowResult:
         """The result as the reader left it: discarded findings removed and quantities recomputed by
         :meth:`recompute`; findings the reader marked as missed named in the conclusion (unless the workflow's

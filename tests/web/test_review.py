@@ -63,3 +63,30 @@ def test_jump_targets_come_from_the_displayed_label_map(web_env, tmp_path: Path)
         assert f["x_mm"] == pytest.approx(table[f["id"]].centroid_mm[0] + 6.0, abs=0.1)  # +3 voxels of 2 mm
         assert (f["y_mm"], f["z_mm"]) == pytest.approx(table[f["id"]].centroid_mm[1:], abs=0.1)
         assert f["volume_ml"] == pytest.approx(table[f["id"]].volume_ml)
+
+
+def test_a_low_confidence_finding_is_captioned_on_the_review_page(web_env, tmp_path: Path) -> None:
+    """The contract's finding_caption reaches the review page: an MS lesion under the run's activity threshold
+    (workflow 1.18.0) reads "(low confidence)" beside its kind, the others do not; a run without the threshold
+    captions none."""
+    from dataclasses import replace
+
+    from neurorad.workflows.contract import WorkflowResult
+    from neurorad.workflows.ms_lesions import MSLesionsWorkflow
+
+    folder = tmp_path / "r"
+    shutil.copytree(web_env.folder, folder)
+    res = WorkflowResult.read_json(folder)
+    assert len(res.findings) >= 2
+    res.findings = [replace(f, score=0.15 if i == 0 else 0.9) for i, f in enumerate(res.findings)]
+    res.provenance.parameters["activity_min_peak_score"] = 0.23
+    res.write_json(folder)
+    d = rv.build_review(folder, 1, str, MSLesionsWorkflow())
+    labels = {f["id"]: f["kind_label"] for f in d["findings"]}
+    first = res.findings[0].id
+    assert labels[first].endswith(" (low confidence)")
+    assert not any("low confidence" in v for k, v in labels.items() if k != first)
+    res.provenance.parameters.pop("activity_min_peak_score")
+    res.write_json(folder)
+    assert not any("low confidence" in f["kind_label"]
+                   for f in rv.build_review(folder, 1, str, MSLesionsWorkflow())["findings"])

@@ -158,3 +158,16 @@ def test_a_low_confidence_lesion_counts_only_when_an_accepted_review_keeps_it(tm
                                                       "provenance": {"steps": []}}))
     old = from_ms_result(res)
     assert old.quantity("active").value is True and old.quantity("low_confidence_lesions").value == 0
+
+
+def test_the_review_caption_names_a_low_confidence_lesion(tmp_path: Path) -> None:
+    rows = [LesionRow(1, "new", 30.0, 3.9, 0.0, 0.0, 0.0, max_score=0.14),
+            LesionRow(2, "new", 300.0, 8.3, 5.0, 0.0, 0.0, max_score=0.95)]
+    (tmp_path / "result.json").write_text(json.dumps({
+        "workflow": "ms-lesions", "version": "1.18.0", "parameters": {"activity_min_peak_score": 0.23},
+        "provenance": {"steps": []}}))
+    r = from_ms_result(SimpleNamespace(out_dir=tmp_path, lesions=rows, warnings=[], decision=None))
+    wf = registry.load("ms-lesions")
+    assert [wf.finding_caption(r, f) for f in r.findings] == ["low confidence", ""]
+    assert r.quantity("active").value is True and r.quantity("low_confidence_lesions").value == 1
+    assert "1 further low-confidence candidate lesion is listed" in r.summary

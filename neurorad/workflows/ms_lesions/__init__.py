@@ -358,6 +358,13 @@ class MSLesionsWorkflow(Workflow):
     def conclusion(self, result: WorkflowResult, review: Review | None = None) -> str:
         return _decision(result, review).conclusion
 
+    def finding_caption(self, result: WorkflowResult, finding: Finding) -> str:
+        """"low confidence" for a lesion under the run's activity threshold (1.18.0): the reader sees which lesions
+        do not count until kept."""
+        threshold = _activity_threshold(result.provenance.parameters)
+        low = threshold is not None and finding.score is not None and finding.score < threshold
+        return "low confidence" if low else ""
+
     def recompute(self, result: WorkflowResult) -> WorkflowResult:
         return replace(result, quantities=_quantities(result.findings, _unresolved_regions(result.extra),
                                                       min_score=_activity_threshold(result.provenance.parameters)))
