@@ -490,11 +490,13 @@ def patient_decision(ok: list[dict], thr: float = 0.1, activity_thr: float | Non
     candidates before contrast is given). The rows ``patient_sensitivity_active`` / ``patient_specificity_active``
     stay those of any reported lesion (every patient with a candidate called active, workflow 1.17.0 and before).
     Uncounted regions of tumefactive size, the other READER TO DECIDE, are not in the records and not read here."""
+    from neurorad.clinical.ms import counts_for_activity
+
     def call(r: dict) -> str:
         peaks = [d["peak"] for d in r["detections"] if d["peak"] >= thr]
         if not peaks:
             return "not needed"
-        return "active" if activity_thr is None or max(peaks) >= activity_thr else "reader to decide"
+        return "active" if any(counts_for_activity(p, activity_thr) for p in peaks) else "reader to decide"
 
     pos = [call(r) for r in ok if r["truth_active"] is True]
     neg = [call(r) for r in ok if r["truth_active"] is False]

@@ -52,6 +52,12 @@ class MSDecision:
         return f"{self.activity_text} {self.gadolinium_reason}"
 
 
+def counts_for_activity(score: float | None, min_score: float | None) -> bool:
+    """Whether a lesion of peak ``score`` counts for activity without the reader (:func:`split_by_confidence`):
+    always when ``min_score`` is None (no threshold, or an accepted review) or the score is unknown."""
+    return min_score is None or score is None or score >= min_score
+
+
 def split_by_confidence(kinds: list[str], scores: list[float | None],
                         min_score: float | None) -> tuple[list[str], int]:
     """The lesions that count for activity without the reader, and how many do not: a lesion counts when its peak
@@ -67,9 +73,7 @@ def split_by_confidence(kinds: list[str], scores: list[float | None],
     reader instead of recommending gadolinium by itself."""
     if len(kinds) != len(scores):
         raise ValueError(f"{len(kinds)} lesion kinds but {len(scores)} scores")
-    if min_score is None:
-        return list(kinds), 0
-    counted = [k for k, s in zip(kinds, scores, strict=True) if s is None or s >= min_score]
+    counted = [k for k, s in zip(kinds, scores, strict=True) if counts_for_activity(s, min_score)]
     return counted, len(kinds) - len(counted)
 
 

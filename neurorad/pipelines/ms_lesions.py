@@ -44,7 +44,7 @@ import numpy as np
 
 from neurorad import __version__, resources
 from neurorad.atomic import atomic_dir
-from neurorad.clinical.ms import MSDecision, ms_decision, split_by_confidence
+from neurorad.clinical.ms import MSDecision, counts_for_activity, ms_decision, split_by_confidence
 from neurorad.errors import InputError, NeuroradError, ProcessingError
 from neurorad.image.geometry import crop_to_mask, reorient, resample_to_spacing
 from neurorad.image.nifti import load_nifti, save_nifti
@@ -1189,11 +1189,11 @@ def step_decide(ctx: MSContext) -> None:
     with ctx.prov.step("decide") as st:
         unresolved = sum(not d.kept and TUMEFACTIVE_SIZE in d.reason for d in ctx.decisions)
         st.parameters["unresolved_regions"] = unresolved
-        counted, low = split_by_confidence([r.kind for r in ctx.rows], [r.max_score for r in ctx.rows],
-                                           ctx.cfg.activity_min_peak_score)
-        st.parameters["activity_min_peak_score"] = ctx.cfg.activity_min_peak_score
-        st.parameters["low_confidence_lesions"] = [r.id for r in ctx.rows if ctx.cfg.activity_min_peak_score
-                                                   is not None and r.max_score < ctx.cfg.activity_min_peak_score]
+        threshold = ctx.cfg.activity_min_peak_score
+        counted, low = split_by_confidence([r.kind for r in ctx.rows], [r.max_score for r in ctx.rows], threshold)
+        st.parameters["activity_min_peak_score"] = threshold
+        st.parameters["low_confidence_lesions"] = [r.id for r in ctx.rows
+                                                   if not counts_for_activity(r.max_score, threshold)]
         ctx.decision = ms_decision(counted, unresolved, low_confidence=low)
 
 

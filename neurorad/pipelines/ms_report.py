@@ -59,8 +59,10 @@ class MSReport:
     def low_confidence(self, r: LesionRow) -> bool:
         """A lesion under the run's activity threshold (``MSConfig.activity_min_peak_score``, in ``parameters``):
         reported for the reader, not counted for activity without the reader (clinical.ms.split_by_confidence)."""
+        from neurorad.clinical.ms import counts_for_activity
+
         t = self.parameters.get("activity_min_peak_score")
-        return t is not None and float(r.max_score) < float(t)
+        return not counts_for_activity(float(r.max_score), None if t is None else float(t))
 
     def kind_text(self, r: LesionRow) -> str:
         """The lesion's kind as the report prints it, with "low confidence" where it is."""

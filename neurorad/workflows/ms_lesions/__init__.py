@@ -57,13 +57,10 @@ def _counted(findings: list[Finding], min_score: float | None) -> tuple[list[Fin
     """The findings that count for activity without the reader (peak score >= ``min_score``, the run's
     ``activity_min_peak_score``; every one when None) and the number of low-confidence ones
     (clinical.ms.split_by_confidence)."""
-    from neurorad.clinical.ms import split_by_confidence
+    from neurorad.clinical.ms import counts_for_activity
 
-    if min_score is None:
-        return list(findings), 0
-    counted = [f for f in findings if f.score is None or f.score >= min_score]
-    _, low = split_by_confidence([f.kind for f in findings], [f.score for f in findings], min_score)
-    return counted, low
+    counted = [f for f in findings if counts_for_activity(f.score, min_score)]
+    return counted, len(findings) - len(counted)
 
 
 def _activity_threshold(parameters: Any) -> float | None:
@@ -361,9 +358,10 @@ class MSLesionsWorkflow(Workflow):
     def finding_caption(self, result: WorkflowResult, finding: Finding) -> str:
         """"low confidence" for a lesion under the run's activity threshold (1.18.0): the reader sees which lesions
         do not count until kept."""
-        threshold = _activity_threshold(result.provenance.parameters)
-        low = threshold is not None and finding.score is not None and finding.score < threshold
-        return "low confidence" if low else ""
+        from neurorad.clinical.ms import counts_for_activity
+
+        counted = counts_for_activity(finding.score, _activity_threshold(result.provenance.parameters))
+        return "" if counted else "low confidence"
 
     def recompute(self, result: WorkflowResult) -> WorkflowResult:
         return replace(result, quantities=_quantities(result.findings, _unresolved_regions(result.extra),
@@ -383,6 +381,8 @@ class MSLesionsWorkflow(Workflow):
 
     # -- report
     def report_sections(self, result: WorkflowResult, review: Review | None) -> list[ReportSection]:
+        from neurorad.clinical.ms import counts_for_activity
+
         d = _decision(result, review)
         sections = [ReportSection("Conclusion", (d.activity_text,)),
                     ReportSection("Gadolinium", (d.gadolinium_reason,))]
@@ -393,7 +393,7 @@ class MSLesionsWorkflow(Workflow):
             for f in result.findings:
                 base = f.measurement("baseline_volume_ml")
                 change = f.measurement("volume_change_ml")
-                low = threshold is not None and f.score is not None and f.score < threshold
+                low = not counts_for_activity(f.score, threshold)
                 rows.append((str(f.id), self.finding_kinds.get(f.kind, f.kind) + (" (low confidence)" if low else ""),
                              format_measurement(f.volume_ml, f.volume_note, 3),
                              format_value(base.value, 3) if base else "-",
