@@ -10,7 +10,10 @@ import typer
 def print_result(res) -> None:  # noqa: ANN001 - MSResult (imported lazily)
     """Decision, lesion table and output paths, for the terminal."""
     d = res.decision
-    typer.echo(f"decision: {'ACTIVE' if d.active else 'NO NEW LESION'} - {d.activity_text}")
+    # READER TO DECIDE (low-confidence lesions only, or an uncounted region of tumefactive size) is not "no new lesion"
+    status = "ACTIVE" if d.active else ("READER TO DECIDE" if d.gadolinium_label == "READER TO DECIDE"
+                                        else "NO NEW LESION")
+    typer.echo(f"decision: {status} - {d.activity_text}")
     label = d.gadolinium_label
     typer.echo(f"gadolinium: {label if d.gadolinium else label.lower()} - {d.gadolinium_reason}")
     if res.lesions:

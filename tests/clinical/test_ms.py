@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from neurorad.clinical.ms import ms_decision
@@ -114,3 +116,16 @@ def test_the_draft_report_marks_low_confidence_lesions() -> None:
     # a run without the threshold (before 1.18.0) marks nothing
     old = MSReport(d.activity_text, d.gadolinium, d.gadolinium_reason, rows, {}, {})
     assert "low confidence" not in old.findings_text
+
+
+def test_the_terminal_never_says_no_new_lesion_when_the_reader_decides(capsys) -> None:  # noqa: ANN001
+    from types import SimpleNamespace
+
+    from neurorad.cli.ms import print_result
+
+    for d, status in ((ms_decision([], low_confidence=1), "READER TO DECIDE"),
+                      (ms_decision([], unresolved_regions=1), "READER TO DECIDE"),
+                      (ms_decision([]), "NO NEW LESION"), (ms_decision(["new"]), "ACTIVE")):
+        print_result(SimpleNamespace(decision=d, lesions=[], warnings=[], files={}, out_dir=Path("out")))
+        first = capsys.readouterr().out.splitlines()[0]
+        assert first.startswith(f"decision: {status} - ")
