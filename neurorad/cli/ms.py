@@ -55,6 +55,11 @@ def ms_lesions(
     learned_model: str | None = typer.Option(None, "--learned-model",
                                              help="Model of the learned/fusion engine: registry name[@version] or "
                                                   "folder (default ms-unet3d@0.3.0)."),
+    activity_min_peak_score: float = typer.Option(
+        0.23, "--activity-min-peak-score", min=0.0, max=1.0,
+        help="A lesion counts for activity and gadolinium without the reader from this peak score; weaker reported "
+             "lesions are low-confidence and, alone, leave the decision to the reader (READER TO DECIDE). 0: every "
+             "reported lesion counts (workflow 1.17.0's rule)."),
     no_dicom: bool = typer.Option(False, "--no-dicom", help="Skip the DICOM SEG / Encapsulated PDF / SC outputs."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output folder."),
 ) -> None:
@@ -71,7 +76,8 @@ def ms_lesions(
     from neurorad.pipelines.ms_lesions import PROGRESS_STAGES, MSConfig, run_ms_lesions
 
     cfg = replace(MSConfig(), brain_engine=brain_engine, registration_backend=registration,
-                  normalisation=normalisation, write_dicom=not no_dicom, lesion_engine=lesion_engine)
+                  normalisation=normalisation, write_dicom=not no_dicom, lesion_engine=lesion_engine,
+                  activity_min_peak_score=activity_min_peak_score)
     if learned_model:
         cfg = replace(cfg, learned=replace(cfg.learned, model=learned_model))
     with bar("ms-lesions", len(PROGRESS_STAGES)) as advance:

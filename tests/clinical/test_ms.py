@@ -129,3 +129,29 @@ def test_the_terminal_never_says_no_new_lesion_when_the_reader_decides(capsys) -
         print_result(SimpleNamespace(decision=d, lesions=[], warnings=[], files={}, out_dir=Path("out")))
         first = capsys.readouterr().out.splitlines()[0]
         assert first.startswith(f"decision: {status} - ")
+
+
+def test_the_command_line_sets_the_activity_threshold(tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    """``neurorad ms-lesions --activity-min-peak-score`` reaches MSConfig (0.23 by default; 0 restores 1.17.0's
+    rule), and a value outside [0, 1] is refused before anything runs."""
+    from typer.testing import CliRunner
+
+    from neurorad.cli import app
+    from neurorad.cli import ms as ms_cli
+    from neurorad.pipelines import ms_lesions
+
+    seen = []
+
+    def fake_run(baseline, followup, out, cfg, **kw):  # noqa: ANN001, ANN003, ANN202
+        seen.append(cfg.activity_min_peak_score)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(ms_lesions, "run_ms_lesions", fake_run)
+    monkeypatch.setattr(ms_cli, "print_result", lambda res: None)
+    args = ["ms-lesions", "--baseline", "b.nii.gz", "--followup", "f.nii.gz", "--out", str(tmp_path / "o")]
+    runner = CliRunner()
+    assert runner.invoke(app, args).exit_code == 0
+    assert runner.invoke(app, [*args, "--activity-min-peak-score", "0"]).exit_code == 0
+    assert seen == [0.23, 0.0]
+    bad = runner.invoke(app, [*args, "--activity-min-peak-score", "1.5"])
+    assert bad.exit_code == 2 and seen == [0.23, 0.0]
