@@ -299,8 +299,11 @@ class MSLesionsWorkflow(Workflow):
     # without the reader only from a peak score of 0.23 (MSConfig.activity_min_peak_score, the middle of the tuning
     # pairs' plateau of best patient sensitivity and specificity); weaker lesions are reported as low-confidence, and
     # when only such lesions are found the reader decides (READER TO DECIDE); an accepted review counts the lesions
-    # it keeps; detections are unchanged (docs/ms-lesions.md "Workflow 1.18.0")
-    version = "1.18.0"
+    # it keeps; detections are unchanged (docs/ms-lesions.md "Workflow 1.18.0"); 1.19.0: the partial-volume rule
+    # reads a lesion's peak around its maximum when the candidate is mostly weaker change around it
+    # (ClassifyParams.delineation_focal_ratio 3.7): a 70 mm^3 lesion inside a 3.5 mL candidate of faint change was
+    # reported at 3.5 mL (docs/ms-lesions.md "Workflow 1.19.0")
+    version = "1.19.0"
     title = "MRI brain follow-up: new and enlarging T2-FLAIR lesions"
     description = ("Compares this study's FLAIR with the FLAIR of the patient's previous study (registered, "
                    "bias-corrected, jointly normalised subtraction) and reports new and enlarging lesions, "
