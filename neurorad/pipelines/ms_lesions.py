@@ -995,44 +995,49 @@ def step_classify(ctx: MSContext) -> None:
     delineated by the partial-volume rule."""
     cand, cfg = ctx.cand, ctx.cfg
     assert cand is not None
-    with ctx.prov.step("classify", **asdict(cfg.classify)) as st:
+    # the focal-peak delineation (ClassifyParams.delineation_focal_ratio, workflow 1.19.0) was chosen and validated
+    # on the classical engine's candidates; a lesion the network finds where the subtraction shows only noise has a
+    # noise maximum, so the learned engine's candidates (alone, or the fusion engine's learned branch) keep the
+    # candidate-wide percentile
+    classify = cfg.classify if cfg.lesion_engine != "learned" else replace(cfg.classify, delineation_focal_ratio=None)
+    with ctx.prov.step("classify", **asdict(classify)) as st:
         sp = ctx.spacing_mm
         base_les = ctx.baseline_lesions  # made in step 8 (the enlarging-lesion path reads it too)
         assert base_les is not None
-        kinds = classify_new_enlarging(ctx.labels, ctx.n, base_les, sp, cfg.classify)
+        kinds = classify_new_enlarging(ctx.labels, ctx.n, base_les, sp, classify)
         # an enlarging candidate over two or more baseline lesions is judged per lesion: a stable neighbour's
         # drift rim leaves it (ms_difference.judge_enlarging_parts)
         labels, enl_decisions, changed = judge_enlarging_parts(
-            ctx.labels, ctx.n, kinds, cand, ctx.bn, ctx.fn, ctx.brain, base_les, sp, cfg.fp, cfg.post, cfg.classify,
+            ctx.labels, ctx.n, kinds, cand, ctx.bn, ctx.fn, ctx.brain, base_les, sp, cfg.fp, cfg.post, classify,
             ctx.finer_input_voxel_mm)
         if enl_decisions:
             st.parameters["enlarging_parts"] = {"parts": len(enl_decisions), "candidates_changed": changed,
                                                 "dropped": [asdict(d) for d in enl_decisions if not d.kept]}
         if changed:  # a candidate that lost a part may touch no baseline lesion any more: classified again
             ctx.labels = labels
-            kinds = classify_new_enlarging(ctx.labels, ctx.n, base_les, sp, cfg.classify)
+            kinds = classify_new_enlarging(ctx.labels, ctx.n, base_les, sp, classify)
         undropped = ctx.labels
         labels, ctx.n, ctx.kinds, dropped = drop_unchanged_enlarging(ctx.labels, ctx.n, kinds, ctx.bn, ctx.fn,
-                                                                     base_les, cand.tissue_level, sp, cfg.classify)
+                                                                     base_les, cand.tissue_level, sp, classify)
         st.parameters["dropped_not_grown"] = dropped
         labels, ctx.extents = grow_enlarging(labels, ctx.n, ctx.kinds, ctx.fn, base_les, ctx.brain, sp,
-                                             cand.brain_median, cand.brain_sigma, cfg.classify)
-        delineated = delineate(labels, ctx.n, ctx.kinds, cand.difference, cfg.classify, ctx.fn, cand.tissue_level)
+                                             cand.brain_median, cand.brain_sigma, classify)
+        delineated = delineate(labels, ctx.n, ctx.kinds, cand.difference, classify, ctx.fn, cand.tissue_level)
         # a new lesion sharing a candidate with a brighter one, judged by the same false-positive rules
         n_before = ctx.n
         ctx.labels, ctx.n, ctx.kinds, part_decisions = add_separate_lesions(
-            labels, delineated, ctx.n, ctx.kinds, cand, ctx.bn, ctx.fn, ctx.brain, base_les, sp, cfg.fp, cfg.classify,
+            labels, delineated, ctx.n, ctx.kinds, cand, ctx.bn, ctx.fn, ctx.brain, base_les, sp, cfg.fp, classify,
             ctx.finer_input_voxel_mm)
         if part_decisions:
             st.parameters["separate_lesions"] = {"found": len(part_decisions), "kept": ctx.n - n_before,
                                                  "dropped": [asdict(d) for d in part_decisions if not d.kept]}
         # a new lesion beside a baseline lesion that did not grow: its candidate was dropped whole above
-        parts, m = new_beside_unchanged(undropped, dropped if cfg.classify.split_beside_unchanged else [],
-                                        cand.difference, cand.score, base_les, sp, cfg.classify)
+        parts, m = new_beside_unchanged(undropped, dropped if classify.split_beside_unchanged else [],
+                                        cand.difference, cand.score, base_les, sp, classify)
         if m:
             n_before = ctx.n
             ctx.labels, ctx.n, ctx.kinds, beside = judge_and_add_parts(
-                parts, m, ctx.labels, ctx.n, ctx.kinds, cand, ctx.bn, ctx.fn, ctx.brain, sp, cfg.fp, cfg.classify,
+                parts, m, ctx.labels, ctx.n, ctx.kinds, cand, ctx.bn, ctx.fn, ctx.brain, sp, cfg.fp, classify,
                 base_les, ctx.finer_input_voxel_mm)
             st.parameters["new_beside_unchanged"] = {"found": len(beside), "kept": ctx.n - n_before,
                                                      "dropped": [asdict(d) for d in beside if not d.kept]}
