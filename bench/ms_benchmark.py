@@ -348,6 +348,11 @@ def _jsonable(o):  # noqa: ANN001, ANN202
     return json.loads(json.dumps(o, default=lambda x: x.tolist() if hasattr(x, "tolist") else str(x)))
 
 
+def _size_key(lo: float, hi: float) -> str:
+    """A size bin's name in the summary: "3-5 mm", "8+ mm"."""
+    return f"{lo}-{hi if hi < 100 else ''} mm".replace("- mm", "+ mm")
+
+
 def _rate(num: int, den: int) -> str:
     return f"{num / den:.3f} ({num}/{den})" if den else "n/a (0)"
 
@@ -423,9 +428,6 @@ def confidence_intervals(ok: list[dict], thr: float, n_boot: int = 2000, seed: i
         total = np.array([sum(1 for le in r["lesions"] if select(le, r)) for r in ok], float)
         return interval(found, total)
 
-    def size_key(lo: float, hi: float) -> str:
-        return f"{lo}-{hi if hi < 100 else ''} mm".replace("- mm", "+ mm")
-
     n_fp = np.array([sum(d["fp"] and d["peak"] >= thr for d in r["detections"]) for r in ok], float)
     pred = [any(d["peak"] >= thr for d in r["detections"]) for r in ok]
     pos = [p for p, r in zip(pred, ok, strict=True) if r["truth_active"] is True]
@@ -439,7 +441,7 @@ def confidence_intervals(ok: list[dict], thr: float, n_boot: int = 2000, seed: i
         "false_positives_per_patient": interval(n_fp, np.ones(n)),
         "patient_sensitivity": [round(x, 3) for x in wilson_ci(sum(pos), len(pos))] if pos else None,
         "patient_specificity": [round(x, 3) for x in wilson_ci(sum(neg), len(neg))] if neg else None,
-        "lesion_sensitivity_by_size": {size_key(lo, hi): lesion_interval(
+        "lesion_sensitivity_by_size": {_size_key(lo, hi): lesion_interval(
             lambda le, r, lo=lo, hi=hi: lo <= le["diameter_mm"] < hi) for lo, hi in SIZE_BINS},
         "lesion_sensitivity_by_contrast_to_wm": {f"{lo:g}-{hi:g}": lesion_interval(
             lambda le, r, lo=lo, hi=hi: lo <= le["contrast_to_wm"] < hi) for lo, hi in CONTRAST_BINS},
@@ -533,10 +535,7 @@ def summarise(results: list[dict], thr: float = 0.1, floor: float = 0.02,
     def fp_pp(cases: list[dict]) -> float:
         return round(sum(d["fp"] and d["peak"] >= thr for r in cases for d in r["detections"]) / max(len(cases), 1), 3)
 
-    def size_key(lo: float, hi: float) -> str:
-        return f"{lo}-{hi if hi < 100 else ''} mm".replace("- mm", "+ mm")
-
-    by_size = {size_key(lo, hi):
+    by_size = {_size_key(lo, hi):
                rate([le for le in les if lo <= le["diameter_mm"] < hi]) for lo, hi in SIZE_BINS}
     by_contrast = {f"{lo:g}-{hi:g}": rate([le for le in les if lo <= le["contrast_to_wm"] < hi])
                    for lo, hi in CONTRAST_BINS}
@@ -562,9 +561,9 @@ def summarise(results: list[dict], thr: float = 0.1, floor: float = 0.02,
     def volume_rows(sel: list[dict], detail: bool) -> tuple[dict[str, str], dict[str, str]]:
         measured, every = {}, {}
         for lo, hi in SIZE_BINS:
-            measured[size_key(lo, hi)] = volume_error_text(volume_ratios(sel, lo, hi, True),
+            measured[_size_key(lo, hi)] = volume_error_text(volume_ratios(sel, lo, hi, True),
                                                            len(volume_ratios(sel, lo, hi, False)), detail)
-            every[size_key(lo, hi)] = volume_error_text(volume_ratios(sel, lo, hi), None, detail)
+            every[_size_key(lo, hi)] = volume_error_text(volume_ratios(sel, lo, hi), None, detail)
         return measured, every
 
     vol_err, vol_err_all = volume_rows(les, True)
