@@ -70,6 +70,14 @@ def _activity_threshold(parameters: Any) -> float | None:
     return float(value) if value is not None else None
 
 
+def _result_threshold(result: WorkflowResult, review: Review | None = None) -> float | None:
+    """The activity threshold ``result`` is judged by: its run's (:func:`_activity_threshold`), or None once an
+    accepted ``review`` judged every listed lesion (the kept ones count)."""
+    if review is not None and review.accepted:
+        return None
+    return _activity_threshold(result.provenance.parameters)
+
+
 def _quantities(findings: list[Finding], unresolved_regions: int = 0, reader_marked: int = 0,
                 min_score: float | None = None) -> list[Quantity]:
     """Counts and volumes (mL) of new and enlarging lesions, activity and the gadolinium rule: the boolean
@@ -120,8 +128,7 @@ def _decision(result: WorkflowResult, review: Review | None) -> Any:
     run's uncounted regions of tumefactive size and the reader's missed-lesion markers."""
     from neurorad.clinical.ms import ms_decision
 
-    accepted = review is not None and review.accepted  # the reader judged every listed lesion: the kept ones count
-    counted, low = _counted(result.findings, None if accepted else _activity_threshold(result.provenance.parameters))
+    counted, low = _counted(result.findings, _result_threshold(result, review))
     return ms_decision([f.kind for f in counted], _unresolved_regions(result.extra),
                        review.reader_marked if review is not None else 0, low)
 
@@ -363,12 +370,12 @@ class MSLesionsWorkflow(Workflow):
         do not count until kept."""
         from neurorad.clinical.ms import counts_for_activity
 
-        counted = counts_for_activity(finding.score, _activity_threshold(result.provenance.parameters))
+        counted = counts_for_activity(finding.score, _result_threshold(result))
         return "" if counted else "low confidence"
 
     def recompute(self, result: WorkflowResult) -> WorkflowResult:
         return replace(result, quantities=_quantities(result.findings, _unresolved_regions(result.extra),
-                                                      min_score=_activity_threshold(result.provenance.parameters)))
+                                                      min_score=_result_threshold(result)))
 
     def reviewed(self, result: WorkflowResult, review: Review) -> WorkflowResult:
         out = super().reviewed(result, review)
@@ -391,8 +398,7 @@ class MSLesionsWorkflow(Workflow):
                     ReportSection("Gadolinium", (d.gadolinium_reason,))]
         if result.findings:
             rows = []
-            threshold = None if review is not None and review.accepted else _activity_threshold(
-                result.provenance.parameters)
+            threshold = _result_threshold(result, review)
             for f in result.findings:
                 base = f.measurement("baseline_volume_ml")
                 change = f.measurement("volume_change_ml")
