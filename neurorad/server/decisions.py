@@ -10,8 +10,9 @@ it). The rules, in order:
   accepts numbers they did not see;
 * the form is the workflow's :class:`~neurorad.workflows.contract.ReviewForm`: its fields
   (e.g. the 1-5 score), one verdict per finding from its vocabulary (unlisted findings get the
-  first verdict, e.g. "keep"), missed-finding markers when allowed, and every time point the
-  form names for an ACCEPTABLE decision (422 otherwise);
+  first verdict, e.g. "keep"; an ACCEPTABLE decision must give its own verdict on each finding
+  the workflow leaves to the reader, ``Workflow.finding_needs_verdict``), missed-finding markers
+  when allowed, and every time point the form names for an ACCEPTABLE decision (422 otherwise);
 * a result version that already has a decision is changed only by an explicit amendment with a
   reason (409 without one); the amendment is audited (``qa.amendment``) and writes a
   superseding report version;
@@ -295,6 +296,13 @@ def decide(s: Session, ctx: Context, study: Study, user_id: int | None, username
         values = form.validate(body.values, verdicts)
     except ValueError as err:
         raise DecisionInvalid(str(err)) from None
+    if body.decision == "ACCEPTABLE":
+        undecided = [f.id for f in result.findings if f.id not in verdicts and wf.finding_needs_verdict(result, f)]
+        if undecided:
+            what = "; ".join(f"{f.id} ({wf.finding_caption(result, f) or 'needs the reader'})"
+                             for f in result.findings if f.id in undecided)
+            raise DecisionInvalid(f"finding(s) {what} need the reader's own verdict before the result can be "
+                                  "ACCEPTABLE; give a verdict for each")
     default = form.finding_verdicts[0].value if form.finding_verdicts else "keep"
     verdicts = {fid: verdicts.get(fid, default) for fid in sorted(known)}
     if body.missed and not form.allow_missed:

@@ -629,6 +629,13 @@ class Workflow:
         the workflow's rules do not count until the reader keeps it; ``""`` (the default) for none."""
         return ""
 
+    def finding_needs_verdict(self, result: WorkflowResult, finding: Finding) -> bool:
+        """True when an ACCEPTABLE decision must carry the reader's own verdict on ``finding``: the form's default
+        verdict (e.g. "keep") is not applied to it, the review page starts it with no verdict chosen and the server
+        refuses the decision (422) until it has one. For findings whose fate the workflow's rules leave to the
+        reader (MS: a low-confidence lesion, which counts only once kept). False (the default) for none."""
+        return False
+
     def reviewed(self, result: WorkflowResult, review: Review) -> WorkflowResult:
         """The result as the reader left it: discarded findings removed and quantities recomputed by
         :meth:`recompute`; findings the reader marked as missed named in the conclusion (unless the workflow's

@@ -290,6 +290,33 @@ def test_verdicts_are_validated_by_the_workflow_form(web_env: WebEnv) -> None:
     assert r.status_code == 422 and "Quality score" in r.text
 
 
+def test_accepting_needs_the_readers_verdict_on_a_low_confidence_lesion(web_env: WebEnv) -> None:
+    """Workflow 1.18.0's low-confidence lesion counts only once the reader keeps it: an ACCEPTABLE decision without
+    the reader's own verdict on it is refused (422, naming it), the form's default "keep" is not applied to it;
+    with a verdict it is accepted, and UNACCEPTABLE needs none."""
+    from dataclasses import replace
+
+    from neurorad.workflows.contract import WorkflowResult
+
+    res = WorkflowResult.read_json(web_env.folder)
+    low = res.findings[0].id
+    res.findings = [replace(f, score=0.15 if f.id == low else 0.9) for f in res.findings]
+    res.provenance.parameters["activity_min_peak_score"] = 0.23
+    res.write_json(web_env.folder)
+    c, csrf = _client(web_env, "rad")
+    url = f"/web/api/studies/{web_env.study_id}/decision"
+    others = [{"finding_id": f.id, "verdict": "keep"} for f in res.findings if f.id != low]
+    r = c.post(url, json=_body(web_env, candidates=others), headers={"X-CSRF-Token": csrf})
+    assert r.status_code == 422 and f"{low} (low confidence)" in r.text, r.text
+    r = c.post(url, json=_body(web_env, candidates=[*others, {"finding_id": low, "verdict": "discard"}]),
+               headers={"X-CSRF-Token": csrf})
+    assert r.status_code == 200, r.text
+    assert r.json()["decision"] == "ACCEPTABLE"
+    r = c.post(url, json=_body(web_env, decision="UNACCEPTABLE", candidates=[], amendment_reason="motion"),
+               headers={"X-CSRF-Token": csrf})
+    assert r.status_code == 200, r.text
+
+
 def _red_pixels(ds: pydicom.Dataset) -> int:
     """Pixels coloured as a lesion in a key image (red blend over grey: R - G = 0.65 * 255)."""
     px = ds.pixel_array.astype(int)

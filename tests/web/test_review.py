@@ -86,6 +86,7 @@ def test_a_low_confidence_finding_is_captioned_on_the_review_page(web_env, tmp_p
     first = res.findings[0].id
     assert labels[first].endswith(" (low confidence)")
     assert not any("low confidence" in v for k, v in labels.items() if k != first)
+    assert {f["id"]: f["needs_verdict"] for f in d["findings"]} == {f.id: f.id == first for f in res.findings}
     res.provenance.parameters.pop("activity_min_peak_score")
     res.write_json(folder)
     assert not any("low confidence" in f["kind_label"]

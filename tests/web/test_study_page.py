@@ -128,6 +128,48 @@ def test_click_at_once_takes_effect_is_shown_and_saved(phantom, browser) -> None
         assert not errors, errors
 
 
+def test_a_finding_left_to_the_reader_has_no_default_verdict(phantom, browser) -> None:
+    """A finding the workflow leaves to the reader (``needs_verdict``, e.g. a low-confidence MS lesion) starts with
+    no verdict chosen; the page refuses ACCEPTABLE until the reader gives one, and sends only chosen verdicts."""
+    folder, truth = phantom
+    data = page_data(folder, truth)
+    data["findings"][2].update(needs_verdict=True, kind_label="enlarging (low confidence)")
+    with PageServer(folder, data) as srv:
+        page, errors = _page(browser)
+        page.goto(srv.url)
+        page.wait_for_selector("body[data-ready='1']", state="attached", timeout=TIMEOUT_MS)
+        assert page.locator('input[name="cand-3"]:checked').count() == 0
+        assert page.locator('#lesions tr[data-lesion="3"]').get_attribute("data-verdict") == ""
+        assert "awaiting your verdict" in page.locator("#summary").inner_text()
+        assert "2 of 3 findings kept" in page.locator("#summary").inner_text()
+        page.keyboard.press("a")
+        page.keyboard.press("4")
+        page.click("#submit")
+        assert "#3" in page.locator("#status").inner_text() and not srv.posts
+        # UNACCEPTABLE needs no verdict on it
+        page.keyboard.press("u")
+        page.click("#submit")
+        page.wait_for_selector("body[data-decision-saved='1']", state="attached", timeout=TIMEOUT_MS)
+        (sent,) = srv.posts
+        assert sent["decision"] == "UNACCEPTABLE"
+        assert {v["finding_id"] for v in sent["verdicts"]} == {1, 2}
+        assert not errors, errors
+
+    with PageServer(folder, data) as srv:
+        page, errors = _page(browser)
+        page.goto(srv.url)
+        page.wait_for_selector("body[data-ready='1']", state="attached", timeout=TIMEOUT_MS)
+        page.locator('input[name="cand-3"][value="discard"]').click()
+        assert "awaiting" not in page.locator("#summary").inner_text()
+        page.keyboard.press("a")
+        page.keyboard.press("4")
+        page.click("#submit")
+        page.wait_for_selector("body[data-decision-saved='1']", state="attached", timeout=TIMEOUT_MS)
+        (sent,) = srv.posts
+        assert {v["finding_id"]: v["verdict"] for v in sent["verdicts"]} == {1: "keep", 2: "keep", 3: "discard"}
+        assert not errors, errors
+
+
 def test_reopened_decision_shows_as_decided_and_amendment_needs_reason(phantom, browser) -> None:
     folder, truth = phantom
     decided = {"id": 5, "decision": "ACCEPTABLE", "score": 4, "values": {"score": "4"},

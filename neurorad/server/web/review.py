@@ -120,6 +120,7 @@ def build_review(folder: Path, result_version: int, file_url: Any, workflow: Wor
         d = f.to_dict()
         caption = workflow.finding_caption(result, f)  # e.g. "low confidence": not counted until the reader keeps it
         d["kind_label"] = kinds.get(f.kind, f.kind) + (f" ({caption})" if caption else "")
+        d["needs_verdict"] = workflow.finding_needs_verdict(result, f)  # no default verdict: the reader chooses
         shown = where.get(f.label if f.label is not None else f.id)
         centre = shown or f.centroid_mm or (0.0, 0.0, 0.0)
         d["x_mm"], d["y_mm"], d["z_mm"] = (round(float(c), 1) for c in centre)

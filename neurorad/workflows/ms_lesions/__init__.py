@@ -373,6 +373,13 @@ class MSLesionsWorkflow(Workflow):
         counted = counts_for_activity(finding.score, _result_threshold(result))
         return "" if counted else "low confidence"
 
+    def finding_needs_verdict(self, result: WorkflowResult, finding: Finding) -> bool:
+        """A low-confidence lesion (:meth:`finding_caption`) needs the reader's own keep or discard: accepting the
+        result must not count it for activity by default."""
+        from neurorad.clinical.ms import counts_for_activity
+
+        return not counts_for_activity(finding.score, _result_threshold(result))
+
     def recompute(self, result: WorkflowResult) -> WorkflowResult:
         return replace(result, quantities=_quantities(result.findings, _unresolved_regions(result.extra),
                                                       min_score=_result_threshold(result)))

@@ -63,8 +63,16 @@ function status(msg, kind = "info") {
 }
 
 // ---------------------------------------------------------------- the form (the only truth)
+// A finding the workflow leaves to the reader (needs_verdict, e.g. a low-confidence MS lesion) has no
+// default verdict: verdictOf gives null until the reader chooses, and an ACCEPTABLE decision waits for it.
 function verdictOf(id) {
-  return $(`input[name="cand-${id}"]:checked`)?.value ?? form.finding_verdicts[0].value;
+  const checked = $(`input[name="cand-${id}"]:checked`)?.value;
+  if (checked !== undefined) return checked;
+  return findings.find((f) => f.id === id)?.needs_verdict ? null : form.finding_verdicts[0].value;
+}
+
+function undecidedFindings() {
+  return findings.filter((f) => f.needs_verdict && verdictOf(f.id) === null);
 }
 
 function discardedLabels() {
@@ -119,13 +127,14 @@ function onVerdictChanged(index, byUser = false) {
   // when a reader's click took effect (page time; the browser tests and the bench read it)
   if (byUser) document.body.dataset.lastVerdictMs = performance.now().toFixed(0);
   const tr = $(`#lesions tr[data-lesion="${f.id}"]`);
-  if (tr) tr.dataset.verdict = verdictOf(f.id);
+  if (tr) tr.dataset.verdict = verdictOf(f.id) ?? "";
   applyCandidatesToOverlay();
   updateSummary();
 }
 
 function updateSummary() {
-  const kept = findings.filter((f) => !discardVerdicts.has(verdictOf(f.id)));
+  const undecided = undecidedFindings();
+  const kept = findings.filter((f) => verdictOf(f.id) !== null && !discardVerdicts.has(verdictOf(f.id)));
   const vol = kept.reduce((s, f) => s + (f.volume_ml ?? 0), 0);
   // findings whose volume is not a precise measurement (contract: Finding.volume_note)
   const approx = kept.filter((f) => f.volume_note).length;
@@ -135,7 +144,8 @@ function updateSummary() {
   $("#summary").textContent =
     `${kept.length} of ${findings.length} findings kept (${vol.toFixed(2)} mL` +
     (approx ? `; ${approx} volume(s) not measurable, approximate` : "") + ")" + (kinds ? `: ${kinds}` : "") +
-    (state.missed.length ? `, ${state.missed.length} missed-finding marker(s)` : "");
+    (state.missed.length ? `, ${state.missed.length} missed-finding marker(s)` : "") +
+    (undecided.length ? `; ${undecided.length} awaiting your verdict` : "");
   for (const el of $$("#legend .kind")) {
     el.querySelector(".count").textContent = String(kept.filter((f) => f.kind === el.dataset.kind).length);
   }
@@ -192,6 +202,12 @@ async function submitDecision() {
   if (decision === "ACCEPTABLE" && timepoints.some((c) => !c.checked)) {
     return status("All time points must be accepted before the result can be ACCEPTABLE.", "error");
   }
+  const undecided = undecidedFindings();
+  if (decision === "ACCEPTABLE" && undecided.length) {
+    const which = undecided.map((f) => `#${f.id}${f.kind_label ? ` (${f.kind_label})` : ""}`).join(", ");
+    selectLesion(findings.indexOf(undecided[0]));
+    return status(`Give your own verdict on ${which} before the result can be ACCEPTABLE.`, "error");
+  }
   const reason = state.amending ? $("#amendment-reason").value.trim() : "";
   if (state.amending && !reason) return status("An amendment needs a reason.", "error");
   const body = {
@@ -199,7 +215,8 @@ async function submitDecision() {
     decision,
     values,
     comment: $("#comment").value,
-    verdicts: findings.map((f) => ({ finding_id: f.id, verdict: verdictOf(f.id) })),
+    verdicts: findings.filter((f) => verdictOf(f.id) !== null)
+      .map((f) => ({ finding_id: f.id, verdict: verdictOf(f.id) })),
     missed: state.missed,
     timepoints_accepted: timepoints.filter((c) => c.checked).map((c) => c.value),
   };
