@@ -116,6 +116,43 @@ def test_positive_pair_is_active_with_located_lesions(positive_case, positive_ru
 
 
 @pytest.mark.slow
+def test_storage_order_of_the_inputs_changes_nothing(positive_case, positive_run, tmp_path) -> None:
+    """The same pair stored in other voxel orders (baseline as DICOM's LPS, follow-up as a sagittal stack, axes
+    A-S-L) gives the same lesions at the same world positions: the result is on the follow-up's own grid, its SEG
+    frames sit where the follow-up's slices are, and no axis is flipped on the way back (left/right)."""
+    from neurorad.image.geometry import reorient
+
+    res_ras, _ = positive_run
+    b = reorient(positive_case.baseline_flair, "LPS")
+    f = reorient(positive_case.followup_flair, "ASL")
+    assert (f.orientation, b.orientation) == ("ASL", "LPS")
+    out = tmp_path / "out"
+    res = run_ms_lesions(b, f, out)
+    assert res.labels.same_grid(f)
+    assert (res.decision.n_new, res.decision.n_enlarging) == (res_ras.decision.n_new, res_ras.decision.n_enlarging)
+    # every detected voxel at the same world position (ids may differ)
+    back = np.asarray(reorient(res.labels, "RAS").data) > 0
+    assert reorient(res.labels, "RAS").same_grid(positive_case.followup_flair)
+    ras = np.asarray(res_ras.labels.data) > 0
+    assert np.count_nonzero(back ^ ras) <= 0.02 * np.count_nonzero(ras), (np.count_nonzero(back ^ ras), ras.sum())
+    assert sorted(round(le.volume_mm3) for le in res.lesions) == pytest.approx(
+        sorted(round(le.volume_mm3) for le in res_ras.lesions), rel=0.05, abs=8)
+    # the SEG (highdicom's reading) puts the lesion voxels at the world positions of the label map
+    seg = hd.seg.segread(out / "dicom" / "seg.dcm")
+    vol = seg.get_volume(combine_segments=True, relabel=True)
+    lps_to_ras = np.diag([-1.0, -1.0, 1.0])
+    theirs = (np.argwhere(vol.array > 0) @ vol.affine[:3, :3].T + vol.affine[:3, 3]) @ lps_to_ras.T
+    ours = res.labels.voxel_to_world(np.argwhere(np.asarray(res.labels.data) > 0))
+    assert len(theirs) == len(ours)
+    assert np.allclose(np.sort(theirs, axis=0), np.sort(ours, axis=0), atol=1e-2)
+    # lesion centroids in the right hemisphere of the world, not mirrored
+    xyz = sorted((round(le.centroid_x_mm), round(le.centroid_y_mm), round(le.centroid_z_mm)) for le in res.lesions)
+    xyz_ras = sorted((round(le.centroid_x_mm), round(le.centroid_y_mm), round(le.centroid_z_mm))
+                     for le in res_ras.lesions)
+    assert np.allclose(np.array(xyz, float), np.array(xyz_ras, float), atol=2.0)
+
+
+@pytest.mark.slow
 def test_negative_pair_no_new_lesion_no_gadolinium(tmp_path) -> None:
     from neurorad.phantom.cases import ms_pair
 
