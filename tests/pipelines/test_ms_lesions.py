@@ -153,6 +153,38 @@ def test_storage_order_of_the_inputs_changes_nothing(positive_case, positive_run
 
 
 @pytest.mark.slow
+def test_an_oblique_follow_up_finds_the_same_lesions_and_its_seg_follows_the_tilt(positive_case, positive_run,
+                                                                                  tmp_path) -> None:
+    """A follow-up acquired tilted (an oblique affine: 14 degrees about the left-right axis, as slices angled to the
+    AC-PC line): the lesions are found on its own grid voxel for voxel as in the untilted run (the tilt is one
+    rigid motion more for registration), and the SEG's frames carry the tilt (highdicom's reading puts each lesion
+    voxel at the label map's world position)."""
+    f0 = positive_case.followup_flair
+    a = np.deg2rad(14.0)
+    rot = np.eye(4)
+    rot[1:3, 1:3] = [[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]]
+    centre = f0.voxel_to_world((np.asarray(f0.spatial_shape) - 1) / 2.0)[0]
+    shift, back = np.eye(4), np.eye(4)
+    shift[:3, 3], back[:3, 3] = -centre, centre
+    f = Volume(np.asarray(f0.data), back @ rot @ shift @ f0.affine, dict(f0.metadata))
+    assert f.is_oblique
+    res_ras, _ = positive_run
+    out = tmp_path / "out"
+    res = run_ms_lesions(positive_case.baseline_flair, f, out)
+    assert res.labels.same_grid(f)
+    assert (res.decision.n_new, res.decision.n_enlarging) == (res_ras.decision.n_new, res_ras.decision.n_enlarging)
+    det, det_ras = np.asarray(res.labels.data) > 0, np.asarray(res_ras.labels.data) > 0
+    assert np.count_nonzero(det & det_ras) >= 0.8 * max(det.sum(), det_ras.sum()), (det.sum(), det_ras.sum())
+    seg = hd.seg.segread(out / "dicom" / "seg.dcm")
+    vol = seg.get_volume(combine_segments=True, relabel=True)
+    lps_to_ras = np.diag([-1.0, -1.0, 1.0])
+    theirs = (np.argwhere(vol.array > 0) @ vol.affine[:3, :3].T + vol.affine[:3, 3]) @ lps_to_ras.T
+    ours = res.labels.voxel_to_world(np.argwhere(det))
+    assert len(theirs) == len(ours)
+    assert np.allclose(np.sort(theirs, axis=0), np.sort(ours, axis=0), atol=1e-2)
+
+
+@pytest.mark.slow
 def test_negative_pair_no_new_lesion_no_gadolinium(tmp_path) -> None:
     from neurorad.phantom.cases import ms_pair
 
