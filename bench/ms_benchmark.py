@@ -548,7 +548,7 @@ def summarise(results: list[dict], thr: float = 0.1, floor: float = 0.02,
     fp_by_slice = {f"{t:g} mm": fp_pp([r for r in ok if r["slice_mm"] == t]) for t in thick}
     by_kind = {k: rate([le for le in les if le["kind"] == k]) for k in ("new", "enlarging")}
     # volume error of found lesions, by size bin (ratio detected / truth per lesion); below about
-    # 1.7 slice thicknesses a lesion's volume is not identifiable from the images (docs/ms-lesions.md,
+    # 1.7 slice thicknesses a lesion's volume is not identifiable from the images (docs/ms-lesions-log.md,
     # "Volumes of small lesions"): the workflow flags it, and the target is read on the lesions it
     # marked measurable; the all-lesion figures stay as separate rows
     # each found lesion's detected / truth volume, a detection over several lesions counted once against all of them

@@ -40,7 +40,7 @@ computed) and as a later one (it is reused), the later one alternated with the b
 advice on (NumPy's default) and off (what ``neurorad.runtime`` sets where the kernel's transparent-huge-page
 ``defrag`` would compact synchronously), order alternating per pair. ``--compare-config KEY=VALUE[;KEY=VALUE]`` does
 the same with the default ``MSConfig`` against one with those fields changed (e.g. ``elastix_iterations=250``, tried
-and not adopted: docs/ms-lesions.md); separate several with ``;`` when a value holds commas.
+and not adopted: docs/ms-lesions-log.md); separate several with ``;`` when a value holds commas.
 
 ``--compare-malloc ROUNDS`` times the default engines in child processes with ``neurorad.runtime``'s allocator
 setting (glibc keeps freed memory: ``NEURORAD_MALLOC=keep``, the default) and with glibc's defaults

@@ -280,7 +280,7 @@ def score_case(d: dict, lab: np.ndarray, peaks: list[float], case_id: int) -> di
 def froc_by_thickness(results: list[dict], thresholds: tuple[float, ...] = (0.1, 0.15, 0.2, 0.3, 0.5)) -> dict:
     """FROC points per class of the pair's thicker slice (``"5 mm"``: records' ``slice_thickness_mm``, one value or
     the pair's two): found lesions, false positives and patient specificity at each score threshold. On the widened
-    tuning pairs most false positives sit on 5 mm pairs, above any threshold (docs/ms-lesions.md "Workflow
+    tuning pairs most false positives sit on 5 mm pairs, above any threshold (docs/ms-lesions-log.md "Workflow
     1.13.0")."""
     from ms_benchmark import operating_point
 

@@ -1,7 +1,7 @@
 """How well can a small lesion's volume be measured at all? Partial volume on thick slices.
 
 Analytic check of the MS workflow's volume rule (delineation at half the lesion's peak change,
-docs/ms-lesions.md) against ellipsoids of known volume, independent of any phantom: each lesion
+docs/ms-lesions-log.md) against ellipsoids of known volume, independent of any phantom: each lesion
 (random semi-axes within +-25 % of the diameter's half, random sub-voxel centre) is rasterised on the
 common grid by 5^3 sub-samples per voxel (its lesion fraction per voxel), scaled to contrast 0.3,
 given Gaussian noise (SD 0.05) and smoothed exactly as the candidate step smooths

@@ -2,7 +2,7 @@
 
 Building and writing one pydicom object per slice is pure Python (about 1.4 s for a 176-slice 1 mm
 series on one core). In a thread it would hold the interpreter lock that the caller's own steps need
-(tried for the MS workflow: the time moved but did not go away, docs/ms-lesions.md "Workflow 1.5.1"); a
+(tried for the MS workflow: the time moved but did not go away, docs/ms-lesions-log.md "Workflow 1.5.1"); a
 child process runs it on whatever core the caller leaves idle. The child is a fresh interpreter started
 with ``subprocess`` (``python -m neurorad.image.series_writer JOB``), not a fork of a process that may hold
 threads (ITK, torch) and their locks, and it lowers its own priority, so it takes CPU mostly where the

@@ -552,7 +552,7 @@ def _with_scale(les: Lesion, intensity_scale: float) -> Lesion:
 #: the widened phantom kept ``ms_pair``'s default (1.35, 1.6), volume x 2.5-4: every enlarging lesion grew by at
 #: least 2.5x, and the enlarging-lesion rules tuned on it (``ClassifyParams.enlarging_min_volume_ratio`` 1.8,
 #: ``rescue_growth_ratio`` 2.5) never met a lesion that grew less; the independent simulator's enlarging lesions
-#: (volume x 1.8-4) were lost to them (docs/ms-lesions.md, "Workflow 1.11.0"). The old range stays reachable:
+#: (volume x 1.8-4) were lost to them (docs/ms-lesions-log.md, "Workflow 1.11.0"). The old range stays reachable:
 #: ``{**widened_ms_options(seed), "growth_range": (1.35, 1.6)}``. The upper bound is unchanged, so the random
 #: stream and every pair without an enlarging lesion are unchanged too
 WIDENED_GROWTH_RANGE: tuple[float, float] = (round(1.8 ** (1 / 3), 4), 1.6)

@@ -93,16 +93,16 @@ class MSConfig:
     """Every parameter of the workflow, in one place (also written to result.json and the report)."""
 
     # refuse 2D FLAIR with slices this thick or thicker (5 mm slices are compared, with lower
-    # sensitivity for lesions smaller than the slice: see docs/ms-lesions.md)
+    # sensitivity for lesions smaller than the slice: see docs/ms-lesions-log.md)
     max_slice_thickness_mm: float = 5.5
     # refuse 2D FLAIR whose slices lie this far apart or further (centre to centre, gap included). A NIfTI input
     # carries only that spacing, not the thickness: 5 mm slices with a 1-1.5 mm gap (a common clinical 2D FLAIR,
-    # 6-6.5 mm apart) are compared with a warning instead of being refused as 6 mm slices (docs/ms-lesions.md)
+    # 6-6.5 mm apart) are compared with a warning instead of being refused as 6 mm slices (docs/ms-lesions-log.md)
     max_slice_spacing_mm: float = 7.0
     brain_engine: str = "deepbet"  # deepbet | hdbet
     registration_backend: str = "elastix"  # elastix | sitk | ants
     # elastix only: iterations per pyramid level of the follow-up's rigid registration (adaptive stochastic gradient
-    # descent runs them all). 250 was tried (docs/ms-lesions.md, "Speed"): the same error against the phantoms'
+    # descent runs them all). 250 was tried (docs/ms-lesions-log.md, "Speed"): the same error against the phantoms'
     # true motion (RMS over the brain 0.14-0.62 mm on 12 widened tuning pairs; more samples, more iterations, 64
     # histogram bins or B-spline interpolation did not lower it either) and widened/original detections as good,
     # but only 0.46 s faster per pair and one independent-simulator lesion lost to a candidate merge: kept at 400
@@ -124,7 +124,7 @@ class MSConfig:
     # (2.4-3.3x less N4 CPU on a 1 mm grid, the known field as well removed, bench/ms_n4_levels.py --shrink) gave 3
     # stable held-out widened pairs a false positive at peak 0.10-0.13 (specificity 13/15 -> 10/15); 5 mm (-5 s of
     # 39 s per pair on a slow machine) swapped lesions on 48 tuning pairs (84 -> 83/93, patient sensitivity 31 ->
-    # 30/32). docs/ms-lesions.md, "N4's sampling"
+    # 30/32). docs/ms-lesions-log.md, "N4's sampling"
     n4_shrink_mm: float | None = None
     # N4 fitting levels (max iterations each): 3 short levels instead of preprocess' (50,50,50,50):
     # inside the brain mask the 4th level and long runs over-fit (WM CoV 0.0329 with 4 levels,
@@ -132,7 +132,7 @@ class MSConfig:
     n4_iterations: tuple[int, ...] = (25, 25, 15)
     # how N4 treats non-positive voxels: "shift" (the whole image by 1 - min, the handling this pipeline's
     # operating point and benchmarks were measured with) or "floor" (preprocess.bias's default since the
-    # glioma 5 mm fix); switching needs the MS benchmarks re-run (docs/ms-lesions.md)
+    # glioma 5 mm fix); switching needs the MS benchmarks re-run (docs/ms-lesions-log.md)
     n4_nonpositive: str = "shift"
     # independent work two at a time in threads: the time points' brain extraction (reentrant engines such as
     # deepbet; others wait for each other), N4 and B-spline resamplings, the NIfTI outputs
@@ -143,7 +143,7 @@ class MSConfig:
     # halfway space with the same weights; "halfway" resamples each directly (before). Cubic
     # B-spline instead of linear interpolation: linear interpolation between thick slices blurs
     # by up to a quarter slice^2 along them, differently at the two time points (their offsets
-    # differ with the motion); chosen on tuning pairs (docs/ms-lesions.md)
+    # differ with the motion); chosen on tuning pairs (docs/ms-lesions-log.md)
     resampling: str = "native"  # native | native_thick | halfway
     resample_interpolation: str = "bspline"  # bspline | linear
     # the analysis mask keeps only voxels both images really imaged: a field of view that ends inside the other
@@ -152,7 +152,7 @@ class MSConfig:
     # 5 mm pairs). A voxel is kept where a volume of ones, taken along the same resampling path, comes back
     # within ``fov_coverage_tolerance`` of 1 (:func:`coverage_mask`). On for workflow 1.13.0: on 192 widened tuning
     # pairs the same 347 of 395 lesions, 37 -> 33 false positives (5 slab ones gone, 1 moved); bench/ms_sweep.py
-    # --prep-set fov_coverage=True; docs/ms-lesions.md "Workflow 1.13.0"
+    # --prep-set fov_coverage=True; docs/ms-lesions-log.md "Workflow 1.13.0"
     fov_coverage: bool = True
     fov_coverage_tolerance: float = 0.02
     normalisation: str = "nyul"  # nyul | histogram
@@ -161,7 +161,8 @@ class MSConfig:
     post: PostParams = field(default_factory=PostParams)
     classify: ClassifyParams = field(default_factory=ClassifyParams)
     # candidate engine (issue 17): "classical" difference-image score (default: the benchmark's choice,
-    # docs/ms-lesions.md "Learned engine" and "Workflow 1.9.0"), "learned" two-time-point network, "fusion" (each
+    # docs/ms-lesions.md "Learned engine and fusion", docs/ms-lesions-log.md "Workflow 1.9.0"), "learned"
+    # two-time-point network, "fusion" (each
     # engine detects on its own, a lesion either finds is reported; strong disagreement -> quality warning);
     # neurorad.segment.ms_learned
     lesion_engine: str = "classical"
@@ -171,7 +172,7 @@ class MSConfig:
     # and when only such lesions are found the reader decides activity and gadolinium (READER TO DECIDE); an
     # accepted review that keeps them makes them count (clinical.ms.split_by_confidence). 0.23: the geometric
     # middle of the 192 widened tuning pairs' plateau of best patient sensitivity and specificity (0.1-0.54);
-    # docs/ms-lesions.md "Workflow 1.18.0". None: every reported lesion counts (workflow 1.17.0 and before)
+    # docs/ms-lesions-log.md "Workflow 1.18.0". None: every reported lesion counts (workflow 1.17.0 and before)
     activity_min_peak_score: float | None = 0.23
     atlas: bool = True
     atlas_transform: str = "affine"
@@ -183,7 +184,7 @@ class MSConfig:
     # single-threaded pydicom on a 1 mm image). True (default since workflow 1.8.1): in a child process started
     # after the load step, on the core the image steps leave idle (neurorad.image.series_writer); alternated 1 mm
     # pairs, bench/ms_speed.py --pairs 3 --compare-config reference_series_process=True: -1.6, -1.6, -0.9 s per
-    # pair (docs/ms-lesions.md). False: at the end, in this process
+    # pair (docs/ms-lesions-log.md). False: at the end, in this process
     reference_series_process: bool = True
 
     def to_dict(self) -> dict[str, Any]:

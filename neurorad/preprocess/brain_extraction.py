@@ -101,7 +101,7 @@ class DeepBet:
     ``BrainExtraction`` keeps the bounding box of the image it is working on in an attribute (``bbox``), so each
     call works on a shallow copy (its own ``bbox``, the same TorchScript models, whose inference is
     thread-safe); the two time points of an MS pair then run side by side: 3.4 s instead of 4.1 s one after the
-    other on 2 cores, identical masks (docs/ms-lesions.md).
+    other on 2 cores, identical masks (docs/ms-lesions-log.md).
     """
 
     name = "deepbet"

@@ -52,7 +52,7 @@ class CandidateParams:
     # 2026-11-27, before both images were resampled with identical interpolation weights and the finer one
     # anti-aliased to the coarser voxel (the thick-slice fix) and before the local normalisation; since then it
     # only blurred small lesions in-plane into the thick slices' noise. Sweep on the 96 widened tuning pairs at
-    # 1 mm (bench/ms_sweep.py --set candidate.isotropic_smoothing=False; docs/ms-lesions.md "Workflow 1.12.0"):
+    # 1 mm (bench/ms_sweep.py --set candidate.isotropic_smoothing=False; docs/ms-lesions-log.md "Workflow 1.12.0"):
     # 173 -> 179 of 203 lesions at the same 0.115 FP per patient, more sensitive at every score threshold 0.1-0.5
     isotropic_smoothing: bool = False
     highpass_sigma_mm: float = 10.0  # slowly varying difference (residual bias, scaling) removed; 0 = off
@@ -85,7 +85,7 @@ class FPParams:
     # workflow 1.1.0: on 47 tuning pairs (29 widened, 18 original-style; never evaluated) it dropped
     # 3 enlarging lesions (a rim's centre lies next to the old lesion, brighter at baseline when the
     # lesion dimmed or by partial volume) and no false positive that the shift, dipole and drift
-    # rules did not drop anyway, at any threshold 0.05-0.9 (docs/ms-lesions.md)
+    # rules did not drop anyway, at any threshold 0.05-0.9 (docs/ms-lesions-log.md)
     cog_rule: bool = False
     shift_radius_mm: float = 1.5  # misregistration test: baseline max over this radius explains follow-up
     # ... along an axis whose voxels are coarser than this (thick slices), the shift allowed there, read between the
@@ -93,7 +93,7 @@ class FPParams:
     # None: that axis' radius rounds up to one whole voxel (3-6 mm on thick slices), and the cortex or ventricle wall
     # one slice away "explains" a faint lesion beside it: six lesions an ideal observer sees (z 5.7-11) were dropped
     # that way, >= 95 % explained with a matching loss of only 0.06-0.12 x their gain. 1.5 (workflow 1.17.0; None
-    # before; docs/ms-lesions.md "Workflow 1.17.0"): on the 192 widened tuning pairs at 1 mm (bench/ms_sweep.py
+    # before; docs/ms-lesions-log.md "Workflow 1.17.0"): on the 192 widened tuning pairs at 1 mm (bench/ms_sweep.py
     # --cases 0-191 --set fp.shift_thick_axis_mm=V) 349 of 395 lesions at the same 20 false positives as None's 346;
     # on the sets the choice never saw (fresh widened seeds 40-79, the independent simulator in Colin27 and MNI152)
     # one lesion more for three false positives more, none lost; applied on every thick axis (session 34) it added
@@ -126,7 +126,7 @@ class FPParams:
     # 1.4.0; "more lost around than gained inside"): on the tuning pairs at 1 mm no kept true lesion had a
     # ratio above 0.75 and the kept false positives it drops had 2.0-6.6; sweep 0.7-1.25 identical on 48
     # widened (FP per patient 0.146 -> 0.125, specificity 0.875 -> 0.94) and 16 original-style pairs (0.31 ->
-    # 0.25), lesions lost from 0.5, gains lost from 2.0 (docs/ms-lesions.md). A new lesion right beside a
+    # 0.25), lesions lost from 0.5, gains lost from 2.0 (docs/ms-lesions-log.md). A new lesion right beside a
     # shrinking one would be dropped as well
     loss_alone_ratio: float | None = 1.0
     # signal drift of a lesion already there: the baseline was already as bright (relative to the
@@ -148,14 +148,14 @@ class FPParams:
     # fp.drift_ratio_new=...) off / 0.45 / 0.4 / 0.35 / 0.3: 347 / 347 / 346 / 346 / 346 of 395 lesions at
     # 33 / 30 / 27 / 23 / 22 false positives, patient specificity 0.89 / 0.91 / 0.91 / 0.94 / 0.94; the lesion lost
     # (pair 125) is an enlarging lesion whose baseline lesion is too faint for the mask, so it reads as new
-    # (docs/ms-lesions.md "Workflow 1.14.0"). 0.35: the middle of the gap between 0.29 and 0.38
+    # (docs/ms-lesions-log.md "Workflow 1.14.0"). 0.35: the middle of the gap between 0.29 and 0.38
     drift_ratio_new: float | None = 0.35
     # the contrast the drift rule compares: "shell" (workflow 1.7.0: each time point's candidate mean over the
     # median of ITS OWN surround, the dipole rule's 3 mm shell with other candidates left out; a regional
     # intensity shift between the time points, e.g. partial volume of thicker slices or a bias residual, scales
     # the lesion and its surround alike and cancels), "level" (before 1.7.0: both time points over the baseline's
     # local tissue level) or "either" (the larger ratio). Sweep on the 96 widened tuning pairs at 1 mm
-    # (bench/ms_sweep.py --set fp.drift_reference=..., docs/ms-lesions.md "Workflow 1.7.0"): level 173 lesions at
+    # (bench/ms_sweep.py --set fp.drift_reference=..., docs/ms-lesions-log.md "Workflow 1.7.0"): level 173 lesions at
     # 0.177 FP per patient, shell 174 at 0.115, either 173 at 0.094; with shell, drift_ratio 0.4 / 0.5 / 0.6 gave
     # 171 / 174 / 174 lesions at 0.104 / 0.115 / 0.146 FP per patient
     drift_reference: str = "shell"
@@ -197,7 +197,7 @@ class PostParams:
     # a candidate's extent (score > binarise_threshold) must hold more than this. 12 -> 20 (workflow 1.16.0): the
     # regional workflow's 12 mm^3 let small noise clusters through (the three tuning false positives removed were
     # 13-17 mm^3 on 1 mm pairs; on the MNI152 independent pairs six of 12-19 mm^3 on 1-5 mm pairs). Sweep on the
-    # 96 widened tuning pairs at 1 mm (bench/ms_sweep.py --set post.min_volume_mm3=V; docs/ms-lesions.md "Workflow
+    # 96 widened tuning pairs at 1 mm (bench/ms_sweep.py --set post.min_volume_mm3=V; docs/ms-lesions-log.md "Workflow
     # 1.16.0"): 12 179/203 lesions with 10 false positives, 15 179/8, 20 179/7 (patient specificity 0.969 -> 1.0),
     # 30 179/6, 45 175/6; the smallest true detections measured 17 (not its lesion's only one), 21 and 24 mm^3, so
     # 20 keeps a margin under them that 30 does not
@@ -228,7 +228,7 @@ class ClassifyParams:
     # 1.19.0): on the 192 widened tuning pairs that ratio is <= 2.03 for 99 % of the kept candidates and 2.72 at most
     # below a gap up to 5.1; 3.7 is the gap's geometric middle. Sweep: the same 349 lesions; a 70 mm^3 lesion measured
     # 37 x its volume now 0.89 x; a 2.8 mL false positive now 345 mm^3; one new false positive of peak 0.14
-    # (docs/ms-lesions.md "Workflow 1.19.0")
+    # (docs/ms-lesions-log.md "Workflow 1.19.0")
     delineation_focal_ratio: float | None = 3.7
     # an 'enlarging' candidate whose lesion's half-maximum size at follow-up is less than this x
     # its size at baseline is an existing lesion seen differently (protocol, drift), not growth.
@@ -237,7 +237,7 @@ class ClassifyParams:
     # small lesion, about x 1.75 in volume: Molyneux et al., Arch Neurol 1992;49:261-263), and the measure reads a
     # x 1.7 growth as 1.27-1.8 (independent-simulator pair 17: truth x 1.69, measured 1.27). Sweep on the 96 widened
     # tuning pairs at 1 mm with enlarging lesions grown x 1.8-4.1 (phantom.cases.WIDENED_GROWTH_RANGE;
-    # docs/ms-lesions.md "Workflow 1.11.0"): 1.8 171/203 lesions, 1.5 and 1.3 172, off 172 with more false
+    # docs/ms-lesions-log.md "Workflow 1.11.0"): 1.8 171/203 lesions, 1.5 and 1.3 172, off 172 with more false
     # positives (48 pairs: 0.083 -> 0.146 per patient); 1.5 keeps a margin over the 1.33 x of measurement noise
     enlarging_min_volume_ratio: float | None = 1.5
     # enlarging-lesion path (workflow 1.4.0): a candidate that the misregistration or drift rule dropped but
@@ -245,7 +245,7 @@ class ClassifyParams:
     # enlarging). A shift or a contrast drift leaves the half-maximum size unchanged, so neither explains
     # growth; the rim of a faint lesion that grew is explained by its own shifted baseline (nothing lost) or
     # reads as drift, and was dropped. None: off. 2.5: sweep on 48 widened + 16 original-style tuning pairs at
-    # 1 mm (docs/ms-lesions.md): 2.0-4.0 all keep one more enlarging lesion and add no false positive; 1.9
+    # 1 mm (docs/ms-lesions-log.md): 2.0-4.0 all keep one more enlarging lesion and add no false positive; 1.9
     # keeps two, 1.8 adds a false positive (a stable lesion on a 5 mm / 1 mm pair measured 1.8-2.0x larger).
     # 2.5 -> 2.1 (workflow 1.11.0, with the minimum ratio above at 1.5; same 96 pairs with lesions grown x 1.8-4.1):
     # 2.5 172 -> 2.0 and 2.2 both 173 lesions at 0.115 FP per patient (one more than 2.5), 1.8 adds a false
@@ -254,7 +254,7 @@ class ClassifyParams:
     # volume-measurability rule (:func:`volume_measurable`): a lesion's volume is reported as
     # measurable when its measured equivalent-sphere diameter reaches this many slice thicknesses
     # of the coarser input AND this many mm; None: every volume reported as measurable. Chosen by
-    # the sweep of bench/ms_volume_pv.py --sweep (docs/ms-lesions.md, "Volumes of small lesions")
+    # the sweep of bench/ms_volume_pv.py --sweep (docs/ms-lesions-log.md, "Volumes of small lesions")
     volume_min_diameter_slices: float | None = 1.7
     volume_min_diameter_mm: float = 0.0
     # separate lesions in one candidate (:func:`separate_lesion_cores`): a new lesion whose own half-maximum core
@@ -1055,7 +1055,7 @@ def split_enlarging_candidates(
     stable neighbour. Judged as a whole it passes the false-positive rules (the grown part is real), and
     :func:`grow_enlarging` and :func:`delineate` then keep the core around the brightest follow-up peak, which
     may be the stable neighbour's: the report named an enlarging lesion of the neighbour's volume and the lesion
-    that grew had no voxel (an independent-simulator pair, docs/ms-lesions.md, workflow 1.8.0). Touch is
+    that grew had no voxel (an independent-simulator pair, docs/ms-lesions-log.md, workflow 1.8.0). Touch is
     :func:`classify_new_enlarging`'s (within ``touch_radius_mm``).
 
     Returns the parts as a label map (1..m; zero elsewhere), m, and the candidate label each part came from.
@@ -1507,7 +1507,7 @@ def volume_measurable(volume_mm3: float, slice_thickness_mm: float,
     A lesion smaller than about 1.2-1.5 slice thicknesses is not identifiable in volume: the blurred
     profile on thick slices fixes only contrast x volume, so a small bright lesion and a larger faint
     one look alike, and the half-maximum (partial-volume) rule of :func:`delineate` then measures 2-3.5x
-    its volume (analytic study, ``bench/ms_volume_pv.py``; docs/ms-lesions.md "Volumes of small
+    its volume (analytic study, ``bench/ms_volume_pv.py``; docs/ms-lesions-log.md "Volumes of small
     lesions"). The rule uses only what the workflow knows at run time: the lesion's MEASURED volume
     (its equivalent-sphere diameter ``(6 V / pi)^(1/3)``) and ``slice_thickness_mm``, the largest voxel
     spacing of either input (both are resampled into one space, so the coarser one limits). Measurable

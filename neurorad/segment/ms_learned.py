@@ -13,7 +13,7 @@ Engines of the workflow's candidate step (``MSConfig.lesion_engine``):
   threshold 0.01, ``core_probability`` -> its "confident" peak 0.1, 1 -> 1), so the same post-processing,
   false-positive rules, new/enlarging classification, delineation and FROC apply unchanged. The two anchors
   are the engine's operating point, chosen by a sweep on widened tuning pairs (``bench/ms_sweep.py --engine
-  learned``; docs/ms-lesions.md "Workflow 1.10.0"), one pair for the learned engine alone and one for the
+  learned``; docs/ms-lesions-log.md "Workflow 1.10.0"), one pair for the learned engine alone and one for the
   learned part of the fusion engine (``fusion_extent_probability``, ``fusion_core_probability``). They belong
   to a model's calibration, so they live on the model's card (``operating_point``, :func:`set_operating_point`;
   ms-unet3d 0.2.0: 0.08 / 0.4 alone, 0.3 / 0.5 in fusion, where lower anchors found no lesion more and only

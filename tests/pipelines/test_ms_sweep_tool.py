@@ -1,4 +1,4 @@
-"""The tuning sweep's rule-variant option (bench/ms_sweep.py --set): every variant named in docs/ms-lesions.md
+"""The tuning sweep's rule-variant option (bench/ms_sweep.py --set): every variant named in docs/ms-lesions-log.md
 is reproducible from the command line, and a mistyped parameter is an error, never a silent default run."""
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ _NOT_GROWN = ["classify.rescue_growth_ratio=0.5"]
 @pytest.mark.slow
 @pytest.mark.parametrize(("seed", "variants"), [(100_202, [[]]), (100_208, [[]]), (100_211, [_RESCUED, _NOT_GROWN])])
 def test_sweep_detection_is_the_workflows(seed: int, variants: list[list[str]], tmp_path) -> None:
-    """bench/ms_sweep.detect reruns steps 6-9 on cached arrays for every tuning table in docs/ms-lesions.md; its
+    """bench/ms_sweep.detect reruns steps 6-9 on cached arrays for every tuning table in docs/ms-lesions-log.md; its
     lesions must be the workflow's own (same labels, same count) on widened pairs (tuning seeds, 2 mm grid) whose
     candidates meet the border, diffuse-change, misregistration and moved-structure rules and hold enlarging
     lesions. Since workflow 1.8.1 the sweep runs the workflow's own step functions on a context rebuilt from the

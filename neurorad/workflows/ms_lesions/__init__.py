@@ -296,20 +296,20 @@ class MSLesionsWorkflow(Workflow):
     # 1.15.1: the same values, faster (about 2 s per 1 mm pair): the coverage of equal-voxel pairs by a voxel-box
     # test instead of resampled ones, the NIfTI maps written (ISA-L gzip) while the report is made, step 5 per time
     # point in a thread, the SEG from a segment-number map, deepbet without the skull-stripped image it discarded
-    # (docs/ms-lesions.md "Workflow 1.15.1"); 1.16.0: a candidate must hold more than 20 mm^3 instead of 12
+    # (docs/ms-lesions-log.md "Workflow 1.15.1"); 1.16.0: a candidate must hold more than 20 mm^3 instead of 12
     # (PostParams.min_volume_mm3, chosen on the 96 widened tuning pairs: 10 -> 7 false positives at the same 179 of
-    # 203 lesions; docs/ms-lesions.md "Workflow 1.16.0"); it also bounds the learned engine's candidates; 1.17.0:
+    # 203 lesions; docs/ms-lesions-log.md "Workflow 1.16.0"); it also bounds the learned engine's candidates; 1.17.0:
     # the misregistration test shifts a thick-slice axis by 1.5 mm read between its slices instead of a whole slice
     # where the other time point resolved that axis (FPParams.shift_thick_axis_mm and shift_thick_axis_finer_input_mm,
     # the inputs' geometry read in step 3): 349 instead of 346 of the 192 tuning pairs' 395 lesions at the same 20
-    # false positives (docs/ms-lesions.md "Workflow 1.17.0"); 1.18.0: a lesion counts for activity and gadolinium
+    # false positives (docs/ms-lesions-log.md "Workflow 1.17.0"); 1.18.0: a lesion counts for activity and gadolinium
     # without the reader only from a peak score of 0.23 (MSConfig.activity_min_peak_score, the middle of the tuning
     # pairs' plateau of best patient sensitivity and specificity); weaker lesions are reported as low-confidence, and
     # when only such lesions are found the reader decides (READER TO DECIDE); an accepted review counts the lesions
-    # it keeps; detections are unchanged (docs/ms-lesions.md "Workflow 1.18.0"); 1.19.0: the partial-volume rule
+    # it keeps; detections are unchanged (docs/ms-lesions-log.md "Workflow 1.18.0"); 1.19.0: the partial-volume rule
     # reads a lesion's peak around its maximum when the candidate is mostly weaker change around it
     # (ClassifyParams.delineation_focal_ratio 3.7): a 70 mm^3 lesion inside a 3.5 mL candidate of faint change was
-    # reported at 3.5 mL (docs/ms-lesions.md "Workflow 1.19.0")
+    # reported at 3.5 mL (docs/ms-lesions-log.md "Workflow 1.19.0")
     version = "1.19.0"
     title = "MRI brain follow-up: new and enlarging T2-FLAIR lesions"
     description = ("Compares this study's FLAIR with the FLAIR of the patient's previous study (registered, "

@@ -12,7 +12,7 @@ train there from the compact prepared cases (:func:`neurorad.segment.train.write
         --batch-size 16 --patch 64 --minutes 6                                              # there
 
 The shipped ``ms-unet3d`` 0.3.0 was made so (:data:`RETRAIN`): 80 pairs, 361 s on one H200, 79,200 patches of 64^3
-against 0.2.0's 2,880 of 48^3 on 2 CPU cores (docs/ms-lesions.md, "Workflow 1.15.0").
+against 0.2.0's 2,880 of 48^3 on 2 CPU cores (docs/ms-lesions-log.md, "Workflow 1.15.0").
 
 The learned engine of issue 17 (:mod:`neurorad.segment.ms_learned`): a small two-time-point 3D U-Net, the
 baseline and the registered follow-up FLAIR as two input channels (as the MUSIC workflow's nnU-Net,
@@ -44,7 +44,7 @@ ms-unet3d@0.2.0``, the 24 added pairs at 1.0-1.3 mm) found fewer held-out lesion
 engine 32/55 against 41/55 on widened pairs 0-30); 0.2.0 fine-tuned for 47 min on its own 46 pairs with ``--init
 ms-unet3d@0.2.0 --learning-rate 0.001 --lr-schedule poly --foreground-sampling component --epochs 52`` reached a
 validation Dice of 0.657 (0.629) but no more tuning lesions (learned 78 of 93 only at lower anchors and more false
-positives, fusion 85 against 84). Neither was shipped (docs/ms-lesions.md). A model that ships needs its anchors
+positives, fusion 85 against 84). Neither was shipped (docs/ms-lesions-log.md). A model that ships needs its anchors
 swept and written on its card (``ms_learned.set_operating_point``).
 
 Deterministic given the seeds; ``--minutes`` stops at the first epoch boundary after the budget, keeping the
