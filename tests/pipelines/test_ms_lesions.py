@@ -134,7 +134,7 @@ def test_storage_order_of_the_inputs_changes_nothing(positive_case, positive_run
     back = np.asarray(reorient(res.labels, "RAS").data) > 0
     assert reorient(res.labels, "RAS").same_grid(positive_case.followup_flair)
     ras = np.asarray(res_ras.labels.data) > 0
-    assert np.count_nonzero(back ^ ras) <= 0.02 * np.count_nonzero(ras), (np.count_nonzero(back ^ ras), ras.sum())
+    assert np.count_nonzero(back ^ ras) <= 0.01 * np.count_nonzero(ras), (np.count_nonzero(back ^ ras), ras.sum())
     assert sorted(round(le.volume_mm3) for le in res.lesions) == pytest.approx(
         sorted(round(le.volume_mm3) for le in res_ras.lesions), rel=0.05, abs=8)
     # the SEG (highdicom's reading) puts the lesion voxels at the world positions of the label map
