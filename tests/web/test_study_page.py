@@ -140,6 +140,10 @@ def test_a_finding_left_to_the_reader_has_no_default_verdict(phantom, browser) -
         page.wait_for_selector("body[data-ready='1']", state="attached", timeout=TIMEOUT_MS)
         assert page.locator('input[name="cand-3"]:checked').count() == 0
         assert page.locator('#lesions tr[data-lesion="3"]').get_attribute("data-verdict") == ""
+        # its row is marked (review.css) until the reader chooses
+        shade = 'e => getComputedStyle(e.querySelector("td")).backgroundColor'
+        assert page.locator('#lesions tr[data-lesion="3"]').evaluate(shade) != \
+            page.locator('#lesions tr[data-lesion="1"]').evaluate(shade)
         assert "awaiting your verdict" in page.locator("#summary").inner_text()
         assert "2 of 3 findings kept" in page.locator("#summary").inner_text()
         page.keyboard.press("a")
@@ -161,6 +165,7 @@ def test_a_finding_left_to_the_reader_has_no_default_verdict(phantom, browser) -
         page.wait_for_selector("body[data-ready='1']", state="attached", timeout=TIMEOUT_MS)
         page.locator('input[name="cand-3"][value="discard"]').click()
         assert "awaiting" not in page.locator("#summary").inner_text()
+        assert page.locator('#lesions tr[data-lesion="3"]').get_attribute("data-verdict") == "discard"
         page.keyboard.press("a")
         page.keyboard.press("4")
         page.click("#submit")
