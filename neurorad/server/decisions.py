@@ -297,10 +297,9 @@ def decide(s: Session, ctx: Context, study: Study, user_id: int | None, username
     except ValueError as err:
         raise DecisionInvalid(str(err)) from None
     if body.decision == "ACCEPTABLE":
-        undecided = [f.id for f in result.findings if f.id not in verdicts and wf.finding_needs_verdict(result, f)]
+        undecided = [f for f in result.findings if f.id not in verdicts and wf.finding_needs_verdict(result, f)]
         if undecided:
-            what = "; ".join(f"{f.id} ({wf.finding_caption(result, f) or 'needs the reader'})"
-                             for f in result.findings if f.id in undecided)
+            what = "; ".join(f"{f.id} ({wf.finding_caption(result, f) or 'needs the reader'})" for f in undecided)
             raise DecisionInvalid(f"finding(s) {what} need the reader's own verdict before the result can be "
                                   "ACCEPTABLE; give a verdict for each")
     default = form.finding_verdicts[0].value if form.finding_verdicts else "keep"
