@@ -1022,7 +1022,7 @@ def step_classify(ctx: MSContext) -> None:
                                                                      base_les, cand.tissue_level, sp, classify)
         st.parameters["dropped_not_grown"] = dropped
         labels, ctx.extents = grow_enlarging(labels, ctx.n, ctx.kinds, ctx.fn, base_les, ctx.brain, sp,
-                                             cand.brain_median, cand.brain_sigma, classify)
+                                             cand.brain_median, cand.brain_sigma, classify, cand.tissue_level)
         delineated = delineate(labels, ctx.n, ctx.kinds, cand.difference, classify, ctx.fn, cand.tissue_level)
         # a new lesion sharing a candidate with a brighter one, judged by the same false-positive rules
         n_before = ctx.n

@@ -215,6 +215,10 @@ class ClassifyParams:
     grow_enlarging: bool = True  # report an enlarging lesion as its whole follow-up extent (rim + old lesion)
     followup_lesion_z: float = 3.0  # follow-up voxel is lesion when this many robust SDs above the brain median
     grow_bound_mm: float = 1.5  # growth stays within this distance of the rim or the touched baseline lesion
+    # a follow-up voxel also counts as lesion for the growth when it exceeds the local normal-tissue level by this
+    # much (normalised units, white matter about 1): a faint enlarging lesion (1.2-1.4 x WM) stays under the
+    # brain-wide median + 3 SD and keeps only its rim. None: the brain-wide test alone (tried, session 37)
+    grow_local_excess: float | None = None
     # partial-volume rule: a voxel belongs to a new lesion when its change is at least this
     # fraction of the lesion's peak change (0.5: half maximum, i.e. lesion fraction >= 0.5, the
     # phantom's and most manual delineations' definition); None keeps the candidate extent
@@ -866,6 +870,7 @@ def grow_enlarging(
     brain_median: float,
     brain_sigma: float,
     params: ClassifyParams = ClassifyParams(),
+    tissue_level: np.ndarray | None = None,
 ) -> tuple[np.ndarray, dict[int, EnlargingExtent]]:
     """Grow each enlarging component (the detected new rim) into the whole follow-up lesion.
 
@@ -889,6 +894,8 @@ def grow_enlarging(
     brain = np.asarray(brain_mask, bool)
     base = np.asarray(baseline_lesions, bool)
     hyper = brain & (np.asarray(followup) > brain_median + params.followup_lesion_z * brain_sigma)
+    if params.grow_local_excess is not None and tissue_level is not None:
+        hyper |= brain & (np.asarray(followup) - np.asarray(tissue_level) > params.grow_local_excess)
     base_lab, _ = connected_components(base, 26)
     near_vox = [max(1, int(np.ceil(params.grow_bound_mm / s))) for s in spacing_mm]
     objs = ndimage.find_objects(labels.astype(np.int32), n)

@@ -49,3 +49,26 @@ def test_growth_can_be_switched_off():
     out, ext = grow_enlarging(labels, 1, ["enlarging"], fu, labels > 0, np.ones(shape, bool), (1.0, 1.0, 1.0),
                               1.0, 0.1, ClassifyParams(grow_enlarging=False))
     assert np.array_equal(out, labels) and ext == {}
+
+
+def test_a_faint_enlarging_lesion_grows_only_with_the_local_excess_test():
+    """A faint enlarging lesion (1.3 x WM) under the brain-wide median + 3 SD (1.45 here) keeps only its detected
+    rim; with ``grow_local_excess`` (0.15 over the local tissue level) it grows to its whole follow-up extent, and
+    a faint hyperintensity 1.5 mm beyond the growth bound is still not taken."""
+    shape = (48, 48, 48)
+    brain = np.ones(shape, bool)
+    old = _ball(shape, (24, 24, 24), 4)
+    fu_les = _ball(shape, (24, 24, 24), 7)
+    far = _ball(shape, (24, 24, 40), 3)  # beyond grow_bound_mm of the lesion
+    followup = np.ones(shape, np.float32) + 0.3 * (fu_les | far)
+    labels = np.zeros(shape, np.int32)
+    labels[fu_les & ~_ball(shape, (24, 24, 24), 5.0)] = 1
+    level = np.ones(shape, np.float32)
+    args = (labels, 1, ["enlarging"], followup, old, brain, (1.0, 1.0, 1.0), 1.0, 0.15)
+    out, ext = grow_enlarging(*args, ClassifyParams(), level)
+    assert np.array_equal(out == 1, labels == 1)  # the brain-wide test alone: the rim
+    out, ext = grow_enlarging(*args, ClassifyParams(grow_local_excess=0.15), level)
+    assert np.array_equal(out == 1, fu_les)
+    assert ext[1].followup_volume_mm3 == float(fu_les.sum())
+    out, _ = grow_enlarging(*args, ClassifyParams(grow_local_excess=0.35), level)  # over the lesion's excess
+    assert np.array_equal(out == 1, labels == 1)
