@@ -70,6 +70,13 @@ def _activity_threshold(parameters: Any) -> float | None:
     return float(value) if value is not None else None
 
 
+def _low_confidence(result: WorkflowResult, finding: Finding) -> bool:
+    """True for a lesion under ``result``'s activity threshold (1.18.0): reported, but counted only once kept."""
+    from neurorad.clinical.ms import counts_for_activity
+
+    return not counts_for_activity(finding.score, _result_threshold(result))
+
+
 def _result_threshold(result: WorkflowResult, review: Review | None = None) -> float | None:
     """The activity threshold ``result`` is judged by: its run's (:func:`_activity_threshold`), or None once an
     accepted ``review`` judged every listed lesion (the kept ones count)."""
@@ -368,17 +375,12 @@ class MSLesionsWorkflow(Workflow):
     def finding_caption(self, result: WorkflowResult, finding: Finding) -> str:
         """"low confidence" for a lesion under the run's activity threshold (1.18.0): the reader sees which lesions
         do not count until kept."""
-        from neurorad.clinical.ms import counts_for_activity
-
-        counted = counts_for_activity(finding.score, _result_threshold(result))
-        return "" if counted else "low confidence"
+        return "low confidence" if _low_confidence(result, finding) else ""
 
     def finding_needs_verdict(self, result: WorkflowResult, finding: Finding) -> bool:
         """A low-confidence lesion (:meth:`finding_caption`) needs the reader's own keep or discard: accepting the
         result must not count it for activity by default."""
-        from neurorad.clinical.ms import counts_for_activity
-
-        return not counts_for_activity(finding.score, _result_threshold(result))
+        return _low_confidence(result, finding)
 
     def recompute(self, result: WorkflowResult) -> WorkflowResult:
         return replace(result, quantities=_quantities(result.findings, _unresolved_regions(result.extra),
