@@ -41,7 +41,7 @@ def brain_mask(volume: Volume, engine: str = "deepbet") -> tuple[Volume, str, st
 
 def n4(volume: Volume, mask: Volume | None, shrink: int = 4,
        iterations: tuple[int, ...] = (50, 50, 50, 50), nonpositive: str = "floor",
-       shrink_mm: float | None = None) -> tuple[Volume, str]:
+       shrink_mm: float | None = None, shift_medians: float = 2.0) -> tuple[Volume, str]:
     """N4 bias-field correction (Tustison et al. 2010) inside ``mask`` (Otsu head mask when None).
 
     ``shrink_mm``: fit on an image shrunk per axis towards this spacing
@@ -49,7 +49,7 @@ def n4(volume: Volume, mask: Volume | None, shrink: int = 4,
     factors: int | tuple[int, ...] = (shrink if shrink_mm is None
                                       else shrink_factors_for_spacing(volume.spacing_mm, shrink_mm))
     out = n4_bias_correct(volume.with_data(np.asarray(volume.data, np.float32)), mask=mask, shrink_factor=factors,
-                          iterations=iterations, nonpositive=nonpositive)
+                          iterations=iterations, nonpositive=nonpositive, shift_medians=shift_medians)
     its = ",".join(str(i) for i in iterations)
     how = f"shrink {shrink}" if shrink_mm is None else f"shrink {'x'.join(map(str, factors))} (to {shrink_mm:g} mm)"
     return out, f"preprocess.bias:n4 ({how}, iterations {its})"  # type: ignore[return-value]

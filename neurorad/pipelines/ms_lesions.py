@@ -130,10 +130,16 @@ class MSConfig:
     # inside the brain mask the 4th level and long runs over-fit (WM CoV 0.0329 with 4 levels,
     # 0.0223 with (50,50,30), 0.0193 with (25,25,15) at half its CPU; bench/ms_n4_levels.py)
     n4_iterations: tuple[int, ...] = (25, 25, 15)
-    # how N4 treats non-positive voxels: "shift" (the whole image by 1 - min, the handling this pipeline's
-    # operating point and benchmarks were measured with) or "floor" (preprocess.bias's default since the
-    # glioma 5 mm fix); switching needs the MS benchmarks re-run (docs/ms-lesions-log.md)
-    n4_nonpositive: str = "shift"
+    # how N4 treats the intensity scale (preprocess.bias.n4_bias_correct's ``nonpositive``): "relative" (workflow
+    # 1.20.0) shifts each image by n4_shift_medians of its brain medians before the log, which damps the fitted
+    # field to about a third. Until 1.19.0 "shift" added one intensity unit (1 - min): two brain medians on the
+    # phantoms' 0-1 images, on which every operating point was chosen, but 2-7 % of one on a 0-4095 series, whose
+    # field was removed in full; the same scan gave other lesions in other units. Removing the whole field (N4 as
+    # preprocess' "floor") turns faint stable lesions (1.26-1.3 x WM) into new ones at peak 1.0 on widened tuning
+    # pairs: the fit takes part of their contrast differently at each time point (docs/ms-lesions-log.md
+    # "Workflow 1.20.0")
+    n4_nonpositive: str = "relative"
+    n4_shift_medians: float = 2.0
     # independent work two at a time in threads: the time points' brain extraction (reentrant engines such as
     # deepbet; others wait for each other), N4 and B-spline resamplings, the NIfTI outputs
     concurrent_timepoints: bool = True
@@ -894,10 +900,12 @@ def step_bias(ctx: MSContext) -> None:
     assert ctx.ref is not None
     with ctx.prov.step("bias", shrink_factor=cfg.n4_shrink if cfg.n4_shrink_mm is None else None,
                        shrink_mm=cfg.n4_shrink_mm, iterations=list(cfg.n4_iterations),
-                       nonpositive=cfg.n4_nonpositive, concurrent=cfg.concurrent_timepoints) as st:
+                       nonpositive=cfg.n4_nonpositive, shift_medians=cfg.n4_shift_medians,
+                       concurrent=cfg.concurrent_timepoints) as st:
         bm = ctx.ref.with_data(ctx.brain)
         (ctx.b_n, eng), (ctx.f_n, _) = _both(lambda v: _engines.n4(v, bm, cfg.n4_shrink, cfg.n4_iterations,
-                                                                      cfg.n4_nonpositive, cfg.n4_shrink_mm),
+                                                                      cfg.n4_nonpositive, cfg.n4_shrink_mm,
+                                                                      cfg.n4_shift_medians),
                                              ctx.b_c, ctx.f_c, cfg.concurrent_timepoints)
         st.engine = eng
 

@@ -13,6 +13,9 @@ divided by the field. An additive shift of the whole image (the former handling:
 model on images whose intensities are of order 1 (phantoms, rescaled series): on the glioma
 benchmark's registered 5 mm sequences it compressed the tumour's FLAIR contrast over white matter from
 1.6 to 1.25 and drove T2 to a median 0.18x the input with 5 % of the brain negative.
+
+The MS workflow wants a damped field in any units (``nonpositive="relative"``: a shift by two of the image's own
+brain medians): removing the whole field made faint stable lesions read as new on its widened phantom pairs.
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ def n4_bias_correct(
     return_field: bool = False,
     progress: Callable[[int], None] | None = None,
     nonpositive: str = "floor",
+    shift_medians: float = 2.0,
 ) -> Volume | tuple[Volume, Volume]:
     """Bias-corrected image (float32, same grid); optionally also the multiplicative field.
 
@@ -58,9 +62,14 @@ def n4_bias_correct(
     first level (200 mm, as ANTs' ``-b [200]`` recommendation; it halves at each level). A finer
     start (100 mm) left twice the residual white-matter variation in our Colin27 test.
 
-    ``nonpositive``: ``"floor"`` (default; see the module docstring) or ``"shift"``, the former
-    handling (the whole image shifted by ``1 - min`` before the log and back after), kept only for
-    the MS pipeline, whose operating point was chosen with it (``MSConfig.n4_nonpositive``).
+    ``nonpositive``: ``"floor"`` (default; see the module docstring); ``"shift"``, the former handling
+    (the whole image shifted by ``1 - min`` before the log and back after, when it holds a non-positive voxel);
+    ``"relative"``: the whole image shifted by ``shift_medians`` times its median inside the mask (positive
+    voxels; the whole image's without a mask), plus ``-min`` where the minimum is negative. "shift" adds one
+    intensity unit, which is twice the brain median of an image in 0-1 units and 2 % of it on a 0-4095 one, so
+    how much of the field N4 removes depended on the file's units; "relative" damps it the same way in any units
+    (MS workflow 1.20.0: ``MSConfig.n4_nonpositive``, whose operating point was chosen on 0-1 phantom images with
+    the one-unit shift, about two brain medians there).
     """
     src = volume.metadata.get("source")
     if volume.data.ndim != 3:
@@ -74,12 +83,21 @@ def n4_bias_correct(
     if not iterations or min(iterations) < 1:
         raise InputError("iterations must be a non-empty list of positive integers")
     data = np.asarray(volume.data, dtype=np.float32)
-    if nonpositive not in ("floor", "shift"):
-        raise InputError(f"nonpositive must be 'floor' or 'shift', got {nonpositive!r}", src)
+    if nonpositive not in ("floor", "shift", "relative"):
+        raise InputError(f"nonpositive must be 'floor', 'shift' or 'relative', got {nonpositive!r}", src)
+    if nonpositive == "relative" and not (np.isfinite(shift_medians) and shift_medians > 0):
+        raise InputError(f"shift_medians must be a positive number, got {shift_medians}", src)
     positive = data[data > 0]
     if positive.size == 0:
         raise InputError("N4 needs a magnitude image with positive intensities", src)
-    offset = float(1 - data.min()) if nonpositive == "shift" and data.min() <= 0 else 0.0
+    if mask is not None and not mask.same_grid(volume):
+        raise InputError("mask is not on the image grid; resample it first", mask.metadata.get("source"))
+    offset = 0.0
+    if nonpositive == "shift" and data.min() <= 0:
+        offset = float(1 - data.min())
+    elif nonpositive == "relative":
+        inside = data[(np.asarray(mask.data) > 0) & (data > 0)] if mask is not None else positive
+        offset = float(shift_medians * np.median(inside if inside.size else positive) - min(float(data.min()), 0.0))
     # N4 works on log intensities: raise non-positive voxels to a small floor for the fit (no additive
     # shift of the whole image: that changes the multiplicative model, see the module docstring)
     floor = np.float32(1e-3 * float(np.median(positive)))

@@ -212,8 +212,8 @@ def test_bias_step_shrinks_towards_a_spacing(tmp_path, monkeypatch, spacing, shr
 
     seen: list = []
 
-    def fake_n4(volume, mask=None, shrink_factor=4, iterations=(), nonpositive="floor"):
-        seen.append(shrink_factor)
+    def fake_n4(volume, mask=None, shrink_factor=4, iterations=(), nonpositive="floor", shift_medians=None):
+        seen.append((shrink_factor, nonpositive, shift_medians))
         return volume
 
     monkeypatch.setattr(_engines, "n4_bias_correct", fake_n4)
@@ -222,9 +222,11 @@ def test_bias_step_shrinks_towards_a_spacing(tmp_path, monkeypatch, spacing, shr
     vol = Volume(np.ones((12, 12, 12), np.float32), np.diag([*spacing, 1.0]))
     ctx.ref, ctx.b_c, ctx.f_c, ctx.brain = vol, vol, vol, np.ones((12, 12, 12), bool)
     ms.step_bias(ctx)
-    assert seen == [expected, expected]
+    # each time point shifted by two of its brain medians (workflow 1.20.0), whatever its units
+    assert seen == [(expected, "relative", 2.0)] * 2
     step = ctx.prov.steps[-1]
     assert step.parameters["shrink_mm"] == shrink_mm
+    assert (step.parameters["nonpositive"], step.parameters["shift_medians"]) == ("relative", 2.0)
     assert ("to 6 mm" in step.engine) == (shrink_mm is not None)
 
 

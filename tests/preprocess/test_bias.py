@@ -83,12 +83,39 @@ def test_n4_keeps_lesion_contrast_of_an_order_one_image_with_a_zero_border():
     assert ratio == pytest.approx(2.0, rel=0.08)
     assert float((c[:, :, 4:][brain[:, :, 4:]] <= 0).mean()) == 0.0
     assert np.all(c[:, :, :4] == 0.0)  # nothing added where the input was empty
-    # the former handling, kept for the MS pipeline's measured operating point, distorts it (the reason
-    # "floor" is the default)
+    # the former handling (the MS workflow's until 1.19.0; it now shifts by brain medians, "relative") distorts it
+    # (the reason "floor" is the default)
     old = n4_bias_correct(Volume(noisy, aff), Volume(brain.astype(np.uint8), aff), shrink_factor=2,
                           iterations=(25, 25, 15), nonpositive="shift")
     co = np.asarray(old.data)
     assert float(np.median(co[lesion]) / np.median(co[shell])) > 2.1
+
+
+def test_the_relative_shift_damps_the_field_the_same_in_any_units(case):
+    """"relative" shifts an image by a number of its own brain medians, so its result does not depend on the file's
+    intensity units: the same image in 0-1 and in 0-4095-like units (x 2000) is corrected to the same image
+    (relative to its scale). "shift" adds one intensity unit, so it damps the correction on the 0-1 image and not on
+    the other (the MS workflow's units dependence before 1.20.0)."""
+    clean, biased, wm, _ = case
+    brain = Volume(ndi.binary_dilation(wm, iterations=3).astype(np.uint8), biased.affine)
+    unit = biased.with_data((biased.data / np.median(biased.data[wm])).astype(np.float32))  # WM about 1
+    unit.data[:, :, :3] = 0.0  # zero padding: a non-positive voxel, as the common grid's
+    big = unit.with_data((unit.data * 2000.0).astype(np.float32))
+    kw = {"shrink_factor": 2, "iterations": (25, 25, 15)}
+    rel_unit = n4_bias_correct(unit, brain, nonpositive="relative", **kw).data
+    rel_big = n4_bias_correct(big, brain, nonpositive="relative", **kw).data / 2000.0
+    assert np.max(np.abs(rel_unit - rel_big)[wm]) < 1e-3
+    # damped: the field it divides by varies about a third as much as the one fitted without a shift (the log of
+    # I + 2 medians varies about a third as much as the log of I around the median)
+    _, f_full = n4_bias_correct(unit, brain, nonpositive="floor", return_field=True, **kw)
+    _, f_rel = n4_bias_correct(unit, brain, nonpositive="relative", return_field=True, **kw)
+    spread = {k: float(np.std(np.log(f.data[wm]))) for k, f in (("full", f_full), ("rel", f_rel))}
+    assert 0.0 < spread["rel"] < 0.6 * spread["full"], spread
+    sh_unit = n4_bias_correct(unit, brain, nonpositive="shift", **kw).data
+    sh_big = n4_bias_correct(big, brain, nonpositive="shift", **kw).data / 2000.0
+    assert np.max(np.abs(sh_unit - sh_big)[wm]) > 0.01
+    with pytest.raises(InputError, match="shift_medians"):
+        n4_bias_correct(unit, brain, nonpositive="relative", shift_medians=0.0, **kw)
 
 
 @pytest.mark.parametrize(("spacing", "target", "expected"), [

@@ -316,8 +316,10 @@ class MSLesionsWorkflow(Workflow):
     # it keeps; detections are unchanged (docs/ms-lesions-log.md "Workflow 1.18.0"); 1.19.0: the partial-volume rule
     # reads a lesion's peak around its maximum when the candidate is mostly weaker change around it
     # (ClassifyParams.delineation_focal_ratio 3.7): a 70 mm^3 lesion inside a 3.5 mL candidate of faint change was
-    # reported at 3.5 mL (docs/ms-lesions-log.md "Workflow 1.19.0")
-    version = "1.19.0"
+    # reported at 3.5 mL (docs/ms-lesions-log.md "Workflow 1.19.0"); 1.20.0: N4 shifts each image by two of its brain
+    # medians (MSConfig.n4_nonpositive "relative") instead of one intensity unit, so a series gives the same lesions
+    # in any intensity units (docs/ms-lesions-log.md "Workflow 1.20.0")
+    version = "1.20.0"
     title = "MRI brain follow-up: new and enlarging T2-FLAIR lesions"
     description = ("Compares this study's FLAIR with the FLAIR of the patient's previous study (registered, "
                    "bias-corrected, jointly normalised subtraction) and reports new and enlarging lesions, "
