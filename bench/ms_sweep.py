@@ -94,15 +94,16 @@ def prepare(i: int, voxel_mm: float, cache: Path, phantom: str = "widened",
     from neurorad.store.storage import atomic_write
 
     case, opts = _case(i, voxel_mm, phantom, held_out)
-    ctx = ms.MSContext(apply_overrides(ms.MSConfig(), list(prep_settings or []), top_level=True), cache,
-                       case.baseline_flair, case.followup_flair)
+    cfg = apply_overrides(ms.MSConfig(), list(prep_settings or []), top_level=True)
+    ctx = ms.MSContext(cfg, cache, case.baseline_flair, case.followup_flair)
     for step in ms.STEPS[:5]:
         step.run(ctx)
     assert ctx.ref is not None
     d = dict(bn=ctx.bn, fn=ctx.fn, brain=ctx.brain, sp=ctx.ref.spacing_mm, vox=ctx.ref.voxel_volume_mm3,
              tn=np.asarray(resample(case.truth["truth_new"], ctx.ref, ctx.Tf, "nearest").data),
              te=np.asarray(resample(case.truth["truth_enlarging"], ctx.ref, ctx.Tf, "nearest").data),
-             lesions=case.case["lesions"], opts=opts, finer_input_voxel_mm=ctx.finer_input_voxel_mm)
+             lesions=case.case["lesions"], opts=opts, finer_input_voxel_mm=ctx.finer_input_voxel_mm,
+             bias=_bias_setting(cfg))
     if "truth_baseline_lesions" in case.truth:
         d["tb"] = np.asarray(resample(case.truth["truth_baseline_lesions"], ctx.ref, ctx.Tb, "nearest").data)
     atomic_write(path, pickle.dumps(d), fsync=False)  # a stopped run never leaves half a cache file
@@ -128,18 +129,31 @@ def _case(i: int, voxel_mm: float, phantom: str, held_out: bool):  # noqa: ANN20
     return ms_pair(**opts), opts
 
 
+def _bias_setting(cfg) -> dict:  # noqa: ANN001 - MSConfig
+    """How step 4 (N4) treated the intensity scale: a cached pair prepared another way is not the workflow's."""
+    return {"n4_nonpositive": cfg.n4_nonpositive, "n4_shift_medians": float(cfg.n4_shift_medians)}
+
+
 def load_pair(i: int, voxel_mm: float, cache: Path, phantom: str = "widened", prep_settings: list[str] | None = None,
               held_out: bool = False) -> tuple[Path, dict]:
     """The cached pair of :func:`prepare` (made when missing) and its dict, read once. A pair cached before the
     false-positive step read the inputs' geometry (workflow 1.17.0) lacks ``finer_input_voxel_mm``
     (:func:`neurorad.pipelines.ms_lesions.finer_input_voxel_mm`): the pair is made again and loaded (step 1 only, a
     few seconds) and the value added to the cached dict, so every cached pair is judged as the workflow would judge
-    it."""
+    it. A pair whose N4 treated the intensity scale otherwise than the workflow now does (pairs cached before
+    workflow 1.20.0 shifted by one unit) is refused, naming the file: its images are not the workflow's."""
     path = prepare(i, voxel_mm, cache, phantom, prep_settings, held_out)
     d = pickle.loads(path.read_bytes())
+    from neurorad.pipelines import ms_lesions as ms
+
+    now = _bias_setting(apply_overrides(ms.MSConfig(), list(prep_settings or []), top_level=True))
+    then = d.get("bias", {"n4_nonpositive": "shift"})
+    if then.get("n4_nonpositive") != now["n4_nonpositive"] or (
+            now["n4_nonpositive"] == "relative" and then.get("n4_shift_medians") != now["n4_shift_medians"]):
+        raise ValueError(f"{path}: prepared with N4 {then}, the workflow now runs {now} (workflow 1.20.0): delete "
+                         f"the cache folder {path.parent} (or give another --cache) to prepare the pairs again")
     if "finer_input_voxel_mm" in d:
         return path, d
-    from neurorad.pipelines import ms_lesions as ms
     from neurorad.store.storage import atomic_write
 
     case, _ = _case(i, voxel_mm, phantom, held_out)

@@ -134,6 +134,13 @@ def test_independent_pairs_are_prepared_with_their_location_bins_and_without_bas
     assert loaded["finer_input_voxel_mm"] == pytest.approx(1.0)
     assert pickle.loads(path.read_bytes())["finer_input_voxel_mm"] == pytest.approx(1.0)
     assert asked == ["colin27", "mni152", "colin27"]
+    # a pair prepared with another N4 handling (every pair cached before workflow 1.20.0: one unit's shift) is
+    # refused, naming the file, rather than judged as the workflow's
+    assert loaded["bias"] == {"n4_nonpositive": "relative", "n4_shift_medians": 2.0}
+    for old in ({k: v for k, v in loaded.items() if k != "bias"}, {**loaded, "bias": {"n4_nonpositive": "floor"}}):
+        path.write_bytes(pickle.dumps(old))
+        with pytest.raises(ValueError, match="independent_7_1.pkl: prepared with N4"):
+            ms_sweep.load_pair(7, 1.0, tmp_path, "independent")
 
 
 def test_an_engine_finds_a_lesion_when_its_detections_cover_40_percent_of_it(tmp_path, monkeypatch) -> None:
