@@ -133,7 +133,7 @@ class MSConfig:
     # how N4 treats the intensity scale (preprocess.bias.n4_bias_correct's ``nonpositive``): "relative" (workflow
     # 1.20.0) shifts each image by n4_shift_medians of its brain medians before the log, which damps the fitted
     # field to about a third. Until 1.19.0 "shift" added one intensity unit (1 - min): two brain medians on the
-    # phantoms' 0-1 images, on which every operating point was chosen, but 2-7 % of one on a 0-4095 series, whose
+    # phantoms' 0-1 images, on which every operating point was chosen, but 0.02-0.07 of one on a 0-4095 series, whose
     # field was removed in full; the same scan gave other lesions in other units. Removing the whole field (N4 as
     # preprocess' "floor") turns faint stable lesions (1.26-1.3 x WM) into new ones at peak 1.0 on widened tuning
     # pairs: the fit takes part of their contrast differently at each time point (docs/ms-lesions-log.md

@@ -98,15 +98,13 @@ def n4_bias_correct(
     elif nonpositive == "relative":
         inside = data[(np.asarray(mask.data) > 0) & (data > 0)] if mask is not None else positive
         offset = float(shift_medians * np.median(inside if inside.size else positive) - min(float(data.min()), 0.0))
-    # N4 works on log intensities: raise non-positive voxels to a small floor for the fit (no additive
-    # shift of the whole image: that changes the multiplicative model, see the module docstring)
+    # N4 works on log intensities: without a shift ("floor") raise non-positive voxels to a small floor for the fit
+    # (an additive shift changes the multiplicative model, see the module docstring; "relative" wants that damping)
     floor = np.float32(1e-3 * float(np.median(positive)))
     img = to_sitk(volume.with_data(data + offset if offset else np.maximum(data, floor)))
     if mask is None:
         mask_img = sitk.OtsuThreshold(img, 0, 1, 200)
     else:
-        if not mask.same_grid(volume):
-            raise InputError("mask is not on the image grid; resample it first", mask.metadata.get("source"))
         if not np.any(mask.data):
             raise InputError("mask is empty", mask.metadata.get("source"))
         mask_img = to_sitk(mask.with_data(np.asarray(mask.data) > 0), np.uint8)
