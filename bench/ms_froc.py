@@ -33,7 +33,9 @@ BUDGETS_FP_PER_PATIENT = (0.05, 0.1, 0.25, 0.5, 1.0)
 
 
 def _bench():  # noqa: ANN202 - the ms_benchmark module
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    here = str(Path(__file__).resolve().parent)
+    if here not in sys.path:
+        sys.path.insert(0, here)
     import ms_benchmark  # noqa: PLC0415 - a sibling script, not a package
 
     return ms_benchmark

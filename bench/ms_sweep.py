@@ -130,8 +130,11 @@ def _case(i: int, voxel_mm: float, phantom: str, held_out: bool):  # noqa: ANN20
 
 
 def _bias_setting(cfg) -> dict:  # noqa: ANN001 - MSConfig
-    """How step 4 (N4) treated the intensity scale: a cached pair prepared another way is not the workflow's."""
-    return {"n4_nonpositive": cfg.n4_nonpositive, "n4_shift_medians": float(cfg.n4_shift_medians)}
+    """How step 4 (N4) treated the intensity scale (the shift's size only where it is used): a cached pair prepared
+    another way is not the workflow's."""
+    if cfg.n4_nonpositive == "relative":
+        return {"n4_nonpositive": "relative", "n4_shift_medians": float(cfg.n4_shift_medians)}
+    return {"n4_nonpositive": cfg.n4_nonpositive}
 
 
 def load_pair(i: int, voxel_mm: float, cache: Path, phantom: str = "widened", prep_settings: list[str] | None = None,
@@ -147,9 +150,8 @@ def load_pair(i: int, voxel_mm: float, cache: Path, phantom: str = "widened", pr
     from neurorad.pipelines import ms_lesions as ms
 
     now = _bias_setting(apply_overrides(ms.MSConfig(), list(prep_settings or []), top_level=True))
-    then = d.get("bias", {"n4_nonpositive": "shift"})
-    if then.get("n4_nonpositive") != now["n4_nonpositive"] or (
-            now["n4_nonpositive"] == "relative" and then.get("n4_shift_medians") != now["n4_shift_medians"]):
+    then = d.get("bias", {"n4_nonpositive": "shift"})  # pairs cached before 1.20.0 recorded nothing
+    if then != now:
         raise ValueError(f"{path}: prepared with N4 {then}, the workflow now runs {now} (workflow 1.20.0): delete "
                          f"the cache folder {path.parent} (or give another --cache) to prepare the pairs again")
     if "finer_input_voxel_mm" in d:
