@@ -139,9 +139,10 @@ class MSConfig:
     # pairs: the fit takes part of their contrast differently at each time point (docs/ms-lesions-log.md
     # "Workflow 1.20.0")
     n4_nonpositive: str = "relative"
-    # 2.0: swept on 48 widened tuning pairs (session 39): 4 medians loses two enlarging lesions (82/94), 1 and 0.5
-    # add two and four false positives (0.5: one lesion more, a single truth voxel, and patient specificity 0.875);
-    # 2 has 84/94 at 0.042 FP per patient (docs/ms-lesions-log.md "The N4 shift swept on 48 tuning pairs")
+    # 2.0: swept on 96 widened tuning pairs (session 39): 2 medians 178/205 lesions at 0.073 FP per patient, 4
+    # medians 173 at 0.031 (enlarging and thick-slice lesions lost), 1 median 177 at 0.146; on the first 48, 0.5
+    # medians one lesion more (a single truth voxel) for four false positives and patient specificity 0.875
+    # (docs/ms-lesions-log.md "The N4 shift swept on 48 tuning pairs")
     n4_shift_medians: float = 2.0
     # independent work two at a time in threads: the time points' brain extraction (reentrant engines such as
     # deepbet; others wait for each other), N4 and B-spline resamplings, the NIfTI outputs
