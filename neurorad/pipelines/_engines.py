@@ -45,7 +45,9 @@ def n4(volume: Volume, mask: Volume | None, shrink: int = 4,
     """N4 bias-field correction (Tustison et al. 2010) inside ``mask`` (Otsu head mask when None).
 
     ``shrink_mm``: fit on an image shrunk per axis towards this spacing
-    (:func:`neurorad.preprocess.bias.shrink_factors_for_spacing`) instead of by ``shrink`` voxels."""
+    (:func:`neurorad.preprocess.bias.shrink_factors_for_spacing`) instead of by ``shrink`` voxels.
+    ``nonpositive`` and ``shift_medians`` go to :func:`neurorad.preprocess.bias.n4_bias_correct` (the MS workflow
+    passes its ``MSConfig`` values)."""
     factors: int | tuple[int, ...] = (shrink if shrink_mm is None
                                       else shrink_factors_for_spacing(volume.spacing_mm, shrink_mm))
     out = n4_bias_correct(volume.with_data(np.asarray(volume.data, np.float32)), mask=mask, shrink_factor=factors,

@@ -142,7 +142,7 @@ class MSConfig:
     # 2.0: swept on 96 widened tuning pairs (session 39): 2 medians 178/205 lesions at 0.073 FP per patient, 4
     # medians 173 at 0.031 (enlarging and thick-slice lesions lost), 1 median 177 at 0.146; on the first 48, 0.5
     # medians one lesion more (a single truth voxel) for four false positives and patient specificity 0.875
-    # (docs/ms-lesions-log.md "The N4 shift swept on 48 tuning pairs")
+    # (docs/ms-lesions-log.md "The N4 shift swept on the tuning pairs")
     n4_shift_medians: float = 2.0
     # independent work two at a time in threads: the time points' brain extraction (reentrant engines such as
     # deepbet; others wait for each other), N4 and B-spline resamplings, the NIfTI outputs
