@@ -949,7 +949,7 @@ def step_candidates(ctx: MSContext) -> None:
             st.engine = (f"segment.ms_difference + {rec['engine']} (fusion)" if ctx.cfg.lesion_engine == "fusion"
                          else f"{rec['engine']} (learned)")
             st.weights_sha256 = rec["sha256"]
-            st.parameters["learned_model"] = {k: rec[k] for k in ("name", "version", "sha256")}
+            st.parameters["learned_model"] = {k: rec[k] for k in ("name", "version", "sha256", "inference_engine")}
             st.parameters["learned_operating_point"] = rec["operating_point"]
         st.parameters["difference_sigma"] = round(ctx.cand.sigma, 5)
 
@@ -965,15 +965,18 @@ def step_postprocess(ctx: MSContext) -> None:
         st.parameters["n_components"] = ctx.n0
 
 
-def step_fp_reduction(ctx: MSContext) -> None:
-    """8. CAD centre-of-gravity rule, misregistration at tissue borders, brain border."""
+def step_fp_reduction(ctx: MSContext, baseline_lesions: np.ndarray | None = None) -> None:
+    """8. CAD centre-of-gravity rule, misregistration at tissue borders, brain border. ``baseline_lesions``: the
+    mask this step makes, when the caller has it for the same pair and configuration (the fusion engine's learned
+    branch, :func:`_fuse_learned_lesions`)."""
     cand = ctx.cand
     assert cand is not None
     with ctx.prov.step("fp_reduction", **asdict(ctx.cfg.fp)) as st:
         # the baseline lesions (step 9 classifies by them): a candidate touching none is held to the drift rule's
         # drift_ratio_new, and the enlarging-lesion path below reads them
-        ctx.baseline_lesions = baseline_lesion_mask(ctx.bn, ctx.brain, ctx.spacing_mm, cand.brain_median,
-                                                    cand.brain_sigma, ctx.cfg.classify)
+        ctx.baseline_lesions = (baseline_lesions if baseline_lesions is not None else
+                                baseline_lesion_mask(ctx.bn, ctx.brain, ctx.spacing_mm, cand.brain_median,
+                                                     cand.brain_sigma, ctx.cfg.classify))
         ctx.labels, ctx.n, ctx.decisions = false_positive_reduction(
             ctx.labels0, ctx.n0, ctx.bn, ctx.fn, ctx.brain, ctx.spacing_mm, cand.sigma, cand.brain_median,
             cand.brain_sigma, ctx.cfg.fp, difference=cand.difference, tissue_level=cand.tissue_level,
@@ -1078,8 +1081,11 @@ def _fuse_learned_lesions(ctx: MSContext) -> dict[str, Any]:
     branch = replace(ctx, cfg=replace(ctx.cfg, lesion_engine="learned"),
                      cand=replace(ctx.cand, score=ctx.learned_score), prov=Provenance(), warnings=[], labels0=None,
                      n0=0, labels=None, n=0, decisions=[], kinds=[], extents={})
-    for step in (step_postprocess, step_fp_reduction, step_classify):
-        step(branch)
+    # the baseline lesions depend on the pair and the classify parameters only, not on the engine: the classical
+    # run's mask is reused (0.1 s)
+    step_postprocess(branch)
+    step_fp_reduction(branch, baseline_lesions=ctx.baseline_lesions)
+    step_classify(branch)
     assert branch.labels is not None
     n_c = ctx.n
     ctx.labels, ctx.n, ctx.kinds, ctx.extents = merge_engine_lesions(

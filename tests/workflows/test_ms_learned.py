@@ -124,6 +124,26 @@ def test_fusion_keeps_a_candidate_when_either_engine_is_confident_and_flags_stro
         fuse_scores(cls, lrn[:-1])
 
 
+def test_engine_disagreement_peaks_equal_scipy_per_label_maximum() -> None:
+    """Oracle: ``scipy.ndimage.maximum`` per label over the whole grid (what the function computed before it
+    looked only inside each lesion's bounding box), on random scores and lesions, with a number that has no
+    voxels (its peaks are 0) and labels touching the grid's edges."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(3)
+    shape = (30, 26, 20)
+    cls, lrn = rng.random(shape).astype(np.float32), rng.random(shape).astype(np.float32) * 0.2
+    lab, n = ndimage.label(rng.random(shape) > 0.93)
+    lab[lab == 4] = 0  # number 4 left empty
+    assert n > 10
+    recs = engine_disagreement(lab, n, cls, lrn, LearnedParams())
+    idx = np.arange(1, n + 1)
+    assert [r["id"] for r in recs] == idx.tolist()
+    assert [r["classical_peak"] for r in recs] == [round(float(v), 4) for v in ndimage.maximum(cls, lab, idx)]
+    assert [r["learned_peak"] for r in recs] == [round(float(v), 4) for v in ndimage.maximum(lrn, lab, idx)]
+    assert recs[3]["classical_peak"] == recs[3]["learned_peak"] == 0.0
+
+
 def test_merged_lesions_are_either_engines_own_with_overlaps_united() -> None:
     """Oracle by construction: A a classical lesion only, B a learned one only, D both (the learned one larger),
     E a classical lesion and a learned one that overlaps it and a third, F, a classical neighbour (joined to
@@ -414,3 +434,6 @@ def test_candidate_step_provenance_names_the_engines_that_made_the_score(tmp_pat
     step = next(s for s in ctx.prov.steps if s.name == "candidates")
     assert step.engine == expected
     assert step.parameters["learned_model"]["name"] == "ms-unet3d"
+    # which numeric engine ran the network is part of the provenance (bfloat16 where the card prefers it)
+    assert step.parameters["learned_model"]["inference_engine"] == ms_learned.learned_segmenter(
+        ms_learned.LEARNED_MODEL).engine
