@@ -3,7 +3,7 @@
 * ``neurorad train CONFIG --out RUN``: train (progress bar with loss and validation Dice), resume
   with ``--resume``; the run's ``model/`` folder is a registry model.
 * ``neurorad segment --model NAME[@VERSION] IMAGE... --out LABELS.nii.gz``: run a model.
-* ``neurorad model list | show | verify | import | export-onnx``: the model registry.
+* ``neurorad model list | show | verify | import | export-onnx | accept-bf16``: the model registry.
 * ``neurorad dataset phantom``: phantom datasets in the nnU-Net raw layout with domain
   randomisation; ``neurorad dataset check DIR``: validate a raw dataset.
 """
@@ -178,6 +178,23 @@ def model_export_onnx(
     typer.echo(f"{info.name} {info.version}: ONNX max |diff| {rep['max_abs_diff']:.2e}; torch {rep['torch_s']:.3f} s, "
                f"onnx {rep['onnx_s']:.3f} s{bf16} per window batch -> default engine {rep['preferred_engine']} "
                f"(without bfloat16: {rep['fallback_engine']})")
+
+
+@model_app.command("accept-bf16")
+def model_accept_bf16(
+    model: str = typer.Argument(..., help="name, name@version or folder (written in place)."),
+    evidence: str = typer.Option(..., "--evidence", help="The workflow-level check that bfloat16 leaves the "
+                                 "results unchanged: the benchmark's command and outcome (recorded on the card)."),
+) -> None:
+    """Prefer torch-bf16 for a model whose export refused it on the voxel check, on the evidence of a check of
+    its workflow's results; CPUs without native bfloat16 keep running the recorded float32 engine."""
+    from neurorad.segment.onnx_engine import accept_bf16
+    from neurorad.segment.registry import find_model
+
+    info = find_model(model)
+    rep = accept_bf16(info.path, evidence)
+    typer.echo(f"{info.name} {info.version}: default engine torch-bf16 ({rep['bf16_s']:.3f} s per window batch; "
+               f"without bfloat16: {rep['fallback_engine']})")
 
 
 @dataset_app.command("check")

@@ -10,6 +10,11 @@ float32 (a tenth of the smallest probability of the card's ``operating_point`` w
 :func:`bf16_tolerance_for`) and its arg-max agrees on at least ``BF16_MIN_AGREEMENT`` of the voxels; the faster float32
 engine is recorded as ``inference.fallback_engine`` for CPUs without bfloat16. The card's file
 hashes are updated, so a changed export refuses to run like changed weights.
+
+The voxel check is strict on purpose: it refuses bfloat16 when any voxel of one test batch moves by more than
+the tolerance. A model's workflow may show instead that its results do not change with bfloat16 (the same
+lesions on a benchmark); :func:`accept_bf16` then records that evidence on the card and prefers ``torch-bf16``
+(``neurorad model accept-bf16``), keeping the float32 fallback for CPUs without it.
 """
 
 from __future__ import annotations
@@ -164,3 +169,32 @@ def export_model_onnx(folder: str | Path, repeats: int = 3, tolerance: float = 1
                          "onnx_export": report}
     finalize_folder(info.path, card)
     return report
+
+
+def accept_bf16(folder: str | Path, evidence: str) -> dict[str, Any]:
+    """Prefer ``torch-bf16`` for the model in ``folder`` on the evidence of a check at the level of its workflow's
+    results, when the export's voxel check (:func:`export_model_onnx`) refused it: ``evidence`` (the benchmark's
+    command and what it showed, e.g. the same lesions on N pairs) is written on the card's ``onnx_export`` as
+    ``bf16_accepted_by``. Needs an export that timed bfloat16 on this kind of CPU (``bf16_s``) faster than the
+    float32 fallback engine, which stays the engine of CPUs without native bfloat16. Returns the export record;
+    the weights' hashes are unchanged (the folder is verified first, so a changed file is never re-blessed)."""
+    info = open_model(folder, check=True)
+    card = dict(info.card)
+    inf = dict(card.get("inference") or {})
+    rep = dict(inf.get("onnx_export") or {})
+    if "bf16_s" not in rep:
+        raise InputError("the card has no bfloat16 timing: run `neurorad model export-onnx` on a CPU with native "
+                         "bfloat16 first", info.path)
+    fallback = str(inf.get("fallback_engine") or rep.get("fallback_engine") or "onnx")
+    t_fallback = rep.get(f"{fallback}_s")
+    if t_fallback is not None and not float(rep["bf16_s"]) < float(t_fallback):
+        raise InputError(f"torch-bf16 ({rep['bf16_s']} s per window batch) is not faster than the {fallback} engine "
+                         f"({t_fallback} s): nothing to gain", info.path)
+    if not evidence.strip():
+        raise InputError("accepting bfloat16 needs the evidence: the check of the workflow's results (command and "
+                         "outcome)", info.path)
+    rep.update({"bf16_accepted": True, "bf16_accepted_by": evidence.strip(), "preferred_engine": "torch-bf16",
+                "fallback_engine": fallback})
+    card["inference"] = {**inf, "preferred_engine": "torch-bf16", "fallback_engine": fallback, "onnx_export": rep}
+    finalize_folder(info.path, card)
+    return rep

@@ -336,6 +336,44 @@ def test_onnx_export_matches_torch_and_records_the_faster_engine(trained, tmp_pa
         load_segmenter(model, engine="onnx")
 
 
+def test_accept_bf16_prefers_it_on_recorded_evidence_and_keeps_the_fallback(trained, tmp_path, monkeypatch):
+    from neurorad.cli import app
+    from neurorad.segment.onnx_engine import accept_bf16
+
+    model = tmp_path / "m"
+    shutil.copytree(trained / "model", model)
+    with pytest.raises(InputError, match="no bfloat16 timing"):  # never exported: nothing measured
+        accept_bf16(model, "a benchmark")
+    card = read_card(model)
+    # an export's record, as export-onnx writes it on a CPU with bfloat16 that refused it on the voxel check
+    card["inference"] = {**card.get("inference", {}), "preferred_engine": "torch", "fallback_engine": "torch",
+                         "onnx_export": {"torch_s": 0.2, "onnx_s": 0.25, "bf16_s": 0.3, "bf16_accepted": False}}
+    finalize_folder(model, card)
+    with pytest.raises(InputError, match="not faster"):
+        accept_bf16(model, "a benchmark")
+    card["inference"]["onnx_export"]["bf16_s"] = 0.05
+    finalize_folder(model, card)
+    with pytest.raises(InputError, match="evidence"):
+        accept_bf16(model, "  ")
+    (model / "fold_0.pt").write_bytes((model / "fold_0.pt").read_bytes() + b"x")  # a changed file is not re-blessed
+    with pytest.raises(ProcessingError, match="failed verification"):
+        accept_bf16(model, "a benchmark")
+    shutil.rmtree(model)
+    shutil.copytree(trained / "model", model)
+    finalize_folder(model, card)
+    r = CliRunner().invoke(app, ["model", "accept-bf16", str(model), "--evidence", "same lesions on 3 pairs"])
+    assert r.exit_code == 0, r.output
+    got = read_card(model)
+    assert got["inference"]["preferred_engine"] == "torch-bf16" and got["inference"]["fallback_engine"] == "torch"
+    assert got["inference"]["onnx_export"]["bf16_accepted_by"] == "same lesions on 3 pairs"
+    assert verify(model) == []
+    with monkeypatch.context() as mp:  # a CPU without native bfloat16 runs the float32 fallback
+        mp.setattr(engine_module, "bf16_supported", lambda: False)
+        assert load_segmenter(model).engine == "torch"
+    if bf16_supported():
+        assert load_segmenter(model).engine == "torch-bf16"
+
+
 def test_nnunet_folder_checks(tmp_path):
     from neurorad.segment.nnunet import NnUNetSegmenter
 
