@@ -737,6 +737,50 @@ def load_results(files: list[Path], engine: str = "default") -> list[dict]:
     return results
 
 
+def compare_runs(before: list[dict], after: list[dict], thr: float = 0.1) -> dict:
+    """Two runs of the same pairs compared pair by pair (each a :func:`load_results` list of one engine): the
+    lesions each finds that the other does not (``_found`` at ``thr``), the false positives (peak >= ``thr``), the
+    lesions whose measured volume changed (:func:`lesion_volume_ratios`, to 0.1 %) and the gadolinium calls that
+    differ. ``same_detections``: every pair has the same lesions found and as many false positives (their peaks
+    may differ), the check that a change leaves the results as they were (another numeric engine, another library
+    version); pairs in only one run are listed, not compared."""
+    a = {r["case"]: r for r in before if "error" not in r}
+    b = {r["case"]: r for r in after if "error" not in r}
+    common = sorted(set(a) & set(b))
+    rows, totals = [], {"lesions": 0, "found_before": 0, "found_after": 0, "fp_before": 0, "fp_after": 0,
+                        "volume_changed": 0, "gadolinium_changed": 0}
+    for c in common:
+        ra, rb = a[c], b[c]
+        if len(ra["lesions"]) != len(rb["lesions"]):
+            raise ValueError(f"case {c}: {len(ra['lesions'])} lesions in one run, {len(rb['lesions'])} in the other: "
+                             "not the same pair")
+        fa = {le["id"] for le in ra["lesions"] if _found(le, thr)}
+        fb = {le["id"] for le in rb["lesions"] if _found(le, thr)}
+        pa = sorted(round(d["peak"], 3) for d in ra["detections"] if d["fp"] and d["peak"] >= thr)
+        pb = sorted(round(d["peak"], 3) for d in rb["detections"] if d["fp"] and d["peak"] >= thr)
+        va, vb = lesion_volume_ratios(ra, thr), lesion_volume_ratios(rb, thr)
+        vol = {le["id"]: [round(x, 3), round(y, 3)] for le, x, y in zip(ra["lesions"], va, vb, strict=True)
+               if x is not None and y is not None and abs(x - y) > 1e-3 * max(x, y)}
+        gad = (ra.get("gadolinium"), rb.get("gadolinium"))
+        totals["lesions"] += len(ra["lesions"])
+        totals["found_before"] += len(fa)
+        totals["found_after"] += len(fb)
+        totals["fp_before"] += len(pa)
+        totals["fp_after"] += len(pb)
+        totals["volume_changed"] += len(vol)
+        totals["gadolinium_changed"] += gad[0] != gad[1]
+        if fa != fb or pa != pb or vol or gad[0] != gad[1]:
+            rows.append({"case": c, "found_only_before": sorted(fa - fb), "found_only_after": sorted(fb - fa),
+                         "fp_peaks_before": pa, "fp_peaks_after": pb, "volume_ratio_before_after": vol,
+                         "gadolinium_before_after": list(gad)})
+    lost = sum(len(r["found_only_before"]) for r in rows)
+    gained = sum(len(r["found_only_after"]) for r in rows)
+    return {"pairs": len(common), **totals, "lesions_lost": lost, "lesions_gained": gained,
+            "same_detections": lost == gained == 0 and all(len(r["fp_peaks_before"]) == len(r["fp_peaks_after"])
+                                                         for r in rows),
+            "only_before": sorted(set(a) - set(b)), "only_after": sorted(set(b) - set(a)), "differences": rows}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--phantom", default="original",
@@ -767,6 +811,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="run a variant: group.param=value (e.g. classify.split_enlarging=False) or a field of "
                          "MSConfig itself (e.g. elastix_iterations=250), as bench/ms_sweep.py --set; repeatable; "
                          "applies to every --engine")
+    ap.add_argument("--compare", type=Path, nargs=2, default=None, metavar=("BEFORE", "AFTER"),
+                    help="compare two runs of the same pairs pair by pair (--json or --jsonl files; with --engine for "
+                         "a multi-engine run's rows): lesions found by one only, false positives, measured volumes, "
+                         "gadolinium calls")
     ap.add_argument("--volume-rule-sweep", action="store_true",
                     help="with --summarise: re-apply the volume-measurability rule with other constants (choose it "
                          "on --tuning pairs only)")
@@ -780,6 +828,15 @@ def main(argv: list[str] | None = None) -> int:
             engine_config(e, args.froc_floor, settings)
     except ValueError as exc:
         ap.error(str(exc))
+    if args.compare:
+        try:
+            before, after = (load_results([f], args.engine) for f in args.compare)
+            cmp = compare_runs(before, after)
+        except ValueError as exc:
+            ap.error(str(exc))
+        print(json.dumps({"before": str(args.compare[0]), "after": str(args.compare[1]), "engine": args.engine, **cmp},
+                         indent=2))
+        return 0
     if args.summarise:
         try:
             results = load_results(args.summarise, args.engine)

@@ -192,3 +192,46 @@ def test_the_patient_decision_is_checked_against_the_workflows_own_call() -> Non
              "detections": [{"det": 1, "peak": 0.05, "fp": True}]}
     d = mb.patient_decision([same, other, unrecorded, floor], 0.1, 0.23)
     assert d["cases_with_the_workflows_call"] == 2 and d["cases_where_it_differs"] == 1
+
+
+def _numbered(*lesions: dict) -> list[dict]:
+    return [{**le, "id": i} for i, le in enumerate(lesions, start=1)]
+
+
+def _fp(peak: float) -> dict:
+    return {"det": 9, "peak": peak, "kind": "new", "volume_mm3": 12.0, "fp": True, "dropped_truth_lesion": False}
+
+
+def test_two_runs_are_compared_pair_by_pair() -> None:
+    import copy
+
+    import pytest
+
+    mb = load_bench("ms_benchmark")
+    before = [
+        {"case": 0, "gadolinium": "RECOMMENDED", "detections": [_fp(0.5)],
+         "lesions": _numbered(_lesion(100, 100.0, [(1, 80, 110.0)]), _lesion(20, 20.0, [(2, 15, 22.0)]))},
+        {"case": 1, "gadolinium": "RECOMMENDED", "detections": [],
+         "lesions": _numbered(_lesion(50, 50.0, [(1, 40, 45.0)]), _lesion(30, 30.0, [(2, 20, 30.0)]))},
+        {"case": 2, "gadolinium": "NOT NEEDED", "detections": [], "lesions": _numbered(_lesion(40, 40.0, []))},
+    ]
+    same = mb.compare_runs(before, copy.deepcopy(before))
+    assert same["same_detections"] and same["differences"] == [] and same["lesions_lost"] == 0
+    assert (same["pairs"], same["lesions"], same["found_before"], same["fp_after"]) == (3, 5, 4, 1)
+    after = copy.deepcopy(before)
+    after[0]["detections"] = [_fp(0.55)]  # the same false positive, another peak: still the same detections
+    after[0]["lesions"][0]["hits"][0]["volume_mm3"] = 120.0  # measured 1.2 x instead of 1.1 x
+    after[1]["lesions"][1]["hits"] = [(dict(det=2, peak=0.05, covered=20, volume_mm3=30.0))]  # under the point: lost
+    after[1]["detections"] = [_fp(0.3)]
+    after[2]["gadolinium"] = "RECOMMENDED"
+    after.append({"case": 7, "gadolinium": None, "detections": [], "lesions": []})
+    got = mb.compare_runs(before, after)
+    assert not got["same_detections"]
+    assert (got["lesions_lost"], got["lesions_gained"], got["fp_before"], got["fp_after"]) == (1, 0, 1, 2)
+    assert (got["volume_changed"], got["gadolinium_changed"], got["only_after"]) == (1, 1, [7])
+    by_case = {r["case"]: r for r in got["differences"]}
+    assert by_case[0]["volume_ratio_before_after"] == {1: [1.1, 1.2]} and by_case[0]["fp_peaks_after"] == [0.55]
+    assert by_case[1]["found_only_before"] == [2] and by_case[1]["fp_peaks_after"] == [0.3]
+    assert by_case[2]["gadolinium_before_after"] == ["NOT NEEDED", "RECOMMENDED"]
+    with pytest.raises(ValueError, match="not the same pair"):
+        mb.compare_runs(before, [{**before[0], "lesions": before[0]["lesions"][:1]}])
