@@ -12,8 +12,8 @@ the regional workflow's core threshold, moved to where the chosen score was).
 Usage: ``python bench/ms_sweep.py --cases 1-10 --voxel-mm 1.5 [--engine global] [--cache bench/out/ms_sweep]``
 
 ``--engine learned`` or ``fusion`` runs those engines (the shipped model, or ``--set learned.model=FOLDER``); the
-network's probability is cached beside each pair per model weights, so variants of the learned engine's own
-thresholds run it once: ``--set learned.core_probability=0.3 --set learned.extent_probability=0.15`` (in an
+network's probability is cached beside each pair per model weights and numeric engine, so variants of the learned
+engine's own thresholds run it once: ``--set learned.core_probability=0.3 --set learned.extent_probability=0.15`` (in an
 order that keeps the extent under the core after each one: each ``--set`` is checked as it is applied; the
 fusion engine's learned part has its own pair, ``learned.fusion_extent_probability`` and
 ``learned.fusion_core_probability``). The FROC's ``--floor`` lowers the score threshold a candidate's peak must
@@ -170,17 +170,20 @@ def load_pair(i: int, voxel_mm: float, cache: Path, phantom: str = "widened", pr
 
 def learned_probability_cached(pair_path: Path, d: dict, cfg) -> np.ndarray | None:  # noqa: ANN001 - MSConfig
     """The learned model's probability on a cached pair (``None`` for the classical engine), cached beside the
-    pair per model weights (``<pair>.learned_<sha256[:16]>.npz``, float32 as the workflow computes it): a sweep of
-    the learned engine's own thresholds (``--set learned.core_probability=...``) then runs the network once per
-    pair, not once per variant. Computed exactly as the candidate step does
+    pair per model weights and numeric engine (``<pair>.learned_<sha256[:16]>_<engine>.npz``, float32 as the workflow
+    computes it): a sweep of the learned engine's own thresholds (``--set learned.core_probability=...``) then runs
+    the network once per pair, not once per variant. Computed exactly as the candidate step does
     (:func:`neurorad.segment.ms_learned.learned_probability`)."""
     if cfg.lesion_engine == "classical":
         return None
     from neurorad.image.volume import Volume
     from neurorad.segment import ms_learned
 
-    sha = ms_learned.engine_record(cfg.learned.model)["sha256"] or "unhashed"
-    path = pair_path.with_name(f"{pair_path.stem}.learned_{sha[:16]}.npz")
+    rec = ms_learned.engine_record(cfg.learned.model)
+    sha = rec["sha256"] or "unhashed"
+    # the numeric engine is part of the key: bfloat16 and float32 differ at single voxels (session 40), so a cache
+    # made with one is never read by a run of the other
+    path = pair_path.with_name(f"{pair_path.stem}.learned_{sha[:16]}_{rec['inference_engine'] or 'engine'}.npz")
     if path.exists():
         with np.load(path) as cached:  # an NpzFile holds its file open until closed
             return cached["p"]

@@ -154,8 +154,8 @@ def test_sweep_runs_the_learned_engines_on_a_probability_cached_per_pair(tmp_pat
     assert sweep.learned_probability_cached(pair, d, MSConfig()) is None  # classical: no network
     p = sweep.learned_probability_cached(pair, d, cfg)
     cached = list(tmp_path.glob("tuning_0_2.learned_*.npz"))
-    sha = ms_learned.engine_record(cfg.learned.model)["sha256"]
-    assert [c.name for c in cached] == [f"tuning_0_2.learned_{sha[:16]}.npz"]
+    rec = ms_learned.engine_record(cfg.learned.model)
+    assert [c.name for c in cached] == [f"tuning_0_2.learned_{rec['sha256'][:16]}_{rec['inference_engine']}.npz"]
     assert p.shape == ctx.brain.shape and p.dtype == np.float32 and float(p.max()) > 0.5
     lab, peaks = sweep.detect(d, cfg, p)
     assert len(peaks) == ctx.n and np.array_equal(lab, ctx.labels)
