@@ -393,6 +393,44 @@ def test_training_entry_makes_a_registry_model_the_engine_runs(tmp_path: Path, m
     ms_learned.learned_segmenter.cache_clear()
 
 
+def test_shipped_model_runs_bfloat16_where_the_cpu_has_it_and_its_onnx_fallback_elsewhere(monkeypatch) -> None:
+    """The shipped card prefers torch-bf16 on the benchmark's evidence (session 40) and falls back on ONNX float32
+    on a CPU without native bfloat16; both engines compute the same network (probabilities within a few hundredths
+    on a brain-like pair), and the record names the engine that ran."""
+    from neurorad.segment import engine as engine_module
+    from neurorad.segment.engine import bf16_supported, load_segmenter
+    from neurorad.segment.registry import find_model
+
+    inference = find_model(ms_learned.LEARNED_MODEL).card["inference"]
+    assert (inference["preferred_engine"], inference["fallback_engine"]) == ("torch-bf16", "onnx")
+    assert "200 benchmark pairs" in inference["onnx_export"]["bf16_accepted_by"]
+    ms_learned.learned_segmenter.cache_clear()
+    try:
+        with monkeypatch.context() as mp:
+            mp.setattr(engine_module, "bf16_supported", lambda: False)
+            assert ms_learned.learned_segmenter(ms_learned.LEARNED_MODEL).engine == "onnx"
+            assert ms_learned.engine_record(ms_learned.LEARNED_MODEL)["inference_engine"] == "onnx"
+    finally:
+        ms_learned.learned_segmenter.cache_clear()
+    if not bf16_supported():
+        return
+    assert ms_learned.engine_record(ms_learned.LEARNED_MODEL)["inference_engine"] == "torch-bf16"
+    rng = np.random.default_rng(5)
+    shape = (48, 48, 40)
+    brain = np.zeros(shape, bool)
+    brain[6:-6, 6:-6, 6:-6] = True
+    bn = np.where(brain, 1.0 + rng.normal(0, 0.05, shape), 0).astype(np.float32)
+    fn = bn.copy()
+    fn[20:26, 20:26, 18:24] += 0.8  # a bright new blob
+    ref = Volume(bn, np.diag([1.5, 1.5, 1.5, 1.0]))
+    p_bf16 = ms_learned.learned_probability(load_segmenter(ms_learned.LEARNED_MODEL, engine="torch-bf16"), ref, fn,
+                                            brain)
+    p_onnx = ms_learned.learned_probability(load_segmenter(ms_learned.LEARNED_MODEL, engine="onnx"), ref, fn, brain)
+    assert 0 < float(np.abs(p_bf16 - p_onnx).max()) < 0.15
+    assert float(p_onnx[20:26, 20:26, 18:24].max()) > 0.5 and float(p_bf16[20:26, 20:26, 18:24].max()) > 0.5
+    ms_learned.learned_segmenter.cache_clear()
+
+
 def test_shipped_model_is_verified_small_carded_and_a_two_time_point_model() -> None:
     from neurorad.segment.registry import SHIPPED_ROOT, find_model
 
