@@ -361,6 +361,11 @@ def _found(le: dict, thr: float) -> bool:
     return sum(h["covered"] for h in le["hits"] if h["peak"] >= thr) >= 0.4 * le["voxels"]
 
 
+def _false_positive(d: dict, thr: float) -> bool:
+    """A detection that matches no truth lesion and is reported at the score threshold ``thr``."""
+    return bool(d["fp"]) and d["peak"] >= thr
+
+
 def lesion_volume_ratios(case: dict, thr: float) -> list[float | None]:
     """Detected / truth volume of each lesion of one case's record (None where it is not found), in the order of
     ``case["lesions"]``. Lesions that share a detection (peak >= ``thr``) form one group, and each of them gets the
@@ -428,7 +433,7 @@ def confidence_intervals(ok: list[dict], thr: float, n_boot: int = 2000, seed: i
         total = np.array([sum(1 for le in r["lesions"] if select(le, r)) for r in ok], float)
         return interval(found, total)
 
-    n_fp = np.array([sum(d["fp"] and d["peak"] >= thr for d in r["detections"]) for r in ok], float)
+    n_fp = np.array([sum(_false_positive(d, thr) for d in r["detections"]) for r in ok], float)
     pred = [any(d["peak"] >= thr for d in r["detections"]) for r in ok]
     pos = [p for p, r in zip(pred, ok, strict=True) if r["truth_active"] is True]
     neg = [not p for p, r in zip(pred, ok, strict=True) if r["truth_active"] is False]
@@ -472,7 +477,7 @@ def volume_error_text(ratios: list[float], n_flagged: int | None = None, detail:
 def operating_point(ok: list[dict], thr: float) -> dict:
     """Lesion and patient figures when detections with peak score >= ``thr`` are kept."""
     les = [le for r in ok for le in r["lesions"]]
-    n_fp = sum(d["fp"] and d["peak"] >= thr for r in ok for d in r["detections"])
+    n_fp = sum(_false_positive(d, thr) for r in ok for d in r["detections"])
     pred = {r["case"]: any(d["peak"] >= thr for d in r["detections"]) for r in ok}
     pos = [r for r in ok if r["truth_active"] is True]
     neg = [r for r in ok if r["truth_active"] is False]
@@ -533,7 +538,7 @@ def summarise(results: list[dict], thr: float = 0.1, floor: float = 0.02,
         return _rate(sum(_found(le, thr) for le in sel), len(sel))
 
     def fp_pp(cases: list[dict]) -> float:
-        return round(sum(d["fp"] and d["peak"] >= thr for r in cases for d in r["detections"]) / max(len(cases), 1), 3)
+        return round(sum(_false_positive(d, thr) for r in cases for d in r["detections"]) / max(len(cases), 1), 3)
 
     by_size = {_size_key(lo, hi):
                rate([le for le in les if lo <= le["diameter_mm"] < hi]) for lo, hi in SIZE_BINS}
@@ -756,8 +761,8 @@ def compare_runs(before: list[dict], after: list[dict], thr: float = 0.1) -> dic
                              "not the same pair")
         fa = {le["id"] for le in ra["lesions"] if _found(le, thr)}
         fb = {le["id"] for le in rb["lesions"] if _found(le, thr)}
-        pa = sorted(round(d["peak"], 3) for d in ra["detections"] if d["fp"] and d["peak"] >= thr)
-        pb = sorted(round(d["peak"], 3) for d in rb["detections"] if d["fp"] and d["peak"] >= thr)
+        pa = sorted(round(d["peak"], 3) for d in ra["detections"] if _false_positive(d, thr))
+        pb = sorted(round(d["peak"], 3) for d in rb["detections"] if _false_positive(d, thr))
         va, vb = lesion_volume_ratios(ra, thr), lesion_volume_ratios(rb, thr)
         vol = {le["id"]: [round(x, 3), round(y, 3)] for le, x, y in zip(ra["lesions"], va, vb, strict=True)
                if x is not None and y is not None and abs(x - y) > 1e-3 * max(x, y)}
@@ -868,7 +873,7 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"case {r['case']}{tag}: ERROR {r['error']}", flush=True)
                 else:
                     found = sum(_found(le, 0.1) for le in r["lesions"])
-                    n_fp = sum(d["fp"] and d["peak"] >= 0.1 for d in r["detections"])
+                    n_fp = sum(_false_positive(d, 0.1) for d in r["detections"])
                     print(f"case {r['case']:3d}{tag} slice {r['slice_mm']:g} mm active={r['truth_active']!s:5} "
                           f"found {found}/{len(r['lesions'])} fp {n_fp} ({r['seconds_pipeline']:.0f} s)", flush=True)
     results.sort(key=lambda r: r["case"])
