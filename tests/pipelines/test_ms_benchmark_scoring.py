@@ -221,7 +221,8 @@ def test_two_runs_are_compared_pair_by_pair() -> None:
     after = copy.deepcopy(before)
     after[0]["detections"] = [_fp(0.55)]  # the same false positive, another peak: still the same detections
     after[0]["lesions"][0]["hits"][0]["volume_mm3"] = 120.0  # measured 1.2 x instead of 1.1 x
-    after[1]["lesions"][1]["hits"] = [(dict(det=2, peak=0.05, covered=20, volume_mm3=30.0))]  # under the point: lost
+    # lesion 2 of pair 1 now covered only by a detection under the operating point: lost
+    after[1]["lesions"][1]["hits"] = [{"det": 2, "peak": 0.05, "covered": 20, "volume_mm3": 30.0}]
     after[1]["detections"] = [_fp(0.3)]
     after[2]["gadolinium"] = "RECOMMENDED"
     after.append({"case": 7, "gadolinium": None, "detections": [], "lesions": []})

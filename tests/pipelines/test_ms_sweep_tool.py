@@ -165,6 +165,17 @@ def test_sweep_runs_the_learned_engines_on_a_probability_cached_per_pair(tmp_pat
 
     monkeypatch.setattr(ms_learned, "learned_probability", no_network)
     assert np.array_equal(sweep.learned_probability_cached(pair, d, cfg), p)
+    if rec["inference_engine"] == "torch-bf16":  # a float32 run (a CPU without bfloat16) never reads this cache
+        from neurorad.segment import engine as engine_module
+
+        ms_learned.learned_segmenter.cache_clear()
+        try:
+            with monkeypatch.context() as mp:
+                mp.setattr(engine_module, "bf16_supported", lambda: False)
+                with pytest.raises(AssertionError, match="the network ran"):
+                    sweep.learned_probability_cached(pair, d, cfg)
+        finally:
+            ms_learned.learned_segmenter.cache_clear()
     learned = replace(cfg, lesion_engine="learned")
     lab_l, peaks_l = sweep.detect(d, learned, p)
     assert len(peaks_l) >= 1  # the network's own lesions on this active pair
