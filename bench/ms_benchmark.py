@@ -222,6 +222,27 @@ def run_engines(case, engines: list[str], froc_floor: float | None, workdir: Pat
     return out
 
 
+def case_indices(case_list: str | None, first: int = 0, cases: int = 30) -> list[int]:
+    """The pairs a run evaluates: ``case_list`` (``3,7,12-15``, sorted, each once) when given, else ``cases``
+    pairs from ``first``. A list reruns the pairs a change can reach; the others' records are pooled with it by
+    ``--summarise`` (disjoint cases)."""
+    if case_list is None:
+        return list(range(first, first + cases))
+    out: set[int] = set()
+    for part in filter(None, (p.strip() for p in case_list.split(","))):
+        a, _, b = part.partition("-")
+        try:
+            lo, hi = int(a), int(b or a)
+        except ValueError:
+            raise ValueError(f"--case-list {case_list!r}: {part!r} is not an index or a range such as 12-15") from None
+        if lo < 0 or hi < lo:
+            raise ValueError(f"--case-list {case_list!r}: {part!r} is not an ascending range of indices >= 0")
+        out.update(range(lo, hi + 1))
+    if not out:
+        raise ValueError(f"--case-list {case_list!r} names no case")
+    return sorted(out)
+
+
 def run_case(i: int, voxel_mm: float, phantom: str = "original", engine: str = "default",
              froc_floor: float | None = None, tuning: bool = False,
              settings: tuple[str, ...] = ()) -> dict | list[dict]:
@@ -742,6 +763,21 @@ def load_results(files: list[Path], engine: str = "default") -> list[dict]:
     return results
 
 
+def with_reruns(results: list[dict], rerun_files: list[Path], engine: str = "default") -> list[dict]:
+    """``results`` with the records of ``rerun_files`` (``--rerun``: pairs run again after a change that reaches
+    only them, e.g. ``--case-list``) in place of the same pairs' records; the rerun files hold disjoint cases, each
+    a case of ``results`` (a rerun of a pair the run does not hold is refused by name). The records keep which run
+    they came from (``rerun_of``), so a pooled summary is traceable to its files."""
+    if not rerun_files:
+        return results
+    reruns = {r["case"]: r for r in load_results(rerun_files, engine)}
+    held = {r["case"] for r in results}
+    missing = sorted(set(reruns) - held)
+    if missing:
+        raise ValueError(f"--rerun holds case(s) {missing} that the --summarise files do not: a rerun replaces pairs")
+    return [{**reruns[r["case"]], "rerun_of": "--summarise"} if r["case"] in reruns else r for r in results]
+
+
 def compare_runs(before: list[dict], after: list[dict], thr: float = 0.1) -> dict:
     """Two runs of the same pairs compared pair by pair (each a :func:`load_results` list of one engine): the
     lesions each finds that the other does not (``_found`` at ``thr``), the false positives (peak >= ``thr``), the
@@ -801,6 +837,9 @@ def main(argv: list[str] | None = None) -> int:
                          "pair and each engine's rows carry its name (summarise with --summarise FILE --engine NAME)")
     ap.add_argument("--cases", type=int, default=30, help="number of cases (default 30)")
     ap.add_argument("--first", type=int, default=0, help="index of the first case")
+    ap.add_argument("--case-list", default=None, metavar="INDICES",
+                    help="run these cases instead of --first/--cases, e.g. 3,7,12-15 (rerun the pairs a change can "
+                         "reach; pool with the other pairs' records by --summarise)")
     ap.add_argument("--tuning", action="store_true", help="widened TUNING seeds (100000+): choose the operating point")
     ap.add_argument("--froc-floor", type=float, default=0.02,
                     help="run with min_peak_score lowered to this, to read the FROC (the operating point is 0.1)")
@@ -820,6 +859,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="compare two runs of the same pairs pair by pair (--json or --jsonl files; with --engine for "
                          "a multi-engine run's rows): lesions found by one only, false positives, measured volumes, "
                          "gadolinium calls")
+    ap.add_argument("--rerun", type=Path, action="append", default=[], metavar="FILE",
+                    help="with --summarise or --compare's AFTER: records of pairs run again (e.g. --case-list after a "
+                         "change that reaches only those pairs) replace the same pairs' records of the other files")
     ap.add_argument("--volume-rule-sweep", action="store_true",
                     help="with --summarise: re-apply the volume-measurability rule with other constants (choose it "
                          "on --tuning pairs only)")
@@ -827,6 +869,8 @@ def main(argv: list[str] | None = None) -> int:
     bad = [e for e in args.engine.split(",") if e not in ENGINES]
     if bad:
         ap.error(f"unknown engine(s) {', '.join(bad)}; choose from {', '.join(ENGINES)}")
+    if args.rerun and not (args.summarise or args.compare):
+        ap.error("--rerun replaces records of --summarise files (or of --compare's AFTER); it runs nothing")
     settings = tuple(args.settings)
     try:  # refuse an unknown setting before any pair runs
         for e in args.engine.split(","):
@@ -836,6 +880,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.compare:
         try:
             before, after = (load_results([f], args.engine) for f in args.compare)
+            after = with_reruns(after, args.rerun, args.engine)
             cmp = compare_runs(before, after)
         except ValueError as exc:
             ap.error(str(exc))
@@ -844,18 +889,22 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.summarise:
         try:
-            results = load_results(args.summarise, args.engine)
+            results = with_reruns(load_results(args.summarise, args.engine), args.rerun, args.engine)
         except ValueError as exc:
             ap.error(str(exc))
         summary = summarise(results, 0.1, args.froc_floor)
         summary.update(phantom=args.phantom, engine=args.engine, summarised_from=[str(f) for f in args.summarise],
+                       **({"reruns": [str(f) for f in args.rerun]} if args.rerun else {}),
                        **warning_counts(results))
         if args.volume_rule_sweep:
             summary["volume_rule_sweep"] = volume_rule_sweep(results)
         print(json.dumps(summary, indent=2))
         return 0
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    idx = list(range(args.first, args.first + args.cases))
+    try:
+        idx = case_indices(args.case_list, args.first, args.cases)
+    except ValueError as exc:
+        ap.error(str(exc))
     results = []
     t0 = time.perf_counter()
     with ProcessPoolExecutor(max_workers=args.workers) as ex:
@@ -884,6 +933,7 @@ def main(argv: list[str] | None = None) -> int:
         sm = summarise(rows, 0.1, args.froc_floor)
         sm.update(wall_seconds=round(time.perf_counter() - t0, 1), workers=args.workers, voxel_mm=args.voxel_mm,
                   phantom=args.phantom, engine=e, tuning=args.tuning, first=args.first, settings=list(settings),
+                  **({"case_list": idx} if args.case_list is not None else {}),
                   **warning_counts(rows))
         summaries[e] = sm
     summary = summaries[engines[0]] if len(engines) == 1 else {"engines": summaries}

@@ -236,3 +236,43 @@ def test_two_runs_are_compared_pair_by_pair() -> None:
     assert by_case[2]["gadolinium_before_after"] == ["NOT NEEDED", "RECOMMENDED"]
     with pytest.raises(ValueError, match="not the same pair"):
         mb.compare_runs(before, [{**before[0], "lesions": before[0]["lesions"][:1]}])
+
+
+def test_a_case_list_names_the_pairs_to_rerun() -> None:
+    """``--case-list``: indices and ranges, sorted and each once; without it ``--cases`` pairs from ``--first``; a
+    malformed list is refused on the command line before any pair runs."""
+    import pytest
+
+    mb = load_bench("ms_benchmark")
+    assert mb.case_indices("7,1-3, 2,10-10") == [1, 2, 3, 7, 10]
+    assert mb.case_indices(None, 40, 3) == [40, 41, 42]
+    for bad in ("", "a", "5-3", "-2", "1,,x"):
+        with pytest.raises(ValueError, match="case-list"):
+            mb.case_indices(bad)
+    with pytest.raises(SystemExit):
+        mb.main(["--phantom", "widened", "--case-list", "3-1"])
+
+
+def test_rerun_pairs_replace_their_records_in_a_pooled_summary(tmp_path) -> None:  # noqa: ANN001 - pytest fixture
+    """``--rerun``: the records of pairs run again replace those pairs' records of the pooled files (the others
+    stay), are marked as reruns, and a rerun of a pair the pool does not hold is refused by name."""
+    import json
+
+    import pytest
+
+    mb = load_bench("ms_benchmark")
+    old = _cases_one_lesion_each(4, 2)  # cases 0-3, lesions of 0 and 1 found
+    (tmp_path / "old.json").write_text(json.dumps({"summary": {}, "cases": old}))
+    again = [{**c, "lesions": [{**le, "hits": []} for le in c["lesions"]]} for c in old if c["case"] == 1]
+    (tmp_path / "rerun.jsonl").write_text("".join(json.dumps(c) + "\n" for c in again))
+    pooled = mb.with_reruns(mb.load_results([tmp_path / "old.json"]), [tmp_path / "rerun.jsonl"])
+    assert [r["case"] for r in pooled] == [0, 1, 2, 3]
+    assert [r.get("rerun_of") for r in pooled] == [None, "--summarise", None, None]
+    assert mb.summarise(mb.load_results([tmp_path / "old.json"]))["lesion_sensitivity_all"] == "0.500 (2/4)"
+    assert mb.summarise(pooled)["lesion_sensitivity_all"] == "0.250 (1/4)"
+    stray = [{**old[0], "case": 9}]
+    (tmp_path / "stray.jsonl").write_text(json.dumps(stray[0]) + "\n")
+    with pytest.raises(ValueError, match=r"case\(s\) \[9\]"):
+        mb.with_reruns(pooled, [tmp_path / "stray.jsonl"])
+    with pytest.raises(SystemExit):  # --rerun runs nothing
+        mb.main(["--phantom", "widened", "--rerun", str(tmp_path / "rerun.jsonl")])
