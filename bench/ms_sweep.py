@@ -130,11 +130,14 @@ def _case(i: int, voxel_mm: float, phantom: str, held_out: bool):  # noqa: ANN20
 
 
 def _bias_setting(cfg) -> dict:  # noqa: ANN001 - MSConfig
-    """How step 4 (N4) treated the intensity scale (the shift's size only where it is used): a cached pair prepared
+    """How step 4 (N4) treated the intensity scale (the shift's size only where it is used) and, since workflow
+    1.21.0, how it sampled a fine grid (``n4_fine_grid_sample_mm``, recorded when set): a cached pair prepared
     another way is not the workflow's."""
-    if cfg.n4_nonpositive == "relative":
-        return {"n4_nonpositive": "relative", "n4_shift_medians": float(cfg.n4_shift_medians)}
-    return {"n4_nonpositive": cfg.n4_nonpositive}
+    out: dict = ({"n4_nonpositive": "relative", "n4_shift_medians": float(cfg.n4_shift_medians)}
+                 if cfg.n4_nonpositive == "relative" else {"n4_nonpositive": cfg.n4_nonpositive})
+    if cfg.n4_fine_grid_sample_mm is not None:
+        out["n4_fine_grid_sample_mm"] = float(cfg.n4_fine_grid_sample_mm)
+    return out
 
 
 def load_pair(i: int, voxel_mm: float, cache: Path, phantom: str = "widened", prep_settings: list[str] | None = None,
@@ -152,8 +155,8 @@ def load_pair(i: int, voxel_mm: float, cache: Path, phantom: str = "widened", pr
     now = _bias_setting(apply_overrides(ms.MSConfig(), list(prep_settings or []), top_level=True))
     then = d.get("bias", {"n4_nonpositive": "shift"})  # pairs cached before 1.20.0 recorded nothing
     if then != now:
-        raise ValueError(f"{path}: prepared with N4 {then}, the workflow now runs {now} (workflow 1.20.0): delete "
-                         f"the cache folder {path.parent} (or give another --cache) to prepare the pairs again")
+        raise ValueError(f"{path}: prepared with N4 {then}, the workflow now runs {now} (workflows 1.20.0, 1.21.0): "
+                         f"delete the cache folder {path.parent} (or give another --cache) to prepare the pairs again")
     if "finer_input_voxel_mm" in d:
         return path, d
     from neurorad.store.storage import atomic_write

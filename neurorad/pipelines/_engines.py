@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from neurorad.image.volume import Volume
-from neurorad.preprocess.bias import n4_bias_correct, shrink_factors_for_spacing
+from neurorad.preprocess.bias import n4_bias_correct, n4_shrink_factors
 from neurorad.preprocess.brain_extraction import get_extractor
 from neurorad.preprocess.normalize import NyulStandardizer, histogram_match, joint_histogram_normalize
 
@@ -41,19 +41,21 @@ def brain_mask(volume: Volume, engine: str = "deepbet") -> tuple[Volume, str, st
 
 def n4(volume: Volume, mask: Volume | None, shrink: int = 4,
        iterations: tuple[int, ...] = (50, 50, 50, 50), nonpositive: str = "floor",
-       shrink_mm: float | None = None, shift_medians: float = 2.0) -> tuple[Volume, str]:
+       shrink_mm: float | None = None, shift_medians: float = 2.0,
+       fine_grid_sample_mm: float | None = None) -> tuple[Volume, str]:
     """N4 bias-field correction (Tustison et al. 2010) inside ``mask`` (Otsu head mask when None).
 
-    ``shrink_mm``: fit on an image shrunk per axis towards this spacing
-    (:func:`neurorad.preprocess.bias.shrink_factors_for_spacing`) instead of by ``shrink`` voxels.
+    The fit's shrink factors: :func:`neurorad.preprocess.bias.n4_shrink_factors` (``shrink`` voxels; towards
+    ``shrink_mm`` on every grid; towards ``fine_grid_sample_mm`` on a grid fine on every axis).
     ``nonpositive`` and ``shift_medians`` go to :func:`neurorad.preprocess.bias.n4_bias_correct` (the MS workflow
     passes its ``MSConfig`` values)."""
-    factors: int | tuple[int, ...] = (shrink if shrink_mm is None
-                                      else shrink_factors_for_spacing(volume.spacing_mm, shrink_mm))
+    factors = n4_shrink_factors(volume.spacing_mm, shrink, shrink_mm, fine_grid_sample_mm)
     out = n4_bias_correct(volume.with_data(np.asarray(volume.data, np.float32)), mask=mask, shrink_factor=factors,
                           iterations=iterations, nonpositive=nonpositive, shift_medians=shift_medians)
     its = ",".join(str(i) for i in iterations)
-    how = f"shrink {shrink}" if shrink_mm is None else f"shrink {'x'.join(map(str, factors))} (to {shrink_mm:g} mm)"
+    target = shrink_mm if shrink_mm is not None else fine_grid_sample_mm
+    how = (f"shrink {factors}" if isinstance(factors, int)
+           else f"shrink {'x'.join(map(str, factors))} (to {target:g} mm)")
     return out, f"preprocess.bias:n4 ({how}, iterations {its})"  # type: ignore[return-value]
 
 

@@ -126,6 +126,14 @@ class MSConfig:
     # 39 s per pair on a slow machine) swapped lesions on 48 tuning pairs (84 -> 83/93, patient sensitivity 31 ->
     # 30/32). docs/ms-lesions-log.md, "N4's sampling"
     n4_shrink_mm: float | None = None
+    # on a grid fine on every axis (every spacing < this / n4_shrink: 1-1.4 mm voxels) N4 fits on samples of about
+    # this size instead of n4_shrink voxels (preprocess.bias.n4_shrink_factors; ignored when n4_shrink_mm is set):
+    # 6 x 6 x 6 on a 1 mm grid, 0.3x the samples, -3.25 s per 1 mm pair (median of 3, alternated; bench/ms_speed.py
+    # --compare-config n4_shrink_mm=6.0). Grids with a 3-5 mm axis keep n4_shrink (their samples are already 12-20 mm
+    # slabs, and 6 mm in-plane there moved lesions on the tuning pairs: 2 lost, 1 gained on 5 mm pairs, for no time
+    # gain). Workflow 1.21.0, chosen on the 96 widened tuning pairs (docs/ms-lesions-log.md "Workflow 1.21.0").
+    # None: n4_shrink voxels on every grid (1.20.0)
+    n4_fine_grid_sample_mm: float | None = 6.0
     # N4 fitting levels (max iterations each): 3 short levels instead of preprocess' (50,50,50,50):
     # inside the brain mask the 4th level and long runs over-fit (WM CoV 0.0329 with 4 levels,
     # 0.0223 with (50,50,30), 0.0193 with (25,25,15) at half its CPU; bench/ms_n4_levels.py)
@@ -903,13 +911,15 @@ def step_bias(ctx: MSContext) -> None:
     cfg = ctx.cfg
     assert ctx.ref is not None
     with ctx.prov.step("bias", shrink_factor=cfg.n4_shrink if cfg.n4_shrink_mm is None else None,
-                       shrink_mm=cfg.n4_shrink_mm, iterations=list(cfg.n4_iterations),
+                       shrink_mm=cfg.n4_shrink_mm, fine_grid_sample_mm=cfg.n4_fine_grid_sample_mm,
+                       iterations=list(cfg.n4_iterations),
                        nonpositive=cfg.n4_nonpositive, shift_medians=cfg.n4_shift_medians,
                        concurrent=cfg.concurrent_timepoints) as st:
         bm = ctx.ref.with_data(ctx.brain)
         (ctx.b_n, eng), (ctx.f_n, _) = _both(lambda v: _engines.n4(v, bm, cfg.n4_shrink, cfg.n4_iterations,
                                                                       cfg.n4_nonpositive, cfg.n4_shrink_mm,
-                                                                      cfg.n4_shift_medians),
+                                                                      cfg.n4_shift_medians,
+                                                                      cfg.n4_fine_grid_sample_mm),
                                              ctx.b_c, ctx.f_c, cfg.concurrent_timepoints)
         st.engine = eng
 

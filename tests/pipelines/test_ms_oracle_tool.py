@@ -134,10 +134,11 @@ def test_independent_pairs_are_prepared_with_their_location_bins_and_without_bas
     assert loaded["finer_input_voxel_mm"] == pytest.approx(1.0)
     assert pickle.loads(path.read_bytes())["finer_input_voxel_mm"] == pytest.approx(1.0)
     assert asked == ["colin27", "mni152", "colin27"]
-    # a pair prepared with another N4 handling (every pair cached before workflow 1.20.0: one unit's shift) is
-    # refused, naming the file, rather than judged as the workflow's
-    assert loaded["bias"] == {"n4_nonpositive": "relative", "n4_shift_medians": 2.0}
-    for old in ({k: v for k, v in loaded.items() if k != "bias"}, {**loaded, "bias": {"n4_nonpositive": "floor"}}):
+    # a pair prepared with another N4 handling (every pair cached before workflow 1.20.0: one unit's shift; before
+    # 1.21.0: 4-voxel samples on a fine grid) is refused, naming the file, rather than judged as the workflow's
+    assert loaded["bias"] == {"n4_nonpositive": "relative", "n4_shift_medians": 2.0, "n4_fine_grid_sample_mm": 6.0}
+    for old in ({k: v for k, v in loaded.items() if k != "bias"}, {**loaded, "bias": {"n4_nonpositive": "floor"}},
+                {**loaded, "bias": {"n4_nonpositive": "relative", "n4_shift_medians": 2.0}}):
         path.write_bytes(pickle.dumps(old))
         with pytest.raises(ValueError, match="independent_7_1.pkl: prepared with N4"):
             ms_sweep.load_pair(7, 1.0, tmp_path, "independent")

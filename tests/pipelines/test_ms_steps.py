@@ -204,10 +204,12 @@ def test_register_step_hands_elastix_its_iterations(tmp_path, monkeypatch, backe
 
 @pytest.mark.parametrize(("spacing", "shrink_mm", "expected"), [((1.0, 1.0, 1.0), 6.0, (6, 6, 6)),
                                                                 ((1.0, 1.0, 5.0), 6.0, (6, 6, 1)),
-                                                                ((1.0, 1.0, 5.0), None, 4)])
+                                                                ((1.0, 1.0, 5.0), None, 4),
+                                                                ((1.0, 1.0, 1.0), None, (6, 6, 6))])
 def test_bias_step_shrinks_towards_a_spacing(tmp_path, monkeypatch, spacing, shrink_mm, expected):
-    """MSConfig.n4_shrink_mm reaches N4 as per-axis factors of the common grid (n4_shrink when None), and the
-    provenance records what was asked."""
+    """MSConfig.n4_shrink_mm reaches N4 as per-axis factors of the common grid; when None, a grid fine on every axis
+    is sampled at n4_fine_grid_sample_mm (6 mm, workflow 1.21.0) and any other at n4_shrink voxels; the provenance
+    records what was asked and the engine the factors used."""
     from neurorad.pipelines import _engines
 
     seen: list = []
@@ -227,7 +229,9 @@ def test_bias_step_shrinks_towards_a_spacing(tmp_path, monkeypatch, spacing, shr
     step = ctx.prov.steps[-1]
     assert step.parameters["shrink_mm"] == shrink_mm
     assert (step.parameters["nonpositive"], step.parameters["shift_medians"]) == ("relative", 2.0)
-    assert ("to 6 mm" in step.engine) == (shrink_mm is not None)
+    assert step.parameters["fine_grid_sample_mm"] == 6.0
+    assert ("to 6 mm" in step.engine) == (expected != 4)
+    assert (f"shrink {'x'.join(map(str, expected))}" if expected != 4 else "shrink 4,") in step.engine
 
 
 def _row(i, kind, vol, base):
