@@ -50,6 +50,7 @@ from neurorad.image.geometry import crop_to_mask, reorient, resample_to_spacing
 from neurorad.image.nifti import load_nifti, save_nifti
 from neurorad.image.volume import Volume
 from neurorad.pipelines import _engines
+from neurorad.preprocess.bias import n4_shrink_factors
 from neurorad.preprocess.harmonize import check_acquisition
 from neurorad.preprocess.registration import RegistrationLimits, register
 from neurorad.preprocess.transforms import AffineTransform, resample
@@ -910,7 +911,9 @@ def step_bias(ctx: MSContext) -> None:
     """4. N4 bias-field correction of both time points inside the common brain mask (concurrently)."""
     cfg = ctx.cfg
     assert ctx.ref is not None
-    with ctx.prov.step("bias", shrink_factor=cfg.n4_shrink if cfg.n4_shrink_mm is None else None,
+    # the factors N4 fits with on this grid (both time points share it), recorded as used
+    factors = n4_shrink_factors(ctx.ref.spacing_mm, cfg.n4_shrink, cfg.n4_shrink_mm, cfg.n4_fine_grid_sample_mm)
+    with ctx.prov.step("bias", shrink_factor=factors if isinstance(factors, int) else list(factors),
                        shrink_mm=cfg.n4_shrink_mm, fine_grid_sample_mm=cfg.n4_fine_grid_sample_mm,
                        iterations=list(cfg.n4_iterations),
                        nonpositive=cfg.n4_nonpositive, shift_medians=cfg.n4_shift_medians,

@@ -230,6 +230,7 @@ def test_bias_step_shrinks_towards_a_spacing(tmp_path, monkeypatch, spacing, shr
     assert step.parameters["shrink_mm"] == shrink_mm
     assert (step.parameters["nonpositive"], step.parameters["shift_medians"]) == ("relative", 2.0)
     assert step.parameters["fine_grid_sample_mm"] == 6.0
+    assert step.parameters["shrink_factor"] == (list(expected) if isinstance(expected, tuple) else expected)
     assert ("to 6 mm" in step.engine) == (expected != 4)
     assert (f"shrink {'x'.join(map(str, expected))}" if expected != 4 else "shrink 4,") in step.engine
 
