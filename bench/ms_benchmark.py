@@ -231,19 +231,15 @@ def case_indices(case_list: str | None, first: int = 0, cases: int = 30) -> list
     ``--summarise`` (disjoint cases)."""
     if case_list is None:
         return list(range(first, first + cases))
-    out: set[int] = set()
-    for part in filter(None, (p.strip() for p in case_list.split(","))):
-        a, _, b = part.partition("-")
-        try:
-            lo, hi = int(a), int(b or a)
-        except ValueError:
-            raise ValueError(f"--case-list {case_list!r}: {part!r} is not an index or a range such as 12-15") from None
-        if lo < 0 or hi < lo:
-            raise ValueError(f"--case-list {case_list!r}: {part!r} is not an ascending range of indices >= 0")
-        out.update(range(lo, hi + 1))
+    from ms_sweep import _indices  # the one parser of index lists in bench/
+
+    try:
+        out = sorted(set(_indices(case_list)))
+    except ValueError as exc:
+        raise ValueError(f"--case-list {case_list!r}: {exc}") from None
     if not out:
         raise ValueError(f"--case-list {case_list!r} names no case")
-    return sorted(out)
+    return out
 
 
 def run_case(i: int, voxel_mm: float, phantom: str = "original", engine: str = "default",

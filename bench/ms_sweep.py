@@ -44,11 +44,18 @@ import numpy as np
 
 
 def _indices(spec: str) -> list[int]:
-    """``1-3,7`` -> [1, 2, 3, 7]; an empty spec (or part) gives nothing."""
+    """``1-3,7`` -> [1, 2, 3, 7]; an empty spec (or part) gives nothing. A part that is not an index or an ascending
+    range of indices >= 0 is refused by name (ValueError)."""
     out: list[int] = []
-    for part in filter(None, spec.split(",")):
+    for part in filter(None, (p.strip() for p in spec.split(","))):
         a, _, b = part.partition("-")
-        out += list(range(int(a), int(b or a) + 1))
+        try:
+            lo, hi = int(a), int(b or a)
+        except ValueError:
+            raise ValueError(f"{part!r} is not an index or a range such as 12-15") from None
+        if lo < 0 or hi < lo:
+            raise ValueError(f"{part!r} is not an ascending range of indices >= 0")
+        out += list(range(lo, hi + 1))
     return out
 
 
