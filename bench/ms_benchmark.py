@@ -773,7 +773,8 @@ def with_reruns(results: list[dict], rerun_files: list[Path], engine: str = "def
     held = {r["case"] for r in results}
     missing = sorted(set(reruns) - held)
     if missing:
-        raise ValueError(f"--rerun holds case(s) {missing} that the --summarise files do not: a rerun replaces pairs")
+        raise ValueError(f"--rerun holds case(s) {missing} that the records it replaces in do not (--summarise files, "
+                         f"--compare's AFTER): a rerun replaces pairs")
     return [{**reruns[r["case"]], "rerun_of": "--summarise"} if r["case"] in reruns else r for r in results]
 
 

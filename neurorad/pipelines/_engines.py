@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from neurorad.image.volume import Volume
-from neurorad.preprocess.bias import n4_bias_correct, n4_shrink_factors
+from neurorad.preprocess.bias import n4_bias_correct
 from neurorad.preprocess.brain_extraction import get_extractor
 from neurorad.preprocess.normalize import NyulStandardizer, histogram_match, joint_histogram_normalize
 
@@ -39,23 +39,21 @@ def brain_mask(volume: Volume, engine: str = "deepbet") -> tuple[Volume, str, st
     return m, f"preprocess.brain_extraction:{info.get('engine', engine)}", info.get("weights_sha256")
 
 
-def n4(volume: Volume, mask: Volume | None, shrink: int = 4,
+def n4(volume: Volume, mask: Volume | None, shrink: int | tuple[int, ...] = 4,
        iterations: tuple[int, ...] = (50, 50, 50, 50), nonpositive: str = "floor",
-       shrink_mm: float | None = None, shift_medians: float = 2.0,
-       fine_grid_sample_mm: float | None = None) -> tuple[Volume, str]:
+       shift_medians: float = 2.0, sample_mm: float | None = None) -> tuple[Volume, str]:
     """N4 bias-field correction (Tustison et al. 2010) inside ``mask`` (Otsu head mask when None).
 
-    The fit's shrink factors: :func:`neurorad.preprocess.bias.n4_shrink_factors` (``shrink`` voxels; towards
-    ``shrink_mm`` on every grid; towards ``fine_grid_sample_mm`` on a grid fine on every axis).
-    ``nonpositive`` and ``shift_medians`` go to :func:`neurorad.preprocess.bias.n4_bias_correct` (the MS workflow
-    passes its ``MSConfig`` values)."""
-    factors = n4_shrink_factors(volume.spacing_mm, shrink, shrink_mm, fine_grid_sample_mm)
-    out = n4_bias_correct(volume.with_data(np.asarray(volume.data, np.float32)), mask=mask, shrink_factor=factors,
+    ``shrink``: the fit's shrink factor, one for every axis or one per axis (the MS workflow passes
+    :func:`neurorad.preprocess.bias.n4_shrink_factors` of its common grid, computed once for both time points);
+    ``sample_mm``: the sample spacing per-axis factors aim at, named in the engine string. ``nonpositive`` and
+    ``shift_medians`` go to :func:`neurorad.preprocess.bias.n4_bias_correct` (the MS workflow passes its ``MSConfig``
+    values)."""
+    out = n4_bias_correct(volume.with_data(np.asarray(volume.data, np.float32)), mask=mask, shrink_factor=shrink,
                           iterations=iterations, nonpositive=nonpositive, shift_medians=shift_medians)
     its = ",".join(str(i) for i in iterations)
-    target = shrink_mm if shrink_mm is not None else fine_grid_sample_mm
-    how = (f"shrink {factors}" if isinstance(factors, int)
-           else f"shrink {'x'.join(map(str, factors))} (to {target:g} mm)")
+    how = (f"shrink {shrink}" if isinstance(shrink, int)
+           else f"shrink {'x'.join(map(str, shrink))}" + (f" (to {sample_mm:g} mm)" if sample_mm is not None else ""))
     return out, f"preprocess.bias:n4 ({how}, iterations {its})"  # type: ignore[return-value]
 
 

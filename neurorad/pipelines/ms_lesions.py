@@ -911,18 +911,18 @@ def step_bias(ctx: MSContext) -> None:
     """4. N4 bias-field correction of both time points inside the common brain mask (concurrently)."""
     cfg = ctx.cfg
     assert ctx.ref is not None
-    # the factors N4 fits with on this grid (both time points share it), recorded as used
+    # the factors N4 fits with on the common grid (both time points are on it), computed once and recorded as used
     factors = n4_shrink_factors(ctx.ref.spacing_mm, cfg.n4_shrink, cfg.n4_shrink_mm, cfg.n4_fine_grid_sample_mm)
+    sample_mm = cfg.n4_shrink_mm if cfg.n4_shrink_mm is not None else cfg.n4_fine_grid_sample_mm
     with ctx.prov.step("bias", shrink_factor=factors if isinstance(factors, int) else list(factors),
                        shrink_mm=cfg.n4_shrink_mm, fine_grid_sample_mm=cfg.n4_fine_grid_sample_mm,
                        iterations=list(cfg.n4_iterations),
                        nonpositive=cfg.n4_nonpositive, shift_medians=cfg.n4_shift_medians,
                        concurrent=cfg.concurrent_timepoints) as st:
         bm = ctx.ref.with_data(ctx.brain)
-        (ctx.b_n, eng), (ctx.f_n, _) = _both(lambda v: _engines.n4(v, bm, cfg.n4_shrink, cfg.n4_iterations,
-                                                                      cfg.n4_nonpositive, cfg.n4_shrink_mm,
-                                                                      cfg.n4_shift_medians,
-                                                                      cfg.n4_fine_grid_sample_mm),
+        (ctx.b_n, eng), (ctx.f_n, _) = _both(lambda v: _engines.n4(v, bm, factors, cfg.n4_iterations,
+                                                                      cfg.n4_nonpositive, cfg.n4_shift_medians,
+                                                                      sample_mm),
                                              ctx.b_c, ctx.f_c, cfg.concurrent_timepoints)
         st.engine = eng
 
