@@ -73,9 +73,11 @@ from pathlib import Path
 import numpy as np
 
 TUNING_SEED0 = 100_000
-#: default: MSConfig() (classical, local statistics); global: the classical engine before issue 17; learned: the
-#: two-time-point network; fusion: classical + learned (neurorad.segment.ms_learned)
-ENGINES = ("default", "global", "learned", "fusion")
+#: default: MSConfig(), the workflow's default engine (fusion since workflow 1.22.0, classical before: every record
+#: of a run carries the engine that ran as ``lesion_engine``); classical: the difference engine (local statistics);
+#: global: the classical engine before issue 17; learned: the two-time-point network; fusion: classical + learned
+#: (neurorad.segment.ms_learned)
+ENGINES = ("default", "classical", "global", "learned", "fusion")
 SIZE_BINS = [(3, 5), (5, 8), (8, 10**3)]
 CONTRAST_BINS = [(1.0, 1.5), (1.5, 2.0), (2.0, 3.0)]
 
@@ -146,9 +148,9 @@ def independent_case(i: int, template: str = "colin27"):  # noqa: ANN201 - Phant
 
 
 def engine_config(engine: str, froc_floor: float | None, settings: tuple[str, ...] = ()):  # noqa: ANN201 - MSConfig
-    """The workflow configuration of an engine name (``default``: MSConfig(); ``global``: the
-    original classical engine before issue 17), with ``settings`` (``--set``: ``group.param=value`` or a field of
-    MSConfig itself, ``field=value``; ``ms_sweep.apply_overrides``) applied last."""
+    """The workflow configuration of an engine name (``default``: MSConfig(), the workflow's default engine;
+    ``global``: the original classical engine before issue 17), with ``settings`` (``--set``: ``group.param=value``
+    or a field of MSConfig itself, ``field=value``; ``ms_sweep.apply_overrides``) applied last."""
     from neurorad.pipelines.ms_lesions import MSConfig
     from neurorad.segment.ms_difference import CandidateParams, ClassifyParams, FPParams
 
@@ -160,7 +162,7 @@ def engine_config(engine: str, froc_floor: float | None, settings: tuple[str, ..
                       classify=ClassifyParams(partial_volume_fraction=None, enlarging_min_volume_ratio=None,
                                               rescue_growth_ratio=None),
                       max_slice_thickness_mm=5.0)
-    elif engine in ("learned", "fusion"):
+    elif engine in ("classical", "learned", "fusion"):
         cfg = replace(cfg, lesion_engine=engine)
     elif engine != "default":
         raise ValueError(f"unknown engine {engine!r} ({', '.join(ENGINES)})")
@@ -277,7 +279,8 @@ def run_case(i: int, voxel_mm: float, phantom: str = "original", engine: str = "
                 out.append({"case": i, "engine": e, "spec": _jsonable(spec),
                             "error": f"{type(res).__name__}: {res}"})
             else:
-                out.append({"engine": e, **score_result(i, spec, case, res, t_gen, t_run)})
+                out.append({"engine": e, "lesion_engine": engine_config(e, froc_floor, settings).lesion_engine,
+                            **score_result(i, spec, case, res, t_gen, t_run)})
         return out
     cfg = engine_config(engine, froc_floor, settings)
     with tempfile.TemporaryDirectory() as d:
@@ -285,9 +288,10 @@ def run_case(i: int, voxel_mm: float, phantom: str = "original", engine: str = "
         try:
             res = run_ms_lesions(case.baseline_flair, case.followup_flair, Path(d) / "out", cfg)
         except Exception as exc:  # noqa: BLE001 - a failed case is a result of the benchmark
-            return {"case": i, "spec": _jsonable(spec), "error": f"{type(exc).__name__}: {exc}"}
+            return {"case": i, "engine": engine, "lesion_engine": cfg.lesion_engine, "spec": _jsonable(spec),
+                    "error": f"{type(exc).__name__}: {exc}"}
         t_run = time.perf_counter() - t1
-    return score_result(i, spec, case, res, t_gen, t_run)
+    return {"engine": engine, "lesion_engine": cfg.lesion_engine, **score_result(i, spec, case, res, t_gen, t_run)}
 
 
 def score_result(i: int, spec: dict, case, res, t_gen: float, t_run: float) -> dict:  # noqa: ANN001
@@ -729,6 +733,19 @@ def core_thresholds(threshold: float, params) -> dict:  # noqa: ANN001 - Candida
     return out
 
 
+def engine_of(record: dict, engine: str) -> bool:
+    """Whether a benchmark record holds ``engine``'s result. A record names the benchmark engine it ran
+    (``engine``; before workflow 1.22.0 only a multi-engine run's records did) and, since 1.22.0, the workflow's
+    engine (``lesion_engine``). ``classical`` and ``fusion`` also take the records of the
+    default engine that ran them: before 1.22.0 (no ``lesion_engine``) the default was the classical engine."""
+    ran = record.get("engine", "default")
+    if ran == engine:
+        return True
+    if ran == "default" and engine in ("classical", "fusion"):
+        return record.get("lesion_engine", "classical") == engine
+    return False
+
+
 def load_results(files: list[Path], engine: str = "default") -> list[dict]:
     """The per-case records of one or more runs, sorted by case: each file a ``--jsonl`` file (one record per line)
     or a ``--json`` file (``{"summary": ..., "cases": [...]}``). A multi-engine run gives the rows of ``engine``.
@@ -751,8 +768,9 @@ def load_results(files: list[Path], engine: str = "default") -> list[dict]:
                 raise ValueError(f"{f}: line {exc.lineno} is not JSON: neither a --json nor a --jsonl file") from exc
         if not all(isinstance(r, dict) and "case" in r for r in rows):
             raise ValueError(f"{f}: not a benchmark run (records without a 'case')")
-        if any("engine" in r for r in rows):  # a multi-engine run: the rows of the engine asked for
-            rows = [r for r in rows if r.get("engine", "default") == engine]
+        if any("engine" in r for r in rows):  # the rows of the engine asked for (a run before workflow 1.22.0 of
+            # one engine named none: all its rows)
+            rows = [r for r in rows if engine_of(r, engine)]
         for r in rows:
             if r["case"] in seen:
                 raise ValueError(f"case {r['case']} is in both {seen[r['case']]} and {f}: pool runs of disjoint cases")
@@ -831,10 +849,13 @@ def main(argv: list[str] | None = None) -> int:
                          "detector (its own grids: --voxel-mm does not apply); independent-mni152: the same simulator "
                          "with MNI152 2009a's brain instead of Colin27's")
     ap.add_argument("--engine", default="default",
-                    help="default: MSConfig() (classical, local statistics); global: the classical engine before "
-                         "issue 17; learned: the two-time-point network (MSConfig.lesion_engine); fusion: classical + "
-                         "learned. Several, comma-separated (e.g. default,learned,fusion): steps 1-5 run once per "
-                         "pair and each engine's rows carry its name (summarise with --summarise FILE --engine NAME)")
+                    help="default: MSConfig(), the workflow's default engine (fusion since workflow 1.22.0, classical "
+                         "before; each record names the engine that ran, lesion_engine); classical: the difference "
+                         "engine (local statistics); global: the classical engine before issue 17; learned: the "
+                         "two-time-point network (MSConfig.lesion_engine); fusion: classical + learned. Several, "
+                         "comma-separated (e.g. classical,learned,fusion): steps 1-5 run once per pair and each "
+                         "engine's rows carry its name (summarise with --summarise FILE --engine NAME; NAME classical "
+                         "or fusion also reads the rows a run of the default engine made with it)")
     ap.add_argument("--cases", type=int, default=30, help="number of cases (default 30)")
     ap.add_argument("--first", type=int, default=0, help="index of the first case")
     ap.add_argument("--case-list", default=None, metavar="INDICES",

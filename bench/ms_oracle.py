@@ -202,8 +202,8 @@ def main(argv: list[str] | None = None) -> int:
                          "independent-mni152: the same simulator in MNI152 2009a's brain")
     ap.add_argument("--found", type=Path, help="a sweep's per-pair records (ms_sweep.py --json) to join")
     ap.add_argument("--engines", default="",
-                    help="comma-separated engines (default, global, learned, fusion) run on each prepared pair at "
-                         "their shipped operating points, to show which lesions each finds")
+                    help="comma-separated engines (default, classical, global, learned, fusion) run on each prepared "
+                         "pair at their shipped operating points, to show which lesions each finds")
     ap.add_argument("--set", dest="settings", action="append", default=[], metavar="GROUP.PARAM=VALUE",
                     help="a rule variant for --engines, e.g. classify.rescue_growth_ratio=2.5 (repeatable)")
     ap.add_argument("--workers", type=int, default=1)

@@ -334,8 +334,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--floor", type=float, default=0.02)
     ap.add_argument("--max-fp", type=float, default=0.3)
     ap.add_argument("--cache", type=Path, default=Path("bench/out/ms_sweep"))
-    ap.add_argument("--engine", default="default", choices=["default", "global", "learned", "fusion"],
-                    help="global: the classical engine before issue 17 (for its FROC on the same pairs); learned, "
+    ap.add_argument("--engine", default="default", choices=["default", "classical", "global", "learned", "fusion"],
+                    help="default: the workflow's default engine (fusion since workflow 1.22.0, classical before); "
+                         "global: the classical engine before issue 17 (for its FROC on the same pairs); learned, "
                          "fusion: the learned model's probability is cached per pair and model, so variants of "
                          "its thresholds (--set learned.core_probability=0.3) run the network once")
     ap.add_argument("--phantom", default="widened", choices=["widened", "original"],

@@ -49,9 +49,10 @@ def ms_lesions(
     registration: str = typer.Option("elastix", "--registration", help="elastix | sitk | ants."),
     normalisation: str = typer.Option("nyul", "--normalisation", help="nyul | histogram (after the joint fit)."),
     lesion_engine: str = typer.Option(
-        "classical", "--lesion-engine",
-        help="classical (difference image, default) | learned (two-time-point network ms-unet3d, trained on "
-             "synthetic phantoms) | fusion (either engine confident; strong disagreement -> quality warning)."),
+        "fusion", "--lesion-engine",
+        help="fusion (default: the classical and learned engines each detect, a lesion either finds is reported; "
+             "strong disagreement -> quality warning) | classical (difference image alone; the default before "
+             "workflow 1.22.0) | learned (two-time-point network ms-unet3d alone, trained on synthetic phantoms)."),
     learned_model: str | None = typer.Option(None, "--learned-model",
                                              help="Model of the learned/fusion engine: registry name[@version] or "
                                                   "folder (default ms-unet3d@0.3.0)."),

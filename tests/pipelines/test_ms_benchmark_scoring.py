@@ -276,3 +276,34 @@ def test_rerun_pairs_replace_their_records_in_a_pooled_summary(tmp_path) -> None
         mb.with_reruns(pooled, [tmp_path / "stray.jsonl"])
     with pytest.raises(SystemExit):  # --rerun runs nothing
         mb.main(["--phantom", "widened", "--rerun", str(tmp_path / "rerun.jsonl")])
+
+
+def test_an_engine_name_reads_the_records_of_the_default_engine_that_ran_it(tmp_path) -> None:  # noqa: ANN001
+    """Workflow 1.22.0 made fusion the default engine: a record names the benchmark engine (``engine``) and the
+    workflow's engine that ran (``lesion_engine``). ``classical`` reads the classical rows of a multi-engine run,
+    the default engine's rows from before 1.22.0 (no ``lesion_engine``: the default was classical) and none of a
+    later default run (fusion); ``fusion`` reads the later default run's rows; an old one-engine run (records that
+    name no engine) gives all its rows, as before."""
+    import json
+
+    mb = load_bench("ms_benchmark")
+    assert mb.engine_config("classical", None).lesion_engine == "classical"
+    assert mb.engine_config("default", None).lesion_engine == "fusion"  # MSConfig()'s engine since 1.22.0
+    one = _cases_one_lesion_each(2, 1)  # case 0 found, case 1 not
+    multi = [{**c, "engine": e} for c in one for e in ("default", "fusion")]
+    multi = [{**r, "lesions": [{**le, "hits": []} for le in r["lesions"]]} if r["engine"] == "fusion" else r
+             for r in multi]  # the fusion rows find nothing, the default (classical) rows find case 0's lesion
+    (tmp_path / "multi_1_21.json").write_text(json.dumps({"summary": {}, "cases": multi}))
+    later = [{**c, "case": c["case"] + 10, "engine": "default", "lesion_engine": "fusion"} for c in one]
+    (tmp_path / "default_1_22.jsonl").write_text("".join(json.dumps(c) + "\n" for c in later))
+    (tmp_path / "old_one.json").write_text(json.dumps({"summary": {}, "cases": one}))
+
+    def found(f: str, engine: str) -> str:
+        return mb.summarise(mb.load_results([tmp_path / f], engine))["lesion_sensitivity_all"]
+
+    assert found("multi_1_21.json", "classical") == found("multi_1_21.json", "default") == "0.500 (1/2)"
+    assert found("multi_1_21.json", "fusion") == "0.000 (0/2)"
+    assert mb.load_results([tmp_path / "default_1_22.jsonl"], "classical") == []
+    assert [r["case"] for r in mb.load_results([tmp_path / "default_1_22.jsonl"], "fusion")] == [10, 11]
+    assert [r["case"] for r in mb.load_results([tmp_path / "default_1_22.jsonl"])] == [10, 11]
+    assert [r["case"] for r in mb.load_results([tmp_path / "old_one.json"], "learned")] == [0, 1]

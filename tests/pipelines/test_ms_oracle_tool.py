@@ -172,15 +172,17 @@ def test_an_engine_finds_a_lesion_when_its_detections_cover_40_percent_of_it(tmp
                         lambda path, d, cfg: None if cfg.lesion_engine == "classical" else "P")
     d = {"tn": tn, "te": te}
     lab[8, 8, 8] = 5  # a detection touching no truth lesion: a false positive
-    assert oracle.engine_found(tmp_path / "x.pkl", d, "default") == ({1: True, 2: False, 3: False}, 1)
+    assert oracle.engine_found(tmp_path / "x.pkl", d, "classical") == ({1: True, 2: False, 3: False}, 1)
     lab[4, 4, 2] = 4
     assert oracle.engine_found(tmp_path / "x.pkl", d, "fusion")[0][3] is True  # the two cover 3 of 6 together
     from neurorad.pipelines.ms_lesions import MSConfig
 
     shipped = MSConfig().post.min_peak_score
     assert seen == [("classical", shipped, None), ("fusion", shipped, "P")]
-    oracle.engine_found(tmp_path / "x.pkl", d, "default", ("post.min_peak_score=0.3",))  # --set: a rule variant
+    oracle.engine_found(tmp_path / "x.pkl", d, "classical", ("post.min_peak_score=0.3",))  # --set: a rule variant
     assert seen[-1] == ("classical", 0.3, None)
+    oracle.engine_found(tmp_path / "x.pkl", d, "default")  # the workflow's default engine: fusion since 1.22.0
+    assert seen[-1] == ("fusion", shipped, "P")
 
 
 def test_by_bin_gives_the_ideal_expectation_and_each_engine_per_benchmark_bin() -> None:

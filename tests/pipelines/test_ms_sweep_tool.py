@@ -151,7 +151,8 @@ def test_sweep_runs_the_learned_engines_on_a_probability_cached_per_pair(tmp_pat
     assert ctx.ref is not None and ctx.labels is not None and ctx.n >= 1
     d = {"bn": ctx.bn, "fn": ctx.fn, "brain": ctx.brain, "sp": ctx.ref.spacing_mm, "vox": ctx.ref.voxel_volume_mm3}
     pair = tmp_path / "tuning_0_2.pkl"
-    assert sweep.learned_probability_cached(pair, d, MSConfig()) is None  # classical: no network
+    classical = replace(MSConfig(), lesion_engine="classical")
+    assert sweep.learned_probability_cached(pair, d, classical) is None  # the classical engine: no network
     p = sweep.learned_probability_cached(pair, d, cfg)
     cached = list(tmp_path.glob("tuning_0_2.learned_*.npz"))
     rec = ms_learned.engine_record(cfg.learned.model)

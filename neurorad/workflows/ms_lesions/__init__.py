@@ -320,8 +320,9 @@ class MSLesionsWorkflow(Workflow):
     # medians (MSConfig.n4_nonpositive "relative") instead of one intensity unit, so a series gives the same lesions
     # in any intensity units (docs/ms-lesions-log.md "Workflow 1.20.0")
     # 1.21.0: N4 fits on 6 mm samples on a 1 mm grid (3 s faster per 1 mm pair; docs/ms-lesions-log.md
-    # "Workflow 1.21.0")
-    version = "1.21.0"
+    # "Workflow 1.21.0"); 1.22.0: the default lesion engine is fusion (the classical engine's lesions united with
+    # the learned model's; docs/ms-lesions-log.md "Workflow 1.22.0")
+    version = "1.22.0"
     title = "MRI brain follow-up: new and enlarging T2-FLAIR lesions"
     description = ("Compares this study's FLAIR with the FLAIR of the patient's previous study (registered, "
                    "bias-corrected, jointly normalised subtraction) and reports new and enlarging lesions, "
@@ -344,9 +345,11 @@ class MSLesionsWorkflow(Workflow):
         kind_colours={"new": "#ff2020", "enlarging": "#ffd000"}, overlay=OVERLAY_VOLUME)
     engines = {"deepbet": "deepbet brain extraction (CPU)", "hdbet": "HD-BET brain extraction"}
     # the pipeline (torch, deepbet) and ITK-elastix's wrapped modules: 13-15 s of a cold job's 51 s;
-    # the report writers (matplotlib, highdicom): 2-3 s more
+    # the report writers (matplotlib, highdicom): 2-3 s more; the default fusion engine's network code (MONAI's
+    # U-Net and sliding window where the model runs in bfloat16, ONNX Runtime where it runs its float32 export)
     preload = ("neurorad.pipelines.ms_lesions", "deepbet", "neurorad.preprocess.elastix_preload",
-               "neurorad.pipelines.ms_report", "neurorad.report.preload")
+               "neurorad.pipelines.ms_report", "neurorad.report.preload", "neurorad.segment.ms_learned",
+               "neurorad.segment.engine", "monai.networks.nets", "monai.inferers", "onnxruntime")
 
     # -- running
     def run(self, inputs: WorkflowInputs, out_dir: Path, progress: Progress) -> WorkflowResult:
