@@ -100,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     from ms_benchmark import engine_config
     from ms_sweep import detect, score_case
 
-    cfg = engine_config("default", 0.02)
+    cfg = engine_config("classical", 0.02)  # the classical engine: the workflow default before 1.22.0, when the
+    # variants were measured (detect() here is given no learned probability)
     for kind, i in _pairs(args.pairs):
         d = steps_1_2(kind, i, args.voxel_mm, args.cache)
         for v in args.variants.split(","):
