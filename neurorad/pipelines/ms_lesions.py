@@ -12,12 +12,14 @@ fields, so every step can be run and tested alone.
                    information; failure detected by similarity/plausibility), crop to the brain.
 4. ``bias``        N4 bias-field correction of both time points (Tustison et al. 2010; in parallel).
 5. ``normalise``   joint intensity normalisation: joint-histogram linear fit, then Nyul landmarks.
-6. ``candidates``  difference map -> robust z -> score in [0, 1] (brain, tissue, hyperintensity gates).
+6. ``candidates``  difference map -> robust z -> score in [0, 1] (brain, tissue, hyperintensity gates);
+                   with the default fusion engine (workflow 1.22.0) also the two-time-point network's
+                   probability, whose own lesions are united with these at the end of step 9.
 7. ``postprocess`` binarise at 0.01, 26-connected components, keep > 20 mm^3 with a voxel > 0.1
                    (regional candidate-lesion workflow, whose 12 mm^3 bound 1.16.0 raised).
 8. ``fp_reduction`` FLAIR-subtraction CAD rule (centre of gravity brighter at baseline -> false
                    positive), misregistration at tissue/CSF edges, brain border.
-9. ``classify``    new vs enlarging (touches a baseline lesion).
+9. ``classify``    new vs enlarging (touches a baseline lesion); fusion: the learned engine's lesions added.
 10. ``atlas``      Colin27 (ch2bet) registered affinely to the baseline (stored per image content and
                    reused by the patient's later comparisons); AAL and JHU labels pulled with
                    nearest neighbour; lesion table.
