@@ -78,6 +78,10 @@ TUNING_SEED0 = 100_000
 #: global: the classical engine before issue 17; learned: the two-time-point network; fusion: classical + learned
 #: (neurorad.segment.ms_learned)
 ENGINES = ("default", "classical", "global", "learned", "fusion")
+#: what the workflow is given (``--input``): the images as simulated; the follow-up, or both time points,
+#: skull-stripped before the workflow (its own brain extraction's mask, deepbet, dilated by one voxel; zero
+#: outside), as when a site archives brain-extracted series
+INPUTS = ("as-simulated", "followup-skull-stripped", "skull-stripped")
 SIZE_BINS = [(3, 5), (5, 8), (8, 10**3)]
 CONTRAST_BINS = [(1.0, 1.5), (1.5, 2.0), (2.0, 3.0)]
 
@@ -244,12 +248,37 @@ def case_indices(case_list: str | None, first: int = 0, cases: int = 30) -> list
     return out
 
 
+def skull_stripped(volume):  # noqa: ANN001, ANN201 - Volume
+    """``volume`` with every voxel outside its brain set to 0: deepbet's mask (the workflow's default brain
+    extraction) dilated by one voxel, as a brain-extracted series keeps a rim of the brain's edge."""
+    from scipy import ndimage
+
+    from neurorad.preprocess.brain_extraction import extract_brain
+
+    keep = ndimage.binary_dilation(np.asarray(extract_brain(volume).data, bool), iterations=1)
+    data = np.asarray(volume.data)
+    return volume.with_data(np.where(keep, data, 0).astype(data.dtype))
+
+
+def with_input(case, which: str):  # noqa: ANN001, ANN201 - PhantomCase
+    """The case with its FLAIR images as ``--input`` gives them to the workflow (:data:`INPUTS`); the truth is
+    untouched (on the follow-up's grid, which stripping keeps)."""
+    if which not in INPUTS:
+        raise ValueError(f"unknown input {which!r} ({', '.join(INPUTS)})")
+    roles = {"as-simulated": (), "followup-skull-stripped": ("followup_flair",),
+             "skull-stripped": ("baseline_flair", "followup_flair")}[which]
+    for role in roles:
+        case.images[role] = skull_stripped(case.images[role])
+    return case
+
+
 def run_case(i: int, voxel_mm: float, phantom: str = "original", engine: str = "default",
              froc_floor: float | None = None, tuning: bool = False,
-             settings: tuple[str, ...] = ()) -> dict | list[dict]:
+             settings: tuple[str, ...] = (), input_as: str = "as-simulated") -> dict | list[dict]:
     """Generate case i, run the workflow, score every detection and truth lesion. ``engine`` may list
     several engines separated by commas: steps 1-5 then run once and a list of records (one per engine,
-    each with its ``engine``) is returned."""
+    each with its ``engine``) is returned. ``input_as``: :data:`INPUTS` (recorded in the spec when not the
+    images as simulated)."""
     import torch
 
     torch.set_num_threads(1)
@@ -264,6 +293,9 @@ def run_case(i: int, voxel_mm: float, phantom: str = "original", engine: str = "
     else:
         spec = case_spec(i, voxel_mm, phantom, tuning)
         case = ms_pair(**spec)
+    if input_as != "as-simulated":
+        case = with_input(case, input_as)
+        spec = {**spec, "input": input_as}
     t_gen = time.perf_counter() - t0
     engines = engine.split(",")
     if len(engines) > 1:
@@ -856,6 +888,10 @@ def main(argv: list[str] | None = None) -> int:
                          "comma-separated (e.g. classical,learned,fusion): steps 1-5 run once per pair and each "
                          "engine's rows carry its name (summarise with --summarise FILE --engine NAME; NAME classical "
                          "or fusion also reads the rows a run of the default engine made with it)")
+    ap.add_argument("--input", dest="input_as", default="as-simulated", choices=INPUTS,
+                    help="what the workflow is given: the images as simulated (default), or the follow-up or both "
+                         "time points skull-stripped first (deepbet's mask dilated by one voxel), as a site that "
+                         "archives brain-extracted series sends them")
     ap.add_argument("--cases", type=int, default=30, help="number of cases (default 30)")
     ap.add_argument("--first", type=int, default=0, help="index of the first case")
     ap.add_argument("--case-list", default=None, metavar="INDICES",
@@ -930,7 +966,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     with ProcessPoolExecutor(max_workers=args.workers) as ex:
         futs = {ex.submit(run_case, i, args.voxel_mm, args.phantom, args.engine, args.froc_floor, args.tuning,
-                          settings): i for i in idx}
+                          settings, args.input_as): i for i in idx}
         for fu in as_completed(futs):
             got = fu.result()
             for r in got if isinstance(got, list) else [got]:
@@ -954,6 +990,7 @@ def main(argv: list[str] | None = None) -> int:
         sm = summarise(rows, 0.1, args.froc_floor)
         sm.update(wall_seconds=round(time.perf_counter() - t0, 1), workers=args.workers, voxel_mm=args.voxel_mm,
                   phantom=args.phantom, engine=e, tuning=args.tuning, first=args.first, settings=list(settings),
+                  input=args.input_as,
                   **({"case_list": idx} if args.case_list is not None else {}),
                   **warning_counts(rows))
         summaries[e] = sm

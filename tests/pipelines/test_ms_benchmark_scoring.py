@@ -307,3 +307,42 @@ def test_an_engine_name_reads_the_records_of_the_default_engine_that_ran_it(tmp_
     assert [r["case"] for r in mb.load_results([tmp_path / "default_1_22.jsonl"], "fusion")] == [10, 11]
     assert [r["case"] for r in mb.load_results([tmp_path / "default_1_22.jsonl"])] == [10, 11]
     assert [r["case"] for r in mb.load_results([tmp_path / "old_one.json"], "learned")] == [0, 1]
+
+
+def test_input_skull_stripped_zeroes_what_lies_outside_the_brain_and_a_voxel_around_it(monkeypatch) -> None:
+    """``--input``: the follow-up (or both images) skull-stripped before the workflow. Oracle by construction: a
+    brain mask that is a known box; every voxel more than one voxel outside it becomes 0, the box and its one-voxel
+    rim keep their values, the other image and the truth are untouched, and an unknown input is refused."""
+    import pytest
+
+    from neurorad.phantom.cases import PhantomCase
+    from neurorad.preprocess import brain_extraction
+
+    mb = load_bench("ms_benchmark")
+    rng = np.random.default_rng(0)
+    aff = np.diag([1.0, 1.0, 2.0, 1.0])
+    head = {r: Volume(rng.uniform(1.0, 2.0, (12, 12, 8)).astype(np.float32), aff)
+            for r in ("baseline_flair", "followup_flair")}
+    box = np.zeros((12, 12, 8), bool)
+    box[3:9, 3:9, 2:6] = True
+    monkeypatch.setattr(brain_extraction, "extract_brain", lambda v, engine="deepbet": v.with_data(box))
+    truth = {"truth_new": Volume(box.astype(np.int16), aff)}
+
+    def case() -> PhantomCase:
+        return PhantomCase("ms", 0, dict(head), dict(truth), {"lesions": []})
+
+    out = mb.with_input(case(), "followup-skull-stripped")
+    fu = np.asarray(out.followup_flair.data)
+    grown = np.zeros_like(box)  # the box grown by one voxel, 6-connected (scipy's default structure)
+    for ax in range(3):
+        for step in (-1, 1):
+            grown |= np.roll(box, step, axis=ax)
+    grown |= box
+    assert np.array_equal(fu != 0, grown)
+    assert np.array_equal(fu[grown], np.asarray(head["followup_flair"].data)[grown])
+    assert out.baseline_flair is head["baseline_flair"] and out.truth_new is truth["truth_new"]
+    both = mb.with_input(case(), "skull-stripped")
+    assert np.array_equal(np.asarray(both.baseline_flair.data) != 0, grown)
+    assert mb.with_input(case(), "as-simulated").followup_flair is head["followup_flair"]
+    with pytest.raises(ValueError, match="unknown input"):
+        mb.with_input(case(), "stripped")
