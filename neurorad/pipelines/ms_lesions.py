@@ -53,6 +53,7 @@ from neurorad.image.nifti import load_nifti, save_nifti
 from neurorad.image.volume import Volume
 from neurorad.pipelines import _engines
 from neurorad.preprocess.bias import n4_shrink_factors
+from neurorad.preprocess.brain_extraction import signal_support
 from neurorad.preprocess.harmonize import check_acquisition
 from neurorad.preprocess.registration import RegistrationLimits, register
 from neurorad.preprocess.transforms import AffineTransform, resample
@@ -88,6 +89,10 @@ from neurorad.segment.ms_difference import (
 from neurorad.segment.ms_learned import LESION_ENGINES, LearnedParams
 
 log = logging.getLogger(__name__)
+
+#: a time point's brain mask losing at least this much to voxels without signal (workflow 1.22.1, step 2) is named
+#: in a warning: the series was brain-extracted before it was sent, more tightly than the mask found on it
+NO_SIGNAL_WARNING_ML = 1.0
 
 
 
@@ -837,6 +842,20 @@ def step_brain(ctx: MSContext) -> None:
         except ProcessingError as exc:
             raise ProcessingError(f"brain extraction failed: {exc}") from exc
         st.engine, st.weights_sha256 = eng, wh
+        # a skull-stripped series is zero outside its brain and the mask found on it again can keep part of that
+        # rim; voxels without signal in either image are not compared (workflow 1.22.1: a baseline stripped
+        # tighter than its follow-up gave "new lesions" where the baseline had no data)
+        supports = _both(signal_support, ctx.b0, ctx.f0, cfg.concurrent_timepoints)
+        masks = []
+        for name, m, support in zip(("baseline", "follow-up"), (mb, mf), supports, strict=True):
+            inside = np.asarray(m.data, bool)
+            no_signal_ml = float(np.count_nonzero(inside & ~support)) * m.voxel_volume_mm3 / 1000
+            st.parameters[f"{name.replace('-', '')}_mask_without_signal_ml"] = round(no_signal_ml, 2)
+            if no_signal_ml >= NO_SIGNAL_WARNING_ML:
+                ctx.warnings.append(f"{name}: {no_signal_ml:.1f} mL of the brain mask hold no signal (zero, as outside "
+                                    "a skull-stripped series): left out of the comparison")
+            masks.append(m.with_data(inside & support))
+        mb, mf = masks
         for name, m in (("baseline", mb), ("follow-up", mf)):
             vol_ml = float(np.count_nonzero(m.data)) * m.voxel_volume_mm3 / 1000
             if vol_ml < cfg.min_brain_volume_ml:

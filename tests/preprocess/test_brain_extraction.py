@@ -153,3 +153,29 @@ def test_bad_input():
         extract_brain(Volume(np.zeros((40, 40, 40), np.float32), np.eye(4)))
     with pytest.raises(InputError, match="3D"):
         extract_brain(Volume(np.zeros((40, 40, 40, 2), np.float32), np.eye(4)))
+
+
+def test_signal_support_drops_only_the_zeros_that_reach_the_grids_faces():
+    """Oracle by construction: a noisy head (no exact zero) is all support; the same head stripped to a ball is
+    the ball; zeros enclosed by signal (an integer series' dark CSF rounded to 0, here a zero cavity inside the
+    ball, and a single zero voxel) stay inside, and a zero region touching a face only at a corner (26-connected)
+    leaves too."""
+    from neurorad.preprocess.brain_extraction import signal_support
+
+    rng = np.random.default_rng(1)
+    head = rng.uniform(0.01, 1.0, (20, 22, 18)).astype(np.float32)
+    assert signal_support(Volume(head, np.eye(4))).all()
+    zz, yy, xx = np.mgrid[:20, :22, :18]
+    ball = (zz - 10) ** 2 + (yy - 11) ** 2 + (xx - 9) ** 2 <= 36
+    cavity = (zz - 10) ** 2 + (yy - 11) ** 2 + (xx - 9) ** 2 <= 4
+    stripped = np.where(ball, head, 0.0)
+    stripped[cavity] = 0.0
+    stripped[13, 11, 9] = 0.0
+    assert np.array_equal(signal_support(Volume(stripped, np.eye(4))), ball)
+    corner = np.array(head)
+    corner[5:8, 5:8, 5:8] = 0.0  # enclosed by signal: kept
+    corner[0, 0, 0] = 0.0  # on a face: dropped, with the voxel that touches it only at a corner
+    corner[1, 1, 1] = 0.0
+    expected = np.ones(corner.shape, bool)
+    expected[0, 0, 0] = expected[1, 1, 1] = False
+    assert np.array_equal(signal_support(Volume(corner, np.eye(4))), expected)
