@@ -355,3 +355,34 @@ def test_a_new_lesion_beside_an_unchanged_one_is_searched_for_when_the_candidate
             assert ctx.kinds == ["new"] and classify["new_beside_unchanged"]["kept"] == 1
             assert not (ctx.labels[old] > 0).any()
     assert found[False] == 0.0 and found[True] >= 0.8
+
+
+def test_brain_step_leaves_out_what_a_skull_stripped_series_holds_no_signal_for(tmp_path, monkeypatch):
+    """Workflow 1.22.1: a brain mask found again on a skull-stripped series can keep a rim where the series is zero
+    (no data). Oracle by construction: the engine returns a ball of 22 voxels for both time points; the baseline
+    was stripped to a ball of 19 voxels, with a zero cavity inside it (dark CSF rounded to 0 in an integer
+    series), and the follow-up holds signal everywhere. The baseline's mask becomes the ball of 19 with its
+    cavity, the follow-up's stays whole, and a warning and the provenance name the baseline's loss in mL."""
+    from neurorad.pipelines import _engines
+
+    shape, spacing = (48, 48, 48), 2.5
+    aff = np.diag([spacing, spacing, spacing, 1.0])
+    rng = np.random.default_rng(5)
+    big, small = _ball(shape, (24, 24, 24), 22), _ball(shape, (24, 24, 24), 19)
+    cavity = _ball(shape, (24, 24, 24), 3)
+    f = rng.uniform(0.05, 1.0, shape).astype(np.float32)
+    b = np.where(small & ~cavity, rng.uniform(0.05, 1.0, shape), 0.0).astype(np.float32)
+    monkeypatch.setattr(_engines, "brain_mask", lambda v, engine: (v.with_data(big), "stub", None))
+    cfg = replace(ms.MSConfig(), atlas=False, write_report=False, write_dicom=False)
+    ctx = ms.MSContext(cfg, tmp_path, None, None)
+    ctx.b0, ctx.f0 = Volume(b, aff), Volume(f, aff)
+    ms.step_brain(ctx)
+    assert np.array_equal(np.asarray(ctx.mb.data, bool), small)
+    assert np.array_equal(np.asarray(ctx.mf.data, bool), big)
+    lost_ml = np.count_nonzero(big & ~small) * spacing**3 / 1000
+    params = next(s for s in ctx.prov.steps if s.name == "brain").parameters
+    assert params["baseline_mask_without_signal_ml"] == pytest.approx(lost_ml, abs=0.01)
+    assert params["followup_mask_without_signal_ml"] == 0.0
+    assert [w for w in ctx.warnings if "hold no signal" in w] == [
+        f"baseline: {lost_ml:.1f} mL of the brain mask hold no signal (zero, as outside a skull-stripped series): "
+        "left out of the comparison"]
