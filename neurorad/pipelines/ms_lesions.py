@@ -568,6 +568,25 @@ def coverage_mask(b0: Volume, f0: Volume, ref: Volume, T: AffineTransform, Tb: A
     return out
 
 
+def signal_coverage(b0: Volume, f0: Volume, support_b: np.ndarray, support_f: np.ndarray, ref: Volume,
+                    T: AffineTransform, Tb: AffineTransform, Tf: AffineTransform, cfg: MSConfig) -> np.ndarray:
+    """Voxels of the common grid ``ref`` whose values at both time points hold no voxel without signal (workflow
+    1.22.1): :func:`coverage_mask`'s test with each image's signal support in place of its field of view
+    (``preprocess.brain_extraction.signal_support``: 1 where the image holds signal, 0 outside a skull-stripped
+    series). The support is taken along :func:`resample_pair`'s path and must come back within
+    ``cfg.fov_coverage_tolerance`` of 1: a voxel next to a stripped edge mixes in its zeros through the
+    anti-aliasing of a thick-slice pair and the cubic B-spline's reach, and reads as tissue lost or gained. An image
+    with signal everywhere (not stripped) adds nothing and costs nothing."""
+    out = np.ones(ref.spatial_shape, bool)
+    if bool(np.all(support_b)) and bool(np.all(support_f)):
+        return out
+    sb, sf, _, _ = _before_common(b0.with_data(np.asarray(support_b, np.float32)),
+                                  f0.with_data(np.asarray(support_f, np.float32)), T, cfg, "constant")
+    cb, cf = _to_common(sb, sf, ref, Tb, Tf, cfg)
+    tol = cfg.fov_coverage_tolerance
+    return (np.abs(np.asarray(cb.data) - 1.0) <= tol) & (np.abs(np.asarray(cf.data) - 1.0) <= tol)
+
+
 def to_native_grid(fine: Volume, coarse: Volume, coarse_to_fine: AffineTransform) -> Volume:
     """``fine`` (already anti-aliased) sampled at the voxel centres of ``coarse`` moved into
     ``fine``'s world by ``coarse_to_fine`` (cubic B-spline: interpolating, next to no blur). The
@@ -752,6 +771,9 @@ class MSContext:
     # 2 brain
     mb: Volume | None = None
     mf: Volume | None = None
+    # each image's voxels with signal (preprocess.brain_extraction.signal_support; all of it unless skull-stripped)
+    support_b: np.ndarray | None = None
+    support_f: np.ndarray | None = None
     # 3 register (common = halfway space on the coarser grid, cropped)
     ref: Volume | None = None
     Tb: AffineTransform | None = None  # common world -> baseline world
@@ -846,6 +868,7 @@ def step_brain(ctx: MSContext) -> None:
         # rim; voxels without signal in either image are not compared (workflow 1.22.1: a baseline stripped
         # tighter than its follow-up gave "new lesions" where the baseline had no data)
         supports = _both(signal_support, ctx.b0, ctx.f0, cfg.concurrent_timepoints)
+        ctx.support_b, ctx.support_f = supports
         masks = []
         for name, m, support in zip(("baseline", "follow-up"), (mb, mf), supports, strict=True):
             inside = np.asarray(m.data, bool)
@@ -903,6 +926,10 @@ def step_register(ctx: MSContext) -> None:
             covered = coverage_mask(b0, f0, ref, T, Tb, Tf, cfg, brain)
             st.parameters["brain_voxels_outside_both_fields_of_view"] = int(np.count_nonzero(brain & ~covered))
             brain &= covered
+        if ctx.support_b is not None and ctx.support_f is not None:
+            with_signal = signal_coverage(b0, f0, ctx.support_b, ctx.support_f, ref, T, Tb, Tf, cfg)
+            st.parameters["brain_voxels_reading_no_signal"] = int(np.count_nonzero(brain & ~with_signal))
+            brain &= with_signal
         if not brain.any():
             raise ProcessingError("brain masks of the two time points do not overlap after registration")
         ctx.ref, ctx.Tb, ctx.Tf, ctx.brain = ref, Tb, Tf, brain

@@ -276,3 +276,41 @@ def test_the_constant_ones_shortcut_equals_the_resampled_ones(monkeypatch):
     thick = Volume(np.ones((20, 20, 12), np.float32), np.diag([2.0, 2.0, 3.0, 1.0]))
     with pytest.raises(Resampled):
         ms.coverage_mask(thick, f, ref, T, Tb, Tf, cfg, crop=False)
+
+
+def test_a_skull_stripped_follow_up_is_compared_only_where_its_signal_reaches():
+    """Workflow 1.22.1. The same follow-up (2 mm) against 6 mm baseline slices, imaged whole and "skull-stripped":
+    zero beyond 16 mm from the object's centre, inside its brighter shell (a brain-extracted series, its brain mask
+    the whole image as a mask found again on it can be). In the common space the stripped follow-up equals the
+    whole one wherever ``signal_coverage`` keeps a voxel; next to the stripped edge it mixes in the zeros (tissue
+    "lost" at follow-up), and those voxels are the ones left out. Supports that hold signal everywhere keep every
+    voxel (no resampling), as for any image that was not stripped."""
+    from neurorad.preprocess.brain_extraction import signal_support
+
+    T = AffineTransform.from_euler((5.0, 0.0, 3.0), (1.1, -1.7, 2.9))
+    b0 = _acquire((36, 36, 13), (2.0, 2.0, 6.0), AffineTransform.identity())
+    f_whole = _acquire((36, 36, 36), (2.0, 2.0, 2.0), T.inverse(), n_sub=2)
+    cfg = replace(ms.MSConfig(), crop_margin_mm=0.0, fov_coverage=True)
+    ijk = np.stack(np.indices(f_whole.spatial_shape), -1).reshape(-1, 3).astype(float)
+    r_obj = np.linalg.norm(T.inverse().apply(ijk @ f_whole.affine[:3, :3].T + f_whole.affine[:3, 3]), axis=1)
+    f_strip = f_whole.with_data(np.where(r_obj.reshape(f_whole.spatial_shape) < 16.0, f_whole.data, 0.0)
+                                .astype(np.float32))
+    support_b, support_f = signal_support(b0), signal_support(f_strip)
+    assert support_b.all() and not support_f.all()
+    b, f, mb, mf, T = _with_masks(b0, f_whole, T)
+    ref, _, fc_whole, Tb, Tf, _ = ms.resample_pair(b, f, mb, mf, T, cfg)
+    _, _, fc_strip, _, _, _ = ms.resample_pair(b, f_strip, mb, mf, T, cfg)
+    assert ms.signal_coverage(b, f, support_b, np.ones(f.spatial_shape, bool), ref, T, Tb, Tf, cfg).all()
+    kept = ms.signal_coverage(b, f_strip, support_b, support_f, ref, T, Tb, Tf, cfg)
+    jk = np.stack(np.indices(ref.spatial_shape), -1).reshape(-1, 3).astype(float)
+    r = np.linalg.norm(Tb.apply(jk @ ref.affine[:3, :3].T + ref.affine[:3, 3]), axis=1).reshape(ref.spatial_shape)
+    err = np.abs(np.asarray(fc_strip.data) - np.asarray(fc_whole.data))
+    inside = r < 16.0
+    print(f"|stripped - whole follow-up| inside 16 mm: kept max {err[inside & kept].max():.3f} "
+          f"({np.count_nonzero(inside & kept)} voxels), left out max {err[inside & ~kept].max():.3f} "
+          f"({np.count_nonzero(inside & ~kept)} voxels)")
+    assert err[kept].max() < 0.06  # where it is kept, the stripped series reads as the whole one
+    assert err[inside & ~kept].max() > 0.3  # what is left out inside the stripped ball is the edge's mixing
+    assert not kept[r >= 16.5].any()  # nothing beyond the stripped edge is compared
+    # and the comparison is not given up: the centre survives (the cubic B-spline on 6 mm slices reaches 12 mm)
+    assert np.count_nonzero(inside & kept) > 0.25 * np.count_nonzero(inside)
