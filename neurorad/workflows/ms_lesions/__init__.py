@@ -322,9 +322,9 @@ class MSLesionsWorkflow(Workflow):
     # 1.21.0: N4 fits on 6 mm samples on a 1 mm grid (3 s faster per 1 mm pair; docs/ms-lesions-log.md
     # "Workflow 1.21.0"); 1.22.0: the default lesion engine is fusion (the classical engine's lesions united with
     # the learned model's; docs/ms-lesions-log.md "Workflow 1.22.0"); 1.22.1: voxels without signal (exact zeros
-    # connected to the grid's faces, as outside a skull-stripped series) leave each time point's brain mask, and a
-    # mask that loses >= 1 mL to them is named in a warning (no change where an image holds no such zeros: every
-    # benchmark set; "Workflow 1.22.1")
+    # connected to the grid's faces, as outside a skull-stripped series) leave each time point's brain mask, a mask
+    # that loses >= 1 mL to them is named in a warning, and a common voxel whose resampled value mixes them in is
+    # not compared (no change where an image holds no such zeros: every benchmark set; "Workflow 1.22.1")
     version = "1.22.1"
     title = "MRI brain follow-up: new and enlarging T2-FLAIR lesions"
     description = ("Compares this study's FLAIR with the FLAIR of the patient's previous study (registered, "
