@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import re
 from pathlib import Path
 
 import pydicom
@@ -96,7 +97,9 @@ def test_no_removed_marker_survives_in_written_files(tmp_path, vault, options):
     assert summary["written"] == 2 and summary["quarantined_count"] == 0, summary
     survivors_allowed = _expected_survivors(options)
     for rel in summary["written_files"]:
-        raw = (tmp_path / "out" / rel).read_bytes()
+        # the vault's new UIDs (2.25.<a random 39-digit integer>) are left out of the byte search: a digit marker
+        # (a date) can appear in one by chance (seen once in a suite run: "55920901" in a run of "all-options")
+        raw = re.sub(rb"2\.25\.\d+", b"|", (tmp_path / "out" / rel).read_bytes())
         out = pydicom.dcmread(tmp_path / "out" / rel)
         markers = marker_sets[vault.original_uid(out.SOPInstanceUID)]
         found = {m: tag for m, tag in all_markers.items() if m.encode() in raw}
