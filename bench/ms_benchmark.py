@@ -49,8 +49,10 @@ thickness bin below 0.80; median absolute volume error <= 20% per size bin. Publ
 candidate TPR 0.83 at FP rate 0.09 (regional workflow); CAD sensitivity > 95%; gadolinium
 decision sensitivity 0.88, specificity 0.71; nnU-Net (MUSIC) lesion TPR 0.83.
 
-Usage: ``python bench/ms_benchmark.py --phantom widened --cases 40 --workers 2 [--engine local]
-[--json out.json]``; ``--phantom original --cases 30`` is the regression set. A variant runs with ``--set
+Usage: ``python bench/ms_benchmark.py --phantom widened --cases 40 --workers 2 [--engine
+default|classical|learned|fusion] [--json out.json]``; ``--phantom original --cases 30`` is the regression set.
+``--input skull-stripped`` (or ``followup-skull-stripped``) gives the workflow brain-extracted series (workflow
+1.22.1). A variant runs with ``--set
 group.param=value`` or ``--set field=value`` (MSConfig's own fields), e.g. ``--set classify.split_enlarging=False``
 (workflow 1.7.1's whole-candidate judgement) or ``--set elastix_iterations=250``. ``--case-list 3,7,12-15`` runs
 only those pairs (a change that can reach only some pairs: workflow 1.21.0's N4 sampling changes only 1 mm pairs);
