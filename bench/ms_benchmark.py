@@ -255,11 +255,10 @@ def skull_stripped(volume):  # noqa: ANN001, ANN201 - Volume
     extraction) dilated by one voxel, as a brain-extracted series keeps a rim of the brain's edge."""
     from scipy import ndimage
 
-    from neurorad.preprocess.brain_extraction import extract_brain
+    from neurorad.preprocess.brain_extraction import apply_mask, extract_brain
 
     keep = ndimage.binary_dilation(np.asarray(extract_brain(volume).data, bool), iterations=1)
-    data = np.asarray(volume.data)
-    return volume.with_data(np.where(keep, data, 0).astype(data.dtype))
+    return apply_mask(volume, volume.with_data(keep))
 
 
 def with_input(case, which: str):  # noqa: ANN001, ANN201 - PhantomCase

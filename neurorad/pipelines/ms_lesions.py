@@ -562,10 +562,17 @@ def coverage_mask(b0: Volume, f0: Volume, ref: Volume, T: AffineTransform, Tb: A
             and all(bool(np.all(np.asarray(v.data) == 1.0)) for v in (ones_b, ones_f))):
         out[sl] = _inside_voxel_box(sub, Tb, ones_b) & _inside_voxel_box(sub, Tf, ones_f)
         return out
-    cb, cf = _to_common(ones_b, ones_f, sub, Tb, Tf, cfg)
-    tol = cfg.fov_coverage_tolerance
-    out[sl] = (np.abs(np.asarray(cb.data) - 1.0) <= tol) & (np.abs(np.asarray(cf.data) - 1.0) <= tol)
+    out[sl] = _comes_back_whole(ones_b, ones_f, sub, Tb, Tf, cfg)
     return out
+
+
+def _comes_back_whole(vb: Volume, vf: Volume, ref: Volume, Tb: AffineTransform, Tf: AffineTransform,
+                      cfg: MSConfig) -> np.ndarray:
+    """Voxels of ``ref`` where both prepared indicator images (:func:`_before_common`'s output of a field of view's
+    ones or a signal support) come back within ``cfg.fov_coverage_tolerance`` of 1 on the common grid."""
+    cb, cf = _to_common(vb, vf, ref, Tb, Tf, cfg)
+    tol = cfg.fov_coverage_tolerance
+    return (np.abs(np.asarray(cb.data) - 1.0) <= tol) & (np.abs(np.asarray(cf.data) - 1.0) <= tol)
 
 
 def signal_coverage(b0: Volume, f0: Volume, support_b: np.ndarray, support_f: np.ndarray, ref: Volume,
@@ -582,9 +589,7 @@ def signal_coverage(b0: Volume, f0: Volume, support_b: np.ndarray, support_f: np
         return out
     sb, sf, _, _ = _before_common(b0.with_data(np.asarray(support_b, np.float32)),
                                   f0.with_data(np.asarray(support_f, np.float32)), T, cfg, "constant")
-    cb, cf = _to_common(sb, sf, ref, Tb, Tf, cfg)
-    tol = cfg.fov_coverage_tolerance
-    return (np.abs(np.asarray(cb.data) - 1.0) <= tol) & (np.abs(np.asarray(cf.data) - 1.0) <= tol)
+    return _comes_back_whole(sb, sf, ref, Tb, Tf, cfg)
 
 
 def to_native_grid(fine: Volume, coarse: Volume, coarse_to_fine: AffineTransform) -> Volume:

@@ -340,9 +340,8 @@ def signal_support(volume: Volume) -> np.ndarray:
     again can keep some of that rim: voxels with no data, which a comparison with another time point would read
     as tissue lost or gained. A magnitude MR image is never exactly zero inside the head (noise), so this is the
     whole grid for an image that was not stripped. Zeros enclosed by signal (dark CSF rounded to 0 in an integer
-    series) are kept, so the support has no holes. Written here (26-connected labelling of the zeros, those on a
-    face of the grid dropped) because no library function names it; ``scipy.ndimage.binary_fill_holes`` gives
-    the same set but iterates a dilation over the volume, seconds on a 256^3 head."""
+    series) are kept, so the support has no holes. 26-connected labelling of the zeros, those on a face of the
+    grid dropped: ``scipy.ndimage.binary_fill_holes`` of the signal would do the same with 6-connected zeros."""
     from scipy import ndimage
 
     data = np.asarray(volume.data)
