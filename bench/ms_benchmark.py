@@ -52,12 +52,12 @@ decision sensitivity 0.88, specificity 0.71; nnU-Net (MUSIC) lesion TPR 0.83.
 Usage: ``python bench/ms_benchmark.py --phantom widened --cases 40 --workers 2 [--engine
 default|classical|learned|fusion] [--json out.json]``; ``--phantom original --cases 30`` is the regression set.
 ``--input skull-stripped`` (or ``followup-skull-stripped``) gives the workflow brain-extracted series (workflow
-1.22.1). A variant runs with ``--set
-group.param=value`` or ``--set field=value`` (MSConfig's own fields), e.g. ``--set classify.split_enlarging=False``
-(workflow 1.7.1's whole-candidate judgement) or ``--set elastix_iterations=250``. ``--case-list 3,7,12-15`` runs
-only those pairs (a change that can reach only some pairs: workflow 1.21.0's N4 sampling changes only 1 mm pairs);
-``--summarise OLD ... --rerun NEW`` then pools them, NEW's records in place of the same pairs' in OLD (also for
-``--compare``'s AFTER).
+1.22.1), ``--input z-scored`` (or ``followup-z-scored``) series z-scored over the whole image (workflow 1.22.2).
+A variant runs with ``--set group.param=value`` or ``--set field=value`` (MSConfig's own fields), e.g. ``--set
+classify.split_enlarging=False`` (workflow 1.7.1's whole-candidate judgement) or ``--set elastix_iterations=250``.
+``--case-list 3,7,12-15`` runs only those pairs (a change that can reach only some pairs: workflow 1.21.0's N4
+sampling changes only 1 mm pairs); ``--summarise OLD ... --rerun NEW`` then pools them, NEW's records in place of
+the same pairs' in OLD (also for ``--compare``'s AFTER).
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ ENGINES = ("default", "classical", "global", "learned", "fusion")
 #: what the workflow is given (``--input``): the images as simulated; the follow-up, or both time points,
 #: skull-stripped before the workflow (its own brain extraction's mask, deepbet, dilated by one voxel; zero
 #: outside), as when a site archives brain-extracted series
-INPUTS = ("as-simulated", "followup-skull-stripped", "skull-stripped")
+INPUTS = ("as-simulated", "followup-skull-stripped", "skull-stripped", "followup-z-scored", "z-scored")
 SIZE_BINS = [(3, 5), (5, 8), (8, 10**3)]
 CONTRAST_BINS = [(1.0, 1.5), (1.5, 2.0), (2.0, 3.0)]
 
@@ -266,10 +266,14 @@ def with_input(case, which: str):  # noqa: ANN001, ANN201 - PhantomCase
     untouched (on the follow-up's grid, which stripping keeps)."""
     if which not in INPUTS:
         raise ValueError(f"unknown input {which!r} ({', '.join(INPUTS)})")
-    roles = {"as-simulated": (), "followup-skull-stripped": ("followup_flair",),
-             "skull-stripped": ("baseline_flair", "followup_flair")}[which]
+    from neurorad.preprocess.normalize import zscore
+
+    both = ("baseline_flair", "followup_flair")
+    roles = {"as-simulated": (), "followup-skull-stripped": both[1:], "skull-stripped": both,
+             "followup-z-scored": both[1:], "z-scored": both}[which]
+    change = zscore if which.endswith("z-scored") else skull_stripped
     for role in roles:
-        case.images[role] = skull_stripped(case.images[role])
+        case.images[role] = change(case.images[role])
     return case
 
 
@@ -892,7 +896,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--input", dest="input_as", default="as-simulated", choices=INPUTS,
                     help="what the workflow is given: the images as simulated (default), or the follow-up or both "
                          "time points skull-stripped first (deepbet's mask dilated by one voxel), as a site that "
-                         "archives brain-extracted series sends them")
+                         "archives brain-extracted series sends them, or z-scored over the whole image (mean 0, SD "
+                         "1), as research pipelines write them")
     ap.add_argument("--cases", type=int, default=30, help="number of cases (default 30)")
     ap.add_argument("--first", type=int, default=0, help="index of the first case")
     ap.add_argument("--case-list", default=None, metavar="INDICES",

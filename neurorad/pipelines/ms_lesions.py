@@ -55,6 +55,7 @@ from neurorad.pipelines import _engines
 from neurorad.preprocess.bias import n4_shrink_factors
 from neurorad.preprocess.brain_extraction import signal_support
 from neurorad.preprocess.harmonize import check_acquisition
+from neurorad.preprocess.normalize import NEGATIVE_FRACTION_LIMIT, restore_magnitude_origin
 from neurorad.preprocess.registration import RegistrationLimits, register
 from neurorad.preprocess.transforms import AffineTransform, resample
 from neurorad.provenance import Provenance, sha256_file, sha256_files
@@ -829,6 +830,14 @@ class MSContext:
 
 
 # ------------------------------------------------------------------------------------------ steps
+def _with_magnitude_origin(volume: Volume) -> tuple[Volume, float]:
+    """``preprocess.normalize.restore_magnitude_origin`` over the image's signal (its support is only looked for
+    in an image with a negative voxel: nothing to shift otherwise)."""
+    data = np.asarray(volume.data, np.float32)
+    support = signal_support(volume) if bool((data < 0).any()) else None
+    return restore_magnitude_origin(volume.with_data(data), support)
+
+
 def step_load(ctx: MSContext) -> None:
     """1. Read both FLAIR, refuse different patients and thick 2D slices, reorient to RAS."""
     cfg = ctx.cfg
@@ -848,8 +857,17 @@ def step_load(ctx: MSContext) -> None:
         ctx.prov.inputs["baseline"], ctx.prov.inputs["followup"] = hb, hf
         ctx.warnings += check_pair(ctx.b_raw, ctx.f_raw, cfg)
         b0, f0 = _both(lambda v: reorient(v, "RAS"), ctx.b_raw, ctx.f_raw, cfg.concurrent_timepoints)
-        ctx.b0 = b0.with_data(np.asarray(b0.data, np.float32))
-        ctx.f0 = f0.with_data(np.asarray(f0.data, np.float32))
+        # a series written z-scored or with a negative offset gets its zero back (workflow 1.22.2): the engine's
+        # ratios (contrast over white matter, drift, N4's multiplicative field) assume a magnitude image
+        (b0, shift_b), (f0, shift_f) = _both(_with_magnitude_origin, b0, f0, cfg.concurrent_timepoints)
+        for name, shift in (("baseline", shift_b), ("follow-up", shift_f)):
+            st.parameters[f"intensity_shift_{name.replace('-', '')}"] = round(shift, 6)
+            if shift:
+                ctx.warnings.append(
+                    f"{name}: more than {NEGATIVE_FRACTION_LIMIT:.0%} of its voxels are negative, so it is not a "
+                    f"magnitude image (z-scored or offset?); its signal was shifted by {shift:+.4g} so that its "
+                    "darkest 1 % sits at 0. Send the scanner's series where you can")
+        ctx.b0, ctx.f0 = b0, f0
         st.engine = "neurorad.image"
 
 

@@ -312,7 +312,8 @@ def test_an_engine_name_reads_the_records_of_the_default_engine_that_ran_it(tmp_
 def test_input_skull_stripped_zeroes_what_lies_outside_the_brain_and_a_voxel_around_it(monkeypatch) -> None:
     """``--input``: the follow-up (or both images) skull-stripped before the workflow. Oracle by construction: a
     brain mask that is a known box; every voxel more than one voxel outside it becomes 0, the box and its one-voxel
-    rim keep their values, the other image and the truth are untouched, and an unknown input is refused."""
+    rim keep their values, the other image and the truth are untouched, and an unknown input is refused. The
+    z-scored inputs have mean 0 and SD 1 and are the image's linear map (correlation 1)."""
     import pytest
 
     from neurorad.phantom.cases import PhantomCase
@@ -346,3 +347,10 @@ def test_input_skull_stripped_zeroes_what_lies_outside_the_brain_and_a_voxel_aro
     assert mb.with_input(case(), "as-simulated").followup_flair is head["followup_flair"]
     with pytest.raises(ValueError, match="unknown input"):
         mb.with_input(case(), "stripped")
+    z = mb.with_input(case(), "followup-z-scored")
+    assert z.baseline_flair is head["baseline_flair"]
+    assert float(np.mean(z.followup_flair.data)) == pytest.approx(0, abs=1e-5)
+    assert float(np.std(z.followup_flair.data)) == pytest.approx(1, abs=1e-4)
+    zb = mb.with_input(case(), "z-scored")
+    assert float(np.std(zb.baseline_flair.data)) == pytest.approx(1, abs=1e-4)
+    assert np.corrcoef(np.ravel(zb.baseline_flair.data), np.ravel(head["baseline_flair"].data))[0, 1] > 0.9999

@@ -324,8 +324,10 @@ class MSLesionsWorkflow(Workflow):
     # the learned model's; docs/ms-lesions-log.md "Workflow 1.22.0"); 1.22.1: voxels without signal (exact zeros
     # connected to the grid's faces, as outside a skull-stripped series) leave each time point's brain mask, a mask
     # that loses >= 1 mL to them is named in a warning, and a common voxel whose resampled value mixes them in is
-    # not compared (no change where an image holds no such zeros: every benchmark set; "Workflow 1.22.1")
-    version = "1.22.1"
+    # not compared (no change where an image holds no such zeros: every benchmark set; "Workflow 1.22.1"); 1.22.2: a
+    # series more than 10 % negative (z-scored, offset) is shifted so that its darkest 1 % of signal sits at 0, with a
+    # warning (no benchmark image holds a negative voxel; "Workflow 1.22.2")
+    version = "1.22.2"
     title = "MRI brain follow-up: new and enlarging T2-FLAIR lesions"
     description = ("Compares this study's FLAIR with the FLAIR of the patient's previous study (registered, "
                    "bias-corrected, jointly normalised subtraction) and reports new and enlarging lesions, "
