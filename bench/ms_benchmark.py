@@ -52,7 +52,9 @@ decision sensitivity 0.88, specificity 0.71; nnU-Net (MUSIC) lesion TPR 0.83.
 Usage: ``python bench/ms_benchmark.py --phantom widened --cases 40 --workers 2 [--engine
 default|classical|learned|fusion] [--json out.json]``; ``--phantom original --cases 30`` is the regression set.
 ``--input skull-stripped`` (or ``followup-skull-stripped``) gives the workflow brain-extracted series (workflow
-1.22.1), ``--input z-scored`` (or ``followup-z-scored``) series z-scored over the whole image (workflow 1.22.2).
+1.22.1), ``--input z-scored`` (or ``followup-z-scored``) series z-scored over the whole image (workflow 1.22.2),
+``--input in-plane-x2`` both series on twice as many pixels per in-plane axis (cubic), as a 512-matrix
+reconstruction of a 256-matrix acquisition (workflow 1.23.0; the truth goes to the finer follow-up grid).
 A variant runs with ``--set group.param=value`` or ``--set field=value`` (MSConfig's own fields), e.g. ``--set
 classify.split_enlarging=False`` (workflow 1.7.1's whole-candidate judgement) or ``--set elastix_iterations=250``.
 ``--case-list 3,7,12-15`` runs only those pairs (a change that can reach only some pairs: workflow 1.21.0's N4
@@ -83,7 +85,8 @@ ENGINES = ("default", "classical", "global", "learned", "fusion")
 #: what the workflow is given (``--input``): the images as simulated; the follow-up, or both time points,
 #: skull-stripped before the workflow (its own brain extraction's mask, deepbet, dilated by one voxel; zero
 #: outside), as when a site archives brain-extracted series
-INPUTS = ("as-simulated", "followup-skull-stripped", "skull-stripped", "followup-z-scored", "z-scored")
+INPUTS = ("as-simulated", "followup-skull-stripped", "skull-stripped", "followup-z-scored", "z-scored",
+          "in-plane-x2")
 SIZE_BINS = [(3, 5), (5, 8), (8, 10**3)]
 CONTRAST_BINS = [(1.0, 1.5), (1.5, 2.0), (2.0, 3.0)]
 
@@ -261,6 +264,25 @@ def skull_stripped(volume):  # noqa: ANN001, ANN201 - Volume
     return apply_mask(volume, volume.with_data(keep))
 
 
+def upsampled_in_plane(volume):  # noqa: ANN001, ANN201 - Volume
+    """``volume`` on twice as many voxels along its in-plane axes (all but the thickest; the first two of an
+    isotropic grid) by cubic interpolation, the field of view and the slices unchanged: what a scanner's
+    reconstruction onto a 512 matrix of a 256-matrix acquisition holds (no detail beyond the acquired voxel)."""
+    from scipy import ndimage
+
+    from neurorad.image.volume import Volume
+
+    spacing = np.asarray(volume.spacing_mm, float)
+    thick = int(np.argmax(spacing)) if spacing.max() > 1.05 * spacing.min() else 2
+    zoom = np.where(np.arange(3) == thick, 1.0, 2.0)
+    data = ndimage.zoom(np.asarray(volume.data, np.float32), zoom, order=3, mode="nearest", grid_mode=True)
+    affine = np.asarray(volume.affine, float).copy()
+    # grid_mode: output voxel i sits at input coordinate (i + 0.5) / z - 0.5
+    affine[:3, 3] += affine[:3, :3] @ (-(1.0 - 1.0 / zoom) / 2.0)
+    affine[:3, :3] = affine[:3, :3] / zoom
+    return Volume(np.maximum(data, 0.0).astype(np.float32), affine)
+
+
 def with_input(case, which: str):  # noqa: ANN001, ANN201 - PhantomCase
     """The case with its FLAIR images as ``--input`` gives them to the workflow (:data:`INPUTS`); the truth is
     untouched (on the follow-up's grid, which stripping keeps)."""
@@ -269,6 +291,14 @@ def with_input(case, which: str):  # noqa: ANN001, ANN201 - PhantomCase
     from neurorad.preprocess.normalize import zscore
 
     both = ("baseline_flair", "followup_flair")
+    if which == "in-plane-x2":
+        from neurorad.preprocess.transforms import AffineTransform, resample
+
+        for role in both:
+            case.images[role] = upsampled_in_plane(case.images[role])
+        for key, truth in list(case.truth.items()):  # the truth on the finer follow-up grid, by nearest neighbour
+            case.truth[key] = resample(truth, case.images["followup_flair"], AffineTransform.identity(), "nearest")
+        return case
     roles = {"as-simulated": (), "followup-skull-stripped": both[1:], "skull-stripped": both,
              "followup-z-scored": both[1:], "z-scored": both}[which]
     change = zscore if which.endswith("z-scored") else skull_stripped
@@ -897,7 +927,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="what the workflow is given: the images as simulated (default), or the follow-up or both "
                          "time points skull-stripped first (deepbet's mask dilated by one voxel), as a site that "
                          "archives brain-extracted series sends them, or z-scored over the whole image (mean 0, SD "
-                         "1), as research pipelines write them")
+                         "1), as research pipelines write them, or in-plane-x2: both on twice as many in-plane "
+                         "pixels (cubic), as a 512-matrix reconstruction")
     ap.add_argument("--cases", type=int, default=30, help="number of cases (default 30)")
     ap.add_argument("--first", type=int, default=0, help="index of the first case")
     ap.add_argument("--case-list", default=None, metavar="INDICES",

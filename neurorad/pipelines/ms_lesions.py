@@ -108,6 +108,14 @@ class MSConfig:
     # carries only that spacing, not the thickness: 5 mm slices with a 1-1.5 mm gap (a common clinical 2D FLAIR,
     # 6-6.5 mm apart) are compared with a warning instead of being refused as 6 mm slices (docs/ms-lesions-log.md)
     max_slice_spacing_mm: float = 7.0
+    # an input axis whose voxels are finer than this (a 2D FLAIR reconstructed on a 512 matrix: 0.43-0.49 mm pixels,
+    # or a 3D series interpolated to 0.5 mm) is averaged to about fine_grid_target_mm there (a whole number of its
+    # voxels, box anti-aliasing then linear resampling over the same field of view; the slices stay where they are).
+    # Every engine was developed and chosen on 0.9-1.6 mm grids; a 0.485 mm follow-up made the common grid 4x larger
+    # (30 s instead of 19 s for the pair) and moved lesions (workflow 1.23.0, docs/ms-lesions-log.md "Workflow
+    # 1.23.0"). The outputs stay on the follow-up's own grid. None: never
+    fine_grid_below_mm: float | None = 0.8
+    fine_grid_target_mm: float = 1.0
     brain_engine: str = "deepbet"  # deepbet | hdbet
     registration_backend: str = "elastix"  # elastix | sitk | ants
     # elastix only: iterations per pyramid level of the follow-up's rigid registration (adaptive stochastic gradient
@@ -838,6 +846,22 @@ def _with_magnitude_origin(volume: Volume) -> tuple[Volume, float]:
     return restore_magnitude_origin(volume.with_data(data), support)
 
 
+def coarsened_fine_axes(volume: Volume, below_mm: float | None, target_mm: float) -> Volume:
+    """``volume`` averaged along each axis whose voxels are finer than ``below_mm`` to a whole number of them, about
+    ``target_mm`` (k = round(target / spacing)): :func:`antialias` (a box of the new voxel) then linear resampling
+    over the same field of view (``image.geometry.resample_to_spacing``); other axes, and an image with none that
+    fine, are left as they are (the same object is returned)."""
+    if below_mm is None:
+        return volume
+    spacing = np.asarray(volume.spacing_mm, float)
+    factor = np.where(spacing < below_mm, np.maximum(1.0, np.round(target_mm / spacing)), 1.0)
+    if np.all(factor == 1.0):
+        return volume
+    new = tuple(float(x) for x in spacing * factor)
+    out = resample_to_spacing(antialias(volume, new), new, "linear")
+    return out.with_data(np.asarray(out.data, np.float32))
+
+
 def step_load(ctx: MSContext) -> None:
     """1. Read both FLAIR, refuse different patients and thick 2D slices, reorient to RAS."""
     cfg = ctx.cfg
@@ -867,6 +891,15 @@ def step_load(ctx: MSContext) -> None:
                     f"{name}: more than {NEGATIVE_FRACTION_LIMIT:.0%} of its voxels are negative, so it is not a "
                     f"magnitude image (z-scored or offset?); its signal was shifted by {shift:+.4g} so that its "
                     "darkest 1 % sits at 0. Send the scanner's series where you can")
+        # sub-0.8 mm grids (512-matrix reconstructions) are averaged to about 1 mm on those axes (workflow 1.23.0)
+        fine = [tuple(round(x, 4) for x in v.spacing_mm) for v in (b0, f0)]
+        b0, f0 = _both(lambda v: coarsened_fine_axes(v, cfg.fine_grid_below_mm, cfg.fine_grid_target_mm), b0, f0,
+                       cfg.concurrent_timepoints)
+        for name, before, v in (("baseline", fine[0], b0), ("followup", fine[1], f0)):
+            after = tuple(round(x, 4) for x in v.spacing_mm)
+            if after != before:
+                st.parameters[f"{name}_spacing_mm_averaged_from"] = list(before)
+                st.parameters[f"{name}_spacing_mm_analysed"] = list(after)
         ctx.b0, ctx.f0 = b0, f0
         st.engine = "neurorad.image"
 

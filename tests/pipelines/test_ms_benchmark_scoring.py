@@ -354,3 +354,12 @@ def test_input_skull_stripped_zeroes_what_lies_outside_the_brain_and_a_voxel_aro
     zb = mb.with_input(case(), "z-scored")
     assert float(np.std(zb.baseline_flair.data)) == pytest.approx(1, abs=1e-4)
     assert np.corrcoef(np.ravel(zb.baseline_flair.data), np.ravel(head["baseline_flair"].data))[0, 1] > 0.9999
+    up = mb.with_input(case(), "in-plane-x2")  # a 512-matrix reconstruction: twice the pixels in-plane
+    assert up.followup_flair.spatial_shape == (24, 24, 8)
+    assert np.allclose(up.followup_flair.spacing_mm, (0.5, 0.5, 2.0))
+    t0, t1 = truth["truth_new"], up.truth_new  # the truth keeps its volume and world position on the finer grid
+    assert t1.same_grid(up.followup_flair)
+    volume_mm3 = np.count_nonzero(t0.data) * t0.voxel_volume_mm3
+    assert np.count_nonzero(t1.data) * t1.voxel_volume_mm3 == pytest.approx(volume_mm3)
+    assert np.allclose(t0.voxel_to_world(np.argwhere(np.asarray(t0.data) > 0)).mean(0),
+                       t1.voxel_to_world(np.argwhere(np.asarray(t1.data) > 0)).mean(0), atol=1e-6)

@@ -326,8 +326,10 @@ class MSLesionsWorkflow(Workflow):
     # that loses >= 1 mL to them is named in a warning, and a common voxel whose resampled value mixes them in is
     # not compared (no change where an image holds no such zeros: every benchmark set; "Workflow 1.22.1"); 1.22.2: a
     # series more than 10 % negative (z-scored, offset) is shifted so that its darkest 1 % of signal sits at 0, with a
-    # warning (no benchmark image holds a negative voxel; "Workflow 1.22.2")
-    version = "1.22.2"
+    # warning (no benchmark image holds a negative voxel; "Workflow 1.22.2"); 1.23.0: an input axis with voxels finer
+    # than 0.8 mm (512-matrix reconstructions) is averaged to about 1 mm there (MSConfig.fine_grid_below_mm; no
+    # benchmark image is that fine; "Workflow 1.23.0")
+    version = "1.23.0"
     title = "MRI brain follow-up: new and enlarging T2-FLAIR lesions"
     description = ("Compares this study's FLAIR with the FLAIR of the patient's previous study (registered, "
                    "bias-corrected, jointly normalised subtraction) and reports new and enlarging lesions, "
