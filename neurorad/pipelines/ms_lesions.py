@@ -111,9 +111,10 @@ class MSConfig:
     # an input axis whose voxels are finer than this (a 2D FLAIR reconstructed on a 512 matrix: 0.43-0.49 mm pixels,
     # or a 3D series interpolated to 0.5 mm) is averaged to about fine_grid_target_mm there (a whole number of its
     # voxels, box anti-aliasing then linear resampling over the same field of view; the slices stay where they are).
-    # Every engine was developed and chosen on 0.9-1.6 mm grids; a 0.485 mm follow-up made the common grid 4x larger
-    # (30 s instead of 19 s for the pair) and moved lesions (workflow 1.23.0, docs/ms-lesions-log.md "Workflow
-    # 1.23.0"). The outputs stay on the follow-up's own grid. None: never
+    # Every engine was developed and chosen on 0.9-1.6 mm grids; a 0.485 mm follow-up made the common grid 4x larger:
+    # the independent simulator's 40 pairs on twice the in-plane pixels took 43.7 s median per pair (up to 103 s)
+    # instead of 14.4 s, for about the same detections (workflow 1.23.0, docs/ms-lesions-log.md "Workflow 1.23.0").
+    # The outputs stay on the follow-up's own grid. None: never
     fine_grid_below_mm: float | None = 0.8
     fine_grid_target_mm: float = 1.0
     brain_engine: str = "deepbet"  # deepbet | hdbet
