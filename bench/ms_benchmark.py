@@ -82,9 +82,9 @@ TUNING_SEED0 = 100_000
 #: global: the classical engine before issue 17; learned: the two-time-point network; fusion: classical + learned
 #: (neurorad.segment.ms_learned)
 ENGINES = ("default", "classical", "global", "learned", "fusion")
-#: what the workflow is given (``--input``): the images as simulated; the follow-up, or both time points,
-#: skull-stripped before the workflow (its own brain extraction's mask, deepbet, dilated by one voxel; zero
-#: outside), as when a site archives brain-extracted series
+#: what the workflow is given (``--input``, :func:`with_input`): the images as simulated; the follow-up, or both
+#: time points, skull-stripped (:func:`skull_stripped`) or z-scored over the whole image; both on twice the in-plane
+#: pixels (:func:`upsampled_in_plane`)
 INPUTS = ("as-simulated", "followup-skull-stripped", "skull-stripped", "followup-z-scored", "z-scored",
           "in-plane-x2")
 SIZE_BINS = [(3, 5), (5, 8), (8, 10**3)]
@@ -284,26 +284,23 @@ def upsampled_in_plane(volume):  # noqa: ANN001, ANN201 - Volume
 
 
 def with_input(case, which: str):  # noqa: ANN001, ANN201 - PhantomCase
-    """The case with its FLAIR images as ``--input`` gives them to the workflow (:data:`INPUTS`); the truth is
-    untouched (on the follow-up's grid, which stripping keeps)."""
+    """The case with its FLAIR images as ``--input`` gives them to the workflow (:data:`INPUTS`). The truth stays
+    on the follow-up's grid, which stripping and z-scoring keep; with ``in-plane-x2`` it goes to the finer
+    follow-up grid by nearest neighbour."""
     if which not in INPUTS:
         raise ValueError(f"unknown input {which!r} ({', '.join(INPUTS)})")
     from neurorad.preprocess.normalize import zscore
+    from neurorad.preprocess.transforms import AffineTransform, resample
 
     both = ("baseline_flair", "followup_flair")
-    if which == "in-plane-x2":
-        from neurorad.preprocess.transforms import AffineTransform, resample
-
-        for role in both:
-            case.images[role] = upsampled_in_plane(case.images[role])
-        for key, truth in list(case.truth.items()):  # the truth on the finer follow-up grid, by nearest neighbour
-            case.truth[key] = resample(truth, case.images["followup_flair"], AffineTransform.identity(), "nearest")
-        return case
-    roles = {"as-simulated": (), "followup-skull-stripped": both[1:], "skull-stripped": both,
-             "followup-z-scored": both[1:], "z-scored": both}[which]
-    change = zscore if which.endswith("z-scored") else skull_stripped
+    roles, change = {"as-simulated": ((), None), "followup-skull-stripped": (both[1:], skull_stripped),
+                     "skull-stripped": (both, skull_stripped), "followup-z-scored": (both[1:], zscore),
+                     "z-scored": (both, zscore), "in-plane-x2": (both, upsampled_in_plane)}[which]
     for role in roles:
         case.images[role] = change(case.images[role])
+    if which == "in-plane-x2":
+        for key, truth in list(case.truth.items()):
+            case.truth[key] = resample(truth, case.images["followup_flair"], AffineTransform.identity(), "nearest")
     return case
 
 

@@ -889,19 +889,16 @@ def step_load(ctx: MSContext) -> None:
             st.parameters[f"intensity_shift_{name.replace('-', '')}"] = round(shift, 6)
             if shift:
                 ctx.warnings.append(
-                    f"{name}: more than {NEGATIVE_FRACTION_LIMIT:.0%} of its voxels are negative, so it is not a "
+                    f"{name}: more than {NEGATIVE_FRACTION_LIMIT:.0%} of its signal is negative, so it is not a "
                     f"magnitude image (z-scored or offset?); its signal was shifted by {shift:+.4g} so that its "
                     "darkest 1 % sits at 0. Send the scanner's series where you can")
         # sub-0.8 mm grids (512-matrix reconstructions) are averaged to about 1 mm on those axes (workflow 1.23.0)
-        fine = [tuple(round(x, 4) for x in v.spacing_mm) for v in (b0, f0)]
-        b0, f0 = _both(lambda v: coarsened_fine_axes(v, cfg.fine_grid_below_mm, cfg.fine_grid_target_mm), b0, f0,
-                       cfg.concurrent_timepoints)
-        for name, before, v in (("baseline", fine[0], b0), ("followup", fine[1], f0)):
-            after = tuple(round(x, 4) for x in v.spacing_mm)
-            if after != before:
-                st.parameters[f"{name}_spacing_mm_averaged_from"] = list(before)
-                st.parameters[f"{name}_spacing_mm_analysed"] = list(after)
-        ctx.b0, ctx.f0 = b0, f0
+        ctx.b0, ctx.f0 = _both(lambda v: coarsened_fine_axes(v, cfg.fine_grid_below_mm, cfg.fine_grid_target_mm),
+                               b0, f0, cfg.concurrent_timepoints)
+        for name, given, used in (("baseline", b0, ctx.b0), ("followup", f0, ctx.f0)):
+            if used is not given:  # coarsened_fine_axes returns the image itself when no axis is that fine
+                st.parameters[f"{name}_spacing_mm_averaged_from"] = [round(x, 4) for x in given.spacing_mm]
+                st.parameters[f"{name}_spacing_mm_analysed"] = [round(x, 4) for x in used.spacing_mm]
         st.engine = "neurorad.image"
 
 

@@ -309,13 +309,9 @@ def test_an_engine_name_reads_the_records_of_the_default_engine_that_ran_it(tmp_
     assert [r["case"] for r in mb.load_results([tmp_path / "old_one.json"], "learned")] == [0, 1]
 
 
-def test_input_skull_stripped_zeroes_what_lies_outside_the_brain_and_a_voxel_around_it(monkeypatch) -> None:
-    """``--input``: the follow-up (or both images) skull-stripped before the workflow. Oracle by construction: a
-    brain mask that is a known box; every voxel more than one voxel outside it becomes 0, the box and its one-voxel
-    rim keep their values, the other image and the truth are untouched, and an unknown input is refused. The
-    z-scored inputs have mean 0 and SD 1 and are the image's linear map (correlation 1)."""
-    import pytest
-
+def _input_case(monkeypatch):  # noqa: ANN001, ANN202
+    """A 12 x 12 x 8 head of uniform noise (1 x 1 x 2 mm), whose brain mask (deepbet replaced) and truth are a
+    known box; returns the benchmark module, the images, the box, the truth and a maker of fresh cases."""
     from neurorad.phantom.cases import PhantomCase
     from neurorad.preprocess import brain_extraction
 
@@ -332,6 +328,16 @@ def test_input_skull_stripped_zeroes_what_lies_outside_the_brain_and_a_voxel_aro
     def case() -> PhantomCase:
         return PhantomCase("ms", 0, dict(head), dict(truth), {"lesions": []})
 
+    return mb, head, box, truth, case
+
+
+def test_input_skull_stripped_zeroes_what_lies_outside_the_brain_and_a_voxel_around_it(monkeypatch) -> None:
+    """``--input``: the follow-up (or both images) skull-stripped before the workflow. Oracle by construction: a
+    brain mask that is a known box; every voxel more than one voxel outside it becomes 0, the box and its one-voxel
+    rim keep their values, the other image and the truth are untouched, and an unknown input is refused."""
+    import pytest
+
+    mb, head, box, truth, case = _input_case(monkeypatch)
     out = mb.with_input(case(), "followup-skull-stripped")
     fu = np.asarray(out.followup_flair.data)
     grown = np.zeros_like(box)  # the box grown by one voxel, 6-connected (scipy's default structure)
@@ -347,6 +353,15 @@ def test_input_skull_stripped_zeroes_what_lies_outside_the_brain_and_a_voxel_aro
     assert mb.with_input(case(), "as-simulated").followup_flair is head["followup_flair"]
     with pytest.raises(ValueError, match="unknown input"):
         mb.with_input(case(), "stripped")
+
+
+def test_input_z_scored_and_in_plane_x2(monkeypatch) -> None:
+    """``--input z-scored`` (or ``followup-z-scored``): mean 0, SD 1, the image's linear map (correlation 1), the
+    other image untouched. ``in-plane-x2`` (a 512-matrix reconstruction): twice the pixels in-plane, the slices kept,
+    and the truth on the finer follow-up grid with its volume and world centroid."""
+    import pytest
+
+    mb, head, _, truth, case = _input_case(monkeypatch)
     z = mb.with_input(case(), "followup-z-scored")
     assert z.baseline_flair is head["baseline_flair"]
     assert float(np.mean(z.followup_flair.data)) == pytest.approx(0, abs=1e-5)
@@ -354,10 +369,10 @@ def test_input_skull_stripped_zeroes_what_lies_outside_the_brain_and_a_voxel_aro
     zb = mb.with_input(case(), "z-scored")
     assert float(np.std(zb.baseline_flair.data)) == pytest.approx(1, abs=1e-4)
     assert np.corrcoef(np.ravel(zb.baseline_flair.data), np.ravel(head["baseline_flair"].data))[0, 1] > 0.9999
-    up = mb.with_input(case(), "in-plane-x2")  # a 512-matrix reconstruction: twice the pixels in-plane
+    up = mb.with_input(case(), "in-plane-x2")
     assert up.followup_flair.spatial_shape == (24, 24, 8)
     assert np.allclose(up.followup_flair.spacing_mm, (0.5, 0.5, 2.0))
-    t0, t1 = truth["truth_new"], up.truth_new  # the truth keeps its volume and world position on the finer grid
+    t0, t1 = truth["truth_new"], up.truth_new
     assert t1.same_grid(up.followup_flair)
     volume_mm3 = np.count_nonzero(t0.data) * t0.voxel_volume_mm3
     assert np.count_nonzero(t1.data) * t1.voxel_volume_mm3 == pytest.approx(volume_mm3)
