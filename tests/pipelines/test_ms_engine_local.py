@@ -23,6 +23,7 @@ from scipy import ndimage
 
 from neurorad.segment.ms_difference import (
     REASON_DRIFT,
+    REASON_MISREGISTRATION,
     CandidateParams,
     Candidates,
     ClassifyParams,
@@ -359,6 +360,56 @@ def test_enlarging_path_keeps_a_grown_faint_lesions_rim_not_a_moved_stable_one()
                                           ClassifyParams(rescue_growth_ratio=None))[1] == 0
             border = [replace(dec[0], reason="at the brain border or outside the brain")]
             assert rescue_grown_enlarging(rim, 1, border, b, f, old, c.tissue_level, SP, ClassifyParams())[1] == 0
+
+
+def test_enlarging_path_asks_less_growth_where_the_candidates_signal_rose():
+    """Workflow 1.24.0: a dropped rim whose baseline contrast ratio (the drift rule's) is under
+    ``rescue_low_drift_below`` is kept from ``rescue_growth_ratio_low_drift`` on, under ``rescue_growth_ratio``. A
+    faint lesion grown from radius 3 to 3.7 (1.65 x its voxels) has a rim that was normal tissue at baseline: its ratio
+    reads under 0.5, its growth about 1.65. Bounds set around the measured growth (oracle: the rule's own
+    inequality): kept with the lower bound under it, dropped with the bound above it, with the rule off, or with its
+    ratio over ``rescue_low_drift_below``; the same lesion moved (size unchanged) stays dropped under every setting."""
+    img, brain, _, rng = _head(5)
+    old = _ball(img.shape, (28, 28, 26), 3.0)
+
+    def scan(lesion):
+        return ((ndimage.gaussian_filter(np.where(lesion, 1.28, img), 0.7) + 0.02 * rng.standard_normal(img.shape))
+                * brain).astype(np.float32)
+
+    b = scan(old)
+    fp = FPParams(cog_rule=False, cap_z=None)
+    for name, lesion in {"grown": _ball(img.shape, (28, 28, 26), 3.7), "moved": _ball(img.shape, (28, 30, 26), 3.0)
+                         }.items():
+        f = scan(lesion)
+        c = candidate_score(b, f, brain, SP, CandidateParams(method="local"))
+        rim = (lesion & ~old).astype(np.int32)
+        _, n, dec = false_positive_reduction(rim, 1, b, f, brain, SP, c.sigma, c.brain_median, c.brain_sigma, fp,
+                                             difference=c.difference, tissue_level=c.tissue_level)
+        assert n == 0 and dec[0].reason == REASON_MISREGISTRATION, (name, dec[0])
+        assert dec[0].baseline_contrast_ratio < 0.5, (name, dec[0])  # signal the baseline did not have
+        g = enlarging_growth(rim, 1, ["enlarging"], b, f, old, c.tissue_level, SP, ClassifyParams())[1]
+        if name == "grown":
+            assert g == pytest.approx(_ball(img.shape, (28, 28, 26), 3.7).sum() / old.sum(), rel=0.15)
+        else:
+            assert g == pytest.approx(1.0, abs=0.3)
+        grown_bounds = ClassifyParams(rescue_growth_ratio=1.65 + 0.4, rescue_growth_ratio_low_drift=1.65 - 0.15)
+
+        def kept(decisions, params, rim=rim, f=f, level=c.tissue_level):  # noqa: ANN001, ANN202
+            out, m, dec2 = rescue_grown_enlarging(rim, 1, decisions, b, f, old, level, SP, params)
+            assert m == int((out > 0).any()) == int(dec2[0].kept)
+            return dec2[0].kept
+
+        assert kept(dec, grown_bounds) == (name == "grown")
+        assert not kept(dec, replace(grown_bounds, rescue_growth_ratio_low_drift=None))
+        assert not kept(dec, replace(grown_bounds, rescue_growth_ratio_low_drift=g + 0.05))
+        assert not kept(dec, replace(grown_bounds, rescue_low_drift_below=dec[0].baseline_contrast_ratio))
+        assert not kept([replace(dec[0], baseline_contrast_ratio=0.65)], grown_bounds)
+        if name == "grown":  # the reason names the rule it overrode
+            assert rescue_grown_enlarging(rim, 1, dec, b, f, old, c.tissue_level, SP, grown_bounds)[2][0].reason == (
+                f"kept: enlarging (baseline lesion's half-maximum size x{g:.1f}), not {REASON_MISREGISTRATION}")
+    defaults = ClassifyParams()  # on by default, and lower than the bound it relaxes
+    assert defaults.rescue_growth_ratio_low_drift is not None and defaults.rescue_growth_ratio is not None
+    assert defaults.rescue_growth_ratio_low_drift < defaults.rescue_growth_ratio
 
 
 @pytest.mark.parametrize("reference, stable_dropped", [("level", False), ("shell", True)])

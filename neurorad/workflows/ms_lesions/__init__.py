@@ -328,8 +328,10 @@ class MSLesionsWorkflow(Workflow):
     # series more than 10 % negative (z-scored, offset) is shifted so that its darkest 1 % of signal sits at 0, with a
     # warning (no benchmark image holds a negative voxel; "Workflow 1.22.2"); 1.23.0: an input axis with voxels finer
     # than 0.8 mm (512-matrix reconstructions) is averaged to about 1 mm there (MSConfig.fine_grid_below_mm; no
-    # benchmark image is that fine; "Workflow 1.23.0")
-    version = "1.23.0"
+    # benchmark image is that fine; "Workflow 1.23.0"); 1.24.0: the enlarging-lesion path keeps a dropped candidate
+    # whose baseline lesion grew x 1.8 (not 2.1) when its baseline contrast ratio is under 0.6
+    # (ClassifyParams.rescue_growth_ratio_low_drift; "Workflow 1.24.0")
+    version = "1.24.0"
     title = "MRI brain follow-up: new and enlarging T2-FLAIR lesions"
     description = ("Compares this study's FLAIR with the FLAIR of the patient's previous study (registered, "
                    "bias-corrected, jointly normalised subtraction) and reports new and enlarging lesions, "
