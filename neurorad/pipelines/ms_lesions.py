@@ -1107,6 +1107,8 @@ def step_fp_reduction(ctx: MSContext, baseline_lesions: np.ndarray | None = None
             ctx.spacing_mm, ctx.cfg.classify)
         st.parameters["n_dropped"] = ctx.n0 - ctx.n
         st.parameters["rescue_growth_ratio"] = ctx.cfg.classify.rescue_growth_ratio
+        st.parameters["rescue_growth_ratio_low_drift"] = ctx.cfg.classify.rescue_growth_ratio_low_drift
+        st.parameters["rescue_low_drift_below"] = ctx.cfg.classify.rescue_low_drift_below
         st.parameters["kept_as_grown"] = [d.label for d in ctx.decisions if d.reason.startswith(KEPT_AS_GROWN)]
         st.parameters["dropped"] = [asdict(d) for d in ctx.decisions if not d.kept]
         diffuse = [d for d in ctx.decisions if d.reason.startswith(REASON_DIFFUSE)]

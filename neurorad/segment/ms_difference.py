@@ -1038,8 +1038,10 @@ def rescue_grown_enlarging(
     verdicts. A candidate dropped as misregistration or drift (:data:`REASON_MISREGISTRATION`,
     :data:`REASON_DRIFT`) that touches a
     baseline lesion (:func:`classify_new_enlarging`) whose half-maximum size grew by at least
-    ``rescue_growth_ratio`` (:func:`enlarging_growth`) is kept; its decision says so and names the rule
-    it overrode. Those rules judge the rim in the difference image, where a faint lesion's own baseline,
+    ``rescue_growth_ratio`` (:func:`enlarging_growth`), or by ``rescue_growth_ratio_low_drift`` when its baseline
+    contrast ratio (:attr:`FPDecision.baseline_contrast_ratio`) is under ``rescue_low_drift_below`` (workflow
+    1.24.0), is kept; its decision says so and names the rule it overrode. ``rescue_growth_ratio`` None turns
+    the path off. Those rules judge the rim in the difference image, where a faint lesion's own baseline,
     shifted by a voxel or two, explains its new rim and nothing is lost; the size comparison is
     invariant to that shift and to a contrast drift. Returns the kept candidates relabelled 1..m (as
     :func:`false_positive_reduction` does) and the updated decisions.
