@@ -378,8 +378,11 @@ def test_enlarging_path_asks_less_growth_where_the_candidates_signal_rose():
 
     b = scan(old)
     fp = FPParams(cog_rule=False, cap_z=None)
-    for name, lesion in {"grown": _ball(img.shape, (28, 28, 26), 3.7), "moved": _ball(img.shape, (28, 30, 26), 3.0)
-                         }.items():
+    grown = _ball(img.shape, (28, 28, 26), 3.7)
+    growth_true = grown.sum() / old.sum()  # 1.65: the analytic growth the bounds are set around
+    grown_bounds = ClassifyParams(rescue_growth_ratio=growth_true + 0.4,
+                                  rescue_growth_ratio_low_drift=growth_true - 0.15)
+    for name, lesion in {"grown": grown, "moved": _ball(img.shape, (28, 30, 26), 3.0)}.items():
         f = scan(lesion)
         c = candidate_score(b, f, brain, SP, CandidateParams(method="local"))
         rim = (lesion & ~old).astype(np.int32)
@@ -388,25 +391,22 @@ def test_enlarging_path_asks_less_growth_where_the_candidates_signal_rose():
         assert n == 0 and dec[0].reason == REASON_MISREGISTRATION, (name, dec[0])
         assert dec[0].baseline_contrast_ratio < 0.5, (name, dec[0])  # signal the baseline did not have
         g = enlarging_growth(rim, 1, ["enlarging"], b, f, old, c.tissue_level, SP, ClassifyParams())[1]
-        if name == "grown":
-            assert g == pytest.approx(_ball(img.shape, (28, 28, 26), 3.7).sum() / old.sum(), rel=0.15)
-        else:
-            assert g == pytest.approx(1.0, abs=0.3)
-        grown_bounds = ClassifyParams(rescue_growth_ratio=1.65 + 0.4, rescue_growth_ratio_low_drift=1.65 - 0.15)
+        assert g == pytest.approx(growth_true if name == "grown" else 1.0, rel=0.15 if name == "grown" else 0.3)
 
-        def kept(decisions, params, rim=rim, f=f, level=c.tissue_level):  # noqa: ANN001, ANN202
+        def judged(decisions, params, rim=rim, f=f, level=c.tissue_level):  # noqa: ANN001, ANN202
             out, m, dec2 = rescue_grown_enlarging(rim, 1, decisions, b, f, old, level, SP, params)
             assert m == int((out > 0).any()) == int(dec2[0].kept)
-            return dec2[0].kept
+            return dec2[0]
 
-        assert kept(dec, grown_bounds) == (name == "grown")
-        assert not kept(dec, replace(grown_bounds, rescue_growth_ratio_low_drift=None))
-        assert not kept(dec, replace(grown_bounds, rescue_growth_ratio_low_drift=g + 0.05))
-        assert not kept(dec, replace(grown_bounds, rescue_low_drift_below=dec[0].baseline_contrast_ratio))
-        assert not kept([replace(dec[0], baseline_contrast_ratio=0.65)], grown_bounds)
-        if name == "grown":  # the reason names the rule it overrode
-            assert rescue_grown_enlarging(rim, 1, dec, b, f, old, c.tissue_level, SP, grown_bounds)[2][0].reason == (
+        verdict = judged(dec, grown_bounds)
+        assert verdict.kept == (name == "grown")
+        if verdict.kept:  # the reason names the rule it overrode
+            assert verdict.reason == (
                 f"kept: enlarging (baseline lesion's half-maximum size x{g:.1f}), not {REASON_MISREGISTRATION}")
+        assert not judged(dec, replace(grown_bounds, rescue_growth_ratio_low_drift=None)).kept
+        assert not judged(dec, replace(grown_bounds, rescue_growth_ratio_low_drift=g + 0.05)).kept
+        assert not judged(dec, replace(grown_bounds, rescue_low_drift_below=dec[0].baseline_contrast_ratio)).kept
+        assert not judged([replace(dec[0], baseline_contrast_ratio=0.65)], grown_bounds).kept
     defaults = ClassifyParams()  # on by default, and lower than the bound it relaxes
     assert defaults.rescue_growth_ratio_low_drift is not None and defaults.rescue_growth_ratio is not None
     assert defaults.rescue_growth_ratio_low_drift < defaults.rescue_growth_ratio
