@@ -29,6 +29,10 @@ Definitions
 * a truth lesion (new, or enlarging: its whole follow-up extent) is FOUND when the detected
   components on the follow-up grid cover >= 40% of its voxels;
 * a detected component is a FALSE POSITIVE when it touches no new or enlarging truth lesion;
+* beside these, the summary's ``msseg_criterion`` scores the same detections as the MSSEG challenges do
+  (animaSegPerfAnalyzer's lesion detection: more than 10 % of a lesion covered by detections that lie at most 70 %
+  outside the truth; a detection is true by the same test swapped; :func:`msseg_marks`), for comparison with
+  published challenge figures; the targets are read on the 40 % criterion above;
 * patient-level "active" truth: >= 1 new or enlarging lesion visible at follow-up; the
   gadolinium decision is "inject" exactly when the workflow calls the patient active;
 * volume error of a found lesion: |detected - truth| / truth, detected = the detections that
@@ -449,6 +453,84 @@ def _found(le: dict, thr: float) -> bool:
     return sum(h["covered"] for h in le["hits"] if h["peak"] >= thr) >= 0.4 * le["voxels"]
 
 
+#: the lesion-detection criterion of the MSSEG challenges (MICCAI 2016 and, for new lesions, 2021), as their scorer
+#: animaSegPerfAnalyzer defines it (Commowick et al., Sci Rep 2018;8:13650; its defaults): a truth lesion is detected
+#: when the detections cover more than ALPHA of it, and the detections overlapping it, taken in decreasing overlap
+#: until they hold GAMMA of the covered part, each lie at most BETA outside every truth lesion; the same test with
+#: truth and detections swapped says which detections are true. Objects of MIN_VOLUME_MM3 or less are not scored.
+MSSEG_ALPHA, MSSEG_BETA, MSSEG_GAMMA, MSSEG_MIN_VOLUME_MM3 = 0.1, 0.7, 0.65, 3.0
+
+
+def _msseg_tester(overlaps: dict, outside_fraction: dict, size: float, alpha: float, beta: float,
+                  gamma: float) -> bool:
+    """animaSegPerfAnalyzer's test of one object against the other side's objects (``overlaps``: other object ->
+    voxels shared with this one; ``outside_fraction``: other object -> its fraction lying in no object of this
+    side; ``size``: this object's voxels). Written from the criterion's definition (Commowick et al. 2018)."""
+    covered = sum(overlaps.values())
+    if size <= 0 or covered / size <= alpha:
+        return False
+    weight = 0.0
+    for other, n in sorted(overlaps.items(), key=lambda kv: -kv[1]):
+        if weight >= gamma:
+            break
+        if outside_fraction[other] > beta:
+            return False
+        weight += n / covered
+    return True
+
+
+def msseg_marks(case: dict, thr: float, alpha: float = MSSEG_ALPHA, beta: float = MSSEG_BETA,
+                gamma: float = MSSEG_GAMMA, min_volume_mm3: float = MSSEG_MIN_VOLUME_MM3) -> dict:
+    """One case's record scored by the MSSEG challenges' criterion (:data:`MSSEG_ALPHA`) at the operating point
+    ``thr`` (detections with a lower peak are not reported, so not scored). Returns ``lesions``: per truth lesion of
+    ``case["lesions"]``, True / False, or None when it is of ``min_volume_mm3`` or less (not scored), and
+    ``detections``: per detection of ``case["detections"]`` reported at ``thr``, "tp", "fp", "dropped" (on a lesion
+    the independent simulator drew but left out of its truth: neither, as the benchmark's own count) or "small".
+
+    Read off the benchmark's records (each truth lesion's covered voxels per detection, each detection's voxels),
+    so any stored run can be rescored. Two departures from running animaSegPerfAnalyzer on the label images: the
+    objects are the benchmark's truth lesions and the workflow's lesion labels, where the scorer re-derives
+    6-connected components of each binary mask (two truth lesions that touch are one object there, a detection that
+    is only 26-connected is several); and an enlarging lesion counts with its whole follow-up extent, as in the
+    benchmark (MSSEG 2021 scored new lesions only)."""
+    lesions = case["lesions"]
+    dets = [d for d in case["detections"] if d["peak"] >= thr]
+    vox = next((le["volume_mm3"] / le["voxels"] for le in lesions if le["voxels"]), None)
+    det_voxels: dict[int, float] = {}
+    for le in lesions:
+        for h in le["hits"]:
+            det_voxels[h["det"]] = float(h["volume_mm3"]) / vox
+    for d in dets:  # a detection that touches no truth lesion: the workflow's own volume
+        det_voxels.setdefault(d["det"], float(d["volume_mm3"]) / vox if vox else 0.0)
+    reported = {d["det"] for d in dets}
+    min_vox = min_volume_mm3 / vox if vox else 0.0
+    scored_lesions = [i for i, le in enumerate(lesions) if le["voxels"] > min_vox]
+    scored_dets = {d["det"] for d in dets if det_voxels[d["det"]] > min_vox}
+    # overlap table between scored truth lesions and scored reported detections
+    table = {i: {h["det"]: float(h["covered"]) for h in lesions[i]["hits"] if h["det"] in scored_dets and h["covered"]}
+             for i in scored_lesions}
+    inside_truth = {j: sum(row.get(j, 0.0) for row in table.values()) for j in scored_dets}
+    det_outside = {j: 1.0 - inside_truth[j] / det_voxels[j] if det_voxels[j] else 1.0 for j in scored_dets}
+    les_outside = {i: 1.0 - sum(table[i].values()) / lesions[i]["voxels"] for i in scored_lesions}
+    found: list[bool | None] = [None] * len(lesions)
+    for i in scored_lesions:
+        found[i] = _msseg_tester(table[i], det_outside, lesions[i]["voxels"], alpha, beta, gamma)
+    det_marks = []
+    for d in case["detections"]:
+        if d["det"] not in reported:
+            continue
+        j = d["det"]
+        if j not in scored_dets:
+            det_marks.append("small")
+            continue
+        column = {i: table[i][j] for i in scored_lesions if j in table[i]}
+        if _msseg_tester(column, les_outside, det_voxels[j], alpha, beta, gamma):
+            det_marks.append("tp")
+        else:
+            det_marks.append("dropped" if d.get("dropped_truth_lesion") else "fp")
+    return {"lesions": found, "detections": det_marks}
+
+
 def _false_positive(d: dict, thr: float) -> bool:
     """A detection that matches no truth lesion and is reported at the score threshold ``thr``."""
     return bool(d["fp"]) and d["peak"] >= thr
@@ -576,6 +658,38 @@ def operating_point(ok: list[dict], thr: float) -> dict:
             "patient_specificity": sum(not pred[r["case"]] for r in neg) / len(neg) if neg else float("nan")}
 
 
+def msseg_summary(ok: list[dict], thr: float) -> dict:
+    """Lesion sensitivity (overall and per contrast, location and thicker-slice bin), lesion PPV and false positives
+    per patient when every case is scored by the MSSEG challenges' criterion (:func:`msseg_marks`)."""
+    marks = [msseg_marks(r, thr) for r in ok]
+    scored = [(le, f, r) for r, m in zip(ok, marks, strict=True)
+              for le, f in zip(r["lesions"], m["lesions"], strict=True) if f is not None]
+
+    def rate(sel: list[tuple[dict, bool, dict]]) -> str:
+        return _rate(sum(f for _, f, _ in sel), len(sel))
+
+    dets = [x for m in marks for x in m["detections"]]
+    n_tp, n_fp = dets.count("tp"), dets.count("fp")
+    thick = sorted({r["slice_mm"] for r in ok})
+    locations = sorted({s[0]["location"] for s in scored})
+    return {
+        "definition": f"animaSegPerfAnalyzer (MSSEG 2016 / 2021): alpha {MSSEG_ALPHA}, beta {MSSEG_BETA}, gamma "
+                      f"{MSSEG_GAMMA}, objects over {MSSEG_MIN_VOLUME_MM3:g} mm^3; objects are the benchmark's truth "
+                      "lesions and the workflow's lesion labels",
+        "lesion_sensitivity": rate(scored),
+        "lesions_not_scored_small": sum(f is None for m in marks for f in m["lesions"]),
+        "lesion_sensitivity_by_contrast_to_wm": {
+            f"{lo:g}-{hi:g}": rate([s for s in scored if lo <= s[0]["contrast_to_wm"] < hi])
+            for lo, hi in CONTRAST_BINS},
+        "lesion_sensitivity_by_location": {
+            loc: rate([s for s in scored if s[0]["location"] == loc]) for loc in locations},
+        "lesion_sensitivity_by_slice_thickness": {
+            f"{t:g} mm": rate([s for s in scored if s[2]["slice_mm"] == t]) for t in thick},
+        "lesion_ppv": _rate(n_tp, n_tp + n_fp),
+        "false_positives_per_patient": round(n_fp / max(len(ok), 1), 3),
+    }
+
+
 def patient_decision(ok: list[dict], thr: float = 0.1, activity_thr: float | None = None) -> dict:
     """The workflow's patient-level decision (``clinical.ms.ms_decision`` since workflow 1.18.0) read off each
     case's detections: ACTIVE (gadolinium recommended) when a lesion reaches ``activity_thr``
@@ -667,6 +781,7 @@ def summarise(results: list[dict], thr: float = 0.1, floor: float = 0.02,
             [le for r in ok if r["slice_mm"] == t for le in r["lesions"]], False)
     flag_recorded = any("volume_measurable" in h for le in les for h in le["hits"])
     op = operating_point(ok, thr)
+    msseg = msseg_summary(ok, thr)
     grid = sorted({round(float(t), 3) for t in [*np.geomspace(max(floor, 0.005), 0.9, 25), thr] if t >= floor})
     froc = [operating_point(ok, t) for t in grid]
     pos = [r for r in ok if r["truth_active"] is True]
@@ -694,6 +809,9 @@ def summarise(results: list[dict], thr: float = 0.1, floor: float = 0.02,
         "median_abs_volume_error_by_size_all_lesions": vol_err_all,
         "median_abs_volume_error_by_slice_thickness_and_size_all_lesions": vol_err_by_slice_all,
         "volume_measurable_flag_recorded": flag_recorded,
+        # the same detections scored as the MSSEG challenges score them (MSSEG_ALPHA): for comparison with
+        # published challenge figures; the targets above are read on the benchmark's own 40 % criterion
+        "msseg_criterion": msseg,
         "confidence_intervals_95": confidence_intervals(ok, thr),
         "froc": [{k: (round(v, 3) if isinstance(v, float) else v) for k, v in p.items()} for p in froc],
         "median_seconds_pipeline": float(np.median([r["seconds_pipeline"] for r in ok])) if ok else None,

@@ -13,7 +13,8 @@ from tests._bench import load_bench
 
 
 def _result(labels: np.ndarray, affine: np.ndarray, peaks: dict[int, float]) -> SimpleNamespace:
-    lesions = [SimpleNamespace(id=k, max_score=p, kind="new", volume_mm3=float((labels == k).sum()))
+    voxel_mm3 = abs(float(np.linalg.det(affine[:3, :3])))
+    lesions = [SimpleNamespace(id=k, max_score=p, kind="new", volume_mm3=float((labels == k).sum()) * voxel_mm3)
                for k, p in peaks.items()]
     return SimpleNamespace(labels=Volume(labels.astype(np.int16), affine), lesions=lesions, timings_s={}, cpu_s={},
                            warnings=[])
@@ -378,3 +379,100 @@ def test_input_z_scored_and_in_plane_x2(monkeypatch) -> None:
     assert np.count_nonzero(t1.data) * t1.voxel_volume_mm3 == pytest.approx(volume_mm3)
     assert np.allclose(t0.voxel_to_world(np.argwhere(np.asarray(t0.data) > 0)).mean(0),
                        t1.voxel_to_world(np.argwhere(np.asarray(t1.data) > 0)).mean(0), atol=1e-6)
+
+
+def _det(det: int, volume_mm3: float, peak: float = 0.9, fp: bool = False) -> dict:
+    return {"det": det, "peak": peak, "kind": "new", "volume_mm3": volume_mm3, "fp": fp,
+            "dropped_truth_lesion": False, "volume_measurable": True}
+
+
+def test_the_msseg_criterion_follows_animas_definition() -> None:
+    """Each lesion below is decided by one clause of the MSSEG challenges' criterion (Commowick et al., Sci Rep 2018;
+    animaSegPerfAnalyzer's defaults alpha 0.1, beta 0.7, gamma 0.65, objects over 3 mm^3), worked out by hand."""
+    mb = load_bench("ms_benchmark")
+    case = {"case": 0, "slice_mm": 1.0, "truth_active": True, "lesions": [
+        _lesion(100, 100.0, [(1, 15, 20.0)]),                 # 15 % covered by a detection 25 % outside: found
+        _lesion(100, 100.0, [(2, 50, 1000.0)]),               # half covered by a detection 95 % outside: not found
+        _lesion(100, 100.0, [(3, 60, 60.0), (4, 30, 300.0)]),  # the larger overlap (inside) already holds 60/90 >= 0.65
+        _lesion(100, 100.0, [(5, 30, 30.0), (6, 60, 600.0)]),  # the larger overlap is 90 % outside: not found
+        _lesion(100, 100.0, [(7, 10, 10.0)]),                 # exactly alpha: not found (more than alpha is needed)
+        _lesion(100, 100.0, [(8, 11, 11.0)]),                 # just over alpha: found
+        _lesion(3, 3.0, [(9, 3, 30.0)]),                      # 3 mm^3: not scored
+        _lesion(100, 100.0, [(10, 90, 90.0)], found_peak=0.05),  # its only detection is under the operating point
+        # two lesions in one detection of 200 voxels: 80 of them on truth, so it lies 60 % outside the truth (not
+        # 80 % outside either lesion alone): both found
+        _lesion(100, 100.0, [(13, 40, 200.0)]),
+        _lesion(100, 100.0, [(13, 40, 200.0)]),
+    ], "detections": [_det(d, v) for d, v in ((1, 20.0), (2, 1000.0), (3, 60.0), (4, 300.0), (5, 30.0), (6, 600.0),
+                                              (7, 10.0), (8, 11.0), (9, 30.0))]
+        + [_det(10, 90.0, peak=0.05), _det(11, 40.0, fp=True), _det(12, 3.0, fp=True), _det(13, 200.0)]}
+    marks = mb.msseg_marks(case, 0.1)
+    assert marks["lesions"] == [True, False, True, False, False, True, None, False, True, True]
+    # the benchmark's own criterion (40 % covered) disagrees on the first four and the sixth
+    assert ([mb._found(le, 0.1) for le in case["lesions"]]
+            == [False, True, True, True, False, False, True, False, True, True])
+    # detections, the test swapped: 1 covers 75 % of itself with lesion 1, but lesion 1 lies 85 % outside every
+    # detection (> beta): not a true detection; 2 is 5 % on truth (not over alpha); 3: its lesion is 10 % outside;
+    # 4 is 10 % on truth (not over alpha); 5: lesion 4 is 10 % outside; 6: 10 % on truth; 7 and 8: their lesions are
+    # 90 % and 89 % outside; 9: on a lesion too small to score, so all outside; 10 is not reported (peak 0.05);
+    # 11: on no lesion; 12: 3 mm^3, not scored; 13: 40 % on truth, each of its lesions 60 % outside every detection
+    assert marks["detections"] == ["fp", "fp", "tp", "fp", "tp", "fp", "fp", "fp", "fp", "fp", "small", "tp"]
+    s = mb.msseg_summary([case], 0.1)
+    assert s["lesion_sensitivity"] == "0.556 (5/9)" and s["lesions_not_scored_small"] == 1
+    assert s["lesion_ppv"] == "0.273 (3/11)" and s["false_positives_per_patient"] == 8.0
+    # on 1 x 1 x 5 mm voxels the 3-voxel lesion holds 15 mm^3 and is scored
+    thick = {**case, "lesions": [{**le, "volume_mm3": 5.0 * le["voxels"],
+                                  "hits": [{**h, "volume_mm3": 5.0 * h["volume_mm3"]} for h in le["hits"]]}
+                                 for le in case["lesions"]]}
+    assert mb.msseg_marks(thick, 0.1)["lesions"][6] is False  # its detection lies 90 % outside it
+
+
+def test_the_msseg_criterion_read_off_a_record_equals_it_on_the_label_images() -> None:
+    """``msseg_marks`` reads the overlap table off a benchmark record (covered voxels, detection volumes); here the
+    table is also counted on the label images themselves, for random lesions and detections on a 1 x 1 x 2 mm grid,
+    and both must give the same marks."""
+    mb = load_bench("ms_benchmark")
+    rng = np.random.default_rng(7)
+    affine = np.diag([1.0, 1.0, 2.0, 1.0])
+    shape = (40, 40, 20)
+    zz, yy, xx = np.meshgrid(*(np.arange(n) for n in shape), indexing="ij")
+    outcomes: set[str] = set()
+    for trial in range(8):
+        truth = np.zeros(shape, np.int16)
+        labels = np.zeros(shape, np.int16)
+        for k in range(1, 5):
+            c = rng.uniform(5, 35, 3) * [1, 1, 0.5]
+            r = rng.uniform(1.0, 4.0)
+            truth[((zz - c[0]) ** 2 + (yy - c[1]) ** 2 + (xx - c[2]) ** 2 * 4) <= r * r] = k
+        centres = [np.argwhere(truth == k).mean(axis=0) for k in range(1, 5) if (truth == k).any()]
+        for k in range(1, 6):
+            # most detections near a lesion, off its centre by up to 2 voxels, some anywhere
+            c = (centres[k % len(centres)] + rng.uniform(-2, 2, 3) if k <= 4 and centres
+                 else rng.uniform(5, 35, 3) * [1, 1, 0.5])
+            r = rng.uniform(1.5, 5.0)
+            labels[(((zz - c[0]) ** 2 + (yy - c[1]) ** 2 + (xx - c[2]) ** 2 * 4) <= r * r) & (labels == 0)] = k
+        present = [k for k in range(1, 5) if (truth == k).any()]
+        peaks = {k: float(rng.choice([0.05, 0.5, 0.9])) for k in range(1, 6) if (labels == k).any()}
+        rec = mb.score_result(trial, {"slice_thickness_mm": [2.0, 2.0]}, _case(truth, affine, present),
+                              _result(labels, affine, peaks), 0.0, 0.0)
+        got = mb.msseg_marks(rec, 0.1)
+        # the same criterion on the images: reported detections only, objects over 3 mm^3 (2 voxels of 2 mm^3)
+        reported = labels * np.isin(labels, [k for k, p in peaks.items() if p >= 0.1])
+        t_ids = [k for k in present if (truth == k).sum() * 2.0 > 3.0]
+        d_ids = [k for k in peaks if peaks[k] >= 0.1 and (labels == k).sum() * 2.0 > 3.0]
+        t_in = np.isin(truth, t_ids)
+        d_in = np.isin(reported, d_ids)
+        table = {i: {j: float(((truth == i) & (reported == j)).sum()) for j in d_ids} for i in t_ids}
+        d_out = {j: float(((reported == j) & ~t_in).sum()) / (reported == j).sum() for j in d_ids}
+        t_out = {i: float(((truth == i) & ~d_in).sum()) / (truth == i).sum() for i in t_ids}
+        expect_l = [mb._msseg_tester({j: n for j, n in table[i].items() if n}, d_out, float((truth == i).sum()),
+                                     0.1, 0.7, 0.65) if i in t_ids else None for i in present]
+        expect_d = ["small" if j not in d_ids else
+                    ("tp" if mb._msseg_tester({i: table[i][j] for i in t_ids if table[i][j]}, t_out,
+                                              float((reported == j).sum()), 0.1, 0.7, 0.65) else "fp")
+                    for j in sorted(peaks) if peaks[j] >= 0.1]
+        assert got["lesions"] == expect_l
+        assert got["detections"] == expect_d
+        outcomes.update(map(str, got["lesions"] + got["detections"]))
+    # the draws reach every outcome of both tests
+    assert outcomes >= {"True", "False", "tp", "fp"}
