@@ -120,6 +120,11 @@ class FPParams:
     dipole_shell_mm: float = 3.0  # shell around the candidate searched for the matching loss
     dipole_ratio: float = 0.4  # drop when loss in the shell >= this x gain in the candidate
     shift_explained_always: float = 0.95  # ... or when nearly all of it is explained by a shift
+    # both images smoothed to this FWHM before the shift test (None: the normalised images as they are, workflow
+    # 1.24.0 and before). The test's grey maximum over the shifted baseline picks the brightest of about 20 noisy
+    # neighbours, about 2 image noise SDs over their mean, so a faint lesion's few noise SDs of gain are
+    # "explained" by noise
+    shift_test_fwhm_mm: float | None = None
     # a loss around the candidate larger than its own gain is something that moved (a stable lesion displaced
     # by non-rigid motion, a ventricle or cortex edge), whatever the shift test explains (the capped baseline
     # cannot explain a bright lesion's displaced edge): a new lesion only gains. None: off. 1.0 (workflow
@@ -129,6 +134,11 @@ class FPParams:
     # 0.25), lesions lost from 0.5, gains lost from 2.0 (docs/ms-lesions-log.md). A new lesion right beside a
     # shrinking one would be dropped as well
     loss_alone_ratio: float | None = 1.0
+    # the loss around a candidate (dipole and moved-structure rules) counts only what exceeds the shell's noise:
+    # the sum of max(-change, 0) over a shell of N voxels of pure noise of SD sigma is already N x 0.399 sigma
+    # (the mean of a half-normal), comparable with a faint lesion's whole gain. This multiple of that expectation
+    # (with the difference's robust SD) is taken off the loss; None or 0: the raw loss (workflow 1.24.0 and before)
+    loss_noise_floor: float | None = None
     # signal drift of a lesion already there: the baseline was already as bright (relative to the
     # local tissue) as the follow-up -> not a new lesion
     drift_rule: bool = True
@@ -712,10 +722,13 @@ def false_positive_reduction(
     b = np.asarray(baseline, dtype=np.float32)
     f = np.asarray(followup, dtype=np.float32)
     cap = brain_median + (params.cap_z if params.cap_z is not None else np.inf) * brain_sigma
-    b_shift = shifted_baseline_max(np.minimum(b, cap), spacing_mm, params.shift_radius_mm,
+    b_test, f_test = b, f
+    if params.shift_test_fwhm_mm:
+        b_test, f_test = gaussian_filters([b, f], _sigma_vox(params.shift_test_fwhm_mm, spacing_mm))
+    b_shift = shifted_baseline_max(np.minimum(b_test, cap), spacing_mm, params.shift_radius_mm,
                                    params.shift_thick_axis_mm if thick_axis_shift_applies(params, finer_input_voxel_mm)
                                    else None)
-    explained = f <= b_shift + params.shift_margin_z * sigma
+    explained = f_test <= b_shift + params.shift_margin_z * sigma
     dist_mm = (border_distance_mm if border_distance_mm is not None
                else ndimage.distance_transform_edt(brain, sampling=spacing_mm))
     near_edge = (dist_mm <= params.border_margin_mm) | ~brain
@@ -747,6 +760,10 @@ def false_positive_reduction(
             shell = (ndimage.distance_transform_edt(~own, sampling=spacing_mm) <= params.dipole_shell_mm) & ~own
             shell &= brain[box]
             loss = float(np.sum(np.maximum(-d[box][shell], 0)))
+            if params.loss_noise_floor:
+                # E[max(-X, 0)] = sigma / sqrt(2 pi) for X ~ N(0, sigma^2), per shell voxel
+                loss = max(0.0, loss - params.loss_noise_floor * float(np.count_nonzero(shell)) * sigma
+                           / np.sqrt(2.0 * np.pi))
             loss_ratio[i] = loss / max(float(gain[i]), 1e-9)
             if tissue_level is not None and params.drift_reference in ("level", "either"):
                 lev = np.asarray(tissue_level)[box][own]

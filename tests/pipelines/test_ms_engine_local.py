@@ -503,6 +503,47 @@ def test_loss_larger_than_the_gain_is_a_moved_structure():
     assert 0.1 * ring.sum() / (0.3 * cand.sum()) < 1.0 < 0.2 * ring.sum() / (0.3 * cand.sum())  # both sides tested
 
 
+def test_the_loss_around_a_candidate_counts_only_what_exceeds_the_shells_noise():
+    """A faint candidate (gain 0.05 inside a ball) in a difference of pure Gaussian noise (SD 0.02): the raw loss in
+    its 3 mm shell is the noise's half-normal mean, N x sigma / sqrt(2 pi) (analytic), larger than the faint gain, so
+    the moved-structure rule drops it. With FPParams.loss_noise_floor = 1 that expectation is taken off and the
+    candidate is kept, while a true moved structure (a loss of 2 x the gain in a ring around it, in the same noise)
+    is still dropped."""
+    shape = (40, 40, 40)
+    brain = _ball(shape, (20, 20, 20), 18)
+    cand = _ball(shape, (20, 20, 20), 2.5)
+    shell = (ndimage.distance_transform_edt(~cand) <= 3.0) & ~cand  # within 3 mm of the candidate (SP is 1 mm)
+    ring = _ball(shape, (20, 20, 20), 4.5) & ~_ball(shape, (20, 20, 20), 3.5)
+    sigma, gain = 0.02, 0.05
+    rng = np.random.default_rng(3)
+    b = brain.astype(np.float32)
+    lab = cand.astype(np.int32)
+    noise = rng.normal(0.0, sigma, shape).astype(np.float32)
+    for moved in (False, True):
+        d = noise.copy()
+        d[cand] = gain
+        if moved:
+            d[ring] -= 2.0 * gain * cand.sum() / ring.sum()
+        f = (b + d) * brain
+        kw = {"difference": d}
+        raw_fp = FPParams(cog_rule=False, drift_rule=False, dipole_rule=False)
+        _, n_raw, raw = false_positive_reduction(lab, 1, b, f, brain, SP, sigma, 1.0, 0.05, raw_fp, **kw)
+        noise_loss = shell.sum() * sigma / np.sqrt(2.0 * np.pi)
+        if not moved:
+            # the raw loss is the noise's expectation (within 4 SDs of the sum of N half-normal parts)
+            sd = np.sqrt(shell.sum() * sigma**2 * (0.5 - 1.0 / (2.0 * np.pi)))
+            assert abs(raw[0].loss_ratio * gain * cand.sum() - noise_loss) < 4.0 * sd
+            assert raw[0].loss_ratio > 1.0 and n_raw == 0 and raw[0].reason.startswith("moved structure")
+        _, n, dec = false_positive_reduction(lab, 1, b, f, brain, SP, sigma, 1.0, 0.05,
+                                             replace(raw_fp, loss_noise_floor=1.0), **kw)
+        assert dec[0].loss_ratio == pytest.approx(max(0.0, raw[0].loss_ratio - noise_loss / (gain * cand.sum())),
+                                                  abs=1e-4)
+        if moved:
+            assert dec[0].loss_ratio > 1.5 and n == 0 and dec[0].reason.startswith("moved structure")
+        else:
+            assert dec[0].loss_ratio < 0.3 and n == 1 and dec[0].reason == "kept"
+
+
 def _ball_distance(shape, centre, r):
     """Analytic distance (voxels) of every voxel from a ball."""
     g = np.indices(shape).astype(float)
