@@ -508,7 +508,9 @@ def test_the_loss_around_a_candidate_counts_only_what_exceeds_the_shells_noise()
     its 3 mm shell is the noise's half-normal mean, N x sigma / sqrt(2 pi) (analytic), larger than the faint gain, so
     the moved-structure rule drops it. With FPParams.loss_noise_floor = 1 that expectation is taken off and the
     candidate is kept, while a true moved structure (a loss of 2 x the gain in a ring around it, in the same noise)
-    is still dropped."""
+    is still dropped. The dipole clause reads the raw loss unless FPParams.dipole_loss_noise_floor: a faint
+    candidate the shift test explains, in the same noise, is dropped as misregistration by its noise loss then
+    only."""
     shape = (40, 40, 40)
     brain = _ball(shape, (20, 20, 20), 18)
     cand = _ball(shape, (20, 20, 20), 2.5)
@@ -526,7 +528,7 @@ def test_the_loss_around_a_candidate_counts_only_what_exceeds_the_shells_noise()
             d[ring] -= 2.0 * gain * cand.sum() / ring.sum()
         f = (b + d) * brain
         kw = {"difference": d}
-        raw_fp = FPParams(cog_rule=False, drift_rule=False, dipole_rule=False)
+        raw_fp = FPParams(cog_rule=False, drift_rule=False, dipole_rule=False, loss_noise_floor=None)
         _, n_raw, raw = false_positive_reduction(lab, 1, b, f, brain, SP, sigma, 1.0, 0.05, raw_fp, **kw)
         noise_loss = shell.sum() * sigma / np.sqrt(2.0 * np.pi)
         if not moved:
@@ -536,12 +538,28 @@ def test_the_loss_around_a_candidate_counts_only_what_exceeds_the_shells_noise()
             assert raw[0].loss_ratio > 1.0 and n_raw == 0 and raw[0].reason.startswith("moved structure")
         _, n, dec = false_positive_reduction(lab, 1, b, f, brain, SP, sigma, 1.0, 0.05,
                                              replace(raw_fp, loss_noise_floor=1.0), **kw)
-        assert dec[0].loss_ratio == pytest.approx(max(0.0, raw[0].loss_ratio - noise_loss / (gain * cand.sum())),
-                                                  abs=1e-4)
+        assert dec[0].loss_ratio == raw[0].loss_ratio == raw[0].loss_excess_ratio  # raw; no floor: the same
+        assert dec[0].loss_excess_ratio == pytest.approx(
+            max(0.0, raw[0].loss_ratio - noise_loss / (gain * cand.sum())), abs=1e-4)
         if moved:
-            assert dec[0].loss_ratio > 1.5 and n == 0 and dec[0].reason.startswith("moved structure")
+            assert dec[0].loss_excess_ratio > 1.5 and n == 0 and dec[0].reason.startswith("moved structure")
         else:
-            assert dec[0].loss_ratio < 0.3 and n == 1 and dec[0].reason == "kept"
+            assert dec[0].loss_excess_ratio < 0.3 and n == 1 and dec[0].reason == "kept"
+    # the dipole clause: the same faint candidate, mostly explained (80-95 %) by a baseline a little less bright
+    # than its follow-up around it (the shift test's margin is 2 sigma; the candidate noisy too)
+    d = noise.copy()
+    d[cand] += gain
+    f = (b + d) * brain
+    bright = b + (gain - 0.87 * sigma) * _ball(shape, (20, 20, 20), 4.0)
+    rules = FPParams(cog_rule=False, drift_rule=False, loss_alone_ratio=None, loss_noise_floor=1.0)
+    for floor_in_dipole, dropped in ((False, True), (True, False)):
+        _, n, dec = false_positive_reduction(lab, 1, bright, f, brain, SP, sigma, 1.0, 0.05,
+                                             replace(rules, dipole_loss_noise_floor=floor_in_dipole), difference=d)
+        assert 0.8 <= dec[0].shift_explained_fraction < 0.95
+        assert dec[0].loss_ratio >= 0.4 > dec[0].loss_excess_ratio
+        assert (n == 0) == dropped and (dec[0].reason == REASON_MISREGISTRATION) == dropped
+    # the workflow's default since 1.25.0: the floor in the moved-structure rule, not in the dipole clause
+    assert FPParams().loss_noise_floor == 1.0 and not FPParams().dipole_loss_noise_floor
 
 
 def _ball_distance(shape, centre, r):
