@@ -464,8 +464,9 @@ MSSEG_ALPHA, MSSEG_BETA, MSSEG_GAMMA, MSSEG_MIN_VOLUME_MM3 = 0.1, 0.7, 0.65, 3.0
 def _msseg_tester(overlaps: dict, outside_fraction: dict, size: float, alpha: float, beta: float,
                   gamma: float) -> bool:
     """animaSegPerfAnalyzer's test of one object against the other side's objects (``overlaps``: other object ->
-    voxels shared with this one; ``outside_fraction``: other object -> its fraction lying in no object of this
-    side; ``size``: this object's voxels). Written from the criterion's definition (Commowick et al. 2018)."""
+    volume shared with this one; ``outside_fraction``: other object -> its fraction lying in no object of this
+    side; ``size``: this object's volume, in the same unit). Written from the criterion's definition (Commowick et
+    al. 2018)."""
     covered = sum(overlaps.values())
     if size <= 0 or covered / size <= alpha:
         return False
@@ -487,44 +488,39 @@ def msseg_marks(case: dict, thr: float, alpha: float = MSSEG_ALPHA, beta: float 
     ``detections``: per detection of ``case["detections"]`` reported at ``thr``, "tp", "fp", "dropped" (on a lesion
     the independent simulator drew but left out of its truth: neither, as the benchmark's own count) or "small".
 
-    Read off the benchmark's records (each truth lesion's covered voxels per detection, each detection's voxels),
+    Read off the benchmark's records (each truth lesion's covered voxels per detection, each detection's volume),
     so any stored run can be rescored. Two departures from running animaSegPerfAnalyzer on the label images: the
     objects are the benchmark's truth lesions and the workflow's lesion labels, where the scorer re-derives
     6-connected components of each binary mask (two truth lesions that touch are one object there, a detection that
     is only 26-connected is several); and an enlarging lesion counts with its whole follow-up extent, as in the
     benchmark (MSSEG 2021 scored new lesions only)."""
+    # every size and overlap in mm^3 (all on the follow-up grid): a pair without truth lesions has no voxel size in
+    # its record, and its detections must still be scored
     lesions = case["lesions"]
     dets = [d for d in case["detections"] if d["peak"] >= thr]
-    vox = next((le["volume_mm3"] / le["voxels"] for le in lesions if le["voxels"]), None)
-    det_voxels: dict[int, float] = {}
+    det_mm3 = {d["det"]: float(d["volume_mm3"]) for d in dets}  # the workflow's own volume, for one on no lesion
     for le in lesions:
         for h in le["hits"]:
-            det_voxels[h["det"]] = float(h["volume_mm3"]) / vox
-    for d in dets:  # a detection that touches no truth lesion: the workflow's own volume
-        det_voxels.setdefault(d["det"], float(d["volume_mm3"]) / vox if vox else 0.0)
-    reported = {d["det"] for d in dets}
-    min_vox = min_volume_mm3 / vox if vox else 0.0
-    scored_lesions = [i for i, le in enumerate(lesions) if le["voxels"] > min_vox]
-    scored_dets = {d["det"] for d in dets if det_voxels[d["det"]] > min_vox}
-    # overlap table between scored truth lesions and scored reported detections
-    table = {i: {h["det"]: float(h["covered"]) for h in lesions[i]["hits"] if h["det"] in scored_dets and h["covered"]}
-             for i in scored_lesions}
+            det_mm3[h["det"]] = float(h["volume_mm3"])  # its voxels on the grid, where it touches a lesion
+    scored_lesions = [i for i, le in enumerate(lesions) if le["volume_mm3"] > min_volume_mm3]
+    scored_dets = {d["det"] for d in dets if det_mm3[d["det"]] > min_volume_mm3}
+    # overlap table (mm^3) between scored truth lesions and scored reported detections
+    table = {i: {h["det"]: h["covered"] * lesions[i]["volume_mm3"] / lesions[i]["voxels"]
+                 for h in lesions[i]["hits"] if h["det"] in scored_dets and h["covered"]} for i in scored_lesions}
     inside_truth = {j: sum(row.get(j, 0.0) for row in table.values()) for j in scored_dets}
-    det_outside = {j: 1.0 - inside_truth[j] / det_voxels[j] if det_voxels[j] else 1.0 for j in scored_dets}
-    les_outside = {i: 1.0 - sum(table[i].values()) / lesions[i]["voxels"] for i in scored_lesions}
+    det_outside = {j: 1.0 - inside_truth[j] / det_mm3[j] if det_mm3[j] else 1.0 for j in scored_dets}
+    les_outside = {i: 1.0 - sum(table[i].values()) / lesions[i]["volume_mm3"] for i in scored_lesions}
     found: list[bool | None] = [None] * len(lesions)
     for i in scored_lesions:
-        found[i] = _msseg_tester(table[i], det_outside, lesions[i]["voxels"], alpha, beta, gamma)
+        found[i] = _msseg_tester(table[i], det_outside, lesions[i]["volume_mm3"], alpha, beta, gamma)
     det_marks = []
-    for d in case["detections"]:
-        if d["det"] not in reported:
-            continue
+    for d in dets:
         j = d["det"]
         if j not in scored_dets:
             det_marks.append("small")
             continue
         column = {i: table[i][j] for i in scored_lesions if j in table[i]}
-        if _msseg_tester(column, les_outside, det_voxels[j], alpha, beta, gamma):
+        if _msseg_tester(column, les_outside, det_mm3[j], alpha, beta, gamma):
             det_marks.append("tp")
         else:
             det_marks.append("dropped" if d.get("dropped_truth_lesion") else "fp")

@@ -425,6 +425,11 @@ def test_the_msseg_criterion_follows_animas_definition() -> None:
                                   "hits": [{**h, "volume_mm3": 5.0 * h["volume_mm3"]} for h in le["hits"]]}
                                  for le in case["lesions"]]}
     assert mb.msseg_marks(thick, 0.1)["lesions"][6] is False  # its detection lies 90 % outside it
+    # a stable pair (no truth lesion, so no voxel size in its record): its detections are still scored
+    stable = {"case": 1, "slice_mm": 1.0, "truth_active": False, "lesions": [],
+              "detections": [_det(1, 40.0, fp=True), _det(2, 3.0, fp=True), _det(3, 50.0, peak=0.05, fp=True)]}
+    assert mb.msseg_marks(stable, 0.1)["detections"] == ["fp", "small"]
+    assert mb.msseg_summary([case, stable], 0.1)["false_positives_per_patient"] == 4.5
 
 
 def test_the_msseg_criterion_read_off_a_record_equals_it_on_the_label_images() -> None:
