@@ -77,6 +77,7 @@ from neurorad.segment.ms_difference import (
     classify_new_enlarging,
     delineate,
     drop_unchanged_enlarging,
+    dropped_beside_baseline,
     false_positive_reduction,
     gaussian_filters,
     grow_enlarging,
@@ -1168,6 +1169,15 @@ def step_classify(ctx: MSContext) -> None:
         # a new lesion beside a baseline lesion that did not grow: its candidate was dropped whole above
         parts, m = new_beside_unchanged(undropped, dropped if classify.split_beside_unchanged else [],
                                         cand.difference, cand.score, base_les, sp, classify)
+        if classify.split_beside_dropped and ctx.labels0 is not None:
+            # ... or whose drift or displaced edge made step 8 drop the whole candidate (step 8's numbering)
+            fp_dropped = dropped_beside_baseline(ctx.decisions, ctx.labels0, ctx.n0, base_les, sp, classify)
+            parts8, m8 = new_beside_unchanged(ctx.labels0, fp_dropped, cand.difference, cand.score, base_les, sp,
+                                              classify)
+            if m8:  # step 8's dropped candidates and step 9's share no voxel
+                parts = np.where(parts8 > 0, parts8 + m, parts).astype(np.int32)
+                m += m8
+            st.parameters["beside_dropped_candidates"] = len(fp_dropped)
         if m:
             n_before = ctx.n
             ctx.labels, ctx.n, ctx.kinds, beside = judge_and_add_parts(

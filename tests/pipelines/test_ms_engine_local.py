@@ -562,6 +562,46 @@ def test_the_loss_around_a_candidate_counts_only_what_exceeds_the_shells_noise()
     assert FPParams().loss_noise_floor == 1.0 and not FPParams().dipole_loss_noise_floor
 
 
+def test_the_shift_test_takes_off_the_noise_maximum_of_the_shifted_baseline():
+    """The misregistration test compares the follow-up with the baseline's maximum over a 1.5 mm shift. In noise
+    (image SD 0.05 at both time points) that maximum over 27 neighbours sits about 2 SDs over the baseline
+    everywhere (the expected maximum of 27 standard normals is 1.96; measured here as the brain median), so a faint
+    new lesion (gain 0.15 = 3 image SDs) is "explained" by a shift and dropped (the 95 % clause). With
+    FPParams.shift_noise_bias = 1 the pair's median excess of the shifted baseline over the baseline is taken off
+    and the lesion is kept; a true shift of an edge (a bright region moved by one voxel: its gain is the edge's own
+    contrast, 0.6) stays explained and dropped."""
+    shape = (40, 40, 40)
+    brain = _ball(shape, (20, 20, 20), 18)
+    rng = np.random.default_rng(11)
+    sigma_img = 0.05
+    tissue = np.where(brain, 1.0, 0.0).astype(np.float32)
+    b = (tissue + sigma_img * rng.standard_normal(shape) * brain).astype(np.float32)
+    f = (tissue + sigma_img * rng.standard_normal(shape) * brain).astype(np.float32)
+    lesion = _ball(shape, (20, 20, 14), 2.5)
+    f[lesion] += 0.15
+    # a bright region (1.6) whose edge moved by one voxel along z between the time points
+    slab = np.zeros(shape, bool)
+    slab[14:26, 14:26, 26:31] = True
+    moved = np.roll(slab, 1, axis=2)
+    b[slab] += 0.6
+    f[moved] += 0.6
+    edge = moved & ~slab
+    lab = (lesion.astype(np.int32) + 2 * edge.astype(np.int32))
+    sigma_d = sigma_img * np.sqrt(2.0)  # the difference's SD (unsmoothed here)
+    bias = float(np.median((ndimage.maximum_filter(b, size=3) - b)[brain]))
+    assert 1.6 * sigma_img < bias < 2.4 * sigma_img  # the expected maximum of 27 normals: 1.96 SDs
+    rules = FPParams(cog_rule=False, drift_rule=False, dipole_rule=False, loss_alone_ratio=None, border_fraction=1.1,
+                     cap_z=None)
+    for k, lesion_kept in ((None, False), (1.0, True)):
+        _, _, dec = false_positive_reduction(lab, 2, b, f, brain, SP, sigma_d, 1.0, 0.05,
+                                             replace(rules, shift_noise_bias=k))
+        assert (dec[0].reason == "kept") == lesion_kept, dec[0]
+        assert dec[1].reason == REASON_MISREGISTRATION and dec[1].shift_explained_fraction >= 0.95
+        if not lesion_kept:
+            assert dec[0].shift_explained_fraction >= 0.8
+    assert FPParams().shift_noise_bias is None  # the default: not taken off (workflow 1.25.0)
+
+
 def _ball_distance(shape, centre, r):
     """Analytic distance (voxels) of every voxel from a ball."""
     g = np.indices(shape).astype(float)

@@ -16,6 +16,7 @@ import pytest
 from neurorad.image.volume import Volume
 from neurorad.pipelines import ms_lesions as ms
 from neurorad.preprocess.transforms import AffineTransform
+from neurorad.segment.ms_difference import REASON_DRIFT
 
 
 def _ball(shape, centre, r):
@@ -323,13 +324,11 @@ def test_reference_series_from_the_child_process_when_switched_on(tmp_path):
     assert off.reference_writer is None  # switched off: written at the end, in process
 
 
-def test_a_new_lesion_beside_an_unchanged_one_is_searched_for_when_the_candidate_is_dropped(tmp_path):
-    """Steps 6-9: a baseline lesion (radius 4, 1.7) unchanged at follow-up and a new ball (radius 2.5, 1.6) one
-    voxel beside it. Their candidate touches the baseline lesion, so it is 'enlarging'; the baseline lesion did not
-    grow (its half-maximum size x1.0 plus the neighbour < 1.5), so step 9 drops it and, without the search, the new
-    ball is lost. With ``split_beside_unchanged`` the part beyond the touch radius is a new lesion covering the ball.
-    Oracle: the balls drawn."""
-    rng = np.random.default_rng(3)
+def _lesion_beside_a_baseline_lesion(seed: int, followup_old: float):
+    """A 48^3 brain (tissue 1.0 inside radius 19, 1.3 outside, noise SD 0.02), a baseline lesion (radius 4, 1.7 at
+    baseline, ``followup_old`` at follow-up) and a new ball (radius 2.5, 1.6) one voxel beside it at follow-up.
+    Returns shape, brain, baseline, follow-up and the two balls."""
+    rng = np.random.default_rng(seed)
     shape = (48, 48, 48)
     brain = _ball(shape, (24, 24, 24), 22)
     tissue = np.where(_ball(shape, (24, 24, 24), 19), 1.0, 1.3)
@@ -337,17 +336,33 @@ def test_a_new_lesion_beside_an_unchanged_one_is_searched_for_when_the_candidate
     f = np.where(brain, tissue + 0.02 * rng.standard_normal(shape), 0).astype(np.float32)
     old = _ball(shape, (24, 24, 20), 4)
     new = _ball(shape, (24, 24, 20 + 4 + 1 + 2.5), 2.5)
-    b[old], f[old], f[new] = 1.7, 1.7, 1.6
+    b[old], f[old], f[new] = 1.7, followup_old, 1.6
+    return shape, brain, b, f, old, new
+
+
+def _detection_context(cfg, out, brain, b, f):
+    """Steps 6-9 of ``cfg`` run on images already on one 1 mm grid (identity transforms); returns the context."""
+    ctx = ms.MSContext(cfg, out, None, None)
+    ctx.ref = Volume(np.zeros(brain.shape, np.float32), np.eye(4))
+    ctx.Tb = ctx.Tf = AffineTransform(np.eye(4), "rigid")
+    ctx.brain, ctx.bn, ctx.fn = brain, b, f
+    for name in ("candidates", "postprocess", "fp_reduction", "classify"):
+        next(s for s in ms.STEPS if s.name == name).run(ctx)
+    return ctx
+
+
+def test_a_new_lesion_beside_an_unchanged_one_is_searched_for_when_the_candidate_is_dropped(tmp_path):
+    """Steps 6-9: a baseline lesion (radius 4, 1.7) unchanged at follow-up and a new ball (radius 2.5, 1.6) one
+    voxel beside it. Their candidate touches the baseline lesion, so it is 'enlarging'; the baseline lesion did not
+    grow (its half-maximum size x1.0 plus the neighbour < 1.5), so step 9 drops it and, without the search, the new
+    ball is lost. With ``split_beside_unchanged`` the part beyond the touch radius is a new lesion covering the ball.
+    Oracle: the balls drawn."""
+    shape, brain, b, f, old, new = _lesion_beside_a_baseline_lesion(seed=3, followup_old=1.7)
     found = {}
     for search in (False, True):
         cfg = replace(ms.MSConfig(), atlas=False, write_report=False, write_dicom=False)
         cfg = replace(cfg, classify=replace(cfg.classify, split_beside_unchanged=search))
-        ctx = ms.MSContext(cfg, tmp_path / str(search), None, None)
-        ctx.ref = Volume(np.zeros(shape, np.float32), np.eye(4))
-        ctx.Tb = ctx.Tf = AffineTransform(np.eye(4), "rigid")
-        ctx.brain, ctx.bn, ctx.fn = brain, b, f
-        for name in ("candidates", "postprocess", "fp_reduction", "classify"):
-            next(s for s in ms.STEPS if s.name == name).run(ctx)
+        ctx = _detection_context(cfg, tmp_path / str(search), brain, b, f)
         classify = ctx.prov.steps[-1].parameters
         assert classify["dropped_not_grown"] == [1]
         found[search] = (ctx.labels[new] > 0).mean()
@@ -436,3 +451,28 @@ def test_load_step_averages_a_sub_millimetre_grid_to_about_1_mm_and_keeps_its_sl
     assert "baseline_spacing_mm_averaged_from" not in load.parameters
     off = loaded(replace(ms.MSConfig(), fine_grid_below_mm=None), "off")
     assert np.allclose(off.f0.spacing_mm, (0.45, 0.45, 5.0))
+
+
+def test_a_new_lesion_beside_a_drifting_one_is_searched_for_when_step_8_drops_the_candidate(tmp_path):
+    """Steps 6-9: a baseline lesion (radius 4, 1.7) whose signal drifts up at follow-up (1.9) and a new ball (radius
+    2.5, 1.6) one voxel beside it share one candidate. The drift rule of step 8 reads the stable lesion's baseline
+    contrast and drops the whole candidate, the new ball with it. With ``split_beside_dropped`` the part beyond
+    the touch radius is searched as step 9 searches a candidate whose baseline lesion did not grow, judged by the
+    false-positive rules on its own, and kept as a new lesion covering the ball; the drifting lesion stays dropped.
+    Oracle: the balls drawn. The classical engine alone, without the intensity mapping: the drifting lesion holds
+    every voxel of its baseline intensity, so the mapping would learn its drift as a protocol change."""
+    shape, brain, b, f, old, new = _lesion_beside_a_baseline_lesion(seed=4, followup_old=1.9)
+    found = {}
+    for search in (False, True):
+        cfg = replace(ms.MSConfig(), lesion_engine="classical", atlas=False, write_report=False, write_dicom=False)
+        cfg = replace(cfg, classify=replace(cfg.classify, split_beside_dropped=search),
+                      candidate=replace(cfg.candidate, intensity_mapping=False))
+        ctx = _detection_context(cfg, tmp_path / str(search), brain, b, f)
+        assert ctx.n0 == 1 and [d.reason for d in ctx.decisions] == [REASON_DRIFT]
+        classify = ctx.prov.steps[-1].parameters
+        found[search] = (ctx.labels[new] > 0).mean()
+        assert not (ctx.labels[old] > 0).any()
+        if search:
+            assert classify["beside_dropped_candidates"] == 1
+            assert ctx.kinds == ["new"] and classify["new_beside_unchanged"]["kept"] == 1
+    assert found[False] == 0.0 and found[True] >= 0.8
