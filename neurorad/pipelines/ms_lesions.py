@@ -1094,12 +1094,19 @@ def step_fp_reduction(ctx: MSContext, baseline_lesions: np.ndarray | None = None
         ctx.baseline_lesions = (baseline_lesions if baseline_lesions is not None else
                                 baseline_lesion_mask(ctx.bn, ctx.brain, ctx.spacing_mm, cand.brain_median,
                                                      cand.brain_sigma, ctx.cfg.classify))
+        # the fusion engine: each engine's candidates may be confirmed by the other's score
+        # (FPParams.shift_confirm_score); the learned branch runs with lesion_engine "learned"
+        other = None
+        if ctx.cfg.fp.shift_confirm_score is not None and ctx.classical_score is not None \
+                and ctx.learned_score is not None:
+            other = ctx.classical_score if ctx.cfg.lesion_engine == "learned" else ctx.learned_score
         ctx.labels, ctx.n, ctx.decisions = false_positive_reduction(
             ctx.labels0, ctx.n0, ctx.bn, ctx.fn, ctx.brain, ctx.spacing_mm, cand.sigma, cand.brain_median,
             cand.brain_sigma, ctx.cfg.fp, difference=cand.difference, tissue_level=cand.tissue_level,
             border_distance_mm=cand.border_distance_mm, score=cand.score,
             peak_percentile=ctx.cfg.classify.peak_percentile, baseline_lesions=ctx.baseline_lesions,
             touch_radius_mm=ctx.cfg.classify.touch_radius_mm, finer_input_voxel_mm=ctx.finer_input_voxel_mm,
+            confirm=other,
         )
         # the enlarging-lesion path: a rim dropped as misregistration or drift next to a baseline lesion whose
         # half-maximum size grew is kept (ms_difference.rescue_grown_enlarging)

@@ -119,6 +119,15 @@ class FPParams:
     # positives); on tuning pairs 192-383 341 -> 345 of 372 for 24 -> 55 false positives, six stable patients more
     # called active; 0.5: 355 lesions, 38 false positives. Off
     shift_noise_bias: float | None = None
+    # ... only for a candidate the other engine of the fusion sees: its score (``false_positive_reduction``'s
+    # ``confirm``: the learned engine's for the classical candidates, and the reverse) reaches this inside the
+    # candidate; the others keep the uncorrected test. The faint false positives the correction lets through have no
+    # learned probability, the faint lesions it recovers mostly have one (session 46's trace). The multiple is
+    # shift_noise_bias, 1.0 when that is unset. None: off. 0.1 (the other engine's own operating point), swept in
+    # session 46: widened tuning pairs 0-191 354 -> 357 of 395 lesions for 25 -> 26 false positives (patient
+    # specificity 0.891 both); pairs 192-383 341 -> 342 of 372 at the same 24. Off until it is run on the held-out
+    # sets (docs/ms-lesions-log.md, "Tried 2026-12-06 (session 46)")
+    shift_confirm_score: float | None = None
     cap_z: float | None = 3.0  # baseline capped at median + cap_z SD before the shift test (None: no cap)
     border_fraction: float = 0.5  # drop when this fraction of voxels lies within border_margin_mm of the edge
     border_margin_mm: float = 5.0
@@ -704,6 +713,7 @@ def false_positive_reduction(
     baseline_lesions: np.ndarray | None = None,
     touch_radius_mm: float = ClassifyParams.touch_radius_mm,
     finer_input_voxel_mm: float | None = None,
+    confirm: np.ndarray | None = None,
 ) -> tuple[np.ndarray, int, list[FPDecision]]:
     """Step 5: drop candidates that are not new tissue change.
 
@@ -736,6 +746,8 @@ def false_positive_reduction(
     ``finer_input_voxel_mm``: the largest voxel dimension of the finer of the two input images
     (:func:`neurorad.pipelines.ms_lesions.finer_input_voxel_mm`; ``FPParams.shift_thick_axis_finer_input_mm`` reads
     it); None: unknown, and the thick-axis shift is not applied when that bound is set.
+    ``confirm``: the other engine's score map in the fusion engine (``FPParams.shift_confirm_score`` reads it; None:
+    no other engine).
     """
     if params.drift_reference not in ("level", "shell", "either"):
         raise ValueError(f"unknown drift reference {params.drift_reference!r} (level, shell, either)")
@@ -749,11 +761,14 @@ def false_positive_reduction(
     b_shift = shifted_baseline_max(np.minimum(b, cap), spacing_mm, params.shift_radius_mm,
                                    params.shift_thick_axis_mm if thick_axis_shift_applies(params, finer_input_voxel_mm)
                                    else None)
+    confirming = params.shift_confirm_score is not None and confirm is not None
     bias = 0.0
-    if params.shift_noise_bias:
+    if (params.shift_noise_bias or confirming) and brain.any():
         b_capped = np.minimum(b, cap)
-        bias = params.shift_noise_bias * float(np.median((b_shift - b_capped)[brain])) if brain.any() else 0.0
-    explained = f <= b_shift - bias + params.shift_margin_z * sigma
+        bias = float(np.median((b_shift - b_capped)[brain]))
+    explained = f <= b_shift - (params.shift_noise_bias or 0.0) * bias + params.shift_margin_z * sigma
+    explained_confirmed = (f <= b_shift - (params.shift_noise_bias or 1.0) * bias + params.shift_margin_z * sigma
+                           if confirming else None)
     dist_mm = (border_distance_mm if border_distance_mm is not None
                else ndimage.distance_transform_edt(brain, sampling=spacing_mm))
     near_edge = (dist_mm <= params.border_margin_mm) | ~brain
@@ -763,6 +778,9 @@ def false_positive_reduction(
     volume_mm3 = counts * float(np.prod(spacing_mm))
     peak = label_maximum(score, labels, n) if score is not None else np.ones(n)
     frac_expl = label_sums(explained, labels, n) / counts
+    if explained_confirmed is not None:
+        seen = label_maximum(np.asarray(confirm, np.float32), labels, n) >= float(params.shift_confirm_score)
+        frac_expl = np.where(seen, label_sums(explained_confirmed, labels, n) / counts, frac_expl)
     frac_edge = label_sums(near_edge, labels, n) / counts
     cogs = label_centroids_ijk(labels, n)
     loss_ratio = np.zeros(n)

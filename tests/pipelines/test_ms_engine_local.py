@@ -569,7 +569,8 @@ def test_the_shift_test_takes_off_the_noise_maximum_of_the_shifted_baseline():
     new lesion (gain 0.15 = 3 image SDs) is "explained" by a shift and dropped (the 95 % clause). With
     FPParams.shift_noise_bias = 1 the pair's median excess of the shifted baseline over the baseline is taken off
     and the lesion is kept; a true shift of an edge (a bright region moved by one voxel: its gain is the edge's own
-    contrast, 0.6) stays explained and dropped."""
+    contrast, 0.6) stays explained and dropped. With FPParams.shift_confirm_score the correction applies only to a
+    candidate the other engine's score (``confirm``) reaches it in."""
     shape = (40, 40, 40)
     brain = _ball(shape, (20, 20, 20), 18)
     rng = np.random.default_rng(11)
@@ -599,7 +600,14 @@ def test_the_shift_test_takes_off_the_noise_maximum_of_the_shifted_baseline():
         assert dec[1].reason == REASON_MISREGISTRATION and dec[1].shift_explained_fraction >= 0.95
         if not lesion_kept:
             assert dec[0].shift_explained_fraction >= 0.8
+    # FPParams.shift_confirm_score: the correction only where the other engine's score reaches it (fusion)
+    for other_sees, lesion_kept in ((0.0, False), (0.5, True)):
+        confirm = np.where(lesion | edge, other_sees, 0.0).astype(np.float32)
+        _, _, dec = false_positive_reduction(lab, 2, b, f, brain, SP, sigma_d, 1.0, 0.05,
+                                             replace(rules, shift_confirm_score=0.1), confirm=confirm)
+        assert (dec[0].reason == "kept") == lesion_kept and dec[1].reason == REASON_MISREGISTRATION
     assert FPParams().shift_noise_bias is None  # the default: not taken off (workflow 1.25.0)
+    assert FPParams().shift_confirm_score is None
 
 
 def _ball_distance(shape, centre, r):
