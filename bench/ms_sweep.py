@@ -75,7 +75,8 @@ def prepare(i: int, voxel_mm: float, cache: Path, phantom: str = "widened",
     ``prep_settings``: ``field=value`` of MSConfig for steps 1-5 (:func:`apply_overrides`, top level), cached in
     :func:`prep_cache`. The dict also holds the baseline lesions in the common space (``tb``; pairs cached before it
     lack it) and the finer input's largest voxel (``finer_input_voxel_mm``, which the false-positive step reads since
-    workflow 1.17.0; added to older pairs when :func:`load_pair` first reads them). ``held_out``: the
+    workflow 1.17.0; added to older pairs when :func:`load_pair` first reads them) and whether the inputs are slices of
+    two orientations (``crossed_slices``, read since workflow 1.26.0; likewise). ``held_out``: the
     benchmark's own evaluation pair ``i`` instead (widened only, cached as
     ``heldout_<i>_<voxel>.pkl``), for analyses that choose nothing (``bench/ms_oracle.py``); the sweep itself
     never prepares one. ``phantom="independent"``: pair ``i`` of the independently written simulator
@@ -110,7 +111,7 @@ def prepare(i: int, voxel_mm: float, cache: Path, phantom: str = "widened",
              tn=np.asarray(resample(case.truth["truth_new"], ctx.ref, ctx.Tf, "nearest").data),
              te=np.asarray(resample(case.truth["truth_enlarging"], ctx.ref, ctx.Tf, "nearest").data),
              lesions=case.case["lesions"], opts=opts, finer_input_voxel_mm=ctx.finer_input_voxel_mm,
-             bias=_bias_setting(cfg))
+             crossed_slices=ctx.crossed_slices, bias=_bias_setting(cfg))
     if "truth_baseline_lesions" in case.truth:
         d["tb"] = np.asarray(resample(case.truth["truth_baseline_lesions"], ctx.ref, ctx.Tb, "nearest").data)
     atomic_write(path, pickle.dumps(d), fsync=False)  # a stopped run never leaves half a cache file
@@ -153,8 +154,10 @@ def load_pair(i: int, voxel_mm: float, cache: Path, phantom: str = "widened", pr
     false-positive step read the inputs' geometry (workflow 1.17.0) lacks ``finer_input_voxel_mm``
     (:func:`neurorad.pipelines.ms_lesions.finer_input_voxel_mm`): the pair is made again and loaded (step 1 only, a
     few seconds) and the value added to the cached dict, so every cached pair is judged as the workflow would judge
-    it. A pair whose N4 treated the intensity scale otherwise than the workflow now does (pairs cached before
-    workflow 1.20.0 shifted by one unit) is refused, naming the file: its images are not the workflow's."""
+    it; so is ``crossed_slices`` (:func:`neurorad.pipelines.ms_lesions.crossed_slices`, workflow 1.26.0), which is
+    False for the project's own phantoms (both time points sliced along z) without loading them. A pair whose N4
+    treated the intensity scale otherwise than the workflow now does (pairs cached before workflow 1.20.0 shifted by
+    one unit) is refused, naming the file: its images are not the workflow's."""
     path = prepare(i, voxel_mm, cache, phantom, prep_settings, held_out)
     d = pickle.loads(path.read_bytes())
     from neurorad.pipelines import ms_lesions as ms
@@ -164,7 +167,11 @@ def load_pair(i: int, voxel_mm: float, cache: Path, phantom: str = "widened", pr
     if then != now:
         raise ValueError(f"{path}: prepared with N4 {then}, the workflow now runs {now} (workflows 1.20.0, 1.21.0): "
                          f"delete the cache folder {path.parent} (or give another --cache) to prepare the pairs again")
-    if "finer_input_voxel_mm" in d:
+    if "crossed_slices" not in d and not phantom.startswith("independent"):
+        # workflow 1.26.0 reads whether the inputs are slices of two orientations (ms.crossed_slices); the
+        # project's phantoms slice both time points along z, so a pair cached before it is not crossed
+        d["crossed_slices"] = False
+    if "finer_input_voxel_mm" in d and "crossed_slices" in d:
         return path, d
     from neurorad.store.storage import atomic_write
 
@@ -174,6 +181,7 @@ def load_pair(i: int, voxel_mm: float, cache: Path, phantom: str = "widened", pr
     ms.STEPS[0].run(ctx)
     assert ctx.b0 is not None and ctx.f0 is not None
     d["finer_input_voxel_mm"] = ms.finer_input_voxel_mm(ctx.b0, ctx.f0)
+    d["crossed_slices"] = ms.crossed_slices(ctx.b0, ctx.f0)
     atomic_write(path, pickle.dumps(d), fsync=False)
     return path, d
 
@@ -230,6 +238,7 @@ def detect(d: dict, cfg, learned_probability: np.ndarray | None = None,  # noqa:
         ctx.ref = Volume(np.zeros(bn.shape, np.float32), np.diag([*map(float, d["sp"]), 1.0]))
         ctx.bn, ctx.fn, ctx.brain = bn, np.asarray(d["fn"]), np.asarray(d["brain"], bool)
         ctx.finer_input_voxel_mm = d.get("finer_input_voxel_mm")  # load_pair adds it to pairs cached before 1.17.0
+        ctx.crossed_slices = bool(d.get("crossed_slices", False))  # ... and this to pairs cached before 1.26.0
         ctx.learned_probability = learned_probability
         names = [s.name for s in ms.STEPS]
         for step in ms.STEPS[names.index("candidates"): names.index("classify") + 1]:

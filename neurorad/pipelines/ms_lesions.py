@@ -359,10 +359,24 @@ def antialias_thick_axes(volume: Volume, other_spacing_mm: tuple[float, float, f
     as coarse along every axis) are returned unchanged."""
     own = np.asarray(volume.spacing_mm, float)
     other = np.asarray(other_spacing_mm, float)
-    thicker = other >= min_ratio * own
+    thicker = _thicker_axes(own, other, min_ratio)
     if not thicker.any():
         return volume, False
     return antialias(volume, tuple(np.where(thicker, other, own)), mode), True
+
+
+def _thicker_axes(own_spacing_mm: np.ndarray, other_spacing_mm: np.ndarray, min_ratio: float = 1.5) -> np.ndarray:
+    """The axes (RAS order) along which the other image's voxels are ``min_ratio`` or more times this one's."""
+    return np.asarray(other_spacing_mm, float) >= min_ratio * np.asarray(own_spacing_mm, float)
+
+
+def crossed_slices(b0: Volume, f0: Volume) -> bool:
+    """Whether the two images are slices of different orientations (axial 2D at one time point, coronal 2D at the
+    other): the coarser one is itself the finer along some axis (:func:`antialias_thick_axes` smooths it there). A 3D
+    image against slices, or slices of one orientation and any thickness, are not crossed. Both images in RAS axes,
+    as step 1 leaves them. The misregistration test reads it (``FPParams.shift_confirm_crossed``)."""
+    coarser, finer = (f0, b0) if _followup_coarser(b0, f0) else (b0, f0)
+    return bool(_thicker_axes(np.asarray(coarser.spacing_mm), np.asarray(finer.spacing_mm)).any())
 
 
 def resample_pair(b0: Volume, f0: Volume, mb: Volume, mf: Volume, T: AffineTransform,
@@ -799,6 +813,8 @@ class MSContext:
     brain: np.ndarray | None = None
     # the finer input image's largest voxel dimension (:func:`finer_input_voxel_mm`; step 8 reads it)
     finer_input_voxel_mm: float | None = None
+    # whether the inputs are slices of two orientations (:func:`crossed_slices`; step 8 reads it)
+    crossed_slices: bool = False
     extra_vols: dict[str, Volume] = field(default_factory=dict)
     # 4 bias
     b_n: Volume | None = None
@@ -990,6 +1006,8 @@ def step_register(ctx: MSContext) -> None:
         ctx.ref, ctx.Tb, ctx.Tf, ctx.brain = ref, Tb, Tf, brain
         ctx.finer_input_voxel_mm = finer_input_voxel_mm(b0, f0)
         st.parameters["finer_input_voxel_mm"] = round(ctx.finer_input_voxel_mm, 3)
+        ctx.crossed_slices = crossed_slices(b0, f0)
+        st.parameters["crossed_slices"] = ctx.crossed_slices
         st.engine = f"preprocess.registration:{reg.backend}"
         st.parameters.update(nmi_before=round(reg.nmi_before, 4), nmi_after=round(reg.nmi_after, 4),
                              rotation_deg=round(T.rotation_deg, 2),
@@ -1106,7 +1124,7 @@ def step_fp_reduction(ctx: MSContext, baseline_lesions: np.ndarray | None = None
             border_distance_mm=cand.border_distance_mm, score=cand.score,
             peak_percentile=ctx.cfg.classify.peak_percentile, baseline_lesions=ctx.baseline_lesions,
             touch_radius_mm=ctx.cfg.classify.touch_radius_mm, finer_input_voxel_mm=ctx.finer_input_voxel_mm,
-            confirm=other,
+            confirm=other, crossed_slices=ctx.crossed_slices,
         )
         # the enlarging-lesion path: a rim dropped as misregistration or drift next to a baseline lesion whose
         # half-maximum size grew is kept (ms_difference.rescue_grown_enlarging)

@@ -123,13 +123,20 @@ class FPParams:
     # ``confirm``: the learned engine's for the classical candidates, and the reverse) reaches this inside the
     # candidate; the others keep the uncorrected test. The faint false positives the correction lets through have no
     # learned probability, the faint lesions it recovers mostly have one (session 46's trace). The multiple is
-    # shift_noise_bias, 1.0 when that is unset. None: off. 0.1 (the other engine's own operating point), swept in
-    # session 46: widened tuning pairs 0-191 354 -> 357 of 395 lesions for 25 -> 26 false positives (patient
-    # specificity 0.891 both); pairs 192-383 341 -> 342 of 372 at the same 24; held out, widened 160 pairs 272 -> 274
-    # of 308 at the same false positives, but the independent simulator's Colin27 pair 8 (5 mm axial against 5 mm
-    # coronal slices) gains three confident false positives that both engines see, so it stays off
-    # (docs/ms-lesions-log.md, "Tried 2026-12-06 (session 46)")
-    shift_confirm_score: float | None = None
+    # shift_noise_bias, 1.0 when that is unset. None: off. 0.1 (the other engine's own operating point; workflow
+    # 1.26.0), swept in session 46: widened tuning pairs 0-191 354 -> 357 of 395 lesions for 25 -> 26 false positives
+    # (patient specificity 0.891 both); pairs 192-383 341 -> 342 of 372 at the same 24; held out, widened 160 pairs
+    # 272 -> 274 of 308 at the same false positives. On slices of two orientations it is not applied
+    # (shift_confirm_crossed, below). docs/ms-lesions-log.md, "Tried 2026-12-06 (session 46)" and "Workflow 1.26.0"
+    shift_confirm_score: float | None = 0.1
+    # ... and on a pair of two thick acquisitions of different orientations too (``false_positive_reduction``'s
+    # ``crossed_slices``: axial slices at one time point, coronal at the other). False: there the uncorrected test
+    # stays. Neither engine was tuned or trained on such a pair (the widened phantom slices one orientation), and
+    # each image's edges carry the other's slice profile, so a faint blob both engines see is partial volume as often
+    # as a lesion: the independent simulator's Colin27 pair 8 (5 mm axial against 5 mm coronal) gained three
+    # confident false positives with the correction; its seven other crossed pairs (Colin27 and MNI152) changed
+    # nothing (session 47, docs/ms-lesions-log.md "Workflow 1.26.0")
+    shift_confirm_crossed: bool = False
     cap_z: float | None = 3.0  # baseline capped at median + cap_z SD before the shift test (None: no cap)
     border_fraction: float = 0.5  # drop when this fraction of voxels lies within border_margin_mm of the edge
     border_margin_mm: float = 5.0
@@ -716,6 +723,7 @@ def false_positive_reduction(
     touch_radius_mm: float = ClassifyParams.touch_radius_mm,
     finer_input_voxel_mm: float | None = None,
     confirm: np.ndarray | None = None,
+    crossed_slices: bool = False,
 ) -> tuple[np.ndarray, int, list[FPDecision]]:
     """Step 5: drop candidates that are not new tissue change.
 
@@ -749,7 +757,8 @@ def false_positive_reduction(
     (:func:`neurorad.pipelines.ms_lesions.finer_input_voxel_mm`; ``FPParams.shift_thick_axis_finer_input_mm`` reads
     it); None: unknown, and the thick-axis shift is not applied when that bound is set.
     ``confirm``: the other engine's score map in the fusion engine (``FPParams.shift_confirm_score`` reads it; None:
-    no other engine).
+    no other engine). ``crossed_slices``: the two input images are thick slices of different orientations
+    (:func:`neurorad.pipelines.ms_lesions.crossed_slices`; ``FPParams.shift_confirm_crossed`` reads it).
     """
     if params.drift_reference not in ("level", "shell", "either"):
         raise ValueError(f"unknown drift reference {params.drift_reference!r} (level, shell, either)")
@@ -764,7 +773,8 @@ def false_positive_reduction(
     b_shift = shifted_baseline_max(b_capped, spacing_mm, params.shift_radius_mm,
                                    params.shift_thick_axis_mm if thick_axis_shift_applies(params, finer_input_voxel_mm)
                                    else None)
-    confirming = params.shift_confirm_score is not None and confirm is not None
+    confirming = (params.shift_confirm_score is not None and confirm is not None
+                  and (params.shift_confirm_crossed or not crossed_slices))
     # the pair's typical excess of the shifted baseline over the baseline (its noise maximum), when an option reads it
     bias = (float(np.median((b_shift - b_capped)[brain]))
             if (params.shift_noise_bias or confirming) and brain.any() else 0.0)

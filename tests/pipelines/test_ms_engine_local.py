@@ -601,13 +601,18 @@ def test_the_shift_test_takes_off_the_noise_maximum_of_the_shifted_baseline():
         if not lesion_kept:
             assert dec[0].shift_explained_fraction >= 0.8
     # FPParams.shift_confirm_score: the correction only where the other engine's score reaches it (fusion)
-    for other_sees, lesion_kept in ((0.0, False), (0.5, True)):
+    # ... and not on slices of two orientations (crossed_slices) unless FPParams.shift_confirm_crossed
+    for other_sees, crossed, on_crossed, lesion_kept in ((0.0, False, False, False), (0.5, False, False, True),
+                                                         (0.5, True, False, False), (0.5, True, True, True)):
         confirm = np.where(lesion | edge, other_sees, 0.0).astype(np.float32)
-        _, _, dec = false_positive_reduction(lab, 2, b, f, brain, SP, sigma_d, 1.0, 0.05,
-                                             replace(rules, shift_confirm_score=0.1), confirm=confirm)
+        _, _, dec = false_positive_reduction(
+            lab, 2, b, f, brain, SP, sigma_d, 1.0, 0.05,
+            replace(rules, shift_confirm_score=0.1, shift_confirm_crossed=on_crossed), confirm=confirm,
+            crossed_slices=crossed)
         assert (dec[0].reason == "kept") == lesion_kept and dec[1].reason == REASON_MISREGISTRATION
-    assert FPParams().shift_noise_bias is None  # the default: not taken off (workflow 1.25.0)
-    assert FPParams().shift_confirm_score is None
+    assert FPParams().shift_noise_bias is None  # the default: not taken off for every candidate (workflow 1.25.0)
+    # workflow 1.26.0: for a candidate the other engine sees, except on slices of two orientations
+    assert FPParams().shift_confirm_score == 0.1 and not FPParams().shift_confirm_crossed
 
 
 def _ball_distance(shape, centre, r):
@@ -741,7 +746,7 @@ def test_thick_axis_shift_applies_only_when_one_input_is_a_3d_image():
     the whole slice 1.3. The finer input's largest voxel comes from the two images' geometry, whatever their
     orientations (a sagittal 5 mm stack against axial 3 mm slices: 3 mm)."""
     from neurorad.image.volume import Volume
-    from neurorad.pipelines.ms_lesions import finer_input_voxel_mm
+    from neurorad.pipelines.ms_lesions import crossed_slices, finer_input_voxel_mm
 
     sp = (1.0, 1.0, 5.0)
     fp = FPParams(shift_thick_axis_mm=1.5, cap_z=None, dipole_rule=False, drift_rule=False, cog_rule=False,
@@ -754,6 +759,14 @@ def test_thick_axis_shift_applies_only_when_one_input_is_a_3d_image():
     zeros = np.zeros((4, 4, 4), np.float32)
     assert finer_input_voxel_mm(Volume(zeros, sag), Volume(zeros, np.diag([1.0, 1.0, 3.0, 1.0]))) == 3.0
     assert finer_input_voxel_mm(Volume(zeros, sag), Volume(zeros, np.diag([1.0, 1.0, 1.0, 1.0]))) == 1.0
+    # slices of two orientations (FPParams.shift_confirm_crossed reads it; images in RAS axes, as step 1 leaves
+    # them): sagittal 5 mm (thick along x) against axial 3 mm, axial 5 mm against coronal 5 mm (thick along y), in
+    # either order; not a 3D image against slices, nor slices of one orientation and two thicknesses
+    sag5, cor5, ax5, ax3, iso = (Volume(zeros, np.diag([*v, 1.0])) for v in (
+        (5.0, 1.0, 1.0), (1.0, 5.0, 1.0), (1.0, 1.0, 5.0), (1.0, 1.0, 3.0), (1.0, 1.0, 1.0)))
+    for a, b_, crossed in ((sag5, ax3, True), (ax5, cor5, True), (cor5, ax3, True), (iso, ax5, False),
+                           (ax3, ax5, False), (ax5, ax5, False), (sag5, iso, False)):
+        assert crossed_slices(a, b_) == crossed and crossed_slices(b_, a) == crossed
     shape = (24, 24, 8)
     b = np.ones(shape, np.float32)
     b[:, :, 4:] = 1.3

@@ -106,7 +106,7 @@ def test_independent_pairs_are_prepared_with_their_location_bins_and_without_bas
 
     ctx = SimpleNamespace(bn=np.zeros((4, 4, 4)), fn=np.zeros((4, 4, 4)), brain=np.ones((4, 4, 4), bool),
                           ref=SimpleNamespace(spacing_mm=(1.0, 1.0, 1.0), voxel_volume_mm3=1.0), Tf=None, Tb=None,
-                          finer_input_voxel_mm=3.0,
+                          finer_input_voxel_mm=3.0, crossed_slices=False,
                           b0=Volume(np.zeros((4, 4, 4), np.float32), np.diag([1.0, 1.0, 3.0, 1.0])),
                           f0=Volume(np.zeros((4, 4, 4), np.float32), np.diag([1.0, 1.0, 1.0, 1.0])))
     monkeypatch.setattr(ms, "MSContext", lambda *a, **kw: ctx)
@@ -118,6 +118,7 @@ def test_independent_pairs_are_prepared_with_their_location_bins_and_without_bas
     assert path.name == "independent_7_1.pkl"
     d = pickle.loads(path.read_bytes())
     assert "tb" not in d and d["opts"]["seed"] == 7 and d["finer_input_voxel_mm"] == 3.0
+    assert d["crossed_slices"] is False
     assert [les["location_bin"] for les in d["lesions"]] == ["deep", "periventricular"]
     with pytest.raises(ValueError, match="widened phantom only"):
         ms_sweep.prepare(7, 1.0, tmp_path, "independent", held_out=True)
@@ -127,11 +128,12 @@ def test_independent_pairs_are_prepared_with_their_location_bins_and_without_bas
     assert asked == ["colin27", "mni152"]
     # a pair cached before 1.17.0 lacks the inputs' geometry: load_pair loads it again (step 1) and adds the finer
     # input's largest voxel dimension (here the 1 mm image's), to the dict it returns and to the cache
-    del d["finer_input_voxel_mm"]
+    # (and, before 1.26.0, whether the inputs are slices of two orientations: here 3 mm axial against 1 mm 3D, not)
+    del d["finer_input_voxel_mm"], d["crossed_slices"]
     path = tmp_path / "independent_7_1.pkl"
     path.write_bytes(pickle.dumps(d))
     _, loaded = ms_sweep.load_pair(7, 1.0, tmp_path, "independent")
-    assert loaded["finer_input_voxel_mm"] == pytest.approx(1.0)
+    assert loaded["finer_input_voxel_mm"] == pytest.approx(1.0) and loaded["crossed_slices"] is False
     assert pickle.loads(path.read_bytes())["finer_input_voxel_mm"] == pytest.approx(1.0)
     assert asked == ["colin27", "mni152", "colin27"]
     # a pair prepared with another N4 handling (every pair cached before workflow 1.20.0: one unit's shift; before

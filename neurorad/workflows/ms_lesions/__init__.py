@@ -331,8 +331,11 @@ class MSLesionsWorkflow(Workflow):
     # benchmark image is that fine; "Workflow 1.23.0"); 1.24.0: the enlarging-lesion path keeps a dropped candidate
     # whose baseline lesion grew x 1.8 (not 2.1) when its baseline contrast ratio is under 0.6
     # (ClassifyParams.rescue_growth_ratio_low_drift; "Workflow 1.24.0"); 1.25.0: the moved-structure rule counts the
-    # loss around a candidate beyond the shell's expected noise loss (FPParams.loss_noise_floor; "Workflow 1.25.0")
-    version = "1.25.0"
+    # loss around a candidate beyond the shell's expected noise loss (FPParams.loss_noise_floor; "Workflow 1.25.0");
+    # 1.26.0: in the fusion engine the misregistration test takes the shifted baseline's noise maximum off for a
+    # candidate the other engine's score reaches 0.1 in, except on slices of two orientations
+    # (FPParams.shift_confirm_score, shift_confirm_crossed; "Workflow 1.26.0")
+    version = "1.26.0"
     title = "MRI brain follow-up: new and enlarging T2-FLAIR lesions"
     description = ("Compares this study's FLAIR with the FLAIR of the patient's previous study (registered, "
                    "bias-corrected, jointly normalised subtraction) and reports new and enlarging lesions, "
