@@ -476,3 +476,38 @@ def test_a_new_lesion_beside_a_drifting_one_is_searched_for_when_step_8_drops_th
             assert classify["beside_dropped_candidates"] == 1
             assert ctx.kinds == ["new"] and classify["new_beside_unchanged"]["kept"] == 1
     assert found[False] == 0.0 and found[True] >= 0.8
+
+
+def test_step_8_passes_the_other_engines_score_and_the_crossed_geometry_to_the_shift_test(tmp_path):
+    """Workflow 1.26.0's wiring in ``step_fp_reduction``: with both engines' scores on the context (the fusion engine)
+    the misregistration test takes the shifted baseline's noise maximum off inside a candidate the learned score
+    reaches (FPParams.shift_confirm_score), so less of a faint new ball (gain 0.1 = 2 image SDs) is "explained" by
+    a shift; on slices of two orientations (``ctx.crossed_slices``) the uncorrected test stays and the fraction is
+    the classical engine's alone. Oracle: the drawn ball and the learned score put on it."""
+    shape = (48, 48, 48)
+    brain = _ball(shape, (24, 24, 24), 22)
+    rng = np.random.default_rng(11)
+    tissue = np.where(brain, 1.0, 0.0).astype(np.float32)
+    b = (tissue + 0.05 * rng.standard_normal(shape) * brain).astype(np.float32)
+    f = (tissue + 0.05 * rng.standard_normal(shape) * brain).astype(np.float32)
+    lesion = _ball(shape, (24, 24, 18), 3.0)
+    f[lesion] += 0.1
+    explained = {}
+    for case, learned_sees, crossed in (("classical", None, False), ("fusion", 1.0, False),
+                                        ("fusion, crossed", 1.0, True), ("fusion, learned blind", 0.0, False)):
+        cfg = replace(ms.MSConfig(), atlas=False, write_report=False, write_dicom=False, lesion_engine="classical")
+        ctx = ms.MSContext(cfg, tmp_path / case, None, None)
+        ctx.ref = Volume(np.zeros(shape, np.float32), np.eye(4))
+        ctx.Tb = ctx.Tf = AffineTransform(np.eye(4), "rigid")
+        ctx.brain, ctx.bn, ctx.fn = brain, b, f
+        for name in ("candidates", "postprocess"):
+            next(s for s in ms.STEPS if s.name == name).run(ctx)
+        assert ctx.n0 == 1 and (ctx.labels0[lesion] == 1).mean() > 0.5
+        if learned_sees is not None:
+            ctx.classical_score = ctx.cand.score
+            ctx.learned_score = np.where(lesion, learned_sees, 0.0).astype(np.float32)
+        ctx.crossed_slices = crossed
+        ms.step_fp_reduction(ctx)
+        explained[case] = ctx.decisions[0].shift_explained_fraction
+    assert explained["fusion"] < 0.5 * explained["classical"]
+    assert explained["fusion, crossed"] == explained["classical"] == explained["fusion, learned blind"]
