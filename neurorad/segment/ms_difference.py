@@ -126,7 +126,8 @@ class FPParams:
     # shift_noise_bias, 1.0 when that is unset. None: off. 0.1 (the other engine's own operating point; workflow
     # 1.26.0), swept in session 46: widened tuning pairs 0-191 354 -> 357 of 395 lesions for 25 -> 26 false positives
     # (patient specificity 0.891 both); pairs 192-383 341 -> 342 of 372 at the same 24; held out, widened 160 pairs
-    # 272 -> 274 of 308 at the same false positives. On slices of two orientations it is not applied
+    # 272 -> 274 of 308 at the same false positives; 0.05 and 0.3 give 0.1's detections on the tuning pairs (session
+    # 47: a plateau). On slices of two orientations it is not applied
     # (shift_confirm_crossed, below). docs/ms-lesions-log.md, "Tried 2026-12-06 (session 46)" and "Workflow 1.26.0"
     shift_confirm_score: float | None = 0.1
     # ... and on a pair of two thick acquisitions of different orientations too (``false_positive_reduction``'s
