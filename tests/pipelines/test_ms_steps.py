@@ -340,13 +340,14 @@ def _lesion_beside_a_baseline_lesion(seed: int, followup_old: float):
     return shape, brain, b, f, old, new
 
 
-def _detection_context(cfg, out, brain, b, f):
-    """Steps 6-9 of ``cfg`` run on images already on one 1 mm grid (identity transforms); returns the context."""
+def _detection_context(cfg, out, brain, b, f, steps=("candidates", "postprocess", "fp_reduction", "classify")):
+    """``steps`` (by default 6-9) of ``cfg`` run on images already on one 1 mm grid (identity transforms); returns
+    the context."""
     ctx = ms.MSContext(cfg, out, None, None)
     ctx.ref = Volume(np.zeros(brain.shape, np.float32), np.eye(4))
     ctx.Tb = ctx.Tf = AffineTransform(np.eye(4), "rigid")
     ctx.brain, ctx.bn, ctx.fn = brain, b, f
-    for name in ("candidates", "postprocess", "fp_reduction", "classify"):
+    for name in steps:
         next(s for s in ms.STEPS if s.name == name).run(ctx)
     return ctx
 
@@ -496,12 +497,7 @@ def test_step_8_passes_the_other_engines_score_and_the_crossed_geometry_to_the_s
     for case, learned_sees, crossed in (("classical", None, False), ("fusion", 1.0, False),
                                         ("fusion, crossed", 1.0, True), ("fusion, learned blind", 0.0, False)):
         cfg = replace(ms.MSConfig(), atlas=False, write_report=False, write_dicom=False, lesion_engine="classical")
-        ctx = ms.MSContext(cfg, tmp_path / case, None, None)
-        ctx.ref = Volume(np.zeros(shape, np.float32), np.eye(4))
-        ctx.Tb = ctx.Tf = AffineTransform(np.eye(4), "rigid")
-        ctx.brain, ctx.bn, ctx.fn = brain, b, f
-        for name in ("candidates", "postprocess"):
-            next(s for s in ms.STEPS if s.name == name).run(ctx)
+        ctx = _detection_context(cfg, tmp_path / case, brain, b, f, steps=("candidates", "postprocess"))
         assert ctx.n0 == 1 and (ctx.labels0[lesion] == 1).mean() > 0.5
         if learned_sees is not None:
             ctx.classical_score = ctx.cand.score
