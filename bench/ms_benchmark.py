@@ -1,6 +1,6 @@
 """Validation benchmark of the longitudinal MS workflow on phantom pairs built on real anatomy.
 
-Two phantom families (``--phantom``):
+The phantom families (``--phantom``):
 
 * ``original`` (the regression set, unchanged seeds 1000+i): a third with no new lesion, the rest
   with 1-4 new lesions of 3-15 mm and 0-2 enlarging ones, bright lesions in periventricular,
@@ -15,6 +15,10 @@ Two phantom families (``--phantom``):
   point; motion up to 15 degrees / 15 mm; enlarging lesions grown by volume x 1.8-4.1 (x 2.5-4 before workflow
   1.11.0); a third stable. Evaluation seeds ``--first`` 0..;
   ``--tuning`` uses seeds 100000+ (the set the operating point was chosen on, never evaluated).
+* ``widened-crossed`` and ``widened-oriented``: the widened pairs of the same seeds in other slice planes
+  (:data:`WIDENED_PHANTOMS`): two different planes of 3 or 5 mm slices per pair (axial against coronal or
+  sagittal, stored as a scanner stores those planes), or each time point's plane drawn. The lesions, motion and
+  protocol are the axial pair's, so the two compare pair by pair.
 * ``independent``: pairs of ``bench/ms_sim_independent.py``, a simulator written by another hand without
   reading the phantom or the detector (its own anatomy variation, FLAIR model, slice profiles, motion and
   lesion placement), seed = case index. Nothing was ever tuned on it: it measures how much of the widened
@@ -92,16 +96,22 @@ ENGINES = ("default", "classical", "global", "learned", "fusion")
 INPUTS = ("as-simulated", "followup-skull-stripped", "skull-stripped", "followup-z-scored", "z-scored",
           "in-plane-x2")
 SIZE_BINS = [(3, 5), (5, 8), (8, 10**3)]
+#: the widened phantom's names and their slice planes (``widened_ms_options(orientation=...)``): ``widened`` slices
+#: every time point along z (the benchmark's and the tuning pairs' geometry); ``widened-crossed`` gives each pair 3 or
+#: 5 mm slices of two different planes (axial, coronal, sagittal), its lesions, motion and protocol those of the
+#: ``widened`` pair of the same seed; ``widened-oriented`` draws each time point's plane (axial 0.6, coronal 0.3,
+#: sagittal 0.1) and keeps the pair's thicknesses
+WIDENED_PHANTOMS = {"widened": "axial", "widened-crossed": "crossed", "widened-oriented": "random"}
 CONTRAST_BINS = [(1.0, 1.5), (1.5, 2.0), (2.0, 3.0)]
 
 
 def case_spec(i: int, voxel_mm: float = 1.0, phantom: str = "original", tuning: bool = False) -> dict:
     """Parameters of case ``i``: every third case has no new lesion."""
-    if phantom == "widened":
+    if phantom in WIDENED_PHANTOMS:
         from neurorad.phantom.cases import widened_ms_options
 
         seed = (TUNING_SEED0 if tuning else 0) + i
-        spec = widened_ms_options(seed, negative=(i % 3 == 0))
+        spec = widened_ms_options(seed, negative=(i % 3 == 0), orientation=WIDENED_PHANTOMS[phantom])
         spec["in_plane_mm"] = voxel_mm
         return spec
     rng = np.random.default_rng(1000 + i)
@@ -1021,8 +1031,10 @@ def compare_runs(before: list[dict], after: list[dict], thr: float = 0.1) -> dic
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--phantom", default="original",
-                    choices=["original", "widened", *INDEPENDENT_TEMPLATES],
-                    help="original: the regression set; widened: issue 17's phantom; independent: pairs of "
+                    choices=["original", *WIDENED_PHANTOMS, *INDEPENDENT_TEMPLATES],
+                    help="original: the regression set; widened: issue 17's phantom (widened-crossed: its pairs in "
+                         "two slice planes, 3 or 5 mm; widened-oriented: each time point's plane drawn); independent: "
+                         "pairs of "
                          "bench/ms_sim_independent.py, a simulator written without reading the phantom or the "
                          "detector (its own grids: --voxel-mm does not apply); independent-mni152: the same simulator "
                          "with MNI152 2009a's brain instead of Colin27's")

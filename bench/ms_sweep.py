@@ -68,10 +68,16 @@ def prep_cache(cache: Path, prep_settings: list[str]) -> Path:
     return cache / name
 
 
+#: the phantoms a sweep runs on (``--phantom``): ``ms_benchmark``'s widened phantoms (``widened``, and its pairs in
+#: other slice planes, ``widened-crossed`` and ``widened-oriented``: ``ms_benchmark.WIDENED_PHANTOMS``; cached as
+#: ``tuning_<i>``, ``tuning_crossed_<i>``, ``tuning_oriented_<i>``) and the original one (pairs >= 100)
+PHANTOMS = ("widened", "widened-crossed", "widened-oriented", "original")
+
+
 def prepare(i: int, voxel_mm: float, cache: Path, phantom: str = "widened",
             prep_settings: list[str] | None = None, held_out: bool = False) -> Path:
     """Steps 1-5 of tuning pair ``i`` (cached) with its truth moved into the common space. ``phantom``:
-    "widened" or "original" (``ms_benchmark.case_spec(i, voxel_mm, phantom, tuning=True)``; original: i >= 100).
+    one of :data:`PHANTOMS` (``ms_benchmark.case_spec(i, voxel_mm, phantom, tuning=True)``; original: i >= 100).
     ``prep_settings``: ``field=value`` of MSConfig for steps 1-5 (:func:`apply_overrides`, top level), cached in
     :func:`prep_cache`. The dict also holds the baseline lesions in the common space (``tb``; pairs cached before it
     lack it) and the finer input's largest voxel (``finer_input_voxel_mm``, which the false-positive step reads since
@@ -85,14 +91,16 @@ def prepare(i: int, voxel_mm: float, cache: Path, phantom: str = "widened",
     choose nothing (it has no tuning seeds; the sweep's command line does not offer it). It has no baseline lesion
     map, so its dict lacks ``tb``; its lesions carry ``location_bin`` (``MS_LOCATION_BINS``) as the phantom's do."""
     cache = prep_cache(cache, prep_settings or [])
-    if phantom not in ("widened", "original", "independent", "independent-mni152"):  # ms_benchmark's names
-        raise ValueError(f"unknown phantom {phantom!r} (widened | original | independent | independent-mni152)")
-    if held_out and phantom != "widened":
-        raise ValueError("held-out pairs are prepared for the widened phantom only")
+    if phantom not in (*PHANTOMS, "independent", "independent-mni152"):  # ms_benchmark's names
+        raise ValueError(f"unknown phantom {phantom!r} ({' | '.join(PHANTOMS)} | independent | independent-mni152)")
+    if held_out and not phantom.startswith("widened"):
+        raise ValueError("held-out pairs are prepared for the widened phantoms only")
     if phantom == "original" and i < 100:
         raise ValueError(f"original-phantom tuning pair {i}: the benchmark evaluates i < 100; use i >= 100")
-    path = cache / (f"heldout_{i}_{voxel_mm:g}.pkl" if held_out else
-                    f"tuning_{i}_{voxel_mm:g}.pkl" if phantom == "widened" else
+    plane = phantom.removeprefix("widened").removeprefix("-")  # "", "crossed", "oriented"
+    plane = f"{plane}_" if plane else ""
+    path = cache / (f"heldout_{plane}{i}_{voxel_mm:g}.pkl" if held_out else
+                    f"tuning_{plane}{i}_{voxel_mm:g}.pkl" if phantom.startswith("widened") else
                     f"{phantom.replace('-', '_')}_{i}_{voxel_mm:g}.pkl" if phantom.startswith("independent") else
                     f"tuning_original_{i}_{voxel_mm:g}.pkl")
     if path.exists():
@@ -167,7 +175,7 @@ def load_pair(i: int, voxel_mm: float, cache: Path, phantom: str = "widened", pr
     if then != now:
         raise ValueError(f"{path}: prepared with N4 {then}, the workflow now runs {now} (workflows 1.20.0, 1.21.0): "
                          f"delete the cache folder {path.parent} (or give another --cache) to prepare the pairs again")
-    if "crossed_slices" not in d and not phantom.startswith("independent"):
+    if "crossed_slices" not in d and phantom in ("widened", "original"):
         # workflow 1.26.0 reads whether the inputs are slices of two orientations (ms.crossed_slices); the
         # project's phantoms slice both time points along z, so a pair cached before it is not crossed
         d["crossed_slices"] = False
@@ -297,6 +305,10 @@ def _run_pair(job: tuple) -> dict:
     for det in rec["detections"]:
         det["volume_mm3"] = round(float(counts[det["det"]] * d["vox"]), 1)
     rec["slice_thickness_mm"] = d["opts"]["slice_thickness_mm"]
+    if "slice_axis" in d["opts"]:  # a pair in other slice planes (widened-crossed, widened-oriented)
+        rec["slice_axis"] = list(d["opts"]["slice_axis"])
+    if "crossed_slices" in d:
+        rec["crossed_slices"] = bool(d["crossed_slices"])
     return rec
 
 
@@ -348,8 +360,10 @@ def main(argv: list[str] | None = None) -> int:
                          "global: the classical engine before issue 17 (for its FROC on the same pairs); learned, "
                          "fusion: the learned model's probability is cached per pair and model, so variants of "
                          "its thresholds (--set learned.core_probability=0.3) run the network once")
-    ap.add_argument("--phantom", default="widened", choices=["widened", "original"],
-                    help="original: original-phantom tuning pairs (case_spec(i), i >= 100)")
+    ap.add_argument("--phantom", default="widened", choices=list(PHANTOMS),
+                    help="widened: the tuning pairs (seeds 100000 + i); widened-crossed, widened-oriented: the same "
+                         "seeds in other slice planes (ms_benchmark.WIDENED_PHANTOMS); original: original-phantom "
+                         "tuning pairs (case_spec(i), i >= 100)")
     ap.add_argument("--set", dest="settings", action="append", default=[], metavar="GROUP.PARAM=VALUE",
                     help="a rule variant, e.g. fp.drift_ratio=0.45 (repeatable)")
     ap.add_argument("--prep-set", dest="prep_settings", action="append", default=[], metavar="FIELD=VALUE",

@@ -24,6 +24,7 @@ from neurorad.phantom.render import (
     acquire_labels,
     acquisition_grid,
     build_scene,
+    oriented_acquisition_grid,
     random_lesion,
     render,
 )
@@ -294,6 +295,7 @@ def ms_pair(
     gamma: float | tuple[float, float] = 1.0,
     stable_drift: float = 0.0,
     dawson_fraction: float = 0.0,
+    slice_axis: int | tuple[int, int] = 2,
 ) -> PhantomCase:
     """Baseline and follow-up MS scans with stable, new and enlarging lesions.
 
@@ -320,7 +322,11 @@ def ms_pair(
       at the two time points these model a protocol or scanner change, as do per-time-point
       ``snr``, ``bias_strength`` and ``slice_thickness_mm`` (pairs are (baseline, follow-up));
     * ``stable_drift``: stable (and enlarging) lesions' contrast changes at follow-up by a factor
-      uniform in 1 +- ``stable_drift``.
+      uniform in 1 +- ``stable_drift``;
+    * ``slice_axis``: the world axis of each time point's slice normal (2 axial, the default; 1 coronal; 0
+      sagittal; :data:`neurorad.phantom.render.SLICE_AXES`), stored as a scanner stores those planes
+      (:func:`neurorad.phantom.render.oriented_acquisition_grid`): axial at one time point and coronal at the other
+      are slices of two orientations, as the independent simulator draws them.
 
     Images: ``baseline_<contrast>``, ``followup_<contrast>``; truth: ``truth_new`` (new lesions,
     instance ids, on the FOLLOW-UP grid after motion), ``truth_enlarging``,
@@ -342,6 +348,12 @@ def ms_pair(
                   lesion_contrast_range=lesion_contrast_range, location_weights=location_weights,
                   flair_gm_wm=flair_gm_wm, flair_csf_wm=flair_csf_wm, gamma=gamma, stable_drift=stable_drift,
                   dawson_fraction=dawson_fraction)
+    axes = tuple(int(a) for a in _pair(slice_axis))
+    if any(a not in (0, 1, 2) for a in axes):
+        raise ValueError(f"slice_axis must be 0 (sagittal), 1 (coronal) or 2 (axial) per time point, "
+                         f"not {slice_axis!r}")
+    if axes != (2, 2):
+        params["slice_axis"] = list(axes)  # recorded only when set: axial pairs keep their old records
     rng = np.random.default_rng(seed)
     anat = load_anatomy()
     if location_weights is None:
@@ -453,7 +465,9 @@ def ms_pair(
     m_follow, motion = _misalignment(rng, misalign_deg, misalign_mm, center)
     thick = _pair(slice_thickness_mm)
     voxels = {"baseline": _voxel_mm(in_plane_mm, thick[0]), "followup": _voxel_mm(in_plane_mm, thick[1])}
-    grids = {tp: acquisition_grid(anat, v) for tp, v in voxels.items()}
+    # array order (row, column, slice): the slice thickness is the last axis' spacing in every orientation
+    grids = {tp: oriented_acquisition_grid(anat, in_plane_mm, thick[k], axes[k])
+             for k, tp in enumerate(("baseline", "followup"))}
     scales = {"baseline": 1.0, "followup": float(rng.uniform(0.8, 1.25)) if scanner_scaling else 1.0}
     snrs = dict(zip(("baseline", "followup"), _pair(snr) if snr is not None else (None, None), strict=True))
     biases = dict(zip(("baseline", "followup"), _pair(bias_strength), strict=True))
@@ -558,7 +572,33 @@ def _with_scale(les: Lesion, intensity_scale: float) -> Lesion:
 WIDENED_GROWTH_RANGE: tuple[float, float] = (round(1.8 ** (1 / 3), 4), 1.6)
 
 
-def widened_ms_options(seed: int, negative: bool | None = None) -> dict[str, Any]:
+#: slice orientations of :func:`widened_ms_options`: ``"axial"`` (every pair sliced along z, the benchmark's and the
+#: tuning pairs' geometry), ``"random"`` (each time point's plane drawn: axial 0.6, coronal 0.3, sagittal 0.1; a 1 mm
+#: time point is a 3D image stored in that plane), ``"crossed"`` (both time points 3 or 5 mm slices of two different
+#: planes, drawn with those weights)
+WIDENED_ORIENTATIONS = ("axial", "random", "crossed")
+_PLANE_WEIGHTS = {2: 0.6, 1: 0.3, 0: 0.1}  # world axis of the slice normal -> weight
+
+
+def _orientation_draw(seed: int, orientation: str, thick: list[float]) -> tuple[list[float], tuple[int, int]]:
+    """Slice thicknesses and planes of a widened pair for ``orientation`` (:data:`WIDENED_ORIENTATIONS`), from a
+    random stream of their own, so the pair's lesions, motion and protocol are those of its axial twin."""
+    if orientation == "axial":
+        return thick, (2, 2)
+    if orientation not in WIDENED_ORIENTATIONS:
+        raise ValueError(f"unknown orientation {orientation!r}; choose from {', '.join(WIDENED_ORIENTATIONS)}")
+    rng = np.random.default_rng(7_500_000 + int(seed))
+    planes, weights = list(_PLANE_WEIGHTS), np.array(list(_PLANE_WEIGHTS.values()))
+    first = int(rng.choice(planes, p=weights / weights.sum()))
+    if orientation == "random":
+        return thick, (first, int(rng.choice(planes, p=weights / weights.sum())))
+    rest = [a for a in planes if a != first]
+    w = np.array([_PLANE_WEIGHTS[a] for a in rest])
+    second = int(rng.choice(rest, p=w / w.sum()))
+    return [float(rng.choice([3.0, 5.0])), float(rng.choice([3.0, 5.0]))], (first, second)
+
+
+def widened_ms_options(seed: int, negative: bool | None = None, orientation: str = "axial") -> dict[str, Any]:
     """Random settings of one widened MS pair (issue 17): what real follow-ups look like.
 
     Lesion/WM FLAIR contrast 1.15-2.5; periventricular (incl. touching the ventricles: caps and
@@ -568,11 +608,15 @@ def widened_ms_options(seed: int, negative: bool | None = None) -> dict[str, Any
     drifting by up to 10%; 1, 3 or 5 mm slices at either time point; motion up to 15 degrees and
     15 mm; enlarging lesions grown by volume x 1.8-4.1 (:data:`WIDENED_GROWTH_RANGE`).
     ``negative`` (default: every third seed) gives a pair with no new or enlarging lesion.
+    ``orientation`` (:data:`WIDENED_ORIENTATIONS`): the slice planes; anything but ``"axial"`` adds ``slice_axis``
+    and changes nothing else of the pair (``"crossed"`` also redraws both thicknesses as 3 or 5 mm).
     Returns keyword arguments of :func:`ms_pair` (seed included).
     """
     rng = np.random.default_rng(7_000_000 + int(seed))
     neg = (seed % 3 == 0) if negative is None else bool(negative)
     thick = [float(rng.choice([1.0, 1.0, 3.0, 5.0])) for _ in range(2)]
+    thick, axes = _orientation_draw(seed, orientation, thick)
+    planes = {} if axes == (2, 2) else {"slice_axis": axes}
     return dict(
         seed=int(seed),
         n_stable=int(rng.integers(3, 9)),
@@ -595,6 +639,7 @@ def widened_ms_options(seed: int, negative: bool | None = None) -> dict[str, Any
         stable_drift=0.1,
         dawson_fraction=0.5,
         growth_range=WIDENED_GROWTH_RANGE,
+        **planes,
     )
 
 

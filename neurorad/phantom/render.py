@@ -270,6 +270,37 @@ def acquisition_grid(anatomy, voxel_mm: tuple[float, float, float]) -> tuple[tup
     return (int(shape[0]), int(shape[1]), int(shape[2])), aff
 
 
+#: slice orientations of a 2D acquisition: the world axis (RAS) of the slice normal
+SLICE_AXES = {"sagittal": 0, "coronal": 1, "axial": 2}
+
+
+def oriented_acquisition_grid(anatomy, in_plane_mm: float, slice_thickness_mm: float,  # noqa: ANN001
+                              slice_axis: int = 2) -> tuple[tuple[int, int, int], np.ndarray]:
+    """A 2D acquisition's grid of slices normal to world axis ``slice_axis`` (:data:`SLICE_AXES`), stored as a
+    scanner stores it: array axes (row, column, slice), the slice axis last. Axial (2) is :func:`acquisition_grid`
+    with voxels ``(in_plane, in_plane, thickness)``. Coronal (1): rows along x, columns from superior to inferior,
+    slices along y; sagittal (0): rows along y, columns from superior to inferior, slices along x (the DICOM
+    convention of those planes, so the affine permutes and flips axes and the reader must reorient). Each covers
+    the base field of view about the same centre."""
+    if slice_axis == 2:
+        return acquisition_grid(anatomy, (in_plane_mm, in_plane_mm, slice_thickness_mm))
+    if slice_axis not in (0, 1):
+        raise ValueError(f"slice_axis must be 0 (sagittal), 1 (coronal) or 2 (axial), not {slice_axis!r}")
+    order = (0, 2, 1) if slice_axis == 1 else (1, 2, 0)  # the world axis of each array axis
+    signs = np.array([1.0, -1.0, 1.0])  # columns run superior -> inferior
+    base_shape = np.asarray(anatomy.shape)
+    world_sp = np.full(3, float(in_plane_mm))
+    world_sp[slice_axis] = float(slice_thickness_mm)
+    shape = np.array([max(1, int(round(base_shape[w] / world_sp[w]))) for w in order])
+    aff = np.eye(4)
+    for k, w in enumerate(order):
+        aff[:3, k] = 0.0
+        aff[w, k] = signs[k] * world_sp[w]
+    centre = anatomy.affine[:3, :3] @ ((base_shape - 1) / 2) + anatomy.affine[:3, 3]
+    aff[:3, 3] = centre - aff[:3, :3] @ ((shape - 1) / 2)
+    return (int(shape[0]), int(shape[1]), int(shape[2])), aff
+
+
 def _fine_grid(shape: tuple[int, int, int], affine: np.ndarray) -> tuple[np.ndarray, tuple[int, int, int], np.ndarray]:
     """Sub-sampling factors (about 1 mm sub-voxels), fine shape and affine."""
     sp = np.sqrt((affine[:3, :3] ** 2).sum(0))
