@@ -75,6 +75,47 @@ def test_prep_set_prepares_pairs_with_it_in_their_own_cache(tmp_path, monkeypatc
         sweep.prepare(0, 2.0, tmp_path, "widened", ["n4_shrink_cm=5"])
 
 
+def test_pairs_in_other_slice_planes_are_prepared_from_their_options_and_cached_apart(tmp_path, monkeypatch) -> None:
+    """--phantom widened-crossed / widened-oriented: the tuning seed's pair in other slice planes
+    (``widened_ms_options(orientation=...)``), cached beside, not over, its axial twin (held-out pairs too)."""
+    from types import SimpleNamespace
+
+    import neurorad.phantom.cases as cases
+    from neurorad.pipelines import ms_lesions as ms
+
+    sweep = _sweep()
+    assert sweep.PHANTOMS == ("widened", "widened-crossed", "widened-oriented", "original")
+    made: list[dict] = []
+
+    class Stop(Exception):
+        pass
+
+    def context(cfg, folder, *args, **kw):
+        raise Stop
+
+    monkeypatch.setattr(cases, "ms_pair", lambda **kw: made.append(kw) or SimpleNamespace(baseline_flair=None,
+                                                                                         followup_flair=None))
+    monkeypatch.setattr(ms, "MSContext", context)
+    (tmp_path / "tuning_4_2.pkl").write_bytes(b"axial twin")
+    assert sweep.prepare(4, 2.0, tmp_path) == tmp_path / "tuning_4_2.pkl"  # cached: nothing made
+    (tmp_path / "tuning_crossed_5_2.pkl").write_bytes(b"cached")
+    assert sweep.prepare(5, 2.0, tmp_path, "widened-crossed") == tmp_path / "tuning_crossed_5_2.pkl"
+    (tmp_path / "heldout_crossed_5_2.pkl").write_bytes(b"cached")
+    assert sweep.prepare(5, 2.0, tmp_path, "widened-crossed", held_out=True) == tmp_path / "heldout_crossed_5_2.pkl"
+    assert not made
+    for phantom, orientation in (("widened-crossed", "crossed"), ("widened-oriented", "random")):
+        with pytest.raises(Stop):
+            sweep.prepare(4, 2.0, tmp_path, phantom)
+        want = cases.widened_ms_options(100_004, negative=False, orientation=orientation)
+        assert made[-1] == {**want, "in_plane_mm": 2.0}
+    assert made[0]["slice_axis"][0] != made[0]["slice_axis"][1]
+    with pytest.raises(Stop):
+        sweep.prepare(7, 2.0, tmp_path, "widened-crossed", held_out=True)
+    assert made[-1]["seed"] == 7 and "slice_axis" in made[-1]
+    with pytest.raises(ValueError, match="widened phantoms only"):
+        sweep.prepare(7, 2.0, tmp_path, "original", held_out=True)
+
+
 #: --set variants under which the third pair's enlarging-lesion rescue keeps a candidate (a low growth ratio
 #: for the rescue and for the unchanged-enlarging check), and under which the unchanged-enlarging check drops
 #: one (the rescue's candidates, not grown by the shipped 1.8)
