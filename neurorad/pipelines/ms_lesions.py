@@ -379,6 +379,14 @@ def crossed_slices(b0: Volume, f0: Volume) -> bool:
     return bool(_thicker_axes(np.asarray(coarser.spacing_mm), np.asarray(finer.spacing_mm)).any())
 
 
+def input_voxel_mm(b0: Volume, f0: Volume) -> tuple[float, float, float]:
+    """The larger of the two images' voxel dimensions along each axis (RAS order, as step 1 leaves them; the
+    common grid's axes): on slices of two orientations, the thickness of each image's slices along its own slice
+    axis. The misregistration test reads it there (``FPParams.shift_crossed_slice_fraction``)."""
+    v = np.maximum(np.asarray(b0.spacing_mm, float), np.asarray(f0.spacing_mm, float))
+    return (float(v[0]), float(v[1]), float(v[2]))
+
+
 def resample_pair(b0: Volume, f0: Volume, mb: Volume, mf: Volume, T: AffineTransform,
                   cfg: MSConfig) -> tuple[Volume, Volume, Volume, AffineTransform, AffineTransform, str]:
     """Both time points in the HALFWAY space (each moved by half the motion, so both carry the
@@ -815,6 +823,8 @@ class MSContext:
     finer_input_voxel_mm: float | None = None
     # whether the inputs are slices of two orientations (:func:`crossed_slices`; step 8 reads it)
     crossed_slices: bool = False
+    # the larger of the two inputs' voxel dimensions along each RAS axis (step 8 reads it on crossed slices)
+    input_voxel_mm: tuple[float, float, float] | None = None
     extra_vols: dict[str, Volume] = field(default_factory=dict)
     # 4 bias
     b_n: Volume | None = None
@@ -1008,6 +1018,8 @@ def step_register(ctx: MSContext) -> None:
         st.parameters["finer_input_voxel_mm"] = round(ctx.finer_input_voxel_mm, 3)
         ctx.crossed_slices = crossed_slices(b0, f0)
         st.parameters["crossed_slices"] = ctx.crossed_slices
+        ctx.input_voxel_mm = input_voxel_mm(b0, f0)
+        st.parameters["input_voxel_mm"] = [round(v, 3) for v in ctx.input_voxel_mm]
         st.engine = f"preprocess.registration:{reg.backend}"
         st.parameters.update(nmi_before=round(reg.nmi_before, 4), nmi_after=round(reg.nmi_after, 4),
                              rotation_deg=round(T.rotation_deg, 2),
@@ -1124,7 +1136,7 @@ def step_fp_reduction(ctx: MSContext, baseline_lesions: np.ndarray | None = None
             border_distance_mm=cand.border_distance_mm, score=cand.score,
             peak_percentile=ctx.cfg.classify.peak_percentile, baseline_lesions=ctx.baseline_lesions,
             touch_radius_mm=ctx.cfg.classify.touch_radius_mm, finer_input_voxel_mm=ctx.finer_input_voxel_mm,
-            confirm=other, crossed_slices=ctx.crossed_slices,
+            confirm=other, crossed_slices=ctx.crossed_slices, input_voxel_mm=ctx.input_voxel_mm,
         )
         # the enlarging-lesion path: a rim dropped as misregistration or drift next to a baseline lesion whose
         # half-maximum size grew is kept (ms_difference.rescue_grown_enlarging)

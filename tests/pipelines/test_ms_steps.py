@@ -507,3 +507,42 @@ def test_step_8_passes_the_other_engines_score_and_the_crossed_geometry_to_the_s
         explained[case] = ctx.decisions[0].shift_explained_fraction
     assert explained["fusion"] < 0.5 * explained["classical"]
     assert explained["fusion, crossed"] == explained["classical"] == explained["fusion, learned blind"]
+
+
+def test_step_8_passes_the_inputs_voxel_to_the_shift_test_on_crossed_slices(tmp_path):
+    """The register step records each axis' larger input voxel (``ms_lesions.input_voxel_mm``) and step 8 hands it to
+    the misregistration test, which on slices of two orientations shifts across the other image's slices by
+    FPParams.shift_crossed_slice_fraction of their thickness. Oracle: a bright structure whose edge sits three
+    voxels further along y at follow-up (the band between is the only change); across 5 mm slices a 3 mm shift
+    explains more of its candidate than the 1.5 mm radius, and nothing changes on a pair that is not crossed."""
+    from neurorad.image.volume import Volume
+
+    assert ms.input_voxel_mm(Volume(np.zeros((2, 2, 2), np.float32), np.diag([1.0, 1.0, 5.0, 1.0])),
+                             Volume(np.zeros((2, 2, 2), np.float32), np.diag([0.9, 5.0, 1.0, 1.0]))) == (1.0, 5.0, 5.0)
+    shape = (48, 48, 48)
+    brain = _ball(shape, (24, 24, 24), 22)
+    rng = np.random.default_rng(5)
+    tissue = np.where(brain, 1.0, 0.0).astype(np.float32)
+    b = (tissue + 0.03 * rng.standard_normal(shape) * brain).astype(np.float32)
+    f = (tissue + 0.03 * rng.standard_normal(shape) * brain).astype(np.float32)
+    slab = np.zeros(shape, bool)
+    slab[16:32, 18:26, 20:28] = True
+    b[slab] += 0.5
+    f[np.roll(slab, 3, axis=1) | slab] += 0.5
+    band = np.roll(slab, 3, axis=1) & ~slab
+    explained = {}
+    for fraction in (None, 0.6):
+        for crossed in (False, True):
+            cfg = replace(ms.MSConfig(), atlas=False, write_report=False, write_dicom=False, lesion_engine="classical")
+            # cap_z None: the bright structure is not a baseline lesion to cap (this checks the wiring only)
+            cfg = replace(cfg, fp=replace(cfg.fp, shift_crossed_slice_fraction=fraction, cap_z=None))
+            ctx = _detection_context(cfg, tmp_path / f"{fraction}{crossed}", brain, b, f,
+                                     steps=("candidates", "postprocess"))
+            on_band = [k for k in range(1, ctx.n0 + 1) if (ctx.labels0[band] == k).any()]
+            assert len(on_band) == 1
+            ctx.crossed_slices, ctx.input_voxel_mm = crossed, (1.0, 5.0, 1.0)
+            ms.step_fp_reduction(ctx)
+            dec = next(d for d in ctx.decisions if d.label == on_band[0])
+            explained[fraction, crossed] = dec.shift_explained_fraction
+    assert explained[None, False] == explained[None, True] == explained[0.6, False]
+    assert explained[0.6, True] > explained[None, True] + 0.1
