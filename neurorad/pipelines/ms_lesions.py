@@ -183,6 +183,13 @@ class MSConfig:
     # differ with the motion); chosen on tuning pairs (docs/ms-lesions-log.md)
     resampling: str = "native"  # native | native_thick | halfway
     resample_interpolation: str = "bspline"  # bspline | linear
+    # slices of two orientations (crossed_slices): native resampling samples the finer image on the coarser one's
+    # slices, and the cubic B-spline between the finer image's own thick slices (along its slice axis, which the
+    # common grid samples finely) over- and undershoots at every edge across them, while the coarser image, smoothed
+    # there but sampled finely, does not. With the round trip the coarser image is also sampled on the finer one's
+    # moved slices and back onto its own grid (:func:`through_grid`), so both carry the same interpolation along
+    # both slice axes. Session 48 (docs/ms-lesions-log.md, "Pairs of two slice planes")
+    crossed_round_trip: bool = False
     # the analysis mask keeps only voxels both images really imaged: a field of view that ends inside the other
     # image's brain (motion moves a thick slab out of it) leaves zeros there, and the cubic B-spline rings next to
     # that step (+30 % on the slice beside it: slab-shaped false positives of 0.2-0.8 mL on the first slice of
@@ -449,8 +456,12 @@ def _before_common(b0: Volume, f0: Volume, T: AffineTransform, cfg: MSConfig,
     if native:
         if _followup_coarser(b0, f0):
             b0s = to_native_grid(b0s, f0, T.inverse())
+            if crossed and cfg.crossed_round_trip:
+                f0s = through_grid(f0s, b0, T)
         else:
             f0s = to_native_grid(f0s, b0, T)
+            if crossed and cfg.crossed_round_trip:
+                b0s = through_grid(b0s, f0, T.inverse())
     return b0s, f0s, crossed, native
 
 
@@ -636,6 +647,18 @@ def to_native_grid(fine: Volume, coarse: Volume, coarse_to_fine: AffineTransform
     grid = Volume(np.zeros(coarse.spatial_shape, np.uint8), affine, {})
     out = resample(fine, grid, None, "bspline")
     return Volume(np.asarray(out.data, np.float32), affine, dict(fine.metadata))
+
+
+def through_grid(image: Volume, other: Volume, other_to_image: AffineTransform) -> Volume:
+    """``image`` sampled on ``other``'s voxel centres moved into its world (:func:`to_native_grid`) and back onto its
+    own grid (cubic B-spline both ways): the interpolation ``other``'s samples take to reach ``image``'s grid, given
+    to ``image`` itself. On slices of two orientations the coarser image takes this round trip
+    (``MSConfig.crossed_round_trip``), so that across the finer image's slices both images are interpolated from
+    samples at the same positions. Voxels whose round trip leaves ``other``'s field of view read 0, as the finer
+    image does there (the coverage mask takes the same path)."""
+    there = to_native_grid(image, other, other_to_image)
+    back = resample(there, Volume(np.zeros(image.spatial_shape, np.uint8), image.affine, {}), None, "bspline")
+    return Volume(np.asarray(back.data, np.float32), image.affine, dict(image.metadata))
 
 
 # ------------------------------------------------------------------------------------------ atlas
