@@ -119,7 +119,8 @@ def prepare(i: int, voxel_mm: float, cache: Path, phantom: str = "widened",
              tn=np.asarray(resample(case.truth["truth_new"], ctx.ref, ctx.Tf, "nearest").data),
              te=np.asarray(resample(case.truth["truth_enlarging"], ctx.ref, ctx.Tf, "nearest").data),
              lesions=case.case["lesions"], opts=opts, finer_input_voxel_mm=ctx.finer_input_voxel_mm,
-             crossed_slices=ctx.crossed_slices, input_voxel_mm=ctx.input_voxel_mm, bias=_bias_setting(cfg))
+             crossed_slices=ctx.crossed_slices, input_voxel_mm=ctx.input_voxel_mm, bias=_bias_setting(cfg),
+             crossed_round_trip=bool(cfg.crossed_round_trip))
     if "truth_baseline_lesions" in case.truth:
         d["tb"] = np.asarray(resample(case.truth["truth_baseline_lesions"], ctx.ref, ctx.Tb, "nearest").data)
     atomic_write(path, pickle.dumps(d), fsync=False)  # a stopped run never leaves half a cache file
@@ -176,6 +177,13 @@ def load_pair(i: int, voxel_mm: float, cache: Path, phantom: str = "widened", pr
     if then != now:
         raise ValueError(f"{path}: prepared with N4 {then}, the workflow now runs {now} (workflows 1.20.0, 1.21.0): "
                          f"delete the cache folder {path.parent} (or give another --cache) to prepare the pairs again")
+    # a crossed pair prepared without the round trip the workflow now takes (or with it) is not the workflow's
+    # (MSConfig.crossed_round_trip; pairs cached before it recorded nothing, and took none)
+    cfg_now = apply_overrides(ms.MSConfig(), list(prep_settings or []), top_level=True)
+    if d.get("crossed_slices") and bool(d.get("crossed_round_trip", False)) != bool(cfg_now.crossed_round_trip):
+        raise ValueError(f"{path}: a crossed pair prepared with crossed_round_trip="
+                         f"{bool(d.get('crossed_round_trip', False))}, the workflow now runs "
+                         f"{bool(cfg_now.crossed_round_trip)}: delete it (or give another --cache) to prepare it again")
     if "crossed_slices" not in d and phantom in ("widened", "original"):
         # workflow 1.26.0 reads whether the inputs are slices of two orientations (ms.crossed_slices); the
         # project's phantoms slice both time points along z, so a pair cached before it is not crossed

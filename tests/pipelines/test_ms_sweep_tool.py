@@ -116,6 +116,29 @@ def test_pairs_in_other_slice_planes_are_prepared_from_their_options_and_cached_
         sweep.prepare(7, 2.0, tmp_path, "original", held_out=True)
 
 
+def test_a_crossed_pair_prepared_without_the_workflows_round_trip_is_refused(tmp_path) -> None:
+    """A cached pair of two slice planes holds images resampled with or without MSConfig.crossed_round_trip; read
+    under the other setting it is not the workflow's pair, and the sweep refuses it, naming the file. A pair that is
+    not crossed is read under either."""
+    import pickle
+
+    from neurorad.pipelines.ms_lesions import MSConfig
+
+    sweep = _sweep()
+    cfg = MSConfig()
+    folder = sweep.prep_cache(tmp_path, ["crossed_round_trip=True"])
+    folder.mkdir(parents=True)
+    base = dict(bias=sweep._bias_setting(cfg), finer_input_voxel_mm=3.0, input_voxel_mm=(1.0, 5.0, 3.0))
+    (folder / "tuning_crossed_2_1.pkl").write_bytes(pickle.dumps({**base, "crossed_slices": True}))
+    with pytest.raises(ValueError, match="tuning_crossed_2_1.pkl: a crossed pair prepared with crossed_round_trip=F"):
+        sweep.load_pair(2, 1.0, tmp_path, "widened-crossed", ["crossed_round_trip=True"])
+    (folder / "tuning_crossed_3_1.pkl").write_bytes(pickle.dumps({**base, "crossed_slices": True,
+                                                                  "crossed_round_trip": True}))
+    assert sweep.load_pair(3, 1.0, tmp_path, "widened-crossed", ["crossed_round_trip=True"])[1]["crossed_round_trip"]
+    (folder / "tuning_4_1.pkl").write_bytes(pickle.dumps({**base, "crossed_slices": False}))
+    assert not sweep.load_pair(4, 1.0, tmp_path, "widened", ["crossed_round_trip=True"])[1]["crossed_slices"]
+
+
 #: --set variants under which the third pair's enlarging-lesion rescue keeps a candidate (a low growth ratio
 #: for the rescue and for the unchanged-enlarging check), and under which the unchanged-enlarging check drops
 #: one (the rescue's candidates, not grown by the shipped 1.8)
