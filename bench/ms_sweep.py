@@ -119,7 +119,7 @@ def prepare(i: int, voxel_mm: float, cache: Path, phantom: str = "widened",
              tn=np.asarray(resample(case.truth["truth_new"], ctx.ref, ctx.Tf, "nearest").data),
              te=np.asarray(resample(case.truth["truth_enlarging"], ctx.ref, ctx.Tf, "nearest").data),
              lesions=case.case["lesions"], opts=opts, finer_input_voxel_mm=ctx.finer_input_voxel_mm,
-             crossed_slices=ctx.crossed_slices, input_voxel_mm=ctx.input_voxel_mm, bias=_bias_setting(cfg),
+             crossed_slices=ctx.crossed_slices, bias=_bias_setting(cfg),
              crossed_round_trip=bool(cfg.crossed_round_trip))
     if "truth_baseline_lesions" in case.truth:
         d["tb"] = np.asarray(resample(case.truth["truth_baseline_lesions"], ctx.ref, ctx.Tb, "nearest").data)
@@ -164,8 +164,7 @@ def load_pair(i: int, voxel_mm: float, cache: Path, phantom: str = "widened", pr
     (:func:`neurorad.pipelines.ms_lesions.finer_input_voxel_mm`): the pair is made again and loaded (step 1 only, a
     few seconds) and the value added to the cached dict, so every cached pair is judged as the workflow would judge
     it; so is ``crossed_slices`` (:func:`neurorad.pipelines.ms_lesions.crossed_slices`, workflow 1.26.0), which is
-    False for the project's own axial phantoms (both time points sliced along z) without loading them, and, for a
-    crossed pair, ``input_voxel_mm`` (:func:`neurorad.pipelines.ms_lesions.input_voxel_mm`). A pair whose N4
+    False for the project's own phantoms (both time points sliced along z) without loading them. A pair whose N4
     treated the intensity scale otherwise than the workflow now does (pairs cached before workflow 1.20.0 shifted by
     one unit) is refused, naming the file: its images are not the workflow's."""
     path = prepare(i, voxel_mm, cache, phantom, prep_settings, held_out)
@@ -188,8 +187,7 @@ def load_pair(i: int, voxel_mm: float, cache: Path, phantom: str = "widened", pr
         # workflow 1.26.0 reads whether the inputs are slices of two orientations (ms.crossed_slices); the
         # project's phantoms slice both time points along z, so a pair cached before it is not crossed
         d["crossed_slices"] = False
-    # the inputs' voxel per axis: step 8 reads it on crossed slices only (FPParams.shift_crossed_slice_fraction)
-    if "finer_input_voxel_mm" in d and "crossed_slices" in d and ("input_voxel_mm" in d or not d["crossed_slices"]):
+    if "finer_input_voxel_mm" in d and "crossed_slices" in d:
         return path, d
     from neurorad.store.storage import atomic_write
 
@@ -200,7 +198,6 @@ def load_pair(i: int, voxel_mm: float, cache: Path, phantom: str = "widened", pr
     assert ctx.b0 is not None and ctx.f0 is not None
     d["finer_input_voxel_mm"] = ms.finer_input_voxel_mm(ctx.b0, ctx.f0)
     d["crossed_slices"] = ms.crossed_slices(ctx.b0, ctx.f0)
-    d["input_voxel_mm"] = ms.input_voxel_mm(ctx.b0, ctx.f0)
     atomic_write(path, pickle.dumps(d), fsync=False)
     return path, d
 
@@ -258,7 +255,6 @@ def detect(d: dict, cfg, learned_probability: np.ndarray | None = None,  # noqa:
         ctx.bn, ctx.fn, ctx.brain = bn, np.asarray(d["fn"]), np.asarray(d["brain"], bool)
         ctx.finer_input_voxel_mm = d.get("finer_input_voxel_mm")  # load_pair adds it to pairs cached before 1.17.0
         ctx.crossed_slices = bool(d.get("crossed_slices", False))  # ... and this to pairs cached before 1.26.0
-        ctx.input_voxel_mm = d.get("input_voxel_mm")  # ... and this to crossed pairs cached before session 48
         ctx.learned_probability = learned_probability
         names = [s.name for s in ms.STEPS]
         for step in ms.STEPS[names.index("candidates"): names.index("classify") + 1]:

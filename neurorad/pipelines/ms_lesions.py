@@ -188,8 +188,13 @@ class MSConfig:
     # common grid samples finely) over- and undershoots at every edge across them, while the coarser image, smoothed
     # there but sampled finely, does not. With the round trip the coarser image is also sampled on the finer one's
     # moved slices and back onto its own grid (:func:`through_grid`), so both carry the same interpolation along
-    # both slice axes. Session 48 (docs/ms-lesions-log.md, "Pairs of two slice planes")
-    crossed_round_trip: bool = False
+    # both slice axes. On for workflow 1.27.0 (session 48; docs/ms-lesions-log.md, "Workflow 1.27.0"): on the
+    # analytic axial/coronal 6 mm pair the 99th-percentile mismatch 0.171 -> 0.071; on 96 crossed widened tuning pairs
+    # (bench/ms_sweep.py --phantom widened-crossed --cases 0-95 --prep-set crossed_round_trip=True) 167 -> 168 of
+    # 199 lesions, 36 -> 22 false positives, stable pairs with a detection 11 -> 7 of 32; held out (40 crossed pairs)
+    # the same 55 of 71 lesions, 31 -> 28 false positives, patient specificity 0.667 -> 0.800; the independent
+    # simulator's 8 crossed pairs the same detections. Pairs of one orientation are untouched
+    crossed_round_trip: bool = True
     # the analysis mask keeps only voxels both images really imaged: a field of view that ends inside the other
     # image's brain (motion moves a thick slab out of it) leaves zeros there, and the cubic B-spline rings next to
     # that step (+30 % on the slice beside it: slab-shaped false positives of 0.2-0.8 mL on the first slice of
@@ -384,14 +389,6 @@ def crossed_slices(b0: Volume, f0: Volume) -> bool:
     as step 1 leaves them. The misregistration test reads it (``FPParams.shift_confirm_crossed``)."""
     coarser, finer = (f0, b0) if _followup_coarser(b0, f0) else (b0, f0)
     return bool(_thicker_axes(np.asarray(coarser.spacing_mm), np.asarray(finer.spacing_mm)).any())
-
-
-def input_voxel_mm(b0: Volume, f0: Volume) -> tuple[float, float, float]:
-    """The larger of the two images' voxel dimensions along each axis (RAS order, as step 1 leaves them; the
-    common grid's axes): on slices of two orientations, the thickness of each image's slices along its own slice
-    axis. The misregistration test reads it there (``FPParams.shift_crossed_slice_fraction``)."""
-    v = np.maximum(np.asarray(b0.spacing_mm, float), np.asarray(f0.spacing_mm, float))
-    return (float(v[0]), float(v[1]), float(v[2]))
 
 
 def resample_pair(b0: Volume, f0: Volume, mb: Volume, mf: Volume, T: AffineTransform,
@@ -846,8 +843,6 @@ class MSContext:
     finer_input_voxel_mm: float | None = None
     # whether the inputs are slices of two orientations (:func:`crossed_slices`; step 8 reads it)
     crossed_slices: bool = False
-    # the larger of the two inputs' voxel dimensions along each RAS axis (step 8 reads it on crossed slices)
-    input_voxel_mm: tuple[float, float, float] | None = None
     extra_vols: dict[str, Volume] = field(default_factory=dict)
     # 4 bias
     b_n: Volume | None = None
@@ -1041,8 +1036,6 @@ def step_register(ctx: MSContext) -> None:
         st.parameters["finer_input_voxel_mm"] = round(ctx.finer_input_voxel_mm, 3)
         ctx.crossed_slices = crossed_slices(b0, f0)
         st.parameters["crossed_slices"] = ctx.crossed_slices
-        ctx.input_voxel_mm = input_voxel_mm(b0, f0)
-        st.parameters["input_voxel_mm"] = [round(v, 3) for v in ctx.input_voxel_mm]
         st.engine = f"preprocess.registration:{reg.backend}"
         st.parameters.update(nmi_before=round(reg.nmi_before, 4), nmi_after=round(reg.nmi_after, 4),
                              rotation_deg=round(T.rotation_deg, 2),
@@ -1159,7 +1152,7 @@ def step_fp_reduction(ctx: MSContext, baseline_lesions: np.ndarray | None = None
             border_distance_mm=cand.border_distance_mm, score=cand.score,
             peak_percentile=ctx.cfg.classify.peak_percentile, baseline_lesions=ctx.baseline_lesions,
             touch_radius_mm=ctx.cfg.classify.touch_radius_mm, finer_input_voxel_mm=ctx.finer_input_voxel_mm,
-            confirm=other, crossed_slices=ctx.crossed_slices, input_voxel_mm=ctx.input_voxel_mm,
+            confirm=other, crossed_slices=ctx.crossed_slices,
         )
         # the enlarging-lesion path: a rim dropped as misregistration or drift next to a baseline lesion whose
         # half-maximum size grew is kept (ms_difference.rescue_grown_enlarging)

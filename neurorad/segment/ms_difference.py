@@ -138,13 +138,6 @@ class FPParams:
     # confident false positives with the correction; its seven other crossed pairs (Colin27 and MNI152) changed
     # nothing (session 47, docs/ms-lesions-log.md "Workflow 1.26.0")
     shift_confirm_crossed: bool = False
-    # On slices of two orientations (``crossed_slices``), the shift along a common-grid axis across which an input's
-    # slices are thick (``input_voxel_mm`` >= 1.5 x the grid's spacing there: the other image's slice axis, which
-    # the common grid samples finely) reaches this fraction of that slice thickness instead of shift_radius_mm. An
-    # edge's partial volume differs between two thick acquisitions by up to half a slice; on the common grid's own
-    # thick axis the whole-voxel shift already allows that, across the other image's slices the 1.5 mm radius did
-    # not. None: off (the radius on every fine axis)
-    shift_crossed_slice_fraction: float | None = None
     cap_z: float | None = 3.0  # baseline capped at median + cap_z SD before the shift test (None: no cap)
     border_fraction: float = 0.5  # drop when this fraction of voxels lies within border_margin_mm of the edge
     border_margin_mm: float = 5.0
@@ -675,8 +668,7 @@ REASON_DIFFUSE = "diffuse change"
 TUMEFACTIVE_SIZE = "tumefactive size"
 
 
-def shifted_baseline_max(baseline: np.ndarray, spacing_mm: tuple[float, float, float],
-                         radius_mm: float | tuple[float, float, float],
+def shifted_baseline_max(baseline: np.ndarray, spacing_mm: tuple[float, float, float], radius_mm: float,
                          thick_axis_mm: float | None = None) -> np.ndarray:
     """The brightest the baseline could be at each voxel after a shift of up to ``radius_mm``: a grey-scale maximum
     filter over a box of ``round(radius_mm / spacing)`` voxels per axis (at least one), the misregistration test of
@@ -686,12 +678,10 @@ def shifted_baseline_max(baseline: np.ndarray, spacing_mm: tuple[float, float, f
     ``thick_axis_mm`` instead of a whole voxel, the image read between its slices by linear interpolation: the
     largest value over shifts in ``[-t, t]`` voxels (``t = thick_axis_mm / spacing < 1``) of a piecewise-linear
     profile lies at the voxel itself or at ``+-t``, i.e. ``b + t * max(0, b[+1] - b, b[-1] - b)`` (edges
-    replicated). The other axes keep the box. ``radius_mm`` may be given per axis (slices of two orientations:
-    :func:`crossed_shift_radius_mm`)."""
+    replicated). The other axes keep the box."""
     b = np.asarray(baseline, np.float32)
-    radii = np.broadcast_to(np.asarray(radius_mm, float), (3,))
     thick = [thick_axis_mm is not None and s > thick_axis_mm for s in spacing_mm]
-    radius_vox = [0 if th else max(1, int(round(r / s))) for s, r, th in zip(spacing_mm, radii, thick, strict=True)]
+    radius_vox = [0 if th else max(1, int(round(radius_mm / s))) for s, th in zip(spacing_mm, thick, strict=True)]
     out = ndimage.maximum_filter(b, footprint=np.ones([2 * r + 1 for r in radius_vox], dtype=bool))
     for axis, (s, th) in enumerate(zip(spacing_mm, thick, strict=True)):
         if not th:
@@ -702,23 +692,6 @@ def shifted_baseline_max(baseline: np.ndarray, spacing_mm: tuple[float, float, f
         down = np.take(out, np.maximum(np.arange(n) - 1, 0), axis=axis)
         out = out + t * np.maximum(np.maximum(up, down) - out, 0.0)
     return out
-
-
-def crossed_shift_radius_mm(params: FPParams, spacing_mm: tuple[float, float, float],
-                            input_voxel_mm: tuple[float, float, float] | None,
-                            crossed_slices: bool) -> float | tuple[float, float, float]:
-    """The misregistration test's shift radius per common-grid axis (``FPParams.shift_crossed_slice_fraction``): on
-    slices of two orientations, along each axis across which an input's slices are thick (``input_voxel_mm``, the
-    larger input voxel per axis, >= 1.5 x the grid's spacing) the larger of ``shift_radius_mm`` and that fraction of
-    the slice thickness; elsewhere, and on any other pair, ``shift_radius_mm``."""
-    frac = params.shift_crossed_slice_fraction
-    if frac is None or not crossed_slices or input_voxel_mm is None:
-        return params.shift_radius_mm
-    out = []
-    for s, t in zip(spacing_mm, input_voxel_mm, strict=True):
-        across = float(t) >= 1.5 * float(s)
-        out.append(max(params.shift_radius_mm, float(frac) * float(t)) if across else params.shift_radius_mm)
-    return (out[0], out[1], out[2])
 
 
 def thick_axis_shift_applies(params: FPParams, finer_input_voxel_mm: float | None) -> bool:
@@ -752,7 +725,6 @@ def false_positive_reduction(
     finer_input_voxel_mm: float | None = None,
     confirm: np.ndarray | None = None,
     crossed_slices: bool = False,
-    input_voxel_mm: tuple[float, float, float] | None = None,
 ) -> tuple[np.ndarray, int, list[FPDecision]]:
     """Step 5: drop candidates that are not new tissue change.
 
@@ -788,8 +760,6 @@ def false_positive_reduction(
     ``confirm``: the other engine's score map in the fusion engine (``FPParams.shift_confirm_score`` reads it; None:
     no other engine). ``crossed_slices``: the two input images are thick slices of different orientations
     (:func:`neurorad.pipelines.ms_lesions.crossed_slices`; ``FPParams.shift_confirm_crossed`` reads it).
-    ``input_voxel_mm``: the larger of the two input images' voxel dimensions along each common-grid axis
-    (``FPParams.shift_crossed_slice_fraction`` reads it on crossed slices: :func:`crossed_shift_radius_mm`).
     """
     if params.drift_reference not in ("level", "shell", "either"):
         raise ValueError(f"unknown drift reference {params.drift_reference!r} (level, shell, either)")
@@ -801,8 +771,7 @@ def false_positive_reduction(
     f = np.asarray(followup, dtype=np.float32)
     cap = brain_median + (params.cap_z if params.cap_z is not None else np.inf) * brain_sigma
     b_capped = np.minimum(b, cap)
-    b_shift = shifted_baseline_max(b_capped, spacing_mm,
-                                   crossed_shift_radius_mm(params, spacing_mm, input_voxel_mm, crossed_slices),
+    b_shift = shifted_baseline_max(b_capped, spacing_mm, params.shift_radius_mm,
                                    params.shift_thick_axis_mm if thick_axis_shift_applies(params, finer_input_voxel_mm)
                                    else None)
     confirming = (params.shift_confirm_score is not None and confirm is not None

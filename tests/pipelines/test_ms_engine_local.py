@@ -31,7 +31,6 @@ from neurorad.segment.ms_difference import (
     PostParams,
     binarise_components,
     candidate_score,
-    crossed_shift_radius_mm,
     delineate,
     drop_unchanged_enlarging,
     enlarging_growth,
@@ -785,61 +784,3 @@ def test_thick_axis_shift_applies_only_when_one_input_is_a_3d_image():
     assert kept == {1.0: True, 3.0: False, None: False}
     assert shifted_baseline_max(b, sp, 1.5)[5, 5, 3] == pytest.approx(1.3)
     assert shifted_baseline_max(b, sp, 1.5, 1.5)[5, 5, 3] == pytest.approx(1.09)
-
-
-def test_on_crossed_slices_the_shift_reaches_a_fraction_of_the_other_images_slice():
-    """FPParams.shift_crossed_slice_fraction (session 48). On slices of two orientations the common grid samples the
-    other image's slice axis finely, so the shift test's 1.5 mm radius (two 1 mm voxels) cannot allow the half slice
-    or more by which an edge's partial volume differs between two thick acquisitions. With the fraction set, the
-    radius along an axis across which an input's slices are thick (input voxel >= 1.5 x the grid's) is that
-    fraction of the slice thickness; elsewhere, and on pairs that are not crossed, it stays 1.5 mm. Oracles: the
-    radii by hand; the box maximum over the per-axis shifts by brute force (np.roll); an edge moved by three voxels
-    across the other image's 5 mm slices is explained by a 3 mm shift and dropped, a new ball beside nothing is
-    kept."""
-    grid = (1.0, 1.0, 5.0)
-    inputs = (1.0, 5.0, 5.0)  # baseline axial 5 mm (the grid's), follow-up coronal 5 mm (across y)
-    on = FPParams(shift_crossed_slice_fraction=0.5)
-    assert FPParams().shift_crossed_slice_fraction is None
-    assert crossed_shift_radius_mm(FPParams(), grid, inputs, True) == 1.5
-    assert crossed_shift_radius_mm(on, grid, inputs, False) == 1.5
-    assert crossed_shift_radius_mm(on, grid, None, True) == 1.5
-    assert crossed_shift_radius_mm(on, grid, inputs, True) == (1.5, 2.5, 1.5)
-    assert crossed_shift_radius_mm(replace(on, shift_crossed_slice_fraction=0.2), grid, inputs, True) == (1.5,) * 3
-    # per-axis radii: the maximum over every shift within round(r / spacing) voxels per axis
-    rng = np.random.default_rng(3)
-    b = rng.random((16, 18, 10)).astype(np.float32)
-    got = shifted_baseline_max(b, (1.0, 1.0, 1.0), (1.0, 3.0, 2.0))
-    best = np.full_like(b, -np.inf)
-    for dx in range(-1, 2):
-        for dy in range(-3, 4):
-            for dz in range(-2, 3):
-                best = np.maximum(best, np.roll(b, (dx, dy, dz), axis=(0, 1, 2)))
-    inner = np.s_[1:-1, 3:-3, 2:-2]
-    assert np.array_equal(got[inner], best[inner])
-    assert np.array_equal(shifted_baseline_max(b, (1.0, 1.0, 1.0), (1.5, 1.5, 1.5)),
-                          shifted_baseline_max(b, (1.0, 1.0, 1.0), 1.5))
-
-    shape = (40, 40, 40)
-    brain = _ball(shape, (20, 20, 20), 18)
-    base = np.where(brain, 1.0, 0.0).astype(np.float32)
-    bf = base.copy()
-    slab = np.zeros(shape, bool)
-    slab[12:28, 14:22, 24:32] = True  # a bright structure whose edge along y sits three voxels further at follow-up
-    base[slab] += 0.6
-    bf[np.roll(slab, 3, axis=1) | slab] += 0.6
-    lesion = _ball(shape, (20, 20, 12), 2.5)
-    bf[lesion] += 0.6
-    band = np.roll(slab, 3, axis=1) & ~slab
-    lab = lesion.astype(np.int32) + 2 * band.astype(np.int32)
-    rules = FPParams(cog_rule=False, drift_rule=False, dipole_rule=False, loss_alone_ratio=None, border_fraction=1.1,
-                     cap_z=None, shift_margin_z=0.5)
-    on = replace(rules, shift_crossed_slice_fraction=0.6)  # 3 mm across 5 mm slices: three 1 mm voxels
-    explained = {}
-    for name, params, crossed in (("off", rules, True), ("not crossed", on, False), ("crossed", on, True)):
-        _, _, dec = false_positive_reduction(lab, 2, base, bf, brain, (1.0, 1.0, 1.0), 0.05, 1.0, 0.05, params,
-                                             crossed_slices=crossed, input_voxel_mm=(1.0, 5.0, 1.0))
-        assert dec[0].kept and dec[0].shift_explained_fraction == 0.0  # the new ball: no shift explains it
-        explained[name] = (dec[1].kept, round(dec[1].shift_explained_fraction, 3))
-    # the 1.5 mm radius is two voxels on a 1 mm grid: two thirds of the band, kept (under the 0.8 bound)
-    assert explained["off"] == explained["not crossed"] == (True, 0.667)
-    assert explained["crossed"] == (False, 1.0)

@@ -333,6 +333,7 @@ def test_on_crossed_slices_the_round_trip_gives_the_coarser_image_the_finer_ones
         inside = (np.linalg.norm(Tb.apply(world), axis=1) < 22.0).reshape(ref.spatial_shape)
         return float(np.percentile(np.abs(np.asarray(b_c.data) - np.asarray(f_c.data))[inside], 99))
 
+    assert ms.MSConfig().crossed_round_trip  # workflow 1.27.0
     one_way, round_trip = mismatch(orthogonal_pair, False), mismatch(orthogonal_pair, True)
     print(f"99th percentile |b - f| (cubic B-spline): one way {one_way:.3f}, round trip {round_trip:.3f}")
     assert round_trip < 0.8 * one_way

@@ -128,7 +128,7 @@ def test_a_crossed_pair_prepared_without_the_workflows_round_trip_is_refused(tmp
     cfg = MSConfig()
     folder = sweep.prep_cache(tmp_path, ["crossed_round_trip=True"])
     folder.mkdir(parents=True)
-    base = dict(bias=sweep._bias_setting(cfg), finer_input_voxel_mm=3.0, input_voxel_mm=(1.0, 5.0, 3.0))
+    base = dict(bias=sweep._bias_setting(cfg), finer_input_voxel_mm=3.0)
     (folder / "tuning_crossed_2_1.pkl").write_bytes(pickle.dumps({**base, "crossed_slices": True}))
     with pytest.raises(ValueError, match="tuning_crossed_2_1.pkl: a crossed pair prepared with crossed_round_trip=F"):
         sweep.load_pair(2, 1.0, tmp_path, "widened-crossed", ["crossed_round_trip=True"])

@@ -334,8 +334,11 @@ class MSLesionsWorkflow(Workflow):
     # loss around a candidate beyond the shell's expected noise loss (FPParams.loss_noise_floor; "Workflow 1.25.0");
     # 1.26.0: in the fusion engine the misregistration test takes the shifted baseline's noise maximum off for a
     # candidate the other engine's score reaches 0.1 in, except on slices of two orientations
-    # (FPParams.shift_confirm_score, shift_confirm_crossed; "Workflow 1.26.0")
-    version = "1.26.0"
+    # (FPParams.shift_confirm_score, shift_confirm_crossed; "Workflow 1.26.0"); 1.27.0: on slices of two
+    # orientations the coarser image is also sampled on the finer one's slices and back (MSConfig.crossed_round_trip),
+    # so both carry the cubic B-spline's interpolation across each other's slices (pairs of one orientation
+    # unchanged; "Workflow 1.27.0")
+    version = "1.27.0"
     title = "MRI brain follow-up: new and enlarging T2-FLAIR lesions"
     description = ("Compares this study's FLAIR with the FLAIR of the patient's previous study (registered, "
                    "bias-corrected, jointly normalised subtraction) and reports new and enlarging lesions, "
