@@ -136,7 +136,9 @@ class FPParams:
     # each image's edges carry the other's slice profile, so a faint blob both engines see is partial volume as often
     # as a lesion: the independent simulator's Colin27 pair 8 (5 mm axial against 5 mm coronal) gained three
     # confident false positives with the correction; its seven other crossed pairs (Colin27 and MNI152) changed
-    # nothing (session 47, docs/ms-lesions-log.md "Workflow 1.26.0")
+    # nothing (session 47, docs/ms-lesions-log.md "Workflow 1.26.0"). Swept in session 48 on 96 crossed widened
+    # tuning pairs (bench/ms_sweep.py --phantom widened-crossed; workflow 1.27.0): True gains one lesion for four
+    # false positives ("Workflow 1.27.0")
     shift_confirm_crossed: bool = False
     cap_z: float | None = 3.0  # baseline capped at median + cap_z SD before the shift test (None: no cap)
     border_fraction: float = 0.5  # drop when this fraction of voxels lies within border_margin_mm of the edge
