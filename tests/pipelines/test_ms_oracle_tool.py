@@ -120,7 +120,7 @@ def test_independent_pairs_are_prepared_with_their_location_bins_and_without_bas
     assert "tb" not in d and d["opts"]["seed"] == 7 and d["finer_input_voxel_mm"] == 3.0
     assert d["crossed_slices"] is False
     assert [les["location_bin"] for les in d["lesions"]] == ["deep", "periventricular"]
-    with pytest.raises(ValueError, match="widened phantom only"):
+    with pytest.raises(ValueError, match="widened phantoms only"):
         ms_sweep.prepare(7, 1.0, tmp_path, "independent", held_out=True)
     # the same simulator in MNI152's brain: its own cache name, the other brain asked for
     path = ms_sweep.prepare(7, 1.0, tmp_path, "independent-mni152")
