@@ -418,6 +418,8 @@ def resample_pair(b0: Volume, f0: Volume, mb: Volume, mf: Volume, T: AffineTrans
     b0s, f0s, crossed, native = _before_common(b0, f0, T, cfg)
     if crossed:  # slices of another orientation: each image carries the other's slice thickness
         how += "; coarser image smoothed along the other image's slice axis"
+        if native and cfg.crossed_round_trip:
+            how += " and taken through its slices and back (crossed_round_trip)"
     if native:
         how += "; finer image sampled on the coarser image's slices first"
     ref = crop_to_mask(common, common_mask, cfg.crop_margin_mm + 5.0)

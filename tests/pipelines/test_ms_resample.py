@@ -339,6 +339,7 @@ def test_on_crossed_slices_the_round_trip_gives_the_coarser_image_the_finer_ones
     assert round_trip < 0.8 * one_way
     b0, f0, mb, mf, T = orthogonal_pair
     assert ms.crossed_slices(b0, f0)
+    assert "crossed_round_trip" in ms.resample_pair(b0, f0, mb, mf, T, ms.MSConfig())[5]  # the provenance says so
     # a same-orientation pair: nothing changes
     b1 = _acquire((28, 28, 9), (2.0, 2.0, 6.0), AffineTransform.identity())
     f1 = _acquire((28, 28, 14), (2.0, 2.0, 4.0), T.inverse(), axis=2)
