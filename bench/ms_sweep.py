@@ -23,11 +23,13 @@ whether they cover a lesion) does not move with it, so it is swept with ``--set`
 A rule variant is run with ``--set group.param=value`` (repeatable; groups of ``MSConfig``: candidate, fp,
 post, classify, e.g. ``--set fp.drift_ratio=0.45``) on the same cached pairs; ``--phantom original`` uses
 original-phantom tuning pairs (``ms_benchmark.case_spec(i)``, seed 1000 + i: use i >= 100, the benchmark
-evaluates i < 100); ``--prep-set field=value`` (repeatable) sets a field of ``MSConfig`` that steps 1-5 read (e.g.
-``n4_shrink_mm=5.0``): those pairs are prepared and cached in a subfolder of ``--cache`` named after the
-settings, so a preprocessing variant is compared pair by pair with the default on the same seeds; ``--json FILE``
-keeps the per-pair records (lesions with per-detection coverage,
-detections with peak score, volume and FP flag) for a pair-by-pair comparison of two variants. The printed summary
+evaluates i < 100); ``--phantom widened-crossed`` (or ``widened-oriented``) the same tuning seeds in other slice
+planes (``widened_ms_options(orientation=...)``: 3 or 5 mm slices of two planes, or each time point's plane drawn;
+their lesions, motion and protocol are the axial pairs'); ``--prep-set field=value`` (repeatable) sets a field of
+``MSConfig`` that steps 1-5 read (e.g. ``n4_shrink_mm=5.0``): those pairs are prepared and cached in a subfolder
+of ``--cache`` named after the settings, so a preprocessing variant is compared pair by pair with the default on the
+same seeds; ``--json FILE`` keeps the per-pair records (lesions with per-detection coverage, detections with peak
+score, volume and FP flag) for a pair-by-pair comparison of two variants. The printed summary
 ends with the FROC per class of the pair's thicker slice (``by_thicker_slice``: found lesions, false positives and
 patient specificity at scores 0.1-0.5).
 """
