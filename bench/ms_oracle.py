@@ -197,9 +197,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cache", type=Path, default=Path("bench/out/ms_sweep"))
     ap.add_argument("--fp", type=float, default=0.5, help="false positives per patient the observer may make")
     ap.add_argument("--radius-mm", type=float, default=20.0, help="the null's neighbourhood around each lesion")
-    ap.add_argument("--phantom", default="widened", choices=["widened", "independent", "independent-mni152"],
-                    help="independent: pairs of bench/ms_sim_independent.py (seed = index; never tuned on); "
-                         "independent-mni152: the same simulator in MNI152 2009a's brain")
+    ap.add_argument("--phantom", default="widened",
+                    choices=["widened", "widened-crossed", "widened-oriented", "independent", "independent-mni152"],
+                    help="widened-crossed, widened-oriented: the widened pairs in other slice planes (ms_sweep's "
+                         "--phantom); independent: pairs of bench/ms_sim_independent.py (seed = index; never tuned "
+                         "on); independent-mni152: the same simulator in MNI152 2009a's brain")
     ap.add_argument("--found", type=Path, help="a sweep's per-pair records (ms_sweep.py --json) to join")
     ap.add_argument("--engines", default="",
                     help="comma-separated engines (default, classical, global, learned, fusion) run on each prepared "
@@ -214,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from ms_sweep import _indices
 
-    if args.held_out and args.phantom != "widened":
+    if args.held_out and not args.phantom.startswith("widened"):
         ap.error("--held-out names the widened phantom's evaluation pairs; the independent simulator has only those")
     engines = [e.strip() for e in args.engines.split(",") if e.strip()]
     from ms_benchmark import ENGINES
