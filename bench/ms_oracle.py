@@ -197,8 +197,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cache", type=Path, default=Path("bench/out/ms_sweep"))
     ap.add_argument("--fp", type=float, default=0.5, help="false positives per patient the observer may make")
     ap.add_argument("--radius-mm", type=float, default=20.0, help="the null's neighbourhood around each lesion")
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from ms_sweep import PHANTOMS
+
     ap.add_argument("--phantom", default="widened",
-                    choices=["widened", "widened-crossed", "widened-oriented", "independent", "independent-mni152"],
+                    choices=[*(p for p in PHANTOMS if p != "original"), "independent", "independent-mni152"],
                     help="widened-crossed, widened-oriented: the widened pairs in other slice planes (ms_sweep's "
                          "--phantom); independent: pairs of bench/ms_sim_independent.py (seed = index; never tuned "
                          "on); independent-mni152: the same simulator in MNI152 2009a's brain")
@@ -211,7 +214,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--json", type=Path, help="write the per-lesion records here")
     args = ap.parse_args(argv)
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     from concurrent.futures import ProcessPoolExecutor
 
     from ms_sweep import _indices

@@ -168,39 +168,39 @@ def load_pair(i: int, voxel_mm: float, cache: Path, phantom: str = "widened", pr
     it; so is ``crossed_slices`` (:func:`neurorad.pipelines.ms_lesions.crossed_slices`, workflow 1.26.0), which is
     False for the project's own phantoms (both time points sliced along z) without loading them. A pair whose N4
     treated the intensity scale otherwise than the workflow now does (pairs cached before workflow 1.20.0 shifted by
-    one unit) is refused, naming the file: its images are not the workflow's."""
+    one unit) is refused, naming the file: its images are not the workflow's; so is a crossed pair prepared with the
+    other ``MSConfig.crossed_round_trip`` (judged after ``crossed_slices`` is known)."""
     path = prepare(i, voxel_mm, cache, phantom, prep_settings, held_out)
     d = pickle.loads(path.read_bytes())
     from neurorad.pipelines import ms_lesions as ms
 
-    now = _bias_setting(apply_overrides(ms.MSConfig(), list(prep_settings or []), top_level=True))
+    cfg = apply_overrides(ms.MSConfig(), list(prep_settings or []), top_level=True)
+    now = _bias_setting(cfg)
     then = d.get("bias", {"n4_nonpositive": "shift"})  # pairs cached before 1.20.0 recorded nothing
     if then != now:
         raise ValueError(f"{path}: prepared with N4 {then}, the workflow now runs {now} (workflows 1.20.0, 1.21.0): "
                          f"delete the cache folder {path.parent} (or give another --cache) to prepare the pairs again")
-    # a crossed pair prepared without the round trip the workflow now takes (or with it) is not the workflow's
-    # (MSConfig.crossed_round_trip; pairs cached before it recorded nothing, and took none)
-    cfg_now = apply_overrides(ms.MSConfig(), list(prep_settings or []), top_level=True)
-    if d.get("crossed_slices") and bool(d.get("crossed_round_trip", False)) != bool(cfg_now.crossed_round_trip):
-        raise ValueError(f"{path}: a crossed pair prepared with crossed_round_trip="
-                         f"{bool(d.get('crossed_round_trip', False))}, the workflow now runs "
-                         f"{bool(cfg_now.crossed_round_trip)}: delete it (or give another --cache) to prepare it again")
     if "crossed_slices" not in d and phantom in ("widened", "original"):
         # workflow 1.26.0 reads whether the inputs are slices of two orientations (ms.crossed_slices); the
         # project's phantoms slice both time points along z, so a pair cached before it is not crossed
         d["crossed_slices"] = False
-    if "finer_input_voxel_mm" in d and "crossed_slices" in d:
-        return path, d
-    from neurorad.store.storage import atomic_write
+    if "finer_input_voxel_mm" not in d or "crossed_slices" not in d:
+        from neurorad.store.storage import atomic_write
 
-    case, _ = _case(i, voxel_mm, phantom, held_out)
-    ctx = ms.MSContext(apply_overrides(ms.MSConfig(), list(prep_settings or []), top_level=True), path.parent,
-                       case.baseline_flair, case.followup_flair)
-    ms.STEPS[0].run(ctx)
-    assert ctx.b0 is not None and ctx.f0 is not None
-    d["finer_input_voxel_mm"] = ms.finer_input_voxel_mm(ctx.b0, ctx.f0)
-    d["crossed_slices"] = ms.crossed_slices(ctx.b0, ctx.f0)
-    atomic_write(path, pickle.dumps(d), fsync=False)
+        case, _ = _case(i, voxel_mm, phantom, held_out)
+        ctx = ms.MSContext(cfg, path.parent, case.baseline_flair, case.followup_flair)
+        ms.STEPS[0].run(ctx)
+        assert ctx.b0 is not None and ctx.f0 is not None
+        d["finer_input_voxel_mm"] = ms.finer_input_voxel_mm(ctx.b0, ctx.f0)
+        d["crossed_slices"] = ms.crossed_slices(ctx.b0, ctx.f0)
+        atomic_write(path, pickle.dumps(d), fsync=False)
+    # a crossed pair prepared without the round trip the workflow now takes (or with it) is not the workflow's
+    # (MSConfig.crossed_round_trip; pairs cached before it recorded nothing, and took none); read once whether the
+    # pair is crossed is known, also for a pair whose geometry was just filled in
+    took = bool(d.get("crossed_round_trip", False))
+    if d["crossed_slices"] and took != bool(cfg.crossed_round_trip):
+        raise ValueError(f"{path}: a crossed pair prepared with crossed_round_trip={took}, the workflow now runs "
+                         f"{bool(cfg.crossed_round_trip)}: delete it (or give another --cache) to prepare it again")
     return path, d
 
 
@@ -317,8 +317,7 @@ def _run_pair(job: tuple) -> dict:
     rec["slice_thickness_mm"] = d["opts"]["slice_thickness_mm"]
     if "slice_axis" in d["opts"]:  # a pair in other slice planes (widened-crossed, widened-oriented)
         rec["slice_axis"] = list(d["opts"]["slice_axis"])
-    if "crossed_slices" in d:
-        rec["crossed_slices"] = bool(d["crossed_slices"])
+    rec["crossed_slices"] = bool(d["crossed_slices"])  # load_pair always knows it
     return rec
 
 

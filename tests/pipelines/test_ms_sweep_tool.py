@@ -137,6 +137,10 @@ def test_a_crossed_pair_prepared_without_the_workflows_round_trip_is_refused(tmp
     assert sweep.load_pair(3, 1.0, tmp_path, "widened-crossed", ["crossed_round_trip=True"])[1]["crossed_round_trip"]
     (folder / "tuning_4_1.pkl").write_bytes(pickle.dumps({**base, "crossed_slices": False}))
     assert not sweep.load_pair(4, 1.0, tmp_path, "widened", ["crossed_round_trip=True"])[1]["crossed_slices"]
+    # a crossed pair cached before its geometry was recorded: step 1 finds it crossed, then it is judged
+    (folder / "tuning_crossed_5_2.pkl").write_bytes(pickle.dumps({"bias": base["bias"]}))
+    with pytest.raises(ValueError, match="tuning_crossed_5_2.pkl: a crossed pair prepared with crossed_round_trip=F"):
+        sweep.load_pair(5, 2.0, tmp_path, "widened-crossed", ["crossed_round_trip=True"])
 
 
 #: --set variants under which the third pair's enlarging-lesion rescue keeps a candidate (a low growth ratio
