@@ -1190,6 +1190,10 @@ def step_classify(ctx: MSContext) -> None:
     # noise maximum, so the learned engine's candidates (alone, or the fusion engine's learned branch) keep the
     # candidate-wide percentile
     classify = cfg.classify if cfg.lesion_engine != "learned" else replace(cfg.classify, delineation_focal_ratio=None)
+    # slices of two orientations read a lesion's half-maximum size through different slice axes at the two time
+    # points: the unchanged-enlarging check has its own bound there (workflow 1.28.0)
+    if ctx.crossed_slices and classify.crossed_min_volume_ratio is not None:
+        classify = replace(classify, enlarging_min_volume_ratio=classify.crossed_min_volume_ratio)
     with ctx.prov.step("classify", **asdict(classify)) as st:
         sp = ctx.spacing_mm
         base_les = ctx.baseline_lesions  # made in step 8 (the enlarging-lesion path reads it too)

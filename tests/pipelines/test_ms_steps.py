@@ -507,3 +507,39 @@ def test_step_8_passes_the_other_engines_score_and_the_crossed_geometry_to_the_s
         explained[case] = ctx.decisions[0].shift_explained_fraction
     assert explained["fusion"] < 0.5 * explained["classical"]
     assert explained["fusion, crossed"] == explained["classical"] == explained["fusion, learned blind"]
+
+
+@pytest.mark.parametrize(("shift", "radius", "kept_if_crossed"), [(3, 4.5, True), (3, 4.0, False)])
+def test_step_9_holds_enlarging_lesions_on_crossed_slices_to_their_own_growth_bound(tmp_path, shift, radius,
+                                                                                      kept_if_crossed):
+    """``ClassifyParams.crossed_min_volume_ratio`` (session 49): on slices of two orientations (``ctx.crossed_slices``)
+    step 9's unchanged-enlarging check asks for that growth instead of ``enlarging_min_volume_ratio`` (1.5). A
+    baseline ball (radius 5) grown by a second ball ``shift`` voxels off-centre: radius 4.5 is x 1.29 in volume
+    (oracle: the drawn balls' voxel counts), dropped as unchanged on a pair of one slice plane and kept as enlarging
+    on a crossed one with the bound at 1.25; radius 4.0 (x 1.14) is dropped on both."""
+    shape = (48, 48, 48)
+    brain = _ball(shape, (24, 24, 24), 22)
+    rng = np.random.default_rng(5)
+    tissue = np.where(brain, 1.0, 0.0)
+    old = _ball(shape, (24, 24, 24), 5)
+    new = old | _ball(shape, (24, 24, 24 + shift), radius)
+    truth_ratio = new.sum() / old.sum()
+    assert (1.25 < truth_ratio < 1.5) == kept_if_crossed
+    from scipy import ndimage
+
+    b = (tissue + 0.8 * ndimage.gaussian_filter(old.astype(float), 0.8)
+         + 0.02 * rng.standard_normal(shape) * brain).astype(np.float32)
+    f = (tissue + 0.8 * ndimage.gaussian_filter(new.astype(float), 0.8)
+         + 0.02 * rng.standard_normal(shape) * brain).astype(np.float32)
+    for crossed in (False, True):
+        cfg = replace(ms.MSConfig(), atlas=False, write_report=False, write_dicom=False, lesion_engine="classical")
+        cfg = replace(cfg, classify=replace(cfg.classify, enlarging_min_volume_ratio=1.5,
+                                            crossed_min_volume_ratio=1.25))
+        ctx = _detection_context(cfg, tmp_path / f"{crossed}", brain, b, f,
+                                 steps=("candidates", "postprocess", "fp_reduction"))
+        assert ctx.n == 1 and (ctx.labels[new & ~old] > 0).mean() > 0.5
+        ctx.crossed_slices = crossed
+        next(s for s in ms.STEPS if s.name == "classify").run(ctx)
+        kept = crossed and kept_if_crossed
+        assert ctx.kinds == (["enlarging"] if kept else [])
+        assert ctx.prov.steps[-1].parameters["dropped_not_grown"] == ([] if kept else [1])
