@@ -159,6 +159,24 @@ def by_bin(rows: list[dict], engines: Sequence[str] = ()) -> dict[str, dict[str,
     return out
 
 
+def sweep_records(path: Path) -> list[dict]:
+    """The per-pair records of ``bench/ms_sweep.py --json`` (a list of ``{"case", "lesions", ...}`` in the common
+    space) read from ``path`` for ``--found``; anything else is a ValueError naming the file and what it holds
+    (a benchmark record, ``ms_benchmark.py --json``, is a dict of ``cases`` in each image's own space, whose lesion
+    ids and coverage the common-space records do not share)."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"--found {path}: not a readable JSON file ({exc})") from exc
+    if isinstance(data, dict) and "cases" in data:
+        raise ValueError(f"--found {path}: a benchmark record (ms_benchmark.py --json); give a sweep's per-pair "
+                         "records (ms_sweep.py --json), which are in the common space the observer reads")
+    if not (isinstance(data, list) and all(isinstance(r, dict) and "case" in r and "lesions" in r for r in data)):
+        raise ValueError(f"--found {path}: expected a sweep's per-pair records (ms_sweep.py --json: a list of "
+                         "objects with 'case' and 'lesions')")
+    return data
+
+
 def engine_found(path: Path, d: dict, engine: str, settings: tuple[str, ...] = ()) -> tuple[dict[int, bool], int]:
     """Which truth lesions of a prepared pair ``engine`` (``ms_benchmark.engine_config``'s names, at its shipped
     operating point, or with ``settings``: ``--set group.param=value``) finds: the workflow's own detection steps
@@ -220,6 +238,12 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.held_out and not args.phantom.startswith("widened"):
         ap.error("--held-out names the widened phantom's evaluation pairs; the independent simulator has only those")
+    found_records = None
+    if args.found:  # read before any pair runs: a wrong file must not cost the run
+        try:
+            found_records = sweep_records(args.found)
+        except ValueError as exc:
+            ap.error(str(exc))
     engines = [e.strip() for e in args.engines.split(",") if e.strip()]
     from ms_benchmark import ENGINES
 
@@ -246,8 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.found:
         from ms_benchmark import _found
 
-        found = {(r["case"], le["id"]): _found(le, 0.1) for r in json.loads(args.found.read_text())
-                 for le in r["lesions"]}
+        found = {(r["case"], le["id"]): _found(le, 0.1) for r in found_records for le in r["lesions"]}
         for r in rows:
             r["found"] = found.get((r["case"], r["id"]))
     if args.json:

@@ -213,3 +213,30 @@ def test_by_bin_gives_the_ideal_expectation_and_each_engine_per_benchmark_bin() 
     assert out["thicker_slice"]["5 mm"] == {"lesions": 2, "ideal_expected": 0.51, "under_search_threshold": 1,
                                             "found_default": 0.5}
     assert "found_fusion" not in out["kind"]["new"]
+
+
+def test_found_is_read_and_refused_before_any_pair_runs(tmp_path, monkeypatch, capsys) -> None:
+    """``--found`` takes a sweep's per-pair records (common space). A benchmark record (``ms_benchmark.py --json``: a
+    dict of ``cases``), a list of something else or a file that is no JSON is refused with its name before the first
+    pair is prepared (session 49: a benchmark record was read only after 40 held-out pairs had run, and failed on
+    a TypeError)."""
+    oracle = load_bench("ms_oracle")
+    ran = []
+    monkeypatch.setattr(oracle, "_run", lambda job: ran.append(job) or ([], {}))
+    bench_record = tmp_path / "bench.json"
+    bench_record.write_text('{"summary": {}, "cases": []}')
+    other = tmp_path / "other.json"
+    other.write_text('[{"pair": 1}]')
+    broken = tmp_path / "broken.json"
+    broken.write_text("{")
+    for path, says in ((bench_record, "a benchmark record"), (other, "expected a sweep's per-pair records"),
+                       (broken, "not a readable JSON file")):
+        with pytest.raises(SystemExit):
+            oracle.main(["--cases", "0", "--cache", str(tmp_path), "--found", str(path)])
+        err = capsys.readouterr().err
+        assert says in err and str(path) in err
+    assert ran == []
+    good = tmp_path / "sweep.json"
+    good.write_text('[{"case": 0, "lesions": [{"id": 3, "voxels": 10, "hits": [{"det": 1, "peak": 0.5, '
+                    '"covered": 6}]}]}]')
+    assert oracle.sweep_records(good)[0]["lesions"][0]["id"] == 3
