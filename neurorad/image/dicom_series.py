@@ -496,6 +496,7 @@ def write_dicom_series(
     attributes: Mapping[str, Any] | None = None,
     overwrite: bool = False,
     uid_seed: str | None = None,
+    tmp_prefix: str = ".tmp-dicom-",
 ) -> Path:
     """Write ``volume`` (3D) as a full-size single-frame MR or CT Image Storage series.
 
@@ -505,7 +506,8 @@ def write_dicom_series(
     ``volume.metadata["dicom"]`` are used as defaults. Returns the folder (files ``IM0001.dcm``...).
     ``uid_seed`` makes the generated UIDs reproducible (``generate_uid(entropy_srcs=...)``):
     the same seed gives the same UIDs, as phantoms and re-runs need; leave it out for real data.
-    The folder is built beside ``out_dir`` and renamed into place: all or nothing.
+    The folder is built beside ``out_dir`` (named ``tmp_prefix`` + a random part) and renamed into place: all or
+    nothing.
     The datasets are those of :func:`series_datasets` (every object passes dciodvfy).
     """
     out = Path(out_dir)
@@ -514,7 +516,7 @@ def write_dicom_series(
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise InputError("output folder exists and is not empty", out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_dir(out, prefix=".tmp-dicom-") as tmp:
+    with atomic_dir(out, prefix=tmp_prefix) as tmp:
         for ds in datasets:
             ds.save_as(str(tmp / f"IM{int(ds.InstanceNumber):04d}.dcm"), enforce_file_format=True)
     return out

@@ -11,13 +11,18 @@ process (same attributes and pixel data; UIDs and the creation date/time are new
 way), written into a temporary folder and renamed into place: all or nothing.
 
 The job (the volume and the arguments) is handed over in a pickle file beside the output folder and
-removed once the child is done or cancelled.
+removed once the child is done or cancelled. The child builds the series in a temporary folder whose name
+starts with a prefix the parent chose for it, so a cancel removes that folder even when the child could not:
+a child killed after the SIGTERM grace period, or one that took the signal between creating the folder and
+guarding it.
 """
 
 from __future__ import annotations
 
 import os
 import pickle
+import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -44,9 +49,12 @@ class SeriesWriterProcess:
         self.out_dir.parent.mkdir(parents=True, exist_ok=True)
         self._job = self.out_dir.parent / f".{self.out_dir.name}.job.pkl"
         self._log = self.out_dir.parent / f".{self.out_dir.name}.log"
+        # the child's temporary folder: this writer's own prefix, so cancel() can find what a killed child left
+        self._tmp_prefix = f".tmp-dicom-{self.out_dir.name}-{secrets.token_hex(4)}-"
         with self._job.open("wb") as fh:
             pickle.dump({"data": volume.data, "affine": volume.affine, "metadata": dict(volume.metadata),
-                         "out_dir": str(self.out_dir), "kwargs": kwargs}, fh, protocol=pickle.HIGHEST_PROTOCOL)
+                         "out_dir": str(self.out_dir), "kwargs": {**kwargs, "tmp_prefix": self._tmp_prefix}}, fh,
+                        protocol=pickle.HIGHEST_PROTOCOL)
         env = dict(os.environ)
         # the child finds this neurorad even when it is not installed (a source checkout on PYTHONPATH)
         root = str(Path(__file__).resolve().parents[2])
@@ -75,16 +83,20 @@ class SeriesWriterProcess:
         return self.out_dir
 
     def cancel(self) -> None:
-        """Stop the child if it still runs and remove its job file (the series folder appears only whole)."""
+        """Stop the child if it still runs and remove its job file and any temporary folder it left (the series
+        folder appears only whole)."""
         if self._proc is not None:
             if self._proc.poll() is None:
-                self._proc.terminate()  # the child removes its half-written temporary folder on SIGTERM
+                self._proc.terminate()  # the child removes its half-written temporary folder on SIGTERM ...
                 try:
                     self._proc.wait(timeout=10)
                 except subprocess.TimeoutExpired:
                     self._proc.kill()
             self._proc.wait()
             self._proc = None
+        # ... unless it was killed, or took the signal before its folder was guarded: the folder is removed here
+        for left in self.out_dir.parent.glob(f"{self._tmp_prefix}*"):
+            shutil.rmtree(left, ignore_errors=True)
         self._cleanup()
 
     def _cleanup(self) -> None:

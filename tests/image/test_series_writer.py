@@ -7,6 +7,8 @@ a cancelled one leaves nothing behind.
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 
 import numpy as np
@@ -77,3 +79,23 @@ def test_cancelled_while_writing_leaves_no_half_written_folder(tmp_path) -> None
         time.sleep(0.005)
     writer.cancel()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_child_killed_while_writing_leaves_no_temporary_folder(tmp_path) -> None:
+    """A child killed outright (SIGKILL: what cancel() does after the SIGTERM grace period, or a signal taken before
+    the temporary folder was guarded) cannot remove its folder; cancel() removes it, by the prefix it gave the child.
+    Another writer's temporary folder beside it is left alone."""
+    other = tmp_path / ".tmp-dicom-someone-else"
+    other.mkdir()
+    vol = Volume(np.ones((64, 64, 400), np.float32), np.eye(4))
+    writer = SeriesWriterProcess(vol, tmp_path / "series")
+    deadline = time.monotonic() + 120
+    while not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp-dicom-series-")]:
+        assert time.monotonic() < deadline, "the child never started writing"
+        assert not (tmp_path / "series").exists(), "the child finished before it could be killed"
+        time.sleep(0.005)
+    os.kill(writer._proc.pid, signal.SIGKILL)
+    writer._proc.wait()
+    assert [p for p in tmp_path.iterdir() if p.name.startswith(".tmp-dicom-series-")]  # what the kill left
+    writer.cancel()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [other.name]
