@@ -19,6 +19,7 @@ guarding it.
 
 from __future__ import annotations
 
+import glob
 import os
 import pickle
 import secrets
@@ -95,7 +96,7 @@ class SeriesWriterProcess:
             self._proc.wait()
             self._proc = None
         # ... unless it was killed, or took the signal before its folder was guarded: the folder is removed here
-        for left in self.out_dir.parent.glob(f"{self._tmp_prefix}*"):
+        for left in self.out_dir.parent.glob(f"{glob.escape(self._tmp_prefix)}*"):
             shutil.rmtree(left, ignore_errors=True)
         self._cleanup()
 
