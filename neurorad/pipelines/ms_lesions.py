@@ -1158,12 +1158,19 @@ def step_fp_reduction(ctx: MSContext, baseline_lesions: np.ndarray | None = None
         )
         # the enlarging-lesion path: a rim dropped as misregistration or drift next to a baseline lesion whose
         # half-maximum size grew is kept (ms_difference.rescue_grown_enlarging)
+        rescue = ctx.cfg.classify
+        learned_crossed = ctx.crossed_slices and ctx.cfg.lesion_engine == "learned"
+        if learned_crossed and rescue.crossed_learned_rescue_ratio is not None:
+            low = rescue.rescue_growth_ratio_low_drift
+            rescue = replace(rescue, rescue_growth_ratio=rescue.crossed_learned_rescue_ratio,
+                             rescue_growth_ratio_low_drift=None if low is None else
+                             min(low, rescue.crossed_learned_rescue_ratio))
         ctx.labels, ctx.n, ctx.decisions = rescue_grown_enlarging(
             ctx.labels0, ctx.n0, ctx.decisions, ctx.bn, ctx.fn, ctx.baseline_lesions, cand.tissue_level,
-            ctx.spacing_mm, ctx.cfg.classify)
+            ctx.spacing_mm, rescue)
         st.parameters["n_dropped"] = ctx.n0 - ctx.n
-        st.parameters["rescue_growth_ratio"] = ctx.cfg.classify.rescue_growth_ratio
-        st.parameters["rescue_growth_ratio_low_drift"] = ctx.cfg.classify.rescue_growth_ratio_low_drift
+        st.parameters["rescue_growth_ratio"] = rescue.rescue_growth_ratio
+        st.parameters["rescue_growth_ratio_low_drift"] = rescue.rescue_growth_ratio_low_drift
         st.parameters["rescue_low_drift_below"] = ctx.cfg.classify.rescue_low_drift_below
         st.parameters["kept_as_grown"] = [d.label for d in ctx.decisions if d.reason.startswith(KEPT_AS_GROWN)]
         st.parameters["dropped"] = [asdict(d) for d in ctx.decisions if not d.kept]

@@ -307,6 +307,15 @@ class ClassifyParams:
     # 2.5 172 -> 2.0 and 2.2 both 173 lesions at 0.115 FP per patient (one more than 2.5), 1.8 adds a false
     # positive (0.135); 2.1: inside that plateau
     rescue_growth_ratio: float | None = 2.1
+    # ... for the learned engine's candidates (the fusion engine's learned branch) on slices of two orientations
+    # (ms_lesions.crossed_slices), where the growth measure reads less (crossed_min_volume_ratio). None:
+    # rescue_growth_ratio and rescue_growth_ratio_low_drift as on any pair. 1.55 (workflow 1.29.0, session 49): on
+    # the 96 crossed widened tuning pairs the learned branch's candidates dropped as drift or misregistration next
+    # to a baseline lesion measure up to 1.43 when stable and from 1.64 when on an enlarging lesion (the classical
+    # branch's stable ones reach 1.62, so it keeps 2.1 / 1.8); sweep (bench/ms_sweep.py --phantom widened-crossed
+    # --set classify.crossed_learned_rescue_ratio=R): off 170 of 199 lesions at 22 false positives; 1.3 and 1.4 173
+    # at 23; 1.5, 1.55 and 1.6 173 at 22 (pairs 82, 85, 92). docs/ms-lesions-log.md "Workflow 1.29.0"
+    crossed_learned_rescue_ratio: float | None = 1.55
     # ... and this smaller growth for a candidate whose baseline contrast ratio (the drift rule's,
     # FPDecision.baseline_contrast_ratio) is under rescue_low_drift_below: its signal rose where the baseline had
     # little, which drift explains less, so growth is asked for at about repeated measurement's x 1.75 (Molyneux

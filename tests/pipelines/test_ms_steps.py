@@ -543,3 +543,32 @@ def test_step_9_holds_enlarging_lesions_on_crossed_slices_to_their_own_growth_bo
         kept = crossed and kept_if_crossed
         assert ctx.kinds == (["enlarging"] if kept else [])
         assert ctx.prov.steps[-1].parameters["dropped_not_grown"] == ([] if kept else [1])
+
+
+def test_step_8_gives_the_learned_engines_candidates_on_crossed_slices_their_own_rescue_bound(tmp_path):
+    """``ClassifyParams.crossed_learned_rescue_ratio`` (workflow 1.29.0): the enlarging-lesion path of step 8 asks a
+    dropped candidate's baseline lesion to have grown by that factor instead of ``rescue_growth_ratio`` (and at most
+    that under the low-drift bound) only for the learned engine's candidates on slices of two orientations; the
+    classical engine's, and any engine's on one slice plane, keep 2.1 / 1.8. Read from the step's record of the
+    bounds it used."""
+    shape = (32, 32, 32)
+    brain = _ball(shape, (16, 16, 16), 14)
+    rng = np.random.default_rng(3)
+    b = (np.where(brain, 1.0, 0.0) + 0.05 * rng.standard_normal(shape) * brain).astype(np.float32)
+    f = (np.where(brain, 1.0, 0.0) + 0.05 * rng.standard_normal(shape) * brain).astype(np.float32)
+    f[_ball(shape, (16, 16, 12), 3.0)] += 0.4
+    used = {}
+    for engine in ("classical", "learned"):
+        for crossed in (False, True):
+            cfg = replace(ms.MSConfig(), atlas=False, write_report=False, write_dicom=False, lesion_engine=engine)
+            cfg = replace(cfg, classify=replace(cfg.classify, rescue_growth_ratio=2.1,
+                                                rescue_growth_ratio_low_drift=1.8, crossed_learned_rescue_ratio=1.55))
+            ctx = _detection_context(replace(cfg, lesion_engine="classical"), tmp_path / f"{engine}{crossed}", brain,
+                                     b, f, steps=("candidates", "postprocess"))
+            ctx.cfg = cfg
+            ctx.crossed_slices = crossed
+            ms.step_fp_reduction(ctx)
+            p = ctx.prov.steps[-1].parameters
+            used[(engine, crossed)] = (p["rescue_growth_ratio"], p["rescue_growth_ratio_low_drift"])
+    assert used[("learned", True)] == (1.55, 1.55)
+    assert used[("learned", False)] == used[("classical", True)] == used[("classical", False)] == (2.1, 1.8)

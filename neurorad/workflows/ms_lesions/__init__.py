@@ -339,8 +339,10 @@ class MSLesionsWorkflow(Workflow):
     # so both carry the cubic B-spline's interpolation across each other's slices (pairs of one orientation
     # unchanged; "Workflow 1.27.0"); 1.28.0: on slices of two orientations step 9 keeps an enlarging lesion whose
     # half-maximum size grew x 1.25 (not 1.5; ClassifyParams.crossed_min_volume_ratio; pairs of one orientation
-    # unchanged; "Workflow 1.28.0")
-    version = "1.28.0"
+    # unchanged; "Workflow 1.28.0"); 1.29.0: on slices of two orientations the learned engine's candidates dropped as
+    # drift or misregistration beside a baseline lesion that grew x 1.55 are kept as enlarging
+    # (ClassifyParams.crossed_learned_rescue_ratio; "Workflow 1.29.0")
+    version = "1.29.0"
     title = "MRI brain follow-up: new and enlarging T2-FLAIR lesions"
     description = ("Compares this study's FLAIR with the FLAIR of the patient's previous study (registered, "
                    "bias-corrected, jointly normalised subtraction) and reports new and enlarging lesions, "
