@@ -1130,6 +1130,30 @@ def step_postprocess(ctx: MSContext) -> None:
         st.parameters["n_components"] = ctx.n0
 
 
+def pair_classify_params(cfg: MSConfig, crossed: bool) -> ClassifyParams:
+    """The ``ClassifyParams`` that steps 8-9 of ``cfg``'s engine use on a pair (``crossed``:
+    :func:`crossed_slices`), in one place for both steps:
+
+    * the learned engine's candidates (alone, or the fusion engine's learned branch) keep the candidate-wide peak
+      percentile: the focal-peak delineation (``delineation_focal_ratio``, workflow 1.19.0) was chosen and validated
+      on the classical engine's candidates, and a lesion the network finds where the subtraction shows only noise
+      has a noise maximum;
+    * on slices of two orientations each time point reads a lesion's half-maximum size through its own slice axis:
+      the unchanged-enlarging check asks for ``crossed_min_volume_ratio`` (workflow 1.28.0) and the enlarging-lesion
+      path, for the learned engine's candidates, for ``crossed_learned_rescue_ratio`` (at most that under the
+      low-drift bound; workflow 1.29.0)."""
+    p = cfg.classify
+    learned = cfg.lesion_engine == "learned"
+    if learned:
+        p = replace(p, delineation_focal_ratio=None)
+    if crossed and p.crossed_min_volume_ratio is not None:
+        p = replace(p, enlarging_min_volume_ratio=p.crossed_min_volume_ratio)
+    if crossed and learned and p.crossed_learned_rescue_ratio is not None:
+        r, low = p.crossed_learned_rescue_ratio, p.rescue_growth_ratio_low_drift
+        p = replace(p, rescue_growth_ratio=r, rescue_growth_ratio_low_drift=None if low is None else min(low, r))
+    return p
+
+
 def step_fp_reduction(ctx: MSContext, baseline_lesions: np.ndarray | None = None) -> None:
     """8. CAD centre-of-gravity rule, misregistration at tissue borders, brain border. ``baseline_lesions``: the
     mask this step makes, when the caller has it for the same pair and configuration (the fusion engine's learned
@@ -1158,13 +1182,7 @@ def step_fp_reduction(ctx: MSContext, baseline_lesions: np.ndarray | None = None
         )
         # the enlarging-lesion path: a rim dropped as misregistration or drift next to a baseline lesion whose
         # half-maximum size grew is kept (ms_difference.rescue_grown_enlarging)
-        rescue = ctx.cfg.classify
-        learned_crossed = ctx.crossed_slices and ctx.cfg.lesion_engine == "learned"
-        if learned_crossed and rescue.crossed_learned_rescue_ratio is not None:
-            low = rescue.rescue_growth_ratio_low_drift
-            rescue = replace(rescue, rescue_growth_ratio=rescue.crossed_learned_rescue_ratio,
-                             rescue_growth_ratio_low_drift=None if low is None else
-                             min(low, rescue.crossed_learned_rescue_ratio))
+        rescue = pair_classify_params(ctx.cfg, ctx.crossed_slices)
         ctx.labels, ctx.n, ctx.decisions = rescue_grown_enlarging(
             ctx.labels0, ctx.n0, ctx.decisions, ctx.bn, ctx.fn, ctx.baseline_lesions, cand.tissue_level,
             ctx.spacing_mm, rescue)
@@ -1192,15 +1210,7 @@ def step_classify(ctx: MSContext) -> None:
     delineated by the partial-volume rule."""
     cand, cfg = ctx.cand, ctx.cfg
     assert cand is not None
-    # the focal-peak delineation (ClassifyParams.delineation_focal_ratio, workflow 1.19.0) was chosen and validated
-    # on the classical engine's candidates; a lesion the network finds where the subtraction shows only noise has a
-    # noise maximum, so the learned engine's candidates (alone, or the fusion engine's learned branch) keep the
-    # candidate-wide percentile
-    classify = cfg.classify if cfg.lesion_engine != "learned" else replace(cfg.classify, delineation_focal_ratio=None)
-    # slices of two orientations read a lesion's half-maximum size through different slice axes at the two time
-    # points: the unchanged-enlarging check has its own bound there (workflow 1.28.0)
-    if ctx.crossed_slices and classify.crossed_min_volume_ratio is not None:
-        classify = replace(classify, enlarging_min_volume_ratio=classify.crossed_min_volume_ratio)
+    classify = pair_classify_params(cfg, ctx.crossed_slices)
     with ctx.prov.step("classify", **asdict(classify)) as st:
         sp = ctx.spacing_mm
         base_les = ctx.baseline_lesions  # made in step 8 (the enlarging-lesion path reads it too)
