@@ -192,12 +192,12 @@ def engine_found(path: Path, d: dict, engine: str, settings: tuple[str, ...] = (
 
 
 def _run(job: tuple) -> tuple[list[dict], dict[str, int]]:
-    i, voxel_mm, cache, held_out, fp, radius, phantom, engines, settings = job
+    i, voxel_mm, cache, held_out, fp, radius, phantom, engines, settings, prep_settings = job
     import torch
     from ms_sweep import load_pair
 
     torch.set_num_threads(1)
-    path, d = load_pair(i, voxel_mm, cache, phantom, held_out=held_out)
+    path, d = load_pair(i, voxel_mm, cache, phantom, list(prep_settings), held_out=held_out)
     rows = pair_records(d, i, fp, radius)
     false_positives = {}
     for engine in engines:
@@ -229,6 +229,10 @@ def main(argv: list[str] | None = None) -> int:
                          "pair at their shipped operating points, to show which lesions each finds")
     ap.add_argument("--set", dest="settings", action="append", default=[], metavar="GROUP.PARAM=VALUE",
                     help="a rule variant for --engines, e.g. classify.rescue_growth_ratio=2.5 (repeatable)")
+    ap.add_argument("--prep-set", dest="prep_settings", action="append", default=[], metavar="FIELD=VALUE",
+                    help="steps 1-5 with this MSConfig field set (repeatable; ms_sweep.py's --prep-set and its cache "
+                         "folder, prepared there when missing), e.g. n4_nonpositive=floor: how visible the lesions "
+                         "are after another preparation")
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--json", type=Path, help="write the per-lesion records here")
     args = ap.parse_args(argv)
@@ -258,8 +262,19 @@ def main(argv: list[str] | None = None) -> int:
             engine_config(engines[0], None, tuple(args.settings))  # checked here, before any pair runs
         except ValueError as exc:
             ap.error(str(exc))
+    if args.prep_settings:
+        from ms_sweep import apply_overrides
+
+        from neurorad.pipelines import ms_lesions as ms
+
+        if any("." in t.partition("=")[0] for t in args.prep_settings):
+            ap.error("--prep-set takes MSConfig's own fields (field=value); detection rules go to --set")
+        try:
+            apply_overrides(ms.MSConfig(), args.prep_settings, top_level=True)  # checked before any pair runs
+        except ValueError as exc:
+            ap.error(str(exc))
     jobs = [(i, args.voxel_mm, args.cache, args.held_out, args.fp, args.radius_mm, args.phantom, engines,
-             tuple(args.settings)) for i in _indices(args.cases)]
+             tuple(args.settings), tuple(args.prep_settings)) for i in _indices(args.cases)]
     rows: list[dict] = []
     with ProcessPoolExecutor(max(1, args.workers)) as pool:
         false_positives = {e: 0 for e in engines}
@@ -288,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     n = len(rows)
     below = sum(1 for r in rows if not r["z"] >= r["z_threshold"])
     summary = {"pairs": len(jobs), "phantom": args.phantom, "lesions": n, "held_out": args.held_out,
-               "fp_per_patient": args.fp, "settings": args.settings,
+               "fp_per_patient": args.fp, "settings": args.settings, "prep_settings": args.prep_settings,
                "ideal_observer_expected_sensitivity": round(sum(r["p_ideal"] for r in rows) / max(n, 1), 4),
                "lesions_under_their_search_threshold": below,
                "lesions_under_z_3": sum(1 for r in rows if not r["z"] >= 3.0)}

@@ -240,3 +240,42 @@ def test_found_is_read_and_refused_before_any_pair_runs(tmp_path, monkeypatch, c
     good.write_text('[{"case": 0, "lesions": [{"id": 3, "voxels": 10, "hits": [{"det": 1, "peak": 0.5, '
                     '"covered": 6}]}]}]')
     assert oracle.sweep_records(good)[0]["lesions"][0]["id"] == 3
+
+
+def test_prep_set_is_checked_before_any_pair_runs_and_reaches_every_pair(tmp_path, monkeypatch, capsys) -> None:
+    """``--prep-set field=value`` (steps 1-5 prepared another way, in ``ms_sweep``'s cache folder for it: session 50
+    read how visible the lesions are after another N4) takes MSConfig's own fields only: a detection rule
+    (``group.param``) or an unknown field is refused, naming it, before the first pair is prepared; a valid one is
+    handed to every pair's ``load_pair`` and recorded in the summary."""
+    import concurrent.futures
+
+    oracle = load_bench("ms_oracle")
+    for bad, says in (("candidate.z_threshold=3", "MSConfig's own fields"), ("no_such_field=1", "no_such_field")):
+        with pytest.raises(SystemExit):
+            oracle.main(["--cases", "0", "--cache", str(tmp_path), "--prep-set", bad])
+        assert says in capsys.readouterr().err
+
+    class InProcess:  # the pool's map, run here so the stand-in below is the one called
+        def __init__(self, *_a: object) -> None: ...
+        def __enter__(self) -> InProcess:
+            return self
+        def __exit__(self, *_a: object) -> None: ...
+        def map(self, fn, jobs):  # noqa: ANN001, ANN201
+            return [fn(j) for j in jobs]
+
+    seen: list[tuple] = []
+
+    class Stop(Exception):
+        pass
+
+    def load_pair(i, voxel_mm, cache, phantom, prep_settings=None, held_out=False):  # noqa: ANN001, ANN202
+        seen.append((i, prep_settings, held_out))
+        raise Stop
+
+    monkeypatch.setattr(concurrent.futures, "ProcessPoolExecutor", InProcess)
+    import ms_sweep  # on the path once load_bench / main put bench/ there
+
+    monkeypatch.setattr(ms_sweep, "load_pair", load_pair)
+    with pytest.raises(Stop):
+        oracle.main(["--cases", "3", "--held-out", "--cache", str(tmp_path), "--prep-set", "n4_nonpositive=floor"])
+    assert seen == [(3, ["n4_nonpositive=floor"], True)]
