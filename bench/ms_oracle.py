@@ -22,6 +22,7 @@ Usage::
     python bench/ms_oracle.py --cases 0-47 --workers 2 [--cache bench/out/ms_sweep] [--found SWEEP.json]
     python bench/ms_oracle.py --held-out --cases 0-39 --workers 2      # the benchmark's own evaluation pairs
     python bench/ms_oracle.py --phantom independent --cases 0-39 --workers 2 --engines default,fusion
+    python bench/ms_oracle.py --cases 0-95 --prep-set n4_nonpositive=floor   # steps 1-5 prepared another way
 
 Pairs are prepared and cached by ``bench/ms_sweep.py``'s ``prepare`` (held-out pairs as ``heldout_<i>_<mm>.pkl``;
 this tool chooses nothing, so it may read them). ``--found`` joins a sweep's per-pair records (``ms_sweep.py

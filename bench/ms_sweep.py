@@ -73,7 +73,11 @@ def prep_cache(cache: Path, prep_settings: list[str]) -> Path:
 #: the phantoms a sweep runs on (``--phantom``): ``ms_benchmark``'s widened phantoms (``widened``, and its pairs in
 #: other slice planes, ``widened-crossed`` and ``widened-oriented``: ``ms_benchmark.WIDENED_PHANTOMS``; cached as
 #: ``tuning_<i>``, ``tuning_crossed_<i>``, ``tuning_oriented_<i>``) and the original one (pairs >= 100)
-PHANTOMS = ("widened", "widened-crossed", "widened-oriented", "original")
+if str(Path(__file__).resolve().parent) not in sys.path:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ms_benchmark import WIDENED_PHANTOMS  # noqa: E402 - bench/ is not a package; one list of the phantoms' names
+
+PHANTOMS = (*WIDENED_PHANTOMS, "original")
 
 
 def prepare(i: int, voxel_mm: float, cache: Path, phantom: str = "widened",

@@ -157,7 +157,9 @@ def test_slices_of_other_planes_are_stored_as_a_scanner_stores_them_and_image_th
 def test_widened_pairs_in_other_planes_keep_their_axial_twins_lesions_motion_and_protocol():
     from neurorad.phantom.cases import WIDENED_ORIENTATIONS
 
-    assert WIDENED_ORIENTATIONS == ("axial", "random", "crossed")
+    with pytest.raises(ValueError, match="unknown orientation 'oblique'; choose from axial, random, crossed"):
+        widened_ms_options(0, orientation="oblique")
+    assert {widened_ms_options(0, orientation=o)["seed"] for o in WIDENED_ORIENTATIONS} == {0}
     crossed_axes, random_axes = set(), set()
     for s in range(40):
         axial = widened_ms_options(s)
