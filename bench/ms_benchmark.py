@@ -222,7 +222,7 @@ def run_engines(case, engines: list[str], froc_floor: float | None, workdir: Pat
         step.run(base)
     t_shared = time.perf_counter() - t0
     out: dict[str, tuple] = {}
-    network: dict[str, tuple[np.ndarray, float]] = {}  # model -> (probability, seconds): run once per pair
+    network: dict[str, tuple[np.ndarray, float]] = {}  # model, mirroring -> (probability, seconds): once a pair
     for e in engines:
         tmp = workdir / e
         tmp.mkdir()
@@ -234,15 +234,16 @@ def run_engines(case, engines: list[str], froc_floor: float | None, workdir: Pat
             if e in ("learned", "fusion"):  # what step_load does before any work
                 from neurorad.segment.ms_learned import learned_probability, learned_segmenter
 
-                model = cfgs[e].learned.model
-                seg = learned_segmenter(model)
-                if model not in network:  # the learned and fusion engines share the network's output
+                model, mirror_axes = cfgs[e].learned.model, cfgs[e].learned.mirror_axes
+                seg = learned_segmenter(model, mirror_axes)
+                key = f"{model} {mirror_axes}"
+                if key not in network:  # the learned and fusion engines share the network's output
                     tn = time.perf_counter()
                     assert base.ref is not None and base.bn is not None and base.fn is not None
                     prob = learned_probability(seg, base.ref.with_data(base.bn), base.fn, base.brain)
-                    network[model] = (prob, time.perf_counter() - tn)
-                ctx = dc_replace(ctx, learned_probability=network[model][0])
-                t_net = network[model][1]  # each engine's seconds count the network once, as a run of it would
+                    network[key] = (prob, time.perf_counter() - tn)
+                ctx = dc_replace(ctx, learned_probability=network[key][0])
+                t_net = network[key][1]  # each engine's seconds count the network once, as a run of it would
                 t1 = time.perf_counter()
             out[e] = (ms._run(ctx, None, first_step=first), t_shared + t_net + time.perf_counter() - t1)
         except Exception as exc:  # noqa: BLE001 - a failed case is a result of the benchmark

@@ -219,17 +219,20 @@ def learned_probability_cached(pair_path: Path, d: dict, cfg) -> np.ndarray | No
     from neurorad.image.volume import Volume
     from neurorad.segment import ms_learned
 
-    rec = ms_learned.engine_record(cfg.learned.model)
+    rec = ms_learned.engine_record(cfg.learned.model, cfg.learned.mirror_axes)
     sha = rec["sha256"] or "unhashed"
     # the numeric engine is part of the key: bfloat16 and float32 differ at single voxels (session 40), so a cache
-    # made with one is never read by a run of the other
-    path = pair_path.with_name(f"{pair_path.stem}.learned_{sha[:16]}_{rec['inference_engine'] or 'engine'}.npz")
+    # made with one is never read by a run of the other; so is the test-time mirroring (workflow 1.30.0)
+    mirrored = "_mirror" + "".join(map(str, rec["mirror_axes"])) if rec["mirror_axes"] else ""
+    path = pair_path.with_name(f"{pair_path.stem}.learned_{sha[:16]}_{rec['inference_engine'] or 'engine'}"
+                               f"{mirrored}.npz")
     if path.exists():
         with np.load(path) as cached:  # an NpzFile holds its file open until closed
             return cached["p"]
     bn = np.asarray(d["bn"], np.float32)
     ref = Volume(bn, np.diag([*map(float, d["sp"]), 1.0]))
-    p = ms_learned.learned_probability(ms_learned.learned_segmenter(cfg.learned.model), ref, np.asarray(d["fn"]),
+    p = ms_learned.learned_probability(ms_learned.learned_segmenter(cfg.learned.model, cfg.learned.mirror_axes), ref,
+                                       np.asarray(d["fn"]),
                                        np.asarray(d["brain"], bool))
     tmp = path.with_name(path.stem + ".tmp.npz")
     np.savez_compressed(tmp, p=p)

@@ -918,7 +918,7 @@ def step_load(ctx: MSContext) -> None:
     if cfg.lesion_engine != "classical":  # the model is loaded and its hashes checked before any work
         from neurorad.segment.ms_learned import learned_segmenter
 
-        learned_segmenter(cfg.learned.model)
+        learned_segmenter(cfg.learned.model, cfg.learned.mirror_axes)
     with ctx.prov.step("load", max_slice_thickness_mm=cfg.max_slice_thickness_mm,
                        max_slice_spacing_mm=cfg.max_slice_spacing_mm) as st:
         # both time points at once: a DICOM folder's conversion waits on dcm2niix and its hash on hashlib, both
@@ -1114,7 +1114,8 @@ def step_candidates(ctx: MSContext) -> None:
             st.engine = (f"segment.ms_difference + {rec['engine']} (fusion)" if ctx.cfg.lesion_engine == "fusion"
                          else f"{rec['engine']} (learned)")
             st.weights_sha256 = rec["sha256"]
-            st.parameters["learned_model"] = {k: rec[k] for k in ("name", "version", "sha256", "inference_engine")}
+            st.parameters["learned_model"] = {k: rec[k] for k in ("name", "version", "sha256", "inference_engine",
+                                                                  "mirror_axes")}
             st.parameters["learned_operating_point"] = rec["operating_point"]
         st.parameters["difference_sigma"] = round(ctx.cand.sigma, 5)
 

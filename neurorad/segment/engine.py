@@ -216,6 +216,8 @@ class NetworkSegmenter:
             "engine": self.engine, "name": self.name, "version": self.version, "weights_sha256": self._weights,
             "architecture": self.arch.architecture, "members": len(self.forwards),
             "mirror_tta": self.inference.mirror_tta,
+            **({"mirror_axes": list(self.inference.mirror_axes)}
+               if self.inference.mirror_tta and self.inference.mirror_axes is not None else {}),
             "seconds": {"preprocess": round(t1 - t0, 3), "network": round(t2 - t1, 3),
                         "resample": round(time.perf_counter() - t2, 3)},
         }
@@ -227,8 +229,10 @@ def _labels(card: dict[str, Any]) -> dict[int, str]:
 
 
 def segmenter_from_model(info: ModelInfo, engine: str = "auto", mirror_tta: bool | None = None,
-                         threads: int | None = None) -> NetworkSegmenter:
-    """A :class:`NetworkSegmenter` for a verified registry model."""
+                         threads: int | None = None, mirror_axes: Sequence[int] | None = None) -> NetworkSegmenter:
+    """A :class:`NetworkSegmenter` for a verified registry model. ``mirror_tta`` overrides the card's test-time
+    mirroring; ``mirror_axes`` (spatial axes of the RAS working grid) mirrors only those, and ``()`` none
+    (:class:`~neurorad.segment.inference.InferenceSpec`)."""
     if engine not in ENGINES:
         raise InputError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
     card = info.card
@@ -236,7 +240,10 @@ def segmenter_from_model(info: ModelInfo, engine: str = "auto", mirror_tta: bool
     prep = PreprocessSpec.from_dict(card["preprocessing"])
     inf = InferenceSpec.from_dict(card.get("inference", {}))
     if mirror_tta is not None:
-        inf = InferenceSpec(inf.patch_size, inf.overlap, mirror_tta, inf.batch_size)
+        inf = InferenceSpec(inf.patch_size, inf.overlap, mirror_tta, inf.batch_size, inf.mirror_axes)
+    if mirror_axes is not None:
+        axes = tuple(int(a) for a in mirror_axes)
+        inf = InferenceSpec(inf.patch_size, inf.overlap, bool(axes), inf.batch_size, axes or None)
     onnx_files = sorted(f for f in card["files"] if f.endswith(".onnx"))
     if engine == "auto":
         engine = card.get("inference", {}).get("preferred_engine", "torch")
@@ -261,19 +268,21 @@ def segmenter_from_model(info: ModelInfo, engine: str = "auto", mirror_tta: bool
                             info.weights_sha256, engine)
 
 
-def open_model_reference(ref: str) -> Any:
+def open_model_reference(ref: str, mirror_axes: Sequence[int] | None = None) -> Any:
     """The Segmenter a workflow's engine option names: ``nnunet:FOLDER`` is a site's nnU-Net v2 results folder
-    (:class:`neurorad.segment.nnunet.NnUNetSegmenter`, nnU-Net's own predictor); anything else a registry
-    ``name[@version]`` or model folder (:func:`load_segmenter`, the faster recorded engine)."""
+    (:class:`neurorad.segment.nnunet.NnUNetSegmenter`, nnU-Net's own predictor, which mirrors as its plans say);
+    anything else a registry ``name[@version]`` or model folder (:func:`load_segmenter`, the faster recorded
+    engine), with ``mirror_axes`` its test-time mirroring when given (:func:`segmenter_from_model`)."""
     if ref.startswith("nnunet:"):
         from neurorad.segment.nnunet import NnUNetSegmenter
 
         return NnUNetSegmenter(ref.split(":", 1)[1])
-    return load_segmenter(ref, engine="auto")
+    return load_segmenter(ref, engine="auto", mirror_axes=mirror_axes)
 
 
 def load_segmenter(ref: str | Path, engine: str = "auto", mirror_tta: bool | None = None,
-                   version: str | None = None) -> NetworkSegmenter:
+                   version: str | None = None, mirror_axes: Sequence[int] | None = None) -> NetworkSegmenter:
     """A registered model (path, ``name`` or ``name@version``) ready to ``predict``; refuses a
-    model whose files changed since their hashes were recorded."""
-    return segmenter_from_model(find_model(str(ref), version), engine, mirror_tta)
+    model whose files changed since their hashes were recorded. ``mirror_tta``, ``mirror_axes``: the test-time
+    mirroring (:func:`segmenter_from_model`)."""
+    return segmenter_from_model(find_model(str(ref), version), engine, mirror_tta, mirror_axes=mirror_axes)

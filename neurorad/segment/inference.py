@@ -68,16 +68,33 @@ class InferenceSpec:
     overlap: float = 0.5
     mirror_tta: bool = False
     batch_size: int = 4  # patches (or slices) per forward pass
+    # with mirror_tta, the spatial axes of the RAS working grid mirrored (0: left-right, 1: posterior-anterior,
+    # 2: inferior-superior; every combination of them, the unflipped image included); None: every axis of the
+    # network (nnU-Net's mirroring: 8 passes in 3D)
+    mirror_axes: tuple[int, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.mirror_axes is not None:
+            axes = tuple(int(a) for a in self.mirror_axes)
+            if len(set(axes)) != len(axes) or any(a not in (0, 1, 2) for a in axes):
+                raise InputError(f"mirror_axes must be distinct spatial axes 0, 1 or 2, got {self.mirror_axes}")
+            object.__setattr__(self, "mirror_axes", axes)
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["patch_size"] = [int(p) for p in self.patch_size]
+        if self.mirror_axes is None:  # cards written before mirror_axes read the same
+            del d["mirror_axes"]
+        else:
+            d["mirror_axes"] = list(self.mirror_axes)
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> InferenceSpec:
+        axes = d.get("mirror_axes")
         return cls(tuple(int(p) for p in d.get("patch_size", (96, 96, 96))), float(d.get("overlap", 0.5)),
-                   bool(d.get("mirror_tta", False)), int(d.get("batch_size", 4)))
+                   bool(d.get("mirror_tta", False)), int(d.get("batch_size", 4)),
+                   None if axes is None else tuple(int(a) for a in axes))
 
 
 Grid = tuple[tuple[int, int, int], np.ndarray]
@@ -173,10 +190,14 @@ def slice_stack(arr: np.ndarray, slices: int) -> np.ndarray:
     return np.ascontiguousarray(out.transpose(3, 0, 4, 1, 2).reshape(z, c * slices, *arr.shape[1:3]))
 
 
-def _flips(dims: int, enabled: bool) -> list[tuple[int, ...]]:
+def _flips(dims: int, enabled: bool, mirror_axes: Sequence[int] | None = None) -> list[tuple[int, ...]]:
+    """The tensor dimensions flipped in each pass of mirror test-time augmentation (``()``: the image as it is):
+    every combination of the ``dims`` spatial dimensions, or of ``mirror_axes`` (spatial axes, 0-based) among
+    them; one unflipped pass when not ``enabled``."""
     if not enabled:
         return [()]
-    axes = list(range(2, 2 + dims))
+    spatial = range(dims) if mirror_axes is None else [a for a in mirror_axes if a < dims]
+    axes = [2 + a for a in spatial]
     return [tuple(c) for r in range(len(axes) + 1) for c in itertools.combinations(axes, r)]
 
 
@@ -186,7 +207,7 @@ def _softmax_windows(forward, x: torch.Tensor, roi: Sequence[int], inf: Inferenc
     from monai.inferers import sliding_window_inference
 
     total = None
-    flips = _flips(x.ndim - 2, inf.mirror_tta)
+    flips = _flips(x.ndim - 2, inf.mirror_tta, inf.mirror_axes)
     for f in flips:
         xi = torch.flip(x, f) if f else x
         logits = sliding_window_inference(xi, list(roi), sw_batch_size or inf.batch_size, forward, overlap=inf.overlap,

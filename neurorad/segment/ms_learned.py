@@ -94,8 +94,21 @@ class LearnedParams:
     fusion_extent_probability: float | None = None
     fusion_core_probability: float | None = None
     disagree_score: float = 0.5  # fusion: one engine's peak >= this while the other's < 0.01 -> quality warning
+    # test-time mirroring: the network's probability averaged over the image as it is and mirrored along these axes
+    # of its RAS working grid (0: left-right; every combination of the axes given; (): none). The model was
+    # trained with mirroring on every axis (neurorad.segment.train's mirror_augment), so each pass is an image of
+    # the kind it learned; nnU-Net mirrors over all axes at inference (Isensee et al., Nat Methods 2021). Tried in
+    # session 50 with left-right mirroring (one pass more, about 4 s a pair on one core): on the 384 widened
+    # tuning pairs 699 -> 700 of 767 lesions at the same 50 false positives (one lesion lost, two gained, a
+    # confident false positive on a stable pair traded for another), so none by default (docs/ms-lesions-log.md
+    # "Tried 2026-12-07 (session 50)"). Ignored for an nnU-Net folder (nnunet:...), which mirrors as its plans say.
+    mirror_axes: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
+        axes = tuple(self.mirror_axes)
+        if len(set(axes)) != len(axes) or any(a not in (0, 1, 2) for a in axes):
+            raise ValueError(f"LearnedParams: mirror_axes must be distinct axes 0, 1 or 2, got {self.mirror_axes}")
+        object.__setattr__(self, "mirror_axes", tuple(int(a) for a in axes))
         for name in ANCHOR_FIELDS:
             v = getattr(self, name)
             if v is not None and not 0.0 < v < 1.0:
@@ -214,13 +227,14 @@ def check_model(seg: Any, ref: str) -> None:
 
 
 @lru_cache(maxsize=4)
-def learned_segmenter(ref: str) -> Any:  # a neurorad.segment Segmenter
+def learned_segmenter(ref: str, mirror_axes: tuple[int, ...] = ()) -> Any:  # a neurorad.segment Segmenter
     """The Segmenter of a model reference, loaded and hash-checked once per process, checked to be a
-    two-time-point lesion model (:func:`check_model`)."""
+    two-time-point lesion model (:func:`check_model`); ``mirror_axes``: its test-time mirroring
+    (``LearnedParams.mirror_axes``; ``()``: none)."""
     from neurorad.segment.engine import open_model_reference
 
     try:
-        seg = open_model_reference(ref)
+        seg = open_model_reference(ref, tuple(mirror_axes))
     except InputError as exc:
         hint = (" (retrain it with `python -m neurorad.workflows.ms_lesions.train --out RUN` and "
                 "`neurorad model import RUN/run/model`)" if ref == LEARNED_MODEL else "")
@@ -229,13 +243,17 @@ def learned_segmenter(ref: str) -> Any:  # a neurorad.segment Segmenter
     return seg
 
 
-def engine_record(ref: str) -> dict[str, str]:
-    """Name, version and weights SHA-256 of the learned model, and the numeric engine that runs it here
+def engine_record(ref: str, mirror_axes: tuple[int, ...] = ()) -> dict[str, Any]:
+    """Name, version and weights SHA-256 of the learned model, the numeric engine that runs it here
     (``inference_engine``: the card's preferred engine, or its float32 fallback on a CPU without native bfloat16;
-    the two differ by a few probability hundredths at single voxels): the provenance of a result."""
-    seg = learned_segmenter(ref)
+    the two differ by a few probability hundredths at single voxels) and its test-time mirroring
+    (``mirror_axes``, as run: ``[]`` for none or for an nnU-Net folder, which mirrors by its own plans): the
+    provenance of a result."""
+    seg = learned_segmenter(ref, tuple(mirror_axes))
+    inf = getattr(seg, "inference", None)
+    axes = list(inf.mirror_axes or ()) if inf is not None and inf.mirror_tta else []
     return {"name": seg.name, "version": seg.version, "sha256": getattr(seg, "weights_sha256", "") or "",
-            "inference_engine": str(getattr(seg, "engine", "") or "")}
+            "inference_engine": str(getattr(seg, "engine", "") or ""), "mirror_axes": axes}
 
 
 def learned_probability(seg: Any, baseline: Volume, followup: np.ndarray, brain: np.ndarray) -> np.ndarray:
@@ -374,7 +392,7 @@ def apply_lesion_engine(cand: Any, baseline: Volume, followup: np.ndarray, brain
 
     if engine not in ("learned", "fusion"):
         raise InputError(f"MS lesion engine {engine!r} has no learned part (learned, fusion)")
-    seg = learned_segmenter(params.model)
+    seg = learned_segmenter(params.model, params.mirror_axes)
     post = PostParams()
     if probability is None:
         p = learned_probability(seg, baseline, followup, brain)
@@ -387,7 +405,7 @@ def apply_lesion_engine(cand: Any, baseline: Volume, followup: np.ndarray, brain
     learned = probability_to_score(p, resolved, post.binarise_threshold, post.min_peak_score, engine)
     classical = np.asarray(cand.score, np.float32)
     score = learned if engine == "learned" else classical
-    rec: dict[str, Any] = dict(engine_record(params.model))
+    rec: dict[str, Any] = dict(engine_record(params.model, params.mirror_axes))
     rec["engine"] = f"{rec['name']} {rec['version']}"
     rec["operating_point"] = point[engine]
     return replace(cand, score=score), classical, learned, rec

@@ -226,8 +226,11 @@ def test_sweep_runs_the_learned_engines_on_a_probability_cached_per_pair(tmp_pat
     assert sweep.learned_probability_cached(pair, d, classical) is None  # the classical engine: no network
     p = sweep.learned_probability_cached(pair, d, cfg)
     cached = list(tmp_path.glob("tuning_0_2.learned_*.npz"))
-    rec = ms_learned.engine_record(cfg.learned.model)
-    assert [c.name for c in cached] == [f"tuning_0_2.learned_{rec['sha256'][:16]}_{rec['inference_engine']}.npz"]
+    rec = ms_learned.engine_record(cfg.learned.model, cfg.learned.mirror_axes)
+    mirrored = "_mirror" + "".join(map(str, cfg.learned.mirror_axes)) if cfg.learned.mirror_axes else ""
+    assert rec["mirror_axes"] == list(cfg.learned.mirror_axes)
+    assert [c.name for c in cached] == [f"tuning_0_2.learned_{rec['sha256'][:16]}_{rec['inference_engine']}"
+                                        f"{mirrored}.npz"]
     assert p.shape == ctx.brain.shape and p.dtype == np.float32 and float(p.max()) > 0.5
     lab, peaks = sweep.detect(d, cfg, p)
     assert len(peaks) == ctx.n and np.array_equal(lab, ctx.labels)

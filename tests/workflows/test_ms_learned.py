@@ -187,7 +187,7 @@ def _steps_6_to_9(engine: str, bn: np.ndarray, fn: np.ndarray, brain: np.ndarray
     from neurorad.pipelines import ms_lesions as ms
 
     fake = SimpleNamespace(name="fake-net", version="0.0.1", weights_sha256="0" * 64)
-    monkeypatch.setattr(ms_learned, "learned_segmenter", lambda ref: fake)
+    monkeypatch.setattr(ms_learned, "learned_segmenter", lambda ref, mirror_axes=(): fake)
     monkeypatch.setattr(ms_learned, "learned_probability", lambda seg, b, f, br: np.where(br, prob, 0))
     ctx = ms.MSContext(ms.MSConfig(lesion_engine=engine, atlas=False), tmp_path, "b", "f")
     ctx.ref = Volume(np.zeros(bn.shape, np.float32), np.diag([1.5, 1.5, 1.5, 1.0]))
@@ -281,7 +281,7 @@ def test_a_model_with_the_wrong_channel_count_is_refused_before_any_work(tmp_pat
     from neurorad.pipelines import ms_lesions as ms
 
     ms_learned.learned_segmenter.cache_clear()
-    monkeypatch.setattr(engine_mod, "open_model_reference", lambda ref: _segmenter(("FLAIR",)))
+    monkeypatch.setattr(engine_mod, "open_model_reference", lambda ref, mirror_axes=None: _segmenter(("FLAIR",)))
     cfg = ms.MSConfig(lesion_engine="fusion", learned=LearnedParams(model="site-flair-only@1.0.0"))
     ctx = ms.MSContext(cfg, tmp_path, tmp_path / "missing_baseline.nii.gz", tmp_path / "missing_followup.nii.gz")
     with pytest.raises(InputError, match=r"site-flair-only@1.0.0 takes 1 input channel\(s\) \(FLAIR\).*needs 2"):
@@ -361,6 +361,14 @@ def test_training_entry_makes_a_registry_model_the_engine_runs(tmp_path: Path, m
     assert np.array_equal(learned_f, probability_to_score(prob, params, engine="fusion"))
     given = ms_learned.apply_lesion_engine(cand, ref, d["fn"], d["brain"], "learned", params, probability=prob)
     assert np.array_equal(given[2], learned)
+    # test-time mirroring (LearnedParams.mirror_axes): none by default; left-right runs the mirrored pass too and is
+    # recorded (the averaging itself: tests/segment/test_inference_mirroring.py)
+    assert rec["mirror_axes"] == []
+    mirrored = LearnedParams(model=str(model), mirror_axes=(0,))
+    *_, rec_m = ms_learned.apply_lesion_engine(cand, ref, d["fn"], d["brain"], "learned", mirrored)
+    seg_m = ms_learned.learned_segmenter(str(model), (0,))
+    assert rec_m["mirror_axes"] == [0] and seg_m.inference.mirror_tta and seg_m.inference.mirror_axes == (0,)
+    assert not ms_learned.learned_segmenter(str(model)).inference.mirror_tta
     assert np.array_equal(c_f.difference, cand.difference)  # the FP rules still see the classical difference
     assert rec["operating_point"]["source"] == "default"  # this card has no operating point yet
     # an operating point written onto the model's card (after a sweep) is the one the engines then use
@@ -475,3 +483,5 @@ def test_candidate_step_provenance_names_the_engines_that_made_the_score(tmp_pat
     # which numeric engine ran the network is part of the provenance (bfloat16 where the card prefers it)
     assert step.parameters["learned_model"]["inference_engine"] == ms_learned.learned_segmenter(
         ms_learned.LEARNED_MODEL).engine
+    # and so is its test-time mirroring (none by default; session 50 tried left-right)
+    assert step.parameters["learned_model"]["mirror_axes"] == list(LearnedParams().mirror_axes) == []
