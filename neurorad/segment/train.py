@@ -48,7 +48,7 @@ Config (TOML or JSON), every key but ``data.dataset`` optional::
                 init_weights (a registry model: folder or ``name@version``; every fold starts from its
                 ``fold_0.pt`` instead of random weights: fine-tuning, as nnU-Net's ``-pretrained_weights``),
                 device (cpu|cuda|auto), loader_threads (GPU only)
-    [inference] overlap, mirror_tta, batch_size, patch_size (default: the training patch)
+    [inference] overlap, mirror_tta, mirror_axes, batch_size, patch_size (default: the training patch)
     [card]      training_data, intended_use, limitations, licence (statements for the model card)
 """
 
@@ -758,8 +758,10 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False,
     arch = cfg.arch(len(ds.channel_names), len(ds.labels))
     prep = PreprocessSpec(cfg.spacing_mm, cfg.normalization)
     ip = cfg.inference
+    axes = ip.get("mirror_axes")
     inf = InferenceSpec(tuple(int(p) for p in ip.get("patch_size", cfg.patch_size)), float(ip.get("overlap", 0.5)),
-                        bool(ip.get("mirror_tta", False)), int(ip.get("batch_size", 4)))
+                        bool(ip.get("mirror_tta", False)), int(ip.get("batch_size", 4)),
+                        None if axes is None else tuple(int(a) for a in axes))
     val_inf = InferenceSpec(tuple(cfg.patch_size), 0.25, False, inf.batch_size)
     run_dir.mkdir(parents=True, exist_ok=True)
     if cfg.source is not None and not (run_dir / ("config" + cfg.source.suffix)).exists():
