@@ -422,3 +422,21 @@ def test_bf16_tolerance_shrinks_for_a_model_thresholded_at_card_probabilities():
     assert bf16_tolerance_for(card) < 0.038  # the measured change is refused now
     assert bf16_tolerance_for({"operating_point": {"learned": {"extent_probability": 0.9,
                                                                "core_probability": 0.95}}}) == 0.05
+
+
+def test_a_configs_mirror_axes_reach_the_card_and_the_loaded_model(planted_dataset, tmp_path):
+    """``[inference] mirror_axes`` (test-time mirroring over those axes only) is written on the card and used by
+    the loaded model; a card without it mirrors every axis when ``mirror_tta`` is on (``InferenceSpec``)."""
+    from neurorad.segment.engine import load_segmenter
+
+    raw = tiny_config(planted_dataset, "unet3d", max_epochs=1, iterations_per_epoch=1, stop_at_val_dice=None)
+    raw["inference"] = {"mirror_tta": True, "mirror_axes": [0]}
+    run = train(parse_config(raw, tmp_path), tmp_path / "run")
+    card = read_card(run.model_dir)
+    assert card["inference"]["mirror_tta"] is True and card["inference"]["mirror_axes"] == [0]
+    seg = load_segmenter(run.model_dir)
+    assert seg.inference.mirror_tta and seg.inference.mirror_axes == (0,)
+    assert load_segmenter(run.model_dir, mirror_axes=()).inference.mirror_tta is False
+    raw["inference"] = {"mirror_tta": True, "mirror_axes": [0, 5]}
+    with pytest.raises(InputError, match="mirror_axes"):
+        train(parse_config(raw, tmp_path), tmp_path / "bad")
