@@ -251,7 +251,8 @@ def engine_record(ref: str, mirror_axes: tuple[int, ...] = ()) -> dict[str, Any]
     provenance of a result."""
     seg = learned_segmenter(ref, tuple(mirror_axes))
     inf = getattr(seg, "inference", None)
-    axes = list(inf.mirror_axes or ()) if inf is not None and inf.mirror_tta else []
+    axes = ((list(range(3)) if inf.mirror_axes is None else list(inf.mirror_axes))  # None: every axis (card)
+            if inf is not None and inf.mirror_tta else [])
     return {"name": seg.name, "version": seg.version, "sha256": getattr(seg, "weights_sha256", "") or "",
             "inference_engine": str(getattr(seg, "engine", "") or ""), "mirror_axes": axes}
 
