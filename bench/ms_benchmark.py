@@ -222,7 +222,7 @@ def run_engines(case, engines: list[str], froc_floor: float | None, workdir: Pat
         step.run(base)
     t_shared = time.perf_counter() - t0
     out: dict[str, tuple] = {}
-    network: dict[str, tuple[np.ndarray, float]] = {}  # model, mirroring -> (probability, seconds): once a pair
+    network: dict[tuple, tuple[np.ndarray, float]] = {}  # (model, mirroring) -> (probability, seconds): once a pair
     for e in engines:
         tmp = workdir / e
         tmp.mkdir()
@@ -234,9 +234,8 @@ def run_engines(case, engines: list[str], froc_floor: float | None, workdir: Pat
             if e in ("learned", "fusion"):  # what step_load does before any work
                 from neurorad.segment.ms_learned import learned_probability, learned_segmenter
 
-                model, mirror_axes = cfgs[e].learned.model, cfgs[e].learned.mirror_axes
-                seg = learned_segmenter(model, mirror_axes)
-                key = f"{model} {mirror_axes}"
+                key = (cfgs[e].learned.model, cfgs[e].learned.mirror_axes)
+                seg = learned_segmenter(*key)
                 if key not in network:  # the learned and fusion engines share the network's output
                     tn = time.perf_counter()
                     assert base.ref is not None and base.bn is not None and base.fn is not None

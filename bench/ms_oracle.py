@@ -263,17 +263,12 @@ def main(argv: list[str] | None = None) -> int:
             engine_config(engines[0], None, tuple(args.settings))  # checked here, before any pair runs
         except ValueError as exc:
             ap.error(str(exc))
-    if args.prep_settings:
-        from ms_sweep import apply_overrides
+    from ms_sweep import check_prep_settings
 
-        from neurorad.pipelines import ms_lesions as ms
-
-        if any("." in t.partition("=")[0] for t in args.prep_settings):
-            ap.error("--prep-set takes MSConfig's own fields (field=value); detection rules go to --set")
-        try:
-            apply_overrides(ms.MSConfig(), args.prep_settings, top_level=True)  # checked before any pair runs
-        except ValueError as exc:
-            ap.error(str(exc))
+    try:
+        check_prep_settings(args.prep_settings)  # before any pair runs
+    except ValueError as exc:
+        ap.error(str(exc))
     jobs = [(i, args.voxel_mm, args.cache, args.held_out, args.fp, args.radius_mm, args.phantom, engines,
              tuple(args.settings), tuple(args.prep_settings)) for i in _indices(args.cases)]
     rows: list[dict] = []

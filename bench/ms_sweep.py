@@ -222,7 +222,7 @@ def learned_probability_cached(pair_path: Path, d: dict, cfg) -> np.ndarray | No
     rec = ms_learned.engine_record(cfg.learned.model, cfg.learned.mirror_axes)
     sha = rec["sha256"] or "unhashed"
     # the numeric engine is part of the key: bfloat16 and float32 differ at single voxels (session 40), so a cache
-    # made with one is never read by a run of the other; so is the test-time mirroring (workflow 1.30.0)
+    # made with one is never read by a run of the other; so is the test-time mirroring (LearnedParams.mirror_axes)
     mirrored = "_mirror" + "".join(map(str, rec["mirror_axes"])) if rec["mirror_axes"] else ""
     path = pair_path.with_name(f"{pair_path.stem}.learned_{sha[:16]}_{rec['inference_engine'] or 'engine'}"
                                f"{mirrored}.npz")
@@ -231,9 +231,8 @@ def learned_probability_cached(pair_path: Path, d: dict, cfg) -> np.ndarray | No
             return cached["p"]
     bn = np.asarray(d["bn"], np.float32)
     ref = Volume(bn, np.diag([*map(float, d["sp"]), 1.0]))
-    p = ms_learned.learned_probability(ms_learned.learned_segmenter(cfg.learned.model, cfg.learned.mirror_axes), ref,
-                                       np.asarray(d["fn"]),
-                                       np.asarray(d["brain"], bool))
+    seg = ms_learned.learned_segmenter(cfg.learned.model, cfg.learned.mirror_axes)
+    p = ms_learned.learned_probability(seg, ref, np.asarray(d["fn"]), np.asarray(d["brain"], bool))
     tmp = path.with_name(path.stem + ".tmp.npz")
     np.savez_compressed(tmp, p=p)
     tmp.replace(path)  # a stopped sweep never leaves half a cache file under the final name
@@ -307,6 +306,17 @@ def apply_overrides(cfg, settings: list[str], top_level: bool = False):  # noqa:
             raise ValueError(f"--set {item!r}: {type(sub).__name__} has no parameter {param!r}")
         cfg = replace(cfg, **{group: replace(sub, **{param: _literal(raw)})})
     return cfg
+
+
+def check_prep_settings(prep_settings: list[str]) -> None:
+    """``--prep-set`` takes MSConfig's own fields (``field=value``, :func:`apply_overrides` with ``top_level``):
+    a detection rule (``group.param``) or an unknown field is a ValueError naming it, so a tool refuses it before
+    any pair runs (this sweep, ``bench/ms_oracle.py``)."""
+    if any("." in t.partition("=")[0] for t in prep_settings):
+        raise ValueError("--prep-set takes MSConfig's own fields (field=value); detection rules go to --set")
+    from neurorad.pipelines import ms_lesions as ms
+
+    apply_overrides(ms.MSConfig(), list(prep_settings), top_level=True)
 
 
 def _run_pair(job: tuple) -> dict:
@@ -395,13 +405,12 @@ def main(argv: list[str] | None = None) -> int:
 
     from neurorad.pipelines.ms_lesions import MSConfig
 
-    try:
+    try:  # checked here, before any pair runs
+        check_prep_settings(args.prep_settings)
         cfg = apply_overrides(engine_config(args.engine, args.floor), args.settings)
-        cfg = apply_overrides(cfg, args.prep_settings, top_level=True)  # checked here, before any pair runs
+        cfg = apply_overrides(cfg, args.prep_settings, top_level=True)
     except ValueError as exc:
         ap.error(str(exc))
-    if any("." in t.partition("=")[0] for t in args.prep_settings):
-        ap.error("--prep-set takes MSConfig's own fields (field=value); detection rules go to --set")
     cases = _indices(args.cases)
     if args.phantom == "original" and min(cases) < 100:
         ap.error(f"--phantom original --cases {args.cases}: the benchmark evaluates pairs i < 100; tune on i >= 100")

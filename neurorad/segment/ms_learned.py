@@ -250,9 +250,8 @@ def engine_record(ref: str, mirror_axes: tuple[int, ...] = ()) -> dict[str, Any]
     (``mirror_axes``, as run: ``[]`` for none or for an nnU-Net folder, which mirrors by its own plans): the
     provenance of a result."""
     seg = learned_segmenter(ref, tuple(mirror_axes))
-    inf = getattr(seg, "inference", None)
-    axes = ((list(range(3)) if inf.mirror_axes is None else list(inf.mirror_axes))  # None: every axis (card)
-            if inf is not None and inf.mirror_tta else [])
+    # learned_segmenter always gives its axes, so a mirroring segmenter has them (an nnU-Net folder has none)
+    axes = list(getattr(getattr(seg, "inference", None), "mirror_axes", None) or ())
     return {"name": seg.name, "version": seg.version, "sha256": getattr(seg, "weights_sha256", "") or "",
             "inference_engine": str(getattr(seg, "engine", "") or ""), "mirror_axes": axes}
 
