@@ -60,7 +60,7 @@ from neurorad.preprocess.registration import RegistrationLimits, register
 from neurorad.preprocess.transforms import AffineTransform, resample
 from neurorad.provenance import Provenance, sha256_file, sha256_files
 from neurorad.quantify.atlas import component_regions, load_atlas
-from neurorad.quantify.lesions import LesionRow, lesion_table, write_lesion_csv
+from neurorad.quantify.lesions import LesionRow, equivalent_diameter_mm, lesion_table, write_lesion_csv
 from neurorad.segment.ms_difference import (
     KEPT_AS_GROWN,
     REASON_DIFFUSE,
@@ -76,9 +76,11 @@ from neurorad.segment.ms_difference import (
     candidate_score,
     classify_new_enlarging,
     delineate,
+    delineate_on_finer_grid,
     drop_unchanged_enlarging,
     dropped_beside_baseline,
     false_positive_reduction,
+    finer_followup,
     gaussian_filters,
     grow_enlarging,
     judge_and_add_parts,
@@ -1327,7 +1329,17 @@ def step_atlas(ctx: MSContext) -> None:
         w = shrunken_enlarging_warning(rows)
         if w:
             ctx.warnings.append(w)
-        mark_volume_measurable(rows, input_slice_thickness_mm(ctx), cfg.classify)
+        ctx.labels_fu, fu_counts, st.parameters["followup_grid"] = followup_grid_labels(ctx)
+        own_thickness: dict[int, float] = {}
+        if fu_counts:
+            assert ctx.f_raw is not None and ctx.f0 is not None
+            for r in rows:
+                if r.id in fu_counts:  # a new lesion delineated again on the follow-up's finer grid
+                    r.volume_mm3 = r.volume_change_mm3 = round(fu_counts[r.id] * ctx.f_raw.voxel_volume_mm3, 2)
+                    r.diameter_mm = round(equivalent_diameter_mm(r.volume_mm3), 2)
+                    r.n_voxels = fu_counts[r.id]
+                    own_thickness[r.id] = float(max(ctx.f0.spacing_mm))
+        mark_volume_measurable(rows, input_slice_thickness_mm(ctx), cfg.classify, own_thickness)
         st.parameters["volume_rule"] = volume_rule_text(cfg.classify)
         # centroids are reported in the follow-up scanner's RAS mm (the exam being read)
         assert ctx.Tf is not None
@@ -1374,12 +1386,70 @@ def volume_note(slice_thickness_mm: float) -> str:
     return f"approximate: not measurable at {slice_thickness_mm:.3g} mm slices"
 
 
-def mark_volume_measurable(rows: list[LesionRow], slice_thickness_mm: float, params: ClassifyParams) -> None:
+def mark_volume_measurable(rows: list[LesionRow], slice_thickness_mm: float, params: ClassifyParams,
+                           own_thickness_mm: dict[int, float] | None = None) -> None:
     """Set each row's ``volume_measurable`` (and its ``volume_note`` when not) by the rule of
-    :func:`neurorad.segment.ms_difference.volume_measurable` on its measured (delineated) volume."""
+    :func:`neurorad.segment.ms_difference.volume_measurable` on its measured (delineated) volume.
+    ``own_thickness_mm``: the slice thickness of the grid a lesion was delineated on, where that is not the coarser
+    input's (a new lesion delineated on the follow-up's finer grid, :func:`followup_grid_labels`)."""
     for r in rows:
-        r.volume_measurable = volume_measurable(r.volume_mm3, slice_thickness_mm, params)
-        r.volume_note = "" if r.volume_measurable else volume_note(slice_thickness_mm)
+        t = (own_thickness_mm or {}).get(r.id, slice_thickness_mm)
+        r.volume_measurable = volume_measurable(r.volume_mm3, t, params)
+        r.volume_note = "" if r.volume_measurable else volume_note(t)
+
+
+def followup_grid_labels(ctx: MSContext) -> tuple[Volume | None, dict[int, int], dict[str, Any]]:
+    """The lesion labels on the follow-up's own grid (``new_lesions.nii.gz``, the DICOM SEG the reader reviews):
+    the common grid's labels taken there by nearest neighbour and, when the follow-up's grid is the finer
+    (:func:`neurorad.segment.ms_difference.finer_followup`: a thick-slice baseline against a 3D or thinner-slice
+    follow-up), each NEW lesion delineated again at the follow-up's resolution
+    (:func:`neurorad.segment.ms_difference.delineate_on_finer_grid`, in a box around it: the baseline sampled
+    there through the registration, the common brain mask taken there, tissue = brain voxels whose baseline
+    reaches 0.6 x the box's brain median). A lesion never takes another's voxels; one whose finer delineation is
+    not trusted keeps its mapped mask. An enlarging lesion keeps its mapped mask: its baseline volume is measured
+    on the common grid, and the growth is read between two volumes of one rule.
+
+    Returns ``(labels, voxel counts of the lesions delineated again, record for the atlas step's provenance)``;
+    labels None for a context without the follow-up or the registration (detection steps run alone)."""
+    cfg, classify = ctx.cfg, ctx.cfg.classify
+    if ctx.lab_vol is None or ctx.f_raw is None or ctx.Tf is None:
+        return None, {}, {"finer_followup": False}
+    mapped = resample(ctx.lab_vol, ctx.f_raw, ctx.Tf.inverse(), "nearest")
+    lab = np.asarray(mapped.data, np.int16).copy()
+    applies = (ctx.f0 is not None and ctx.b0 is not None and ctx.ref is not None and ctx.Tb is not None
+               and ctx.brain is not None and finer_followup(ctx.f0.spacing_mm, ctx.ref.spacing_mm, classify))
+    record: dict[str, Any] = {"finer_followup": applies}
+    counts: dict[int, int] = {}
+    if not applies or ctx.n == 0:
+        return mapped.with_data(lab), counts, record
+    assert ctx.b0 is not None and ctx.Tb is not None and ctx.ref is not None and ctx.brain is not None
+    fu_to_baseline = ctx.Tf.inverse().then(ctx.Tb)
+    f_vol = ctx.f_raw.with_data(np.asarray(ctx.f_raw.data, np.float32))
+    brain = ctx.ref.with_data(np.asarray(ctx.brain, bool))
+    margin_mm = classify.finer_followup_shell_mm[1] + 2.0 * cfg.candidate.smoothing_fwhm_mm + 2.0
+    kept_mapped: list[int] = []
+    for i, kind in enumerate(ctx.kinds, start=1):
+        own = lab == i
+        if kind != "new" or not own.any():
+            continue
+        box = crop_to_mask(f_vol, own, margin_mm)
+        lo = np.rint(ctx.f_raw.world_to_voxel(box.affine[:3, 3][None])[0]).astype(int)
+        sl = tuple(slice(int(a), int(a) + n) for a, n in zip(lo, box.spatial_shape, strict=True))
+        b_box = np.asarray(resample(ctx.b0, box, fu_to_baseline, "linear").data, np.float32)
+        brain_box = np.asarray(resample(brain, box, ctx.Tf.inverse(), "nearest").data, bool)
+        tissue = brain_box & (b_box >= 0.6 * float(np.median(b_box[brain_box]))) if brain_box.any() else brain_box
+        sub = lab[sl]
+        core = delineate_on_finer_grid(box.data, b_box, sub == i, tissue, box.spacing_mm, classify,
+                                       cfg.candidate.smoothing_fwhm_mm)
+        if core is None:
+            kept_mapped.append(i)
+            continue
+        sub[(sub == i) & ~core] = 0
+        sub[core & (sub == 0)] = i
+        counts[i] = int(np.count_nonzero(sub == i))
+    record.update(followup_voxel_mm=[round(float(v), 3) for v in ctx.f_raw.spacing_mm],
+                  delineated_on_followup_grid=sorted(counts), kept_common_grid_mask=kept_mapped)
+    return mapped.with_data(lab), counts, record
 
 
 def _atlas_labels(ctx: MSContext) -> tuple[dict[str, tuple[np.ndarray, dict[int, str]]], dict[str, Any]]:
@@ -1431,8 +1501,9 @@ def step_outputs(ctx: MSContext) -> None:
     cfg, tmp, ref, cand = ctx.cfg, ctx.tmp, ctx.ref, ctx.cand
     assert ref is not None and cand is not None and ctx.lab_vol is not None and ctx.Tf is not None
     with ctx.prov.step("outputs") as st:
-        labels_fu = resample(ctx.lab_vol, ctx.f_raw, ctx.Tf.inverse(), "nearest")
-        ctx.labels_fu = labels_fu.with_data(np.asarray(labels_fu.data, np.int16))
+        if ctx.labels_fu is None:  # steps run alone, without the atlas step's
+            ctx.labels_fu = followup_grid_labels(ctx)[0]
+        assert ctx.labels_fu is not None
         writes = [(ctx.labels_fu, "new_lesions.nii.gz"), (ref.with_data(cand.score.astype(np.float32)), "score.nii.gz"),
                   (ref.with_data(cand.difference), "difference.nii.gz"), (ref.with_data(ctx.bn), "baseline.nii.gz"),
                   (ref.with_data(ctx.fn), "followup.nii.gz"),

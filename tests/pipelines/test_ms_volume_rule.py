@@ -86,6 +86,17 @@ def test_rows_marked_and_report_shows_the_flag() -> None:
     assert "slice thickness of the coarser input" in page  # the rule in the Method/parameters
 
 
+def test_a_lesion_measured_on_the_follow_ups_finer_grid_is_judged_at_its_slices() -> None:
+    # a 60 mm^3 new lesion (4.9 mm) on a 5 mm baseline against a 1 mm follow-up: measured on the follow-up's grid
+    # (ms_lesions.followup_grid_labels), its volume is identifiable at 1 mm; the other row keeps the 5 mm rule
+    rows = [LesionRow(1, "new", 60.0, 4.9, 0, 0, 0), LesionRow(2, "new", 60.0, 4.9, 0, 0, 0)]
+    mark_volume_measurable(rows, 5.0, ClassifyParams(), {1: 1.0})
+    assert rows[0].volume_measurable and rows[0].volume_note == ""
+    assert not rows[1].volume_measurable and "not measurable at 5 mm slices" in rows[1].volume_note
+    assert "follow-up's own grid" in volume_rule_text()
+    assert "follow-up" not in volume_rule_text(ClassifyParams(finer_followup_ratio=None))
+
+
 def _case(case: int, slice_mm: float, lesions: list[tuple[float, float, float, bool]]) -> dict:
     """A benchmark record: lesions (diameter mm, truth mm3, detected mm3, measurable), all found."""
     les = [{"id": i + 1, "kind": "new", "diameter_mm": d, "location": "deep", "shape": "blob", "contrast_to_wm": 2.0,

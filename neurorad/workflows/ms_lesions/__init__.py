@@ -341,8 +341,11 @@ class MSLesionsWorkflow(Workflow):
     # half-maximum size grew x 1.25 (not 1.5; ClassifyParams.crossed_min_volume_ratio; pairs of one orientation
     # unchanged; "Workflow 1.28.0"); 1.29.0: on slices of two orientations the learned engine's candidates dropped as
     # drift or misregistration beside a baseline lesion that grew x 1.55 are kept as enlarging
-    # (ClassifyParams.crossed_learned_rescue_ratio; "Workflow 1.29.0")
-    version = "1.29.0"
+    # (ClassifyParams.crossed_learned_rescue_ratio; "Workflow 1.29.0"); 1.30.0: when the follow-up's grid is finer
+    # than the common (coarser) grid, each new lesion is delineated again and measured on the follow-up's own grid
+    # (ClassifyParams.finer_followup_ratio; ms_lesions.followup_grid_labels; the same detections, other volumes;
+    # "Workflow 1.30.0")
+    version = "1.30.0"
     title = "MRI brain follow-up: new and enlarging T2-FLAIR lesions"
     description = ("Compares this study's FLAIR with the FLAIR of the patient's previous study (registered, "
                    "bias-corrected, jointly normalised subtraction) and reports new and enlarging lesions, "
