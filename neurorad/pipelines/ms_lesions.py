@@ -1326,19 +1326,20 @@ def step_atlas(ctx: MSContext) -> None:
             if ext is not None:
                 r.baseline_volume_mm3 = ext.baseline_volume_mm3
                 r.volume_change_mm3 = round(r.volume_mm3 - ext.baseline_volume_mm3, 2)
-        w = shrunken_enlarging_warning(rows)
-        if w:
-            ctx.warnings.append(w)
         ctx.labels_fu, fu_counts, st.parameters["followup_grid"] = followup_grid_labels(ctx)
         own_thickness: dict[int, float] = {}
         if fu_counts:
             assert ctx.f_raw is not None and ctx.f0 is not None
             for r in rows:
-                if r.id in fu_counts:  # a new lesion delineated again on the follow-up's finer grid
-                    r.volume_mm3 = r.volume_change_mm3 = round(fu_counts[r.id] * ctx.f_raw.voxel_volume_mm3, 2)
+                if r.id in fu_counts:  # a lesion delineated again on the follow-up's finer grid
+                    r.volume_mm3 = round(fu_counts[r.id] * ctx.f_raw.voxel_volume_mm3, 2)
+                    r.volume_change_mm3 = round(r.volume_mm3 - r.baseline_volume_mm3, 2)
                     r.diameter_mm = round(equivalent_diameter_mm(r.volume_mm3), 2)
                     r.n_voxels = fu_counts[r.id]
                     own_thickness[r.id] = float(max(ctx.f0.spacing_mm))
+        w = shrunken_enlarging_warning(rows)
+        if w:
+            ctx.warnings.append(w)
         mark_volume_measurable(rows, input_slice_thickness_mm(ctx), cfg.classify, own_thickness)
         st.parameters["volume_rule"] = volume_rule_text(cfg.classify)
         # centroids are reported in the follow-up scanner's RAS mm (the exam being read)
@@ -1426,11 +1427,13 @@ def followup_grid_labels(ctx: MSContext) -> tuple[Volume | None, dict[int, int],
     fu_to_baseline = ctx.Tf.inverse().then(ctx.Tb)
     f_vol = ctx.f_raw.with_data(np.asarray(ctx.f_raw.data, np.float32))
     brain = ctx.ref.with_data(np.asarray(ctx.brain, bool))
-    margin_mm = classify.finer_followup_shell_mm[1] + 2.0 * cfg.candidate.smoothing_fwhm_mm + 2.0
+    smoothing_mm = (cfg.candidate.smoothing_fwhm_mm if classify.finer_followup_smoothing_fwhm_mm is None
+                    else classify.finer_followup_smoothing_fwhm_mm)
+    margin_mm = classify.finer_followup_shell_mm[1] + 2.0 * smoothing_mm + 2.0
     kept_mapped: list[int] = []
     for i, kind in enumerate(ctx.kinds, start=1):
         own = lab == i
-        if kind != "new" or not own.any():
+        if not own.any() or (kind != "new" and not classify.finer_followup_enlarging):
             continue
         box = crop_to_mask(f_vol, own, margin_mm)
         lo = np.rint(ctx.f_raw.world_to_voxel(box.affine[:3, 3][None])[0]).astype(int)
@@ -1439,8 +1442,8 @@ def followup_grid_labels(ctx: MSContext) -> tuple[Volume | None, dict[int, int],
         brain_box = np.asarray(resample(brain, box, ctx.Tf.inverse(), "nearest").data, bool)
         tissue = brain_box & (b_box >= 0.6 * float(np.median(b_box[brain_box]))) if brain_box.any() else brain_box
         sub = lab[sl]
-        core = delineate_on_finer_grid(box.data, b_box, sub == i, tissue, box.spacing_mm, classify,
-                                       cfg.candidate.smoothing_fwhm_mm)
+        core = delineate_on_finer_grid(box.data, b_box, sub == i, tissue, box.spacing_mm, classify, smoothing_mm,
+                                       whole_extent=kind != "new")
         if core is None:
             kept_mapped.append(i)
             continue

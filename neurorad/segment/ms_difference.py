@@ -354,6 +354,12 @@ class ClassifyParams:
     # the finer delineation replaces the mapped one only when its volume lies within these fractions of it (the
     # mapped mask carries the coarse slices, so the finer one is normally smaller; outside, the fit is not trusted)
     finer_followup_volume_bounds: tuple[float, float] = (0.25, 1.5)
+    # the Gaussian smoothing (FWHM, mm) of both images before the finer delineation; None: the candidate step's
+    # (CandidateParams.smoothing_fwhm_mm)
+    finer_followup_smoothing_fwhm_mm: float | None = None
+    # ... and an ENLARGING lesion's whole follow-up extent too, by its follow-up contrast over the local tissue level
+    # (as step 9 delineates it); its baseline volume stays the common grid's, the baseline's own (coarser) grid
+    finer_followup_enlarging: bool = False
     # separate lesions in one candidate (:func:`separate_lesion_cores`): a new lesion whose own half-maximum core
     # does not touch the candidate's delineated lesion is reported on its own instead of being cut away by the
     # partial-volume rule. Its peak must score above split_min_score and its core hold more than
@@ -1665,7 +1671,7 @@ def half_maximum_core(own: np.ndarray, d: np.ndarray, fraction: float, peak_perc
 
 def delineate_on_finer_grid(followup: np.ndarray, baseline: np.ndarray, mapped: np.ndarray, tissue: np.ndarray,
                             spacing_mm: tuple[float, float, float], params: ClassifyParams = ClassifyParams(),
-                            smoothing_fwhm_mm: float = 1.5) -> np.ndarray | None:
+                            smoothing_fwhm_mm: float = 1.5, whole_extent: bool = False) -> np.ndarray | None:
     """A new lesion delineated by the partial-volume rule on the follow-up's own, finer grid (a box of it).
 
     ``followup``: the follow-up as acquired (any intensity units); ``baseline``: the baseline sampled on the same
@@ -1679,6 +1685,10 @@ def delineate_on_finer_grid(followup: np.ndarray, baseline: np.ndarray, mapped: 
     reaches ``partial_volume_fraction`` of its peak (``peak_percentile`` of the change inside ``mapped``), the
     part connected to the maximum: the rule of :func:`delineate` at the follow-up's resolution (a voxel at half
     the full contrast is half lesion; the truth rule of both simulators).
+
+    ``whole_extent``: an enlarging lesion, present at baseline: the change is then the follow-up over the local
+    tissue level (the fit's median over the shell's tissue), its whole follow-up extent, as step 9 delineates an
+    enlarging lesion on its follow-up contrast over the local tissue level.
 
     Returns the mask, or None where it cannot be trusted: too few shell voxels, a fit with a non-positive slope,
     no positive peak, or a volume outside ``finer_followup_volume_bounds`` x the mapped one.
@@ -1705,7 +1715,8 @@ def delineate_on_finer_grid(followup: np.ndarray, baseline: np.ndarray, mapped: 
             return None
     if not slope > 0:
         return None
-    d = f - (slope * b + icpt)
+    expected = slope * b + icpt
+    d = f - (float(np.median(expected[shell])) if whole_extent else expected)
     peak = float(np.percentile(d[mapped], params.peak_percentile))
     if not peak > 0:
         return None

@@ -74,6 +74,27 @@ def test_the_finer_delineation_measures_the_ball_where_the_thick_slices_do_not(r
     assert np.count_nonzero(core & (occ >= 0.5)) >= 0.8 * truth_voxels
 
 
+def test_an_enlarging_lesions_whole_follow_up_extent_is_measured_over_the_tissue_level() -> None:
+    # a 3 mm ball at baseline (5 mm slabs) grown to 5 mm at follow-up (1 mm): the whole follow-up extent is the
+    # follow-up's contrast over the local tissue level
+    rng = np.random.default_rng(7)
+    centre = np.array(SHAPE, float) / 2 + rng.uniform(-0.5, 0.5, 3)
+    old, grown = _occupancy(3.0, centre), _occupancy(5.0, centre)
+    x = np.indices(SHAPE).astype(np.float32)
+    tissue = 1.0 + 0.004 * (x[0] - 24)
+    follow = (tissue * (1.0 + 0.8 * grown) + rng.normal(0, 0.02, SHAPE)).astype(np.float32)
+    baseline = (_slabs(0.8 * tissue * (1.0 + 0.8 * old) + 0.1) + rng.normal(0, 0.02, SHAPE)).astype(np.float32)
+    slabs = _slabs(grown)
+    mapped = slabs >= 0.5 * slabs.max()
+    true_mm3 = 4.0 / 3.0 * np.pi * 5.0**3
+    whole = delineate_on_finer_grid(follow, baseline, mapped, np.ones(SHAPE, bool), (1.0, 1.0, 1.0),
+                                    whole_extent=True)
+    assert whole is not None
+    assert np.count_nonzero(whole) / true_mm3 == pytest.approx(1.0, abs=0.2)
+    assert np.count_nonzero(whole & (grown >= 0.5)) >= 0.8 * np.count_nonzero(grown >= 0.5)
+    assert np.all(whole[old >= 0.5])  # the old lesion is part of the enlarged one
+
+
 def test_an_untrustworthy_fit_keeps_the_mapped_mask() -> None:
     follow, baseline, mapped, tissue, _ = _pair(3.5, 0.6, 3)
     # no tissue around the lesion to fit the follow-up from the baseline
