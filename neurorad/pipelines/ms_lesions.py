@@ -1403,12 +1403,13 @@ def followup_grid_labels(ctx: MSContext) -> tuple[Volume | None, dict[int, int],
     """The lesion labels on the follow-up's own grid (``new_lesions.nii.gz``, the DICOM SEG the reader reviews):
     the common grid's labels taken there by nearest neighbour and, when the follow-up's grid is the finer
     (:func:`neurorad.segment.ms_difference.finer_followup`: a thick-slice baseline against a 3D or thinner-slice
-    follow-up), each NEW lesion delineated again at the follow-up's resolution
+    follow-up), each new lesion, and each enlarging lesion's whole follow-up extent
+    (``ClassifyParams.finer_followup_enlarging``), delineated again at the follow-up's resolution
     (:func:`neurorad.segment.ms_difference.delineate_on_finer_grid`, in a box around it: the baseline sampled
     there through the registration, the common brain mask taken there, tissue = brain voxels whose baseline
     reaches 0.6 x the box's brain median). A lesion never takes another's voxels; one whose finer delineation is
-    not trusted keeps its mapped mask. An enlarging lesion keeps its mapped mask: its baseline volume is measured
-    on the common grid, and the growth is read between two volumes of one rule.
+    not trusted keeps its mapped mask. An enlarging lesion's baseline volume stays the common grid's (the
+    baseline's own, coarser grid): each time point is measured on its own grid.
 
     Returns ``(labels, voxel counts of the lesions delineated again, record for the atlas step's provenance)``;
     labels None for a context without the follow-up or the registration (detection steps run alone)."""

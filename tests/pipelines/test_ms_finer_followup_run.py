@@ -20,7 +20,7 @@ IN_PLANE_MM = 1.5
 def thick_baseline_case():
     from neurorad.phantom.cases import ms_pair
 
-    return ms_pair(seed=21, n_stable=3, n_new=3, n_enlarging=0, in_plane_mm=IN_PLANE_MM,
+    return ms_pair(seed=21, n_stable=3, n_new=3, n_enlarging=1, in_plane_mm=IN_PLANE_MM,
                    slice_thickness_mm=(5.0, IN_PLANE_MM), misalign_deg=4.0, misalign_mm=4.0,
                    diameter_range_mm=(5.0, 9.0))
 
@@ -69,9 +69,13 @@ def test_new_lesions_on_a_thick_baseline_are_measured_on_the_follow_ups_grid(thi
     for i in rec["delineated_on_followup_grid"]:
         r = rows[i]
         assert r.volume_mm3 == pytest.approx(np.count_nonzero(lab == i) * vox, abs=0.01)
-        assert r.volume_change_mm3 == r.volume_mm3 and r.n_voxels == np.count_nonzero(lab == i)
+        assert r.volume_change_mm3 == pytest.approx(r.volume_mm3 - r.baseline_volume_mm3, abs=0.02)
+        assert r.n_voxels == np.count_nonzero(lab == i)
         assert r.volume_measurable is (r.diameter_mm >= 1.7 * IN_PLANE_MM)
-    # an enlarging or untrusted lesion keeps the common grid's mask: labels that were not delineated again agree
+    # the enlarging lesion is measured on the follow-up's grid too, over the baseline volume of the common grid
+    enl = [r for r in res.lesions if r.kind == "enlarging"]
+    assert enl and all(r.id in rec["delineated_on_followup_grid"] and r.baseline_volume_mm3 > 0 for r in enl)
+    # an untrusted lesion keeps the common grid's mask: labels that were not delineated again agree
     kept = [r.id for r in res.lesions if r.id not in rec["delineated_on_followup_grid"]]
     lab_off = np.asarray(off.labels.data)
     for i in kept:
