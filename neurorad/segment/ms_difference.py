@@ -1677,7 +1677,8 @@ def half_maximum_core(own: np.ndarray, d: np.ndarray, fraction: float, peak_perc
 def delineate_on_finer_grid(followup: np.ndarray, baseline: np.ndarray, mapped: np.ndarray, tissue: np.ndarray,
                             spacing_mm: tuple[float, float, float], params: ClassifyParams = ClassifyParams(),
                             smoothing_fwhm_mm: float = 1.5, whole_extent: bool = False) -> np.ndarray | None:
-    """A new lesion delineated by the partial-volume rule on the follow-up's own, finer grid (a box of it).
+    """A lesion delineated by the partial-volume rule on the follow-up's own, finer grid (a box of it): a new lesion,
+    or with ``whole_extent`` an enlarging lesion's whole follow-up extent.
 
     ``followup``: the follow-up as acquired (any intensity units); ``baseline``: the baseline sampled on the same
     box through the registration; ``mapped``: the lesion's mask from the common grid taken to this box (nearest
@@ -1738,7 +1739,7 @@ def delineate_on_finer_grid(followup: np.ndarray, baseline: np.ndarray, mapped: 
 
 def finer_followup(followup_spacing_mm: tuple[float, float, float], common_spacing_mm: tuple[float, float, float],
                    params: ClassifyParams = ClassifyParams()) -> bool:
-    """Whether new lesions are delineated again on the follow-up's own grid (:func:`delineate_on_finer_grid`):
+    """Whether lesions are delineated again on the follow-up's own grid (:func:`delineate_on_finer_grid`):
     its voxels no larger than the common grid's along any axis (5 % tolerance) and its coarsest axis finer than the
     common grid's coarsest by ``finer_followup_ratio`` (spacings in the same axis order, RAS)."""
     if params.finer_followup_ratio is None:
@@ -1781,7 +1782,7 @@ def volume_rule_text(params: ClassifyParams = ClassifyParams()) -> str:
         return "every lesion volume reported as measured (no measurability rule)"
     floor = f" and >= {params.volume_min_diameter_mm:g} mm" if params.volume_min_diameter_mm > 0 else ""
     finer = ("" if params.finer_followup_ratio is None else
-             " (of the follow-up for a new lesion delineated on the follow-up's own grid, which is done when that "
+             " (of the follow-up for a lesion delineated on the follow-up's own grid, which is done when that "
              f"grid is {params.finer_followup_ratio:g} x finer than the coarser input's)")
     return (f"a lesion volume is reported as measurable when the lesion's measured equivalent-sphere diameter is "
             f">= {params.volume_min_diameter_slices:g} x the slice thickness of the coarser input{finer}{floor}; "

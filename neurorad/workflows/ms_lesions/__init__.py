@@ -342,9 +342,9 @@ class MSLesionsWorkflow(Workflow):
     # unchanged; "Workflow 1.28.0"); 1.29.0: on slices of two orientations the learned engine's candidates dropped as
     # drift or misregistration beside a baseline lesion that grew x 1.55 are kept as enlarging
     # (ClassifyParams.crossed_learned_rescue_ratio; "Workflow 1.29.0"); 1.30.0: when the follow-up's grid is finer
-    # than the common (coarser) grid, each new lesion is delineated again and measured on the follow-up's own grid
-    # (ClassifyParams.finer_followup_ratio; ms_lesions.followup_grid_labels; the same detections, other volumes;
-    # "Workflow 1.30.0")
+    # than the common (coarser) grid, each new lesion and each enlarging lesion's follow-up extent is delineated again
+    # and measured on the follow-up's own grid (ClassifyParams.finer_followup_ratio, finer_followup_enlarging;
+    # ms_lesions.followup_grid_labels; the same detections, other volumes; "Workflow 1.30.0")
     version = "1.30.0"
     title = "MRI brain follow-up: new and enlarging T2-FLAIR lesions"
     description = ("Compares this study's FLAIR with the FLAIR of the patient's previous study (registered, "
