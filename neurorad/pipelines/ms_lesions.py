@@ -1426,7 +1426,6 @@ def followup_grid_labels(ctx: MSContext) -> tuple[Volume | None, dict[int, int],
         return mapped.with_data(lab), counts, record
     assert ctx.b0 is not None and ctx.Tb is not None and ctx.ref is not None and ctx.brain is not None
     fu_to_baseline = ctx.Tf.inverse().then(ctx.Tb)
-    f_vol = ctx.f_raw.with_data(np.asarray(ctx.f_raw.data, np.float32))
     brain = ctx.ref.with_data(np.asarray(ctx.brain, bool))
     smoothing_mm = (cfg.candidate.smoothing_fwhm_mm if classify.finer_followup_smoothing_fwhm_mm is None
                     else classify.finer_followup_smoothing_fwhm_mm)
@@ -1436,7 +1435,7 @@ def followup_grid_labels(ctx: MSContext) -> tuple[Volume | None, dict[int, int],
         own = lab == i
         if not own.any() or (kind != "new" and not classify.finer_followup_enlarging):
             continue
-        box = crop_to_mask(f_vol, own, margin_mm)
+        box = crop_to_mask(ctx.f_raw, own, margin_mm)
         lo = np.rint(ctx.f_raw.world_to_voxel(box.affine[:3, 3][None])[0]).astype(int)
         sl = tuple(slice(int(a), int(a) + n) for a, n in zip(lo, box.spatial_shape, strict=True))
         b_box = np.asarray(resample(ctx.b0, box, fu_to_baseline, "linear").data, np.float32)
@@ -1505,9 +1504,7 @@ def step_outputs(ctx: MSContext) -> None:
     cfg, tmp, ref, cand = ctx.cfg, ctx.tmp, ctx.ref, ctx.cand
     assert ref is not None and cand is not None and ctx.lab_vol is not None and ctx.Tf is not None
     with ctx.prov.step("outputs") as st:
-        if ctx.labels_fu is None:  # steps run alone, without the atlas step's
-            ctx.labels_fu = followup_grid_labels(ctx)[0]
-        assert ctx.labels_fu is not None
+        assert ctx.labels_fu is not None  # made by the atlas step (followup_grid_labels)
         writes = [(ctx.labels_fu, "new_lesions.nii.gz"), (ref.with_data(cand.score.astype(np.float32)), "score.nii.gz"),
                   (ref.with_data(cand.difference), "difference.nii.gz"), (ref.with_data(ctx.bn), "baseline.nii.gz"),
                   (ref.with_data(ctx.fn), "followup.nii.gz"),

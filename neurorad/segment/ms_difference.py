@@ -1711,14 +1711,17 @@ def delineate_on_finer_grid(followup: np.ndarray, baseline: np.ndarray, mapped: 
     if np.count_nonzero(shell) < 30:
         return None
     x, y = b[shell].astype(np.float64), f[shell].astype(np.float64)
-    keep = np.ones(x.size, bool)
-    for _ in range(2):
-        a = np.stack([x[keep], np.ones(np.count_nonzero(keep))], 1)
-        (slope, icpt), *_ = np.linalg.lstsq(a, y[keep], rcond=None)
-        res = y - (slope * x + icpt)
-        keep = np.abs(res - np.median(res)) <= 3.0 * robust_sigma(res) + 1e-12
-        if np.count_nonzero(keep) < 30:
-            return None
+
+    def line(keep: np.ndarray) -> tuple[float, float]:  # least-squares slope and intercept of y on x
+        (s, c), *_ = np.linalg.lstsq(np.stack([x[keep], np.ones(np.count_nonzero(keep))], 1), y[keep], rcond=None)
+        return float(s), float(c)
+
+    slope, icpt = line(np.ones(x.size, bool))
+    res = y - (slope * x + icpt)
+    keep = np.abs(res - np.median(res)) <= 3.0 * robust_sigma(res) + 1e-12
+    if np.count_nonzero(keep) < 30:
+        return None
+    slope, icpt = line(keep)  # refitted without the outliers (other lesions, vessels)
     if not slope > 0:
         return None
     expected = slope * b + icpt

@@ -757,11 +757,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False,
                              f"but {ds.root.name} has {ds.channel_names} / {ds.labels}", other.root)
     arch = cfg.arch(len(ds.channel_names), len(ds.labels))
     prep = PreprocessSpec(cfg.spacing_mm, cfg.normalization)
-    ip = cfg.inference
-    axes = ip.get("mirror_axes")
-    inf = InferenceSpec(tuple(int(p) for p in ip.get("patch_size", cfg.patch_size)), float(ip.get("overlap", 0.5)),
-                        bool(ip.get("mirror_tta", False)), int(ip.get("batch_size", 4)),
-                        None if axes is None else tuple(int(a) for a in axes))
+    inf = InferenceSpec.from_dict({"patch_size": cfg.patch_size, **cfg.inference})  # the training patch by default
     val_inf = InferenceSpec(tuple(cfg.patch_size), 0.25, False, inf.batch_size)
     run_dir.mkdir(parents=True, exist_ok=True)
     if cfg.source is not None and not (run_dir / ("config" + cfg.source.suffix)).exists():
