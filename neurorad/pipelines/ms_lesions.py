@@ -1236,7 +1236,8 @@ def step_classify(ctx: MSContext) -> None:
         st.parameters["dropped_not_grown"] = dropped
         labels, ctx.extents = grow_enlarging(labels, ctx.n, ctx.kinds, ctx.fn, base_les, ctx.brain, sp,
                                              cand.brain_median, cand.brain_sigma, classify, cand.tissue_level)
-        delineated = delineate(labels, ctx.n, ctx.kinds, cand.difference, classify, ctx.fn, cand.tissue_level)
+        delineated = delineate(labels, ctx.n, ctx.kinds, cand.difference, classify, ctx.fn, cand.tissue_level,
+                               spacing_mm=sp)
         # a new lesion sharing a candidate with a brighter one, judged by the same false-positive rules
         n_before = ctx.n
         ctx.labels, ctx.n, ctx.kinds, part_decisions = add_separate_lesions(

@@ -365,6 +365,22 @@ class ClassifyParams:
     # 0.196 -> 0.165 (5-8 mm), Colin27 0.100 -> 0.086, MNI152 0.094 -> 0.101 (n=6); the same detections everywhere
     # (docs/ms-lesions-log.md "Workflow 1.30.0")
     finer_followup_enlarging: bool = True
+    # partial-volume level (:func:`partial_volume_core`): a lesion whose half-maximum core measures at least this
+    # equivalent-sphere diameter (mm) is delineated instead at the level of its change whose extent holds its
+    # partial-volume sum (the change within ``pv_level_reach_mm`` of that core over its peak, each voxel at most
+    # 1): smoothing moves the half-maximum surface of a convex lesion inwards (by about sigma^2 / R), so the rule
+    # reads convex lesions 5-12 % small, while the sum of the change is what blurring keeps. Small lesions keep half
+    # maximum (their blurred peak is below their contrast, so the sum over it overestimates them). None: half
+    # maximum for every lesion
+    pv_level_min_diameter_mm: float | None = None
+    # how far from the half-maximum core the change is summed (mm; along a coarser axis at least one voxel)
+    pv_level_reach_mm: float = 2.0
+    # the level stays within these fractions of the lesion's peak change
+    pv_level_fraction_bounds: tuple[float, float] = (0.3, 0.6)
+    # the lesion's full contrast is the mean change over its core's voxels deeper than this (mm) ...
+    pv_level_interior_mm: float = 1.5
+    # ... or, in a core too thin for 8 such voxels, over its voxels above this fraction of its peak
+    pv_level_plateau_fraction: float = 0.75
     # separate lesions in one candidate (:func:`separate_lesion_cores`): a new lesion whose own half-maximum core
     # does not touch the candidate's delineated lesion is reported on its own instead of being cut away by the
     # partial-volume rule. Its peak must score above split_min_score and its core hold more than
@@ -1337,6 +1353,7 @@ def delineate(
     params: ClassifyParams = ClassifyParams(),
     followup: np.ndarray | None = None,
     tissue_level: np.ndarray | None = None,
+    spacing_mm: tuple[float, float, float] | None = None,
 ) -> np.ndarray:
     """Partial-volume delineation: keep the voxels of each new component whose change reaches
     ``partial_volume_fraction`` of its peak change (half maximum), the part connected to the
@@ -1345,7 +1362,9 @@ def delineate(
     partial-volume voxel is usually counted in manual delineation); the candidate extent (score
     > 0.01) reaches much further (1.4-2.1x the truth volume before). An enlarging lesion (its
     grown follow-up extent) is delineated the same way on its follow-up contrast over the local
-    tissue level (``followup``, ``tissue_level``; without them it keeps its grown extent).
+    tissue level (``followup``, ``tissue_level``; without them it keeps its grown extent). With
+    ``spacing_mm`` and ``ClassifyParams.pv_level_min_diameter_mm``, a lesion of that size or larger is delineated
+    at the level whose extent holds its partial-volume sum instead (:func:`partial_volume_core`).
     Returns the new label map (same label numbers).
     """
     labels = np.asarray(labels).copy()
@@ -1356,19 +1375,29 @@ def delineate(
              if followup is not None and tissue_level is not None else None)
     objs = ndimage.find_objects(labels.astype(np.int32), n)
     struct = ndimage.generate_binary_structure(3, 3)
+    level = spacing_mm is not None and params.pv_level_min_diameter_mm is not None
+    unlabelled = labels == 0  # before any lesion is delineated: the voxels a lesion's lower level may take
     for lab in range(1, n + 1):
         d = d_new if kinds[lab - 1] == "new" else d_enl
         if d is None or objs[lab - 1] is None:
             continue
         sl = objs[lab - 1]
+        if level:  # the partial-volume sum reaches beyond the candidate's extent
+            sl = padded_box(sl, 2.0 * params.pv_level_reach_mm, spacing_mm, labels.shape)
         own = labels[sl] == lab
-        core = half_maximum_core(own, d[sl], params.partial_volume_fraction, params.peak_percentile, struct,
-                                 params.delineation_focal_ratio)
-        if core is None:
+        found = _half_maximum_core_peak(own, d[sl], params.partial_volume_fraction, params.peak_percentile, struct,
+                                        params.delineation_focal_ratio)
+        if found is None:
             continue
+        core = found[0]
+        if level:
+            core = partial_volume_core(own | unlabelled[sl], d[sl], core, found[1], spacing_mm, params, struct)
         sub = labels[sl]
         sub[own & ~core] = 0
+        sub[core] = lab
         labels[sl] = sub
+        if level:
+            unlabelled[sl] &= ~core
     return labels
 
 
@@ -1649,6 +1678,14 @@ def half_maximum_core(own: np.ndarray, d: np.ndarray, fraction: float, peak_perc
     a 70 mm^3 lesion inside a 3.5 mL candidate of faint cortical change; the percentile lay at 0.58 x the maximum
     and the core was the whole candidate). The peak is then the ``peak_percentile`` of that region, and the core
     is measured at ``fraction`` of it; it lies between the region and the first core."""
+    found = _half_maximum_core_peak(own, d, fraction, peak_percentile, structure, focal_ratio)
+    return None if found is None else found[0]
+
+
+def _half_maximum_core_peak(own: np.ndarray, d: np.ndarray, fraction: float, peak_percentile: float,
+                            structure: np.ndarray | None = None,
+                            focal_ratio: float | None = None) -> tuple[np.ndarray, float] | None:
+    """:func:`half_maximum_core` and the peak change it took the fraction of."""
     vals = d[own]
     if vals.size == 0:
         return None
@@ -1666,12 +1703,93 @@ def half_maximum_core(own: np.ndarray, d: np.ndarray, fraction: float, peak_perc
         return comp == keep_id
 
     core = core_at(fraction * peak)
-    if core is None or focal_ratio is None:
-        return core
+    if core is None:
+        return None
+    if focal_ratio is None:
+        return core, peak
     around_max = core_at(fraction * float(d[top]))
     if around_max is None or core.sum() <= focal_ratio * around_max.sum():
+        return core, peak
+    peak = float(np.percentile(d[around_max], peak_percentile))
+    core = core_at(fraction * peak)
+    return None if core is None else (core, peak)
+
+
+def partial_volume_core(own: np.ndarray, d: np.ndarray, core: np.ndarray, peak: float,
+                        spacing_mm: tuple[float, float, float], params: ClassifyParams = ClassifyParams(),
+                        structure: np.ndarray | None = None) -> np.ndarray:
+    """A lesion's mask at the level of its change whose extent holds its partial-volume sum
+    (``ClassifyParams.pv_level_min_diameter_mm``); ``core`` (its half-maximum core in ``own``, a box of ``d``) is
+    returned unchanged for a smaller lesion, when the setting is off, or when no level is found.
+
+    The lesion fraction of a voxel is its change over the lesion's full contrast: the mean change over the core's
+    voxels deeper than ``pv_level_interior_mm`` (in a thinner core, its voxels above ``pv_level_plateau_fraction``
+    x ``peak``): the 95th-percentile ``peak`` lies above a faint lesion's plateau by its noise. Blurring
+    (the acquisition's and the candidate step's smoothing) spreads the change but keeps its sum, so the sum of the
+    fractions near the lesion is its volume, while the half-maximum surface of a convex lesion moves inwards by
+    about sigma^2 / R (mean-curvature flow of the blurred level sets; a ball of 8 mm blurred by the candidate
+    step's 1.5 mm FWHM reads 0.91 x at half maximum on 1 mm voxels, 1.00 x by the sum). The fractions are summed
+    over ``own`` (the voxels the lesion may take: not another lesion's) within ``pv_level_reach_mm`` of ``core``
+    (a coarser axis reaches at least one voxel; unclipped, negative change included, so that noise cancels; the
+    change's median in the ring out to twice the reach taken off as its local level), and the mask is the part of
+    that region connected to the core's maximum whose change reaches the level (within
+    ``pv_level_fraction_bounds`` x ``peak``) whose voxel count is nearest that sum: still an iso-contour of the
+    change, as the reader reviews it. A lesion below the diameter
+    keeps half maximum: its blurred peak is under its contrast, so the sum over it would overestimate it
+    (``bench/ms_volume_pv.py``); so does one whose volume is not measurable at the grid's slice thickness
+    (:func:`volume_measurable` on its half-maximum volume and the coarsest spacing)."""
+    from neurorad.quantify.lesions import equivalent_diameter_mm
+
+    min_d = params.pv_level_min_diameter_mm
+    sp = np.asarray(spacing_mm, float)
+    n_core = int(np.count_nonzero(core))
+    if min_d is None or n_core == 0 or not peak > 0:
         return core
-    return core_at(fraction * float(np.percentile(d[around_max], peak_percentile)))
+    # ... and no lesion whose volume is not measurable at this grid's slice thickness (volume_measurable)
+    if params.volume_min_diameter_slices is not None:
+        min_d = max(min_d, params.volume_min_diameter_slices * float(sp.max()))
+    if equivalent_diameter_mm(n_core * float(np.prod(sp))) < min_d:
+        return core
+    reach = float(params.pv_level_reach_mm)
+    # a step along an axis coarser than the reach counts as the reach: one voxel of a thick slice is summed
+    dist = ndimage.distance_transform_edt(~core, sampling=np.minimum(sp, reach))
+    allowed = np.asarray(own, bool)
+    near = allowed & (dist <= reach)
+    # the change's local level (an offset, a slow residual) from the ring just beyond the sum, where a blurred
+    # lesion's tail has gone (the reach is about three smoothing SDs beyond its half-maximum surface)
+    ring = allowed & (dist > reach) & (dist <= 2.0 * reach)
+    background = float(np.median(d[ring])) if np.count_nonzero(ring) >= 20 else 0.0
+    # the full contrast: the mean change over the core's interior, chosen by depth rather than by value so that the
+    # noise does not select it (the 95th percentile lies above a faint lesion's plateau by its noise); a core too
+    # thin for an interior takes its voxels above pv_level_plateau_fraction x peak
+    depth = ndimage.distance_transform_edt(np.pad(core, 1), sampling=sp)[1:-1, 1:-1, 1:-1]
+    plateau = depth > params.pv_level_interior_mm
+    if np.count_nonzero(plateau) < 8:
+        plateau = core & (d >= params.pv_level_plateau_fraction * peak)
+    contrast = (float(d[plateau].mean()) if plateau.any() else peak) - background
+    if not contrast > 0:
+        return core
+    target = float((d[near] - background).sum()) / contrast
+    struct = structure if structure is not None else ndimage.generate_binary_structure(3, 3)
+    top = np.unravel_index(np.argmax(np.where(core, d, -np.inf)), core.shape)
+
+    def mask_at(fraction: float) -> np.ndarray:
+        comp, _ = ndimage.label(near & (d >= fraction * peak), struct)
+        return comp == comp[top] if comp[top] > 0 else core
+
+    lo, hi = params.pv_level_fraction_bounds
+    best, best_err = core, abs(n_core - target)
+    for _ in range(12):  # bisection: the extent shrinks as the level rises
+        mid = 0.5 * (lo + hi)
+        m = mask_at(mid)
+        n = int(np.count_nonzero(m))
+        if abs(n - target) < best_err:
+            best, best_err = m, abs(n - target)
+        if n > target:
+            lo = mid
+        else:
+            hi = mid
+    return best
 
 
 def delineate_on_finer_grid(followup: np.ndarray, baseline: np.ndarray, mapped: np.ndarray, tissue: np.ndarray,
@@ -1734,7 +1852,7 @@ def delineate_on_finer_grid(followup: np.ndarray, baseline: np.ndarray, mapped: 
     top = np.unravel_index(np.argmax(np.where(mapped, d, -np.inf)), d.shape)
     if n == 0 or comp[top] == 0:
         return None
-    core = comp == comp[top]
+    core = partial_volume_core(dist <= params.finer_followup_reach_mm, d, comp == comp[top], peak, spacing_mm, params)
     lo, hi = params.finer_followup_volume_bounds
     ratio = np.count_nonzero(core) / np.count_nonzero(mapped)
     return core if lo <= ratio <= hi else None
