@@ -77,6 +77,7 @@ from neurorad.segment.ms_difference import (
     classify_new_enlarging,
     delineate,
     delineate_on_finer_grid,
+    delineation_rule_text,
     drop_unchanged_enlarging,
     dropped_beside_baseline,
     false_positive_reduction,
@@ -1669,6 +1670,7 @@ def _finish(ctx: MSContext, cpu_s: dict[str, float], cpu_start: float, t_start: 
             "n_not_measurable": sum(not r.volume_measurable for r in rows),
         },
         "volume_rule": {"rule": volume_rule_text(cfg.classify),
+                        "delineation": delineation_rule_text(pair_classify_params(cfg, ctx.crossed_slices)),
                         "slice_thickness_mm": round(input_slice_thickness_mm(ctx), 3)},
         "lesions": [asdict(r) | {"location": r.location} for r in rows],
         "common_space": {

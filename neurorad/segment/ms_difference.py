@@ -371,16 +371,21 @@ class ClassifyParams:
     # 1): smoothing moves the half-maximum surface of a convex lesion inwards (by about sigma^2 / R), so the rule
     # reads convex lesions 5-12 % small, while the sum of the change is what blurring keeps. Small lesions keep half
     # maximum (their blurred peak is below their contrast, so the sum over it overestimates them). None: half
-    # maximum for every lesion
-    pv_level_min_diameter_mm: float | None = None
+    # maximum for every lesion. 5 (workflow 1.31.0, session 52): analytic ellipsoids (bench/ms_volume_pv.py --level
+    # --reps 40; 1 / 3 / 5 mm slices, 1 mm acquisition blur) put the measurable 5-8 mm lesions at a median |error|
+    # of 0.013 / 0.084 (1 / 3 mm slices) against 0.136 / 0.148 at half maximum (6 mm: 0.037 / 0.084; 7 mm leaves
+    # them at half maximum) and the 8-14 mm ones at 0.004-0.043 against 0.079-0.125; on the 40 widened tuning pairs
+    # 0-39 (bench/ms_benchmark.py --tuning) the same detections, measurable 5-8 mm 0.130 -> 0.066 and 8+ mm 0.116 ->
+    # 0.066 (median ratio 0.90 / 0.89 -> 0.99 / 1.03); docs/ms-lesions-log.md "Workflow 1.31.0"
+    pv_level_min_diameter_mm: float | None = 5.0
     # how far from the half-maximum core the change is summed (mm; along a coarser axis at least one voxel)
     pv_level_reach_mm: float = 2.0
     # the level stays within these fractions of the lesion's peak change
     pv_level_fraction_bounds: tuple[float, float] = (0.3, 0.6)
-    # the lesion's full contrast is the mean change over its core's voxels deeper than this (mm) ...
-    pv_level_interior_mm: float = 1.5
-    # ... or, in a core too thin for 8 such voxels, over its voxels above this fraction of its peak
-    pv_level_plateau_fraction: float = 0.75
+    # the lesion's full contrast is the mean change over its core's voxels deeper than this (mm); a core with fewer
+    # such voxels than pv_level_min_interior_voxels keeps half maximum
+    pv_level_interior_mm: float = 1.0
+    pv_level_min_interior_voxels: int = 8
     # separate lesions in one candidate (:func:`separate_lesion_cores`): a new lesion whose own half-maximum core
     # does not touch the candidate's delineated lesion is reported on its own instead of being cut away by the
     # partial-volume rule. Its peak must score above split_min_score and its core hold more than
@@ -1723,8 +1728,9 @@ def partial_volume_core(own: np.ndarray, d: np.ndarray, core: np.ndarray, peak: 
     returned unchanged for a smaller lesion, when the setting is off, or when no level is found.
 
     The lesion fraction of a voxel is its change over the lesion's full contrast: the mean change over the core's
-    voxels deeper than ``pv_level_interior_mm`` (in a thinner core, its voxels above ``pv_level_plateau_fraction``
-    x ``peak``): the 95th-percentile ``peak`` lies above a faint lesion's plateau by its noise. Blurring
+    voxels deeper than ``pv_level_interior_mm`` (the 95th-percentile ``peak`` lies above a faint lesion's plateau
+    by its noise); a core with fewer than ``pv_level_min_interior_voxels`` such voxels has no plateau and keeps
+    half maximum. Blurring
     (the acquisition's and the candidate step's smoothing) spreads the change but keeps its sum, so the sum of the
     fractions near the lesion is its volume, while the half-maximum surface of a convex lesion moves inwards by
     about sigma^2 / R (mean-curvature flow of the blurred level sets; a ball of 8 mm blurred by the candidate
@@ -1760,13 +1766,14 @@ def partial_volume_core(own: np.ndarray, d: np.ndarray, core: np.ndarray, peak: 
     ring = allowed & (dist > reach) & (dist <= 2.0 * reach)
     background = float(np.median(d[ring])) if np.count_nonzero(ring) >= 20 else 0.0
     # the full contrast: the mean change over the core's interior, chosen by depth rather than by value so that the
-    # noise does not select it (the 95th percentile lies above a faint lesion's plateau by its noise); a core too
-    # thin for an interior takes its voxels above pv_level_plateau_fraction x peak
-    depth = ndimage.distance_transform_edt(np.pad(core, 1), sampling=sp)[1:-1, 1:-1, 1:-1]
-    plateau = depth > params.pv_level_interior_mm
-    if np.count_nonzero(plateau) < 8:
-        plateau = core & (d >= params.pv_level_plateau_fraction * peak)
-    contrast = (float(d[plateau].mean()) if plateau.any() else peak) - background
+    # noise does not select it (the 95th percentile lies above a faint lesion's plateau by its noise). A core too
+    # thin for an interior has no plateau to read its contrast on: it keeps half maximum
+    # (depth from the core's surface: half a voxel short of the distance to the nearest voxel outside it)
+    depth = ndimage.distance_transform_edt(np.pad(core, 1), sampling=sp)[1:-1, 1:-1, 1:-1] - 0.5 * float(sp.min())
+    interior = depth > params.pv_level_interior_mm
+    if np.count_nonzero(interior) < params.pv_level_min_interior_voxels:
+        return core
+    contrast = float(d[interior].mean()) - background
     if not contrast > 0:
         return core
     target = float((d[near] - background).sum()) / contrast
@@ -1909,6 +1916,21 @@ def volume_rule_text(params: ClassifyParams = ClassifyParams()) -> str:
             f">= {params.volume_min_diameter_slices:g} x the slice thickness of the coarser input{finer}{floor}; "
             "below that the volume is not identifiable from the images (partial volume): it is shown as approximate "
             "and flagged")
+
+
+def delineation_rule_text(params: ClassifyParams = ClassifyParams()) -> str:
+    """How :func:`delineate` measures a lesion (its partial-volume rule), in words (report Method, result.json)."""
+    if params.partial_volume_fraction is None:
+        return "each lesion's whole candidate extent (no partial-volume rule)"
+    f = params.partial_volume_fraction
+    text = (f"the lesion's voxels whose change reaches {'half' if f == 0.5 else f'{f:g} x'} its peak change "
+            "(partial-volume rule: a voxel at half the lesion's contrast is half lesion)")
+    if params.pv_level_min_diameter_mm is None:
+        return text
+    return (text + f"; a lesion measuring >= {params.pv_level_min_diameter_mm:g} mm (and measurable at the slice "
+            "thickness) at the level of its change whose extent holds its partial-volume sum (its change within "
+            f"{params.pv_level_reach_mm:g} mm, over its contrast), since smoothing reads a convex lesion small at "
+            "half maximum")
 
 
 def params_dict(*params: object) -> dict:

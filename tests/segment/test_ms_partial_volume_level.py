@@ -52,7 +52,8 @@ def _lesion(semi_mm: tuple[float, float, float], spacing: tuple[float, float, fl
     return d, cand, occ >= 0.5
 
 
-ON = ClassifyParams(pv_level_min_diameter_mm=5.0)
+ON = ClassifyParams()  # the default since workflow 1.31.0: from 5 mm
+HALF_MAX = ClassifyParams(pv_level_min_diameter_mm=None)
 ACQUISITION_FWHM_MM = 1.0
 
 
@@ -67,7 +68,7 @@ def test_a_large_lesion_is_measured_by_its_partial_volume_sum_where_half_maximum
     hm_ratio, pv_ratio = [], []
     for seed, contrast in enumerate((0.2, 0.35, 0.5)):
         d, cand, truth = _lesion(semi, spacing, contrast, seed)
-        hm = delineate(cand, 1, ["new"], d, ClassifyParams(), spacing_mm=spacing) == 1
+        hm = delineate(cand, 1, ["new"], d, HALF_MAX, spacing_mm=spacing) == 1
         pv = delineate(cand, 1, ["new"], d, ON, spacing_mm=spacing) == 1
         hm_ratio.append(hm.sum() / truth.sum())
         pv_ratio.append(pv.sum() / truth.sum())
@@ -82,13 +83,14 @@ def test_a_large_lesion_is_measured_by_its_partial_volume_sum_where_half_maximum
 
 
 def test_a_small_lesion_and_the_setting_off_keep_half_maximum() -> None:
+    assert ON.pv_level_min_diameter_mm == 5.0
     spacing = (1.0, 1.0, 1.0)
     d, cand, _ = _lesion((2.0, 2.0, 2.0), spacing, 0.4, 3)  # 4 mm: its blurred peak is under its contrast
-    hm = delineate(cand, 1, ["new"], d, ClassifyParams(), spacing_mm=spacing)
+    hm = delineate(cand, 1, ["new"], d, HALF_MAX, spacing_mm=spacing)
     np.testing.assert_array_equal(delineate(cand, 1, ["new"], d, ON, spacing_mm=spacing), hm)
     d, cand, _ = _lesion((5.0, 5.0, 5.0), spacing, 0.4, 4)
-    hm = delineate(cand, 1, ["new"], d, ClassifyParams(), spacing_mm=spacing)
-    np.testing.assert_array_equal(delineate(cand, 1, ["new"], d, ClassifyParams(), spacing_mm=None), hm)
+    hm = delineate(cand, 1, ["new"], d, HALF_MAX, spacing_mm=spacing)
+    np.testing.assert_array_equal(delineate(cand, 1, ["new"], d, HALF_MAX, spacing_mm=None), hm)
     np.testing.assert_array_equal(delineate(cand, 1, ["new"], d, ON, spacing_mm=None), hm)
     assert not np.array_equal(delineate(cand, 1, ["new"], d, ON, spacing_mm=spacing), hm)
 

@@ -122,3 +122,21 @@ def test_default_report_sections_show_notes() -> None:
     sec = {s.heading: s for s in Plain().report_sections(r, None)}
     assert sec["Measurements"].table.rows[0][1] == "0.56 (approximate: includes 1)"
     assert [row[2] for row in sec["Findings table"].table.rows] == [f"0.060 ({NOTE})", "0.500"]
+
+
+def test_method_states_the_runs_delineation_rule(tmp_path: Path) -> None:
+    from neurorad.segment.ms_difference import ClassifyParams, delineation_rule_text
+
+    wf = MSLesionsWorkflow()
+    # a result written before the delineation was recorded: half maximum, as those versions measured
+    old = {s.heading: s for s in wf.report_sections(from_ms_result(_res(tmp_path)), None)}
+    assert "voxels at >= half the lesion's peak change" in old["Method"].paragraphs[0]
+    text = delineation_rule_text(ClassifyParams(pv_level_min_diameter_mm=5.0))
+    assert "half its peak change" in text and ">= 5 mm" in text and "partial-volume sum" in text
+    assert "partial-volume sum" not in delineation_rule_text(ClassifyParams(pv_level_min_diameter_mm=None))
+    res = _res(tmp_path)
+    rec = json.loads((tmp_path / "result.json").read_text())
+    rec["volume_rule"]["delineation"] = text
+    (tmp_path / "result.json").write_text(json.dumps(rec))
+    new = {s.heading: s for s in wf.report_sections(from_ms_result(res), None)}
+    assert text in new["Method"].paragraphs[0]

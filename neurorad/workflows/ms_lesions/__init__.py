@@ -148,6 +148,15 @@ def _unresolved_regions(extra: Any) -> int:
     return int(decision.get("unresolved_regions") or 0) if isinstance(decision, dict) else 0
 
 
+def _delineation_rule(result: WorkflowResult) -> str:
+    """How the run measured each lesion (its result.json's ``volume_rule.delineation``; before workflow 1.31.0,
+    half maximum)."""
+    rule = (result.extra.get("volume_rule") or {}) if isinstance(result.extra, dict) else {}
+    if isinstance(rule, dict) and rule.get("delineation"):
+        return str(rule["delineation"])
+    return "voxels at >= half the lesion's peak change (partial-volume rule)"
+
+
 def _volume_rule(result: WorkflowResult) -> str:
     """The volume-measurability rule the run used (its result.json), else the current default."""
     rule = (result.extra.get("volume_rule") or {}) if isinstance(result.extra, dict) else {}
@@ -344,8 +353,12 @@ class MSLesionsWorkflow(Workflow):
     # (ClassifyParams.crossed_learned_rescue_ratio; "Workflow 1.29.0"); 1.30.0: when the follow-up's grid is finer
     # than the common (coarser) grid, each new lesion and each enlarging lesion's follow-up extent is delineated again
     # and measured on the follow-up's own grid (ClassifyParams.finer_followup_ratio, finer_followup_enlarging;
-    # ms_lesions.followup_grid_labels; the same detections, other volumes; "Workflow 1.30.0")
-    version = "1.30.0"
+    # ms_lesions.followup_grid_labels; the same detections, other volumes; "Workflow 1.30.0"); 1.31.0: a lesion
+    # measuring >= 5 mm at half maximum (and measurable at the slice thickness) is delineated at the level whose
+    # extent holds its partial-volume sum (ClassifyParams.pv_level_min_diameter_mm, ms_difference.partial_volume_core):
+    # smoothing read convex lesions 5-12 % small at half maximum; the same detections, other volumes ("Workflow
+    # 1.31.0")
+    version = "1.31.0"
     title = "MRI brain follow-up: new and enlarging T2-FLAIR lesions"
     description = ("Compares this study's FLAIR with the FLAIR of the patient's previous study (registered, "
                    "bias-corrected, jointly normalised subtraction) and reports new and enlarging lesions, "
@@ -476,7 +489,7 @@ class MSLesionsWorkflow(Workflow):
             f"bias-corrected and jointly intensity-normalised; {candidates}, false-positive reduction, new vs "
             "enlarging by overlap with baseline lesions. A new "
             "or enlarging T2-FLAIR lesion indicates disease activity (MAGNIMS-CMSC-NAIMS 2021). Lesion volumes: "
-            f"voxels at >= half the lesion's peak change (partial-volume rule); {_volume_rule(result)}.",)))
+            f"{_delineation_rule(result)}; {_volume_rule(result)}.",)))
         return sections
 
 
