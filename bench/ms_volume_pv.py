@@ -88,7 +88,9 @@ def workflow_volume_mm3(d: np.ndarray, noise_sd: float, voxel_mm3: float, params
     """The volume the workflow measures for a new lesion on the smoothed difference ``d``: its
     candidate (26-connected component above 3 noise SDs, the score's extent z = 3, holding the peak)
     delineated by :func:`neurorad.segment.ms_difference.delineate` (the partial-volume rule; with ``params`` and
-    ``spacing_mm``, its partial-volume level where ``params.pv_level_min_diameter_mm`` is set)."""
+    ``spacing_mm``, its partial-volume level where ``params.pv_level_min_diameter_mm`` is set; without
+    ``spacing_mm``, half maximum: the rule the ``--sweep`` chose the measurability constant for, before workflow
+    1.31.0)."""
     from neurorad.segment.ms_difference import ClassifyParams, delineate
 
     lab, _ = ndimage.label(d > 3.0 * noise_sd, ndimage.generate_binary_structure(3, 3))
@@ -98,6 +100,33 @@ def workflow_volume_mm3(d: np.ndarray, noise_sd: float, voxel_mm3: float, params
     cand = (lab == top).astype(np.int32)
     p = params if params is not None else ClassifyParams()
     return float(np.count_nonzero(delineate(cand, 1, ["new"], d, p, spacing_mm=spacing_mm) == 1)) * voxel_mm3
+
+
+def draw_lesion(rng: np.random.Generator, t: float, lo: float, hi: float, margin_slices: float = 2.0,
+                acquisition_fwhm_mm: float = 0.0) -> dict:
+    """One lesion of the ``--sweep`` on slices of ``t`` mm (in-plane 1-1.5 mm): a randomly oriented ellipsoid of
+    true diameter in [lo, hi) mm (semi-axes +-25 %), contrast 0.15-0.6, blurred by the acquisition
+    (``acquisition_fwhm_mm``, Gaussian) and the candidate step's smoothing, with noise SD 0.05 smoothed the same
+    way. Returns the smoothed change ``d``, its ``noise``, ``spacing``, ``diameter_mm``, ``contrast``,
+    ``true_mm3`` and the lesion ``fraction``."""
+    from neurorad.segment.ms_difference import CandidateParams, _smoothing_sigma_vox
+
+    s_in = min(float(rng.uniform(1.0, 1.5)), t)
+    spacing = (s_in, s_in, t)
+    sig = np.asarray(_smoothing_sigma_vox(spacing, CandidateParams()))
+    diam = float(rng.uniform(lo, hi))
+    semi = diam / 2 * rng.uniform(0.8, 1.25, 3)
+    half = 1.25 * semi.max() + 4 * max(sg * s for sg, s in zip(sig, spacing, strict=True)) + margin_slices * t
+    shape = tuple(int(np.ceil(2 * half / s)) for s in spacing)
+    centre = np.array([n * s / 2 for n, s in zip(shape, spacing, strict=True)])
+    centre = centre + rng.uniform(-0.5, 0.5, 3) * np.asarray(spacing)
+    fr = fraction(shape, spacing, centre, semi, rotation=random_rotation(rng))
+    contrast = float(rng.uniform(0.15, 0.6))
+    noise = ndimage.gaussian_filter(rng.normal(0, 0.05, shape), list(sig))
+    blur = np.sqrt(sig**2 + (acquisition_fwhm_mm / 2.3548 / np.asarray(spacing)) ** 2)
+    d = ndimage.gaussian_filter(contrast * fr, list(blur)) + noise
+    return {"d": d, "noise": noise, "spacing": spacing, "diameter_mm": diam, "contrast": contrast,
+            "true_mm3": 4.0 / 3.0 * np.pi * float(np.prod(semi)), "fraction": fr}
 
 
 LEVEL_MIN_DIAMETERS_MM = (None, 5.0, 6.0, 7.0)
@@ -110,12 +139,7 @@ def level_table(reps: int, seed: int = 0, acquisition_fwhm_mm: float = 1.0) -> l
     (``acquisition_fwhm_mm``: a point spread and the registration's resampling) before the candidate step's
     smoothing. Median |error| against the true volume of the lesions the workflow marks measurable, per slice x
     size bin."""
-    from neurorad.segment.ms_difference import (
-        CandidateParams,
-        ClassifyParams,
-        _smoothing_sigma_vox,
-        volume_measurable,
-    )
+    from neurorad.segment.ms_difference import ClassifyParams, volume_measurable
 
     rng = np.random.default_rng(seed)
     rows = []
@@ -123,22 +147,9 @@ def level_table(reps: int, seed: int = 0, acquisition_fwhm_mm: float = 1.0) -> l
         for lo, hi in SWEEP_SIZE_BINS:
             errs: dict[float | None, list[float]] = {m: [] for m in LEVEL_MIN_DIAMETERS_MM}
             for _ in range(reps):
-                s_in = min(float(rng.uniform(1.0, 1.5)), t)
-                spacing = (s_in, s_in, t)
-                sig = np.asarray(_smoothing_sigma_vox(spacing, CandidateParams()))
-                acq = acquisition_fwhm_mm / 2.3548 / np.asarray(spacing)
-                diam = float(rng.uniform(lo, hi))
-                semi = diam / 2 * rng.uniform(0.8, 1.25, 3)
-                half = 1.25 * semi.max() + 4 * max(sg * s for sg, s in zip(sig, spacing, strict=True)) + 3 * t
-                shape = tuple(int(np.ceil(2 * half / s)) for s in spacing)
-                centre = np.array([n * s / 2 for n, s in zip(shape, spacing, strict=True)])
-                centre = centre + rng.uniform(-0.5, 0.5, 3) * np.asarray(spacing)
-                fr = fraction(shape, spacing, centre, semi, rotation=random_rotation(rng))
-                contrast = float(rng.uniform(0.15, 0.6))
-                noise = ndimage.gaussian_filter(rng.normal(0, 0.05, shape), sig)
-                d = ndimage.gaussian_filter(contrast * fr, np.sqrt(sig**2 + acq**2)) + noise
+                les = draw_lesion(rng, t, lo, hi, 3.0, acquisition_fwhm_mm)
+                d, noise, spacing, true_mm3 = les["d"], les["noise"], les["spacing"], les["true_mm3"]
                 vv = float(np.prod(spacing))
-                true_mm3 = 4.0 / 3.0 * np.pi * float(np.prod(semi))
                 for m in LEVEL_MIN_DIAMETERS_MM:
                     p = ClassifyParams(pv_level_min_diameter_mm=m)
                     v = workflow_volume_mm3(d, float(noise.std()), vv, p, spacing)
@@ -160,32 +171,19 @@ def random_rotation(rng: np.random.Generator) -> np.ndarray:
 def simulate_lesions(reps: int, seed: int = 0) -> list[dict]:
     """``reps`` lesions per slice thickness and size bin (see the module docstring): true diameter,
     true and measured volumes."""
-    from neurorad.segment.ms_difference import CandidateParams, _smoothing_sigma_vox
-
     rng = np.random.default_rng(seed)
     out = []
     for t in SWEEP_SLICES_MM:
         for lo, hi in SWEEP_SIZE_BINS:
             for _ in range(reps):
-                s_in = min(float(rng.uniform(1.0, 1.5)), t)
-                spacing = (s_in, s_in, t)
-                sig = _smoothing_sigma_vox(spacing, CandidateParams())
-                diam = float(rng.uniform(lo, hi))
-                semi = diam / 2 * rng.uniform(0.8, 1.25, 3)
-                half = 1.25 * semi.max() + 4 * max(sg * s for sg, s in zip(sig, spacing, strict=True)) + 2 * t
-                shape = tuple(int(np.ceil(2 * half / s)) for s in spacing)
-                centre = np.array([n * s / 2 for n, s in zip(shape, spacing, strict=True)])
-                centre = centre + rng.uniform(-0.5, 0.5, 3) * np.asarray(spacing)
-                fr = fraction(shape, spacing, centre, semi, rotation=random_rotation(rng))
-                contrast = float(rng.uniform(0.15, 0.6))
-                noise = ndimage.gaussian_filter(rng.normal(0, 0.05, shape), sig)
-                d = ndimage.gaussian_filter(contrast * fr, sig) + noise
+                les = draw_lesion(rng, t, lo, hi)
+                fr, spacing = les["fraction"], les["spacing"]
                 vv = float(np.prod(spacing))
-                out.append({"slice_mm": t, "inplane_mm": round(s_in, 3), "diameter_mm": round(diam, 3),
-                            "contrast": round(contrast, 3),
-                            "true_mm3": round(4.0 / 3.0 * np.pi * float(np.prod(semi)), 3),
+                out.append({"slice_mm": t, "inplane_mm": round(spacing[0], 3),
+                            "diameter_mm": round(les["diameter_mm"], 3), "contrast": round(les["contrast"], 3),
+                            "true_mm3": round(les["true_mm3"], 3),
                             "voxel_truth_mm3": round(np.count_nonzero(fr >= 0.5) * vv, 3),
-                            "measured_mm3": round(workflow_volume_mm3(d, float(noise.std()), vv), 3)})
+                            "measured_mm3": round(workflow_volume_mm3(les["d"], float(les["noise"].std()), vv), 3)})
     return out
 
 
