@@ -367,10 +367,10 @@ class ClassifyParams:
     finer_followup_enlarging: bool = True
     # partial-volume level (:func:`partial_volume_core`): a lesion whose half-maximum core measures at least this
     # equivalent-sphere diameter (mm) is delineated instead at the level of its change whose extent holds its
-    # partial-volume sum (the change within ``pv_level_reach_mm`` of that core over its peak, each voxel at most
-    # 1): smoothing moves the half-maximum surface of a convex lesion inwards (by about sigma^2 / R), so the rule
-    # reads convex lesions 5-12 % small, while the sum of the change is what blurring keeps. Small lesions keep half
-    # maximum (their blurred peak is below their contrast, so the sum over it overestimates them). None: half
+    # partial-volume sum (the change within ``pv_level_reach_mm`` of that core over the mean change of the core's
+    # interior): smoothing moves the half-maximum surface of a convex lesion inwards (by about sigma^2 / R), so the
+    # rule reads convex lesions 5-12 % small, while the sum of the change is what blurring keeps. Small lesions keep
+    # half maximum (their blurred peak is below their contrast, so the sum over it overestimates them). None: half
     # maximum for every lesion. 5 (workflow 1.31.0, session 52): analytic ellipsoids (bench/ms_volume_pv.py --level
     # --reps 40; 1 / 3 / 5 mm slices, 1 mm acquisition blur) put the measurable 5-8 mm lesions at a median |error|
     # of 0.013 / 0.084 (1 / 3 mm slices) against 0.136 / 0.148 at half maximum (6 mm: 0.037 / 0.084; 7 mm leaves
@@ -1728,22 +1728,21 @@ def partial_volume_core(own: np.ndarray, d: np.ndarray, core: np.ndarray, peak: 
     returned unchanged for a smaller lesion, when the setting is off, or when no level is found.
 
     The lesion fraction of a voxel is its change over the lesion's full contrast: the mean change over the core's
-    voxels deeper than ``pv_level_interior_mm`` (the 95th-percentile ``peak`` lies above a faint lesion's plateau
-    by its noise); a core with fewer than ``pv_level_min_interior_voxels`` such voxels has no plateau and keeps
-    half maximum. Blurring
-    (the acquisition's and the candidate step's smoothing) spreads the change but keeps its sum, so the sum of the
-    fractions near the lesion is its volume, while the half-maximum surface of a convex lesion moves inwards by
-    about sigma^2 / R (mean-curvature flow of the blurred level sets; a ball of 8 mm blurred by the candidate
-    step's 1.5 mm FWHM reads 0.91 x at half maximum on 1 mm voxels, 1.00 x by the sum). The fractions are summed
-    over ``own`` (the voxels the lesion may take: not another lesion's) within ``pv_level_reach_mm`` of ``core``
-    (a coarser axis reaches at least one voxel; unclipped, negative change included, so that noise cancels; the
-    change's median in the ring out to twice the reach taken off as its local level), and the mask is the part of
-    that region connected to the core's maximum whose change reaches the level (within
+    voxels deeper than ``pv_level_interior_mm`` (the 95th-percentile ``peak`` lies above a faint lesion's plateau by
+    its noise); a core with fewer than ``pv_level_min_interior_voxels`` such voxels has no plateau and keeps half
+    maximum. Blurring (the acquisition's and the candidate step's smoothing) spreads the change but keeps its sum,
+    so the sum of the fractions near the lesion is its volume, while the half-maximum surface of a convex lesion
+    moves inwards by about sigma^2 / R (mean-curvature flow of the blurred level sets; a ball of 8 mm blurred by the
+    candidate step's 1.5 mm FWHM reads 0.91 x at half maximum on 1 mm voxels, 1.00 x by the sum). The fractions are
+    summed over ``own`` (the voxels the lesion may take: not another lesion's) within ``pv_level_reach_mm`` of
+    ``core`` (a coarser axis reaches at least one voxel; unclipped, negative change included, so that noise cancels;
+    the change's median in the ring out to twice the reach taken off as its local level), and the mask is the part
+    of that region connected to the core's maximum whose change reaches the level (within
     ``pv_level_fraction_bounds`` x ``peak``) whose voxel count is nearest that sum: still an iso-contour of the
-    change, as the reader reviews it. A lesion below the diameter
-    keeps half maximum: its blurred peak is under its contrast, so the sum over it would overestimate it
-    (``bench/ms_volume_pv.py``); so does one whose volume is not measurable at the grid's slice thickness
-    (:func:`volume_measurable` on its half-maximum volume and the coarsest spacing)."""
+    change, as the reader reviews it. A lesion below the diameter keeps half maximum: its blurred peak is under its
+    contrast, so the sum over it would overestimate it (``bench/ms_volume_pv.py``); so does one whose volume is not
+    measurable at the grid's slice thickness (:func:`volume_measurable` on its half-maximum volume and the coarsest
+    spacing)."""
     from neurorad.quantify.lesions import equivalent_diameter_mm
 
     min_d = params.pv_level_min_diameter_mm
