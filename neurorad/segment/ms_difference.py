@@ -376,7 +376,7 @@ class ClassifyParams:
     # of 0.013 / 0.084 (1 / 3 mm slices) against 0.136 / 0.148 at half maximum (6 mm: 0.037 / 0.084; 7 mm leaves
     # them at half maximum) and the 8-14 mm ones at 0.004-0.043 against 0.079-0.125; on the 40 widened tuning pairs
     # 0-39 (bench/ms_benchmark.py --tuning) the same detections, measurable 5-8 mm 0.130 -> 0.066 and 8+ mm 0.116 ->
-    # 0.066 (median ratio 0.90 / 0.89 -> 0.99 / 1.03); docs/ms-lesions-log.md "Workflow 1.31.0"
+    # 0.066 (median ratio 0.90 / 0.89 -> 0.99 / 1.03; 6 mm: 0.093 / 0.066); docs/ms-lesions-log.md "Workflow 1.31.0"
     pv_level_min_diameter_mm: float | None = 5.0
     # how far from the half-maximum core the change is summed (mm; along a coarser axis at least one voxel)
     pv_level_reach_mm: float = 2.0
