@@ -1743,17 +1743,13 @@ def partial_volume_core(own: np.ndarray, d: np.ndarray, core: np.ndarray, peak: 
     contrast, so the sum over it would overestimate it (``bench/ms_volume_pv.py``); so does one whose volume is not
     measurable at the grid's slice thickness (:func:`volume_measurable` on its half-maximum volume and the coarsest
     spacing)."""
-    from neurorad.quantify.lesions import equivalent_diameter_mm
-
     min_d = params.pv_level_min_diameter_mm
     sp = np.asarray(spacing_mm, float)
     n_core = int(np.count_nonzero(core))
     if min_d is None or n_core == 0 or not peak > 0:
         return core
-    # ... and no lesion whose volume is not measurable at this grid's slice thickness (volume_measurable)
-    if params.volume_min_diameter_slices is not None:
-        min_d = max(min_d, params.volume_min_diameter_slices * float(sp.max()))
-    if equivalent_diameter_mm(n_core * float(np.prod(sp))) < min_d:
+    core_mm3 = n_core * float(np.prod(sp))
+    if equivalent_diameter_mm(core_mm3) < min_d or not volume_measurable(core_mm3, float(sp.max()), params):
         return core
     reach = float(params.pv_level_reach_mm)
     # a step along an axis coarser than the reach counts as the reach: one voxel of a thick slice is summed

@@ -148,19 +148,25 @@ def _unresolved_regions(extra: Any) -> int:
     return int(decision.get("unresolved_regions") or 0) if isinstance(decision, dict) else 0
 
 
+def _volume_rule_record(result: WorkflowResult) -> dict:
+    """The run's ``volume_rule`` record of its result.json ({} when absent)."""
+    rule = (result.extra.get("volume_rule") or {}) if isinstance(result.extra, dict) else {}
+    return rule if isinstance(rule, dict) else {}
+
+
 def _delineation_rule(result: WorkflowResult) -> str:
     """How the run measured each lesion (its result.json's ``volume_rule.delineation``; before workflow 1.31.0,
     half maximum)."""
-    rule = (result.extra.get("volume_rule") or {}) if isinstance(result.extra, dict) else {}
-    if isinstance(rule, dict) and rule.get("delineation"):
+    rule = _volume_rule_record(result)
+    if rule.get("delineation"):
         return str(rule["delineation"])
     return "voxels at >= half the lesion's peak change (partial-volume rule)"
 
 
 def _volume_rule(result: WorkflowResult) -> str:
     """The volume-measurability rule the run used (its result.json), else the current default."""
-    rule = (result.extra.get("volume_rule") or {}) if isinstance(result.extra, dict) else {}
-    if isinstance(rule, dict) and rule.get("rule"):
+    rule = _volume_rule_record(result)
+    if rule.get("rule"):
         t = rule.get("slice_thickness_mm")
         return str(rule["rule"]) + (f" (slice thickness of this pair: {float(t):g} mm)" if t else "")
     from neurorad.segment.ms_difference import volume_rule_text
