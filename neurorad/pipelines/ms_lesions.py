@@ -75,7 +75,6 @@ from neurorad.segment.ms_difference import (
     binarise_components,
     candidate_score,
     classify_new_enlarging,
-    delineate,
     delineate_on_finer_grid,
     delineation_rule_text,
     drop_unchanged_enlarging,
@@ -84,9 +83,11 @@ from neurorad.segment.ms_difference import (
     finer_followup,
     gaussian_filters,
     grow_enlarging,
+    half_maximum_cores,
     judge_and_add_parts,
     judge_enlarging_parts,
     new_beside_unchanged,
+    partial_volume_levels,
     rescue_grown_enlarging,
     volume_measurable,
     volume_rule_text,
@@ -1237,8 +1238,10 @@ def step_classify(ctx: MSContext) -> None:
         st.parameters["dropped_not_grown"] = dropped
         labels, ctx.extents = grow_enlarging(labels, ctx.n, ctx.kinds, ctx.fn, base_les, ctx.brain, sp,
                                              cand.brain_median, cand.brain_sigma, classify, cand.tissue_level)
-        delineated = delineate(labels, ctx.n, ctx.kinds, cand.difference, classify, ctx.fn, cand.tissue_level,
-                               spacing_mm=sp)
+        # half maximum first; the partial-volume level once every separate lesion is in the map (below), so that
+        # no lesion's sum reaches into another's
+        delineated, peaks = half_maximum_cores(labels, ctx.n, ctx.kinds, cand.difference, classify, ctx.fn,
+                                               cand.tissue_level)
         # a new lesion sharing a candidate with a brighter one, judged by the same false-positive rules
         n_before = ctx.n
         ctx.labels, ctx.n, ctx.kinds, part_decisions = add_separate_lesions(
@@ -1266,6 +1269,8 @@ def step_classify(ctx: MSContext) -> None:
                 base_les, ctx.finer_input_voxel_mm)
             st.parameters["new_beside_unchanged"] = {"found": len(beside), "kept": ctx.n - n_before,
                                                      "dropped": [asdict(d) for d in beside if not d.kept]}
+        ctx.labels = partial_volume_levels(ctx.labels, ctx.n, ctx.kinds, cand.difference, sp, classify, ctx.fn,
+                                           cand.tissue_level, peaks)
         if cfg.lesion_engine == "fusion" and ctx.classical_score is not None and ctx.learned_score is not None:
             from neurorad.segment.ms_learned import disagreement_warning, engine_disagreement
 
@@ -1409,9 +1414,10 @@ def followup_grid_labels(ctx: MSContext) -> tuple[Volume | None, dict[int, int],
     (``ClassifyParams.finer_followup_enlarging``), delineated again at the follow-up's resolution
     (:func:`neurorad.segment.ms_difference.delineate_on_finer_grid`, in a box around it: the baseline sampled
     there through the registration, the common brain mask taken there, tissue = brain voxels whose baseline
-    reaches 0.6 x the box's brain median). A lesion never takes another's voxels; one whose finer delineation is
-    not trusted keeps its mapped mask. An enlarging lesion's baseline volume stays the common grid's (the
-    baseline's own, coarser grid): each time point is measured on its own grid.
+    reaches 0.6 x the box's brain median). A lesion never takes another's voxels, nor counts the change nearer to
+    another; one whose finer delineation is not trusted keeps its mapped mask. An enlarging lesion's baseline
+    volume stays the common grid's (the baseline's own, coarser grid): each time point is measured on its own
+    grid.
 
     Returns ``(labels, voxel counts of the lesions delineated again, record for the atlas step's provenance)``;
     labels None for a context without the follow-up or the registration (detection steps run alone)."""
@@ -1445,7 +1451,7 @@ def followup_grid_labels(ctx: MSContext) -> tuple[Volume | None, dict[int, int],
         tissue = brain_box & (b_box >= 0.6 * float(np.median(b_box[brain_box]))) if brain_box.any() else brain_box
         sub = lab[sl]
         core = delineate_on_finer_grid(box.data, b_box, sub == i, tissue, box.spacing_mm, classify, smoothing_mm,
-                                       whole_extent=kind != "new")
+                                       whole_extent=kind != "new", others=(sub > 0) & (sub != i))
         if core is None:
             kept_mapped.append(i)
             continue

@@ -1369,40 +1369,103 @@ def delineate(
     grown follow-up extent) is delineated the same way on its follow-up contrast over the local
     tissue level (``followup``, ``tissue_level``; without them it keeps its grown extent). With
     ``spacing_mm`` and ``ClassifyParams.pv_level_min_diameter_mm``, a lesion of that size or larger is delineated
-    at the level whose extent holds its partial-volume sum instead (:func:`partial_volume_core`).
+    at the level whose extent holds its partial-volume sum instead (:func:`partial_volume_levels`).
     Returns the new label map (same label numbers).
     """
-    labels = np.asarray(labels).copy()
-    if n == 0 or params.partial_volume_fraction is None:
+    labels, peaks = half_maximum_cores(labels, n, kinds, difference, params, followup, tissue_level)
+    if spacing_mm is None:
         return labels
-    d_new = np.asarray(difference, np.float32)
-    d_enl = (np.asarray(followup, np.float32) - np.asarray(tissue_level, np.float32)
-             if followup is not None and tissue_level is not None else None)
+    return partial_volume_levels(labels, n, kinds, difference, spacing_mm, params, followup, tissue_level, peaks)
+
+
+def half_maximum_cores(
+    labels: np.ndarray, n: int, kinds: list[str], difference: np.ndarray, params: ClassifyParams = ClassifyParams(),
+    followup: np.ndarray | None = None, tissue_level: np.ndarray | None = None,
+) -> tuple[np.ndarray, dict[int, float]]:
+    """The half-maximum rule of :func:`delineate` alone: each component cut to its half-maximum core
+    (:func:`half_maximum_core`). Returns the label map (same numbers) and each delineated lesion's peak change (the
+    change its core is ``partial_volume_fraction`` of), for :func:`partial_volume_levels`."""
+    labels = np.asarray(labels).copy()
+    peaks: dict[int, float] = {}
+    if n == 0 or params.partial_volume_fraction is None:
+        return labels, peaks
+    d_new, d_enl = _change_maps(difference, followup, tissue_level)
     objs = ndimage.find_objects(labels.astype(np.int32), n)
     struct = ndimage.generate_binary_structure(3, 3)
-    level = spacing_mm is not None and params.pv_level_min_diameter_mm is not None
-    unlabelled = labels == 0  # before any lesion is delineated: the voxels a lesion's lower level may take
     for lab in range(1, n + 1):
         d = d_new if kinds[lab - 1] == "new" else d_enl
         if d is None or objs[lab - 1] is None:
             continue
         sl = objs[lab - 1]
-        if level:  # the partial-volume sum reaches beyond the candidate's extent
-            sl = padded_box(sl, 2.0 * params.pv_level_reach_mm, spacing_mm, labels.shape)
         own = labels[sl] == lab
         found = _half_maximum_core_peak(own, d[sl], params.partial_volume_fraction, params.peak_percentile, struct,
                                         params.delineation_focal_ratio)
         if found is None:
             continue
-        core = found[0]
-        if level:
-            core = partial_volume_core(own | unlabelled[sl], d[sl], core, found[1], spacing_mm, params, struct)
         sub = labels[sl]
-        sub[own & ~core] = 0
-        sub[core] = lab
+        sub[own & ~found[0]] = 0
         labels[sl] = sub
-        if level:
-            unlabelled[sl] &= ~core
+        peaks[lab] = found[1]
+    return labels, peaks
+
+
+def _change_maps(difference: np.ndarray, followup: np.ndarray | None, tissue_level: np.ndarray | None,
+                 ) -> tuple[np.ndarray, np.ndarray | None]:
+    """The change a new lesion is delineated on (``difference``) and an enlarging lesion's (its follow-up over the
+    local tissue level; None without them)."""
+    d_enl = (np.asarray(followup, np.float32) - np.asarray(tissue_level, np.float32)
+             if followup is not None and tissue_level is not None else None)
+    return np.asarray(difference, np.float32), d_enl
+
+
+def partial_volume_levels(
+    labels: np.ndarray, n: int, kinds: list[str], difference: np.ndarray, spacing_mm: tuple[float, float, float],
+    params: ClassifyParams = ClassifyParams(), followup: np.ndarray | None = None,
+    tissue_level: np.ndarray | None = None, peaks: dict[int, float] | None = None,
+) -> np.ndarray:
+    """Each lesion of a half-maximum label map (:func:`half_maximum_cores`, and the separate lesions added to it) at
+    its partial-volume level (:func:`partial_volume_core`; ``ClassifyParams.pv_level_min_diameter_mm``).
+
+    A lesion's change is summed over its own core and the unlabelled voxels nearer to it than to any other lesion
+    (a Voronoi split of the voxels between the cores), so that a second lesion in the same candidate, or a
+    neighbour, adds nothing to its sum and loses no voxel to its lower level; a voxel one lesion's level took is
+    not another's. ``peaks``: each lesion's peak change as :func:`half_maximum_cores` found it; a lesion without one
+    (a part of :func:`separate_lesion_cores` or :func:`new_beside_unchanged`) takes the lowest change of its core
+    over ``partial_volume_fraction`` (the core is the region above that fraction of its peak). Returns the label map
+    (same numbers); unchanged when the setting is off."""
+    labels = np.asarray(labels).copy()
+    fraction = params.partial_volume_fraction
+    if n == 0 or fraction is None or params.pv_level_min_diameter_mm is None:
+        return labels
+    d_new, d_enl = _change_maps(difference, followup, tissue_level)
+    start = labels.astype(np.int32)
+    objs = ndimage.find_objects(start, n)
+    struct = ndimage.generate_binary_structure(3, 3)
+    sp = tuple(float(v) for v in spacing_mm)
+    free = start == 0  # the voxels a lesion's lower level may take, until one takes them
+    for lab in range(1, n + 1):
+        d = d_new if kinds[lab - 1] == "new" else d_enl
+        if d is None or objs[lab - 1] is None:
+            continue
+        # the sum reaches pv_level_reach_mm and its background ring twice that; the Voronoi split looks a reach
+        # further still, so that a lesion just outside the box claims the voxels nearer to it
+        box = padded_box(objs[lab - 1], 3.0 * params.pv_level_reach_mm, sp, labels.shape)
+        core = start[box] == lab
+        others = (start[box] > 0) & ~core
+        allowed = free[box].copy()
+        if others.any():
+            allowed &= (ndimage.distance_transform_edt(~core, sampling=sp)
+                        <= ndimage.distance_transform_edt(~others, sampling=sp))
+        d_box = d[box]
+        peak = peaks.get(lab) if peaks is not None else None
+        if peak is None:
+            peak = float(d_box[core].min()) / fraction if core.any() else 0.0
+        level = partial_volume_core(core | allowed, d_box, core, peak, sp, params, struct)
+        sub = labels[box]
+        sub[core & ~level] = 0
+        sub[level] = lab
+        labels[box] = sub
+        free[box] &= ~level
     return labels
 
 
@@ -1434,10 +1497,8 @@ def separate_lesion_cores(
     if n == 0 or not params.split_separate or params.partial_volume_fraction is None:
         return parts, 0
     fraction = params.partial_volume_fraction
-    d_new = np.asarray(difference, np.float32)
+    d_new, d_enl = _change_maps(difference, followup, tissue_level)
     s_all = np.asarray(score, np.float32)
-    d_enl = (np.asarray(followup, np.float32) - np.asarray(tissue_level, np.float32)
-             if followup is not None and tissue_level is not None else None)
     base = np.asarray(baseline_lesions, bool)
     vox_mm3 = float(np.prod(spacing_mm))
     min_vox = params.split_min_volume_mm3 / vox_mm3
@@ -1796,7 +1857,8 @@ def partial_volume_core(own: np.ndarray, d: np.ndarray, core: np.ndarray, peak: 
 
 def delineate_on_finer_grid(followup: np.ndarray, baseline: np.ndarray, mapped: np.ndarray, tissue: np.ndarray,
                             spacing_mm: tuple[float, float, float], params: ClassifyParams = ClassifyParams(),
-                            smoothing_fwhm_mm: float = 1.5, whole_extent: bool = False) -> np.ndarray | None:
+                            smoothing_fwhm_mm: float = 1.5, whole_extent: bool = False,
+                            others: np.ndarray | None = None) -> np.ndarray | None:
     """A lesion delineated by the partial-volume rule on the follow-up's own, finer grid (a box of it): a new lesion,
     or with ``whole_extent`` an enlarging lesion's whole follow-up extent.
 
@@ -1815,6 +1877,9 @@ def delineate_on_finer_grid(followup: np.ndarray, baseline: np.ndarray, mapped: 
     ``whole_extent``: an enlarging lesion, present at baseline: the change is then the follow-up over the local
     tissue level (the fit's median over the shell's tissue), its whole follow-up extent, as step 9 delineates an
     enlarging lesion on its follow-up contrast over the local tissue level.
+
+    ``others``: the other lesions' voxels on the box (their mapped masks): the lesion is delineated, and its
+    partial-volume sum taken, only where a voxel is nearer to ``mapped`` than to them.
 
     Returns the mask, or None where it cannot be trusted: too few shell voxels, a fit with a non-positive slope,
     no positive peak, or a volume outside ``finer_followup_volume_bounds`` x the mapped one.
@@ -1849,12 +1914,15 @@ def delineate_on_finer_grid(followup: np.ndarray, baseline: np.ndarray, mapped: 
     peak = float(np.percentile(d[mapped], params.peak_percentile))
     if not peak > 0:
         return None
-    comp, n = ndimage.label((dist <= params.finer_followup_reach_mm) & (d >= params.partial_volume_fraction * peak),
+    region = dist <= params.finer_followup_reach_mm
+    if others is not None and np.any(others):  # a neighbour's change is not this lesion's
+        region &= (dist <= ndimage.distance_transform_edt(~np.asarray(others, bool), sampling=sp)) | mapped
+    comp, n = ndimage.label(region & (d >= params.partial_volume_fraction * peak),
                             ndimage.generate_binary_structure(3, 3))
     top = np.unravel_index(np.argmax(np.where(mapped, d, -np.inf)), d.shape)
     if n == 0 or comp[top] == 0:
         return None
-    core = partial_volume_core(dist <= params.finer_followup_reach_mm, d, comp == comp[top], peak, spacing_mm, params)
+    core = partial_volume_core(region, d, comp == comp[top], peak, spacing_mm, params)
     lo, hi = params.finer_followup_volume_bounds
     ratio = np.count_nonzero(core) / np.count_nonzero(mapped)
     return core if lo <= ratio <= hi else None

@@ -137,3 +137,22 @@ def test_the_rule_of_the_finer_delineation_is_the_common_grids_half_maximum() ->
 def test_when_the_follow_up_grid_counts_as_finer(followup: tuple, common: tuple, expected: bool) -> None:
     assert finer_followup(followup, common) is expected
     assert finer_followup(followup, common, ClassifyParams(finer_followup_ratio=None)) is False
+
+
+def test_a_neighbours_change_is_left_to_the_neighbour() -> None:
+    # workflow 1.32.0: a brighter new lesion 1 mm beside this one on the follow-up; the finer delineation keeps to
+    # the voxels nearer to this lesion's mapped mask than to the neighbour's (``others``), as the common grid's
+    # partial-volume levels do
+    follow, baseline, mapped, tissue, occ = _pair(4.0, 0.4, 6)
+    centre_b = np.array(np.unravel_index(np.argmax(occ), SHAPE), float) + np.array([0.0, 9.0, 0.0])
+    occ_b = _occupancy(4.0, centre_b)
+    follow = (follow + 1.2 * occ_b).astype(np.float32)
+    slabs_b = _slabs(occ_b)
+    mapped_b = (slabs_b >= 0.5 * slabs_b.max()) & ~mapped
+    nearer_b = ndimage.distance_transform_edt(~mapped_b) < ndimage.distance_transform_edt(~mapped)
+    alone = delineate_on_finer_grid(follow, baseline, mapped, tissue, (1.0, 1.0, 1.0))
+    core = delineate_on_finer_grid(follow, baseline, mapped, tissue, (1.0, 1.0, 1.0), others=mapped_b)
+    assert alone is not None and core is not None
+    assert np.any(alone & (occ_b >= 0.5))  # the oracle holds the case: without the split it reaches the neighbour
+    assert not np.any(core & nearer_b) and not np.any(core & (occ_b >= 0.5))
+    assert np.count_nonzero(core) / (4.0 / 3.0 * np.pi * 4.0**3) == pytest.approx(1.0, abs=0.2)

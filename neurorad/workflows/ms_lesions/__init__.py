@@ -363,8 +363,10 @@ class MSLesionsWorkflow(Workflow):
     # measuring >= 5 mm at half maximum (and measurable at the slice thickness) is delineated at the level whose
     # extent holds its partial-volume sum (ClassifyParams.pv_level_min_diameter_mm, ms_difference.partial_volume_core):
     # smoothing read convex lesions 5-12 % small at half maximum; the same detections, other volumes ("Workflow
-    # 1.31.0")
-    version = "1.31.0"
+    # 1.31.0"); 1.32.0: the partial-volume level also for the separate lesions added after half maximum, each
+    # lesion's sum over the voxels nearer to it than to another lesion (ms_difference.partial_volume_levels), and on
+    # the follow-up's finer grid likewise ("Workflow 1.32.0")
+    version = "1.32.0"
     title = "MRI brain follow-up: new and enlarging T2-FLAIR lesions"
     description = ("Compares this study's FLAIR with the FLAIR of the patient's previous study (registered, "
                    "bias-corrected, jointly normalised subtraction) and reports new and enlarging lesions, "
