@@ -30,6 +30,10 @@ kept as measurable, per size bin and per slice x size cell, and the fraction fla
 constant keeps every size bin and every cell with >= ``--min-kept`` kept lesions at <= 20 % and
 flags the fewest. ``python bench/ms_volume_pv.py --sweep --reps 30 [--json out.json]``.
 
+``--sweep --sweep-level`` runs the same sweep with the lesions measured as the workflow measures them since 1.31.0
+(the partial-volume level of lesions of 5 mm and more); ``--acquisition-fwhm-mm 1`` blurs the lesions by the
+acquisition first, as ``--level`` does.
+
 ``--level`` compares half maximum with the partial-volume level of large lesions
 (:func:`neurorad.segment.ms_difference.partial_volume_core`, ``ClassifyParams.pv_level_min_diameter_mm``) on such
 lesions with an acquisition blur of 1 mm FWHM as well: ``python bench/ms_volume_pv.py --level --reps 40``.
@@ -168,22 +172,28 @@ def random_rotation(rng: np.random.Generator) -> np.ndarray:
     return q if np.linalg.det(q) > 0 else -q
 
 
-def simulate_lesions(reps: int, seed: int = 0) -> list[dict]:
+def simulate_lesions(reps: int, seed: int = 0, level: bool = False, acquisition_fwhm_mm: float = 0.0) -> list[dict]:
     """``reps`` lesions per slice thickness and size bin (see the module docstring): true diameter,
-    true and measured volumes."""
+    true and measured volumes. ``level``: measured as the workflow measures since 1.31.0 (the partial-volume level
+    of the large lesions, ``ClassifyParams()``'s defaults); otherwise at half maximum, as the rule was first chosen.
+    ``acquisition_fwhm_mm``: the acquisition's own blur (:func:`draw_lesion`)."""
+    from neurorad.segment.ms_difference import ClassifyParams
+
     rng = np.random.default_rng(seed)
     out = []
     for t in SWEEP_SLICES_MM:
         for lo, hi in SWEEP_SIZE_BINS:
             for _ in range(reps):
-                les = draw_lesion(rng, t, lo, hi)
+                les = draw_lesion(rng, t, lo, hi, acquisition_fwhm_mm=acquisition_fwhm_mm)
                 fr, spacing = les["fraction"], les["spacing"]
                 vv = float(np.prod(spacing))
                 out.append({"slice_mm": t, "inplane_mm": round(spacing[0], 3),
                             "diameter_mm": round(les["diameter_mm"], 3), "contrast": round(les["contrast"], 3),
                             "true_mm3": round(les["true_mm3"], 3),
                             "voxel_truth_mm3": round(np.count_nonzero(fr >= 0.5) * vv, 3),
-                            "measured_mm3": round(workflow_volume_mm3(les["d"], float(les["noise"].std()), vv), 3)})
+                            "measured_mm3": round(workflow_volume_mm3(
+                                les["d"], float(les["noise"].std()), vv, ClassifyParams() if level else None,
+                                spacing if level else None), 3)})
     return out
 
 
@@ -268,6 +278,11 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0, help="sweep: random seed of the lesions")
     ap.add_argument("--level", action="store_true",
                     help="half maximum against the partial-volume level of large lesions (see level_table)")
+    ap.add_argument("--sweep-level", action="store_true",
+                    help="sweep: measure the lesions with the partial-volume level of the large ones (the workflow "
+                         "since 1.31.0) instead of half maximum")
+    ap.add_argument("--acquisition-fwhm-mm", type=float, default=0.0,
+                    help="sweep: the acquisition's own blur before the candidate step's smoothing (default 0)")
     a = ap.parse_args()
     if a.level:
         print("median |error| vs the true volume of the lesions marked measurable (n); min_None = half maximum, "
@@ -277,7 +292,7 @@ def main() -> None:
                 f"{k} {v[0]} ({v[1]})" for k, v in r.items() if k.startswith("min_")), flush=True)
         return
     if a.sweep:
-        records = simulate_lesions(a.reps, a.seed)
+        records = simulate_lesions(a.reps, a.seed, a.sweep_level, a.acquisition_fwhm_mm)
         rows = sweep_table(records, min_kept=a.min_kept)
         best = choose_rule(rows)
         print_sweep(records, rows, best)

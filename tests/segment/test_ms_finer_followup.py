@@ -156,3 +156,20 @@ def test_a_neighbours_change_is_left_to_the_neighbour() -> None:
     assert np.any(alone & (occ_b >= 0.5))  # the oracle holds the case: without the split it reaches the neighbour
     assert not np.any(core & nearer_b) and not np.any(core & (occ_b >= 0.5))
     assert np.count_nonzero(core) / (4.0 / 3.0 * np.pi * 4.0**3) == pytest.approx(1.0, abs=0.2)
+
+
+def test_a_thick_slice_mask_that_reads_a_lesion_small_is_replaced() -> None:
+    # workflow 1.32.0: a thick-slice half maximum can read a flat or capping lesion SMALL (widened held-out pair 118:
+    # mapped 135 mm^3 of a 250 mm^3 cap). A mapped mask of half the ball's volume is replaced by the finer
+    # delineation (about 2 x it), which the bound of 1.5 x before refused
+    follow, baseline, _, tissue, occ = _pair(5.0, 0.8, 8)
+    truth = occ >= 0.5
+    small = ndimage.binary_erosion(truth, iterations=1)
+    assert 0.4 < np.count_nonzero(small) / np.count_nonzero(truth) < 0.75
+    core = delineate_on_finer_grid(follow, baseline, small, tissue, (1.0, 1.0, 1.0))
+    assert ClassifyParams().finer_followup_volume_bounds[1] >= 2.0
+    assert core is not None
+    assert np.count_nonzero(core) / np.count_nonzero(truth) == pytest.approx(1.0, abs=0.2)
+    assert np.count_nonzero(core & truth) >= 0.8 * np.count_nonzero(truth)
+    assert delineate_on_finer_grid(follow, baseline, small, tissue, (1.0, 1.0, 1.0),
+                                   ClassifyParams(finer_followup_volume_bounds=(0.25, 1.5))) is None

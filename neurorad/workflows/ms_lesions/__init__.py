@@ -365,7 +365,8 @@ class MSLesionsWorkflow(Workflow):
     # smoothing read convex lesions 5-12 % small at half maximum; the same detections, other volumes ("Workflow
     # 1.31.0"); 1.32.0: the partial-volume level also for the separate lesions added after half maximum, each
     # lesion's sum over the voxels nearer to it than to another lesion (ms_difference.partial_volume_levels), and on
-    # the follow-up's finer grid likewise ("Workflow 1.32.0")
+    # the follow-up's finer grid likewise, where a finer delineation up to 3.0 x (not 1.5 x) the thick-slice mask is
+    # trusted (ClassifyParams.finer_followup_volume_bounds; "Workflow 1.32.0")
     version = "1.32.0"
     title = "MRI brain follow-up: new and enlarging T2-FLAIR lesions"
     description = ("Compares this study's FLAIR with the FLAIR of the patient's previous study (registered, "
