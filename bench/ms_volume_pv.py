@@ -44,9 +44,13 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy import ndimage
+
+if TYPE_CHECKING:
+    from neurorad.segment.ms_difference import ClassifyParams
 
 
 def fraction(shape: tuple[int, ...], spacing: tuple[float, ...], centre_mm: np.ndarray, semi_mm: np.ndarray,
@@ -87,7 +91,7 @@ SWEEP_K = (0.0, 0.8, 0.9, 1.0, 1.1, 1.2, 1.3, 1.4, 1.5, 1.6, 1.65, 1.7, 1.75, 1.
 SWEEP_D_MM = (0.0, 3.0, 4.0, 4.5, 5.0, 5.5, 6.0, 7.0)
 
 
-def workflow_volume_mm3(d: np.ndarray, noise_sd: float, voxel_mm3: float, params: object | None = None,
+def workflow_volume_mm3(d: np.ndarray, noise_sd: float, voxel_mm3: float, params: ClassifyParams | None = None,
                         spacing_mm: tuple[float, float, float] | None = None) -> float:
     """The volume the workflow measures for a new lesion on the smoothed difference ``d``: its
     candidate (26-connected component above 3 noise SDs, the score's extent z = 3, holding the peak)
@@ -177,8 +181,6 @@ def simulate_lesions(reps: int, seed: int = 0, level: bool = False, acquisition_
     true and measured volumes. ``level``: measured as the workflow measures since 1.31.0 (the partial-volume level
     of the large lesions, ``ClassifyParams()``'s defaults); otherwise at half maximum, as the rule was first chosen.
     ``acquisition_fwhm_mm``: the acquisition's own blur (:func:`draw_lesion`)."""
-    from neurorad.segment.ms_difference import ClassifyParams
-
     rng = np.random.default_rng(seed)
     out = []
     for t in SWEEP_SLICES_MM:
@@ -192,8 +194,7 @@ def simulate_lesions(reps: int, seed: int = 0, level: bool = False, acquisition_
                             "true_mm3": round(les["true_mm3"], 3),
                             "voxel_truth_mm3": round(np.count_nonzero(fr >= 0.5) * vv, 3),
                             "measured_mm3": round(workflow_volume_mm3(
-                                les["d"], float(les["noise"].std()), vv, ClassifyParams() if level else None,
-                                spacing if level else None), 3)})
+                                les["d"], float(les["noise"].std()), vv, spacing_mm=spacing if level else None), 3)})
     return out
 
 

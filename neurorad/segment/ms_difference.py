@@ -690,6 +690,17 @@ def padded_box(sl: tuple[slice, ...], margin_mm: float, spacing_mm: tuple[float,
     return tuple(slice(max(0, a.start - p), min(dim, a.stop + p)) for a, p, dim in zip(sl, pad, shape, strict=True))
 
 
+def nearer_to(own: np.ndarray, others: np.ndarray, spacing_mm: tuple[float, float, float]) -> np.ndarray:
+    """The voxels at least as near to ``own`` as to ``others`` (a Voronoi split between two masks; Euclidean
+    distance in mm). Every voxel when ``others`` is empty."""
+    others = np.asarray(others, bool)
+    if not others.any():
+        return np.ones(np.shape(own), bool)
+    sp = tuple(float(v) for v in spacing_mm)
+    return (ndimage.distance_transform_edt(~np.asarray(own, bool), sampling=sp)
+            <= ndimage.distance_transform_edt(~others, sampling=sp))
+
+
 def binarise_components(
     score: np.ndarray, voxel_volume_mm3: float, params: PostParams = PostParams()
 ) -> tuple[np.ndarray, int]:
@@ -1453,19 +1464,16 @@ def partial_volume_levels(
         d = d_new if kinds[lab - 1] == "new" else d_enl
         if d is None or objs[lab - 1] is None:
             continue
-        # the sum reaches pv_level_reach_mm and its background ring twice that; the Voronoi split looks a reach
-        # further still, so that a lesion just outside the box claims the voxels nearer to it
+        # the sum and the mask reach pv_level_reach_mm from the core, its background ring twice that; the box
+        # reaches three times, so every lesion nearer than the core to a summed voxel lies in it (the ring's split
+        # does not see a lesion beyond the box)
         box = padded_box(objs[lab - 1], 3.0 * params.pv_level_reach_mm, sp, labels.shape)
         core = start[box] == lab
-        others = (start[box] > 0) & ~core
-        allowed = free[box].copy()
-        if others.any():
-            allowed &= (ndimage.distance_transform_edt(~core, sampling=sp)
-                        <= ndimage.distance_transform_edt(~others, sampling=sp))
+        allowed = free[box] & nearer_to(core, (start[box] > 0) & ~core, sp)
         d_box = d[box]
         peak = peaks.get(lab) if peaks is not None else None
-        if peak is None:
-            peak = float(d_box[core].min()) / fraction if core.any() else 0.0
+        if peak is None:  # a core holds at least one voxel: its label has a box
+            peak = float(d_box[core].min()) / fraction
         level = partial_volume_core(core | allowed, d_box, core, peak, sp, params, struct)
         sub = labels[box]
         sub[core & ~level] = 0
@@ -1921,8 +1929,8 @@ def delineate_on_finer_grid(followup: np.ndarray, baseline: np.ndarray, mapped: 
     if not peak > 0:
         return None
     region = dist <= params.finer_followup_reach_mm
-    if others is not None and np.any(others):  # a neighbour's change is not this lesion's
-        region &= (dist <= ndimage.distance_transform_edt(~np.asarray(others, bool), sampling=sp)) | mapped
+    if others is not None:  # a neighbour's change is not this lesion's
+        region &= nearer_to(mapped, others, spacing_mm)
     comp, n = ndimage.label(region & (d >= params.partial_volume_fraction * peak),
                             ndimage.generate_binary_structure(3, 3))
     top = np.unravel_index(np.argmax(np.where(mapped, d, -np.inf)), d.shape)

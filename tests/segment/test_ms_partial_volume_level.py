@@ -171,7 +171,7 @@ def test_a_lesions_level_keeps_to_the_voxels_nearer_to_it_than_to_a_neighbour() 
     taken_before, taken_now = 0, 0
     for seed, contrasts in enumerate(((0.2, 0.8), (0.25, 0.7), (0.15, 0.6), (0.2, 0.6))):
         d, truth_a, truth_b, cores = _two_lesions(1.0, contrasts, seed)
-        hm, peaks = half_maximum_cores((cores > 0).astype(np.int32), 1, ["new"], d, ON)  # the brighter one's core
+        hm, _ = half_maximum_cores((cores > 0).astype(np.int32), 1, ["new"], d, ON)  # the brighter one's core
         assert np.count_nonzero(hm & (cores == 2)) > 0.9 * np.count_nonzero(cores == 2)
         before = partial_volume_core(cores != 2, d, cores == 1, float(d[cores == 1].min()) / 0.5, (1.0, 1.0, 1.0),
                                      ON, struct)
@@ -189,6 +189,12 @@ def test_delineate_is_half_maximum_then_the_levels() -> None:
     spacing = (1.0, 1.0, 1.0)
     d, cand, _ = _lesion((5.0, 5.0, 5.0), spacing, 0.4, 6)
     cores, peaks = half_maximum_cores(cand, 1, ["new"], d, ON)
+    # the half-maximum rule written out: the candidate's 95th-percentile change, and its voxels reaching half of it
+    # connected to the maximum
+    peak = float(np.percentile(d[cand == 1], 95))
+    assert peaks == {1: pytest.approx(peak)}
+    comp, _ = ndimage.label((cand == 1) & (d >= 0.5 * peak), ndimage.generate_binary_structure(3, 3))
+    np.testing.assert_array_equal(cores == 1, comp == comp[np.unravel_index(np.argmax(d), d.shape)])
     np.testing.assert_array_equal(cores, delineate(cand, 1, ["new"], d, ON))
     np.testing.assert_array_equal(partial_volume_levels(cores, 1, ["new"], d, spacing, ON, peaks=peaks),
                                   delineate(cand, 1, ["new"], d, ON, spacing_mm=spacing))
