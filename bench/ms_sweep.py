@@ -28,10 +28,10 @@ planes (``widened_ms_options(orientation=...)``: 3 or 5 mm slices of two planes,
 their lesions, motion and protocol are the axial pairs'); ``--prep-set field=value`` (repeatable) sets a field of
 ``MSConfig`` that steps 1-5 read (e.g. ``n4_shrink_mm=5.0``): those pairs are prepared and cached in a subfolder
 of ``--cache`` named after the settings, so a preprocessing variant is compared pair by pair with the default on the
-same seeds; ``--json FILE`` keeps the per-pair records (lesions with per-detection coverage, detections with peak
-score, volume and FP flag) for a pair-by-pair comparison of two variants. The printed summary
-ends with the FROC per class of the pair's thicker slice (``by_thicker_slice``: found lesions, false positives and
-patient specificity at scores 0.1-0.5).
+same seeds; ``--json FILE`` keeps the per-pair records (lesions with their kind, truth volume and per-detection
+coverage, detections with peak score, volume and FP flag: ``score_case``) for a pair-by-pair comparison of two
+variants, volumes included. The printed summary ends with the FROC per class of the pair's thicker slice
+(``by_thicker_slice``: found lesions, false positives and patient specificity at scores 0.1-0.5).
 """
 
 from __future__ import annotations
@@ -328,9 +328,6 @@ def _run_pair(job: tuple) -> dict:
     path, d = load_pair(i, voxel_mm, cache, phantom, prep_settings)
     lab, peaks = detect(d, cfg, learned_probability_cached(path, d, cfg))
     rec = score_case(d, lab, peaks, i)
-    counts = np.bincount(lab.ravel(), minlength=len(peaks) + 1)
-    for det in rec["detections"]:
-        det["volume_mm3"] = round(float(counts[det["det"]] * d["vox"]), 1)
     rec["slice_thickness_mm"] = d["opts"]["slice_thickness_mm"]
     if "slice_axis" in d["opts"]:  # a pair in other slice planes (widened-crossed, widened-oriented)
         rec["slice_axis"] = list(d["opts"]["slice_axis"])
@@ -339,17 +336,25 @@ def _run_pair(job: tuple) -> dict:
 
 
 def score_case(d: dict, lab: np.ndarray, peaks: list[float], case_id: int) -> dict:
-    """The benchmark's per-case record (common space): lesions with per-detection coverage."""
+    """The benchmark's per-case record (common space): lesions (kind, voxels, truth volume) with per-detection
+    coverage and each covering detection's volume, and detections with their volume, so that
+    ``ms_benchmark.lesion_volume_ratios`` reads a sweep's volumes as it reads the benchmark's."""
     truth = (d["tn"] > 0) | (d["te"] > 0)
+    counts = np.bincount(lab.ravel(), minlength=len(peaks) + 1)
+
+    def volume_mm3(n_voxels: int) -> float:
+        return round(float(n_voxels * d["vox"]), 1)
+
     lesions = []
-    for tmap in (d["tn"], d["te"]):
+    for kind, tmap in (("new", d["tn"]), ("enlarging", d["te"])):
         for lid in np.unique(tmap[tmap > 0]):
             m = tmap == lid
             hits = [int(h) for h in np.unique(lab[m]) if h > 0]
-            lesions.append({"id": int(lid), "voxels": int(m.sum()),
-                            "hits": [{"det": h, "peak": peaks[h - 1], "covered": int(np.count_nonzero(lab[m] == h))}
-                                     for h in hits]})
-    dets = [{"det": h, "peak": peaks[h - 1], "fp": not bool(truth[lab == h].any())} for h in range(1, len(peaks) + 1)]
+            lesions.append({"id": int(lid), "kind": kind, "voxels": int(m.sum()), "volume_mm3": volume_mm3(m.sum()),
+                            "hits": [{"det": h, "peak": peaks[h - 1], "covered": int(np.count_nonzero(lab[m] == h)),
+                                      "volume_mm3": volume_mm3(counts[h])} for h in hits]})
+    dets = [{"det": h, "peak": peaks[h - 1], "fp": not bool(truth[lab == h].any()), "volume_mm3": volume_mm3(counts[h])}
+            for h in range(1, len(peaks) + 1)]
     return {"case": case_id, "truth_active": bool(lesions), "lesions": lesions, "detections": dets}
 
 

@@ -316,3 +316,25 @@ def test_froc_by_thicker_slice_counts_each_class_apart() -> None:
     assert [five[t]["patient_specificity"] for t in (0.1, 0.3, 0.5)] == [0.0, 1.0, 1.0]
     one = {p["threshold"]: p for p in out["1 mm"]["froc"]}
     assert [one[t]["false_positives"] for t in (0.1, 0.3)] == [1, 0]
+
+
+def test_a_sweep_record_carries_the_volumes_the_benchmark_scores() -> None:
+    """A pair on 1 x 1 x 3 mm voxels: a new lesion of 8 voxels, half covered by a detection of 6 voxels, and an
+    enlarging lesion of 4 voxels covered by none; a false positive of 2 voxels. Counted by hand: the record's truth
+    and detection volumes, and ``ms_benchmark.lesion_volume_ratios`` reading them (6 x 3 / (8 x 3) mm^3)."""
+    import numpy as np
+
+    bench = load_bench("ms_benchmark")
+    tn, te, lab = (np.zeros((10, 10, 4), np.int32) for _ in range(3))
+    tn[0:2, 0:2, 0:2] = 1
+    te[6:8, 6:8, 0] = 1
+    lab[0:2, 0:2, 0] = 1  # 4 of the new lesion's voxels
+    lab[2, 0:2, 0] = 1  # and 2 beside it
+    lab[4, 4, 0:2] = 2
+    rec = _sweep().score_case({"tn": tn, "te": te, "vox": 3.0}, lab, [0.9, 0.4], 7)
+    new, enlarging = rec["lesions"]
+    assert (new["kind"], new["voxels"], new["volume_mm3"]) == ("new", 8, 24.0)
+    assert (enlarging["kind"], enlarging["volume_mm3"], enlarging["hits"]) == ("enlarging", 12.0, [])
+    assert new["hits"] == [{"det": 1, "peak": 0.9, "covered": 4, "volume_mm3": 18.0}]
+    assert [(d["volume_mm3"], d["fp"]) for d in rec["detections"]] == [(18.0, False), (6.0, True)]
+    assert bench.lesion_volume_ratios(rec, 0.1) == [18.0 / 24.0, None]
