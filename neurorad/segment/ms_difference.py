@@ -258,8 +258,14 @@ class ClassifyParams:
     grow_bound_mm: float = 1.5  # growth stays within this distance of the rim or the touched baseline lesion
     # a follow-up voxel also counts as lesion for the growth when it exceeds the local normal-tissue level by this
     # much (normalised units, white matter about 1): a faint enlarging lesion (1.2-1.4 x WM) stays under the
-    # brain-wide median + 3 SD and keeps only its rim. None: the brain-wide test alone (tried, session 37)
-    grow_local_excess: float | None = None
+    # brain-wide median + 3 SD and keeps only its rim. None: the brain-wide test alone (tried in session 37 at
+    # 1.19.0: no tuning detection changed, not adopted). 0.1 (workflow 1.33.0, session 54): step 9 now cuts every
+    # grown lesion back to its half-maximum core and partial-volume level over the same local level, so the growth
+    # only has to reach the lesion's edge. Sweep on the 192 widened tuning pairs at 1 mm (bench/ms_sweep.py --set
+    # classify.grow_local_excess=V): None 357 of 395 lesions at 26 false positives; 0.05, 0.1 and 0.15 all 358 at
+    # 26 (pair 29's 1.3 x WM enlarging lesion, covered 34 -> 274 of its 441 voxels; pair 148's 0.72 -> 1.03 x its
+    # volume); 0.1 is the middle of that plateau (docs/ms-lesions-log.md "Workflow 1.33.0")
+    grow_local_excess: float | None = 0.1
     # partial-volume rule: a voxel belongs to a new lesion when its change is at least this
     # fraction of the lesion's peak change (0.5: half maximum, i.e. lesion fraction >= 0.5, the
     # phantom's and most manual delineations' definition); None keeps the candidate extent

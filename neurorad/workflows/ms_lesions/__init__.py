@@ -366,8 +366,10 @@ class MSLesionsWorkflow(Workflow):
     # 1.31.0"); 1.32.0: the partial-volume level also for the separate lesions added after half maximum, each
     # lesion's sum over the voxels nearer to it than to another lesion (ms_difference.partial_volume_levels), and on
     # the follow-up's finer grid likewise, where a finer delineation up to 3.0 x (not 1.5 x) the thick-slice mask is
-    # trusted (ClassifyParams.finer_followup_volume_bounds; "Workflow 1.32.0")
-    version = "1.32.0"
+    # trusted (ClassifyParams.finer_followup_volume_bounds; "Workflow 1.32.0"); 1.33.0: an enlarging lesion grows
+    # into the follow-up voxels 0.1 over the local tissue level as well as over the brain-wide threshold, so a faint
+    # one is no longer reported as its rim (ClassifyParams.grow_local_excess; "Workflow 1.33.0")
+    version = "1.33.0"
     title = "MRI brain follow-up: new and enlarging T2-FLAIR lesions"
     description = ("Compares this study's FLAIR with the FLAIR of the patient's previous study (registered, "
                    "bias-corrected, jointly normalised subtraction) and reports new and enlarging lesions, "
