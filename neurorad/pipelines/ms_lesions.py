@@ -1236,12 +1236,16 @@ def step_classify(ctx: MSContext) -> None:
         labels, ctx.n, ctx.kinds, dropped = drop_unchanged_enlarging(ctx.labels, ctx.n, kinds, ctx.bn, ctx.fn,
                                                                      base_les, cand.tissue_level, sp, classify)
         st.parameters["dropped_not_grown"] = dropped
-        labels, ctx.extents = grow_enlarging(labels, ctx.n, ctx.kinds, ctx.fn, base_les, ctx.brain, sp,
-                                             cand.brain_median, cand.brain_sigma, classify, cand.tissue_level)
+        grow_args = (labels, ctx.n, ctx.kinds, ctx.fn, base_les, ctx.brain, sp, cand.brain_median, cand.brain_sigma)
+        labels, ctx.extents = grow_enlarging(*grow_args, classify, cand.tissue_level)
+        # an enlarging lesion's peak is read where the brain-wide test grew it: the local test's faint voxels reach
+        # its edge but do not lower its peak (ms_difference.half_maximum_cores)
+        peak_labels = (grow_enlarging(*grow_args, replace(classify, grow_local_excess=None), cand.tissue_level)[0]
+                       if classify.grow_local_excess is not None else None)
         # half maximum first; the partial-volume level once every separate lesion is in the map (below), so that
         # no lesion's sum reaches into another's
         delineated, peaks = half_maximum_cores(labels, ctx.n, ctx.kinds, cand.difference, classify, ctx.fn,
-                                               cand.tissue_level)
+                                               cand.tissue_level, peak_labels)
         # a new lesion sharing a candidate with a brighter one, judged by the same false-positive rules
         n_before = ctx.n
         ctx.labels, ctx.n, ctx.kinds, part_decisions = add_separate_lesions(

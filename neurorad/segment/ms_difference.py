@@ -1404,10 +1404,18 @@ def delineate(
 def half_maximum_cores(
     labels: np.ndarray, n: int, kinds: list[str], difference: np.ndarray, params: ClassifyParams = ClassifyParams(),
     followup: np.ndarray | None = None, tissue_level: np.ndarray | None = None,
+    peak_labels: np.ndarray | None = None,
 ) -> tuple[np.ndarray, dict[int, float]]:
     """The half-maximum rule of :func:`delineate` alone: each component cut to its half-maximum core
     (:func:`half_maximum_core`). Returns the label map (same numbers) and each delineated lesion's peak change (the
-    change its core is ``partial_volume_fraction`` of), for :func:`partial_volume_levels`."""
+    change its core is ``partial_volume_fraction`` of), for :func:`partial_volume_levels`.
+
+    ``peak_labels``: where each label's peak (and its maximum) is read, when not over its whole extent: a subset of
+    ``labels`` with the same numbers. Step 9 passes the enlarging lesions grown by the brain-wide test alone
+    (:func:`grow_enlarging` without ``grow_local_excess``): the faint voxels the local test adds reach a lesion's
+    edge but must not lower its peak, or the half-maximum core of an enlarging candidate that also holds a brighter
+    new lesion reaches across the dip between them and the two become one lesion (independent-simulator Colin27 pair
+    38, workflow 1.33.0 without it)."""
     labels = np.asarray(labels).copy()
     peaks: dict[int, float] = {}
     if n == 0 or params.partial_volume_fraction is None:
@@ -1421,8 +1429,9 @@ def half_maximum_cores(
             continue
         sl = objs[lab - 1]
         own = labels[sl] == lab
+        at_peak = None if peak_labels is None else (np.asarray(peak_labels)[sl] == lab) & own
         found = _half_maximum_core_peak(own, d[sl], params.partial_volume_fraction, params.peak_percentile, struct,
-                                        params.delineation_focal_ratio)
+                                        params.delineation_focal_ratio, at_peak)
         if found is None:
             continue
         sub = labels[sl]
@@ -1492,7 +1501,7 @@ def partial_volume_levels(
 def separate_lesion_cores(
     labels: np.ndarray, n: int, kinds: list[str], difference: np.ndarray, score: np.ndarray,
     baseline_lesions: np.ndarray, spacing_mm: tuple[float, float, float], params: ClassifyParams = ClassifyParams(),
-    followup: np.ndarray | None = None, tissue_level: np.ndarray | None = None,
+    followup: np.ndarray | None = None, tissue_level: np.ndarray | None = None, cores: np.ndarray | None = None,
 ) -> tuple[np.ndarray, int]:
     """New lesions that share a candidate with a brighter one: the parts :func:`delineate` would cut away.
 
@@ -1511,7 +1520,9 @@ def separate_lesion_cores(
 
     Returns the parts as a label map (1..m; zero elsewhere) and m; the caller judges each part with the
     false-positive rules and adds the kept ones (:func:`add_parts`). Off (nothing returned) when
-    ``split_separate`` is False or ``partial_volume_fraction`` is None.
+    ``split_separate`` is False or ``partial_volume_fraction`` is None. ``cores``: the candidates' own cores as
+    :func:`half_maximum_cores` cut them (same numbers), so that a part is sought beside the core step 9 keeps (an
+    enlarging lesion's peak read where :func:`half_maximum_cores` read it); None: each core found here again.
     """
     parts = np.zeros(np.shape(labels), np.int32)
     if n == 0 or not params.split_separate or params.partial_volume_fraction is None:
@@ -1534,9 +1545,10 @@ def separate_lesion_cores(
         d_own = d_new if kinds[lab - 1] == "new" else d_enl
         if d_own is None:
             continue
-        main = half_maximum_core(own, d_own[box], fraction, params.peak_percentile, struct,
-                                 params.delineation_focal_ratio)
-        if main is None:
+        main = (half_maximum_core(own, d_own[box], fraction, params.peak_percentile, struct,
+                                  params.delineation_focal_ratio) if cores is None
+                else (np.asarray(cores)[box] == lab) & own)
+        if main is None or not main.any():
             continue
         d, s = d_new[box], s_all[box]
         taken = ndimage.binary_dilation(main, struct)  # a part must not touch the candidate's core
@@ -1746,7 +1758,7 @@ def add_separate_lesions(
     Returns the labels, count, kinds and the parts' decisions (empty when there was none).
     ``finer_input_voxel_mm``: as :func:`false_positive_reduction`'s."""
     parts, m = separate_lesion_cores(grown, n, kinds, cand.difference, cand.score, baseline_lesions, spacing_mm,
-                                     params, followup, cand.tissue_level)
+                                     params, followup, cand.tissue_level, cores=delineated)
     return judge_and_add_parts(parts, m, delineated, n, kinds, cand, baseline, followup, brain_mask, spacing_mm,
                                fp_params, params, baseline_lesions, finer_input_voxel_mm)
 
@@ -1769,17 +1781,20 @@ def half_maximum_core(own: np.ndarray, d: np.ndarray, fraction: float, peak_perc
 
 
 def _half_maximum_core_peak(own: np.ndarray, d: np.ndarray, fraction: float, peak_percentile: float,
-                            structure: np.ndarray | None = None,
-                            focal_ratio: float | None = None) -> tuple[np.ndarray, float] | None:
-    """:func:`half_maximum_core` and the peak change it took the fraction of."""
-    vals = d[own]
+                            structure: np.ndarray | None = None, focal_ratio: float | None = None,
+                            at_peak: np.ndarray | None = None) -> tuple[np.ndarray, float] | None:
+    """:func:`half_maximum_core` and the peak change it took the fraction of; ``at_peak`` (a part of ``own``): where
+    the peak and the maximum are read, when not over all of ``own``."""
+    if at_peak is None or not at_peak.any():
+        at_peak = own
+    vals = d[at_peak]
     if vals.size == 0:
         return None
     peak = float(np.percentile(vals, peak_percentile))
     if peak <= 0:
         return None
     struct = structure if structure is not None else ndimage.generate_binary_structure(3, 3)
-    top = np.unravel_index(np.argmax(np.where(own, d, -np.inf)), own.shape)
+    top = np.unravel_index(np.argmax(np.where(at_peak, d, -np.inf)), own.shape)
 
     def core_at(level: float) -> np.ndarray | None:
         comp, m = ndimage.label(own & (d >= level), struct)

@@ -124,3 +124,45 @@ def test_a_faint_enlarging_lesion_is_measured_whole_by_default(seed: int) -> Non
 
     assert abs(measured(ClassifyParams()) / truth.sum() - 1) <= 0.20
     assert measured(ClassifyParams(grow_local_excess=None)) < 0.5 * truth.sum()
+
+
+def test_the_local_growth_does_not_lower_an_enlarging_lesions_peak() -> None:
+    """Independent-simulator Colin27 pair 38 (workflow 1.33.0 before the fix): one enlarging candidate holds a
+    bright enlarging lesion (change 1.0 over the local tissue level) and, across a dip of 0.4, a new lesion of 0.6.
+    Its half-maximum core is the bright lesion (0.5 > the dip) and the new lesion is a part of its own. The faint
+    voxels the local test adds (0.15; here so many that the bright lesion is under 5 % of the extent) lower the
+    extent's 95th percentile to 0.6, its half to 0.3 under the dip, and the core takes the new lesion: the two are one
+    lesion and no part is left. Read where
+    the brain-wide test grew it (``peak_labels``), the peak stays 1.0 and the new lesion is found as a part.
+    Oracle: the voxel counts of the drawn regions."""
+    from neurorad.segment.ms_difference import separate_lesion_cores
+
+    shape = (40, 24, 24)
+    bright = _ball(shape, (10, 12, 12), 3.5)
+    new = _ball(shape, (26, 12, 12), 3.5)
+    bridge = np.zeros(shape, bool)
+    bridge[13:24, 11:14, 11:14] = True
+    bridge &= ~bright & ~new
+    body = bright | new | bridge
+    fringe = ndimage.binary_dilation(body, iterations=6) & ~body
+    excess = np.where(bright, 1.0, np.where(new, 0.6, np.where(bridge, 0.4, np.where(fringe, 0.15, 0.0))))
+    level = np.ones(shape, np.float32)
+    followup = (level + excess).astype(np.float32)
+    grown = (body | fringe).astype(np.int32)  # what the local growth gave
+    brainwide = body.astype(np.int32)  # what the brain-wide test alone gave
+    difference = np.where(new, 0.6, np.where(bright, 0.3, 0.0)).astype(np.float32)  # the new lesion changed most
+    score = np.where(new | bright, 0.9, 0.0).astype(np.float32)
+    old = _ball(shape, (10, 12, 12), 2.0)  # the enlarging lesion's baseline part, far from the new lesion
+    params = ClassifyParams()
+    assert bright.sum() < 0.05 * (body | fringe).sum()  # under the 95th percentile's 5 %
+
+    cores, peaks = half_maximum_cores(grown, 1, ["enlarging"], difference, params, followup, level)
+    assert (cores == 1)[new].all() and peaks[1] < 0.8  # the fringe lowered the peak: the new lesion is taken
+    assert separate_lesion_cores(grown, 1, ["enlarging"], difference, score, old, (1.0, 1.0, 1.0), params, followup,
+                                 level, cores=cores)[1] == 0
+
+    cores, peaks = half_maximum_cores(grown, 1, ["enlarging"], difference, params, followup, level, brainwide)
+    assert peaks[1] == pytest.approx(1.0) and np.array_equal(cores == 1, bright)
+    parts, m = separate_lesion_cores(grown, 1, ["enlarging"], difference, score, old, (1.0, 1.0, 1.0), params,
+                                     followup, level, cores=cores)
+    assert m == 1 and np.array_equal(parts == 1, new)
