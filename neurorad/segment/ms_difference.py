@@ -261,10 +261,12 @@ class ClassifyParams:
     # brain-wide median + 3 SD and keeps only its rim. None: the brain-wide test alone (tried in session 37 at
     # 1.19.0: no tuning detection changed, not adopted). 0.1 (workflow 1.33.0, session 54): step 9 now cuts every
     # grown lesion back to its half-maximum core and partial-volume level over the same local level, so the growth
-    # only has to reach the lesion's edge. Sweep on the 192 widened tuning pairs at 1 mm (bench/ms_sweep.py --set
-    # classify.grow_local_excess=V): None 357 of 395 lesions at 26 false positives; 0.05, 0.1 and 0.15 all 358 at
-    # 26 (pair 29's 1.3 x WM enlarging lesion, covered 34 -> 274 of its 441 voxels; pair 148's 0.72 -> 1.03 x its
-    # volume); 0.1 is the middle of that plateau (docs/ms-lesions-log.md "Workflow 1.33.0")
+    # only has to reach the lesion's edge; the lesion's peak is still read where the brain-wide test grew it
+    # (half_maximum_cores' peak_labels). Sweep on the 192 widened tuning pairs at 1 mm (bench/ms_sweep.py --set
+    # classify.grow_local_excess=V, the peak read over the whole grown extent): None 357 of 395 lesions at 26 false
+    # positives; 0.05, 0.1 and 0.15 all 358 at 26 (pair 29's 1.3 x WM enlarging lesion, covered 34 -> 274 of its 441
+    # voxels); 0.1 is the middle of that plateau; with the peak read as now, 0.1 gives the same 358 at 26 and changes
+    # three lesions only (pair 148's 0.72 -> 1.03 x its volume; docs/ms-lesions-log.md "Workflow 1.33.0")
     grow_local_excess: float | None = 0.1
     # partial-volume rule: a voxel belongs to a new lesion when its change is at least this
     # fraction of the lesion's peak change (0.5: half maximum, i.e. lesion fraction >= 0.5, the
