@@ -1067,7 +1067,8 @@ def grow_enlarging(
     MAGNIMS 2016 consensus counts "new or enlarging" lesions, and an enlarging lesion is the
     whole follow-up lesion that grew). The grown lesion is the 26-connected region of
     follow-up-hyperintense voxels (follow-up > median + ``followup_lesion_z`` robust SD, in the
-    brain) together with the rim, restricted to ``grow_bound_mm`` around the rim and the baseline
+    brain; with ``tissue_level`` and ``grow_local_excess`` also those that much over the local tissue level, where a
+    faint lesion lies) together with the rim, restricted to ``grow_bound_mm`` around the rim and the baseline
     lesion components the rim touches (so it cannot leak into an unrelated confluent area), and
     connected to the rim. Voxels of other components are never taken. New lesions are unchanged.
 
