@@ -338,12 +338,13 @@ def _run_pair(job: tuple) -> dict:
 def score_case(d: dict, lab: np.ndarray, peaks: list[float], case_id: int) -> dict:
     """The benchmark's per-case record (common space): lesions (kind, voxels, truth volume) with per-detection
     coverage and each covering detection's volume, and detections with their volume, so that
-    ``ms_benchmark.lesion_volume_ratios`` reads a sweep's volumes as it reads the benchmark's."""
+    ``ms_benchmark.lesion_volume_ratios`` reads a sweep's volumes as it reads the benchmark's. A pair without its
+    voxel volume (``d["vox"]``, which every prepared pair holds) gets None for every volume."""
     truth = (d["tn"] > 0) | (d["te"] > 0)
     counts = np.bincount(lab.ravel(), minlength=len(peaks) + 1)
 
-    def volume_mm3(n_voxels: int) -> float:
-        return round(float(n_voxels * d["vox"]), 1)
+    def volume_mm3(n_voxels: int) -> float | None:
+        return round(float(n_voxels * d["vox"]), 1) if d.get("vox") is not None else None
 
     lesions = []
     for kind, tmap in (("new", d["tn"]), ("enlarging", d["te"])):

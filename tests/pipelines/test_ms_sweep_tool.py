@@ -338,3 +338,6 @@ def test_a_sweep_record_carries_the_volumes_the_benchmark_scores() -> None:
     assert new["hits"] == [{"det": 1, "peak": 0.9, "covered": 4, "volume_mm3": 18.0}]
     assert [(d["volume_mm3"], d["fp"]) for d in rec["detections"]] == [(18.0, False), (6.0, True)]
     assert bench.lesion_volume_ratios(rec, 0.1) == [18.0 / 24.0, None]
+    no_size = _sweep().score_case({"tn": tn, "te": te}, lab, [0.9, 0.4], 7)  # a pair without its voxel volume
+    assert no_size["lesions"][0]["volume_mm3"] is None and no_size["detections"][0]["volume_mm3"] is None
+    assert no_size["lesions"][0]["hits"][0]["covered"] == 4
