@@ -79,6 +79,7 @@ from neurorad.segment.ms_difference import (
     delineation_rule_text,
     drop_unchanged_enlarging,
     dropped_beside_baseline,
+    enlarging_peak_labels,
     false_positive_reduction,
     finer_followup,
     gaussian_filters,
@@ -1237,11 +1238,10 @@ def step_classify(ctx: MSContext) -> None:
                                                                      base_les, cand.tissue_level, sp, classify)
         st.parameters["dropped_not_grown"] = dropped
         grow_args = (labels, ctx.n, ctx.kinds, ctx.fn, base_les, ctx.brain, sp, cand.brain_median, cand.brain_sigma)
-        labels, ctx.extents = grow_enlarging(*grow_args, classify, cand.tissue_level)
         # an enlarging lesion's peak is read where the brain-wide test grew it: the local test's faint voxels reach
         # its edge but do not lower its peak (ms_difference.half_maximum_cores)
-        peak_labels = (grow_enlarging(*grow_args, replace(classify, grow_local_excess=None), cand.tissue_level)[0]
-                       if classify.grow_local_excess is not None else None)
+        peak_labels = enlarging_peak_labels(*grow_args, classify)
+        labels, ctx.extents = grow_enlarging(*grow_args, classify, cand.tissue_level)
         # half maximum first; the partial-volume level once every separate lesion is in the map (below), so that
         # no lesion's sum reaches into another's
         delineated, peaks = half_maximum_cores(labels, ctx.n, ctx.kinds, cand.difference, classify, ctx.fn,

@@ -1002,6 +1002,20 @@ def baseline_lesion_mask(
     return relabel(labels, keep)[0] > 0
 
 
+def enlarging_peak_labels(
+    labels: np.ndarray, n: int, kinds: list[str], followup: np.ndarray, baseline_lesions: np.ndarray,
+    brain_mask: np.ndarray, spacing_mm: tuple[float, float, float], brain_median: float, brain_sigma: float,
+    params: ClassifyParams = ClassifyParams(),
+) -> np.ndarray | None:
+    """Where each lesion's peak is read (:func:`half_maximum_cores`' ``peak_labels``): ``labels`` (before
+    :func:`grow_enlarging`) grown by the brain-wide test alone. The voxels ``grow_local_excess`` adds reach a faint
+    lesion's edge but are not its contrast. None when that setting is off (the grown extent itself)."""
+    if params.grow_local_excess is None:
+        return None
+    return grow_enlarging(labels, n, kinds, followup, baseline_lesions, brain_mask, spacing_mm, brain_median,
+                          brain_sigma, replace(params, grow_local_excess=None))[0]
+
+
 def touched_baseline_ids(own: np.ndarray, baseline_box: np.ndarray, radius_mm: float,
                          spacing_mm: tuple[float, float, float]) -> np.ndarray:
     """The non-zero values of ``baseline_box`` (baseline lesion component ids, or a boolean baseline lesion mask)
