@@ -696,7 +696,21 @@ def msseg_summary(ok: list[dict], thr: float) -> dict:
     }
 
 
-def patient_decision(ok: list[dict], thr: float = 0.1, activity_thr: float | None = None) -> dict:
+def workflow_operating_point() -> float:
+    """The lesion operating point the workflow reports at, ``PostParams().min_peak_score`` (a peak score on the
+    scale whose core anchor is ``ms_difference.SCORE_AT_CORE``; 0.1 until workflow 1.34.0): the threshold every
+    figure of the benchmark is read at unless the caller (``--operating-point``) names another, e.g. to read a
+    record of an older workflow at its own point."""
+    from neurorad.segment.ms_difference import PostParams
+
+    return float(PostParams().min_peak_score)
+
+
+def _at(thr: float | None) -> float:
+    return workflow_operating_point() if thr is None else float(thr)
+
+
+def patient_decision(ok: list[dict], thr: float | None = None, activity_thr: float | None = None) -> dict:
     """The workflow's patient-level decision (``clinical.ms.ms_decision`` since workflow 1.18.0) read off each
     case's detections: ACTIVE (gadolinium recommended) when a lesion reaches ``activity_thr``
     (``MSConfig.activity_min_peak_score``; None: any reported lesion), READER TO DECIDE when only lesions between
@@ -706,6 +720,8 @@ def patient_decision(ok: list[dict], thr: float = 0.1, activity_thr: float | Non
     stay those of any reported lesion (every patient with a candidate called active, workflow 1.17.0 and before).
     Uncounted regions of tumefactive size, the other READER TO DECIDE, are not in the records and not read here."""
     from neurorad.clinical.ms import counts_for_activity
+
+    thr = _at(thr)
 
     def call(r: dict) -> str:
         peaks = [d["peak"] for d in r["detections"] if d["peak"] >= thr]
@@ -731,10 +747,12 @@ def patient_decision(ok: list[dict], thr: float = 0.1, activity_thr: float | Non
             "reader_to_decide_stable_patients": neg.count("reader to decide")}
 
 
-def summarise(results: list[dict], thr: float = 0.1, floor: float = 0.02,
+def summarise(results: list[dict], thr: float | None = None, floor: float = 0.02,
               activity_thr: float | None | str = "default") -> dict:
-    """The benchmark's figures over ``results`` at the lesion operating point ``thr``; ``activity_thr``: the
-    patient decision's threshold (:func:`patient_decision`; "default": ``MSConfig().activity_min_peak_score``)."""
+    """The benchmark's figures over ``results`` at the lesion operating point ``thr`` (None: the workflow's,
+    :func:`workflow_operating_point`); ``activity_thr``: the patient decision's threshold (:func:`patient_decision`;
+    "default": ``MSConfig().activity_min_peak_score``)."""
+    thr = _at(thr)
     if activity_thr == "default":
         from neurorad.pipelines.ms_lesions import MSConfig
 
@@ -838,15 +856,18 @@ def input_slice_thickness_mm(spec: dict) -> float:
 
 def volume_rule_sweep(results: list[dict], ks: tuple[float, ...] = (0.0, 1.0, 1.2, 1.4, 1.5, 1.6, 1.7, 1.8, 1.9, 2.0,
                                                                     2.1, 2.2, 2.3, 2.4, 2.5, 2.75, 3.0),
-                      thr: float = 0.1, min_kept: int = 5, target: float = 0.20) -> list[dict]:
+                      thr: float | None = None, min_kept: int = 5, target: float = 0.20) -> list[dict]:
     """The volume-measurability rule (``ms_difference.volume_measurable``: measured diameter >= k x
     the coarser input's slice) re-applied after the fact with other ``k``: each detection's measured
     volume (common grid, as the workflow sees it) and the case's slice thickness are in the records.
     Per k: median |volume error| of the found lesions kept as measurable per size bin (n kept,
     n flagged), the fraction of found lesions flagged, and ``ok`` (every size bin, and every slice x
     size cell with >= ``min_kept`` kept lesions, at <= ``target``). For choosing the constant on
-    TUNING pairs (``--tuning``), never on the held-out ones."""
+    TUNING pairs (``--tuning``), never on the held-out ones. ``thr``: the lesion operating point (None: the
+    workflow's)."""
     from neurorad.segment.ms_difference import ClassifyParams, volume_measurable
+
+    thr = _at(thr)
 
     ok = [r for r in results if "error" not in r]
     rows = []
@@ -896,16 +917,33 @@ def choose_operating_point(results: list[dict], max_fp_per_patient: float = 0.3,
     """The operating point on the tuning set: among FROC points with FP per patient <=
     ``max_fp_per_patient`` (a margin under the 0.5 target), those with the highest lesion
     sensitivity and then patient specificity form a plateau of thresholds; the point at its
-    geometric middle is returned (away from both the FP and the miss side)."""
+    geometric middle is returned (away from both the FP and the miss side).
+
+    The figures are a staircase in the threshold T (a detection is kept when its peak >= T): constant on each
+    interval (p_prev, p] between consecutive distinct peaks, so every step is read exactly, at its top, and the
+    plateau's edges are peaks. Until workflow 1.34.0 the rule read 60 geometric grid points from the floor to 0.9
+    (about 6.7 % apart): on the 384 widened tuning pairs the plateau (0.0777, 0.0798] fell between two of them and
+    the rule returned the grid point under it, 0.0775, whose specificity is 0.898 instead of the plateau's 0.914."""
     ok = [r for r in results if "error" not in r]
-    grid = np.geomspace(max(floor, 0.005), 0.9, 60)
-    pts = [operating_point(ok, float(t)) for t in grid]
-    good = [p for p in pts if p["fp_per_patient"] <= max_fp_per_patient]
+    lo_floor = max(floor, 0.005)
+    peaks = {float(d["peak"]) for r in ok for d in r["detections"]}
+    peaks |= {float(h["peak"]) for r in ok for le in r["lesions"] for h in le["hits"]}
+    tops = sorted(p for p in peaks if lo_floor < p <= 0.9) or [lo_floor]
+    if tops[-1] < 0.9:
+        tops.append(0.9)  # above every peak: nothing reported (the old grid's last point)
+    steps = list(zip([lo_floor, *tops[:-1]], tops, strict=True))  # (lower edge, exclusive; top), figures at top
+    pts = [(lo, operating_point(ok, top)) for lo, top in steps]
+    good = [(lo, p) for lo, p in pts if p["fp_per_patient"] <= max_fp_per_patient]
     if not good:
-        return pts[-1]
-    best = max((round(p["lesion_sensitivity"], 6), p["patient_specificity"]) for p in good)
-    plateau = [p["threshold"] for p in good if (round(p["lesion_sensitivity"], 6), p["patient_specificity"]) == best]
-    return operating_point(ok, float(np.sqrt(min(plateau) * max(plateau))))
+        return pts[-1][1]
+
+    def key(p: dict) -> tuple[float, float]:
+        return round(p["lesion_sensitivity"], 6), p["patient_specificity"]
+
+    best = max(key(p) for _, p in good)
+    plateau = [(lo, p["threshold"]) for lo, p in good if key(p) == best]
+    lower, upper = min(lo for lo, _ in plateau), max(top for _, top in plateau)
+    return operating_point(ok, float(np.sqrt(lower * upper)))
 
 
 def core_thresholds(threshold: float, params) -> dict:  # noqa: ANN001 - CandidateParams
@@ -984,13 +1022,14 @@ def with_reruns(results: list[dict], rerun_files: list[Path], engine: str = "def
     return [{**reruns[r["case"]], "rerun_of": "--summarise"} if r["case"] in reruns else r for r in results]
 
 
-def compare_runs(before: list[dict], after: list[dict], thr: float = 0.1) -> dict:
+def compare_runs(before: list[dict], after: list[dict], thr: float | None = None) -> dict:
     """Two runs of the same pairs compared pair by pair (each a :func:`load_results` list of one engine): the
     lesions each finds that the other does not (``_found`` at ``thr``), the false positives (peak >= ``thr``), the
     lesions whose measured volume changed (:func:`lesion_volume_ratios`, to 0.1 %) and the gadolinium calls that
     differ. ``same_detections``: every pair has the same lesions found and as many false positives (their peaks
     may differ), the check that a change leaves the results as they were (another numeric engine, another library
-    version); pairs in only one run are listed, not compared."""
+    version); pairs in only one run are listed, not compared. ``thr`` None: the workflow's operating point."""
+    thr = _at(thr)
     a = {r["case"]: r for r in before if "error" not in r}
     b = {r["case"]: r for r in after if "error" not in r}
     common = sorted(set(a) & set(b))
@@ -1059,7 +1098,11 @@ def main(argv: list[str] | None = None) -> int:
                          "reach; pool with the other pairs' records by --summarise)")
     ap.add_argument("--tuning", action="store_true", help="widened TUNING seeds (100000+): choose the operating point")
     ap.add_argument("--froc-floor", type=float, default=0.02,
-                    help="run with min_peak_score lowered to this, to read the FROC (the operating point is 0.1)")
+                    help="run with min_peak_score lowered to this, to read the FROC (the figures are read at "
+                         "--operating-point)")
+    ap.add_argument("--operating-point", type=float, default=None, metavar="SCORE",
+                    help="read every figure at this lesion peak-score threshold (default: the workflow's own, "
+                         "PostParams().min_peak_score; e.g. 0.1 for a record of workflow 1.33.0 or before)")
     ap.add_argument("--workers", type=int, default=max(1, min(2, os.cpu_count() or 1)), help="parallel processes")
     ap.add_argument("--voxel-mm", type=float, default=1.0, help="in-plane voxel size (1.0 as the issue; 1.5 faster)")
     ap.add_argument("--json", type=Path, default=None, help="write per-case results and the summary here")
@@ -1098,7 +1141,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             before, after = (load_results([f], args.engine) for f in args.compare)
             after = with_reruns(after, args.rerun, args.engine)
-            cmp = compare_runs(before, after)
+            cmp = compare_runs(before, after, args.operating_point)
         except ValueError as exc:
             ap.error(str(exc))
         print(json.dumps({"before": str(args.compare[0]), "after": str(args.compare[1]), "engine": args.engine, **cmp},
@@ -1109,12 +1152,12 @@ def main(argv: list[str] | None = None) -> int:
             results = with_reruns(load_results(args.summarise, args.engine), args.rerun, args.engine)
         except ValueError as exc:
             ap.error(str(exc))
-        summary = summarise(results, 0.1, args.froc_floor)
+        summary = summarise(results, args.operating_point, args.froc_floor)
         summary.update(phantom=args.phantom, engine=args.engine, summarised_from=[str(f) for f in args.summarise],
                        **({"reruns": [str(f) for f in args.rerun]} if args.rerun else {}),
                        **warning_counts(results))
         if args.volume_rule_sweep:
-            summary["volume_rule_sweep"] = volume_rule_sweep(results)
+            summary["volume_rule_sweep"] = volume_rule_sweep(results, thr=args.operating_point)
         print(json.dumps(summary, indent=2))
         return 0
     os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -1138,8 +1181,8 @@ def main(argv: list[str] | None = None) -> int:
                 if "error" in r:
                     print(f"case {r['case']}{tag}: ERROR {r['error']}", flush=True)
                 else:
-                    found = sum(_found(le, 0.1) for le in r["lesions"])
-                    n_fp = sum(_false_positive(d, 0.1) for d in r["detections"])
+                    found = sum(_found(le, _at(args.operating_point)) for le in r["lesions"])
+                    n_fp = sum(_false_positive(d, _at(args.operating_point)) for d in r["detections"])
                     print(f"case {r['case']:3d}{tag} slice {r['slice_mm']:g} mm active={r['truth_active']!s:5} "
                           f"found {found}/{len(r['lesions'])} fp {n_fp} ({r['seconds_pipeline']:.0f} s)", flush=True)
     results.sort(key=lambda r: r["case"])
@@ -1147,7 +1190,7 @@ def main(argv: list[str] | None = None) -> int:
     by_engine = {e: [r for r in results if r.get("engine", e) == e] for e in engines}
     summaries = {}
     for e, rows in by_engine.items():
-        sm = summarise(rows, 0.1, args.froc_floor)
+        sm = summarise(rows, args.operating_point, args.froc_floor)
         sm.update(wall_seconds=round(time.perf_counter() - t0, 1), workers=args.workers, voxel_mm=args.voxel_mm,
                   phantom=args.phantom, engine=e, tuning=args.tuning, first=args.first, settings=list(settings),
                   input=args.input_as,

@@ -17,9 +17,9 @@ Usage::
         --curve learned learned bench/results/ms_widened_engines_1_19_0.json ... \
         --point "ideal observer=0.887@0.5" --png docs/ms-froc.png --json bench/results/ms_froc_1_19_0.json
 
-prints, per curve, the sensitivity reached within each false-positive budget and at the operating point (0.1),
-as a Markdown table; ``--png`` draws the curves (sensitivity against false positives per patient, the operating
-point marked), ``--json`` keeps every staircase point.
+prints, per curve, the sensitivity reached within each false-positive budget and at the operating point (the
+workflow's, or ``--operating-point``), as a Markdown table; ``--png`` draws the curves (sensitivity against false
+positives per patient, the operating point marked), ``--json`` keeps every staircase point.
 """
 
 from __future__ import annotations
@@ -146,7 +146,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="LABEL ENGINE FILE [FILE ...]: one curve, the ENGINE rows (default, learned, fusion; "
                          "'default' in a single-engine run) of the files pooled; repeat per curve")
     ap.add_argument("--floor", type=float, default=0.02, help="the runs' FROC floor (ms_benchmark --froc-floor)")
-    ap.add_argument("--operating-point", type=float, default=0.1, help="the lesion threshold to mark (0.1)")
+    ap.add_argument("--operating-point", type=float, default=None,
+                    help="the lesion threshold to mark (default: the workflow's, PostParams().min_peak_score)")
     ap.add_argument("--point", type=_parse_point, action="append", default=[],
                     help="a reference point to draw, NAME=SENSITIVITY@FP_PER_PATIENT (e.g. an ideal observer)")
     ap.add_argument("--png", type=Path, default=None, help="draw the curves into this PNG")
@@ -154,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, default=None, help="write every curve's staircase here")
     args = ap.parse_args(argv)
     mb = _bench()
+    if args.operating_point is None:
+        args.operating_point = mb.workflow_operating_point()
     curves: dict[str, list[dict]] = {}
     for item in args.curve:
         if len(item) < 3:

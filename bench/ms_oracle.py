@@ -279,9 +279,10 @@ def main(argv: list[str] | None = None) -> int:
             for e, k in fps.items():
                 false_positives[e] += k
     if args.found:
-        from ms_benchmark import _found
+        from ms_benchmark import _found, workflow_operating_point
 
-        found = {(r["case"], le["id"]): _found(le, 0.1) for r in found_records for le in r["lesions"]}
+        thr = workflow_operating_point()
+        found = {(r["case"], le["id"]): _found(le, thr) for r in found_records for le in r["lesions"]}
         for r in rows:
             r["found"] = found.get((r["case"], r["id"]))
     if args.json:

@@ -407,7 +407,13 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from concurrent.futures import ProcessPoolExecutor
 
-    from ms_benchmark import choose_operating_point, core_thresholds, engine_config, operating_point
+    from ms_benchmark import (
+        choose_operating_point,
+        core_thresholds,
+        engine_config,
+        operating_point,
+        workflow_operating_point,
+    )
 
     from neurorad.pipelines.ms_lesions import MSConfig
 
@@ -436,7 +442,7 @@ def main(argv: list[str] | None = None) -> int:
     out = {"pairs": len(results), "froc": [{k: round(v, 3) if isinstance(v, float) else v for k, v in p.items()}
                                            for p in froc],
            "settings": args.settings, "prep_settings": args.prep_settings, "phantom": args.phantom,
-           "configured_0.1": operating_point(results, 0.1), "chosen": best,
+           "configured": operating_point(results, workflow_operating_point()), "chosen": best,
            "chosen_core_thresholds": core_thresholds(best["threshold"], MSConfig().candidate),
            "by_thicker_slice": froc_by_thickness(results)}
     print(json.dumps(out, indent=2))

@@ -65,7 +65,7 @@ def split_by_confidence(kinds: list[str], scores: list[float | None],
     are reported and reviewed, and an accepted review that keeps them makes them count (the caller passes
     ``min_score=None`` then: every lesion counts, as does a score of None, i.e. unknown).
 
-    Why two tiers: the lesion operating point (``PostParams.min_peak_score`` 0.1) is chosen to find as many
+    Why two tiers: the lesion operating point (``PostParams.min_peak_score``, 0.0787) is chosen to find as many
     lesions as possible, and its weakest detections are where false positives of another anatomy sit (the
     independent simulator's MNI152 pairs: stable patients called active by one 21-30 mm^3 candidate of peak
     0.11-0.15; docs/ms-lesions-log.md "Workflow 1.18.0"). CAD of FLAIR subtraction in routine care has a technologist

@@ -15,8 +15,9 @@ fields, so every step can be run and tested alone.
 6. ``candidates``  difference map -> robust z -> score in [0, 1] (brain, tissue, hyperintensity gates);
                    with the default fusion engine (workflow 1.22.0) also the two-time-point network's
                    probability, whose own lesions are united with these at the end of step 9.
-7. ``postprocess`` binarise at 0.01, 26-connected components, keep > 20 mm^3 with a voxel > 0.1
-                   (regional candidate-lesion workflow, whose 12 mm^3 bound 1.16.0 raised).
+7. ``postprocess`` binarise at 0.01, 26-connected components, keep > 20 mm^3 with a voxel > 0.0787
+                   (regional candidate-lesion workflow, whose 12 mm^3 bound 1.16.0 raised and whose 0.1 peak
+                   1.34.0 lowered to the operating point the FROC rule picks on the tuning pairs).
 8. ``fp_reduction`` FLAIR-subtraction CAD rule (centre of gravity brighter at baseline -> false
                    positive), misregistration at tissue/CSF edges, brain border.
 9. ``classify``    new vs enlarging (touches a baseline lesion); fusion: the learned engine's lesions added.
@@ -1127,7 +1128,7 @@ def step_candidates(ctx: MSContext) -> None:
 
 def step_postprocess(ctx: MSContext) -> None:
     """7. Binarise at 0.01, 26-connected components, keep > ``PostParams.min_volume_mm3`` (20 mm^3) with a voxel
-    > ``min_peak_score`` (0.1)."""
+    > ``min_peak_score`` (the lesion operating point, 0.0787)."""
     assert ctx.cand is not None and ctx.ref is not None
     with ctx.prov.step("postprocess", **asdict(ctx.cfg.post)) as st:
         # fusion: the classical engine's components here (its score); the learned engine's own detection runs
@@ -1569,7 +1570,8 @@ STEPS: list[Step] = [
     Step("normalise", "joint-histogram linear fit, then Nyul landmark (or histogram) matching", step_normalise),
     Step("candidates", "difference map normalised by local tissue statistics -> score in [0, 1], gated by "
          "brain/tissue/hyperintensity", step_candidates),
-    Step("postprocess", "score > 0.01, 26-connected components, keep > 20 mm3 with a voxel > 0.1", step_postprocess),
+    Step("postprocess", "score > 0.01, 26-connected components, keep > 20 mm3 with a voxel > 0.0787",
+         step_postprocess),
     Step("fp_reduction", "CAD centre-of-gravity rule, misregistration at tissue borders, brain border",
          step_fp_reduction),
     Step("classify", "new vs enlarging (touches a baseline lesion); an enlarging candidate over several baseline "

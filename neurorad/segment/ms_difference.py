@@ -7,7 +7,7 @@ The engine joins two published systems:
   centre-of-gravity intensity is higher at baseline is a false positive), and
 * the regional candidate-lesion workflow (post-processing: binarise the score at 0.01,
   26-connected components, keep components > 12 mm^3 with at least one voxel > 0.1; 20 mm^3 here since
-  workflow 1.16.0, ``PostParams``).
+  workflow 1.16.0, and a voxel > 0.0787 since 1.34.0, chosen by the FROC rule on the tuning pairs: ``PostParams``).
 
 All functions are pure: arrays (baseline and follow-up on ONE grid, already registered and
 jointly normalised so that normal-appearing white matter has the same intensity at both
@@ -243,7 +243,15 @@ class PostParams:
     # 30 179/6, 45 175/6; the smallest true detections measured 17 (not its lesion's only one), 21 and 24 mm^3, so
     # 20 keeps a margin under them that 30 does not
     min_volume_mm3: float = 20.0
-    min_peak_score: float = 0.1
+    # the lesion operating point: a candidate is reported when a voxel scores above it. 0.1 (the score scale's core
+    # anchor, SCORE_AT_CORE) until workflow 1.34.0, which applies the operating-point rule
+    # (bench/ms_benchmark.py choose_operating_point: most lesions at <= 0.3 FP per patient, then the best patient
+    # specificity, the plateau's geometric middle) to every widened tuning pair, 0-383, at 1.33.0's detections
+    # (bench/results/ms_sweep_tuning192_1_33_0.json, ms_sweep_tuning192to383_1_33_0.json): 703 of 767 lesions at
+    # 0.172 FP per patient and specificity 0.914 on (0.0777, 0.0798], against 701 at 0.130 and 0.938 at 0.1. The
+    # plateau is one lesion on each tuning half (peaks 0.080 and 0.089) and two stable pairs' false positives
+    # (0.0776, 0.0777) wide; docs/ms-lesions-log.md "Workflow 1.34.0"
+    min_peak_score: float = 0.0787
 
 
 @dataclass(frozen=True)
@@ -487,15 +495,25 @@ def robust_sigma(values: np.ndarray) -> float:
     return float(1.4826 * np.median(np.abs(values - med)))
 
 
+#: The score scale's two anchors, the regional workflow's binarisation (0.01) and core (0.1) thresholds: every
+#: engine maps its evidence to SCORE_AT_EXTENT where a lesion's extent ends and to SCORE_AT_CORE at a lesion core
+#: (:func:`score_from_z`, ``ms_learned.probability_to_score``). The lesion operating point,
+#: ``PostParams.min_peak_score``, is read on this scale and chosen by the FROC sweep; it is a threshold on the scale,
+#: not one of its anchors, so moving it moves no engine's scores (it equalled SCORE_AT_CORE until workflow 1.34.0).
+SCORE_AT_EXTENT, SCORE_AT_CORE = 0.01, 0.1
+
+
 def score_from_z(z: np.ndarray, z_at_extent: float, z_at_core: float) -> np.ndarray:
-    """Logistic map of z (or any evidence) to [0, 1] with score(z_at_extent)=0.01, score(z_at_core)=0.1.
+    """Logistic map of z (or any evidence) to [0, 1] with score(z_at_extent) = SCORE_AT_EXTENT (0.01) and
+    score(z_at_core) = SCORE_AT_CORE (0.1).
 
     The two anchors are the regional workflow's binarisation (0.01) and core (0.1) thresholds, so
     the classical score plugs into the published post-processing unchanged.
     """
     if not z_at_core > z_at_extent:
         raise ValueError("z_at_core must be larger than z_at_extent")
-    lo, hi = np.log(0.01 / 0.99), np.log(0.1 / 0.9)
+    lo = np.log(SCORE_AT_EXTENT / (1 - SCORE_AT_EXTENT))
+    hi = np.log(SCORE_AT_CORE / (1 - SCORE_AT_CORE))
     a = (hi - lo) / (z_at_core - z_at_extent)
     b = z_at_core - hi / a
     return (1.0 / (1.0 + np.exp(-a * (np.asarray(z, dtype=np.float64) - b)))).astype(np.float32)
@@ -713,7 +731,8 @@ def binarise_components(
     score: np.ndarray, voxel_volume_mm3: float, params: PostParams = PostParams()
 ) -> tuple[np.ndarray, int]:
     """Step 6: score > 0.01, 26-connected components, keep those larger than ``min_volume_mm3`` (20 mm^3 since
-    workflow 1.16.0; the regional workflow's 12 before) with a voxel scoring above ``min_peak_score`` (0.1).
+    workflow 1.16.0; the regional workflow's 12 before) with a voxel scoring above ``min_peak_score`` (the lesion
+    operating point: 0.0787 since workflow 1.34.0, the regional workflow's 0.1 before).
 
     Returns relabelled components ``(labels, n)`` numbered 1..n in raster order.
     """

@@ -9,8 +9,8 @@ Engines of the workflow's candidate step (``MSConfig.lesion_engine``):
 
 * ``classical``: the difference-image score of :mod:`neurorad.segment.ms_difference` (default);
 * ``learned``: the network's probability, mapped onto the classical score's scale
-  (:func:`probability_to_score`: ``extent_probability`` -> the post-processing's binarisation
-  threshold 0.01, ``core_probability`` -> its "confident" peak 0.1, 1 -> 1), so the same post-processing,
+  (:func:`probability_to_score`: ``extent_probability`` -> the scale's extent anchor 0.01 (the post-processing's
+  binarisation threshold), ``core_probability`` -> its core anchor 0.1, 1 -> 1), so the same post-processing,
   false-positive rules, new/enlarging classification, delineation and FROC apply unchanged. The two anchors
   are the engine's operating point, chosen by a sweep on widened tuning pairs (``bench/ms_sweep.py --engine
   learned``; docs/ms-lesions-log.md "Workflow 1.10.0"), one pair for the learned engine alone and one for the
@@ -43,6 +43,7 @@ import numpy as np
 
 from neurorad.errors import InputError
 from neurorad.image.volume import Volume
+from neurorad.segment.ms_difference import SCORE_AT_CORE, SCORE_AT_EXTENT
 
 __all__ = ["LEARNED_MODEL", "CHANNELS", "LABEL_NAMES", "LESION_ENGINES", "DEFAULT_ANCHORS", "LearnedParams",
            "model_operating_point", "set_operating_point", "learned_segmenter",
@@ -86,8 +87,8 @@ class LearnedParams:
     # patient. 0.4: the fewest FP at full sensitivity with a margin to the edge. Before 1.10.0: 0.3 / 0.5.
     # ms-unet3d 0.3.0's card (workflow 1.15.0): 0.05 / 0.2, the most tuning lesions (80 of 93) with no FP at any
     # setting tried (bench/results/ms_learned_operating_point_0_3_0.json); fusion keeps 0.3 / 0.5
-    extent_probability: float | None = None  # -> score 0.01 (post-processing's binarisation: the extent)
-    core_probability: float | None = None  # -> score 0.1 (post-processing's peak: "confident")
+    extent_probability: float | None = None  # -> score 0.01 (SCORE_AT_EXTENT, the post-processing's binarisation)
+    core_probability: float | None = None  # -> score 0.1 (SCORE_AT_CORE: "confident")
     # the same anchors for the learned part of the fusion engine; 0.2.0's card: 0.3 / 0.5. In the same sweep
     # (--engine fusion) fusion found 84/93 at every setting and its false positives rose from 0.083 to 0.125,
     # 0.250 and 0.271 per patient: the lesions a lower learned threshold adds are the classical engine's already
@@ -275,16 +276,17 @@ def learned_probability(seg: Any, baseline: Volume, followup: np.ndarray, brain:
     return np.where(brain, p, 0.0).astype(np.float32)
 
 
-def probability_to_score(p: np.ndarray, params: LearnedParams, binarise_threshold: float = 0.01,
-                         min_peak_score: float = 0.1, engine: str = "learned") -> np.ndarray:
+def probability_to_score(p: np.ndarray, params: LearnedParams, score_at_extent: float = SCORE_AT_EXTENT,
+                         score_at_core: float = SCORE_AT_CORE, engine: str = "learned") -> np.ndarray:
     """Map a probability onto the classical score scale, piecewise linear and increasing:
-    0 -> 0, ``extent_probability`` -> ``binarise_threshold``, ``core_probability`` -> ``min_peak_score``,
-    1 -> 1 (the post-processing's two thresholds then mean the same for both engines), with ``engine``'s
-    anchors (:meth:`LearnedParams.anchors`). The score side is the regional workflow's fixed thresholds
-    (``PostParams()`` defaults), not a run's lowered FROC floor."""
+    0 -> 0, ``extent_probability`` -> ``score_at_extent``, ``core_probability`` -> ``score_at_core``,
+    1 -> 1 (a score then means the same for both engines), with ``engine``'s anchors
+    (:meth:`LearnedParams.anchors`). The score side is the scale's fixed anchors
+    (``ms_difference.SCORE_AT_EXTENT`` / ``SCORE_AT_CORE``, the regional workflow's 0.01 and 0.1), not a run's
+    post-processing thresholds: neither a lowered FROC floor nor the lesion operating point moves the scores."""
     extent, core = params.anchors(engine)
     xp = [0.0, extent, core, 1.0]
-    fp = [0.0, binarise_threshold, min_peak_score, 1.0]
+    fp = [0.0, score_at_extent, score_at_core, 1.0]
     return np.interp(np.asarray(p, np.float64), xp, fp).astype(np.float32)
 
 
@@ -388,12 +390,9 @@ def apply_lesion_engine(cand: Any, baseline: Volume, followup: np.ndarray, brain
     ``LearnedParams`` thresholds runs the network once); None runs the network."""
     from dataclasses import replace
 
-    from neurorad.segment.ms_difference import PostParams
-
     if engine not in ("learned", "fusion"):
         raise InputError(f"MS lesion engine {engine!r} has no learned part (learned, fusion)")
     seg = learned_segmenter(params.model, params.mirror_axes)
-    post = PostParams()
     if probability is None:
         p = learned_probability(seg, baseline, followup, brain)
     elif np.shape(probability) != np.shape(brain):
@@ -402,7 +401,7 @@ def apply_lesion_engine(cand: Any, baseline: Volume, followup: np.ndarray, brain
     else:
         p = np.asarray(probability, np.float32)
     resolved, point = params.resolve(model_operating_point(params.model))
-    learned = probability_to_score(p, resolved, post.binarise_threshold, post.min_peak_score, engine)
+    learned = probability_to_score(p, resolved, SCORE_AT_EXTENT, SCORE_AT_CORE, engine)
     classical = np.asarray(cand.score, np.float32)
     score = learned if engine == "learned" else classical
     rec: dict[str, Any] = dict(engine_record(params.model, params.mirror_axes))

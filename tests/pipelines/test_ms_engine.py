@@ -1,7 +1,8 @@
 """Unit tests of the classical MS difference engine on synthetic arrays (fast).
 
 Post-processing thresholds of the regional workflow (score > 0.01, 26-connectivity, a voxel > 0.1) with
-workflow 1.16.0's minimum candidate volume (> 20 mm^3; the regional workflow's 12) and the false-positive
+workflow 1.16.0's minimum candidate volume (> 20 mm^3; the regional workflow's 12), 1.34.0's lesion operating point
+(a voxel > 0.0787) and the false-positive
 rules (CAD centre-of-gravity rule, misregistration at edges, brain border) are each checked on a case built
 to hit exactly one rule.
 """
@@ -45,15 +46,19 @@ def test_postprocess_volume_peak_and_binarisation_thresholds() -> None:
     s = np.zeros((40, 40, 40), np.float32)
     _blob(s, (1, 2, 2), 21, 0.05, peak=0.2)  # 21 mm^3 > 20, peak 0.2 > 0.1 -> kept
     _blob(s, (1, 10, 10), 20, 0.05, peak=0.2)  # 20 mm^3 is not > 20 -> dropped
-    _blob(s, (1, 20, 20), 25, 0.05, peak=0.1)  # peak 0.1 is not > 0.1 -> dropped
+    op = PostParams().min_peak_score  # the lesion operating point (0.0787 since workflow 1.34.0)
+    _blob(s, (1, 20, 20), 25, 0.05, peak=op - 0.002)  # a peak under the operating point -> dropped
     _blob(s, (1, 30, 30), 25, 0.01, peak=0.5)  # voxels at exactly 0.01 are not > 0.01: 1 voxel -> dropped
+    _blob(s, (1, 35, 35), 25, 0.05, peak=0.09)  # 0.0787 < 0.09 < 0.1: kept since 1.34.0
     labels, n = binarise_components(s, 1.0, PostParams())
-    assert n == 1
-    assert np.count_nonzero(labels) == 21 and labels[1, 2, 2] == 1
-    # with voxel volume 0.5 mm^3 the 21-voxel blob is only 10.5 mm^3
+    assert n == 2
+    assert np.count_nonzero(labels) == 21 + 25 and labels[1, 2, 2] > 0 and labels[1, 35, 35] > 0
+    # the regional workflow's peak 0.1 (workflow 1.33.0 and earlier) drops the 0.09 blob
+    assert binarise_components(s, 1.0, PostParams(min_peak_score=0.1))[1] == 1
+    # with voxel volume 0.5 mm^3 the 21- and 25-voxel blobs are only 10.5 and 12.5 mm^3
     assert binarise_components(s, 0.5, PostParams())[1] == 0
     # the regional workflow's 12 mm^3 (workflow 1.15.1 and earlier) keeps the 20 mm^3 blob too
-    assert binarise_components(s, 1.0, PostParams(min_volume_mm3=12.0))[1] == 2
+    assert binarise_components(s, 1.0, PostParams(min_volume_mm3=12.0))[1] == 3
 
 
 def test_postprocess_uses_26_connectivity() -> None:

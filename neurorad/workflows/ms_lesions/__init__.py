@@ -368,8 +368,11 @@ class MSLesionsWorkflow(Workflow):
     # the follow-up's finer grid likewise, where a finer delineation up to 3.0 x (not 1.5 x) the thick-slice mask is
     # trusted (ClassifyParams.finer_followup_volume_bounds; "Workflow 1.32.0"); 1.33.0: an enlarging lesion grows
     # into the follow-up voxels 0.1 over the local tissue level as well as over the brain-wide threshold, so a faint
-    # one is no longer reported as its rim (ClassifyParams.grow_local_excess; "Workflow 1.33.0")
-    version = "1.33.0"
+    # one is no longer reported as its rim (ClassifyParams.grow_local_excess; "Workflow 1.33.0"); 1.34.0: the lesion
+    # operating point is the FROC rule's on all 384 widened tuning pairs, a candidate reported from a peak score of
+    # 0.0787 instead of 0.1 (PostParams.min_peak_score; the rule now reads the FROC staircase at its steps; every
+    # engine's scores as before, the learned engine's mapped to the scale's fixed anchors; "Workflow 1.34.0")
+    version = "1.34.0"
     title = "MRI brain follow-up: new and enlarging T2-FLAIR lesions"
     description = ("Compares this study's FLAIR with the FLAIR of the patient's previous study (registered, "
                    "bias-corrected, jointly normalised subtraction) and reports new and enlarging lesions, "
