@@ -432,6 +432,14 @@ class ClassifyParams:
     # lesion (173 -> 174 of 203; pair 2's 4-voxel lesion beside a brighter one) at the same 0.115 FP per patient;
     # with the anisotropic smoothing above that lesion is found without it (179 either way)
     split_saddle_fraction: float | None = 0.7
+    # ... and in a 'new' candidate a part whose core still touches the candidate's core at that fraction is cut at
+    # the level the candidate's own core was cut at (its half maximum; the lowest change of its core) when the part
+    # is a component of its own there: a second lesion above half the brighter lesion's peak, joined to it by a dip
+    # under that level but over split_saddle_fraction of its own peak. Tuning pair 296 (seed 100296): a 14 mm new
+    # lesion at 1.6 x WM 2.5 mm from a 12.7 mm one at 2.1 x; the candidate's half maximum (0.49) holds both as two
+    # components, the dip lies at about 0.45, over 0.7 x the fainter lesion's own peak (0.44), and it was neither in
+    # the core nor a part: 10 of its 1534 voxels reported. False: the saddle test alone (workflow 1.34.0 and before)
+    split_at_core_level: bool = True
     # an 'enlarging' candidate dropped because its baseline lesion did not grow (:func:`drop_unchanged_enlarging`)
     # may hold a new lesion beside that unchanged one (touching it within touch_radius_mm made the whole candidate
     # 'enlarging'): its part farther than touch_radius_mm from every baseline lesion is searched for lesion cores
@@ -1550,7 +1558,8 @@ def separate_lesion_cores(
     separate lesion when that core neither touches the candidate's core (a shoulder of one lesion rises
     into its core above half its own height; a second lesion's core is cut off from it by a dip; with
     ``split_saddle_fraction`` a core that touches is cut at the dip when the dip lies under that fraction of its
-    peak, :func:`_core_above_saddle`) nor lies
+    peak, :func:`_core_above_saddle`; with ``split_at_core_level``, in a 'new' candidate, a core that still touches
+    is cut at the level the candidate's own core was cut at when it is a component of its own there) nor lies
     within ``touch_radius_mm`` of a baseline lesion (a peak beside an old lesion stays part of that
     candidate's enlarging lesion, as now), and holds more than ``split_min_volume_mm3``.
 
@@ -1587,6 +1596,8 @@ def separate_lesion_cores(
         if main is None or not main.any():
             continue
         d, s = d_new[box], s_all[box]
+        # the level the candidate's core was cut at, where it is read on the same change map as the parts
+        main_level = (float(d[main].min()) if params.split_at_core_level and kinds[lab - 1] == "new" else None)
         taken = ndimage.binary_dilation(main, struct)  # a part must not touch the candidate's core
         near_old = (ndimage.distance_transform_edt(~base[box], sampling=spacing_mm) <= params.touch_radius_mm
                     if base[box].any() else np.zeros_like(own))
@@ -1606,6 +1617,8 @@ def separate_lesion_cores(
             free &= ~core if params.split_every_peak else ~hill
             if (core & taken).any() and params.split_saddle_fraction is not None:
                 core = _core_above_saddle(own, d, top, pk, taken, fraction, params.split_saddle_fraction, struct)
+            if (core is None or (core & taken).any()) and main_level is not None and d[top] >= main_level:
+                core = _core_at(own, d, top, main_level, struct)  # a component of its own at the core's level
             if core is None or (core & taken).any() or (core & near_old).any() or core.sum() <= min_vox:
                 continue
             m = _add_part(parts, box, core, m)

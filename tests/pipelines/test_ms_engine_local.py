@@ -37,8 +37,10 @@ from neurorad.segment.ms_difference import (
     expected_followup,
     false_positive_reduction,
     grow_enlarging,
+    half_maximum_cores,
     judge_enlarging_parts,
     new_beside_unchanged,
+    partial_volume_levels,
     rescue_grown_enlarging,
     separate_lesion_cores,
     shifted_baseline_max,
@@ -237,6 +239,46 @@ def test_a_fainter_lesion_on_a_brighter_ones_flank_is_cut_off_at_the_dip(bridge,
         assert part[bb].sum() >= 0.9 * part.sum()  # and nothing of the bright ball or the bridge's middle
         main = delineate(labels, 1, ["new"], diff, params) == 1
         assert not (part & main).any()
+
+
+@pytest.mark.parametrize("gap, expect_split", [(6, True), (-4, False)])
+def test_a_second_lesion_over_the_candidates_half_maximum_is_cut_off_at_that_level(gap, expect_split):
+    """A bright ball (change 1.3) and a fainter one (0.7, over half the bright one's peak) 6 voxels apart, joined by
+    a bridge of 0.5: at the candidate's half maximum (about 0.57) they are two components, and the core keeps the
+    bright one. The fainter ball's own half maximum runs into that core, and the dip between them (about 0.49) lies
+    over 0.7 x its own peak, so the saddle test keeps the two joined: before workflow 1.35.0 the ball was neither
+    core nor part (tuning pair 296's 14 mm lesion). Cut at the level the core was cut at, it is a part, and step 9's
+    partial-volume level (``partial_volume_levels``) then measures it within 20 %. Oracle: the balls drawn. Two
+    overlapping balls (a bump on the flank, no dip under that level) give no part."""
+    shape = (40, 40, 64)
+    a = _ball(shape, (20, 20, 16), 5)
+    bb = _ball(shape, (20, 20, 16 + 10 + gap), 5)
+    link = np.zeros(shape, bool)
+    link[18:23, 18:23, 16:max(16, 16 + 10 + gap)] = True
+    diff = ndimage.gaussian_filter(np.maximum.reduce([a * 1.3, bb * 0.7, link * 0.5]), 1.0).astype(np.float32)
+    score = np.clip(diff / 0.3, 0, 1).astype(np.float32)
+    labels = (diff > 0.003).astype(np.int32)
+    no_old = np.zeros(shape, bool)
+    params = ClassifyParams()
+    cores, peaks = half_maximum_cores(labels, 1, ["new"], diff, params)  # as step 9 cuts the candidate
+    main = cores == 1
+    assert main[bb & ~a].sum() < 0.5 * (bb & ~a).sum()  # the core is the bright ball
+    old_rule = ClassifyParams(split_at_core_level=False)
+    assert separate_lesion_cores(labels, 1, ["new"], diff, score, no_old, SP, old_rule, cores=cores)[1] == 0
+    parts, m = separate_lesion_cores(labels, 1, ["new"], diff, score, no_old, SP, params, cores=cores)
+    assert m == int(expect_split)
+    if expect_split:
+        assert not ((parts == 1) & main).any() and (parts == 1)[bb].sum() >= 0.4 * bb.sum()
+        both = cores.copy()
+        both[parts == 1] = 2
+        out = partial_volume_levels(both, 2, ["new", "new"], diff, SP, params, peaks=peaks)
+        part = out == 2
+        assert part[bb].sum() >= 0.8 * bb.sum()  # found, and most of it
+        assert part.sum() == pytest.approx(bb.sum(), rel=0.2)
+        assert part[bb].sum() >= 0.9 * part.sum()  # nothing of the bright ball or the bridge's middle
+        assert not (part & (out == 1)).any()
+        # an enlarging candidate's core is read on another map: the rule stays off there
+        assert separate_lesion_cores(labels, 1, ["enlarging"], diff, score, no_old, SP, params)[1] == 0
 
 
 def test_every_peak_of_a_region_is_judged_not_only_the_highest():

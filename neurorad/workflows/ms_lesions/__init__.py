@@ -371,8 +371,11 @@ class MSLesionsWorkflow(Workflow):
     # one is no longer reported as its rim (ClassifyParams.grow_local_excess; "Workflow 1.33.0"); 1.34.0: the lesion
     # operating point is the FROC rule's on all 384 widened tuning pairs, a candidate reported from a peak score of
     # 0.0787 instead of 0.1 (PostParams.min_peak_score; the rule now reads the FROC staircase at its steps; every
-    # engine's scores as before, the learned engine's mapped to the scale's fixed anchors; "Workflow 1.34.0")
-    version = "1.34.0"
+    # engine's scores as before, the learned engine's mapped to the scale's fixed anchors; "Workflow 1.34.0"); 1.35.0:
+    # in a new candidate, a second lesion over the candidate's half maximum that the saddle test kept joined to the
+    # brighter lesion's core is cut off at the core's own level and reported (ClassifyParams.split_at_core_level;
+    # "Workflow 1.35.0")
+    version = "1.35.0"
     title = "MRI brain follow-up: new and enlarging T2-FLAIR lesions"
     description = ("Compares this study's FLAIR with the FLAIR of the patient's previous study (registered, "
                    "bias-corrected, jointly normalised subtraction) and reports new and enlarging lesions, "
