@@ -1166,6 +1166,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         ap.error(str(exc))
     results = []
+    op = _at(args.operating_point)  # the threshold each finished case is printed at
     t0 = time.perf_counter()
     with ProcessPoolExecutor(max_workers=args.workers) as ex:
         futs = {ex.submit(run_case, i, args.voxel_mm, args.phantom, args.engine, args.froc_floor, args.tuning,
@@ -1181,8 +1182,8 @@ def main(argv: list[str] | None = None) -> int:
                 if "error" in r:
                     print(f"case {r['case']}{tag}: ERROR {r['error']}", flush=True)
                 else:
-                    found = sum(_found(le, _at(args.operating_point)) for le in r["lesions"])
-                    n_fp = sum(_false_positive(d, _at(args.operating_point)) for d in r["detections"])
+                    found = sum(_found(le, op) for le in r["lesions"])
+                    n_fp = sum(_false_positive(d, op) for d in r["detections"])
                     print(f"case {r['case']:3d}{tag} slice {r['slice_mm']:g} mm active={r['truth_active']!s:5} "
                           f"found {found}/{len(r['lesions'])} fp {n_fp} ({r['seconds_pipeline']:.0f} s)", flush=True)
     results.sort(key=lambda r: r["case"])

@@ -1570,8 +1570,8 @@ STEPS: list[Step] = [
     Step("normalise", "joint-histogram linear fit, then Nyul landmark (or histogram) matching", step_normalise),
     Step("candidates", "difference map normalised by local tissue statistics -> score in [0, 1], gated by "
          "brain/tissue/hyperintensity", step_candidates),
-    Step("postprocess", "score > 0.01, 26-connected components, keep > 20 mm3 with a voxel > 0.0787",
-         step_postprocess),
+    Step("postprocess", f"score > {PostParams().binarise_threshold:g}, 26-connected components, keep > "
+         f"{PostParams().min_volume_mm3:g} mm3 with a voxel > {PostParams().min_peak_score:g}", step_postprocess),
     Step("fp_reduction", "CAD centre-of-gravity rule, misregistration at tissue borders, brain border",
          step_fp_reduction),
     Step("classify", "new vs enlarging (touches a baseline lesion); an enlarging candidate over several baseline "

@@ -277,8 +277,11 @@ def test_a_second_lesion_over_the_candidates_half_maximum_is_cut_off_at_that_lev
         assert part.sum() == pytest.approx(bb.sum(), rel=0.2)
         assert part[bb].sum() >= 0.9 * part.sum()  # nothing of the bright ball or the bridge's middle
         assert not (part & (out == 1)).any()
-        # an enlarging candidate's core is read on another map: the rule stays off there
-        assert separate_lesion_cores(labels, 1, ["enlarging"], diff, score, no_old, SP, params)[1] == 0
+        # an enlarging candidate's core is read on another map (its follow-up over the local level, here the same
+        # values as the change, so only the kind keeps the rule off): no part there
+        follow, level = (1.0 + diff).astype(np.float32), np.ones(shape, np.float32)
+        assert separate_lesion_cores(labels, 1, ["enlarging"], diff, score, no_old, SP, params, followup=follow,
+                                     tissue_level=level)[1] == 0
 
 
 def test_every_peak_of_a_region_is_judged_not_only_the_highest():

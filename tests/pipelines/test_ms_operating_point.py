@@ -66,11 +66,12 @@ def test_the_benchmark_reads_its_figures_at_the_workflows_operating_point(tmp_pa
         assert out["operating_point_min_peak_score"] == (op if point is None else point)
 
 
-def test_no_engine_score_moves_with_the_operating_point() -> None:
-    """The operating point is a threshold on the score scale, not one of its anchors: the learned engine's
-    probability maps to the scale's fixed anchors (0.01 at its extent probability, 0.1 at its core probability),
-    whatever ``PostParams.min_peak_score`` is (until workflow 1.34.0 the mapping read the post-processing's
-    threshold, so moving the operating point would have moved every learned score with it)."""
+def test_the_learned_mapping_goes_to_the_scales_fixed_anchors() -> None:
+    """The operating point is a threshold on the score scale, not one of its anchors: by default the learned
+    engine's probability maps to the scale's anchors, the regional workflow's published binarisation and core
+    thresholds (0.01 at its extent probability, 0.1 at its core probability), not to ``PostParams`` (until
+    workflow 1.34.0 ``apply_lesion_engine`` passed the post-processing's defaults, so moving the operating point
+    would have moved every learned score with it)."""
     params = LearnedParams(extent_probability=0.2, core_probability=0.6)
     s = probability_to_score(np.array([0.0, 0.2, 0.6, 1.0]), params)
     np.testing.assert_allclose(s, [0.0, SCORE_AT_EXTENT, SCORE_AT_CORE, 1.0], rtol=1e-6)
