@@ -31,6 +31,7 @@ from neurorad.segment.ms_difference import (
     PostParams,
     binarise_components,
     candidate_score,
+    coherent_shift_explained_fraction,
     delineate,
     drop_unchanged_enlarging,
     enlarging_growth,
@@ -829,3 +830,79 @@ def test_thick_axis_shift_applies_only_when_one_input_is_a_3d_image():
     assert kept == {1.0: True, 3.0: False, None: False}
     assert shifted_baseline_max(b, sp, 1.5)[5, 5, 3] == pytest.approx(1.3)
     assert shifted_baseline_max(b, sp, 1.5, 1.5)[5, 5, 3] == pytest.approx(1.09)
+
+
+def test_one_coherent_shift_explains_a_moved_edge_but_not_a_faint_lesion_in_noise():
+    """``FPParams.shift_coherent``: the misregistration test holds one shift per candidate.
+
+    Analytic cases: (1) a grey-matter band moved by one voxel (the follow-up is the baseline shifted by an integer
+    offset inside the box) is explained in full by that one shift; (2) a faint lesion (+0.08 over white matter of
+    noise SD 0.02 per image, so 2.8 SD of the difference) in homogeneous tissue is explained by the per-voxel
+    maximum of the 5x5x5 box for ~90 % of its voxels (the maximum of 125 noise values lies ~2.6 image SDs, 0.052,
+    over the baseline, and the 2 SD margin adds 0.057: 0.109 against a gain of 0.08 + noise), but by no single shift:
+    each leaves the gain of 0.08 against the margin of 0.057, so ~21 % of the voxels, ~30 % for the best of 125;
+    (3) a thick slice axis (5 mm) shifted by 1.5 mm is read between slices by linear interpolation, the same
+    interpolant :func:`shifted_baseline_max` reads; (4) a
+    candidate one shift explains to 0.9 without a matching loss is dropped by ``shift_coherent_always`` (0.8) only."""
+    rng = np.random.default_rng(3)
+    shape = (40, 40, 40)
+    img = np.ones(shape, np.float32)
+    img[:, 20:23, :] = 1.25
+    b = img + 0.02 * rng.standard_normal(shape).astype(np.float32)
+    f_moved = np.roll(img, 1, axis=1) + 0.02 * rng.standard_normal(shape).astype(np.float32)
+    sigma = float(np.std(f_moved[:, :15] - b[:, :15]))
+    margin = 2.0 * sigma
+    labels = np.zeros(shape, np.int32)
+    labels[5:35, 23, 5:35] = 1  # the sliver the band moved into
+    lesion = _ball(shape, (20, 8, 20), 3)
+    labels[lesion] = 2
+    f = f_moved.copy()
+    f[lesion] += 0.08
+    per_voxel = f <= shifted_baseline_max(b, SP, 1.5) + margin
+    frac_voxel = [per_voxel[labels == k].mean() for k in (1, 2)]
+    coherent = coherent_shift_explained_fraction(labels, 2, b, f, SP, 1.5, margin)
+    assert frac_voxel[0] == pytest.approx(1.0, abs=0.01) and coherent[0] > 0.95  # noise over 2 SD: ~2 %
+    assert frac_voxel[1] > 0.8  # the bias the coherent test removes
+    assert coherent[1] < 0.5  # under FPParams.shift_explained_fraction (0.8) by far
+    # never more than the per-voxel maximum: one shift is one of the maximum's choices
+    assert coherent[1] <= frac_voxel[1]
+    # (3) a thick axis: the follow-up is the baseline moved 1.5 mm (0.3 of a 5 mm slice) along it
+    sp = (1.0, 1.0, 5.0)
+    b3 = rng.random((16, 16, 10)).astype(np.float32)
+    f3 = 0.7 * b3 + 0.3 * np.concatenate([b3[:, :, :1], b3[:, :, :-1]], axis=2)  # b at z - 0.3 slices
+    lab3 = np.zeros(b3.shape, np.int32)
+    lab3[4:12, 4:12, 3:7] = 1
+    assert coherent_shift_explained_fraction(lab3, 1, b3, f3, sp, 1.5, 1e-5, thick_axis_mm=1.5)[0] == 1.0
+    # ... which a whole-slice shift does not reproduce when the thick axis is not read between slices
+    assert coherent_shift_explained_fraction(lab3, 1, b3, f3 + 1e-3, sp, 1.5, 1e-5)[0] < 0.9
+    # the option: off keeps the per-voxel fraction, an unknown value is an error naming it
+    fp = FPParams(cap_z=None, dipole_rule=False, drift_rule=False, loss_alone_ratio=None, border_margin_mm=0.0,
+                  shift_confirm_score=None, shift_coherent=None, shift_coherent_always=None)
+    brain = np.ones(shape, bool)
+    off = false_positive_reduction(labels, 2, b, f, brain, SP, sigma, 1.0, 0.1, fp)[2]
+    on = false_positive_reduction(labels, 2, b, f, brain, SP, sigma, 1.0, 0.1, replace(fp, shift_coherent="always"))[2]
+    assert [d.reason for d in off] == [REASON_MISREGISTRATION] * 2
+    assert [d.reason for d in on] == [REASON_MISREGISTRATION, "kept"]
+    finer = replace(fp, shift_coherent="finer-input")
+    assert false_positive_reduction(labels, 2, b, f, brain, SP, sigma, 1.0, 0.1, finer,
+                                    finer_input_voxel_mm=5.0)[2][1].reason == REASON_MISREGISTRATION
+    assert false_positive_reduction(labels, 2, b, f, brain, SP, sigma, 1.0, 0.1, finer,
+                                    finer_input_voxel_mm=1.0)[2][1].reason == "kept"
+    # FPParams.shift_coherent_always: the moved sliver with a tenth of its voxels made bright (no shift explains
+    # them; 0.9 explained voxel by voxel and by one shift alike) and no matching loss given (a zero change map):
+    # the per-voxel clauses keep it (0.9 < shift_explained_always, no loss for the dipole clause), one shift's 0.8
+    # drops it
+    f2 = f.copy()
+    sliver = np.argwhere(labels == 1)
+    bright = sliver[rng.permutation(len(sliver))[: len(sliver) // 10]]
+    f2[tuple(bright.T)] += 1.0
+    zero = np.zeros(shape, np.float32)
+    kw = dict(difference=zero, finer_input_voxel_mm=1.0)
+    dip = replace(fp, dipole_rule=True, shift_coherent=None)
+    assert false_positive_reduction(labels, 2, b, f2, brain, SP, sigma, 1.0, 0.1, dip, **kw)[2][0].reason == "kept"
+    for always, reason in ((None, "kept"), (0.8, REASON_MISREGISTRATION)):
+        got = false_positive_reduction(labels, 2, b, f2, brain, SP, sigma, 1.0, 0.1,
+                                       replace(dip, shift_coherent="finer-input", shift_coherent_always=always), **kw)
+        assert 0.8 < got[2][0].shift_explained_fraction < 0.95 and got[2][0].reason == reason
+    with pytest.raises(ValueError, match="shift_coherent"):
+        false_positive_reduction(labels, 2, b, f, brain, SP, sigma, 1.0, 0.1, replace(fp, shift_coherent="yes"))
