@@ -147,9 +147,10 @@ class FPParams:
     # of a 1.5 mm radius rounds to +-2 voxels on a 1 mm grid), which sits 2-4 robust SDs above the baseline and
     # "explains" a faint lesion's whole gain in homogeneous white matter (shift_noise_bias above). None: the per-voxel
     # maximum (workflow 1.35.0 and before); "finer-input": one coherent shift only where one input image is a 3D
-    # acquisition (the same bound as shift_thick_axis_finer_input_mm; two thick acquisitions keep the per-voxel
-    # maximum, which absorbs their different slice profiles at edges); "always". "finer-input" since workflow
-    # 1.36.0 (session 56, docs/ms-lesions-log.md "Workflow 1.36.0"), with shift_coherent_always 0.8: on the 384
+    # acquisition (:func:`thick_axis_shift_applies`, the bound shift_thick_axis_finer_input_mm; two thick
+    # acquisitions keep the per-voxel maximum, which absorbs their different slice profiles at edges); "always".
+    # "finer-input" since workflow 1.36.0 (session 56, docs/ms-lesions-log.md "Workflow 1.36.0"), with
+    # shift_coherent_always 0.8: on the 384
     # widened tuning pairs at 1 mm 704 -> 707 of 767 lesions at 0.172 -> 0.198 FP per patient, the same patient
     # calls; "always" 707 at 0.253 (the faint blobs of two thick acquisitions' edges come through)
     shift_coherent: str | None = "finer-input"
@@ -868,22 +869,25 @@ def coherent_shift_explained_fraction(
             per_axis.append([float(k) for k in range(-r, r + 1)])
     pad = [int(np.ceil(max(abs(v) for v in offs))) for offs in per_axis]
     bp = np.pad(b, [(p, p) for p in pad], mode="edge")
+    # each offset as the integer corners it reads and their weights: the baseline at x - off (a shift by +off moves
+    # the baseline's content by off), linear interpolation over each fractional axis (two corners per such axis)
+    offsets: list[list[tuple[list[int], float]]] = []
+    for off in np.array(np.meshgrid(*per_axis, indexing="ij")).reshape(3, -1).T:
+        corners: list[tuple[list[int], float]] = [([], 1.0)]
+        for v in off:
+            lo = int(np.floor(-v))
+            w = float(-v - lo)
+            corners = [(c + [lo], cw * (1 - w)) for c, cw in corners] + (
+                [(c + [lo + 1], cw * w) for c, cw in corners] if w > 1e-6 else [])
+        offsets.append(corners)
     for i, sl in enumerate(ndimage.find_objects(labels, n)):
         if sl is None:
             continue
         own = labels[sl] == i + 1
         fo = f[sl][own]
         best = 0.0
-        for off in np.array(np.meshgrid(*per_axis, indexing="ij")).reshape(3, -1).T:
-            # the baseline at x - off (a shift by +off moves the baseline's content by off), read from the padded copy
+        for corners in offsets:
             shifted = np.zeros(own.shape, np.float32)
-            # linear interpolation over the fractional part of each offset (at most one axis is fractional here)
-            corners: list[tuple[list[int], float]] = [([], 1.0)]
-            for v in off:
-                lo = int(np.floor(-v))
-                w = float(-v - lo)
-                corners = [(c + [lo], cw * (1 - w)) for c, cw in corners] + (
-                    [(c + [lo + 1], cw * w) for c, cw in corners] if w > 1e-6 else [])
             for c, cw in corners:
                 shifted += np.float32(cw) * bp[tuple(slice(a.start + p + k, a.stop + p + k)
                                                      for a, p, k in zip(sl, pad, c, strict=True))]
@@ -964,6 +968,8 @@ def false_positive_reduction(
     """
     if params.drift_reference not in ("level", "shell", "either"):
         raise ValueError(f"unknown drift reference {params.drift_reference!r} (level, shell, either)")
+    if params.shift_coherent not in (None, "finer-input", "always"):
+        raise ValueError(f"unknown shift_coherent {params.shift_coherent!r} (None, 'finer-input', 'always')")
     decisions: list[FPDecision] = []
     if n == 0:
         return labels, 0, decisions
@@ -999,11 +1005,8 @@ def false_positive_reduction(
         seen = label_maximum(np.asarray(confirm, np.float32), labels, n) >= float(params.shift_confirm_score)
         frac_expl = np.where(seen, label_sums(explained_confirmed, labels, n) / counts, frac_expl)
     coherent_always = np.zeros(n, bool)
-    if params.shift_coherent not in (None, "finer-input", "always"):
-        raise ValueError(f"unknown shift_coherent {params.shift_coherent!r} (None, 'finer-input', 'always')")
     if params.shift_coherent == "always" or (
-            params.shift_coherent == "finer-input" and finer_input_voxel_mm is not None
-            and finer_input_voxel_mm <= (params.shift_thick_axis_finer_input_mm or 1.5) + 1e-6):
+            params.shift_coherent == "finer-input" and thick_axis_shift_applies(params, finer_input_voxel_mm)):
         # one shift per candidate; never more explained than the per-voxel maximum already says
         coherent = coherent_shift_explained_fraction(
             labels, n, b_capped, f, spacing_mm, params.shift_radius_mm, params.shift_margin_z * sigma,
