@@ -149,19 +149,23 @@ class FPParams:
     # maximum (workflow 1.35.0 and before); "finer-input": one coherent shift only where one input image is a 3D
     # acquisition (:func:`thick_axis_shift_applies`, the bound shift_thick_axis_finer_input_mm; two thick
     # acquisitions keep the per-voxel maximum, which absorbs their different slice profiles at edges); "always".
-    # "finer-input" since workflow 1.36.0 (session 56, docs/ms-lesions-log.md "Workflow 1.36.0"), with
-    # shift_coherent_always 0.8: on the 384
-    # widened tuning pairs at 1 mm 704 -> 707 of 767 lesions at 0.172 -> 0.198 FP per patient, the same patient
-    # calls; "always" 707 at 0.253 (the faint blobs of two thick acquisitions' edges come through)
-    shift_coherent: str | None = "finer-input"
+    # Tried in session 56 and NOT adopted (docs/ms-lesions-log.md, "Tried 2026-12-07 (session 56)"): with
+    # shift_coherent_always 0.8, on the 384 widened tuning pairs at 1 mm "finer-input" found 707 instead of 704 of
+    # 767 lesions at every threshold (0.198 instead of 0.172 FP per patient at 0.0787), but on the held-out sets it
+    # gained two widened lesions and none on the independent simulator, lost one there (Colin27 84 -> 83 of 101), and
+    # added 18 false positives (widened +9, MNI152 +5, oriented +3, Colin27 +1): the faint noise blobs of the
+    # independent simulator's 3D pairs are explained by one shift no more than a faint lesion is (0.42-0.56 against
+    # 0.45-0.51). "always" (all pairs) 707 at 0.253 on the tuning pairs
+    shift_coherent: str | None = None
     # ... and where that one-shift test applies, a candidate that one shift explains to at least this fraction is
     # dropped whatever the matching loss: the one-shift counterpart of shift_explained_always, which the per-voxel
     # maximum reaches on nearly every faint candidate in homogeneous tissue, while one shift's fraction of a faint
     # lesion stays near 0.5 (session 56's trace: true lesions 0.45-0.51, the faint false positives the one-shift
     # test lets through 0.18-0.93). None: only the clauses above. Swept with "finer-input" on the 384 tuning pairs:
     # 0.6 / 0.7 / 0.8 / None 704 / 706 / 707 / 707 lesions at 0.180 / 0.190 / 0.198 / 0.216 FP per patient (0.6
-    # loses two lesions the per-voxel test kept); 0.8, the most lesions and then the fewest false positives, the
-    # same fraction as shift_explained_fraction
+    # loses two lesions the per-voxel test kept). An enlarging rim is a lesion's edge moving outwards, which one shift
+    # of the old lesion also explains: at 0.8 a Colin27 enlarging rim (0.93 explained voxel by voxel, 0.87 by one
+    # shift, no loss), kept by the per-voxel clauses, was dropped. Read only when shift_coherent applies
     shift_coherent_always: float | None = 0.8
     cap_z: float | None = 3.0  # baseline capped at median + cap_z SD before the shift test (None: no cap)
     border_fraction: float = 0.5  # drop when this fraction of voxels lies within border_margin_mm of the edge

@@ -17,9 +17,8 @@ from tests._bench import load_bench
 RESULTS = Path(__file__).resolve().parents[2] / "bench" / "results"
 #: the sweeps of every widened tuning pair (0-191 and 192-383) at the FROC floor: the shipped operating point was
 #: chosen on workflow 1.33.0's (``..._1_33_0.json``, whose detections 1.34.0 keeps) and must stay on the rule's
-#: plateau of the current workflow's (1.35.0: one lesion more, found at every threshold; 1.36.0: three more and ten
-#: false positives more, the rule's plateau still around 0.0787)
-TUNING_SWEEPS = (RESULTS / "ms_sweep_tuning192_1_36_0.json", RESULTS / "ms_sweep_tuning192to383_1_36_0.json")
+#: plateau of the current workflow's (1.35.0: one lesion more, found at every threshold)
+TUNING_SWEEPS = (RESULTS / "ms_sweep_tuning192_1_35_0.json", RESULTS / "ms_sweep_tuning192to383_1_35_0.json")
 
 
 def _pair(i: int, lesion_peaks: list[float], fp_peaks: list[float]) -> dict:

@@ -374,11 +374,8 @@ class MSLesionsWorkflow(Workflow):
     # engine's scores as before, the learned engine's mapped to the scale's fixed anchors; "Workflow 1.34.0"); 1.35.0:
     # in a new candidate, a second lesion over the candidate's half maximum that the saddle test kept joined to the
     # brighter lesion's core is cut off at the core's own level and reported (ClassifyParams.split_at_core_level;
-    # "Workflow 1.35.0"); 1.36.0: where one input image is a 3D acquisition, the misregistration test holds one
-    # shift of the baseline per candidate instead of each voxel's brightest neighbour, and drops a candidate that
-    # one shift explains to 80 % whatever its matching loss (FPParams.shift_coherent, shift_coherent_always;
-    # ms_difference.coherent_shift_explained_fraction; "Workflow 1.36.0")
-    version = "1.36.0"
+    # "Workflow 1.35.0")
+    version = "1.35.0"
     title = "MRI brain follow-up: new and enlarging T2-FLAIR lesions"
     description = ("Compares this study's FLAIR with the FLAIR of the patient's previous study (registered, "
                    "bias-corrected, jointly normalised subtraction) and reports new and enlarging lesions, "
