@@ -817,6 +817,22 @@ REASON_DIFFUSE = "diffuse change"
 TUMEFACTIVE_SIZE = "tumefactive size"
 
 
+def shift_box(spacing_mm: tuple[float, float, float], radius_mm: float,
+              thick_axis_mm: float | None = None) -> list[tuple[int, float | None]]:
+    """The misregistration test's shifts per axis: ``(radius_vox, thick_fraction)``, an axis shifted by whole voxels
+    up to ``round(radius_mm / spacing)`` (at least one; ``thick_fraction`` None), or, where its voxels are coarser
+    than ``thick_axis_mm`` (a thick-slice axis), by at most ``thick_fraction = thick_axis_mm / spacing`` of a voxel
+    read between slices (``radius_vox`` 0). The one definition :func:`shifted_baseline_max` and
+    :func:`coherent_shift_explained_fraction` read."""
+    out: list[tuple[int, float | None]] = []
+    for s in spacing_mm:
+        if thick_axis_mm is not None and s > thick_axis_mm:
+            out.append((0, float(thick_axis_mm) / float(s)))
+        else:
+            out.append((max(1, int(round(radius_mm / s))), None))
+    return out
+
+
 def shifted_baseline_max(baseline: np.ndarray, spacing_mm: tuple[float, float, float], radius_mm: float,
                          thick_axis_mm: float | None = None) -> np.ndarray:
     """The brightest the baseline could be at each voxel after a shift of up to ``radius_mm``: a grey-scale maximum
@@ -829,13 +845,12 @@ def shifted_baseline_max(baseline: np.ndarray, spacing_mm: tuple[float, float, f
     profile lies at the voxel itself or at ``+-t``, i.e. ``b + t * max(0, b[+1] - b, b[-1] - b)`` (edges
     replicated). The other axes keep the box."""
     b = np.asarray(baseline, np.float32)
-    thick = [thick_axis_mm is not None and s > thick_axis_mm for s in spacing_mm]
-    radius_vox = [0 if th else max(1, int(round(radius_mm / s))) for s, th in zip(spacing_mm, thick, strict=True)]
-    out = ndimage.maximum_filter(b, footprint=np.ones([2 * r + 1 for r in radius_vox], dtype=bool))
-    for axis, (s, th) in enumerate(zip(spacing_mm, thick, strict=True)):
-        if not th:
+    box = shift_box(spacing_mm, radius_mm, thick_axis_mm)
+    out = ndimage.maximum_filter(b, footprint=np.ones([2 * r + 1 for r, _ in box], dtype=bool))
+    for axis, (_, frac) in enumerate(box):
+        if frac is None:
             continue
-        t = np.float32(float(thick_axis_mm) / float(s))  # type: ignore[arg-type]
+        t = np.float32(frac)
         n = out.shape[axis]
         up = np.take(out, np.minimum(np.arange(n) + 1, n - 1), axis=axis)
         down = np.take(out, np.maximum(np.arange(n) - 1, 0), axis=axis)
@@ -848,9 +863,9 @@ def coherent_shift_explained_fraction(
     radius_mm: float, margin: float, thick_axis_mm: float | None = None,
 ) -> np.ndarray:
     """Per candidate of ``labels`` (1..n), the largest fraction of its voxels that ONE shift of ``baseline`` explains
-    (``followup <= shifted baseline + margin``), over the offsets of :func:`shifted_baseline_max`'s box (every
-    integer offset up to ``round(radius_mm / spacing)`` voxels per axis, at least one; an axis coarser than
-    ``thick_axis_mm`` shifted by +-``thick_axis_mm`` read between its slices by linear interpolation, or not at all).
+    (``followup <= shifted baseline + margin``), over the offsets of :func:`shift_box`, the box
+    :func:`shifted_baseline_max` takes its maximum over (a thick axis shifted by 0 or +-``thick_axis_mm``, read
+    between its slices by linear interpolation).
 
     The misregistration test of FLAIR subtraction CAD asks whether a shifted baseline explains the follow-up. Read
     voxel by voxel (the maximum filter) it lets each voxel pick its own shift: in homogeneous tissue the brightest of
@@ -862,15 +877,8 @@ def coherent_shift_explained_fraction(
     out = np.zeros(n)
     if n == 0:
         return out
-    thick = [thick_axis_mm is not None and s > thick_axis_mm for s in spacing_mm]
-    per_axis: list[list[float]] = []
-    for s, th in zip(spacing_mm, thick, strict=True):
-        if th:
-            t = float(thick_axis_mm) / float(s)  # type: ignore[arg-type]
-            per_axis.append([-t, 0.0, t])
-        else:
-            r = max(1, int(round(radius_mm / s)))
-            per_axis.append([float(k) for k in range(-r, r + 1)])
+    per_axis = [[-frac, 0.0, frac] if frac is not None else [float(k) for k in range(-r, r + 1)]
+                for r, frac in shift_box(spacing_mm, radius_mm, thick_axis_mm)]
     pad = [int(np.ceil(max(abs(v) for v in offs))) for offs in per_axis]
     bp = np.pad(b, [(p, p) for p in pad], mode="edge")
     # each offset as the integer corners it reads and their weights: the baseline at x - off (a shift by +off moves
@@ -891,11 +899,10 @@ def coherent_shift_explained_fraction(
         fo = f[sl][own]
         best = 0.0
         for corners in offsets:
-            shifted = np.zeros(own.shape, np.float32)
-            for c, cw in corners:
-                shifted += np.float32(cw) * bp[tuple(slice(a.start + p + k, a.stop + p + k)
-                                                     for a, p, k in zip(sl, pad, c, strict=True))]
-            frac = float(np.count_nonzero(fo <= shifted[own] + margin)) / fo.size
+            shifted = sum(np.float32(cw) * bp[tuple(slice(a.start + p + k, a.stop + p + k)
+                                                    for a, p, k in zip(sl, pad, c, strict=True))][own]
+                          for c, cw in corners)
+            frac = float(np.count_nonzero(fo <= shifted + margin)) / fo.size
             best = max(best, frac)
             if best >= 1.0:
                 break

@@ -842,8 +842,8 @@ def test_one_coherent_shift_explains_a_moved_edge_but_not_a_faint_lesion_in_nois
     over the baseline, and the 2 SD margin adds 0.057: 0.109 against a gain of 0.08 + noise), but by no single shift:
     each leaves the gain of 0.08 against the margin of 0.057, so ~21 % of the voxels, ~30 % for the best of 125;
     (3) a thick slice axis (5 mm) shifted by 1.5 mm is read between slices by linear interpolation, the same
-    interpolant :func:`shifted_baseline_max` reads; (4) a
-    candidate one shift explains to 0.9 without a matching loss is dropped by ``shift_coherent_always`` (0.8) only."""
+    interpolant :func:`shifted_baseline_max` reads; (4) a candidate one shift explains to 0.9 without a matching loss
+    is dropped by ``shift_coherent_always`` (0.8) only."""
     rng = np.random.default_rng(3)
     shape = (40, 40, 40)
     img = np.ones(shape, np.float32)
