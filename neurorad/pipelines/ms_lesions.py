@@ -624,21 +624,107 @@ def _comes_back_whole(vb: Volume, vf: Volume, ref: Volume, Tb: AffineTransform, 
     return (np.abs(np.asarray(cb.data) - 1.0) <= tol) & (np.abs(np.asarray(cf.data) - 1.0) <= tol)
 
 
+def _block_any(mask: np.ndarray, block: tuple[int, int, int]) -> np.ndarray:
+    """Whether each block of ``block`` voxels (per axis) of ``mask`` holds a True voxel (the grid padded with False up
+    to whole blocks). One axis at a time over contiguous memory: 0.04 s for a 256 x 256 x 176 grid, against 0.1 s
+    for one reduction over the three block axes of a six-axis view."""
+    shape = np.asarray(mask.shape)
+    bl = np.asarray(block)
+    nb = -(-shape // bl)
+    m = np.asarray(mask, bool)
+    if np.any(shape % bl):
+        m = np.pad(m, [(0, int(n * b - s)) for n, b, s in zip(nb, bl, shape, strict=True)])
+    u = np.ascontiguousarray(m).view(np.uint8)
+    u = u.reshape(nb[0], bl[0], -1).max(axis=1)
+    u = u.reshape(nb[0], nb[1], bl[1], -1).max(axis=2)
+    return u.reshape(nb[0], nb[1], nb[2], bl[2]).max(axis=3).astype(bool)
+
+
+def _near_no_signal(support: np.ndarray, vol: Volume, ref: Volume, path: AffineTransform, region: np.ndarray,
+                    margin_mm: float, block_mm: float = 4.0, ref_block: int = 4) -> np.ndarray:
+    """Voxels of ``region`` (a mask on ``ref``) whose centre, taken by ``path`` (``ref``'s world -> ``vol``'s world),
+    may lie less than ``margin_mm`` from a voxel of ``vol`` without signal (``~support``; beyond the grid is not
+    such a voxel). Conservative and cheap (about 0.1 s on a 1 mm pair; no distance map of the whole grid).
+
+    The voxels without signal are marked on blocks of about ``block_mm`` of ``vol`` (a whole number of voxels per
+    axis, ``b``), and the distance from each block's centre to the nearest marked block's centre is taken
+    (Euclidean, in mm). The region is taken in blocks of ``ref_block``^3 voxels of ``ref``, each block's centre to
+    ``vol``. A voxel x of a region block with centre c, and a voxel z without signal: the centre's block holds c's
+    nearest voxel, so |x - z| >= D - h - |(b - 1/2) * spacing|, with D that block's distance and h the region
+    block's half diagonal. A block is flagged when that bound is under the margin. A centre beyond the grid is taken
+    to the nearest block, which is no farther from any voxel of the grid (the projection onto a box is
+    1-Lipschitz)."""
+    from scipy import ndimage
+
+    zero = ~np.asarray(support, bool)
+    region = np.asarray(region, bool)
+    out = np.zeros(ref.spatial_shape, bool)
+    if not zero.any() or not region.any():
+        return out
+    spacing = np.asarray(vol.spacing_mm, float)
+    bl = np.maximum(1, np.rint(block_mm / spacing)).astype(int)
+    marks = _block_any(zero, tuple(int(b) for b in bl))
+    dist_mm = ndimage.distance_transform_edt(~marks, sampling=tuple(bl * spacing))
+    half_mm = float(np.linalg.norm((ref_block - 1) / 2.0 * np.asarray(ref.spacing_mm, float)))
+    slack_mm = float(np.linalg.norm((bl - 0.5) * spacing))
+    rblocks = _block_any(region, (ref_block,) * 3)
+    kb = np.nonzero(rblocks)
+    centres = np.stack(kb).astype(float) * ref_block + (ref_block - 1) / 2.0  # continuous index in ref
+    m = np.linalg.inv(np.asarray(vol.affine, float)) @ path.matrix @ np.asarray(ref.affine, float)
+    k = np.floor((m[:3, :3] @ centres + m[:3, 3:] + 0.5) / bl[:, None]).astype(np.int64)
+    k = np.clip(k, 0, np.asarray(marks.shape)[:, None] - 1)
+    flagged = np.zeros(rblocks.shape, bool)
+    flagged[kb] = dist_mm[k[0], k[1], k[2]] < margin_mm + half_mm + slack_mm
+    full = np.repeat(np.repeat(np.repeat(flagged, ref_block, 0), ref_block, 1), ref_block, 2)
+    out[...] = full[tuple(slice(0, n) for n in ref.spatial_shape)] & region
+    return out
+
+
 def signal_coverage(b0: Volume, f0: Volume, support_b: np.ndarray, support_f: np.ndarray, ref: Volume,
-                    T: AffineTransform, Tb: AffineTransform, Tf: AffineTransform, cfg: MSConfig) -> np.ndarray:
+                    T: AffineTransform, Tb: AffineTransform, Tf: AffineTransform, cfg: MSConfig,
+                    region: np.ndarray | None = None, crop: bool = True, region_covered: bool = False) -> np.ndarray:
     """Voxels of the common grid ``ref`` whose values at both time points hold no voxel without signal (workflow
     1.22.1): :func:`coverage_mask`'s test with each image's signal support in place of its field of view
     (``preprocess.brain_extraction.signal_support``: 1 where the image holds signal, 0 outside a skull-stripped
     series). The support is taken along :func:`resample_pair`'s path and must come back within
     ``cfg.fov_coverage_tolerance`` of 1: a voxel next to a stripped edge mixes in its zeros through the
     anti-aliasing of a thick-slice pair and the cubic B-spline's reach, and reads as tissue lost or gained. An image
-    with signal everywhere (not stripped) adds nothing and costs nothing."""
+    with signal everywhere (not stripped) adds nothing and costs nothing.
+
+    ``region`` (a mask on ``ref``; None: all of it): voxels outside it count as covered (they are not evaluated).
+    ``crop`` (default; with a region): the supports are resampled only onto the bounding box of the region's voxels
+    that lie within :func:`_coverage_margin_mm` of a voxel without signal (:func:`_near_no_signal`) or of a field of
+    view's edge (:func:`_near_field_of_view_edges`), as :func:`coverage_mask` crops; everywhere else they come back 1.
+    ``region_covered``: every voxel of the region is kept by :func:`coverage_mask` (the workflow's brain once step 3
+    has applied it), so a support there, 1 up to the field of view's edge, comes back as the ones did, and only the
+    voxels near a voxel without signal are resampled. An image whose air is exactly zero (a phantom's, or a
+    scanner's that zero-fills outside the head) has none within reach of the brain, and then nothing is resampled:
+    about 1.7 s less per 1 mm pair than the whole grid (``crop=False``, which gives the same mask on the region:
+    tests/pipelines/test_ms_resample.py)."""
     out = np.ones(ref.spatial_shape, bool)
     if bool(np.all(support_b)) and bool(np.all(support_f)):
         return out
+    sub, sl = ref, tuple(slice(0, n) for n in ref.spatial_shape)
+    if crop and region is not None:
+        area = np.asarray(region, bool)
+        if not area.any():
+            return out
+        margin = _coverage_margin_mm(b0, f0)
+        near = (_near_no_signal(support_b, b0, ref, Tb, area, margin)
+                | _near_no_signal(support_f, f0, ref, Tf, area, margin))
+        if not region_covered and not _inside_both_fields_of_view(b0, f0, ref, T, Tb, Tf, area):
+            near |= _near_field_of_view_edges(b0, f0, ref, T, Tb, Tf, margin) & area
+        if not near.any():
+            return out
+        sub = crop_to_mask(ref, near)
+        lo = np.rint(ref.world_to_voxel(sub.affine[None, :3, 3])[0]).astype(int)  # the box's first voxel in ref
+        sl = tuple(slice(int(a), int(a) + n) for a, n in zip(lo, sub.spatial_shape, strict=True))
     sb, sf, _, _ = _before_common(b0.with_data(np.asarray(support_b, np.float32)),
                                   f0.with_data(np.asarray(support_f, np.float32)), T, cfg, "constant")
-    return _comes_back_whole(sb, sf, ref, Tb, Tf, cfg)
+    out[sl] = _comes_back_whole(sb, sf, sub, Tb, Tf, cfg)
+    if region is not None:
+        out |= ~np.asarray(region, bool)  # outside the region: not evaluated, counted as covered
+    return out
 
 
 def to_native_grid(fine: Volume, coarse: Volume, coarse_to_fine: AffineTransform) -> Volume:
@@ -1034,7 +1120,8 @@ def step_register(ctx: MSContext) -> None:
             st.parameters["brain_voxels_outside_both_fields_of_view"] = int(np.count_nonzero(brain & ~covered))
             brain &= covered
         if ctx.support_b is not None and ctx.support_f is not None:
-            with_signal = signal_coverage(b0, f0, ctx.support_b, ctx.support_f, ref, T, Tb, Tf, cfg)
+            with_signal = signal_coverage(b0, f0, ctx.support_b, ctx.support_f, ref, T, Tb, Tf, cfg, brain,
+                                          region_covered=cfg.fov_coverage)
             st.parameters["brain_voxels_reading_no_signal"] = int(np.count_nonzero(brain & ~with_signal))
             brain &= with_signal
         if not brain.any():

@@ -348,3 +348,92 @@ def test_on_crossed_slices_the_round_trip_gives_the_coarser_image_the_finer_ones
     b = ms.resample_pair(*p1, replace(ms.MSConfig(), crossed_round_trip=True))
     np.testing.assert_array_equal(np.asarray(a[1].data), np.asarray(b[1].data))
     np.testing.assert_array_equal(np.asarray(a[2].data), np.asarray(b[2].data))
+
+
+def test_near_no_signal_flags_every_voxel_within_the_margin_of_a_voxel_without_signal():
+    """The block test of _near_no_signal against brute force: on grids of 1 and 2 x 2 x 5 mm with random holes of
+    no signal, under random rigid paths, every region voxel whose centre lies (in the image's world) within the
+    margin of a voxel without signal is flagged, and on the 1 mm grid none over four margins away."""
+    rng = np.random.default_rng(7)
+    ref = Volume(np.zeros((30, 30, 30), np.float32), _grid((30, 30, 30), (1.0, 1.0, 1.0)))
+    ijk = np.stack(np.indices(ref.spatial_shape), -1).reshape(-1, 3).astype(float)
+    world = ijk @ ref.affine[:3, :3].T + ref.affine[:3, 3]
+    for spacing, shape in (((1.0, 1.0, 1.0), (34, 34, 34)), ((2.0, 2.0, 5.0), (17, 17, 7))):
+        vol = Volume(np.zeros(shape, np.float32), _grid(shape, spacing))
+        zero = np.zeros(shape, bool)
+        for _ in range(3):  # three boxes without signal
+            lo = rng.integers(0, np.asarray(shape) - 2)
+            zero[tuple(slice(a, a + int(rng.integers(1, 4))) for a in lo)] = True
+        z_world = np.argwhere(zero).astype(float) @ vol.affine[:3, :3].T + vol.affine[:3, 3]
+        for _ in range(3):
+            path = AffineTransform.from_euler(tuple(rng.uniform(-10, 10, 3)), tuple(rng.uniform(-3, 3, 3)))
+            region = rng.random(ref.spatial_shape) < 0.5
+            margin = 5.0
+            near = ms._near_no_signal(~zero, vol, ref, path, region, margin)
+            p = path.apply(world)
+            dist = np.min(np.linalg.norm(p[:, None, :] - z_world[None, :, :], axis=2), axis=1)
+            dist = dist.reshape(ref.spatial_shape)
+            assert not near[~region].any()
+            assert near[region & (dist < margin)].all()  # conservative: nothing within the margin is missed
+            if spacing == (1.0, 1.0, 1.0):  # and tight enough to leave far voxels out (blocks of 2 mm, 4 mm)
+                assert not near[region & (dist > 4 * margin)].any()
+            assert near[region].mean() < 0.9
+    assert not ms._near_no_signal(np.ones((34, 34, 34), bool), vol, ref, path, region, 5.0).any()
+
+
+def test_the_cropped_signal_coverage_equals_the_whole_grids(monkeypatch):
+    """signal_coverage with the brain as its region resamples the supports only near a voxel without signal (and,
+    unless the region is already within coverage_mask, near a field of view's edge). A follow-up (2 mm, cut off
+    20 mm above the centre) skull-stripped at 16 mm from the object's centre, against a 2 mm and a 4 mm-slice
+    baseline: the mask on the region equals the one resampled on the whole grid (crop=False), and the stripped edge
+    runs through the region, so the comparison can fail (it does when the edge is not found). The same follow-up
+    with only its air zero (beyond 46 mm) has nothing without signal within reach of a region of 5 mm: nothing is
+    resampled and every region voxel is kept, as on the whole grid."""
+    from neurorad.preprocess.brain_extraction import signal_support
+
+    T = AffineTransform.from_euler((5.0, 0.0, 3.0), (1.1, -1.7, 2.9))
+    cfg = replace(ms.MSConfig(), crop_margin_mm=0.0, fov_coverage=True)
+
+    def radius(v: Volume, path: AffineTransform) -> np.ndarray:
+        ijk = np.stack(np.indices(v.spatial_shape), -1).reshape(-1, 3).astype(float)
+        return np.linalg.norm(path.apply(ijk @ v.affine[:3, :3].T + v.affine[:3, 3]), axis=1).reshape(v.spatial_shape)
+
+    f_whole = _acquire((48, 48, 48), (2.0, 2.0, 2.0), T.inverse(), n_sub=1)
+    f_cut = Volume(np.ascontiguousarray(f_whole.data[:, :, :34]), f_whole.affine)
+    r_f = radius(f_cut, T.inverse())
+    stripped = f_cut.with_data(np.where(r_f < 16.0, f_cut.data, 0.0).astype(np.float32))
+    air = f_cut.with_data(np.where(r_f < 46.0, f_cut.data, 0.0).astype(np.float32))
+    b_iso = _acquire((48, 48, 48), (2.0, 2.0, 2.0), AffineTransform.identity(), n_sub=1)
+    b_thick = _acquire((48, 48, 24), (2.0, 2.0, 4.0), AffineTransform.identity(), n_sub=2)
+    near_no_signal = ms._near_no_signal
+    for b in (b_iso, b_thick):
+        sb = signal_support(b)
+        ref, _, _, Tb, Tf, _ = ms.resample_pair(*_with_masks(b, f_cut, T), cfg)
+        region = radius(ref, Tb) < 20.0
+        covered = region & ms.coverage_mask(b, f_cut, ref, T, Tb, Tf, cfg, region)
+        s_strip = signal_support(stripped)
+        whole = ms.signal_coverage(b, stripped, sb, s_strip, ref, T, Tb, Tf, cfg, crop=False)
+        assert not whole[region].all()  # the stripped edge runs through the region
+        assert np.array_equal(ms.signal_coverage(b, stripped, sb, s_strip, ref, T, Tb, Tf, cfg, region)[region],
+                              whole[region])
+        got = ms.signal_coverage(b, stripped, sb, s_strip, ref, T, Tb, Tf, cfg, covered, region_covered=True)
+        assert np.array_equal(got[covered], whole[covered])
+        # were the stripped edge not found, the crop would leave it out and the masks would differ
+        monkeypatch.setattr(ms, "_near_no_signal", lambda s, v, r, *args: np.zeros(r.spatial_shape, bool))
+        assert not np.array_equal(
+            ms.signal_coverage(b, stripped, sb, s_strip, ref, T, Tb, Tf, cfg, covered, region_covered=True)[covered],
+            whole[covered])
+        monkeypatch.setattr(ms, "_near_no_signal", near_no_signal)
+        # only the air without signal: far from the region, nothing is resampled
+        s_air = signal_support(air)
+        assert not s_air.all()
+        whole_air = ms.signal_coverage(b, air, sb, s_air, ref, T, Tb, Tf, cfg, crop=False)
+        assert whole_air[covered].all()
+
+        def no_resampling(*args):  # noqa: ANN002, ANN202
+            raise AssertionError("resampled although nothing without signal is within reach")
+
+        monkeypatch.setattr(ms, "_to_common", no_resampling)
+        small = covered & (radius(ref, Tb) < 5.0)  # 41 mm from the air: beyond the blocks' reach for 4 mm slices
+        assert ms.signal_coverage(b, air, sb, s_air, ref, T, Tb, Tf, cfg, small, region_covered=True).all()
+        monkeypatch.undo()

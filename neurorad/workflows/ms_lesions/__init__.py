@@ -374,8 +374,10 @@ class MSLesionsWorkflow(Workflow):
     # engine's scores as before, the learned engine's mapped to the scale's fixed anchors; "Workflow 1.34.0"); 1.35.0:
     # in a new candidate, a second lesion over the candidate's half maximum that the saddle test kept joined to the
     # brighter lesion's core is cut off at the core's own level and reported (ClassifyParams.split_at_core_level;
-    # "Workflow 1.35.0")
-    version = "1.35.0"
+    # "Workflow 1.35.0"); 1.35.1: the same values, faster: the signal coverage of step 3 (1.22.1) resamples the
+    # supports only near a voxel without signal, not on the whole grid (ms_lesions.signal_coverage's crop; "Workflow
+    # 1.35.1")
+    version = "1.35.1"
     title = "MRI brain follow-up: new and enlarging T2-FLAIR lesions"
     description = ("Compares this study's FLAIR with the FLAIR of the patient's previous study (registered, "
                    "bias-corrected, jointly normalised subtraction) and reports new and enlarging lesions, "
