@@ -650,9 +650,9 @@ def _near_no_signal(support: np.ndarray, vol: Volume, ref: Volume, path: AffineT
     axis, ``b``), and the distance from each block's centre to the nearest marked block's centre is taken
     (Euclidean, in mm). The region is taken in blocks of ``ref_block``^3 voxels of ``ref``, each block's centre to
     ``vol``. A voxel x of a region block with centre c, and a voxel z without signal: the centre's block holds c's
-    nearest voxel, so |x - z| >= D - h - |(b - 1/2) * spacing|, with D that block's distance and h the region
-    block's half diagonal. A block is flagged when that bound is under the margin. A centre beyond the grid is taken
-    to the nearest block, which is no farther from any voxel of the grid (the projection onto a box is
+    nearest voxel, so |x - z| >= D - h - |b/2 * spacing| - |(b - 1)/2 * spacing|, with D that block's distance and h
+    the region block's half diagonal. A block is flagged when that bound is under the margin. A centre beyond the
+    grid is taken to the nearest block, which is no farther from any voxel of the grid (the projection onto a box is
     1-Lipschitz)."""
     from scipy import ndimage
 
@@ -666,7 +666,10 @@ def _near_no_signal(support: np.ndarray, vol: Volume, ref: Volume, path: AffineT
     marks = _block_any(zero, tuple(int(b) for b in bl))
     dist_mm = ndimage.distance_transform_edt(~marks, sampling=tuple(bl * spacing))
     half_mm = float(np.linalg.norm((ref_block - 1) / 2.0 * np.asarray(ref.spacing_mm, float)))
-    slack_mm = float(np.linalg.norm((bl - 0.5) * spacing))
+    # c to its block's centre: half a voxel to its nearest voxel and (b - 1) / 2 on to the centre, per axis; z to its
+    # block's centre: (b - 1) / 2 per axis. The two norms are added (with blocks of unequal voxels per axis the norm
+    # of their sum could be smaller).
+    slack_mm = float(np.linalg.norm(bl / 2.0 * spacing) + np.linalg.norm((bl - 1) / 2.0 * spacing))
     rblocks = _block_any(region, (ref_block,) * 3)
     kb = np.nonzero(rblocks)
     centres = np.stack(kb).astype(float) * ref_block + (ref_block - 1) / 2.0  # continuous index in ref
