@@ -565,6 +565,14 @@ def _inside_voxel_box(grid: Volume, path: AffineTransform, vol: Volume) -> np.nd
 _CONSTANT_PRESERVING = ("nearest", "linear", "bspline")  # interpolators whose weights sum to 1 (a constant stays)
 
 
+def _box_of(ref: Volume, mask: np.ndarray) -> tuple[Volume, tuple[slice, ...]]:
+    """The bounding box of ``mask`` (on ``ref``) as a grid of its own (``crop_to_mask``) and as the slices that put
+    values on that grid back into ``ref``'s: where :func:`coverage_mask` and :func:`signal_coverage` resample."""
+    sub = crop_to_mask(ref, mask)
+    lo = np.rint(ref.world_to_voxel(sub.affine[None, :3, 3])[0]).astype(int)  # the box's first voxel in ref
+    return sub, tuple(slice(int(a), int(a) + n) for a, n in zip(lo, sub.spatial_shape, strict=True))
+
+
 def coverage_mask(b0: Volume, f0: Volume, ref: Volume, T: AffineTransform, Tb: AffineTransform,
                   Tf: AffineTransform, cfg: MSConfig, region: np.ndarray | None = None, crop: bool = True,
                   constant_shortcut: bool = True) -> np.ndarray:
@@ -600,9 +608,7 @@ def coverage_mask(b0: Volume, f0: Volume, ref: Volume, T: AffineTransform, Tb: A
             near &= np.asarray(region, bool)
         if not near.any():
             return out
-        sub = crop_to_mask(ref, near)
-        lo = np.rint(ref.world_to_voxel(sub.affine[None, :3, 3])[0]).astype(int)  # the box's first voxel in ref
-        sl = tuple(slice(int(a), int(a) + n) for a, n in zip(lo, sub.spatial_shape, strict=True))
+        sub, sl = _box_of(ref, near)
     # the anti-aliasing's boundary mode reflects the image at its edge: with zeros there instead, the ones show how
     # much of each smoothed voxel came from beyond the field of view
     ones_b, ones_f, _, _ = _before_common(b0.with_data(np.ones(b0.spatial_shape, np.float32)),
@@ -707,26 +713,24 @@ def signal_coverage(b0: Volume, f0: Volume, support_b: np.ndarray, support_f: np
     out = np.ones(ref.spatial_shape, bool)
     if bool(np.all(support_b)) and bool(np.all(support_f)):
         return out
+    region = None if region is None else np.asarray(region, bool)
     sub, sl = ref, tuple(slice(0, n) for n in ref.spatial_shape)
     if crop and region is not None:
-        area = np.asarray(region, bool)
-        if not area.any():
+        if not region.any():
             return out
         margin = _coverage_margin_mm(b0, f0)
-        near = (_near_no_signal(support_b, b0, ref, Tb, area, margin)
-                | _near_no_signal(support_f, f0, ref, Tf, area, margin))
-        if not region_covered and not _inside_both_fields_of_view(b0, f0, ref, T, Tb, Tf, area):
-            near |= _near_field_of_view_edges(b0, f0, ref, T, Tb, Tf, margin) & area
+        near = (_near_no_signal(support_b, b0, ref, Tb, region, margin)
+                | _near_no_signal(support_f, f0, ref, Tf, region, margin))
+        if not region_covered and not _inside_both_fields_of_view(b0, f0, ref, T, Tb, Tf, region):
+            near |= _near_field_of_view_edges(b0, f0, ref, T, Tb, Tf, margin) & region
         if not near.any():
             return out
-        sub = crop_to_mask(ref, near)
-        lo = np.rint(ref.world_to_voxel(sub.affine[None, :3, 3])[0]).astype(int)  # the box's first voxel in ref
-        sl = tuple(slice(int(a), int(a) + n) for a, n in zip(lo, sub.spatial_shape, strict=True))
+        sub, sl = _box_of(ref, near)
     sb, sf, _, _ = _before_common(b0.with_data(np.asarray(support_b, np.float32)),
                                   f0.with_data(np.asarray(support_f, np.float32)), T, cfg, "constant")
     out[sl] = _comes_back_whole(sb, sf, sub, Tb, Tf, cfg)
     if region is not None:
-        out |= ~np.asarray(region, bool)  # outside the region: not evaluated, counted as covered
+        out |= ~region  # outside the region: not evaluated, counted as covered
     return out
 
 

@@ -989,9 +989,9 @@ def false_positive_reduction(
     f = np.asarray(followup, dtype=np.float32)
     cap = brain_median + (params.cap_z if params.cap_z is not None else np.inf) * brain_sigma
     b_capped = np.minimum(b, cap)
-    b_shift = shifted_baseline_max(b_capped, spacing_mm, params.shift_radius_mm,
-                                   params.shift_thick_axis_mm if thick_axis_shift_applies(params, finer_input_voxel_mm)
-                                   else None)
+    thick_shift = thick_axis_shift_applies(params, finer_input_voxel_mm)
+    thick_axis_mm = params.shift_thick_axis_mm if thick_shift else None
+    b_shift = shifted_baseline_max(b_capped, spacing_mm, params.shift_radius_mm, thick_axis_mm)
     confirming = (params.shift_confirm_score is not None and confirm is not None
                   and (params.shift_confirm_crossed or not crossed_slices))
     # the pair's typical excess of the shifted baseline over the baseline (its noise maximum), when an option reads it
@@ -1016,12 +1016,10 @@ def false_positive_reduction(
         seen = label_maximum(np.asarray(confirm, np.float32), labels, n) >= float(params.shift_confirm_score)
         frac_expl = np.where(seen, label_sums(explained_confirmed, labels, n) / counts, frac_expl)
     coherent_always = np.zeros(n, bool)
-    if params.shift_coherent == "always" or (
-            params.shift_coherent == "finer-input" and thick_axis_shift_applies(params, finer_input_voxel_mm)):
+    if params.shift_coherent == "always" or (params.shift_coherent == "finer-input" and thick_shift):
         # one shift per candidate; never more explained than the per-voxel maximum already says
         coherent = coherent_shift_explained_fraction(
-            labels, n, b_capped, f, spacing_mm, params.shift_radius_mm, params.shift_margin_z * sigma,
-            params.shift_thick_axis_mm if thick_axis_shift_applies(params, finer_input_voxel_mm) else None)
+            labels, n, b_capped, f, spacing_mm, params.shift_radius_mm, params.shift_margin_z * sigma, thick_axis_mm)
         frac_expl = np.minimum(frac_expl, coherent)
         if params.shift_coherent_always is not None:
             coherent_always = frac_expl >= params.shift_coherent_always
