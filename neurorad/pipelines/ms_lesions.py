@@ -91,6 +91,7 @@ from neurorad.segment.ms_difference import (
     new_beside_unchanged,
     partial_volume_levels,
     rescue_grown_enlarging,
+    thick_followup,
     volume_measurable,
     volume_rule_text,
 )
@@ -1525,18 +1526,31 @@ def followup_grid_labels(ctx: MSContext) -> tuple[Volume | None, dict[int, int],
         return None, {}, {"finer_followup": False}
     mapped = resample(ctx.lab_vol, ctx.f_raw, ctx.Tf.inverse(), "nearest")
     lab = np.asarray(mapped.data, np.int16).copy()
-    applies = (ctx.f0 is not None and ctx.b0 is not None and ctx.ref is not None and ctx.Tb is not None
-               and ctx.brain is not None and finer_followup(ctx.f0.spacing_mm, ctx.ref.spacing_mm, classify))
+    ready = (ctx.f0 is not None and ctx.b0 is not None and ctx.ref is not None and ctx.Tb is not None
+             and ctx.brain is not None)
+    applies = ready and finer_followup(ctx.f0.spacing_mm, ctx.ref.spacing_mm, classify)
+    thick = (ready and not applies and classify.thick_followup_redelineate and not ctx.crossed_slices
+             and thick_followup(ctx.f0.spacing_mm, classify))
     record: dict[str, Any] = {"finer_followup": applies}
+    if thick:
+        record["thick_followup"] = True
     counts: dict[int, int] = {}
-    if not applies or ctx.n == 0:
+    if not (applies or thick) or ctx.n == 0:
         return mapped.with_data(lab), counts, record
-    assert ctx.b0 is not None and ctx.Tb is not None and ctx.ref is not None and ctx.brain is not None
+    assert ctx.f0 is not None and ctx.b0 is not None and ctx.Tb is not None and ctx.ref is not None
+    assert ctx.brain is not None
     fu_to_baseline = ctx.Tf.inverse().then(ctx.Tb)
     brain = ctx.ref.with_data(np.asarray(ctx.brain, bool))
     smoothing_mm = (cfg.candidate.smoothing_fwhm_mm if classify.finer_followup_smoothing_fwhm_mm is None
                     else classify.finer_followup_smoothing_fwhm_mm)
     margin_mm = classify.finer_followup_shell_mm[1] + 2.0 * smoothing_mm + 2.0
+    thick_axis = None
+    baseline = ctx.b0
+    if thick:  # the shell starts one slice out and the lesion may lie one slice over; the baseline takes the
+        # follow-up's slice profile (antialias smooths only where the follow-up's voxel is the larger)
+        thick_axis = int(np.argmax(ctx.f_raw.spacing_mm))  # the box is the follow-up's grid as stored
+        margin_mm += 2.0 * float(max(ctx.f0.spacing_mm))
+        baseline = antialias(ctx.b0, ctx.f0.spacing_mm)
     kept_mapped: list[int] = []
     for i, kind in enumerate(ctx.kinds, start=1):
         own = lab == i
@@ -1545,12 +1559,13 @@ def followup_grid_labels(ctx: MSContext) -> tuple[Volume | None, dict[int, int],
         box = crop_to_mask(ctx.f_raw, own, margin_mm)
         lo = np.rint(ctx.f_raw.world_to_voxel(box.affine[:3, 3][None])[0]).astype(int)
         sl = tuple(slice(int(a), int(a) + n) for a, n in zip(lo, box.spatial_shape, strict=True))
-        b_box = np.asarray(resample(ctx.b0, box, fu_to_baseline, "linear").data, np.float32)
+        b_box = np.asarray(resample(baseline, box, fu_to_baseline, "linear").data, np.float32)
         brain_box = np.asarray(resample(brain, box, ctx.Tf.inverse(), "nearest").data, bool)
         tissue = brain_box & (b_box >= 0.6 * float(np.median(b_box[brain_box]))) if brain_box.any() else brain_box
         sub = lab[sl]
         core = delineate_on_finer_grid(box.data, b_box, sub == i, tissue, box.spacing_mm, classify, smoothing_mm,
-                                       whole_extent=kind != "new", others=(sub > 0) & (sub != i))
+                                       whole_extent=kind != "new", others=(sub > 0) & (sub != i),
+                                       thick_axis=thick_axis)
         if core is None:
             kept_mapped.append(i)
             continue
