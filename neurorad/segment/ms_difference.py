@@ -420,10 +420,11 @@ class ClassifyParams:
     # two slices thick on the neighbouring slice when its centre maps near a slice boundary (held-out pair 41, fresh
     # pair 160; docs/ms-lesions-log.md "Fresh held-out seeds at 1.35.1"). The delineation then reaches one slice
     # along the thick axis (:func:`delineate_on_finer_grid`'s ``thick_axis``), from the baseline smoothed to the
-    # follow-up's slice profile. Off: a session-58 prototype on 40 widened tuning pairs with a thick follow-up found
-    # 93 instead of 91 of 107 lesions at the same 8 false positives, median |volume error| 0.22 -> 0.15; the sweep
-    # scores on the common grid and cannot see it, so it waits for full benchmark runs (``--set
-    # classify.thick_followup_redelineate=True``) on the tuning pairs
+    # follow-up's slice profile. Off (session 58): on the 40 widened tuning pairs with a thick follow-up (of pairs
+    # 0-119) the benchmark finds 93 instead of 91 of 107 lesions at the same 8 false positives, no lesion lost and no
+    # gadolinium call changed; median |volume error| of the measurable 8+ mm lesions 0.122 -> 0.073, 5-8 mm 0.142 ->
+    # 0.156 (``--set classify.thick_followup_redelineate=True``; bench/results/ms_tuning40_thick_followup_*). The
+    # sweep scores on the common grid and cannot see it; it stays off until the held-out sets are rerun with it
     thick_followup_redelineate: bool = False
     thick_followup_min_mm: float = 2.5
     # partial-volume level (:func:`partial_volume_core`): a lesion whose half-maximum core measures at least this
