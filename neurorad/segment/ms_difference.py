@@ -2121,16 +2121,18 @@ def delineate_on_finer_grid(followup: np.ndarray, baseline: np.ndarray, mapped: 
         return None
     expected = slope * b + icpt
     d = f - (float(np.median(expected[shell])) if whole_extent else expected)
+    # the mapped mask, and on a thick follow-up its copies one slice down and up, which the reach is measured from
+    moved = [mapped] if thick_axis is None else [_slice_shift(mapped, s, thick_axis) for s in (0, -1, 1)]
     if thick_axis is None:
         region = dist <= params.finer_followup_reach_mm
-    else:  # the reach measured from the mapped mask and its copies one slice up and down
-        moved_mask = mapped | _slice_shift(mapped, -1, thick_axis) | _slice_shift(mapped, 1, thick_axis)
-        region = ndimage.distance_transform_edt(~moved_mask, sampling=sp) <= params.finer_followup_reach_mm
+    else:
+        region = ndimage.distance_transform_edt(~np.logical_or.reduce(moved), sampling=sp) <= \
+            params.finer_followup_reach_mm
     if others is not None:  # a neighbour's change is not this lesion's
         region &= nearer_to(mapped, others, spacing_mm)
     seed = mapped
     if thick_axis is not None:  # the mapped mask moved by at most one slice, where it holds the most change
-        moved = [m for m in (_slice_shift(mapped, s, thick_axis) & region for s in (0, -1, 1)) if m.any()]
+        moved = [m & region for m in moved if (m & region).any()]
         if not moved:
             return None
         seed = max(moved, key=lambda m: float(np.percentile(d[m], params.peak_percentile)))
