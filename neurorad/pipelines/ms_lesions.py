@@ -1517,10 +1517,11 @@ def followup_grid_labels(ctx: MSContext) -> tuple[Volume | None, dict[int, int],
     reaches 0.6 x the box's brain median). A lesion never takes another's voxels, nor counts the change nearer to
     another; one whose finer delineation is not trusted keeps its mapped mask. An enlarging lesion's baseline
     volume stays the common grid's (the baseline's own, coarser grid): each time point is measured on its own
-    grid. With ``ClassifyParams.thick_followup_redelineate`` (off) the same is done on a THICK follow-up that is not
-    the finer grid (:func:`neurorad.segment.ms_difference.thick_followup`; slices of one orientation), reaching one
-    slice, the baseline smoothed to the follow-up's slice profile: nearest neighbour from the common grid, whose
-    slices fall between the follow-up's, can put a lesion one slice thick on the slice beside it.
+    grid. With ``ClassifyParams.thick_followup_redelineate`` (on since workflow 1.36.0) the same is done on a THICK
+    follow-up that is not the finer grid (:func:`neurorad.segment.ms_difference.thick_followup`; slices of one
+    orientation), reaching one slice, the baseline smoothed to the follow-up's slice profile: nearest neighbour from
+    the common grid, whose slices fall between the follow-up's, can put a lesion one slice thick on the slice beside
+    it.
 
     Returns ``(labels, voxel counts of the lesions delineated again, record for the atlas step's provenance)``;
     labels None for a context without the follow-up or the registration (detection steps run alone)."""

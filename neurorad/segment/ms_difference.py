@@ -420,12 +420,13 @@ class ClassifyParams:
     # two slices thick on the neighbouring slice when its centre maps near a slice boundary (held-out pair 41, fresh
     # pair 160; docs/ms-lesions-log.md "Fresh held-out seeds at 1.35.1"). The delineation then reaches one slice
     # along the thick axis (:func:`delineate_on_finer_grid`'s ``thick_axis``), from the baseline smoothed to the
-    # follow-up's slice profile. Off (session 58): on the 40 widened tuning pairs with a thick follow-up (of pairs
-    # 0-119) the benchmark finds 93 instead of 91 of 107 lesions at the same 8 false positives, no lesion lost and no
+    # follow-up's slice profile. Chosen on the 40 widened tuning pairs with a thick follow-up (of pairs 0-119; session
+    # 58): the benchmark finds 93 instead of 91 of 107 lesions at the same 8 false positives, no lesion lost and no
     # gadolinium call changed; median |volume error| of the measurable 8+ mm lesions 0.122 -> 0.073, 5-8 mm 0.142 ->
-    # 0.156 (``--set classify.thick_followup_redelineate=True``; bench/results/ms_tuning40_thick_followup_*). The
-    # sweep scores on the common grid and cannot see it; it stays off until the held-out sets are rerun with it
-    thick_followup_redelineate: bool = False
+    # 0.156 (``--set classify.thick_followup_redelineate=True``; bench/results/ms_tuning40_thick_followup_*; the
+    # sweep scores on the common grid and cannot see it). On by default since workflow 1.36.0 (session 59), after the
+    # held-out sets with a thick follow-up were rerun with it (docs/ms-lesions-log.md "Workflow 1.36.0")
+    thick_followup_redelineate: bool = True
     thick_followup_min_mm: float = 2.5
     # partial-volume level (:func:`partial_volume_core`): a lesion whose half-maximum core measures at least this
     # equivalent-sphere diameter (mm) is delineated instead at the level of its change whose extent holds its

@@ -82,10 +82,11 @@ def test_no_lesion_under_the_mask_reaches_no_further_than_one_slice() -> None:
 @pytest.mark.parametrize("followup, on, expected", [
     ((1.0, 1.0, 3.0), True, True),
     ((1.0, 5.0, 1.0), True, True),  # coronal slices
-    ((1.0, 1.0, 3.0), False, False),  # the option off (the default)
+    ((1.0, 1.0, 3.0), False, False),  # the option off
     ((1.0, 1.0, 2.0), True, False),  # under thick_followup_min_mm
     ((3.0, 3.0, 3.0), True, False),  # a coarse 3D image, not slices
 ])
 def test_when_a_follow_up_counts_as_thick(followup: tuple, on: bool, expected: bool) -> None:
     assert thick_followup(followup, ClassifyParams(thick_followup_redelineate=on)) is expected
-    assert thick_followup(followup) is False  # off by default
+    if on:  # on by default since workflow 1.36.0: the default params decide as the option on does
+        assert thick_followup(followup) is expected

@@ -376,8 +376,12 @@ class MSLesionsWorkflow(Workflow):
     # brighter lesion's core is cut off at the core's own level and reported (ClassifyParams.split_at_core_level;
     # "Workflow 1.35.0"); 1.35.1: the same values, faster: the signal coverage of step 3 (1.22.1) resamples the
     # supports only near a voxel without signal, not on the whole grid (ms_lesions.signal_coverage's crop; "Workflow
-    # 1.35.1")
-    version = "1.35.1"
+    # 1.35.1"); 1.36.0: on a thick follow-up (3-5 mm slices of one orientation, not the finer grid) each new lesion
+    # and each enlarging lesion's follow-up extent is delineated again on the follow-up's own slices, reaching one
+    # slice, so a lesion one slice thick no longer comes back on the slice beside it (ClassifyParams.
+    # thick_followup_redelineate; ms_lesions.followup_grid_labels; more lesions found on thick follow-ups, the same
+    # false positives; "Workflow 1.36.0")
+    version = "1.36.0"
     title = "MRI brain follow-up: new and enlarging T2-FLAIR lesions"
     description = ("Compares this study's FLAIR with the FLAIR of the patient's previous study (registered, "
                    "bias-corrected, jointly normalised subtraction) and reports new and enlarging lesions, "
