@@ -1519,9 +1519,9 @@ def followup_grid_labels(ctx: MSContext) -> tuple[Volume | None, dict[int, int],
     volume stays the common grid's (the baseline's own, coarser grid): each time point is measured on its own
     grid. With ``ClassifyParams.thick_followup_redelineate`` (on since workflow 1.36.0) the same is done on a THICK
     follow-up that is not the finer grid (:func:`neurorad.segment.ms_difference.thick_followup`; slices of one
-    orientation), reaching one slice, the baseline smoothed to the follow-up's slice profile: nearest neighbour from
-    the common grid, whose slices fall between the follow-up's, can put a lesion one slice thick on the slice beside
-    it.
+    orientation, and since 1.37.0 slices in two planes too: ``thick_followup_crossed``), reaching one slice, the
+    baseline smoothed to the follow-up's slice profile: nearest neighbour from the common grid, whose slices fall
+    between the follow-up's, can put a lesion one slice thick on the slice beside it.
 
     Returns ``(labels, voxel counts of the lesions delineated again, record for the atlas step's provenance)``;
     labels None for a context without the follow-up or the registration (detection steps run alone)."""
@@ -1533,7 +1533,8 @@ def followup_grid_labels(ctx: MSContext) -> tuple[Volume | None, dict[int, int],
     ready = (ctx.f0 is not None and ctx.b0 is not None and ctx.ref is not None and ctx.Tb is not None
              and ctx.brain is not None)
     applies = ready and finer_followup(ctx.f0.spacing_mm, ctx.ref.spacing_mm, classify)
-    thick = ready and not applies and not ctx.crossed_slices and thick_followup(ctx.f0.spacing_mm, classify)
+    thick = (ready and not applies and (not ctx.crossed_slices or classify.thick_followup_crossed)
+             and thick_followup(ctx.f0.spacing_mm, classify))
     record: dict[str, Any] = {"finer_followup": applies}
     if thick:
         record["thick_followup"] = True

@@ -428,6 +428,13 @@ class ClassifyParams:
     # held-out sets with a thick follow-up were rerun with it (docs/ms-lesions-log.md "Workflow 1.36.0")
     thick_followup_redelineate: bool = True
     thick_followup_min_mm: float = 2.5
+    # ... and on pairs whose slices lie in two planes (ms_lesions.crossed_slices: e.g. axial 3 mm against coronal 5 mm),
+    # whose common grid is built another way (MSConfig.crossed_round_trip). False: those pairs keep the
+    # nearest-neighbour mapping (1.36.0). True (workflow 1.37.0, session 59): on the 40 widened-crossed tuning pairs
+    # with a follow-up at least as thick as the baseline the benchmark finds 106 instead of 105 of 120 lesions at the
+    # same 5 false positives; median |volume error| of the measurable 8+ mm lesions 0.152 -> 0.036, 5-8 mm 0.277 ->
+    # 0.077 (bench/results/ms_tuning_crossed40_thick_followup_*; docs/ms-lesions-log.md "Workflow 1.37.0")
+    thick_followup_crossed: bool = True
     # partial-volume level (:func:`partial_volume_core`): a lesion whose half-maximum core measures at least this
     # equivalent-sphere diameter (mm) is delineated instead at the level of its change whose extent holds its
     # partial-volume sum (the change within ``pv_level_reach_mm`` of that core over the mean change of the core's

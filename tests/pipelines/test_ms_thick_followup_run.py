@@ -76,3 +76,40 @@ def test_small_new_lesions_on_a_thick_follow_up_come_back_on_their_own_slices(ha
     for i in rec["delineated_on_followup_grid"]:
         assert rows[i].n_voxels == np.count_nonzero(lab == i)
         assert rows[i].volume_mm3 == pytest.approx(np.count_nonzero(lab == i) * on.labels.voxel_volume_mm3, abs=0.01)
+
+
+@pytest.fixture(scope="module")
+def crossed_case():
+    from neurorad.phantom.cases import ms_pair
+
+    # 3 mm axial slices against 5 mm coronal ones (slices in two planes), moved 5 mm along the follow-up's slice axis:
+    # the common grid (the follow-up's layout, the coarser voxel) has its slices halfway between the follow-up's
+    return ms_pair(seed=1, n_stable=2, n_new=4, n_enlarging=0, in_plane_mm=1.0, slice_thickness_mm=(3.0, 5.0),
+                   slice_axis=(2, 1), misalign_deg=0.0, misalign_mm=(0.0, 5.0, 0.0), diameter_range_mm=(4.0, 7.0))
+
+
+@pytest.mark.slow
+def test_new_lesions_on_slices_in_two_planes_are_measured_on_the_follow_ups_slices(crossed_case, tmp_path) -> None:
+    case = crossed_case
+    cfg = MSConfig()
+    assert cfg.classify.thick_followup_crossed is True  # the default since 1.37.0
+    on = _run(case, tmp_path / "on", True)
+    off = run_ms_lesions(case.baseline_flair, case.followup_flair, tmp_path / "off",
+                         replace(cfg, write_report=False, write_dicom=False,
+                                 classify=replace(cfg.classify, thick_followup_crossed=False)))
+    prov = json.loads((tmp_path / "on" / "result.json").read_text())
+    steps = {s["name"]: s["parameters"] for s in prov["provenance"]["steps"]}
+    rec = steps["atlas"]["followup_grid"]
+    assert any(p.get("crossed_slices") for p in steps.values())  # the pair is one in two planes
+    assert rec["thick_followup"] is True and rec["delineated_on_followup_grid"], rec
+    off_prov = json.loads((tmp_path / "off" / "result.json").read_text())
+    off_rec = next(s for s in off_prov["provenance"]["steps"] if s["name"] == "atlas")["parameters"]["followup_grid"]
+    assert "thick_followup" not in off_rec
+    c_on, c_off = _coverage_and_ratio(case, on), _coverage_and_ratio(case, off)
+    assert len(c_on) == 4 and min(c for c, _ in c_on.values()) >= 0.6, c_on
+    # the same lesions found, measured closer to their truth on the follow-up's 5 mm slices
+    found = [k for k in c_on if c_on[k][0] >= 0.4 and c_off[k][0] >= 0.4]
+    assert len(found) >= 3, (c_on, c_off)
+    err_on = np.median([abs(c_on[k][1] - 1) for k in found])
+    err_off = np.median([abs(c_off[k][1] - 1) for k in found])
+    assert err_on < err_off and err_on <= 0.25, (c_on, c_off)

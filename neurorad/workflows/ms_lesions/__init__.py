@@ -380,8 +380,9 @@ class MSLesionsWorkflow(Workflow):
     # and each enlarging lesion's follow-up extent is delineated again on the follow-up's own slices, reaching one
     # slice, so a lesion one slice thick no longer comes back on the slice beside it (ClassifyParams.
     # thick_followup_redelineate; ms_lesions.followup_grid_labels; more lesions found on thick follow-ups, the same
-    # false positives; "Workflow 1.36.0")
-    version = "1.36.0"
+    # false positives; "Workflow 1.36.0"); 1.37.0: the same on pairs whose slices lie in two planes (axial against
+    # coronal or sagittal; ClassifyParams.thick_followup_crossed; "Workflow 1.37.0")
+    version = "1.37.0"
     title = "MRI brain follow-up: new and enlarging T2-FLAIR lesions"
     description = ("Compares this study's FLAIR with the FLAIR of the patient's previous study (registered, "
                    "bias-corrected, jointly normalised subtraction) and reports new and enlarging lesions, "
