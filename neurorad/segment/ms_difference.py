@@ -433,7 +433,9 @@ class ClassifyParams:
     # nearest-neighbour mapping (1.36.0). True (workflow 1.37.0, session 59): on the 40 widened-crossed tuning pairs
     # with a follow-up at least as thick as the baseline the benchmark finds 106 instead of 105 of 120 lesions at the
     # same 5 false positives; median |volume error| of the measurable 8+ mm lesions 0.152 -> 0.036, 5-8 mm 0.277 ->
-    # 0.077 (bench/results/ms_tuning_crossed40_thick_followup_*; docs/ms-lesions-log.md "Workflow 1.37.0")
+    # 0.077 (bench/results/ms_tuning_crossed40_thick_followup_*; docs/ms-lesions-log.md "Workflow 1.37.0"). Held
+    # out: one lesion more and no false positive on each crossed set, but the widened-crossed volumes are mixed (29 of
+    # 48 changed lesions nearer their truth, measurable 8+ mm 0.085 -> 0.103)
     thick_followup_crossed: bool = True
     # partial-volume level (:func:`partial_volume_core`): a lesion whose half-maximum core measures at least this
     # equivalent-sphere diameter (mm) is delineated instead at the level of its change whose extent holds its
