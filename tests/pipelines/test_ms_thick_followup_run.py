@@ -26,11 +26,17 @@ def half_slice_case():
                    misalign_deg=0.0, misalign_mm=(0.0, 0.0, 3.0), diameter_range_mm=(3.0, 4.5))
 
 
-def _run(case, out, on: bool):  # noqa: ANN001, ANN202 - PhantomCase, MSResult
+def _run(case, out, **classify):  # noqa: ANN001, ANN003, ANN202 - PhantomCase, ClassifyParams fields, MSResult
+    """The workflow on ``case`` with the default configuration, ``classify`` overriding ClassifyParams fields."""
     cfg = MSConfig()
-    cfg = replace(cfg, write_report=False, write_dicom=False,
-                  classify=replace(cfg.classify, thick_followup_redelineate=on))
+    cfg = replace(cfg, write_report=False, write_dicom=False, classify=replace(cfg.classify, **classify))
     return run_ms_lesions(case.baseline_flair, case.followup_flair, out, cfg)
+
+
+def _provenance_steps(out) -> dict[str, dict]:  # noqa: ANN001 - Path
+    """Each provenance step's parameters in ``out``'s result.json, by step name."""
+    prov = json.loads((out / "result.json").read_text())
+    return {s["name"]: s["parameters"] for s in prov["provenance"]["steps"]}
 
 
 def _coverage_and_ratio(case, res) -> dict[int, tuple[float, float]]:  # noqa: ANN001 - PhantomCase, MSResult
@@ -52,13 +58,11 @@ def _coverage_and_ratio(case, res) -> dict[int, tuple[float, float]]:  # noqa: A
 def test_small_new_lesions_on_a_thick_follow_up_come_back_on_their_own_slices(half_slice_case, tmp_path) -> None:
     case = half_slice_case
     assert MSConfig().classify.thick_followup_redelineate is True  # the default since 1.36.0
-    on = _run(case, tmp_path / "on", True)
-    off = _run(case, tmp_path / "off", False)
-    prov = json.loads((tmp_path / "on" / "result.json").read_text())
-    rec = next(s for s in prov["provenance"]["steps"] if s["name"] == "atlas")["parameters"]["followup_grid"]
+    on = _run(case, tmp_path / "on")
+    off = _run(case, tmp_path / "off", thick_followup_redelineate=False)
+    rec = _provenance_steps(tmp_path / "on")["atlas"]["followup_grid"]
     assert rec["thick_followup"] is True and rec["finer_followup"] is False and rec["delineated_on_followup_grid"]
-    off_prov = json.loads((tmp_path / "off" / "result.json").read_text())
-    off_rec = next(s for s in off_prov["provenance"]["steps"] if s["name"] == "atlas")["parameters"]["followup_grid"]
+    off_rec = _provenance_steps(tmp_path / "off")["atlas"]["followup_grid"]
     assert "thick_followup" not in off_rec
     c_on, c_off = _coverage_and_ratio(case, on), _coverage_and_ratio(case, off)
     assert len(c_on) == 4
@@ -91,19 +95,14 @@ def crossed_case():
 @pytest.mark.slow
 def test_new_lesions_on_slices_in_two_planes_are_measured_on_the_follow_ups_slices(crossed_case, tmp_path) -> None:
     case = crossed_case
-    cfg = MSConfig()
-    assert cfg.classify.thick_followup_crossed is True  # the default since 1.37.0
-    on = _run(case, tmp_path / "on", True)
-    off = run_ms_lesions(case.baseline_flair, case.followup_flair, tmp_path / "off",
-                         replace(cfg, write_report=False, write_dicom=False,
-                                 classify=replace(cfg.classify, thick_followup_crossed=False)))
-    prov = json.loads((tmp_path / "on" / "result.json").read_text())
-    steps = {s["name"]: s["parameters"] for s in prov["provenance"]["steps"]}
+    assert MSConfig().classify.thick_followup_crossed is True  # the default since 1.37.0
+    on = _run(case, tmp_path / "on")
+    off = _run(case, tmp_path / "off", thick_followup_crossed=False)
+    steps = _provenance_steps(tmp_path / "on")
     rec = steps["atlas"]["followup_grid"]
     assert any(p.get("crossed_slices") for p in steps.values())  # the pair is one in two planes
     assert rec["thick_followup"] is True and rec["delineated_on_followup_grid"], rec
-    off_prov = json.loads((tmp_path / "off" / "result.json").read_text())
-    off_rec = next(s for s in off_prov["provenance"]["steps"] if s["name"] == "atlas")["parameters"]["followup_grid"]
+    off_rec = _provenance_steps(tmp_path / "off")["atlas"]["followup_grid"]
     assert "thick_followup" not in off_rec
     c_on, c_off = _coverage_and_ratio(case, on), _coverage_and_ratio(case, off)
     assert len(c_on) == 4 and min(c for c, _ in c_on.values()) >= 0.6, c_on
